@@ -1,0 +1,81 @@
+/* dbc.h — the whole C ABI that JavaScript may call through bun:ffi.
+ *
+ * Rules (docs/architecture.md, design/style.md §10):
+ *  - every symbol starts with dbc_; handles are opaque pointers (void*); no structs by value, no callbacks;
+ *  - every function returns 0 on success or a negative DBC_E_* code, and dbc_last_error() holds the message;
+ *  - results are written through out-pointers (void** for new tensors);
+ *  - tensors are row-major and contiguous; activations are f32, weights may be f32/f16/bf16 or MLX affine-quantized u32.
+ * src/tensor/native.ts declares these in the same order; test/tensor/native-abi.test.ts checks names and arity.
+ */
+#ifndef DBC_H
+#define DBC_H
+#include <stdint.h>
+
+#define DBC_ABI_VERSION 1
+
+/* dtypes */
+#define DBC_F32 0
+#define DBC_F16 1
+#define DBC_BF16 2
+#define DBC_U32 3
+#define DBC_I32 4
+#define DBC_U8 5
+
+/* error codes */
+#define DBC_OK 0
+#define DBC_E_ARG -1     /* bad argument: null handle, bad shape, unsupported dtype */
+#define DBC_E_NOMEM -2   /* allocation failed */
+#define DBC_E_STATE -3   /* library not initialised or used after shutdown */
+
+/* library */
+const char* dbc_last_error(void);
+int dbc_abi_version(void);
+int dbc_init(int threads);
+int dbc_thread_count(void);
+int64_t dbc_live_bytes(void);
+
+/* tensors */
+int dbc_tensor_new(int dtype, int ndim, const int64_t* shape, void** out);
+int dbc_tensor_wrap(int dtype, int ndim, const int64_t* shape, void* data, int64_t nbytes, void** out);
+int dbc_tensor_view(void* t, int ndim, const int64_t* shape, int64_t offset_elems, void** out);
+int dbc_tensor_free(void* t);
+int dbc_tensor_write(void* t, const void* src, int64_t nbytes, int64_t offset_bytes);
+int dbc_tensor_read(void* t, void* dst, int64_t nbytes, int64_t offset_bytes);
+int dbc_tensor_info(void* t, int64_t* info);
+
+/* conversions and layout */
+int dbc_astype(void* x, int dtype, void** out);
+int dbc_transpose(void* x, int ndim, const int64_t* perm, void** out);
+int dbc_concat(void* a, void* b, int axis, void** out);
+int dbc_slice(void* x, int axis, int64_t start, int64_t end, void** out);
+
+/* linear algebra */
+int dbc_matmul(void* a, void* b, void** out);
+int dbc_linear(void* x, void* w, void* bias, void** out);
+int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, void** out);
+int dbc_dequantize(void* wq, void* scales, void* biases, int group_size, int bits, void** out);
+int dbc_embedding(void* table, void* ids, void** out);
+int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size, int bits, void* ids, void** out);
+
+/* normalisation, position, attention */
+int dbc_rms_norm(void* x, void* weight, float eps, void** out);
+int dbc_rope(void* x, void* positions, int dims, int traditional, float scale, void* inv_freq, void** out);
+int dbc_kv_write(void* cache, void* x, void* slots, void* positions);
+int dbc_attention(void* q, void* k_cache, void* v_cache, void* slots, void* positions, float scale, void* mask,
+                  int causal, int window, void* sinks, void** out);
+
+/* elementwise and reductions */
+int dbc_add(void* a, void* b, void** out);
+int dbc_mul(void* a, void* b, void** out);
+int dbc_scale(void* x, float s, void** out);
+int dbc_silu(void* x, void** out);
+int dbc_gelu(void* x, int approximate, void** out);
+int dbc_glu(void* gate, void* up, int activation, void** out);
+int dbc_softmax(void* x, void** out);
+int dbc_argmax(void* x, void** out);
+int dbc_topk(void* x, int k, void** values, void** indices);
+
+/* measurement */
+int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* seconds);
+
+#endif

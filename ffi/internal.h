@@ -1,0 +1,80 @@
+/* internal.h — shared pieces of the CPU shim: tensor struct, errors, dtype conversion, the thread pool. Not part of the ABI. */
+#ifndef DBC_INTERNAL_H
+#define DBC_INTERNAL_H
+#include "dbc.h"
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DBC_AVX2 1
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#define DBC_MAX_DIMS 8
+
+typedef struct dbc_storage {
+  void* data;
+  int64_t nbytes;
+  int64_t refcount;
+  int owned; /* 1: malloc'd by us; 0: borrowed (mmap'd weights kept alive by the caller) */
+} dbc_storage;
+
+typedef struct dbc_tensor {
+  uint32_t magic;
+  int dtype;
+  int ndim;
+  int64_t shape[DBC_MAX_DIMS];
+  int64_t offset; /* bytes into storage */
+  dbc_storage* storage;
+} dbc_tensor;
+
+#define DBC_TENSOR_MAGIC 0xdbc7e450u
+
+int dbc_fail(int code, const char* fmt, ...);
+size_t dbc_dtype_size(int dtype);
+const char* dbc_dtype_name(int dtype);
+int64_t dbc_numel(const dbc_tensor* t);
+static inline void* tdata(const dbc_tensor* t) { return (char*)t->storage->data + t->offset; }
+int dbc_new(int dtype, int ndim, const int64_t* shape, dbc_tensor** out);
+int dbc_check(void* handle, const char* what, dbc_tensor** out);
+int dbc_check_float(const dbc_tensor* t, const char* what);
+void* dbc_scratch_alloc(size_t bytes);
+void dbc_scratch_free(void* p);
+
+/* float16 / bfloat16 <-> float32 */
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+  return (uint16_t)(u >> 16);
+}
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+/* Converts n elements of any float dtype to f32. */
+void dbc_to_f32(const void* src, int dtype, float* dst, int64_t n);
+/* Reads element i of a float tensor's data as f32. */
+static inline float load_f32(const void* p, int dtype, int64_t i) {
+  switch (dtype) {
+    case DBC_F32: return ((const float*)p)[i];
+    case DBC_BF16: return bf16_to_f32(((const uint16_t*)p)[i]);
+    default: return f16_to_f32(((const uint16_t*)p)[i]);
+  }
+}
+
+/* Thread pool: parallel_for runs fn(ctx, begin, end) over [0, n) in chunks on every worker and the caller. */
+typedef void (*dbc_range_fn)(void* ctx, int64_t begin, int64_t end);
+void dbc_parallel_for(int64_t n, int64_t min_chunk, dbc_range_fn fn, void* ctx);
+int dbc_pool_threads(void);
+int dbc_pool_start(int threads);
+
+#endif

@@ -1,0 +1,117 @@
+/* threads.c — a small pthread pool (no OpenMP, so macOS builds too). Workers spin briefly between ops, then sleep,
+ * because a decode step issues hundreds of short parallel ops and waking a sleeping thread costs more than the op. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define SPIN_ROUNDS 20000
+
+static struct {
+  int threads;
+  pthread_t* tids;
+  uint64_t generation;
+  dbc_range_fn fn;
+  void* ctx;
+  int64_t n, chunk, next;
+  int active;
+  int sleepers;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_mutex_t submit; /* one parallel_for at a time; others run inline */
+} pool = {.threads = 0, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+          .submit = PTHREAD_MUTEX_INITIALIZER};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static void run_chunks(void) {
+  for (;;) {
+    int64_t begin = __atomic_fetch_add(&pool.next, pool.chunk, __ATOMIC_ACQ_REL);
+    if (begin >= pool.n) return;
+    int64_t end = begin + pool.chunk < pool.n ? begin + pool.chunk : pool.n;
+    pool.fn(pool.ctx, begin, end);
+  }
+}
+
+static void* worker(void* arg) {
+  (void)arg;
+  uint64_t seen = 0;
+  for (;;) {
+    uint64_t gen;
+    int spins = 0;
+    while ((gen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE)) == seen && spins < SPIN_ROUNDS) {
+      cpu_relax();
+      spins++;
+    }
+    if (gen == seen) {
+      pthread_mutex_lock(&pool.mu);
+      __atomic_add_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+      while ((gen = __atomic_load_n(&pool.generation, __ATOMIC_SEQ_CST)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+      __atomic_sub_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+      pthread_mutex_unlock(&pool.mu);
+    }
+    seen = gen;
+    run_chunks();
+    __atomic_sub_fetch(&pool.active, 1, __ATOMIC_ACQ_REL);
+  }
+  return NULL;
+}
+
+int dbc_pool_start(int threads) {
+  if (pool.threads > 0) return DBC_OK;
+  if (threads <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = n > 0 ? (int)n : 1;
+  }
+  if (threads > 256) threads = 256;
+  pool.tids = calloc((size_t)threads, sizeof(pthread_t));
+  if (!pool.tids) return dbc_fail(DBC_E_NOMEM, "thread pool: out of memory");
+  for (int i = 1; i < threads; i++) {
+    if (pthread_create(&pool.tids[i], NULL, worker, NULL) != 0) {
+      threads = i; /* run with the threads we got */
+      break;
+    }
+    pthread_detach(pool.tids[i]);
+  }
+  pool.threads = threads;
+  return DBC_OK;
+}
+
+int dbc_pool_threads(void) { return pool.threads > 0 ? pool.threads : 1; }
+
+void dbc_parallel_for(int64_t n, int64_t min_chunk, dbc_range_fn fn, void* ctx) {
+  if (n <= 0) return;
+  if (min_chunk < 1) min_chunk = 1;
+  if (pool.threads <= 1 || n <= min_chunk || pthread_mutex_trylock(&pool.submit) != 0) {
+    fn(ctx, 0, n);
+    return;
+  }
+  int64_t chunk = (n + pool.threads * 4 - 1) / (pool.threads * 4);
+  if (chunk < min_chunk) chunk = min_chunk;
+  pool.fn = fn;
+  pool.ctx = ctx;
+  pool.n = n;
+  pool.chunk = chunk;
+  __atomic_store_n(&pool.next, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&pool.active, pool.threads - 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&pool.generation, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&pool.sleepers, __ATOMIC_SEQ_CST) > 0) {
+    pthread_mutex_lock(&pool.mu);
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+  }
+  run_chunks();
+  while (__atomic_load_n(&pool.active, __ATOMIC_ACQUIRE) > 0) cpu_relax();
+  pthread_mutex_unlock(&pool.submit);
+}
+
+int dbc_init(int threads) { return dbc_pool_start(threads); }
+int dbc_thread_count(void) { return dbc_pool_threads(); }

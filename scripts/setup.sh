@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs whatever this machine lacks to build and run dbcluster, then builds the C shim and the single binary.
+#   bash scripts/setup.sh            # everything (system packages, JS deps, native shim, dist/dbcluster)
+#   DBC_SKIP_BINARY=1 ...            # skip `bun build --compile` (tests build it themselves when needed)
+#   DBC_SHIM_MODE=portable ...       # portable shim (release) instead of -march=native
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+say() { printf '\033[36m[setup]\033[0m %s\n' "$*"; }
+
+need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+install_system_packages() {
+  case "$(uname -s)" in
+    Linux)
+      local missing=()
+      need_cmd cc || missing+=(gcc)
+      need_cmd make || missing+=(make)
+      [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || [ -e /usr/include/aarch64-linux-gnu/cblas.h ] \
+        || [ -e /usr/include/openblas/cblas.h ] || missing+=(libopenblas-dev)
+      need_cmd ip || missing+=(iproute2)
+      if [ ${#missing[@]} -gt 0 ]; then
+        if ! need_cmd apt-get; then
+          echo "[setup] missing: ${missing[*]} — install them with your package manager and rerun" >&2
+          exit 1
+        fi
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        say "installing Debian packages: ${missing[*]}"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+      fi
+      ;;
+    Darwin)
+      need_cmd cc || { echo "[setup] no C compiler: run 'xcode-select --install' and rerun" >&2; exit 1; }
+      # Accelerate ships with macOS; mlx-c (optional, for the mlx backend) comes from Homebrew where present.
+      if need_cmd brew && ! brew list mlx-c >/dev/null 2>&1; then
+        say "optional: 'brew install mlx-c' enables the mlx backend (not installed; the cpu backend will be used)"
+      fi
+      ;;
+  esac
+  if ! need_cmd npm; then
+    echo "[setup] npm not found: install Node.js 20+ (it brings npm) and rerun" >&2
+    exit 1
+  fi
+}
+
+install_js_dependencies() {
+  if [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    say "installing JS dependencies (npm ci)"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+}
+
+install_system_packages
+install_js_dependencies
+bash scripts/build-shim.sh
+if [ "${DBC_SKIP_BINARY:-0}" != 1 ]; then
+  bash scripts/build-binary.sh
+fi

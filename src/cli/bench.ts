@@ -1,0 +1,9 @@
+/** `dbcluster bench`: the benchmarks, one subcommand each, gathered under one command. */
+import { defineCommand } from 'citty'
+
+export default defineCommand({
+  meta: { name: 'bench', description: 'Measure kernels, decode, links and serving on this machine (see docs/benchmarks.md)' },
+  subCommands: {
+    kernels: () => import('./bench-kernels.ts').then((m) => m.default),
+  },
+})
