@@ -62,7 +62,7 @@ int dbc_rms_norm(void* x, void* weight, float eps, void** out);
 int dbc_rope(void* x, void* positions, int dims, int traditional, float scale, void* inv_freq, void** out);
 int dbc_kv_write(void* cache, void* x, void* slots, void* positions);
 int dbc_attention(void* q, void* k_cache, void* v_cache, void* slots, void* positions, float scale, void* mask,
-                  int causal, int window, void* sinks, void** out);
+                  int causal, int kv_length, int window, void* sinks, void** out);
 
 /* elementwise and reductions */
 int dbc_add(void* a, void* b, void** out);

@@ -138,9 +138,10 @@ int dbc_tensor_view(void* handle, int ndim, const int64_t* shape, int64_t offset
   dbc_tensor* t = header(src->dtype, ndim, shape);
   int64_t es = (int64_t)dbc_dtype_size(src->dtype);
   int64_t start = src->offset + offset_elems * es;
-  if (offset_elems < 0 || start + dbc_numel(t) * es > src->storage->nbytes) {
+  int64_t count = dbc_numel(t);
+  if (offset_elems < 0 || start + count * es > src->storage->nbytes) {
     free(t);
-    return dbc_fail(DBC_E_ARG, "tensor_view: view of %lld elements at %lld exceeds the source", (long long)dbc_numel(t),
+    return dbc_fail(DBC_E_ARG, "tensor_view: view of %lld elements at %lld exceeds the source", (long long)count,
                     (long long)offset_elems);
   }
   t->offset = start;

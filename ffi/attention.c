@@ -1,0 +1,130 @@
+/* attention.c — KV cache writes and scaled dot-product attention for rows at arbitrary (slot, position) pairs, with GQA,
+ * causal or explicit additive masks, sliding windows and per-head sink logits. Cache layout: [slots, kv_heads, max_len, head_dim]. */
+#include <math.h>
+#include <stdlib.h>
+#include "internal.h"
+
+int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
+  dbc_tensor *cache, *x, *slots, *pos;
+  int rc;
+  if ((rc = dbc_check(ch, "kv_write cache", &cache)) || (rc = dbc_check(xh, "kv_write x", &x)) ||
+      (rc = dbc_check(sh, "kv_write slots", &slots)) || (rc = dbc_check(ph, "kv_write positions", &pos)))
+    return rc;
+  if (cache->dtype != DBC_F32 || cache->ndim != 4) return dbc_fail(DBC_E_ARG, "kv_write: cache must be f32 [slots, kv_heads, max_len, head_dim]");
+  if (x->dtype != DBC_F32 || x->ndim != 3 || x->shape[1] != cache->shape[1] || x->shape[2] != cache->shape[3])
+    return dbc_fail(DBC_E_ARG, "kv_write: x must be f32 [rows, %lld, %lld]", (long long)cache->shape[1], (long long)cache->shape[3]);
+  int64_t rows = x->shape[0], H = cache->shape[1], L = cache->shape[2], D = cache->shape[3];
+  if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || dbc_numel(slots) != rows || dbc_numel(pos) != rows)
+    return dbc_fail(DBC_E_ARG, "kv_write: slots and positions must be i32 [rows]");
+  const int32_t *sl = tdata(slots), *ps = tdata(pos);
+  for (int64_t r = 0; r < rows; r++) {
+    if (sl[r] < 0 || sl[r] >= cache->shape[0]) return dbc_fail(DBC_E_ARG, "kv_write: slot %d outside 0..%lld", sl[r], (long long)cache->shape[0] - 1);
+    if (ps[r] < 0 || ps[r] >= L) return dbc_fail(DBC_E_ARG, "kv_write: position %d outside the cache length %lld", ps[r], (long long)L);
+  }
+  float *c = tdata(cache);
+  const float* src = tdata(x);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t h = 0; h < H; h++) memcpy(c + (((int64_t)sl[r] * H + h) * L + ps[r]) * D, src + (r * H + h) * D, (size_t)D * 4);
+  return DBC_OK;
+}
+
+typedef struct {
+  const float *q, *k, *v, *mask, *sinks;
+  const int32_t *slots, *pos;
+  int64_t heads, kv_heads, max_len, head_dim, mask_width, kv_length;
+  int causal, window;
+  float scale;
+  float* out;
+} attn_ctx;
+
+static void attn_range(void* p, int64_t b, int64_t e) {
+  const attn_ctx* c = p;
+  const int64_t D = c->head_dim, group = c->heads / c->kv_heads;
+  float* scores = dbc_scratch_alloc((size_t)c->max_len * sizeof(float));
+  for (int64_t task = b; task < e; task++) {
+    int64_t r = task / c->heads, h = task % c->heads, kvh = h / group;
+    int64_t end = c->causal ? (int64_t)c->pos[r] + 1 : c->kv_length;
+    int64_t start = c->window > 0 && end - c->window > 0 ? end - c->window : 0;
+    const float* q = c->q + (r * c->heads + h) * D;
+    const float* kb = c->k + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
+    const float* vb = c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
+    float m = c->sinks ? c->sinks[h] : -INFINITY;
+    for (int64_t j = start; j < end; j++) {
+      const float* kj = kb + j * D;
+      float lanes[8] = {0};
+      int64_t d = 0;
+      for (; d + 8 <= D; d += 8)
+        for (int t = 0; t < 8; t++) lanes[t] += q[d + t] * kj[d + t];
+      float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+      for (; d < D; d++) s += q[d] * kj[d];
+      s *= c->scale;
+      if (c->mask) s += c->mask[r * c->mask_width + j];
+      scores[j] = s;
+      if (s > m) m = s;
+    }
+    float* o = c->out + (r * c->heads + h) * D;
+    for (int64_t d = 0; d < D; d++) o[d] = 0;
+    if (m == -INFINITY) continue; /* every key masked: output zeros rather than NaN */
+    double denom = c->sinks ? exp((double)(c->sinks[h] - m)) : 0.0;
+    for (int64_t j = start; j < end; j++) {
+      float w = expf(scores[j] - m);
+      denom += w;
+      const float* vj = vb + j * D;
+      for (int64_t d = 0; d < D; d++) o[d] += w * vj[d];
+    }
+    float inv = (float)(1.0 / denom);
+    for (int64_t d = 0; d < D; d++) o[d] *= inv;
+  }
+  dbc_scratch_free(scores);
+}
+
+int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
+                  void* sinkh, void** out) {
+  dbc_tensor *q, *k, *v, *slots, *pos, *mask = NULL, *sinks = NULL, *o;
+  int rc;
+  if ((rc = dbc_check(qh, "attention q", &q)) || (rc = dbc_check(kh, "attention k_cache", &k)) || (rc = dbc_check(vh, "attention v_cache", &v)) ||
+      (rc = dbc_check(sh, "attention slots", &slots)) || (rc = dbc_check(ph, "attention positions", &pos)))
+    return rc;
+  if (mh && (rc = dbc_check(mh, "attention mask", &mask))) return rc;
+  if (sinkh && (rc = dbc_check(sinkh, "attention sinks", &sinks))) return rc;
+  if (!out) return dbc_fail(DBC_E_ARG, "attention: out is null");
+  if (q->dtype != DBC_F32 || q->ndim != 3) return dbc_fail(DBC_E_ARG, "attention: q must be f32 [rows, heads, head_dim]");
+  if (k->dtype != DBC_F32 || v->dtype != DBC_F32 || k->ndim != 4 || v->ndim != 4)
+    return dbc_fail(DBC_E_ARG, "attention: caches must be f32 [slots, kv_heads, max_len, head_dim]");
+  for (int i = 0; i < 4; i++)
+    if (k->shape[i] != v->shape[i]) return dbc_fail(DBC_E_ARG, "attention: key and value caches differ in shape");
+  int64_t rows = q->shape[0], H = q->shape[1], D = q->shape[2], KH = k->shape[1], L = k->shape[2];
+  if (k->shape[3] != D) return dbc_fail(DBC_E_ARG, "attention: q head_dim %lld != cache head_dim %lld", (long long)D, (long long)k->shape[3]);
+  if (KH == 0 || H % KH) return dbc_fail(DBC_E_ARG, "attention: %lld query heads do not divide into %lld kv heads", (long long)H, (long long)KH);
+  if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || dbc_numel(slots) != rows || dbc_numel(pos) != rows)
+    return dbc_fail(DBC_E_ARG, "attention: slots and positions must be i32 [rows]");
+  const int32_t *sl = tdata(slots), *ps = tdata(pos);
+  if (!causal && (kv_length < 0 || kv_length > L))
+    return dbc_fail(DBC_E_ARG, "attention: kv_length %d outside the cache length %lld", kv_length, (long long)L);
+  if (window < 0) return dbc_fail(DBC_E_ARG, "attention: negative window");
+  for (int64_t r = 0; r < rows; r++) {
+    if (sl[r] < 0 || sl[r] >= k->shape[0]) return dbc_fail(DBC_E_ARG, "attention: slot %d outside 0..%lld", sl[r], (long long)k->shape[0] - 1);
+    if (ps[r] < 0 || ps[r] >= L) return dbc_fail(DBC_E_ARG, "attention: position %d outside the cache length %lld", ps[r], (long long)L);
+  }
+  int64_t width = 0;
+  if (mask) {
+    if (mask->dtype != DBC_F32 || mask->ndim != 2 || mask->shape[0] != rows)
+      return dbc_fail(DBC_E_ARG, "attention: mask must be f32 [rows, keys]");
+    width = mask->shape[1];
+  }
+  if (sinks && (sinks->dtype != DBC_F32 || dbc_numel(sinks) != H)) return dbc_fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
+  if ((rc = dbc_new(DBC_F32, 3, q->shape, &o))) return rc;
+  attn_ctx c = {tdata(q), tdata(k), tdata(v), mask ? tdata(mask) : NULL, sinks ? tdata(sinks) : NULL, sl, ps, H, KH, L, D, width, 0,
+                causal, window, scale, tdata(o)};
+  c.kv_length = kv_length;
+  for (int64_t r = 0; r < rows; r++) {
+    int64_t keys = causal ? ps[r] + 1 : kv_length;
+    if (mask && width < keys) {
+      dbc_tensor_free(o);
+      return dbc_fail(DBC_E_ARG, "attention: mask width %lld < keys attended %lld", (long long)width, (long long)keys);
+    }
+  }
+  dbc_parallel_for(rows * H, 1, attn_range, &c);
+  *out = o;
+  return DBC_OK;
+}

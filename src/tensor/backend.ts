@@ -1,0 +1,125 @@
+/** The Backend seam: an op-level API shaped like the subset of MLX that decoder models use; `cpu` and `mlx` implement it. */
+
+export type DType = 'f32' | 'f16' | 'bf16' | 'u32' | 'i32' | 'u8'
+
+/** An opaque tensor owned by one backend. Row-major, contiguous. Activations are f32; weights may be f32/f16/bf16 or quantized. */
+export interface Tensor {
+  readonly shape: readonly number[]
+  readonly dtype: DType
+}
+
+/** An MLX affine-quantized matrix [N, K]: weight u32 [N, K·bits/32], scales and biases [N, K/groupSize] in the model dtype. */
+export interface QuantizedMatrix {
+  readonly weight: Tensor
+  readonly scales: Tensor
+  readonly biases: Tensor
+  readonly groupSize: number
+  readonly bits: number
+}
+
+export interface RopeOptions {
+  /** Number of leading feature dims rotated (usually head_dim). */
+  dims: number
+  /** true: rotate adjacent pairs (2i, 2i+1); false (Llama/Qwen default): rotate (i, i + dims/2). */
+  traditional: boolean
+  /** Base of the geometric frequency ladder; ignored when `freqs` is given. */
+  base: number
+  /** Multiplies positions (MLX `scale`; linear rope scaling is 1/factor). */
+  scale: number
+  /** Optional per-pair wavelengths (MLX `freqs`, e.g. llama3 scaling); theta = position·scale / freqs[i]. */
+  freqs?: Float32Array
+}
+
+export interface AttentionOptions {
+  /** Multiplies q·k (usually 1/sqrt(head_dim)). */
+  scale: number
+  /** true: row r attends keys [0, positions[r]] of its slot; false: keys [0, kvLength). */
+  causal: boolean
+  /** Number of keys per slot when causal is false. */
+  kvLength?: number
+  /** Additive f32 mask [rows, width] over key index (width ≥ keys attended); -Infinity hides a key. */
+  mask?: Tensor
+  /** Sliding window: only keys j > positions[r] - window are attended (0 = no window). */
+  window?: number
+  /** Per-head sink logits [heads] (f32) joining the softmax denominator (GPT-OSS). */
+  sinks?: Tensor
+}
+
+export type GluActivation = 'silu' | 'gelu' | 'gelu_approx'
+
+export interface Backend {
+  readonly name: 'cpu' | 'mlx'
+  readonly threads: number
+
+  // creation and transfer
+  fromFloat32(data: Float32Array, shape: readonly number[]): Tensor
+  fromInt32(data: Int32Array, shape: readonly number[]): Tensor
+  /** Wraps raw little-endian bytes (e.g. a memory-mapped checkpoint). With borrow, no copy is made and `bytes` stays referenced. */
+  fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, options?: { borrow?: boolean }): Tensor
+  zeros(shape: readonly number[], dtype: DType): Tensor
+  toFloat32(x: Tensor): Float32Array
+  toInt32(x: Tensor): Int32Array
+  toBytes(x: Tensor): Uint8Array
+  astype(x: Tensor, dtype: DType): Tensor
+
+  // layout
+  /** A view with the same data and a new shape (no copy). */
+  reshape(x: Tensor, shape: readonly number[]): Tensor
+  transpose(x: Tensor, perm: readonly number[]): Tensor
+  slice(x: Tensor, axis: number, start: number, end: number): Tensor
+  concat(a: Tensor, b: Tensor, axis: number): Tensor
+
+  // linear algebra
+  /** a [M, K] · b [K, N] → [M, N], f32. */
+  matmul(a: Tensor, b: Tensor): Tensor
+  /** x [..., K] · wᵀ with w [N, K] (a Linear layer's weight), plus optional bias [N] → [..., N] f32. */
+  linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor
+  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor
+  dequantize(w: QuantizedMatrix): Tensor
+  /** table [V, H] gathered at ids (i32) → [...ids.shape, H] f32. */
+  embedding(table: Tensor, ids: Tensor): Tensor
+  quantizedEmbedding(table: QuantizedMatrix, ids: Tensor): Tensor
+
+  // normalisation, position, attention
+  rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor
+  /** x [rows, heads, headDim] rotated at per-row positions (i32 [rows]). */
+  rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
+  /** Writes x [rows, kvHeads, headDim] into cache [slots, kvHeads, maxLen, headDim] at (slots[r], positions[r]). In place. */
+  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor): void
+  /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
+  attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor
+
+  // elementwise and reductions (b broadcasts when its shape is a suffix of a's)
+  add(a: Tensor, b: Tensor): Tensor
+  mul(a: Tensor, b: Tensor): Tensor
+  scale(x: Tensor, factor: number): Tensor
+  silu(x: Tensor): Tensor
+  gelu(x: Tensor, approximate?: boolean): Tensor
+  /** activation(gate) · up, fused (SwiGLU / GeGLU). */
+  glu(gate: Tensor, up: Tensor, activation: GluActivation): Tensor
+  softmax(x: Tensor): Tensor
+  /** Index of the largest value along the last axis → i32 [rows]. */
+  argmax(x: Tensor): Tensor
+  /** The k largest values along the last axis, sorted descending, with their indices (i32). */
+  topk(x: Tensor, k: number): { values: Tensor; indices: Tensor }
+
+  // memory
+  free(x: Tensor): void
+  /** Runs fn and frees every tensor it created except those it returns (a tensor, or arrays/objects of them) or passes to keep(). */
+  scope<T>(fn: () => T): T
+  /** Exempts a tensor from the current scope's cleanup (it moves to the enclosing scope, or is owned by the caller at top level). */
+  keep<T extends Tensor>(x: T): T
+  /** Bytes held by live backend allocations (for leak tests and memory reports). */
+  liveBytes(): number
+}
+
+/** How an implementation reports whether it can run here (mlx distributed style: honest unavailability, not a fake). */
+export type BackendProbe = { available: true } | { available: false; reason: string }
+
+export const DTYPE_BYTES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, u32: 4, i32: 4, u8: 1 }
+
+export function numel(shape: readonly number[]): number {
+  let n = 1
+  for (const d of shape) n *= d
+  return n
+}

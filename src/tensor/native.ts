@@ -1,0 +1,101 @@
+/** The only bun:ffi import: opens the C shim (embedded in the binary) and declares ffi/dbc.h's symbols in header order. */
+import { dlopen, FFIType, ptr, type Pointer } from 'bun:ffi'
+import shimPath from '../../build/libdbc.so' with { type: 'file' }
+import { DbcError } from '../errors.ts'
+
+const { ptr: P, i32, i64, f32 } = FFIType
+
+/** ffi/dbc.h, in order. test/tensor/native-abi.test.ts checks names and arity against the header. */
+export const SYMBOLS = {
+  dbc_last_error: { args: [], returns: FFIType.cstring },
+  dbc_abi_version: { args: [], returns: i32 },
+  dbc_init: { args: [i32], returns: i32 },
+  dbc_thread_count: { args: [], returns: i32 },
+  dbc_live_bytes: { args: [], returns: i64 },
+
+  dbc_tensor_new: { args: [i32, i32, P, P], returns: i32 },
+  dbc_tensor_wrap: { args: [i32, i32, P, P, i64, P], returns: i32 },
+  dbc_tensor_view: { args: [P, i32, P, i64, P], returns: i32 },
+  dbc_tensor_free: { args: [P], returns: i32 },
+  dbc_tensor_write: { args: [P, P, i64, i64], returns: i32 },
+  dbc_tensor_read: { args: [P, P, i64, i64], returns: i32 },
+  dbc_tensor_info: { args: [P, P], returns: i32 },
+
+  dbc_astype: { args: [P, i32, P], returns: i32 },
+  dbc_transpose: { args: [P, i32, P, P], returns: i32 },
+  dbc_concat: { args: [P, P, i32, P], returns: i32 },
+  dbc_slice: { args: [P, i32, i64, i64, P], returns: i32 },
+
+  dbc_matmul: { args: [P, P, P], returns: i32 },
+  dbc_linear: { args: [P, P, P, P], returns: i32 },
+  dbc_quantized_linear: { args: [P, P, P, P, P, i32, i32, P], returns: i32 },
+  dbc_dequantize: { args: [P, P, P, i32, i32, P], returns: i32 },
+  dbc_embedding: { args: [P, P, P], returns: i32 },
+  dbc_quantized_embedding: { args: [P, P, P, i32, i32, P, P], returns: i32 },
+
+  dbc_rms_norm: { args: [P, P, f32, P], returns: i32 },
+  dbc_rope: { args: [P, P, i32, i32, f32, P, P], returns: i32 },
+  dbc_kv_write: { args: [P, P, P, P], returns: i32 },
+  dbc_attention: { args: [P, P, P, P, P, f32, P, i32, i32, i32, P, P], returns: i32 },
+
+  dbc_add: { args: [P, P, P], returns: i32 },
+  dbc_mul: { args: [P, P, P], returns: i32 },
+  dbc_scale: { args: [P, f32, P], returns: i32 },
+  dbc_silu: { args: [P, P], returns: i32 },
+  dbc_gelu: { args: [P, i32, P], returns: i32 },
+  dbc_glu: { args: [P, P, i32, P], returns: i32 },
+  dbc_softmax: { args: [P, P], returns: i32 },
+  dbc_argmax: { args: [P, P], returns: i32 },
+  dbc_topk: { args: [P, i32, P, P], returns: i32 },
+
+  dbc_memory_read_bench: { args: [i64, i32, i32, P], returns: i32 },
+} as const
+
+export const ABI_VERSION = 1
+
+/** A failed shim call: the C side's code and its last-error message. */
+export class NativeError extends DbcError {
+  constructor(
+    readonly nativeCode: number,
+    message: string,
+  ) {
+    super('E_NATIVE', message)
+  }
+}
+
+/** The shim's path: DBCLUSTER_SHIM overrides the copy embedded in (or next to) the code. */
+export function shimLocation(): string {
+  return process.env.DBCLUSTER_SHIM || shimPath
+}
+
+function openShim() {
+  const path = shimLocation()
+  let lib
+  try {
+    lib = dlopen(path, SYMBOLS)
+  } catch (error) {
+    throw new DbcError(
+      'E_SHIM_MISSING',
+      `cannot load the compute shim at ${path}: ${(error as Error).message}`,
+      "run 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')",
+    )
+  }
+  const version = lib.symbols.dbc_abi_version()
+  if (version !== ABI_VERSION) {
+    throw new DbcError('E_SHIM_VERSION', `compute shim ABI ${version} does not match ${ABI_VERSION}`, "rebuild it with 'bash scripts/build-shim.sh'")
+  }
+  return lib
+}
+
+let opened: ReturnType<typeof openShim> | undefined
+export function shim(): ReturnType<typeof openShim>['symbols'] {
+  opened ??= openShim()
+  return opened.symbols
+}
+
+/** Throws NativeError when a shim call returned a negative code. */
+export function check(rc: number): void {
+  if (rc !== 0) throw new NativeError(rc, String(shim().dbc_last_error()))
+}
+
+export { ptr, type Pointer }
