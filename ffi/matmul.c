@@ -23,7 +23,7 @@ typedef struct {
 } linear_ctx;
 
 #ifdef DBC_AVX2
-static inline __m256 load8(const void* w, int dtype, int64_t i) {
+static inline __attribute__((always_inline)) __m256 load8(const void* w, int dtype, int64_t i) {
   if (dtype == DBC_F32) return _mm256_loadu_ps((const float*)w + i);
   __m128i h = _mm_loadu_si128((const __m128i*)((const uint16_t*)w + i));
   if (dtype == DBC_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -37,47 +37,68 @@ static inline float hsum8(__m256 v) {
 }
 #endif
 
-/* out[m, n] for n in [nb, ne), rows m in [m0, m0+mc) with mc <= GEMV_MAX_ROWS */
-static void gemv_rows(const linear_ctx* c, int64_t m0, int mc, int64_t nb, int64_t ne) {
+/* out[m, n] for n in [nb, ne), rows m in [m0, m0+MC); MC and DTYPE are constants after inlining (registers, no branches) */
+static inline __attribute__((always_inline)) void gemv_rows(const linear_ctx* c, int64_t m0, const int MC, const int DTYPE,
+                                                            int64_t nb, int64_t ne) {
   const int64_t K = c->K;
-  const size_t es = dbc_dtype_size(c->w_dtype);
+  const size_t es = DTYPE == DBC_F32 ? 4 : 2;
+  const float* x[GEMV_MAX_ROWS];
+  for (int m = 0; m < MC; m++) x[m] = c->x + (m0 + m) * K;
   for (int64_t n = nb; n < ne; n++) {
     const void* wrow = (const char*)c->w + (size_t)n * (size_t)K * es;
     float acc[GEMV_MAX_ROWS] = {0};
     int64_t k = 0;
 #ifdef DBC_AVX2
-    __m256 va[GEMV_MAX_ROWS];
-    for (int m = 0; m < mc; m++) va[m] = _mm256_setzero_ps();
-    for (; k + 8 <= K; k += 8) {
-      __m256 wv = load8(wrow, c->w_dtype, k);
-      for (int m = 0; m < mc; m++) va[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(c->x + (m0 + m) * K + k), va[m]);
+    __m256 va[GEMV_MAX_ROWS], vb[GEMV_MAX_ROWS];
+    for (int m = 0; m < MC; m++) va[m] = _mm256_setzero_ps(), vb[m] = _mm256_setzero_ps();
+    for (; k + 16 <= K; k += 16) {
+      _mm_prefetch((const char*)wrow + (size_t)k * es + 1024, _MM_HINT_T0);
+      const __m256 w0 = load8(wrow, DTYPE, k), w1 = load8(wrow, DTYPE, k + 8);
+      for (int m = 0; m < MC; m++) {
+        va[m] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[m] + k), va[m]);
+        vb[m] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[m] + k + 8), vb[m]);
+      }
     }
-    for (int m = 0; m < mc; m++) acc[m] = hsum8(va[m]);
+    for (int m = 0; m < MC; m++) acc[m] = hsum8(_mm256_add_ps(va[m], vb[m]));
 #else
     float lanes[GEMV_MAX_ROWS][8] = {{0}};
     for (; k + 8 <= K; k += 8) {
       float wv[8];
-      for (int j = 0; j < 8; j++) wv[j] = load_f32(wrow, c->w_dtype, k + j);
-      for (int m = 0; m < mc; m++)
-        for (int j = 0; j < 8; j++) lanes[m][j] += wv[j] * c->x[(m0 + m) * K + k + j];
+      for (int j = 0; j < 8; j++) wv[j] = load_f32(wrow, DTYPE, k + j);
+      for (int m = 0; m < MC; m++)
+        for (int j = 0; j < 8; j++) lanes[m][j] += wv[j] * x[m][k + j];
     }
-    for (int m = 0; m < mc; m++)
+    for (int m = 0; m < MC; m++)
       for (int j = 0; j < 8; j++) acc[m] += lanes[m][j];
 #endif
     for (; k < K; k++) {
-      float wv = load_f32(wrow, c->w_dtype, k);
-      for (int m = 0; m < mc; m++) acc[m] += wv * c->x[(m0 + m) * K + k];
+      const float wv = load_f32(wrow, DTYPE, k);
+      for (int m = 0; m < MC; m++) acc[m] += wv * x[m][k];
     }
-    float b = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
-    for (int m = 0; m < mc; m++) c->out[(m0 + m) * c->N + n] = acc[m] + b;
+    const float b = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int m = 0; m < MC; m++) c->out[(m0 + m) * c->N + n] = acc[m] + b;
   }
 }
 
-static void gemv_range(void* p, int64_t nb, int64_t ne) {
+#define GEMV_CASES(DTYPE)                                  \
+  switch (mc) {                                            \
+    case 1: gemv_rows(c, m0, 1, DTYPE, nb, ne); break;     \
+    case 2: gemv_rows(c, m0, 2, DTYPE, nb, ne); break;     \
+    case 3: gemv_rows(c, m0, 3, DTYPE, nb, ne); break;     \
+    default: gemv_rows(c, m0, 4, DTYPE, nb, ne); break;    \
+  }
+
+/* Weight rows outer, x rows in chunks of ≤ 4 inner: each weight row is streamed from memory once and reused from L1. */
+static void gemv_range(void* p, int64_t nb0, int64_t ne0) {
   const linear_ctx* c = p;
-  for (int64_t m0 = 0; m0 < c->M; m0 += GEMV_MAX_ROWS) {
-    int mc = (int)(c->M - m0 < GEMV_MAX_ROWS ? c->M - m0 : GEMV_MAX_ROWS);
-    gemv_rows(c, m0, mc, nb, ne);
+  for (int64_t nb = nb0; nb < ne0; nb++) {
+    const int64_t ne = nb + 1;
+    for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+      const int mc = (int)(c->M - m0 < 4 ? c->M - m0 : 4);
+      if (c->w_dtype == DBC_F32) { GEMV_CASES(DBC_F32) }
+      else if (c->w_dtype == DBC_BF16) { GEMV_CASES(DBC_BF16) }
+      else { GEMV_CASES(DBC_F16) }
+    }
   }
 }
 

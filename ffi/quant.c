@@ -162,71 +162,156 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-static void qgemv_int8_range(void* p, int64_t nb, int64_t ne) {
-  const qlinear_ctx* c = p;
-  const qmatrix* m = c->m;
-  const int64_t K = m->K, blocks = K / 32, per_group = m->gs / 32;
-  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8((char)0x80);
-  for (int64_t m0 = 0; m0 < c->M; m0 += QGEMV_MAX_ROWS) {
-    const int mc = (int)(c->M - m0 < QGEMV_MAX_ROWS ? c->M - m0 : QGEMV_MAX_ROWS);
-    for (int64_t n = nb; n < ne; n++) {
-      const uint8_t* row = (const uint8_t*)(m->w + n * m->words_per_row);
-      __m256 acc[QGEMV_MAX_ROWS];
-      float extra[QGEMV_MAX_ROWS];
-      for (int r = 0; r < mc; r++) acc[r] = _mm256_setzero_ps(), extra[r] = 0;
-      for (int64_t g = 0; g < m->groups; g++) {
-        const float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
-        for (int64_t bi = g * per_group; bi < (g + 1) * per_group; bi++) {
-          __m256i q;
-          if (m->bits == 4) {
-            __m128i v = _mm_loadu_si128((const __m128i*)(row + bi * 16));
-            __m256i both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
-            q = _mm256_and_si256(both, low4);
-          } else {
-            q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(row + bi * 32)), flip); /* q - 128 as int8 */
-          }
-          const __m256i qa = m->bits == 4 ? q : _mm256_sign_epi8(q, q);
-          for (int r = 0; r < mc; r++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i*)(c->xq + (m0 + r) * K + bi * 32));
-            if (m->bits == 8) xv = _mm256_sign_epi8(xv, q);
-            __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(qa, xv), ones);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s * c->xd[(m0 + r) * blocks + bi]), acc[r]);
-          }
-        }
-        for (int r = 0; r < mc; r++) {
-          extra[r] += b * c->xsum[(m0 + r) * m->groups + g];
-          if (m->bits == 8) extra[r] += s * c->xe[(m0 + r) * m->groups + g];
-        }
+#if defined(__AVXVNNI__)
+#define DBC_VNNI 1
+#define DOT_U8S8(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define DBC_VNNI 1
+#define DOT_U8S8(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#else
+#define DBC_VNNI 0
+#endif
+
+/* Σ q·x over one group of GS values (integer lanes). x is quantized per group; for 4-bit each 64 values are stored
+ * even elements first so they meet the low nibbles of one 32-byte load. */
+static inline __attribute__((always_inline)) __m256i group_dot(const uint8_t* q, const int8_t* x, const int BITS, const int GS) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+#if DBC_VNNI
+  __m256i acc = _mm256_setzero_si256();
+  if (BITS == 4) {
+    if (GS == 32) {
+      const __m128i v = _mm_loadu_si128((const __m128i*)q);
+      acc = DOT_U8S8(acc, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4), _mm256_loadu_si256((const __m256i*)x));
+    } else {
+      for (int h = 0; h < GS / 64; h++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * h));
+        acc = DOT_U8S8(acc, _mm256_and_si256(v, low4), _mm256_loadu_si256((const __m256i*)(x + 64 * h)));
+        acc = DOT_U8S8(acc, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_loadu_si256((const __m256i*)(x + 64 * h + 32)));
       }
-      const float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
-      for (int r = 0; r < mc; r++) c->out[(m0 + r) * m->N + n] = hsum8(acc[r]) + extra[r] + bias;
+    }
+  } else {
+    for (int h = 0; h < GS / 32; h++)
+      acc = DOT_U8S8(acc, _mm256_loadu_si256((const __m256i*)(q + 32 * h)), _mm256_loadu_si256((const __m256i*)(x + 32 * h)));
+  }
+  return acc;
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  if (BITS == 4) {
+    __m256i sum16;
+    if (GS == 32) {
+      const __m128i v = _mm_loadu_si128((const __m128i*)q);
+      sum16 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low4), _mm256_loadu_si256((const __m256i*)x));
+    } else {
+      sum16 = _mm256_setzero_si256();
+      for (int h = 0; h < GS / 64; h++) { /* ≤ 4 products of 15·127·2 per lane: no i16 overflow */
+        const __m256i v = _mm256_loadu_si256((const __m256i*)(q + 32 * h));
+        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(v, low4), _mm256_loadu_si256((const __m256i*)(x + 64 * h))));
+        sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4),
+                                                             _mm256_loadu_si256((const __m256i*)(x + 64 * h + 32))));
+      }
+    }
+    return _mm256_madd_epi16(sum16, ones);
+  }
+  /* 8-bit: (q-128)·x with the sign trick so maddubs cannot saturate; the caller adds 128·Σx back */
+  const __m256i flip = _mm256_set1_epi8((char)0x80);
+  __m256i acc = _mm256_setzero_si256();
+  for (int h = 0; h < GS / 32; h++) {
+    const __m256i qs = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(q + 32 * h)), flip);
+    const __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)(x + 32 * h)), qs);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(qs, qs), xv), ones));
+  }
+  return acc;
+#endif
+}
+
+/* One pass over weight rows [nb, ne) for MC rows of x; MC, BITS and GS are compile-time constants after inlining, so
+ * accumulators stay in registers. Groups go in pairs into two accumulators to hide the FMA latency chain. */
+static inline __attribute__((always_inline)) void qgemv_int8_rows(const qlinear_ctx* c, int64_t m0, const int MC, const int BITS,
+                                                                  const int GS, int64_t nb, int64_t ne) {
+  const qmatrix* m = c->m;
+  const int64_t K = m->K, groups = m->groups, group_bytes = GS * BITS / 8;
+  const int8_t* xq[QGEMV_MAX_ROWS];
+  const float* xd[QGEMV_MAX_ROWS];
+  for (int r = 0; r < MC; r++) xq[r] = c->xq + (m0 + r) * K, xd[r] = c->xd + (m0 + r) * groups;
+  float srow[groups], brow[groups];
+  for (int64_t n = nb; n < ne; n++) {
+    const uint8_t* row = (const uint8_t*)(m->w + n * m->words_per_row);
+    dbc_to_f32((const char*)m->scales + (size_t)(n * groups) * dbc_dtype_size(m->sdtype), m->sdtype, srow, groups);
+    dbc_to_f32((const char*)m->biases + (size_t)(n * groups) * dbc_dtype_size(m->sdtype), m->sdtype, brow, groups);
+    __m256 acc0[QGEMV_MAX_ROWS], acc1[QGEMV_MAX_ROWS];
+    for (int r = 0; r < MC; r++) acc0[r] = _mm256_setzero_ps(), acc1[r] = _mm256_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      _mm_prefetch((const char*)row + g * group_bytes + 1024, _MM_HINT_T0);
+      for (int r = 0; r < MC; r++) {
+        const __m256i d0 = group_dot(row + g * group_bytes, xq[r] + g * GS, BITS, GS);
+        const __m256i d1 = group_dot(row + (g + 1) * group_bytes, xq[r] + (g + 1) * GS, BITS, GS);
+        acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d0), _mm256_set1_ps(srow[g] * xd[r][g]), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d1), _mm256_set1_ps(srow[g + 1] * xd[r][g + 1]), acc1[r]);
+      }
+    }
+    for (; g < groups; g++)
+      for (int r = 0; r < MC; r++)
+        acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_dot(row + g * group_bytes, xq[r] + g * GS, BITS, GS)),
+                                  _mm256_set1_ps(srow[g] * xd[r][g]), acc0[r]);
+    const float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int r = 0; r < MC; r++) {
+      const float* xs = c->xsum + (m0 + r) * groups;
+      const float* xe = c->xe + (m0 + r) * groups;
+      float extra = 0;
+      for (int64_t k = 0; k < groups; k++) extra += brow[k] * xs[k] + (BITS == 8 && !DBC_VNNI ? srow[k] * xe[k] : 0.0f);
+      c->out[(m0 + r) * m->N + n] = hsum8(_mm256_add_ps(acc0[r], acc1[r])) + extra + bias;
     }
   }
 }
 
-/* x rows → int8 per 32-block (4-bit: even elements first so they meet the low nibbles), block scales, and 8-bit corrections */
+#define QGEMV_MC(BITS, GS)                                         \
+  switch (mc) {                                                    \
+    case 1: qgemv_int8_rows(c, m0, 1, BITS, GS, nb, ne); break;    \
+    case 2: qgemv_int8_rows(c, m0, 2, BITS, GS, nb, ne); break;    \
+    case 3: qgemv_int8_rows(c, m0, 3, BITS, GS, nb, ne); break;    \
+    default: qgemv_int8_rows(c, m0, 4, BITS, GS, nb, ne); break;   \
+  }
+#define QGEMV_GS(BITS)                                             \
+  if (c->m->gs == 32) { QGEMV_MC(BITS, 32) }                       \
+  else if (c->m->gs == 64) { QGEMV_MC(BITS, 64) }                  \
+  else { QGEMV_MC(BITS, 128) }
+
+/* Weight rows outer, x rows in chunks of ≤ 4 inner: a weight row is read from memory once and stays in L1 for the
+ * other chunks, and ≤ 4 rows keep both accumulator sets in registers. */
+static void qgemv_int8_range(void* p, int64_t nb0, int64_t ne0) {
+  const qlinear_ctx* c = p;
+  for (int64_t nb = nb0; nb < ne0; nb++) {
+    const int64_t ne = nb + 1;
+    for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+      const int mc = (int)(c->M - m0 < 4 ? c->M - m0 : 4);
+      if (c->m->bits == 4) { QGEMV_GS(4) } else { QGEMV_GS(8) }
+    }
+  }
+}
+
+/* x rows → int8 per group with one scale per group; 4-bit groups of 64+ store each 64 values even-first (32 then 32 odd),
+ * 32-value groups store 16 even then 16 odd, so they line up with the nibbles of one load. 8-bit keeps the natural order. */
 static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, int bits, int8_t* xq, float* xd, float* xe) {
-  const int64_t blocks = K / 32, groups = K / gs, per_group = gs / 32;
+  const int64_t groups = K / gs;
+  const int chunk = gs == 32 ? 32 : 64;
   for (int64_t r = 0; r < M; r++) {
-    for (int64_t bi = 0; bi < blocks; bi++) {
-      const float* v = x + r * K + bi * 32;
+    for (int64_t g = 0; g < groups; g++) {
+      const float* v = x + r * K + g * gs;
       float amax = 0;
-      for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+      for (int i = 0; i < gs; i++) amax = fmaxf(amax, fabsf(v[i]));
       float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
-      int8_t* o = xq + r * K + bi * 32;
+      int8_t* o = xq + r * K + g * gs;
       int sum = 0;
-      for (int i = 0; i < 32; i++) {
+      for (int i = 0; i < gs; i++) {
         int qv = (int)lrintf(v[i] * inv);
-        int at = bits == 4 ? (i & 1 ? 16 + i / 2 : i / 2) : i;
+        int within = i % chunk, base = i - within;
+        int at = bits == 4 ? base + (within & 1 ? chunk / 2 + within / 2 : within / 2) : i;
         o[at] = (int8_t)qv;
         sum += qv;
       }
-      xd[r * blocks + bi] = d;
-      if (bits == 8) {
-        int64_t g = bi / per_group;
-        if (bi % per_group == 0) xe[r * groups + g] = 0;
-        xe[r * groups + g] += d * 128.0f * (float)sum;
-      }
+      xd[r * groups + g] = d;
+      xe[r * groups + g] = d * 128.0f * (float)sum;
     }
   }
 }
@@ -276,7 +361,7 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
 #ifdef DBC_AVX2
   if (bits == 4 || bits == 8) {
     int8_t* xq = dbc_scratch_alloc((size_t)(M * m.K));
-    float* xd = dbc_scratch_alloc((size_t)(M * (m.K / 32)) * sizeof(float));
+    float* xd = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
     float* xe = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
     quantize_activations(xp, M, m.K, gs, bits, xq, xd, xe);
     c.xq = xq, c.xd = xd, c.xe = xe;

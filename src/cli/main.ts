@@ -31,7 +31,7 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     const helpAt = argv.findIndex((a) => a === '--help' || a === '-h')
     if (helpAt >= 0 || argv.filter((a) => !a.startsWith('-')).length === 0) {
-      const target = await resolveSubCommand(rootCommand, argv.filter((a) => !a.startsWith('-')))
+      const target = await resolveSubCommand(rootCommand as unknown as CommandDef, argv.filter((a) => !a.startsWith('-')))
       console.log(await renderUsage(target.command, target.parent))
       return helpAt >= 0 || argv.length === 0 ? ExitCode.ok : ExitCode.usage
     }
@@ -52,7 +52,8 @@ async function resolveSubCommand(
     const subs = typeof current.subCommands === 'function' ? await current.subCommands() : await current.subCommands
     const next = subs?.[word]
     if (!next) {
-      if (subs) throw new UsageError(`unknown command '${word}'`, `run 'dbcluster ${words.slice(0, words.indexOf(word)).join(' ')} --help'`.replace('  ', ' '))
+      // Past the first level a word may be an option's value (`serve --model DIR --help`): show the command found so far.
+      if (subs && current === command) throw new UsageError(`unknown command '${word}'`, "run 'dbcluster --help' for the list")
       break
     }
     parent = current

@@ -1,0 +1,386 @@
+/** One conformance suite for every Backend implementation, checked against test/reference/kernels.ts (float64). */
+import { describe, expect, test } from 'bun:test'
+import type { Backend, DType, QuantizedMatrix } from '../../src/tensor/backend.ts'
+import * as ref from '../reference/kernels.ts'
+
+export interface SuiteOptions {
+  /** Tests to skip, with the reason printed. */
+  skip?: { reason: string; tests: string[] }[]
+}
+
+const BITS = [2, 3, 4, 5, 6, 8]
+const GROUP_SIZES = [32, 64, 128]
+
+/** Random MLX-layout quantized matrix with scales of both signs (the quantizer may pick a negative scale). */
+export function randomQuantized(
+  backend: Backend,
+  N: number,
+  K: number,
+  groupSize: number,
+  bits: number,
+  seed: number,
+  scaleDtype: DType = 'f32',
+) {
+  const random = ref.rng(seed)
+  const q = new Uint8Array(N * K).map(() => Math.floor(random() * 2 ** bits))
+  const words = ref.packBits(q, N, K, bits)
+  const groups = (N * K) / groupSize
+  const scales = new Float32Array(groups).map(() => (random() - 0.4) * 0.1)
+  const biases = new Float32Array(groups).map(() => (random() - 0.5) * 0.2)
+  const asDtype = (v: Float32Array) => (scaleDtype === 'bf16' ? Float32Array.from(v, ref.roundBf16) : v)
+  const refScales = asDtype(scales)
+  const refBiases = asDtype(biases)
+  const toTensor = (v: Float32Array) =>
+    scaleDtype === 'bf16' ? backend.fromBytes(ref.bf16Bytes(v), [N, K / groupSize], 'bf16') : backend.fromFloat32(v, [N, K / groupSize])
+  const matrix: QuantizedMatrix = {
+    weight: backend.fromBytes(new Uint8Array(words.buffer), [N, (K * bits) / 32], 'u32'),
+    scales: toTensor(scales),
+    biases: toTensor(biases),
+    groupSize,
+    bits,
+  }
+  return { matrix, words, q, dense: ref.dequantize(words, refScales, refBiases, N, K, groupSize, bits) }
+}
+
+export function runBackendSuite(name: string, open: () => Backend, options: SuiteOptions = {}) {
+  const skipped = new Map<string, string>()
+  for (const s of options.skip ?? []) for (const t of s.tests) skipped.set(t, s.reason)
+  const it = (title: string, fn: () => void) => {
+    const reason = skipped.get(title)
+    if (reason) test.skip(`${title} (skipped: ${reason})`, fn)
+    else test(title, fn)
+  }
+  const b = open()
+
+  describe(`${name} backend`, () => {
+    it('pins the MLX bit order: 0x76543210 unpacks to 0..7 at 4 bits', () => {
+      b.scope(() => {
+        const words = new Uint32Array([0x76543210, 0xfedcba98, 0x76543210, 0xfedcba98])
+        const w: QuantizedMatrix = {
+          weight: b.fromBytes(new Uint8Array(words.buffer), [1, 4], 'u32'),
+          scales: b.fromFloat32(new Float32Array([1]), [1, 1]),
+          biases: b.fromFloat32(new Float32Array([0]), [1, 1]),
+          groupSize: 32,
+          bits: 4,
+        }
+        const out = Array.from(b.toFloat32(b.dequantize(w)))
+        expect(out.slice(0, 16)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        expect(out.slice(16, 32)).toEqual(out.slice(0, 16))
+      })
+    })
+
+    it('pins the straddling bit order of 3-bit values', () => {
+      b.scope(() => {
+        // 32 values 0..7 repeated: the stream is LSB-first, so value k sits at bits [3k, 3k+3) across word edges.
+        const q = Array.from({ length: 32 }, (_, k) => k % 8)
+        const words = ref.packBits(q, 1, 32, 3)
+        expect(words[0]).toBe(0b10_001_000_111_110_101_100_011_010_001_000 >>> 0)
+        const w: QuantizedMatrix = {
+          weight: b.fromBytes(new Uint8Array(words.buffer), [1, 3], 'u32'),
+          scales: b.fromFloat32(new Float32Array([1]), [1, 1]),
+          biases: b.fromFloat32(new Float32Array([0]), [1, 1]),
+          groupSize: 32,
+          bits: 3,
+        }
+        expect(Array.from(b.toFloat32(b.dequantize(w)))).toEqual(q)
+      })
+    })
+
+    for (const bits of BITS)
+      for (const groupSize of GROUP_SIZES) {
+        it(`dequantize and quantized matmul match the reference at ${bits} bits, group ${groupSize}`, () => {
+          b.scope(() => {
+            const N = 40,
+              K = 256
+            const { matrix, dense } = randomQuantized(b, N, K, groupSize, bits, bits * 1000 + groupSize, groupSize === 64 ? 'bf16' : 'f32')
+            expect(ref.maxAbsDiff(b.toFloat32(b.dequantize(matrix)), dense)).toBeLessThan(1e-6)
+            for (const M of [1, 3, 8, 11, 20]) {
+              const x = ref.randn(M * K, ref.rng(M + bits), 1)
+              const want = ref.linear(x, dense, M, N, K)
+              const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix))
+              // Decode kernels for 4/8 bits quantize x to int8 per 32 values: error ≤ ~1% of the output scale.
+              const tol = (bits === 4 || bits === 8) && M < 16 ? 1.5e-2 : 1e-5
+              expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(tol)
+            }
+          })
+        })
+      }
+
+    it('quantized matmul adds a bias and handles a leading batch axis', () => {
+      b.scope(() => {
+        const { matrix, dense } = randomQuantized(b, 16, 64, 32, 4, 7)
+        const x = ref.randn(2 * 3 * 64, ref.rng(3))
+        const bias = ref.randn(16, ref.rng(4))
+        const got = b.quantizedLinear(b.fromFloat32(x, [2, 3, 64]), matrix, b.fromFloat32(bias, [16]))
+        expect(got.shape).toEqual([2, 3, 16])
+        const want = ref.linear(x, dense, 6, 16, 64, bias)
+        expect(ref.maxAbsDiff(b.toFloat32(got), want) / ref.maxAbs(want)).toBeLessThan(1.5e-2)
+      })
+    })
+
+    for (const dtype of ['f32', 'f16', 'bf16'] as const)
+      it(`linear with ${dtype} weights matches the reference for batch sizes 1..40`, () => {
+        b.scope(() => {
+          const N = 48,
+            K = 72
+          const w = ref.randn(N * K, ref.rng(11), 0.2)
+          const rounded = dtype === 'bf16' ? Float32Array.from(w, ref.roundBf16) : dtype === 'f16' ? Float32Array.from(new Float16Array(w)) : w
+          const wt =
+            dtype === 'f32' ? b.fromFloat32(w, [N, K]) : b.fromBytes(dtype === 'bf16' ? ref.bf16Bytes(w) : ref.f16Bytes(w), [N, K], dtype)
+          const bias = ref.randn(N, ref.rng(12))
+          for (const M of [1, 5, 8, 9, 17, 40]) {
+            const x = ref.randn(M * K, ref.rng(M))
+            const got = b.toFloat32(b.linear(b.fromFloat32(x, [M, K]), wt, b.fromFloat32(bias, [N])))
+            expect(ref.maxAbsDiff(got, ref.linear(x, rounded, M, N, K, bias))).toBeLessThan(1e-4)
+          }
+        })
+      })
+
+    it('matmul matches the reference', () => {
+      b.scope(() => {
+        const a = ref.randn(7 * 13, ref.rng(1)),
+          c = ref.randn(13 * 5, ref.rng(2))
+        const got = b.toFloat32(b.matmul(b.fromFloat32(a, [7, 13]), b.fromFloat32(c, [13, 5])))
+        expect(ref.maxAbsDiff(got, ref.matmul(a, c, 7, 13, 5))).toBeLessThan(1e-5)
+      })
+    })
+
+    it('embedding gathers float and quantized tables', () => {
+      b.scope(() => {
+        const table = ref.randn(10 * 64, ref.rng(5))
+        const ids = b.fromInt32(new Int32Array([3, 0, 9, 3]), [2, 2])
+        const got = b.embedding(b.fromBytes(ref.bf16Bytes(table), [10, 64], 'bf16'), ids)
+        expect(got.shape).toEqual([2, 2, 64])
+        const values = b.toFloat32(got)
+        expect(values[64 * 2 + 5]).toBe(ref.roundBf16(table[9 * 64 + 5]!))
+        const { matrix, dense } = randomQuantized(b, 10, 64, 32, 6, 9)
+        const qv = b.toFloat32(b.quantizedEmbedding(matrix, ids))
+        expect(ref.maxAbsDiff(qv.subarray(0, 64), dense.subarray(3 * 64, 4 * 64))).toBeLessThan(1e-6)
+        expect(ref.maxAbsDiff(qv.subarray(128, 192), dense.subarray(9 * 64, 10 * 64))).toBeLessThan(1e-6)
+      })
+    })
+
+    it('rmsNorm matches the reference', () => {
+      b.scope(() => {
+        const x = ref.randn(4 * 96, ref.rng(21)),
+          w = ref.randn(96, ref.rng(22))
+        const got = b.toFloat32(b.rmsNorm(b.fromFloat32(x, [4, 96]), b.fromBytes(ref.bf16Bytes(w), [96], 'bf16'), 1e-5))
+        expect(ref.maxAbsDiff(got, ref.rmsNorm(x, Float32Array.from(w, ref.roundBf16), 4, 96, 1e-5))).toBeLessThan(1e-5)
+      })
+    })
+
+    for (const traditional of [false, true])
+      it(`rope (${traditional ? 'traditional' : 'split halves'}) at per-row positions, with base, scale and custom freqs`, () => {
+        b.scope(() => {
+          const rows = 5,
+            heads = 3,
+            D = 16
+          const x = ref.randn(rows * heads * D, ref.rng(31))
+          const positions = [0, 1, 7, 100, 4095]
+          const pos = b.fromInt32(Int32Array.from(positions), [rows])
+          const xt = b.fromFloat32(x, [rows, heads, D])
+          const base = 10000
+          const inv = Array.from({ length: 6 }, (_, i) => base ** ((-2 * i) / 12))
+          const got = b.toFloat32(b.rope(xt, pos, { dims: 12, traditional, base, scale: 0.5 }))
+          expect(ref.maxAbsDiff(got, ref.rope(x, positions, heads, D, 12, traditional, 0.5, inv))).toBeLessThan(2e-3)
+          const freqs = Float32Array.from({ length: 8 }, (_, i) => 1 + i * 3)
+          const got2 = b.toFloat32(b.rope(xt, pos, { dims: 16, traditional, base, scale: 1, freqs }))
+          const inv2 = Array.from(freqs, (f) => 1 / f)
+          expect(ref.maxAbsDiff(got2, ref.rope(x, positions, heads, D, 16, traditional, 1, inv2))).toBeLessThan(2e-3)
+        })
+      })
+
+    const attentionCase = (overrides: Partial<ref.AttentionCase> = {}) => {
+      const H = 4,
+        KH = 2,
+        L = 12,
+        D = 8,
+        slotsCount = 3
+      const random = ref.rng(41)
+      return {
+        q: ref.randn(4 * H * D, random),
+        k: ref.randn(slotsCount * KH * L * D, random),
+        v: ref.randn(slotsCount * KH * L * D, random),
+        slots: [0, 2, 2, 1],
+        positions: [0, 5, 6, 11],
+        H,
+        KH,
+        L,
+        D,
+        scale: 1 / Math.sqrt(D),
+        causal: true,
+        ...overrides,
+      } satisfies ref.AttentionCase
+    }
+    const runAttention = (c: ref.AttentionCase) => {
+      const rows = c.positions.length
+      const slots = c.k.length / (c.KH * c.L * c.D)
+      return b.toFloat32(
+        b.attention(
+          b.fromFloat32(Float32Array.from(c.q as ArrayLike<number>), [rows, c.H, c.D]),
+          b.fromFloat32(Float32Array.from(c.k as ArrayLike<number>), [slots, c.KH, c.L, c.D]),
+          b.fromFloat32(Float32Array.from(c.v as ArrayLike<number>), [slots, c.KH, c.L, c.D]),
+          b.fromInt32(Int32Array.from(c.slots), [rows]),
+          b.fromInt32(Int32Array.from(c.positions), [rows]),
+          {
+            scale: c.scale,
+            causal: c.causal,
+            kvLength: c.kvLength,
+            window: c.window,
+            mask: c.mask ? b.fromFloat32(Float32Array.from(c.mask as ArrayLike<number>), [rows, c.maskWidth!]) : undefined,
+            sinks: c.sinks ? b.fromFloat32(Float32Array.from(c.sinks as ArrayLike<number>), [c.H]) : undefined,
+          },
+        ),
+      )
+    }
+    it('attention: causal GQA over slots at different positions', () => {
+      b.scope(() => {
+        const c = attentionCase()
+        expect(ref.maxAbsDiff(runAttention(c), ref.attention(c))).toBeLessThan(1e-5)
+      })
+    })
+    it('attention: explicit additive mask, sliding window and sink logits', () => {
+      b.scope(() => {
+        const mask = Array.from({ length: 4 * 12 }, (_, i) => (i % 5 === 1 ? -Infinity : (i % 3) * 0.1))
+        for (const c of [
+          attentionCase({ mask, maskWidth: 12 }),
+          attentionCase({ window: 3 }),
+          attentionCase({ sinks: [0.5, -1, 2, 0] }),
+          attentionCase({ causal: false, kvLength: 9, mask, maskWidth: 12 }),
+        ]) {
+          expect(ref.maxAbsDiff(runAttention(c), ref.attention(c))).toBeLessThan(1e-5)
+        }
+      })
+    })
+    it('kvWrite places rows at (slot, position)', () => {
+      b.scope(() => {
+        const cache = b.zeros([2, 2, 4, 3], 'f32')
+        const x = Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => i + 1)
+        b.kvWrite(cache, b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))
+        const c = b.toFloat32(cache)
+        const at = (s: number, h: number, p: number) => Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
+        expect(at(1, 0, 2)).toEqual([1, 2, 3])
+        expect(at(1, 1, 2)).toEqual([4, 5, 6])
+        expect(at(0, 0, 3)).toEqual([7, 8, 9])
+        expect(at(0, 1, 3)).toEqual([10, 11, 12])
+        expect(c.reduce((s, v) => s + v, 0)).toBe(78)
+      })
+    })
+
+    it('elementwise ops, activations and broadcasting', () => {
+      b.scope(() => {
+        const x = ref.randn(6 * 10, ref.rng(51), 3),
+          y = ref.randn(6 * 10, ref.rng(52)),
+          row = ref.randn(10, ref.rng(53))
+        const xt = b.fromFloat32(x, [6, 10]),
+          yt = b.fromFloat32(y, [6, 10])
+        const each = (f: (v: number, i: number) => number) => Array.from(x, f)
+        expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, yt)), each((v, i) => v + y[i]!))).toBeLessThan(1e-6)
+        expect(ref.maxAbsDiff(b.toFloat32(b.mul(xt, yt)), each((v, i) => v * y[i]!))).toBeLessThan(1e-6)
+        expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, b.fromFloat32(row, [10]))), each((v, i) => v + row[i % 10]!))).toBeLessThan(1e-6)
+        expect(ref.maxAbsDiff(b.toFloat32(b.scale(xt, -0.5)), each((v) => v * -0.5))).toBeLessThan(1e-6)
+        expect(ref.maxAbsDiff(b.toFloat32(b.silu(xt)), each(ref.silu))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt)), each(ref.gelu))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt, true)), each(ref.geluTanh))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'silu')), each((v, i) => ref.silu(v) * y[i]!))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu')), each((v, i) => ref.gelu(v) * y[i]!))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.softmax(xt)), ref.softmax(x, 6, 10))).toBeLessThan(1e-6)
+      })
+    })
+
+    it('argmax and topk pick the largest values, lowest index on ties', () => {
+      b.scope(() => {
+        const x = b.fromFloat32(new Float32Array([1, 5, 5, -2, 0, 3, 9, 9, 9, 1]), [2, 5])
+        expect(Array.from(b.toInt32(b.argmax(x)))).toEqual([1, 1])
+        const { values, indices } = b.topk(x, 3)
+        expect(Array.from(b.toFloat32(values))).toEqual([5, 5, 1, 9, 9, 9])
+        expect(Array.from(b.toInt32(indices))).toEqual([1, 2, 0, 1, 2, 3])
+      })
+    })
+
+    it('astype rounds to bf16 and f16 and back', () => {
+      b.scope(() => {
+        const x = ref.randn(64, ref.rng(61), 100)
+        const t = b.fromFloat32(x, [64])
+        expect(Array.from(b.toFloat32(b.astype(t, 'bf16')))).toEqual(Array.from(x, ref.roundBf16))
+        expect(Array.from(b.toFloat32(b.astype(t, 'f16')))).toEqual(Array.from(new Float16Array(x), Number))
+      })
+    })
+
+    it('reshape, transpose, slice and concat', () => {
+      b.scope(() => {
+        const x = b.fromFloat32(Float32Array.from({ length: 24 }, (_, i) => i), [2, 3, 4])
+        expect(b.reshape(x, [6, 4]).shape).toEqual([6, 4])
+        const t = b.transpose(x, [2, 0, 1])
+        expect(t.shape).toEqual([4, 2, 3])
+        expect(Array.from(b.toFloat32(t)).slice(0, 6)).toEqual([0, 4, 8, 12, 16, 20])
+        expect(Array.from(b.toFloat32(b.slice(x, 1, 1, 3))).slice(0, 4)).toEqual([4, 5, 6, 7])
+        const c = b.concat(x, b.slice(x, 2, 0, 1), 2)
+        expect(c.shape).toEqual([2, 3, 5])
+        expect(Array.from(b.toFloat32(c)).slice(0, 5)).toEqual([0, 1, 2, 3, 0])
+      })
+    })
+
+    it('rejects bad input with clear errors instead of crashing', () => {
+      b.scope(() => {
+        const x = b.fromFloat32(new Float32Array(6), [2, 3])
+        const w = b.fromFloat32(new Float32Array(8), [2, 4])
+        expect(() => b.linear(x, w)).toThrow(/shape mismatch/)
+        expect(() => b.linear(x, b.fromInt32(new Int32Array(6), [2, 3]))).toThrow(/float tensor/)
+        expect(() => b.astype(x, 'u8')).toThrow(/float dtypes/)
+        expect(() => b.add(x, b.fromFloat32(new Float32Array(2), [2]))).toThrow(/shape mismatch/)
+        expect(() => b.fromFloat32(new Float32Array(5), [2, 3])).toThrow(/do not fill/)
+        expect(() => b.reshape(x, [4, 2])).toThrow(/cannot reshape/)
+        expect(() => b.embedding(w, b.fromInt32(new Int32Array([2]), [1]))).toThrow(/outside vocab/)
+        const { matrix } = randomQuantized(b, 4, 64, 32, 4, 1)
+        expect(() => b.quantizedLinear(x, matrix)).toThrow(/shape mismatch/)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, bits: 7 })).toThrow(/unsupported bits 7/)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, groupSize: 48 })).toThrow(/group size 48/)
+        const cache = b.zeros([1, 1, 4, 3], 'f32')
+        const pos = b.fromInt32(new Int32Array([9]), [1])
+        expect(() => b.kvWrite(cache, b.fromFloat32(new Float32Array(3), [1, 1, 3]), b.fromInt32(new Int32Array([0]), [1]), pos)).toThrow(
+          /outside the cache length/,
+        )
+        const freed = b.fromFloat32(new Float32Array(6), [2, 3])
+        b.free(freed)
+        expect(() => b.add(freed, x)).toThrow(/used after it was freed/)
+        expect(() => b.free(freed)).not.toThrow()
+      })
+    })
+
+    it('keeps resident memory flat over thousands of op calls', () => {
+      const before = b.liveBytes()
+      const w = b.fromFloat32(ref.randn(256 * 256, ref.rng(71)), [256, 256])
+      const x = b.fromFloat32(ref.randn(4 * 256, ref.rng(72)), [4, 256])
+      const step = () =>
+        b.scope(() => {
+          const h = b.linear(x, w)
+          const n = b.rmsNorm(h, b.fromFloat32(new Float32Array(256).fill(1), [256]), 1e-6)
+          return b.toFloat32(b.softmax(b.add(n, h)))[0]
+        })
+      for (let i = 0; i < 200; i++) step()
+      const rssWarm = process.memoryUsage().rss
+      const liveWarm = b.liveBytes()
+      for (let i = 0; i < 3000; i++) step()
+      Bun.gc(true)
+      expect(b.liveBytes()).toBe(liveWarm)
+      expect(process.memoryUsage().rss - rssWarm).toBeLessThan(48 * 1024 * 1024)
+      b.free(w)
+      b.free(x)
+      expect(b.liveBytes()).toBe(before)
+    })
+
+    it('scope keeps returned tensors and frees the rest', () => {
+      const before = b.liveBytes()
+      const kept = b.scope(() => {
+        b.fromFloat32(new Float32Array(1000), [1000])
+        const inner = b.scope(() => ({ a: b.fromFloat32(new Float32Array(10), [10]) }))
+        return [inner.a]
+      })
+      expect(b.liveBytes() - before).toBe(40)
+      b.free(kept[0]!)
+      expect(b.liveBytes()).toBe(before)
+    })
+  })
+}
