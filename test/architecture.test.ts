@@ -1,0 +1,53 @@
+/** Keeps docs/architecture's dependency order true: no file under src/ imports a folder above its own. */
+import { expect, test } from 'bun:test'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { dirname, join, relative, resolve } from 'node:path'
+
+const SRC = new URL('../src', import.meta.url).pathname
+
+/** Which folders each folder may import (shared root files such as errors.ts are open to all). */
+const ALLOWED: Record<string, string[]> = {
+  cli: ['*'],
+  bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
+  api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
+  engine: ['cluster', 'model', 'tensor', 'link', 'trust'],
+  cluster: ['model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
+  discovery: ['link', 'trust', 'coordinator'],
+  coordinator: ['trust'],
+  model: ['tensor'],
+  link: ['trust'],
+  trust: [],
+  tensor: [],
+}
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name)
+    return statSync(path).isDirectory() ? files(path) : path.endsWith('.ts') ? [path] : []
+  })
+}
+
+test('imports under src/ only point down the dependency order', () => {
+  const violations: string[] = []
+  const all = files(SRC)
+  expect(all.length).toBeGreaterThan(5)
+  for (const file of all) {
+    const from = relative(SRC, file).split('/')[0]!
+    if (!(from in ALLOWED)) continue // root files: main.ts, errors.ts, version.ts
+    const text = readFileSync(file, 'utf8')
+    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*['"](\.[^'"]+)['"]/g)) {
+      const target = relative(SRC, resolve(dirname(file), m[1]!))
+      if (target.startsWith('..')) continue
+      const to = target.split('/')[0]!
+      if (!target.includes('/') || to === from) continue
+      const allowed = ALLOWED[from]!
+      if (!allowed.includes('*') && !allowed.includes(to)) violations.push(`${relative(SRC, file)} imports ${target}`)
+    }
+  }
+  expect(violations).toEqual([])
+})
+
+test('only src/tensor/native.ts imports bun:ffi', () => {
+  const importers = files(SRC).filter((f) => /from ['"]bun:ffi['"]/.test(readFileSync(f, 'utf8')))
+  expect(importers.map((f) => relative(SRC, f))).toEqual(['tensor/native.ts'])
+})
