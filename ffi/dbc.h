@@ -30,6 +30,7 @@
 /* library */
 const char* dbc_last_error(void);
 int dbc_abi_version(void);
+const char* dbc_backend_name(void); /* "cpu", or "mlx <version> (<device>)" */
 int dbc_init(int threads);
 int dbc_thread_count(void);
 int64_t dbc_live_bytes(void);

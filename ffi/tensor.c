@@ -10,6 +10,7 @@ static int64_t live_bytes; /* bytes owned by live storages (atomic) */
 
 const char* dbc_last_error(void) { return last_error; }
 int dbc_abi_version(void) { return DBC_ABI_VERSION; }
+const char* dbc_backend_name(void) { return "cpu"; }
 int64_t dbc_live_bytes(void) { return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED); }
 
 int dbc_fail(int code, const char* fmt, ...) {

@@ -9,6 +9,7 @@ const { ptr: P, i32, i64, f32 } = FFIType
 export const SYMBOLS = {
   dbc_last_error: { args: [], returns: FFIType.cstring },
   dbc_abi_version: { args: [], returns: i32 },
+  dbc_backend_name: { args: [], returns: FFIType.cstring },
   dbc_init: { args: [i32], returns: i32 },
   dbc_thread_count: { args: [], returns: i32 },
   dbc_live_bytes: { args: [], returns: i64 },
@@ -68,34 +69,33 @@ export function shimLocation(): string {
   return process.env.DBCLUSTER_SHIM || shimPath
 }
 
-function openShim() {
-  const path = shimLocation()
+export type ShimSymbols = ReturnType<typeof dlopen<typeof SYMBOLS>>['symbols']
+
+/** Opens a library that implements ffi/dbc.h (the cpu shim, or the mlx glue) and checks its ABI version. */
+export function openShimLibrary(path: string, hint: string): ShimSymbols {
   let lib
   try {
     lib = dlopen(path, SYMBOLS)
   } catch (error) {
-    throw new DbcError(
-      'E_SHIM_MISSING',
-      `cannot load the compute shim at ${path}: ${(error as Error).message}`,
-      "run 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')",
-    )
+    throw new DbcError('E_SHIM_MISSING', `cannot load ${path}: ${(error as Error).message}`, hint)
   }
   const version = lib.symbols.dbc_abi_version()
   if (version !== ABI_VERSION) {
-    throw new DbcError('E_SHIM_VERSION', `compute shim ABI ${version} does not match ${ABI_VERSION}`, "rebuild it with 'bash scripts/build-shim.sh'")
+    throw new DbcError('E_SHIM_VERSION', `${path} has ABI ${version}, this build expects ${ABI_VERSION}`, hint)
   }
-  return lib
+  return lib.symbols
 }
 
-let opened: ReturnType<typeof openShim> | undefined
-export function shim(): ReturnType<typeof openShim>['symbols'] {
-  opened ??= openShim()
-  return opened.symbols
+let cpuShim: ShimSymbols | undefined
+/** The cpu shim, opened once. */
+export function shim(): ShimSymbols {
+  cpuShim ??= openShimLibrary(shimLocation(), "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
+  return cpuShim
 }
 
-/** Throws NativeError when a shim call returned a negative code. */
-export function check(rc: number): void {
-  if (rc !== 0) throw new NativeError(rc, String(shim().dbc_last_error()))
+/** Throws NativeError when a shim call returned a negative code, with that library's last error. */
+export function check(rc: number, lib: ShimSymbols = shim()): void {
+  if (rc !== 0) throw new NativeError(rc, String(lib.dbc_last_error()))
 }
 
 export { ptr, type Pointer }
