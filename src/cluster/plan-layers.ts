@@ -1,0 +1,117 @@
+/** Layer planning: which contiguous layer range [lo, hi) each node holds, split by usable memory (largest remainder),
+ * with a fit check that names the node that is short and by how much. Pure: no I/O. */
+import { DbcError } from '../errors.ts'
+
+export interface PlanNode {
+  id: string
+  /** Memory the node can give the model (weights + KV), in bytes. */
+  usableBytes: number
+}
+
+export interface ModelFootprint {
+  numLayers: number
+  /** Weight bytes of each decoder layer (length numLayers). */
+  layerBytes: readonly number[]
+  /** Embedding table bytes, held by the first stage. */
+  embeddingBytes: number
+  /** Final norm + lm_head bytes, held by the last stage (0 when tied to the embedding and the last stage is the first). */
+  headBytes: number
+  /** KV cache bytes per token per layer (2 · kv_heads · head_dim · bytes per element). */
+  kvBytesPerTokenLayer: number
+}
+
+export interface StagePlan {
+  node: string
+  rank: number
+  lo: number
+  hi: number
+  weightBytes: number
+  /** KV bytes needed for `kvTokens` tokens over this stage's layers. */
+  kvBytes: number
+  usableBytes: number
+  /** usable − weights − KV; negative means the stage does not fit. */
+  headroomBytes: number
+}
+
+export interface LayerPlan {
+  stages: StagePlan[]
+  kvTokens: number
+  fits: boolean
+  /** One entry per node that does not fit. */
+  shortfalls: { node: string; shortBytes: number }[]
+}
+
+export class PlanError extends DbcError {}
+
+/** Largest-remainder apportionment of `total` items by `weights`, every share ≥ 1 (ties go to the lower index). */
+export function largestRemainder(total: number, weights: readonly number[]): number[] {
+  const n = weights.length
+  if (n === 0) throw new PlanError('E_PLAN', 'a plan needs at least one node')
+  if (total < n) throw new PlanError('E_PLAN', `${total} layers cannot be spread over ${n} nodes (each needs at least one)`, 'use fewer nodes')
+  if (weights.some((w) => !(w > 0))) throw new PlanError('E_PLAN', 'every node must report positive usable memory')
+  const sum = weights.reduce((a, b) => a + b, 0)
+  const quotas = weights.map((w) => (total * w) / sum)
+  const shares = quotas.map(Math.floor)
+  let left = total - shares.reduce((a, b) => a + b, 0)
+  const order = quotas.map((q, i) => ({ i, frac: q - Math.floor(q) })).sort((a, b) => b.frac - a.frac || a.i - b.i)
+  for (let k = 0; left > 0; k++, left--) shares[order[k % n]!.i]!++
+  // A node with a tiny share of memory still holds one layer: take it from the largest share.
+  for (let i = 0; i < n; i++) {
+    while (shares[i]! < 1) {
+      const donor = shares.indexOf(Math.max(...shares))
+      shares[donor]!--
+      shares[i]!++
+    }
+  }
+  return shares
+}
+
+export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, options: { split?: readonly number[]; kvTokens?: number } = {}): LayerPlan {
+  if (model.layerBytes.length !== model.numLayers) throw new PlanError('E_PLAN', `layerBytes has ${model.layerBytes.length} entries for ${model.numLayers} layers`)
+  const kvTokens = options.kvTokens ?? 4096
+  let counts: number[]
+  if (options.split) {
+    if (options.split.length !== nodes.length) {
+      throw new PlanError('E_PLAN', `--split has ${options.split.length} parts for ${nodes.length} nodes`, 'give one layer count per node')
+    }
+    if (options.split.some((c) => !Number.isInteger(c) || c < 1)) throw new PlanError('E_PLAN', '--split counts must be positive integers')
+    const total = options.split.reduce((a, b) => a + b, 0)
+    if (total !== model.numLayers) {
+      throw new PlanError('E_PLAN', `--split ${options.split.join(',')} covers ${total} layers, the model has ${model.numLayers}`)
+    }
+    counts = [...options.split]
+  } else {
+    counts = largestRemainder(
+      model.numLayers,
+      nodes.map((n) => n.usableBytes),
+    )
+  }
+  const stages: StagePlan[] = []
+  let lo = 0
+  nodes.forEach((node, rank) => {
+    const hi = lo + counts[rank]!
+    let weightBytes = 0
+    for (let l = lo; l < hi; l++) weightBytes += model.layerBytes[l]!
+    if (rank === 0) weightBytes += model.embeddingBytes
+    if (rank === nodes.length - 1) weightBytes += model.headBytes
+    const kvBytes = kvTokens * (hi - lo) * model.kvBytesPerTokenLayer
+    stages.push({ node: node.id, rank, lo, hi, weightBytes, kvBytes, usableBytes: node.usableBytes, headroomBytes: node.usableBytes - weightBytes - kvBytes })
+    lo = hi
+  })
+  const shortfalls = stages.filter((s) => s.headroomBytes < 0).map((s) => ({ node: s.node, shortBytes: -s.headroomBytes }))
+  return { stages, kvTokens, fits: shortfalls.length === 0, shortfalls }
+}
+
+const GiB = 1024 ** 3
+export const formatGiB = (bytes: number): string => `${(bytes / GiB).toFixed(2)} GiB`
+
+/** The plan as lines a user reads (`serve --plan`). */
+export function describePlan(plan: LayerPlan): string[] {
+  const lines = plan.stages.map(
+    (s) =>
+      `rank ${s.rank} ${s.node}: layers [${s.lo}, ${s.hi}) (${s.hi - s.lo}), weights ${formatGiB(s.weightBytes)}, ` +
+      `KV for ${plan.kvTokens} tokens ${formatGiB(s.kvBytes)}, usable ${formatGiB(s.usableBytes)}, headroom ${formatGiB(s.headroomBytes)}`,
+  )
+  for (const s of plan.shortfalls) lines.push(`does not fit: ${s.node} is short by ${formatGiB(s.shortBytes)}`)
+  return lines
+}

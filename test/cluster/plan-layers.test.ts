@@ -1,0 +1,69 @@
+import { describe, expect, test } from 'bun:test'
+import { describePlan, largestRemainder, planLayers, type ModelFootprint } from '../../src/cluster/plan-layers.ts'
+
+const GiB = 1024 ** 3
+const model = (layers: number, perLayer = 0.5 * GiB): ModelFootprint => ({
+  numLayers: layers,
+  layerBytes: Array(layers).fill(perLayer),
+  embeddingBytes: 0.3 * GiB,
+  headBytes: 0.3 * GiB,
+  kvBytesPerTokenLayer: 2 * 8 * 128 * 2,
+})
+
+describe('planLayers', () => {
+  test('largest remainder on uneven memory', () => {
+    // 28 layers over 64 GiB and 36 GiB: quotas 17.92 and 10.08 → 18 / 10 (the seeds' 18/10 split)
+    expect(largestRemainder(28, [64, 36])).toEqual([18, 10])
+    // quotas 9.33/9.33/9.33 → remainder 1 goes to the lowest index on a tie
+    expect(largestRemainder(28, [1, 1, 1])).toEqual([10, 9, 9])
+    // 10 layers by 5:3:2 exactly
+    expect(largestRemainder(10, [5, 3, 2])).toEqual([5, 3, 2])
+    // a tiny node still gets one layer
+    expect(largestRemainder(4, [100, 1])).toEqual([3, 1])
+    expect(() => largestRemainder(2, [1, 1, 1])).toThrow(/cannot be spread over 3 nodes/)
+  })
+
+  test('stages are contiguous, cover every layer, and carry the embedding and head', () => {
+    const plan = planLayers(
+      [
+        { id: 'a', usableBytes: 64 * GiB },
+        { id: 'b', usableBytes: 36 * GiB },
+      ],
+      model(28),
+    )
+    expect(plan.stages.map((s) => [s.lo, s.hi])).toEqual([
+      [0, 18],
+      [18, 28],
+    ])
+    expect(plan.stages[0]!.weightBytes).toBeCloseTo(18 * 0.5 * GiB + 0.3 * GiB)
+    expect(plan.stages[1]!.weightBytes).toBeCloseTo(10 * 0.5 * GiB + 0.3 * GiB)
+    expect(plan.stages[1]!.kvBytes).toBe(4096 * 10 * 4096)
+    expect(plan.fits).toBe(true)
+  })
+
+  test('a manual split overrides the memory weighting and is validated', () => {
+    const nodes = [
+      { id: 'a', usableBytes: 64 * GiB },
+      { id: 'b', usableBytes: 64 * GiB },
+    ]
+    expect(planLayers(nodes, model(28), { split: [20, 8] }).stages.map((s) => s.hi - s.lo)).toEqual([20, 8])
+    expect(() => planLayers(nodes, model(28), { split: [20, 9] })).toThrow(/covers 29 layers, the model has 28/)
+    expect(() => planLayers(nodes, model(28), { split: [28] })).toThrow(/1 parts for 2 nodes/)
+  })
+
+  test('a plan that cannot fit names the node that is short and by how much', () => {
+    const plan = planLayers(
+      [
+        { id: 'big', usableBytes: 40 * GiB },
+        { id: 'small', usableBytes: 4 * GiB },
+      ],
+      model(28, 1 * GiB),
+      { split: [20, 8] },
+    )
+    expect(plan.fits).toBe(false)
+    expect(plan.shortfalls.map((s) => s.node)).toEqual(['small'])
+    const short = plan.shortfalls[0]!.shortBytes
+    expect(short).toBeCloseTo(8 * GiB + 0.3 * GiB + 4096 * 8 * 4096 - 4 * GiB)
+    expect(describePlan(plan).at(-1)).toMatch(/does not fit: small is short by 4\.\d\d GiB/)
+  })
+})
