@@ -55,6 +55,7 @@ install_js_dependencies() {
 install_system_packages
 install_js_dependencies
 bash scripts/build-shim.sh
+bash scripts/build-mlx-shim.sh # only where mlx-c is installed; says so otherwise
 if [ "${DBC_SKIP_BINARY:-0}" != 1 ]; then
   bash scripts/build-binary.sh
 fi

@@ -1,0 +1,833 @@
+/* mlx_glue.c — the same ABI as the CPU shim (dbc.h), implemented over mlx-c, so the `mlx` backend is the `cpu`
+ * backend's TypeScript over another library. Built only where mlx-c is installed (scripts/build-mlx-shim.sh).
+ * Rules from design/mlx-c.md: an error handler before any other call (MLX's default one exits the process); one
+ * last-error string; every call from one thread; handles are opaque; the graph stays lazy until data is read. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dbc.h"
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-variable"
+#include "mlx/c/mlx.h"
+#pragma GCC diagnostic pop
+
+#define MLX_PINNED_VERSION "0.31.2"
+#define MAGIC 0xdbc3a1a0u
+#define MAX_DIMS 8
+
+typedef struct {
+  uint32_t magic;
+  int dtype; /* DBC_* */
+  mlx_array a;
+} tensor;
+
+static char last_error[1024];
+static char backend_name[128] = "mlx";
+static mlx_stream stream;
+static int initialised;
+static int mlx_failed;
+
+static int fail(int code, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+static void on_mlx_error(const char* msg, void* data) {
+  (void)data;
+  snprintf(last_error, sizeof last_error, "mlx: %s", msg);
+  mlx_failed = 1;
+}
+
+const char* dbc_last_error(void) { return last_error; }
+int dbc_abi_version(void) { return DBC_ABI_VERSION; }
+const char* dbc_backend_name(void) { return backend_name; }
+
+int dbc_init(int threads) {
+  (void)threads;
+  if (initialised) return DBC_OK;
+  mlx_set_error_handler(on_mlx_error, NULL, NULL);
+  mlx_string version = mlx_string_new();
+  if (mlx_version(&version) != 0) return fail(DBC_E_STATE, "cannot read the MLX version");
+  const char* v = mlx_string_data(version);
+  /* DBCLUSTER_MLX_EXPECT_VERSION exists so tests can exercise the refusal without a second MLX install */
+  const char* expected = getenv("DBCLUSTER_MLX_EXPECT_VERSION") ? getenv("DBCLUSTER_MLX_EXPECT_VERSION") : MLX_PINNED_VERSION;
+  if (strcmp(v, expected) != 0) {
+    fail(DBC_E_STATE, "libmlx is version %s but this dbcluster targets MLX %s (mlx-c fba4470); install that release or use --backend cpu",
+         v, expected);
+    mlx_string_free(version);
+    return DBC_E_STATE;
+  }
+  mlx_failed = 0;
+  mlx_stream gpu = mlx_default_gpu_stream_new();
+  int use_gpu = gpu.ctx != NULL && !mlx_failed;
+  stream = use_gpu ? gpu : mlx_default_cpu_stream_new();
+  snprintf(backend_name, sizeof backend_name, "mlx %s (%s)", v, use_gpu ? "gpu" : "cpu");
+  mlx_string_free(version);
+  last_error[0] = 0;
+  initialised = 1;
+  return DBC_OK;
+}
+
+int dbc_thread_count(void) { return 1; }
+
+int64_t dbc_live_bytes(void) {
+  size_t active = 0;
+  mlx_get_active_memory(&active);
+  return (int64_t)active;
+}
+
+/* ---------- handles and dtypes ---------- */
+
+static mlx_dtype to_mlx(int dtype) {
+  switch (dtype) {
+    case DBC_F32: return MLX_FLOAT32;
+    case DBC_F16: return MLX_FLOAT16;
+    case DBC_BF16: return MLX_BFLOAT16;
+    case DBC_U32: return MLX_UINT32;
+    case DBC_I32: return MLX_INT32;
+    default: return MLX_UINT8;
+  }
+}
+
+static int from_mlx(mlx_dtype d) {
+  switch (d) {
+    case MLX_FLOAT32: return DBC_F32;
+    case MLX_FLOAT16: return DBC_F16;
+    case MLX_BFLOAT16: return DBC_BF16;
+    case MLX_UINT32: return DBC_U32;
+    case MLX_INT32: return DBC_I32;
+    case MLX_UINT8: return DBC_U8;
+    default: return -1;
+  }
+}
+
+static const char* dtype_name(int dtype) {
+  static const char* names[] = {"f32", "f16", "bf16", "u32", "i32", "u8"};
+  return dtype >= 0 && dtype <= DBC_U8 ? names[dtype] : "unknown";
+}
+
+static size_t dtype_size(int dtype) { return dtype == DBC_F16 || dtype == DBC_BF16 ? 2 : dtype == DBC_U8 ? 1 : 4; }
+
+static int is_float(int dtype) { return dtype == DBC_F32 || dtype == DBC_F16 || dtype == DBC_BF16; }
+
+static int get(void* h, const char* what, tensor** out) {
+  tensor* t = h;
+  *out = NULL;
+  if (!initialised) return fail(DBC_E_STATE, "%s: mlx backend not initialised", what);
+  if (!t) return fail(DBC_E_ARG, "%s: null tensor handle", what);
+  if (t->magic != MAGIC) return fail(DBC_E_ARG, "%s: not a live tensor handle (freed twice?)", what);
+  *out = t;
+  return DBC_OK;
+}
+
+static int ndim(const tensor* t) { return (int)mlx_array_ndim(t->a); }
+static int dim(const tensor* t, int i) { return mlx_array_dim(t->a, i < 0 ? i + ndim(t) : i); }
+static int64_t numel(const tensor* t) { return (int64_t)mlx_array_size(t->a); }
+
+/* Wraps a result array; the dtype is read back from MLX. */
+static int wrap(mlx_array a, void** out) {
+  int d = from_mlx(mlx_array_dtype(a));
+  if (d < 0) {
+    mlx_array_free(a);
+    return fail(DBC_E_ARG, "mlx produced an unsupported dtype %d", (int)mlx_array_dtype(a));
+  }
+  tensor* t = calloc(1, sizeof *t);
+  t->magic = MAGIC;
+  t->dtype = d;
+  t->a = a;
+  *out = t;
+  return DBC_OK;
+}
+
+/* Runs an mlx-c call; a nonzero return means the error handler already wrote the message. */
+#define MLX(call)                                                     \
+  do {                                                                \
+    if ((call) != 0) return DBC_E_ARG;                                \
+  } while (0)
+
+static mlx_array empty(void) { return mlx_array_new(); }
+
+static int as_f32(mlx_array a, mlx_array* out) {
+  *out = empty();
+  MLX(mlx_astype(out, a, MLX_FLOAT32, stream));
+  return DBC_OK;
+}
+
+static int eval_host(mlx_array a) {
+  MLX(mlx_array_eval(a));
+  return DBC_OK;
+}
+
+/* Reads a small i32 tensor to the host (positions, slots, ids). */
+static int read_i32(const tensor* t, int32_t** out, int64_t* n) {
+  mlx_array c = empty();
+  MLX(mlx_contiguous(&c, t->a, false, stream));
+  if (eval_host(c)) return DBC_E_ARG;
+  *n = numel(t);
+  *out = malloc(sizeof(int32_t) * (size_t)(*n ? *n : 1));
+  memcpy(*out, mlx_array_data_int32(c), sizeof(int32_t) * (size_t)*n);
+  mlx_array_free(c);
+  return DBC_OK;
+}
+
+/* ---------- tensors ---------- */
+
+static int check_shape(int dtype, int nd, const int64_t* shape, int* ishape) {
+  if (dtype < 0 || dtype > DBC_U8) return fail(DBC_E_ARG, "unsupported dtype %d", dtype);
+  if (nd < 0 || nd > MAX_DIMS) return fail(DBC_E_ARG, "ndim %d out of range 0..%d", nd, MAX_DIMS);
+  for (int i = 0; i < nd; i++) {
+    if (shape[i] < 0) return fail(DBC_E_ARG, "negative dimension %lld at axis %d", (long long)shape[i], i);
+    ishape[i] = (int)shape[i];
+  }
+  return DBC_OK;
+}
+
+int dbc_tensor_new(int dtype, int nd, const int64_t* shape, void** out) {
+  int ishape[MAX_DIMS];
+  int rc = check_shape(dtype, nd, shape, ishape);
+  if (rc || !initialised) return rc ? rc : fail(DBC_E_STATE, "mlx backend not initialised");
+  mlx_array a = empty();
+  MLX(mlx_zeros(&a, ishape, (size_t)nd, to_mlx(dtype), stream));
+  return wrap(a, out);
+}
+
+int dbc_tensor_wrap(int dtype, int nd, const int64_t* shape, void* data, int64_t nbytes, void** out) {
+  int ishape[MAX_DIMS];
+  int rc = check_shape(dtype, nd, shape, ishape);
+  if (rc) return rc;
+  int64_t need = (int64_t)dtype_size(dtype);
+  for (int i = 0; i < nd; i++) need *= shape[i];
+  if (need != nbytes) return fail(DBC_E_ARG, "tensor_wrap: shape needs %lld bytes, buffer has %lld", (long long)need, (long long)nbytes);
+  /* mlx_array_new_data copies (design/mlx-c.md §1): the caller's buffer need not outlive the tensor */
+  return wrap(mlx_array_new_data(data, ishape, nd, to_mlx(dtype)), out);
+}
+
+int dbc_tensor_view(void* h, int nd, const int64_t* shape, int64_t offset_elems, void** out) {
+  tensor* t;
+  int ishape[MAX_DIMS], rc;
+  if ((rc = get(h, "tensor_view", &t)) || (rc = check_shape(t->dtype, nd, shape, ishape))) return rc;
+  int64_t count = 1;
+  for (int i = 0; i < nd; i++) count *= shape[i];
+  if (offset_elems < 0 || offset_elems + count > numel(t))
+    return fail(DBC_E_ARG, "tensor_view: view of %lld elements at %lld exceeds the source", (long long)count, (long long)offset_elems);
+  mlx_array flat = empty(), part = empty(), res = empty();
+  int total = (int)numel(t), start = (int)offset_elems, stop = (int)(offset_elems + count), one = 1;
+  MLX(mlx_reshape(&flat, t->a, &total, 1, stream));
+  MLX(mlx_slice(&part, flat, &start, 1, &stop, 1, &one, 1, stream));
+  MLX(mlx_reshape(&res, part, ishape, (size_t)nd, stream));
+  mlx_array_free(flat), mlx_array_free(part);
+  return wrap(res, out);
+}
+
+int dbc_tensor_free(void* h) {
+  tensor* t;
+  int rc = get(h, "tensor_free", &t);
+  if (rc) return rc;
+  t->magic = 0;
+  mlx_array_free(t->a);
+  free(t);
+  return DBC_OK;
+}
+
+int dbc_tensor_write(void* h, const void* src, int64_t nbytes, int64_t offset) {
+  tensor* t;
+  int rc = get(h, "tensor_write", &t);
+  if (rc) return rc;
+  int64_t size = numel(t) * (int64_t)dtype_size(t->dtype);
+  if (offset != 0 || nbytes != size) return fail(DBC_E_ARG, "tensor_write: the mlx backend writes whole tensors only");
+  int shape[MAX_DIMS];
+  for (int i = 0; i < ndim(t); i++) shape[i] = dim(t, i);
+  mlx_array a = mlx_array_new_data(src, shape, ndim(t), to_mlx(t->dtype));
+  mlx_array_free(t->a);
+  t->a = a;
+  return DBC_OK;
+}
+
+int dbc_tensor_read(void* h, void* dst, int64_t nbytes, int64_t offset) {
+  tensor* t;
+  int rc = get(h, "tensor_read", &t);
+  if (rc) return rc;
+  int64_t size = numel(t) * (int64_t)dtype_size(t->dtype);
+  if (nbytes < 0 || offset < 0 || offset + nbytes > size)
+    return fail(DBC_E_ARG, "range [%lld, %lld) outside the tensor's %lld bytes", (long long)offset, (long long)(offset + nbytes), (long long)size);
+  mlx_array c = empty();
+  MLX(mlx_contiguous(&c, t->a, false, stream));
+  if (eval_host(c)) return DBC_E_ARG;
+  const char* p = t->dtype == DBC_F32 ? (const char*)mlx_array_data_float32(c)
+                  : t->dtype == DBC_I32 ? (const char*)mlx_array_data_int32(c)
+                  : t->dtype == DBC_U32 ? (const char*)mlx_array_data_uint32(c)
+                  : t->dtype == DBC_U8 ? (const char*)mlx_array_data_uint8(c)
+                                        : (const char*)mlx_array_data_uint16(c); /* f16/bf16 bits */
+  if (!p) return fail(DBC_E_STATE, "tensor_read: mlx returned no data");
+  memcpy(dst, p + offset, (size_t)nbytes);
+  mlx_array_free(c);
+  return DBC_OK;
+}
+
+int dbc_tensor_info(void* h, int64_t* info) {
+  tensor* t;
+  int rc = get(h, "tensor_info", &t);
+  if (rc) return rc;
+  info[0] = t->dtype;
+  info[1] = ndim(t);
+  for (int i = 0; i < MAX_DIMS; i++) info[2 + i] = i < ndim(t) ? dim(t, i) : 0;
+  return DBC_OK;
+}
+
+/* ---------- layout ---------- */
+
+int dbc_astype(void* h, int dtype, void** out) {
+  tensor* x;
+  int rc = get(h, "astype", &x);
+  if (rc) return rc;
+  int ints = (x->dtype == DBC_I32 || x->dtype == DBC_U32) && (dtype == DBC_I32 || dtype == DBC_U32);
+  if (x->dtype != dtype && !ints && (!is_float(x->dtype) || !is_float(dtype)))
+    return fail(DBC_E_ARG, "astype: only float dtypes convert (%s -> %s)", dtype_name(x->dtype), dtype_name(dtype));
+  mlx_array a = empty();
+  if (ints && x->dtype != dtype) MLX(mlx_view(&a, x->a, to_mlx(dtype), stream));
+  else MLX(mlx_astype(&a, x->a, to_mlx(dtype), stream));
+  return wrap(a, out);
+}
+
+int dbc_transpose(void* h, int nd, const int64_t* perm, void** out) {
+  tensor* x;
+  int rc = get(h, "transpose", &x);
+  if (rc) return rc;
+  if (nd != ndim(x)) return fail(DBC_E_ARG, "transpose: perm has %d axes, tensor has %d", nd, ndim(x));
+  int axes[MAX_DIMS], seen[MAX_DIMS] = {0};
+  for (int i = 0; i < nd; i++) {
+    if (perm[i] < 0 || perm[i] >= nd || seen[perm[i]]++) return fail(DBC_E_ARG, "transpose: perm is not a permutation");
+    axes[i] = (int)perm[i];
+  }
+  mlx_array a = empty(), c = empty();
+  MLX(mlx_transpose_axes(&a, x->a, axes, (size_t)nd, stream));
+  MLX(mlx_contiguous(&c, a, false, stream));
+  mlx_array_free(a);
+  return wrap(c, out);
+}
+
+static int concat2(mlx_array a, mlx_array b, int axis, mlx_array* out) {
+  mlx_array both[2] = {a, b};
+  mlx_vector_array v = mlx_vector_array_new_data(both, 2);
+  *out = empty();
+  int rc = mlx_concatenate_axis(out, v, axis, stream);
+  mlx_vector_array_free(v);
+  return rc ? DBC_E_ARG : DBC_OK;
+}
+
+int dbc_concat(void* ah, void* bh, int axis, void** out) {
+  tensor *a, *b;
+  int rc;
+  if ((rc = get(ah, "concat a", &a)) || (rc = get(bh, "concat b", &b))) return rc;
+  if (a->dtype != b->dtype || ndim(a) != ndim(b)) return fail(DBC_E_ARG, "concat: dtype or rank differ");
+  if (axis < 0) axis += ndim(a);
+  if (axis < 0 || axis >= ndim(a)) return fail(DBC_E_ARG, "concat: axis out of range");
+  for (int i = 0; i < ndim(a); i++)
+    if (i != axis && dim(a, i) != dim(b, i)) return fail(DBC_E_ARG, "concat: shapes differ at axis %d (%d vs %d)", i, dim(a, i), dim(b, i));
+  mlx_array r;
+  if ((rc = concat2(a->a, b->a, axis, &r))) return rc;
+  return wrap(r, out);
+}
+
+static int slice_axis(mlx_array a, int nd, const int* shape, int axis, int start, int stop, mlx_array* out) {
+  int s0[MAX_DIMS], s1[MAX_DIMS], st[MAX_DIMS];
+  for (int i = 0; i < nd; i++) s0[i] = 0, s1[i] = shape[i], st[i] = 1;
+  s0[axis] = start, s1[axis] = stop;
+  *out = empty();
+  return mlx_slice(out, a, s0, (size_t)nd, s1, (size_t)nd, st, (size_t)nd, stream) ? DBC_E_ARG : DBC_OK;
+}
+
+int dbc_slice(void* h, int axis, int64_t start, int64_t end, void** out) {
+  tensor* x;
+  int rc = get(h, "slice", &x);
+  if (rc) return rc;
+  if (axis < 0) axis += ndim(x);
+  if (axis < 0 || axis >= ndim(x)) return fail(DBC_E_ARG, "slice: axis out of range");
+  if (start < 0 || end > dim(x, axis) || start > end)
+    return fail(DBC_E_ARG, "slice: [%lld, %lld) outside axis %d of size %d", (long long)start, (long long)end, axis, dim(x, axis));
+  int shape[MAX_DIMS];
+  for (int i = 0; i < ndim(x); i++) shape[i] = dim(x, i);
+  mlx_array r;
+  if ((rc = slice_axis(x->a, ndim(x), shape, axis, (int)start, (int)end, &r))) return rc;
+  return wrap(r, out);
+}
+
+/* ---------- linear algebra ---------- */
+
+static int linear_check(const tensor* x, int N, int K, const tensor* bias, const char* name) {
+  if (x->dtype != DBC_F32 || ndim(x) < 1) return fail(DBC_E_ARG, "%s: x must be f32 [..., K]", name);
+  if (dim(x, -1) != K) return fail(DBC_E_ARG, "%s: shape mismatch: x has %d features, the weight expects %d", name, dim(x, -1), K);
+  if (bias && (!is_float(bias->dtype) || numel(bias) != N)) return fail(DBC_E_ARG, "%s: bias must be a float [%d]", name, N);
+  return DBC_OK;
+}
+
+static int add_bias(mlx_array* y, const tensor* bias) {
+  if (!bias) return DBC_OK;
+  mlx_array b32, r = empty();
+  if (as_f32(bias->a, &b32)) return DBC_E_ARG;
+  MLX(mlx_add(&r, *y, b32, stream));
+  mlx_array_free(b32), mlx_array_free(*y);
+  *y = r;
+  return DBC_OK;
+}
+
+int dbc_matmul(void* ah, void* bh, void** out) {
+  tensor *a, *b;
+  int rc;
+  if ((rc = get(ah, "matmul a", &a)) || (rc = get(bh, "matmul b", &b))) return rc;
+  if (a->dtype != DBC_F32 || b->dtype != DBC_F32 || ndim(a) != 2 || ndim(b) != 2) return fail(DBC_E_ARG, "matmul: a and b must be f32 matrices");
+  if (dim(a, 1) != dim(b, 0)) return fail(DBC_E_ARG, "matmul: shape mismatch [%d, %d] x [%d, %d]", dim(a, 0), dim(a, 1), dim(b, 0), dim(b, 1));
+  mlx_array r = empty();
+  MLX(mlx_matmul(&r, a->a, b->a, stream));
+  return wrap(r, out);
+}
+
+int dbc_linear(void* xh, void* wh, void* bh, void** out) {
+  tensor *x, *w, *b = NULL;
+  int rc;
+  if ((rc = get(xh, "linear x", &x)) || (rc = get(wh, "linear weight", &w))) return rc;
+  if (bh && (rc = get(bh, "linear bias", &b))) return rc;
+  if (!is_float(w->dtype)) return fail(DBC_E_ARG, "linear weight: expected a float tensor (f32/f16/bf16), got %s", dtype_name(w->dtype));
+  if (ndim(w) != 2) return fail(DBC_E_ARG, "linear: weight must be [N, K]");
+  if ((rc = linear_check(x, dim(w, 0), dim(w, 1), b, "linear"))) return rc;
+  mlx_array w32, wt = empty(), y = empty();
+  if (as_f32(w->a, &w32)) return DBC_E_ARG;
+  MLX(mlx_transpose(&wt, w32, stream));
+  MLX(mlx_matmul(&y, x->a, wt, stream));
+  mlx_array_free(w32), mlx_array_free(wt);
+  if ((rc = add_bias(&y, b))) return rc;
+  return wrap(y, out);
+}
+
+static int quant_check(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int* N, int* K) {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
+    return fail(DBC_E_ARG, "%s: unsupported bits %d (2, 3, 4, 5, 6 or 8)", name, bits);
+  if (gs != 32 && gs != 64 && gs != 128) return fail(DBC_E_ARG, "%s: unsupported group size %d (32, 64 or 128)", name, gs);
+  if (w->dtype != DBC_U32 || ndim(w) != 2) return fail(DBC_E_ARG, "%s: packed weight must be u32 [N, K*bits/32], got %s", name, dtype_name(w->dtype));
+  if (!is_float(s->dtype) || s->dtype != b->dtype) return fail(DBC_E_ARG, "%s: scales and biases must share a float dtype", name);
+  *N = dim(w, 0);
+  *K = dim(w, 1) * 32 / bits;
+  if (*K % gs) return fail(DBC_E_ARG, "%s: input size %d is not a multiple of group size %d", name, *K, gs);
+  if (ndim(s) != 2 || dim(s, 0) != *N || dim(s, 1) != *K / gs || ndim(b) != 2 || dim(b, 0) != *N || dim(b, 1) != *K / gs)
+    return fail(DBC_E_ARG, "%s: scales/biases must be [%d, %d] for a [%d, %d] matrix at group size %d", name, *N, *K / gs, *N, *K, gs);
+  return DBC_OK;
+}
+
+static mlx_optional_int opt_int(int v) { return (mlx_optional_int){v, true}; }
+
+int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
+  tensor *x, *w, *s, *b, *bias = NULL;
+  int rc, N, K;
+  if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s)) ||
+      (rc = get(bh, "quantized_linear", &b)))
+    return rc;
+  if (biash && (rc = get(biash, "quantized_linear bias", &bias))) return rc;
+  if ((rc = quant_check(w, s, b, gs, bits, "quantized_linear", &N, &K)) || (rc = linear_check(x, N, K, bias, "quantized_linear"))) return rc;
+  mlx_array s32, b32, y = empty();
+  if (as_f32(s->a, &s32) || as_f32(b->a, &b32)) return DBC_E_ARG;
+  MLX(mlx_quantized_matmul(&y, x->a, w->a, s32, b32, true, opt_int(gs), opt_int(bits), "affine", stream));
+  mlx_array_free(s32), mlx_array_free(b32);
+  if ((rc = add_bias(&y, bias))) return rc;
+  return wrap(y, out);
+}
+
+static int dequant(tensor* w, mlx_array s, mlx_array b, int gs, int bits, mlx_array* out) {
+  mlx_array s32, b32;
+  if (as_f32(s, &s32) || as_f32(b, &b32)) return DBC_E_ARG;
+  *out = empty();
+  int rc = mlx_dequantize(out, w->a, s32, b32, opt_int(gs), opt_int(bits), "affine", empty(), (mlx_optional_dtype){MLX_FLOAT32, true}, stream);
+  mlx_array_free(s32), mlx_array_free(b32);
+  return rc ? DBC_E_ARG : DBC_OK;
+}
+
+int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
+  tensor *w, *s, *b;
+  int rc, N, K;
+  if ((rc = get(wh, "dequantize", &w)) || (rc = get(sh, "dequantize", &s)) || (rc = get(bh, "dequantize", &b))) return rc;
+  if ((rc = quant_check(w, s, b, gs, bits, "dequantize", &N, &K))) return rc;
+  mlx_array r;
+  if ((rc = dequant(w, s->a, b->a, gs, bits, &r))) return rc;
+  return wrap(r, out);
+}
+
+static int check_ids(const tensor* ids, int vocab, const char* name) {
+  if (ids->dtype != DBC_I32) return fail(DBC_E_ARG, "%s: ids must be i32", name);
+  int32_t* v;
+  int64_t n;
+  if (read_i32(ids, &v, &n)) return DBC_E_ARG;
+  for (int64_t i = 0; i < n; i++)
+    if (v[i] < 0 || v[i] >= vocab) {
+      int bad = v[i];
+      free(v);
+      return fail(DBC_E_ARG, "%s: token id %d outside vocab of %d", name, bad, vocab);
+    }
+  free(v);
+  return DBC_OK;
+}
+
+int dbc_embedding(void* th, void* ih, void** out) {
+  tensor *t, *ids;
+  int rc;
+  if ((rc = get(th, "embedding table", &t)) || (rc = get(ih, "embedding ids", &ids))) return rc;
+  if (!is_float(t->dtype)) return fail(DBC_E_ARG, "embedding table: expected a float tensor (f32/f16/bf16), got %s", dtype_name(t->dtype));
+  if (ndim(t) != 2) return fail(DBC_E_ARG, "embedding: table must be [vocab, hidden]");
+  if ((rc = check_ids(ids, dim(t, 0), "embedding"))) return rc;
+  mlx_array g = empty(), r;
+  MLX(mlx_take_axis(&g, t->a, ids->a, 0, stream));
+  if (as_f32(g, &r)) return DBC_E_ARG;
+  mlx_array_free(g);
+  return wrap(r, out);
+}
+
+int dbc_quantized_embedding(void* wh, void* sh, void* bh, int gs, int bits, void* ih, void** out) {
+  tensor *w, *s, *b, *ids;
+  int rc, N, K;
+  if ((rc = get(wh, "quantized_embedding", &w)) || (rc = get(sh, "quantized_embedding", &s)) || (rc = get(bh, "quantized_embedding", &b)) ||
+      (rc = get(ih, "quantized_embedding ids", &ids)))
+    return rc;
+  if ((rc = quant_check(w, s, b, gs, bits, "quantized_embedding", &N, &K)) || (rc = check_ids(ids, N, "quantized_embedding"))) return rc;
+  mlx_array gw = empty(), gs_ = empty(), gb = empty(), r;
+  MLX(mlx_take_axis(&gw, w->a, ids->a, 0, stream));
+  MLX(mlx_take_axis(&gs_, s->a, ids->a, 0, stream));
+  MLX(mlx_take_axis(&gb, b->a, ids->a, 0, stream));
+  tensor rows = {MAGIC, DBC_U32, gw};
+  if ((rc = dequant(&rows, gs_, gb, gs, bits, &r))) return rc;
+  mlx_array_free(gw), mlx_array_free(gs_), mlx_array_free(gb);
+  return wrap(r, out);
+}
+
+/* ---------- normalisation, position, attention ---------- */
+
+int dbc_rms_norm(void* xh, void* wh, float eps, void** out) {
+  tensor *x, *w;
+  int rc;
+  if ((rc = get(xh, "rms_norm x", &x)) || (rc = get(wh, "rms_norm weight", &w))) return rc;
+  if (x->dtype != DBC_F32 || ndim(x) < 1) return fail(DBC_E_ARG, "rms_norm: x must be f32 with at least one axis");
+  if (!is_float(w->dtype) || numel(w) != dim(x, -1))
+    return fail(DBC_E_ARG, "rms_norm: weight has %lld elements, last axis is %d", (long long)numel(w), dim(x, -1));
+  mlx_array w32, r = empty();
+  if (as_f32(w->a, &w32)) return DBC_E_ARG;
+  MLX(mlx_fast_rms_norm(&r, x->a, w32, eps, stream));
+  mlx_array_free(w32);
+  return wrap(r, out);
+}
+
+int dbc_rope(void* xh, void* ph, int dims, int traditional, float scale, void* fh, void** out) {
+  tensor *x, *pos, *f;
+  int rc;
+  if ((rc = get(xh, "rope x", &x)) || (rc = get(ph, "rope positions", &pos)) || (rc = get(fh, "rope inv_freq", &f))) return rc;
+  if (x->dtype != DBC_F32 || ndim(x) != 3) return fail(DBC_E_ARG, "rope: x must be f32 [rows, heads, head_dim]");
+  if (pos->dtype != DBC_I32 || numel(pos) != dim(x, 0)) return fail(DBC_E_ARG, "rope: positions must be i32 [rows]");
+  if (dims < 2 || dims % 2 || dims > dim(x, 2)) return fail(DBC_E_ARG, "rope: dims %d must be even and <= head_dim %d", dims, dim(x, 2));
+  if (f->dtype != DBC_F32 || numel(f) != dims / 2) return fail(DBC_E_ARG, "rope: inv_freq must be f32 [dims/2]");
+  /* MLX rotates along axis -2 from a per-batch offset: make each row its own batch of length 1 */
+  int shape4[4] = {dim(x, 0), dim(x, 1), 1, dim(x, 2)}, shape3[3] = {dim(x, 0), dim(x, 1), dim(x, 2)};
+  mlx_array x4 = empty(), periods = empty(), r = empty(), r3 = empty();
+  MLX(mlx_reshape(&x4, x->a, shape4, 4, stream));
+  MLX(mlx_reciprocal(&periods, f->a, stream));
+  MLX(mlx_fast_rope_dynamic(&r, x4, dims, traditional != 0, (mlx_optional_float){0, false}, scale, pos->a, periods, stream));
+  MLX(mlx_reshape(&r3, r, shape3, 3, stream));
+  mlx_array_free(x4), mlx_array_free(periods), mlx_array_free(r);
+  return wrap(r3, out);
+}
+
+/* Rows of a step grouped into runs that share a slot and have consecutive positions (a prefill chunk is one run). */
+typedef struct { int start, count, slot, pos; } run;
+
+static int runs_of(const int32_t* slots, const int32_t* pos, int64_t rows, run* out) {
+  int n = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    if (n > 0 && out[n - 1].slot == slots[r] && out[n - 1].pos + out[n - 1].count == pos[r]) out[n - 1].count++;
+    else out[n++] = (run){(int)r, 1, slots[r], pos[r]};
+  }
+  return n;
+}
+
+static int read_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, int maxlen, const char* name, int32_t** sl, int32_t** ps) {
+  int64_t n1, n2;
+  if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || numel(slots) != rows || numel(pos) != rows)
+    return fail(DBC_E_ARG, "%s: slots and positions must be i32 [rows]", name);
+  if (read_i32(slots, sl, &n1) || read_i32(pos, ps, &n2)) return DBC_E_ARG;
+  for (int64_t r = 0; r < rows; r++) {
+    if ((*sl)[r] < 0 || (*sl)[r] >= nslots) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, (*sl)[r], nslots - 1);
+    if ((*ps)[r] < 0 || (*ps)[r] >= maxlen) return fail(DBC_E_ARG, "%s: position %d outside the cache length %d", name, (*ps)[r], maxlen);
+  }
+  return DBC_OK;
+}
+
+int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
+  tensor *cache, *x, *slots, *pos;
+  int rc;
+  if ((rc = get(ch, "kv_write cache", &cache)) || (rc = get(xh, "kv_write x", &x)) || (rc = get(sh, "kv_write slots", &slots)) ||
+      (rc = get(ph, "kv_write positions", &pos)))
+    return rc;
+  if (cache->dtype != DBC_F32 || ndim(cache) != 4) return fail(DBC_E_ARG, "kv_write: cache must be f32 [slots, kv_heads, max_len, head_dim]");
+  int H = dim(cache, 1), L = dim(cache, 2), D = dim(cache, 3);
+  if (x->dtype != DBC_F32 || ndim(x) != 3 || dim(x, 1) != H || dim(x, 2) != D) return fail(DBC_E_ARG, "kv_write: x must be f32 [rows, %d, %d]", H, D);
+  int64_t rows = dim(x, 0);
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = read_rows(slots, pos, rows, dim(cache, 0), L, "kv_write", &sl, &ps))) return free(sl), free(ps), rc;
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  int n = runs_of(sl, ps, rows, runs);
+  int xshape[3] = {(int)rows, H, D};
+  for (int i = 0; i < n && rc == 0; i++) {
+    run g = runs[i];
+    if (g.pos + g.count > L) { rc = fail(DBC_E_ARG, "kv_write: position %d outside the cache length %d", g.pos + g.count - 1, L); break; }
+    mlx_array part, t = empty(), upd = empty(), next = empty();
+    int ushape[4] = {1, H, g.count, D}, perm[3] = {1, 0, 2};
+    int start[4] = {g.slot, 0, g.pos, 0}, stop[4] = {g.slot + 1, H, g.pos + g.count, D}, strides[4] = {1, 1, 1, 1};
+    if (slice_axis(x->a, 3, xshape, 0, g.start, g.start + g.count, &part) || mlx_transpose_axes(&t, part, perm, 3, stream) ||
+        mlx_reshape(&upd, t, ushape, 4, stream) || mlx_slice_update(&next, cache->a, upd, start, 4, stop, 4, strides, 4, stream)) {
+      rc = DBC_E_ARG;
+      break;
+    }
+    mlx_array_free(part), mlx_array_free(t), mlx_array_free(upd);
+    mlx_array_free(cache->a); /* the update is the only reference left, so MLX can donate the buffer in place */
+    cache->a = next;
+  }
+  free(runs), free(sl), free(ps);
+  return rc;
+}
+
+int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
+                  void* sinkh, void** out) {
+  tensor *q, *k, *v, *slots, *pos, *mask = NULL, *sinks = NULL;
+  int rc;
+  if ((rc = get(qh, "attention q", &q)) || (rc = get(kh, "attention k_cache", &k)) || (rc = get(vh, "attention v_cache", &v)) ||
+      (rc = get(sh, "attention slots", &slots)) || (rc = get(ph, "attention positions", &pos)))
+    return rc;
+  if (mh && (rc = get(mh, "attention mask", &mask))) return rc;
+  if (sinkh && (rc = get(sinkh, "attention sinks", &sinks))) return rc;
+  if (q->dtype != DBC_F32 || ndim(q) != 3) return fail(DBC_E_ARG, "attention: q must be f32 [rows, heads, head_dim]");
+  if (k->dtype != DBC_F32 || v->dtype != DBC_F32 || ndim(k) != 4 || ndim(v) != 4)
+    return fail(DBC_E_ARG, "attention: caches must be f32 [slots, kv_heads, max_len, head_dim]");
+  int rows = dim(q, 0), H = dim(q, 1), D = dim(q, 2), KH = dim(k, 1), L = dim(k, 2);
+  if (dim(k, 3) != D) return fail(DBC_E_ARG, "attention: q head_dim %d != cache head_dim %d", D, dim(k, 3));
+  if (KH == 0 || H % KH) return fail(DBC_E_ARG, "attention: %d query heads do not divide into %d kv heads", H, KH);
+  if (!causal && (kv_length < 0 || kv_length > L)) return fail(DBC_E_ARG, "attention: kv_length %d outside the cache length %d", kv_length, L);
+  if (window < 0) return fail(DBC_E_ARG, "attention: negative window");
+  int width = 0;
+  float* host_mask = NULL;
+  if (mask) {
+    if (mask->dtype != DBC_F32 || ndim(mask) != 2 || dim(mask, 0) != rows) return fail(DBC_E_ARG, "attention: mask must be f32 [rows, keys]");
+    width = dim(mask, 1);
+    host_mask = malloc(sizeof(float) * (size_t)rows * (size_t)width);
+    if (dbc_tensor_read(mask, host_mask, (int64_t)rows * width * 4, 0)) return free(host_mask), DBC_E_ARG;
+  }
+  if (sinks && (sinks->dtype != DBC_F32 || numel(sinks) != H)) return free(host_mask), fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = read_rows(slots, pos, rows, dim(k, 0), L, "attention", &sl, &ps))) return free(sl), free(ps), free(host_mask), rc;
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  /* non-causal rows all see the same keys, so any rows of one slot form a run */
+  int n = runs_of(sl, ps, rows, runs);
+  int qshape[3] = {rows, H, D}, kshape[4] = {dim(k, 0), KH, L, D};
+  mlx_array result = empty();
+  int have = 0;
+  for (int i = 0; i < n && rc == 0; i++) {
+    run g = runs[i];
+    int keys = causal ? g.pos + g.count : kv_length;
+    if (mask && width < (causal ? g.pos + g.count : kv_length)) {
+      rc = fail(DBC_E_ARG, "attention: mask width %d < keys attended %d", width, keys);
+      break;
+    }
+    mlx_array qpart, qt = empty(), q4 = empty(), kslot, vslot, kk, vv, o = empty(), ot = empty(), o3 = empty(), maskarr = empty();
+    int perm[3] = {1, 0, 2}, q4shape[4] = {1, H, g.count, D};
+    if (slice_axis(q->a, 3, qshape, 0, g.start, g.start + g.count, &qpart) || mlx_transpose_axes(&qt, qpart, perm, 3, stream) ||
+        mlx_reshape(&q4, qt, q4shape, 4, stream) || slice_axis(k->a, 4, kshape, 0, g.slot, g.slot + 1, &kslot) ||
+        slice_axis(v->a, 4, kshape, 0, g.slot, g.slot + 1, &vslot)) {
+      rc = DBC_E_ARG;
+      break;
+    }
+    int kslot_shape[4] = {1, KH, L, D};
+    if (slice_axis(kslot, 4, kslot_shape, 2, 0, keys, &kk) || slice_axis(vslot, 4, kslot_shape, 2, 0, keys, &vv)) { rc = DBC_E_ARG; break; }
+    const char* mode = causal ? "causal" : "";
+    if (mask || window > 0) { /* explicit additive mask [1, 1, count, keys]: causal and window folded in */
+      float* m = malloc(sizeof(float) * (size_t)g.count * (size_t)keys);
+      for (int r = 0; r < g.count; r++)
+        for (int j = 0; j < keys; j++) {
+          int p = g.pos + r;
+          float val = host_mask ? host_mask[(size_t)(g.start + r) * (size_t)width + (size_t)j] : 0.0f;
+          if (causal && j > p) val = -INFINITY;
+          if (window > 0 && j <= (causal ? p : kv_length - 1) - window) val = -INFINITY;
+          m[(size_t)r * (size_t)keys + (size_t)j] = val;
+        }
+      int mshape[4] = {1, 1, g.count, keys};
+      maskarr = mlx_array_new_data(m, mshape, 4, MLX_FLOAT32);
+      free(m);
+      mode = "array";
+    }
+    if (mlx_fast_scaled_dot_product_attention(&o, q4, kk, vv, scale, mode, maskarr, sinks ? sinks->a : empty(), stream) ||
+        mlx_transpose_axes(&ot, o, (int[]){0, 2, 1, 3}, 4, stream) || mlx_reshape(&o3, ot, (int[]){g.count, H, D}, 3, stream)) {
+      rc = DBC_E_ARG;
+      break;
+    }
+    if (!have) result = o3, have = 1;
+    else {
+      mlx_array joined;
+      if (concat2(result, o3, 0, &joined)) { rc = DBC_E_ARG; break; }
+      mlx_array_free(result), mlx_array_free(o3);
+      result = joined;
+    }
+    mlx_array_free(qpart), mlx_array_free(qt), mlx_array_free(q4), mlx_array_free(kslot), mlx_array_free(vslot);
+    mlx_array_free(kk), mlx_array_free(vv), mlx_array_free(o), mlx_array_free(ot), mlx_array_free(maskarr);
+  }
+  free(runs), free(sl), free(ps), free(host_mask);
+  if (rc) return rc;
+  if (!have) MLX(mlx_zeros(&result, qshape, 3, MLX_FLOAT32, stream));
+  return wrap(result, out);
+}
+
+/* ---------- elementwise and reductions ---------- */
+
+static int f32_input(void* h, const char* name, tensor** t) {
+  int rc = get(h, name, t);
+  if (rc) return rc;
+  if ((*t)->dtype != DBC_F32) return fail(DBC_E_ARG, "%s: activations must be f32, got %s", name, dtype_name((*t)->dtype));
+  return DBC_OK;
+}
+
+static int binary(void* ah, void* bh, int mul, const char* name, void** out) {
+  tensor *a, *b;
+  int rc;
+  if ((rc = get(ah, name, &a)) || (rc = get(bh, name, &b))) return rc;
+  if (a->dtype != DBC_F32) return fail(DBC_E_ARG, "%s: first operand must be f32, got %s", name, dtype_name(a->dtype));
+  if (!is_float(b->dtype)) return fail(DBC_E_ARG, "%s: expected a float tensor (f32/f16/bf16), got %s", name, dtype_name(b->dtype));
+  if (ndim(b) > ndim(a)) return fail(DBC_E_ARG, "%s: second operand has more axes than the first", name);
+  for (int i = 1; i <= ndim(b); i++)
+    if (dim(b, -i) != dim(a, -i))
+      return fail(DBC_E_ARG, "%s: shape mismatch: operand b must match the trailing axes of a (axis %d: %d vs %d)", name, ndim(a) - i, dim(b, -i), dim(a, -i));
+  mlx_array b32, r = empty();
+  if (as_f32(b->a, &b32)) return DBC_E_ARG;
+  MLX(mul ? mlx_multiply(&r, a->a, b32, stream) : mlx_add(&r, a->a, b32, stream));
+  mlx_array_free(b32);
+  return wrap(r, out);
+}
+
+int dbc_add(void* a, void* b, void** out) { return binary(a, b, 0, "add", out); }
+int dbc_mul(void* a, void* b, void** out) { return binary(a, b, 1, "mul", out); }
+
+int dbc_scale(void* h, float s, void** out) {
+  tensor* x;
+  int rc = f32_input(h, "scale", &x);
+  if (rc) return rc;
+  mlx_array f = mlx_array_new_float32(s), r = empty();
+  MLX(mlx_multiply(&r, x->a, f, stream));
+  mlx_array_free(f);
+  return wrap(r, out);
+}
+
+/* activation: 0 silu, 1 gelu (erf), 2 gelu (tanh) */
+static int activate(mlx_array x, int activation, mlx_array* out) {
+  *out = empty();
+  mlx_array t = empty(), u = empty(), w = empty();
+  if (activation == 0) {
+    MLX(mlx_sigmoid(&t, x, stream));
+    MLX(mlx_multiply(out, x, t, stream));
+  } else if (activation == 1) {
+    mlx_array c = mlx_array_new_float32(0.70710678118654752f), half = mlx_array_new_float32(0.5f), one = mlx_array_new_float32(1.0f);
+    MLX(mlx_multiply(&t, x, c, stream));
+    MLX(mlx_erf(&u, t, stream));
+    MLX(mlx_add(&w, u, one, stream));
+    mlx_array hx = empty();
+    MLX(mlx_multiply(&hx, x, half, stream));
+    MLX(mlx_multiply(out, hx, w, stream));
+    mlx_array_free(c), mlx_array_free(half), mlx_array_free(one), mlx_array_free(hx);
+  } else {
+    mlx_array k = mlx_array_new_float32(0.044715f), c = mlx_array_new_float32(0.79788456080286536f), half = mlx_array_new_float32(0.5f),
+              one = mlx_array_new_float32(1.0f), x3 = empty(), inner = empty(), th = empty(), hx = empty();
+    MLX(mlx_multiply(&t, x, x, stream));
+    MLX(mlx_multiply(&x3, t, x, stream));
+    MLX(mlx_multiply(&u, x3, k, stream));
+    MLX(mlx_add(&inner, x, u, stream));
+    MLX(mlx_multiply(&w, inner, c, stream));
+    MLX(mlx_tanh(&th, w, stream));
+    mlx_array onep = empty();
+    MLX(mlx_add(&onep, th, one, stream));
+    MLX(mlx_multiply(&hx, x, half, stream));
+    MLX(mlx_multiply(out, hx, onep, stream));
+    mlx_array_free(k), mlx_array_free(c), mlx_array_free(half), mlx_array_free(one), mlx_array_free(x3), mlx_array_free(inner);
+    mlx_array_free(th), mlx_array_free(hx), mlx_array_free(onep);
+  }
+  mlx_array_free(t), mlx_array_free(u), mlx_array_free(w);
+  return DBC_OK;
+}
+
+int dbc_silu(void* h, void** out) {
+  tensor* x;
+  mlx_array r;
+  int rc = f32_input(h, "silu", &x);
+  if (rc || (rc = activate(x->a, 0, &r))) return rc;
+  return wrap(r, out);
+}
+
+int dbc_gelu(void* h, int approximate, void** out) {
+  tensor* x;
+  mlx_array r;
+  int rc = f32_input(h, "gelu", &x);
+  if (rc || (rc = activate(x->a, approximate ? 2 : 1, &r))) return rc;
+  return wrap(r, out);
+}
+
+int dbc_glu(void* gh, void* uh, int activation, void** out) {
+  tensor *g, *u;
+  int rc;
+  if ((rc = f32_input(gh, "glu gate", &g)) || (rc = f32_input(uh, "glu up", &u))) return rc;
+  if (numel(g) != numel(u)) return fail(DBC_E_ARG, "glu: gate and up differ in size");
+  if (activation < 0 || activation > 2) return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu) or 2 (gelu tanh)");
+  mlx_array a, r = empty();
+  if ((rc = activate(g->a, activation, &a))) return rc;
+  MLX(mlx_multiply(&r, a, u->a, stream));
+  mlx_array_free(a);
+  return wrap(r, out);
+}
+
+int dbc_softmax(void* h, void** out) {
+  tensor* x;
+  int rc = f32_input(h, "softmax", &x);
+  if (rc) return rc;
+  mlx_array r = empty();
+  MLX(mlx_softmax_axis(&r, x->a, -1, true, stream));
+  return wrap(r, out);
+}
+
+int dbc_argmax(void* h, void** out) {
+  tensor* x;
+  int rc = f32_input(h, "argmax", &x);
+  if (rc) return rc;
+  if (ndim(x) < 1 || dim(x, -1) == 0) return fail(DBC_E_ARG, "argmax: empty last axis");
+  mlx_array i = empty(), r = empty();
+  MLX(mlx_argmax_axis(&i, x->a, -1, false, stream));
+  MLX(mlx_astype(&r, i, MLX_INT32, stream));
+  mlx_array_free(i);
+  return wrap(r, out);
+}
+
+int dbc_topk(void* h, int k, void** values, void** indices) {
+  tensor* x;
+  int rc = f32_input(h, "topk", &x);
+  if (rc) return rc;
+  int cols = dim(x, -1);
+  if (k < 1 || k > cols) return fail(DBC_E_ARG, "topk: k=%d outside 1..%d", k, cols);
+  /* stable sort of -x puts equal values in index order, as the cpu backend does */
+  mlx_array neg = empty(), order = empty(), top, idx = empty(), vals = empty();
+  MLX(mlx_negative(&neg, x->a, stream));
+  MLX(mlx_argsort_axis(&order, neg, -1, stream));
+  int shape[MAX_DIMS];
+  for (int i = 0; i < ndim(x); i++) shape[i] = dim(x, i);
+  if ((rc = slice_axis(order, ndim(x), shape, ndim(x) - 1, 0, k, &top))) return rc;
+  MLX(mlx_astype(&idx, top, MLX_INT32, stream));
+  MLX(mlx_take_along_axis(&vals, x->a, top, -1, stream));
+  mlx_array_free(neg), mlx_array_free(order), mlx_array_free(top);
+  if ((rc = wrap(vals, values))) return rc;
+  return wrap(idx, indices);
+}
+
+int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* seconds) {
+  (void)bytes, (void)iterations, (void)threads, (void)seconds;
+  return fail(DBC_E_STATE, "memory_read_bench runs in the cpu shim (the roofline is the machine's, not the backend's)");
+}

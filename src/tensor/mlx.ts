@@ -1,0 +1,50 @@
+/** The `mlx` Backend: the same ShimBackend over ffi/mlx_glue.c, which maps dbc.h onto mlx-c (Metal on Macs, CPU elsewhere).
+ * Available only where the glue library was built against an installed mlx-c (scripts/build-mlx-shim.sh). */
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { DbcError } from '../errors.ts'
+import type { Backend, BackendProbe } from './backend.ts'
+import { openShimLibrary, type ShimSymbols } from './native.ts'
+import { ShimBackend } from './shim-backend.ts'
+
+const GLUE = 'libdbc_mlx.so'
+
+/** Where the glue may live: DBCLUSTER_MLX_SHIM, beside the executable, or the source tree's build/ folder. */
+export function mlxGlueCandidates(): string[] {
+  return [
+    process.env.DBCLUSTER_MLX_SHIM,
+    join(dirname(process.execPath), GLUE),
+    join(import.meta.dir, '..', '..', 'build', GLUE),
+  ].filter((p): p is string => Boolean(p))
+}
+
+let opened: ShimSymbols | undefined
+
+function openGlue(): ShimSymbols {
+  if (opened) return opened
+  const path = mlxGlueCandidates().find((p) => existsSync(p))
+  if (!path) {
+    throw new DbcError(
+      'E_MLX_UNAVAILABLE',
+      `mlx backend unavailable: ${GLUE} not found at ${mlxGlueCandidates().join(', ')}`,
+      "install mlx-c (macOS: 'brew install mlx-c'), run 'bash scripts/build-mlx-shim.sh', or use --backend cpu",
+    )
+  }
+  opened = openShimLibrary(path, "rebuild it with 'bash scripts/build-mlx-shim.sh'")
+  return opened
+}
+
+export function probe(): BackendProbe {
+  try {
+    const lib = openGlue()
+    const rc = lib.dbc_init(0)
+    if (rc !== 0) return { available: false, reason: String(lib.dbc_last_error()) }
+    return { available: true }
+  } catch (error) {
+    return { available: false, reason: (error as Error).message }
+  }
+}
+
+export function openMlxBackend(): Backend {
+  return new ShimBackend('mlx', openGlue(), 0)
+}
