@@ -24,7 +24,7 @@ function declarations(text: string): { name: string; arity: number }[] {
 test('every symbol in dbc.h is in the dlopen table, in header order, with the same arity', () => {
   const fromHeader = declarations(header)
   expect(fromHeader.length).toBeGreaterThan(30)
-  const fromTable = Object.entries(SYMBOLS).map(([name, def]) => ({ name, arity: def.args.length }))
+  const fromTable: { name: string; arity: number }[] = Object.entries(SYMBOLS).map(([name, def]) => ({ name, arity: def.args.length as number }))
   expect(fromTable).toEqual(fromHeader)
 })
 
