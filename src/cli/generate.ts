@@ -1,0 +1,97 @@
+/** `dbcluster generate`: text from a model folder on this machine, streamed to stdout. */
+import { defineCommand } from 'citty'
+import { consola } from 'consola'
+import { readFileSync } from 'node:fs'
+import { UsageError } from '../errors.ts'
+import { generate } from '../engine/generate.ts'
+import { LocalPipeline } from '../engine/pipeline.ts'
+import { samplingParams } from '../engine/sampler.ts'
+import { ModelStage } from '../model/shard.ts'
+import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
+import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+
+export default defineCommand({
+  meta: { name: 'generate', description: 'Generate text from a model folder (MLX-community layout) on this machine' },
+  args: {
+    model: { type: 'string', description: 'Model folder', required: true, valueHint: 'DIR' },
+    prompt: { type: 'string', description: 'Raw prompt text (no chat template)' },
+    chat: { type: 'string', description: 'One user message, rendered with the chat template' },
+    messages: { type: 'string', description: 'JSON file with [{role, content}, …], rendered with the chat template', valueHint: 'FILE' },
+    'max-tokens': { type: 'string', description: 'Most tokens to generate', default: '128' },
+    temperature: { type: 'string', description: 'Sampling temperature (0 = greedy)', default: '0' },
+    'top-p': { type: 'string', description: 'Nucleus sampling mass', default: '1' },
+    'top-k': { type: 'string', description: 'Keep the k most likely tokens (0 = all)', default: '0' },
+    'min-p': { type: 'string', description: 'Drop tokens below this fraction of the top probability', default: '0' },
+    'repetition-penalty': { type: 'string', description: 'Penalty for recently seen tokens (1 = none)', default: '1' },
+    seed: { type: 'string', description: 'Sampling seed (same seed, same output)' },
+    stop: { type: 'string', description: 'Stop string (repeat the flag for more)' },
+    'max-context': { type: 'string', description: 'Tokens of KV cache for the sequence', default: '4096' },
+    backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
+    threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
+    json: { type: 'boolean', description: 'Print {text, tokens, prompt_tokens, completion_tokens, prefill_tps, decode_tps} instead of streaming', default: false },
+  },
+  async run({ args }) {
+    const sources = [args.prompt, args.chat, args.messages].filter((v) => v !== undefined)
+    if (sources.length !== 1) throw new UsageError('give exactly one of --prompt, --chat or --messages')
+    const num = (v: string | undefined, name: string) => {
+      const n = Number(v)
+      if (v === undefined || Number.isNaN(n)) throw new UsageError(`--${name} must be a number, got '${v}'`)
+      return n
+    }
+    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? num(args.threads, 'threads') : undefined })
+    consola.info(reason)
+    const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context') })
+    const tokenizer = new ModelTokenizer(args.model, stage.config.eosTokenIds)
+    let text: string
+    if (args.prompt !== undefined) text = args.prompt
+    else {
+      const messages: ChatMessage[] = args.chat !== undefined ? [{ role: 'user', content: args.chat }] : JSON.parse(readFileSync(args.messages!, 'utf8'))
+      text = tokenizer.applyChatTemplate(messages)
+    }
+    let sampling
+    try {
+      sampling = samplingParams({
+        temperature: num(args.temperature, 'temperature'),
+        topP: num(args['top-p'], 'top-p'),
+        topK: num(args['top-k'], 'top-k'),
+        minP: num(args['min-p'], 'min-p'),
+        repetitionPenalty: num(args['repetition-penalty'], 'repetition-penalty'),
+        seed: args.seed !== undefined ? num(args.seed, 'seed') : undefined,
+      })
+    } catch (error) {
+      throw new UsageError((error as Error).message)
+    }
+    const stops = args.stop === undefined ? [] : Array.isArray(args.stop) ? (args.stop as string[]) : [args.stop]
+    const events = generate(
+      new LocalPipeline([stage]),
+      { promptIds: tokenizer.encode(text), maxTokens: num(args['max-tokens'], 'max-tokens'), sampling, stop: stops, eosTokenIds: tokenizer.eosTokenIds },
+      (ids) => tokenizer.decode(ids),
+    )
+    for await (const event of events) {
+      if (event.type !== 'done') {
+        if (!args.json) process.stdout.write(event.text)
+        continue
+      }
+      const prefillTps = event.promptTokens / event.prefillSeconds
+      const decodeTps = event.tokens.length / Math.max(event.decodeSeconds, 1e-9)
+      if (args.json) {
+        console.log(
+          JSON.stringify({
+            text: event.text,
+            tokens: event.tokens,
+            prompt_tokens: event.promptTokens,
+            completion_tokens: event.tokens.length,
+            finish_reason: event.finishReason,
+            prefill_tps: round(prefillTps),
+            decode_tps: round(decodeTps),
+          }),
+        )
+      } else {
+        process.stdout.write('\n')
+        consola.info(`prompt ${event.promptTokens} tokens at ${round(prefillTps)} tok/s; ${event.tokens.length} tokens at ${round(decodeTps)} tok/s (${event.finishReason})`)
+      }
+    }
+  },
+})
+
+const round = (v: number) => Math.round(v * 100) / 100

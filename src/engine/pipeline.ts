@@ -1,0 +1,50 @@
+/** The Pipeline seam the generation loop runs over: token ids in, logits out, KV slots opened and closed on every stage.
+ * LocalPipeline chains in-process stages (monolithic = one stage); the cluster provides a remote one with the same shape. */
+import { DbcError } from '../errors.ts'
+import type { ModelStage, StageInput, StageOutput } from '../model/shard.ts'
+
+export interface Pipeline {
+  readonly vocabSize: number
+  readonly maxLen: number
+  /** Reserves a KV slot on every stage for a new sequence. */
+  openSequence(): number
+  closeSequence(slot: number): void
+  /** One step through every stage: tokens of the rows in, logits of `logitRows` out. */
+  step(input: StageInput): Promise<Float32Array>
+}
+
+export class LocalPipeline implements Pipeline {
+  constructor(readonly stages: readonly ModelStage[]) {
+    if (!stages.length) throw new DbcError('E_PIPELINE', 'a pipeline needs at least one stage')
+    for (let i = 1; i < stages.length; i++) {
+      if (stages[i]!.range.lo !== stages[i - 1]!.range.hi) throw new DbcError('E_PIPELINE', `stage ${i} does not start where stage ${i - 1} ends`)
+    }
+    if (!stages[0]!.range.first || !stages.at(-1)!.range.last) throw new DbcError('E_PIPELINE', 'stages must cover the model from the embedding to the head')
+  }
+
+  get vocabSize(): number {
+    return this.stages[0]!.config.vocabSize
+  }
+
+  get maxLen(): number {
+    return Math.min(...this.stages.map((s) => s.cache.maxLen))
+  }
+
+  openSequence(): number {
+    const slot = this.stages[0]!.cache.allocate()
+    for (const s of this.stages.slice(1)) s.cache.claim(slot)
+    return slot
+  }
+
+  closeSequence(slot: number): void {
+    for (const s of this.stages) s.cache.release(slot)
+  }
+
+  async step(input: StageInput): Promise<Float32Array> {
+    let out: StageOutput = {}
+    for (const [i, stage] of this.stages.entries()) {
+      out = stage.forward(i === 0 ? input : { slots: input.slots, positions: input.positions, hidden: out.hidden, logitRows: input.logitRows })
+    }
+    return out.logits!
+  }
+}

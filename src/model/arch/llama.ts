@@ -1,0 +1,91 @@
+/** Llama-shaped decoders (Llama 2/3 incl. llama3 rope_scaling; registry alias: mistral). Order as mlx-lm llama.py. */
+import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
+import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
+import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
+import { Linear, OutputHead, RmsNorm, SwiGluMlp, TokenEmbedding } from '../layers.ts'
+import { ropeOptions } from '../rope.ts'
+import type { Weights } from '../weights.ts'
+
+export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
+  return parseDecoderConfig(raw, { tieWordEmbeddings: true, attentionBias: false })
+}
+
+class Attention {
+  readonly q: Linear
+  readonly k: Linear
+  readonly v: Linear
+  readonly o: Linear
+  constructor(
+    w: Weights,
+    private readonly c: DecoderConfig,
+    private readonly rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
+    const bias = c.attentionBias
+    this.q = new Linear(w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias }), b)
+    this.k = new Linear(w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), b)
+    this.v = new Linear(w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias }), b)
+  }
+  forward(x: Tensor, rows: StepRows, layer: number): Tensor {
+    const { b, c } = this
+    const n = x.shape[0]!
+    const q = b.rope(b.reshape(this.q.apply(x), [n, c.numHeads, c.headDim]), rows.positions, this.rope)
+    const k = b.rope(b.reshape(this.k.apply(x), [n, c.numKvHeads, c.headDim]), rows.positions, this.rope)
+    b.kvWrite(rows.cache.keys[layer]!, k, rows.slots, rows.positions)
+    b.kvWrite(rows.cache.values[layer]!, b.reshape(this.v.apply(x), [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
+    const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, { scale: c.headDim ** -0.5, causal: true })
+    return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
+  }
+}
+
+class Block {
+  readonly attention: Attention
+  readonly mlp: SwiGluMlp
+  readonly inputNorm: RmsNorm
+  readonly postAttentionNorm: RmsNorm
+  constructor(w: Weights, c: DecoderConfig, rope: RopeOptions, private readonly b: Backend) {
+    this.attention = new Attention(w.scope('self_attn'), c, rope, b)
+    this.mlp = new SwiGluMlp(w.scope('mlp'), c, b)
+    this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
+    this.postAttentionNorm = new RmsNorm(w, 'post_attention_layernorm', c.hiddenSize, c.rmsNormEps, b)
+  }
+  forward(x: Tensor, rows: StepRows, layer: number): Tensor {
+    const h = this.b.add(x, this.attention.forward(this.inputNorm.apply(x), rows, layer))
+    return this.b.add(h, this.mlp.forward(this.postAttentionNorm.apply(h)))
+  }
+}
+
+export class Model implements Architecture {
+  readonly layers: Block[] = []
+  readonly embedding?: TokenEmbedding
+  readonly output?: OutputHead
+  constructor(
+    readonly config: DecoderConfig,
+    w: Weights,
+    readonly range: LayerRange,
+    private readonly b: Backend,
+  ) {
+    const model = w.scope('model')
+    const rope = ropeOptions(config)
+    let embedding: TokenEmbedding | undefined
+    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
+    if (range.first) this.embedding = getEmbedding()
+    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, b))
+    if (range.last) this.output = new OutputHead(w, model, config, b, getEmbedding)
+  }
+  embed(tokens: Tensor): Tensor {
+    return this.embedding!.embed(tokens)
+  }
+  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
+    let h = hidden
+    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
+    return h
+  }
+  head(hidden: Tensor): Tensor {
+    return this.output!.apply(hidden)
+  }
+}
+
+export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
+  new Model(config, weights, range, backend)

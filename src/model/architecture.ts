@@ -1,0 +1,33 @@
+/** What every architecture file provides: config parsing and a model over a layer range, shaped for pipeline stages. */
+import type { Backend, Tensor } from '../tensor/backend.ts'
+import type { DecoderConfig } from './config.ts'
+import type { KvCache } from './kv-cache.ts'
+import type { Weights } from './weights.ts'
+
+/** A stage's slice of the model: layers [lo, hi); the first stage embeds, the last applies the final norm and lm_head. */
+export interface LayerRange {
+  lo: number
+  hi: number
+  first: boolean
+  last: boolean
+}
+
+/** The rows of one step: each row is a token of some sequence, at (slot, position). */
+export interface StepRows {
+  slots: Tensor
+  positions: Tensor
+  cache: KvCache
+}
+
+export interface Architecture {
+  readonly config: DecoderConfig
+  embed(tokens: Tensor): Tensor
+  /** Runs this stage's layers; writes K/V for every row before attention, so rows of one sequence see each other. */
+  forwardLayers(hidden: Tensor, rows: StepRows): Tensor
+  head(hidden: Tensor): Tensor
+}
+
+export interface ArchitectureModule {
+  parseConfig(raw: Record<string, unknown>): DecoderConfig
+  createModel(config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture
+}

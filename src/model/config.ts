@@ -1,0 +1,82 @@
+/** The decoder config every architecture shares, parsed once at the edge: defaults applied, missing keys named. */
+import { CheckpointError } from './errors.ts'
+import { parseQuantization, type QuantizationConfig } from './quantization.ts'
+
+export interface RopeScaling {
+  type: 'default' | 'linear' | 'llama3'
+  factor: number
+  lowFreqFactor: number
+  highFreqFactor: number
+  originalMaxPositions: number
+}
+
+export interface DecoderConfig {
+  modelType: string
+  hiddenSize: number
+  numLayers: number
+  numHeads: number
+  numKvHeads: number
+  headDim: number
+  intermediateSize: number
+  vocabSize: number
+  rmsNormEps: number
+  ropeTheta: number
+  ropeTraditional: boolean
+  ropeScaling: RopeScaling
+  tieWordEmbeddings: boolean
+  attentionBias: boolean
+  maxPositions: number
+  eosTokenIds: number[]
+  quantization: QuantizationConfig
+}
+
+export function requireInt(raw: Record<string, unknown>, key: string): number {
+  const v = raw[key]
+  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+    throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive integer, got ${JSON.stringify(v)}`)
+  }
+  return v
+}
+
+function parseRopeScaling(raw: unknown): RopeScaling {
+  const none: RopeScaling = { type: 'default', factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 }
+  if (!raw || typeof raw !== 'object') return none
+  const r = raw as Record<string, unknown>
+  const type = String(r.rope_type ?? r.type ?? 'default')
+  if (type !== 'default' && type !== 'linear' && type !== 'llama3') {
+    throw new CheckpointError('E_CONFIG', `rope_scaling type '${type}' is not supported`, 'supported: default, linear, llama3')
+  }
+  return {
+    type,
+    factor: Number(r.factor ?? 1),
+    lowFreqFactor: Number(r.low_freq_factor ?? 1),
+    highFreqFactor: Number(r.high_freq_factor ?? 4),
+    originalMaxPositions: Number(r.original_max_position_embeddings ?? 8192),
+  }
+}
+
+/** Common decoder fields; families add their own defaults through `overrides`. */
+export function parseDecoderConfig(raw: Record<string, unknown>, overrides: { tieWordEmbeddings?: boolean; attentionBias?: boolean } = {}): DecoderConfig {
+  const hiddenSize = requireInt(raw, 'hidden_size')
+  const numHeads = requireInt(raw, 'num_attention_heads')
+  const eos = raw.eos_token_id
+  return {
+    modelType: String(raw.model_type),
+    hiddenSize,
+    numLayers: requireInt(raw, 'num_hidden_layers'),
+    numHeads,
+    numKvHeads: typeof raw.num_key_value_heads === 'number' ? raw.num_key_value_heads : numHeads,
+    headDim: typeof raw.head_dim === 'number' ? raw.head_dim : hiddenSize / numHeads,
+    intermediateSize: requireInt(raw, 'intermediate_size'),
+    vocabSize: requireInt(raw, 'vocab_size'),
+    rmsNormEps: Number(raw.rms_norm_eps ?? 1e-6),
+    ropeTheta: Number(raw.rope_theta ?? 10000),
+    ropeTraditional: Boolean(raw.rope_traditional ?? false),
+    ropeScaling: parseRopeScaling(raw.rope_scaling),
+    tieWordEmbeddings: typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : (overrides.tieWordEmbeddings ?? true),
+    attentionBias: typeof raw.attention_bias === 'boolean' ? raw.attention_bias : (overrides.attentionBias ?? false),
+    maxPositions: Number(raw.max_position_embeddings ?? 32768),
+    eosTokenIds: Array.isArray(eos) ? eos.map(Number) : typeof eos === 'number' ? [eos] : [],
+    quantization: parseQuantization(raw),
+  }
+}

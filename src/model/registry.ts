@@ -1,0 +1,20 @@
+/** model_type → architecture module: one record for names and aliases (mlx-lm MODEL_REMAPPING). */
+import type { ArchitectureModule } from './architecture.ts'
+import * as llama from './arch/llama.ts'
+import * as qwen2 from './arch/qwen2.ts'
+import * as qwen3 from './arch/qwen3.ts'
+import { CheckpointError } from './errors.ts'
+
+export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3 }
+
+export function architectureFor(modelType: unknown): ArchitectureModule {
+  const arch = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined
+  if (!arch) {
+    throw new CheckpointError(
+      'E_MODEL_TYPE',
+      `model_type '${String(modelType)}' is not supported`,
+      `supported: ${Object.keys(ARCHITECTURES).sort().join(', ')}`,
+    )
+  }
+  return arch
+}

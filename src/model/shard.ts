@@ -1,0 +1,132 @@
+/** A pipeline stage: the model's layers [lo, hi) loaded from a checkpoint (only the tensors they need), with its KV cache.
+ * Token ids or hidden states in; hidden states or logits out. Monolithic = one stage holding everything. */
+import { DbcError } from '../errors.ts'
+import type { Backend } from '../tensor/backend.ts'
+import type { Architecture, LayerRange } from './architecture.ts'
+import { openCheckpoint, readJson } from './checkpoint.ts'
+import type { DecoderConfig } from './config.ts'
+import { CheckpointError } from './errors.ts'
+import { KvCache } from './kv-cache.ts'
+import { architectureFor } from './registry.ts'
+import { Weights } from './weights.ts'
+import { join } from 'node:path'
+
+export interface StageOptions {
+  /** Layer range; default: every layer (monolithic). */
+  lo?: number
+  hi?: number
+  /** Concurrent sequences (KV slots) and the longest sequence a slot holds. */
+  slots?: number
+  maxLen?: number
+}
+
+export interface StageInput {
+  /** Token ids (first stage) or hidden states [rows, hidden] (later stages). */
+  tokens?: Int32Array
+  hidden?: Float32Array
+  slots: Int32Array
+  positions: Int32Array
+  /** On the last stage: which rows get logits (default: all). */
+  logitRows?: Int32Array
+}
+
+export interface StageOutput {
+  /** [rows, hidden] from a stage that is not last. */
+  hidden?: Float32Array
+  /** [logitRows, vocab] from the last stage. */
+  logits?: Float32Array
+}
+
+/** Reads config.json and parses it with its architecture's rules (no weights touched). */
+export function readModelConfig(dir: string): DecoderConfig {
+  const raw = readJson(join(dir, 'config.json'), 'config.json')
+  return architectureFor(raw.model_type).parseConfig(raw)
+}
+
+export class ModelStage {
+  readonly cache: KvCache
+
+  private constructor(
+    readonly config: DecoderConfig,
+    readonly range: LayerRange,
+    readonly model: Architecture,
+    readonly backend: Backend,
+    options: Required<Pick<StageOptions, 'slots' | 'maxLen'>>,
+    readonly weightBytes: number,
+    private readonly weightTensors: readonly import('../tensor/backend.ts').Tensor[],
+  ) {
+    this.cache = new KvCache(backend, range.hi - range.lo, options.slots, options.maxLen, config.numKvHeads, config.headDim)
+  }
+
+  static load(dir: string, backend: Backend, options: StageOptions = {}): ModelStage {
+    const raw = readJson(join(dir, 'config.json'), 'config.json')
+    const arch = architectureFor(raw.model_type)
+    const config = arch.parseConfig(raw)
+    const lo = options.lo ?? 0
+    const hi = options.hi ?? config.numLayers
+    if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && hi <= config.numLayers && lo < hi)) {
+      throw new DbcError('E_STAGE_RANGE', `layer range [${lo}, ${hi}) is not inside the model's ${config.numLayers} layers`)
+    }
+    const range: LayerRange = { lo, hi, first: lo === 0, last: hi === config.numLayers }
+    const owned = (name: string) => stagePrefixes(range, config).some((p) => name === p || name.startsWith(`${p}.`))
+    const checkpoint = openCheckpoint(dir, owned)
+    const weights = new Weights(checkpoint, backend, config.quantization)
+    const model = arch.createModel(config, weights, range, backend)
+    const leftover = weights.unclaimed(stagePrefixes(range, config))
+    if (leftover.length) {
+      throw new CheckpointError(
+        'E_CKPT_UNCLAIMED',
+        `${leftover.length} tensor(s) in ${dir} match no parameter of ${String(raw.model_type)}: ${leftover.slice(0, 5).join(', ')}${leftover.length > 5 ? ', …' : ''}`,
+        'the checkpoint is for another architecture or config.json is wrong',
+      )
+    }
+    let weightBytes = 0
+    for (const name of weights.claimed) {
+      const e = checkpoint.tensors.get(name)!
+      weightBytes += e.end - e.begin
+    }
+    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, weights.loaded)
+  }
+
+  /** Runs one step for the given rows. All intermediate tensors are freed before it returns. */
+  forward(input: StageInput): StageOutput {
+    const b = this.backend
+    const rows = input.slots.length
+    if (input.positions.length !== rows) throw new DbcError('E_STEP', `step has ${rows} slots but ${input.positions.length} positions`)
+    for (const p of input.positions) {
+      if (p >= this.cache.maxLen) throw new DbcError('E_CONTEXT', `position ${p} exceeds the context of ${this.cache.maxLen} tokens`, 'shorten the prompt or max_tokens')
+    }
+    return b.scope(() => {
+      const slots = b.fromInt32(input.slots, [rows])
+      const positions = b.fromInt32(input.positions, [rows])
+      let h
+      if (this.range.first) {
+        if (!input.tokens || input.tokens.length !== rows) throw new DbcError('E_STEP', 'the first stage needs one token id per row')
+        h = this.model.embed(b.fromInt32(input.tokens, [rows]))
+      } else {
+        if (!input.hidden || input.hidden.length !== rows * this.config.hiddenSize) {
+          throw new DbcError('E_STEP', `stage ${this.range.lo}..${this.range.hi} needs hidden states [${rows}, ${this.config.hiddenSize}]`)
+        }
+        h = b.fromFloat32(input.hidden, [rows, this.config.hiddenSize])
+      }
+      h = this.model.forwardLayers(h, { slots, positions, cache: this.cache })
+      if (!this.range.last) return { hidden: b.toFloat32(h) }
+      if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
+      return { logits: b.toFloat32(this.model.head(h)) }
+    })
+  }
+
+  /** Frees the KV cache and the weight handles; the stage cannot run afterwards. */
+  close(): void {
+    for (const t of [...this.cache.keys, ...this.cache.values, ...this.weightTensors]) this.backend.free(t)
+  }
+}
+
+/** Checkpoint key prefixes a stage owns: its layers, plus embedding (first, or tied head) and norm/lm_head (last). */
+export function stagePrefixes(range: LayerRange, config: DecoderConfig): string[] {
+  const prefixes: string[] = []
+  if (range.first || (range.last && config.tieWordEmbeddings)) prefixes.push('model.embed_tokens')
+  for (let i = range.lo; i < range.hi; i++) prefixes.push(`model.layers.${i}`)
+  if (range.last) prefixes.push('model.norm', 'lm_head')
+  return prefixes
+}

@@ -1,0 +1,178 @@
+/** `model synth`: deterministic random-weight checkpoints in exactly the MLX-community layout (config.json, safetensors
+ * with an index when sharded, MLX affine quantization, the real Qwen3 tokenizer and chat template). Tests, benches and the
+ * demo model use them; real checkpoints load through the same code. */
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { DbcError } from '../errors.ts'
+import type { DType } from '../tensor/backend.ts'
+import { quantizeAffine } from './quantize.ts'
+import { writeSafetensors } from './safetensors.ts'
+import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
+
+export type SynthArch = 'llama' | 'qwen2' | 'qwen3'
+export type SynthDtype = 'f32' | 'bf16' | 'q4' | 'q8'
+
+export interface SynthSpec {
+  arch: SynthArch
+  layers: number
+  hidden: number
+  heads: number
+  kvHeads: number
+  headDim: number
+  intermediate: number
+  dtype: SynthDtype
+  groupSize?: number
+  vocab?: number
+  seed?: number
+  /** Tie lm_head to the embedding (default: qwen yes, llama no, so both paths are exercised). */
+  tieEmbeddings?: boolean
+  /** Split the weights into files of at most this many bytes (with model.safetensors.index.json). */
+  shardBytes?: number
+}
+
+/** Qwen3-0.6B's shapes (the bench model). */
+export const QWEN3_0_6B_SHAPE = { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072 }
+
+/** Fast deterministic normal-ish numbers: Irwin–Hall sum of 4 xorshift uniforms, scaled to unit variance. */
+function gaussianSource(seed: number) {
+  let s = (seed * 2654435761) >>> 0 || 1
+  const u = () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 4294967296
+  }
+  return (n: number, std: number, mean = 0): Float32Array => {
+    const out = new Float32Array(n)
+    const k = std * Math.sqrt(3) // sum of 4 U(0,1) has variance 1/3
+    for (let i = 0; i < n; i++) out[i] = mean + (u() + u() + u() + u() - 2) * k
+    return out
+  }
+}
+
+function toBf16(values: Float32Array): Uint8Array {
+  const u = new Uint32Array(values.buffer, values.byteOffset, values.length)
+  const out = new Uint16Array(values.length)
+  for (let i = 0; i < values.length; i++) {
+    const bits = u[i]!
+    out[i] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) & 0xffff
+  }
+  return new Uint8Array(out.buffer)
+}
+
+type Entry = { name: string; dtype: DType; shape: number[]; data: Uint8Array }
+
+export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: (line: string) => void = () => {}): Promise<{ files: string[]; bytes: number }> {
+  const vocab = spec.vocab ?? 151936
+  const groupSize = spec.groupSize ?? 64
+  const seed = spec.seed ?? 0
+  const tie = spec.tieEmbeddings ?? spec.arch !== 'llama'
+  const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : 'bf16'
+  const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' ? 8 : 0
+  if (vocab < QWEN3_TOKENIZER_SIZE) {
+    throw new DbcError('E_SYNTH', `--vocab ${vocab} is smaller than the tokenizer's ${QWEN3_TOKENIZER_SIZE} tokens`, `use --vocab ${QWEN3_TOKENIZER_SIZE} or more (default 151936)`)
+  }
+  for (const [k, v] of Object.entries({ layers: spec.layers, hidden: spec.hidden, heads: spec.heads, kvHeads: spec.kvHeads, headDim: spec.headDim, intermediate: spec.intermediate })) {
+    if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
+  }
+  if (spec.heads % spec.kvHeads) throw new DbcError('E_SYNTH', `--heads ${spec.heads} must be a multiple of --kv-heads ${spec.kvHeads}`)
+  if (bits && [spec.hidden, spec.intermediate, spec.heads * spec.headDim].some((k) => k % groupSize)) {
+    throw new DbcError('E_SYNTH', `hidden, intermediate and heads×head-dim must be multiples of the group size ${groupSize} to quantize`)
+  }
+  const random = gaussianSource(seed + 1)
+  const entries: Entry[] = []
+  const float = (name: string, values: Float32Array, shape: number[]) =>
+    entries.push({ name, dtype: floatDtype, shape, data: floatDtype === 'f32' ? new Uint8Array(values.buffer) : toBf16(values) })
+  const matrix = (name: string, rows: number, cols: number, std: number) => {
+    const w = random(rows * cols, std)
+    if (!bits) return float(`${name}.weight`, w, [rows, cols])
+    const q = quantizeAffine(w, rows, cols, groupSize, bits)
+    entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [rows, (cols * bits) / 32], data: new Uint8Array(q.words.buffer) })
+    float(`${name}.scales`, q.scales, [rows, cols / groupSize])
+    float(`${name}.biases`, q.biases, [rows, cols / groupSize])
+  }
+  const { hidden, intermediate, heads, kvHeads, headDim } = spec
+  onProgress('embedding')
+  // Small embeddings (as in trained models) let the layers, not the input token, decide the next token: a tied head
+  // fed mostly its own input row would repeat that token forever.
+  matrix('model.embed_tokens', vocab, hidden, 0.05)
+  for (let l = 0; l < spec.layers; l++) {
+    onProgress(`layer ${l + 1}/${spec.layers}`)
+    const p = `model.layers.${l}`
+    float(`${p}.input_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
+    float(`${p}.post_attention_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
+    const attnStd = 1 / Math.sqrt(hidden)
+    matrix(`${p}.self_attn.q_proj`, heads * headDim, hidden, attnStd)
+    matrix(`${p}.self_attn.k_proj`, kvHeads * headDim, hidden, attnStd)
+    matrix(`${p}.self_attn.v_proj`, kvHeads * headDim, hidden, attnStd)
+    matrix(`${p}.self_attn.o_proj`, hidden, heads * headDim, 1 / Math.sqrt(heads * headDim))
+    if (spec.arch === 'qwen2') {
+      float(`${p}.self_attn.q_proj.bias`, random(heads * headDim, 0.1), [heads * headDim])
+      float(`${p}.self_attn.k_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
+      float(`${p}.self_attn.v_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
+    }
+    if (spec.arch === 'qwen3') {
+      float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, 1), [headDim])
+      float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, 1), [headDim])
+    }
+    matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+    matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+    matrix(`${p}.mlp.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate))
+  }
+  // Mixed-sign final norm weights scramble the head's alignment with the input embedding, so no token maps to itself.
+  float('model.norm.weight', random(hidden, 1), [hidden])
+  if (!tie) matrix('lm_head', vocab, hidden, 1 / Math.sqrt(hidden))
+
+  mkdirSync(out, { recursive: true })
+  onProgress('writing safetensors')
+  const total = entries.reduce((a, e) => a + e.data.byteLength, 0)
+  const shardBytes = spec.shardBytes ?? 5 * 1024 ** 3
+  const shards: Entry[][] = [[]]
+  let size = 0
+  for (const e of entries) {
+    if (size > 0 && size + e.data.byteLength > shardBytes) shards.push([]), (size = 0)
+    shards.at(-1)!.push(e)
+    size += e.data.byteLength
+  }
+  const files: string[] = []
+  if (shards.length === 1) {
+    await writeSafetensors(join(out, 'model.safetensors'), entries)
+    files.push('model.safetensors')
+  } else {
+    const weightMap: Record<string, string> = {}
+    for (const [i, shard] of shards.entries()) {
+      const name = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`
+      await writeSafetensors(join(out, name), shard)
+      for (const e of shard) weightMap[e.name] = name
+      files.push(name)
+    }
+    writeFileSync(join(out, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2))
+  }
+  const quantization = bits ? { group_size: groupSize, bits, mode: 'affine' } : undefined
+  const config: Record<string, unknown> = {
+    model_type: spec.arch,
+    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[spec.arch]],
+    hidden_size: hidden,
+    num_hidden_layers: spec.layers,
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    head_dim: headDim,
+    intermediate_size: intermediate,
+    vocab_size: vocab,
+    rms_norm_eps: 1e-6,
+    rope_theta: spec.arch === 'llama' ? 500000 : 1000000,
+    max_position_embeddings: 40960,
+    tie_word_embeddings: tie,
+    torch_dtype: floatDtype === 'f32' ? 'float32' : 'bfloat16',
+    eos_token_id: QWEN3_EOS.imEnd,
+    ...(spec.arch === 'llama'
+      ? { attention_bias: false, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }
+      : {}),
+    ...(quantization ? { quantization, quantization_config: quantization } : {}),
+    dbcluster_synthetic: { seed, dtype: spec.dtype },
+  }
+  writeFileSync(join(out, 'config.json'), JSON.stringify(config, null, 2))
+  writeFileSync(join(out, 'generation_config.json'), JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2))
+  for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) copyFileSync(path, join(out, name))
+  return { files, bytes: total }
+}

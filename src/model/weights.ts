@@ -1,0 +1,80 @@
+/** Weights: strict, scoped lookup of checkpoint tensors. Every tensor a stage needs is claimed exactly once; tensors of the
+ * stage's range that nobody claimed are an error (mlx-lm strict=True), so a renamed or missing key never goes unnoticed. */
+import type { Backend, QuantizedMatrix, Tensor } from '../tensor/backend.ts'
+import type { Checkpoint } from './checkpoint.ts'
+import { CheckpointError } from './errors.ts'
+import type { QuantizationConfig } from './quantization.ts'
+import { tensorBytes } from './safetensors.ts'
+
+export type LinearWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
+
+export class Weights {
+  constructor(
+    readonly checkpoint: Checkpoint,
+    readonly backend: Backend,
+    readonly quantization: QuantizationConfig,
+    readonly prefix = '',
+    readonly claimed = new Set<string>(),
+    readonly loaded: Tensor[] = [],
+  ) {}
+
+  scope(name: string): Weights {
+    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded)
+  }
+
+  #path(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name
+  }
+
+  has(name: string): boolean {
+    return this.checkpoint.tensors.has(this.#path(name))
+  }
+
+  /** Loads (memory-mapped, no copy on the cpu backend) and claims one tensor, checking its shape when given. */
+  tensor(name: string, shape?: readonly number[]): Tensor {
+    const path = this.#path(name)
+    const entry = this.checkpoint.tensors.get(path)
+    if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
+    if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
+      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
+    }
+    if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
+    this.claimed.add(path)
+    const tensor = this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })
+    this.loaded.push(tensor)
+    return tensor
+  }
+
+  /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-affine quantized (per the config / `.scales`). */
+  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean } = {}): LinearWeight {
+    const w = this.scope(name)
+    const quant = this.quantization.forModule(this.#path(name), w.has('scales'))
+    const bias = options.bias ? w.tensor('bias', [outFeatures]) : undefined
+    if (!quant) return { kind: 'dense', weight: w.tensor('weight', [outFeatures, inFeatures]), bias }
+    const { groupSize, bits } = quant
+    if ((inFeatures * bits) % 32 || inFeatures % groupSize) {
+      throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}`)
+    }
+    const matrix: QuantizedMatrix = {
+      weight: w.tensor('weight', [outFeatures, (inFeatures * bits) / 32]),
+      scales: w.tensor('scales', [outFeatures, inFeatures / groupSize]),
+      biases: w.tensor('biases', [outFeatures, inFeatures / groupSize]),
+      groupSize,
+      bits,
+    }
+    return { kind: 'quantized', matrix, bias }
+  }
+
+  /** Tensors under `prefixes` that were not claimed: a strict load fails on them. */
+  unclaimed(prefixes: readonly string[]): string[] {
+    const ignore = /rotary_emb\.inv_freq$/
+    return [...this.checkpoint.tensors.keys()].filter(
+      (name) => !this.claimed.has(name) && !ignore.test(name) && prefixes.some((p) => name === p || name.startsWith(`${p}.`)),
+    )
+  }
+}
+
+/** Applies a Linear: x [..., in] → [..., out]. */
+export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor): Tensor {
+  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias)
+}

@@ -1,0 +1,153 @@
+/** An independent float64 decoder forward for llama / qwen2 / qwen3, written from the architectures' definitions (mlx-lm
+ * llama.py, qwen2.py, qwen3.py): no model code from src/, only the safetensors reader. Slow and simple on purpose. */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { readSafetensorsHeader, tensorBytes } from '../../src/model/safetensors.ts'
+import { dequantize } from './kernels.ts'
+
+type Mat = { rows: number; cols: number; v: Float64Array }
+
+function values(dtype: string, bytes: Uint8Array): Float64Array {
+  const copy = bytes.slice()
+  if (dtype === 'f32') return Float64Array.from(new Float32Array(copy.buffer))
+  if (dtype === 'f16') return Float64Array.from(new Float16Array(copy.buffer), Number)
+  const u16 = new Uint16Array(copy.buffer)
+  const f = new Float32Array(u16.length)
+  const u32 = new Uint32Array(f.buffer)
+  for (let i = 0; i < u16.length; i++) u32[i] = u16[i]! << 16
+  return Float64Array.from(f)
+}
+
+export class ReferenceDecoder {
+  readonly c: Record<string, any>
+  readonly #t = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>()
+
+  constructor(dir: string) {
+    this.c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
+    for (const f of ['model.safetensors']) {
+      for (const e of readSafetensorsHeader(join(dir, f)).entries) this.#t.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: tensorBytes(e) })
+    }
+  }
+
+  vec(name: string): Float64Array {
+    const t = this.#t.get(name)!
+    return values(t.dtype, t.bytes)
+  }
+
+  mat(name: string): Mat {
+    const w = this.#t.get(`${name}.weight`)!
+    if (!this.#t.has(`${name}.scales`)) return { rows: w.shape[0]!, cols: w.shape[1]!, v: values(w.dtype, w.bytes) }
+    const q = this.c.quantization
+    const rows = w.shape[0]!
+    const cols = (w.shape[1]! * 32) / q.bits
+    const words = new Uint32Array(w.bytes.slice().buffer)
+    return { rows, cols, v: dequantize(words, this.vec(`${name}.scales`), this.vec(`${name}.biases`), rows, cols, q.group_size, q.bits) }
+  }
+
+  /** Logits at every position of `tokens` (full recompute, causal). */
+  logits(tokens: number[], positions: number[] = []): Float64Array[] {
+    const c = this.c
+    const H = c.num_attention_heads, KH = c.num_key_value_heads, D = c.head_dim, hidden = c.hidden_size, eps = c.rms_norm_eps
+    const T = tokens.length
+    const embed = this.mat('model.embed_tokens')
+    let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden))
+    const invFreq = this.#invFreq()
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const p = `model.layers.${l}`
+      const x = h.map((r) => rms(r, this.vec(`${p}.input_layernorm.weight`), eps))
+      const bias = (n: string) => (this.#t.has(`${p}.self_attn.${n}.bias`) ? this.vec(`${p}.self_attn.${n}.bias`) : undefined)
+      const q = x.map((r) => mv(this.mat(`${p}.self_attn.q_proj`), r, bias('q_proj')))
+      const k = x.map((r) => mv(this.mat(`${p}.self_attn.k_proj`), r, bias('k_proj')))
+      const v = x.map((r) => mv(this.mat(`${p}.self_attn.v_proj`), r, bias('v_proj')))
+      if (c.model_type === 'qwen3') {
+        const qn = this.vec(`${p}.self_attn.q_norm.weight`), kn = this.vec(`${p}.self_attn.k_norm.weight`)
+        for (const r of q) for (let hh = 0; hh < H; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), qn, eps), hh * D)
+        for (const r of k) for (let hh = 0; hh < KH; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), kn, eps), hh * D)
+      }
+      for (let t = 0; t < T; t++) {
+        const pos = positions[t] ?? t
+        rotate(q[t]!, H, D, pos, invFreq)
+        rotate(k[t]!, KH, D, pos, invFreq)
+      }
+      const attn = q.map((qr, t) => {
+        const out = new Float64Array(H * D)
+        for (let hh = 0; hh < H; hh++) {
+          const kv = Math.floor(hh / (H / KH))
+          const scores: number[] = []
+          for (let j = 0; j <= t; j++) {
+            let s = 0
+            for (let d = 0; d < D; d++) s += qr[hh * D + d]! * k[j]![kv * D + d]!
+            scores.push(s / Math.sqrt(D))
+          }
+          const m = Math.max(...scores)
+          const e = scores.map((s) => Math.exp(s - m))
+          const z = e.reduce((a, b) => a + b, 0)
+          for (let j = 0; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j]! / z) * v[j]![kv * D + d]!
+        }
+        return out
+      })
+      const o = this.mat(`${p}.self_attn.o_proj`)
+      h = h.map((r, t) => add(r, mv(o, attn[t]!)))
+      const gate = this.mat(`${p}.mlp.gate_proj`), up = this.mat(`${p}.mlp.up_proj`), down = this.mat(`${p}.mlp.down_proj`)
+      h = h.map((r) => {
+        const xx = rms(r, this.vec(`${p}.post_attention_layernorm.weight`), eps)
+        const g = mv(gate, xx), u = mv(up, xx)
+        return add(r, mv(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!)))
+      })
+    }
+    const head = c.tie_word_embeddings ? embed : this.mat('lm_head')
+    const norm = this.vec('model.norm.weight')
+    return h.map((r) => mv(head, rms(r, norm, eps)))
+  }
+
+  /** inverse frequencies: base^(-2i/D), or llama3's stretched periods (mlx-lm Llama3RoPE), computed here independently */
+  #invFreq(): number[] {
+    const c = this.c
+    const D = c.head_dim, base = c.rope_theta
+    const out: number[] = []
+    for (let i = 0; i < D / 2; i++) {
+      let period = base ** ((2 * i) / D)
+      const rs = c.rope_scaling
+      if (rs && rs.rope_type === 'llama3') {
+        const low = rs.original_max_position_embeddings / rs.low_freq_factor
+        const high = rs.original_max_position_embeddings / rs.high_freq_factor
+        const wavelen = 2 * Math.PI * period
+        if (wavelen > low) period *= rs.factor
+        else if (wavelen > high && wavelen < low) {
+          const smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+          period = period / ((1 - smooth) / rs.factor + smooth)
+        }
+      }
+      out.push(1 / period)
+    }
+    return out
+  }
+}
+
+function rms(x: Float64Array, w: Float64Array, eps: number): Float64Array {
+  let ss = 0
+  for (const v of x) ss += v * v
+  const inv = 1 / Math.sqrt(ss / x.length + eps)
+  return x.map((v, i) => v * inv * w[i]!)
+}
+function mv(m: Mat, x: Float64Array, bias?: Float64Array): Float64Array {
+  const out = new Float64Array(m.rows)
+  for (let r = 0; r < m.rows; r++) {
+    let s = bias ? bias[r]! : 0
+    const off = r * m.cols
+    for (let c = 0; c < m.cols; c++) s += m.v[off + c]! * x[c]!
+    out[r] = s
+  }
+  return out
+}
+const add = (a: Float64Array, b: Float64Array) => a.map((v, i) => v + b[i]!)
+function rotate(x: Float64Array, heads: number, D: number, pos: number, invFreq: number[]) {
+  const half = D / 2
+  for (let hh = 0; hh < heads; hh++)
+    for (let i = 0; i < half; i++) {
+      const th = pos * invFreq[i]!
+      const a = x[hh * D + i]!, b = x[hh * D + i + half]!
+      x[hh * D + i] = a * Math.cos(th) - b * Math.sin(th)
+      x[hh * D + i + half] = a * Math.sin(th) + b * Math.cos(th)
+    }
+}

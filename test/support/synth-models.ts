@@ -1,0 +1,22 @@
+/** Small synthetic models for tests, written once per test process into a temp folder and reused. */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { synthesizeModel, type SynthArch, type SynthDtype, type SynthSpec } from '../../src/model/synth.ts'
+
+const root = mkdtempSync(join(tmpdir(), 'dbc-models-'))
+const made = new Map<string, Promise<string>>()
+
+export const TINY = { layers: 3, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, intermediate: 128 }
+
+export function synthModel(arch: SynthArch, dtype: SynthDtype, extra: Partial<SynthSpec> = {}): Promise<string> {
+  const spec: SynthSpec = { arch, dtype, ...TINY, groupSize: 32, seed: 7, ...extra }
+  const key = JSON.stringify(spec)
+  let dir = made.get(key)
+  if (!dir) {
+    const path = join(root, `${arch}-${dtype}-${made.size}`)
+    dir = synthesizeModel(path, spec).then(() => path)
+    made.set(key, dir)
+  }
+  return dir
+}
