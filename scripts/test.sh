@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DBC_SKIP_BINARY=1 bash scripts/setup.sh
-exec node_modules/.bin/bun test "$@"
+exec node_modules/.bin/bun test --timeout 120000 "$@"

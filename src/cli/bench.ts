@@ -5,5 +5,6 @@ export default defineCommand({
   meta: { name: 'bench', description: 'Measure kernels, decode, links and serving on this machine (see docs/benchmarks.md)' },
   subCommands: {
     kernels: () => import('./bench-kernels.ts').then((m) => m.default),
+    decode: () => import('./bench-decode.ts').then((m) => m.default),
   },
 })

@@ -53,6 +53,8 @@ export class ModelStage {
     readonly backend: Backend,
     options: Required<Pick<StageOptions, 'slots' | 'maxLen'>>,
     readonly weightBytes: number,
+    /** Weight bytes one decode step reads (the embedding table counts only where it is the tied lm_head). */
+    readonly streamedBytes: number,
     private readonly weightTensors: readonly import('../tensor/backend.ts').Tensor[],
   ) {
     this.cache = new KvCache(backend, range.hi - range.lo, options.slots, options.maxLen, config.numKvHeads, config.headDim)
@@ -81,11 +83,14 @@ export class ModelStage {
       )
     }
     let weightBytes = 0
+    let streamedBytes = 0
+    const tiedHead = range.last && config.tieWordEmbeddings
     for (const name of weights.claimed) {
       const e = checkpoint.tensors.get(name)!
       weightBytes += e.end - e.begin
+      if (tiedHead || !name.startsWith('model.embed_tokens.')) streamedBytes += e.end - e.begin
     }
-    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, weights.loaded)
+    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
   }
 
   /** Runs one step for the given rows. All intermediate tensors are freed before it returns. */

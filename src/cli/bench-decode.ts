@@ -1,0 +1,54 @@
+/** `dbcluster bench decode`: prefill/decode tok/s and the decode roofline ratio of a model on this machine. */
+import { defineCommand } from 'citty'
+import { consola } from 'consola'
+import { existsSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { runDecodeBench } from '../bench/decode.ts'
+import { UsageError } from '../errors.ts'
+import { QWEN3_0_6B_SHAPE, synthesizeModel, type SynthDtype } from '../model/synth.ts'
+import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+
+export default defineCommand({
+  meta: { name: 'decode', description: 'Prefill and decode tok/s at batch 1 and 8, and the decode roofline ratio against measured memory bandwidth' },
+  args: {
+    model: { type: 'string', description: 'Model folder (or use --synth)', valueHint: 'DIR' },
+    synth: { type: 'string', description: 'Use a synthetic model with Qwen3-0.6B shapes in this dtype (q4, q8, bf16, f32), created on first use', valueHint: 'DTYPE' },
+    batch: { type: 'string', description: 'Comma-separated batch sizes', default: '1,8' },
+    'prompt-tokens': { type: 'string', description: 'Prompt length for the prefill measurement', default: '128' },
+    steps: { type: 'string', description: 'Decode steps per batch size', default: '24' },
+    backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
+    threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
+    json: { type: 'boolean', description: 'Print one JSON object with decode_tps, prefill_tps and roofline_ratio per batch size', default: false },
+  },
+  async run({ args }) {
+    if (!args.model === !args.synth) throw new UsageError('give exactly one of --model DIR or --synth DTYPE')
+    const batches = args.batch.split(',').map(Number)
+    if (batches.some((b) => !Number.isInteger(b) || b < 1)) throw new UsageError(`bad --batch '${args.batch}'`)
+    let dir = args.model
+    if (args.synth) {
+      const dtype = args.synth as SynthDtype
+      if (!['q4', 'q8', 'bf16', 'f32'].includes(dtype)) throw new UsageError(`unknown --synth dtype '${args.synth}'`, 'use q4, q8, bf16 or f32')
+      dir = join(process.env.DBCLUSTER_HOME ?? join(homedir(), '.dbcluster'), 'models', `synth-qwen3-0.6b-${dtype}`)
+      if (!existsSync(join(dir, 'config.json'))) {
+        consola.start(`creating a synthetic model with Qwen3-0.6B shapes (${dtype}) in ${dir}`)
+        await synthesizeModel(dir, { arch: 'qwen3', dtype, ...QWEN3_0_6B_SHAPE, seed: 0 }, (line) => !args.json && consola.start(line))
+      }
+    }
+    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? Number(args.threads) : undefined })
+    if (!args.json) consola.info(reason)
+    const result = runDecodeBench(dir!, backend, reason, {
+      batches,
+      promptTokens: Number(args['prompt-tokens']),
+      decodeSteps: Number(args.steps),
+      onProgress: (line) => !args.json && consola.start(line),
+    })
+    if (args.json) {
+      console.log(JSON.stringify(result))
+      return
+    }
+    consola.info(`memory read ${result.memory_read_gbps} GB/s; ${(result.weight_bytes_per_step / 1024 ** 2).toFixed(1)} MiB of weights read per step`)
+    console.log('| batch | prefill tok/s | decode tok/s | step ms | roofline |\n| --- | --- | --- | --- | --- |')
+    for (const r of result.results) console.log(`| ${r.batch} | ${r.prefill_tps} | ${r.decode_tps} | ${r.step_ms_p50} | ${r.roofline_ratio} |`)
+  },
+})
