@@ -14,6 +14,7 @@ export const rootCommand = defineCommand({
     verbose: { type: 'boolean', description: 'Show debug logs and stack traces on errors', default: false },
   },
   subCommands: {
+    serve: () => import('./serve.ts').then((m) => m.default),
     generate: () => import('./generate.ts').then((m) => m.default),
     model: () => import('./model.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),

@@ -1,0 +1,68 @@
+/** The OpenAI-compatible HTTP API of the head: a Hono app built from its dependencies (no port bound here). */
+import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import type { ServingMetrics } from '../engine/metrics.ts'
+import type { Scheduler } from '../engine/scheduler.ts'
+import type { ModelTokenizer } from '../model/tokenizer.ts'
+import { chatCompletions } from './chat-completions.ts'
+import { completions } from './completions.ts'
+import { ApiError, errorResponse } from './errors.ts'
+
+export interface AppDeps {
+  scheduler: Scheduler
+  tokenizer: ModelTokenizer
+  modelId: string
+  metrics: ServingMetrics
+  /** Extra fields for /health (backend, cluster members, …). */
+  health: () => Record<string, unknown>
+  apiKey?: string
+  maxBodyBytes?: number
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono()
+  const created = Math.floor(Date.now() / 1000)
+
+  app.onError((error, c) => errorResponse(c, error))
+  app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found')))
+
+  app.use('/v1/*', async (c, next) => {
+    if (deps.apiKey && c.req.header('authorization') !== `Bearer ${deps.apiKey}`) {
+      throw new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key')
+    }
+    await next()
+  })
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes ?? 1024 * 1024,
+      onError: () => {
+        throw new ApiError(413, `request body exceeds ${deps.maxBodyBytes ?? 1024 * 1024} bytes`, 'invalid_request_error', 'request_too_large')
+      },
+    }),
+  )
+
+  const json = async (c: { req: { json: () => Promise<unknown> } }): Promise<Record<string, unknown>> => {
+    let body: unknown
+    try {
+      body = await c.req.json()
+    } catch {
+      throw new ApiError(400, 'the request body is not valid JSON', 'invalid_request_error', 'invalid_json')
+    }
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', 'invalid_json')
+    return body as Record<string, unknown>
+  }
+
+  app.post('/v1/chat/completions', async (c) => chatCompletions(c, { ...deps, body: await json(c) }))
+  app.post('/v1/completions', async (c) => completions(c, { ...deps, body: await json(c) }))
+  app.get('/v1/models', (c) => c.json({ object: 'list', data: [{ id: deps.modelId, object: 'model', created, owned_by: 'dbcluster' }] }))
+  app.get('/health', (c) => {
+    const degraded = deps.scheduler.degraded
+    return c.json(
+      { status: degraded ? 'degraded' : 'ok', reason: degraded, model: deps.modelId, queue_depth: deps.scheduler.queueDepth, running: deps.scheduler.running, ...deps.health() },
+      degraded ? 503 : 200,
+    )
+  })
+  app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
+  return app
+}

@@ -1,0 +1,54 @@
+/** POST /v1/completions: a raw prompt (text or token ids, no template), answered as `text_completion`. */
+import type { Context } from 'hono'
+import type { Scheduler } from '../engine/scheduler.ts'
+import type { ModelTokenizer } from '../model/tokenizer.ts'
+import { invalid } from './errors.ts'
+import { checkModel, parseCommon } from './request-params.ts'
+import { runCompletion, type Shape, type TokenInfo } from './run-completion.ts'
+
+function promptIds(raw: unknown, tokenizer: ModelTokenizer, vocab: number): number[] {
+  if (typeof raw === 'string') return tokenizer.encode(raw)
+  if (Array.isArray(raw) && raw.length === 1 && typeof raw[0] === 'string') return tokenizer.encode(raw[0])
+  if (Array.isArray(raw) && raw.length > 0 && raw.every((t) => Number.isInteger(t))) {
+    if (raw.some((t) => t < 0 || t >= vocab)) throw invalid(`'prompt' token ids must be in 0..${vocab - 1}`, 'prompt')
+    return raw as number[]
+  }
+  throw invalid(`'prompt' must be a string or a non-empty array of token ids (one prompt per request)`, 'prompt')
+}
+
+export async function completions(c: Context, deps: { scheduler: Scheduler; tokenizer: ModelTokenizer; modelId: string; body: Record<string, unknown> }) {
+  const { body, tokenizer, modelId } = deps
+  checkModel(body, modelId)
+  const ids = promptIds(body.prompt, tokenizer, deps.scheduler.pipeline.vocabSize)
+  const common = parseCommon(body, { maxTokens: 16 })
+  const lp = body.logprobs
+  if (lp !== undefined && lp !== null && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5)) throw invalid(`'logprobs' must be an integer in 0..5`, 'logprobs')
+  const wantLogprobs = typeof lp === 'number'
+  const id = `cmpl-${crypto.randomUUID().replaceAll('-', '')}`
+  const created = Math.floor(Date.now() / 1000)
+  const tokenText = (t: number) => tokenizer.decode([t])
+  const logprobs = (tokens: TokenInfo[]) =>
+    wantLogprobs
+      ? {
+          tokens: tokens.map((t) => tokenText(t.id)),
+          token_logprobs: tokens.map((t) => t.logprob ?? 0),
+          top_logprobs: tokens.map((t) => Object.fromEntries((t.topLogprobs ?? []).map((a) => [tokenText(a.id), a.logprob]))),
+          text_offset: tokens.reduce<number[]>((acc, t, i) => [...acc, i === 0 ? 0 : acc[i - 1]! + tokenText(tokens[i - 1]!.id).length], []),
+        }
+      : null
+  const base = { id, created, model: modelId, object: 'text_completion' }
+  const shape: Shape = {
+    start: () => null,
+    chunk: (text, tokens) => ({ ...base, choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: null }] }),
+    finishChunk: (reason) => ({ ...base, choices: [{ index: 0, text: '', logprobs: null, finish_reason: reason }] }),
+    usageChunk: (usage) => ({ ...base, choices: [], usage }),
+    final: (text, tokens, reason, usage) => ({ ...base, choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: reason }], usage }),
+  }
+  return runCompletion(
+    c,
+    deps.scheduler,
+    { promptIds: ids, maxTokens: common.maxTokens, sampling: common.sampling, stop: common.stop, eosTokenIds: tokenizer.eosTokenIds, logprobs: wantLogprobs ? (lp as number) : undefined },
+    shape,
+    common,
+  )
+}

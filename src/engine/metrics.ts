@@ -1,0 +1,75 @@
+/** A small Prometheus registry: counters, gauges and histograms, rendered in the text exposition format for /metrics. */
+type Labels = Record<string, string>
+
+const key = (labels: Labels) =>
+  Object.entries(labels)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`)
+    .join(',')
+
+class Family {
+  readonly values = new Map<string, number>()
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly type: 'counter' | 'gauge',
+  ) {}
+  inc(labels: Labels = {}, by = 1) {
+    const k = key(labels)
+    this.values.set(k, (this.values.get(k) ?? 0) + by)
+  }
+  set(value: number, labels: Labels = {}) {
+    this.values.set(key(labels), value)
+  }
+  render(): string[] {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`]
+    if (this.values.size === 0) lines.push(`${this.name} 0`)
+    for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ''} ${v}`)
+    return lines
+  }
+}
+
+class Histogram {
+  readonly counts: number[]
+  sum = 0
+  count = 0
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {
+    this.counts = buckets.map(() => 0)
+  }
+  observe(value: number) {
+    this.sum += value
+    this.count++
+    this.buckets.forEach((b, i) => {
+      if (value <= b) this.counts[i]!++
+    })
+  }
+  render(): string[] {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
+    this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`))
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`)
+    return lines
+  }
+}
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+export class ServingMetrics {
+  readonly requests = new Family('dbcluster_requests_total', 'Requests by outcome', 'counter')
+  readonly promptTokens = new Family('dbcluster_prompt_tokens_total', 'Prompt tokens processed', 'counter')
+  readonly generatedTokens = new Family('dbcluster_generated_tokens_total', 'Tokens generated', 'counter')
+  readonly queueDepth = new Family('dbcluster_queue_depth', 'Requests waiting for admission', 'gauge')
+  readonly batchSize = new Family('dbcluster_batch_size', 'Sequences in the running batch', 'gauge')
+  readonly linkErrors = new Family('dbcluster_link_errors_total', 'Link errors by peer and reason', 'counter')
+  readonly ttft = new Histogram('dbcluster_time_to_first_token_seconds', 'Time from arrival to the first token', LATENCY_BUCKETS)
+  readonly interToken = new Histogram('dbcluster_inter_token_seconds', 'Time between tokens of one stream', LATENCY_BUCKETS)
+  readonly stepTime = new Histogram('dbcluster_step_seconds', 'Time of one pipeline step (all stages)', LATENCY_BUCKETS)
+
+  render(): string {
+    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime]
+    return parts.flatMap((p) => p.render()).join('\n') + '\n'
+  }
+}
