@@ -1,7 +1,7 @@
 /** `model synth`: deterministic random-weight checkpoints in exactly the MLX-community layout (config.json, safetensors
  * with an index when sharded, MLX affine quantization, the real Qwen3 tokenizer and chat template). Tests, benches and the
  * demo model use them; real checkpoints load through the same code. */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DbcError } from '../errors.ts'
 import type { DType } from '../tensor/backend.ts'
@@ -173,6 +173,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   }
   writeFileSync(join(out, 'config.json'), JSON.stringify(config, null, 2))
   writeFileSync(join(out, 'generation_config.json'), JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2))
-  for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) copyFileSync(path, join(out, name))
+  // Bun.file reads the copies embedded in the binary too (copyFileSync cannot see Bun's embedded file system)
+  for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) await Bun.write(join(out, name), Bun.file(path))
   return { files, bytes: total }
 }

@@ -14,7 +14,8 @@ export function mlxGlueCandidates(): string[] {
   return [
     process.env.DBCLUSTER_MLX_SHIM,
     join(dirname(process.execPath), GLUE),
-    join(import.meta.dir, '..', '..', 'build', GLUE),
+    // the source tree's build/ (not inside a compiled binary, whose modules live in Bun's embedded file system)
+    import.meta.dir.includes('$bunfs') ? undefined : join(import.meta.dir, '..', '..', 'build', GLUE),
   ].filter((p): p is string => Boolean(p))
 }
 
