@@ -1,16 +1,16 @@
 /** Llama-shaped decoders (Llama 2/3 incl. llama3 rope_scaling; registry alias: mistral). Order as mlx-lm llama.py. */
 import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
+import { DecoderModel, type AttentionLayer } from '../decoder.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
-import { Linear, OutputHead, RmsNorm, SwiGluMlp, TokenEmbedding } from '../layers.ts'
-import { ropeOptions } from '../rope.ts'
+import { Linear } from '../layers.ts'
 import type { Weights } from '../weights.ts'
 
 export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
   return parseDecoderConfig(raw, { tieWordEmbeddings: true, attentionBias: false })
 }
 
-class Attention {
+class Attention implements AttentionLayer {
   readonly q: Linear
   readonly k: Linear
   readonly v: Linear
@@ -39,53 +39,5 @@ class Attention {
   }
 }
 
-class Block {
-  readonly attention: Attention
-  readonly mlp: SwiGluMlp
-  readonly inputNorm: RmsNorm
-  readonly postAttentionNorm: RmsNorm
-  constructor(w: Weights, c: DecoderConfig, rope: RopeOptions, private readonly b: Backend) {
-    this.attention = new Attention(w.scope('self_attn'), c, rope, b)
-    this.mlp = new SwiGluMlp(w.scope('mlp'), c, b)
-    this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
-    this.postAttentionNorm = new RmsNorm(w, 'post_attention_layernorm', c.hiddenSize, c.rmsNormEps, b)
-  }
-  forward(x: Tensor, rows: StepRows, layer: number): Tensor {
-    const h = this.b.add(x, this.attention.forward(this.inputNorm.apply(x), rows, layer))
-    return this.b.add(h, this.mlp.forward(this.postAttentionNorm.apply(h)))
-  }
-}
-
-export class Model implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
-  readonly output?: OutputHead
-  constructor(
-    readonly config: DecoderConfig,
-    w: Weights,
-    readonly range: LayerRange,
-    private readonly b: Backend,
-  ) {
-    const model = w.scope('model')
-    const rope = ropeOptions(config)
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, b))
-    if (range.last) this.output = new OutputHead(w, model, config, b, getEmbedding)
-  }
-  embed(tokens: Tensor): Tensor {
-    return this.embedding!.embed(tokens)
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
-  }
-  head(hidden: Tensor): Tensor {
-    return this.output!.apply(hidden)
-  }
-}
-
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new Model(config, weights, range, backend)
+  new DecoderModel(config, weights, range, backend, (w, c, rope, b) => new Attention(w, c, rope, b))
