@@ -4,10 +4,15 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include "internal.h"
 
-#define SPIN_ROUNDS 20000
+/* Workers spin this long after a job before sleeping: a decode step's ops are a few µs to a few hundred µs apart, and
+ * a futex wake-up on a VM costs tens of µs per op. DBCLUSTER_SPIN_US overrides it (lower it when several nodes share
+ * a machine, where a spinning worker takes time from the others). */
+#define DEFAULT_SPIN_NS 500000LL
+static int64_t spin_ns = DEFAULT_SPIN_NS;
 
 static struct {
   int threads;
@@ -41,15 +46,21 @@ static void run_chunks(void) {
   }
 }
 
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void* worker(void* arg) {
   (void)arg;
   uint64_t seen = 0;
   for (;;) {
     uint64_t gen;
-    int spins = 0;
-    while ((gen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE)) == seen && spins < SPIN_ROUNDS) {
+    int64_t until = now_ns() + spin_ns;
+    for (int spins = 0; (gen = __atomic_load_n(&pool.generation, __ATOMIC_ACQUIRE)) == seen; spins++) {
       cpu_relax();
-      spins++;
+      if ((spins & 255) == 0 && now_ns() > until) break;
     }
     if (gen == seen) {
       pthread_mutex_lock(&pool.mu);
@@ -72,6 +83,8 @@ int dbc_pool_start(int threads) {
     threads = n > 0 ? (int)n : 1;
   }
   if (threads > 256) threads = 256;
+  const char* spin = getenv("DBCLUSTER_SPIN_US");
+  if (spin && *spin) spin_ns = atoll(spin) * 1000LL;
   pool.tids = calloc((size_t)threads, sizeof(pthread_t));
   if (!pool.tids) return dbc_fail(DBC_E_NOMEM, "thread pool: out of memory");
   for (int i = 1; i < threads; i++) {

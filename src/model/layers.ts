@@ -1,5 +1,5 @@
 /** Shared pieces every decoder family uses (mlx-lm base.py / activations.py): RMSNorm, SwiGLU MLP, token embedding and head. */
-import type { Backend, Tensor } from '../tensor/backend.ts'
+import type { Backend, QuantizedMatrix, Tensor } from '../tensor/backend.ts'
 import type { DecoderConfig } from './config.ts'
 import { applyLinear, type LinearWeight, type Weights } from './weights.ts'
 
@@ -29,18 +29,88 @@ export class Linear {
   }
 }
 
-/** down(silu(gate(x)) ⊙ up(x)) */
+/** Linears that read the same input (q/k/v, gate/up), stacked row-wise into one matrix at load time so one call
+ * streams all their weights: small projections alone reach a smaller share of memory bandwidth and pay a launch each.
+ * Parts that cannot stack (different dtype, bits or bias) stay separate. Results equal the separate calls. */
+export class FusedLinear {
+  readonly #fused: Linear | null
+  readonly #parts: Linear[]
+  readonly #sizes: number[]
+
+  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend) {
+    this.#sizes = sizes
+    if (!canStack(parts)) {
+      this.#fused = null
+      this.#parts = parts.map((p) => new Linear(p, b))
+      return
+    }
+    this.#fused = new Linear(stack(parts, b, w), b)
+    this.#parts = []
+    // the stacked copy replaces the parts (on mlx they are copies too, so keeping them would double the memory)
+    for (const p of parts) {
+      const tensors = p.kind === 'dense' ? [p.weight, p.bias] : [p.matrix.weight, p.matrix.scales, p.matrix.biases, p.bias]
+      for (const t of tensors) {
+        if (!t) continue
+        w.loaded.splice(w.loaded.indexOf(t), 1)
+        b.free(t)
+      }
+    }
+  }
+
+  apply(x: Tensor): Tensor[] {
+    if (!this.#fused) return this.#parts.map((p) => p.apply(x))
+    const y = this.#fused.apply(x)
+    const axis = y.shape.length - 1
+    let offset = 0
+    return this.#sizes.map((size) => this.b.slice(y, axis, offset, (offset += size)))
+  }
+}
+
+function canStack(parts: LinearWeight[]): boolean {
+  const [first, ...rest] = parts
+  if (!first) return false
+  return rest.every((p) => {
+    if (p.kind !== first.kind || Boolean(p.bias) !== Boolean(first.bias)) return false
+    if (p.kind === 'dense' && first.kind === 'dense') return p.weight.dtype === first.weight.dtype
+    if (p.kind === 'quantized' && first.kind === 'quantized') {
+      return p.matrix.bits === first.matrix.bits && p.matrix.groupSize === first.matrix.groupSize && p.matrix.scales.dtype === first.matrix.scales.dtype
+    }
+    return false
+  })
+}
+
+function stack(parts: LinearWeight[], b: Backend, w: Weights): LinearWeight {
+  const cat = (tensors: Tensor[]) => {
+    const joined = tensors.slice(1).reduce((acc, t) => {
+      const next = b.concat(acc, t, 0)
+      if (acc !== tensors[0]) b.free(acc)
+      return next
+    }, tensors[0]!)
+    w.loaded.push(joined)
+    return joined
+  }
+  const bias = parts[0]!.bias ? cat(parts.map((p) => p.bias!)) : undefined
+  if (parts[0]!.kind === 'dense') return { kind: 'dense', weight: cat(parts.map((p) => (p as { weight: Tensor }).weight)), bias }
+  const m = parts.map((p) => (p as { matrix: QuantizedMatrix }).matrix)
+  return {
+    kind: 'quantized',
+    matrix: { weight: cat(m.map((q) => q.weight)), scales: cat(m.map((q) => q.scales)), biases: cat(m.map((q) => q.biases)), groupSize: m[0]!.groupSize, bits: m[0]!.bits },
+    bias,
+  }
+}
+
+/** down(silu(gate(x)) ⊙ up(x)), gate and up in one launch */
 export class SwiGluMlp {
-  readonly gate: Linear
-  readonly up: Linear
+  readonly gateUp: FusedLinear
   readonly down: Linear
   constructor(w: Weights, config: DecoderConfig, private readonly b: Backend) {
-    this.gate = new Linear(w.linear('gate_proj', config.intermediateSize, config.hiddenSize), b)
-    this.up = new Linear(w.linear('up_proj', config.intermediateSize, config.hiddenSize), b)
-    this.down = new Linear(w.linear('down_proj', config.hiddenSize, config.intermediateSize), b)
+    const { intermediateSize: inter, hiddenSize: hidden } = config
+    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden), w.linear('up_proj', inter, hidden)], [inter, inter], w, b)
+    this.down = new Linear(w.linear('down_proj', hidden, inter), b)
   }
   forward(x: Tensor): Tensor {
-    return this.down.apply(this.b.glu(this.gate.apply(x), this.up.apply(x), 'silu'))
+    const [gate, up] = this.gateUp.apply(x)
+    return this.down.apply(this.b.glu(gate!, up!, 'silu'))
   }
 }
 

@@ -3,7 +3,7 @@ import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { DecoderModel, type AttentionLayer } from '../decoder.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
-import { Linear } from '../layers.ts'
+import { FusedLinear, Linear } from '../layers.ts'
 import type { Weights } from '../weights.ts'
 
 export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
@@ -11,9 +11,7 @@ export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
 }
 
 class Attention implements AttentionLayer {
-  readonly q: Linear
-  readonly k: Linear
-  readonly v: Linear
+  readonly qkv: FusedLinear
   readonly o: Linear
   constructor(
     w: Weights,
@@ -21,18 +19,22 @@ class Attention implements AttentionLayer {
     private readonly rope: RopeOptions,
     private readonly b: Backend,
   ) {
-    this.q = new Linear(w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true }), b)
-    this.k = new Linear(w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true }), b)
-    this.v = new Linear(w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true }), b)
+    this.qkv = new FusedLinear(
+      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true })],
+      [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numKvHeads * c.headDim],
+      w,
+      b,
+    )
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim), b)
   }
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
     const n = x.shape[0]!
-    const q = b.rope(b.reshape(this.q.apply(x), [n, c.numHeads, c.headDim]), rows.positions, this.rope)
-    const k = b.rope(b.reshape(this.k.apply(x), [n, c.numKvHeads, c.headDim]), rows.positions, this.rope)
+    const [qx, kx, vx] = this.qkv.apply(x)
+    const q = b.rope(b.reshape(qx!, [n, c.numHeads, c.headDim]), rows.positions, this.rope)
+    const k = b.rope(b.reshape(kx!, [n, c.numKvHeads, c.headDim]), rows.positions, this.rope)
     b.kvWrite(rows.cache.keys[layer]!, k, rows.slots, rows.positions)
-    b.kvWrite(rows.cache.values[layer]!, b.reshape(this.v.apply(x), [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
+    b.kvWrite(rows.cache.values[layer]!, b.reshape(vx!, [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
     const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, { scale: c.headDim ** -0.5, causal: true })
     return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
   }

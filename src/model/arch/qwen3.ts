@@ -3,7 +3,7 @@ import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { DecoderModel, type AttentionLayer } from '../decoder.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
-import { Linear, RmsNorm } from '../layers.ts'
+import { FusedLinear, Linear, RmsNorm } from '../layers.ts'
 import type { Weights } from '../weights.ts'
 
 export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
@@ -11,9 +11,7 @@ export function parseConfig(raw: Record<string, unknown>): DecoderConfig {
 }
 
 class Attention implements AttentionLayer {
-  readonly q: Linear
-  readonly k: Linear
-  readonly v: Linear
+  readonly qkv: FusedLinear
   readonly o: Linear
   readonly qNorm: RmsNorm
   readonly kNorm: RmsNorm
@@ -24,9 +22,12 @@ class Attention implements AttentionLayer {
     private readonly b: Backend,
   ) {
     const bias = c.attentionBias
-    this.q = new Linear(w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias }), b)
-    this.k = new Linear(w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), b)
-    this.v = new Linear(w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), b)
+    this.qkv = new FusedLinear(
+      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias })],
+      [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numKvHeads * c.headDim],
+      w,
+      b,
+    )
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias }), b)
     this.qNorm = new RmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new RmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
@@ -34,10 +35,11 @@ class Attention implements AttentionLayer {
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
     const n = x.shape[0]!
-    const q = b.rope(this.qNorm.apply(b.reshape(this.q.apply(x), [n, c.numHeads, c.headDim])), rows.positions, this.rope)
-    const k = b.rope(this.kNorm.apply(b.reshape(this.k.apply(x), [n, c.numKvHeads, c.headDim])), rows.positions, this.rope)
+    const [qx, kx, vx] = this.qkv.apply(x)
+    const q = b.rope(this.qNorm.apply(b.reshape(qx!, [n, c.numHeads, c.headDim])), rows.positions, this.rope)
+    const k = b.rope(this.kNorm.apply(b.reshape(kx!, [n, c.numKvHeads, c.headDim])), rows.positions, this.rope)
     b.kvWrite(rows.cache.keys[layer]!, k, rows.slots, rows.positions)
-    b.kvWrite(rows.cache.values[layer]!, b.reshape(this.v.apply(x), [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
+    b.kvWrite(rows.cache.values[layer]!, b.reshape(vx!, [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
     const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, { scale: c.headDim ** -0.5, causal: true })
     return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
   }
