@@ -1,0 +1,101 @@
+/** The handshake matrix: success, wrong / unpinned identity, tampered messages, a replayed HELLO, a MITM swapping
+ * ephemeral keys, version mismatch — each refused with its own code. */
+import { describe, expect, test } from 'bun:test'
+import { x25519 } from '@noble/curves/ed25519.js'
+import { equalBytes } from '@noble/ciphers/utils.js'
+import { randomBytes } from '@noble/hashes/utils.js'
+import { decodeFields, encodeFields, InitiatorHandshake, ResponderHandshake, type HandshakeOptions } from '../../src/trust/handshake.ts'
+import { pins, testIdentity } from '../support/identities.ts'
+
+const alice = testIdentity(1)
+const bob = testIdentity(2)
+const mallory = testIdentity(3)
+const base = { clusterId: 'c1', randomBytes }
+const both = pins({ alice, bob })
+
+const initiator = (o: Partial<HandshakeOptions> = {}) => new InitiatorHandshake({ ...base, identity: alice, serial: 'alice', authorize: both, ...o })
+const responder = (o: Partial<HandshakeOptions> = {}) => new ResponderHandshake({ ...base, identity: bob, serial: 'bob', authorize: both, ...o })
+
+async function run(i = initiator(), r = responder(), tamper: { hello?: (b: Uint8Array) => Uint8Array; ack?: (b: Uint8Array) => Uint8Array; finish?: (b: Uint8Array) => Uint8Array } = {}) {
+  const hello = (tamper.hello ?? ((b) => b))(i.hello())
+  const ack = (tamper.ack ?? ((b) => b))(await r.receiveHello(hello))
+  const { finish, result } = await i.receiveAck(ack)
+  return { initiator: result, responder: r.receiveFinish((tamper.finish ?? ((b) => b))(finish)) }
+}
+
+const flip = (index: (b: Uint8Array) => number) => (b: Uint8Array) => {
+  const c = b.slice()
+  c[index(c)]! ^= 1
+  return c
+}
+const codeOf = async (p: Promise<unknown>) => ((await p.catch((e) => e)) as { code?: string }).code
+
+describe('handshake', () => {
+  test('succeeds: both sides agree on keys and see each other’s identity', async () => {
+    const { initiator: a, responder: b } = await run()
+    expect(a.peerSerial).toBe('bob')
+    expect(b.peerSerial).toBe('alice')
+    expect(equalBytes(a.initiatorKey, b.initiatorKey)).toBe(true)
+    expect(equalBytes(a.responderKey, b.responderKey)).toBe(true)
+    expect(equalBytes(a.initiatorKey, a.responderKey)).toBe(false)
+    expect(equalBytes(a.transcriptHash, b.transcriptHash)).toBe(true)
+  })
+
+  test('fresh keys every session', async () => {
+    const one = await run()
+    const two = await run()
+    expect(equalBytes(one.initiator.initiatorKey, two.initiator.initiatorKey)).toBe(false)
+  })
+
+  test('an unpinned peer and a key that differs from the pin are refused, with distinct codes', async () => {
+    expect(await codeOf(run(initiator({ identity: mallory, serial: 'mallory' })))).toBe('E_PEER_NOT_PINNED')
+    expect(await codeOf(run(initiator({ identity: mallory, serial: 'alice' })))).toBe('E_KEY_MISMATCH')
+    expect(await codeOf(run(initiator(), responder({ identity: mallory })))).toBe('E_KEY_MISMATCH')
+  })
+
+  test('tampered HELLO, ACK or FINISH is refused', async () => {
+    // a bit flipped in the initiator's nonce (last field of HELLO): the responder signs the altered transcript → initiator rejects
+    expect(await codeOf(run(undefined, undefined, { hello: flip((b) => b.length - 1) }))).toBe('E_BAD_SIGNATURE')
+    // the responder's identity key in ACK altered in transit
+    expect(await codeOf(run(undefined, undefined, { ack: flip((b) => b.length - 200) }))).toBe('E_BAD_SIGNATURE')
+    // ACK's MAC (last byte) altered
+    expect(await codeOf(run(undefined, undefined, { ack: flip((b) => b.length - 1) }))).toBe('E_KEY_CONFIRMATION')
+    // FINISH signature or MAC altered
+    expect(await codeOf(run(undefined, undefined, { finish: flip(() => 10) }))).toBe('E_BAD_SIGNATURE')
+    expect(await codeOf(run(undefined, undefined, { finish: flip((b) => b.length - 1) }))).toBe('E_KEY_CONFIRMATION')
+    // garbage
+    expect(await codeOf(run(undefined, undefined, { hello: () => new Uint8Array([6, 1, 2]) }))).toBe('E_HANDSHAKE_MALFORMED')
+  })
+
+  test('a HELLO replayed from an earlier session cannot finish', async () => {
+    const i = initiator()
+    const hello = i.hello()
+    await i.receiveAck(await responder().receiveHello(hello)) // the original session
+    // an attacker replays that HELLO to a new responder; without alice's ephemeral secret and signing key it cannot answer
+    const r = responder()
+    const ack = await r.receiveHello(hello)
+    const attacker = initiator({ identity: mallory }) // signs with the wrong key over a transcript it can read
+    attacker.hello()
+    const forged = await attacker.receiveAck(ack).catch((e) => e)
+    expect(forged.code).toBe('E_BAD_SIGNATURE') // its transcript hash differs from the responder's
+    expect(() => r.receiveFinish(encodeFields([new Uint8Array(64), new Uint8Array(32)]))).toThrow(/signature/)
+  })
+
+  test('a man in the middle swapping the ephemeral keys is detected', async () => {
+    const swap = (fieldIndex: number, count: number) => (b: Uint8Array) => {
+      const fields = decodeFields(b, count, 'x').map((f) => f.slice())
+      fields[fieldIndex] = x25519.getPublicKey(new Uint8Array(32).fill(9))
+      return encodeFields(fields)
+    }
+    expect(await codeOf(run(undefined, undefined, { hello: swap(4, 6) }))).toBe('E_BAD_SIGNATURE')
+    expect(await codeOf(run(undefined, undefined, { ack: swap(3, 7) }))).toBe('E_BAD_SIGNATURE')
+  })
+
+  test('a version mismatch is named', async () => {
+    expect(await codeOf(run(initiator({ version: 2 })))).toBe('E_VERSION_MISMATCH')
+  })
+
+  test('a different cluster id is refused', async () => {
+    expect(await codeOf(run(initiator({ clusterId: 'other' })))).toBe('E_CLUSTER_MISMATCH')
+  })
+})
