@@ -17,6 +17,7 @@ export const rootCommand = defineCommand({
     serve: () => import('./serve.ts').then((m) => m.default),
     generate: () => import('./generate.ts').then((m) => m.default),
     model: () => import('./model.ts').then((m) => m.default),
+    identity: () => import('./identity.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),
   },
 })

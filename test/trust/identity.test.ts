@@ -1,0 +1,97 @@
+/** Identity keys, pins, the RDMA gate and attestations. */
+import { describe, expect, test } from 'bun:test'
+import { chmodSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { canonicalJson } from '../../src/trust/canonical-json.ts'
+import { signAttestation, verifyAttestation } from '../../src/trust/attestation.ts'
+import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
+import { probe as enclaveProbe } from '../../src/trust/identity-enclave.ts'
+import { fingerprint, verifySignature } from '../../src/trust/identity.ts'
+import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
+import { decideRdma, type RdmaProbes } from '../../src/trust/rdma-gate.ts'
+import { testIdentity } from '../support/identities.ts'
+
+const dir = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
+
+describe('software identity', () => {
+  test('created 0600 on first use, reloaded with the same key, signatures verify', async () => {
+    const path = join(dir(), 'sub', 'identity.key')
+    const first = loadSoftwareIdentity(path)
+    expect(first.created).toBe(true)
+    expect(statSync(path).mode & 0o777).toBe(0o600)
+    const again = loadSoftwareIdentity(path)
+    expect(again.created).toBe(false)
+    expect(again.identity.publicKey).toEqual(first.identity.publicKey)
+    const msg = new TextEncoder().encode('hello')
+    expect(verifySignature(again.identity.publicKey, msg, await again.identity.sign(msg))).toBe(true)
+    expect(fingerprint(first.identity.publicKey)).toMatch(/^([0-9a-f]{2}:){15}[0-9a-f]{2}$/)
+  })
+
+  test('a key file readable by group or others is refused with the chmod to run', () => {
+    const path = join(dir(), 'identity.key')
+    loadSoftwareIdentity(path)
+    chmodSync(path, 0o640)
+    expect(() => loadSoftwareIdentity(path)).toThrow(/readable by group or others/)
+    try {
+      loadSoftwareIdentity(path)
+    } catch (e) {
+      expect((e as { hint?: string }).hint).toBe(`run 'chmod 600 ${path}'`)
+    }
+  })
+
+  test('a missing key with create=false says how to make one; the enclave reports why it is unavailable here', () => {
+    expect(() => loadSoftwareIdentity(join(dir(), 'none.key'), { create: false })).toThrow(/no identity key/)
+    const p = enclaveProbe()
+    expect(p.available).toBe(false)
+    if (!p.available) expect(p.reason.length).toBeGreaterThan(10)
+  })
+})
+
+describe('pin store', () => {
+  test('pins persist 0600 and authorize exactly the pinned key', () => {
+    const path = join(dir(), 'pins.json')
+    const store = new FilePinStore(path)
+    const bob = testIdentity(2)
+    store.set('bob', { publicKey: Buffer.from(bob.publicKey).toString('base64'), keyKind: 'software', source: 'coordinator', pinnedAt: 1 })
+    expect(statSync(path).mode & 0o777).toBe(0o600)
+    const reloaded = new FilePinStore(path)
+    const authorize = authorizeByPins(reloaded)
+    expect(authorize('bob', bob.publicKey)).toBe('authorized')
+    expect(authorize('bob', testIdentity(3).publicKey)).toBe('key-mismatch')
+    expect(authorize('carol', bob.publicKey)).toBe('not-pinned')
+    expect(JSON.parse(readFileSync(path, 'utf8')).bob.source).toBe('coordinator')
+  })
+})
+
+describe('RDMA capability gate', () => {
+  const mac = (chip: string, status: string | null): RdmaProbes => ({ platform: 'darwin', chip, rdmaCtlStatus: () => status, infinibandDevices: () => [] })
+  test('macOS: M5 or later with rdma_ctl enabled', () => {
+    expect(decideRdma(true, mac('Apple M5 Max', 'RDMA: enabled'))).toMatchObject({ enabled: true })
+    expect(decideRdma(true, mac('Apple M4 Pro', 'RDMA: enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('M5 or later') })
+    expect(decideRdma(true, mac('Apple M5', 'RDMA: disabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('rdma_ctl enable') })
+    expect(decideRdma(true, mac('Apple M5', null))).toMatchObject({ enabled: false, reason: expect.stringContaining('did not answer') })
+    expect(decideRdma(true, mac('Intel Core i9', 'enabled'))).toMatchObject({ enabled: false })
+  })
+  test('Linux: a device under /sys/class/infiniband; not requested means off', () => {
+    const linux = (devices: string[]): RdmaProbes => ({ platform: 'linux', chip: 'x', rdmaCtlStatus: () => null, infinibandDevices: () => devices })
+    expect(decideRdma(true, linux(['mlx5_0']))).toEqual({ enabled: true, detail: 'RDMA devices: mlx5_0' })
+    expect(decideRdma(true, linux([]))).toMatchObject({ enabled: false, reason: expect.stringContaining('infiniband') })
+    expect(decideRdma(false, linux(['mlx5_0']))).toMatchObject({ enabled: false })
+  })
+})
+
+describe('attestation', () => {
+  const facts = { serial: 's1', hostname: 'h', chip: 'Apple M5', memoryBytes: 1024, osVersion: 'macOS 26.2', binaryHash: 'ab', rdmaEnabled: true }
+  test('canonical JSON sorts keys and drops whitespace', () => {
+    expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1, y: 2 } })).toBe('{"a":[true,null,"x"],"b":1,"c":{"y":2,"z":1}}')
+  })
+  test('a signed attestation verifies; any edit, a stale one or a bad shape does not', async () => {
+    const att = await signAttestation(testIdentity(5), { ...facts, timestamp: 1_000_000 })
+    expect(verifyAttestation(att, { now: 1_000_500, maxAgeMs: 60_000 })).toMatchObject({ ok: true })
+    expect(verifyAttestation({ ...att, body: { ...att.body, rdmaEnabled: false } }, { now: 1_000_500 })).toMatchObject({ ok: false, reason: expect.stringContaining('signature') })
+    expect(verifyAttestation(att, { now: 1_000_000 + 120_000, maxAgeMs: 60_000 })).toMatchObject({ ok: false, reason: expect.stringContaining('stale') })
+    expect(verifyAttestation({ body: { ...att.body, memoryBytes: '1' }, signature: att.signature })).toMatchObject({ ok: false, reason: "field 'memoryBytes' must be a number" })
+    expect(verifyAttestation(null)).toMatchObject({ ok: false })
+  })
+})
