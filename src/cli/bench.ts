@@ -6,5 +6,6 @@ export default defineCommand({
   subCommands: {
     kernels: () => import('./bench-kernels.ts').then((m) => m.default),
     decode: () => import('./bench-decode.ts').then((m) => m.default),
+    link: () => import('./bench-link.ts').then((m) => m.default),
   },
 })

@@ -1,0 +1,39 @@
+/** `dbcluster bench link`: sealed vs plaintext round trips between two processes, and AEAD seal/open speed. */
+import { defineCommand } from 'citty'
+import { consola } from 'consola'
+import { runLinkBench, runLinkPeer } from '../bench/link.ts'
+import { UsageError } from '../errors.ts'
+import type { CipherName } from '../link/aead-channel.ts'
+
+const parseSize = (s: string): number => {
+  const m = /^(\d+)([KMG]?)B?$/i.exec(s.trim())
+  if (!m) throw new UsageError(`bad size '${s}'`, 'use e.g. 4K, 256K, 4M, 64M')
+  return Number(m[1]) * ({ '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 } as Record<string, number>)[m[2]!.toUpperCase()]!
+}
+
+export default defineCommand({
+  meta: { name: 'link', description: 'Round-trip latency and throughput of the sealed link against plaintext framing (two processes on loopback), and AEAD GB/s' },
+  args: {
+    sizes: { type: 'string', description: 'Comma-separated payload sizes', default: '4K,64K,256K,4M,64M' },
+    cipher: { type: 'string', description: 'aes-256-gcm (default, native) or chacha20-poly1305', default: 'aes-256-gcm' },
+    json: { type: 'boolean', description: 'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, sealed_gbps, plain_gbps}], aead: [{cipher, bytes, gbps}]}', default: false },
+    'peer-key': { type: 'string', description: 'Internal: run as the benchmark peer, pinning this initiator key' },
+  },
+  async run({ args }) {
+    const cipher = args.cipher as CipherName
+    if (cipher !== 'aes-256-gcm' && cipher !== 'chacha20-poly1305') throw new UsageError(`unknown cipher '${args.cipher}'`, 'use aes-256-gcm or chacha20-poly1305')
+    if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher)
+    const self = process.execPath.endsWith('/bun') || process.execPath.endsWith('/bun.exe') ? [process.execPath, Bun.main] : [process.execPath]
+    const result = await runLinkBench({
+      sizes: args.sizes.split(',').map(parseSize),
+      cipher,
+      peerCommand: [...self, 'bench', 'link'],
+      onProgress: (l) => !args.json && consola.start(l),
+    })
+    if (args.json) return console.log(JSON.stringify(result))
+    console.log(`| bytes | sealed RTT p50 µs | plain RTT p50 µs | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- |`)
+    for (const s of result.sizes) console.log(`| ${s.bytes} | ${s.sealed_rtt_us_p50} | ${s.plain_rtt_us_p50} | ${s.ratio} | ${s.sealed_gbps} | ${s.plain_gbps} |`)
+    console.log(`\n| cipher | bytes | seal+open GB/s |\n| --- | --- | --- |`)
+    for (const a of result.aead) console.log(`| ${a.cipher} | ${a.bytes} | ${a.gbps} |`)
+  },
+})
