@@ -19,6 +19,7 @@ export const rootCommand = defineCommand({
     model: () => import('./model.ts').then((m) => m.default),
     identity: () => import('./identity.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),
+    coordinator: () => import('./coordinator.ts').then((m) => m.default),
   },
 })
 
