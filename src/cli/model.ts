@@ -25,7 +25,7 @@ const synth = defineCommand({
     'kv-heads': { type: 'string', description: 'Key/value heads (GQA)', default: '2' },
     'head-dim': { type: 'string', description: 'Head dimension', default: '64' },
     intermediate: { type: 'string', description: 'MLP intermediate size', default: '512' },
-    dtype: { type: 'string', description: 'Weights: f32, bf16, q4 or q8 (MLX affine, bf16 scales)', default: 'bf16' },
+    dtype: { type: 'string', description: 'Weights: f32, f16, bf16, q4 or q8 (MLX affine, bf16 scales)', default: 'bf16' },
     'group-size': { type: 'string', description: 'Quantization group size (32, 64, 128)', default: '64' },
     vocab: { type: 'string', description: 'Vocabulary size (at least the tokenizer size, 151669)', default: '151936' },
     seed: { type: 'string', description: 'Random seed (same seed, same weights)', default: '0' },
@@ -35,7 +35,7 @@ const synth = defineCommand({
     const arch = args.arch as SynthArch
     if (!['llama', 'qwen2', 'qwen3'].includes(arch)) throw new UsageError(`unknown --arch '${args.arch}'`, 'use llama, qwen2 or qwen3')
     const dtype = args.dtype as SynthDtype
-    if (!['f32', 'bf16', 'q4', 'q8'].includes(dtype)) throw new UsageError(`unknown --dtype '${args.dtype}'`, 'use f32, bf16, q4 or q8')
+    if (!['f32', 'f16', 'bf16', 'q4', 'q8'].includes(dtype)) throw new UsageError(`unknown --dtype '${args.dtype}'`, 'use f32, f16, bf16, q4 or q8')
     const result = await synthesizeModel(
       args.out,
       {

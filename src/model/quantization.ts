@@ -1,5 +1,7 @@
 /** MLX affine quantization settings from config.json (design/mlx-c.md §4): a global {group_size, bits} plus per-module
- * overrides keyed by module path (or `false` for a module left in float). */
+ * overrides keyed by module path (or `false` for a module left in float). Parsed once; bad values fail at the edge. */
+import { CheckpointError } from './errors.ts'
+
 export interface QuantParams {
   groupSize: number
   bits: number
@@ -10,20 +12,45 @@ export interface QuantizationConfig {
   forModule(path: string, hasScales: boolean): QuantParams | null
 }
 
+export const SUPPORTED_BITS = [2, 3, 4, 5, 6, 8] as const
+export const SUPPORTED_GROUP_SIZES = [32, 64, 128] as const
+
+const NOT_QUANTIZED: QuantizationConfig = { forModule: () => null }
+
+function params(raw: Record<string, unknown>, where: string, fallback?: QuantParams): QuantParams {
+  const mode = raw.mode ?? 'affine'
+  if (mode !== 'affine') {
+    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} uses quantization mode '${String(mode)}'`, 'only MLX affine quantization is supported')
+  }
+  const groupSize = Number(raw.group_size ?? fallback?.groupSize ?? 64)
+  const bits = Number(raw.bits ?? fallback?.bits ?? 4)
+  if (!(SUPPORTED_BITS as readonly number[]).includes(bits)) {
+    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} has bits ${bits}`, `supported: ${SUPPORTED_BITS.join(', ')}`)
+  }
+  if (!(SUPPORTED_GROUP_SIZES as readonly number[]).includes(groupSize)) {
+    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} has group_size ${groupSize}`, `supported: ${SUPPORTED_GROUP_SIZES.join(', ')}`)
+  }
+  return { groupSize, bits }
+}
+
 export function parseQuantization(raw: Record<string, unknown>): QuantizationConfig {
-  const q = (raw.quantization ?? raw.quantization_config) as Record<string, unknown> | false | undefined
-  if (!q) return { forModule: () => null }
-  const mode = (q.mode as string | undefined) ?? 'affine'
-  if (mode !== 'affine') throw new Error(`quantization mode '${mode}' is not supported (affine only)`)
-  const global: QuantParams = { groupSize: Number(q.group_size ?? 64), bits: Number(q.bits ?? 4) }
+  // mlx-lm writes `quantization` and mirrors it as `quantization_config`; HF-style configs may carry only the latter
+  const q = raw.quantization ?? raw.quantization_config
+  if (q === undefined || q === null || q === false) return NOT_QUANTIZED
+  if (typeof q !== 'object' || Array.isArray(q)) throw new CheckpointError('E_CKPT_QUANT', `config.json: 'quantization' must be an object, got ${JSON.stringify(q)}`)
+  const dict = q as Record<string, unknown>
+  const global = params(dict, 'quantization')
+  // per-module entries: every key that is not one of the global fields; validated here, not at first use
+  const overrides = new Map<string, QuantParams | null>()
+  for (const [key, value] of Object.entries(dict)) {
+    if (key === 'group_size' || key === 'bits' || key === 'mode') continue
+    if (value === false) overrides.set(key, null)
+    else if (value && typeof value === 'object' && !Array.isArray(value)) overrides.set(key, params(value as Record<string, unknown>, `quantization['${key}']`, global))
+  }
   return {
     forModule(path, hasScales) {
-      const own = q[path]
-      if (own === false) return null
-      if (own && typeof own === 'object') {
-        const o = own as Record<string, unknown>
-        return { groupSize: Number(o.group_size ?? global.groupSize), bits: Number(o.bits ?? global.bits) }
-      }
+      const own = overrides.get(path)
+      if (own !== undefined) return own
       return hasScales ? global : null
     },
   }

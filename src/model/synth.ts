@@ -10,7 +10,7 @@ import { writeSafetensors } from './safetensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
 export type SynthArch = 'llama' | 'qwen2' | 'qwen3'
-export type SynthDtype = 'f32' | 'bf16' | 'q4' | 'q8'
+export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8'
 
 export interface SynthSpec {
   arch: SynthArch
@@ -26,6 +26,8 @@ export interface SynthSpec {
   seed?: number
   /** Tie lm_head to the embedding (default: qwen yes, llama no, so both paths are exercised). */
   tieEmbeddings?: boolean
+  /** Per-module quantization overrides by module path (MLX mixed recipes): other bits/group, or `false` for float. */
+  quantOverrides?: Record<string, { bits: number; groupSize?: number } | false>
   /** Split the weights into files of at most this many bytes (with model.safetensors.index.json). */
   shardBytes?: number
 }
@@ -60,6 +62,10 @@ function toBf16(values: Float32Array): Uint8Array {
   return new Uint8Array(out.buffer)
 }
 
+function toF16(values: Float32Array): Uint8Array {
+  return new Uint8Array(Float16Array.from(values).buffer)
+}
+
 type Entry = { name: string; dtype: DType; shape: number[]; data: Uint8Array }
 
 export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: (line: string) => void = () => {}): Promise<{ files: string[]; bytes: number }> {
@@ -67,7 +73,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   const groupSize = spec.groupSize ?? 64
   const seed = spec.seed ?? 0
   const tie = spec.tieEmbeddings ?? spec.arch !== 'llama'
-  const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : 'bf16'
+  const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : spec.dtype === 'f16' ? 'f16' : 'bf16'
   const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' ? 8 : 0
   if (vocab < QWEN3_TOKENIZER_SIZE) {
     throw new DbcError('E_SYNTH', `--vocab ${vocab} is smaller than the tokenizer's ${QWEN3_TOKENIZER_SIZE} tokens`, `use --vocab ${QWEN3_TOKENIZER_SIZE} or more (default 151936)`)
@@ -79,17 +85,23 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   if (bits && [spec.hidden, spec.intermediate, spec.heads * spec.headDim].some((k) => k % groupSize)) {
     throw new DbcError('E_SYNTH', `hidden, intermediate and heads×head-dim must be multiples of the group size ${groupSize} to quantize`)
   }
+  if (!bits && spec.quantOverrides) throw new DbcError('E_SYNTH', 'quantization overrides need a quantized --dtype (q4 or q8)')
   const random = gaussianSource(seed + 1)
   const entries: Entry[] = []
   const float = (name: string, values: Float32Array, shape: number[]) =>
-    entries.push({ name, dtype: floatDtype, shape, data: floatDtype === 'f32' ? new Uint8Array(values.buffer) : toBf16(values) })
+    entries.push({ name, dtype: floatDtype, shape, data: floatDtype === 'f32' ? new Uint8Array(values.buffer) : floatDtype === 'f16' ? toF16(values) : toBf16(values) })
+  const overrides = spec.quantOverrides ?? {}
   const matrix = (name: string, rows: number, cols: number, std: number) => {
     const w = random(rows * cols, std)
-    if (!bits) return float(`${name}.weight`, w, [rows, cols])
-    const q = quantizeAffine(w, rows, cols, groupSize, bits)
-    entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [rows, (cols * bits) / 32], data: new Uint8Array(q.words.buffer) })
-    float(`${name}.scales`, q.scales, [rows, cols / groupSize])
-    float(`${name}.biases`, q.biases, [rows, cols / groupSize])
+    const own = overrides[name]
+    const b = own === false ? 0 : own ? own.bits : bits
+    const gs = own ? (own.groupSize ?? groupSize) : groupSize
+    if (!b) return float(`${name}.weight`, w, [rows, cols])
+    if (cols % gs || (cols * b) % 32) throw new DbcError('E_SYNTH', `${name}: ${cols} inputs do not quantize at ${b} bits, group ${gs}`)
+    const q = quantizeAffine(w, rows, cols, gs, b)
+    entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [rows, (cols * b) / 32], data: new Uint8Array(q.words.buffer) })
+    float(`${name}.scales`, q.scales, [rows, cols / gs])
+    float(`${name}.biases`, q.biases, [rows, cols / gs])
   }
   const { hidden, intermediate, heads, kvHeads, headDim } = spec
   onProgress('embedding')
@@ -148,7 +160,10 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     }
     writeFileSync(join(out, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2))
   }
-  const quantization = bits ? { group_size: groupSize, bits, mode: 'affine' } : undefined
+  const moduleEntries = Object.fromEntries(
+    Object.entries(overrides).map(([path, o]) => [path, o === false ? false : { group_size: o.groupSize ?? groupSize, bits: o.bits, mode: 'affine' }]),
+  )
+  const quantization = bits ? { group_size: groupSize, bits, mode: 'affine', ...moduleEntries } : undefined
   const config: Record<string, unknown> = {
     model_type: spec.arch,
     architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[spec.arch]],
@@ -163,7 +178,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     rope_theta: spec.arch === 'llama' ? 500000 : 1000000,
     max_position_embeddings: 40960,
     tie_word_embeddings: tie,
-    torch_dtype: floatDtype === 'f32' ? 'float32' : 'bfloat16',
+    torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[floatDtype as 'f32' | 'f16' | 'bf16'],
     eos_token_id: QWEN3_EOS.imEnd,
     ...(spec.arch === 'llama'
       ? { attention_bias: false, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }

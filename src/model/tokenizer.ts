@@ -1,20 +1,17 @@
-/** Tokenizer and chat template of a model folder, through the well-kept implementations: @huggingface/tokenizers for
- * tokenizer.json and @huggingface/jinja for the chat template in tokenizer_config.json. */
-import { Template } from '@huggingface/jinja'
+/** Tokenizer of a model folder through @huggingface/tokenizers (tokenizer.json), with its chat template (chat-template.ts)
+ * and EOS ids gathered from config.json, generation_config.json and the tokenizer's eos token. */
 import { Tokenizer } from '@huggingface/tokenizers'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readJson } from './checkpoint.ts'
+import { ChatTemplate, type ChatMessage, type ChatTemplateOptions } from './chat-template.ts'
 import { CheckpointError } from './errors.ts'
 
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | 'tool'
-  content: string
-}
+export type { ChatMessage } from './chat-template.ts'
 
 export class ModelTokenizer {
   readonly #tokenizer: Tokenizer
-  readonly #template: Template | null
+  readonly #template: ChatTemplate | null
   readonly eosTokenIds: number[]
   readonly bosToken: string | null
   readonly eosToken: string | null
@@ -26,8 +23,11 @@ export class ModelTokenizer {
     const tokenText = (v: unknown) => (typeof v === 'string' ? v : v && typeof v === 'object' && 'content' in v ? String((v as { content: unknown }).content) : null)
     this.bosToken = tokenText(config.bos_token)
     this.eosToken = tokenText(config.eos_token)
-    const template = config.chat_template
-    this.#template = typeof template === 'string' ? new Template(template) : null
+    // newer Hugging Face folders keep the template beside the config, in chat_template.jinja
+    const jinja = join(dir, 'chat_template.jinja')
+    this.#template =
+      ChatTemplate.fromTokenizerConfig(config, { bos: this.bosToken, eos: this.eosToken }) ??
+      (existsSync(jinja) ? new ChatTemplate(readFileSync(jinja, 'utf8'), { bos: this.bosToken, eos: this.eosToken }) : null)
     // EOS from config.json, generation_config.json and the tokenizer's own eos token, deduplicated.
     const generation = existsSync(join(dir, 'generation_config.json')) ? readJson(join(dir, 'generation_config.json'), 'generation_config.json') : {}
     const genEos = generation.eos_token_id
@@ -59,14 +59,8 @@ export class ModelTokenizer {
   }
 
   /** Renders messages with the model's chat template, ending with the assistant prompt. */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addGenerationPrompt?: boolean; enableThinking?: boolean } = {}): string {
+  applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.#template) throw new CheckpointError('E_NO_TEMPLATE', 'this model has no chat_template in tokenizer_config.json', 'use a raw prompt instead')
-    return this.#template.render({
-      messages,
-      add_generation_prompt: options.addGenerationPrompt ?? true,
-      enable_thinking: options.enableThinking ?? false,
-      bos_token: this.bosToken ?? '',
-      eos_token: this.eosToken ?? '',
-    })
+    return this.#template.render(messages, options)
   }
 }

@@ -6,6 +6,10 @@ import { CheckpointError } from './errors.ts'
 import type { QuantizationConfig } from './quantization.ts'
 import { tensorBytes } from './safetensors.ts'
 
+/** What a parameter may be stored as: float weights (f32/f16/bf16) or MLX-packed quantized words (u32). */
+export type StorageKind = 'float' | 'packed'
+const ALLOWED: Record<StorageKind, readonly string[]> = { float: ['f32', 'f16', 'bf16'], packed: ['u32'] }
+
 export type LinearWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
 
 export class Weights {
@@ -30,13 +34,16 @@ export class Weights {
     return this.checkpoint.tensors.has(this.#path(name))
   }
 
-  /** Loads (memory-mapped, no copy on the cpu backend) and claims one tensor, checking its shape when given. */
-  tensor(name: string, shape?: readonly number[]): Tensor {
+  /** Loads (memory-mapped, no copy on the cpu backend) and claims one tensor, checking its shape when given and its dtype. */
+  tensor(name: string, shape?: readonly number[], kind: StorageKind = 'float'): Tensor {
     const path = this.#path(name)
     const entry = this.checkpoint.tensors.get(path)
     if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
     if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
       throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
+    }
+    if (!ALLOWED[kind].includes(entry.dtype)) {
+      throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : 'config.json says this layer is quantized but its weight is not packed u32')
     }
     if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
     this.claimed.add(path)
@@ -56,7 +63,7 @@ export class Weights {
       throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}`)
     }
     const matrix: QuantizedMatrix = {
-      weight: w.tensor('weight', [outFeatures, (inFeatures * bits) / 32]),
+      weight: w.tensor('weight', [outFeatures, (inFeatures * bits) / 32], 'packed'),
       scales: w.tensor('scales', [outFeatures, inFeatures / groupSize]),
       biases: w.tensor('biases', [outFeatures, inFeatures / groupSize]),
       groupSize,

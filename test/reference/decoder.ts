@@ -1,6 +1,6 @@
 /** An independent float64 decoder forward for llama / qwen2 / qwen3, written from the architectures' definitions (mlx-lm
  * llama.py, qwen2.py, qwen3.py): no model code from src/, only the safetensors reader. Slow and simple on purpose. */
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readSafetensorsHeader, tensorBytes } from '../../src/model/safetensors.ts'
 import { dequantize } from './kernels.ts'
@@ -24,7 +24,9 @@ export class ReferenceDecoder {
 
   constructor(dir: string) {
     this.c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
-    for (const f of ['model.safetensors']) {
+    const index = join(dir, 'model.safetensors.index.json')
+    const files = existsSync(index) ? [...new Set(Object.values(JSON.parse(readFileSync(index, 'utf8')).weight_map as Record<string, string>))] : ['model.safetensors']
+    for (const f of files) {
       for (const e of readSafetensorsHeader(join(dir, f)).entries) this.#t.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: tensorBytes(e) })
     }
   }
@@ -34,10 +36,22 @@ export class ReferenceDecoder {
     return values(t.dtype, t.bytes)
   }
 
+  readonly #mats = new Map<string, Mat>()
+
+  /** A weight matrix in float64, dequantized once and kept (the embedding is read for every call). */
   mat(name: string): Mat {
+    let m = this.#mats.get(name)
+    if (!m) this.#mats.set(name, (m = this.#load(name)))
+    return m
+  }
+
+  #load(name: string): Mat {
     const w = this.#t.get(`${name}.weight`)!
-    if (!this.#t.has(`${name}.scales`)) return { rows: w.shape[0]!, cols: w.shape[1]!, v: values(w.dtype, w.bytes) }
-    const q = this.c.quantization
+    // MLX rule: quantized when the module's path is listed in `quantization` (false = float) or its .scales exist
+    const quant = this.c.quantization ?? {}
+    const own = quant[name]
+    if (own === false || (own === undefined && !this.#t.has(`${name}.scales`))) return { rows: w.shape[0]!, cols: w.shape[1]!, v: values(w.dtype, w.bytes) }
+    const q = { bits: own?.bits ?? quant.bits, group_size: own?.group_size ?? quant.group_size }
     const rows = w.shape[0]!
     const cols = (w.shape[1]! * 32) / q.bits
     const words = new Uint32Array(w.bytes.slice().buffer)
@@ -47,7 +61,7 @@ export class ReferenceDecoder {
   /** Logits at every position of `tokens` (full recompute, causal). */
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
     const c = this.c
-    const H = c.num_attention_heads, KH = c.num_key_value_heads, D = c.head_dim, hidden = c.hidden_size, eps = c.rms_norm_eps
+    const H = c.num_attention_heads, KH = c.num_key_value_heads ?? H, hidden = c.hidden_size, D = c.head_dim ?? hidden / H, eps = c.rms_norm_eps
     const T = tokens.length
     const embed = this.mat('model.embed_tokens')
     let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden))
@@ -64,8 +78,9 @@ export class ReferenceDecoder {
         for (const r of q) for (let hh = 0; hh < H; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), qn, eps), hh * D)
         for (const r of k) for (let hh = 0; hh < KH; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), kn, eps), hh * D)
       }
+      const ropeScale = c.rope_scaling?.rope_type === 'linear' || c.rope_scaling?.type === 'linear' ? 1 / c.rope_scaling.factor : 1
       for (let t = 0; t < T; t++) {
-        const pos = positions[t] ?? t
+        const pos = (positions[t] ?? t) * ropeScale
         rotate(q[t]!, H, D, pos, invFreq)
         rotate(k[t]!, KH, D, pos, invFreq)
       }
@@ -100,10 +115,11 @@ export class ReferenceDecoder {
     return h.map((r) => mv(head, rms(r, norm, eps)))
   }
 
-  /** inverse frequencies: base^(-2i/D), or llama3's stretched periods (mlx-lm Llama3RoPE), computed here independently */
+  /** inverse frequencies: base^(-2i/D), or llama3's stretched periods (mlx-lm Llama3RoPE), computed here independently;
+   * linear scaling instead multiplies positions by 1/factor (above) */
   #invFreq(): number[] {
     const c = this.c
-    const D = c.head_dim, base = c.rope_theta
+    const D = c.head_dim ?? c.hidden_size / c.num_attention_heads, base = c.rope_theta
     const out: number[] = []
     for (let i = 0; i < D / 2; i++) {
       let period = base ** ((2 * i) / D)

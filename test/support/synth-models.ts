@@ -1,5 +1,5 @@
 /** Small synthetic models for tests, written once per test process into a temp folder and reused. */
-import { mkdtempSync } from 'node:fs'
+import { cpSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { synthesizeModel, type SynthArch, type SynthDtype, type SynthSpec } from '../../src/model/synth.ts'
@@ -7,6 +7,7 @@ import { synthesizeModel, type SynthArch, type SynthDtype, type SynthSpec } from
 const root = mkdtempSync(join(tmpdir(), 'dbc-models-'))
 const made = new Map<string, Promise<string>>()
 
+/** 3 layers, hidden 64, GQA 4:2, head_dim 16; the real Qwen3 vocabulary (151,936), so the real tokenizer drives it. */
 export const TINY = { layers: 3, hidden: 64, heads: 4, kvHeads: 2, headDim: 16, intermediate: 128 }
 
 export function synthModel(arch: SynthArch, dtype: SynthDtype, extra: Partial<SynthSpec> = {}): Promise<string> {
@@ -19,4 +20,11 @@ export function synthModel(arch: SynthArch, dtype: SynthDtype, extra: Partial<Sy
     made.set(key, dir)
   }
   return dir
+}
+
+/** A private copy of a model folder, for tests that edit or damage it. */
+export function copyOfModel(dir: string): string {
+  const copy = mkdtempSync(join(root, 'copy-'))
+  cpSync(dir, copy, { recursive: true })
+  return copy
 }
