@@ -7,7 +7,7 @@ import { hkdf } from '@noble/hashes/hkdf.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { LinkError } from './errors.ts'
-import { SEALED_HEADER_BYTES, TAG_BYTES } from './frames.ts'
+import { FRAME_HEADER_BYTES, SEALED_HEADER_BYTES, TAG_BYTES } from './frames.ts'
 
 export type CipherName = 'aes-256-gcm' | 'chacha20-poly1305'
 
@@ -46,17 +46,21 @@ export function aadFor(clusterId: Uint8Array, header: SealedHeader, seq: bigint)
   return aad
 }
 
-/** Low-level AEAD: seal(key, nonce, aad, plaintext) → ciphertext ‖ tag; open throws on any mismatch. */
-export function seal(cipher: CipherName, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
-  if (cipher === 'chacha20-poly1305') return chacha20poly1305(key, nonce, aad).encrypt(plaintext)
+/** Low-level AEAD: seal(key, nonce, aad, plaintext) → ciphertext ‖ tag; open throws on any mismatch.
+ * With `into`/`at`, the result is written there (one copy on the hot path instead of three). */
+export function seal(cipher: CipherName, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, into?: Uint8Array, at = 0): Uint8Array {
+  const out = into ?? new Uint8Array(plaintext.byteLength + TAG_BYTES)
+  if (cipher === 'chacha20-poly1305') {
+    out.set(chacha20poly1305(key, nonce, aad).encrypt(plaintext), at)
+    return out
+  }
   const c = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES })
   c.setAAD(aad)
   const head = c.update(plaintext)
   const tail = c.final()
-  const out = new Uint8Array(head.byteLength + tail.byteLength + TAG_BYTES)
-  out.set(head, 0)
-  out.set(tail, head.byteLength)
-  out.set(c.getAuthTag(), head.byteLength + tail.byteLength)
+  out.set(head, at)
+  out.set(tail, at + head.byteLength)
+  out.set(c.getAuthTag(), at + head.byteLength + tail.byteLength)
   return out
 }
 
@@ -108,15 +112,21 @@ export class AeadSender {
   }
   /** Returns the sealed body: u64 seq | u32 stage | u64 request id | ciphertext ‖ tag. */
   seal(header: SealedHeader, plaintext: Uint8Array): Uint8Array {
+    return this.sealFrame(header, plaintext).subarray(FRAME_HEADER_BYTES)
+  }
+
+  /** The whole wire frame (length, type, sealed body) in one buffer, written once. */
+  sealFrame(header: SealedHeader, plaintext: Uint8Array): Uint8Array {
     const { key, seq, clusterId } = this.#dir.next()
-    const sealed = seal(this.options.cipher, key, nonceFor(this.options.direction, seq), aadFor(clusterId, header, seq), plaintext)
-    const body = new Uint8Array(SEALED_HEADER_BYTES + sealed.byteLength)
-    const view = new DataView(body.buffer)
-    view.setBigUint64(0, seq, true)
-    view.setUint32(8, header.stage, true)
-    view.setBigUint64(12, header.requestId, true)
-    body.set(sealed, SEALED_HEADER_BYTES)
-    return body
+    const frame = new Uint8Array(FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + plaintext.byteLength + TAG_BYTES)
+    const view = new DataView(frame.buffer)
+    view.setBigUint64(0, BigInt(frame.byteLength - 8), true)
+    frame[8] = header.type
+    view.setBigUint64(FRAME_HEADER_BYTES, seq, true)
+    view.setUint32(FRAME_HEADER_BYTES + 8, header.stage, true)
+    view.setBigUint64(FRAME_HEADER_BYTES + 12, header.requestId, true)
+    seal(this.options.cipher, key, nonceFor(this.options.direction, seq), aadFor(clusterId, header, seq), plaintext, frame, FRAME_HEADER_BYTES + SEALED_HEADER_BYTES)
+    return frame
   }
 }
 

@@ -31,7 +31,8 @@ export class FrameDecoder {
     for (;;) {
       if (this.#need < 0) {
         if (this.#buffered < 8) break
-        const len = new DataView(this.#take(8, false).buffer).getBigUint64(0, true)
+        const prefix = this.#take(8, false)
+        const len = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true)
         if (len < 1n) throw new LinkError('E_FRAME_EMPTY', 'a frame declared zero length', 'the peer is not speaking the dbcluster link protocol')
         if (len > BigInt(this.maxFrameBytes + 1)) {
           throw new LinkError('E_FRAME_TOO_LARGE', `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`, 'the peer is broken or hostile; the link was closed')
@@ -46,11 +47,25 @@ export class FrameDecoder {
       if (!frameTypeName(type)) throw new LinkError('E_FRAME_TYPE', `unknown frame type ${type}`, 'the peer runs another protocol version')
       frames.push({ type, body: bytes.subarray(1) })
     }
+    // The socket may reuse its read buffer after this call: keep a copy of whatever stays buffered. Frames returned
+    // above may be views of it, so callers consume them before returning (SealedLink does) or copy them.
+    const last = this.#chunks.length - 1
+    if (last >= 0 && this.#chunks[last]!.buffer === chunk.buffer) this.#chunks[last] = this.#chunks[last]!.slice()
     return frames
   }
 
-  /** Copies the first n buffered bytes; consumes them when `consume`. */
+  /** The first n buffered bytes (a view when one chunk holds them all, else a copy); consumes them when `consume`. */
   #take(n: number, consume: boolean): Uint8Array {
+    const first = this.#chunks[0]!
+    if (first.byteLength >= n) {
+      const view = first.subarray(0, n)
+      if (consume) {
+        if (first.byteLength === n) this.#chunks.shift()
+        else this.#chunks[0] = first.subarray(n)
+        this.#buffered -= n
+      }
+      return view
+    }
     const out = new Uint8Array(n)
     let filled = 0
     let i = 0

@@ -93,9 +93,8 @@ export class SealedLink {
     if (this.#closed) throw this.stats.closeReason ?? new LinkError('E_LINK_CLOSED', `the link to ${this.peerSerial || 'the peer'} is closed`)
     if (!this.#sender) throw new LinkError('E_LINK_NOT_READY', 'the handshake has not finished')
     if (payload.byteLength > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds ${this.#o.maxFrameBytes}`)
-    const body = this.#sender.seal({ type, stage: header.stage ?? 0, requestId: header.requestId ?? 0n }, payload)
     this.stats.sent++
-    this.#write(encodeFrame(type, body))
+    this.#write(this.#sender.sealFrame({ type, stage: header.stage ?? 0, requestId: header.requestId ?? 0n }, payload))
   }
 
   close(reason: LinkError | null = null): void {
@@ -129,7 +128,20 @@ export class SealedLink {
     } catch (error) {
       return this.close(error as LinkError)
     }
-    void this.#handleAll(frames)
+    if (this.#receiver && !this.#chainBusy) {
+      // established and nothing queued behind an async handshake step: handle in place, no promise hops per frame
+      for (const f of frames) {
+        if (this.#closed) return
+        try {
+          this.#handleSealed(f)
+        } catch (error) {
+          return this.close(error instanceof LinkError ? error : new LinkError('E_LINK', (error as Error).message))
+        }
+      }
+      return
+    }
+    // handled later (after an async handshake step): own the bytes, the socket may reuse its buffer
+    void this.#handleAll(frames.map((f) => ({ type: f.type, body: f.body.slice() })))
   }
 
   drain(): void {
@@ -137,8 +149,10 @@ export class SealedLink {
   }
 
   #chain: Promise<void> = Promise.resolve()
+  #chainBusy = 0
   /** Frames are handled strictly in order, even though the handshake steps are async. */
   #handleAll(frames: RawFrame[]): Promise<void> {
+    this.#chainBusy++
     this.#chain = this.#chain.then(async () => {
       for (const f of frames) {
         if (this.#closed) return
@@ -155,7 +169,7 @@ export class SealedLink {
           return
         }
       }
-    })
+    }).finally(() => this.#chainBusy--)
     return this.#chain
   }
 
@@ -176,8 +190,12 @@ export class SealedLink {
       }
       throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' out of turn`)
     }
+    this.#handleSealed(f)
+  }
+
+  #handleSealed(f: RawFrame): void {
     if (isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' on an established link`)
-    const { header, plaintext } = this.#receiver.open(f.type, f.body)
+    const { header, plaintext } = this.#receiver!.open(f.type, f.body)
     this.stats.received++
     if (f.type === FrameType.ping) return this.send(FrameType.pong, plaintext)
     if (f.type === FrameType.pong) {
