@@ -38,6 +38,12 @@ export function requireInt(raw: Record<string, unknown>, key: string): number {
   return v
 }
 
+function positiveNumber(raw: Record<string, unknown>, key: string, fallback: number): number {
+  const v = raw[key] ?? fallback
+  if (typeof v !== 'number' || !(v > 0)) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive number, got ${JSON.stringify(v)}`)
+  return v
+}
+
 function parseRopeScaling(raw: unknown): RopeScaling {
   const none: RopeScaling = { type: 'default', factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 }
   if (!raw || typeof raw !== 'object') return none
@@ -46,9 +52,11 @@ function parseRopeScaling(raw: unknown): RopeScaling {
   if (type !== 'default' && type !== 'linear' && type !== 'llama3') {
     throw new CheckpointError('E_CONFIG', `rope_scaling type '${type}' is not supported`, 'supported: default, linear, llama3')
   }
+  const factor = Number(r.factor ?? 1)
+  if (!(factor > 0)) throw new CheckpointError('E_CONFIG', `rope_scaling factor must be positive, got ${JSON.stringify(r.factor)}`)
   return {
     type,
-    factor: Number(r.factor ?? 1),
+    factor,
     lowFreqFactor: Number(r.low_freq_factor ?? 1),
     highFreqFactor: Number(r.high_freq_factor ?? 4),
     originalMaxPositions: Number(r.original_max_position_embeddings ?? 8192),
@@ -59,18 +67,26 @@ function parseRopeScaling(raw: unknown): RopeScaling {
 export function parseDecoderConfig(raw: Record<string, unknown>, overrides: { tieWordEmbeddings?: boolean; attentionBias?: boolean } = {}): DecoderConfig {
   const hiddenSize = requireInt(raw, 'hidden_size')
   const numHeads = requireInt(raw, 'num_attention_heads')
+  const numKvHeads = raw.num_key_value_heads === undefined || raw.num_key_value_heads === null ? numHeads : requireInt(raw, 'num_key_value_heads')
+  if (numHeads % numKvHeads) {
+    throw new CheckpointError('E_CONFIG', `config.json: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`)
+  }
+  const headDim = raw.head_dim === undefined || raw.head_dim === null ? hiddenSize / numHeads : requireInt(raw, 'head_dim')
+  if (!Number.isInteger(headDim) || headDim % 2) {
+    throw new CheckpointError('E_CONFIG', `config.json: head_dim ${headDim} must be an even integer`, 'set head_dim, or make hidden_size a multiple of num_attention_heads')
+  }
   const eos = raw.eos_token_id
   return {
     modelType: String(raw.model_type),
     hiddenSize,
     numLayers: requireInt(raw, 'num_hidden_layers'),
     numHeads,
-    numKvHeads: typeof raw.num_key_value_heads === 'number' ? raw.num_key_value_heads : numHeads,
-    headDim: typeof raw.head_dim === 'number' ? raw.head_dim : hiddenSize / numHeads,
+    numKvHeads,
+    headDim,
     intermediateSize: requireInt(raw, 'intermediate_size'),
     vocabSize: requireInt(raw, 'vocab_size'),
-    rmsNormEps: Number(raw.rms_norm_eps ?? 1e-6),
-    ropeTheta: Number(raw.rope_theta ?? 10000),
+    rmsNormEps: positiveNumber(raw, 'rms_norm_eps', 1e-6),
+    ropeTheta: positiveNumber(raw, 'rope_theta', 10000),
     ropeTraditional: Boolean(raw.rope_traditional ?? false),
     ropeScaling: parseRopeScaling(raw.rope_scaling),
     tieWordEmbeddings: typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : (overrides.tieWordEmbeddings ?? true),

@@ -1,5 +1,5 @@
 /** MLX affine quantization of a float matrix (mlx ops.cpp affine_quantize): per group, bias = the edge value with the
- * larger magnitude, scale may be negative, q = round((w − bias)/scale) clipped to [0, 2^bits − 1], packed LSB-first. */
+ * larger magnitude (0 when it rounds to level 0), scale may be negative, q = round((w − bias)/scale) clipped to [0, 2^bits − 1], packed LSB-first. */
 export interface Quantized {
   words: Uint32Array
   scales: Float32Array
@@ -29,7 +29,7 @@ export function quantizeAffine(w: Float32Array, rows: number, cols: number, grou
       const q0 = Math.round(edge / scale)
       if (q0 !== 0) scale = edge / q0
       scale = Math.fround(scale)
-      const bias = Math.fround(edge)
+      const bias = q0 === 0 ? 0 : Math.fround(edge)
       scales[r * groups + g] = scale
       biases[r * groups + g] = bias
       for (let i = 0; i < groupSize; i++) {

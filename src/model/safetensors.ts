@@ -14,7 +14,10 @@ export interface TensorEntry {
   file: string
 }
 
-const DTYPES: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', U32: 'u32', I32: 'i32', U8: 'u8' }
+/** Checkpoint dtypes a model may hold: float weights and MLX-packed u32 words. Anything else (F64, I8, the U8 scales of
+ * mxfp4…) is refused with the tensor's name. */
+const DTYPES: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', U32: 'u32' }
+const NAMES = Object.fromEntries(Object.entries(DTYPES).map(([name, dtype]) => [dtype, name])) as Partial<Record<DType, string>>
 const SIZES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, u32: 4, i32: 4, u8: 1 }
 const MAX_HEADER = 100 * 1024 * 1024
 
@@ -94,7 +97,8 @@ export async function writeSafetensors(
   const header: Record<string, unknown> = { __metadata__: metadata }
   let offset = 0
   for (const t of tensors) {
-    const name = Object.entries(DTYPES).find(([, v]) => v === t.dtype)![0]
+    const name = NAMES[t.dtype]
+    if (!name) throw new CheckpointError('E_CKPT_DTYPE', `cannot write tensor ${t.name} as ${t.dtype}`, `supported: ${Object.keys(DTYPES).join(', ')}`)
     header[t.name] = { dtype: name, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] }
     offset += t.data.byteLength
   }

@@ -39,11 +39,11 @@ export class Weights {
     const path = this.#path(name)
     const entry = this.checkpoint.tensors.get(path)
     if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
-    if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
-      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
-    }
     if (!ALLOWED[kind].includes(entry.dtype)) {
       throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : 'config.json says this layer is quantized but its weight is not packed u32')
+    }
+    if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
+      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
     }
     if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
     this.claimed.add(path)

@@ -1,12 +1,13 @@
 /** Bad checkpoints fail with a clear error naming the file or tensor, never a crash or a silent half-load. */
 import { describe, expect, test } from 'bun:test'
-import { cpSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { writeSafetensors } from '../../src/model/safetensors.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
-import { synthModel } from '../support/synth-models.ts'
+import { ModelTokenizer } from '../../src/model/tokenizer.ts'
+import { copyOfModel, synthModel } from '../support/synth-models.ts'
 
 const backend = openCpuBackend()
 
@@ -77,6 +78,51 @@ describe('bad checkpoints', () => {
       h['model.layers.0.mystery.weight'].dtype = 'F64'
     })
     expect(() => ModelStage.load(dir, backend)).toThrow(/unsupported dtype F64/)
+  })
+
+  test('a quantized layer whose .scales are missing is refused by dtype, with the reason', async () => {
+    const dir = copyOfModel(await synthModel('qwen3', 'q4'))
+    rewriteHeader(join(dir, 'model.safetensors'), (h) => {
+      h['model.layers.0.mlp.up_proj.scalez'] = h['model.layers.0.mlp.up_proj.scales']
+      delete h['model.layers.0.mlp.up_proj.scales']
+    })
+    expect(() => ModelStage.load(dir, backend)).toThrow(/tensor model\.layers\.0\.mlp\.up_proj\.weight is u32, expected f32 or f16 or bf16/)
+  })
+
+  test('quantization bits in config.json that do not match the packed weights are a shape error', async () => {
+    const dir = copyOfModel(await synthModel('qwen3', 'q4'))
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization: { group_size: 32, bits: 8 } }))
+    expect(() => ModelStage.load(dir, backend)).toThrow(/model\.embed_tokens\.weight has shape \[151936, 8\], expected \[151936, 16\]/)
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } }))
+    expect(() => ModelStage.load(dir, backend)).toThrow(/quantization mode 'nvfp4'/)
+  })
+
+  test('a file named in the index but absent, and an index without a weight map', async () => {
+    const dir = copyOfModel(await synthModel('qwen2', 'bf16', { shardBytes: 64 * 1024 }))
+    const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8'))
+    const victim = index.weight_map['model.layers.1.mlp.down_proj.weight']
+    rmSync(join(dir, victim))
+    expect(() => ModelStage.load(dir, backend)).toThrow(new RegExp(`${victim} is listed in the index but missing`))
+    writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {} }))
+    expect(() => ModelStage.load(dir, backend)).toThrow(/has no weight_map/)
+  })
+
+  test('a layer range outside the model is refused', async () => {
+    const dir = await synthModel('qwen3', 'bf16')
+    expect(() => ModelStage.load(dir, backend, { lo: 2, hi: 5 })).toThrow(/layer range \[2, 5\) is not inside the model's 3 layers/)
+    expect(() => ModelStage.load(dir, backend, { lo: 1, hi: 1 })).toThrow(/layer range \[1, 1\)/)
+  })
+
+  test('a model without a chat template refuses --chat with a hint', async () => {
+    const dir = copyOfModel(await synthModel('qwen3', 'bf16'))
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'))
+    delete config.chat_template
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config))
+    const tokenizer = new ModelTokenizer(dir)
+    expect(tokenizer.hasChatTemplate).toBe(false)
+    expect(() => tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }])).toThrow(/no chat_template/)
+    expect(tokenizer.decode(tokenizer.encode('still tokenizes'))).toBe('still tokenizes')
   })
 
   test('a missing config.json says what to point --model at', () => {

@@ -1,13 +1,15 @@
 /** The shard seam: stages chained in one process == the monolithic model; batched rows == rows alone; chunked prefill ==
  * one-shot prefill; synthetic weights give varied greedy output. */
 import { describe, expect, test } from 'bun:test'
+import { readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
 import { generate } from '../../src/engine/generate.ts'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
 import { GREEDY, argmax } from '../../src/engine/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import { maxAbsDiff } from '../reference/kernels.ts'
-import { synthModel } from '../support/synth-models.ts'
+import { copyOfModel, synthModel } from '../support/synth-models.ts'
 
 const backend = openCpuBackend()
 const PROMPT = [9707, 11, 1879, 0, 3555, 525, 1207, 30]
@@ -55,6 +57,25 @@ describe('shard composition', () => {
     expect(last.weightBytes).toBeLessThan(mono.weightBytes * 0.7)
     last.close()
     mono.close()
+  })
+
+  test('a middle stage opens only the files that hold its layers: it loads with every other file deleted', async () => {
+    const dir = copyOfModel(await synthModel('qwen3', 'bf16', { shardBytes: 64 * 1024 }))
+    const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> }
+    const needed = new Set(Object.entries(index.weight_map).filter(([name]) => name.startsWith('model.layers.1.')).map(([, f]) => f))
+    const all = new Set(Object.values(index.weight_map))
+    expect(needed.size).toBeLessThan(all.size)
+    for (const f of all) if (!needed.has(f)) rmSync(join(dir, f))
+    const middle = ModelStage.load(dir, backend, { lo: 1, hi: 2, slots: 1, maxLen: 16 })
+    expect(middle.range).toEqual({ lo: 1, hi: 2, first: false, last: false })
+    const hidden = Float32Array.from({ length: 2 * 64 }, (_, i) => Math.sin(i))
+    const out = middle.forward({ hidden, slots: Int32Array.of(0, 0), positions: Int32Array.of(0, 1) })
+    expect(out.logits).toBeUndefined()
+    expect(out.hidden!.length).toBe(2 * 64)
+    expect(maxAbsDiff(out.hidden!, hidden)).toBeGreaterThan(1e-3) // the layer changed the residual stream
+    expect(() => middle.forward({ tokens: Int32Array.of(1), slots: Int32Array.of(0), positions: Int32Array.of(2) })).toThrow(/needs hidden states \[1, 64\]/)
+    middle.close()
+    expect(() => ModelStage.load(dir, backend, { slots: 1, maxLen: 16 })).toThrow(/listed in the index but missing/)
   })
 })
 
