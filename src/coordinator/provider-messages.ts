@@ -15,6 +15,9 @@ export interface Register {
   key_kind?: KeyKind
 }
 
+/** Close code for a socket whose provider registered again on a newer connection. */
+export const CLOSE_REPLACED = 4001
+
 export interface Heartbeat {
   type: 'heartbeat'
 }

@@ -4,7 +4,7 @@ import { assertNever } from '../errors.ts'
 import type { Identity } from '../trust/identity.ts'
 import { decideClusterRegistration } from './cluster-registration.ts'
 import { CoordinatorError } from './errors.ts'
-import type { CoordinatorEvent, ProviderCommand } from './provider-messages.ts'
+import { CLOSE_REPLACED, type CoordinatorEvent, type ProviderCommand } from './provider-messages.ts'
 import { decideRegistration } from './registration.ts'
 import { LIMITS, parseProviderCommand } from './schemas.ts'
 import type { CoordinatorStore } from './store.ts'
@@ -31,8 +31,6 @@ export interface ProviderSocketsDeps {
 
 type Socket = ServerWebSocket<SocketData>
 
-/** Close code for a socket whose provider registered again on a newer connection. */
-export const CLOSE_REPLACED = 4001
 
 export class ProviderSockets {
   readonly #active = new Map<string, Socket>()
