@@ -6,6 +6,7 @@ export default defineCommand({
   subCommands: {
     kernels: () => import('./bench-kernels.ts').then((m) => m.default),
     decode: () => import('./bench-decode.ts').then((m) => m.default),
+    coordinator: () => import('./bench-coordinator.ts').then((m) => m.default),
     link: () => import('./bench-link.ts').then((m) => m.default),
   },
 })
