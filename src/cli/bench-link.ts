@@ -4,6 +4,7 @@ import { consola } from 'consola'
 import { runLinkBench, runLinkPeer } from '../bench/link.ts'
 import { UsageError } from '../errors.ts'
 import type { CipherName } from '../link/aead-channel.ts'
+import { selfCommand } from '../self-command.ts'
 
 const parseSize = (s: string): number => {
   const m = /^(\d+)([KMG]?)B?$/i.exec(s.trim())
@@ -23,11 +24,10 @@ export default defineCommand({
     const cipher = args.cipher as CipherName
     if (cipher !== 'aes-256-gcm' && cipher !== 'chacha20-poly1305') throw new UsageError(`unknown cipher '${args.cipher}'`, 'use aes-256-gcm or chacha20-poly1305')
     if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher)
-    const self = process.execPath.endsWith('/bun') || process.execPath.endsWith('/bun.exe') ? [process.execPath, Bun.main] : [process.execPath]
     const result = await runLinkBench({
       sizes: args.sizes.split(',').map(parseSize),
       cipher,
-      peerCommand: [...self, 'bench', 'link'],
+      peerCommand: [...selfCommand(), 'bench', 'link'],
       onProgress: (l) => !args.json && consola.start(l),
     })
     if (args.json) return console.log(JSON.stringify(result))

@@ -8,7 +8,13 @@ import { ServingMetrics } from '../engine/metrics.ts'
 import { LocalPipeline } from '../engine/pipeline.ts'
 import { Scheduler } from '../engine/scheduler.ts'
 import { ensureDemoModel } from '../model/demo-model.ts'
-import { ModelStage } from '../model/shard.ts'
+import { HeadPipeline, StageNode } from '../cluster/ring.ts'
+import { layerRanges, parsePeers } from '../cluster/membership.ts'
+import type { Pipeline } from '../model/pipeline.ts'
+import { ModelStage, readModelConfig } from '../model/shard.ts'
+import { machineSerial } from '../trust/machine-info.ts'
+import { authorizeByPins, FilePinStore } from '../trust/pinned-keys.ts'
+import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
 
@@ -33,6 +39,12 @@ export default defineCommand({
     'model-id': { type: 'string', description: 'Model name reported by /v1/models (default: the folder name)' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
+    peers: { type: 'string', description: 'Form a pipeline cluster: every node’s link address in rank order (host:port,host:port,…)', valueHint: 'LIST' },
+    rank: { type: 'string', description: 'This node’s rank in --peers (0 = the head, which serves the API)', default: '0' },
+    split: { type: 'string', description: 'Layers per node, e.g. 18,10 (default: an even split)', valueHint: 'N,N' },
+    'node-name': { type: 'string', description: 'This node’s serial for pins and handshakes (default: the machine serial)' },
+    'cluster-id': { type: 'string', description: 'Cluster id bound into every handshake and frame', default: 'dbcluster' },
+    'ping-interval': { type: 'string', description: 'Seconds between link pings; 3 missed = peer unavailable', default: '5' },
   },
   async run({ args }) {
     const port = Number(args.port)
@@ -46,11 +58,46 @@ export default defineCommand({
     const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
     consola.info(reason)
     const maxBatch = positiveInt(args['max-batch'], 'max-batch')
-    const stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen: positiveInt(args['max-context'], 'max-context') })
+    const maxLen = positiveInt(args['max-context'], 'max-context')
+    let pipeline: Pipeline
+    let stage: ModelStage
+    let ring: HeadPipeline | null = null
+    if (args.peers) {
+      const peers = parsePeers(args.peers)
+      const rank = Number(args.rank)
+      if (!Number.isInteger(rank) || rank < 0 || rank >= peers.length) throw new UsageError(`--rank must be 0..${peers.length - 1}`)
+      const config = readModelConfig(dir)
+      const [lo, hi] = layerRanges(config.numLayers, peers.length, args.split)[rank]!
+      stage = ModelStage.load(dir, backend, { lo, hi, slots: maxBatch, maxLen })
+      const { identity } = loadLocalIdentity()
+      const link = {
+        identity,
+        serial: args['node-name'] ?? machineSerial(),
+        clusterId: args['cluster-id'],
+        authorize: authorizeByPins(new FilePinStore(defaultPinFile())),
+        pingIntervalMs: Number(args['ping-interval']) * 1000,
+        backoffMs: Math.max(500, Number(args['ping-interval']) * 1000),
+      }
+      consola.info(`rank ${rank} of ${peers.length}: layers [${lo}, ${hi}) of ${config.numLayers}; link ${peers[rank]!.host}:${peers[rank]!.port}`)
+      if (rank > 0) {
+        new StageNode({ rank, peers, stage, link })
+        console.log(`stage ${rank} ready`)
+        await new Promise<void>((done) => {
+          process.once('SIGINT', () => done())
+          process.once('SIGTERM', () => done())
+        })
+        return
+      }
+      ring = new HeadPipeline({ rank, peers, stage, link })
+      pipeline = ring
+    } else {
+      stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen })
+      pipeline = new LocalPipeline([stage])
+    }
     const tokenizer = new ModelTokenizer(dir, stage.config.eosTokenIds)
     const metrics = new ServingMetrics()
     const scheduler = new Scheduler(
-      new LocalPipeline([stage]),
+      pipeline,
       (ids) => tokenizer.decode(ids),
       {
         maxBatch,
@@ -60,6 +107,13 @@ export default defineCommand({
       },
       metrics,
     )
+    if (ring) {
+      scheduler.setDegraded(ring.degraded)
+      ring.onDegraded((reason) => {
+        scheduler.setDegraded(reason)
+        if (reason) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
+      })
+    }
     const modelId = args['model-id'] ?? basename(resolve(dir))
     const app = createApp({
       scheduler,
@@ -67,7 +121,14 @@ export default defineCommand({
       modelId,
       metrics,
       apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
-      health: () => ({ backend: backend.name, nodes: 1, layers: stage.config.numLayers, kv_slots_free: stage.cache.freeSlots }),
+      health: () => ({
+        backend: backend.name,
+        nodes: args.peers ? parsePeers(args.peers).length : 1,
+        layers: stage.config.numLayers,
+        head_layers: [stage.range.lo, stage.range.hi],
+        kv_slots_free: stage.cache.freeSlots,
+        ...(ring ? { ring: ring.status() } : {}),
+      }),
     })
     const server = Bun.serve({ hostname: args.host, port, fetch: app.fetch, idleTimeout: 0 })
     consola.success(`serving ${modelId} on http://${server.hostname}:${server.port}/v1 (${backend.name} backend, batch ${maxBatch})`)

@@ -1,17 +1,9 @@
-/** The Pipeline seam the generation loop runs over: token ids in, logits out, KV slots opened and closed on every stage.
- * LocalPipeline chains in-process stages (monolithic = one stage); the cluster provides a remote one with the same shape. */
+/** LocalPipeline: the Pipeline (model/pipeline.ts) over in-process stages chained in order; monolithic = one stage. */
 import { DbcError } from '../errors.ts'
+import type { Pipeline } from '../model/pipeline.ts'
 import type { ModelStage, StageInput, StageOutput } from '../model/shard.ts'
 
-export interface Pipeline {
-  readonly vocabSize: number
-  readonly maxLen: number
-  /** Reserves a KV slot on every stage for a new sequence. */
-  openSequence(): number
-  closeSequence(slot: number): void
-  /** One step through every stage: tokens of the rows in, logits of `logitRows` out. */
-  step(input: StageInput): Promise<Float32Array>
-}
+export type { Pipeline }
 
 export class LocalPipeline implements Pipeline {
   constructor(readonly stages: readonly ModelStage[]) {

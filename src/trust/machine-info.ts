@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { cpus, hostname, release, totalmem, type } from 'node:os'
+import { runningFromSource } from '../self-command.ts'
 import type { RdmaProbes } from './rdma-gate.ts'
 
 function run(cmd: string[], timeout = 2000): string | null {
@@ -40,7 +41,7 @@ export function osVersion(): string {
 
 /** SHA-256 of the running executable (the compiled binary), or of the entry script when run from source. */
 export function binaryHash(): string {
-  const path = process.execPath.endsWith('/bun') ? Bun.main : process.execPath
+  const path = runningFromSource() ? Bun.main : process.execPath
   try {
     return createHash('sha256').update(readFileSync(path)).digest('hex')
   } catch {

@@ -1,0 +1,55 @@
+/** `dbcluster cluster`: run a local N-node cluster, and read a running head's cluster status. */
+import { defineCommand } from 'citty'
+import { consola } from 'consola'
+import { UsageError } from '../errors.ts'
+import { startLocalCluster } from '../cluster/local-cluster.ts'
+import { selfCommand } from '../self-command.ts'
+
+const local = defineCommand({
+  meta: { name: 'local', description: 'Start N nodes of one pipeline cluster on this machine over loopback; the head serves the API on --port' },
+  args: {
+    nodes: { type: 'string', description: 'Number of nodes (each its own process)', default: '2' },
+    model: { type: 'string', description: 'Model folder', required: true, valueHint: 'DIR' },
+    port: { type: 'string', description: 'API port of the head', default: '8080' },
+    split: { type: 'string', description: 'Layers per node, e.g. 18,10', valueHint: 'N,N' },
+    threads: { type: 'string', description: 'CPU threads per node', default: '1' },
+  },
+  async run({ args }) {
+    const nodes = Number(args.nodes)
+    if (!Number.isInteger(nodes) || nodes < 2) throw new UsageError('--nodes must be 2 or more')
+    const extra = ['--backend', 'cpu', '--threads', args.threads, ...(args.split ? ['--split', args.split] : [])]
+    consola.start(`starting ${nodes} nodes`)
+    const cluster = await startLocalCluster({ nodes, model: args.model, apiPort: Number(args.port), self: selfCommand(), extraArgs: extra, onLine: (r, l) => consola.log(`[node ${r}] ${l}`) })
+    consola.success(`cluster of ${nodes} nodes serving on ${cluster.url}/v1 (link ports ${cluster.ports.join(', ')})`)
+    console.log(`listening on ${cluster.url}`)
+    await new Promise<void>((done) => {
+      process.once('SIGINT', () => done())
+      process.once('SIGTERM', () => done())
+    })
+    await cluster.stop()
+  },
+})
+
+const status = defineCommand({
+  meta: { name: 'status', description: 'Members, layer ranges and link health of a running head' },
+  args: {
+    url: { type: 'string', description: 'The head’s API URL', default: 'http://127.0.0.1:8080' },
+    json: { type: 'boolean', description: 'Print the head’s /health JSON', default: false },
+  },
+  async run({ args }) {
+    let health: Record<string, unknown>
+    try {
+      health = (await (await fetch(`${args.url}/health`)).json()) as Record<string, unknown>
+    } catch (error) {
+      throw new UsageError(`cannot reach ${args.url}: ${(error as Error).message}`, 'is `dbcluster serve` running there?')
+    }
+    if (args.json) return console.log(JSON.stringify(health))
+    consola.info(`status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); head layers ${JSON.stringify(health.head_layers)}`)
+    if (health.ring) console.log(JSON.stringify(health.ring, null, 2))
+  },
+})
+
+export default defineCommand({
+  meta: { name: 'cluster', description: 'Pipeline clusters: run one locally, show a running one' },
+  subCommands: { local, status },
+})

@@ -1,0 +1,117 @@
+/** N nodes of one cluster on this machine over loopback (`dbcluster cluster local`, tests, benchmarks): each node gets
+ * its own state folder and identity key, every node pins every other node's key (this launcher is the one vouching,
+ * as a coordinator would), and each runs as its own `dbcluster serve --peers … --rank r` process. */
+import type { Subprocess } from 'bun'
+import { mkdirSync, mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadSoftwareIdentity } from '../trust/identity-software.ts'
+import { FilePinStore } from '../trust/pinned-keys.ts'
+
+export interface LocalClusterOptions {
+  nodes: number
+  model: string
+  apiPort: number
+  /** How to start this program: [bun, src/main.ts] from source, [binary] when compiled. */
+  self: string[]
+  stateDir?: string
+  extraArgs?: string[]
+  /** Per-node environment additions (e.g. threads). */
+  env?: Record<string, string>
+  onLine?: (rank: number, line: string) => void
+}
+
+export interface LocalCluster {
+  url: string
+  ranks: number
+  ports: number[]
+  /** Stops one node (SIGKILL = a crash). */
+  kill(rank: number, signal?: NodeJS.Signals): Promise<void>
+  /** Starts a stopped node again with the same identity and address. */
+  restart(rank: number): Promise<void>
+  stop(): Promise<void>
+}
+
+function freePort(): number {
+  const s = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const port = s.port
+  s.stop(true)
+  return port
+}
+
+async function waitForLine(proc: Subprocess<'ignore', 'pipe', 'pipe'>, pattern: RegExp, onLine: (l: string) => void, timeoutMs = 120_000): Promise<RegExpExecArray> {
+  const reader = proc.stdout.getReader()
+  let text = ''
+  const deadline = Date.now() + timeoutMs
+  try {
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error(`node exited before printing ${pattern}: ${text.slice(-500)} ${await new Response(proc.stderr).text()}`)
+      const chunk = new TextDecoder().decode(value)
+      text += chunk
+      for (const line of chunk.split('\n').filter(Boolean)) onLine(line)
+      const m = pattern.exec(text)
+      if (m) return m
+    }
+    throw new Error(`node did not print ${pattern} in time`)
+  } finally {
+    reader.releaseLock()
+    // keep draining so the pipe never fills
+    void (async () => {
+      const r = proc.stdout.getReader()
+      for (;;) {
+        const { value, done } = await r.read().catch(() => ({ value: undefined, done: true }))
+        if (done) break
+        for (const line of new TextDecoder().decode(value).split('\n').filter(Boolean)) onLine(line)
+      }
+    })()
+  }
+}
+
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const root = options.stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
+  const ports = Array.from({ length: options.nodes }, freePort)
+  const homes = ports.map((_, rank) => join(root, `node-${rank}`))
+  const keys = homes.map((home) => {
+    mkdirSync(home, { recursive: true })
+    return loadSoftwareIdentity(join(home, 'identity.key')).identity
+  })
+  homes.forEach((home) => {
+    const pins = new FilePinStore(join(home, 'pins.json'))
+    keys.forEach((k, r) => pins.set(`node-${r}`, { publicKey: Buffer.from(k.publicKey).toString('base64'), keyKind: k.kind, source: 'local-cluster', pinnedAt: Date.now() }))
+  })
+  const peers = ports.map((p) => `127.0.0.1:${p}`).join(',')
+  const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
+  const onLine = options.onLine ?? (() => {})
+
+  const spawn = async (rank: number) => {
+    const args = [...options.self, 'serve', '--model', options.model, '--peers', peers, '--rank', String(rank), '--node-name', `node-${rank}`, ...(options.extraArgs ?? [])]
+    if (rank === 0) args.push('--port', String(options.apiPort))
+    const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
+    procs[rank] = proc
+    return waitForLine(proc, rank === 0 ? /listening on (\S+)/ : /stage \d+ ready/, (l) => onLine(rank, l))
+  }
+
+  // stages first, then the head (it serves once the ring forms)
+  for (let rank = options.nodes - 1; rank >= 1; rank--) await spawn(rank)
+  const head = await spawn(0)
+  return {
+    url: head[1]!,
+    ranks: options.nodes,
+    ports,
+    async kill(rank, signal = 'SIGKILL') {
+      const p = procs[rank]
+      if (!p) return
+      p.kill(signal)
+      await p.exited
+      procs[rank] = null
+    },
+    async restart(rank) {
+      await spawn(rank)
+    },
+    async stop() {
+      for (const p of procs) p?.kill('SIGTERM')
+      await Promise.all(procs.map((p) => p?.exited))
+    },
+  }
+}

@@ -1,0 +1,221 @@
+/** The pipeline ring across machines: node r holds layers [lo, hi), accepts a sealed link from its predecessor and keeps
+ * one to its successor (the last node's successor is the head). The head (rank 0) runs the scheduler: each step it runs
+ * its own layers and sends the composition with the activations along the ring; the last stage returns the logits of the
+ * rows that need them. A dead link fails the steps in flight at once and marks the cluster degraded until it is back. */
+import { consola } from 'consola'
+import { DbcError } from '../errors.ts'
+import type { Pipeline } from '../model/pipeline.ts'
+import type { ModelStage, StageInput } from '../model/shard.ts'
+import { LinkError } from '../link/errors.ts'
+import { FrameType } from '../link/frames.ts'
+import { ReconnectingLink } from '../link/reconnecting-link.ts'
+import { listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
+import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage } from './step-messages.ts'
+
+const log = consola.withTag('cluster')
+
+export interface RingAddress {
+  host: string
+  port: number
+}
+
+export interface RingOptions {
+  rank: number
+  peers: readonly RingAddress[]
+  stage: ModelStage
+  link: LinkOptions & { backoffMs?: number }
+}
+
+/** What every node runs: the listener for its predecessor and the reconnecting link to its successor. */
+class RingNode {
+  readonly successor: ReconnectingLink
+  readonly listener: ReturnType<typeof listenLinks>
+  inbound: SealedLink | null = null
+  readonly #inboundListeners: ((link: SealedLink) => void)[] = []
+
+  constructor(readonly options: RingOptions) {
+    const { rank, peers } = options
+    const me = peers[rank]!
+    const next = peers[(rank + 1) % peers.length]!
+    this.listener = listenLinks(me.host, me.port, options.link, (link) => {
+      this.inbound?.close()
+      this.inbound = link
+      log.info(`rank ${rank}: predecessor ${link.peerSerial} connected`)
+      this.#inboundListeners.forEach((l) => l(link))
+    })
+    this.successor = new ReconnectingLink(next.host, next.port, options.link)
+    this.successor.start()
+  }
+
+  onInbound(listener: (link: SealedLink) => void): void {
+    this.#inboundListeners.push(listener)
+  }
+
+  stop(): void {
+    this.successor.stop()
+    this.inbound?.close()
+    this.listener.stop(true)
+  }
+}
+
+/** A stage that is not the head: runs each step it receives and passes it on. */
+export class StageNode {
+  readonly #node: RingNode
+
+  constructor(readonly options: RingOptions) {
+    if (options.rank === 0) throw new DbcError('E_RING', 'rank 0 is the head; run it with HeadPipeline')
+    this.#node = new RingNode(options)
+    this.#node.onInbound((link) => link.onFrame((f) => f.type === FrameType.step && this.#run(f.payload, link)))
+  }
+
+  #run(payload: Uint8Array, from: SealedLink): void {
+    const { stage } = this.options
+    let step: StepMessage
+    try {
+      step = decodeStep(payload)
+      for (const slot of step.closeSlots) releaseQuietly(stage, slot)
+      for (const slot of step.openSlots) claimQuietly(stage, slot)
+      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows: step.logitRows })
+      if (stage.range.last) {
+        this.#node.successor.send(FrameType.activation, encodeResult({ stepId: step.stepId, logits: out.logits!, vocab: stage.config.vocabSize }))
+      } else {
+        this.#node.successor.send(FrameType.step, encodeStep({ ...step, tokens: undefined, hidden: out.hidden }))
+      }
+    } catch (error) {
+      // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
+      log.error(`rank ${this.options.rank}: step failed: ${(error as Error).message}`)
+      from.close(new LinkError('E_STEP', `stage ${this.options.rank} could not run a step: ${(error as Error).message}`))
+    }
+  }
+
+  stop(): void {
+    this.#node.stop()
+  }
+}
+
+/** The head's view of the ring as a Pipeline: the scheduler drives it exactly like a local one. */
+export class HeadPipeline implements Pipeline {
+  readonly #node: RingNode
+  readonly #pending = new Map<number, { resolve: (l: Float32Array) => void; reject: (e: Error) => void }>()
+  #nextStep = 1
+  #opens: number[] = []
+  #closes: number[] = []
+  #degradedListeners: ((reason: string | null) => void)[] = []
+  #degraded: string | null = 'ring not formed yet'
+
+  constructor(readonly options: RingOptions) {
+    if (options.rank !== 0) throw new DbcError('E_RING', 'HeadPipeline runs on rank 0')
+    if (!options.stage.range.first) throw new DbcError('E_RING', 'the head must hold the first layers')
+    this.#node = new RingNode(options)
+    this.#node.onInbound((link) => {
+      link.onFrame((f) => f.type === FrameType.activation && this.#result(f.payload))
+      link.onClose((reason) => this.#down(`the last stage's link closed: ${reason?.message ?? 'closed'}`))
+      this.#check()
+    })
+    this.#node.successor.onState((s) => (s.state === 'connected' ? this.#check() : this.#down(`stage 1 unreachable: ${s.reason}`)))
+  }
+
+  get vocabSize(): number {
+    return this.options.stage.config.vocabSize
+  }
+  get maxLen(): number {
+    return this.options.stage.cache.maxLen
+  }
+  get degraded(): string | null {
+    return this.#degraded
+  }
+
+  onDegraded(listener: (reason: string | null) => void): void {
+    this.#degradedListeners.push(listener)
+  }
+
+  openSequence(): number {
+    const slot = this.options.stage.cache.allocate()
+    this.#opens.push(slot)
+    return slot
+  }
+
+  closeSequence(slot: number): void {
+    this.options.stage.cache.release(slot)
+    this.#opens = this.#opens.filter((s) => s !== slot)
+    this.#closes.push(slot)
+  }
+
+  async step(input: StageInput): Promise<Float32Array> {
+    if (this.#degraded) throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
+    const { stage } = this.options
+    const local = stage.forward({ ...input, logitRows: undefined })
+    const stepId = this.#nextStep++
+    const message = encodeStep({
+      stepId,
+      slots: input.slots,
+      positions: input.positions,
+      logitRows: input.logitRows ?? Int32Array.from(input.slots.keys()),
+      closeSlots: Int32Array.from(this.#closes),
+      openSlots: Int32Array.from(this.#opens),
+      hiddenSize: stage.config.hiddenSize,
+      hidden: local.hidden,
+    })
+    const result = new Promise<Float32Array>((resolve, reject) => this.#pending.set(stepId, { resolve, reject }))
+    this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
+    this.#opens = []
+    this.#closes = []
+    return result
+  }
+
+  /** Members as seen from the head, for /health and `cluster status`. */
+  status() {
+    return {
+      degraded: this.#degraded,
+      successor: this.#node.successor.link ? { serial: this.#node.successor.link.peerSerial, up: true } : { up: false },
+      predecessor: this.#node.inbound && !this.#node.inbound.closed ? { serial: this.#node.inbound.peerSerial, up: true } : { up: false },
+      steps_in_flight: this.#pending.size,
+    }
+  }
+
+  stop(): void {
+    this.#node.stop()
+  }
+
+  #result(payload: Uint8Array): void {
+    const r = decodeResult(payload)
+    const waiter = this.#pending.get(r.stepId)
+    if (!waiter) return log.warn(`result for unknown step ${r.stepId}`)
+    this.#pending.delete(r.stepId)
+    waiter.resolve(r.logits)
+  }
+
+  #down(reason: string): void {
+    const failure = new DbcError('E_STAGE_LOST', `a stage is unreachable: ${reason}`, 'the request failed; the cluster reports degraded until the stage returns')
+    for (const [, p] of this.#pending) p.reject(failure)
+    this.#pending.clear()
+    if (this.#degraded === reason) return
+    this.#degraded = reason
+    log.warn(`cluster degraded: ${reason}`)
+    this.#degradedListeners.forEach((l) => l(reason))
+  }
+
+  #check(): void {
+    const up = this.#node.successor.link && !this.#node.successor.link.closed && this.#node.inbound && !this.#node.inbound.closed
+    if (!up || this.#degraded === null) return
+    // a rebuilt ring starts with empty KV caches on the stages that came back: every slot the head still holds is stale
+    this.#degraded = null
+    log.info('ring formed: every hop sealed')
+    this.#degradedListeners.forEach((l) => l(null))
+  }
+}
+
+function releaseQuietly(stage: ModelStage, slot: number) {
+  try {
+    stage.cache.release(slot)
+  } catch {
+    // already free: this stage restarted since the slot was opened
+  }
+}
+function claimQuietly(stage: ModelStage, slot: number) {
+  try {
+    stage.cache.claim(slot)
+  } catch {
+    // already held: a close for it was lost with a previous link; the head's view wins
+  }
+}

@@ -1,0 +1,9 @@
+/** How to start this same program again: the compiled binary alone, or Bun plus the entry script when run from source. */
+import { basename } from 'node:path'
+
+/** True when running from source under Bun (the npm package's runtime may be named bun.exe even on Linux). */
+export const runningFromSource = (): boolean => /^bun(\.exe)?$/.test(basename(process.execPath))
+
+export function selfCommand(): string[] {
+  return runningFromSource() ? [process.execPath, Bun.main] : [process.execPath]
+}
