@@ -68,6 +68,17 @@ async function waitForLine(proc: Subprocess<'ignore', 'pipe', 'pipe'>, pattern: 
   }
 }
 
+/** The head listens before the ring has formed; wait until /health says ok (every hop connected and sealed). */
+export async function waitUntilServing(url: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const r = await fetch(`${url}/health`).catch(() => null)
+    if (r?.status === 200) return
+    await Bun.sleep(100)
+  }
+  throw new Error(`the cluster at ${url} did not form within ${timeoutMs / 1000} s`)
+}
+
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
   const root = options.stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
   const ports = Array.from({ length: options.nodes }, freePort)
@@ -95,6 +106,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   // stages first, then the head (it serves once the ring forms)
   for (let rank = options.nodes - 1; rank >= 1; rank--) await spawn(rank)
   const head = await spawn(0)
+  await waitUntilServing(head[1]!)
   return {
     url: head[1]!,
     ranks: options.nodes,
@@ -108,6 +120,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     },
     async restart(rank) {
       await spawn(rank)
+      if (rank === 0) await waitUntilServing(head[1]!)
     },
     async stop() {
       for (const p of procs) p?.kill('SIGTERM')
