@@ -3,7 +3,7 @@ import { p256 } from '@noble/curves/nist.js'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { signAttestation, type SignedAttestation } from '../trust/attestation.ts'
+import { signAttestation, verifyAttestation, type SignedAttestation } from '../trust/attestation.ts'
 import type { Identity } from '../trust/identity.ts'
 import type { CoordinatorEvent } from './provider-messages.ts'
 import { startCoordinator } from './run-coordinator.ts'
@@ -30,6 +30,10 @@ export interface CoordinatorBenchSamples {
   peersReturned: number
   peerListMs: number[]
   peerKeyMs: number[]
+  /** Reference: GET /health round trips (no auth, no query): the floor any endpoint's latency sits on. */
+  healthMs: number[]
+  /** Reference: attestation verifications per second on one thread, in process: the ceiling for registrations. */
+  verifyPerSecond: number
 }
 
 const BunWebSocket = WebSocket as unknown as new (url: string, options: { headers: Record<string, string> }) => WebSocket
@@ -88,6 +92,10 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
       }),
     )
     const signingSeconds = (Bun.nanoseconds() - t0) / 1e9
+    const tv = Bun.nanoseconds()
+    const verifyCount = Math.min(200, o.providers)
+    for (let i = 0; i < verifyCount; i++) if (!verifyAttestation(attestations[i]).ok) throw new Error('attestation does not verify')
+    const verifyPerSecond = verifyCount / ((Bun.nanoseconds() - tv) / 1e9)
 
     o.onProgress?.(`registering ${o.providers} providers over WebSocket, ${o.concurrency} at a time`)
     let next = 0
@@ -105,6 +113,7 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     const peerListMs = await timeRequests(o.peerListQueries, () => fetch(`${running.url}/v1/cluster/rdma-peers`, auth))
     o.onProgress?.(`peer key: ${o.peerKeyQueries} queries`)
     const peerKeyMs = await timeRequests(o.peerKeyQueries, (i) => fetch(`${running.url}/v1/cluster/peer-key?serial=BENCH-${String(Math.abs(i * 7919) % o.providers).padStart(5, '0')}`, auth))
+    const healthMs = await timeRequests(o.peerKeyQueries, () => fetch(`${running.url}/health`))
     return {
       providers: o.providers,
       accounts,
@@ -113,6 +122,8 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
       peersReturned: probe.peers.length,
       peerListMs,
       peerKeyMs,
+      healthMs,
+      verifyPerSecond,
     }
   } finally {
     for (const ws of sockets) ws.close()
