@@ -102,7 +102,12 @@ export class ProviderConnection {
         }
       }
       ws.onmessage = (m) => {
-        const event = JSON.parse(String(m.data)) as CoordinatorEvent
+        let event: CoordinatorEvent
+        try {
+          event = JSON.parse(String(m.data)) as CoordinatorEvent
+        } catch {
+          return ws.close(1002, 'coordinator sent a message that is not JSON')
+        }
         switch (event.type) {
           case 'registered':
             this.last = event

@@ -301,6 +301,8 @@ describe('peer keys and the client', () => {
     const streamed = await postRoster(t, chunks)
     expect([streamed.status, ((await streamed.json()) as { error: { code: string } }).error.code]).toEqual([413, 'E_TOO_LARGE'])
     expect((await get('/v1/nothing-here', t)).status).toBe(404)
+    const plain = await get('/v1/provider/ws', t)
+    expect([plain.status, await plain.json()]).toEqual([400, { error: { code: 'E_MALFORMED', message: 'expected a WebSocket upgrade' } }])
   })
 })
 
