@@ -1,6 +1,9 @@
 /** Client behaviour with an injected fetch: retries with backoff on network errors and 5xx only, server error codes surfaced, tokens. */
 import { describe, expect, test } from 'bun:test'
-import { CoordinatorClient } from '../../src/coordinator/client.ts'
+import { join } from 'node:path'
+import { CoordinatorClient, type PinStore } from '../../src/coordinator/client.ts'
+import { FilePinStore } from '../../src/trust/pinned-keys.ts'
+import { identity, keyB64, tempDir } from './support.ts'
 import { backoffDelay, withRetry } from '../../src/coordinator/retry.ts'
 import { bearerToken, generateToken, hashToken } from '../../src/coordinator/tokens.ts'
 
@@ -60,6 +63,27 @@ describe('CoordinatorClient requests', () => {
     const c = new CoordinatorClient({ url: 'http://coord:1', token: 't', fetch, retry: policy, sleep: async () => {} })
     await expect(c.peerKey('S1')).rejects.toMatchObject({ code: 'E_COORDINATOR_UNREACHABLE' })
     expect(seen.length).toBe(4)
+  })
+})
+
+describe('pinning through the trust layer\'s file store', () => {
+  test('pins into a FilePinStore, and serves from it (saying so) once the coordinator is unreachable', async () => {
+    const path = join(tempDir(), 'pins.json')
+    const pins: PinStore = new FilePinStore(path)
+    const peer = identity(5, 'secure-enclave')
+    const answer = { serial: 'S1', public_key: keyB64(peer), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true, kind: 'machine', status: 'offline' }
+    let up = true
+    const fetch = async () => {
+      if (!up) throw new Error('ECONNREFUSED')
+      return new Response(JSON.stringify(answer))
+    }
+    const c = new CoordinatorClient({ url: 'http://coord:7470', token: 't', pins, fetch, retry: policy, sleep: async () => {}, now: () => 1234 })
+    expect(await c.pinPeerKey('S1')).toMatchObject({ source: 'coordinator', coordinator: 'reachable', pin: 'new' })
+    expect(new FilePinStore(path).get('S1')).toEqual({ publicKey: keyB64(peer), keyKind: 'secure-enclave', source: 'coordinator', pinnedAt: 1234 })
+    up = false
+    const down = await new CoordinatorClient({ url: 'http://coord:7470', token: 't', pins: new FilePinStore(path), fetch, retry: policy, sleep: async () => {} }).pinPeerKey('S1')
+    expect(down).toMatchObject({ source: 'pin', coordinator: 'unreachable', pin: 'pinned-only', message: `coordinator unreachable: using the key pinned for S1 on ${new Date(1234).toISOString()}` })
+    expect(down.publicKey).toEqual(peer.publicKey)
   })
 })
 

@@ -8,7 +8,7 @@ import { verifySignature, type Identity } from '../../src/trust/identity.ts'
 import { canonicalJson } from '../../src/trust/canonical-json.ts'
 import { attest, createToken, eventually, forge, identity, keyB64, openSocket, register, startCoordinator, tempDir, type CoordinatorProcess } from './support.ts'
 
-const OFFLINE_AFTER_S = 1.5
+const OFFLINE_AFTER_S = 2
 const dir = tempDir()
 const db = join(dir, 'coordinator.db')
 let coord: CoordinatorProcess
