@@ -39,13 +39,13 @@ export default defineCommand({
       return n
     }
     const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? num(args.threads, 'threads') : undefined })
-    consola.info(reason)
+    if (!args.json) consola.info(reason) // --json: stdout carries the one JSON object only
     const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context') })
     const tokenizer = new ModelTokenizer(args.model, stage.config.eosTokenIds)
     let text: string
     if (args.prompt !== undefined) text = args.prompt
     else {
-      const messages: ChatMessage[] = args.chat !== undefined ? [{ role: 'user', content: args.chat }] : JSON.parse(readFileSync(args.messages!, 'utf8'))
+      const messages: ChatMessage[] = args.chat !== undefined ? [{ role: 'user', content: args.chat }] : readMessages(args.messages!)
       text = tokenizer.applyChatTemplate(messages)
     }
     let sampling
@@ -93,5 +93,20 @@ export default defineCommand({
     }
   },
 })
+
+/** A --messages file: a JSON array of {role, content}, as in the OpenAI API. */
+function readMessages(file: string): ChatMessage[] {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (error) {
+    throw new UsageError(`--messages ${file}: ${(error as Error).message}`, 'give a JSON file with [{"role": "user", "content": "…"}]')
+  }
+  const roles = ['system', 'user', 'assistant', 'tool']
+  if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((m) => m && roles.includes(m.role) && typeof m.content === 'string')) {
+    throw new UsageError(`--messages ${file} must hold a non-empty array of {role, content}`, `roles: ${roles.join(', ')}`)
+  }
+  return parsed as ChatMessage[]
+}
 
 const round = (v: number) => Math.round(v * 100) / 100

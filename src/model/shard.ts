@@ -107,6 +107,10 @@ export class ModelStage {
       let h
       if (this.range.first) {
         if (!input.tokens || input.tokens.length !== rows) throw new DbcError('E_STEP', 'the first stage needs one token id per row')
+        // an id past the table would read outside the embedding: refuse it here, before the backend gathers
+        for (const id of input.tokens) {
+          if (id < 0 || id >= this.config.vocabSize) throw new DbcError('E_TOKEN', `token id ${id} is outside the model's vocabulary of ${this.config.vocabSize}`)
+        }
         h = this.model.embed(b.fromInt32(input.tokens, [rows]))
       } else {
         if (!input.hidden || input.hidden.length !== rows * this.config.hiddenSize) {

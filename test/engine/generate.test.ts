@@ -1,10 +1,14 @@
 /** The generation loop over the Pipeline seam, with a scripted pipeline: chunked prefill positions, EOS, stop strings,
  * the token limit, the context limit, and the slot freed however generation ends. */
 import { describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { generate, type GenerationEvent, type GenerationRequest } from '../../src/engine/generate.ts'
 import type { Pipeline } from '../../src/engine/pipeline.ts'
 import { GREEDY } from '../../src/engine/sampler.ts'
 import type { StageInput } from '../../src/model/shard.ts'
+import { synthModel } from '../support/synth-models.ts'
 
 const VOCAB = 8
 /** Token i decodes to WORDS[i]; token 7 is EOS. */
@@ -97,4 +101,38 @@ describe('generate', () => {
     await expect(run(p, {})).rejects.toThrow(/stage 1 went away/)
     expect(p.open.size).toBe(0)
   })
+})
+
+describe('dbcluster generate on a synthetic model', () => {
+  const ROOT = new URL('../..', import.meta.url).pathname
+  const cli = (...args: string[]) => {
+    // consola is silent under NODE_ENV=test; the command's own info lines are part of what is checked
+    const { NODE_ENV: _, TEST: __, ...env } = process.env
+    const r = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', ...args, '--backend', 'cpu'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' })
+    return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() }
+  }
+
+  test('--messages renders the chat template: the same tokens as --chat for one user message; bad files are usage errors', async () => {
+    const dir = await synthModel('qwen3', 'q4')
+    const file = join(mkdtempSync(join(tmpdir(), 'dbc-msg-')), 'messages.json')
+    writeFileSync(file, JSON.stringify([{ role: 'user', content: 'Hello there' }]))
+    const a = cli('--model', dir, '--messages', file, '--max-tokens', '6', '--json')
+    expect(a.code, a.err).toBe(0)
+    const viaChat = JSON.parse(cli('--model', dir, '--chat', 'Hello there', '--max-tokens', '6', '--json').out)
+    const viaMessages = JSON.parse(a.out)
+    expect(viaMessages.tokens).toEqual(viaChat.tokens)
+    // the template adds <|im_start|> user \n … <|im_end|> \n <|im_start|> assistant \n <think> \n\n </think> \n\n: 12 tokens
+    expect(viaMessages.prompt_tokens).toBe(JSON.parse(cli('--model', dir, '--prompt', 'Hello there', '--max-tokens', '1', '--json').out).prompt_tokens + 12)
+    writeFileSync(file, '{"role": "user"}')
+    const bad = cli('--model', dir, '--messages', file)
+    expect(bad.code).toBe(2)
+    expect(bad.err).toContain('must hold a non-empty array of {role, content}')
+  }, 60_000)
+
+  test('streams text and ends with prompt and decode speeds', async () => {
+    const r = cli('--model', await synthModel('qwen3', 'q4'), '--prompt', 'The', '--max-tokens', '5')
+    expect(r.code, r.err).toBe(0)
+    expect(r.out.length).toBeGreaterThan(1)
+    expect(r.out + r.err).toMatch(/prompt 1 tokens at [\d.]+ tok\/s; 5 tokens at [\d.]+ tok\/s \(length\)/)
+  }, 60_000)
 })

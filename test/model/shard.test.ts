@@ -119,6 +119,14 @@ describe('batching and prefill', () => {
     }
   })
 
+  test('token ids outside the vocabulary and positions past the context are refused before any compute', async () => {
+    const stage = ModelStage.load(await synthModel('qwen3', 'f32'), backend, { slots: 1, maxLen: 8 })
+    expect(() => stage.forward({ tokens: Int32Array.of(151936), slots: Int32Array.of(0), positions: Int32Array.of(0) })).toThrow(/token id 151936 is outside the model's vocabulary of 151936/)
+    expect(() => stage.forward({ tokens: Int32Array.of(-1), slots: Int32Array.of(0), positions: Int32Array.of(0) })).toThrow(/token id -1/)
+    expect(() => stage.forward({ tokens: Int32Array.of(5), slots: Int32Array.of(0), positions: Int32Array.of(8) })).toThrow(/position 8 exceeds the context of 8 tokens/)
+    stage.close()
+  })
+
   test('argmax of logits picks the first maximum', () => {
     expect(argmax([1, 3, 3, 2])).toBe(1)
   })
