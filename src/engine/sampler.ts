@@ -56,8 +56,19 @@ export function argmax(values: ArrayLike<number>): number {
   return best
 }
 
+/** Tokens whose logit is more than CUTOFF·T below the best carry under e^-40 ≈ 4e-18 of its probability each (under 1e-12
+ * of the mass over any vocabulary), below what a float64 sum resolves: they are dropped before sorting. */
+const CUTOFF = 40
+/** Candidates are sorted as float64 keys with the token id in the low mantissa bits (a float32 logit leaves 29 of them
+ * zero), so one native typed-array sort orders them: far cheaper than sorting ids with a comparator. */
+const ID_BITS = 0x1fffffff
+
 export function makeSampler(params: SamplingParams): Sampler {
   const random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32))
+  const ordered = params.topK > 0 || params.topP < 1 || params.minP > 0
+  let keys = new Float64Array(0)
+  let words = new Uint32Array(0)
+  let probs = new Float64Array(0)
   return (input, history) => {
     let logits = input
     if (params.repetitionPenalty !== 1 && history.length) {
@@ -68,34 +79,52 @@ export function makeSampler(params: SamplingParams): Sampler {
       }
     }
     if (params.temperature === 0) return argmax(logits)
-    // Candidates sorted by logit; filters keep a prefix of that order.
-    let order = Array.from(logits.keys())
-    const k = params.topK > 0 ? Math.min(params.topK, logits.length) : logits.length
-    order.sort((a, b) => logits[b]! - logits[a]! || a - b)
-    order = order.slice(0, k)
-    const max = logits[order[0]!]!
-    let probs = order.map((i) => Math.exp((logits[i]! - max) / params.temperature))
-    let total = probs.reduce((a, b) => a + b, 0)
-    probs = probs.map((p) => p / total)
-    let keep = probs.length
-    if (params.minP > 0) keep = Math.min(keep, Math.max(1, probs.filter((p) => p >= params.minP * probs[0]!).length))
+    if (keys.length < logits.length) {
+      keys = new Float64Array(logits.length)
+      words = new Uint32Array(keys.buffer)
+      probs = new Float64Array(logits.length)
+    }
+    const best = argmax(logits)
+    const max = logits[best]!
+    const floor = max - CUTOFF * params.temperature
+    // candidates, as keys −logit | id (ascending keys = descending logits; ties broken by id, deterministically)
+    let n = 0
+    for (let i = 0; i < logits.length; i++) {
+      const v = logits[i]!
+      if (!(v >= floor)) continue
+      keys[n] = -v
+      words[2 * n] = (words[2 * n]! | i) >>> 0
+      n++
+    }
+    if (ordered) keys.subarray(0, n).sort()
+    const id = (j: number) => words[2 * j]! & ID_BITS
+    // Filters keep a prefix of the sorted candidates: top-k, then min-p and top-p on the top-k set's probabilities.
+    const k = params.topK > 0 ? Math.min(params.topK, n) : n
+    let total = 0
+    for (let j = 0; j < k; j++) total += probs[j] = Math.exp((logits[id(j)]! - max) / params.temperature)
+    let keep = k
+    if (params.minP > 0) {
+      let m = 0
+      while (m < k && probs[m]! >= params.minP * probs[0]!) m++
+      keep = Math.min(keep, Math.max(1, m))
+    }
     if (params.topP < 1) {
       let cum = 0
-      for (let i = 0; i < keep; i++) {
-        cum += probs[i]!
+      for (let j = 0; j < keep; j++) {
+        cum += probs[j]! / total
         if (cum >= params.topP) {
-          keep = i + 1
+          keep = j + 1
           break
         }
       }
     }
-    total = 0
-    for (let i = 0; i < keep; i++) total += probs[i]!
-    let r = random() * total
-    for (let i = 0; i < keep; i++) {
-      r -= probs[i]!
-      if (r <= 0) return order[i]!
+    let mass = 0
+    for (let j = 0; j < keep; j++) mass += probs[j]!
+    let r = random() * mass
+    for (let j = 0; j < keep; j++) {
+      r -= probs[j]!
+      if (r <= 0) return id(j)
     }
-    return order[keep - 1]!
+    return id(keep - 1)
   }
 }

@@ -49,6 +49,33 @@ describe('sampler', () => {
     expect(sample(logits, [1])).toBe(2)
     expect(sample(logits, [1, 2])).toBe(5)
   })
+  test('a full-size vocabulary: high token ids survive the sort, negatives and ties order deterministically', () => {
+    const V = 151936
+    // ~1000 candidates near -3 (every 150th id), the rest 59 below the best: past the 40·T cutoff
+    const big = Float32Array.from({ length: V }, (_, i) => (i % 150 ? -50 : -3 + (i % 7) * 0.01))
+    big[150001] = 9
+    big[149999] = 9 // a tie with the best
+    big[151935] = 8.5
+    const c = new Map<number, number>()
+    const sample = makeSampler(samplingParams({ temperature: 1, topK: 3, seed: 2 }))
+    for (let i = 0; i < 800; i++) {
+      const id = sample(big, [])
+      c.set(id, (c.get(id) ?? 0) + 1)
+    }
+    expect([...c.keys()].sort()).toEqual([149999, 150001, 151935])
+    // p = e^0.5 : e^0.5 : 1 over the three, ≈ 0.384 / 0.384 / 0.233 (±0.015 at 800 draws)
+    expect(c.get(151935)! / 800).toBeGreaterThan(0.18)
+    expect(c.get(151935)! / 800).toBeLessThan(0.29)
+    expect(Math.abs(c.get(149999)! - c.get(150001)!) / 800).toBeLessThan(0.1)
+    // without filters every token may come out; a token 40·T below the best never does
+    const all = Float32Array.from({ length: 1000 }, () => 0)
+    all[5] = -100
+    const plain = makeSampler(samplingParams({ temperature: 1, seed: 3 }))
+    const seen = new Set(Array.from({ length: 20000 }, () => plain(all, [])))
+    expect(seen.size).toBeGreaterThan(990)
+    expect(seen.has(5)).toBe(false)
+  })
+
   test('bad parameters are refused', () => {
     expect(() => samplingParams({ topP: 0 })).toThrow(/top_p/)
     expect(() => samplingParams({ temperature: -1 })).toThrow(/temperature/)
