@@ -1,14 +1,16 @@
-/** The sealed link over TCP (Bun sockets): handshake first, then every frame sealed; pings keep it honest. Any bad
- * frame, failed authentication, handshake error or silent peer closes it with a logged reason. */
+/** The sealed link over TCP (Bun sockets): handshake first, then every frame sealed; a heartbeat keeps it honest. Any bad
+ * frame, failed authentication, handshake error or silent peer closes it with a logged reason (docs/protocol.md). */
 import { consola } from 'consola'
 import type { Socket, TCPSocketListener } from 'bun'
+import type { DbcError } from '../errors.ts'
 import { TrustError } from '../trust/errors.ts'
-import { InitiatorHandshake, ResponderHandshake, type Authorization, type HandshakeResult } from '../trust/handshake.ts'
+import { InitiatorHandshake, ResponderHandshake, type Authorization, type HandshakeOptions, type HandshakeResult } from '../trust/handshake.ts'
 import type { Identity } from '../trust/identity.ts'
 import { AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
-import { FrameType, frameTypeName, isHandshakeFrame, type FrameTypeCode } from './frames.ts'
+import { decodeError, encodeError, FrameType, frameTypeName, isHandshakeFrame, type FrameTypeCode } from './frames.ts'
 import { encodeFrame, FrameDecoder, type RawFrame } from './framing.ts'
+import { Heartbeat } from './health.ts'
 
 const log = consola.withTag('link')
 
@@ -16,13 +18,16 @@ export interface LinkOptions {
   identity: Identity
   serial: string
   clusterId: string
+  /** Whether the peer's identity key may speak for its serial: a pin store, a coordinator-signed roster, or both. */
   authorize: (serial: string, publicKey: Uint8Array) => Authorization | Promise<Authorization>
   cipher?: CipherName
+  /** Largest payload accepted or sent; a longer declared frame closes the link before anything is allocated. */
   maxFrameBytes?: number
   handshakeTimeoutMs?: number
   pingIntervalMs?: number
-  /** The peer is unavailable after this many ping intervals without a pong. */
+  /** The peer is unavailable after this many ping intervals in which nothing arrived from it. */
   missedPings?: number
+  /** Frames per key before both sides step the key with HKDF (default 2^32). */
   rekeyInterval?: bigint
   randomBytes?: (n: number) => Uint8Array
 }
@@ -38,39 +43,47 @@ const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 102
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
 
 type SocketData = { link: SealedLink }
+type CloseReason = DbcError | null
 
-/** One established (or establishing) link. Created by connectLink / listenLinks. */
+/** One established (or establishing) link. Created by connectLink / listenLinks; tests drive it through attach/data. */
 export class SealedLink {
   peerSerial = ''
   peerPublicKey: Uint8Array = new Uint8Array()
   readonly #o: Required<Omit<LinkOptions, 'rekeyInterval'>> & Pick<LinkOptions, 'rekeyInterval'>
   readonly #decoder: FrameDecoder
-  #socket: Socket<SocketData> | null = null
+  #socket: Pick<Socket<SocketData>, 'write' | 'end'> | null = null
   #queue: Uint8Array[] = []
   #sender: AeadSender | null = null
   #receiver: AeadReceiver | null = null
   #initiator: InitiatorHandshake | null = null
   #responder: ResponderHandshake | null = null
   #closed = false
-  #lastPong = 0
-  #pingTimer: ReturnType<typeof setInterval> | null = null
+  #heartbeat: Heartbeat | null = null
   #handshakeTimer: ReturnType<typeof setTimeout> | null = null
   #established!: { resolve: (l: SealedLink) => void; reject: (e: Error) => void }
   readonly established: Promise<SealedLink>
   readonly #frameListeners: ((f: LinkFrame) => void)[] = []
-  readonly #closeListeners: ((reason: LinkError | null) => void)[] = []
+  readonly #closeListeners: ((reason: CloseReason) => void)[] = []
   /** Frames sent and received after the handshake, and why the link closed. */
-  readonly stats = { sent: 0, received: 0, closeReason: null as LinkError | null }
+  readonly stats = { sent: 0, received: 0, closeReason: null as CloseReason }
 
   constructor(
     readonly role: 'initiator' | 'responder',
     options: LinkOptions,
   ) {
     this.#o = { ...DEFAULTS, randomBytes: random, ...options }
+    // the sealed header and tag ride on top of the largest payload
     this.#decoder = new FrameDecoder(this.#o.maxFrameBytes + 64)
     this.established = new Promise((resolve, reject) => (this.#established = { resolve, reject }))
-    this.established.catch(() => {}) // observed through close listeners too
-    const hs = { identity: options.identity, serial: options.serial, clusterId: options.clusterId, authorize: options.authorize, randomBytes: this.#o.randomBytes }
+    this.established.catch(() => {}) // also reported through close listeners
+    const hs: HandshakeOptions = {
+      identity: options.identity,
+      serial: options.serial,
+      clusterId: options.clusterId,
+      authorize: options.authorize,
+      randomBytes: this.#o.randomBytes,
+      timeoutMs: this.#o.handshakeTimeoutMs,
+    }
     if (role === 'initiator') this.#initiator = new InitiatorHandshake(hs)
     else this.#responder = new ResponderHandshake(hs)
   }
@@ -79,39 +92,84 @@ export class SealedLink {
     return this.#closed
   }
 
-  onFrame(listener: (f: LinkFrame) => void): void {
-    this.#frameListeners.push(listener)
+  /** Bytes waiting for the socket to drain (backpressure). */
+  get queuedBytes(): number {
+    return this.#queue.reduce((a, b) => a + b.byteLength, 0)
   }
 
-  onClose(listener: (reason: LinkError | null) => void): void {
+  onFrame(listener: (f: LinkFrame) => void): () => void {
+    this.#frameListeners.push(listener)
+    return () => {
+      const at = this.#frameListeners.indexOf(listener)
+      if (at >= 0) this.#frameListeners.splice(at, 1)
+    }
+  }
+
+  onClose(listener: (reason: CloseReason) => void): void {
     if (this.#closed) listener(this.stats.closeReason)
     else this.#closeListeners.push(listener)
   }
 
+  /** The next frame that matches, or the reason the link closed first (or E_LINK_TIMEOUT): a waiting caller never hangs. */
+  nextFrame(match: (f: LinkFrame) => boolean = () => true, timeoutMs?: number): Promise<LinkFrame> {
+    if (this.#closed) return Promise.reject(this.#closedError())
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const off = this.onFrame((f) => {
+        if (!match(f)) return
+        finish()
+        resolve(f)
+      })
+      const onClosed = () => {
+        finish()
+        reject(this.#closedError())
+      }
+      const finish = () => {
+        off()
+        if (timer) clearTimeout(timer)
+        const at = this.#closeListeners.indexOf(onClosed)
+        if (at >= 0) this.#closeListeners.splice(at, 1)
+      }
+      this.#closeListeners.push(onClosed)
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          finish()
+          reject(new LinkError('E_LINK_TIMEOUT', `no matching frame from ${this.peerSerial || 'the peer'} within ${timeoutMs} ms`))
+        }, timeoutMs)
+      }
+    })
+  }
+
   /** Sends one sealed frame. Throws at once when the link is closed (callers get an error, never a hang). */
   send(type: FrameTypeCode, payload: Uint8Array, header: { stage?: number; requestId?: bigint } = {}): void {
-    if (this.#closed) throw this.stats.closeReason ?? new LinkError('E_LINK_CLOSED', `the link to ${this.peerSerial || 'the peer'} is closed`)
+    if (this.#closed) throw this.#closedError()
     if (!this.#sender) throw new LinkError('E_LINK_NOT_READY', 'the handshake has not finished')
+    if (isHandshakeFrame(type)) throw new LinkError('E_FRAME_UNEXPECTED', `'${frameTypeName(type)}' is a handshake frame; it cannot be sent sealed`)
     if (payload.byteLength > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds ${this.#o.maxFrameBytes}`)
     this.stats.sent++
     this.#write(this.#sender.sealFrame({ type, stage: header.stage ?? 0, requestId: header.requestId ?? 0n }, payload))
   }
 
-  close(reason: LinkError | null = null): void {
+  close(reason: CloseReason = null): void {
     if (this.#closed) return
     this.#closed = true
     this.stats.closeReason = reason
-    if (reason) log.warn(`link ${this.peerSerial || '(handshaking)'} closed: ${reason.message}`)
-    if (this.#pingTimer) clearInterval(this.#pingTimer)
+    if (reason) log.warn(`link ${this.peerSerial || '(handshaking)'} closed: ${reason.code}: ${reason.message}`)
+    this.#heartbeat?.stop()
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
     this.#socket?.end()
+    this.#queue = []
     this.#established.reject(reason ?? new LinkError('E_LINK_CLOSED', 'the link closed during the handshake'))
     for (const l of this.#closeListeners.splice(0)) l(reason)
   }
 
-  // ---- socket plumbing (called from the Bun socket handlers) ----
+  #closedError(): DbcError {
+    return this.stats.closeReason ?? new LinkError('E_LINK_CLOSED', `the link to ${this.peerSerial || 'the peer'} is closed`)
+  }
 
-  attach(socket: Socket<SocketData>): void {
+  // ---- socket plumbing (called from the Bun socket handlers, or a test's stand-in) ----
+
+  attach(socket: Pick<Socket<SocketData>, 'write' | 'end'>): void {
     this.#socket = socket
     this.#handshakeTimer = setTimeout(
       () => this.close(new TrustError('E_HANDSHAKE_TIMEOUT', `the handshake did not finish within ${this.#o.handshakeTimeoutMs} ms`, 'is the peer a dbcluster node of the same release?')),
@@ -122,6 +180,7 @@ export class SealedLink {
 
   data(chunk: Uint8Array): void {
     if (this.#closed) return
+    this.#heartbeat?.heard()
     let frames: RawFrame[]
     try {
       frames = this.#decoder.push(chunk)
@@ -129,18 +188,18 @@ export class SealedLink {
       return this.close(error as LinkError)
     }
     if (this.#receiver && !this.#chainBusy) {
-      // established and nothing queued behind an async handshake step: handle in place, no promise hops per frame
+      // established and nothing queued behind an async handshake step: handle in place, no promise hop per frame
       for (const f of frames) {
         if (this.#closed) return
         try {
           this.#handleSealed(f)
         } catch (error) {
-          return this.close(error instanceof LinkError ? error : new LinkError('E_LINK', (error as Error).message))
+          return this.close(asCloseReason(error))
         }
       }
       return
     }
-    // handled later (after an async handshake step): own the bytes, the socket may reuse its buffer
+    // frames may be views of the socket's read buffer, which is reused once this call returns: copy what waits
     void this.#handleAll(frames.map((f) => ({ type: f.type, body: f.body.slice() })))
   }
 
@@ -153,57 +212,55 @@ export class SealedLink {
   /** Frames are handled strictly in order, even though the handshake steps are async. */
   #handleAll(frames: RawFrame[]): Promise<void> {
     this.#chainBusy++
-    this.#chain = this.#chain.then(async () => {
-      for (const f of frames) {
-        if (this.#closed) return
-        try {
-          await this.#handle(f)
-        } catch (error) {
-          if (!this.#sender && (error as { code?: string }).code) {
-            // tell the peer why before closing, so its operator sees the reason too
-            try {
-              this.#write(encodeFrame(FrameType.error, new TextEncoder().encode(`${(error as TrustError).code}: ${(error as Error).message}`)))
-            } catch {}
+    this.#chain = this.#chain
+      .then(async () => {
+        for (const f of frames) {
+          if (this.#closed) return
+          try {
+            await this.#handle(f)
+          } catch (error) {
+            const reason = asCloseReason(error)
+            // tell the peer why before closing, so its operator sees the reason too (plaintext: no keys yet)
+            if (!this.#sender) this.#write(encodeFrame(FrameType.error, encodeError({ code: reason.code, message: reason.message })))
+            this.close(reason)
+            return
           }
-          this.close(error instanceof LinkError || error instanceof TrustError ? (error as LinkError) : new LinkError('E_LINK', (error as Error).message))
-          return
         }
-      }
-    }).finally(() => this.#chainBusy--)
+      })
+      .finally(() => this.#chainBusy--)
     return this.#chain
   }
 
   async #handle(f: RawFrame): Promise<void> {
-    if (!this.#receiver) {
-      if (f.type === FrameType.error) {
-        const text = new TextDecoder().decode(f.body)
-        const code = /^(E_[A-Z_]+):/.exec(text)?.[1] ?? 'E_PEER_REFUSED'
-        throw new TrustError(code, `the peer refused the handshake: ${text}`)
-      }
-      if (!isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `frame '${frameTypeName(f.type)}' before the handshake finished`)
-      if (this.#responder && f.type === FrameType.hello) return this.#write(encodeFrame(FrameType.ack, await this.#responder.receiveHello(f.body)))
-      if (this.#responder && f.type === FrameType.finish) return this.#establish(this.#responder.receiveFinish(f.body))
-      if (this.#initiator && f.type === FrameType.ack) {
-        const { finish, result } = await this.#initiator.receiveAck(f.body)
-        this.#write(encodeFrame(FrameType.finish, finish))
-        return this.#establish(result)
-      }
-      throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' out of turn`)
+    if (this.#receiver) return this.#handleSealed(f)
+    if (f.type === FrameType.error) throw refusal(f.body)
+    if (!isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `frame '${frameTypeName(f.type)}' before the handshake finished`)
+    if (this.#responder && f.type === FrameType.hello) return this.#write(encodeFrame(FrameType.ack, await this.#responder.receiveHello(f.body)))
+    if (this.#responder && f.type === FrameType.finish) return this.#establish(this.#responder.receiveFinish(f.body))
+    if (this.#initiator && f.type === FrameType.ack) {
+      const { finish, result } = await this.#initiator.receiveAck(f.body)
+      this.#write(encodeFrame(FrameType.finish, finish))
+      return this.#establish(result)
     }
-    this.#handleSealed(f)
+    throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' out of turn`)
   }
 
   #handleSealed(f: RawFrame): void {
     if (isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' on an established link`)
+    // the initiator holds keys before the responder has checked FINISH: a refusal of FINISH arrives as a plaintext error
+    if (f.type === FrameType.error && this.stats.received === 0 && this.role === 'initiator' && isPlainError(f.body)) throw refusal(f.body)
     const { header, plaintext } = this.#receiver!.open(f.type, f.body)
     this.stats.received++
     if (f.type === FrameType.ping) return this.send(FrameType.pong, plaintext)
-    if (f.type === FrameType.pong) {
-      this.#lastPong = Date.now()
-      return
-    }
+    if (f.type === FrameType.pong) return // liveness is any traffic (data() told the heartbeat)
     const frame: LinkFrame = { type: f.type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
-    for (const l of this.#frameListeners) l(frame)
+    for (const l of [...this.#frameListeners]) {
+      try {
+        l(frame)
+      } catch (error) {
+        log.error(`a frame listener failed on '${frameTypeName(f.type)}' from ${this.peerSerial}: ${(error as Error).message}`)
+      }
+    }
   }
 
   #establish(result: HandshakeResult): void {
@@ -215,26 +272,30 @@ export class SealedLink {
     this.#sender = new AeadSender({ ...common, direction: mine, key: mine === 1 ? result.initiatorKey : result.responderKey })
     this.#receiver = new AeadReceiver({ ...common, direction: theirs, key: theirs === 1 ? result.initiatorKey : result.responderKey })
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
-    this.#lastPong = Date.now()
-    this.#pingTimer = setInterval(() => this.#ping(), this.#o.pingIntervalMs)
+    this.#heartbeat = new Heartbeat(
+      { intervalMs: this.#o.pingIntervalMs, missedPings: this.#o.missedPings },
+      () => this.#ping(),
+      (silentMs) =>
+        this.close(new LinkError('E_PEER_UNAVAILABLE', `${this.peerSerial} missed ${this.#o.missedPings} pings (silent for ${silentMs} ms)`, 'the link reconnects when the peer returns')),
+    )
     log.debug(`link to ${this.peerSerial} established (${this.#o.cipher})`)
     this.#established.resolve(this)
   }
 
   #ping(): void {
-    if (Date.now() - this.#lastPong > this.#o.pingIntervalMs * this.#o.missedPings) {
-      return this.close(new LinkError('E_PEER_UNAVAILABLE', `${this.peerSerial} missed ${this.#o.missedPings} pings`, 'the link reconnects when the peer returns'))
-    }
+    const now = new Uint8Array(8)
+    new DataView(now.buffer).setBigUint64(0, BigInt(Date.now()), true)
     try {
-      const now = new Uint8Array(8)
-      new DataView(now.buffer).setBigUint64(0, BigInt(Date.now()), true)
       this.send(FrameType.ping, now)
-    } catch {}
+    } catch (error) {
+      this.close(asCloseReason(error))
+    }
   }
 
   #write(bytes: Uint8Array): void {
+    if (this.#closed) return
     this.#queue.push(bytes)
-    this.#flush()
+    if (this.#queue.length === 1) this.#flush()
   }
 
   #flush(): void {
@@ -251,6 +312,19 @@ export class SealedLink {
       this.#queue.shift()
     }
   }
+}
+
+function asCloseReason(error: unknown): DbcError {
+  if (error instanceof LinkError || error instanceof TrustError) return error
+  return new LinkError('E_LINK', (error as Error)?.message ?? String(error))
+}
+
+const isPlainError = (body: Uint8Array) => decodeError(body) !== null
+
+/** The peer's plaintext `error` frame during the handshake, as the error it names (so both operators see one code). */
+function refusal(body: Uint8Array): TrustError {
+  const e = decodeError(body)
+  return new TrustError(e?.code ?? 'E_PEER_REFUSED', `the peer refused the handshake: ${e ? `${e.code}: ${e.message}` : '(unreadable reason)'}`)
 }
 
 const handlers = {

@@ -30,8 +30,14 @@ export interface HandshakeOptions {
   /** Decides whether the peer's identity key may speak for its serial (pin store or coordinator roster). */
   authorize: (serial: string, publicKey: Uint8Array) => Authorization | Promise<Authorization>
   randomBytes: (n: number) => Uint8Array
+  /** Clock for the handshake deadline (ms); default Date.now. */
+  now?: () => number
+  /** A message that arrives later than this after the machine was created fails with E_HANDSHAKE_TIMEOUT (default 5000). */
+  timeoutMs?: number
   version?: number
 }
+
+export const HANDSHAKE_TIMEOUT_MS = 5000
 
 export interface HandshakeResult {
   peerSerial: string
@@ -74,6 +80,25 @@ export function decodeFields(bytes: Uint8Array, count: number, what: string): Ui
   return fields
 }
 
+/** Exact sizes of the fixed-length fields: anything else is malformed, before any crypto runs. */
+const SIZES = { identity: 33, ephemeral: 32, nonce: 32, signature: 64, mac: 32 } as const
+
+function requireSize(field: Uint8Array, kind: keyof typeof SIZES, what: string): Uint8Array {
+  if (field.byteLength !== SIZES[kind]) {
+    throw new TrustError('E_HANDSHAKE_MALFORMED', `${what}: ${kind} field is ${field.byteLength} bytes, expected ${SIZES[kind]}`)
+  }
+  return field
+}
+
+/** Fails when the peer took longer than the handshake allows (docs/protocol.md §Handshake, E_HANDSHAKE_TIMEOUT). */
+function checkDeadline(options: HandshakeOptions, startedAt: number, step: string): void {
+  const elapsed = (options.now ?? Date.now)() - startedAt
+  const limit = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS
+  if (elapsed > limit) {
+    throw new TrustError('E_HANDSHAKE_TIMEOUT', `the peer's ${step} came ${elapsed} ms into the handshake; the limit is ${limit} ms`, 'is the peer overloaded, or a dbcluster node of the same release?')
+  }
+}
+
 const text = (s: string) => new TextEncoder().encode(s)
 const u16 = (v: number) => new Uint8Array([v & 255, v >> 8])
 const readU16 = (b: Uint8Array) => (b.byteLength === 2 ? b[0]! | (b[1]! << 8) : -1)
@@ -111,11 +136,14 @@ function checkVersion(version: number) {
 export class InitiatorHandshake {
   readonly #ephemeral: Uint8Array
   readonly #nonce: Uint8Array
+  readonly #startedAt: number
   #hello: Uint8Array | null = null
+  #done = false
 
   constructor(private readonly options: HandshakeOptions) {
     this.#ephemeral = options.randomBytes(32)
     this.#nonce = options.randomBytes(32)
+    this.#startedAt = (options.now ?? Date.now)()
   }
 
   hello(): Uint8Array {
@@ -125,9 +153,17 @@ export class InitiatorHandshake {
   }
 
   async receiveAck(ack: Uint8Array): Promise<{ finish: Uint8Array; result: HandshakeResult }> {
-    if (!this.#hello) throw new TrustError('E_HANDSHAKE_STATE', 'ACK before HELLO')
+    if (!this.#hello || this.#done) throw new TrustError('E_HANDSHAKE_STATE', this.#done ? 'a second ACK' : 'ACK before HELLO')
+    this.#done = true
+    checkDeadline(this.options, this.#startedAt, 'ACK')
+    ack = ack.slice() // fields are read across an await; the caller's buffer may be reused
     const [version, serialBytes, identityR, ephemeralR, nonceR, sigR, macR] = decodeFields(ack, 7, 'ACK')
     checkVersion(readU16(version!))
+    requireSize(identityR!, 'identity', 'ACK')
+    requireSize(ephemeralR!, 'ephemeral', 'ACK')
+    requireSize(nonceR!, 'nonce', 'ACK')
+    requireSize(sigR!, 'signature', 'ACK')
+    requireSize(macR!, 'mac', 'ACK')
     const serial = decodeText(serialBytes!)
     const core = encodeFields([version!, serialBytes!, identityR!, ephemeralR!, nonceR!])
     const th1 = sha256(concatBytes(this.#hello, core))
@@ -151,7 +187,7 @@ export class InitiatorHandshake {
     const th3 = sha256(concatBytes(th2, sigI, macIValue))
     return {
       finish: encodeFields([sigI, macIValue]),
-      result: { peerSerial: serial, peerPublicKey: identityR!, transcriptHash: th3, ...trafficKeys(shared, this.#nonce, nonceR!, th3) },
+      result: { peerSerial: serial, peerPublicKey: identityR!.slice(), transcriptHash: th3, ...trafficKeys(shared, this.#nonce, nonceR!, th3) },
     }
   }
 }
@@ -160,16 +196,26 @@ export class InitiatorHandshake {
 export class ResponderHandshake {
   readonly #ephemeral: Uint8Array
   readonly #nonce: Uint8Array
+  readonly #startedAt: number
+  #phase: 'awaiting-hello' | 'awaiting-finish' | 'done' = 'awaiting-hello'
   #state: { th2: Uint8Array; shared: Uint8Array; macI: Uint8Array; nonceI: Uint8Array; serial: string; identityI: Uint8Array } | null = null
 
   constructor(private readonly options: HandshakeOptions) {
     this.#ephemeral = options.randomBytes(32)
     this.#nonce = options.randomBytes(32)
+    this.#startedAt = (options.now ?? Date.now)()
   }
 
   async receiveHello(hello: Uint8Array): Promise<Uint8Array> {
+    if (this.#phase !== 'awaiting-hello') throw new TrustError('E_HANDSHAKE_STATE', 'a second HELLO on one connection')
+    this.#phase = 'awaiting-finish'
+    checkDeadline(this.options, this.#startedAt, 'HELLO')
+    hello = hello.slice() // kept in the transcript; the caller's buffer may be reused
     const [version, clusterId, serialBytes, identityI, ephemeralI, nonceI] = decodeFields(hello, 6, 'HELLO')
     checkVersion(readU16(version!))
+    requireSize(identityI!, 'identity', 'HELLO')
+    requireSize(ephemeralI!, 'ephemeral', 'HELLO')
+    requireSize(nonceI!, 'nonce', 'HELLO')
     if (decodeText(clusterId!) !== this.options.clusterId) {
       throw new TrustError('E_CLUSTER_MISMATCH', `peer wants cluster '${decodeText(clusterId!)}', this node serves '${this.options.clusterId}'`)
     }
@@ -194,8 +240,12 @@ export class ResponderHandshake {
 
   receiveFinish(finish: Uint8Array): HandshakeResult {
     const state = this.#state
-    if (!state) throw new TrustError('E_HANDSHAKE_STATE', 'FINISH before HELLO')
+    if (!state || this.#phase !== 'awaiting-finish') throw new TrustError('E_HANDSHAKE_STATE', state ? 'a second FINISH' : 'FINISH before HELLO')
+    this.#phase = 'done'
+    checkDeadline(this.options, this.#startedAt, 'FINISH')
     const [sigI, macI] = decodeFields(finish, 2, 'FINISH')
+    requireSize(sigI!, 'signature', 'FINISH')
+    requireSize(macI!, 'mac', 'FINISH')
     if (!verifySignature(state.identityI, signed('initiator', state.th2), sigI!)) {
       throw new TrustError('E_BAD_SIGNATURE', `peer ${state.serial}'s signature over the handshake does not verify`, 'someone altered or replayed the handshake; the link was closed')
     }

@@ -2,7 +2,9 @@
  * the reason on both sides; a peer that stops answering pings is marked unavailable; a silent server times out. */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { FrameType } from '../../src/link/frames.ts'
-import { connectLink, listenLinks, type LinkOptions, type SealedLink } from '../../src/link/tcp-link.ts'
+import { FrameDecoder, encodeFrame } from '../../src/link/framing.ts'
+import { connectLink, listenLinks, SealedLink, type LinkOptions } from '../../src/link/tcp-link.ts'
+import { InitiatorHandshake } from '../../src/trust/handshake.ts'
 import { pins, testIdentity } from '../support/identities.ts'
 
 const alice = testIdentity(1)
@@ -79,16 +81,108 @@ describe('sealed TCP link', () => {
   })
 
   test('a peer that stops answering pings is unavailable within 3 intervals, and sends then fail at once', async () => {
-    const { port, accepted } = server({ pingIntervalMs: 100 })
+    // the far side pings rarely, so once it stops reading nothing at all comes back from it (as from a frozen process)
+    const { port, accepted } = server({ pingIntervalMs: 60_000 })
     const link = await client(port, { pingIntervalMs: 100 })
     await Bun.sleep(20)
-    // freeze the far side: it stops reading, so no pongs come back
     const far = accepted[0]!
     ;(far as unknown as { data: (c: Uint8Array) => void }).data = () => {}
     const t0 = Date.now()
     const reason = await new Promise<{ code?: string }>((resolve) => link.onClose((r) => resolve(r as { code?: string })))
     expect(reason.code).toBe('E_PEER_UNAVAILABLE')
-    expect(Date.now() - t0).toBeLessThan(3 * 100 + 250)
+    const elapsed = Date.now() - t0
+    expect(elapsed).toBeGreaterThanOrEqual(3 * 100 - 40) // not before 3 silent intervals…
+    expect(elapsed).toBeLessThan(3 * 100 + 150) // …and not much after
     expect(() => link.send(FrameType.data, new Uint8Array(1))).toThrow(/missed 3 pings/)
+  })
+
+  test('a peer that stops mid-handshake (HELLO sent, ACK received, no FINISH) times out on the waiting side', async () => {
+    // a raw client speaks the first half of the handshake over real TCP, then goes silent
+    const closed: { code?: string }[] = []
+    const listener = Bun.listen<{ link: SealedLink }>({
+      hostname: '127.0.0.1',
+      port: 0,
+      socket: {
+        open(socket) {
+          const link = new SealedLink('responder', { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, handshakeTimeoutMs: 300 })
+          socket.data = { link }
+          link.onClose((r) => closed.push(r as { code?: string }))
+          link.attach(socket)
+        },
+        data: (socket, chunk) => socket.data.link.data(new Uint8Array(chunk)),
+        close: () => {},
+      },
+    })
+    cleanup.push(() => listener.stop(true))
+    const half = new InitiatorHandshake({ identity: alice, serial: 'alice', clusterId: 'c', authorize: both, randomBytes: (n) => crypto.getRandomValues(new Uint8Array(n)) })
+    const decoder = new FrameDecoder(1 << 16)
+    const acks: number[] = []
+    let ended = false
+    const socket = await Bun.connect({
+      hostname: '127.0.0.1',
+      port: listener.port,
+      socket: { data: (_s, chunk) => decoder.push(new Uint8Array(chunk)).forEach((f) => acks.push(f.type)), close: () => void (ended = true) },
+    })
+    cleanup.push(() => socket.end())
+    const t0 = Date.now()
+    socket.write(encodeFrame(FrameType.hello, half.hello()))
+    while (closed.length === 0 && Date.now() - t0 < 3000) await Bun.sleep(10)
+    expect(acks).toEqual([FrameType.ack]) // the responder answered, then waited for a FINISH that never came
+    expect(closed[0]?.code).toBe('E_HANDSHAKE_TIMEOUT')
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290)
+    await Bun.sleep(50)
+    expect(ended).toBe(true) // and it hung up
+  })
+
+  test('keys rekey on schedule over a live link and every frame still opens, both ways', async () => {
+    const { port, accepted } = server({ rekeyInterval: 3n })
+    const link = await client(port, { rekeyInterval: 3n })
+    cleanup.push(() => link.close())
+    await Bun.sleep(20)
+    const far = accepted[0]!
+    far.onFrame((f) => far.send(FrameType.data, f.payload))
+    const back: number[] = []
+    const all = new Promise<void>((resolve) => link.onFrame((f) => back.push(f.payload[0]!) === 10 && resolve()))
+    for (let i = 0; i < 10; i++) link.send(FrameType.data, new Uint8Array([i]))
+    await all
+    expect(back).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    expect(link.stats.sent).toBe(10)
+    expect(far.stats.received).toBe(10)
+  })
+
+  test('a FINISH the responder refuses reaches the initiator as the responder’s code, though it already held keys', async () => {
+    // in memory: a wire that flips one bit of FINISH on its way to the responder
+    const opts = { clusterId: 'c', authorize: both, handshakeTimeoutMs: 5000, pingIntervalMs: 60_000 }
+    const a = new SealedLink('initiator', { identity: alice, serial: 'alice', ...opts })
+    const b = new SealedLink('responder', { identity: bob, serial: 'bob', ...opts })
+    const decoder = new FrameDecoder(1 << 16)
+    b.attach({ write: (x: Uint8Array) => (a.data(x.slice()), x.byteLength), end: () => {} } as never)
+    a.attach({
+      write: (x: Uint8Array) => {
+        for (const f of decoder.push(x.slice())) {
+          const body = f.body.slice()
+          if (f.type === FrameType.finish) body[10]! ^= 1
+          b.data(encodeFrame(f.type, body))
+        }
+        return x.byteLength
+      },
+      end: () => {},
+    } as never)
+    const reasons = await Promise.all([new Promise((r) => a.onClose(r)), new Promise((r) => b.onClose(r))])
+    expect(reasons.map((r) => (r as { code: string }).code)).toEqual(['E_BAD_SIGNATURE', 'E_BAD_SIGNATURE'])
+    expect((reasons[0] as Error).message).toContain('the peer refused the handshake')
+  })
+
+  test('a caller waiting for a frame gets the close reason, not a hang; or a timeout', async () => {
+    const { port, accepted } = server()
+    const link = await client(port)
+    cleanup.push(() => link.close())
+    await Bun.sleep(20)
+    expect(await link.nextFrame(undefined, 50).catch((e) => e.code)).toBe('E_LINK_TIMEOUT')
+    const waiting = link.nextFrame((f) => f.type === FrameType.tokens)
+    accepted[0]!.send(FrameType.data, new Uint8Array([1])) // not a match: still waiting
+    accepted[0]!.close()
+    expect(await waiting.catch((e) => e.code)).toBe('E_PEER_CLOSED')
+    expect(await link.nextFrame().catch((e) => e.code)).toBe('E_PEER_CLOSED')
   })
 })

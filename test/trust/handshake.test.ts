@@ -5,7 +5,7 @@ import { x25519 } from '@noble/curves/ed25519.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
 import { randomBytes } from '@noble/hashes/utils.js'
 import { decodeFields, encodeFields, InitiatorHandshake, ResponderHandshake, type HandshakeOptions } from '../../src/trust/handshake.ts'
-import { pins, testIdentity } from '../support/identities.ts'
+import { counterRandom, pins, testIdentity } from '../support/identities.ts'
 
 const alice = testIdentity(1)
 const bob = testIdentity(2)
@@ -97,5 +97,80 @@ describe('handshake', () => {
 
   test('a different cluster id is refused', async () => {
     expect(await codeOf(run(initiator({ clusterId: 'other' })))).toBe('E_CLUSTER_MISMATCH')
+  })
+})
+
+describe('handshake deadline, sizes and order (pure, injected clock)', () => {
+  test('a peer that stops mid-handshake: a message after the deadline is refused with E_HANDSHAKE_TIMEOUT', async () => {
+    let now = 0
+    const clock = { now: () => now, timeoutMs: 5000 }
+    // the responder answered HELLO at t=0; the initiator's FINISH only comes at t=5001
+    const i = initiator(clock)
+    const r = responder(clock)
+    const ack = await r.receiveHello(i.hello())
+    const { finish } = await i.receiveAck(ack)
+    now = 5001
+    expect(() => r.receiveFinish(finish)).toThrow(expect.objectContaining({ code: 'E_HANDSHAKE_TIMEOUT' }))
+    // the initiator's side: an ACK that arrives late
+    now = 0
+    const late = initiator(clock)
+    const ack2 = await responder(clock).receiveHello(late.hello())
+    now = 6000
+    expect(await codeOf(late.receiveAck(ack2))).toBe('E_HANDSHAKE_TIMEOUT')
+    // in time, the same exchange completes
+    now = 0
+    const j = initiator(clock)
+    const s = responder(clock)
+    const ack3 = await s.receiveHello(j.hello())
+    now = 4999
+    const done = await j.receiveAck(ack3)
+    expect(s.receiveFinish(done.finish).peerSerial).toBe('alice')
+  })
+
+  test('fields of the wrong size are malformed before any crypto runs', async () => {
+    const resize = (index: number, count: number, size: number) => (b: Uint8Array) => {
+      const fields = decodeFields(b, count, 'x').map((f) => f.slice())
+      fields[index] = new Uint8Array(size)
+      return encodeFields(fields)
+    }
+    expect(await codeOf(run(undefined, undefined, { hello: resize(5, 6, 0) }))).toBe('E_HANDSHAKE_MALFORMED') // empty nonce
+    expect(await codeOf(run(undefined, undefined, { hello: resize(3, 6, 65) }))).toBe('E_HANDSHAKE_MALFORMED') // identity
+    expect(await codeOf(run(undefined, undefined, { ack: resize(5, 7, 63) }))).toBe('E_HANDSHAKE_MALFORMED') // signature
+    expect(await codeOf(run(undefined, undefined, { finish: resize(1, 2, 31) }))).toBe('E_HANDSHAKE_MALFORMED') // mac
+  })
+
+  test('messages out of turn are refused', async () => {
+    const i = initiator()
+    const r = responder()
+    const hello = i.hello()
+    const ack = await r.receiveHello(hello)
+    expect(await codeOf(r.receiveHello(hello))).toBe('E_HANDSHAKE_STATE')
+    const { finish } = await i.receiveAck(ack)
+    expect(await codeOf(i.receiveAck(ack))).toBe('E_HANDSHAKE_STATE')
+    r.receiveFinish(finish)
+    expect(() => r.receiveFinish(finish)).toThrow(expect.objectContaining({ code: 'E_HANDSHAKE_STATE' }))
+    expect(() => responder().receiveFinish(finish)).toThrow(expect.objectContaining({ code: 'E_HANDSHAKE_STATE' }))
+  })
+
+  test('fixed keys and randomness give the recorded transcript (test/vectors/handshake.json)', async () => {
+    const { default: vector } = await import('../vectors/handshake.json', { with: { type: 'json' } })
+    const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
+    const i = initiator({ randomBytes: counterRandom(1), clusterId: vector.clusterId })
+    const r = responder({ randomBytes: counterRandom(2), clusterId: vector.clusterId })
+    const hello = i.hello()
+    const ack = await r.receiveHello(hello)
+    const { finish, result } = await i.receiveAck(ack)
+    const theirs = r.receiveFinish(finish)
+    const got = {
+      clusterId: vector.clusterId,
+      hello: hex(hello),
+      ack: hex(ack),
+      finish: hex(finish),
+      transcriptHash: hex(result.transcriptHash),
+      initiatorKey: hex(result.initiatorKey),
+      responderKey: hex(result.responderKey),
+    }
+    expect(got).toEqual(vector)
+    expect(hex(theirs.initiatorKey)).toBe(vector.initiatorKey)
   })
 })

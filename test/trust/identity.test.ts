@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { canonicalJson } from '../../src/trust/canonical-json.ts'
 import { signAttestation, verifyAttestation } from '../../src/trust/attestation.ts'
 import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
-import { probe as enclaveProbe } from '../../src/trust/identity-enclave.ts'
+import { open as openEnclave, probe as enclaveProbe } from '../../src/trust/identity-enclave.ts'
 import { fingerprint, verifySignature } from '../../src/trust/identity.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 import { decideRdma, type RdmaProbes } from '../../src/trust/rdma-gate.ts'
@@ -44,7 +44,8 @@ describe('software identity', () => {
     expect(() => loadSoftwareIdentity(join(dir(), 'none.key'), { create: false })).toThrow(/no identity key/)
     const p = enclaveProbe()
     expect(p.available).toBe(false)
-    if (!p.available) expect(p.reason.length).toBeGreaterThan(10)
+    if (!p.available) expect(p.reason).toStartWith('Secure Enclave identity needs the macOS bridge (not built on this platform)')
+    expect(() => openEnclave()).toThrow(expect.objectContaining({ code: 'E_ENCLAVE_UNAVAILABLE' }))
   })
 })
 

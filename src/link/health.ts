@@ -1,0 +1,85 @@
+/** Link health (docs/protocol.md §Health): a peer is alive while bytes keep arriving from it; a ping every interval
+ * keeps an idle link talking, and silence for `missedPings` intervals marks the peer unavailable. The decision is a pure
+ * function of the clock (`HealthState.tick`); `Heartbeat` drives it with one timer. */
+
+export interface HealthOptions {
+  /** Ping period in ms (default 5000). */
+  intervalMs: number
+  /** Intervals of silence after which the peer is unavailable (default 3). */
+  missedPings: number
+}
+
+export const DEFAULT_HEALTH: HealthOptions = { intervalMs: 5000, missedPings: 3 }
+
+export type HealthAction = { action: 'ping'; wakeAt: number } | { action: 'wait'; wakeAt: number } | { action: 'dead'; silentMs: number }
+
+/** Pure: when to ping, when to give up. `heard` moves the deadline; `tick` says what is due at `now`. */
+export class HealthState {
+  #lastHeard: number
+  #nextPing: number
+  constructor(
+    readonly options: HealthOptions,
+    now: number,
+  ) {
+    this.#lastHeard = now
+    this.#nextPing = now + options.intervalMs
+  }
+
+  get deadline(): number {
+    return this.#lastHeard + this.options.intervalMs * this.options.missedPings
+  }
+
+  heard(now: number): void {
+    if (now > this.#lastHeard) this.#lastHeard = now
+  }
+
+  tick(now: number): HealthAction {
+    if (now >= this.deadline) return { action: 'dead', silentMs: now - this.#lastHeard }
+    if (now >= this.#nextPing) {
+      while (this.#nextPing <= now) this.#nextPing += this.options.intervalMs
+      return { action: 'ping', wakeAt: Math.min(this.#nextPing, this.deadline) }
+    }
+    return { action: 'wait', wakeAt: Math.min(this.#nextPing, this.deadline) }
+  }
+}
+
+/** Drives a HealthState with a single timer: calls `ping` when one is due and `dead` once when the peer fell silent. */
+export class Heartbeat {
+  readonly #state: HealthState
+  #timer: ReturnType<typeof setTimeout> | null = null
+  #stopped = false
+
+  constructor(
+    options: HealthOptions,
+    private readonly ping: () => void,
+    private readonly dead: (silentMs: number) => void,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.#state = new HealthState(options, now())
+    this.#schedule(this.#state.tick(now()))
+  }
+
+  /** Call on every chunk received from the peer: any traffic proves it is alive. */
+  heard(): void {
+    this.#state.heard(this.now())
+  }
+
+  stop(): void {
+    this.#stopped = true
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = null
+  }
+
+  #schedule(next: HealthAction): void {
+    if (this.#stopped) return
+    if (next.action === 'dead') {
+      this.stop()
+      return this.dead(next.silentMs)
+    }
+    if (next.action === 'ping') {
+      this.ping()
+      if (this.#stopped) return // the ping found the link closed
+    }
+    this.#timer = setTimeout(() => this.#schedule(this.#state.tick(this.now())), Math.max(1, next.wakeAt - this.now()))
+  }
+}
