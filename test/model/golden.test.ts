@@ -1,10 +1,12 @@
 /** Golden logits: every family × dtype on the cpu backend against the float64 reference decoder (test/reference/decoder.ts),
  * for a prefill of 6 tokens (every row) and 3 decode steps through the KV cache.
- * Tolerances, on logits whose range is about ±1 on these models:
- * - f32/f16/bf16 weights: max |Δ| < 2e-3 (f32 activations against float64; the weights are exact in both).
+ * Tolerances, on logits with max |logit| 1.4–5 on these models:
+ * - f32/f16/bf16 weights: max |Δ| < 1e-4 (f32 activations against float64; the weights are exact in both; measured
+ *   ≤ 1.5e-6).
  * - q4/q8 and mixed: max |Δ| < 10% of max |logit|, and the reference's top token is in the backend's top 3. The cpu
  *   decode kernels quantize activations to int8 per 32-value block (llama.cpp's Q8 activations); the reference
- *   dequantizes the weights exactly and multiplies in float64, so this bounds the activation rounding (measured 2–6%). */
+ *   dequantizes the weights exactly and multiplies in float64, so this bounds the activation rounding (measured
+ *   2.9–6.2%, q8 no better than q4: the activations dominate). */
 import { describe, expect, test } from 'bun:test'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -35,7 +37,7 @@ function checkAgainstReference(dir: string, quantized: boolean): number {
   const check = (got: Float32Array, want: Float64Array) => {
     const diff = maxAbsDiff(got, want)
     worst = Math.max(worst, diff / maxAbs(want))
-    if (!quantized) expect(diff).toBeLessThan(2e-3)
+    if (!quantized) expect(diff).toBeLessThan(1e-4)
     else {
       expect(diff / maxAbs(want)).toBeLessThan(0.1)
       expect(topK(got, 3)).toContain(topK(want, 1)[0]!)
