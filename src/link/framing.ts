@@ -16,70 +16,91 @@ export function encodeFrame(type: number, body: Uint8Array): Uint8Array {
   return out
 }
 
-/** Incremental decoder: feed chunks as they arrive, get whole frames. Throws LinkError on the first bad frame. */
+/** Incremental decoder: feed chunks as they arrive, get whole frames; throws LinkError on the first bad frame.
+ * A frame wholly inside one chunk is returned as a view of that chunk (valid until push returns: sockets reuse their read
+ * buffer); a frame split across chunks is copied once into a buffer allocated only after its length passed the limit. */
 export class FrameDecoder {
-  #chunks: Uint8Array[] = []
-  #buffered = 0
-  #need = -1 // bytes of the current frame after the length prefix, once known
+  readonly #prefix = new Uint8Array(8)
+  #prefixFilled = 0
+  #frame: Uint8Array | null = null // the body of a frame in progress (type byte first)
+  #filled = 0
+  /** Largest buffer this decoder ever allocated: never more than maxFrameBytes + 1. */
+  largestAllocation = 0
+  #error: LinkError | null = null
 
   constructor(readonly maxFrameBytes: number) {}
 
+  /** Bytes held for an incomplete frame. */
+  get buffered(): number {
+    return this.#prefixFilled + this.#filled
+  }
+
+  /** Set once a bad frame was seen: the stream is unusable from there on. */
+  get error(): LinkError | null {
+    return this.#error
+  }
+
+  /** Whole frames in this chunk. A bad frame throws, unless good frames came before it in the same chunk: those are
+   * returned and the error is left in `error` (and thrown by the next push), so the result does not depend on chunking. */
   push(chunk: Uint8Array): RawFrame[] {
-    this.#chunks.push(chunk)
-    this.#buffered += chunk.byteLength
+    if (this.#error) throw this.#error
     const frames: RawFrame[] = []
-    for (;;) {
-      if (this.#need < 0) {
-        if (this.#buffered < 8) break
-        const prefix = this.#take(8, false)
-        const len = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true)
-        if (len < 1n) throw new LinkError('E_FRAME_EMPTY', 'a frame declared zero length', 'the peer is not speaking the dbcluster link protocol')
-        if (len > BigInt(this.maxFrameBytes + 1)) {
-          throw new LinkError('E_FRAME_TOO_LARGE', `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`, 'the peer is broken or hostile; the link was closed')
-        }
-        this.#need = Number(len)
-        this.#take(8, true)
-      }
-      if (this.#buffered < this.#need) break
-      const bytes = this.#take(this.#need, true)
-      this.#need = -1
-      const type = bytes[0]!
-      if (!frameTypeName(type)) throw new LinkError('E_FRAME_TYPE', `unknown frame type ${type}`, 'the peer runs another protocol version')
-      frames.push({ type, body: bytes.subarray(1) })
+    try {
+      this.#decode(chunk, frames)
+    } catch (error) {
+      this.#error = error as LinkError
+      if (frames.length === 0) throw error
     }
-    // The socket may reuse its read buffer after this call: keep a copy of whatever stays buffered. Frames returned
-    // above may be views of it, so callers consume them before returning (SealedLink does) or copy them.
-    const last = this.#chunks.length - 1
-    if (last >= 0 && this.#chunks[last]!.buffer === chunk.buffer) this.#chunks[last] = this.#chunks[last]!.slice()
     return frames
   }
 
-  /** The first n buffered bytes (a view when one chunk holds them all, else a copy); consumes them when `consume`. */
-  #take(n: number, consume: boolean): Uint8Array {
-    const first = this.#chunks[0]!
-    if (first.byteLength >= n) {
-      const view = first.subarray(0, n)
-      if (consume) {
-        if (first.byteLength === n) this.#chunks.shift()
-        else this.#chunks[0] = first.subarray(n)
-        this.#buffered -= n
+  #decode(chunk: Uint8Array, frames: RawFrame[]): void {
+    let at = 0
+    while (at < chunk.byteLength) {
+      if (this.#frame) {
+        const part = Math.min(chunk.byteLength - at, this.#frame.byteLength - this.#filled)
+        this.#frame.set(chunk.subarray(at, at + part), this.#filled)
+        if (this.#filled === 0) checkType(chunk[at]!)
+        this.#filled += part
+        at += part
+        if (this.#filled === this.#frame.byteLength) {
+          frames.push({ type: this.#frame[0]!, body: this.#frame.subarray(1) })
+          this.#frame = null
+          this.#filled = 0
+        }
+        continue
       }
-      return view
+      // the length prefix, possibly split across chunks
+      let len: bigint
+      if (this.#prefixFilled === 0 && chunk.byteLength - at >= 8) {
+        len = new DataView(chunk.buffer, chunk.byteOffset + at, 8).getBigUint64(0, true)
+        at += 8
+      } else {
+        const part = Math.min(8 - this.#prefixFilled, chunk.byteLength - at)
+        this.#prefix.set(chunk.subarray(at, at + part), this.#prefixFilled)
+        this.#prefixFilled += part
+        at += part
+        if (this.#prefixFilled < 8) break
+        this.#prefixFilled = 0
+        len = new DataView(this.#prefix.buffer).getBigUint64(0, true)
+      }
+      if (len < 1n) throw new LinkError('E_FRAME_EMPTY', 'a frame declared zero length', 'the peer is not speaking the dbcluster link protocol')
+      if (len > BigInt(this.maxFrameBytes + 1)) {
+        throw new LinkError('E_FRAME_TOO_LARGE', `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`, 'the peer is broken or hostile; the link was closed')
+      }
+      const need = Number(len)
+      if (at < chunk.byteLength) checkType(chunk[at]!) // refuse an unknown type before buffering its body
+      if (chunk.byteLength - at >= need) {
+        frames.push({ type: chunk[at]!, body: chunk.subarray(at + 1, at + need) })
+        at += need
+        continue
+      }
+      this.#frame = new Uint8Array(need) // safe: need <= maxFrameBytes + 1, checked above
+      if (need > this.largestAllocation) this.largestAllocation = need
     }
-    const out = new Uint8Array(n)
-    let filled = 0
-    let i = 0
-    while (filled < n) {
-      const c = this.#chunks[i]!
-      const part = Math.min(c.byteLength, n - filled)
-      out.set(c.subarray(0, part), filled)
-      filled += part
-      if (consume) {
-        if (part === c.byteLength) this.#chunks.shift()
-        else this.#chunks[0] = c.subarray(part)
-      } else i++
-    }
-    if (consume) this.#buffered -= n
-    return out
   }
+}
+
+function checkType(type: number): void {
+  if (!frameTypeName(type)) throw new LinkError('E_FRAME_TYPE', `unknown frame type ${type}`, 'the peer runs another protocol version')
 }

@@ -8,7 +8,7 @@ import { InitiatorHandshake, ResponderHandshake, type Authorization, type Handsh
 import type { Identity } from '../trust/identity.ts'
 import { AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
-import { decodeError, encodeError, FrameType, frameTypeName, isHandshakeFrame, type FrameTypeCode } from './frames.ts'
+import { decodeError, encodeError, FrameType, frameTypeName, isHandshakeFrame, SEALED_HEADER_BYTES, TAG_BYTES, type FrameTypeCode } from './frames.ts'
 import { encodeFrame, FrameDecoder, type RawFrame } from './framing.ts'
 import { Heartbeat } from './health.ts'
 
@@ -73,7 +73,7 @@ export class SealedLink {
   ) {
     this.#o = { ...DEFAULTS, randomBytes: random, ...options }
     // the sealed header and tag ride on top of the largest payload
-    this.#decoder = new FrameDecoder(this.#o.maxFrameBytes + 64)
+    this.#decoder = new FrameDecoder(this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES)
     this.established = new Promise((resolve, reject) => (this.#established = { resolve, reject }))
     this.established.catch(() => {}) // also reported through close listeners
     const hs: HandshakeOptions = {
@@ -88,8 +88,27 @@ export class SealedLink {
     else this.#responder = new ResponderHandshake(hs)
   }
 
+  /** A link whose handshake ran elsewhere (tests, fuzzing, benchmarks): keys from a HandshakeResult, on a given socket. */
+  static withKeys(role: 'initiator' | 'responder', options: LinkOptions, result: HandshakeResult, socket: Pick<Socket<SocketData>, 'write' | 'end'>): SealedLink {
+    const link = new SealedLink(role, options)
+    link.#initiator = link.#responder = null
+    link.#socket = socket
+    link.#establish(result)
+    return link
+  }
+
   get closed(): boolean {
     return this.#closed
+  }
+
+  /** The largest buffer the frame decoder allocated (bounded by maxFrameBytes plus the sealed overhead). */
+  get largestAllocation(): number {
+    return this.#decoder.largestAllocation
+  }
+
+  /** Bytes the decoder holds for a frame not yet complete. */
+  get bufferedBytes(): number {
+    return this.#decoder.buffered
   }
 
   /** Bytes waiting for the socket to drain (backpressure). */
@@ -187,6 +206,7 @@ export class SealedLink {
     } catch (error) {
       return this.close(error as LinkError)
     }
+    const bad = this.#decoder.error // good frames ahead of a bad one in the same chunk are still handled first
     if (this.#receiver && !this.#chainBusy) {
       // established and nothing queued behind an async handshake step: handle in place, no promise hop per frame
       for (const f of frames) {
@@ -197,10 +217,11 @@ export class SealedLink {
           return this.close(asCloseReason(error))
         }
       }
+      if (bad) this.close(bad)
       return
     }
     // frames may be views of the socket's read buffer, which is reused once this call returns: copy what waits
-    void this.#handleAll(frames.map((f) => ({ type: f.type, body: f.body.slice() })))
+    void this.#handleAll(frames.map((f) => ({ type: f.type, body: f.body.slice() })), bad)
   }
 
   drain(): void {
@@ -210,7 +231,7 @@ export class SealedLink {
   #chain: Promise<void> = Promise.resolve()
   #chainBusy = 0
   /** Frames are handled strictly in order, even though the handshake steps are async. */
-  #handleAll(frames: RawFrame[]): Promise<void> {
+  #handleAll(frames: RawFrame[], bad: LinkError | null): Promise<void> {
     this.#chainBusy++
     this.#chain = this.#chain
       .then(async () => {
@@ -226,6 +247,7 @@ export class SealedLink {
             return
           }
         }
+        if (bad) this.close(bad)
       })
       .finally(() => this.#chainBusy--)
     return this.#chain

@@ -26,3 +26,32 @@ test('an empty frame, an unknown type and an oversized length are refused', () =
   expect(() => new FrameDecoder(100).push(encodeFrame(99, new Uint8Array(1)))).toThrow(/unknown frame type 99/)
   expect(() => new FrameDecoder(100).push(encodeFrame(13, new Uint8Array(101)))).toThrow(/limit is 100/)
 })
+
+test('good frames ahead of a bad one in the same chunk are returned; the error is kept and thrown next', () => {
+  const decoder = new FrameDecoder(100)
+  const good = encodeFrame(13, new Uint8Array([5]))
+  const chunk = new Uint8Array([...good, ...encodeFrame(99, new Uint8Array(1))])
+  const frames = decoder.push(chunk)
+  expect(frames.map((f) => [f.type, f.body[0]])).toEqual([[13, 5]])
+  expect(decoder.error?.code).toBe('E_FRAME_TYPE')
+  expect(() => decoder.push(good)).toThrow(/unknown frame type 99/)
+})
+
+test('an unknown type is refused as soon as its byte arrives, before the body is buffered', () => {
+  const decoder = new FrameDecoder(1 << 20)
+  const frame = encodeFrame(99, new Uint8Array(1 << 19))
+  expect(() => decoder.push(frame.subarray(0, 9))).toThrow(/unknown frame type 99/)
+  expect(decoder.largestAllocation).toBe(0)
+  expect(decoder.buffered).toBe(0)
+})
+
+test('a split frame is copied once into a buffer of exactly its size', () => {
+  const decoder = new FrameDecoder(1 << 20)
+  const frame = encodeFrame(7, new Uint8Array(1000).map((_, i) => i))
+  expect(decoder.push(frame.subarray(0, 3))).toEqual([])
+  expect(decoder.push(frame.subarray(3, 500))).toEqual([])
+  expect(decoder.buffered).toBe(500 - 8)
+  const [f] = decoder.push(frame.subarray(500))
+  expect(f!.body).toEqual(new Uint8Array(1000).map((_, i) => i))
+  expect(decoder.largestAllocation).toBe(1001)
+})

@@ -49,13 +49,18 @@ test('kill the peer: unavailable within 3 ping intervals, errors not hangs, reco
   expect(first.link.peerSerial).toBe('bob')
   expect(await echo()).toBe('hello')
 
-  // freeze the peer: no pongs come back
+  // freeze the peer: nothing comes back, not even pongs; a caller waiting for a reply gets an error, not a hang
+  const pending = link.nextFrame((f) => f.type === FrameType.tokens)
   peer.proc.kill('SIGSTOP')
   const t0 = Date.now()
   const down = (await next('unavailable')) as { reason: string }
-  expect(down.reason).toContain('missed 3 pings')
-  expect(Date.now() - t0).toBeLessThan(3 * PING_MS + 300)
+  const elapsed = Date.now() - t0
+  expect(down.reason).toContain('E_PEER_UNAVAILABLE: bob missed 3 pings')
+  expect(elapsed).toBeLessThan(3 * PING_MS + 150)
+  expect(elapsed).toBeGreaterThan(2 * PING_MS) // the last pong came at most one interval before the freeze
+  expect(await pending.catch((e) => e.code)).toBe('E_PEER_UNAVAILABLE')
   expect(() => link.send(FrameType.data, new Uint8Array(1))).toThrow(/unavailable/)
+  expect(await link.nextFrame().catch((e) => e.code)).toBe('E_PEER_UNAVAILABLE')
 
   // the peer dies and a new one takes its port: the link comes back with a new handshake
   peer.proc.kill('SIGKILL')
@@ -64,6 +69,12 @@ test('kill the peer: unavailable within 3 ping intervals, errors not hangs, reco
   const second = (await next('connected')) as { link: object }
   expect(second.link).not.toBe(first.link)
   expect(await echo()).toBe('hello')
+
+  // killed outright, the socket closes: unavailable at once, with the reason
+  again.proc.kill('SIGKILL')
+  const t1 = Date.now()
+  expect(((await next('unavailable')) as { reason: string }).reason).toMatch(/E_PEER_CLOSED|E_PEER_UNAVAILABLE/)
+  expect(Date.now() - t1).toBeLessThan(3 * PING_MS + 150)
+  expect(states.map((s) => s.state)).toEqual(['connected', 'unavailable', 'connected', 'unavailable']) // one event per outage
   link.stop()
-  again.proc.kill()
 }, 30_000)
