@@ -67,7 +67,20 @@ function roundsFor(bytes: number) {
   return bytes <= 65536 ? 300 : bytes <= 4 * 1024 * 1024 ? 40 : 6
 }
 
-export async function runLinkBench(options: { sizes: number[]; cipher: CipherName; peerCommand: string[]; onProgress?: (l: string) => void }): Promise<LinkBenchResult> {
+export interface LinkBenchOptions {
+  /** Payload sizes for the round trips. */
+  sizes: number[]
+  /** Round trips per size (after 2 warm-up rounds); default by size (300 up to 64 KB, 40 up to 4 MB, 6 above). */
+  rounds?: number
+  /** Buffer sizes for the in-process seal+open measurement. */
+  aeadSizes?: number[]
+  cipher: CipherName
+  /** argv that starts the peer process (this binary's `bench link --peer-key …`). */
+  peerCommand: string[]
+  onProgress?: (l: string) => void
+}
+
+export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBenchResult> {
   const progress = options.onProgress ?? (() => {})
   const secret = p256.utils.randomSecretKey()
   const identity = softwareIdentityFromSecret(secret)
@@ -102,7 +115,7 @@ export async function runLinkBench(options: { sizes: number[]; cipher: CipherNam
     const sizes: LinkBenchResult['sizes'] = []
     for (const bytes of options.sizes) {
       const payload = new Uint8Array(bytes).map((_, i) => i * 31)
-      const rounds = roundsFor(bytes)
+      const rounds = options.rounds ?? roundsFor(bytes)
       progress(`${bytes} bytes × ${rounds} round trips, sealed and plain`)
       const sealedTimes: number[] = []
       const plainTimes: number[] = []
@@ -130,8 +143,8 @@ export async function runLinkBench(options: { sizes: number[]; cipher: CipherNam
     plain.close()
     const aead: LinkBenchResult['aead'] = []
     for (const cipher of ['aes-256-gcm', 'chacha20-poly1305'] as const) {
-      for (const bytes of [4096, 262144, 4 * 1024 * 1024, 32 * 1024 * 1024]) {
-        if (cipher === 'chacha20-poly1305' && bytes > 4 * 1024 * 1024) continue // pure JS: minutes at 32 MB
+      for (const bytes of options.aeadSizes ?? [4096, 262144, 4 * 1024 * 1024, 32 * 1024 * 1024]) {
+        if (cipher === 'chacha20-poly1305' && bytes > 4 * 1024 * 1024) continue // pure JS (@noble): seconds per rep at 32 MB
         progress(`seal+open ${cipher} ${bytes} bytes`)
         aead.push({ cipher, bytes, gbps: round(aeadGbps(cipher, bytes), 3) })
       }

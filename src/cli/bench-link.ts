@@ -15,7 +15,9 @@ const parseSize = (s: string): number => {
 export default defineCommand({
   meta: { name: 'link', description: 'Round-trip latency and throughput of the sealed link against plaintext framing (two processes on loopback), and AEAD GB/s' },
   args: {
-    sizes: { type: 'string', description: 'Comma-separated payload sizes', default: '4K,64K,256K,4M,64M' },
+    sizes: { type: 'string', description: 'Comma-separated payload sizes for the round trips', default: '4K,64K,256K,4M,64M' },
+    rounds: { type: 'string', description: 'Round trips per size (default: 300 up to 64K, 40 up to 4M, 6 above)', valueHint: 'N' },
+    'aead-sizes': { type: 'string', description: 'Comma-separated buffer sizes for in-process seal+open GB/s', default: '4K,256K,4M,32M' },
     cipher: { type: 'string', description: 'aes-256-gcm (default, native) or chacha20-poly1305', default: 'aes-256-gcm' },
     json: { type: 'boolean', description: 'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, sealed_gbps, plain_gbps}], aead: [{cipher, bytes, gbps}]}', default: false },
     'peer-key': { type: 'string', description: 'Internal: run as the benchmark peer, pinning this initiator key' },
@@ -24,8 +26,12 @@ export default defineCommand({
     const cipher = args.cipher as CipherName
     if (cipher !== 'aes-256-gcm' && cipher !== 'chacha20-poly1305') throw new UsageError(`unknown cipher '${args.cipher}'`, 'use aes-256-gcm or chacha20-poly1305')
     if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher)
+    const rounds = args.rounds === undefined ? undefined : Number(args.rounds)
+    if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) throw new UsageError(`--rounds must be a positive integer, not '${args.rounds}'`)
     const result = await runLinkBench({
       sizes: args.sizes.split(',').map(parseSize),
+      aeadSizes: args['aead-sizes'].split(',').map(parseSize),
+      rounds,
       cipher,
       peerCommand: [...selfCommand(), 'bench', 'link'],
       onProgress: (l) => !args.json && consola.start(l),

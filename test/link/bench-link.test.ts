@@ -1,0 +1,37 @@
+/** `dbcluster bench link --json` end to end: two real processes, sealed and plain in one run, the documented JSON shape. */
+import { expect, test } from 'bun:test'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+
+test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s per cipher', async () => {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K,64K', '--rounds', '5', '--aead-sizes', '4K'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+  expect(code).toBe(0)
+  const result = JSON.parse(out) as {
+    sizes: { bytes: number; rounds: number; sealed_rtt_us_p50: number; plain_rtt_us_p50: number; sealed_gbps: number; plain_gbps: number; ratio: number }[]
+    aead: { cipher: string; bytes: number; gbps: number }[]
+  }
+  expect(result.sizes.map((s) => [s.bytes, s.rounds])).toEqual([
+    [4096, 5],
+    [65536, 5],
+  ])
+  for (const s of result.sizes) {
+    expect(s.sealed_rtt_us_p50).toBeGreaterThan(1)
+    expect(s.plain_rtt_us_p50).toBeGreaterThan(1)
+    // throughput is the payload there and back over the median round trip
+    expect(s.sealed_gbps).toBeCloseTo((2 * s.bytes) / (s.sealed_rtt_us_p50 * 1e3), 1)
+    expect(s.ratio).toBeCloseTo(s.sealed_rtt_us_p50 / s.plain_rtt_us_p50, 1)
+  }
+  expect(result.aead.map((a) => [a.cipher, a.bytes])).toEqual([
+    ['aes-256-gcm', 4096],
+    ['chacha20-poly1305', 4096],
+  ])
+  for (const a of result.aead) expect(a.gbps).toBeGreaterThan(0.001)
+}, 30_000)
+
+test('bench link refuses a bad --rounds as a usage error', async () => {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--rounds', '0'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+  expect(code).toBe(2)
+  expect(err).toContain('--rounds must be a positive integer')
+})
