@@ -39,11 +39,15 @@ export function osVersion(): string {
   return `${type()} ${release()}`
 }
 
+/** The file the attestation's binary hash covers: the compiled executable, or the entry script when run from source. */
+export function binaryPath(): string {
+  return runningFromSource() ? Bun.main : process.execPath
+}
+
 /** SHA-256 of the running executable (the compiled binary), or of the entry script when run from source. */
 export function binaryHash(): string {
-  const path = runningFromSource() ? Bun.main : process.execPath
   try {
-    return createHash('sha256').update(readFileSync(path)).digest('hex')
+    return createHash('sha256').update(readFileSync(binaryPath())).digest('hex')
   } catch {
     return 'unknown'
   }

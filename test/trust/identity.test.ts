@@ -96,3 +96,18 @@ describe('attestation', () => {
     expect(verifyAttestation(null)).toMatchObject({ ok: false })
   })
 })
+
+describe('machine facts', () => {
+  test('serial, memory and binary hash come from the machine and the running entry point', async () => {
+    const { binaryHash, binaryPath, machineFacts } = await import('../../src/trust/machine-info.ts')
+    const { createHash } = await import('node:crypto')
+    const { existsSync } = await import('node:fs')
+    const { totalmem, hostname } = await import('node:os')
+    const facts = machineFacts()
+    if (process.platform === 'linux' && existsSync('/etc/machine-id')) expect(facts.serial).toBe(readFileSync('/etc/machine-id', 'utf8').trim())
+    expect(facts.memoryBytes).toBe(totalmem())
+    expect(facts.hostname).toBe(hostname())
+    expect(facts.chip.length).toBeGreaterThan(0)
+    expect(binaryHash()).toBe(createHash('sha256').update(readFileSync(binaryPath())).digest('hex'))
+  })
+})
