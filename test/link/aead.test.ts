@@ -112,3 +112,29 @@ describe('channel', () => {
     expect(() => rx2.open(FrameType.data, tx2.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg('2')))).toThrow(/failed authentication/)
   })
 })
+
+describe('wire layout (docs/protocol.md §Sealed frames), rebuilt by hand', () => {
+  for (const cipher of ['aes-256-gcm', 'chacha20-poly1305'] as const)
+    test(`${cipher}: a sealed frame is @noble's output under the documented nonce and AAD`, () => {
+      const key = randomBytes(32)
+      const tx = new AeadSender({ cipher, key, direction: 2, clusterId: 'cl-1' })
+      tx.sealFrame({ type: FrameType.data, stage: 0, requestId: 0n }, msgBytes('skip'))
+      const plaintext = randomBytes(77).subarray(3) // an odd-offset view
+      const frame = tx.sealFrame({ type: FrameType.activation, stage: 3, requestId: 0x0102030405n }, plaintext)
+      // u64 LE length | u8 type | u64 LE seq | u32 LE stage | u64 LE request id | ciphertext ‖ tag
+      expect(frame.length).toBe(9 + 20 + plaintext.length + 16)
+      expect(bytesToHex(frame.subarray(0, 29))).toBe(bytesToHex(le64(1 + 20 + plaintext.length + 16)) + hexOf([FrameType.activation]) + '0100000000000000' + '03000000' + '0504030201000000')
+      // nonce = u32 BE direction ‖ u64 BE counter; AAD = u8 type | u64 LE seq | u32 LE stage | u64 LE request id | cluster id
+      const nonce = hexToBytes('00000002' + '0000000000000001')
+      const aad = hexToBytes(hexOf([FrameType.activation]) + '0100000000000000' + '03000000' + '0504030201000000' + bytesToHex(msgBytes('cl-1')))
+      expect(bytesToHex(frame.subarray(29))).toBe(bytesToHex(noble(cipher, key, nonce, aad).encrypt(plaintext.slice())))
+    })
+})
+
+const msgBytes = (s: string) => new TextEncoder().encode(s)
+const hexOf = (bytes: number[]) => bytesToHex(new Uint8Array(bytes))
+const le64 = (n: number) => {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(n), true)
+  return b
+}
