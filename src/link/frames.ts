@@ -30,6 +30,9 @@ export const FrameType = {
   data: 13,
   /** the whole file arrived: 32-byte SHA-256 the receiver computed */
   fileDone: 14,
+  /** a piece of a larger message (TLS-style records, so sealing, sending and opening overlap): raw bytes; the pieces'
+   * plaintexts in order, then the final frame's (which carries the real type), form the message. Same stage and request id. */
+  fragment: 15,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -196,7 +199,8 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'hello':
     case 'ack':
     case 'finish':
-      throw new PayloadError(`frame type ${type} has no sealed payload`)
+    case 'fragment': // reassembled by the link; never a message of its own
+      throw new PayloadError(`frame type ${type} has no sealed payload of its own`)
     case 'ping':
     case 'pong':
       need(8)

@@ -29,6 +29,9 @@ export interface LinkOptions {
   missedPings?: number
   /** Frames per key before both sides step the key with HKDF (default 2^32). */
   rekeyInterval?: bigint
+  /** Payloads larger than this are sent as several sealed records (fragment frames), so the two ends' AEAD work and
+   * the transfer overlap (default 64 KiB). */
+  fragmentBytes?: number
   randomBytes?: (n: number) => Uint8Array
 }
 
@@ -39,7 +42,7 @@ export interface LinkFrame {
   payload: Uint8Array
 }
 
-const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 1024 * 1024, handshakeTimeoutMs: 5000, pingIntervalMs: 5000, missedPings: 3 }
+const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 1024 * 1024, handshakeTimeoutMs: 5000, pingIntervalMs: 5000, missedPings: 3, fragmentBytes: 64 * 1024 }
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
 
 type SocketData = { link: SealedLink }
@@ -163,10 +166,20 @@ export class SealedLink {
   send(type: FrameTypeCode, payload: Uint8Array, header: { stage?: number; requestId?: bigint } = {}): void {
     if (this.#closed) throw this.#closedError()
     if (!this.#sender) throw new LinkError('E_LINK_NOT_READY', 'the handshake has not finished')
-    if (isHandshakeFrame(type)) throw new LinkError('E_FRAME_UNEXPECTED', `'${frameTypeName(type)}' is a handshake frame; it cannot be sent sealed`)
+    if (isHandshakeFrame(type) || type === FrameType.fragment) throw new LinkError('E_FRAME_UNEXPECTED', `'${frameTypeName(type)}' frames are the link's own`)
     if (payload.byteLength > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds ${this.#o.maxFrameBytes}`)
+    const stage = header.stage ?? 0
+    const requestId = header.requestId ?? 0n
+    // docs/protocol.md §Fragments: each record goes to the socket as soon as it is sealed, so the peer opens record k
+    // while this side seals record k+1
+    const piece = Math.max(1, this.#o.fragmentBytes)
+    let at = 0
+    for (; payload.byteLength - at > piece; at += piece) {
+      this.stats.sent++
+      this.#write(this.#sender.sealFrame({ type: FrameType.fragment, stage, requestId }, payload.subarray(at, at + piece)))
+    }
     this.stats.sent++
-    this.#write(this.#sender.sealFrame({ type, stage: header.stage ?? 0, requestId: header.requestId ?? 0n }, payload))
+    this.#write(this.#sender.sealFrame({ type, stage, requestId }, at === 0 ? payload : payload.subarray(at)))
   }
 
   close(reason: CloseReason = null): void {
@@ -273,14 +286,38 @@ export class SealedLink {
     if (f.type === FrameType.error && this.stats.received === 0 && this.role === 'initiator' && isPlainError(f.body)) throw refusal(f.body)
     const { header, plaintext } = this.#receiver!.open(f.type, f.body)
     this.stats.received++
-    if (f.type === FrameType.ping) return this.send(FrameType.pong, plaintext)
-    if (f.type === FrameType.pong) return // liveness is any traffic (data() told the heartbeat)
-    const frame: LinkFrame = { type: f.type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
+    const pieces = this.#pieces
+    if (f.type === FrameType.fragment || pieces) {
+      if (pieces && (header.stage !== pieces.stage || header.requestId !== pieces.requestId)) {
+        throw new LinkError('E_FRAGMENT', `a fragment of stage ${pieces.stage} / request ${pieces.requestId} was followed by stage ${header.stage} / request ${header.requestId}`)
+      }
+      const bytes = (pieces?.bytes ?? 0) + plaintext.byteLength
+      if (bytes > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `a fragmented message passed ${this.#o.maxFrameBytes} bytes`, 'the peer is broken or hostile; the link was closed')
+      if (f.type === FrameType.fragment) {
+        if (pieces) (pieces.parts.push(plaintext), (pieces.bytes = bytes))
+        else this.#pieces = { stage: header.stage, requestId: header.requestId, parts: [plaintext], bytes }
+        return
+      }
+      this.#pieces = null
+      const whole = new Uint8Array(bytes)
+      let at = 0
+      for (const part of [...pieces!.parts, plaintext]) whole.set(part, at), (at += part.byteLength)
+      return this.#deliver(f.type, header, whole)
+    }
+    this.#deliver(f.type, header, plaintext)
+  }
+
+  #pieces: { stage: number; requestId: bigint; parts: Uint8Array[]; bytes: number } | null = null
+
+  #deliver(type: number, header: { stage: number; requestId: bigint }, plaintext: Uint8Array): void {
+    if (type === FrameType.ping) return this.send(FrameType.pong, plaintext)
+    if (type === FrameType.pong) return // liveness is any traffic (data() told the heartbeat)
+    const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
     for (const l of [...this.#frameListeners]) {
       try {
         l(frame)
       } catch (error) {
-        log.error(`a frame listener failed on '${frameTypeName(f.type)}' from ${this.peerSerial}: ${(error as Error).message}`)
+        log.error(`a frame listener failed on '${frameTypeName(type)}' from ${this.peerSerial}: ${(error as Error).message}`)
       }
     }
   }

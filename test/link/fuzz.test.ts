@@ -127,6 +127,9 @@ describe('frame fuzzing', () => {
     const payloads = [new Uint8Array(100).map(byte), new Uint8Array(MAX).map(byte), new Uint8Array(0)]
     const types = [FrameType.activation, FrameType.data, FrameType.tokens] as const
     const valid = payloads.map((p, k) => tx.sealFrame({ type: types[k]!, stage: k, requestId: BigInt(k) }, p))
+    // a message in two records (fragment + final), sealed from counter 0 by its own sender
+    const tx2 = new AeadSender({ cipher: 'aes-256-gcm', key: keys.initiatorKey, direction: 1, clusterId: 'c' })
+    const fragmented = [tx2.sealFrame({ type: FrameType.fragment, stage: 5, requestId: 9n }, payloads[0]!.subarray(0, 60)), tx2.sealFrame({ type: FrameType.activation, stage: 5, requestId: 9n }, payloads[0]!.subarray(60))]
     const concat = (...parts: Uint8Array[]) => {
       const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0))
       let at = 0
@@ -143,7 +146,18 @@ describe('frame fuzzing', () => {
       let bytes: Uint8Array
       let deliver = 0
       let expectOpen = false
-      switch (c % 6) {
+      switch (c % 7) {
+        case 6: {
+          // a fragmented message with 1-2 bits flipped in one of its records
+          const which = (random() * 2) | 0
+          const parts = fragmented.map((f) => f.slice())
+          for (let k = 0, n = 1 + ((random() * 2) | 0); k < n; k++) parts[which]![(random() * parts[which]!.length) | 0]! ^= 1 << ((random() * 8) | 0)
+          bytes = concat(...parts)
+          const same = parts.every((p, k) => Buffer.from(p).equals(Buffer.from(fragmented[k]!)))
+          if (same) (deliver = 1), (expectOpen = true)
+          else if (oracle(which === 0 ? bytes : parts[1]!).verdict === 'incomplete') expectOpen = true // judged from the mutated record on
+          break
+        }
         case 0:
         case 1: {
           // 1-3 bits flipped anywhere in frame 0

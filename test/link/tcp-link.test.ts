@@ -186,3 +186,57 @@ describe('sealed TCP link', () => {
     expect(await link.nextFrame().catch((e) => e.code)).toBe('E_PEER_CLOSED')
   })
 })
+
+describe('fragments (large messages as several sealed records)', () => {
+  async function pair(extra: Partial<LinkOptions> = {}) {
+    const { InitiatorHandshake: I, ResponderHandshake: R } = await import('../../src/trust/handshake.ts')
+    const rnd = (n: number) => crypto.getRandomValues(new Uint8Array(n))
+    const i = new I({ identity: alice, serial: 'alice', clusterId: 'c', authorize: both, randomBytes: rnd })
+    const r = new R({ identity: bob, serial: 'bob', clusterId: 'c', authorize: both, randomBytes: rnd })
+    const { finish, result } = await i.receiveAck(await r.receiveHello(i.hello()))
+    const theirs = r.receiveFinish(finish)
+    const opts = { clusterId: 'c', authorize: both, pingIntervalMs: 60_000, ...extra }
+    const wire: Uint8Array[] = []
+    let b: SealedLink | null = null
+    const a = SealedLink.withKeys('initiator', { identity: alice, serial: 'alice', ...opts }, result, { write: (x: Uint8Array) => (wire.push(x.slice()), b?.data(x.slice()), x.byteLength), end: () => {} } as never)
+    b = SealedLink.withKeys('responder', { identity: bob, serial: 'bob', ...opts }, theirs, { write: (x: Uint8Array) => x.byteLength, end: () => {} } as never)
+    cleanup.push(() => (a.close(), b!.close()))
+    return { a, b, wire, key: result.initiatorKey }
+  }
+
+  test('a payload over fragmentBytes crosses as several records and arrives whole, once', async () => {
+    const { a, b, wire } = await pair({ fragmentBytes: 1000 })
+    const got: { type: number; stage: number; requestId: bigint; payload: Uint8Array }[] = []
+    b.onFrame((f) => got.push(f))
+    const payload = new Uint8Array(10_500).map((_, i) => i * 7)
+    a.send(FrameType.activation, payload, { stage: 2, requestId: 77n })
+    expect(wire.map((w) => w[8])).toEqual([...Array(10).fill(FrameType.fragment), FrameType.activation])
+    a.send(FrameType.data, new Uint8Array(1000)) // exactly the limit: one record
+    expect(wire.length).toBe(12)
+    expect(got.map((f) => [f.type, f.stage, f.requestId, f.payload.length])).toEqual([
+      [FrameType.activation, 2, 77n, 10_500],
+      [FrameType.data, 0, 0n, 1000],
+    ])
+    expect(got[0]!.payload).toEqual(payload)
+    expect(() => a.send(FrameType.fragment, new Uint8Array(1))).toThrow(/the link's own/)
+  })
+
+  test('records of one message must share stage and request id, and stay under the size limit', async () => {
+    const { AeadSender } = await import('../../src/link/aead-channel.ts')
+    // a peer that holds the keys but breaks the rules: records sealed by hand and fed to the receiving end
+    const forged = async (records: { type: number; stage: number; size: number }[], maxFrameBytes: number) => {
+      const { b, key } = await pair({ maxFrameBytes })
+      const tx = new AeadSender({ cipher: 'aes-256-gcm', key, direction: 1, clusterId: 'c' })
+      const got: number[] = []
+      b.onFrame((f) => got.push(f.payload.length))
+      for (const r of records) b.data(tx.sealFrame({ type: r.type, stage: r.stage, requestId: 0n }, new Uint8Array(r.size)))
+      return { got, code: b.stats.closeReason?.code, closed: b.closed }
+    }
+    const ok = await forged([{ type: FrameType.fragment, stage: 1, size: 60 }, { type: FrameType.data, stage: 1, size: 30 }], 100)
+    expect(ok).toEqual({ got: [90], code: undefined, closed: false })
+    const switched = await forged([{ type: FrameType.fragment, stage: 1, size: 10 }, { type: FrameType.data, stage: 2, size: 10 }], 100)
+    expect(switched).toEqual({ got: [], code: 'E_FRAGMENT', closed: true })
+    const tooBig = await forged([{ type: FrameType.fragment, stage: 1, size: 60 }, { type: FrameType.fragment, stage: 1, size: 60 }], 100)
+    expect(tooBig).toEqual({ got: [], code: 'E_FRAME_TOO_LARGE', closed: true })
+  })
+})
