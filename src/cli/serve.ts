@@ -104,6 +104,8 @@ export default defineCommand({
         maxQueue: positiveInt(args['max-queue'], 'max-queue'),
         prefillChunk: positiveInt(args['prefill-chunk'], 'prefill-chunk'),
         requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
+        // with N stages, N micro-batches in flight keep every stage busy at once
+        microBatches: args.peers ? parsePeers(args.peers).length : 1,
       },
       metrics,
     )
