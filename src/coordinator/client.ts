@@ -1,5 +1,6 @@
 /** The coordinator client used by `dbcluster serve`: peer list, peer keys fetched and pinned (never re-pinned silently), verified rosters, retries, and pinned-key fallback while the coordinator is down. */
 import type { KeyKind } from '../trust/identity.ts'
+import type { Pin, PinStore as TrustPinStore } from '../trust/pinned-keys.ts'
 import { CoordinatorError } from './errors.ts'
 import type { RdmaPeer } from './gate.ts'
 import { ProviderConnection, type ProviderConnectionOptions } from './provider-connection.ts'
@@ -8,20 +9,9 @@ import { DEFAULT_RETRY, withRetry, type RetryPolicy } from './retry.ts'
 import { verifyRoster, type RosterBody, type SignedRoster } from './roster.ts'
 import type { TrustLevel } from './trust-level.ts'
 
-/** A pin as src/trust/pinned-keys.ts stores it; any store with this get/set fits (file, Keychain, a Map in tests). */
-export interface PeerPin {
-  /** Base64 of the 33-byte compressed P-256 key. */
-  publicKey: string
-  keyKind: KeyKind
-  /** Who vouched: 'coordinator' here. */
-  source: string
-  pinnedAt: number
-}
-
-export interface PinStore {
-  get(serial: string): PeerPin | undefined
-  set(serial: string, pin: PeerPin): void
-}
+/** The client pins through the trust module's store; it needs only get/set (file, Keychain, a Map in tests). */
+export type PeerPin = Pin
+export type PinStore = Pick<TrustPinStore, 'get' | 'set'>
 
 export interface PeerKey {
   serial: string
