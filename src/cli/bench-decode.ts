@@ -4,13 +4,17 @@ import { consola } from 'consola'
 import { existsSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
+import { runClusterDecodeBench } from '../bench/cluster-decode.ts'
 import { runDecodeBench } from '../bench/decode.ts'
 import { UsageError } from '../errors.ts'
 import { QWEN3_0_6B_SHAPE, synthesizeModel, type SynthDtype } from '../model/synth.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
 
 export default defineCommand({
-  meta: { name: 'decode', description: 'Prefill and decode tok/s at batch 1 and 8, and the decode roofline ratio against measured memory bandwidth' },
+  meta: {
+    name: 'decode',
+    description: 'Prefill and decode tok/s at batch 1 and 8 with the roofline ratio; with --nodes N, batch-1 decode through an N-node cluster on this machine against one process',
+  },
   args: {
     model: { type: 'string', description: 'Model folder (or use --synth)', valueHint: 'DIR' },
     synth: { type: 'string', description: 'Use a synthetic model with Qwen3-0.6B shapes in this dtype (q4, q8, bf16, f32), created on first use', valueHint: 'DTYPE' },
@@ -19,6 +23,9 @@ export default defineCommand({
     steps: { type: 'string', description: 'Decode steps per batch size', default: '24' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
+    nodes: { type: 'string', description: 'Run the model as a cluster of N nodes on this machine (one thread each, sealed loopback links) and compare with one process', valueHint: 'N' },
+    runs: { type: 'string', description: 'With --nodes: decode runs per configuration (the median is reported)', default: '3' },
+    'max-tokens': { type: 'string', description: 'With --nodes: tokens decoded per run', default: '64' },
     json: { type: 'boolean', description: 'Print one JSON object with decode_tps, prefill_tps and roofline_ratio per batch size', default: false },
   },
   async run({ args }) {
@@ -34,6 +41,31 @@ export default defineCommand({
         consola.start(`creating a synthetic model with Qwen3-0.6B shapes (${dtype}) in ${dir}`)
         await synthesizeModel(dir, { arch: 'qwen3', dtype, ...QWEN3_0_6B_SHAPE, seed: 0 }, (line) => !args.json && consola.start(line))
       }
+    }
+    if (args.nodes !== undefined) {
+      const nodes = Number(args.nodes)
+      if (!Number.isInteger(nodes) || nodes < 2) throw new UsageError(`--nodes must be an integer >= 2, got '${args.nodes}'`)
+      const int = (v: string, name: string) => {
+        const n = Number(v)
+        if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${v}'`)
+        return n
+      }
+      const r = await runClusterDecodeBench({
+        model: dir!,
+        nodes,
+        runs: int(args.runs, 'runs'),
+        maxTokens: int(args['max-tokens'], 'max-tokens'),
+        promptTokens: int(args['prompt-tokens'], 'prompt-tokens'),
+        backend: args.backend,
+        onProgress: (line) => !args.json && consola.start(line),
+      })
+      if (args.json) return console.log(JSON.stringify(r))
+      console.log('| configuration | decode tok/s (batch 1) | ratio |\n| --- | --- | --- |')
+      console.log(`| 1 process, 1 thread | ${r.single_1_thread_tps} | 1.00 |`)
+      console.log(`| 1 process, ${nodes} threads | ${r.single_n_threads_tps} | ${(r.single_n_threads_tps / r.single_1_thread_tps).toFixed(2)} |`)
+      console.log(`| ${nodes} nodes, 1 thread each | ${r.cluster_tps} | ${r.ratio_vs_single_1_thread.toFixed(2)} (${r.ratio_vs_single_n_threads.toFixed(2)} of ${nodes} threads) |`)
+      consola.info(`per step on the cluster: ${r.per_token_ms.stages.map((ms, i) => `stage ${i} ${ms} ms`).join(', ')}, hops ${r.per_token_ms.hops} ms`)
+      return
     }
     const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? Number(args.threads) : undefined })
     if (!args.json) consola.info(reason)

@@ -66,6 +66,7 @@ export default defineCommand({
     consola.info(reason)
     const maxBatch = positiveInt(args['max-batch'], 'max-batch')
     const maxLen = positiveInt(args['max-context'], 'max-context')
+    const metrics = new ServingMetrics()
     let pipeline: Pipeline
     let stage: ModelStage
     let ring: HeadPipeline | null = null
@@ -95,14 +96,22 @@ export default defineCommand({
         })
         return
       }
-      ring = new HeadPipeline({ rank, peers, stage, link })
+      ring = new HeadPipeline({
+        rank,
+        peers,
+        stage,
+        link,
+        onStepTiming: (t) => {
+          t.stageSeconds.forEach((s, r) => metrics.stageStepTime.observe(String(r), s))
+          metrics.hopTime.observe(t.hopSeconds)
+        },
+      })
       pipeline = ring
     } else {
       stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen })
       pipeline = new LocalPipeline([stage])
     }
     const tokenizer = new ModelTokenizer(dir, stage.config.eosTokenIds)
-    const metrics = new ServingMetrics()
     const scheduler = new Scheduler(
       pipeline,
       (ids) => tokenizer.decode(ids),

@@ -26,6 +26,14 @@ export interface RingOptions {
   peers: readonly RingAddress[]
   stage: ModelStage
   link: LinkOptions & { backoffMs?: number }
+  /** On the head: where each step's time went — every stage's compute, in rank order, and the rest (the hops:
+   * sealing, transfer, waiting), in seconds. */
+  onStepTiming?: (timing: StepTiming) => void
+}
+
+export interface StepTiming {
+  stageSeconds: number[]
+  hopSeconds: number
 }
 
 /** What every node runs: the listener for its predecessor and the reconnecting link to its successor. */
@@ -83,16 +91,18 @@ export class StageNode {
       for (const slot of step.slots) {
         if (!this.#held.has(slot)) throw new DbcError('E_KV_SLOT', `slot ${slot} was never opened on this stage (it restarted?)`)
       }
+      const t0 = performance.now()
       const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
       const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows })
       if (stage.range.last) {
         const vocab = stage.config.vocabSize
-        const result = step.sampling
-          ? { stepId: step.stepId, tokens: step.logitRows.length ? sampleRows(out.logits!, vocab, step.sampling) : [] }
-          : { stepId: step.stepId, logits: out.logits!, vocab }
+        const tokens = step.sampling ? (step.logitRows.length ? sampleRows(out.logits!, vocab, step.sampling) : []) : undefined
+        const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
+        const result: StepResult = tokens ? { stepId: step.stepId, stageMicros, tokens } : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab }
         this.#node.successor.send(FrameType.activation, encodeResult(result))
       } else {
-        this.#node.successor.send(FrameType.step, encodeStep({ ...step, tokens: undefined, hidden: out.hidden }))
+        const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
+        this.#node.successor.send(FrameType.step, encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }))
       }
     } catch (error) {
       // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
@@ -109,7 +119,7 @@ export class StageNode {
 /** The head's view of the ring as a Pipeline: the scheduler drives it exactly like a local one. */
 export class HeadPipeline implements Pipeline {
   readonly #node: RingNode
-  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void }>()
+  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number }>()
   #nextStep = 1
   /** Every slot the head holds, and those to open / close on the stages with the next step. */
   readonly #open = new Set<number>()
@@ -173,7 +183,9 @@ export class HeadPipeline implements Pipeline {
   async #send(input: StageInput, sampling?: readonly RowSampling[]): Promise<StepResult> {
     if (this.#degraded) throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
     const { stage } = this.options
+    const t0 = performance.now()
     const local = stage.forward({ ...input, logitRows: undefined })
+    const headMicros = Math.round((performance.now() - t0) * 1000)
     const stepId = this.#nextStep++
     const message = encodeStep({
       stepId,
@@ -183,10 +195,11 @@ export class HeadPipeline implements Pipeline {
       sampling: sampling ? [...sampling] : undefined,
       closeSlots: Int32Array.from(this.#closes),
       openSlots: Int32Array.from(this.#opens),
+      stageMicros: Int32Array.of(headMicros),
       hiddenSize: stage.config.hiddenSize,
       hidden: local.hidden,
     })
-    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject }))
+    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject, startedAt: t0 }))
     try {
       this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
     } catch (error) {
@@ -217,6 +230,11 @@ export class HeadPipeline implements Pipeline {
     const waiter = this.#pending.get(r.stepId)
     if (!waiter) return log.warn(`result for unknown step ${r.stepId}`)
     this.#pending.delete(r.stepId)
+    if (this.options.onStepTiming) {
+      const stageSeconds = [...r.stageMicros].map((us) => us / 1e6)
+      const wall = (performance.now() - waiter.startedAt) / 1000
+      this.options.onStepTiming({ stageSeconds, hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)) })
+    }
     waiter.resolve(r)
   }
 

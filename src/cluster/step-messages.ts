@@ -16,16 +16,18 @@ export interface StepMessage {
   /** KV slots to free, then to claim, on every stage before this step runs. */
   closeSlots: Int32Array
   openSlots: Int32Array
+  /** Microseconds each stage so far spent computing this step (rank order; each stage appends its own). */
+  stageMicros: Int32Array
   /** Token ids (to the stage holding the embedding) or hidden states [rows, hidden] (to later stages). */
   tokens?: Int32Array
   hidden?: Float32Array
   hiddenSize: number
 }
 
-export type StepResult =
+export type StepResult = { stepId: number; stageMicros: Int32Array } & (
   /** logits [logitRows, vocab] */
-  | { stepId: number; logits: Float32Array; vocab: number; tokens?: undefined }
-  | { stepId: number; tokens: SampledToken[]; logits?: undefined }
+  { logits: Float32Array; vocab: number; tokens?: undefined } | { tokens: SampledToken[]; logits?: undefined }
+)
 
 class Writer {
   readonly parts: Uint8Array[] = []
@@ -102,6 +104,7 @@ export function encodeStep(m: StepMessage): Uint8Array {
   writeSampling(w, m.sampling)
   w.ints(m.closeSlots)
   w.ints(m.openSlots)
+  w.ints(m.stageMicros)
   w.u32(m.hiddenSize)
   if (m.tokens) w.bytes(encodeTensor('i32', [m.tokens.length], new Uint8Array(m.tokens.buffer, m.tokens.byteOffset, m.tokens.byteLength)))
   else w.bytes(encodeTensor('f32', [m.slots.length, m.hiddenSize], new Uint8Array(m.hidden!.buffer, m.hidden!.byteOffset, m.hidden!.byteLength)))
@@ -118,16 +121,17 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   if (sampling && sampling.length !== logitRows.length) throw new RangeError('step message: sampling rows differ from logit rows')
   const closeSlots = r.ints()
   const openSlots = r.ints()
+  const stageMicros = r.ints()
   const hiddenSize = r.u32()
   const tensor = decodeTensor(r.bytesField())
   if (positions.length !== slots.length) throw new RangeError('step message: slots and positions differ in length')
   const copy = tensor.data.slice()
   if (tensor.dtype === 'i32') {
     if (tensor.shape[0] !== slots.length) throw new RangeError('step message: token count differs from rows')
-    return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, hiddenSize, tokens: new Int32Array(copy.buffer) }
+    return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, stageMicros, hiddenSize, tokens: new Int32Array(copy.buffer) }
   }
   if (tensor.dtype !== 'f32' || tensor.shape[0] !== slots.length || tensor.shape[1] !== hiddenSize) throw new RangeError('step message: hidden states have the wrong shape')
-  return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, hiddenSize, hidden: new Float32Array(copy.buffer) }
+  return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, stageMicros, hiddenSize, hidden: new Float32Array(copy.buffer) }
 }
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
@@ -170,6 +174,7 @@ const RESULT_TOKENS = 1
 export function encodeResult(r: StepResult): Uint8Array {
   const w = new Writer()
   w.u32(r.stepId)
+  w.ints(r.stageMicros)
   if (r.tokens) {
     // u32 count | per row: u32 id | f64 logprob (NaN: none) | u32 top count | (u32 id, f64 logprob) × top
     w.u32(RESULT_TOKENS)
@@ -190,6 +195,7 @@ export function encodeResult(r: StepResult): Uint8Array {
 export function decodeResult(bytes: Uint8Array): StepResult {
   const r = new Reader(bytes)
   const stepId = r.u32()
+  const stageMicros = r.ints()
   const kind = r.u32()
   if (kind === RESULT_TOKENS) {
     const n = r.u32()
@@ -205,10 +211,10 @@ export function decodeResult(bytes: Uint8Array): StepResult {
       if (top > 0) token.topLogprobs = Array.from({ length: top }, () => ({ id: r.u32(), logprob: r.f64() }))
       tokens.push(token)
     }
-    return { stepId, tokens }
+    return { stepId, stageMicros, tokens }
   }
   if (kind !== RESULT_LOGITS) throw new RangeError(`step result: unknown kind ${kind}`)
   const t = decodeTensor(r.bytesField())
   if (t.dtype !== 'f32' || t.shape.length !== 2) throw new RangeError('step result: logits must be f32 [rows, vocab]')
-  return { stepId, logits: new Float32Array(t.data.slice().buffer), vocab: t.shape[1]! }
+  return { stepId, stageMicros, logits: new Float32Array(t.data.slice().buffer), vocab: t.shape[1]! }
 }

@@ -55,7 +55,33 @@ class Histogram {
   }
 }
 
+/** One histogram per label value (e.g. per stage rank). */
+class HistogramFamily {
+  readonly #byLabel = new Map<string, Histogram>()
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly label: string,
+    readonly buckets: readonly number[],
+  ) {}
+  observe(labelValue: string, value: number) {
+    let h = this.#byLabel.get(labelValue)
+    if (!h) this.#byLabel.set(labelValue, (h = new Histogram(this.name, this.help, this.buckets)))
+    h.observe(value)
+  }
+  render(): string[] {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
+    for (const [v, h] of this.#byLabel) {
+      const l = `${this.label}="${v}"`
+      h.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{${l},le="${b}"} ${h.counts[i]}`))
+      lines.push(`${this.name}_bucket{${l},le="+Inf"} ${h.count}`, `${this.name}_sum{${l}} ${h.sum}`, `${this.name}_count{${l}} ${h.count}`)
+    }
+    return lines
+  }
+}
+
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+const STAGE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
 
 export class ServingMetrics {
   readonly requests = new Family('dbcluster_requests_total', 'Requests by outcome', 'counter')
@@ -67,9 +93,11 @@ export class ServingMetrics {
   readonly ttft = new Histogram('dbcluster_time_to_first_token_seconds', 'Time from arrival to the first token', LATENCY_BUCKETS)
   readonly interToken = new Histogram('dbcluster_inter_token_seconds', 'Time between tokens of one stream', LATENCY_BUCKETS)
   readonly stepTime = new Histogram('dbcluster_step_seconds', 'Time of one pipeline step (all stages)', LATENCY_BUCKETS)
+  readonly stageStepTime = new HistogramFamily('dbcluster_stage_step_seconds', 'Compute time of one step on each stage', 'rank', STAGE_BUCKETS)
+  readonly hopTime = new Histogram('dbcluster_hop_seconds', 'Time of one step spent between stages (sealing, transfer, waiting)', STAGE_BUCKETS)
 
   render(): string {
-    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime]
+    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
 }

@@ -11,6 +11,7 @@ const base: StepMessage = {
   logitRows: Int32Array.of(1, 2),
   closeSlots: Int32Array.of(5),
   openSlots: Int32Array.of(3),
+  stageMicros: Int32Array.of(120),
   hiddenSize: 4,
   hidden: Float32Array.from({ length: 12 }, (_, i) => i / 3),
 }
@@ -39,10 +40,10 @@ describe('step messages', () => {
     const logits = Float32Array.of(0, 3, 1, 2, -1, 4, 0, 0, 0, 1)
     const tokens = sampleRows(logits, vocab, [rowSampling(samplingParams(), [], 0, 2), rowSampling(samplingParams(), [], 0)])
     expect(tokens.map((t) => t.id)).toEqual([1, 0])
-    const back = decodeResult(encodeResult({ stepId: 3, tokens }))
-    expect(back).toEqual({ stepId: 3, tokens })
+    const back = decodeResult(encodeResult({ stepId: 3, stageMicros: Int32Array.of(5, 6), tokens }))
+    expect(back).toEqual({ stepId: 3, stageMicros: Int32Array.of(5, 6), tokens })
     expect(back.tokens![0]!.topLogprobs!.map((t) => t.id)).toEqual([1, 3])
-    const l = decodeResult(encodeResult({ stepId: 4, logits, vocab }))
+    const l = decodeResult(encodeResult({ stepId: 4, stageMicros: Int32Array.of(1), logits, vocab }))
     expect([...l.logits!]).toEqual([...logits])
   })
 
@@ -52,10 +53,10 @@ describe('step messages', () => {
     expect(() => decodeStep(encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0)] }))).toThrow(/sampling rows differ/)
     const bad = encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0), rowSampling(samplingParams(), [], 0)] })
     // the first row's temperature (the f64 right after the sampling count) set to -1
-    const at = 4 + (4 + 12) + (4 + 12) + (4 + 8) + 4
+    const at = 4 + (4 + 12) + (4 + 12) + (4 + 8) + 4 // stepId, slots, positions, logitRows, sampling count
     new DataView(bad.buffer).setFloat64(at, -1, true)
     expect(() => decodeStep(bad)).toThrow(/out of range/)
-    const result = encodeResult({ stepId: 1, tokens: [{ id: 1 }] })
+    const result = encodeResult({ stepId: 1, stageMicros: Int32Array.of(1), tokens: [{ id: 1 }] })
     expect(() => decodeResult(result.subarray(0, result.length - 2))).toThrow(RangeError)
   })
 })
