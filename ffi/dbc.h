@@ -61,9 +61,10 @@ int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size
 /* normalisation, position, attention */
 int dbc_rms_norm(void* x, void* weight, float eps, void** out);
 int dbc_rope(void* x, void* positions, int dims, int traditional, float scale, void* inv_freq, void** out);
-int dbc_kv_write(void* cache, void* x, void* slots, void* positions);
+/* ring != 0: the cache keeps the last max_len positions, position p at index p % max_len (sliding-window layers) */
+int dbc_kv_write(void* cache, void* x, void* slots, void* positions, int ring);
 int dbc_attention(void* q, void* k_cache, void* v_cache, void* slots, void* positions, float scale, void* mask,
-                  int causal, int kv_length, int window, void* sinks, void** out);
+                  int causal, int kv_length, int window, int ring, void* sinks, void** out);
 
 /* elementwise and reductions */
 int dbc_add(void* a, void* b, void** out);

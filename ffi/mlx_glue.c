@@ -548,6 +548,7 @@ static int runs_of(const int32_t* slots, const int32_t* pos, int64_t rows, run* 
   return n;
 }
 
+/* maxlen 0: positions are not bounded by the cache (a ring cache wraps them) */
 static int read_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, int maxlen, const char* name, int32_t** sl, int32_t** ps) {
   int64_t n1, n2;
   if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || numel(slots) != rows || numel(pos) != rows)
@@ -555,12 +556,12 @@ static int read_rows(const tensor* slots, const tensor* pos, int64_t rows, int n
   if (read_i32(slots, sl, &n1) || read_i32(pos, ps, &n2)) return DBC_E_ARG;
   for (int64_t r = 0; r < rows; r++) {
     if ((*sl)[r] < 0 || (*sl)[r] >= nslots) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, (*sl)[r], nslots - 1);
-    if ((*ps)[r] < 0 || (*ps)[r] >= maxlen) return fail(DBC_E_ARG, "%s: position %d outside the cache length %d", name, (*ps)[r], maxlen);
+    if ((*ps)[r] < 0 || (maxlen > 0 && (*ps)[r] >= maxlen)) return fail(DBC_E_ARG, "%s: position %d outside the cache length %d", name, (*ps)[r], maxlen);
   }
   return DBC_OK;
 }
 
-int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
+int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
   tensor *cache, *x, *slots, *pos;
   int rc;
   if ((rc = get(ch, "kv_write cache", &cache)) || (rc = get(xh, "kv_write x", &x)) || (rc = get(sh, "kv_write slots", &slots)) ||
@@ -571,9 +572,21 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
   if (x->dtype != DBC_F32 || ndim(x) != 3 || dim(x, 1) != H || dim(x, 2) != D) return fail(DBC_E_ARG, "kv_write: x must be f32 [rows, %d, %d]", H, D);
   int64_t rows = dim(x, 0);
   int32_t *sl = NULL, *ps = NULL;
-  if ((rc = read_rows(slots, pos, rows, dim(cache, 0), L, "kv_write", &sl, &ps))) return free(sl), free(ps), rc;
-  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  if ((rc = read_rows(slots, pos, rows, dim(cache, 0), ring ? 0 : L, "kv_write", &sl, &ps))) return free(sl), free(ps), rc;
+  /* a ring cache stores position p at p % L: split runs where they wrap, so each piece is one contiguous update */
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? 2 * rows : 1));
   int n = runs_of(sl, ps, rows, runs);
+  if (ring) {
+    int m = 0;
+    run* pieces = malloc(sizeof(run) * (size_t)(2 * rows + 1));
+    for (int i = 0; i < n; i++)
+      for (int done = 0; done < runs[i].count;) {
+        int at = (runs[i].pos + done) % L, take = runs[i].count - done < L - at ? runs[i].count - done : L - at;
+        pieces[m++] = (run){runs[i].start + done, take, runs[i].slot, at};
+        done += take;
+      }
+    free(runs), runs = pieces, n = m;
+  }
   int xshape[3] = {(int)rows, H, D};
   for (int i = 0; i < n && rc == 0; i++) {
     run g = runs[i];
@@ -595,7 +608,7 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
 }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
-                  void* sinkh, void** out) {
+                  int ring, void* sinkh, void** out) {
   tensor *q, *k, *v, *slots, *pos, *mask = NULL, *sinks = NULL;
   int rc;
   if ((rc = get(qh, "attention q", &q)) || (rc = get(kh, "attention k_cache", &k)) || (rc = get(vh, "attention v_cache", &v)) ||
@@ -611,6 +624,8 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (KH == 0 || H % KH) return fail(DBC_E_ARG, "attention: %d query heads do not divide into %d kv heads", H, KH);
   if (!causal && (kv_length < 0 || kv_length > L)) return fail(DBC_E_ARG, "attention: kv_length %d outside the cache length %d", kv_length, L);
   if (window < 0) return fail(DBC_E_ARG, "attention: negative window");
+  if (ring && (!causal || mh || window < 1 || window > L))
+    return fail(DBC_E_ARG, "attention: a ring cache needs causal rows, no mask and a window in 1..%d, got window %d", L, window);
   int width = 0;
   float* host_mask = NULL;
   if (mask) {
@@ -621,7 +636,14 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   }
   if (sinks && (sinks->dtype != DBC_F32 || numel(sinks) != H)) return free(host_mask), fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
   int32_t *sl = NULL, *ps = NULL;
-  if ((rc = read_rows(slots, pos, rows, dim(k, 0), L, "attention", &sl, &ps))) return free(sl), free(ps), free(host_mask), rc;
+  if ((rc = read_rows(slots, pos, rows, dim(k, 0), ring ? 0 : L, "attention", &sl, &ps))) return free(sl), free(ps), free(host_mask), rc;
+  if (ring) /* every key a row needs must still be in the ring after this call's writes: rows of one slot span <= L - window */
+    for (int r = 0; r < rows; r++)
+      for (int t = 0; t < rows; t++)
+        if (sl[t] == sl[r] && ps[t] - ps[r] > L - window) {
+          rc = fail(DBC_E_ARG, "attention: rows of slot %d span positions %d..%d, more than the ring of %d holds with window %d", sl[r], ps[r], ps[t], L, window);
+          return free(sl), free(ps), rc;
+        }
   run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
   /* non-causal rows all see the same keys, so any rows of one slot form a run */
   int n = runs_of(sl, ps, rows, runs);
@@ -631,6 +653,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   for (int i = 0; i < n && rc == 0; i++) {
     run g = runs[i];
     int keys = causal ? g.pos + g.count : kv_length;
+    if (ring && keys > L) keys = L;
     if (mask && width < (causal ? g.pos + g.count : kv_length)) {
       rc = fail(DBC_E_ARG, "attention: mask width %d < keys attended %d", width, keys);
       break;
@@ -646,7 +669,19 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
     int kslot_shape[4] = {1, KH, L, D};
     if (slice_axis(kslot, 4, kslot_shape, 2, 0, keys, &kk) || slice_axis(vslot, 4, kslot_shape, 2, 0, keys, &vv)) { rc = DBC_E_ARG; break; }
     const char* mode = causal ? "causal" : "";
-    if (mask || window > 0) { /* explicit additive mask [1, 1, count, keys]: causal and window folded in */
+    if (ring) { /* ring index i holds the latest position <= the run's last that is i mod L; mask what is outside each row's window */
+      float* m = malloc(sizeof(float) * (size_t)g.count * (size_t)keys);
+      int last = g.pos + g.count - 1;
+      for (int r = 0; r < g.count; r++)
+        for (int i = 0; i < keys; i++) {
+          int p = g.pos + r, at = last - ((last - i) % L + L) % L;
+          m[(size_t)r * (size_t)keys + (size_t)i] = at >= 0 && at <= p && at > p - window ? 0.0f : -INFINITY;
+        }
+      int mshape[4] = {1, 1, g.count, keys};
+      maskarr = mlx_array_new_data(m, mshape, 4, MLX_FLOAT32);
+      free(m);
+      mode = "array";
+    } else if (mask || window > 0) { /* explicit additive mask [1, 1, count, keys]: causal and window folded in */
       float* m = malloc(sizeof(float) * (size_t)g.count * (size_t)keys);
       for (int r = 0; r < g.count; r++)
         for (int j = 0; j < keys; j++) {

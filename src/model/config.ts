@@ -1,5 +1,6 @@
 /** The decoder config every architecture shares, parsed once at the edge: defaults applied, missing keys named. */
 import { CheckpointError } from './errors.ts'
+import type { LayerCacheSpec } from './kv-cache.ts'
 import { parseQuantization, type QuantizationConfig } from './quantization.ts'
 
 export interface RopeScaling {
@@ -28,6 +29,10 @@ export interface DecoderConfig {
   maxPositions: number
   eosTokenIds: number[]
   quantization: QuantizationConfig
+  /** The cache kind of every layer (default: a full KV cache of numKvHeads × headDim each). */
+  layerCaches?: LayerCacheSpec[]
+  /** Prefix of the text model's tensors (`language_model.` when a multimodal checkpoint nests it; default none). */
+  weightPrefix?: string
 }
 
 export function requireInt(raw: Record<string, unknown>, key: string): number {

@@ -43,6 +43,14 @@ export interface AttentionOptions {
   window?: number
   /** Per-head sink logits [heads] (f32) joining the softmax denominator (GPT-OSS). */
   sinks?: Tensor
+  /** The caches are rings written with `kvWrite(..., { ring: true })`: needs causal, no mask, 1 ≤ window ≤ the ring's
+   * length, and the rows of one slot spanning at most length − window positions (so no key a row needs is overwritten). */
+  ring?: boolean
+}
+
+export interface KvWriteOptions {
+  /** The cache is a ring: position p lands at index p mod its length, so it keeps the last `length` positions. */
+  ring?: boolean
 }
 
 export type GluActivation = 'silu' | 'gelu' | 'gelu_approx'
@@ -85,7 +93,7 @@ export interface Backend {
   /** x [rows, heads, headDim] rotated at per-row positions (i32 [rows]). */
   rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
   /** Writes x [rows, kvHeads, headDim] into cache [slots, kvHeads, maxLen, headDim] at (slots[r], positions[r]). In place. */
-  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor): void
+  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor
 

@@ -36,8 +36,8 @@ export const SYMBOLS = {
 
   dbc_rms_norm: { args: [P, P, f32, P], returns: i32 },
   dbc_rope: { args: [P, P, i32, i32, f32, P, P], returns: i32 },
-  dbc_kv_write: { args: [P, P, P, P], returns: i32 },
-  dbc_attention: { args: [P, P, P, P, P, f32, P, i32, i32, i32, P, P], returns: i32 },
+  dbc_kv_write: { args: [P, P, P, P, i32], returns: i32 },
+  dbc_attention: { args: [P, P, P, P, P, f32, P, i32, i32, i32, i32, P, P], returns: i32 },
 
   dbc_add: { args: [P, P, P], returns: i32 },
   dbc_mul: { args: [P, P, P], returns: i32 },

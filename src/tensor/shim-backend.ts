@@ -7,6 +7,7 @@ import {
   type Backend,
   type DType,
   type GluActivation,
+  type KvWriteOptions,
   type QuantizedMatrix,
   type RopeOptions,
   type Tensor,
@@ -290,8 +291,8 @@ export class ShimBackend implements Backend {
     )
   }
 
-  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor): void {
-    this.#check(this.#lib.dbc_kv_write(this.#t(cache).handle, this.#t(x).handle, this.#t(slots).handle, this.#t(positions).handle))
+  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options: KvWriteOptions = {}): void {
+    this.#check(this.#lib.dbc_kv_write(this.#t(cache).handle, this.#t(x).handle, this.#t(slots).handle, this.#t(positions).handle, options.ring ? 1 : 0))
   }
 
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor {
@@ -310,6 +311,7 @@ export class ShimBackend implements Backend {
         options.causal ? 1 : 0,
         options.kvLength ?? 0,
         options.window ?? 0,
+        options.ring ? 1 : 0,
         this.#h(options.sinks),
         this.#outPtr,
       ),

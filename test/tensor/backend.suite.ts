@@ -267,6 +267,44 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
       })
     })
 
+    it('a ring cache with windowed attention equals a full-length cache with the same window', () => {
+      // 2 slots, 23 positions written in steps of up to 3 rows per slot, ring of 6 with window 4 (rows span ≤ 6 − 4)
+      const KH = 2, H = 4, D = 8, W = 4, RING = 6, T = 23
+      const random = ref.rng(91)
+      const kv = [0, 1].map(() => ({ k: ref.randn(T * KH * D, random), v: ref.randn(T * KH * D, random), q: ref.randn(T * H * D, random) }))
+      b.scope(() => {
+        const caches = { full: [b.zeros([2, KH, T, D], 'f32'), b.zeros([2, KH, T, D], 'f32')], ring: [b.zeros([2, KH, RING, D], 'f32'), b.zeros([2, KH, RING, D], 'f32')] }
+        for (let start = 0; start < T; start += 3) {
+          const rows: [number, number][] = []
+          for (const slot of [0, 1]) for (let p = start; p < Math.min(T, start + 3); p++) rows.push([slot, p])
+          const pick = (src: (s: number) => ArrayLike<number> & { slice(a: number, b: number): ArrayLike<number> }, width: number) =>
+            Float32Array.from(rows.flatMap(([s, p]) => Array.from(src(s).slice(p * width, (p + 1) * width))))
+          const shape = (heads: number) => [rows.length, heads, D]
+          const k = b.fromFloat32(pick((s) => kv[s]!.k, KH * D), shape(KH))
+          const v = b.fromFloat32(pick((s) => kv[s]!.v, KH * D), shape(KH))
+          const q = b.fromFloat32(pick((s) => kv[s]!.q, H * D), shape(H))
+          const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [rows.length])
+          const positions = b.fromInt32(Int32Array.from(rows, ([, p]) => p), [rows.length])
+          const out = (kind: 'full' | 'ring') => {
+            const ring = kind === 'ring'
+            b.kvWrite(caches[kind][0]!, k, slots, positions, { ring })
+            b.kvWrite(caches[kind][1]!, v, slots, positions, { ring })
+            return b.toFloat32(b.attention(q, caches[kind][0]!, caches[kind][1]!, slots, positions, { scale: 0.3, causal: true, window: W, ring }))
+          }
+          expect(ref.maxAbsDiff(out('ring'), out('full'))).toBeLessThan(1e-6)
+        }
+        // rows of one slot spanning more than ring − window positions would read keys the same call overwrote
+        const q = b.fromFloat32(new Float32Array(4 * H * D), [4, H, D])
+        const spread = b.fromInt32(Int32Array.of(30, 31, 32, 33), [4])
+        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, window: W, ring: true })).toThrow(
+          /span positions 30\.\.33, more than the ring of 6 holds with window 4/,
+        )
+        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, ring: true })).toThrow(
+          /a ring cache needs causal rows, no mask and a window in 1\.\.6/,
+        )
+      })
+    })
+
     it('elementwise ops, activations and broadcasting', () => {
       b.scope(() => {
         const x = ref.randn(6 * 10, ref.rng(51), 3),
