@@ -2,7 +2,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
-import { synthesizeModel, type SynthArch, type SynthDtype } from '../model/synth.ts'
+import { SYNTH_ARCHS, synthesizeModel, type SynthArch, type SynthDtype } from '../model/synth.ts'
 
 const int = (value: string | undefined, name: string, fallback?: number): number => {
   if (value === undefined) {
@@ -18,7 +18,7 @@ const synth = defineCommand({
   meta: { name: 'synth', description: 'Write a deterministic random-weight model in the MLX-community layout (with the real Qwen3 tokenizer)' },
   args: {
     out: { type: 'positional', description: 'Output folder', required: true },
-    arch: { type: 'string', description: 'Architecture: llama, qwen2 or qwen3', default: 'qwen3' },
+    arch: { type: 'string', description: `Architecture: ${SYNTH_ARCHS.join(', ')}`, default: 'qwen3' },
     layers: { type: 'string', description: 'Decoder layers', default: '4' },
     hidden: { type: 'string', description: 'Hidden size', default: '256' },
     heads: { type: 'string', description: 'Attention heads', default: '4' },
@@ -29,11 +29,13 @@ const synth = defineCommand({
     'group-size': { type: 'string', description: 'Quantization group size (32, 64, 128)', default: '64' },
     vocab: { type: 'string', description: 'Vocabulary size (at least the tokenizer size, 151669)', default: '151936' },
     seed: { type: 'string', description: 'Random seed (same seed, same weights)', default: '0' },
+    'sliding-window': { type: 'string', description: 'gemma3: keys a sliding-window layer attends (default 512)' },
+    'sliding-window-pattern': { type: 'string', description: 'gemma3: every n-th layer is global, the rest slide (default 6)' },
     'shard-mb': { type: 'string', description: 'Split weights into safetensors files of at most this many MiB (writes an index)', valueHint: 'MiB' },
   },
   async run({ args }) {
     const arch = args.arch as SynthArch
-    if (!['llama', 'qwen2', 'qwen3'].includes(arch)) throw new UsageError(`unknown --arch '${args.arch}'`, 'use llama, qwen2 or qwen3')
+    if (!(SYNTH_ARCHS as readonly string[]).includes(arch)) throw new UsageError(`unknown --arch '${args.arch}'`, `use one of ${SYNTH_ARCHS.join(', ')}`)
     const dtype = args.dtype as SynthDtype
     if (!['f32', 'f16', 'bf16', 'q4', 'q8'].includes(dtype)) throw new UsageError(`unknown --dtype '${args.dtype}'`, 'use f32, f16, bf16, q4 or q8')
     const result = await synthesizeModel(
@@ -51,6 +53,8 @@ const synth = defineCommand({
         vocab: int(args.vocab, 'vocab'),
         seed: Number(args.seed),
         shardBytes: args['shard-mb'] ? int(args['shard-mb'], 'shard-mb') * 1024 * 1024 : undefined,
+        slidingWindow: args['sliding-window'] ? int(args['sliding-window'], 'sliding-window') : undefined,
+        slidingWindowPattern: args['sliding-window-pattern'] ? int(args['sliding-window-pattern'], 'sliding-window-pattern') : undefined,
       },
       (line) => consola.start(line),
     )

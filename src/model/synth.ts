@@ -9,7 +9,8 @@ import { quantizeAffine } from './quantize.ts'
 import { writeSafetensors } from './safetensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
-export type SynthArch = 'llama' | 'qwen2' | 'qwen3'
+export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3'] as const
+export type SynthArch = (typeof SYNTH_ARCHS)[number]
 export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8'
 
 export interface SynthSpec {
@@ -30,7 +31,14 @@ export interface SynthSpec {
   quantOverrides?: Record<string, { bits: number; groupSize?: number } | false>
   /** Split the weights into files of at most this many bytes (with model.safetensors.index.json). */
   shardBytes?: number
+  /** Sliding-window families: keys a sliding layer attends (gemma3 default 512). */
+  slidingWindow?: number
+  /** gemma3: every n-th layer is global (default 6). */
+  slidingWindowPattern?: number
 }
+
+const CAUSAL_LM: Record<SynthArch, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', gemma3: 'Gemma3ForCausalLM' }
+const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text' }
 
 /** Qwen3-0.6B's shapes (the bench model). */
 export const QWEN3_0_6B_SHAPE = { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072 }
@@ -81,6 +89,9 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   for (const [k, v] of Object.entries({ layers: spec.layers, hidden: spec.hidden, heads: spec.heads, kvHeads: spec.kvHeads, headDim: spec.headDim, intermediate: spec.intermediate })) {
     if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
   }
+  for (const [k, v] of Object.entries({ 'sliding-window': spec.slidingWindow, 'sliding-window-pattern': spec.slidingWindowPattern })) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
+  }
   if (spec.heads % spec.kvHeads) throw new DbcError('E_SYNTH', `--heads ${spec.heads} must be a multiple of --kv-heads ${spec.kvHeads}`)
   if (bits && [spec.hidden, spec.intermediate, spec.heads * spec.headDim].some((k) => k % groupSize)) {
     throw new DbcError('E_SYNTH', `hidden, intermediate and heads×head-dim must be multiples of the group size ${groupSize} to quantize`)
@@ -108,11 +119,18 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   // Small embeddings (as in trained models) let the layers, not the input token, decide the next token: a tied head
   // fed mostly its own input row would repeat that token forever.
   matrix('model.embed_tokens', vocab, hidden, 0.05)
+  const gemma = spec.arch === 'gemma3'
+  // Gemma's norms scale by 1 + weight: store weights around 0 so the effective scale is near 1, as trained ones are
+  const normMean = gemma ? 0 : 1
   for (let l = 0; l < spec.layers; l++) {
     onProgress(`layer ${l + 1}/${spec.layers}`)
     const p = `model.layers.${l}`
-    float(`${p}.input_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
-    float(`${p}.post_attention_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
+    float(`${p}.input_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
+    float(`${p}.post_attention_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
+    if (gemma) {
+      float(`${p}.pre_feedforward_layernorm.weight`, random(hidden, 0.1), [hidden])
+      float(`${p}.post_feedforward_layernorm.weight`, random(hidden, 0.1), [hidden])
+    }
     const attnStd = 1 / Math.sqrt(hidden)
     matrix(`${p}.self_attn.q_proj`, heads * headDim, hidden, attnStd)
     matrix(`${p}.self_attn.k_proj`, kvHeads * headDim, hidden, attnStd)
@@ -123,9 +141,9 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
       float(`${p}.self_attn.k_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
       float(`${p}.self_attn.v_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
     }
-    if (spec.arch === 'qwen3') {
-      float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, 1), [headDim])
-      float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, 1), [headDim])
+    if (spec.arch === 'qwen3' || gemma) {
+      float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, normMean), [headDim])
+      float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, normMean), [headDim])
     }
     matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
     matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
@@ -165,8 +183,8 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   )
   const quantization = bits ? { group_size: groupSize, bits, mode: 'affine', ...moduleEntries } : undefined
   const config: Record<string, unknown> = {
-    model_type: spec.arch,
-    architectures: [{ llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' }[spec.arch]],
+    model_type: MODEL_TYPE[spec.arch],
+    architectures: [CAUSAL_LM[spec.arch]],
     hidden_size: hidden,
     num_hidden_layers: spec.layers,
     num_attention_heads: heads,
@@ -182,6 +200,16 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     eos_token_id: QWEN3_EOS.imEnd,
     ...(spec.arch === 'llama'
       ? { attention_bias: false, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }
+      : {}),
+    ...(gemma
+      ? {
+          rope_local_base_freq: 10000,
+          sliding_window: spec.slidingWindow ?? 512,
+          sliding_window_pattern: spec.slidingWindowPattern ?? 6,
+          query_pre_attn_scalar: headDim,
+          hidden_activation: 'gelu_pytorch_tanh',
+          final_logit_softcapping: null,
+        }
       : {}),
     ...(quantization ? { quantization, quantization_config: quantization } : {}),
     dbcluster_synthetic: { seed, dtype: spec.dtype },

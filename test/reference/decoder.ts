@@ -1,9 +1,32 @@
-/** An independent float64 decoder forward for llama / qwen2 / qwen3, written from the architectures' definitions (mlx-lm
- * llama.py, qwen2.py, qwen3.py): no model code from src/, only the safetensors reader. Slow and simple on purpose. */
-import { existsSync, readFileSync } from 'node:fs'
+/** An independent float64 decoder forward for llama / qwen2 / qwen3 / gemma3, written from the architectures' definitions
+ * (mlx-lm llama.py, qwen2.py, qwen3.py, gemma3_text.py): no model code from src/, only the safetensors reader. Slow and
+ * simple on purpose. */
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readSafetensorsHeader, tensorBytes } from '../../src/model/safetensors.ts'
-import { dequantize } from './kernels.ts'
+import { dequantize, geluTanh, roundBf16 } from './kernels.ts'
+
+/** mlx-lm gemma3_text ModelArgs defaults (keys a config may omit). */
+const GEMMA3_DEFAULTS = {
+  num_attention_heads: 4,
+  head_dim: 256,
+  num_key_value_heads: 1,
+  vocab_size: 262144,
+  rope_theta: 1_000_000,
+  rope_local_base_freq: 10_000,
+  query_pre_attn_scalar: 256,
+  sliding_window: 512,
+  sliding_window_pattern: 6,
+  rms_norm_eps: 1e-6,
+}
+
+/** Rounds a value to a stored float dtype (MLX computes in the weights' dtype there). */
+function roundTo(dtype: string, v: number): number {
+  if (dtype === 'bf16') return roundBf16(v)
+  if (dtype === 'f16') return Number(new Float16Array([v])[0])
+  if (dtype === 'f32') return Math.fround(v)
+  return v
+}
 
 type Mat = { rows: number; cols: number; v: Float64Array }
 
@@ -25,7 +48,9 @@ export class ReferenceDecoder {
   constructor(dir: string) {
     this.c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
     const index = join(dir, 'model.safetensors.index.json')
-    const files = existsSync(index) ? [...new Set(Object.values(JSON.parse(readFileSync(index, 'utf8')).weight_map as Record<string, string>))] : ['model.safetensors']
+    const files = existsSync(index)
+      ? [...new Set(Object.values(JSON.parse(readFileSync(index, 'utf8')).weight_map as Record<string, string>))]
+      : readdirSync(dir).filter((f) => f.endsWith('.safetensors'))
     for (const f of files) {
       for (const e of readSafetensorsHeader(join(dir, f)).entries) this.#t.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: tensorBytes(e) })
     }
@@ -58,68 +83,110 @@ export class ReferenceDecoder {
     return { rows, cols, v: dequantize(words, this.vec(`${name}.scales`), this.vec(`${name}.biases`), rows, cols, q.group_size, q.bits) }
   }
 
+  /** The text model's config (a multimodal gemma3 nests it under text_config) with mlx-lm's defaults for gemma3. */
+  get text(): Record<string, any> {
+    const c = this.c
+    if (c.model_type === 'gemma3') return { ...GEMMA3_DEFAULTS, num_attention_heads: 8, num_key_value_heads: 4, ...c.text_config, vocab_size: c.vocab_size ?? 262208, quantization: c.quantization, model_type: 'gemma3_text' }
+    if (c.model_type === 'gemma3_text') return { ...GEMMA3_DEFAULTS, ...c }
+    return c
+  }
+
+  /** Tensor-name root: the text tower of a multimodal checkpoint lives under language_model. */
+  get root(): string {
+    return this.c.model_type === 'gemma3' ? 'language_model.' : ''
+  }
+
+  /** A norm weight as the model applies it: Gemma scales by 1 + w, added in w's dtype (MLX semantics). */
+  normWeight(name: string, gemma: boolean): Float64Array {
+    const w = this.vec(name)
+    if (!gemma) return w
+    const dtype = this.#t.get(name)!.dtype
+    return w.map((v) => roundTo(dtype, v + 1))
+  }
+
   /** Logits at every position of `tokens` (full recompute, causal). */
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
-    const c = this.c
+    const c = this.text
+    const R = this.root
+    const gemma = c.model_type === 'gemma3_text'
     const H = c.num_attention_heads, KH = c.num_key_value_heads ?? H, hidden = c.hidden_size, D = c.head_dim ?? hidden / H, eps = c.rms_norm_eps
     const T = tokens.length
-    const embed = this.mat('model.embed_tokens')
+    const embed = this.mat(`${R}model.embed_tokens`)
     let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden))
-    const invFreq = this.#invFreq()
+    if (gemma) {
+      // h · bf16(√hidden), the product in the embedding's dtype (the scales' dtype when quantized)
+      const table = this.#t.get(`${R}model.embed_tokens.scales`) ?? this.#t.get(`${R}model.embed_tokens.weight`)!
+      const scale = roundTo('bf16', Math.sqrt(hidden))
+      h = h.map((r) => r.map((v) => roundTo(table.dtype, v * scale)))
+    }
     for (let l = 0; l < c.num_hidden_layers; l++) {
-      const p = `model.layers.${l}`
-      const x = h.map((r) => rms(r, this.vec(`${p}.input_layernorm.weight`), eps))
+      const p = `${R}model.layers.${l}`
+      const sliding = gemma && (l + 1) % c.sliding_window_pattern !== 0
+      const window = sliding ? c.sliding_window : Infinity
+      const x = h.map((r) => rms(r, this.normWeight(`${p}.input_layernorm.weight`, gemma), eps))
       const bias = (n: string) => (this.#t.has(`${p}.self_attn.${n}.bias`) ? this.vec(`${p}.self_attn.${n}.bias`) : undefined)
       const q = x.map((r) => mv(this.mat(`${p}.self_attn.q_proj`), r, bias('q_proj')))
       const k = x.map((r) => mv(this.mat(`${p}.self_attn.k_proj`), r, bias('k_proj')))
       const v = x.map((r) => mv(this.mat(`${p}.self_attn.v_proj`), r, bias('v_proj')))
-      if (c.model_type === 'qwen3') {
-        const qn = this.vec(`${p}.self_attn.q_norm.weight`), kn = this.vec(`${p}.self_attn.k_norm.weight`)
+      if (c.model_type === 'qwen3' || gemma) {
+        const qn = this.normWeight(`${p}.self_attn.q_norm.weight`, gemma), kn = this.normWeight(`${p}.self_attn.k_norm.weight`, gemma)
         for (const r of q) for (let hh = 0; hh < H; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), qn, eps), hh * D)
         for (const r of k) for (let hh = 0; hh < KH; hh++) r.set(rms(r.subarray(hh * D, (hh + 1) * D), kn, eps), hh * D)
       }
-      const ropeScale = c.rope_scaling?.rope_type === 'linear' || c.rope_scaling?.type === 'linear' ? 1 / c.rope_scaling.factor : 1
+      const ropeScale = !sliding && (c.rope_scaling?.rope_type === 'linear' || c.rope_scaling?.type === 'linear') ? 1 / c.rope_scaling.factor : 1
+      const invFreq = sliding ? this.#invFreq(c.rope_local_base_freq) : this.#invFreq()
       for (let t = 0; t < T; t++) {
         const pos = (positions[t] ?? t) * ropeScale
         rotate(q[t]!, H, D, pos, invFreq)
         rotate(k[t]!, KH, D, pos, invFreq)
       }
+      const scoreScale = gemma ? c.query_pre_attn_scalar ** -0.5 : 1 / Math.sqrt(D)
       const attn = q.map((qr, t) => {
         const out = new Float64Array(H * D)
+        const first = Math.max(0, t - window + 1)
         for (let hh = 0; hh < H; hh++) {
           const kv = Math.floor(hh / (H / KH))
           const scores: number[] = []
-          for (let j = 0; j <= t; j++) {
+          for (let j = first; j <= t; j++) {
             let s = 0
             for (let d = 0; d < D; d++) s += qr[hh * D + d]! * k[j]![kv * D + d]!
-            scores.push(s / Math.sqrt(D))
+            scores.push(s * scoreScale)
           }
           const m = Math.max(...scores)
           const e = scores.map((s) => Math.exp(s - m))
           const z = e.reduce((a, b) => a + b, 0)
-          for (let j = 0; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j]! / z) * v[j]![kv * D + d]!
+          for (let j = first; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j - first]! / z) * v[j]![kv * D + d]!
         }
         return out
       })
       const o = this.mat(`${p}.self_attn.o_proj`)
-      h = h.map((r, t) => add(r, mv(o, attn[t]!)))
+      const postAttn = gemma ? this.normWeight(`${p}.post_attention_layernorm.weight`, true) : undefined
+      h = h.map((r, t) => {
+        const y = mv(o, attn[t]!)
+        return add(r, postAttn ? rms(y, postAttn, eps) : y)
+      })
       const gate = this.mat(`${p}.mlp.gate_proj`), up = this.mat(`${p}.mlp.up_proj`), down = this.mat(`${p}.mlp.down_proj`)
+      const preMlp = this.normWeight(gemma ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, gemma)
+      const postMlp = gemma ? this.normWeight(`${p}.post_feedforward_layernorm.weight`, true) : undefined
+      const act = gemma ? geluTanh : (g: number) => g / (1 + Math.exp(-g))
       h = h.map((r) => {
-        const xx = rms(r, this.vec(`${p}.post_attention_layernorm.weight`), eps)
+        const xx = rms(r, preMlp, eps)
         const g = mv(gate, xx), u = mv(up, xx)
-        return add(r, mv(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!)))
+        const y = mv(down, g.map((gv, i) => act(gv) * u[i]!))
+        return add(r, postMlp ? rms(y, postMlp, eps) : y)
       })
     }
-    const head = c.tie_word_embeddings ? embed : this.mat('lm_head')
-    const norm = this.vec('model.norm.weight')
+    const tied = gemma ? !this.#t.has(`${R}lm_head.weight`) : c.tie_word_embeddings
+    const head = tied ? embed : this.mat(`${R}lm_head`)
+    const norm = this.normWeight(`${R}model.norm.weight`, gemma)
     return h.map((r) => mv(head, rms(r, norm, eps)))
   }
 
   /** inverse frequencies: base^(-2i/D), or llama3's stretched periods (mlx-lm Llama3RoPE), computed here independently;
    * linear scaling instead multiplies positions by 1/factor (above) */
-  #invFreq(): number[] {
-    const c = this.c
-    const D = c.head_dim ?? c.hidden_size / c.num_attention_heads, base = c.rope_theta
+  #invFreq(localBase?: number): number[] {
+    const c = this.text
+    const D = c.head_dim ?? c.hidden_size / c.num_attention_heads, base = localBase ?? c.rope_theta
     const out: number[] = []
     for (let i = 0; i < D / 2; i++) {
       let period = base ** ((2 * i) / D)
