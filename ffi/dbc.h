@@ -11,7 +11,7 @@
 #define DBC_H
 #include <stdint.h>
 
-#define DBC_ABI_VERSION 1
+#define DBC_ABI_VERSION 2
 
 /* dtypes */
 #define DBC_F32 0
@@ -57,6 +57,13 @@ int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bi
 int dbc_dequantize(void* wq, void* scales, void* biases, int group_size, int bits, void** out);
 int dbc_embedding(void* table, void* ids, void** out);
 int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size, int bits, void* ids, void** out);
+/* Quantized weights: MLX affine (scales and biases in a float dtype), or mxfp4 when biases is NULL (bits 4, group 32,
+ * u8 E8M0 scales). */
+
+/* mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] of w [E, N, K] (dense when scales is
+ * NULL, else quantized as above), plus bias [E, N] → [rows, k, N]; then Σ_j weights[r, j] · x[r, j, :] → [rows, N] */
+int dbc_gather_linear(void* x, void* w, void* scales, void* biases, void* bias, void* indices, int group_size, int bits, void** out);
+int dbc_weighted_sum(void* x, void* weights, void** out);
 
 /* normalisation, position, attention */
 int dbc_rms_norm(void* x, void* weight, float eps, void** out);

@@ -404,54 +404,159 @@ int dbc_linear(void* xh, void* wh, void* bh, void** out) {
   return wrap(y, out);
 }
 
-static int quant_check(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int* N, int* K) {
+/* MLX affine (scales and biases in a float dtype) or, when biases are absent, mxfp4 (bits 4, group 32, u8 E8M0 scales).
+ * `experts`: w is [E, N, K·bits/32] with scales/biases [E, N, K/gs]. */
+static int quant_check_nd(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int experts, int* N, int* K) {
+  if (!b && (bits != 4 || gs != 32)) return fail(DBC_E_ARG, "%s: mxfp4 (no biases) needs bits 4 and group size 32, got %d and %d", name, bits, gs);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
     return fail(DBC_E_ARG, "%s: unsupported bits %d (2, 3, 4, 5, 6 or 8)", name, bits);
   if (gs != 32 && gs != 64 && gs != 128) return fail(DBC_E_ARG, "%s: unsupported group size %d (32, 64 or 128)", name, gs);
-  if (w->dtype != DBC_U32 || ndim(w) != 2) return fail(DBC_E_ARG, "%s: packed weight must be u32 [N, K*bits/32], got %s", name, dtype_name(w->dtype));
-  if (!is_float(s->dtype) || s->dtype != b->dtype) return fail(DBC_E_ARG, "%s: scales and biases must share a float dtype", name);
-  *N = dim(w, 0);
-  *K = dim(w, 1) * 32 / bits;
+  int nd = experts ? 3 : 2;
+  if (w->dtype != DBC_U32 || ndim(w) != nd) return fail(DBC_E_ARG, "%s: packed weight must be u32 [%sN, K*bits/32], got %s", name, experts ? "E, " : "", dtype_name(w->dtype));
+  if (b && (!is_float(s->dtype) || s->dtype != b->dtype)) return fail(DBC_E_ARG, "%s: scales and biases must share a float dtype", name);
+  if (!b && s->dtype != DBC_U8) return fail(DBC_E_ARG, "%s: mxfp4 scales must be u8 (E8M0), got %s", name, dtype_name(s->dtype));
+  *N = dim(w, nd - 2);
+  *K = dim(w, nd - 1) * 32 / bits;
   if (*K % gs) return fail(DBC_E_ARG, "%s: input size %d is not a multiple of group size %d", name, *K, gs);
-  if (ndim(s) != 2 || dim(s, 0) != *N || dim(s, 1) != *K / gs || ndim(b) != 2 || dim(b, 0) != *N || dim(b, 1) != *K / gs)
-    return fail(DBC_E_ARG, "%s: scales/biases must be [%d, %d] for a [%d, %d] matrix at group size %d", name, *N, *K / gs, *N, *K, gs);
+  for (tensor* t = s; t; t = (t == s ? b : NULL))
+    if (ndim(t) != nd || dim(t, nd - 2) != *N || dim(t, nd - 1) != *K / gs || (experts && dim(t, 0) != dim(w, 0)))
+      return fail(DBC_E_ARG, "%s: scales/biases must be [%s%d, %d] for a [%d, %d] matrix at group size %d", name, experts ? "E, " : "", *N, *K / gs, *N, *K, gs);
   return DBC_OK;
+}
+
+static int quant_check(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int* N, int* K) {
+  return quant_check_nd(w, s, b, gs, bits, name, 0, N, K);
 }
 
 static mlx_optional_int opt_int(int v) { return (mlx_optional_int){v, true}; }
 
+/* The scales/biases MLX's quantized ops take, and the mode: affine in f32, or mxfp4's u8 scales as they are. */
+static int quant_params(mlx_array s, const mlx_array* b, mlx_array* s_out, mlx_array* b_out, const char** mode) {
+  *b_out = empty();
+  if (!b) {
+    *s_out = empty();
+    *mode = "mxfp4";
+    MLX(mlx_array_set(s_out, s));
+    return DBC_OK;
+  }
+  *mode = "affine";
+  if (as_f32(s, s_out) || as_f32(*b, b_out)) return DBC_E_ARG;
+  return DBC_OK;
+}
+
 int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
-  tensor *x, *w, *s, *b, *bias = NULL;
+  tensor *x, *w, *s, *b = NULL, *bias = NULL;
   int rc, N, K;
-  if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s)) ||
-      (rc = get(bh, "quantized_linear", &b)))
-    return rc;
+  if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s))) return rc;
+  if (bh && (rc = get(bh, "quantized_linear", &b))) return rc;
   if (biash && (rc = get(biash, "quantized_linear bias", &bias))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "quantized_linear", &N, &K)) || (rc = linear_check(x, N, K, bias, "quantized_linear"))) return rc;
   mlx_array s32, b32, y = empty();
-  if (as_f32(s->a, &s32) || as_f32(b->a, &b32)) return DBC_E_ARG;
-  MLX(mlx_quantized_matmul(&y, x->a, w->a, s32, b32, true, opt_int(gs), opt_int(bits), "affine", stream));
+  const char* mode;
+  if (quant_params(s->a, b ? &b->a : NULL, &s32, &b32, &mode)) return DBC_E_ARG;
+  MLX(mlx_quantized_matmul(&y, x->a, w->a, s32, b32, true, opt_int(gs), opt_int(bits), mode, stream));
   mlx_array_free(s32), mlx_array_free(b32);
   if ((rc = add_bias(&y, bias))) return rc;
   return wrap(y, out);
 }
 
-static int dequant(tensor* w, mlx_array s, mlx_array b, int gs, int bits, mlx_array* out) {
+static int dequant(tensor* w, mlx_array s, const mlx_array* b, int gs, int bits, mlx_array* out) {
   mlx_array s32, b32;
-  if (as_f32(s, &s32) || as_f32(b, &b32)) return DBC_E_ARG;
+  const char* mode;
+  if (quant_params(s, b, &s32, &b32, &mode)) return DBC_E_ARG;
   *out = empty();
-  int rc = mlx_dequantize(out, w->a, s32, b32, opt_int(gs), opt_int(bits), "affine", empty(), (mlx_optional_dtype){MLX_FLOAT32, true}, stream);
+  int rc = mlx_dequantize(out, w->a, s32, b32, opt_int(gs), opt_int(bits), mode, empty(), (mlx_optional_dtype){MLX_FLOAT32, true}, stream);
   mlx_array_free(s32), mlx_array_free(b32);
   return rc ? DBC_E_ARG : DBC_OK;
 }
 
 int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
-  tensor *w, *s, *b;
+  tensor *w, *s, *b = NULL;
   int rc, N, K;
-  if ((rc = get(wh, "dequantize", &w)) || (rc = get(sh, "dequantize", &s)) || (rc = get(bh, "dequantize", &b))) return rc;
+  if ((rc = get(wh, "dequantize", &w)) || (rc = get(sh, "dequantize", &s))) return rc;
+  if (bh && (rc = get(bh, "dequantize", &b))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "dequantize", &N, &K))) return rc;
   mlx_array r;
-  if ((rc = dequant(w, s->a, b->a, gs, bits, &r))) return rc;
+  if ((rc = dequant(w, s->a, b ? &b->a : NULL, gs, bits, &r))) return rc;
+  return wrap(r, out);
+}
+
+/* ---------- mixture of experts ---------- */
+
+int dbc_gather_linear(void* xh, void* wh, void* sh, void* bh, void* biash, void* ih, int gs, int bits, void** out) {
+  tensor *x, *w, *s = NULL, *b = NULL, *bias = NULL, *idx;
+  int rc, E, N, K;
+  if ((rc = get(xh, "gather_linear x", &x)) || (rc = get(wh, "gather_linear weight", &w)) || (rc = get(ih, "gather_linear indices", &idx))) return rc;
+  if (sh && (rc = get(sh, "gather_linear scales", &s))) return rc;
+  if (bh && (rc = get(bh, "gather_linear biases", &b))) return rc;
+  if (biash && (rc = get(biash, "gather_linear bias", &bias))) return rc;
+  if (s) {
+    if ((rc = quant_check_nd(w, s, b, gs, bits, "gather_linear", 1, &N, &K))) return rc;
+  } else {
+    if (!is_float(w->dtype) || ndim(w) != 3) return fail(DBC_E_ARG, "gather_linear: expert weights must be float [experts, N, K]");
+    N = dim(w, 1), K = dim(w, 2);
+  }
+  E = dim(w, 0);
+  if (idx->dtype != DBC_I32 || ndim(idx) != 2) return fail(DBC_E_ARG, "gather_linear: indices must be i32 [rows, k]");
+  int R = dim(idx, 0), k = dim(idx, 1);
+  if (x->dtype != DBC_F32) return fail(DBC_E_ARG, "gather_linear: x must be f32");
+  int per_pair = ndim(x) == 3;
+  if (!(ndim(x) == 2 && dim(x, 0) == R && dim(x, 1) == K) && !(per_pair && dim(x, 0) == R && dim(x, 1) == k && dim(x, 2) == K))
+    return fail(DBC_E_ARG, "gather_linear: x must be [%d, %d] or [%d, %d, %d]", R, K, R, k, K);
+  if (bias && (!is_float(bias->dtype) || ndim(bias) != 2 || dim(bias, 0) != E || dim(bias, 1) != N))
+    return fail(DBC_E_ARG, "gather_linear: bias must be [%d, %d]", E, N);
+  int32_t* ids;
+  int64_t n;
+  if (read_i32(idx, &ids, &n)) return DBC_E_ARG;
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= E) {
+      int bad = ids[i];
+      free(ids);
+      return fail(DBC_E_ARG, "gather_linear: expert %d outside 0..%d", bad, E - 1);
+    }
+  free(ids);
+  /* as mlx-lm SwitchLinear: x [R, 1 or k, 1, K] against w[indices] transposed → [R, k, 1, N] */
+  int xshape[4] = {R, per_pair ? k : 1, 1, K}, oshape[3] = {R, k, N};
+  mlx_array x4 = empty(), y = empty(), y3 = empty();
+  MLX(mlx_reshape(&x4, x->a, xshape, 4, stream));
+  if (s) {
+    mlx_array s32, b32;
+    const char* mode;
+    if (quant_params(s->a, b ? &b->a : NULL, &s32, &b32, &mode)) return DBC_E_ARG;
+    rc = mlx_gather_qmm(&y, x4, w->a, s32, b32, empty(), idx->a, true, opt_int(gs), opt_int(bits), mode, false, stream);
+    mlx_array_free(s32), mlx_array_free(b32);
+  } else {
+    mlx_array w32, wt = empty();
+    if (as_f32(w->a, &w32)) return DBC_E_ARG;
+    rc = mlx_swapaxes(&wt, w32, -1, -2, stream) || mlx_gather_mm(&y, x4, wt, empty(), idx->a, false, stream);
+    mlx_array_free(w32), mlx_array_free(wt);
+  }
+  mlx_array_free(x4);
+  if (rc) return mlx_array_free(y), fail(DBC_E_ARG, "gather_linear: mlx failed");
+  MLX(mlx_reshape(&y3, y, oshape, 3, stream));
+  mlx_array_free(y);
+  if (bias) {
+    mlx_array b32, picked = empty(), sum = empty();
+    if (as_f32(bias->a, &b32)) return DBC_E_ARG;
+    rc = mlx_take_axis(&picked, b32, idx->a, 0, stream) || mlx_add(&sum, y3, picked, stream);
+    mlx_array_free(b32), mlx_array_free(picked), mlx_array_free(y3);
+    if (rc) return mlx_array_free(sum), fail(DBC_E_ARG, "gather_linear: mlx failed");
+    y3 = sum;
+  }
+  return wrap(y3, out);
+}
+
+int dbc_weighted_sum(void* xh, void* wh, void** out) {
+  tensor *x, *w;
+  int rc;
+  if ((rc = get(xh, "weighted_sum x", &x)) || (rc = get(wh, "weighted_sum weights", &w))) return rc;
+  if (x->dtype != DBC_F32 || ndim(x) != 3 || w->dtype != DBC_F32 || ndim(w) != 2 || dim(w, 0) != dim(x, 0) || dim(w, 1) != dim(x, 1))
+    return fail(DBC_E_ARG, "weighted_sum: x must be f32 [rows, k, N] and weights f32 [rows, k]");
+  int wshape[3] = {dim(w, 0), dim(w, 1), 1};
+  mlx_array w3 = empty(), p = empty(), r = empty();
+  rc = mlx_reshape(&w3, w->a, wshape, 3, stream) || mlx_multiply(&p, x->a, w3, stream) || mlx_sum_axis(&r, p, 1, false, stream);
+  mlx_array_free(w3), mlx_array_free(p);
+  if (rc) return mlx_array_free(r), fail(DBC_E_ARG, "weighted_sum: mlx failed");
   return wrap(r, out);
 }
 
@@ -485,18 +590,18 @@ int dbc_embedding(void* th, void* ih, void** out) {
 }
 
 int dbc_quantized_embedding(void* wh, void* sh, void* bh, int gs, int bits, void* ih, void** out) {
-  tensor *w, *s, *b, *ids;
+  tensor *w, *s, *b = NULL, *ids;
   int rc, N, K;
-  if ((rc = get(wh, "quantized_embedding", &w)) || (rc = get(sh, "quantized_embedding", &s)) || (rc = get(bh, "quantized_embedding", &b)) ||
-      (rc = get(ih, "quantized_embedding ids", &ids)))
+  if ((rc = get(wh, "quantized_embedding", &w)) || (rc = get(sh, "quantized_embedding", &s)) || (rc = get(ih, "quantized_embedding ids", &ids)))
     return rc;
+  if (bh && (rc = get(bh, "quantized_embedding", &b))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "quantized_embedding", &N, &K)) || (rc = check_ids(ids, N, "quantized_embedding"))) return rc;
   mlx_array gw = empty(), gs_ = empty(), gb = empty(), r;
   MLX(mlx_take_axis(&gw, w->a, ids->a, 0, stream));
   MLX(mlx_take_axis(&gs_, s->a, ids->a, 0, stream));
-  MLX(mlx_take_axis(&gb, b->a, ids->a, 0, stream));
+  if (b) MLX(mlx_take_axis(&gb, b->a, ids->a, 0, stream));
   tensor rows = {MAGIC, DBC_U32, gw};
-  if ((rc = dequant(&rows, gs_, gb, gs, bits, &r))) return rc;
+  if ((rc = dequant(&rows, gs_, b ? &gb : NULL, gs, bits, &r))) return rc;
   mlx_array_free(gw), mlx_array_free(gs_), mlx_array_free(gb);
   return wrap(r, out);
 }
@@ -808,13 +913,27 @@ int dbc_gelu(void* h, int approximate, void** out) {
   return wrap(r, out);
 }
 
+/* GPT-OSS's SwiGLU (mlx-lm gpt_oss.swiglu): min(g, 7)·sigmoid(1.702·min(g, 7))·(clip(u, -7, 7) + 1) */
+static int glu_clipped(mlx_array g, mlx_array u, void** out) {
+  mlx_array lim = mlx_array_new_float(7.0f), nlim = mlx_array_new_float(-7.0f), one = mlx_array_new_float(1.0f), alpha = mlx_array_new_float(1.702f);
+  mlx_array gc = empty(), uc = empty(), ucl = empty(), up1 = empty(), ga = empty(), sig = empty(), t = empty(), r = empty();
+  int rc = mlx_minimum(&gc, g, lim, stream) || mlx_maximum(&uc, u, nlim, stream) || mlx_minimum(&ucl, uc, lim, stream) ||
+           mlx_add(&up1, ucl, one, stream) || mlx_multiply(&ga, gc, alpha, stream) || mlx_sigmoid(&sig, ga, stream) ||
+           mlx_multiply(&t, gc, sig, stream) || mlx_multiply(&r, t, up1, stream);
+  mlx_array arrays[] = {lim, nlim, one, alpha, gc, uc, ucl, up1, ga, sig, t};
+  for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) mlx_array_free(arrays[i]);
+  if (rc) return mlx_array_free(r), fail(DBC_E_ARG, "glu: mlx failed");
+  return wrap(r, out);
+}
+
 int dbc_glu(void* gh, void* uh, int activation, void** out) {
   tensor *g, *u;
   int rc;
   if ((rc = f32_input(gh, "glu gate", &g)) || (rc = f32_input(uh, "glu up", &u))) return rc;
   if (numel(g) != numel(u)) return fail(DBC_E_ARG, "glu: gate and up differ in size");
-  if (activation < 0 || activation > 2) return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu) or 2 (gelu tanh)");
+  if (activation < 0 || activation > 3) return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh) or 3 (clipped swiglu)");
   mlx_array a, r = empty();
+  if (activation == 3) return glu_clipped(g->a, u->a, out);
   if ((rc = activate(g->a, activation, &a))) return rc;
   MLX(mlx_multiply(&r, a, u->a, stream));
   mlx_array_free(a);

@@ -1,5 +1,6 @@
 /* quant.c — MLX affine quantization (design/mlx-c.md §4): w[n,k] = scale[n,k/gs]·q + bias[n,k/gs], q packed LSB-first
  * in u32 words (bits 2,3,4,5,6,8; 3/5/6-bit values straddle words). Quantized linear, dequantize and embedding gather.
+ * MLX mxfp4 (biases absent): 4-bit E2M1 values, group 32, u8 E8M0 scales: w = fp4[q]·2^(scale−127).
  * The decode kernels for 4 and 8 bits quantize x to int8 per 32-element block and use integer dot products (as llama.cpp's
  * Q8 activations do): it keeps the weight stream, not the arithmetic, as the bottleneck. */
 #include <math.h>
@@ -13,14 +14,6 @@
 void dbc_gemm_f32_block(const float* x, const float* wblock, int64_t M, int64_t nrows, int64_t K, float* out, int64_t ldo);
 int dbc_linear_prepare(dbc_tensor* x, int64_t N, int64_t K, dbc_tensor* bias, const char* name, dbc_tensor** out, int64_t* M);
 
-typedef struct {
-  const uint32_t* w;
-  const void* scales;
-  const void* biases;
-  int sdtype;
-  int64_t N, K, words_per_row, groups;
-  int gs, bits;
-} qmatrix;
 
 /* q values of elements [k0, k0+n) of one packed row, as floats */
 static void unpack_q(const uint32_t* row, int bits, int64_t k0, int n, float* q) {
@@ -47,8 +40,23 @@ static void unpack_q(const uint32_t* row, int bits, int64_t k0, int n, float* q)
   }
 }
 
-static void dequant_row(const qmatrix* m, int64_t n, float* out) {
+static const float FP4_E2M1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+/* E8M0: 2^(s − 127); MLX reads s = 0 as the bf16 denormal 2^-127 too */
+static inline float e8m0(uint8_t s) { return ldexpf(1.0f, (int)s - 127); }
+
+void dbc_dequant_row(const qmatrix* m, int64_t n, float* out) {
   const uint32_t* row = m->w + n * m->words_per_row;
+  if (m->mx) {
+    const uint8_t* scales = m->scales;
+    for (int64_t g = 0; g < m->groups; g++) {
+      float s = e8m0(scales[n * m->groups + g]);
+      float* o = out + g * m->gs;
+      unpack_q(row, 4, g * m->gs, m->gs, o);
+      for (int i = 0; i < m->gs; i++) o[i] = FP4_E2M1[(int)o[i]] * s;
+    }
+    return;
+  }
   for (int64_t g = 0; g < m->groups; g++) {
     float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
     float* o = out + g * m->gs;
@@ -57,24 +65,41 @@ static void dequant_row(const qmatrix* m, int64_t n, float* out) {
   }
 }
 
-static int qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, qmatrix* m) {
-  dbc_tensor *w, *s, *b;
+/* A quantized matrix [N, K] (or experts [E, N, K] seen as [E·N, K] when `experts` is given): affine with scales and
+ * biases in a float dtype, or mxfp4 when biases are absent (bits 4, group 32, u8 scales). */
+int dbc_qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, int64_t* experts, qmatrix* m) {
+  dbc_tensor *w, *s, *b = NULL;
   int rc;
-  if ((rc = dbc_check(wh, name, &w)) || (rc = dbc_check(sh, name, &s)) || (rc = dbc_check(bh, name, &b))) return rc;
+  if ((rc = dbc_check(wh, name, &w)) || (rc = dbc_check(sh, name, &s))) return rc;
+  if (bh && (rc = dbc_check(bh, name, &b))) return rc;
+  int mx = b == NULL;
+  if (mx && (bits != 4 || gs != 32)) return dbc_fail(DBC_E_ARG, "%s: mxfp4 (no biases) needs bits 4 and group size 32, got %d and %d", name, bits, gs);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
     return dbc_fail(DBC_E_ARG, "%s: unsupported bits %d (2, 3, 4, 5, 6 or 8)", name, bits);
   if (gs != 32 && gs != 64 && gs != 128) return dbc_fail(DBC_E_ARG, "%s: unsupported group size %d (32, 64 or 128)", name, gs);
-  if (w->dtype != DBC_U32 || w->ndim != 2) return dbc_fail(DBC_E_ARG, "%s: packed weight must be u32 [N, K*bits/32], got %s", name, dbc_dtype_name(w->dtype));
-  if ((rc = dbc_check_float(s, name)) || (rc = dbc_check_float(b, name))) return rc;
-  if (s->dtype != b->dtype) return dbc_fail(DBC_E_ARG, "%s: scales and biases differ in dtype", name);
-  int64_t N = w->shape[0], K = w->shape[1] * 32 / bits;
-  if ((w->shape[1] * 32) % bits) return dbc_fail(DBC_E_ARG, "%s: packed width %lld is not a whole number of %d-bit values", name, (long long)w->shape[1], bits);
+  int nd = experts ? 3 : 2;
+  if (w->dtype != DBC_U32 || w->ndim != nd)
+    return dbc_fail(DBC_E_ARG, "%s: packed weight must be u32 [%sN, K*bits/32], got %s with %d axes", name, experts ? "E, " : "", dbc_dtype_name(w->dtype), w->ndim);
+  if (mx) {
+    if (s->dtype != DBC_U8) return dbc_fail(DBC_E_ARG, "%s: mxfp4 scales must be u8 (E8M0), got %s", name, dbc_dtype_name(s->dtype));
+  } else {
+    if ((rc = dbc_check_float(s, name)) || (rc = dbc_check_float(b, name))) return rc;
+    if (s->dtype != b->dtype) return dbc_fail(DBC_E_ARG, "%s: scales and biases differ in dtype", name);
+  }
+  int64_t E = experts ? w->shape[0] : 1, N = w->shape[nd - 2], K = w->shape[nd - 1] * 32 / bits;
+  if ((w->shape[nd - 1] * 32) % bits) return dbc_fail(DBC_E_ARG, "%s: packed width %lld is not a whole number of %d-bit values", name, (long long)w->shape[nd - 1], bits);
   if (K % gs) return dbc_fail(DBC_E_ARG, "%s: input size %lld is not a multiple of group size %d", name, (long long)K, gs);
-  if (s->ndim != 2 || b->ndim != 2 || s->shape[0] != N || b->shape[0] != N || s->shape[1] != K / gs || b->shape[1] != K / gs)
-    return dbc_fail(DBC_E_ARG, "%s: scales/biases must be [%lld, %lld] for a [%lld, %lld] matrix at group size %d", name, (long long)N,
-                    (long long)(K / gs), (long long)N, (long long)K, gs);
-  *m = (qmatrix){tdata(w), tdata(s), tdata(b), s->dtype, N, K, w->shape[1], K / gs, gs, bits};
+  for (dbc_tensor* t = s; t; t = (t == s ? b : NULL))
+    if (t->ndim != nd || t->shape[nd - 2] != N || t->shape[nd - 1] != K / gs || (experts && t->shape[0] != E))
+      return dbc_fail(DBC_E_ARG, "%s: scales/biases must be [%s%lld, %lld] for a [%lld, %lld] matrix at group size %d", name, experts ? "E, " : "", (long long)N,
+                      (long long)(K / gs), (long long)N, (long long)K, gs);
+  *m = (qmatrix){tdata(w), tdata(s), b ? tdata(b) : NULL, s->dtype, E * N, K, w->shape[nd - 1], K / gs, gs, bits, mx};
+  if (experts) *experts = E;
   return DBC_OK;
+}
+
+static int qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, qmatrix* m) {
+  return dbc_qmatrix_check(wh, sh, bh, gs, bits, name, NULL, m);
 }
 
 int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
@@ -85,7 +110,7 @@ int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "dequantize: out is null");
   int64_t shape[2] = {m.N, m.K};
   if ((rc = dbc_new(DBC_F32, 2, shape, &o))) return rc;
-  for (int64_t n = 0; n < m.N; n++) dequant_row(&m, n, (float*)tdata(o) + n * m.K);
+  for (int64_t n = 0; n < m.N; n++) dbc_dequant_row(&m, n, (float*)tdata(o) + n * m.K);
   *out = o;
   return DBC_OK;
 }
@@ -104,7 +129,7 @@ int dbc_quantized_embedding(void* wh, void* sh, void* bh, int gs, int bits, void
   for (int i = 0; i < ids->ndim; i++) shape[i] = ids->shape[i];
   shape[ids->ndim] = m.K;
   if ((rc = dbc_new(DBC_F32, ids->ndim + 1, shape, &o))) return rc;
-  for (int64_t i = 0; i < n; i++) dequant_row(&m, id[i], (float*)tdata(o) + i * m.K);
+  for (int64_t i = 0; i < n; i++) dbc_dequant_row(&m, id[i], (float*)tdata(o) + i * m.K);
   *out = o;
   return DBC_OK;
 }
@@ -317,10 +342,23 @@ static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, i
 }
 #endif
 
+/* Any format: dequantize each weight row once, dot it with every row of x. */
+static void qgemv_dequant_range(void* p, int64_t nb, int64_t ne) {
+  const qlinear_ctx* c = p;
+  const qmatrix* m = c->m;
+  float* w = dbc_scratch_alloc((size_t)m->K * sizeof(float));
+  for (int64_t n = nb; n < ne; n++) {
+    dbc_dequant_row(m, n, w);
+    float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int64_t r = 0; r < c->M; r++) c->out[r * m->N + n] = dbc_dot_f32(w, c->x + r * m->K, m->K) + bias;
+  }
+  dbc_scratch_free(w);
+}
+
 typedef struct { const qmatrix* m; int64_t n0; float* dst; } qdequant_ctx;
 static void qdequant_range(void* p, int64_t b, int64_t e) {
   qdequant_ctx* c = p;
-  for (int64_t r = b; r < e; r++) dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
+  for (int64_t r = b; r < e; r++) dbc_dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
 }
 
 int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
@@ -347,6 +385,12 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     if (bias)
       for (int64_t r = 0; r < M; r++)
         for (int64_t n = 0; n < m.N; n++) op[r * m.N + n] += load_f32(tdata(bias), bias->dtype, n);
+    *out = o;
+    return DBC_OK;
+  }
+  if (m.mx) { /* mxfp4: rows dequantized to floats (E2M1 has no integer form to pair with int8 activations) */
+    qlinear_ctx c = {&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op, NULL, NULL, NULL, NULL};
+    dbc_parallel_for(m.N, 16, qgemv_dequant_range, &c);
     *out = o;
     return DBC_OK;
   }

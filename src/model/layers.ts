@@ -73,7 +73,12 @@ function canStack(parts: LinearWeight[]): boolean {
     if (p.kind !== first.kind || Boolean(p.bias) !== Boolean(first.bias)) return false
     if (p.kind === 'dense' && first.kind === 'dense') return p.weight.dtype === first.weight.dtype
     if (p.kind === 'quantized' && first.kind === 'quantized') {
-      return p.matrix.bits === first.matrix.bits && p.matrix.groupSize === first.matrix.groupSize && p.matrix.scales.dtype === first.matrix.scales.dtype
+      return (
+        p.matrix.bits === first.matrix.bits &&
+        p.matrix.groupSize === first.matrix.groupSize &&
+        p.matrix.scales.dtype === first.matrix.scales.dtype &&
+        Boolean(p.matrix.biases) === Boolean(first.matrix.biases)
+      )
     }
     return false
   })
@@ -94,7 +99,13 @@ function stack(parts: LinearWeight[], b: Backend, w: Weights): LinearWeight {
   const m = parts.map((p) => (p as { matrix: QuantizedMatrix }).matrix)
   return {
     kind: 'quantized',
-    matrix: { weight: cat(m.map((q) => q.weight)), scales: cat(m.map((q) => q.scales)), biases: cat(m.map((q) => q.biases)), groupSize: m[0]!.groupSize, bits: m[0]!.bits },
+    matrix: {
+      weight: cat(m.map((q) => q.weight)),
+      scales: cat(m.map((q) => q.scales)),
+      biases: m[0]!.biases ? cat(m.map((q) => q.biases!)) : undefined,
+      groupSize: m[0]!.groupSize,
+      bits: m[0]!.bits,
+    },
     bias,
   }
 }

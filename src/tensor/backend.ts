@@ -8,11 +8,13 @@ export interface Tensor {
   readonly dtype: DType
 }
 
-/** An MLX affine-quantized matrix [N, K]: weight u32 [N, K·bits/32], scales and biases [N, K/groupSize] in the model dtype. */
+/** An MLX-quantized matrix [N, K] (or experts [E, N, K] for gatherLinear): weight u32 [N, K·bits/32]. Affine: scales
+ * and biases [N, K/groupSize] in the model dtype. mxfp4 (no biases): 4-bit E2M1 values, group 32, u8 E8M0 scales. */
 export interface QuantizedMatrix {
   readonly weight: Tensor
   readonly scales: Tensor
-  readonly biases: Tensor
+  /** Absent for mxfp4. */
+  readonly biases?: Tensor
   readonly groupSize: number
   readonly bits: number
 }
@@ -53,7 +55,8 @@ export interface KvWriteOptions {
   ring?: boolean
 }
 
-export type GluActivation = 'silu' | 'gelu' | 'gelu_approx'
+/** swiglu_clipped: GPT-OSS's min(g, 7)·σ(1.702·min(g, 7))·(clip(u, ±7) + 1). */
+export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped'
 
 export interface Backend {
   readonly name: 'cpu' | 'mlx'
@@ -84,6 +87,11 @@ export interface Backend {
   linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor
   quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor
   dequantize(w: QuantizedMatrix): Tensor
+  /** Mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] (i32 [rows, k]) of w [E, N, K]
+   * (dense or quantized), plus bias [E, N] → [rows, k, N] f32. */
+  gatherLinear(x: Tensor, w: Tensor | QuantizedMatrix, indices: Tensor, bias?: Tensor): Tensor
+  /** Σ_j weights[r, j] · x[r, j, :]: x [rows, k, N], weights f32 [rows, k] → [rows, N]. */
+  weightedSum(x: Tensor, weights: Tensor): Tensor
   /** table [V, H] gathered at ids (i32) → [...ids.shape, H] f32. */
   embedding(table: Tensor, ids: Tensor): Tensor
   quantizedEmbedding(table: QuantizedMatrix, ids: Tensor): Tensor

@@ -41,7 +41,7 @@ class ShimTensor implements Tensor {
   }
 }
 
-const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2 }
+const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2, swiglu_clipped: 3 }
 
 /** A Backend over any library that implements ffi/dbc.h: eager on the cpu shim, lazy (evaluated on read) on the mlx glue. */
 export class ShimBackend implements Backend {
@@ -215,7 +215,7 @@ export class ShimBackend implements Backend {
         this.#t(x).handle,
         this.#t(w.weight).handle,
         this.#t(w.scales).handle,
-        this.#t(w.biases).handle,
+        this.#h(w.biases),
         this.#h(bias),
         w.groupSize,
         w.bits,
@@ -226,8 +226,29 @@ export class ShimBackend implements Backend {
 
   dequantize(w: QuantizedMatrix): Tensor {
     return this.#call(
-      this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#t(w.biases).handle, w.groupSize, w.bits, this.#outPtr),
+      this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits, this.#outPtr),
     )
+  }
+
+  gatherLinear(x: Tensor, w: Tensor | QuantizedMatrix, indices: Tensor, bias?: Tensor): Tensor {
+    const q = 'scales' in w ? w : undefined
+    return this.#call(
+      this.#lib.dbc_gather_linear(
+        this.#t(x).handle,
+        this.#t(q ? q.weight : (w as Tensor)).handle,
+        this.#h(q?.scales),
+        this.#h(q?.biases),
+        this.#h(bias),
+        this.#t(indices).handle,
+        q?.groupSize ?? 0,
+        q?.bits ?? 0,
+        this.#outPtr,
+      ),
+    )
+  }
+
+  weightedSum(x: Tensor, weights: Tensor): Tensor {
+    return this.#call(this.#lib.dbc_weighted_sum(this.#t(x).handle, this.#t(weights).handle, this.#outPtr))
   }
 
   embedding(table: Tensor, ids: Tensor): Tensor {
@@ -239,7 +260,7 @@ export class ShimBackend implements Backend {
       this.#lib.dbc_quantized_embedding(
         this.#t(table.weight).handle,
         this.#t(table.scales).handle,
-        this.#t(table.biases).handle,
+        this.#h(table.biases),
         table.groupSize,
         table.bits,
         this.#t(ids).handle,

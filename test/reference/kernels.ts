@@ -42,6 +42,32 @@ export function dequantize(words: Uint32Array, scales: F, biases: F, N: number, 
   return out
 }
 
+/** The 16 FP4 E2M1 values by code: sign bit 3, then 2 exponent bits and 1 mantissa bit (OCP MX spec). */
+export function fp4e2m1(code: number): number {
+  const sign = code & 8 ? -1 : 1
+  const e = (code >> 1) & 3, m = code & 1
+  return sign * (e === 0 ? m * 0.5 : 2 ** (e - 1) * (1 + m / 2))
+}
+
+/** MX FP4 dequantization: 4-bit E2M1 codes packed LSB-first (as MLX packs 4-bit values), groups of 32 sharing an
+ * E8M0 scale 2^(s − 127). */
+export function dequantizeMxfp4(words: Uint32Array, scales: Uint8Array, N: number, K: number): Float64Array {
+  const out = new Float64Array(N * K)
+  for (let n = 0; n < N; n++)
+    for (let k = 0; k < K; k++) {
+      const code = (words[(n * K + k) >> 3]! >>> (4 * (k & 7))) & 15
+      out[n * K + k] = fp4e2m1(code) * 2 ** (scales[n * (K / 32) + (k >> 5)]! - 127)
+    }
+  return out
+}
+
+/** GPT-OSS's clipped SwiGLU on one gate/up pair (mlx-lm gpt_oss.swiglu, alpha 1.702, limit 7). */
+export function swigluClipped(gate: number, up: number): number {
+  const g = Math.min(gate, 7)
+  const u = Math.min(Math.max(up, -7), 7)
+  return (g / (1 + Math.exp(-1.702 * g))) * (u + 1)
+}
+
 /** Packs q values (one row after another) into u32 words, LSB-first. */
 export function packBits(q: number[] | Uint8Array, N: number, K: number, bits: number): Uint32Array {
   const wordsPerRow = (K * bits) / 32

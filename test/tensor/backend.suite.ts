@@ -1,6 +1,6 @@
 /** One conformance suite for every Backend implementation, checked against test/reference/kernels.ts (float64). */
 import { describe, expect, test } from 'bun:test'
-import type { Backend, DType, QuantizedMatrix } from '../../src/tensor/backend.ts'
+import type { Backend, DType, QuantizedMatrix, Tensor } from '../../src/tensor/backend.ts'
 import * as ref from '../reference/kernels.ts'
 
 export interface SuiteOptions {
@@ -105,6 +105,88 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           })
         })
       }
+
+    it('mxfp4 (E2M1 codes, u8 E8M0 scales, no biases): dequantize, matmul and embedding match the reference', () => {
+      b.scope(() => {
+        const N = 24, K = 128
+        const random = ref.rng(77)
+        const codes = new Uint8Array(N * K).map(() => Math.floor(random() * 16))
+        const words = ref.packBits(codes, N, K, 4)
+        // scales 2^-6 … 2^2, and one group at the 2^-127 edge MLX reads as a bf16 denormal
+        const scales = new Uint8Array((N * K) / 32).map(() => 121 + Math.floor(random() * 9))
+        scales[5] = 0
+        const matrix: QuantizedMatrix = { weight: b.fromBytes(new Uint8Array(words.buffer), [N, K / 8], 'u32'), scales: b.fromBytes(scales, [N, K / 32], 'u8'), groupSize: 32, bits: 4 }
+        const dense = ref.dequantizeMxfp4(words, scales, N, K)
+        expect(ref.fp4e2m1(7)).toBe(6)
+        expect(ref.fp4e2m1(9)).toBe(-0.5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.dequantize(matrix)), dense)).toBe(0)
+        for (const M of [1, 3, 20]) {
+          const x = ref.randn(M * K, ref.rng(M), 1)
+          const bias = ref.randn(N, ref.rng(M + 1))
+          const want = ref.linear(x, dense, M, N, K, bias)
+          const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, b.fromFloat32(bias, [N])))
+          expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
+        }
+        const rows = b.toFloat32(b.quantizedEmbedding(matrix, b.fromInt32(Int32Array.of(3, 0), [2])))
+        expect(ref.maxAbsDiff(rows, [...dense.slice(3 * K, 4 * K), ...dense.slice(0, K)])).toBe(0)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, groupSize: 64 })).toThrow(/mxfp4 \(no biases\) needs bits 4 and group size 32/)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, scales: b.fromFloat32(new Float32Array(N * 4), [N, 4]) })).toThrow(/mxfp4 scales must be u8/)
+      })
+    })
+
+    it('gatherLinear runs each row through the experts it picked (dense, affine and mxfp4 experts, with bias) and weightedSum combines them', () => {
+      b.scope(() => {
+        const E = 5, N = 16, K = 64, R = 3, k = 2
+        const random = ref.rng(31)
+        const indices = Int32Array.of(4, 1, 1, 1, 0, 3) // row 1 picks expert 1 twice; expert 2 unused
+        const bias = ref.randn(E * N, random)
+        const x2 = ref.randn(R * K, random)
+        const x3 = ref.randn(R * k * K, random)
+        const denseW = ref.randn(E * N * K, random, 0.3)
+        const codes = new Uint8Array(E * N * K).map(() => Math.floor(random() * 16))
+        const mxWords = ref.packBits(codes, E * N, K, 4)
+        const mxScales = new Uint8Array((E * N * K) / 32).map(() => 124 + Math.floor(random() * 4))
+        const affine = randomQuantized(b, E * N, K, 32, 4, 5)
+        const reshape3 = (m: QuantizedMatrix): QuantizedMatrix => ({
+          ...m,
+          weight: b.reshape(m.weight, [E, N, m.weight.shape[1]!]),
+          scales: b.reshape(m.scales, [E, N, m.scales.shape[1]!]),
+          biases: m.biases && b.reshape(m.biases, [E, N, m.biases.shape[1]!]),
+        })
+        const cases: [string, Tensor | QuantizedMatrix, ArrayLike<number>][] = [
+          ['dense', b.fromFloat32(denseW, [E, N, K]), denseW],
+          ['bf16', b.fromBytes(ref.bf16Bytes(denseW), [E, N, K], 'bf16'), Float32Array.from(denseW, ref.roundBf16)],
+          ['affine', reshape3(affine.matrix), affine.dense],
+          ['mxfp4', { weight: b.fromBytes(new Uint8Array(mxWords.buffer), [E, N, K / 8], 'u32'), scales: b.fromBytes(mxScales, [E, N, K / 32], 'u8'), groupSize: 32, bits: 4 }, ref.dequantizeMxfp4(mxWords, mxScales, E * N, K)],
+        ]
+        for (const [label, w, dense] of cases) {
+          for (const perPair of [false, true]) {
+            const x = perPair ? x3 : x2
+            const want = new Float64Array(R * k * N)
+            for (let r = 0; r < R; r++)
+              for (let j = 0; j < k; j++) {
+                const e = indices[r * k + j]!
+                const xr = Array.from(x.slice((perPair ? r * k + j : r) * K, (perPair ? r * k + j + 1 : r + 1) * K))
+                const y = ref.linear(xr, Array.from(dense).slice(e * N * K, (e + 1) * N * K), 1, N, K, bias.slice(e * N, (e + 1) * N))
+                want.set(y, (r * k + j) * N)
+              }
+            const got = b.gatherLinear(b.fromFloat32(x, perPair ? [R, k, K] : [R, K]), w, b.fromInt32(indices, [R, k]), b.fromFloat32(bias, [E, N]))
+            expect(got.shape).toEqual([R, k, N])
+            expect([label, ref.maxAbsDiff(b.toFloat32(got), want) / ref.maxAbs(want) < 1e-5]).toEqual([label, true])
+          }
+        }
+        const ys = ref.randn(R * k * N, random)
+        const weights = Float32Array.of(0.7, 0.3, 0.5, 0.5, 0.1, 0.9)
+        const summed = b.toFloat32(b.weightedSum(b.fromFloat32(ys, [R, k, N]), b.fromFloat32(weights, [R, k])))
+        const want = Array.from({ length: R * N }, (_, i) => {
+          const r = Math.floor(i / N), n = i % N
+          return weights[r * k]! * ys[r * k * N + n]! + weights[r * k + 1]! * ys[(r * k + 1) * N + n]!
+        })
+        expect(ref.maxAbsDiff(summed, want)).toBeLessThan(1e-6)
+        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(Int32Array.of(0, 1, 2, 3, 4, 5), [R, k]))).toThrow(/expert 5 outside 0\.\.4/)
+        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(indices, [k, R]))).toThrow(/x must be \[2, 64\]/)
+      })
+    })
 
     it('quantized matmul adds a bias and handles a leading batch axis', () => {
       b.scope(() => {
@@ -323,6 +405,10 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'silu')), each((v, i) => ref.silu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu')), each((v, i) => ref.gelu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
+        // x spans ±~9 (scale 3): both clips of the GPT-OSS SwiGLU are hit
+        const wide = b.fromFloat32(Float32Array.from(y, (v) => v * 9), [6, 10])
+        const clipped = b.toFloat32(b.glu(xt, wide, 'swiglu_clipped'))
+        expect(ref.maxAbsDiff(clipped, each((v, i) => ref.swigluClipped(v, y[i]! * 9))) / ref.maxAbs(clipped)).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.softmax(xt)), ref.softmax(x, 6, 10))).toBeLessThan(1e-6)
       })
     })
