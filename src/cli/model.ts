@@ -25,19 +25,21 @@ const synth = defineCommand({
     'kv-heads': { type: 'string', description: 'Key/value heads (GQA)', default: '2' },
     'head-dim': { type: 'string', description: 'Head dimension', default: '64' },
     intermediate: { type: 'string', description: 'MLP intermediate size', default: '512' },
-    dtype: { type: 'string', description: 'Weights: f32, f16, bf16, q4 or q8 (MLX affine, bf16 scales)', default: 'bf16' },
+    dtype: { type: 'string', description: 'Weights: f32, f16, bf16, q4 or q8 (MLX affine, bf16 scales), or mxfp4 (gpt_oss: mxfp4 experts, the rest q8)', default: 'bf16' },
     'group-size': { type: 'string', description: 'Quantization group size (32, 64, 128)', default: '64' },
     vocab: { type: 'string', description: 'Vocabulary size (at least the tokenizer size, 151669)', default: '151936' },
     seed: { type: 'string', description: 'Random seed (same seed, same weights)', default: '0' },
-    'sliding-window': { type: 'string', description: 'gemma3: keys a sliding-window layer attends (default 512)' },
+    'sliding-window': { type: 'string', description: 'gemma3, gpt_oss: keys a sliding-window layer attends (default 512, gpt_oss 128)' },
     'sliding-window-pattern': { type: 'string', description: 'gemma3: every n-th layer is global, the rest slide (default 6)' },
+    experts: { type: 'string', description: 'gpt_oss: experts per layer (default 4)' },
+    'experts-per-token': { type: 'string', description: 'gpt_oss: experts each token is routed to (default 2)' },
     'shard-mb': { type: 'string', description: 'Split weights into safetensors files of at most this many MiB (writes an index)', valueHint: 'MiB' },
   },
   async run({ args }) {
     const arch = args.arch as SynthArch
     if (!(SYNTH_ARCHS as readonly string[]).includes(arch)) throw new UsageError(`unknown --arch '${args.arch}'`, `use one of ${SYNTH_ARCHS.join(', ')}`)
     const dtype = args.dtype as SynthDtype
-    if (!['f32', 'f16', 'bf16', 'q4', 'q8'].includes(dtype)) throw new UsageError(`unknown --dtype '${args.dtype}'`, 'use f32, f16, bf16, q4 or q8')
+    if (!['f32', 'f16', 'bf16', 'q4', 'q8', 'mxfp4'].includes(dtype)) throw new UsageError(`unknown --dtype '${args.dtype}'`, 'use f32, f16, bf16, q4, q8 or mxfp4')
     const result = await synthesizeModel(
       args.out,
       {
@@ -55,6 +57,8 @@ const synth = defineCommand({
         shardBytes: args['shard-mb'] ? int(args['shard-mb'], 'shard-mb') * 1024 * 1024 : undefined,
         slidingWindow: args['sliding-window'] ? int(args['sliding-window'], 'sliding-window') : undefined,
         slidingWindowPattern: args['sliding-window-pattern'] ? int(args['sliding-window-pattern'], 'sliding-window-pattern') : undefined,
+        experts: args.experts ? int(args.experts, 'experts') : undefined,
+        expertsPerToken: args['experts-per-token'] ? int(args['experts-per-token'], 'experts-per-token') : undefined,
       },
       (line) => consola.start(line),
     )

@@ -5,13 +5,14 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DbcError } from '../errors.ts'
 import type { DType } from '../tensor/backend.ts'
-import { quantizeAffine } from './quantize.ts'
+import { quantizeAffine, quantizeMxfp4 } from './quantize.ts'
 import { writeSafetensors } from './safetensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
-export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3'] as const
+export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gpt_oss'] as const
 export type SynthArch = (typeof SYNTH_ARCHS)[number]
-export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8'
+/** mxfp4 (gpt_oss): experts in mxfp4, every other matrix 8-bit affine, as the MLX-community MXFP4 checkpoints are. */
+export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8' | 'mxfp4'
 
 export interface SynthSpec {
   arch: SynthArch
@@ -35,10 +36,19 @@ export interface SynthSpec {
   slidingWindow?: number
   /** gemma3: every n-th layer is global (default 6). */
   slidingWindowPattern?: number
+  /** gpt_oss: experts per layer (default 4) and experts each token uses (default 2). */
+  experts?: number
+  expertsPerToken?: number
 }
 
-const CAUSAL_LM: Record<SynthArch, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', gemma3: 'Gemma3ForCausalLM' }
-const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text' }
+const CAUSAL_LM: Record<SynthArch, string> = {
+  llama: 'LlamaForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+  gemma3: 'Gemma3ForCausalLM',
+  gpt_oss: 'GptOssForCausalLM',
+}
+const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text', gpt_oss: 'gpt_oss' }
 
 /** Qwen3-0.6B's shapes (the bench model). */
 export const QWEN3_0_6B_SHAPE = { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072 }
@@ -80,9 +90,16 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   const vocab = spec.vocab ?? 151936
   const groupSize = spec.groupSize ?? 64
   const seed = spec.seed ?? 0
-  const tie = spec.tieEmbeddings ?? spec.arch !== 'llama'
+  const gptOss = spec.arch === 'gpt_oss'
+  const tie = spec.tieEmbeddings ?? (spec.arch !== 'llama' && !gptOss)
   const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : spec.dtype === 'f16' ? 'f16' : 'bf16'
-  const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' ? 8 : 0
+  const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' || spec.dtype === 'mxfp4' ? 8 : 0
+  if (spec.dtype === 'mxfp4' && !gptOss) throw new DbcError('E_SYNTH', '--dtype mxfp4 is for --arch gpt_oss (its experts)', 'use q4 or q8 for other families')
+  const numExperts = spec.experts ?? 4
+  const expertsPerToken = spec.expertsPerToken ?? 2
+  if (gptOss && (!Number.isInteger(numExperts) || !Number.isInteger(expertsPerToken) || expertsPerToken < 1 || expertsPerToken > numExperts)) {
+    throw new DbcError('E_SYNTH', `--experts-per-token ${expertsPerToken} must be between 1 and --experts ${numExperts}`)
+  }
   if (vocab < QWEN3_TOKENIZER_SIZE) {
     throw new DbcError('E_SYNTH', `--vocab ${vocab} is smaller than the tokenizer's ${QWEN3_TOKENIZER_SIZE} tokens`, `use --vocab ${QWEN3_TOKENIZER_SIZE} or more (default 151936)`)
   }
@@ -101,18 +118,32 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   const entries: Entry[] = []
   const float = (name: string, values: Float32Array, shape: number[]) =>
     entries.push({ name, dtype: floatDtype, shape, data: floatDtype === 'f32' ? new Uint8Array(values.buffer) : floatDtype === 'f16' ? toF16(values) : toBf16(values) })
-  const overrides = spec.quantOverrides ?? {}
-  const matrix = (name: string, rows: number, cols: number, std: number) => {
-    const w = random(rows * cols, std)
+  const overrides: Record<string, { bits: number; groupSize?: number } | false> = { ...spec.quantOverrides }
+  // mlx-lm's GPT-OSS recipe keeps the router at 8 bits, group 64
+  if (gptOss && spec.dtype === 'q4' && spec.hidden % 64 === 0)
+    for (let l = 0; l < spec.layers; l++) overrides[`model.layers.${l}.mlp.router`] ??= { bits: 8, groupSize: 64 }
+  const mxfp4Modules: string[] = []
+  /** A Linear [rows, cols], or `lead` stacked ones ([...lead, rows, cols], gpt_oss experts), float or quantized. */
+  const matrix = (name: string, rows: number, cols: number, std: number, lead: number[] = [], mxfp4 = false) => {
+    const count = lead.reduce((a, d) => a * d, 1) * rows
+    const w = random(count * cols, std)
+    if (mxfp4) {
+      if (cols % 32) throw new DbcError('E_SYNTH', `${name}: ${cols} inputs do not quantize to mxfp4 (group 32)`)
+      const q = quantizeMxfp4(w, count, cols)
+      entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [...lead, rows, cols / 8], data: new Uint8Array(q.words.buffer) })
+      entries.push({ name: `${name}.scales`, dtype: 'u8', shape: [...lead, rows, cols / 32], data: q.scales })
+      mxfp4Modules.push(name)
+      return
+    }
     const own = overrides[name]
     const b = own === false ? 0 : own ? own.bits : bits
     const gs = own ? (own.groupSize ?? groupSize) : groupSize
-    if (!b) return float(`${name}.weight`, w, [rows, cols])
+    if (!b) return float(`${name}.weight`, w, [...lead, rows, cols])
     if (cols % gs || (cols * b) % 32) throw new DbcError('E_SYNTH', `${name}: ${cols} inputs do not quantize at ${b} bits, group ${gs}`)
-    const q = quantizeAffine(w, rows, cols, gs, b)
-    entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [rows, (cols * b) / 32], data: new Uint8Array(q.words.buffer) })
-    float(`${name}.scales`, q.scales, [rows, cols / gs])
-    float(`${name}.biases`, q.biases, [rows, cols / gs])
+    const q = quantizeAffine(w, count, cols, gs, b)
+    entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [...lead, rows, (cols * b) / 32], data: new Uint8Array(q.words.buffer) })
+    float(`${name}.scales`, q.scales, [...lead, rows, cols / gs])
+    float(`${name}.biases`, q.biases, [...lead, rows, cols / gs])
   }
   const { hidden, intermediate, heads, kvHeads, headDim } = spec
   onProgress('embedding')
@@ -144,6 +175,23 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     if (spec.arch === 'qwen3' || gemma) {
       float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, normMean), [headDim])
       float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, normMean), [headDim])
+    }
+    if (gptOss) {
+      float(`${p}.self_attn.q_proj.bias`, random(heads * headDim, 0.1), [heads * headDim])
+      float(`${p}.self_attn.k_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
+      float(`${p}.self_attn.v_proj.bias`, random(kvHeads * headDim, 0.1), [kvHeads * headDim])
+      float(`${p}.self_attn.o_proj.bias`, random(hidden, 0.1), [hidden])
+      float(`${p}.self_attn.sinks`, random(heads, 1), [heads])
+      // a wide router spread makes the top-k choice clear-cut, so quantized and float models pick the same experts
+      matrix(`${p}.mlp.router`, numExperts, hidden, 4 / Math.sqrt(hidden))
+      float(`${p}.mlp.router.bias`, random(numExperts, 0.5), [numExperts])
+      const mx = spec.dtype === 'mxfp4'
+      matrix(`${p}.mlp.experts.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden), [numExperts], mx)
+      matrix(`${p}.mlp.experts.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden), [numExperts], mx)
+      matrix(`${p}.mlp.experts.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate), [numExperts], mx)
+      for (const part of ['gate_proj', 'up_proj']) float(`${p}.mlp.experts.${part}.bias`, random(numExperts * intermediate, 0.1), [numExperts, intermediate])
+      float(`${p}.mlp.experts.down_proj.bias`, random(numExperts * hidden, 0.1), [numExperts, hidden])
+      continue
     }
     matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
     matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
@@ -181,6 +229,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   const moduleEntries = Object.fromEntries(
     Object.entries(overrides).map(([path, o]) => [path, o === false ? false : { group_size: o.groupSize ?? groupSize, bits: o.bits, mode: 'affine' }]),
   )
+  for (const name of mxfp4Modules) moduleEntries[name] = { group_size: 32, bits: 4, mode: 'mxfp4' }
   const quantization = bits ? { group_size: groupSize, bits, mode: 'affine', ...moduleEntries } : undefined
   const config: Record<string, unknown> = {
     model_type: MODEL_TYPE[spec.arch],
@@ -192,8 +241,8 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     head_dim: headDim,
     intermediate_size: intermediate,
     vocab_size: vocab,
-    rms_norm_eps: 1e-6,
-    rope_theta: spec.arch === 'llama' ? 500000 : 1000000,
+    rms_norm_eps: gptOss ? 1e-5 : 1e-6,
+    rope_theta: spec.arch === 'llama' ? 500000 : gptOss ? 150000 : 1000000,
     max_position_embeddings: 40960,
     tie_word_embeddings: tie,
     torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[floatDtype as 'f32' | 'f16' | 'bf16'],
@@ -209,6 +258,18 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
           query_pre_attn_scalar: headDim,
           hidden_activation: 'gelu_pytorch_tanh',
           final_logit_softcapping: null,
+        }
+      : {}),
+    ...(gptOss
+      ? {
+          num_local_experts: numExperts,
+          num_experts_per_tok: expertsPerToken,
+          experts_per_token: expertsPerToken,
+          sliding_window: spec.slidingWindow ?? 128,
+          layer_types: Array.from({ length: spec.layers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention')),
+          attention_bias: true,
+          swiglu_limit: 7.0,
+          rope_scaling: { rope_type: 'yarn', factor: 32.0, beta_fast: 32.0, beta_slow: 1.0, truncate: false, original_max_position_embeddings: 4096 },
         }
       : {}),
     ...(quantization ? { quantization, quantization_config: quantization } : {}),

@@ -20,7 +20,7 @@ describe('checkpoint footprint', () => {
     const middle = ModelStage.load(dir, backend, { lo: 1, hi: 2, slots: 1, maxLen: 8 })
     const last = ModelStage.load(dir, backend, { lo: 2, slots: 1, maxLen: 8 })
     expect(first.weightBytes).toBe(f.embeddingBytes + f.layerBytes[0]!)
-    expect(middle.weightBytes).toBe(f.layerBytes[1])
+    expect(middle.weightBytes).toBe(f.layerBytes[1]!)
     expect(last.weightBytes).toBe(f.layerBytes[2]! + f.headBytes)
     for (const s of [first, middle, last]) s.close()
   })

@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readSafetensorsHeader, tensorBytes } from '../../src/model/safetensors.ts'
-import { dequantize, geluTanh, roundBf16 } from './kernels.ts'
+import { dequantize, dequantizeMxfp4, geluTanh, roundBf16, swigluClipped } from './kernels.ts'
 
 /** mlx-lm gemma3_text ModelArgs defaults (keys a config may omit). */
 const GEMMA3_DEFAULTS = {
@@ -72,15 +72,95 @@ export class ReferenceDecoder {
 
   #load(name: string): Mat {
     const w = this.#t.get(`${name}.weight`)!
-    // MLX rule: quantized when the module's path is listed in `quantization` (false = float) or its .scales exist
+    // MLX rule: quantized when the module's path is listed in `quantization` (false = float) or its .scales exist; a
+    // listed module uses its own params (mode affine unless it says otherwise), the others the global ones
     const quant = this.c.quantization ?? {}
     const own = quant[name]
-    if (own === false || (own === undefined && !this.#t.has(`${name}.scales`))) return { rows: w.shape[0]!, cols: w.shape[1]!, v: values(w.dtype, w.bytes) }
-    const q = { bits: own?.bits ?? quant.bits, group_size: own?.group_size ?? quant.group_size }
-    const rows = w.shape[0]!
-    const cols = (w.shape[1]! * 32) / q.bits
+    // rows: every leading axis (stacked experts [E, out, in] read as [E·out, in])
+    const rows = w.shape.slice(0, -1).reduce((a, d) => a * d, 1)
+    if (own === false || (own === undefined && !this.#t.has(`${name}.scales`))) return { rows, cols: w.shape.at(-1)!, v: values(w.dtype, w.bytes) }
+    const q = own ? { bits: own.bits, group_size: own.group_size, mode: own.mode ?? 'affine' } : { bits: quant.bits, group_size: quant.group_size, mode: quant.mode ?? 'affine' }
+    const cols = (w.shape.at(-1)! * 32) / q.bits
     const words = new Uint32Array(w.bytes.slice().buffer)
+    if (q.mode === 'mxfp4') return { rows, cols, v: dequantizeMxfp4(words, this.#t.get(`${name}.scales`)!.bytes.slice(), rows, cols) }
     return { rows, cols, v: dequantize(words, this.vec(`${name}.scales`), this.vec(`${name}.biases`), rows, cols, q.group_size, q.bits) }
+  }
+
+  /** One expert's rows [out, in] of a stacked [E, out, in] matrix. */
+  expert(name: string, e: number): Mat {
+    const all = this.mat(name)
+    const E = this.#t.get(`${name}.weight`)!.shape[0]!
+    const rows = all.rows / E
+    return { rows, cols: all.cols, v: all.v.subarray(e * rows * all.cols, (e + 1) * rows * all.cols) }
+  }
+
+  /** GPT-OSS (mlx-lm gpt_oss.py): biased attention with per-head sinks, yarn RoPE (q, k × mscale), sliding / full layers,
+   * a top-k mixture of clipped-SwiGLU experts weighted by the softmax of the k router logits; untied head. */
+  #gptOssLogits(tokens: number[], positions: number[]): Float64Array[] {
+    const c: Record<string, any> = { num_local_experts: 128, num_experts_per_tok: 4, sliding_window: 128, rms_norm_eps: 1e-5, ...this.c }
+    const H = c.num_attention_heads, KH = c.num_key_value_heads, hidden = c.hidden_size, D = c.head_dim, eps = c.rms_norm_eps
+    const L = c.num_hidden_layers, k = c.num_experts_per_tok
+    const types: string[] = c.layer_types ?? Array.from({ length: L }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention'))
+    const embed = this.mat('model.embed_tokens')
+    let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden))
+    const invFreq = this.#invFreq()
+    const rs = c.rope_scaling
+    const yarnM = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1)
+    const mscale = rs?.rope_type === 'yarn' ? yarnM(rs.factor, rs.mscale ?? 1) / yarnM(rs.factor, rs.mscale_all_dim ?? 0) : 1
+    for (let l = 0; l < L; l++) {
+      const p = `model.layers.${l}`
+      const window = types[l] === 'sliding_attention' ? c.sliding_window : Infinity
+      const x = h.map((r) => rms(r, this.vec(`${p}.input_layernorm.weight`), eps))
+      const proj = (n: string) => x.map((r) => mv(this.mat(`${p}.self_attn.${n}`), r, this.vec(`${p}.self_attn.${n}.bias`)))
+      const q = proj('q_proj').map((r) => r.map((v) => v * mscale))
+      const kk = proj('k_proj').map((r) => r.map((v) => v * mscale))
+      const v = proj('v_proj')
+      q.forEach((r, t) => rotate(r, H, D, positions[t] ?? t, invFreq))
+      kk.forEach((r, t) => rotate(r, KH, D, positions[t] ?? t, invFreq))
+      const sinks = this.vec(`${p}.self_attn.sinks`)
+      const attn = q.map((qr, t) => {
+        const out = new Float64Array(H * D)
+        const first = Math.max(0, t - window + 1)
+        for (let hh = 0; hh < H; hh++) {
+          const g = Math.floor(hh / (H / KH))
+          const scores: number[] = []
+          for (let j = first; j <= t; j++) {
+            let dot = 0
+            for (let d = 0; d < D; d++) dot += qr[hh * D + d]! * kk[j]![g * D + d]!
+            scores.push(dot / Math.sqrt(D))
+          }
+          // the sink is one more logit in the softmax's denominator, attending to nothing
+          const m = Math.max(sinks[hh]!, ...scores)
+          const e = scores.map((sc) => Math.exp(sc - m))
+          const z = e.reduce((a, b) => a + b, 0) + Math.exp(sinks[hh]! - m)
+          for (let j = first; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j - first]! / z) * v[j]![g * D + d]!
+        }
+        return out
+      })
+      const o = this.mat(`${p}.self_attn.o_proj`), oBias = this.vec(`${p}.self_attn.o_proj.bias`)
+      h = h.map((r, t) => add(r, mv(o, attn[t]!, oBias)))
+      const router = this.mat(`${p}.mlp.router`), routerBias = this.vec(`${p}.mlp.router.bias`)
+      const biasOf = (n: string, e: number, size: number) => this.vec(`${p}.mlp.experts.${n}.bias`).subarray(e * size, (e + 1) * size)
+      h = h.map((r) => {
+        const xx = rms(r, this.vec(`${p}.post_attention_layernorm.weight`), eps)
+        const logits = mv(router, xx, routerBias)
+        const top = Array.from(logits, (val, e) => [val, e] as const).sort((a, b) => b[0] - a[0]).slice(0, k)
+        const mx = top[0]![0]
+        const z = top.reduce((a, [val]) => a + Math.exp(val - mx), 0)
+        let y = new Float64Array(hidden)
+        for (const [val, e] of top) {
+          const gate = mv(this.expert(`${p}.mlp.experts.gate_proj`, e), xx, biasOf('gate_proj', e, c.intermediate_size))
+          const up = mv(this.expert(`${p}.mlp.experts.up_proj`, e), xx, biasOf('up_proj', e, c.intermediate_size))
+          const down = mv(this.expert(`${p}.mlp.experts.down_proj`, e), gate.map((g, i) => swigluClipped(g, up[i]!)), biasOf('down_proj', e, hidden))
+          const weight = Math.exp(val - mx) / z
+          y = y.map((acc, i) => acc + weight * down[i]!)
+        }
+        return add(r, y)
+      })
+    }
+    const head = c.tie_word_embeddings ? embed : this.mat('lm_head')
+    const norm = this.vec('model.norm.weight')
+    return h.map((r) => mv(head, rms(r, norm, eps)))
   }
 
   /** The text model's config (a multimodal gemma3 nests it under text_config) with mlx-lm's defaults for gemma3. */
@@ -106,6 +186,7 @@ export class ReferenceDecoder {
 
   /** Logits at every position of `tokens` (full recompute, causal). */
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
+    if (this.c.model_type === 'gpt_oss') return this.#gptOssLogits(tokens, positions)
     const c = this.text
     const R = this.root
     const gemma = c.model_type === 'gemma3_text'
@@ -200,6 +281,19 @@ export class ReferenceDecoder {
           const smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
           period = period / ((1 - smooth) / rs.factor + smooth)
         }
+      }
+      if (rs && rs.rope_type === 'yarn' && localBase === undefined) {
+        // YaRN: interpolate (period × factor) for dims that turn fewer than beta_slow times over the original context,
+        // keep the period for dims that turn more than beta_fast times, blend linearly in between
+        const orig = rs.original_max_position_embeddings ?? 4096
+        const dimFor = (turns: number) => (D * Math.log(orig / (turns * 2 * Math.PI))) / (2 * Math.log(base))
+        const lo = Math.max(Math.floor(dimFor(rs.beta_fast ?? 32)), 0)
+        let hi = Math.min(Math.ceil(dimFor(rs.beta_slow ?? 1)), D - 1)
+        if (hi === lo) hi += 0.001
+        const ramp = Math.min(Math.max((i - lo) / (hi - lo), 0), 1) // 0: keep, 1: interpolate
+        const keep = 1 - ramp
+        // blend in frequency space: 1/p' = keep/p + ramp/(factor·p)
+        period = 1 / (keep / period + ramp / (rs.factor * period))
       }
       out.push(1 / period)
     }
