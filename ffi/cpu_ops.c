@@ -128,7 +128,7 @@ int dbc_slice(void* xh, int axis, int64_t start, int64_t end, void** out) {
 
 /* ---------- elementwise ---------- */
 
-enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH, OP_GLU_CLIPPED };
+enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH, OP_GLU_CLIPPED, OP_GLU_SIGMOID };
 
 typedef struct {
   int op;
@@ -182,6 +182,7 @@ static void ew_range(void* p, int64_t b, int64_t e) {
     case OP_GLU_GELU: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu(a[i]) * u[i]; break; }
     case OP_GLU_GELU_TANH: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu_tanh(a[i]) * u[i]; break; }
     case OP_GLU_CLIPPED: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = glu_clipped(a[i], u[i]); break; }
+    case OP_GLU_SIGMOID: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = u[i] / (1.0f + expf(-a[i])); break; }
   }
 }
 
@@ -233,8 +234,8 @@ int dbc_glu(void* gh, void* uh, int activation, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "glu: out is null");
   if (g->dtype != DBC_F32 || u->dtype != DBC_F32) return dbc_fail(DBC_E_ARG, "glu: gate and up must be f32");
   if (dbc_numel(g) != dbc_numel(u)) return dbc_fail(DBC_E_ARG, "glu: gate and up differ in size");
-  if (activation < 0 || activation > 3)
-    return dbc_fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh) or 3 (clipped swiglu)");
+  if (activation < 0 || activation > 4)
+    return dbc_fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh), 3 (clipped swiglu) or 4 (sigmoid)");
   if ((rc = dbc_new(DBC_F32, g->ndim, g->shape, &o))) return rc;
   ew_ctx c = {.op = OP_GLU_SILU + activation, .a = tdata(g), .b = tdata(u), .out = tdata(o)};
   dbc_parallel_for(dbc_numel(g), ELEMENT_CHUNK, ew_range, &c);

@@ -65,6 +65,13 @@ int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size
 int dbc_gather_linear(void* x, void* w, void* scales, void* biases, void* bias, void* indices, int group_size, int bits, void** out);
 int dbc_weighted_sum(void* x, void* weights, void** out);
 
+/* linear-attention recurrences over per-slot states updated in place; a row at position 0 starts from a zero state.
+ * causal_conv: x [rows, C], weight [C, K], state f32 [slots, K-1, C] → [rows, C].
+ * gated_delta: q, k [rows, Hk, Dk], v [rows, Hv, Dv], a, b [rows, Hv], a_log, dt_bias [Hv], state f32 [slots, Hv, Dv, Dk]
+ * → y [rows, Hv, Dv] (mlx-lm gated_delta_update). */
+int dbc_causal_conv(void* x, void* weight, void* state, void* slots, void* positions, void** out);
+int dbc_gated_delta(void* q, void* k, void* v, void* a, void* b, void* a_log, void* dt_bias, void* state, void* slots, void* positions, void** out);
+
 /* normalisation, position, attention */
 int dbc_rms_norm(void* x, void* weight, float eps, void** out);
 int dbc_rope(void* x, void* positions, int dims, int traditional, float scale, void* inv_freq, void** out);
@@ -79,6 +86,7 @@ int dbc_mul(void* a, void* b, void** out);
 int dbc_scale(void* x, float s, void** out);
 int dbc_silu(void* x, void** out);
 int dbc_gelu(void* x, int approximate, void** out);
+/* activation: 0 silu, 1 gelu, 2 gelu tanh, 3 GPT-OSS clipped swiglu, 4 sigmoid */
 int dbc_glu(void* gate, void* up, int activation, void** out);
 int dbc_softmax(void* x, void** out);
 int dbc_argmax(void* x, void** out);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dbc.h"
+#include "recurrent.h"
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #include "mlx/c/mlx.h"
@@ -931,9 +932,17 @@ int dbc_glu(void* gh, void* uh, int activation, void** out) {
   int rc;
   if ((rc = f32_input(gh, "glu gate", &g)) || (rc = f32_input(uh, "glu up", &u))) return rc;
   if (numel(g) != numel(u)) return fail(DBC_E_ARG, "glu: gate and up differ in size");
-  if (activation < 0 || activation > 3) return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh) or 3 (clipped swiglu)");
+  if (activation < 0 || activation > 4)
+    return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh), 3 (clipped swiglu) or 4 (sigmoid)");
   mlx_array a, r = empty();
   if (activation == 3) return glu_clipped(g->a, u->a, out);
+  if (activation == 4) {
+    a = empty();
+    MLX(mlx_sigmoid(&a, g->a, stream));
+    MLX(mlx_multiply(&r, a, u->a, stream));
+    mlx_array_free(a);
+    return wrap(r, out);
+  }
   if ((rc = activate(g->a, activation, &a))) return rc;
   MLX(mlx_multiply(&r, a, u->a, stream));
   mlx_array_free(a);
@@ -984,4 +993,102 @@ int dbc_topk(void* h, int k, void** values, void** indices) {
 int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* seconds) {
   (void)bytes, (void)iterations, (void)threads, (void)seconds;
   return fail(DBC_E_STATE, "memory_read_bench runs in the cpu shim (the roofline is the machine's, not the backend's)");
+}
+
+/* ---------- linear-attention recurrences ---------- */
+/* The sequential per-row recurrences run on the host over the evaluated arrays (the same kernels as the cpu shim,
+ * recurrent.h); the updated state replaces the slot tensor's array. Not yet a fused MLX kernel. */
+
+/* A tensor's values as a host f32 buffer (malloc'd; the caller frees it). */
+static float* host_f32(const tensor* t) {
+  mlx_array f = empty(), c = empty();
+  if (mlx_astype(&f, t->a, MLX_FLOAT32, stream) || mlx_contiguous(&c, f, false, stream) || eval_host(c)) {
+    mlx_array_free(f), mlx_array_free(c);
+    return NULL;
+  }
+  int64_t n = numel(t);
+  float* out = malloc(sizeof(float) * (size_t)(n ? n : 1));
+  if (out) memcpy(out, mlx_array_data_float32(c), sizeof(float) * (size_t)n);
+  mlx_array_free(f), mlx_array_free(c);
+  return out;
+}
+
+static int replace_f32(tensor* t, const float* data) {
+  int shape[8];
+  for (int i = 0; i < ndim(t); i++) shape[i] = dim(t, i);
+  mlx_array next = mlx_array_new_data(data, shape, ndim(t), MLX_FLOAT32);
+  mlx_array_free(t->a);
+  t->a = next;
+  return DBC_OK;
+}
+
+static int new_f32(const float* data, const int* shape, int nd, void** out) {
+  return wrap(mlx_array_new_data(data, shape, nd, MLX_FLOAT32), out);
+}
+
+static int recurrent_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, const char* name, int32_t** sl, int32_t** ps) {
+  int64_t n1, n2;
+  if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || numel(slots) != rows || numel(pos) != rows)
+    return fail(DBC_E_ARG, "%s: slots and positions must be i32 [rows]", name);
+  if (read_i32(slots, sl, &n1) || read_i32(pos, ps, &n2)) return DBC_E_ARG;
+  for (int64_t r = 0; r < rows; r++) {
+    if ((*sl)[r] < 0 || (*sl)[r] >= nslots) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, (*sl)[r], nslots - 1);
+    if ((*ps)[r] < 0) return fail(DBC_E_ARG, "%s: negative position %d", name, (*ps)[r]);
+  }
+  return DBC_OK;
+}
+
+int dbc_causal_conv(void* xh, void* wh, void* sth, void* sh, void* ph, void** out) {
+  tensor *x, *w, *st, *slots, *pos;
+  int rc;
+  if ((rc = get(xh, "causal_conv x", &x)) || (rc = get(wh, "causal_conv weight", &w)) || (rc = get(sth, "causal_conv state", &st)) ||
+      (rc = get(sh, "causal_conv slots", &slots)) || (rc = get(ph, "causal_conv positions", &pos)))
+    return rc;
+  if (x->dtype != DBC_F32 || ndim(x) != 2) return fail(DBC_E_ARG, "causal_conv: x must be f32 [rows, channels]");
+  int rows = dim(x, 0), C = dim(x, 1);
+  if (!is_float(w->dtype) || ndim(w) != 2 || dim(w, 0) != C) return fail(DBC_E_ARG, "causal_conv: weight must be [%d, kernel]", C);
+  int K = dim(w, 1);
+  if (st->dtype != DBC_F32 || ndim(st) != 3 || dim(st, 1) != K - 1 || dim(st, 2) != C) return fail(DBC_E_ARG, "causal_conv: state must be f32 [slots, %d, %d]", K - 1, C);
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "causal_conv", &sl, &ps))) return free(sl), free(ps), rc;
+  float *xf = host_f32(x), *wf = host_f32(w), *sf = host_f32(st), *of = malloc(sizeof(float) * (size_t)(rows * C + 1));
+  if (xf && wf && sf && of) {
+    dbc_conv_rows(xf, wf, sf, sl, ps, rows, C, K, of);
+    int shape[2] = {rows, C};
+    rc = replace_f32(st, sf) || new_f32(of, shape, 2, out);
+  } else rc = fail(DBC_E_NOMEM, "causal_conv: out of memory");
+  free(xf), free(wf), free(sf), free(of), free(sl), free(ps);
+  return rc;
+}
+
+int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh, void* dth, void* sth, void* sh, void* ph, void** out) {
+  tensor *q, *k, *v, *a, *b, *al, *dt, *st, *slots, *pos;
+  int rc;
+  if ((rc = get(qh, "gated_delta q", &q)) || (rc = get(kh, "gated_delta k", &k)) || (rc = get(vh, "gated_delta v", &v)) ||
+      (rc = get(ah, "gated_delta a", &a)) || (rc = get(bh, "gated_delta b", &b)) || (rc = get(alh, "gated_delta a_log", &al)) ||
+      (rc = get(dth, "gated_delta dt_bias", &dt)) || (rc = get(sth, "gated_delta state", &st)) || (rc = get(sh, "gated_delta slots", &slots)) ||
+      (rc = get(ph, "gated_delta positions", &pos)))
+    return rc;
+  if (q->dtype != DBC_F32 || k->dtype != DBC_F32 || v->dtype != DBC_F32 || a->dtype != DBC_F32 || b->dtype != DBC_F32 || ndim(q) != 3 ||
+      ndim(k) != 3 || ndim(v) != 3)
+    return fail(DBC_E_ARG, "gated_delta: q, k [rows, Hk, Dk], v [rows, Hv, Dv], a and b [rows, Hv] must be f32");
+  int rows = dim(q, 0), Hk = dim(q, 1), Dk = dim(q, 2), Hv = dim(v, 1), Dv = dim(v, 2);
+  if (dim(k, 0) != rows || dim(k, 1) != Hk || dim(k, 2) != Dk || dim(v, 0) != rows || Hk == 0 || Hv % Hk)
+    return fail(DBC_E_ARG, "gated_delta: q and k must match, and value heads %d must be a multiple of key heads %d", Hv, Hk);
+  if (numel(a) != (int64_t)rows * Hv || numel(b) != (int64_t)rows * Hv) return fail(DBC_E_ARG, "gated_delta: a and b must be [rows, %d]", Hv);
+  if (!is_float(al->dtype) || !is_float(dt->dtype) || numel(al) != Hv || numel(dt) != Hv)
+    return fail(DBC_E_ARG, "gated_delta: a_log and dt_bias must have %d values", Hv);
+  if (st->dtype != DBC_F32 || ndim(st) != 4 || dim(st, 1) != Hv || dim(st, 2) != Dv || dim(st, 3) != Dk)
+    return fail(DBC_E_ARG, "gated_delta: state must be f32 [slots, %d, %d, %d]", Hv, Dv, Dk);
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "gated_delta", &sl, &ps))) return free(sl), free(ps), rc;
+  float *qf = host_f32(q), *kf = host_f32(k), *vf = host_f32(v), *af = host_f32(a), *bf = host_f32(b), *alf = host_f32(al), *dtf = host_f32(dt),
+        *sf = host_f32(st), *yf = malloc(sizeof(float) * (size_t)((int64_t)rows * Hv * Dv + 1));
+  if (qf && kf && vf && af && bf && alf && dtf && sf && yf) {
+    dbc_gated_delta_rows(qf, kf, vf, af, bf, alf, dtf, sf, sl, ps, rows, Hk, Hv, Dk, Dv, yf);
+    int shape[3] = {rows, Hv, Dv};
+    rc = replace_f32(st, sf) || new_f32(yf, shape, 3, out);
+  } else rc = fail(DBC_E_NOMEM, "gated_delta: out of memory");
+  free(qf), free(kf), free(vf), free(af), free(bf), free(alf), free(dtf), free(sf), free(yf), free(sl), free(ps);
+  return rc;
 }

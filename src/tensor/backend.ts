@@ -55,8 +55,8 @@ export interface KvWriteOptions {
   ring?: boolean
 }
 
-/** swiglu_clipped: GPT-OSS's min(g, 7)·σ(1.702·min(g, 7))·(clip(u, ±7) + 1). */
-export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped'
+/** swiglu_clipped: GPT-OSS's min(g, 7)·σ(1.702·min(g, 7))·(clip(u, ±7) + 1); sigmoid: σ(g)·u (gated attention). */
+export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped' | 'sigmoid'
 
 export interface Backend {
   readonly name: 'cpu' | 'mlx'
@@ -104,6 +104,14 @@ export interface Backend {
   kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor
+
+  // linear-attention recurrences (Qwen3.5 Gated DeltaNet): per-slot states updated in place, rows in order; a row at
+  // position 0 starts its slot from a zero state (a reused slot needs no reset)
+  /** Causal depthwise conv1d: x [rows, C] with weight [C, K] over the slot's last K−1 inputs (state f32 [slots, K−1, C]). */
+  causalConv(x: Tensor, weight: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
+  /** Gated delta rule (mlx-lm gated_delta_update): q, k [rows, Hk, Dk] (normalised), v [rows, Hv, Dv], a, b [rows, Hv],
+   * aLog, dtBias [Hv], state f32 [slots, Hv, Dv, Dk] → y [rows, Hv, Dv]. */
+  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
 
   // elementwise and reductions (b broadcasts when its shape is a suffix of a's)
   add(a: Tensor, b: Tensor): Tensor

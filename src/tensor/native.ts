@@ -35,6 +35,8 @@ export const SYMBOLS = {
   dbc_quantized_embedding: { args: [P, P, P, i32, i32, P, P], returns: i32 },
   dbc_gather_linear: { args: [P, P, P, P, P, P, i32, i32, P], returns: i32 },
   dbc_weighted_sum: { args: [P, P, P], returns: i32 },
+  dbc_causal_conv: { args: [P, P, P, P, P, P], returns: i32 },
+  dbc_gated_delta: { args: [P, P, P, P, P, P, P, P, P, P, P], returns: i32 },
 
   dbc_rms_norm: { args: [P, P, f32, P], returns: i32 },
   dbc_rope: { args: [P, P, i32, i32, f32, P, P], returns: i32 },

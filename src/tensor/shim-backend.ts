@@ -41,7 +41,7 @@ class ShimTensor implements Tensor {
   }
 }
 
-const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2, swiglu_clipped: 3 }
+const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2, swiglu_clipped: 3, sigmoid: 4 }
 
 /** A Backend over any library that implements ffi/dbc.h: eager on the cpu shim, lazy (evaluated on read) on the mlx glue. */
 export class ShimBackend implements Backend {
@@ -245,6 +245,16 @@ export class ShimBackend implements Backend {
         this.#outPtr,
       ),
     )
+  }
+
+  causalConv(x: Tensor, weight: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor {
+    const h = (t: Tensor) => this.#t(t).handle
+    return this.#call(this.#lib.dbc_causal_conv(h(x), h(weight), h(state), h(slots), h(positions), this.#outPtr))
+  }
+
+  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor {
+    const h = (t: Tensor) => this.#t(t).handle
+    return this.#call(this.#lib.dbc_gated_delta(h(q), h(k), h(v), h(a), h(b), h(aLog), h(dtBias), h(state), h(slots), h(positions), this.#outPtr))
   }
 
   weightedSum(x: Tensor, weights: Tensor): Tensor {

@@ -68,6 +68,49 @@ export function swigluClipped(gate: number, up: number): number {
   return (g / (1 + Math.exp(-1.702 * g))) * (u + 1)
 }
 
+/** A causal depthwise conv1d over one sequence: out[t][c] = Σ_j w[c][j]·x[t − (K−1) + j][c], inputs before 0 being 0. */
+export function causalConv(x: number[][], w: ArrayLike<number>, K: number): number[][] {
+  return x.map((_, t) =>
+    x[t]!.map((_, c) => {
+      let s = 0
+      for (let j = 0; j < K; j++) {
+        const at = t - (K - 1) + j
+        if (at >= 0) s += Number(w[c * K + j]) * x[at]![c]!
+      }
+      return s
+    }),
+  )
+}
+
+/** The gated delta rule over one sequence (Yang et al., Gated Delta Networks; mlx-lm gated_delta_ops), float64:
+ * per value head h with key head h / (Hv/Hk): S ← g·S; S ← S + k ⊗ (v − S·k)·β; y = S·q, where
+ * g = exp(−exp(aLog)·softplus(a + dtBias)) and β = sigmoid(b). q, k: [T][Hk·Dk]; v: [T][Hv·Dv]; a, b: [T][Hv]. */
+export function gatedDelta(
+  q: number[][], k: number[][], v: number[][], a: number[][], b: number[][], aLog: ArrayLike<number>, dtBias: ArrayLike<number>,
+  Hk: number, Hv: number, Dk: number, Dv: number,
+): number[][] {
+  const S = Array.from({ length: Hv }, () => Array.from({ length: Dv }, () => new Float64Array(Dk)))
+  return q.map((_, t) => {
+    const y = new Array<number>(Hv * Dv).fill(0)
+    for (let h = 0; h < Hv; h++) {
+      const hk = Math.floor(h / (Hv / Hk))
+      const x = a[t]![h]! + Number(dtBias[h])
+      const g = Math.exp(-Math.exp(Number(aLog[h])) * Math.log1p(Math.exp(x)))
+      const beta = 1 / (1 + Math.exp(-b[t]![h]!))
+      const kk = k[t]!.slice(hk * Dk, (hk + 1) * Dk), qq = q[t]!.slice(hk * Dk, (hk + 1) * Dk)
+      for (let dv = 0; dv < Dv; dv++) {
+        const row = S[h]![dv]!
+        for (let d = 0; d < Dk; d++) row[d]! *= g
+        const mem = row.reduce((acc, s, d) => acc + s * kk[d]!, 0)
+        const delta = (v[t]![h * Dv + dv]! - mem) * beta
+        for (let d = 0; d < Dk; d++) row[d]! += kk[d]! * delta
+        y[h * Dv + dv] = row.reduce((acc, s, d) => acc + s * qq[d]!, 0)
+      }
+    }
+    return y
+  })
+}
+
 /** Packs q values (one row after another) into u32 words, LSB-first. */
 export function packBits(q: number[] | Uint8Array, N: number, K: number, bits: number): Uint32Array {
   const wordsPerRow = (K * bits) / 32

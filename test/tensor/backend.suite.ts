@@ -188,6 +188,55 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
       })
     })
 
+    it('causalConv and gatedDelta carry per-slot state across calls, interleaved slots, and restart a slot at position 0', () => {
+      b.scope(() => {
+        const C = 12, K = 4, Hk = 2, Hv = 4, Dk = 8, Dv = 6, T = 7
+        const random = ref.rng(55)
+        const seq = (width: number, scale = 1) => Array.from({ length: T }, () => Array.from(ref.randn(width, random, scale)))
+        const w = ref.randn(C * K, random, 0.5)
+        const aLog = ref.randn(Hv, random, 0.5), dtBias = ref.randn(Hv, random, 0.5)
+        // two sequences (slots 1 and 0), fed as: 3 rows of slot 1; then rows 3..4 of slot 1 interleaved with rows 0..1 of
+        // slot 0; then the rest one row at a time
+        const data = [0, 1].map(() => ({ x: seq(C), q: seq(Hk * Dk, 0.3), k: seq(Hk * Dk, 0.3), v: seq(Hv * Dv), a: seq(Hv), bb: seq(Hv) }))
+        const calls: [number, number][][] = [[[1, 0], [1, 1], [1, 2]], [[1, 3], [0, 0], [1, 4], [0, 1]], ...Array.from({ length: 5 }, (_, i) => [[0, i + 2]] as [number, number][]), [[1, 5]], [[1, 6]]]
+        const convState = b.zeros([2, K - 1, C], 'f32'), deltaState = b.zeros([2, Hv, Dv, Dk], 'f32')
+        const got = [0, 1].map(() => ({ conv: [] as number[][], y: [] as number[][] }))
+        const run = (calls: [number, number][][]) => {
+          for (const rows of calls) {
+            const pick = (f: (d: (typeof data)[0]) => number[][]) => Float32Array.from(rows.flatMap(([s, t]) => f(data[s]!)[t]!))
+            const n = rows.length
+            const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [n]), positions = b.fromInt32(Int32Array.from(rows, ([, t]) => t), [n])
+            const conv = b.toFloat32(b.causalConv(b.fromFloat32(pick((d) => d.x), [n, C]), b.fromFloat32(w, [C, K]), convState, slots, positions))
+            const y = b.toFloat32(
+              b.gatedDelta(
+                b.fromFloat32(pick((d) => d.q), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.k), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.v), [n, Hv, Dv]),
+                b.fromFloat32(pick((d) => d.a), [n, Hv]), b.fromFloat32(pick((d) => d.bb), [n, Hv]), b.fromFloat32(aLog, [Hv]), b.fromFloat32(dtBias, [Hv]),
+                deltaState, slots, positions,
+              ),
+            )
+            rows.forEach(([s, t], i) => {
+              got[s]!.conv[t] = Array.from(conv.slice(i * C, (i + 1) * C))
+              got[s]!.y[t] = Array.from(y.slice(i * Hv * Dv, (i + 1) * Hv * Dv))
+            })
+          }
+        }
+        const check = () => {
+          for (const s of [0, 1]) {
+            const d = data[s]!
+            expect(ref.maxAbsDiff(got[s]!.conv.flat(), ref.causalConv(d.x, w, K).flat())).toBeLessThan(1e-5)
+            expect(ref.maxAbsDiff(got[s]!.y.flat(), ref.gatedDelta(d.q, d.k, d.v, d.a, d.bb, aLog, dtBias, Hk, Hv, Dk, Dv).flat())).toBeLessThan(1e-5)
+          }
+        }
+        run(calls)
+        check()
+        // the slots now hold state; position 0 starts over, so a second pass gives the same outputs
+        run(calls)
+        check()
+        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w, [C, K]), convState, b.fromInt32(Int32Array.of(2), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/slot 2 outside 0\.\.1/)
+        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w.slice(0, C * (K - 1)), [C, K - 1]), convState, b.fromInt32(Int32Array.of(0), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/state must be f32 \[slots, 2, 12\]/)
+      })
+    })
+
     it('quantized matmul adds a bias and handles a leading batch axis', () => {
       b.scope(() => {
         const { matrix, dense } = randomQuantized(b, 16, 64, 32, 4, 7)
@@ -407,6 +456,7 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
         // x spans ±~9 (scale 3): both clips of the GPT-OSS SwiGLU are hit
         const wide = b.fromFloat32(Float32Array.from(y, (v) => v * 9), [6, 10])
+        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'sigmoid')), each((v, i) => y[i]! / (1 + Math.exp(-v))))).toBeLessThan(1e-6)
         const clipped = b.toFloat32(b.glu(xt, wide, 'swiglu_clipped'))
         expect(ref.maxAbsDiff(clipped, each((v, i) => ref.swigluClipped(v, y[i]! * 9))) / ref.maxAbs(clipped)).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.softmax(xt)), ref.softmax(x, 6, 10))).toBeLessThan(1e-6)
