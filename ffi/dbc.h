@@ -53,7 +53,8 @@ int dbc_slice(void* x, int axis, int64_t start, int64_t end, void** out);
 /* linear algebra */
 int dbc_matmul(void* a, void* b, void** out);
 int dbc_linear(void* x, void* w, void* bias, void** out);
-int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, void** out);
+/* precise: keep x in float (the cpu decode kernels otherwise round x to int8 per group for 4- and 8-bit weights) */
+int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, int precise, void** out);
 int dbc_dequantize(void* wq, void* scales, void* biases, int group_size, int bits, void** out);
 int dbc_embedding(void* table, void* ids, void** out);
 int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size, int bits, void* ids, void** out);

@@ -445,7 +445,8 @@ static int quant_params(mlx_array s, const mlx_array* b, mlx_array* s_out, mlx_a
   return DBC_OK;
 }
 
-int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
+int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {
+  (void)precise; /* MLX keeps activations in float: always precise */
   tensor *x, *w, *s, *b = NULL, *bias = NULL;
   int rc, N, K;
   if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s))) return rc;

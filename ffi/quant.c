@@ -361,7 +361,7 @@ static void qdequant_range(void* p, int64_t b, int64_t e) {
   for (int64_t r = b; r < e; r++) dbc_dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
 }
 
-int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
+int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {
   qmatrix m;
   dbc_tensor *x, *bias = NULL, *o;
   int rc = qmatrix_check(wh, sh, bh, gs, bits, "quantized_linear", &m);
@@ -403,7 +403,7 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     }
   qlinear_ctx c = {&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op, xsum, NULL, NULL, NULL};
 #ifdef DBC_AVX2
-  if (bits == 4 || bits == 8) {
+  if ((bits == 4 || bits == 8) && !precise) {
     int8_t* xq = dbc_scratch_alloc((size_t)(M * m.K));
     float* xd = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
     float* xe = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));

@@ -33,6 +33,7 @@ const synth = defineCommand({
     'sliding-window-pattern': { type: 'string', description: 'gemma3: every n-th layer is global, the rest slide (default 6)' },
     experts: { type: 'string', description: 'gpt_oss: experts per layer (default 4)' },
     'experts-per-token': { type: 'string', description: 'gpt_oss: experts each token is routed to (default 2)' },
+    'full-attention-interval': { type: 'string', description: 'qwen3_5: every n-th layer is full attention, the rest Gated DeltaNet (default 4)' },
     'shard-mb': { type: 'string', description: 'Split weights into safetensors files of at most this many MiB (writes an index)', valueHint: 'MiB' },
   },
   async run({ args }) {
@@ -59,6 +60,7 @@ const synth = defineCommand({
         slidingWindowPattern: args['sliding-window-pattern'] ? int(args['sliding-window-pattern'], 'sliding-window-pattern') : undefined,
         experts: args.experts ? int(args.experts, 'experts') : undefined,
         expertsPerToken: args['experts-per-token'] ? int(args['experts-per-token'], 'experts-per-token') : undefined,
+        fullAttentionInterval: args['full-attention-interval'] ? int(args['full-attention-interval'], 'full-attention-interval') : undefined,
       },
       (line) => consola.start(line),
     )

@@ -13,9 +13,10 @@ export interface CheckpointFootprint {
   embeddingBytes: number
   /** Final norm + lm_head bytes held by the last stage; with a tied head, the embedding table it reuses is counted here too. */
   headBytes: number
-  /** The largest per-layer KV bytes per token (full-attention layers; f32 on the cpu backend). */
+  /** The largest per-layer KV bytes per token (attention layers; f32 on the cpu backend). */
   kvBytesPerTokenLayer: number
-  /** KV bytes layer `layer` holds for `tokens` tokens of one sequence: sliding-window layers stop growing at their ring. */
+  /** Cache bytes layer `layer` holds for `tokens` tokens of one sequence: sliding-window layers stop growing at their
+   * ring, recurrent layers hold a fixed state. */
   layerKvBytes(layer: number, tokens: number): number
 }
 
@@ -44,9 +45,11 @@ export function checkpointFootprint(dir: string): CheckpointFootprint {
     layerBytes,
     embeddingBytes,
     headBytes,
-    kvBytesPerTokenLayer: Math.max(...specs.map((s) => kvBytesPerTokenLayer(s.kvHeads, s.headDim))),
+    kvBytesPerTokenLayer: Math.max(0, ...specs.map((s) => (s.kind === 'recurrent' ? 0 : kvBytesPerTokenLayer(s.kvHeads, s.headDim)))),
     layerKvBytes(layer, tokens) {
       const s = specs[layer]!
+      // a recurrent layer holds the same state whatever the length
+      if (s.kind === 'recurrent') return 4 * ((s.convKernel - 1) * s.convChannels + s.heads * s.valueDim * s.keyDim)
       const held = s.kind === 'window' ? Math.min(tokens, 2 * s.window) : tokens
       return held * kvBytesPerTokenLayer(s.kvHeads, s.headDim)
     },

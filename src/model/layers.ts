@@ -23,9 +23,11 @@ export class Linear {
   constructor(
     readonly weight: LinearWeight,
     private readonly b: Backend,
+    /** Keep activations in float on quantized weights (see Backend.quantizedLinear). */
+    private readonly precise = false,
   ) {}
   apply(x: Tensor): Tensor {
-    return applyLinear(this.b, this.weight, x)
+    return applyLinear(this.b, this.weight, x, { precise: this.precise })
   }
 }
 
@@ -37,14 +39,14 @@ export class FusedLinear {
   readonly #parts: Linear[]
   readonly #sizes: number[]
 
-  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend) {
+  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend, precise = false) {
     this.#sizes = sizes
     if (!canStack(parts)) {
       this.#fused = null
-      this.#parts = parts.map((p) => new Linear(p, b))
+      this.#parts = parts.map((p) => new Linear(p, b, precise))
       return
     }
-    this.#fused = new Linear(stack(parts, b, w), b)
+    this.#fused = new Linear(stack(parts, b, w), b, precise)
     this.#parts = []
     // the stacked copy replaces the parts (on mlx they are copies too, so keeping them would double the memory)
     for (const p of parts) {

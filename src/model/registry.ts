@@ -5,9 +5,10 @@ import * as gpt_oss from './arch/gpt_oss.ts'
 import * as llama from './arch/llama.ts'
 import * as qwen2 from './arch/qwen2.ts'
 import * as qwen3 from './arch/qwen3.ts'
+import * as qwen3_5 from './arch/qwen3_5.ts'
 import { CheckpointError } from './errors.ts'
 
-export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gpt_oss }
+export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gpt_oss, qwen3_5 }
 
 export function architectureFor(modelType: unknown): ArchitectureModule {
   const arch = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined

@@ -103,6 +103,7 @@ export class ModelStage {
     for (const p of input.positions) {
       if (p >= this.cache.maxLen) throw new DbcError('E_CONTEXT', `position ${p} exceeds the context of ${this.cache.maxLen} tokens`, 'shorten the prompt or max_tokens')
     }
+    this.cache.admitRows(input.slots, input.positions)
     return b.scope(() => {
       let h
       if (this.range.first) {

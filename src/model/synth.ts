@@ -9,7 +9,7 @@ import { quantizeAffine, quantizeMxfp4 } from './quantize.ts'
 import { writeSafetensors } from './safetensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
-export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gpt_oss'] as const
+export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gpt_oss', 'qwen3_5'] as const
 export type SynthArch = (typeof SYNTH_ARCHS)[number]
 /** mxfp4 (gpt_oss): experts in mxfp4, every other matrix 8-bit affine, as the MLX-community MXFP4 checkpoints are. */
 export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8' | 'mxfp4'
@@ -39,6 +39,14 @@ export interface SynthSpec {
   /** gpt_oss: experts per layer (default 4) and experts each token uses (default 2). */
   experts?: number
   expertsPerToken?: number
+  /** qwen3_5: every n-th layer is full attention, the others Gated DeltaNet (default 4). */
+  fullAttentionInterval?: number
+  /** qwen3_5 linear attention: key/value heads (default kv-heads / heads) and head dims (default head-dim), conv kernel (4). */
+  linearKeyHeads?: number
+  linearValueHeads?: number
+  linearKeyDim?: number
+  linearValueDim?: number
+  convKernel?: number
 }
 
 const CAUSAL_LM: Record<SynthArch, string> = {
@@ -47,8 +55,9 @@ const CAUSAL_LM: Record<SynthArch, string> = {
   qwen3: 'Qwen3ForCausalLM',
   gemma3: 'Gemma3ForCausalLM',
   gpt_oss: 'GptOssForCausalLM',
+  qwen3_5: 'Qwen3_5ForConditionalGeneration',
 }
-const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text', gpt_oss: 'gpt_oss' }
+const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text', gpt_oss: 'gpt_oss', qwen3_5: 'qwen3_5' }
 
 /** Qwen3-0.6B's shapes (the bench model). */
 export const QWEN3_0_6B_SHAPE = { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072 }
@@ -95,6 +104,21 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : spec.dtype === 'f16' ? 'f16' : 'bf16'
   const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' || spec.dtype === 'mxfp4' ? 8 : 0
   if (spec.dtype === 'mxfp4' && !gptOss) throw new DbcError('E_SYNTH', '--dtype mxfp4 is for --arch gpt_oss (its experts)', 'use q4 or q8 for other families')
+  const qwen35 = spec.arch === 'qwen3_5'
+  // Qwen3.5 checkpoints nest the text model under language_model. (mlx-lm qwen3_5 sanitize)
+  const root = qwen35 ? 'language_model.' : ''
+  const linear = {
+    interval: spec.fullAttentionInterval ?? 4,
+    keyHeads: spec.linearKeyHeads ?? spec.kvHeads,
+    valueHeads: spec.linearValueHeads ?? spec.heads,
+    keyDim: spec.linearKeyDim ?? spec.headDim,
+    valueDim: spec.linearValueDim ?? spec.headDim,
+    kernel: spec.convKernel ?? 4,
+  }
+  if (qwen35) {
+    for (const [k, v] of Object.entries(linear)) if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `qwen3_5: ${k} must be a positive integer`)
+    if (linear.valueHeads % linear.keyHeads) throw new DbcError('E_SYNTH', `qwen3_5: linear value heads ${linear.valueHeads} must be a multiple of key heads ${linear.keyHeads}`)
+  }
   const numExperts = spec.experts ?? 4
   const expertsPerToken = spec.expertsPerToken ?? 2
   if (gptOss && (!Number.isInteger(numExperts) || !Number.isInteger(expertsPerToken) || expertsPerToken < 1 || expertsPerToken > numExperts)) {
@@ -149,15 +173,43 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   onProgress('embedding')
   // Small embeddings (as in trained models) let the layers, not the input token, decide the next token: a tied head
   // fed mostly its own input row would repeat that token forever.
-  matrix('model.embed_tokens', vocab, hidden, 0.05)
+  matrix(`${root}model.embed_tokens`, vocab, hidden, 0.05)
   const gemma = spec.arch === 'gemma3'
   // Gemma's norms scale by 1 + weight: store weights around 0 so the effective scale is near 1, as trained ones are
   const normMean = gemma ? 0 : 1
   for (let l = 0; l < spec.layers; l++) {
     onProgress(`layer ${l + 1}/${spec.layers}`)
-    const p = `model.layers.${l}`
+    const p = `${root}model.layers.${l}`
     float(`${p}.input_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
     float(`${p}.post_attention_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
+    if (qwen35) {
+      if ((l + 1) % linear.interval !== 0) {
+        const a = `${p}.linear_attn`
+        const keyDim = linear.keyHeads * linear.keyDim, valueDim = linear.valueHeads * linear.valueDim, convDim = 2 * keyDim + valueDim
+        matrix(`${a}.in_proj_qkv`, convDim, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${a}.in_proj_z`, valueDim, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${a}.in_proj_b`, linear.valueHeads, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${a}.in_proj_a`, linear.valueHeads, hidden, 1 / Math.sqrt(hidden))
+        // MLX Conv1d layout [channels, kernel, 1]
+        float(`${a}.conv1d.weight`, random(convDim * linear.kernel, 0.5), [convDim, linear.kernel, 1])
+        float(`${a}.dt_bias`, random(linear.valueHeads, 0.5, 1), [linear.valueHeads])
+        // A_log stays f32 in MLX checkpoints (mlx-lm's cast_predicate); decay rates exp(A_log) around 1
+        entries.push({ name: `${a}.A_log`, dtype: 'f32', shape: [linear.valueHeads], data: new Uint8Array(random(linear.valueHeads, 0.5).buffer) })
+        float(`${a}.norm.weight`, random(linear.valueDim, 0.1, 1), [linear.valueDim])
+        matrix(`${a}.out_proj`, hidden, valueDim, 1 / Math.sqrt(valueDim))
+      } else {
+        matrix(`${p}.self_attn.q_proj`, 2 * heads * headDim, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${p}.self_attn.k_proj`, kvHeads * headDim, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${p}.self_attn.v_proj`, kvHeads * headDim, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${p}.self_attn.o_proj`, hidden, heads * headDim, 1 / Math.sqrt(heads * headDim))
+        float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, 1), [headDim])
+        float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, 1), [headDim])
+      }
+      matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.mlp.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate))
+      continue
+    }
     if (gemma) {
       float(`${p}.pre_feedforward_layernorm.weight`, random(hidden, 0.1), [hidden])
       float(`${p}.post_feedforward_layernorm.weight`, random(hidden, 0.1), [hidden])
@@ -198,8 +250,8 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     matrix(`${p}.mlp.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate))
   }
   // Mixed-sign final norm weights scramble the head's alignment with the input embedding, so no token maps to itself.
-  float('model.norm.weight', random(hidden, 1), [hidden])
-  if (!tie) matrix('lm_head', vocab, hidden, 1 / Math.sqrt(hidden))
+  float(`${root}model.norm.weight`, random(hidden, 1), [hidden])
+  if (!tie) matrix(`${root}lm_head`, vocab, hidden, 1 / Math.sqrt(hidden))
 
   mkdirSync(out, { recursive: true })
   onProgress('writing safetensors')
@@ -231,7 +283,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   )
   for (const name of mxfp4Modules) moduleEntries[name] = { group_size: 32, bits: 4, mode: 'mxfp4' }
   const quantization = bits ? { group_size: groupSize, bits, mode: 'affine', ...moduleEntries } : undefined
-  const config: Record<string, unknown> = {
+  const flat: Record<string, unknown> = {
     model_type: MODEL_TYPE[spec.arch],
     architectures: [CAUSAL_LM[spec.arch]],
     hidden_size: hidden,
@@ -272,9 +324,25 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
           rope_scaling: { rope_type: 'yarn', factor: 32.0, beta_fast: 32.0, beta_slow: 1.0, truncate: false, original_max_position_embeddings: 4096 },
         }
       : {}),
+    ...(qwen35
+      ? {
+          full_attention_interval: linear.interval,
+          linear_num_key_heads: linear.keyHeads,
+          linear_num_value_heads: linear.valueHeads,
+          linear_key_head_dim: linear.keyDim,
+          linear_value_head_dim: linear.valueDim,
+          linear_conv_kernel_dim: linear.kernel,
+          rope_parameters: { rope_type: 'default', rope_theta: 10000000, partial_rotary_factor: 0.25, mrope_section: [11, 11, 10] },
+        }
+      : {}),
     ...(quantization ? { quantization, quantization_config: quantization } : {}),
     dbcluster_synthetic: { seed, dtype: spec.dtype },
   }
+  // Qwen3.5 checkpoints are multimodal: the text config nests under text_config, quantization and EOS stay at the top
+  const { quantization: _q, quantization_config: _qc, dbcluster_synthetic, architectures, model_type, ...text } = flat
+  const config = qwen35
+    ? { model_type, architectures, text_config: { ...text, model_type: 'qwen3_5_text' }, tie_word_embeddings: tie, eos_token_id: flat.eos_token_id, ...(quantization ? { quantization, quantization_config: quantization } : {}), dbcluster_synthetic }
+    : flat
   writeFileSync(join(out, 'config.json'), JSON.stringify(config, null, 2))
   writeFileSync(join(out, 'generation_config.json'), JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2))
   // Bun.file reads the copies embedded in the binary too (copyFileSync cannot see Bun's embedded file system)

@@ -96,8 +96,8 @@ export class Weights {
 }
 
 /** Applies a Linear: x [..., in] → [..., out]. */
-export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor): Tensor {
-  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias)
+export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor, options: { precise?: boolean } = {}): Tensor {
+  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias, options)
 }
 
 /** Applies the experts each row picked: x [rows, in] or [rows, k, in], indices i32 [rows, k] → [rows, k, out]. */

@@ -85,7 +85,9 @@ export interface Backend {
   matmul(a: Tensor, b: Tensor): Tensor
   /** x [..., K] · wᵀ with w [N, K] (a Linear layer's weight), plus optional bias [N] → [..., N] f32. */
   linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor
-  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor
+  /** precise: keep x in float; the cpu decode kernels otherwise round x to int8 per group (4- and 8-bit weights), which
+   * a recurrent state would accumulate. */
+  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor, options?: { precise?: boolean }): Tensor
   dequantize(w: QuantizedMatrix): Tensor
   /** Mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] (i32 [rows, k]) of w [E, N, K]
    * (dense or quantized), plus bias [E, N] → [rows, k, N] f32. */

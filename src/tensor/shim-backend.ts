@@ -209,7 +209,7 @@ export class ShimBackend implements Backend {
     return this.#call(this.#lib.dbc_linear(this.#t(x).handle, this.#t(w).handle, this.#h(bias), this.#outPtr))
   }
 
-  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor {
+  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor, options: { precise?: boolean } = {}): Tensor {
     return this.#call(
       this.#lib.dbc_quantized_linear(
         this.#t(x).handle,
@@ -219,6 +219,7 @@ export class ShimBackend implements Backend {
         this.#h(bias),
         w.groupSize,
         w.bits,
+        options.precise ? 1 : 0,
         this.#outPtr,
       ),
     )

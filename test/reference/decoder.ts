@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { readSafetensorsHeader, tensorBytes } from '../../src/model/safetensors.ts'
-import { dequantize, dequantizeMxfp4, geluTanh, roundBf16, swigluClipped } from './kernels.ts'
+import { causalConv, dequantize, dequantizeMxfp4, gatedDelta, geluTanh, roundBf16, swigluClipped } from './kernels.ts'
 
 /** mlx-lm gemma3_text ModelArgs defaults (keys a config may omit). */
 const GEMMA3_DEFAULTS = {
@@ -92,6 +92,113 @@ export class ReferenceDecoder {
     const E = this.#t.get(`${name}.weight`)!.shape[0]!
     const rows = all.rows / E
     return { rows, cols: all.cols, v: all.v.subarray(e * rows * all.cols, (e + 1) * rows * all.cols) }
+  }
+
+  /** Qwen3.5 (mlx-lm qwen3_5.py, qwen3_next.py, gated_delta.py): every full_attention_interval-th layer gated full
+   * attention with partial RoPE, the others Gated DeltaNet (causal conv → SiLU → normalised q/k → delta rule → gated
+   * RMSNorm), SwiGLU MLPs; tensors under language_model. */
+  #qwen35Logits(tokens: number[], positions: number[]): Float64Array[] {
+    const c: Record<string, any> = { full_attention_interval: 4, linear_conv_kernel_dim: 4, rms_norm_eps: 1e-6, ...(this.c.text_config ?? this.c) }
+    const R = 'language_model.'
+    const H = c.num_attention_heads, KH = c.num_key_value_heads, hidden = c.hidden_size, D = c.head_dim ?? hidden / H, eps = c.rms_norm_eps
+    const Hk = c.linear_num_key_heads, Hv = c.linear_num_value_heads, Dk = c.linear_key_head_dim, Dv = c.linear_value_head_dim, K = c.linear_conv_kernel_dim
+    const rope = c.rope_parameters ?? {}
+    const rotDims = Math.trunc(D * (c.partial_rotary_factor ?? rope.partial_rotary_factor ?? 0.25))
+    const theta = c.rope_theta ?? rope.rope_theta ?? 100000
+    const invFreq = Array.from({ length: rotDims / 2 }, (_, i) => theta ** ((-2 * i) / rotDims))
+    const ones = (n: number) => new Float64Array(n).fill(1)
+    const embed = this.mat(`${R}model.embed_tokens`)
+    let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden))
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const p = `${R}model.layers.${l}`
+      const x = h.map((r) => rms(r, this.vec(`${p}.input_layernorm.weight`), eps))
+      let mixed: Float64Array[]
+      if ((l + 1) % c.full_attention_interval !== 0) {
+        const a = `${p}.linear_attn`
+        const kd = Hk * Dk, vd = Hv * Dv
+        const qkv = x.map((r) => Array.from(mv(this.mat(`${a}.in_proj_qkv`), r)))
+        const conv = causalConv(qkv, this.vec(`${a}.conv1d.weight`), K).map((r) => r.map((v) => v / (1 + Math.exp(-v))))
+        const perHead = (r: number[], from: number, heads: number, d: number, scale: number) =>
+          Array.from({ length: heads }, (_, hh) => Array.from(rms(Float64Array.from(r.slice(from + hh * d, from + (hh + 1) * d)), ones(d), 1e-6)).map((v) => v * scale)).flat()
+        const q = conv.map((r) => perHead(r, 0, Hk, Dk, 1 / Dk))
+        const k = conv.map((r) => perHead(r, kd, Hk, Dk, Dk ** -0.5))
+        const v = conv.map((r) => r.slice(2 * kd, 2 * kd + vd))
+        const av = x.map((r) => Array.from(mv(this.mat(`${a}.in_proj_a`), r)))
+        const bv = x.map((r) => Array.from(mv(this.mat(`${a}.in_proj_b`), r)))
+        const y = gatedDelta(q, k, v, av, bv, this.vec(`${a}.A_log`), this.vec(`${a}.dt_bias`), Hk, Hv, Dk, Dv)
+        const norm = this.vec(`${a}.norm.weight`)
+        mixed = x.map((r, t) => {
+          const z = mv(this.mat(`${a}.in_proj_z`), r)
+          const gated = new Float64Array(vd)
+          for (let hh = 0; hh < Hv; hh++) {
+            const n = rms(Float64Array.from(y[t]!.slice(hh * Dv, (hh + 1) * Dv)), norm, eps)
+            for (let d = 0; d < Dv; d++) {
+              const zz = z[hh * Dv + d]!
+              gated[hh * Dv + d] = (zz / (1 + Math.exp(-zz))) * n[d]!
+            }
+          }
+          return mv(this.mat(`${a}.out_proj`), gated)
+        })
+      } else {
+        const s = `${p}.self_attn`
+        const qn = this.vec(`${s}.q_norm.weight`), kn = this.vec(`${s}.k_norm.weight`)
+        const qg = x.map((r) => mv(this.mat(`${s}.q_proj`), r))
+        const q = qg.map((r) => {
+          const out = new Float64Array(H * D)
+          for (let hh = 0; hh < H; hh++) out.set(rms(r.slice(hh * 2 * D, hh * 2 * D + D), qn, eps), hh * D)
+          return out
+        })
+        const gate = qg.map((r) => {
+          const out = new Float64Array(H * D)
+          for (let hh = 0; hh < H; hh++) out.set(r.slice(hh * 2 * D + D, (hh + 1) * 2 * D), hh * D)
+          return out
+        })
+        const k = x.map((r) => {
+          const kk = mv(this.mat(`${s}.k_proj`), r)
+          for (let hh = 0; hh < KH; hh++) kk.set(rms(kk.slice(hh * D, (hh + 1) * D), kn, eps), hh * D)
+          return kk
+        })
+        const v = x.map((r) => mv(this.mat(`${s}.v_proj`), r))
+        const rotate = (r: Float64Array, heads: number, pos: number) => {
+          for (let hh = 0; hh < heads; hh++)
+            for (let i = 0; i < rotDims / 2; i++) {
+              const th = pos * invFreq[i]!, a = r[hh * D + i]!, b = r[hh * D + i + rotDims / 2]!
+              r[hh * D + i] = a * Math.cos(th) - b * Math.sin(th)
+              r[hh * D + i + rotDims / 2] = a * Math.sin(th) + b * Math.cos(th)
+            }
+        }
+        q.forEach((r, t) => rotate(r, H, positions[t] ?? t))
+        k.forEach((r, t) => rotate(r, KH, positions[t] ?? t))
+        mixed = q.map((qr, t) => {
+          const out = new Float64Array(H * D)
+          for (let hh = 0; hh < H; hh++) {
+            const g = Math.floor(hh / (H / KH))
+            const scores = Array.from({ length: t + 1 }, (_, j) => {
+              let dot = 0
+              for (let d = 0; d < D; d++) dot += qr[hh * D + d]! * k[j]![g * D + d]!
+              return dot / Math.sqrt(D)
+            })
+            const m = Math.max(...scores)
+            const e = scores.map((sc) => Math.exp(sc - m))
+            const z = e.reduce((acc, b) => acc + b, 0)
+            for (let j = 0; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j]! / z) * v[j]![g * D + d]!
+          }
+          // output gate: σ(gate) per element
+          return mv(this.mat(`${s}.o_proj`), out.map((o, i) => o / (1 + Math.exp(-gate[t]![i]!))))
+        })
+      }
+      h = h.map((r, t) => add(r, mixed[t]!))
+      const gateM = this.mat(`${p}.mlp.gate_proj`), up = this.mat(`${p}.mlp.up_proj`), down = this.mat(`${p}.mlp.down_proj`)
+      h = h.map((r) => {
+        const xx = rms(r, this.vec(`${p}.post_attention_layernorm.weight`), eps)
+        const g = mv(gateM, xx), u = mv(up, xx)
+        return add(r, mv(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!)))
+      })
+    }
+    const tied = c.tie_word_embeddings ?? this.c.tie_word_embeddings
+    const head = tied ? embed : this.mat(`${R}lm_head`)
+    const norm = this.vec(`${R}model.norm.weight`)
+    return h.map((r) => mv(head, rms(r, norm, eps)))
   }
 
   /** GPT-OSS (mlx-lm gpt_oss.py): biased attention with per-head sinks, yarn RoPE (q, k × mscale), sliding / full layers,
@@ -187,6 +294,7 @@ export class ReferenceDecoder {
   /** Logits at every position of `tokens` (full recompute, causal). */
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
     if (this.c.model_type === 'gpt_oss') return this.#gptOssLogits(tokens, positions)
+    if (this.c.model_type === 'qwen3_5') return this.#qwen35Logits(tokens, positions)
     const c = this.text
     const R = this.root
     const gemma = c.model_type === 'gemma3_text'

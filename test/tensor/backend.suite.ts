@@ -101,6 +101,9 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
               // Decode kernels for 4/8 bits quantize x to int8 per 32 values: error ≤ ~1% of the output scale.
               const tol = (bits === 4 || bits === 8) && M < 16 ? 1.5e-2 : 1e-5
               expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(tol)
+              // precise keeps x in float: as exact as the other paths
+              const precise = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, undefined, { precise: true }))
+              expect(ref.maxAbsDiff(precise, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
             }
           })
         })
