@@ -128,7 +128,7 @@ int dbc_slice(void* xh, int axis, int64_t start, int64_t end, void** out) {
 
 /* ---------- elementwise ---------- */
 
-enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH, OP_GLU_CLIPPED, OP_GLU_SIGMOID };
+enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH, OP_GLU_CLIPPED, OP_GLU_SIGMOID, OP_TANH };
 
 typedef struct {
   int op;
@@ -178,6 +178,7 @@ static void ew_range(void* p, int64_t b, int64_t e) {
     case OP_SILU: for (int64_t i = b; i < e; i++) o[i] = silu(a[i]); break;
     case OP_GELU: for (int64_t i = b; i < e; i++) o[i] = gelu(a[i]); break;
     case OP_GELU_TANH: for (int64_t i = b; i < e; i++) o[i] = gelu_tanh(a[i]); break;
+    case OP_TANH: for (int64_t i = b; i < e; i++) o[i] = tanhf(a[i]); break;
     case OP_GLU_SILU: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = silu(a[i]) * u[i]; break; }
     case OP_GLU_GELU: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu(a[i]) * u[i]; break; }
     case OP_GLU_GELU_TANH: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu_tanh(a[i]) * u[i]; break; }
@@ -225,6 +226,7 @@ int dbc_add(void* a, void* b, void** out) { return binary(a, b, OP_ADD, "add", o
 int dbc_mul(void* a, void* b, void** out) { return binary(a, b, OP_MUL, "mul", out); }
 int dbc_scale(void* x, float s, void** out) { return unary(x, OP_SCALE, s, "scale", out); }
 int dbc_silu(void* x, void** out) { return unary(x, OP_SILU, 0, "silu", out); }
+int dbc_tanh(void* x, void** out) { return unary(x, OP_TANH, 0, "tanh", out); }
 int dbc_gelu(void* x, int approximate, void** out) { return unary(x, approximate ? OP_GELU_TANH : OP_GELU, 0, "gelu", out); }
 
 int dbc_glu(void* gh, void* uh, int activation, void** out) {

@@ -86,6 +86,7 @@ int dbc_add(void* a, void* b, void** out);
 int dbc_mul(void* a, void* b, void** out);
 int dbc_scale(void* x, float s, void** out);
 int dbc_silu(void* x, void** out);
+int dbc_tanh(void* x, void** out);
 int dbc_gelu(void* x, int approximate, void** out);
 /* activation: 0 silu, 1 gelu, 2 gelu tanh, 3 GPT-OSS clipped swiglu, 4 sigmoid */
 int dbc_glu(void* gate, void* up, int activation, void** out);

@@ -907,6 +907,15 @@ int dbc_silu(void* h, void** out) {
   return wrap(r, out);
 }
 
+int dbc_tanh(void* h, void** out) {
+  tensor* x;
+  int rc = f32_input(h, "tanh", &x);
+  if (rc) return rc;
+  mlx_array r = empty();
+  MLX(mlx_tanh(&r, x->a, stream));
+  return wrap(r, out);
+}
+
 int dbc_gelu(void* h, int approximate, void** out) {
   tensor* x;
   mlx_array r;

@@ -9,7 +9,7 @@ import { quantizeAffine, quantizeMxfp4 } from './quantize.ts'
 import { writeSafetensors } from './safetensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
-export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gpt_oss', 'qwen3_5'] as const
+export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gemma4', 'gpt_oss', 'qwen3_5'] as const
 export type SynthArch = (typeof SYNTH_ARCHS)[number]
 /** mxfp4 (gpt_oss): experts in mxfp4, every other matrix 8-bit affine, as the MLX-community MXFP4 checkpoints are. */
 export type SynthDtype = 'f32' | 'f16' | 'bf16' | 'q4' | 'q8' | 'mxfp4'
@@ -36,9 +36,14 @@ export interface SynthSpec {
   slidingWindow?: number
   /** gemma3: every n-th layer is global (default 6). */
   slidingWindowPattern?: number
-  /** gpt_oss: experts per layer (default 4) and experts each token uses (default 2). */
+  /** gpt_oss: experts per layer (default 4) and experts each token uses (default 2). gemma4: set `experts` to add the
+   * MoE block beside the dense MLP (intermediate size `moeIntermediate`, default intermediate / 2). */
   experts?: number
   expertsPerToken?: number
+  moeIntermediate?: number
+  /** gemma4: full-attention layers with keys as values (attention_k_eq_v) and their head dim (default 2 × head-dim). */
+  kEqV?: boolean
+  globalHeadDim?: number
   /** qwen3_5: every n-th layer is full attention, the others Gated DeltaNet (default 4). */
   fullAttentionInterval?: number
   /** qwen3_5 linear attention: key/value heads (default kv-heads / heads) and head dims (default head-dim), conv kernel (4). */
@@ -54,10 +59,19 @@ const CAUSAL_LM: Record<SynthArch, string> = {
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
   gemma3: 'Gemma3ForCausalLM',
+  gemma4: 'Gemma4ForCausalLM',
   gpt_oss: 'GptOssForCausalLM',
   qwen3_5: 'Qwen3_5ForConditionalGeneration',
 }
-const MODEL_TYPE: Record<SynthArch, string> = { llama: 'llama', qwen2: 'qwen2', qwen3: 'qwen3', gemma3: 'gemma3_text', gpt_oss: 'gpt_oss', qwen3_5: 'qwen3_5' }
+const MODEL_TYPE: Record<SynthArch, string> = {
+  llama: 'llama',
+  qwen2: 'qwen2',
+  qwen3: 'qwen3',
+  gemma3: 'gemma3_text',
+  gemma4: 'gemma4_text',
+  gpt_oss: 'gpt_oss',
+  qwen3_5: 'qwen3_5',
+}
 
 /** Qwen3-0.6B's shapes (the bench model). */
 export const QWEN3_0_6B_SHAPE = { layers: 28, hidden: 1024, heads: 16, kvHeads: 8, headDim: 128, intermediate: 3072 }
@@ -119,6 +133,16 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     for (const [k, v] of Object.entries(linear)) if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `qwen3_5: ${k} must be a positive integer`)
     if (linear.valueHeads % linear.keyHeads) throw new DbcError('E_SYNTH', `qwen3_5: linear value heads ${linear.valueHeads} must be a multiple of key heads ${linear.keyHeads}`)
   }
+  const gemma4 = spec.arch === 'gemma4'
+  const g4 = {
+    pattern: spec.slidingWindowPattern ?? 5,
+    globalHeadDim: spec.globalHeadDim ?? 2 * spec.headDim,
+    kEqV: spec.kEqV ?? false,
+    experts: gemma4 ? (spec.experts ?? 0) : 0,
+    topK: spec.expertsPerToken ?? 2,
+    moeIntermediate: spec.moeIntermediate ?? Math.max(1, Math.floor(spec.intermediate / 2)),
+  }
+  if (gemma4 && g4.experts && (g4.topK < 1 || g4.topK > g4.experts)) throw new DbcError('E_SYNTH', `--experts-per-token ${g4.topK} must be between 1 and --experts ${g4.experts}`)
   const numExperts = spec.experts ?? 4
   const expertsPerToken = spec.expertsPerToken ?? 2
   if (gptOss && (!Number.isInteger(numExperts) || !Number.isInteger(expertsPerToken) || expertsPerToken < 1 || expertsPerToken > numExperts)) {
@@ -182,6 +206,37 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     const p = `${root}model.layers.${l}`
     float(`${p}.input_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
     float(`${p}.post_attention_layernorm.weight`, random(hidden, 0.1, normMean), [hidden])
+    if (gemma4) {
+      float(`${p}.pre_feedforward_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
+      float(`${p}.post_feedforward_layernorm.weight`, random(hidden, 0.1, 1), [hidden])
+      float(`${p}.layer_scalar`, random(1, 0.1, 1), [1])
+      const full = (l + 1) % g4.pattern === 0
+      const d = full ? g4.globalHeadDim : headDim
+      matrix(`${p}.self_attn.q_proj`, heads * d, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.self_attn.k_proj`, kvHeads * d, hidden, 1 / Math.sqrt(hidden))
+      if (!(full && g4.kEqV)) matrix(`${p}.self_attn.v_proj`, kvHeads * d, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.self_attn.o_proj`, hidden, heads * d, 1 / Math.sqrt(heads * d))
+      // Gemma 4 does not scale scores: q/k norm weights around d^-¼ keep q·k near unit variance, as trained ones do,
+      // instead of a near-argmax softmax
+      const qk = d ** -0.25
+      float(`${p}.self_attn.q_norm.weight`, random(d, 0.1 * qk, qk), [d])
+      float(`${p}.self_attn.k_norm.weight`, random(d, 0.1 * qk, qk), [d])
+      matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+      matrix(`${p}.mlp.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate))
+      if (g4.experts) {
+        for (const n of ['post_feedforward_layernorm_1', 'post_feedforward_layernorm_2', 'pre_feedforward_layernorm_2']) float(`${p}.${n}.weight`, random(hidden, 0.1, 1), [hidden])
+        // a wide router spread makes the top-k choice clear-cut, so quantized and float models pick the same experts
+        matrix(`${p}.router.proj`, g4.experts, hidden, 4)
+        float(`${p}.router.scale`, random(hidden, 0.1, 1), [hidden])
+        float(`${p}.router.per_expert_scale`, random(g4.experts, 0.1, 1), [g4.experts])
+        const e = `${p}.experts.switch_glu`
+        matrix(`${e}.gate_proj`, g4.moeIntermediate, hidden, 1 / Math.sqrt(hidden), [g4.experts])
+        matrix(`${e}.up_proj`, g4.moeIntermediate, hidden, 1 / Math.sqrt(hidden), [g4.experts])
+        matrix(`${e}.down_proj`, hidden, g4.moeIntermediate, 1 / Math.sqrt(g4.moeIntermediate), [g4.experts])
+      }
+      continue
+    }
     if (qwen35) {
       if ((l + 1) % linear.interval !== 0) {
         const a = `${p}.linear_attn`
@@ -310,6 +365,25 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
           query_pre_attn_scalar: headDim,
           hidden_activation: 'gelu_pytorch_tanh',
           final_logit_softcapping: null,
+        }
+      : {}),
+    ...(gemma4
+      ? {
+          global_head_dim: g4.globalHeadDim,
+          attention_k_eq_v: g4.kEqV,
+          num_global_key_value_heads: kvHeads,
+          sliding_window: spec.slidingWindow ?? 512,
+          sliding_window_pattern: g4.pattern,
+          layer_types: Array.from({ length: spec.layers }, (_, i) => ((i + 1) % g4.pattern === 0 ? 'full_attention' : 'sliding_attention')),
+          num_kv_shared_layers: 0,
+          hidden_size_per_layer_input: 0,
+          final_logit_softcapping: 30.0,
+          enable_moe_block: g4.experts > 0,
+          ...(g4.experts ? { num_experts: g4.experts, top_k_experts: g4.topK, moe_intermediate_size: g4.moeIntermediate } : {}),
+          rope_parameters: {
+            full_attention: { partial_rotary_factor: 0.25, rope_theta: 1000000.0, rope_type: 'proportional' },
+            sliding_attention: { partial_rotary_factor: 1.0, rope_theta: 10000.0, rope_type: 'default' },
+          },
         }
       : {}),
     ...(gptOss

@@ -120,6 +120,7 @@ export interface Backend {
   mul(a: Tensor, b: Tensor): Tensor
   scale(x: Tensor, factor: number): Tensor
   silu(x: Tensor): Tensor
+  tanh(x: Tensor): Tensor
   gelu(x: Tensor, approximate?: boolean): Tensor
   /** activation(gate) · up, fused (SwiGLU / GeGLU). */
   glu(gate: Tensor, up: Tensor, activation: GluActivation): Tensor

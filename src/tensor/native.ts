@@ -47,6 +47,7 @@ export const SYMBOLS = {
   dbc_mul: { args: [P, P, P], returns: i32 },
   dbc_scale: { args: [P, f32, P], returns: i32 },
   dbc_silu: { args: [P, P], returns: i32 },
+  dbc_tanh: { args: [P, P], returns: i32 },
   dbc_gelu: { args: [P, i32, P], returns: i32 },
   dbc_glu: { args: [P, P, i32, P], returns: i32 },
   dbc_softmax: { args: [P, P], returns: i32 },

@@ -364,6 +364,9 @@ export class ShimBackend implements Backend {
   silu(x: Tensor): Tensor {
     return this.#call(this.#lib.dbc_silu(this.#t(x).handle, this.#outPtr))
   }
+  tanh(x: Tensor): Tensor {
+    return this.#call(this.#lib.dbc_tanh(this.#t(x).handle, this.#outPtr))
+  }
   gelu(x: Tensor, approximate = false): Tensor {
     return this.#call(this.#lib.dbc_gelu(this.#t(x).handle, approximate ? 1 : 0, this.#outPtr))
   }

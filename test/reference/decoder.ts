@@ -94,6 +94,113 @@ export class ReferenceDecoder {
     return { rows, cols: all.cols, v: all.v.subarray(e * rows * all.cols, (e + 1) * rows * all.cols) }
   }
 
+  /** Gemma 4 (mlx-lm gemma4_text.py) without KV sharing or per-layer inputs: sliding layers (default RoPE over head_dim)
+   * and full layers (global_head_dim, proportional RoPE, keys as values with attention_k_eq_v), q/k norms and an
+   * unweighted v norm, unscaled scores, four norms per block plus the routed GeGLU experts when enabled, layer_scalar,
+   * embedding × √hidden and tanh soft-capped logits. */
+  #gemma4Logits(tokens: number[], positions: number[]): Float64Array[] {
+    const top = this.c
+    const nested = top.model_type === 'gemma4'
+    const c: Record<string, any> = {
+      head_dim: 256, global_head_dim: 512, rms_norm_eps: 1e-6, num_key_value_heads: 1, sliding_window: 512, sliding_window_pattern: 5,
+      final_logit_softcapping: 30, tie_word_embeddings: true,
+      ...(nested ? { num_attention_heads: 8, ...top.text_config, vocab_size: top.vocab_size ?? 262144 } : top),
+    }
+    const R = nested ? 'language_model.' : ''
+    const L = c.num_hidden_layers, H = c.num_attention_heads, hidden = c.hidden_size, eps = c.rms_norm_eps
+    const types: string[] = c.layer_types ?? Array.from({ length: L }, (_, i) => ((i + 1) % c.sliding_window_pattern === 0 ? 'full_attention' : 'sliding_attention'))
+    const rp = c.rope_parameters ?? {}
+    const embed = this.mat(`${R}model.embed_tokens`)
+    const table = this.#t.get(`${R}model.embed_tokens.scales`) ?? this.#t.get(`${R}model.embed_tokens.weight`)!
+    const embedScale = roundTo(table.dtype, Math.sqrt(hidden))
+    let h = tokens.map((t) => embed.v.slice(t * hidden, (t + 1) * hidden).map((v) => roundTo(table.dtype, v * embedScale)))
+    const ones = (n: number) => new Float64Array(n).fill(1)
+    for (let l = 0; l < L; l++) {
+      const p = `${R}model.layers.${l}`
+      const sliding = types[l] === 'sliding_attention'
+      const D = sliding ? c.head_dim : c.global_head_dim
+      const kEqV = !sliding && Boolean(c.attention_k_eq_v)
+      const KH = kEqV && c.num_global_key_value_heads != null ? c.num_global_key_value_heads : c.num_key_value_heads
+      const ropeP = (sliding ? rp.sliding_attention : rp.full_attention) ?? (sliding ? { rope_theta: 10000 } : { rope_theta: 1e6, partial_rotary_factor: 0.25, rope_type: 'proportional' })
+      const proportional = (ropeP.rope_type ?? ropeP.type) === 'proportional'
+      const rotated = proportional ? Math.trunc(D * (ropeP.partial_rotary_factor ?? 1)) : D
+      // pairs (i, i + D/2); a proportional rope turns only the first rotated/2 pairs, at periods factor·θ^(2i/D)
+      const invFreq = Array.from({ length: D / 2 }, (_, i) => (i < rotated / 2 ? 1 / ((ropeP.factor ?? 1) * ropeP.rope_theta ** ((2 * i) / D)) : 0))
+      const rotate = (r: Float64Array, heads: number, pos: number) => {
+        for (let hh = 0; hh < heads; hh++)
+          for (let i = 0; i < D / 2; i++) {
+            const th = pos * invFreq[i]!, a = r[hh * D + i]!, b = r[hh * D + i + D / 2]!
+            r[hh * D + i] = a * Math.cos(th) - b * Math.sin(th)
+            r[hh * D + i + D / 2] = a * Math.sin(th) + b * Math.cos(th)
+          }
+      }
+      const perHead = (r: Float64Array, heads: number, w: Float64Array) => {
+        const out = new Float64Array(heads * D)
+        for (let hh = 0; hh < heads; hh++) out.set(rms(r.slice(hh * D, (hh + 1) * D), w, eps), hh * D)
+        return out
+      }
+      const x = h.map((r) => rms(r, this.vec(`${p}.input_layernorm.weight`), eps))
+      const s = `${p}.self_attn`
+      const q = x.map((r) => perHead(mv(this.mat(`${s}.q_proj`), r), H, this.vec(`${s}.q_norm.weight`)))
+      const rawK = x.map((r) => mv(this.mat(`${s}.k_proj`), r))
+      const k = rawK.map((r) => perHead(r, KH, this.vec(`${s}.k_norm.weight`)))
+      const v = (kEqV ? rawK : x.map((r) => mv(this.mat(`${s}.v_proj`), r))).map((r) => perHead(r, KH, ones(D)))
+      q.forEach((r, t) => rotate(r, H, positions[t] ?? t))
+      k.forEach((r, t) => rotate(r, KH, positions[t] ?? t))
+      const window = sliding ? c.sliding_window : Infinity
+      const attn = q.map((qr, t) => {
+        const out = new Float64Array(H * D)
+        const first = Math.max(0, t - window + 1)
+        for (let hh = 0; hh < H; hh++) {
+          const g = Math.floor(hh / (H / KH))
+          const scores: number[] = []
+          for (let j = first; j <= t; j++) {
+            let dot = 0
+            for (let d = 0; d < D; d++) dot += qr[hh * D + d]! * k[j]![g * D + d]!
+            scores.push(dot)
+          }
+          const m = Math.max(...scores)
+          const e = scores.map((sc) => Math.exp(sc - m))
+          const z = e.reduce((a, b) => a + b, 0)
+          for (let j = first; j <= t; j++) for (let d = 0; d < D; d++) out[hh * D + d]! += (e[j - first]! / z) * v[j]![g * D + d]!
+        }
+        return out
+      })
+      h = h.map((r, t) => add(r, rms(mv(this.mat(`${s}.o_proj`), attn[t]!), this.vec(`${p}.post_attention_layernorm.weight`), eps)))
+      const geglu = (m: string, xx: Float64Array, e?: number) => {
+        const pick = (n: string) => (e === undefined ? this.mat(`${m}.${n}`) : this.expert(`${m}.${n}`, e))
+        const g = mv(pick('gate_proj'), xx), u = mv(pick('up_proj'), xx)
+        return mv(pick('down_proj'), g.map((gv, i) => geluTanh(gv) * u[i]!))
+      }
+      const scalar = this.vec(`${p}.layer_scalar`)[0]!
+      h = h.map((r) => {
+        let f = geglu(`${p}.mlp`, rms(r, this.vec(`${p}.pre_feedforward_layernorm.weight`), eps))
+        if (c.enable_moe_block) {
+          const scaleT = this.#t.get(`${p}.router.scale`)!
+          const routerNorm = this.vec(`${p}.router.scale`).map((v) => roundTo(scaleT.dtype, v * hidden ** -0.5))
+          const scores = mv(this.mat(`${p}.router.proj`), rms(r, routerNorm, eps))
+          const topk = Array.from(scores, (val, e) => [val, e] as const).sort((a, b) => b[0] - a[0]).slice(0, c.top_k_experts)
+          const mx = topk[0]![0]
+          const z = topk.reduce((acc, [val]) => acc + Math.exp(val - mx), 0)
+          const perExpert = this.vec(`${p}.router.per_expert_scale`)
+          const xx = rms(r, this.vec(`${p}.pre_feedforward_layernorm_2.weight`), eps)
+          let y = new Float64Array(hidden)
+          for (const [val, e] of topk) {
+            const w = (Math.exp(val - mx) / z) * perExpert[e]!
+            const out = geglu(`${p}.experts.switch_glu`, xx, e)
+            y = y.map((acc, i) => acc + w * out[i]!)
+          }
+          f = add(rms(f, this.vec(`${p}.post_feedforward_layernorm_1.weight`), eps), rms(y, this.vec(`${p}.post_feedforward_layernorm_2.weight`), eps))
+        }
+        return add(r, rms(f, this.vec(`${p}.post_feedforward_layernorm.weight`), eps)).map((val) => val * scalar)
+      })
+    }
+    const head = c.tie_word_embeddings ? embed : this.mat(`${R}lm_head`)
+    const norm = this.vec(`${R}model.norm.weight`)
+    const cap = c.final_logit_softcapping
+    return h.map((r) => mv(head, rms(r, norm, eps)).map((v) => (cap ? Math.tanh(v / cap) * cap : v)))
+  }
+
   /** Qwen3.5 (mlx-lm qwen3_5.py, qwen3_next.py, gated_delta.py): every full_attention_interval-th layer gated full
    * attention with partial RoPE, the others Gated DeltaNet (causal conv → SiLU → normalised q/k → delta rule → gated
    * RMSNorm), SwiGLU MLPs; tensors under language_model. */
@@ -295,6 +402,7 @@ export class ReferenceDecoder {
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
     if (this.c.model_type === 'gpt_oss') return this.#gptOssLogits(tokens, positions)
     if (this.c.model_type === 'qwen3_5') return this.#qwen35Logits(tokens, positions)
+    if (this.c.model_type === 'gemma4' || this.c.model_type === 'gemma4_text') return this.#gemma4Logits(tokens, positions)
     const c = this.text
     const R = this.root
     const gemma = c.model_type === 'gemma3_text'

@@ -454,6 +454,7 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(ref.maxAbsDiff(b.toFloat32(b.silu(xt)), each(ref.silu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt)), each(ref.gelu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt, true)), each(ref.geluTanh))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.tanh(xt)), each(Math.tanh))).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'silu')), each((v, i) => ref.silu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu')), each((v, i) => ref.gelu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
