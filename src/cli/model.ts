@@ -33,7 +33,7 @@ const synth = defineCommand({
     'sliding-window-pattern': { type: 'string', description: 'gemma3, gemma4: every n-th layer is global, the rest slide (default 6, gemma4 5)' },
     'global-head-dim': { type: 'string', description: 'gemma4: head dim of the full-attention layers (default 2 × head-dim)' },
     'k-eq-v': { type: 'boolean', description: 'gemma4: full-attention layers use their keys as values (attention_k_eq_v)', default: false },
-    experts: { type: 'string', description: 'gpt_oss: experts per layer (default 4); gemma4: adds the MoE block with this many experts' },
+    experts: { type: 'string', description: 'gpt_oss: experts per layer (default 4); gemma4, qwen3_5: adds the MoE block with this many experts' },
     'experts-per-token': { type: 'string', description: 'gpt_oss: experts each token is routed to (default 2)' },
     'full-attention-interval': { type: 'string', description: 'qwen3_5: every n-th layer is full attention, the rest Gated DeltaNet (default 4)' },
     'shard-mb': { type: 'string', description: 'Split weights into safetensors files of at most this many MiB (writes an index)', valueHint: 'MiB' },

@@ -9,7 +9,7 @@ import * as qwen3 from './arch/qwen3.ts'
 import * as qwen3_5 from './arch/qwen3_5.ts'
 import { CheckpointError } from './errors.ts'
 
-export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gemma4_text: gemma4, gemma4, gpt_oss, qwen3_5 }
+export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gemma4_text: gemma4, gemma4, gpt_oss, qwen3_5, qwen3_5_moe: qwen3_5 }
 
 export function architectureFor(modelType: unknown): ArchitectureModule {
   const arch = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined

@@ -133,6 +133,9 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
     for (const [k, v] of Object.entries(linear)) if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `qwen3_5: ${k} must be a positive integer`)
     if (linear.valueHeads % linear.keyHeads) throw new DbcError('E_SYNTH', `qwen3_5: linear value heads ${linear.valueHeads} must be a multiple of key heads ${linear.keyHeads}`)
   }
+  // qwen3_5 with --experts: the MoE variant (routed experts of intermediate/2 plus a shared expert of intermediate)
+  const q35moe = qwen35 && spec.experts ? { experts: spec.experts, topK: spec.expertsPerToken ?? 2, intermediate: spec.moeIntermediate ?? Math.max(1, Math.floor(spec.intermediate / 2)) } : null
+  if (q35moe && (q35moe.topK < 1 || q35moe.topK > q35moe.experts)) throw new DbcError('E_SYNTH', `--experts-per-token ${q35moe.topK} must be between 1 and --experts ${q35moe.experts}`)
   const gemma4 = spec.arch === 'gemma4'
   const g4 = {
     pattern: spec.slidingWindowPattern ?? 5,
@@ -259,6 +262,19 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
         matrix(`${p}.self_attn.o_proj`, hidden, heads * headDim, 1 / Math.sqrt(heads * headDim))
         float(`${p}.self_attn.q_norm.weight`, random(headDim, 0.1, 1), [headDim])
         float(`${p}.self_attn.k_norm.weight`, random(headDim, 0.1, 1), [headDim])
+      }
+      if (q35moe) {
+        const E = q35moe.experts, inter = q35moe.intermediate
+        // a wide router spread makes the top-k choice clear-cut, so quantized and float models pick the same experts
+        matrix(`${p}.mlp.gate`, E, hidden, 4 / Math.sqrt(hidden))
+        matrix(`${p}.mlp.switch_mlp.gate_proj`, inter, hidden, 1 / Math.sqrt(hidden), [E])
+        matrix(`${p}.mlp.switch_mlp.up_proj`, inter, hidden, 1 / Math.sqrt(hidden), [E])
+        matrix(`${p}.mlp.switch_mlp.down_proj`, hidden, inter, 1 / Math.sqrt(inter), [E])
+        matrix(`${p}.mlp.shared_expert.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${p}.mlp.shared_expert.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
+        matrix(`${p}.mlp.shared_expert.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate))
+        matrix(`${p}.mlp.shared_expert_gate`, 1, hidden, 1 / Math.sqrt(hidden))
+        continue
       }
       matrix(`${p}.mlp.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
       matrix(`${p}.mlp.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden))
@@ -407,6 +423,9 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
           linear_value_head_dim: linear.valueDim,
           linear_conv_kernel_dim: linear.kernel,
           rope_parameters: { rope_type: 'default', rope_theta: 10000000, partial_rotary_factor: 0.25, mrope_section: [11, 11, 10] },
+          ...(q35moe
+            ? { num_experts: q35moe.experts, num_experts_per_tok: q35moe.topK, moe_intermediate_size: q35moe.intermediate, shared_expert_intermediate_size: intermediate, norm_topk_prob: true }
+            : {}),
         }
       : {}),
     ...(quantization ? { quantization, quantization_config: quantization } : {}),
@@ -415,7 +434,7 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   // Qwen3.5 checkpoints are multimodal: the text config nests under text_config, quantization and EOS stay at the top
   const { quantization: _q, quantization_config: _qc, dbcluster_synthetic, architectures, model_type, ...text } = flat
   const config = qwen35
-    ? { model_type, architectures, text_config: { ...text, model_type: 'qwen3_5_text' }, tie_word_embeddings: tie, eos_token_id: flat.eos_token_id, ...(quantization ? { quantization, quantization_config: quantization } : {}), dbcluster_synthetic }
+    ? { model_type: q35moe ? 'qwen3_5_moe' : model_type, architectures, text_config: { ...text, model_type: 'qwen3_5_text' }, tie_word_embeddings: tie, eos_token_id: flat.eos_token_id, ...(quantization ? { quantization, quantization_config: quantization } : {}), dbcluster_synthetic }
     : flat
   writeFileSync(join(out, 'config.json'), JSON.stringify(config, null, 2))
   writeFileSync(join(out, 'generation_config.json'), JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2))

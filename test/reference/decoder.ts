@@ -295,11 +295,30 @@ export class ReferenceDecoder {
         })
       }
       h = h.map((r, t) => add(r, mixed[t]!))
-      const gateM = this.mat(`${p}.mlp.gate_proj`), up = this.mat(`${p}.mlp.up_proj`), down = this.mat(`${p}.mlp.down_proj`)
+      const silu = (v: number) => v / (1 + Math.exp(-v))
+      const swiglu = (m: string, xx: Float64Array, e?: number) => {
+        const pick = (n: string) => (e === undefined ? this.mat(`${m}.${n}`) : this.expert(`${m}.${n}`, e))
+        const g = mv(pick('gate_proj'), xx), u = mv(pick('up_proj'), xx)
+        return mv(pick('down_proj'), g.map((gv, i) => silu(gv) * u[i]!))
+      }
       h = h.map((r) => {
         const xx = rms(r, this.vec(`${p}.post_attention_layernorm.weight`), eps)
-        const g = mv(gateM, xx), u = mv(up, xx)
-        return add(r, mv(down, g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!)))
+        if (!(c.num_experts > 0)) return add(r, swiglu(`${p}.mlp`, xx))
+        // sparse MoE: softmax over every expert, the top k (renormalised when norm_topk_prob), plus σ(gate)·shared expert
+        const logits = mv(this.mat(`${p}.mlp.gate`), xx)
+        const mx = Math.max(...logits)
+        const probs = logits.map((v) => Math.exp(v - mx))
+        const total = probs.reduce((a, b) => a + b, 0)
+        const top = Array.from(probs, (pr, e) => [pr / total, e] as const).sort((a, b) => b[0] - a[0]).slice(0, c.num_experts_per_tok)
+        const norm = (c.norm_topk_prob ?? true) ? top.reduce((a, [pr]) => a + pr, 0) : 1
+        let y = new Float64Array(hidden)
+        for (const [pr, e] of top) {
+          const out = swiglu(`${p}.mlp.switch_mlp`, xx, e)
+          y = y.map((acc, i) => acc + (pr / norm) * out[i]!)
+        }
+        const gate = 1 / (1 + Math.exp(-mv(this.mat(`${p}.mlp.shared_expert_gate`), xx)[0]!))
+        const shared = swiglu(`${p}.mlp.shared_expert`, xx)
+        return add(r, y.map((v, i) => v + gate * shared[i]!))
       })
     }
     const tied = c.tie_word_embeddings ?? this.c.tie_word_embeddings
@@ -401,7 +420,7 @@ export class ReferenceDecoder {
   /** Logits at every position of `tokens` (full recompute, causal). */
   logits(tokens: number[], positions: number[] = []): Float64Array[] {
     if (this.c.model_type === 'gpt_oss') return this.#gptOssLogits(tokens, positions)
-    if (this.c.model_type === 'qwen3_5') return this.#qwen35Logits(tokens, positions)
+    if (this.c.model_type === 'qwen3_5' || this.c.model_type === 'qwen3_5_moe') return this.#qwen35Logits(tokens, positions)
     if (this.c.model_type === 'gemma4' || this.c.model_type === 'gemma4_text') return this.#gemma4Logits(tokens, positions)
     const c = this.text
     const R = this.root

@@ -6,16 +6,19 @@
  *   RMS-normalised (q also × 1/key_dim), the gated delta rule over a per-sequence state, a gated RMSNorm (× SiLU(z)) and
  *   out_proj. Those layers keep a recurrent state per sequence, not a KV cache.
  * - plain pre-norm blocks with a SwiGLU MLP; norm weights are stored as used (the +1 is applied by mlx-lm's sanitize).
- * Not supported yet: the MoE variant (num_experts > 0, qwen3_5_moe). */
+ * - with num_experts > 0 (qwen3_5_moe) the MLP is a sparse MoE block (mlx-lm Qwen3NextSparseMoeBlock): softmax router over
+ *   all experts, top num_experts_per_tok (renormalised when norm_topk_prob), SwiGLU experts, plus a shared SwiGLU expert
+ *   scaled by σ(shared_expert_gate). */
 import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead, RmsNorm, SwiGluMlp, TokenEmbedding } from '../layers.ts'
-import type { Weights } from '../weights.ts'
+import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
 
 export interface Qwen35Config extends DecoderConfig {
+  moe: { experts: number; topK: number; intermediate: number; sharedIntermediate: number; normTopk: boolean } | null
   fullAttentionInterval: number
   linearKeyHeads: number
   linearValueHeads: number
@@ -59,9 +62,17 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
   for (const [k, v] of Object.entries(text)) if (v !== undefined && v !== null) merged[k] = v
   // quantization and EOS live at the top of a multimodal config
   for (const key of ['quantization', 'quantization_config', 'eos_token_id'] as const) if (raw[key] !== undefined && merged[key] === undefined) merged[key] = raw[key]
-  if (Number(merged.num_experts ?? 0) > 0) {
-    throw new CheckpointError('E_MODEL_TYPE', 'Qwen3.5 with experts (num_experts > 0) is not supported yet', 'the dense Qwen3.5 models load; the MoE variant does not')
-  }
+  const moe =
+    Number(merged.num_experts ?? 0) > 0
+      ? {
+          experts: positiveInt(merged, 'num_experts'),
+          topK: positiveInt(merged, 'num_experts_per_tok'),
+          intermediate: positiveInt(merged, 'moe_intermediate_size'),
+          sharedIntermediate: positiveInt(merged, 'shared_expert_intermediate_size'),
+          normTopk: Boolean(merged.norm_topk_prob ?? true),
+        }
+      : null
+  if (moe && moe.topK > moe.experts) throw new CheckpointError('E_CONFIG', `config.json: num_experts_per_tok ${moe.topK} exceeds num_experts ${moe.experts}`)
   // rope_theta and partial_rotary_factor sit in rope_parameters (mlx-lm __post_init__), else at the top
   const rope = (merged.rope_parameters ?? {}) as Record<string, unknown>
   merged.rope_theta ??= rope.rope_theta ?? 100000
@@ -92,7 +103,7 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
       ? { kind: 'recurrent', convChannels, convKernel: c.convKernel, heads: c.linearValueHeads, keyDim: c.linearKeyDim, valueDim: c.linearValueDim }
       : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
-  return { ...base, ...c, modelType: String(raw.model_type), ropeDims, layerCaches, weightPrefix: 'language_model.' }
+  return { ...base, ...c, moe, modelType: String(raw.model_type), ropeDims, layerCaches, weightPrefix: 'language_model.' }
 }
 
 interface Mixer {
@@ -178,14 +189,50 @@ class GatedDeltaNet implements Mixer {
   }
 }
 
+/** Sparse MoE with a gated shared expert (mlx-lm Qwen3NextSparseMoeBlock). */
+class SparseMoe {
+  readonly router: Linear
+  readonly gate: ExpertsWeight
+  readonly up: ExpertsWeight
+  readonly down: ExpertsWeight
+  readonly shared: SwiGluMlp
+  readonly sharedGate: Linear
+  constructor(w: Weights, private readonly c: Qwen35Config, private readonly b: Backend) {
+    const { experts: E, intermediate: inter, sharedIntermediate } = c.moe!
+    const hidden = c.hiddenSize
+    // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
+    this.router = new Linear(w.linear('gate', E, hidden), b, true)
+    const experts = w.scope('switch_mlp')
+    this.gate = experts.experts('gate_proj', E, inter, hidden)
+    this.up = experts.experts('up_proj', E, inter, hidden)
+    this.down = experts.experts('down_proj', E, hidden, inter)
+    this.shared = new SwiGluMlp(w.scope('shared_expert'), { ...c, intermediateSize: sharedIntermediate }, b)
+    this.sharedGate = new Linear(w.linear('shared_expert_gate', 1, hidden), b)
+  }
+  forward(x: Tensor): Tensor {
+    const b = this.b
+    const n = x.shape[0]!, { topK, normTopk } = this.c.moe!
+    const logits = this.router.apply(x)
+    // the top-k of the softmax are the top-k logits; renormalised, their weights are the softmax of those k logits
+    const { values, indices } = b.topk(logits, topK)
+    const weights = normTopk ? b.softmax(values) : b.topk(b.softmax(logits), topK).values
+    const act = b.glu(applyExperts(b, this.gate, x, indices), applyExperts(b, this.up, x, indices), 'silu')
+    const routed = b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    // σ(shared_expert_gate(x)) · shared(x): a one-"expert" weighted sum with the sigmoid as its weight
+    const sigma = b.glu(this.sharedGate.apply(x), b.fromFloat32(new Float32Array(n).fill(1), [n, 1]), 'sigmoid')
+    const shared = b.weightedSum(b.reshape(this.shared.forward(x), [n, 1, this.c.hiddenSize]), sigma)
+    return b.add(routed, shared)
+  }
+}
+
 class Block {
   readonly mixer: Mixer
-  readonly mlp: SwiGluMlp
+  readonly mlp: SwiGluMlp | SparseMoe
   readonly inputNorm: RmsNorm
   readonly postAttentionNorm: RmsNorm
   constructor(w: Weights, c: Qwen35Config, linear: boolean, rope: RopeOptions, private readonly b: Backend) {
     this.mixer = linear ? new GatedDeltaNet(w.scope('linear_attn'), c, b) : new GatedAttention(w.scope('self_attn'), c, rope, b)
-    this.mlp = new SwiGluMlp(w.scope('mlp'), c, b)
+    this.mlp = c.moe ? new SparseMoe(w.scope('mlp'), c, b) : new SwiGluMlp(w.scope('mlp'), c, b)
     this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
     this.postAttentionNorm = new RmsNorm(w, 'post_attention_layernorm', c.hiddenSize, c.rmsNormEps, b)
   }
