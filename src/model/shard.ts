@@ -103,7 +103,6 @@ export class ModelStage {
     for (const p of input.positions) {
       if (p >= this.cache.maxLen) throw new DbcError('E_CONTEXT', `position ${p} exceeds the context of ${this.cache.maxLen} tokens`, 'shorten the prompt or max_tokens')
     }
-    this.cache.admitRows(input.slots, input.positions)
     return b.scope(() => {
       let h
       if (this.range.first) {
@@ -119,6 +118,8 @@ export class ModelStage {
         }
         h = b.fromFloat32(input.hidden, [rows, this.config.hiddenSize])
       }
+      // after the inputs are checked, so a refused step leaves recurrent positions as they were
+      this.cache.admitRows(input.slots, input.positions)
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))

@@ -40,6 +40,9 @@ describe('qwen3_5 specifics', () => {
     const stage = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
     const first = stage.forward({ tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }).logits!
     expect(() => stage.forward({ tokens: Int32Array.of(5), slots: Int32Array.of(0), positions: Int32Array.of(3) })).toThrow(/recurrent state is at position 9/)
+    // a step refused for its input leaves the state's position alone: the sequence continues at 9
+    expect(() => stage.forward({ tokens: Int32Array.of(-1), slots: Int32Array.of(0), positions: Int32Array.of(9) })).toThrow(/token id -1/)
+    stage.forward({ tokens: Int32Array.of(5), slots: Int32Array.of(0), positions: Int32Array.of(9) })
     // the same prompt again from position 0 in the same slot: identical logits (no state leaks from the first run)
     const again = stage.forward({ tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }).logits!
     expect(Array.from(again)).toEqual(Array.from(first))
