@@ -81,8 +81,9 @@ typedef struct {
   int gs, bits, mx;
 } qmatrix;
 int dbc_qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, int64_t* experts, qmatrix* m);
-/* Row n of a quantized matrix as K floats. */
+/* Row n of a quantized matrix as K floats, or dotted with K floats of x. */
 void dbc_dequant_row(const qmatrix* m, int64_t n, float* out);
+float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x);
 static inline float dbc_dot_f32(const float* a, const float* b, int64_t n) {
   float lanes[8] = {0};
   int64_t i = 0;

@@ -21,13 +21,18 @@ static void gather_range(void* p, int64_t b, int64_t e) {
   float* w = dbc_scratch_alloc((size_t)c->K * sizeof(float));
   for (int64_t t = b; t < e; t++) {
     int64_t u = t / c->N, n = t % c->N, ex = c->used[u], row = ex * c->N + n;
-    if (c->q) dbc_dequant_row(c->q, row, w);
-    else dbc_to_f32((const char*)c->w + (size_t)row * (size_t)c->K * dbc_dtype_size(c->wdtype), c->wdtype, w, c->K);
+    int64_t pairs = c->start[u + 1] - c->start[u];
     float bias = c->bias ? load_f32(c->bias, c->bias_dtype, row) : 0.0f;
+    /* few rows picked this expert (decode): dot the packed row directly; many (prefill): unpack it once */
+    int direct = c->q && pairs <= 2;
+    if (!direct) {
+      if (c->q) dbc_dequant_row(c->q, row, w);
+      else dbc_to_f32((const char*)c->w + (size_t)row * (size_t)c->K * dbc_dtype_size(c->wdtype), c->wdtype, w, c->K);
+    }
     for (int64_t i = c->start[u]; i < c->start[u + 1]; i++) {
       int64_t pair = c->order[i];
       const float* x = c->x + (c->x_per_pair ? pair : pair / c->k) * c->K;
-      c->out[pair * c->N + n] = dbc_dot_f32(w, x, c->K) + bias;
+      c->out[pair * c->N + n] = (direct ? dbc_qrow_dot(c->q, row, x) : dbc_dot_f32(w, x, c->K)) + bias;
     }
   }
   dbc_scratch_free(w);

@@ -342,6 +342,43 @@ static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, i
 }
 #endif
 
+/* Row n of a quantized matrix dotted with x (K floats) without materialising the row: mxfp4 and 4-bit affine read
+ * bytes straight through, other widths unpack one group at a time. */
+float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x) {
+  const uint8_t* row = (const uint8_t*)(m->w + n * m->words_per_row);
+  const int gs = m->gs;
+  float sum = 0;
+  if (m->mx) {
+    const uint8_t* scales = (const uint8_t*)m->scales + n * m->groups;
+    for (int64_t g = 0; g < m->groups; g++) {
+      const uint8_t* b = row + g * gs / 2;
+      const float* xg = x + g * gs;
+      float acc = 0;
+      for (int i = 0; i < gs / 2; i++) acc += FP4_E2M1[b[i] & 15] * xg[2 * i] + FP4_E2M1[b[i] >> 4] * xg[2 * i + 1];
+      sum += e8m0(scales[g]) * acc;
+    }
+    return sum;
+  }
+  float q[128];
+  for (int64_t g = 0; g < m->groups; g++) {
+    const float* xg = x + g * gs;
+    float s = load_f32(m->scales, m->sdtype, n * m->groups + g), bias = load_f32(m->biases, m->sdtype, n * m->groups + g);
+    float dot = 0, xs = 0;
+    if (m->bits == 4) {
+      const uint8_t* b = row + g * gs / 2;
+      for (int i = 0; i < gs / 2; i++) {
+        dot += (float)(b[i] & 15) * xg[2 * i] + (float)(b[i] >> 4) * xg[2 * i + 1];
+        xs += xg[2 * i] + xg[2 * i + 1];
+      }
+    } else {
+      unpack_q((const uint32_t*)row, m->bits, g * gs, gs, q);
+      for (int i = 0; i < gs; i++) dot += q[i] * xg[i], xs += xg[i];
+    }
+    sum += s * dot + bias * xs;
+  }
+  return sum;
+}
+
 /* Any format: dequantize each weight row once, dot it with every row of x. */
 static void qgemv_dequant_range(void* p, int64_t nb, int64_t ne) {
   const qlinear_ctx* c = p;

@@ -38,6 +38,8 @@ export interface DecoderConfig {
   layerCaches?: LayerCacheSpec[]
   /** Prefix of the text model's tensors (`language_model.` when a multimodal checkpoint nests it; default none). */
   weightPrefix?: string
+  /** Mixture of experts: tensor names holding expert stacks contain this, and a token uses `share` of each stack. */
+  experts?: { path: string; share: number }
 }
 
 export function requireInt(raw: Record<string, unknown>, key: string): number {

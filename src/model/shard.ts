@@ -53,7 +53,8 @@ export class ModelStage {
     readonly backend: Backend,
     options: Required<Pick<StageOptions, 'slots' | 'maxLen'>>,
     readonly weightBytes: number,
-    /** Weight bytes one decode step reads (the embedding table counts only where it is the tied lm_head). */
+    /** Weight bytes one batch-1 decode step reads: the embedding table only where it is the tied lm_head, and of an expert
+     * stack only the share one token routes to (a larger batch may read more experts). */
     readonly streamedBytes: number,
     private readonly weightTensors: readonly Tensor[],
   ) {
@@ -90,7 +91,8 @@ export class ModelStage {
     for (const name of weights.claimed) {
       const e = checkpoint.tensors.get(name)!
       weightBytes += e.end - e.begin
-      if (tiedHead || !name.startsWith(embedding)) streamedBytes += e.end - e.begin
+      const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
+      if (tiedHead || !name.startsWith(embedding)) streamedBytes += (e.end - e.begin) * share
     }
     return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
   }

@@ -61,6 +61,10 @@ describe('gpt_oss specifics', () => {
     // each layer: 3 expert stacks of 4 × 128 × 64 bf16 plus attention and router
     expect(f.layerBytes[0]!).toBeGreaterThan(3 * 4 * 128 * 64 * 2)
     const stage = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
+    // a decode step reads 2 of each layer's 4 experts: half the expert bytes
+    // 3 layers × (3 stacks of 4 × 128 × 64 weights, gate/up biases 4 × 128, down bias 4 × 64), bf16
+    const expertBytes = 3 * (3 * 4 * 128 * 64 + 2 * 4 * 128 + 4 * 64) * 2
+    expect(stage.weightBytes - stage.streamedBytes).toBe(expertBytes / 2 + 151936 * 64 * 2)
     expect(new Set(await greedyTokens(new LocalPipeline([stage]), PROMPT, 24)).size).toBeGreaterThanOrEqual(6)
     stage.close()
   })

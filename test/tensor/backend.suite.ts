@@ -150,6 +150,7 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         const mxWords = ref.packBits(codes, E * N, K, 4)
         const mxScales = new Uint8Array((E * N * K) / 32).map(() => 124 + Math.floor(random() * 4))
         const affine = randomQuantized(b, E * N, K, 32, 4, 5)
+        const affine8 = randomQuantized(b, E * N, K, 64, 8, 6, 'bf16')
         const reshape3 = (m: QuantizedMatrix): QuantizedMatrix => ({
           ...m,
           weight: b.reshape(m.weight, [E, N, m.weight.shape[1]!]),
@@ -160,6 +161,7 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           ['dense', b.fromFloat32(denseW, [E, N, K]), denseW],
           ['bf16', b.fromBytes(ref.bf16Bytes(denseW), [E, N, K], 'bf16'), Float32Array.from(denseW, ref.roundBf16)],
           ['affine', reshape3(affine.matrix), affine.dense],
+          ['affine 8-bit', reshape3(affine8.matrix), affine8.dense],
           ['mxfp4', { weight: b.fromBytes(new Uint8Array(mxWords.buffer), [E, N, K / 8], 'u32'), scales: b.fromBytes(mxScales, [E, N, K / 32], 'u8'), groupSize: 32, bits: 4 }, ref.dequantizeMxfp4(mxWords, mxScales, E * N, K)],
         ]
         for (const [label, w, dense] of cases) {

@@ -132,6 +132,7 @@ export function parseConfig(raw: Record<string, unknown>): Gemma4Config {
     rope,
     layerCaches,
     weightPrefix,
+    ...(moe ? { experts: { path: '.experts.switch_glu.', share: moe.topK / moe.experts } } : {}),
   }
 }
 

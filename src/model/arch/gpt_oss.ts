@@ -62,7 +62,7 @@ export function parseConfig(raw: Record<string, unknown>): GptOssConfig {
   const layerCaches: LayerCacheSpec[] = slidingLayers.map((sliding) =>
     sliding ? { kind: 'window', kvHeads: base.numKvHeads, headDim: base.headDim, window: slidingWindow } : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
-  return { ...base, numExperts, expertsPerToken, slidingWindow, slidingLayers, layerCaches }
+  return { ...base, numExperts, expertsPerToken, slidingWindow, slidingLayers, layerCaches, experts: { path: '.mlp.experts.', share: expertsPerToken / numExperts } }
 }
 
 class Attention {

@@ -103,7 +103,16 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
       ? { kind: 'recurrent', convChannels, convKernel: c.convKernel, heads: c.linearValueHeads, keyDim: c.linearKeyDim, valueDim: c.linearValueDim }
       : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
-  return { ...base, ...c, moe, modelType: String(raw.model_type), ropeDims, layerCaches, weightPrefix: 'language_model.' }
+  return {
+    ...base,
+    ...c,
+    moe,
+    modelType: String(raw.model_type),
+    ropeDims,
+    layerCaches,
+    weightPrefix: 'language_model.',
+    ...(moe ? { experts: { path: '.mlp.switch_mlp.', share: moe.topK / moe.experts } } : {}),
+  }
 }
 
 interface Mixer {
