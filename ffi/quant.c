@@ -342,41 +342,27 @@ static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, i
 }
 #endif
 
-/* Row n of a quantized matrix dotted with x (K floats) without materialising the row: mxfp4 and 4-bit affine read
- * bytes straight through, other widths unpack one group at a time. */
+/* Row n of a quantized matrix dotted with x (K floats) without materialising the row. Each weight is formed and summed
+ * exactly as dbc_dequant_row then dbc_dot_f32 would (same values, same 8 lanes, same order), so both give the same bits:
+ * a row of an expert many rows picked (unpacked once) and of one few rows picked (dotted directly) agree. */
 float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x) {
-  const uint8_t* row = (const uint8_t*)(m->w + n * m->words_per_row);
+  const uint32_t* row = m->w + n * m->words_per_row;
   const int gs = m->gs;
-  float sum = 0;
-  if (m->mx) {
-    const uint8_t* scales = (const uint8_t*)m->scales + n * m->groups;
-    for (int64_t g = 0; g < m->groups; g++) {
-      const uint8_t* b = row + g * gs / 2;
-      const float* xg = x + g * gs;
-      float acc = 0;
-      for (int i = 0; i < gs / 2; i++) acc += FP4_E2M1[b[i] & 15] * xg[2 * i] + FP4_E2M1[b[i] >> 4] * xg[2 * i + 1];
-      sum += e8m0(scales[g]) * acc;
-    }
-    return sum;
-  }
-  float q[128];
+  float lanes[8] = {0}, w[128];
   for (int64_t g = 0; g < m->groups; g++) {
-    const float* xg = x + g * gs;
-    float s = load_f32(m->scales, m->sdtype, n * m->groups + g), bias = load_f32(m->biases, m->sdtype, n * m->groups + g);
-    float dot = 0, xs = 0;
-    if (m->bits == 4) {
-      const uint8_t* b = row + g * gs / 2;
-      for (int i = 0; i < gs / 2; i++) {
-        dot += (float)(b[i] & 15) * xg[2 * i] + (float)(b[i] >> 4) * xg[2 * i + 1];
-        xs += xg[2 * i] + xg[2 * i + 1];
-      }
+    unpack_q(row, m->bits, g * gs, gs, w);
+    if (m->mx) {
+      float s = e8m0(((const uint8_t*)m->scales)[n * m->groups + g]);
+      for (int i = 0; i < gs; i++) w[i] = FP4_E2M1[(int)w[i]] * s;
     } else {
-      unpack_q((const uint32_t*)row, m->bits, g * gs, gs, q);
-      for (int i = 0; i < gs; i++) dot += q[i] * xg[i], xs += xg[i];
+      float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
+      for (int i = 0; i < gs; i++) w[i] = w[i] * s + b;
     }
-    sum += s * dot + bias * xs;
+    const float* xg = x + g * gs;
+    for (int i = 0; i < gs; i += 8)
+      for (int j = 0; j < 8; j++) lanes[j] += w[i + j] * xg[i + j];
   }
-  return sum;
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 /* Any format: dequantize each weight row once, dot it with every row of x. */
