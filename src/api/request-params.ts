@@ -1,5 +1,5 @@
 /** Validation of the parameters chat and text completions share, turned into the engine's sampling and stop types. */
-import { samplingParams, type SamplingParams } from '../engine/sampler.ts'
+import { samplingParams, type SamplingParams } from '../model/sampler.ts'
 import { ApiError, invalid } from './errors.ts'
 
 export interface CommonParams {

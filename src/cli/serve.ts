@@ -24,6 +24,12 @@ const positiveInt = (value: string, name: string): number => {
   return n
 }
 
+const nonNegative = (value: string, name: string): number => {
+  const n = Number(value)
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number of seconds >= 0, got '${value}'`)
+  return n
+}
+
 export default defineCommand({
   meta: { name: 'serve', description: 'Serve a model with an OpenAI-compatible API (chat and text completions, streaming, metrics)' },
   args: {
@@ -45,6 +51,7 @@ export default defineCommand({
     'node-name': { type: 'string', description: 'This node’s serial for pins and handshakes (default: the machine serial)' },
     'cluster-id': { type: 'string', description: 'Cluster id bound into every handshake and frame', default: 'dbcluster' },
     'ping-interval': { type: 'string', description: 'Seconds between link pings; 3 missed = peer unavailable', default: '5' },
+    'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
   },
   async run({ args }) {
     const port = Number(args.port)
@@ -106,6 +113,7 @@ export default defineCommand({
         requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
         // with N stages, N micro-batches in flight keep every stage busy at once
         microBatches: args.peers ? parsePeers(args.peers).length : 1,
+        resumeWindowMs: 1000 * (args['resume-window'] !== undefined ? nonNegative(args['resume-window'], 'resume-window') : 3 * Number(args['ping-interval'])),
       },
       metrics,
     )

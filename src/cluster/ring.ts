@@ -1,16 +1,18 @@
 /** The pipeline ring across machines: node r holds layers [lo, hi), accepts a sealed link from its predecessor and keeps
  * one to its successor (the last node's successor is the head). The head (rank 0) runs the scheduler: each step it runs
- * its own layers and sends the composition with the activations along the ring; the last stage returns the logits of the
- * rows that need them. A dead link fails the steps in flight at once and marks the cluster degraded until it is back. */
+ * its own layers and sends the composition with the activations along the ring; the last stage samples the rows that need
+ * a token (or returns their logits, for parity checks). A dead link fails the steps in flight at once and marks the
+ * cluster degraded until it is back; the rebuilt ring re-opens every slot the head holds, and the scheduler re-prefills. */
 import { consola } from 'consola'
 import { DbcError } from '../errors.ts'
 import type { Pipeline } from '../model/pipeline.ts'
+import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
 import type { ModelStage, StageInput } from '../model/shard.ts'
 import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { ReconnectingLink } from '../link/reconnecting-link.ts'
 import { listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
-import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage } from './step-messages.ts'
+import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage, type StepResult } from './step-messages.ts'
 
 const log = consola.withTag('cluster')
 
@@ -61,6 +63,9 @@ class RingNode {
 /** A stage that is not the head: runs each step it receives and passes it on. */
 export class StageNode {
   readonly #node: RingNode
+  /** Slots the head opened on this stage since it started: a step for any other slot is refused, so a stage that
+   * restarted with an empty cache can never silently decode against KV it does not have. */
+  readonly #held = new Set<number>()
 
   constructor(readonly options: RingOptions) {
     if (options.rank === 0) throw new DbcError('E_RING', 'rank 0 is the head; run it with HeadPipeline')
@@ -73,11 +78,19 @@ export class StageNode {
     let step: StepMessage
     try {
       step = decodeStep(payload)
-      for (const slot of step.closeSlots) releaseQuietly(stage, slot)
-      for (const slot of step.openSlots) claimQuietly(stage, slot)
-      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows: step.logitRows })
+      for (const slot of step.closeSlots) releaseQuietly(stage, slot), this.#held.delete(slot)
+      for (const slot of step.openSlots) claimQuietly(stage, slot), this.#held.add(slot)
+      for (const slot of step.slots) {
+        if (!this.#held.has(slot)) throw new DbcError('E_KV_SLOT', `slot ${slot} was never opened on this stage (it restarted?)`)
+      }
+      const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
+      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows })
       if (stage.range.last) {
-        this.#node.successor.send(FrameType.activation, encodeResult({ stepId: step.stepId, logits: out.logits!, vocab: stage.config.vocabSize }))
+        const vocab = stage.config.vocabSize
+        const result = step.sampling
+          ? { stepId: step.stepId, tokens: step.logitRows.length ? sampleRows(out.logits!, vocab, step.sampling) : [] }
+          : { stepId: step.stepId, logits: out.logits!, vocab }
+        this.#node.successor.send(FrameType.activation, encodeResult(result))
       } else {
         this.#node.successor.send(FrameType.step, encodeStep({ ...step, tokens: undefined, hidden: out.hidden }))
       }
@@ -96,8 +109,10 @@ export class StageNode {
 /** The head's view of the ring as a Pipeline: the scheduler drives it exactly like a local one. */
 export class HeadPipeline implements Pipeline {
   readonly #node: RingNode
-  readonly #pending = new Map<number, { resolve: (l: Float32Array) => void; reject: (e: Error) => void }>()
+  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void }>()
   #nextStep = 1
+  /** Every slot the head holds, and those to open / close on the stages with the next step. */
+  readonly #open = new Set<number>()
   #opens: number[] = []
   #closes: number[] = []
   #degradedListeners: ((reason: string | null) => void)[] = []
@@ -131,17 +146,31 @@ export class HeadPipeline implements Pipeline {
 
   openSequence(): number {
     const slot = this.options.stage.cache.allocate()
+    this.#open.add(slot)
     this.#opens.push(slot)
     return slot
   }
 
   closeSequence(slot: number): void {
     this.options.stage.cache.release(slot)
+    this.#open.delete(slot)
     this.#opens = this.#opens.filter((s) => s !== slot)
     this.#closes.push(slot)
   }
 
   async step(input: StageInput): Promise<Float32Array> {
+    const r = await this.#send(input)
+    if (!r.logits) throw new DbcError('E_RING', 'the last stage answered a logits step with tokens')
+    return r.logits
+  }
+
+  async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
+    const r = await this.#send(input, rows)
+    if (!r.tokens || r.tokens.length !== rows.length) throw new DbcError('E_RING', `the last stage answered ${r.tokens?.length ?? 'logits'} for ${rows.length} sampled rows`)
+    return r.tokens
+  }
+
+  async #send(input: StageInput, sampling?: readonly RowSampling[]): Promise<StepResult> {
     if (this.#degraded) throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
     const { stage } = this.options
     const local = stage.forward({ ...input, logitRows: undefined })
@@ -151,13 +180,19 @@ export class HeadPipeline implements Pipeline {
       slots: input.slots,
       positions: input.positions,
       logitRows: input.logitRows ?? Int32Array.from(input.slots.keys()),
+      sampling: sampling ? [...sampling] : undefined,
       closeSlots: Int32Array.from(this.#closes),
       openSlots: Int32Array.from(this.#opens),
       hiddenSize: stage.config.hiddenSize,
       hidden: local.hidden,
     })
-    const result = new Promise<Float32Array>((resolve, reject) => this.#pending.set(stepId, { resolve, reject }))
-    this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
+    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject }))
+    try {
+      this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
+    } catch (error) {
+      this.#pending.delete(stepId)
+      throw error
+    }
     this.#opens = []
     this.#closes = []
     return result
@@ -182,7 +217,7 @@ export class HeadPipeline implements Pipeline {
     const waiter = this.#pending.get(r.stepId)
     if (!waiter) return log.warn(`result for unknown step ${r.stepId}`)
     this.#pending.delete(r.stepId)
-    waiter.resolve(r.logits)
+    waiter.resolve(r)
   }
 
   #down(reason: string): void {
@@ -198,7 +233,8 @@ export class HeadPipeline implements Pipeline {
   #check(): void {
     const up = this.#node.successor.link && !this.#node.successor.link.closed && this.#node.inbound && !this.#node.inbound.closed
     if (!up || this.#degraded === null) return
-    // a rebuilt ring starts with empty KV caches on the stages that came back: every slot the head still holds is stale
+    // a stage that came back has an empty cache: open every slot the head holds again (the scheduler re-prefills them)
+    this.#opens = [...this.#open]
     this.#degraded = null
     log.info('ring formed: every hop sealed')
     this.#degradedListeners.forEach((l) => l(null))

@@ -1,14 +1,18 @@
 /** The per-step control protocol of the pipeline ring (docs/cluster.md): the head decides each step's composition — rows
  * (slot, position), which rows need logits, which KV slots open and close — and it travels with the activations in one
  * sealed `step` frame, so every stage stays in lockstep without a separate control round. The last stage answers with a
- * `activation` frame carrying the step id and the logits of the requested rows. Binary, little-endian, never JSON. */
+ * `activation` frame carrying the step id and either the sampled tokens (when the step carries per-row sampling: the
+ * usual case, a few bytes per row) or the logits of the requested rows (parity checks). Binary, little-endian, never JSON. */
 import { decodeTensor, encodeTensor } from '../link/frames.ts'
+import type { RowSampling, SampledToken } from '../model/sampler.ts'
 
 export interface StepMessage {
   stepId: number
   slots: Int32Array
   positions: Int32Array
   logitRows: Int32Array
+  /** One per logit row: sample on the last stage and return tokens; absent: return logits. */
+  sampling?: RowSampling[]
   /** KV slots to free, then to claim, on every stage before this step runs. */
   closeSlots: Int32Array
   openSlots: Int32Array
@@ -18,18 +22,21 @@ export interface StepMessage {
   hiddenSize: number
 }
 
-export interface StepResult {
-  stepId: number
-  /** [logitRows, vocab] */
-  logits: Float32Array
-  vocab: number
-}
+export type StepResult =
+  /** logits [logitRows, vocab] */
+  | { stepId: number; logits: Float32Array; vocab: number; tokens?: undefined }
+  | { stepId: number; tokens: SampledToken[]; logits?: undefined }
 
 class Writer {
   readonly parts: Uint8Array[] = []
   u32(v: number) {
     const b = new Uint8Array(4)
     new DataView(b.buffer).setUint32(0, v, true)
+    this.parts.push(b)
+  }
+  f64(v: number) {
+    const b = new Uint8Array(8)
+    new DataView(b.buffer).setFloat64(0, v, true)
     this.parts.push(b)
   }
   ints(a: Int32Array) {
@@ -60,6 +67,15 @@ class Reader {
     this.at += 4
     return v
   }
+  f64(): number {
+    if (this.at + 8 > this.bytes.byteLength) throw new RangeError('step message truncated')
+    const v = this.view.getFloat64(this.at, true)
+    this.at += 8
+    return v
+  }
+  i32(): number {
+    return this.u32() | 0
+  }
   ints(): Int32Array {
     const n = this.u32()
     if (n > 1 << 24 || this.at + 4 * n > this.bytes.byteLength) throw new RangeError('step message has a bad array length')
@@ -83,6 +99,7 @@ export function encodeStep(m: StepMessage): Uint8Array {
   w.ints(m.slots)
   w.ints(m.positions)
   w.ints(m.logitRows)
+  writeSampling(w, m.sampling)
   w.ints(m.closeSlots)
   w.ints(m.openSlots)
   w.u32(m.hiddenSize)
@@ -97,6 +114,8 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   const slots = r.ints()
   const positions = r.ints()
   const logitRows = r.ints()
+  const sampling = readSampling(r)
+  if (sampling && sampling.length !== logitRows.length) throw new RangeError('step message: sampling rows differ from logit rows')
   const closeSlots = r.ints()
   const openSlots = r.ints()
   const hiddenSize = r.u32()
@@ -105,15 +124,65 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   const copy = tensor.data.slice()
   if (tensor.dtype === 'i32') {
     if (tensor.shape[0] !== slots.length) throw new RangeError('step message: token count differs from rows')
-    return { stepId, slots, positions, logitRows, closeSlots, openSlots, hiddenSize, tokens: new Int32Array(copy.buffer) }
+    return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, hiddenSize, tokens: new Int32Array(copy.buffer) }
   }
   if (tensor.dtype !== 'f32' || tensor.shape[0] !== slots.length || tensor.shape[1] !== hiddenSize) throw new RangeError('step message: hidden states have the wrong shape')
-  return { stepId, slots, positions, logitRows, closeSlots, openSlots, hiddenSize, hidden: new Float32Array(copy.buffer) }
+  return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, hiddenSize, hidden: new Float32Array(copy.buffer) }
 }
+
+// sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
+// repetition context | i32 logprobs | ints history
+function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): void {
+  w.u32(rows ? rows.length + 1 : 0)
+  for (const r of rows ?? []) {
+    const p = r.params
+    for (const v of [p.temperature, p.topP, p.minP, p.repetitionPenalty, r.u]) w.f64(v)
+    w.u32(p.topK)
+    w.u32(p.repetitionContext)
+    w.u32(r.logprobs >>> 0)
+    w.ints(r.history)
+  }
+}
+
+function readSampling(r: Reader): RowSampling[] | undefined {
+  const count = r.u32()
+  if (count === 0) return undefined
+  const n = count - 1
+  if (n > 1 << 16) throw new RangeError('step message: too many sampling rows')
+  const rows: RowSampling[] = []
+  for (let i = 0; i < n; i++) {
+    const [temperature, topP, minP, repetitionPenalty, u] = [r.f64(), r.f64(), r.f64(), r.f64(), r.f64()] as [number, number, number, number, number]
+    const topK = r.u32()
+    const repetitionContext = r.u32()
+    const logprobs = r.i32()
+    const history = r.ints()
+    if (!(temperature >= 0) || !(topP > 0 && topP <= 1) || !(minP >= 0 && minP < 1) || !(repetitionPenalty > 0) || !(u >= 0 && u < 1) || logprobs < -1 || logprobs > 100) {
+      throw new RangeError('step message: sampling parameters out of range')
+    }
+    rows.push({ params: { temperature, topP, topK, minP, repetitionPenalty, repetitionContext }, u, history, logprobs })
+  }
+  return rows
+}
+
+const RESULT_LOGITS = 0
+const RESULT_TOKENS = 1
 
 export function encodeResult(r: StepResult): Uint8Array {
   const w = new Writer()
   w.u32(r.stepId)
+  if (r.tokens) {
+    // u32 count | per row: u32 id | f64 logprob (NaN: none) | u32 top count | (u32 id, f64 logprob) × top
+    w.u32(RESULT_TOKENS)
+    w.u32(r.tokens.length)
+    for (const t of r.tokens) {
+      w.u32(t.id)
+      w.f64(t.logprob ?? Number.NaN)
+      w.u32(t.topLogprobs?.length ?? 0)
+      for (const top of t.topLogprobs ?? []) w.u32(top.id), w.f64(top.logprob)
+    }
+    return w.join()
+  }
+  w.u32(RESULT_LOGITS)
   w.bytes(encodeTensor('f32', [r.logits.length / r.vocab, r.vocab], new Uint8Array(r.logits.buffer, r.logits.byteOffset, r.logits.byteLength)))
   return w.join()
 }
@@ -121,6 +190,24 @@ export function encodeResult(r: StepResult): Uint8Array {
 export function decodeResult(bytes: Uint8Array): StepResult {
   const r = new Reader(bytes)
   const stepId = r.u32()
+  const kind = r.u32()
+  if (kind === RESULT_TOKENS) {
+    const n = r.u32()
+    if (n > 1 << 16) throw new RangeError('step result: too many rows')
+    const tokens: SampledToken[] = []
+    for (let i = 0; i < n; i++) {
+      const id = r.u32()
+      const logprob = r.f64()
+      const top = r.u32()
+      if (top > 100) throw new RangeError('step result: too many top log-probabilities')
+      const token: SampledToken = { id }
+      if (!Number.isNaN(logprob)) token.logprob = logprob
+      if (top > 0) token.topLogprobs = Array.from({ length: top }, () => ({ id: r.u32(), logprob: r.f64() }))
+      tokens.push(token)
+    }
+    return { stepId, tokens }
+  }
+  if (kind !== RESULT_LOGITS) throw new RangeError(`step result: unknown kind ${kind}`)
   const t = decodeTensor(r.bytesField())
   if (t.dtype !== 'f32' || t.shape.length !== 2) throw new RangeError('step result: logits must be f32 [rows, vocab]')
   return { stepId, logits: new Float32Array(t.data.slice().buffer), vocab: t.shape[1]! }

@@ -3,7 +3,7 @@
 import { DbcError } from '../errors.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { Pipeline } from './pipeline.ts'
-import { makeSampler, type SamplingParams } from './sampler.ts'
+import { rowSampling, seededRandom, type SamplingParams } from '../model/sampler.ts'
 import { StopMatcher } from './stop.ts'
 
 export interface GenerationRequest {
@@ -30,7 +30,9 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
     throw new DbcError('E_CONTEXT', `the prompt has ${prompt.length} tokens; the context holds ${pipeline.maxLen}`, 'shorten the prompt or raise --max-context')
   }
   const chunk = request.prefillChunk ?? 512
-  const sample = makeSampler(request.sampling)
+  const random = seededRandom(request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32))
+  // sampled where the logits are (the last stage); one uniform draw per non-greedy token from this request's stream
+  const row = (history: readonly number[]) => rowSampling(request.sampling, history, request.sampling.temperature > 0 ? random() : 0)
   const detok = new IncrementalDetokenizer(decode)
   const stops = new StopMatcher(request.stop ?? [])
   const eos = new Set(request.eosTokenIds)
@@ -39,23 +41,22 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
   let text = ''
   try {
     const t0 = performance.now()
-    let logits!: Float32Array
+    const history = [...prompt]
+    let next = -1
     for (let start = 0; start < prompt.length; start += chunk) {
       const ids = prompt.slice(start, start + chunk)
       const last = start + ids.length === prompt.length
-      logits = await pipeline.step({
-        tokens: Int32Array.from(ids),
-        slots: new Int32Array(ids.length).fill(slot),
-        positions: Int32Array.from(ids, (_, i) => start + i),
-        logitRows: last ? Int32Array.of(ids.length - 1) : Int32Array.of(0),
-      })
+      const out = await pipeline.sample(
+        { tokens: Int32Array.from(ids), slots: new Int32Array(ids.length).fill(slot), positions: Int32Array.from(ids, (_, i) => start + i), logitRows: last ? Int32Array.of(ids.length - 1) : new Int32Array(0) },
+        last ? [row(history)] : [],
+      )
+      if (last) next = out[0]!.id
     }
     const t1 = performance.now()
-    const history = [...prompt]
     let finish: FinishReason = 'length'
     let position = prompt.length
     while (tokens.length < request.maxTokens) {
-      const id = sample(logits, history)
+      const id = next
       if (eos.has(id)) {
         finish = 'stop'
         break
@@ -70,7 +71,7 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
         break
       }
       if (tokens.length >= request.maxTokens || position + 1 >= pipeline.maxLen) break
-      logits = await pipeline.step({ tokens: Int32Array.of(id), slots: Int32Array.of(slot), positions: Int32Array.of(position), logitRows: Int32Array.of(0) })
+      next = (await pipeline.sample({ tokens: Int32Array.of(id), slots: Int32Array.of(slot), positions: Int32Array.of(position), logitRows: Int32Array.of(0) }, [row(history)]))[0]!.id
       position++
     }
     if (!stops.stopped) {

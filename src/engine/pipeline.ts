@@ -1,6 +1,7 @@
 /** LocalPipeline: the Pipeline (model/pipeline.ts) over in-process stages chained in order; monolithic = one stage. */
 import { DbcError } from '../errors.ts'
 import type { Pipeline } from '../model/pipeline.ts'
+import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
 import type { ModelStage, StageInput, StageOutput } from '../model/shard.ts'
 
 export type { Pipeline }
@@ -38,5 +39,11 @@ export class LocalPipeline implements Pipeline {
       out = stage.forward(i === 0 ? input : { slots: input.slots, positions: input.positions, hidden: out.hidden, logitRows: input.logitRows })
     }
     return out.logits!
+  }
+
+  async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
+    // a middle prefill chunk samples nothing, but the head still needs a row to compute
+    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0) }), []
+    return sampleRows(await this.step(input), this.vocabSize, rows)
   }
 }

@@ -1,13 +1,18 @@
 /** Continuous batching at the head: requests join and leave the running batch at any step; each step carries every
  * decoding row plus at most one prefill chunk, so a long prompt never stalls the others. The running batch is split into
- * micro-batches that step independently, so a pipeline of N stages can keep N steps in flight. */
+ * micro-batches that step independently, so a pipeline of N stages can keep N steps in flight. Tokens are sampled where
+ * the logits are (the last stage); the head keeps each request's random stream and sends one uniform draw per row.
+ * A request whose step is lost with a stage is suspended, not failed: when the ring is rebuilt the head re-prefills its
+ * prompt plus the tokens already sent, and the stream continues where it stopped. */
 import { DbcError } from '../errors.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { FinishReason } from './generate.ts'
 import type { ServingMetrics } from './metrics.ts'
 import type { Pipeline } from './pipeline.ts'
-import { makeSampler, type Sampler, type SamplingParams } from './sampler.ts'
+import { rowSampling, seededRandom, type SampledToken, type SamplingParams, type TokenLogprob } from '../model/sampler.ts'
 import { StopMatcher } from './stop.ts'
+
+export type { TokenLogprob }
 
 export class QueueFullError extends DbcError {
   constructor(limit: number) {
@@ -38,11 +43,6 @@ export interface ScheduledRequest {
   timeoutMs?: number
 }
 
-export interface TokenLogprob {
-  id: number
-  logprob: number
-}
-
 export type RequestEvent =
   | { type: 'token'; id: number; text: string; logprob?: number; topLogprobs?: TokenLogprob[] }
   | { type: 'text'; text: string }
@@ -55,20 +55,43 @@ export interface SchedulerOptions {
   prefillChunk: number
   microBatches: number
   requestTimeoutMs: number
+  /** How long a request whose stage was lost waits for the ring to be rebuilt before it fails. */
+  resumeWindowMs: number
+  /** How many times one request may be resumed before it fails (a step that keeps failing is not retried forever). */
+  maxResumes: number
 }
 
-export const DEFAULT_SCHEDULER: SchedulerOptions = { maxBatch: 8, maxQueue: 64, prefillChunk: 256, microBatches: 1, requestTimeoutMs: 300_000 }
+export const DEFAULT_SCHEDULER: SchedulerOptions = {
+  maxBatch: 8,
+  maxQueue: 64,
+  prefillChunk: 256,
+  microBatches: 1,
+  requestTimeoutMs: 300_000,
+  resumeWindowMs: 15_000,
+  maxResumes: 3,
+}
+
+/** Failures that come from the ring (a stage or a hop went away), after which a request can resume by re-prefilling. */
+const RESUMABLE = new Set(['E_STAGE_LOST', 'E_PEER_UNAVAILABLE', 'E_DEGRADED', 'E_LINK_CLOSED', 'E_HEARTBEAT', 'E_STEP_REMOTE'])
+export const isResumable = (error: unknown): boolean => error instanceof DbcError && RESUMABLE.has(error.code)
 
 interface Running {
   id: number
   request: ScheduledRequest
   emit: (event: RequestEvent) => void
   slot: number
-  /** Prompt tokens already in the KV cache. */
-  prefilled: number
+  /** Tokens of `history` already in the KV cache on every stage (0 again after a resume). */
+  cached: number
+  /** Completion tokens sent to the client. */
   tokens: number[]
+  /** Prompt, then every completion token: what the KV cache must hold. */
   history: number[]
-  sample: Sampler
+  random: () => number
+  /** The uniform draw for the token being computed, kept when a step is lost so a resumed request draws the same. */
+  pendingU: number | null
+  /** When its step was lost (null: running normally). */
+  suspendedAt: number | null
+  resumes: number
   detok: IncrementalDetokenizer
   stops: StopMatcher
   text: string
@@ -86,6 +109,8 @@ export class Scheduler {
   #driving = false
   #nextId = 1
   #degraded: string | null = null
+  /** Bumped when the ring goes down: a step begun in an older epoch has no effect when it returns. */
+  #epoch = 0
   #closed = false
 
   constructor(
@@ -109,9 +134,25 @@ export class Scheduler {
     return this.#degraded
   }
 
-  /** While degraded, new requests are refused at once (the API answers 503 with Retry-After). */
+  /** While degraded, new requests are refused at once (the API answers 503 with Retry-After) and no step starts; when
+   * the ring is back, suspended requests resume. */
   setDegraded(reason: string | null): void {
+    const was = this.#degraded
     this.#degraded = reason
+    if (reason && !was) {
+      // a stage may have restarted with an empty cache: every running request starts its cache over once the ring is back
+      this.#epoch++
+      for (const group of this.#groups) for (const r of [...group]) this.#suspend(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`))
+    }
+    if (!reason && was) {
+      for (const group of this.#groups) for (const r of group) r.suspendedAt = null
+      void this.#drive()
+    }
+  }
+
+  /** Requests waiting for the ring to come back. */
+  get suspended(): number {
+    return this.#groups.reduce((n, g) => n + g.filter((r) => r.suspendedAt !== null).length, 0)
   }
 
   /** Queues a request; events arrive through `emit`. Throws at once when it can never run or the queue is full. */
@@ -165,10 +206,13 @@ export class Scheduler {
         request: q.request,
         emit: q.emit,
         slot,
-        prefilled: 0,
+        cached: 0,
         tokens: [],
         history: [...q.request.promptIds],
-        sample: makeSampler(q.request.sampling),
+        random: seededRandom(q.request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32)),
+        pendingU: null,
+        suspendedAt: null,
+        resumes: 0,
         detok: new IncrementalDetokenizer(this.decode),
         stops: new StopMatcher(q.request.stop ?? []),
         text: '',
@@ -192,15 +236,15 @@ export class Scheduler {
         for (const group of this.#groups) this.#reap(group)
         const pending: Promise<void>[] = []
         this.#groups.forEach((group, g) => {
-          if (group.length && !this.#inFlight[g]) {
+          if (group.length && !this.#inFlight[g] && !this.#degraded) {
             this.#inFlight[g] = this.#step(group).finally(() => (this.#inFlight[g] = null))
           }
           if (this.#inFlight[g]) pending.push(this.#inFlight[g]!)
         })
         if (pending.length === 0) {
-          // nothing runs but requests wait: no stage has KV room (a stage is gone); expire old ones, retry shortly
+          // nothing runs but requests wait (no KV room, or the ring is down): expire old ones, look again shortly
           if (this.#queue.length) this.#expireQueued()
-          if (this.#queue.length) setTimeout(() => void this.#drive(), 100)
+          if (this.#queue.length || this.running) setTimeout(() => void this.#drive(), 100)
           break
         }
         await Promise.race(pending)
@@ -223,10 +267,15 @@ export class Scheduler {
     this.metrics?.queueDepth.set(this.#queue.length)
   }
 
-  /** Drops cancelled and timed-out requests, freeing their KV slots on every stage. */
+  /** Drops cancelled and timed-out requests, freeing their KV slots on every stage; fails suspended requests whose
+   * ring did not come back in time. */
   #reap(group: Running[]): void {
     const now = performance.now()
     for (const r of [...group]) {
+      if (r.suspendedAt !== null && now - r.suspendedAt > this.options.resumeWindowMs) {
+        this.#fail(group, r, new DbcError('E_STAGE_LOST', `a stage was lost and the cluster did not recover within ${Math.round(this.options.resumeWindowMs / 1000)} s${this.#degraded ? ` (${this.#degraded})` : ''}`, 'retry the request once the cluster reports ok at /health'))
+        continue
+      }
       if (!r.cancelled && r.request.signal?.aborted) r.cancelled = 'client'
       if (!r.cancelled && now > r.deadline) r.cancelled = 'timeout'
       if (!r.cancelled) continue
@@ -252,64 +301,89 @@ export class Scheduler {
     const positions: number[] = []
     const logitRows: number[] = []
     const owners: Running[] = []
+    // decode rows: requests whose cache holds all but the newest token
     for (const r of group) {
-      if (r.prefilled < r.request.promptIds.length) continue
-      const last = r.tokens.at(-1)!
+      if (r.history.length - r.cached !== 1) continue
       logitRows.push(tokens.length)
       owners.push(r)
-      tokens.push(last)
+      tokens.push(r.history.at(-1)!)
       slots.push(r.slot)
-      positions.push(r.request.promptIds.length + r.tokens.length - 1)
+      positions.push(r.cached)
     }
-    // one prefill chunk per step, after the decode rows
-    const filling = group.find((r) => r.prefilled < r.request.promptIds.length)
+    // one prefill chunk per step, after the decode rows (a new prompt, or a resumed request's prompt + completion)
+    const filling = group.find((r) => r.history.length - r.cached > 1)
     let prefillTokens = 0
+    let fillEnd = 0
     if (filling) {
-      const start = filling.prefilled
-      const end = Math.min(filling.request.promptIds.length, start + this.options.prefillChunk)
-      for (let p = start; p < end; p++) {
-        tokens.push(filling.request.promptIds[p]!)
+      const start = filling.cached
+      fillEnd = Math.min(filling.history.length, start + this.options.prefillChunk)
+      for (let p = start; p < fillEnd; p++) {
+        tokens.push(filling.history[p]!)
         slots.push(filling.slot)
         positions.push(p)
       }
-      prefillTokens = end - start
-      filling.prefilled = end
-      if (end === filling.request.promptIds.length) {
+      if (filling.resumes === 0) prefillTokens = fillEnd - start
+      if (fillEnd === filling.history.length) {
         logitRows.push(tokens.length - 1)
         owners.push(filling)
       }
     }
+    const sampling = owners.map((r) => {
+      r.pendingU ??= r.request.sampling.temperature > 0 ? r.random() : 0
+      return rowSampling(r.request.sampling, r.history, r.pendingU, r.request.logprobs ?? -1)
+    })
     const t0 = performance.now()
-    let logits: Float32Array
+    const epoch = this.#epoch
+    let sampled: SampledToken[] | null = null
     try {
-      logits = await this.pipeline.step({
-        tokens: Int32Array.from(tokens),
-        slots: Int32Array.from(slots),
-        positions: Int32Array.from(positions),
-        logitRows: logitRows.length ? Int32Array.from(logitRows) : Int32Array.of(0),
-      })
+      const input = { tokens: Int32Array.from(tokens), slots: Int32Array.from(slots), positions: Int32Array.from(positions), logitRows: Int32Array.from(logitRows) }
+      sampled = await this.pipeline.sample(input, sampling)
     } catch (error) {
-      const failure = error instanceof DbcError ? error : new DbcError('E_STEP', `pipeline step failed: ${(error as Error).message}`)
-      for (const r of [...group]) {
-        this.#remove(group, r)
-        this.metrics?.requests.inc({ outcome: 'error' })
-        r.emit({ type: 'error', error: failure })
-      }
+      if (epoch === this.#epoch) this.#lost(group, error)
       return
     }
+    if (epoch !== this.#epoch) return // the ring went down meanwhile: these requests were suspended and start over
+    for (const r of owners) r.suspendedAt = null
+    if (filling) filling.suspendedAt = null
+    for (const r of owners) if (r !== filling) r.cached++
+    if (filling) filling.cached = fillEnd
     const now = performance.now()
     this.metrics?.stepTime.observe((now - t0) / 1000)
     this.metrics?.promptTokens.inc({}, prefillTokens)
-    const vocab = this.pipeline.vocabSize
     owners.forEach((r, i) => {
+      r.pendingU = null
       if (r.cancelled || !group.includes(r)) return
-      this.#accept(group, r, logits.subarray(i * vocab, (i + 1) * vocab), now)
+      this.#accept(group, r, sampled![i]!, now)
     })
   }
 
+  /** A step failed. Ring failures suspend the group's requests until the ring is rebuilt (their caches start over);
+   * anything else ends them with the error. */
+  #lost(group: Running[], error: unknown): void {
+    const failure = error instanceof DbcError ? error : new DbcError('E_STEP', `pipeline step failed: ${(error as Error).message}`)
+    for (const r of [...group]) {
+      if (isResumable(failure)) this.#suspend(group, r, failure)
+      else this.#fail(group, r, failure)
+    }
+  }
+
+  #suspend(group: Running[], r: Running, failure: DbcError): void {
+    if (r.suspendedAt !== null) return
+    if (r.resumes >= this.options.maxResumes) return this.#fail(group, r, failure)
+    r.resumes++
+    r.suspendedAt = performance.now()
+    r.cached = 0
+  }
+
+  #fail(group: Running[], r: Running, error: DbcError): void {
+    this.#remove(group, r)
+    this.metrics?.requests.inc({ outcome: 'error' })
+    r.emit({ type: 'error', error })
+  }
+
   /** Samples one token for a request and emits it; finishes the request on EOS, a stop string or a limit. */
-  #accept(group: Running[], r: Running, logits: Float32Array, now: number): void {
-    const id = r.sample(logits, r.history)
+  #accept(group: Running[], r: Running, sampled: SampledToken, now: number): void {
+    const id = sampled.id
     const finish = (reason: FinishReason) => {
       const tail = r.stops.stopped ? '' : r.stops.push(r.detok.flush()) + r.stops.flush()
       if (tail) {
@@ -330,32 +404,9 @@ export class Scheduler {
     const piece = r.stops.push(r.detok.push(id))
     r.text += piece
     const event: RequestEvent = { type: 'token', id, text: piece }
-    if (r.request.logprobs !== undefined) Object.assign(event, logprobsOf(logits, id, r.request.logprobs))
+    if (r.request.logprobs !== undefined) Object.assign(event, { logprob: sampled.logprob, ...(sampled.topLogprobs ? { topLogprobs: sampled.topLogprobs } : {}) })
     r.emit(event)
     if (r.stops.stopped) return finish('stop')
     if (r.tokens.length >= r.request.maxTokens) return finish('length')
   }
-}
-
-/** log-softmax of the chosen token, and the top-k alternatives when asked. */
-export function logprobsOf(logits: Float32Array, id: number, top: number): { logprob: number; topLogprobs?: TokenLogprob[] } {
-  let max = -Infinity
-  for (const v of logits) if (v > max) max = v
-  let sum = 0
-  for (const v of logits) sum += Math.exp(v - max)
-  const norm = max + Math.log(sum)
-  const result: { logprob: number; topLogprobs?: TokenLogprob[] } = { logprob: logits[id]! - norm }
-  if (top > 0) {
-    const best: TokenLogprob[] = []
-    for (let i = 0; i < logits.length; i++) {
-      const v = logits[i]!
-      if (best.length < top || v > best.at(-1)!.logprob) {
-        best.push({ id: i, logprob: v })
-        best.sort((a, b) => b.logprob - a.logprob || a.id - b.id)
-        if (best.length > top) best.pop()
-      }
-    }
-    result.topLogprobs = best.map((b) => ({ id: b.id, logprob: b.logprob - norm }))
-  }
-  return result
 }

@@ -1,5 +1,6 @@
 /** A client link that stays up: connects, reports the peer unavailable when the link drops (missed pings, closed socket,
- * failed frame, refused handshake), waits a backoff, and reconnects with a fresh handshake and fresh keys. While down,
+ * failed frame, refused handshake), retries three times at once with a short backoff (a blip on the cable), then every
+ * `backoffMs`, each time with a fresh handshake and fresh keys. While down,
  * send() throws at once and every pending nextFrame() rejects: callers get an error, never a hang. */
 import { consola } from 'consola'
 import { LinkError } from './errors.ts'
@@ -18,9 +19,12 @@ export interface LinkEvents {
 }
 
 export interface ReconnectOptions extends LinkOptions {
-  /** Wait between a drop (or a failed attempt) and the next attempt, in ms (default 10,000). */
+  /** Wait between attempts once the quick retries have failed, in ms (default 10,000). */
   backoffMs?: number
 }
+
+/** The quick retries after a drop, in ms. */
+export const QUICK_RETRIES_MS = [100, 300, 900] as const
 
 export class ReconnectingLink {
   #link: SealedLink | null = null
@@ -28,6 +32,7 @@ export class ReconnectingLink {
   #timer: ReturnType<typeof setTimeout> | null = null
   #up = false
   #lastReason = 'not connected yet'
+  #failures = 0
   readonly #listeners: { [K in keyof LinkEvents]: LinkEvents[K][] } = { connected: [], unavailable: [], frame: [] }
 
   constructor(
@@ -108,6 +113,7 @@ export class ReconnectingLink {
     if (this.#stopped) return link.close()
     this.#link = link
     this.#up = true
+    this.#failures = 0
     link.onFrame((f) => this.#listeners.frame.forEach((l) => l(f)))
     link.onClose((reason) => {
       if (this.#link === link) this.#link = null
@@ -127,6 +133,8 @@ export class ReconnectingLink {
       this.#listeners.unavailable.forEach((l) => l(reason))
     } else log.debug(`reconnect to ${this.host}:${this.port} failed: ${reason}`)
     if (this.#timer) return
-    this.#timer = setTimeout(() => void this.#connect(), this.options.backoffMs ?? 10_000)
+    const backoff = this.options.backoffMs ?? 10_000
+    const delay = Math.min(backoff, QUICK_RETRIES_MS[this.#failures++] ?? backoff)
+    this.#timer = setTimeout(() => void this.#connect(), delay)
   }
 }

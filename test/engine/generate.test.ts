@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generate, type GenerationEvent, type GenerationRequest } from '../../src/engine/generate.ts'
 import type { Pipeline } from '../../src/engine/pipeline.ts'
-import { GREEDY } from '../../src/engine/sampler.ts'
+import { GREEDY, sampleRows, type RowSampling } from '../../src/model/sampler.ts'
 import type { StageInput } from '../../src/model/shard.ts'
 import { synthModel } from '../support/synth-models.ts'
 
@@ -40,6 +40,10 @@ class ScriptedPipeline implements Pipeline {
     const logits = new Float32Array(VOCAB)
     logits[this.script[Math.min(Math.max(sampled - 1, 0), this.script.length - 1)]!] = 5
     return logits
+  }
+  async sample(input: StageInput, rows: readonly RowSampling[]) {
+    const logits = await this.step(input)
+    return rows.length ? sampleRows(logits, VOCAB, rows) : []
   }
 }
 

@@ -4,7 +4,7 @@ import { describe, expect, test } from 'bun:test'
 import { createApp } from '../../src/api/app.ts'
 import { ServingMetrics } from '../../src/engine/metrics.ts'
 import { LocalPipeline, type Pipeline } from '../../src/engine/pipeline.ts'
-import { GREEDY } from '../../src/engine/sampler.ts'
+import { GREEDY, type RowSampling } from '../../src/model/sampler.ts'
 import { DegradedError, Scheduler, type RequestEvent } from '../../src/engine/scheduler.ts'
 import { ModelStage, type StageInput } from '../../src/model/shard.ts'
 import { ModelTokenizer } from '../../src/model/tokenizer.ts'
@@ -34,6 +34,11 @@ class RecordingPipeline implements Pipeline {
     this.steps.push({ rows: input.slots.length, logitRows: input.logitRows!.length })
     if (this.steps.length === this.failOnStep) throw new Error('stage 1 went away')
     return this.inner.step(input)
+  }
+  async sample(input: StageInput, rows: readonly RowSampling[]) {
+    this.steps.push({ rows: input.slots.length, logitRows: input.logitRows!.length })
+    if (this.steps.length === this.failOnStep) throw new Error('stage 1 went away')
+    return this.inner.sample(input, rows)
   }
 }
 

@@ -2,7 +2,7 @@
  * tokens, and shard composition on MLX. Skipped with the reason where mlx-c and the glue are not installed. */
 import { describe, expect, test } from 'bun:test'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
-import { argmax } from '../../src/engine/sampler.ts'
+import { argmax } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import { openMlxBackend, probe } from '../../src/tensor/mlx.ts'

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { makeSampler, samplingParams } from '../../src/engine/sampler.ts'
+import { makeSampler, samplingParams } from '../../src/model/sampler.ts'
 import { StopMatcher } from '../../src/engine/stop.ts'
 
 const logits = Float32Array.from([1, 4, 3.9, 0, -2, 3.5])

@@ -1,0 +1,204 @@
+/** Sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, with a seeded PRNG (same seed → same output).
+ * makeSampler(params) returns a plain function from logits to a token id (mlx-lm sample_utils style). */
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number
+  topP: number
+  topK: number
+  minP: number
+  repetitionPenalty: number
+  /** How many recent tokens the repetition penalty looks at. */
+  repetitionContext: number
+  seed?: number
+}
+
+export const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1, repetitionContext: 64 }
+
+export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingParams {
+  const p = { ...GREEDY, ...partial }
+  if (!(p.temperature >= 0)) throw new RangeError('temperature must be >= 0')
+  if (!(p.topP > 0 && p.topP <= 1)) throw new RangeError('top_p must be in (0, 1]')
+  if (!(Number.isInteger(p.topK) && p.topK >= 0)) throw new RangeError('top_k must be a non-negative integer')
+  if (!(p.minP >= 0 && p.minP < 1)) throw new RangeError('min_p must be in [0, 1)')
+  if (!(p.repetitionPenalty > 0)) throw new RangeError('repetition_penalty must be > 0')
+  return p
+}
+
+/** xoshiro128** seeded through splitmix32: small, fast, reproducible across platforms. */
+export function seededRandom(seed: number): () => number {
+  let x = seed >>> 0
+  const split = () => {
+    x = (x + 0x9e3779b9) >>> 0
+    let z = x
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0
+    return (z ^ (z >>> 16)) >>> 0
+  }
+  const s = [split(), split(), split(), split()]
+  return () => {
+    const result = Math.imul(((Math.imul(s[1]!, 5) << 7) | (Math.imul(s[1]!, 5) >>> 25)) >>> 0, 9) >>> 0
+    const t = (s[1]! << 9) >>> 0
+    s[2] = (s[2]! ^ s[0]!) >>> 0
+    s[3] = (s[3]! ^ s[1]!) >>> 0
+    s[1] = (s[1]! ^ s[2]!) >>> 0
+    s[0] = (s[0]! ^ s[3]!) >>> 0
+    s[2] = (s[2]! ^ t) >>> 0
+    s[3] = ((s[3]! << 11) | (s[3]! >>> 21)) >>> 0
+    return result / 4294967296
+  }
+}
+
+export type Sampler = (logits: Float32Array, history: readonly number[]) => number
+
+export function argmax(values: ArrayLike<number>): number {
+  let best = 0
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i
+  return best
+}
+
+/** Tokens whose logit is more than CUTOFF·T below the best carry under e^-40 ≈ 4e-18 of its probability each (under 1e-12
+ * of the mass over any vocabulary), below what a float64 sum resolves: they are dropped before sorting. */
+const CUTOFF = 40
+/** Candidates are sorted as float64 keys with the token id in the low mantissa bits (a float32 logit leaves 29 of them
+ * zero), so one native typed-array sort orders them: far cheaper than sorting ids with a comparator. */
+const ID_BITS = 0x1fffffff
+
+/** Draws one token from logits given a uniform draw `u` in [0, 1) (unused when greedy). Pure, so the stage that holds
+ * the logits (the last one) can sample while the head keeps each request's seeded random stream. */
+export function sampleToken(input: Float32Array, params: SamplingParams, history: ArrayLike<number>, u: number): number {
+  let logits = input
+  if (params.repetitionPenalty !== 1 && history.length) {
+    logits = Float32Array.from(input)
+    for (const id of recentTokens(history, params.repetitionContext)) {
+      const v = logits[id]!
+      logits[id] = v > 0 ? v / params.repetitionPenalty : v * params.repetitionPenalty
+    }
+  }
+  if (params.temperature === 0) return argmax(logits)
+  if (keys.length < logits.length) {
+    keys = new Float64Array(logits.length)
+    words = new Uint32Array(keys.buffer)
+    probs = new Float64Array(logits.length)
+  }
+  const ordered = params.topK > 0 || params.topP < 1 || params.minP > 0
+  const best = argmax(logits)
+  const max = logits[best]!
+  const floor = max - CUTOFF * params.temperature
+  // candidates, as keys −logit | id (ascending keys = descending logits; ties broken by id, deterministically)
+  let n = 0
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i]!
+    if (!(v >= floor)) continue
+    keys[n] = -v
+    words[2 * n] = (words[2 * n]! | i) >>> 0
+    n++
+  }
+  if (ordered) keys.subarray(0, n).sort()
+  const id = (j: number) => words[2 * j]! & ID_BITS
+  // Filters keep a prefix of the sorted candidates: top-k, then min-p and top-p on the top-k set's probabilities.
+  const k = params.topK > 0 ? Math.min(params.topK, n) : n
+  let total = 0
+  for (let j = 0; j < k; j++) total += probs[j] = Math.exp((logits[id(j)]! - max) / params.temperature)
+  let keep = k
+  if (params.minP > 0) {
+    let m = 0
+    while (m < k && probs[m]! >= params.minP * probs[0]!) m++
+    keep = Math.min(keep, Math.max(1, m))
+  }
+  if (params.topP < 1) {
+    let cum = 0
+    for (let j = 0; j < keep; j++) {
+      cum += probs[j]! / total
+      if (cum >= params.topP) {
+        keep = j + 1
+        break
+      }
+    }
+  }
+  let mass = 0
+  for (let j = 0; j < keep; j++) mass += probs[j]!
+  let r = u * mass
+  for (let j = 0; j < keep; j++) {
+    r -= probs[j]!
+    if (r <= 0) return id(j)
+  }
+  return id(keep - 1)
+}
+
+// scratch for sampleToken: JavaScript runs one sampler at a time, so one set of buffers serves every request
+let keys = new Float64Array(0)
+let words = new Uint32Array(0)
+let probs = new Float64Array(0)
+
+/** The distinct tokens among the last `n` of a history (what the repetition penalty looks at). */
+export function recentTokens(history: ArrayLike<number>, n: number): Set<number> {
+  const out = new Set<number>()
+  for (let i = Math.max(0, history.length - n); i < history.length; i++) out.add(history[i]!)
+  return out
+}
+
+/** A request's sampler with its own seeded random stream: one draw per non-greedy token. */
+export function makeSampler(params: SamplingParams): Sampler {
+  const random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32))
+  return (logits, history) => sampleToken(logits, params, history, params.temperature === 0 ? 0 : random())
+}
+
+export interface TokenLogprob {
+  id: number
+  logprob: number
+}
+
+/** log-softmax of the chosen token, and the top-k alternatives when asked. */
+export function logprobsOf(logits: Float32Array, id: number, top: number): { logprob: number; topLogprobs?: TokenLogprob[] } {
+  let max = -Infinity
+  for (const v of logits) if (v > max) max = v
+  let sum = 0
+  for (const v of logits) sum += Math.exp(v - max)
+  const norm = max + Math.log(sum)
+  const result: { logprob: number; topLogprobs?: TokenLogprob[] } = { logprob: logits[id]! - norm }
+  if (top > 0) {
+    const best: TokenLogprob[] = []
+    for (let i = 0; i < logits.length; i++) {
+      const v = logits[i]!
+      if (best.length < top || v > best.at(-1)!.logprob) {
+        best.push({ id: i, logprob: v })
+        best.sort((a, b) => b.logprob - a.logprob || a.id - b.id)
+        if (best.length > top) best.pop()
+      }
+    }
+    result.topLogprobs = best.map((b) => ({ id: b.id, logprob: b.logprob - norm }))
+  }
+  return result
+}
+
+/** How one logit row is to be sampled where the logits are: the request's parameters, its pre-drawn uniform, the recent
+ * tokens the repetition penalty needs (empty when there is no penalty) and how many log-probabilities to report. */
+export interface RowSampling {
+  params: SamplingParams
+  u: number
+  history: Int32Array
+  /** -1: none; 0: the chosen token's; k: also the k most likely. */
+  logprobs: number
+}
+
+export interface SampledToken {
+  id: number
+  logprob?: number
+  topLogprobs?: TokenLogprob[]
+}
+
+/** Samples every row of [rows, vocab] logits. */
+export function sampleRows(logits: Float32Array, vocab: number, rows: readonly RowSampling[]): SampledToken[] {
+  if (logits.length !== rows.length * vocab) throw new RangeError(`${logits.length / vocab} logit rows for ${rows.length} sampling rows`)
+  return rows.map((row, i) => {
+    const l = logits.subarray(i * vocab, (i + 1) * vocab)
+    const id = sampleToken(l, row.params, row.history, row.u)
+    return row.logprobs >= 0 ? { id, ...logprobsOf(l, id, row.logprobs) } : { id }
+  })
+}
+
+/** What the head sends for a row: the history window only when a penalty needs it. */
+export function rowSampling(params: SamplingParams, history: readonly number[], u: number, logprobs = -1): RowSampling {
+  const window = params.repetitionPenalty === 1 ? [] : history.slice(-params.repetitionContext)
+  return { params, u, history: Int32Array.from(window), logprobs }
+}
