@@ -6,7 +6,7 @@
 import { describe, expect, test } from 'bun:test'
 import { generate } from '../../src/engine/generate.ts'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
-import { GREEDY } from '../../src/engine/sampler.ts'
+import { GREEDY } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import type { SynthArch, SynthDtype, SynthSpec } from '../../src/model/synth.ts'
 import type { Backend } from '../../src/tensor/backend.ts'
