@@ -315,6 +315,35 @@ static void qgemv_int8_range(void* p, int64_t nb0, int64_t ne0) {
   }
 }
 
+/* Precise 4-bit decode (x kept in float, Backend.quantizedLinear precise): each packed word's 8 values are widened to
+ * floats in one vector, scaled by the group's scale and multiplied into ≤ 4 rows of x; the bias term uses Σx per group. */
+static void qgemv_precise4_range(void* p, int64_t nb, int64_t ne) {
+  const qlinear_ctx* c = p;
+  const qmatrix* m = c->m;
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), low4 = _mm256_set1_epi32(0xf);
+  for (int64_t n = nb; n < ne; n++) {
+    const uint32_t* row = m->w + n * m->words_per_row;
+    const float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+      const int mc = (int)(c->M - m0 < 4 ? c->M - m0 : 4);
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      float extra[4] = {0, 0, 0, 0};
+      for (int64_t g = 0; g < m->groups; g++) {
+        const float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
+        const __m256 sv = _mm256_set1_ps(s);
+        for (int64_t w = 0; w < m->gs / 8; w++) {
+          const int64_t k = g * m->gs + 8 * w;
+          const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[k / 8]), shifts), low4);
+          const __m256 wq = _mm256_mul_ps(_mm256_cvtepi32_ps(q), sv);
+          for (int r = 0; r < mc; r++) acc[r] = _mm256_fmadd_ps(wq, _mm256_loadu_ps(c->x + (m0 + r) * m->K + k), acc[r]);
+        }
+        for (int r = 0; r < mc; r++) extra[r] += b * c->xsum[(m0 + r) * m->groups + g];
+      }
+      for (int r = 0; r < mc; r++) c->out[(m0 + r) * m->N + n] = hsum8(acc[r]) + extra[r] + bias;
+    }
+  }
+}
+
 /* x rows → int8 per group with one scale per group; 4-bit groups of 64+ store each 64 values even-first (32 then 32 odd),
  * 32-value groups store 16 even then 16 odd, so they line up with the nibbles of one load. 8-bit keeps the natural order. */
 static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, int bits, int8_t* xq, float* xd, float* xe) {
@@ -439,7 +468,11 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     return DBC_OK;
   }
 #endif
-  dbc_parallel_for(m.N, 16, qgemv_float_range, &c);
+#ifdef DBC_AVX2
+  if (bits == 4) dbc_parallel_for(m.N, 16, qgemv_precise4_range, &c);
+  else
+#endif
+    dbc_parallel_for(m.N, 16, qgemv_float_range, &c);
   dbc_scratch_free(xsum);
   *out = o;
   return DBC_OK;
