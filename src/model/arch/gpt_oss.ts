@@ -99,14 +99,9 @@ class MoeBlock {
   readonly down: ExpertsWeight
   constructor(w: Weights, private readonly c: GptOssConfig, private readonly b: Backend) {
     const { numExperts: E, hiddenSize: hidden, intermediateSize: inter } = c
-    // The router's logits pick experts, a discrete choice: a quantized router is dequantized once (E × hidden floats,
-    // small) so the cpu kernels' int8 rounding of activations cannot flip a pick that MLX, in float, would not make.
-    const router = w.linear('router', E, hidden, { bias: true })
-    if (router.kind === 'quantized') {
-      const dense = b.dequantize(router.matrix)
-      w.loaded.push(dense)
-      this.router = new Linear({ kind: 'dense', weight: dense, bias: router.bias }, b)
-    } else this.router = new Linear(router, b)
+    // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
+    // so the cpu kernels' int8 rounding cannot flip a pick that MLX, in float, would not make
+    this.router = new Linear(w.linear('router', E, hidden, { bias: true }), b, true)
     const experts = w.scope('experts')
     this.gate = experts.experts('gate_proj', E, inter, hidden, { bias: true })
     this.up = experts.experts('up_proj', E, inter, hidden, { bias: true })
