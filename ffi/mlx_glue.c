@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dbc.h"
-#include "recurrent.h"
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #include "mlx/c/mlx.h"
@@ -1006,34 +1005,30 @@ int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* se
 }
 
 /* ---------- linear-attention recurrences ---------- */
-/* The sequential per-row recurrences run on the host over the evaluated arrays (the same kernels as the cpu shim,
- * recurrent.h); the updated state replaces the slot tensor's array. Not yet a fused MLX kernel. */
+/* Built from MLX ops (lazy, on the stream's device): consecutive rows of one slot form a run; a run starting at
+ * position 0 starts from a zero state; each run's new state is written back into the slot with slice_update. The
+ * recurrence unrolls one row at a time, as mlx-lm's gated_delta_ops does. */
 
-/* A tensor's values as a host f32 buffer (malloc'd; the caller frees it). */
-static float* host_f32(const tensor* t) {
-  mlx_array f = empty(), c = empty();
-  if (mlx_astype(&f, t->a, MLX_FLOAT32, stream) || mlx_contiguous(&c, f, false, stream) || eval_host(c)) {
-    mlx_array_free(f), mlx_array_free(c);
-    return NULL;
+/* Temporaries of one call, freed together at its end (the lazy graph keeps what the results still need). Each lives in
+ * its own allocation, so a pointer handed out stays valid while the list grows. */
+typedef struct {
+  mlx_array** a;
+  int n, cap;
+} arena;
+
+static mlx_array* fresh(arena* z) {
+  if (z->n == z->cap) {
+    z->cap = z->cap ? 2 * z->cap : 64;
+    z->a = realloc(z->a, sizeof(mlx_array*) * (size_t)z->cap);
   }
-  int64_t n = numel(t);
-  float* out = malloc(sizeof(float) * (size_t)(n ? n : 1));
-  if (out) memcpy(out, mlx_array_data_float32(c), sizeof(float) * (size_t)n);
-  mlx_array_free(f), mlx_array_free(c);
-  return out;
+  mlx_array* slot = malloc(sizeof(mlx_array));
+  *slot = empty();
+  return z->a[z->n++] = slot;
 }
 
-static int replace_f32(tensor* t, const float* data) {
-  int shape[8];
-  for (int i = 0; i < ndim(t); i++) shape[i] = dim(t, i);
-  mlx_array next = mlx_array_new_data(data, shape, ndim(t), MLX_FLOAT32);
-  mlx_array_free(t->a);
-  t->a = next;
-  return DBC_OK;
-}
-
-static int new_f32(const float* data, const int* shape, int nd, void** out) {
-  return wrap(mlx_array_new_data(data, shape, nd, MLX_FLOAT32), out);
+static void arena_free(arena* z) {
+  for (int i = 0; i < z->n; i++) mlx_array_free(*z->a[i]), free(z->a[i]);
+  free(z->a);
 }
 
 static int recurrent_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, const char* name, int32_t** sl, int32_t** ps) {
@@ -1048,6 +1043,38 @@ static int recurrent_rows(const tensor* slots, const tensor* pos, int64_t rows, 
   return DBC_OK;
 }
 
+/* The slot's state as an array of `shape` (zeros when the run starts the sequence). */
+static int slot_state(arena* z, const tensor* st, int slot, int fresh_start, const int* shape, int nd, mlx_array* out) {
+  int full[4] = {dim(st, 0), dim(st, 1), dim(st, 2), ndim(st) > 3 ? dim(st, 3) : 1};
+  if (fresh_start) return mlx_zeros(out, shape, (size_t)nd, MLX_FLOAT32, stream) ? DBC_E_ARG : DBC_OK;
+  mlx_array* one = fresh(z);
+  if (slice_axis(st->a, ndim(st), full, 0, slot, slot + 1, one)) return DBC_E_ARG;
+  return mlx_reshape(out, *one, shape, (size_t)nd, stream) ? DBC_E_ARG : DBC_OK;
+}
+
+/* Writes a run's final state back into the slot. */
+static int store_state(tensor* st, int slot, mlx_array value) {
+  int nd = ndim(st), shape[4], start[4] = {slot, 0, 0, 0}, stop[4], strides[4] = {1, 1, 1, 1};
+  for (int i = 0; i < nd; i++) shape[i] = dim(st, i), stop[i] = shape[i];
+  shape[0] = 1, stop[0] = slot + 1;
+  mlx_array upd = empty(), next = empty();
+  int rc = mlx_reshape(&upd, value, shape, (size_t)nd, stream) || mlx_slice_update(&next, st->a, upd, start, (size_t)nd, stop, (size_t)nd, strides, (size_t)nd, stream);
+  mlx_array_free(upd);
+  if (rc) return mlx_array_free(next), DBC_E_ARG;
+  mlx_array_free(st->a);
+  st->a = next;
+  return DBC_OK;
+}
+
+/* Concatenates the row outputs in order and hands them out. */
+static int finish_rows(mlx_vector_array parts, void** out) {
+  mlx_array r = empty();
+  int rc = mlx_concatenate_axis(&r, parts, 0, stream);
+  mlx_vector_array_free(parts);
+  if (rc) return mlx_array_free(r), DBC_E_ARG;
+  return wrap(r, out);
+}
+
 int dbc_causal_conv(void* xh, void* wh, void* sth, void* sh, void* ph, void** out) {
   tensor *x, *w, *st, *slots, *pos;
   int rc;
@@ -1058,16 +1085,40 @@ int dbc_causal_conv(void* xh, void* wh, void* sth, void* sh, void* ph, void** ou
   int rows = dim(x, 0), C = dim(x, 1);
   if (!is_float(w->dtype) || ndim(w) != 2 || dim(w, 0) != C) return fail(DBC_E_ARG, "causal_conv: weight must be [%d, kernel]", C);
   int K = dim(w, 1);
+  if (K < 2) return fail(DBC_E_ARG, "causal_conv: the mlx backend needs a kernel of at least 2, got %d", K);
   if (st->dtype != DBC_F32 || ndim(st) != 3 || dim(st, 1) != K - 1 || dim(st, 2) != C) return fail(DBC_E_ARG, "causal_conv: state must be f32 [slots, %d, %d]", K - 1, C);
   int32_t *sl = NULL, *ps = NULL;
   if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "causal_conv", &sl, &ps))) return free(sl), free(ps), rc;
-  float *xf = host_f32(x), *wf = host_f32(w), *sf = host_f32(st), *of = malloc(sizeof(float) * (size_t)(rows * C + 1));
-  if (xf && wf && sf && of) {
-    dbc_conv_rows(xf, wf, sf, sl, ps, rows, C, K, of);
-    int shape[2] = {rows, C};
-    rc = replace_f32(st, sf) || new_f32(of, shape, 2, out);
-  } else rc = fail(DBC_E_NOMEM, "causal_conv: out of memory");
-  free(xf), free(wf), free(sf), free(of), free(sl), free(ps);
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  int n = runs_of(sl, ps, rows, runs);
+  arena z = {0};
+  mlx_vector_array parts = mlx_vector_array_new();
+  mlx_array *w32 = fresh(&z), *wt = fresh(&z);
+  int xshape[2] = {rows, C}, wtshape[2] = {K, C};
+  rc = mlx_astype(w32, w->a, MLX_FLOAT32, stream) || mlx_transpose(wt, *w32, stream);
+  for (int i = 0; i < n && !rc; i++) {
+    run g = runs[i];
+    int stshape[2] = {K - 1, C}, catshape[2] = {K - 1 + g.count, C};
+    mlx_array *prev = fresh(&z), *xin = fresh(&z), *cat = fresh(&z), *acc = NULL;
+    rc = slot_state(&z, st, g.slot, g.pos == 0, stshape, 2, prev) || slice_axis(x->a, 2, xshape, 0, g.start, g.start + g.count, xin) ||
+         concat2(*prev, *xin, 0, cat);
+    /* out = Σ_j cat[j : j + count] · w[:, j] */
+    for (int j = 0; j < K && !rc; j++) {
+      mlx_array *part = fresh(&z), *wj = fresh(&z), *prod = fresh(&z);
+      rc = slice_axis(*cat, 2, catshape, 0, j, j + g.count, part) || slice_axis(*wt, 2, wtshape, 0, j, j + 1, wj) || mlx_multiply(prod, *part, *wj, stream);
+      if (!rc && acc) {
+        mlx_array* sum = fresh(&z);
+        rc = mlx_add(sum, *acc, *prod, stream);
+        acc = sum;
+      } else acc = prod;
+    }
+    mlx_array* tail = fresh(&z);
+    if (!rc) rc = slice_axis(*cat, 2, catshape, 0, g.count, g.count + K - 1, tail) || store_state(st, g.slot, *tail) || mlx_vector_array_append_value(parts, *acc);
+  }
+  free(runs), free(sl), free(ps);
+  if (rc) return arena_free(&z), mlx_vector_array_free(parts), fail(DBC_E_ARG, "causal_conv: mlx failed");
+  rc = finish_rows(parts, out);
+  arena_free(&z);
   return rc;
 }
 
@@ -1092,13 +1143,54 @@ int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh,
     return fail(DBC_E_ARG, "gated_delta: state must be f32 [slots, %d, %d, %d]", Hv, Dv, Dk);
   int32_t *sl = NULL, *ps = NULL;
   if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "gated_delta", &sl, &ps))) return free(sl), free(ps), rc;
-  float *qf = host_f32(q), *kf = host_f32(k), *vf = host_f32(v), *af = host_f32(a), *bf = host_f32(b), *alf = host_f32(al), *dtf = host_f32(dt),
-        *sf = host_f32(st), *yf = malloc(sizeof(float) * (size_t)((int64_t)rows * Hv * Dv + 1));
-  if (qf && kf && vf && af && bf && alf && dtf && sf && yf) {
-    dbc_gated_delta_rows(qf, kf, vf, af, bf, alf, dtf, sf, sl, ps, rows, Hk, Hv, Dk, Dv, yf);
-    int shape[3] = {rows, Hv, Dv};
-    rc = replace_f32(st, sf) || new_f32(yf, shape, 3, out);
-  } else rc = fail(DBC_E_NOMEM, "gated_delta: out of memory");
-  free(qf), free(kf), free(vf), free(af), free(bf), free(alf), free(dtf), free(sf), free(yf), free(sl), free(ps);
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  int n = runs_of(sl, ps, rows, runs);
+  arena z = {0};
+  mlx_vector_array parts = mlx_vector_array_new();
+  /* decay rates exp(A_log) and dt_bias in f32, once */
+  mlx_array *al32 = fresh(&z), *decay = fresh(&z), *dt32 = fresh(&z), *zero = fresh(&z);
+  *zero = mlx_array_new_float(0.0f);
+  rc = mlx_astype(al32, al->a, MLX_FLOAT32, stream) || mlx_exp(decay, *al32, stream) || mlx_astype(dt32, dt->a, MLX_FLOAT32, stream);
+  int qshape[3] = {rows, Hk, Dk}, vshape[3] = {rows, Hv, Dv}, abshape[2] = {rows, Hv};
+  int sshape[3] = {Hv, Dv, Dk}, khd[2] = {Hk, Dk}, g3[3] = {Hv, 1, 1}, k3[3] = {Hv, 1, Dk}, d3[3] = {Hv, Dv, 1}, b2[2] = {Hv, 1}, hv2[2] = {Hv, Dv}, y3[3] = {1, Hv, Dv};
+  for (int i = 0; i < n && !rc; i++) {
+    run g = runs[i];
+    mlx_array* S = fresh(&z);
+    rc = slot_state(&z, st, g.slot, g.pos == 0, sshape, 3, S);
+    for (int t = 0; t < g.count && !rc; t++) {
+      int r = g.start + t;
+      mlx_array *qr = fresh(&z), *kr = fresh(&z), *vr = fresh(&z), *ar = fresh(&z), *br = fresh(&z);
+      mlx_array *q2 = fresh(&z), *k2 = fresh(&z), *qh2 = fresh(&z), *kh2 = fresh(&z), *v2 = fresh(&z);
+      rc = slice_axis(q->a, 3, qshape, 0, r, r + 1, qr) || slice_axis(k->a, 3, qshape, 0, r, r + 1, kr) || slice_axis(v->a, 3, vshape, 0, r, r + 1, vr) ||
+           slice_axis(a->a, 2, abshape, 0, r, r + 1, ar) || slice_axis(b->a, 2, abshape, 0, r, r + 1, br) || mlx_reshape(q2, *qr, khd, 2, stream) ||
+           mlx_reshape(k2, *kr, khd, 2, stream) || mlx_reshape(v2, *vr, hv2, 2, stream);
+      /* key heads shared by Hv / Hk value heads each, consecutively (mlx.repeat on the head axis) */
+      if (!rc && Hv != Hk) rc = mlx_repeat_axis(qh2, *q2, Hv / Hk, 0, stream) || mlx_repeat_axis(kh2, *k2, Hv / Hk, 0, stream);
+      else if (!rc) rc = mlx_array_set(qh2, *q2) || mlx_array_set(kh2, *k2);
+      /* g = exp(−exp(A_log)·softplus(a + dt_bias)), β = σ(b) */
+      mlx_array *x1 = fresh(&z), *sp = fresh(&z), *e1 = fresh(&z), *ne = fresh(&z), *gg = fresh(&z), *g3a = fresh(&z), *bb = fresh(&z), *beta = fresh(&z);
+      mlx_array *ar1 = fresh(&z), *br1 = fresh(&z);
+      int hv1[1] = {Hv};
+      if (!rc)
+        rc = mlx_reshape(ar1, *ar, hv1, 1, stream) || mlx_reshape(br1, *br, hv1, 1, stream) || mlx_add(x1, *ar1, *dt32, stream) ||
+             mlx_logaddexp(sp, *x1, *zero, stream) || mlx_multiply(e1, *decay, *sp, stream) || mlx_negative(ne, *e1, stream) || mlx_exp(gg, *ne, stream) ||
+             mlx_reshape(g3a, *gg, g3, 3, stream) || mlx_sigmoid(bb, *br1, stream) || mlx_reshape(beta, *bb, b2, 2, stream);
+      /* S ← g·S;  δ = (v − Σ S·k)·β;  S ← S + δ ⊗ k;  y = Σ S·q */
+      mlx_array *Sd = fresh(&z), *kk = fresh(&z), *sk = fresh(&z), *mem = fresh(&z), *diff = fresh(&z), *delta = fresh(&z), *dd = fresh(&z);
+      mlx_array *outer = fresh(&z), *Sn = fresh(&z), *qq = fresh(&z), *sq = fresh(&z), *y = fresh(&z), *yr = fresh(&z);
+      if (!rc)
+        rc = mlx_multiply(Sd, *S, *g3a, stream) || mlx_reshape(kk, *kh2, k3, 3, stream) || mlx_multiply(sk, *Sd, *kk, stream) ||
+             mlx_sum_axis(mem, *sk, 2, false, stream) || mlx_subtract(diff, *v2, *mem, stream) || mlx_multiply(delta, *diff, *beta, stream) ||
+             mlx_reshape(dd, *delta, d3, 3, stream) || mlx_multiply(outer, *dd, *kk, stream) || mlx_add(Sn, *Sd, *outer, stream) ||
+             mlx_reshape(qq, *qh2, k3, 3, stream) || mlx_multiply(sq, *Sn, *qq, stream) || mlx_sum_axis(y, *sq, 2, false, stream) ||
+             mlx_reshape(yr, *y, y3, 3, stream) || mlx_vector_array_append_value(parts, *yr);
+      S = Sn;
+    }
+    if (!rc) rc = store_state(st, g.slot, *S);
+  }
+  free(runs), free(sl), free(ps);
+  if (rc) return arena_free(&z), mlx_vector_array_free(parts), fail(DBC_E_ARG, "gated_delta: mlx failed");
+  rc = finish_rows(parts, out);
+  arena_free(&z);
   return rc;
 }
