@@ -49,6 +49,19 @@ int dbc_causal_conv(void* xh, void* wh, void* sth, void* sh, void* ph, void** ou
   return DBC_OK;
 }
 
+typedef struct {
+  const float *q, *k, *v, *a, *b, *a_log, *dt_bias;
+  float* state;
+  const int32_t *slots, *pos;
+  int64_t rows, Hk, Hv, Dk, Dv;
+  float* y;
+} delta_ctx;
+
+static void delta_range(void* p, int64_t h0, int64_t h1) {
+  const delta_ctx* c = p;
+  dbc_gated_delta_heads(c->q, c->k, c->v, c->a, c->b, c->a_log, c->dt_bias, c->state, c->slots, c->pos, c->rows, c->Hk, c->Hv, c->Dk, c->Dv, h0, h1, c->y);
+}
+
 int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh, void* dth, void* sth, void* sh, void* ph, void** out) {
   dbc_tensor *q, *k, *v, *a, *b, *al, *dt, *st, *slots, *pos, *o;
   int rc;
@@ -73,8 +86,10 @@ int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh,
   if ((rc = dbc_new(DBC_F32, 3, v->shape, &o))) return rc;
   int own_al, own_dt;
   float *alf = as_f32(al, &own_al), *dtf = as_f32(dt, &own_dt);
-  if (alf && dtf)
-    dbc_gated_delta_rows(tdata(q), tdata(k), tdata(v), tdata(a), tdata(b), alf, dtf, tdata(st), tdata(slots), tdata(pos), rows, Hk, Hv, Dk, Dv, tdata(o));
+  if (alf && dtf) {
+    delta_ctx c = {tdata(q), tdata(k), tdata(v), tdata(a), tdata(b), alf, dtf, tdata(st), tdata(slots), tdata(pos), rows, Hk, Hv, Dk, Dv, tdata(o)};
+    dbc_parallel_for(Hv, 1, delta_range, &c);
+  }
   int ok = alf && dtf;
   if (own_al) free(alf);
   if (own_dt) free(dtf);

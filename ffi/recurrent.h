@@ -29,22 +29,23 @@ static inline void dbc_conv_rows(const float* x, const float* w, float* state, c
   }
 }
 
-/* Gated delta rule (mlx-lm gated_delta_ops), per row and value head h (key head h / (Hv/Hk)):
+/* Gated delta rule (mlx-lm gated_delta_ops), per row and value head h (key head h / (Hv/Hk)), for heads [h0, h1):
  *   g = exp(−exp(a_log[h])·softplus(a[h] + dt_bias[h])), β = σ(b[h]);  S ← g·S;  δ = (v − S·k)·β;  S ← S + δ ⊗ k;  y = S·q
  * with S the slot's [Dv, Dk] state of head h. q, k: [rows, Hk, Dk]; v, y: [rows, Hv, Dv]; a, b: [rows, Hv];
  * a_log, dt_bias: [Hv]; state: [slots, Hv, Dv, Dk]. */
-static inline void dbc_gated_delta_rows(const float* q, const float* k, const float* v, const float* a, const float* b, const float* a_log,
-                                        const float* dt_bias, float* state, const int32_t* slots, const int32_t* pos, int64_t rows,
-                                        int64_t Hk, int64_t Hv, int64_t Dk, int64_t Dv, float* y) {
+static inline void dbc_gated_delta_heads(const float* q, const float* k, const float* v, const float* a, const float* b, const float* a_log,
+                                         const float* dt_bias, float* state, const int32_t* slots, const int32_t* pos, int64_t rows,
+                                         int64_t Hk, int64_t Hv, int64_t Dk, int64_t Dv, int64_t h0, int64_t h1, float* y) {
+  /* value heads [h0, h1): each head's state is its own, so heads may run in parallel; rows stay in order */
   for (int64_t r = 0; r < rows; r++) {
     float* st = state + (int64_t)slots[r] * Hv * Dv * Dk;
-    if (pos[r] == 0) memset(st, 0, sizeof(float) * (size_t)(Hv * Dv * Dk));
-    for (int64_t h = 0; h < Hv; h++) {
+    for (int64_t h = h0; h < h1; h++) {
       int64_t hk = h / (Hv / Hk);
       const float* qh = q + (r * Hk + hk) * Dk;
       const float* kh = k + (r * Hk + hk) * Dk;
       const float* vh = v + (r * Hv + h) * Dv;
       float* S = st + h * Dv * Dk;
+      if (pos[r] == 0) memset(S, 0, sizeof(float) * (size_t)(Dv * Dk));
       float* yh = y + (r * Hv + h) * Dv;
       float x = a[r * Hv + h] + dt_bias[h];
       float softplus = x > 20.0f ? x : log1pf(expf(x));
