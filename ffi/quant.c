@@ -377,6 +377,36 @@ static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, i
 float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x) {
   const uint32_t* row = m->w + n * m->words_per_row;
   const int gs = m->gs;
+#ifdef DBC_AVX2
+  /* 4-bit words widened 8 values at a time; products and sums as the scalar lanes (multiply, then add: no FMA) */
+  if (m->mx || m->bits == 4) {
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), low4 = _mm256_set1_epi32(0xf), low3 = _mm256_set1_epi32(7);
+    const __m256 magnitudes = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < m->groups; g++) {
+      __m256 sv, bv = _mm256_setzero_ps();
+      if (m->mx) sv = _mm256_set1_ps(e8m0(((const uint8_t*)m->scales)[n * m->groups + g]));
+      else sv = _mm256_set1_ps(load_f32(m->scales, m->sdtype, n * m->groups + g)), bv = _mm256_set1_ps(load_f32(m->biases, m->sdtype, n * m->groups + g));
+      for (int i = 0; i < gs; i += 8) {
+        const int64_t k = g * gs + i;
+        const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[k / 8]), shifts), low4);
+        __m256 w;
+        if (m->mx) {
+          /* E2M1: magnitude from the low 3 bits, bit 3 is the sign */
+          const __m256 mag = _mm256_permutevar8x32_ps(magnitudes, _mm256_and_si256(q, low3));
+          const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_andnot_si256(low3, q), 28));
+          w = _mm256_mul_ps(_mm256_xor_ps(mag, sign), sv);
+        } else {
+          w = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), sv), bv);
+        }
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_loadu_ps(x + k)));
+      }
+    }
+    float l[8];
+    _mm256_storeu_ps(l, acc);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  }
+#endif
   float lanes[8] = {0}, w[128];
   for (int64_t g = 0; g < m->groups; g++) {
     unpack_q(row, m->bits, g * gs, gs, w);
