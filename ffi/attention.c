@@ -1,10 +1,12 @@
 /* attention.c — KV cache writes and scaled dot-product attention for rows at arbitrary (slot, position) pairs, with GQA,
- * causal or explicit additive masks, sliding windows and per-head sink logits. Cache layout: [slots, kv_heads, max_len, head_dim]. */
+ * causal or explicit additive masks, sliding windows and per-head sink logits. Cache layout: [slots, kv_heads, max_len, head_dim].
+ * A ring cache (ring != 0) holds position p at index p % max_len, so a sliding-window layer keeps only the last max_len
+ * positions of each sequence: memory stays flat however long the generation runs. */
 #include <math.h>
 #include <stdlib.h>
 #include "internal.h"
 
-int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
+int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
   dbc_tensor *cache, *x, *slots, *pos;
   int rc;
   if ((rc = dbc_check(ch, "kv_write cache", &cache)) || (rc = dbc_check(xh, "kv_write x", &x)) ||
@@ -19,12 +21,12 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
   const int32_t *sl = tdata(slots), *ps = tdata(pos);
   for (int64_t r = 0; r < rows; r++) {
     if (sl[r] < 0 || sl[r] >= cache->shape[0]) return dbc_fail(DBC_E_ARG, "kv_write: slot %d outside 0..%lld", sl[r], (long long)cache->shape[0] - 1);
-    if (ps[r] < 0 || ps[r] >= L) return dbc_fail(DBC_E_ARG, "kv_write: position %d outside the cache length %lld", ps[r], (long long)L);
+    if (ps[r] < 0 || (!ring && ps[r] >= L)) return dbc_fail(DBC_E_ARG, "kv_write: position %d outside the cache length %lld", ps[r], (long long)L);
   }
   float *c = tdata(cache);
   const float* src = tdata(x);
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t h = 0; h < H; h++) memcpy(c + (((int64_t)sl[r] * H + h) * L + ps[r]) * D, src + (r * H + h) * D, (size_t)D * 4);
+    for (int64_t h = 0; h < H; h++) memcpy(c + (((int64_t)sl[r] * H + h) * L + ps[r] % L) * D, src + (r * H + h) * D, (size_t)D * 4);
   return DBC_OK;
 }
 
@@ -32,7 +34,7 @@ typedef struct {
   const float *q, *k, *v, *mask, *sinks;
   const int32_t *slots, *pos;
   int64_t heads, kv_heads, max_len, head_dim, mask_width, kv_length;
-  int causal, window;
+  int causal, window, ring;
   float scale;
   float* out;
 } attn_ctx;
@@ -50,7 +52,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
     const float* vb = c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
     float m = c->sinks ? c->sinks[h] : -INFINITY;
     for (int64_t j = start; j < end; j++) {
-      const float* kj = kb + j * D;
+      const float* kj = kb + (c->ring ? j % c->max_len : j) * D;
       float lanes[8] = {0};
       int64_t d = 0;
       for (; d + 8 <= D; d += 8)
@@ -59,7 +61,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
       for (; d < D; d++) s += q[d] * kj[d];
       s *= c->scale;
       if (c->mask) s += c->mask[r * c->mask_width + j];
-      scores[j] = s;
+      scores[j - start] = s;
       if (s > m) m = s;
     }
     float* o = c->out + (r * c->heads + h) * D;
@@ -67,9 +69,9 @@ static void attn_range(void* p, int64_t b, int64_t e) {
     if (m == -INFINITY) continue; /* every key masked: output zeros rather than NaN */
     double denom = c->sinks ? exp((double)(c->sinks[h] - m)) : 0.0;
     for (int64_t j = start; j < end; j++) {
-      float w = expf(scores[j] - m);
+      float w = expf(scores[j - start] - m);
       denom += w;
-      const float* vj = vb + j * D;
+      const float* vj = vb + (c->ring ? j % c->max_len : j) * D;
       for (int64_t d = 0; d < D; d++) o[d] += w * vj[d];
     }
     float inv = (float)(1.0 / denom);
@@ -79,7 +81,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
 }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
-                  void* sinkh, void** out) {
+                  int ring, void* sinkh, void** out) {
   dbc_tensor *q, *k, *v, *slots, *pos, *mask = NULL, *sinks = NULL, *o;
   int rc;
   if ((rc = dbc_check(qh, "attention q", &q)) || (rc = dbc_check(kh, "attention k_cache", &k)) || (rc = dbc_check(vh, "attention v_cache", &v)) ||
@@ -102,10 +104,18 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (!causal && (kv_length < 0 || kv_length > L))
     return dbc_fail(DBC_E_ARG, "attention: kv_length %d outside the cache length %lld", kv_length, (long long)L);
   if (window < 0) return dbc_fail(DBC_E_ARG, "attention: negative window");
+  if (ring && (!causal || mh || window < 1 || window > L))
+    return dbc_fail(DBC_E_ARG, "attention: a ring cache needs causal rows, no mask and a window in 1..%lld, got window %d", (long long)L, window);
   for (int64_t r = 0; r < rows; r++) {
     if (sl[r] < 0 || sl[r] >= k->shape[0]) return dbc_fail(DBC_E_ARG, "attention: slot %d outside 0..%lld", sl[r], (long long)k->shape[0] - 1);
-    if (ps[r] < 0 || ps[r] >= L) return dbc_fail(DBC_E_ARG, "attention: position %d outside the cache length %lld", ps[r], (long long)L);
+    if (ps[r] < 0 || (!ring && ps[r] >= L)) return dbc_fail(DBC_E_ARG, "attention: position %d outside the cache length %lld", ps[r], (long long)L);
   }
+  if (ring) /* every key a row needs must still be in the ring after this call's writes: rows of one slot span <= L - window */
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t s = 0; s < rows; s++)
+        if (sl[s] == sl[r] && ps[s] - ps[r] > L - window)
+          return dbc_fail(DBC_E_ARG, "attention: rows of slot %d span positions %d..%d, more than the ring of %lld holds with window %d",
+                          sl[r], ps[r], ps[s], (long long)L, window);
   int64_t width = 0;
   if (mask) {
     if (mask->dtype != DBC_F32 || mask->ndim != 2 || mask->shape[0] != rows)
@@ -115,7 +125,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (sinks && (sinks->dtype != DBC_F32 || dbc_numel(sinks) != H)) return dbc_fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
   if ((rc = dbc_new(DBC_F32, 3, q->shape, &o))) return rc;
   attn_ctx c = {tdata(q), tdata(k), tdata(v), mask ? tdata(mask) : NULL, sinks ? tdata(sinks) : NULL, sl, ps, H, KH, L, D, width, 0,
-                causal, window, scale, tdata(o)};
+                causal, window, ring, scale, tdata(o)};
   c.kv_length = kv_length;
   for (int64_t r = 0; r < rows; r++) {
     int64_t keys = causal ? ps[r] + 1 : kv_length;

@@ -128,7 +128,7 @@ int dbc_slice(void* xh, int axis, int64_t start, int64_t end, void** out) {
 
 /* ---------- elementwise ---------- */
 
-enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH };
+enum { OP_ADD, OP_MUL, OP_SCALE, OP_SILU, OP_GELU, OP_GELU_TANH, OP_GLU_SILU, OP_GLU_GELU, OP_GLU_GELU_TANH, OP_GLU_CLIPPED, OP_GLU_SIGMOID, OP_TANH };
 
 typedef struct {
   int op;
@@ -144,6 +144,13 @@ static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 static inline float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 static inline float gelu_tanh(float x) {
   return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+
+/* GPT-OSS's SwiGLU: gate clipped above at 7, up clipped to [-7, 7] and shifted by 1, sigmoid sharpened by 1.702 */
+static inline float glu_clipped(float g, float u) {
+  g = fminf(g, 7.0f);
+  u = fminf(fmaxf(u, -7.0f), 7.0f);
+  return g / (1.0f + expf(-1.702f * g)) * (u + 1.0f);
 }
 
 static void ew_range(void* p, int64_t b, int64_t e) {
@@ -171,9 +178,12 @@ static void ew_range(void* p, int64_t b, int64_t e) {
     case OP_SILU: for (int64_t i = b; i < e; i++) o[i] = silu(a[i]); break;
     case OP_GELU: for (int64_t i = b; i < e; i++) o[i] = gelu(a[i]); break;
     case OP_GELU_TANH: for (int64_t i = b; i < e; i++) o[i] = gelu_tanh(a[i]); break;
+    case OP_TANH: for (int64_t i = b; i < e; i++) o[i] = tanhf(a[i]); break;
     case OP_GLU_SILU: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = silu(a[i]) * u[i]; break; }
     case OP_GLU_GELU: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu(a[i]) * u[i]; break; }
     case OP_GLU_GELU_TANH: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = gelu_tanh(a[i]) * u[i]; break; }
+    case OP_GLU_CLIPPED: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = glu_clipped(a[i], u[i]); break; }
+    case OP_GLU_SIGMOID: { const float* u = c->b; for (int64_t i = b; i < e; i++) o[i] = u[i] / (1.0f + expf(-a[i])); break; }
   }
 }
 
@@ -216,6 +226,7 @@ int dbc_add(void* a, void* b, void** out) { return binary(a, b, OP_ADD, "add", o
 int dbc_mul(void* a, void* b, void** out) { return binary(a, b, OP_MUL, "mul", out); }
 int dbc_scale(void* x, float s, void** out) { return unary(x, OP_SCALE, s, "scale", out); }
 int dbc_silu(void* x, void** out) { return unary(x, OP_SILU, 0, "silu", out); }
+int dbc_tanh(void* x, void** out) { return unary(x, OP_TANH, 0, "tanh", out); }
 int dbc_gelu(void* x, int approximate, void** out) { return unary(x, approximate ? OP_GELU_TANH : OP_GELU, 0, "gelu", out); }
 
 int dbc_glu(void* gh, void* uh, int activation, void** out) {
@@ -225,7 +236,8 @@ int dbc_glu(void* gh, void* uh, int activation, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "glu: out is null");
   if (g->dtype != DBC_F32 || u->dtype != DBC_F32) return dbc_fail(DBC_E_ARG, "glu: gate and up must be f32");
   if (dbc_numel(g) != dbc_numel(u)) return dbc_fail(DBC_E_ARG, "glu: gate and up differ in size");
-  if (activation < 0 || activation > 2) return dbc_fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu) or 2 (gelu tanh)");
+  if (activation < 0 || activation > 4)
+    return dbc_fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh), 3 (clipped swiglu) or 4 (sigmoid)");
   if ((rc = dbc_new(DBC_F32, g->ndim, g->shape, &o))) return rc;
   ew_ctx c = {.op = OP_GLU_SILU + activation, .a = tdata(g), .b = tdata(u), .out = tdata(o)};
   dbc_parallel_for(dbc_numel(g), ELEMENT_CHUNK, ew_range, &c);

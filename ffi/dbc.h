@@ -11,7 +11,7 @@
 #define DBC_H
 #include <stdint.h>
 
-#define DBC_ABI_VERSION 1
+#define DBC_ABI_VERSION 2
 
 /* dtypes */
 #define DBC_F32 0
@@ -53,24 +53,42 @@ int dbc_slice(void* x, int axis, int64_t start, int64_t end, void** out);
 /* linear algebra */
 int dbc_matmul(void* a, void* b, void** out);
 int dbc_linear(void* x, void* w, void* bias, void** out);
-int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, void** out);
+/* precise: keep x in float (the cpu decode kernels otherwise round x to int8 per group for 4- and 8-bit weights) */
+int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, int precise, void** out);
 int dbc_dequantize(void* wq, void* scales, void* biases, int group_size, int bits, void** out);
 int dbc_embedding(void* table, void* ids, void** out);
 int dbc_quantized_embedding(void* wq, void* scales, void* biases, int group_size, int bits, void* ids, void** out);
+/* Quantized weights: MLX affine (scales and biases in a float dtype), or mxfp4 when biases is NULL (bits 4, group 32,
+ * u8 E8M0 scales). */
+
+/* mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] of w [E, N, K] (dense when scales is
+ * NULL, else quantized as above), plus bias [E, N] → [rows, k, N]; then Σ_j weights[r, j] · x[r, j, :] → [rows, N] */
+int dbc_gather_linear(void* x, void* w, void* scales, void* biases, void* bias, void* indices, int group_size, int bits, void** out);
+int dbc_weighted_sum(void* x, void* weights, void** out);
+
+/* linear-attention recurrences over per-slot states updated in place; a row at position 0 starts from a zero state.
+ * causal_conv: x [rows, C], weight [C, K], state f32 [slots, K-1, C] → [rows, C].
+ * gated_delta: q, k [rows, Hk, Dk], v [rows, Hv, Dv], a, b [rows, Hv], a_log, dt_bias [Hv], state f32 [slots, Hv, Dv, Dk]
+ * → y [rows, Hv, Dv] (mlx-lm gated_delta_update). */
+int dbc_causal_conv(void* x, void* weight, void* state, void* slots, void* positions, void** out);
+int dbc_gated_delta(void* q, void* k, void* v, void* a, void* b, void* a_log, void* dt_bias, void* state, void* slots, void* positions, void** out);
 
 /* normalisation, position, attention */
 int dbc_rms_norm(void* x, void* weight, float eps, void** out);
 int dbc_rope(void* x, void* positions, int dims, int traditional, float scale, void* inv_freq, void** out);
-int dbc_kv_write(void* cache, void* x, void* slots, void* positions);
+/* ring != 0: the cache keeps the last max_len positions, position p at index p % max_len (sliding-window layers) */
+int dbc_kv_write(void* cache, void* x, void* slots, void* positions, int ring);
 int dbc_attention(void* q, void* k_cache, void* v_cache, void* slots, void* positions, float scale, void* mask,
-                  int causal, int kv_length, int window, void* sinks, void** out);
+                  int causal, int kv_length, int window, int ring, void* sinks, void** out);
 
 /* elementwise and reductions */
 int dbc_add(void* a, void* b, void** out);
 int dbc_mul(void* a, void* b, void** out);
 int dbc_scale(void* x, float s, void** out);
 int dbc_silu(void* x, void** out);
+int dbc_tanh(void* x, void** out);
 int dbc_gelu(void* x, int approximate, void** out);
+/* activation: 0 silu, 1 gelu, 2 gelu tanh, 3 GPT-OSS clipped swiglu, 4 sigmoid */
 int dbc_glu(void* gate, void* up, int activation, void** out);
 int dbc_softmax(void* x, void** out);
 int dbc_argmax(void* x, void** out);

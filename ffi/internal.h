@@ -71,6 +71,29 @@ static inline float load_f32(const void* p, int dtype, int64_t i) {
   }
 }
 
+/* A quantized matrix [N, K] as quant.c reads it (experts [E, N, K] appear as [E·N, K]); mx: mxfp4 (u8 scales, no biases). */
+typedef struct {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  int sdtype;
+  int64_t N, K, words_per_row, groups;
+  int gs, bits, mx;
+} qmatrix;
+int dbc_qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, int64_t* experts, qmatrix* m);
+/* Row n of a quantized matrix as K floats, or dotted with K floats of x. */
+void dbc_dequant_row(const qmatrix* m, int64_t n, float* out);
+float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x);
+static inline float dbc_dot_f32(const float* a, const float* b, int64_t n) {
+  float lanes[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; j++) lanes[j] += a[i + j] * b[i + j];
+  float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
 /* Thread pool: parallel_for runs fn(ctx, begin, end) over [0, n) in chunks on every worker and the caller. */
 typedef void (*dbc_range_fn)(void* ctx, int64_t begin, int64_t end);
 void dbc_parallel_for(int64_t n, int64_t min_chunk, dbc_range_fn fn, void* ctx);

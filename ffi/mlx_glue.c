@@ -404,54 +404,160 @@ int dbc_linear(void* xh, void* wh, void* bh, void** out) {
   return wrap(y, out);
 }
 
-static int quant_check(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int* N, int* K) {
+/* MLX affine (scales and biases in a float dtype) or, when biases are absent, mxfp4 (bits 4, group 32, u8 E8M0 scales).
+ * `experts`: w is [E, N, K·bits/32] with scales/biases [E, N, K/gs]. */
+static int quant_check_nd(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int experts, int* N, int* K) {
+  if (!b && (bits != 4 || gs != 32)) return fail(DBC_E_ARG, "%s: mxfp4 (no biases) needs bits 4 and group size 32, got %d and %d", name, bits, gs);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
     return fail(DBC_E_ARG, "%s: unsupported bits %d (2, 3, 4, 5, 6 or 8)", name, bits);
   if (gs != 32 && gs != 64 && gs != 128) return fail(DBC_E_ARG, "%s: unsupported group size %d (32, 64 or 128)", name, gs);
-  if (w->dtype != DBC_U32 || ndim(w) != 2) return fail(DBC_E_ARG, "%s: packed weight must be u32 [N, K*bits/32], got %s", name, dtype_name(w->dtype));
-  if (!is_float(s->dtype) || s->dtype != b->dtype) return fail(DBC_E_ARG, "%s: scales and biases must share a float dtype", name);
-  *N = dim(w, 0);
-  *K = dim(w, 1) * 32 / bits;
+  int nd = experts ? 3 : 2;
+  if (w->dtype != DBC_U32 || ndim(w) != nd) return fail(DBC_E_ARG, "%s: packed weight must be u32 [%sN, K*bits/32], got %s", name, experts ? "E, " : "", dtype_name(w->dtype));
+  if (b && (!is_float(s->dtype) || s->dtype != b->dtype)) return fail(DBC_E_ARG, "%s: scales and biases must share a float dtype", name);
+  if (!b && s->dtype != DBC_U8) return fail(DBC_E_ARG, "%s: mxfp4 scales must be u8 (E8M0), got %s", name, dtype_name(s->dtype));
+  *N = dim(w, nd - 2);
+  *K = dim(w, nd - 1) * 32 / bits;
   if (*K % gs) return fail(DBC_E_ARG, "%s: input size %d is not a multiple of group size %d", name, *K, gs);
-  if (ndim(s) != 2 || dim(s, 0) != *N || dim(s, 1) != *K / gs || ndim(b) != 2 || dim(b, 0) != *N || dim(b, 1) != *K / gs)
-    return fail(DBC_E_ARG, "%s: scales/biases must be [%d, %d] for a [%d, %d] matrix at group size %d", name, *N, *K / gs, *N, *K, gs);
+  for (tensor* t = s; t; t = (t == s ? b : NULL))
+    if (ndim(t) != nd || dim(t, nd - 2) != *N || dim(t, nd - 1) != *K / gs || (experts && dim(t, 0) != dim(w, 0)))
+      return fail(DBC_E_ARG, "%s: scales/biases must be [%s%d, %d] for a [%d, %d] matrix at group size %d", name, experts ? "E, " : "", *N, *K / gs, *N, *K, gs);
   return DBC_OK;
+}
+
+static int quant_check(tensor* w, tensor* s, tensor* b, int gs, int bits, const char* name, int* N, int* K) {
+  return quant_check_nd(w, s, b, gs, bits, name, 0, N, K);
 }
 
 static mlx_optional_int opt_int(int v) { return (mlx_optional_int){v, true}; }
 
-int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
-  tensor *x, *w, *s, *b, *bias = NULL;
+/* The scales/biases MLX's quantized ops take, and the mode: affine in f32, or mxfp4's u8 scales as they are. */
+static int quant_params(mlx_array s, const mlx_array* b, mlx_array* s_out, mlx_array* b_out, const char** mode) {
+  *b_out = empty();
+  if (!b) {
+    *s_out = empty();
+    *mode = "mxfp4";
+    MLX(mlx_array_set(s_out, s));
+    return DBC_OK;
+  }
+  *mode = "affine";
+  if (as_f32(s, s_out) || as_f32(*b, b_out)) return DBC_E_ARG;
+  return DBC_OK;
+}
+
+int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {
+  (void)precise; /* MLX keeps activations in float: always precise */
+  tensor *x, *w, *s, *b = NULL, *bias = NULL;
   int rc, N, K;
-  if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s)) ||
-      (rc = get(bh, "quantized_linear", &b)))
-    return rc;
+  if ((rc = get(xh, "quantized_linear x", &x)) || (rc = get(wh, "quantized_linear", &w)) || (rc = get(sh, "quantized_linear", &s))) return rc;
+  if (bh && (rc = get(bh, "quantized_linear", &b))) return rc;
   if (biash && (rc = get(biash, "quantized_linear bias", &bias))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "quantized_linear", &N, &K)) || (rc = linear_check(x, N, K, bias, "quantized_linear"))) return rc;
   mlx_array s32, b32, y = empty();
-  if (as_f32(s->a, &s32) || as_f32(b->a, &b32)) return DBC_E_ARG;
-  MLX(mlx_quantized_matmul(&y, x->a, w->a, s32, b32, true, opt_int(gs), opt_int(bits), "affine", stream));
+  const char* mode;
+  if (quant_params(s->a, b ? &b->a : NULL, &s32, &b32, &mode)) return DBC_E_ARG;
+  MLX(mlx_quantized_matmul(&y, x->a, w->a, s32, b32, true, opt_int(gs), opt_int(bits), mode, stream));
   mlx_array_free(s32), mlx_array_free(b32);
   if ((rc = add_bias(&y, bias))) return rc;
   return wrap(y, out);
 }
 
-static int dequant(tensor* w, mlx_array s, mlx_array b, int gs, int bits, mlx_array* out) {
+static int dequant(tensor* w, mlx_array s, const mlx_array* b, int gs, int bits, mlx_array* out) {
   mlx_array s32, b32;
-  if (as_f32(s, &s32) || as_f32(b, &b32)) return DBC_E_ARG;
+  const char* mode;
+  if (quant_params(s, b, &s32, &b32, &mode)) return DBC_E_ARG;
   *out = empty();
-  int rc = mlx_dequantize(out, w->a, s32, b32, opt_int(gs), opt_int(bits), "affine", empty(), (mlx_optional_dtype){MLX_FLOAT32, true}, stream);
+  int rc = mlx_dequantize(out, w->a, s32, b32, opt_int(gs), opt_int(bits), mode, empty(), (mlx_optional_dtype){MLX_FLOAT32, true}, stream);
   mlx_array_free(s32), mlx_array_free(b32);
   return rc ? DBC_E_ARG : DBC_OK;
 }
 
 int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
-  tensor *w, *s, *b;
+  tensor *w, *s, *b = NULL;
   int rc, N, K;
-  if ((rc = get(wh, "dequantize", &w)) || (rc = get(sh, "dequantize", &s)) || (rc = get(bh, "dequantize", &b))) return rc;
+  if ((rc = get(wh, "dequantize", &w)) || (rc = get(sh, "dequantize", &s))) return rc;
+  if (bh && (rc = get(bh, "dequantize", &b))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "dequantize", &N, &K))) return rc;
   mlx_array r;
-  if ((rc = dequant(w, s->a, b->a, gs, bits, &r))) return rc;
+  if ((rc = dequant(w, s->a, b ? &b->a : NULL, gs, bits, &r))) return rc;
+  return wrap(r, out);
+}
+
+/* ---------- mixture of experts ---------- */
+
+int dbc_gather_linear(void* xh, void* wh, void* sh, void* bh, void* biash, void* ih, int gs, int bits, void** out) {
+  tensor *x, *w, *s = NULL, *b = NULL, *bias = NULL, *idx;
+  int rc, E, N, K;
+  if ((rc = get(xh, "gather_linear x", &x)) || (rc = get(wh, "gather_linear weight", &w)) || (rc = get(ih, "gather_linear indices", &idx))) return rc;
+  if (sh && (rc = get(sh, "gather_linear scales", &s))) return rc;
+  if (bh && (rc = get(bh, "gather_linear biases", &b))) return rc;
+  if (biash && (rc = get(biash, "gather_linear bias", &bias))) return rc;
+  if (s) {
+    if ((rc = quant_check_nd(w, s, b, gs, bits, "gather_linear", 1, &N, &K))) return rc;
+  } else {
+    if (!is_float(w->dtype) || ndim(w) != 3) return fail(DBC_E_ARG, "gather_linear: expert weights must be float [experts, N, K]");
+    N = dim(w, 1), K = dim(w, 2);
+  }
+  E = dim(w, 0);
+  if (idx->dtype != DBC_I32 || ndim(idx) != 2) return fail(DBC_E_ARG, "gather_linear: indices must be i32 [rows, k]");
+  int R = dim(idx, 0), k = dim(idx, 1);
+  if (x->dtype != DBC_F32) return fail(DBC_E_ARG, "gather_linear: x must be f32");
+  int per_pair = ndim(x) == 3;
+  if (!(ndim(x) == 2 && dim(x, 0) == R && dim(x, 1) == K) && !(per_pair && dim(x, 0) == R && dim(x, 1) == k && dim(x, 2) == K))
+    return fail(DBC_E_ARG, "gather_linear: x must be [%d, %d] or [%d, %d, %d]", R, K, R, k, K);
+  if (bias && (!is_float(bias->dtype) || ndim(bias) != 2 || dim(bias, 0) != E || dim(bias, 1) != N))
+    return fail(DBC_E_ARG, "gather_linear: bias must be [%d, %d]", E, N);
+  int32_t* ids;
+  int64_t n;
+  if (read_i32(idx, &ids, &n)) return DBC_E_ARG;
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= E) {
+      int bad = ids[i];
+      free(ids);
+      return fail(DBC_E_ARG, "gather_linear: expert %d outside 0..%d", bad, E - 1);
+    }
+  free(ids);
+  /* as mlx-lm SwitchLinear: x [R, 1 or k, 1, K] against w[indices] transposed → [R, k, 1, N] */
+  int xshape[4] = {R, per_pair ? k : 1, 1, K}, oshape[3] = {R, k, N};
+  mlx_array x4 = empty(), y = empty(), y3 = empty();
+  MLX(mlx_reshape(&x4, x->a, xshape, 4, stream));
+  if (s) {
+    mlx_array s32, b32;
+    const char* mode;
+    if (quant_params(s->a, b ? &b->a : NULL, &s32, &b32, &mode)) return DBC_E_ARG;
+    rc = mlx_gather_qmm(&y, x4, w->a, s32, b32, empty(), idx->a, true, opt_int(gs), opt_int(bits), mode, false, stream);
+    mlx_array_free(s32), mlx_array_free(b32);
+  } else {
+    mlx_array w32, wt = empty();
+    if (as_f32(w->a, &w32)) return DBC_E_ARG;
+    rc = mlx_swapaxes(&wt, w32, -1, -2, stream) || mlx_gather_mm(&y, x4, wt, empty(), idx->a, false, stream);
+    mlx_array_free(w32), mlx_array_free(wt);
+  }
+  mlx_array_free(x4);
+  if (rc) return mlx_array_free(y), fail(DBC_E_ARG, "gather_linear: mlx failed");
+  MLX(mlx_reshape(&y3, y, oshape, 3, stream));
+  mlx_array_free(y);
+  if (bias) {
+    mlx_array b32, picked = empty(), sum = empty();
+    if (as_f32(bias->a, &b32)) return DBC_E_ARG;
+    rc = mlx_take_axis(&picked, b32, idx->a, 0, stream) || mlx_add(&sum, y3, picked, stream);
+    mlx_array_free(b32), mlx_array_free(picked), mlx_array_free(y3);
+    if (rc) return mlx_array_free(sum), fail(DBC_E_ARG, "gather_linear: mlx failed");
+    y3 = sum;
+  }
+  return wrap(y3, out);
+}
+
+int dbc_weighted_sum(void* xh, void* wh, void** out) {
+  tensor *x, *w;
+  int rc;
+  if ((rc = get(xh, "weighted_sum x", &x)) || (rc = get(wh, "weighted_sum weights", &w))) return rc;
+  if (x->dtype != DBC_F32 || ndim(x) != 3 || w->dtype != DBC_F32 || ndim(w) != 2 || dim(w, 0) != dim(x, 0) || dim(w, 1) != dim(x, 1))
+    return fail(DBC_E_ARG, "weighted_sum: x must be f32 [rows, k, N] and weights f32 [rows, k]");
+  int wshape[3] = {dim(w, 0), dim(w, 1), 1};
+  mlx_array w3 = empty(), p = empty(), r = empty();
+  rc = mlx_reshape(&w3, w->a, wshape, 3, stream) || mlx_multiply(&p, x->a, w3, stream) || mlx_sum_axis(&r, p, 1, false, stream);
+  mlx_array_free(w3), mlx_array_free(p);
+  if (rc) return mlx_array_free(r), fail(DBC_E_ARG, "weighted_sum: mlx failed");
   return wrap(r, out);
 }
 
@@ -485,18 +591,18 @@ int dbc_embedding(void* th, void* ih, void** out) {
 }
 
 int dbc_quantized_embedding(void* wh, void* sh, void* bh, int gs, int bits, void* ih, void** out) {
-  tensor *w, *s, *b, *ids;
+  tensor *w, *s, *b = NULL, *ids;
   int rc, N, K;
-  if ((rc = get(wh, "quantized_embedding", &w)) || (rc = get(sh, "quantized_embedding", &s)) || (rc = get(bh, "quantized_embedding", &b)) ||
-      (rc = get(ih, "quantized_embedding ids", &ids)))
+  if ((rc = get(wh, "quantized_embedding", &w)) || (rc = get(sh, "quantized_embedding", &s)) || (rc = get(ih, "quantized_embedding ids", &ids)))
     return rc;
+  if (bh && (rc = get(bh, "quantized_embedding", &b))) return rc;
   if ((rc = quant_check(w, s, b, gs, bits, "quantized_embedding", &N, &K)) || (rc = check_ids(ids, N, "quantized_embedding"))) return rc;
   mlx_array gw = empty(), gs_ = empty(), gb = empty(), r;
   MLX(mlx_take_axis(&gw, w->a, ids->a, 0, stream));
   MLX(mlx_take_axis(&gs_, s->a, ids->a, 0, stream));
-  MLX(mlx_take_axis(&gb, b->a, ids->a, 0, stream));
+  if (b) MLX(mlx_take_axis(&gb, b->a, ids->a, 0, stream));
   tensor rows = {MAGIC, DBC_U32, gw};
-  if ((rc = dequant(&rows, gs_, gb, gs, bits, &r))) return rc;
+  if ((rc = dequant(&rows, gs_, b ? &gb : NULL, gs, bits, &r))) return rc;
   mlx_array_free(gw), mlx_array_free(gs_), mlx_array_free(gb);
   return wrap(r, out);
 }
@@ -548,6 +654,7 @@ static int runs_of(const int32_t* slots, const int32_t* pos, int64_t rows, run* 
   return n;
 }
 
+/* maxlen 0: positions are not bounded by the cache (a ring cache wraps them) */
 static int read_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, int maxlen, const char* name, int32_t** sl, int32_t** ps) {
   int64_t n1, n2;
   if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || numel(slots) != rows || numel(pos) != rows)
@@ -555,12 +662,12 @@ static int read_rows(const tensor* slots, const tensor* pos, int64_t rows, int n
   if (read_i32(slots, sl, &n1) || read_i32(pos, ps, &n2)) return DBC_E_ARG;
   for (int64_t r = 0; r < rows; r++) {
     if ((*sl)[r] < 0 || (*sl)[r] >= nslots) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, (*sl)[r], nslots - 1);
-    if ((*ps)[r] < 0 || (*ps)[r] >= maxlen) return fail(DBC_E_ARG, "%s: position %d outside the cache length %d", name, (*ps)[r], maxlen);
+    if ((*ps)[r] < 0 || (maxlen > 0 && (*ps)[r] >= maxlen)) return fail(DBC_E_ARG, "%s: position %d outside the cache length %d", name, (*ps)[r], maxlen);
   }
   return DBC_OK;
 }
 
-int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
+int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
   tensor *cache, *x, *slots, *pos;
   int rc;
   if ((rc = get(ch, "kv_write cache", &cache)) || (rc = get(xh, "kv_write x", &x)) || (rc = get(sh, "kv_write slots", &slots)) ||
@@ -571,9 +678,21 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
   if (x->dtype != DBC_F32 || ndim(x) != 3 || dim(x, 1) != H || dim(x, 2) != D) return fail(DBC_E_ARG, "kv_write: x must be f32 [rows, %d, %d]", H, D);
   int64_t rows = dim(x, 0);
   int32_t *sl = NULL, *ps = NULL;
-  if ((rc = read_rows(slots, pos, rows, dim(cache, 0), L, "kv_write", &sl, &ps))) return free(sl), free(ps), rc;
-  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  if ((rc = read_rows(slots, pos, rows, dim(cache, 0), ring ? 0 : L, "kv_write", &sl, &ps))) return free(sl), free(ps), rc;
+  /* a ring cache stores position p at p % L: split runs where they wrap, so each piece is one contiguous update */
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? 2 * rows : 1));
   int n = runs_of(sl, ps, rows, runs);
+  if (ring) {
+    int m = 0;
+    run* pieces = malloc(sizeof(run) * (size_t)(2 * rows + 1));
+    for (int i = 0; i < n; i++)
+      for (int done = 0; done < runs[i].count;) {
+        int at = (runs[i].pos + done) % L, take = runs[i].count - done < L - at ? runs[i].count - done : L - at;
+        pieces[m++] = (run){runs[i].start + done, take, runs[i].slot, at};
+        done += take;
+      }
+    free(runs), runs = pieces, n = m;
+  }
   int xshape[3] = {(int)rows, H, D};
   for (int i = 0; i < n && rc == 0; i++) {
     run g = runs[i];
@@ -595,7 +714,7 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph) {
 }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
-                  void* sinkh, void** out) {
+                  int ring, void* sinkh, void** out) {
   tensor *q, *k, *v, *slots, *pos, *mask = NULL, *sinks = NULL;
   int rc;
   if ((rc = get(qh, "attention q", &q)) || (rc = get(kh, "attention k_cache", &k)) || (rc = get(vh, "attention v_cache", &v)) ||
@@ -611,6 +730,8 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (KH == 0 || H % KH) return fail(DBC_E_ARG, "attention: %d query heads do not divide into %d kv heads", H, KH);
   if (!causal && (kv_length < 0 || kv_length > L)) return fail(DBC_E_ARG, "attention: kv_length %d outside the cache length %d", kv_length, L);
   if (window < 0) return fail(DBC_E_ARG, "attention: negative window");
+  if (ring && (!causal || mh || window < 1 || window > L))
+    return fail(DBC_E_ARG, "attention: a ring cache needs causal rows, no mask and a window in 1..%d, got window %d", L, window);
   int width = 0;
   float* host_mask = NULL;
   if (mask) {
@@ -621,7 +742,14 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   }
   if (sinks && (sinks->dtype != DBC_F32 || numel(sinks) != H)) return free(host_mask), fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
   int32_t *sl = NULL, *ps = NULL;
-  if ((rc = read_rows(slots, pos, rows, dim(k, 0), L, "attention", &sl, &ps))) return free(sl), free(ps), free(host_mask), rc;
+  if ((rc = read_rows(slots, pos, rows, dim(k, 0), ring ? 0 : L, "attention", &sl, &ps))) return free(sl), free(ps), free(host_mask), rc;
+  if (ring) /* every key a row needs must still be in the ring after this call's writes: rows of one slot span <= L - window */
+    for (int r = 0; r < rows; r++)
+      for (int t = 0; t < rows; t++)
+        if (sl[t] == sl[r] && ps[t] - ps[r] > L - window) {
+          rc = fail(DBC_E_ARG, "attention: rows of slot %d span positions %d..%d, more than the ring of %d holds with window %d", sl[r], ps[r], ps[t], L, window);
+          return free(sl), free(ps), rc;
+        }
   run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
   /* non-causal rows all see the same keys, so any rows of one slot form a run */
   int n = runs_of(sl, ps, rows, runs);
@@ -631,6 +759,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   for (int i = 0; i < n && rc == 0; i++) {
     run g = runs[i];
     int keys = causal ? g.pos + g.count : kv_length;
+    if (ring && keys > L) keys = L;
     if (mask && width < (causal ? g.pos + g.count : kv_length)) {
       rc = fail(DBC_E_ARG, "attention: mask width %d < keys attended %d", width, keys);
       break;
@@ -646,7 +775,19 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
     int kslot_shape[4] = {1, KH, L, D};
     if (slice_axis(kslot, 4, kslot_shape, 2, 0, keys, &kk) || slice_axis(vslot, 4, kslot_shape, 2, 0, keys, &vv)) { rc = DBC_E_ARG; break; }
     const char* mode = causal ? "causal" : "";
-    if (mask || window > 0) { /* explicit additive mask [1, 1, count, keys]: causal and window folded in */
+    if (ring) { /* ring index i holds the latest position <= the run's last that is i mod L; mask what is outside each row's window */
+      float* m = malloc(sizeof(float) * (size_t)g.count * (size_t)keys);
+      int last = g.pos + g.count - 1;
+      for (int r = 0; r < g.count; r++)
+        for (int i = 0; i < keys; i++) {
+          int p = g.pos + r, at = last - ((last - i) % L + L) % L;
+          m[(size_t)r * (size_t)keys + (size_t)i] = at >= 0 && at <= p && at > p - window ? 0.0f : -INFINITY;
+        }
+      int mshape[4] = {1, 1, g.count, keys};
+      maskarr = mlx_array_new_data(m, mshape, 4, MLX_FLOAT32);
+      free(m);
+      mode = "array";
+    } else if (mask || window > 0) { /* explicit additive mask [1, 1, count, keys]: causal and window folded in */
       float* m = malloc(sizeof(float) * (size_t)g.count * (size_t)keys);
       for (int r = 0; r < g.count; r++)
         for (int j = 0; j < keys; j++) {
@@ -765,6 +906,15 @@ int dbc_silu(void* h, void** out) {
   return wrap(r, out);
 }
 
+int dbc_tanh(void* h, void** out) {
+  tensor* x;
+  int rc = f32_input(h, "tanh", &x);
+  if (rc) return rc;
+  mlx_array r = empty();
+  MLX(mlx_tanh(&r, x->a, stream));
+  return wrap(r, out);
+}
+
 int dbc_gelu(void* h, int approximate, void** out) {
   tensor* x;
   mlx_array r;
@@ -773,13 +923,35 @@ int dbc_gelu(void* h, int approximate, void** out) {
   return wrap(r, out);
 }
 
+/* GPT-OSS's SwiGLU (mlx-lm gpt_oss.swiglu): min(g, 7)·sigmoid(1.702·min(g, 7))·(clip(u, -7, 7) + 1) */
+static int glu_clipped(mlx_array g, mlx_array u, void** out) {
+  mlx_array lim = mlx_array_new_float(7.0f), nlim = mlx_array_new_float(-7.0f), one = mlx_array_new_float(1.0f), alpha = mlx_array_new_float(1.702f);
+  mlx_array gc = empty(), uc = empty(), ucl = empty(), up1 = empty(), ga = empty(), sig = empty(), t = empty(), r = empty();
+  int rc = mlx_minimum(&gc, g, lim, stream) || mlx_maximum(&uc, u, nlim, stream) || mlx_minimum(&ucl, uc, lim, stream) ||
+           mlx_add(&up1, ucl, one, stream) || mlx_multiply(&ga, gc, alpha, stream) || mlx_sigmoid(&sig, ga, stream) ||
+           mlx_multiply(&t, gc, sig, stream) || mlx_multiply(&r, t, up1, stream);
+  mlx_array arrays[] = {lim, nlim, one, alpha, gc, uc, ucl, up1, ga, sig, t};
+  for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) mlx_array_free(arrays[i]);
+  if (rc) return mlx_array_free(r), fail(DBC_E_ARG, "glu: mlx failed");
+  return wrap(r, out);
+}
+
 int dbc_glu(void* gh, void* uh, int activation, void** out) {
   tensor *g, *u;
   int rc;
   if ((rc = f32_input(gh, "glu gate", &g)) || (rc = f32_input(uh, "glu up", &u))) return rc;
   if (numel(g) != numel(u)) return fail(DBC_E_ARG, "glu: gate and up differ in size");
-  if (activation < 0 || activation > 2) return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu) or 2 (gelu tanh)");
+  if (activation < 0 || activation > 4)
+    return fail(DBC_E_ARG, "glu: activation must be 0 (silu), 1 (gelu), 2 (gelu tanh), 3 (clipped swiglu) or 4 (sigmoid)");
   mlx_array a, r = empty();
+  if (activation == 3) return glu_clipped(g->a, u->a, out);
+  if (activation == 4) {
+    a = empty();
+    MLX(mlx_sigmoid(&a, g->a, stream));
+    MLX(mlx_multiply(&r, a, u->a, stream));
+    mlx_array_free(a);
+    return wrap(r, out);
+  }
   if ((rc = activate(g->a, activation, &a))) return rc;
   MLX(mlx_multiply(&r, a, u->a, stream));
   mlx_array_free(a);
@@ -830,4 +1002,195 @@ int dbc_topk(void* h, int k, void** values, void** indices) {
 int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* seconds) {
   (void)bytes, (void)iterations, (void)threads, (void)seconds;
   return fail(DBC_E_STATE, "memory_read_bench runs in the cpu shim (the roofline is the machine's, not the backend's)");
+}
+
+/* ---------- linear-attention recurrences ---------- */
+/* Built from MLX ops (lazy, on the stream's device): consecutive rows of one slot form a run; a run starting at
+ * position 0 starts from a zero state; each run's new state is written back into the slot with slice_update. The
+ * recurrence unrolls one row at a time, as mlx-lm's gated_delta_ops does. */
+
+/* Temporaries of one call, freed together at its end (the lazy graph keeps what the results still need). Each lives in
+ * its own allocation, so a pointer handed out stays valid while the list grows. */
+typedef struct {
+  mlx_array** a;
+  int n, cap;
+} arena;
+
+static mlx_array* fresh(arena* z) {
+  if (z->n == z->cap) {
+    z->cap = z->cap ? 2 * z->cap : 64;
+    z->a = realloc(z->a, sizeof(mlx_array*) * (size_t)z->cap);
+  }
+  mlx_array* slot = malloc(sizeof(mlx_array));
+  *slot = empty();
+  return z->a[z->n++] = slot;
+}
+
+static void arena_free(arena* z) {
+  for (int i = 0; i < z->n; i++) mlx_array_free(*z->a[i]), free(z->a[i]);
+  free(z->a);
+}
+
+static int recurrent_rows(const tensor* slots, const tensor* pos, int64_t rows, int nslots, const char* name, int32_t** sl, int32_t** ps) {
+  int64_t n1, n2;
+  if (slots->dtype != DBC_I32 || pos->dtype != DBC_I32 || numel(slots) != rows || numel(pos) != rows)
+    return fail(DBC_E_ARG, "%s: slots and positions must be i32 [rows]", name);
+  if (read_i32(slots, sl, &n1) || read_i32(pos, ps, &n2)) return DBC_E_ARG;
+  for (int64_t r = 0; r < rows; r++) {
+    if ((*sl)[r] < 0 || (*sl)[r] >= nslots) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, (*sl)[r], nslots - 1);
+    if ((*ps)[r] < 0) return fail(DBC_E_ARG, "%s: negative position %d", name, (*ps)[r]);
+  }
+  return DBC_OK;
+}
+
+/* The slot's state as an array of `shape` (zeros when the run starts the sequence). */
+static int slot_state(arena* z, const tensor* st, int slot, int fresh_start, const int* shape, int nd, mlx_array* out) {
+  int full[4] = {dim(st, 0), dim(st, 1), dim(st, 2), ndim(st) > 3 ? dim(st, 3) : 1};
+  if (fresh_start) return mlx_zeros(out, shape, (size_t)nd, MLX_FLOAT32, stream) ? DBC_E_ARG : DBC_OK;
+  mlx_array* one = fresh(z);
+  if (slice_axis(st->a, ndim(st), full, 0, slot, slot + 1, one)) return DBC_E_ARG;
+  return mlx_reshape(out, *one, shape, (size_t)nd, stream) ? DBC_E_ARG : DBC_OK;
+}
+
+/* Writes a run's final state back into the slot. */
+static int store_state(tensor* st, int slot, mlx_array value) {
+  int nd = ndim(st), shape[4], start[4] = {slot, 0, 0, 0}, stop[4], strides[4] = {1, 1, 1, 1};
+  for (int i = 0; i < nd; i++) shape[i] = dim(st, i), stop[i] = shape[i];
+  shape[0] = 1, stop[0] = slot + 1;
+  mlx_array upd = empty(), next = empty();
+  int rc = mlx_reshape(&upd, value, shape, (size_t)nd, stream) || mlx_slice_update(&next, st->a, upd, start, (size_t)nd, stop, (size_t)nd, strides, (size_t)nd, stream);
+  mlx_array_free(upd);
+  if (rc) return mlx_array_free(next), DBC_E_ARG;
+  mlx_array_free(st->a);
+  st->a = next;
+  return DBC_OK;
+}
+
+/* Concatenates the row outputs in order and hands them out. */
+static int finish_rows(mlx_vector_array parts, void** out) {
+  mlx_array r = empty();
+  int rc = mlx_concatenate_axis(&r, parts, 0, stream);
+  mlx_vector_array_free(parts);
+  if (rc) return mlx_array_free(r), DBC_E_ARG;
+  return wrap(r, out);
+}
+
+int dbc_causal_conv(void* xh, void* wh, void* sth, void* sh, void* ph, void** out) {
+  tensor *x, *w, *st, *slots, *pos;
+  int rc;
+  if ((rc = get(xh, "causal_conv x", &x)) || (rc = get(wh, "causal_conv weight", &w)) || (rc = get(sth, "causal_conv state", &st)) ||
+      (rc = get(sh, "causal_conv slots", &slots)) || (rc = get(ph, "causal_conv positions", &pos)))
+    return rc;
+  if (x->dtype != DBC_F32 || ndim(x) != 2) return fail(DBC_E_ARG, "causal_conv: x must be f32 [rows, channels]");
+  int rows = dim(x, 0), C = dim(x, 1);
+  if (!is_float(w->dtype) || ndim(w) != 2 || dim(w, 0) != C) return fail(DBC_E_ARG, "causal_conv: weight must be [%d, kernel]", C);
+  int K = dim(w, 1);
+  if (K < 2) return fail(DBC_E_ARG, "causal_conv: the mlx backend needs a kernel of at least 2, got %d", K);
+  if (st->dtype != DBC_F32 || ndim(st) != 3 || dim(st, 1) != K - 1 || dim(st, 2) != C) return fail(DBC_E_ARG, "causal_conv: state must be f32 [slots, %d, %d]", K - 1, C);
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "causal_conv", &sl, &ps))) return free(sl), free(ps), rc;
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  int n = runs_of(sl, ps, rows, runs);
+  arena z = {0};
+  mlx_vector_array parts = mlx_vector_array_new();
+  mlx_array *w32 = fresh(&z), *wt = fresh(&z);
+  int xshape[2] = {rows, C}, wtshape[2] = {K, C};
+  rc = mlx_astype(w32, w->a, MLX_FLOAT32, stream) || mlx_transpose(wt, *w32, stream);
+  for (int i = 0; i < n && !rc; i++) {
+    run g = runs[i];
+    int stshape[2] = {K - 1, C}, catshape[2] = {K - 1 + g.count, C};
+    mlx_array *prev = fresh(&z), *xin = fresh(&z), *cat = fresh(&z), *acc = NULL;
+    rc = slot_state(&z, st, g.slot, g.pos == 0, stshape, 2, prev) || slice_axis(x->a, 2, xshape, 0, g.start, g.start + g.count, xin) ||
+         concat2(*prev, *xin, 0, cat);
+    /* out = Σ_j cat[j : j + count] · w[:, j] */
+    for (int j = 0; j < K && !rc; j++) {
+      mlx_array *part = fresh(&z), *wj = fresh(&z), *prod = fresh(&z);
+      rc = slice_axis(*cat, 2, catshape, 0, j, j + g.count, part) || slice_axis(*wt, 2, wtshape, 0, j, j + 1, wj) || mlx_multiply(prod, *part, *wj, stream);
+      if (!rc && acc) {
+        mlx_array* sum = fresh(&z);
+        rc = mlx_add(sum, *acc, *prod, stream);
+        acc = sum;
+      } else acc = prod;
+    }
+    mlx_array* tail = fresh(&z);
+    if (!rc) rc = slice_axis(*cat, 2, catshape, 0, g.count, g.count + K - 1, tail) || store_state(st, g.slot, *tail) || mlx_vector_array_append_value(parts, *acc);
+  }
+  free(runs), free(sl), free(ps);
+  if (rc) return arena_free(&z), mlx_vector_array_free(parts), fail(DBC_E_ARG, "causal_conv: mlx failed");
+  rc = finish_rows(parts, out);
+  arena_free(&z);
+  return rc;
+}
+
+int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh, void* dth, void* sth, void* sh, void* ph, void** out) {
+  tensor *q, *k, *v, *a, *b, *al, *dt, *st, *slots, *pos;
+  int rc;
+  if ((rc = get(qh, "gated_delta q", &q)) || (rc = get(kh, "gated_delta k", &k)) || (rc = get(vh, "gated_delta v", &v)) ||
+      (rc = get(ah, "gated_delta a", &a)) || (rc = get(bh, "gated_delta b", &b)) || (rc = get(alh, "gated_delta a_log", &al)) ||
+      (rc = get(dth, "gated_delta dt_bias", &dt)) || (rc = get(sth, "gated_delta state", &st)) || (rc = get(sh, "gated_delta slots", &slots)) ||
+      (rc = get(ph, "gated_delta positions", &pos)))
+    return rc;
+  if (q->dtype != DBC_F32 || k->dtype != DBC_F32 || v->dtype != DBC_F32 || a->dtype != DBC_F32 || b->dtype != DBC_F32 || ndim(q) != 3 ||
+      ndim(k) != 3 || ndim(v) != 3)
+    return fail(DBC_E_ARG, "gated_delta: q, k [rows, Hk, Dk], v [rows, Hv, Dv], a and b [rows, Hv] must be f32");
+  int rows = dim(q, 0), Hk = dim(q, 1), Dk = dim(q, 2), Hv = dim(v, 1), Dv = dim(v, 2);
+  if (dim(k, 0) != rows || dim(k, 1) != Hk || dim(k, 2) != Dk || dim(v, 0) != rows || Hk == 0 || Hv % Hk)
+    return fail(DBC_E_ARG, "gated_delta: q and k must match, and value heads %d must be a multiple of key heads %d", Hv, Hk);
+  if (numel(a) != (int64_t)rows * Hv || numel(b) != (int64_t)rows * Hv) return fail(DBC_E_ARG, "gated_delta: a and b must be [rows, %d]", Hv);
+  if (!is_float(al->dtype) || !is_float(dt->dtype) || numel(al) != Hv || numel(dt) != Hv)
+    return fail(DBC_E_ARG, "gated_delta: a_log and dt_bias must have %d values", Hv);
+  if (st->dtype != DBC_F32 || ndim(st) != 4 || dim(st, 1) != Hv || dim(st, 2) != Dv || dim(st, 3) != Dk)
+    return fail(DBC_E_ARG, "gated_delta: state must be f32 [slots, %d, %d, %d]", Hv, Dv, Dk);
+  int32_t *sl = NULL, *ps = NULL;
+  if ((rc = recurrent_rows(slots, pos, rows, dim(st, 0), "gated_delta", &sl, &ps))) return free(sl), free(ps), rc;
+  run* runs = malloc(sizeof(run) * (size_t)(rows ? rows : 1));
+  int n = runs_of(sl, ps, rows, runs);
+  arena z = {0};
+  mlx_vector_array parts = mlx_vector_array_new();
+  /* decay rates exp(A_log) and dt_bias in f32, once */
+  mlx_array *al32 = fresh(&z), *decay = fresh(&z), *dt32 = fresh(&z), *zero = fresh(&z);
+  *zero = mlx_array_new_float(0.0f);
+  rc = mlx_astype(al32, al->a, MLX_FLOAT32, stream) || mlx_exp(decay, *al32, stream) || mlx_astype(dt32, dt->a, MLX_FLOAT32, stream);
+  int qshape[3] = {rows, Hk, Dk}, vshape[3] = {rows, Hv, Dv}, abshape[2] = {rows, Hv};
+  int sshape[3] = {Hv, Dv, Dk}, khd[2] = {Hk, Dk}, g3[3] = {Hv, 1, 1}, k3[3] = {Hv, 1, Dk}, d3[3] = {Hv, Dv, 1}, b2[2] = {Hv, 1}, hv2[2] = {Hv, Dv}, y3[3] = {1, Hv, Dv};
+  for (int i = 0; i < n && !rc; i++) {
+    run g = runs[i];
+    mlx_array* S = fresh(&z);
+    rc = slot_state(&z, st, g.slot, g.pos == 0, sshape, 3, S);
+    for (int t = 0; t < g.count && !rc; t++) {
+      int r = g.start + t;
+      mlx_array *qr = fresh(&z), *kr = fresh(&z), *vr = fresh(&z), *ar = fresh(&z), *br = fresh(&z);
+      mlx_array *q2 = fresh(&z), *k2 = fresh(&z), *qh2 = fresh(&z), *kh2 = fresh(&z), *v2 = fresh(&z);
+      rc = slice_axis(q->a, 3, qshape, 0, r, r + 1, qr) || slice_axis(k->a, 3, qshape, 0, r, r + 1, kr) || slice_axis(v->a, 3, vshape, 0, r, r + 1, vr) ||
+           slice_axis(a->a, 2, abshape, 0, r, r + 1, ar) || slice_axis(b->a, 2, abshape, 0, r, r + 1, br) || mlx_reshape(q2, *qr, khd, 2, stream) ||
+           mlx_reshape(k2, *kr, khd, 2, stream) || mlx_reshape(v2, *vr, hv2, 2, stream);
+      /* key heads shared by Hv / Hk value heads each, consecutively (mlx.repeat on the head axis) */
+      if (!rc && Hv != Hk) rc = mlx_repeat_axis(qh2, *q2, Hv / Hk, 0, stream) || mlx_repeat_axis(kh2, *k2, Hv / Hk, 0, stream);
+      else if (!rc) rc = mlx_array_set(qh2, *q2) || mlx_array_set(kh2, *k2);
+      /* g = exp(−exp(A_log)·softplus(a + dt_bias)), β = σ(b) */
+      mlx_array *x1 = fresh(&z), *sp = fresh(&z), *e1 = fresh(&z), *ne = fresh(&z), *gg = fresh(&z), *g3a = fresh(&z), *bb = fresh(&z), *beta = fresh(&z);
+      mlx_array *ar1 = fresh(&z), *br1 = fresh(&z);
+      int hv1[1] = {Hv};
+      if (!rc)
+        rc = mlx_reshape(ar1, *ar, hv1, 1, stream) || mlx_reshape(br1, *br, hv1, 1, stream) || mlx_add(x1, *ar1, *dt32, stream) ||
+             mlx_logaddexp(sp, *x1, *zero, stream) || mlx_multiply(e1, *decay, *sp, stream) || mlx_negative(ne, *e1, stream) || mlx_exp(gg, *ne, stream) ||
+             mlx_reshape(g3a, *gg, g3, 3, stream) || mlx_sigmoid(bb, *br1, stream) || mlx_reshape(beta, *bb, b2, 2, stream);
+      /* S ← g·S;  δ = (v − Σ S·k)·β;  S ← S + δ ⊗ k;  y = Σ S·q */
+      mlx_array *Sd = fresh(&z), *kk = fresh(&z), *sk = fresh(&z), *mem = fresh(&z), *diff = fresh(&z), *delta = fresh(&z), *dd = fresh(&z);
+      mlx_array *outer = fresh(&z), *Sn = fresh(&z), *qq = fresh(&z), *sq = fresh(&z), *y = fresh(&z), *yr = fresh(&z);
+      if (!rc)
+        rc = mlx_multiply(Sd, *S, *g3a, stream) || mlx_reshape(kk, *kh2, k3, 3, stream) || mlx_multiply(sk, *Sd, *kk, stream) ||
+             mlx_sum_axis(mem, *sk, 2, false, stream) || mlx_subtract(diff, *v2, *mem, stream) || mlx_multiply(delta, *diff, *beta, stream) ||
+             mlx_reshape(dd, *delta, d3, 3, stream) || mlx_multiply(outer, *dd, *kk, stream) || mlx_add(Sn, *Sd, *outer, stream) ||
+             mlx_reshape(qq, *qh2, k3, 3, stream) || mlx_multiply(sq, *Sn, *qq, stream) || mlx_sum_axis(y, *sq, 2, false, stream) ||
+             mlx_reshape(yr, *y, y3, 3, stream) || mlx_vector_array_append_value(parts, *yr);
+      S = Sn;
+    }
+    if (!rc) rc = store_state(st, g.slot, *S);
+  }
+  free(runs), free(sl), free(ps);
+  if (rc) return arena_free(&z), mlx_vector_array_free(parts), fail(DBC_E_ARG, "gated_delta: mlx failed");
+  rc = finish_rows(parts, out);
+  arena_free(&z);
+  return rc;
 }

@@ -1,5 +1,6 @@
 /* quant.c — MLX affine quantization (design/mlx-c.md §4): w[n,k] = scale[n,k/gs]·q + bias[n,k/gs], q packed LSB-first
  * in u32 words (bits 2,3,4,5,6,8; 3/5/6-bit values straddle words). Quantized linear, dequantize and embedding gather.
+ * MLX mxfp4 (biases absent): 4-bit E2M1 values, group 32, u8 E8M0 scales: w = fp4[q]·2^(scale−127).
  * The decode kernels for 4 and 8 bits quantize x to int8 per 32-element block and use integer dot products (as llama.cpp's
  * Q8 activations do): it keeps the weight stream, not the arithmetic, as the bottleneck. */
 #include <math.h>
@@ -13,14 +14,6 @@
 void dbc_gemm_f32_block(const float* x, const float* wblock, int64_t M, int64_t nrows, int64_t K, float* out, int64_t ldo);
 int dbc_linear_prepare(dbc_tensor* x, int64_t N, int64_t K, dbc_tensor* bias, const char* name, dbc_tensor** out, int64_t* M);
 
-typedef struct {
-  const uint32_t* w;
-  const void* scales;
-  const void* biases;
-  int sdtype;
-  int64_t N, K, words_per_row, groups;
-  int gs, bits;
-} qmatrix;
 
 /* q values of elements [k0, k0+n) of one packed row, as floats */
 static void unpack_q(const uint32_t* row, int bits, int64_t k0, int n, float* q) {
@@ -47,8 +40,23 @@ static void unpack_q(const uint32_t* row, int bits, int64_t k0, int n, float* q)
   }
 }
 
-static void dequant_row(const qmatrix* m, int64_t n, float* out) {
+static const float FP4_E2M1[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+/* E8M0: 2^(s − 127); MLX reads s = 0 as the bf16 denormal 2^-127 too */
+static inline float e8m0(uint8_t s) { return ldexpf(1.0f, (int)s - 127); }
+
+void dbc_dequant_row(const qmatrix* m, int64_t n, float* out) {
   const uint32_t* row = m->w + n * m->words_per_row;
+  if (m->mx) {
+    const uint8_t* scales = m->scales;
+    for (int64_t g = 0; g < m->groups; g++) {
+      float s = e8m0(scales[n * m->groups + g]);
+      float* o = out + g * m->gs;
+      unpack_q(row, 4, g * m->gs, m->gs, o);
+      for (int i = 0; i < m->gs; i++) o[i] = FP4_E2M1[(int)o[i]] * s;
+    }
+    return;
+  }
   for (int64_t g = 0; g < m->groups; g++) {
     float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
     float* o = out + g * m->gs;
@@ -57,24 +65,41 @@ static void dequant_row(const qmatrix* m, int64_t n, float* out) {
   }
 }
 
-static int qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, qmatrix* m) {
-  dbc_tensor *w, *s, *b;
+/* A quantized matrix [N, K] (or experts [E, N, K] seen as [E·N, K] when `experts` is given): affine with scales and
+ * biases in a float dtype, or mxfp4 when biases are absent (bits 4, group 32, u8 scales). */
+int dbc_qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, int64_t* experts, qmatrix* m) {
+  dbc_tensor *w, *s, *b = NULL;
   int rc;
-  if ((rc = dbc_check(wh, name, &w)) || (rc = dbc_check(sh, name, &s)) || (rc = dbc_check(bh, name, &b))) return rc;
+  if ((rc = dbc_check(wh, name, &w)) || (rc = dbc_check(sh, name, &s))) return rc;
+  if (bh && (rc = dbc_check(bh, name, &b))) return rc;
+  int mx = b == NULL;
+  if (mx && (bits != 4 || gs != 32)) return dbc_fail(DBC_E_ARG, "%s: mxfp4 (no biases) needs bits 4 and group size 32, got %d and %d", name, bits, gs);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 5 && bits != 6 && bits != 8)
     return dbc_fail(DBC_E_ARG, "%s: unsupported bits %d (2, 3, 4, 5, 6 or 8)", name, bits);
   if (gs != 32 && gs != 64 && gs != 128) return dbc_fail(DBC_E_ARG, "%s: unsupported group size %d (32, 64 or 128)", name, gs);
-  if (w->dtype != DBC_U32 || w->ndim != 2) return dbc_fail(DBC_E_ARG, "%s: packed weight must be u32 [N, K*bits/32], got %s", name, dbc_dtype_name(w->dtype));
-  if ((rc = dbc_check_float(s, name)) || (rc = dbc_check_float(b, name))) return rc;
-  if (s->dtype != b->dtype) return dbc_fail(DBC_E_ARG, "%s: scales and biases differ in dtype", name);
-  int64_t N = w->shape[0], K = w->shape[1] * 32 / bits;
-  if ((w->shape[1] * 32) % bits) return dbc_fail(DBC_E_ARG, "%s: packed width %lld is not a whole number of %d-bit values", name, (long long)w->shape[1], bits);
+  int nd = experts ? 3 : 2;
+  if (w->dtype != DBC_U32 || w->ndim != nd)
+    return dbc_fail(DBC_E_ARG, "%s: packed weight must be u32 [%sN, K*bits/32], got %s with %d axes", name, experts ? "E, " : "", dbc_dtype_name(w->dtype), w->ndim);
+  if (mx) {
+    if (s->dtype != DBC_U8) return dbc_fail(DBC_E_ARG, "%s: mxfp4 scales must be u8 (E8M0), got %s", name, dbc_dtype_name(s->dtype));
+  } else {
+    if ((rc = dbc_check_float(s, name)) || (rc = dbc_check_float(b, name))) return rc;
+    if (s->dtype != b->dtype) return dbc_fail(DBC_E_ARG, "%s: scales and biases differ in dtype", name);
+  }
+  int64_t E = experts ? w->shape[0] : 1, N = w->shape[nd - 2], K = w->shape[nd - 1] * 32 / bits;
+  if ((w->shape[nd - 1] * 32) % bits) return dbc_fail(DBC_E_ARG, "%s: packed width %lld is not a whole number of %d-bit values", name, (long long)w->shape[nd - 1], bits);
   if (K % gs) return dbc_fail(DBC_E_ARG, "%s: input size %lld is not a multiple of group size %d", name, (long long)K, gs);
-  if (s->ndim != 2 || b->ndim != 2 || s->shape[0] != N || b->shape[0] != N || s->shape[1] != K / gs || b->shape[1] != K / gs)
-    return dbc_fail(DBC_E_ARG, "%s: scales/biases must be [%lld, %lld] for a [%lld, %lld] matrix at group size %d", name, (long long)N,
-                    (long long)(K / gs), (long long)N, (long long)K, gs);
-  *m = (qmatrix){tdata(w), tdata(s), tdata(b), s->dtype, N, K, w->shape[1], K / gs, gs, bits};
+  for (dbc_tensor* t = s; t; t = (t == s ? b : NULL))
+    if (t->ndim != nd || t->shape[nd - 2] != N || t->shape[nd - 1] != K / gs || (experts && t->shape[0] != E))
+      return dbc_fail(DBC_E_ARG, "%s: scales/biases must be [%s%lld, %lld] for a [%lld, %lld] matrix at group size %d", name, experts ? "E, " : "", (long long)N,
+                      (long long)(K / gs), (long long)N, (long long)K, gs);
+  *m = (qmatrix){tdata(w), tdata(s), b ? tdata(b) : NULL, s->dtype, E * N, K, w->shape[nd - 1], K / gs, gs, bits, mx};
+  if (experts) *experts = E;
   return DBC_OK;
+}
+
+static int qmatrix_check(void* wh, void* sh, void* bh, int gs, int bits, const char* name, qmatrix* m) {
+  return dbc_qmatrix_check(wh, sh, bh, gs, bits, name, NULL, m);
 }
 
 int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
@@ -85,7 +110,7 @@ int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "dequantize: out is null");
   int64_t shape[2] = {m.N, m.K};
   if ((rc = dbc_new(DBC_F32, 2, shape, &o))) return rc;
-  for (int64_t n = 0; n < m.N; n++) dequant_row(&m, n, (float*)tdata(o) + n * m.K);
+  for (int64_t n = 0; n < m.N; n++) dbc_dequant_row(&m, n, (float*)tdata(o) + n * m.K);
   *out = o;
   return DBC_OK;
 }
@@ -104,7 +129,7 @@ int dbc_quantized_embedding(void* wh, void* sh, void* bh, int gs, int bits, void
   for (int i = 0; i < ids->ndim; i++) shape[i] = ids->shape[i];
   shape[ids->ndim] = m.K;
   if ((rc = dbc_new(DBC_F32, ids->ndim + 1, shape, &o))) return rc;
-  for (int64_t i = 0; i < n; i++) dequant_row(&m, id[i], (float*)tdata(o) + i * m.K);
+  for (int64_t i = 0; i < n; i++) dbc_dequant_row(&m, id[i], (float*)tdata(o) + i * m.K);
   *out = o;
   return DBC_OK;
 }
@@ -290,6 +315,35 @@ static void qgemv_int8_range(void* p, int64_t nb0, int64_t ne0) {
   }
 }
 
+/* Precise 4-bit decode (x kept in float, Backend.quantizedLinear precise): each packed word's 8 values are widened to
+ * floats in one vector, scaled by the group's scale and multiplied into ≤ 4 rows of x; the bias term uses Σx per group. */
+static void qgemv_precise4_range(void* p, int64_t nb, int64_t ne) {
+  const qlinear_ctx* c = p;
+  const qmatrix* m = c->m;
+  const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), low4 = _mm256_set1_epi32(0xf);
+  for (int64_t n = nb; n < ne; n++) {
+    const uint32_t* row = m->w + n * m->words_per_row;
+    const float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
+      const int mc = (int)(c->M - m0 < 4 ? c->M - m0 : 4);
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      float extra[4] = {0, 0, 0, 0};
+      for (int64_t g = 0; g < m->groups; g++) {
+        const float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
+        const __m256 sv = _mm256_set1_ps(s);
+        for (int64_t w = 0; w < m->gs / 8; w++) {
+          const int64_t k = g * m->gs + 8 * w;
+          const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[k / 8]), shifts), low4);
+          const __m256 wq = _mm256_mul_ps(_mm256_cvtepi32_ps(q), sv);
+          for (int r = 0; r < mc; r++) acc[r] = _mm256_fmadd_ps(wq, _mm256_loadu_ps(c->x + (m0 + r) * m->K + k), acc[r]);
+        }
+        for (int r = 0; r < mc; r++) extra[r] += b * c->xsum[(m0 + r) * m->groups + g];
+      }
+      for (int r = 0; r < mc; r++) c->out[(m0 + r) * m->N + n] = hsum8(acc[r]) + extra[r] + bias;
+    }
+  }
+}
+
 /* x rows → int8 per group with one scale per group; 4-bit groups of 64+ store each 64 values even-first (32 then 32 odd),
  * 32-value groups store 16 even then 16 odd, so they line up with the nibbles of one load. 8-bit keeps the natural order. */
 static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, int bits, int8_t* xq, float* xd, float* xe) {
@@ -317,13 +371,79 @@ static void quantize_activations(const float* x, int64_t M, int64_t K, int gs, i
 }
 #endif
 
+/* Row n of a quantized matrix dotted with x (K floats) without materialising the row. Each weight is formed and summed
+ * exactly as dbc_dequant_row then dbc_dot_f32 would (same values, same 8 lanes, same order), so both give the same bits:
+ * a row of an expert many rows picked (unpacked once) and of one few rows picked (dotted directly) agree. */
+float dbc_qrow_dot(const qmatrix* m, int64_t n, const float* x) {
+  const uint32_t* row = m->w + n * m->words_per_row;
+  const int gs = m->gs;
+#ifdef DBC_AVX2
+  /* 4-bit words widened 8 values at a time; products and sums as the scalar lanes (multiply, then add: no FMA) */
+  if (m->mx || m->bits == 4) {
+    const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), low4 = _mm256_set1_epi32(0xf), low3 = _mm256_set1_epi32(7);
+    const __m256 magnitudes = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t g = 0; g < m->groups; g++) {
+      __m256 sv, bv = _mm256_setzero_ps();
+      if (m->mx) sv = _mm256_set1_ps(e8m0(((const uint8_t*)m->scales)[n * m->groups + g]));
+      else sv = _mm256_set1_ps(load_f32(m->scales, m->sdtype, n * m->groups + g)), bv = _mm256_set1_ps(load_f32(m->biases, m->sdtype, n * m->groups + g));
+      for (int i = 0; i < gs; i += 8) {
+        const int64_t k = g * gs + i;
+        const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)row[k / 8]), shifts), low4);
+        __m256 w;
+        if (m->mx) {
+          /* E2M1: magnitude from the low 3 bits, bit 3 is the sign */
+          const __m256 mag = _mm256_permutevar8x32_ps(magnitudes, _mm256_and_si256(q, low3));
+          const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_andnot_si256(low3, q), 28));
+          w = _mm256_mul_ps(_mm256_xor_ps(mag, sign), sv);
+        } else {
+          w = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), sv), bv);
+        }
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_loadu_ps(x + k)));
+      }
+    }
+    float l[8];
+    _mm256_storeu_ps(l, acc);
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  }
+#endif
+  float lanes[8] = {0}, w[128];
+  for (int64_t g = 0; g < m->groups; g++) {
+    unpack_q(row, m->bits, g * gs, gs, w);
+    if (m->mx) {
+      float s = e8m0(((const uint8_t*)m->scales)[n * m->groups + g]);
+      for (int i = 0; i < gs; i++) w[i] = FP4_E2M1[(int)w[i]] * s;
+    } else {
+      float s = load_f32(m->scales, m->sdtype, n * m->groups + g), b = load_f32(m->biases, m->sdtype, n * m->groups + g);
+      for (int i = 0; i < gs; i++) w[i] = w[i] * s + b;
+    }
+    const float* xg = x + g * gs;
+    for (int i = 0; i < gs; i += 8)
+      for (int j = 0; j < 8; j++) lanes[j] += w[i + j] * xg[i + j];
+  }
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+/* Any format: dequantize each weight row once, dot it with every row of x. */
+static void qgemv_dequant_range(void* p, int64_t nb, int64_t ne) {
+  const qlinear_ctx* c = p;
+  const qmatrix* m = c->m;
+  float* w = dbc_scratch_alloc((size_t)m->K * sizeof(float));
+  for (int64_t n = nb; n < ne; n++) {
+    dbc_dequant_row(m, n, w);
+    float bias = c->bias ? load_f32(c->bias, c->bias_dtype, n) : 0.0f;
+    for (int64_t r = 0; r < c->M; r++) c->out[r * m->N + n] = dbc_dot_f32(w, c->x + r * m->K, m->K) + bias;
+  }
+  dbc_scratch_free(w);
+}
+
 typedef struct { const qmatrix* m; int64_t n0; float* dst; } qdequant_ctx;
 static void qdequant_range(void* p, int64_t b, int64_t e) {
   qdequant_ctx* c = p;
-  for (int64_t r = b; r < e; r++) dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
+  for (int64_t r = b; r < e; r++) dbc_dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
 }
 
-int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, void** out) {
+int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {
   qmatrix m;
   dbc_tensor *x, *bias = NULL, *o;
   int rc = qmatrix_check(wh, sh, bh, gs, bits, "quantized_linear", &m);
@@ -350,6 +470,12 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     *out = o;
     return DBC_OK;
   }
+  if (m.mx) { /* mxfp4: rows dequantized to floats (E2M1 has no integer form to pair with int8 activations) */
+    qlinear_ctx c = {&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op, NULL, NULL, NULL, NULL};
+    dbc_parallel_for(m.N, 16, qgemv_dequant_range, &c);
+    *out = o;
+    return DBC_OK;
+  }
   float* xsum = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
   for (int64_t r = 0; r < M; r++)
     for (int64_t g = 0; g < m.groups; g++) {
@@ -359,7 +485,7 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     }
   qlinear_ctx c = {&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op, xsum, NULL, NULL, NULL};
 #ifdef DBC_AVX2
-  if (bits == 4 || bits == 8) {
+  if ((bits == 4 || bits == 8) && !precise) {
     int8_t* xq = dbc_scratch_alloc((size_t)(M * m.K));
     float* xd = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
     float* xe = dbc_scratch_alloc((size_t)(M * m.groups) * sizeof(float));
@@ -372,7 +498,11 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
     return DBC_OK;
   }
 #endif
-  dbc_parallel_for(m.N, 16, qgemv_float_range, &c);
+#ifdef DBC_AVX2
+  if (bits == 4) dbc_parallel_for(m.N, 16, qgemv_precise4_range, &c);
+  else
+#endif
+    dbc_parallel_for(m.N, 16, qgemv_float_range, &c);
   dbc_scratch_free(xsum);
   *out = o;
   return DBC_OK;

@@ -81,7 +81,7 @@ function makeWeight(backend: Backend, pool: Uint8Array, offset: number, dtype: K
     apply: (x: Tensor) => backend.quantizedLinear(x, matrix),
     bytes: wordBytes + 2 * groupBytes,
     end: offset,
-    tensors: [matrix.weight, matrix.scales, matrix.biases],
+    tensors: [matrix.weight, matrix.scales, matrix.biases!],
   }
 }
 

@@ -1,34 +1,131 @@
-/** The KV cache of one stage: per layer, key and value tensors [slots, kvHeads, maxLen, headDim]; one slot per sequence. */
+/** The per-sequence caches of one stage, one slot per sequence. Each layer has its own kind: `full` keeps key and value
+ * tensors [slots, kvHeads, maxLen, headDim]; `window` (sliding-window attention) keeps a ring of the last 2·window
+ * positions, so its memory stays flat however long a sequence runs; `recurrent` (linear attention, Qwen3.5's Gated
+ * DeltaNet) keeps a fixed-size state per slot instead of one entry per token: the last K−1 inputs of its causal conv and
+ * the [heads, valueDim, keyDim] delta-rule state. Slots are shared by all layers: allocate/claim/release work the same
+ * whatever the kinds (a recurrent state restarts at position 0, so a reused slot needs no clearing). */
 import { DbcError } from '../errors.ts'
-import type { Backend, Tensor } from '../tensor/backend.ts'
+import { numel, type Backend, type Tensor } from '../tensor/backend.ts'
+
+export type LayerCacheSpec =
+  | { kind: 'full'; kvHeads: number; headDim: number }
+  | { kind: 'window'; kvHeads: number; headDim: number; window: number }
+  | { kind: 'recurrent'; convChannels: number; convKernel: number; heads: number; keyDim: number; valueDim: number }
+
+/** What a layer needs to keep per sequence: keys/values for attention, or the recurrent states of linear attention. */
+export type LayerCache =
+  | {
+      kind: 'attention'
+      keys: Tensor
+      values: Tensor
+      /** Keys attended per row: 0 for all positions up to the row's own, else the sliding window. */
+      window: number
+      /** The tensors are rings (position p at index p mod length). */
+      ring: boolean
+    }
+  | { kind: 'recurrent'; conv: Tensor; state: Tensor }
+
+export const fullLayers = (layers: number, kvHeads: number, headDim: number): LayerCacheSpec[] =>
+  Array.from({ length: layers }, () => ({ kind: 'full', kvHeads, headDim }))
 
 export class KvCache {
+  /** Keys and values by layer index (attention layers only). */
   readonly keys: Tensor[] = []
   readonly values: Tensor[] = []
+  readonly layerCaches: LayerCache[] = []
+  /** The most rows one forward call may carry (a ring of 2·window holds the keys of window + 1 consecutive rows). */
+  readonly maxStepRows: number
   readonly #free: number[]
+  readonly #tensors: Tensor[] = []
+  /** Recurrent layers: the position each slot's state has reached (its next row must continue there or restart at 0). */
+  readonly #next: Int32Array | null
+  #bytes = 0
 
   constructor(
-    backend: Backend,
-    readonly layers: number,
+    private readonly backend: Backend,
+    readonly specs: readonly LayerCacheSpec[],
     readonly slots: number,
     readonly maxLen: number,
-    readonly kvHeads: number,
-    readonly headDim: number,
   ) {
-    for (let i = 0; i < layers; i++) {
-      this.keys.push(backend.zeros([slots, kvHeads, maxLen, headDim], 'f32'))
-      this.values.push(backend.zeros([slots, kvHeads, maxLen, headDim], 'f32'))
+    let maxStepRows = Infinity
+    const zeros = (shape: number[]) => {
+      const t = backend.zeros(shape, 'f32')
+      this.#tensors.push(t)
+      this.#bytes += numel(shape) * 4
+      return t
     }
+    for (const [i, spec] of specs.entries()) {
+      if (spec.kind === 'recurrent') {
+        const conv = zeros([slots, spec.convKernel - 1, spec.convChannels])
+        const state = zeros([slots, spec.heads, spec.valueDim, spec.keyDim])
+        this.layerCaches.push({ kind: 'recurrent', conv, state })
+        continue
+      }
+      const window = spec.kind === 'window' ? spec.window : 0
+      // a ring only pays when it is shorter than the context; rows of one call span ≤ length − window positions
+      const ring = window > 0 && 2 * window < maxLen
+      const length = ring ? 2 * window : maxLen
+      if (ring) maxStepRows = Math.min(maxStepRows, length - window + 1)
+      const keys = zeros([slots, spec.kvHeads, length, spec.headDim])
+      const values = zeros([slots, spec.kvHeads, length, spec.headDim])
+      this.keys[i] = keys
+      this.values[i] = values
+      this.layerCaches.push({ kind: 'attention', keys, values, window, ring })
+    }
+    this.maxStepRows = maxStepRows
+    this.#next = specs.some((s) => s.kind === 'recurrent') ? new Int32Array(slots) : null
     this.#free = Array.from({ length: slots }, (_, i) => slots - 1 - i)
+  }
+
+  get layers(): number {
+    return this.specs.length
   }
 
   /** Bytes the cache holds on this stage. */
   get bytes(): number {
-    return 2 * this.layers * this.slots * this.kvHeads * this.maxLen * this.headDim * 4
+    return this.#bytes
   }
 
   get freeSlots(): number {
     return this.#free.length
+  }
+
+  /** Writes this step's keys/values [rows, kvHeads, headDim] of `layer` and attends q [rows, heads, headDim] over them. */
+  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, slots: Tensor, positions: Tensor, options: { scale: number; sinks?: Tensor }): Tensor {
+    const b = this.backend
+    const c = this.layerCaches[layer]!
+    if (c.kind !== 'attention') throw new DbcError('E_KV_KIND', `layer ${layer} keeps a recurrent state, not keys and values`)
+    b.kvWrite(c.keys, k, slots, positions, { ring: c.ring })
+    b.kvWrite(c.values, v, slots, positions, { ring: c.ring })
+    return b.attention(q, c.keys, c.values, slots, positions, { scale: options.scale, causal: true, window: c.window, ring: c.ring, sinks: options.sinks })
+  }
+
+  /** The recurrent states of `layer`. */
+  recurrent(layer: number): { conv: Tensor; state: Tensor } {
+    const c = this.layerCaches[layer]!
+    if (c.kind !== 'recurrent') throw new DbcError('E_KV_KIND', `layer ${layer} keeps keys and values, not a recurrent state`)
+    return c
+  }
+
+  /** With recurrent layers, each slot's rows must continue where its state stopped (or restart at 0): a state cannot
+   * rewind. Checks a step's rows in order and records where each slot ends. Attention-only caches accept any rows. */
+  admitRows(slots: Int32Array, positions: Int32Array): void {
+    const next = this.#next
+    if (!next) return
+    const after = Int32Array.from(next)
+    for (let r = 0; r < slots.length; r++) {
+      const slot = slots[r]!, position = positions[r]!
+      if (slot < 0 || slot >= this.slots) throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
+      if (position !== 0 && position !== after[slot]) {
+        throw new DbcError(
+          'E_STEP',
+          `slot ${slot}: row at position ${position}, but its recurrent state is at position ${after[slot]}`,
+          'linear-attention layers cannot rewind or skip: continue the sequence in order or restart it at position 0',
+        )
+      }
+      after[slot] = position + 1
+    }
+    next.set(after)
   }
 
   allocate(): number {
@@ -47,6 +144,11 @@ export class KvCache {
   release(slot: number): void {
     if (slot < 0 || slot >= this.slots || this.#free.includes(slot)) throw new DbcError('E_KV_SLOT', `KV slot ${slot} is not in use`)
     this.#free.push(slot)
+  }
+
+  /** Frees the tensors; the cache cannot be used afterwards. */
+  close(): void {
+    for (const t of this.#tensors) this.backend.free(t)
   }
 }
 

@@ -23,9 +23,11 @@ export class Linear {
   constructor(
     readonly weight: LinearWeight,
     private readonly b: Backend,
+    /** Keep activations in float on quantized weights (see Backend.quantizedLinear). */
+    private readonly precise = false,
   ) {}
   apply(x: Tensor): Tensor {
-    return applyLinear(this.b, this.weight, x)
+    return applyLinear(this.b, this.weight, x, { precise: this.precise })
   }
 }
 
@@ -37,14 +39,14 @@ export class FusedLinear {
   readonly #parts: Linear[]
   readonly #sizes: number[]
 
-  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend) {
+  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend, precise = false) {
     this.#sizes = sizes
     if (!canStack(parts)) {
       this.#fused = null
-      this.#parts = parts.map((p) => new Linear(p, b))
+      this.#parts = parts.map((p) => new Linear(p, b, precise))
       return
     }
-    this.#fused = new Linear(stack(parts, b, w), b)
+    this.#fused = new Linear(stack(parts, b, w), b, precise)
     this.#parts = []
     // the stacked copy replaces the parts (on mlx they are copies too, so keeping them would double the memory)
     for (const p of parts) {
@@ -73,7 +75,12 @@ function canStack(parts: LinearWeight[]): boolean {
     if (p.kind !== first.kind || Boolean(p.bias) !== Boolean(first.bias)) return false
     if (p.kind === 'dense' && first.kind === 'dense') return p.weight.dtype === first.weight.dtype
     if (p.kind === 'quantized' && first.kind === 'quantized') {
-      return p.matrix.bits === first.matrix.bits && p.matrix.groupSize === first.matrix.groupSize && p.matrix.scales.dtype === first.matrix.scales.dtype
+      return (
+        p.matrix.bits === first.matrix.bits &&
+        p.matrix.groupSize === first.matrix.groupSize &&
+        p.matrix.scales.dtype === first.matrix.scales.dtype &&
+        Boolean(p.matrix.biases) === Boolean(first.matrix.biases)
+      )
     }
     return false
   })
@@ -94,7 +101,13 @@ function stack(parts: LinearWeight[], b: Backend, w: Weights): LinearWeight {
   const m = parts.map((p) => (p as { matrix: QuantizedMatrix }).matrix)
   return {
     kind: 'quantized',
-    matrix: { weight: cat(m.map((q) => q.weight)), scales: cat(m.map((q) => q.scales)), biases: cat(m.map((q) => q.biases)), groupSize: m[0]!.groupSize, bits: m[0]!.bits },
+    matrix: {
+      weight: cat(m.map((q) => q.weight)),
+      scales: cat(m.map((q) => q.scales)),
+      biases: m[0]!.biases ? cat(m.map((q) => q.biases!)) : undefined,
+      groupSize: m[0]!.groupSize,
+      bits: m[0]!.bits,
+    },
     bias,
   }
 }

@@ -14,9 +14,9 @@ export interface TensorEntry {
   file: string
 }
 
-/** Checkpoint dtypes a model may hold: float weights and MLX-packed u32 words. Anything else (F64, I8, the U8 scales of
- * mxfp4…) is refused with the tensor's name. */
-const DTYPES: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', U32: 'u32' }
+/** Checkpoint dtypes a model may hold: float weights, MLX-packed u32 words and mxfp4's U8 scales. Anything else (F64,
+ * I8…) is refused with the tensor's name; each parameter's dtype is checked again when it is claimed. */
+const DTYPES: Record<string, DType> = { F32: 'f32', F16: 'f16', BF16: 'bf16', U32: 'u32', U8: 'u8' }
 const NAMES = Object.fromEntries(Object.entries(DTYPES).map(([name, dtype]) => [dtype, name])) as Partial<Record<DType, string>>
 const SIZES: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, u32: 4, i32: 4, u8: 1 }
 const MAX_HEADER = 100 * 1024 * 1024

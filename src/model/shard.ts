@@ -1,12 +1,12 @@
 /** A pipeline stage: the model's layers [lo, hi) loaded from a checkpoint (only the tensors they need), with its KV cache.
  * Token ids or hidden states in; hidden states or logits out. Monolithic = one stage holding everything. */
 import { DbcError } from '../errors.ts'
-import type { Backend } from '../tensor/backend.ts'
+import type { Backend, Tensor } from '../tensor/backend.ts'
 import type { Architecture, LayerRange } from './architecture.ts'
 import { openCheckpoint, readJson } from './checkpoint.ts'
 import type { DecoderConfig } from './config.ts'
 import { CheckpointError } from './errors.ts'
-import { KvCache } from './kv-cache.ts'
+import { fullLayers, KvCache } from './kv-cache.ts'
 import { architectureFor } from './registry.ts'
 import { Weights } from './weights.ts'
 import { join } from 'node:path'
@@ -53,11 +53,13 @@ export class ModelStage {
     readonly backend: Backend,
     options: Required<Pick<StageOptions, 'slots' | 'maxLen'>>,
     readonly weightBytes: number,
-    /** Weight bytes one decode step reads (the embedding table counts only where it is the tied lm_head). */
+    /** Weight bytes one batch-1 decode step reads: the embedding table only where it is the tied lm_head, and of an expert
+     * stack only the share one token routes to (a larger batch may read more experts). */
     readonly streamedBytes: number,
-    private readonly weightTensors: readonly import('../tensor/backend.ts').Tensor[],
+    private readonly weightTensors: readonly Tensor[],
   ) {
-    this.cache = new KvCache(backend, range.hi - range.lo, options.slots, options.maxLen, config.numKvHeads, config.headDim)
+    const specs = config.layerCaches ?? fullLayers(config.numLayers, config.numKvHeads, config.headDim)
+    this.cache = new KvCache(backend, specs.slice(range.lo, range.hi), options.slots, options.maxLen)
   }
 
   static load(dir: string, backend: Backend, options: StageOptions = {}): ModelStage {
@@ -85,10 +87,12 @@ export class ModelStage {
     let weightBytes = 0
     let streamedBytes = 0
     const tiedHead = range.last && config.tieWordEmbeddings
+    const embedding = `${config.weightPrefix ?? ''}model.embed_tokens.`
     for (const name of weights.claimed) {
       const e = checkpoint.tensors.get(name)!
       weightBytes += e.end - e.begin
-      if (tiedHead || !name.startsWith('model.embed_tokens.')) streamedBytes += e.end - e.begin
+      const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
+      if (tiedHead || !name.startsWith(embedding)) streamedBytes += (e.end - e.begin) * share
     }
     return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
   }
@@ -102,8 +106,6 @@ export class ModelStage {
       if (p >= this.cache.maxLen) throw new DbcError('E_CONTEXT', `position ${p} exceeds the context of ${this.cache.maxLen} tokens`, 'shorten the prompt or max_tokens')
     }
     return b.scope(() => {
-      const slots = b.fromInt32(input.slots, [rows])
-      const positions = b.fromInt32(input.positions, [rows])
       let h
       if (this.range.first) {
         if (!input.tokens || input.tokens.length !== rows) throw new DbcError('E_STEP', 'the first stage needs one token id per row')
@@ -118,24 +120,46 @@ export class ModelStage {
         }
         h = b.fromFloat32(input.hidden, [rows, this.config.hiddenSize])
       }
-      h = this.model.forwardLayers(h, { slots, positions, cache: this.cache })
+      // after the inputs are checked, so a refused step leaves recurrent positions as they were
+      this.cache.admitRows(input.slots, input.positions)
+      h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
       return { logits: b.toFloat32(this.model.head(h)) }
     })
   }
 
+  /** The layers over all rows, in consecutive chunks when the step carries more rows than a ring cache holds keys for
+   * (rows attend only to positions at or before their own, so running them in order gives the same result). */
+  #forwardLayers(hidden: Tensor, input: StageInput): Tensor {
+    const b = this.backend
+    const rows = input.slots.length
+    const chunk = this.cache.maxStepRows
+    const run = (h: Tensor, lo: number, hi: number) =>
+      this.model.forwardLayers(h, { slots: b.fromInt32(input.slots.subarray(lo, hi), [hi - lo]), positions: b.fromInt32(input.positions.subarray(lo, hi), [hi - lo]), cache: this.cache })
+    if (rows <= chunk) return run(hidden, 0, rows)
+    let out: Tensor | undefined
+    for (let lo = 0; lo < rows; lo += chunk) {
+      const hi = Math.min(rows, lo + chunk)
+      const part = run(b.slice(hidden, 0, lo, hi), lo, hi)
+      out = out ? b.concat(out, part, 0) : part
+    }
+    return out!
+  }
+
   /** Frees the KV cache and the weight handles; the stage cannot run afterwards. */
   close(): void {
-    for (const t of [...this.cache.keys, ...this.cache.values, ...this.weightTensors]) this.backend.free(t)
+    this.cache.close()
+    for (const t of this.weightTensors) this.backend.free(t)
   }
 }
 
 /** Checkpoint key prefixes a stage owns: its layers, plus embedding (first, or tied head) and norm/lm_head (last). */
 export function stagePrefixes(range: LayerRange, config: DecoderConfig): string[] {
+  const root = config.weightPrefix ?? ''
   const prefixes: string[] = []
-  if (range.first || (range.last && config.tieWordEmbeddings)) prefixes.push('model.embed_tokens')
-  for (let i = range.lo; i < range.hi; i++) prefixes.push(`model.layers.${i}`)
-  if (range.last) prefixes.push('model.norm', 'lm_head')
+  if (range.first || (range.last && config.tieWordEmbeddings)) prefixes.push(`${root}model.embed_tokens`)
+  for (let i = range.lo; i < range.hi; i++) prefixes.push(`${root}model.layers.${i}`)
+  if (range.last) prefixes.push(`${root}model.norm`, `${root}lm_head`)
   return prefixes
 }

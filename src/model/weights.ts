@@ -6,11 +6,15 @@ import { CheckpointError } from './errors.ts'
 import type { QuantizationConfig } from './quantization.ts'
 import { tensorBytes } from './safetensors.ts'
 
-/** What a parameter may be stored as: float weights (f32/f16/bf16) or MLX-packed quantized words (u32). */
-export type StorageKind = 'float' | 'packed'
-const ALLOWED: Record<StorageKind, readonly string[]> = { float: ['f32', 'f16', 'bf16'], packed: ['u32'] }
+/** What a parameter may be stored as: float weights (f32/f16/bf16), MLX-packed quantized words (u32) or mxfp4's E8M0
+ * scales (u8). */
+export type StorageKind = 'float' | 'packed' | 'e8m0'
+const ALLOWED: Record<StorageKind, readonly string[]> = { float: ['f32', 'f16', 'bf16'], packed: ['u32'], e8m0: ['u8'] }
 
 export type LinearWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
+
+/** A stack of expert Linears [experts, out, in] (mlx-lm SwitchLinear), dense or quantized, with an optional bias [experts, out]. */
+export type ExpertsWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
 
 export class Weights {
   constructor(
@@ -40,7 +44,7 @@ export class Weights {
     const entry = this.checkpoint.tensors.get(path)
     if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
     if (!ALLOWED[kind].includes(entry.dtype)) {
-      throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : 'config.json says this layer is quantized but its weight is not packed u32')
+      throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : kind === 'e8m0' ? 'config.json says this layer is mxfp4, whose scales are u8 (E8M0)' : 'config.json says this layer is quantized but its weight is not packed u32')
     }
     if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
       throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
@@ -52,20 +56,30 @@ export class Weights {
     return tensor
   }
 
-  /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-affine quantized (per the config / `.scales`). */
+  /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-quantized (affine or mxfp4, per the config / `.scales`). */
   linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean } = {}): LinearWeight {
+    return this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false)
+  }
+
+  /** `experts` Linears [outFeatures, inFeatures] stacked on a leading axis, each with its bias row when `bias`. */
+  experts(name: string, experts: number, outFeatures: number, inFeatures: number, options: { bias?: boolean } = {}): ExpertsWeight {
+    return this.#quantizable(name, [experts, outFeatures], inFeatures, [experts, outFeatures], options.bias ?? false)
+  }
+
+  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean): LinearWeight {
     const w = this.scope(name)
     const quant = this.quantization.forModule(this.#path(name), w.has('scales'))
-    const bias = options.bias ? w.tensor('bias', [outFeatures]) : undefined
-    if (!quant) return { kind: 'dense', weight: w.tensor('weight', [outFeatures, inFeatures]), bias }
-    const { groupSize, bits } = quant
+    const bias = withBias ? w.tensor('bias', biasShape) : undefined
+    if (!quant) return { kind: 'dense', weight: w.tensor('weight', [...lead, inFeatures]), bias }
+    const { groupSize, bits, mode } = quant
     if ((inFeatures * bits) % 32 || inFeatures % groupSize) {
       throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}`)
     }
+    const groups = [...lead, inFeatures / groupSize]
     const matrix: QuantizedMatrix = {
-      weight: w.tensor('weight', [outFeatures, (inFeatures * bits) / 32], 'packed'),
-      scales: w.tensor('scales', [outFeatures, inFeatures / groupSize]),
-      biases: w.tensor('biases', [outFeatures, inFeatures / groupSize]),
+      weight: w.tensor('weight', [...lead, (inFeatures * bits) / 32], 'packed'),
+      scales: w.tensor('scales', groups, mode === 'mxfp4' ? 'e8m0' : 'float'),
+      biases: mode === 'mxfp4' ? undefined : w.tensor('biases', groups),
       groupSize,
       bits,
     }
@@ -82,6 +96,11 @@ export class Weights {
 }
 
 /** Applies a Linear: x [..., in] → [..., out]. */
-export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor): Tensor {
-  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias)
+export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor, options: { precise?: boolean } = {}): Tensor {
+  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias, options)
+}
+
+/** Applies the experts each row picked: x [rows, in] or [rows, k, in], indices i32 [rows, k] → [rows, k, out]. */
+export function applyExperts(backend: Backend, w: ExpertsWeight, x: Tensor, indices: Tensor): Tensor {
+  return backend.gatherLinear(x, w.kind === 'dense' ? w.weight : w.matrix, indices, w.bias)
 }

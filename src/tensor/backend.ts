@@ -8,11 +8,13 @@ export interface Tensor {
   readonly dtype: DType
 }
 
-/** An MLX affine-quantized matrix [N, K]: weight u32 [N, K·bits/32], scales and biases [N, K/groupSize] in the model dtype. */
+/** An MLX-quantized matrix [N, K] (or experts [E, N, K] for gatherLinear): weight u32 [N, K·bits/32]. Affine: scales
+ * and biases [N, K/groupSize] in the model dtype. mxfp4 (no biases): 4-bit E2M1 values, group 32, u8 E8M0 scales. */
 export interface QuantizedMatrix {
   readonly weight: Tensor
   readonly scales: Tensor
-  readonly biases: Tensor
+  /** Absent for mxfp4. */
+  readonly biases?: Tensor
   readonly groupSize: number
   readonly bits: number
 }
@@ -43,9 +45,18 @@ export interface AttentionOptions {
   window?: number
   /** Per-head sink logits [heads] (f32) joining the softmax denominator (GPT-OSS). */
   sinks?: Tensor
+  /** The caches are rings written with `kvWrite(..., { ring: true })`: needs causal, no mask, 1 ≤ window ≤ the ring's
+   * length, and the rows of one slot spanning at most length − window positions (so no key a row needs is overwritten). */
+  ring?: boolean
 }
 
-export type GluActivation = 'silu' | 'gelu' | 'gelu_approx'
+export interface KvWriteOptions {
+  /** The cache is a ring: position p lands at index p mod its length, so it keeps the last `length` positions. */
+  ring?: boolean
+}
+
+/** swiglu_clipped: GPT-OSS's min(g, 7)·σ(1.702·min(g, 7))·(clip(u, ±7) + 1); sigmoid: σ(g)·u (gated attention). */
+export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped' | 'sigmoid'
 
 export interface Backend {
   readonly name: 'cpu' | 'mlx'
@@ -74,8 +85,15 @@ export interface Backend {
   matmul(a: Tensor, b: Tensor): Tensor
   /** x [..., K] · wᵀ with w [N, K] (a Linear layer's weight), plus optional bias [N] → [..., N] f32. */
   linear(x: Tensor, w: Tensor, bias?: Tensor): Tensor
-  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor
+  /** precise: keep x in float; the cpu decode kernels otherwise round x to int8 per group (4- and 8-bit weights), which
+   * a recurrent state would accumulate. */
+  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor, options?: { precise?: boolean }): Tensor
   dequantize(w: QuantizedMatrix): Tensor
+  /** Mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] (i32 [rows, k]) of w [E, N, K]
+   * (dense or quantized), plus bias [E, N] → [rows, k, N] f32. */
+  gatherLinear(x: Tensor, w: Tensor | QuantizedMatrix, indices: Tensor, bias?: Tensor): Tensor
+  /** Σ_j weights[r, j] · x[r, j, :]: x [rows, k, N], weights f32 [rows, k] → [rows, N]. */
+  weightedSum(x: Tensor, weights: Tensor): Tensor
   /** table [V, H] gathered at ids (i32) → [...ids.shape, H] f32. */
   embedding(table: Tensor, ids: Tensor): Tensor
   quantizedEmbedding(table: QuantizedMatrix, ids: Tensor): Tensor
@@ -85,15 +103,24 @@ export interface Backend {
   /** x [rows, heads, headDim] rotated at per-row positions (i32 [rows]). */
   rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
   /** Writes x [rows, kvHeads, headDim] into cache [slots, kvHeads, maxLen, headDim] at (slots[r], positions[r]). In place. */
-  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor): void
+  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor
+
+  // linear-attention recurrences (Qwen3.5 Gated DeltaNet): per-slot states updated in place, rows in order; a row at
+  // position 0 starts its slot from a zero state (a reused slot needs no reset)
+  /** Causal depthwise conv1d: x [rows, C] with weight [C, K] over the slot's last K−1 inputs (state f32 [slots, K−1, C]). */
+  causalConv(x: Tensor, weight: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
+  /** Gated delta rule (mlx-lm gated_delta_update): q, k [rows, Hk, Dk] (normalised), v [rows, Hv, Dv], a, b [rows, Hv],
+   * aLog, dtBias [Hv], state f32 [slots, Hv, Dv, Dk] → y [rows, Hv, Dv]. */
+  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
 
   // elementwise and reductions (b broadcasts when its shape is a suffix of a's)
   add(a: Tensor, b: Tensor): Tensor
   mul(a: Tensor, b: Tensor): Tensor
   scale(x: Tensor, factor: number): Tensor
   silu(x: Tensor): Tensor
+  tanh(x: Tensor): Tensor
   gelu(x: Tensor, approximate?: boolean): Tensor
   /** activation(gate) · up, fused (SwiGLU / GeGLU). */
   glu(gate: Tensor, up: Tensor, activation: GluActivation): Tensor

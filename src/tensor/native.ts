@@ -29,20 +29,25 @@ export const SYMBOLS = {
 
   dbc_matmul: { args: [P, P, P], returns: i32 },
   dbc_linear: { args: [P, P, P, P], returns: i32 },
-  dbc_quantized_linear: { args: [P, P, P, P, P, i32, i32, P], returns: i32 },
+  dbc_quantized_linear: { args: [P, P, P, P, P, i32, i32, i32, P], returns: i32 },
   dbc_dequantize: { args: [P, P, P, i32, i32, P], returns: i32 },
   dbc_embedding: { args: [P, P, P], returns: i32 },
   dbc_quantized_embedding: { args: [P, P, P, i32, i32, P, P], returns: i32 },
+  dbc_gather_linear: { args: [P, P, P, P, P, P, i32, i32, P], returns: i32 },
+  dbc_weighted_sum: { args: [P, P, P], returns: i32 },
+  dbc_causal_conv: { args: [P, P, P, P, P, P], returns: i32 },
+  dbc_gated_delta: { args: [P, P, P, P, P, P, P, P, P, P, P], returns: i32 },
 
   dbc_rms_norm: { args: [P, P, f32, P], returns: i32 },
   dbc_rope: { args: [P, P, i32, i32, f32, P, P], returns: i32 },
-  dbc_kv_write: { args: [P, P, P, P], returns: i32 },
-  dbc_attention: { args: [P, P, P, P, P, f32, P, i32, i32, i32, P, P], returns: i32 },
+  dbc_kv_write: { args: [P, P, P, P, i32], returns: i32 },
+  dbc_attention: { args: [P, P, P, P, P, f32, P, i32, i32, i32, i32, P, P], returns: i32 },
 
   dbc_add: { args: [P, P, P], returns: i32 },
   dbc_mul: { args: [P, P, P], returns: i32 },
   dbc_scale: { args: [P, f32, P], returns: i32 },
   dbc_silu: { args: [P, P], returns: i32 },
+  dbc_tanh: { args: [P, P], returns: i32 },
   dbc_gelu: { args: [P, i32, P], returns: i32 },
   dbc_glu: { args: [P, P, i32, P], returns: i32 },
   dbc_softmax: { args: [P, P], returns: i32 },
@@ -52,7 +57,7 @@ export const SYMBOLS = {
   dbc_memory_read_bench: { args: [i64, i32, i32, P], returns: i32 },
 } as const
 
-export const ABI_VERSION = 1
+export const ABI_VERSION = 2
 
 /** A failed shim call: the C side's code and its last-error message. */
 export class NativeError extends DbcError {

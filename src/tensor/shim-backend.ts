@@ -7,6 +7,7 @@ import {
   type Backend,
   type DType,
   type GluActivation,
+  type KvWriteOptions,
   type QuantizedMatrix,
   type RopeOptions,
   type Tensor,
@@ -40,7 +41,7 @@ class ShimTensor implements Tensor {
   }
 }
 
-const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2 }
+const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx: 2, swiglu_clipped: 3, sigmoid: 4 }
 
 /** A Backend over any library that implements ffi/dbc.h: eager on the cpu shim, lazy (evaluated on read) on the mlx glue. */
 export class ShimBackend implements Backend {
@@ -208,16 +209,17 @@ export class ShimBackend implements Backend {
     return this.#call(this.#lib.dbc_linear(this.#t(x).handle, this.#t(w).handle, this.#h(bias), this.#outPtr))
   }
 
-  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor): Tensor {
+  quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor, options: { precise?: boolean } = {}): Tensor {
     return this.#call(
       this.#lib.dbc_quantized_linear(
         this.#t(x).handle,
         this.#t(w.weight).handle,
         this.#t(w.scales).handle,
-        this.#t(w.biases).handle,
+        this.#h(w.biases),
         this.#h(bias),
         w.groupSize,
         w.bits,
+        options.precise ? 1 : 0,
         this.#outPtr,
       ),
     )
@@ -225,8 +227,39 @@ export class ShimBackend implements Backend {
 
   dequantize(w: QuantizedMatrix): Tensor {
     return this.#call(
-      this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#t(w.biases).handle, w.groupSize, w.bits, this.#outPtr),
+      this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits, this.#outPtr),
     )
+  }
+
+  gatherLinear(x: Tensor, w: Tensor | QuantizedMatrix, indices: Tensor, bias?: Tensor): Tensor {
+    const q = 'scales' in w ? w : undefined
+    return this.#call(
+      this.#lib.dbc_gather_linear(
+        this.#t(x).handle,
+        this.#t(q ? q.weight : (w as Tensor)).handle,
+        this.#h(q?.scales),
+        this.#h(q?.biases),
+        this.#h(bias),
+        this.#t(indices).handle,
+        q?.groupSize ?? 0,
+        q?.bits ?? 0,
+        this.#outPtr,
+      ),
+    )
+  }
+
+  causalConv(x: Tensor, weight: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor {
+    const h = (t: Tensor) => this.#t(t).handle
+    return this.#call(this.#lib.dbc_causal_conv(h(x), h(weight), h(state), h(slots), h(positions), this.#outPtr))
+  }
+
+  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor {
+    const h = (t: Tensor) => this.#t(t).handle
+    return this.#call(this.#lib.dbc_gated_delta(h(q), h(k), h(v), h(a), h(b), h(aLog), h(dtBias), h(state), h(slots), h(positions), this.#outPtr))
+  }
+
+  weightedSum(x: Tensor, weights: Tensor): Tensor {
+    return this.#call(this.#lib.dbc_weighted_sum(this.#t(x).handle, this.#t(weights).handle, this.#outPtr))
   }
 
   embedding(table: Tensor, ids: Tensor): Tensor {
@@ -238,7 +271,7 @@ export class ShimBackend implements Backend {
       this.#lib.dbc_quantized_embedding(
         this.#t(table.weight).handle,
         this.#t(table.scales).handle,
-        this.#t(table.biases).handle,
+        this.#h(table.biases),
         table.groupSize,
         table.bits,
         this.#t(ids).handle,
@@ -290,8 +323,8 @@ export class ShimBackend implements Backend {
     )
   }
 
-  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor): void {
-    this.#check(this.#lib.dbc_kv_write(this.#t(cache).handle, this.#t(x).handle, this.#t(slots).handle, this.#t(positions).handle))
+  kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options: KvWriteOptions = {}): void {
+    this.#check(this.#lib.dbc_kv_write(this.#t(cache).handle, this.#t(x).handle, this.#t(slots).handle, this.#t(positions).handle, options.ring ? 1 : 0))
   }
 
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor {
@@ -310,6 +343,7 @@ export class ShimBackend implements Backend {
         options.causal ? 1 : 0,
         options.kvLength ?? 0,
         options.window ?? 0,
+        options.ring ? 1 : 0,
         this.#h(options.sinks),
         this.#outPtr,
       ),
@@ -329,6 +363,9 @@ export class ShimBackend implements Backend {
   }
   silu(x: Tensor): Tensor {
     return this.#call(this.#lib.dbc_silu(this.#t(x).handle, this.#outPtr))
+  }
+  tanh(x: Tensor): Tensor {
+    return this.#call(this.#lib.dbc_tanh(this.#t(x).handle, this.#outPtr))
   }
   gelu(x: Tensor, approximate = false): Tensor {
     return this.#call(this.#lib.dbc_gelu(this.#t(x).handle, approximate ? 1 : 0, this.#outPtr))

@@ -37,7 +37,7 @@ describe('bad checkpoints', () => {
     try {
       ModelStage.load(dir, backend)
     } catch (error) {
-      expect((error as { hint?: string }).hint).toBe('supported: llama, mistral, qwen2, qwen3')
+      expect((error as { hint?: string }).hint).toBe('supported: gemma3, gemma3_text, gemma4, gemma4_text, gpt_oss, llama, mistral, qwen2, qwen3, qwen3_5, qwen3_5_moe')
     }
   })
 

@@ -17,10 +17,22 @@ describe('quantization config', () => {
   })
 
   test('a module is quantized when its .scales exist (global params) or its path is listed (its own params)', () => {
-    expect(config.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({ groupSize: 64, bits: 4 })
+    expect(config.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({ groupSize: 64, bits: 4, mode: 'affine' })
     expect(config.forModule('model.layers.0.self_attn.q_proj', false)).toBeNull()
-    expect(config.forModule('lm_head', true)).toEqual({ groupSize: 64, bits: 8 })
-    expect(config.forModule('model.layers.3.mlp.down_proj', false)).toEqual({ groupSize: 32, bits: 6 })
+    expect(config.forModule('lm_head', true)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
+    expect(config.forModule('model.layers.3.mlp.down_proj', false)).toEqual({ groupSize: 32, bits: 6, mode: 'affine' })
+  })
+
+  test('mxfp4: globally, per module (a per-module dict without mode is affine, as MLX reads it), and the legacy quant_method', () => {
+    const mixed = parseQuantization({
+      quantization: { group_size: 64, bits: 8, mode: 'affine', 'model.layers.0.mlp.experts.up_proj': { group_size: 32, bits: 4, mode: 'mxfp4' } },
+    })
+    expect(mixed.forModule('model.layers.0.mlp.experts.up_proj', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
+    expect(mixed.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
+    const global = parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'mxfp4', 'model.layers.0.mlp.router': { group_size: 64, bits: 8 } } })
+    expect(global.forModule('a', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
+    expect(global.forModule('model.layers.0.mlp.router', false)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
+    expect(parseQuantization({ quantization_config: { quant_method: 'mxfp4' } }).forModule('a', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
   })
 
   test('`false` keeps a module in float even if .scales exist', () => {
@@ -30,11 +42,12 @@ describe('quantization config', () => {
   test('no quantization, `quantization_config` as the only key, and a missing mode (= affine)', () => {
     expect(parseQuantization({}).forModule('x', true)).toBeNull()
     expect(parseQuantization({ quantization: false }).forModule('x', true)).toBeNull()
-    expect(parseQuantization({ quantization_config: { group_size: 32, bits: 8 } }).forModule('x', true)).toEqual({ groupSize: 32, bits: 8 })
+    expect(parseQuantization({ quantization_config: { group_size: 32, bits: 8 } }).forModule('x', true)).toEqual({ groupSize: 32, bits: 8, mode: 'affine' })
   })
 
   test('unsupported modes, bits and group sizes fail when config.json is read, naming the module', () => {
-    expect(() => parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'mxfp4' } })).toThrow(/mode 'mxfp4'/)
+    expect(() => parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } })).toThrow(/mode 'nvfp4'/)
+    expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, mode: 'mxfp4' } })).toThrow(/mxfp4 with group_size 64, bits 4/)
     expect(() => parseQuantization({ quantization: { group_size: 64, bits: 7 } })).toThrow(/bits 7/)
     expect(() => parseQuantization({ quantization: { group_size: 48, bits: 4 } })).toThrow(/group_size 48/)
     expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, lm_head: { bits: 1 } } })).toThrow(/quantization\['lm_head'\] has bits 1/)

@@ -42,6 +42,75 @@ export function dequantize(words: Uint32Array, scales: F, biases: F, N: number, 
   return out
 }
 
+/** The 16 FP4 E2M1 values by code: sign bit 3, then 2 exponent bits and 1 mantissa bit (OCP MX spec). */
+export function fp4e2m1(code: number): number {
+  const sign = code & 8 ? -1 : 1
+  const e = (code >> 1) & 3, m = code & 1
+  return sign * (e === 0 ? m * 0.5 : 2 ** (e - 1) * (1 + m / 2))
+}
+
+/** MX FP4 dequantization: 4-bit E2M1 codes packed LSB-first (as MLX packs 4-bit values), groups of 32 sharing an
+ * E8M0 scale 2^(s − 127). */
+export function dequantizeMxfp4(words: Uint32Array, scales: Uint8Array, N: number, K: number): Float64Array {
+  const out = new Float64Array(N * K)
+  for (let n = 0; n < N; n++)
+    for (let k = 0; k < K; k++) {
+      const code = (words[(n * K + k) >> 3]! >>> (4 * (k & 7))) & 15
+      out[n * K + k] = fp4e2m1(code) * 2 ** (scales[n * (K / 32) + (k >> 5)]! - 127)
+    }
+  return out
+}
+
+/** GPT-OSS's clipped SwiGLU on one gate/up pair (mlx-lm gpt_oss.swiglu, alpha 1.702, limit 7). */
+export function swigluClipped(gate: number, up: number): number {
+  const g = Math.min(gate, 7)
+  const u = Math.min(Math.max(up, -7), 7)
+  return (g / (1 + Math.exp(-1.702 * g))) * (u + 1)
+}
+
+/** A causal depthwise conv1d over one sequence: out[t][c] = Σ_j w[c][j]·x[t − (K−1) + j][c], inputs before 0 being 0. */
+export function causalConv(x: number[][], w: ArrayLike<number>, K: number): number[][] {
+  return x.map((_, t) =>
+    x[t]!.map((_, c) => {
+      let s = 0
+      for (let j = 0; j < K; j++) {
+        const at = t - (K - 1) + j
+        if (at >= 0) s += Number(w[c * K + j]) * x[at]![c]!
+      }
+      return s
+    }),
+  )
+}
+
+/** The gated delta rule over one sequence (Yang et al., Gated Delta Networks; mlx-lm gated_delta_ops), float64:
+ * per value head h with key head h / (Hv/Hk): S ← g·S; S ← S + k ⊗ (v − S·k)·β; y = S·q, where
+ * g = exp(−exp(aLog)·softplus(a + dtBias)) and β = sigmoid(b). q, k: [T][Hk·Dk]; v: [T][Hv·Dv]; a, b: [T][Hv]. */
+export function gatedDelta(
+  q: number[][], k: number[][], v: number[][], a: number[][], b: number[][], aLog: ArrayLike<number>, dtBias: ArrayLike<number>,
+  Hk: number, Hv: number, Dk: number, Dv: number,
+): number[][] {
+  const S = Array.from({ length: Hv }, () => Array.from({ length: Dv }, () => new Float64Array(Dk)))
+  return q.map((_, t) => {
+    const y = new Array<number>(Hv * Dv).fill(0)
+    for (let h = 0; h < Hv; h++) {
+      const hk = Math.floor(h / (Hv / Hk))
+      const x = a[t]![h]! + Number(dtBias[h])
+      const g = Math.exp(-Math.exp(Number(aLog[h])) * Math.log1p(Math.exp(x)))
+      const beta = 1 / (1 + Math.exp(-b[t]![h]!))
+      const kk = k[t]!.slice(hk * Dk, (hk + 1) * Dk), qq = q[t]!.slice(hk * Dk, (hk + 1) * Dk)
+      for (let dv = 0; dv < Dv; dv++) {
+        const row = S[h]![dv]!
+        for (let d = 0; d < Dk; d++) row[d]! *= g
+        const mem = row.reduce((acc, s, d) => acc + s * kk[d]!, 0)
+        const delta = (v[t]![h * Dv + dv]! - mem) * beta
+        for (let d = 0; d < Dk; d++) row[d]! += kk[d]! * delta
+        y[h * Dv + dv] = row.reduce((acc, s, d) => acc + s * qq[d]!, 0)
+      }
+    }
+    return y
+  })
+}
+
 /** Packs q values (one row after another) into u32 words, LSB-first. */
 export function packBits(q: number[] | Uint8Array, N: number, K: number, bits: number): Uint32Array {
   const wordsPerRow = (K * bits) / 32

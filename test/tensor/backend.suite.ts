@@ -1,6 +1,6 @@
 /** One conformance suite for every Backend implementation, checked against test/reference/kernels.ts (float64). */
 import { describe, expect, test } from 'bun:test'
-import type { Backend, DType, QuantizedMatrix } from '../../src/tensor/backend.ts'
+import type { Backend, DType, QuantizedMatrix, Tensor } from '../../src/tensor/backend.ts'
 import * as ref from '../reference/kernels.ts'
 
 export interface SuiteOptions {
@@ -101,10 +101,146 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
               // Decode kernels for 4/8 bits quantize x to int8 per 32 values: error ≤ ~1% of the output scale.
               const tol = (bits === 4 || bits === 8) && M < 16 ? 1.5e-2 : 1e-5
               expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(tol)
+              // precise keeps x in float: as exact as the other paths
+              const precise = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, undefined, { precise: true }))
+              expect(ref.maxAbsDiff(precise, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
             }
           })
         })
       }
+
+    it('mxfp4 (E2M1 codes, u8 E8M0 scales, no biases): dequantize, matmul and embedding match the reference', () => {
+      b.scope(() => {
+        const N = 24, K = 128
+        const random = ref.rng(77)
+        const codes = new Uint8Array(N * K).map(() => Math.floor(random() * 16))
+        const words = ref.packBits(codes, N, K, 4)
+        // scales 2^-6 … 2^2, and one group at the 2^-127 edge MLX reads as a bf16 denormal
+        const scales = new Uint8Array((N * K) / 32).map(() => 121 + Math.floor(random() * 9))
+        scales[5] = 0
+        const matrix: QuantizedMatrix = { weight: b.fromBytes(new Uint8Array(words.buffer), [N, K / 8], 'u32'), scales: b.fromBytes(scales, [N, K / 32], 'u8'), groupSize: 32, bits: 4 }
+        const dense = ref.dequantizeMxfp4(words, scales, N, K)
+        expect(ref.fp4e2m1(7)).toBe(6)
+        expect(ref.fp4e2m1(9)).toBe(-0.5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.dequantize(matrix)), dense)).toBe(0)
+        for (const M of [1, 3, 20]) {
+          const x = ref.randn(M * K, ref.rng(M), 1)
+          const bias = ref.randn(N, ref.rng(M + 1))
+          const want = ref.linear(x, dense, M, N, K, bias)
+          const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, b.fromFloat32(bias, [N])))
+          expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
+        }
+        const rows = b.toFloat32(b.quantizedEmbedding(matrix, b.fromInt32(Int32Array.of(3, 0), [2])))
+        expect(ref.maxAbsDiff(rows, [...dense.slice(3 * K, 4 * K), ...dense.slice(0, K)])).toBe(0)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, groupSize: 64 })).toThrow(/mxfp4 \(no biases\) needs bits 4 and group size 32/)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, scales: b.fromFloat32(new Float32Array(N * 4), [N, 4]) })).toThrow(/mxfp4 scales must be u8/)
+      })
+    })
+
+    it('gatherLinear runs each row through the experts it picked (dense, affine and mxfp4 experts, with bias) and weightedSum combines them', () => {
+      b.scope(() => {
+        const E = 5, N = 16, K = 64, R = 3, k = 2
+        const random = ref.rng(31)
+        const indices = Int32Array.of(4, 1, 1, 1, 0, 3) // row 1 picks expert 1 twice; expert 2 unused
+        const bias = ref.randn(E * N, random)
+        const x2 = ref.randn(R * K, random)
+        const x3 = ref.randn(R * k * K, random)
+        const denseW = ref.randn(E * N * K, random, 0.3)
+        const codes = new Uint8Array(E * N * K).map(() => Math.floor(random() * 16))
+        const mxWords = ref.packBits(codes, E * N, K, 4)
+        const mxScales = new Uint8Array((E * N * K) / 32).map(() => 124 + Math.floor(random() * 4))
+        const affine = randomQuantized(b, E * N, K, 32, 4, 5)
+        const affine8 = randomQuantized(b, E * N, K, 64, 8, 6, 'bf16')
+        const reshape3 = (m: QuantizedMatrix): QuantizedMatrix => ({
+          ...m,
+          weight: b.reshape(m.weight, [E, N, m.weight.shape[1]!]),
+          scales: b.reshape(m.scales, [E, N, m.scales.shape[1]!]),
+          biases: m.biases && b.reshape(m.biases, [E, N, m.biases.shape[1]!]),
+        })
+        const cases: [string, Tensor | QuantizedMatrix, ArrayLike<number>][] = [
+          ['dense', b.fromFloat32(denseW, [E, N, K]), denseW],
+          ['bf16', b.fromBytes(ref.bf16Bytes(denseW), [E, N, K], 'bf16'), Float32Array.from(denseW, ref.roundBf16)],
+          ['affine', reshape3(affine.matrix), affine.dense],
+          ['affine 8-bit', reshape3(affine8.matrix), affine8.dense],
+          ['mxfp4', { weight: b.fromBytes(new Uint8Array(mxWords.buffer), [E, N, K / 8], 'u32'), scales: b.fromBytes(mxScales, [E, N, K / 32], 'u8'), groupSize: 32, bits: 4 }, ref.dequantizeMxfp4(mxWords, mxScales, E * N, K)],
+        ]
+        for (const [label, w, dense] of cases) {
+          for (const perPair of [false, true]) {
+            const x = perPair ? x3 : x2
+            const want = new Float64Array(R * k * N)
+            for (let r = 0; r < R; r++)
+              for (let j = 0; j < k; j++) {
+                const e = indices[r * k + j]!
+                const xr = Array.from(x.slice((perPair ? r * k + j : r) * K, (perPair ? r * k + j + 1 : r + 1) * K))
+                const y = ref.linear(xr, Array.from(dense).slice(e * N * K, (e + 1) * N * K), 1, N, K, bias.slice(e * N, (e + 1) * N))
+                want.set(y, (r * k + j) * N)
+              }
+            const got = b.gatherLinear(b.fromFloat32(x, perPair ? [R, k, K] : [R, K]), w, b.fromInt32(indices, [R, k]), b.fromFloat32(bias, [E, N]))
+            expect(got.shape).toEqual([R, k, N])
+            expect([label, ref.maxAbsDiff(b.toFloat32(got), want) / ref.maxAbs(want) < 1e-5]).toEqual([label, true])
+          }
+        }
+        const ys = ref.randn(R * k * N, random)
+        const weights = Float32Array.of(0.7, 0.3, 0.5, 0.5, 0.1, 0.9)
+        const summed = b.toFloat32(b.weightedSum(b.fromFloat32(ys, [R, k, N]), b.fromFloat32(weights, [R, k])))
+        const want = Array.from({ length: R * N }, (_, i) => {
+          const r = Math.floor(i / N), n = i % N
+          return weights[r * k]! * ys[r * k * N + n]! + weights[r * k + 1]! * ys[(r * k + 1) * N + n]!
+        })
+        expect(ref.maxAbsDiff(summed, want)).toBeLessThan(1e-6)
+        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(Int32Array.of(0, 1, 2, 3, 4, 5), [R, k]))).toThrow(/expert 5 outside 0\.\.4/)
+        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(indices, [k, R]))).toThrow(/x must be \[2, 64\]/)
+      })
+    })
+
+    it('causalConv and gatedDelta carry per-slot state across calls, interleaved slots, and restart a slot at position 0', () => {
+      b.scope(() => {
+        const C = 12, K = 4, Hk = 2, Hv = 4, Dk = 8, Dv = 6, T = 7
+        const random = ref.rng(55)
+        const seq = (width: number, scale = 1) => Array.from({ length: T }, () => Array.from(ref.randn(width, random, scale)))
+        const w = ref.randn(C * K, random, 0.5)
+        const aLog = ref.randn(Hv, random, 0.5), dtBias = ref.randn(Hv, random, 0.5)
+        // two sequences (slots 1 and 0), fed as: 3 rows of slot 1; then rows 3..4 of slot 1 interleaved with rows 0..1 of
+        // slot 0; then the rest one row at a time
+        const data = [0, 1].map(() => ({ x: seq(C), q: seq(Hk * Dk, 0.3), k: seq(Hk * Dk, 0.3), v: seq(Hv * Dv), a: seq(Hv), bb: seq(Hv) }))
+        const calls: [number, number][][] = [[[1, 0], [1, 1], [1, 2]], [[1, 3], [0, 0], [1, 4], [0, 1]], ...Array.from({ length: 5 }, (_, i) => [[0, i + 2]] as [number, number][]), [[1, 5]], [[1, 6]]]
+        const convState = b.zeros([2, K - 1, C], 'f32'), deltaState = b.zeros([2, Hv, Dv, Dk], 'f32')
+        const got = [0, 1].map(() => ({ conv: [] as number[][], y: [] as number[][] }))
+        const run = (calls: [number, number][][]) => {
+          for (const rows of calls) {
+            const pick = (f: (d: (typeof data)[0]) => number[][]) => Float32Array.from(rows.flatMap(([s, t]) => f(data[s]!)[t]!))
+            const n = rows.length
+            const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [n]), positions = b.fromInt32(Int32Array.from(rows, ([, t]) => t), [n])
+            const conv = b.toFloat32(b.causalConv(b.fromFloat32(pick((d) => d.x), [n, C]), b.fromFloat32(w, [C, K]), convState, slots, positions))
+            const y = b.toFloat32(
+              b.gatedDelta(
+                b.fromFloat32(pick((d) => d.q), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.k), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.v), [n, Hv, Dv]),
+                b.fromFloat32(pick((d) => d.a), [n, Hv]), b.fromFloat32(pick((d) => d.bb), [n, Hv]), b.fromFloat32(aLog, [Hv]), b.fromFloat32(dtBias, [Hv]),
+                deltaState, slots, positions,
+              ),
+            )
+            rows.forEach(([s, t], i) => {
+              got[s]!.conv[t] = Array.from(conv.slice(i * C, (i + 1) * C))
+              got[s]!.y[t] = Array.from(y.slice(i * Hv * Dv, (i + 1) * Hv * Dv))
+            })
+          }
+        }
+        const check = () => {
+          for (const s of [0, 1]) {
+            const d = data[s]!
+            expect(ref.maxAbsDiff(got[s]!.conv.flat(), ref.causalConv(d.x, w, K).flat())).toBeLessThan(1e-5)
+            expect(ref.maxAbsDiff(got[s]!.y.flat(), ref.gatedDelta(d.q, d.k, d.v, d.a, d.bb, aLog, dtBias, Hk, Hv, Dk, Dv).flat())).toBeLessThan(1e-5)
+          }
+        }
+        run(calls)
+        check()
+        // the slots now hold state; position 0 starts over, so a second pass gives the same outputs
+        run(calls)
+        check()
+        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w, [C, K]), convState, b.fromInt32(Int32Array.of(2), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/slot 2 outside 0\.\.1/)
+        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w.slice(0, C * (K - 1)), [C, K - 1]), convState, b.fromInt32(Int32Array.of(0), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/state must be f32 \[slots, 2, 12\]/)
+      })
+    })
 
     it('quantized matmul adds a bias and handles a leading batch axis', () => {
       b.scope(() => {
@@ -267,6 +403,44 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
       })
     })
 
+    it('a ring cache with windowed attention equals a full-length cache with the same window', () => {
+      // 2 slots, 23 positions written in steps of up to 3 rows per slot, ring of 6 with window 4 (rows span ≤ 6 − 4)
+      const KH = 2, H = 4, D = 8, W = 4, RING = 6, T = 23
+      const random = ref.rng(91)
+      const kv = [0, 1].map(() => ({ k: ref.randn(T * KH * D, random), v: ref.randn(T * KH * D, random), q: ref.randn(T * H * D, random) }))
+      b.scope(() => {
+        const caches = { full: [b.zeros([2, KH, T, D], 'f32'), b.zeros([2, KH, T, D], 'f32')], ring: [b.zeros([2, KH, RING, D], 'f32'), b.zeros([2, KH, RING, D], 'f32')] }
+        for (let start = 0; start < T; start += 3) {
+          const rows: [number, number][] = []
+          for (const slot of [0, 1]) for (let p = start; p < Math.min(T, start + 3); p++) rows.push([slot, p])
+          const pick = (src: (s: number) => ArrayLike<number> & { slice(a: number, b: number): ArrayLike<number> }, width: number) =>
+            Float32Array.from(rows.flatMap(([s, p]) => Array.from(src(s).slice(p * width, (p + 1) * width))))
+          const shape = (heads: number) => [rows.length, heads, D]
+          const k = b.fromFloat32(pick((s) => kv[s]!.k, KH * D), shape(KH))
+          const v = b.fromFloat32(pick((s) => kv[s]!.v, KH * D), shape(KH))
+          const q = b.fromFloat32(pick((s) => kv[s]!.q, H * D), shape(H))
+          const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [rows.length])
+          const positions = b.fromInt32(Int32Array.from(rows, ([, p]) => p), [rows.length])
+          const out = (kind: 'full' | 'ring') => {
+            const ring = kind === 'ring'
+            b.kvWrite(caches[kind][0]!, k, slots, positions, { ring })
+            b.kvWrite(caches[kind][1]!, v, slots, positions, { ring })
+            return b.toFloat32(b.attention(q, caches[kind][0]!, caches[kind][1]!, slots, positions, { scale: 0.3, causal: true, window: W, ring }))
+          }
+          expect(ref.maxAbsDiff(out('ring'), out('full'))).toBeLessThan(1e-6)
+        }
+        // rows of one slot spanning more than ring − window positions would read keys the same call overwrote
+        const q = b.fromFloat32(new Float32Array(4 * H * D), [4, H, D])
+        const spread = b.fromInt32(Int32Array.of(30, 31, 32, 33), [4])
+        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, window: W, ring: true })).toThrow(
+          /span positions 30\.\.33, more than the ring of 6 holds with window 4/,
+        )
+        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, ring: true })).toThrow(
+          /a ring cache needs causal rows, no mask and a window in 1\.\.6/,
+        )
+      })
+    })
+
     it('elementwise ops, activations and broadcasting', () => {
       b.scope(() => {
         const x = ref.randn(6 * 10, ref.rng(51), 3),
@@ -282,9 +456,15 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(ref.maxAbsDiff(b.toFloat32(b.silu(xt)), each(ref.silu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt)), each(ref.gelu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt, true)), each(ref.geluTanh))).toBeLessThan(1e-5)
+        expect(ref.maxAbsDiff(b.toFloat32(b.tanh(xt)), each(Math.tanh))).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'silu')), each((v, i) => ref.silu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu')), each((v, i) => ref.gelu(v) * y[i]!))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
+        // x spans ±~9 (scale 3): both clips of the GPT-OSS SwiGLU are hit
+        const wide = b.fromFloat32(Float32Array.from(y, (v) => v * 9), [6, 10])
+        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'sigmoid')), each((v, i) => y[i]! / (1 + Math.exp(-v))))).toBeLessThan(1e-6)
+        const clipped = b.toFloat32(b.glu(xt, wide, 'swiglu_clipped'))
+        expect(ref.maxAbsDiff(clipped, each((v, i) => ref.swigluClipped(v, y[i]! * 9))) / ref.maxAbs(clipped)).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.softmax(xt)), ref.softmax(x, 6, 10))).toBeLessThan(1e-6)
       })
     })
