@@ -104,13 +104,14 @@ function modelShape(dir: string, tensors: string[]): { numLayers: number; tieWor
   }
 }
 
-/** Hashes every file of a model folder and records which tensors each weight file holds. */
-export function buildManifest(dir: string, onProgress: (file: string, bytes: number) => void = () => {}): Manifest {
+/** Hashes every file of a model folder and records which tensors each weight file holds. `known` holds SHA-256s already
+ * verified elsewhere (the hub's LFS oids after a pull), so those files are not read again. */
+export function buildManifest(dir: string, onProgress: (file: string, bytes: number) => void = () => {}, known: ReadonlyMap<string, string> = new Map()): Manifest {
   if (!existsSync(join(dir, 'config.json'))) throw new DistributionError('E_MANIFEST_DIR', `${dir} has no config.json`, 'point at a model folder in the MLX-community layout')
   const names = listModelFiles(dir)
   const weights = tensorsByFile(dir, names.filter(isWeightFile))
   const files: ManifestFile[] = names.map((name) => {
-    const sha256 = sha256File(join(dir, name), (n) => onProgress(name, n))
+    const sha256 = known.get(name) ?? sha256File(join(dir, name), (n) => onProgress(name, n))
     const entry: ManifestFile = { name, size: statSync(join(dir, name)).size, sha256 }
     const tensors = weights.get(name)
     if (tensors) Object.assign(entry, { tensors, layers: layersOf(tensors) })
@@ -218,7 +219,7 @@ export function parseManifest(raw: unknown): Manifest {
   return m
 }
 
-const isSafeName = (name: string) =>
+export const isSafeName = (name: string) =>
   name.length > 0 && name.length < 1024 && !name.startsWith('/') && !name.includes('\\') && !name.includes('\0') && name.split('/').every((p) => p !== '' && p !== '.' && p !== '..')
 
 /** The files a stage needs: the weight files holding its layers (plus the embedding on the first stage, or on the last
