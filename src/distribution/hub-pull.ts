@@ -10,6 +10,7 @@ import { ensureFreeSpace } from './disk-space.ts'
 import { DistributionError } from './errors.ts'
 import { gitBlobSha1File, isSha1Hex, isSha256Hex, sha256File } from './file-hash.ts'
 import { buildManifest, isSafeName, writeManifestSidecar } from './manifest.ts'
+import { progressMeter, type TransferProgress } from './progress.ts'
 
 export interface Hub {
   /** Base URL without a trailing slash (HF_ENDPOINT, default https://huggingface.co). */
@@ -33,15 +34,8 @@ export const repoCacheFolder = (repo: string) => `models--${repo.split('/').join
 
 const REPO = /^(?:[A-Za-z0-9][\w.-]*\/)?[A-Za-z0-9][\w.-]*$/
 
-export interface PullProgress {
-  file: string
-  /** Bytes downloaded so far in this run, over all files, and how many this run downloads in all. */
-  bytes: number
-  total: number
-  /** Bytes per second since the first byte of this run. */
-  rate: number
-  etaSeconds: number | null
-}
+/** Progress of a pull: the shape shard transfers report too. */
+export type PullProgress = TransferProgress
 
 export type PullEvent =
   | { type: 'present'; file: string }
@@ -164,11 +158,13 @@ async function fetchInto(hub: Hub, file: RemoteFile, part: string, onBytes: (n: 
   else if (at && !new RegExp(`^bytes ${at}-`).test(res.headers.get('content-range') ?? '')) {
     throw new DistributionError('E_HUB_RANGE', `asked for ${file.name} from byte ${at}, got ${res.headers.get('content-range') ?? 'no Content-Range'}`)
   }
+  if (!res.body) throw new DistributionError('E_HUB_CUT', `the hub sent no body for ${file.name}`)
   const resumedFrom = at
   const fd = openSync(part, at ? 'a' : 'w')
   try {
-    for await (const chunk of res.body ?? []) {
-      const bytes = chunk as Uint8Array
+    const reader = res.body.getReader()
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      const bytes = r.value
       writeSync(fd, bytes)
       at += bytes.byteLength
       onBytes(bytes.byteLength)
@@ -224,13 +220,7 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   mkdirSync(modelDir, { recursive: true })
   ensureFreeSpace(options.dir ? modelDir : repoDir, total, `pulling ${repo}`)
 
-  let downloaded = 0
-  const started = performance.now()
-  const progress = (file: string) => {
-    const seconds = (performance.now() - started) / 1000
-    const rate = seconds > 0 ? downloaded / seconds : 0
-    options.onProgress?.({ file, bytes: downloaded, total, rate, etaSeconds: rate > 0 ? Math.max(0, total - downloaded) / rate : null })
-  }
+  const meter = progressMeter(total, options.onProgress)
   const attempts = options.attempts ?? 5
   for (const f of missing) {
     const store = storeOf(f)
@@ -240,10 +230,7 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
     for (let attempt = 1; ; attempt++) {
       let resumedFrom: number
       try {
-        resumedFrom = await fetchInto(hub, f, part, (n) => {
-          downloaded += n
-          progress(f.name)
-        })
+        resumedFrom = await fetchInto(hub, f, part, (n) => meter.add(f.name, n))
       } catch (error) {
         const retryable = error instanceof DistributionError && ['E_HUB_CUT', 'E_HUB_RANGE', 'E_HUB_UNREACHABLE'].includes(error.code)
         const serverError = error instanceof HubHttpError && error.status >= 500
@@ -270,8 +257,8 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   // the manifest sidecar lets `model list --verify` and shard transfer reuse the hashes checked here
   const known = new Map(remote.filter((f) => f.etag && isSha256Hex(f.etag)).map((f) => [f.name, f.etag!]))
   if (existsSync(join(modelDir, 'config.json'))) writeManifestSidecar(modelDir, buildManifest(modelDir, () => {}, known))
-  progress(remote.at(-1)?.name ?? '')
-  return { dir: modelDir, commit, files: remote.map((f) => ({ name: f.name, size: f.size })), downloadedBytes: downloaded }
+  meter.report(remote.at(-1)?.name ?? '')
+  return { dir: modelDir, commit, files: remote.map((f) => ({ name: f.name, size: f.size })), downloadedBytes: meter.bytes }
 }
 
 function linkSnapshot(repoDir: string, snapshot: string, files: RemoteFile[], storeOf: (f: RemoteFile) => string, revision: string, commit: string): void {
