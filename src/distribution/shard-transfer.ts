@@ -72,13 +72,14 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
   const fds = new Map<string, number>()
   const refuse = (requestId: bigint, code: string, message: string) => send(link, requestId, { type: 'error', error: { code, message } })
 
+  /** The answer's payload, `u64 offset | bytes`, read from disk straight into place (no copy of multi-MiB chunks). */
   const readChunk = (name: string, offset: number, length: number): Uint8Array => {
     let fd = fds.get(name)
     if (fd === undefined) fds.set(name, (fd = openSync(join(modelDir, name), 'r')))
-    const out = new Uint8Array(length)
-    let at = 0
-    while (at < length) {
-      const n = readSync(fd, out, at, length - at, offset + at)
+    const out = new Uint8Array(8 + length)
+    new DataView(out.buffer).setBigUint64(0, BigInt(offset), true)
+    for (let at = 0; at < length; ) {
+      const n = readSync(fd, out, 8 + at, length - at, offset + at)
       if (n <= 0) throw new DistributionError('E_FILE_READ', `${name} ends before byte ${offset + length} on the head`)
       at += n
     }
@@ -100,18 +101,15 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
     const offset = Number(m.offset)
     const { length, name } = request
     if (length < 1 || length > MAX_CHUNK_BYTES) return refuse(requestId, 'E_FILE_RANGE', `chunks are 1 to ${MAX_CHUNK_BYTES} bytes, not ${length}`)
-    let bytes: Uint8Array
     if (name === MANIFEST_FILE) {
       const whole = await signed
       if (offset + length > whole.byteLength) return refuse(requestId, 'E_FILE_RANGE', `the manifest is ${whole.byteLength} bytes`)
-      bytes = whole.subarray(offset, offset + length)
-    } else {
-      const file = byName.get(name)
-      if (!file) return refuse(requestId, 'E_FILE_UNKNOWN', `the head offers no file named ${JSON.stringify(name)}`)
-      if (offset + length > file.size) return refuse(requestId, 'E_FILE_RANGE', `${name} is ${file.size} bytes; bytes ${offset}..${offset + length} do not exist`)
-      bytes = readChunk(name, offset, length)
+      return send(link, requestId, { type: 'fileChunk', offset: m.offset, bytes: whole.subarray(offset, offset + length) })
     }
-    send(link, requestId, { type: 'fileChunk', offset: m.offset, bytes })
+    const file = byName.get(name)
+    if (!file) return refuse(requestId, 'E_FILE_UNKNOWN', `the head offers no file named ${JSON.stringify(name)}`)
+    if (offset + length > file.size) return refuse(requestId, 'E_FILE_RANGE', `${name} is ${file.size} bytes; bytes ${offset}..${offset + length} do not exist`)
+    link.send(FrameType.fileChunk, readChunk(name, offset, length), { requestId })
   }
 
   const off = link.onFrame((f) => {
