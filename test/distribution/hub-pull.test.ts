@@ -39,9 +39,12 @@ test('a full pull lands in the hub cache layout (blobs, snapshot links, refs), w
   expect(readdirSync(join(repoDir, 'blobs')).filter((b) => b.endsWith('.part'))).toEqual([])
   expect(events.filter((e) => e.type === 'downloaded').length).toBe(listModelFiles(source).length)
   expect(result.downloadedBytes).toBe(listModelFiles(source).reduce((a, n) => a + statSync(join(source, n)).size, 0))
-  // every request to the hub carried the token
-  expect(hub.requests.length).toBeGreaterThan(listModelFiles(source).length)
-  for (const r of hub.requests) expect(r.authorization).toBe('Bearer hf_secret')
+  // every request to the hub carried the token; none to the CDN it redirects LFS files to
+  const [toHub, toCdn] = [hub.requests.filter((r) => !r.path.startsWith('/cdn/')), hub.requests.filter((r) => r.path.startsWith('/cdn/'))]
+  expect(toHub.length).toBeGreaterThan(listModelFiles(source).length)
+  for (const r of toHub) expect(r.authorization).toBe('Bearer hf_secret')
+  expect(toCdn.map((r) => r.path.split('/').at(-1)).sort()).toEqual(listModelFiles(source).filter((n) => n.endsWith('.safetensors') || n === 'tokenizer.json'))
+  for (const r of toCdn) expect([r.host.startsWith('localhost:'), r.authorization]).toEqual([true, null])
   // the manifest sidecar carries the verified hashes
   const manifest = readManifestSidecar(result.dir)!
   expect(manifest.files.map((f) => f.name)).toEqual(listModelFiles(source))
@@ -134,5 +137,5 @@ test('dbcluster model pull: HF_ENDPOINT and HF_TOKEN from the environment, progr
   expect(text).toMatch(/\d+(\.\d+)? MiB \/ \d+(\.\d+)? MiB \(100%\)\s+\d+(\.\d+)? (K|M|G)iB\/s\s+ETA \d+s/)
   expect(text).toContain(`${WEIGHT}: `)
   expect(hub.requests.length).toBeGreaterThan(0)
-  expect(hub.requests.every((r) => r.authorization === 'Bearer hf_cli')).toBe(true)
+  expect(hub.requests.filter((r) => !r.path.startsWith('/cdn/')).every((r) => r.authorization === 'Bearer hf_cli')).toBe(true)
 }, 60_000)

@@ -8,6 +8,7 @@ import { listModelFiles } from '../../src/distribution/manifest.ts'
 
 export interface HubRequest {
   method: string
+  host: string
   path: string
   range: string | null
   authorization: string | null
@@ -15,6 +16,8 @@ export interface HubRequest {
 
 export interface FakeHub {
   url: string
+  /** The same server as `localhost`: another origin, standing in for the hub's CDN. */
+  cdnUrl: string
   commit: string
   requests: HubRequest[]
   /** Serve only this many bytes of the file's next GET, then end the response. */
@@ -33,7 +36,7 @@ const sha = (algo: string, ...parts: (string | Uint8Array)[]) => {
 export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd(40, '0')): FakeHub {
   const files = new Map(listModelFiles(dir).map((name) => [name, new Uint8Array(readFileSync(join(dir, name)))]))
   const isLfs = (name: string) => name.endsWith('.safetensors') || name === 'tokenizer.json'
-  const hub: FakeHub = { url: '', commit, requests: [], cutNext: new Map(), corruptNext: new Map(), stop: () => server.stop(true) }
+  const hub: FakeHub = { url: '', cdnUrl: '', commit, requests: [], cutNext: new Map(), corruptNext: new Map(), stop: () => server.stop(true) }
 
   const body = (name: string, req: Request, headers: Record<string, string>): Response => {
     let bytes = files.get(name)!
@@ -68,7 +71,7 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
     fetch(req) {
       const url = new URL(req.url)
       const path = decodeURIComponent(url.pathname)
-      hub.requests.push({ method: req.method, path, range: req.headers.get('range'), authorization: req.headers.get('authorization') })
+      hub.requests.push({ method: req.method, host: url.host, path, range: req.headers.get('range'), authorization: req.headers.get('authorization') })
       if (path === `/api/models/${repo}/revision/main` || path === `/api/models/${repo}/revision/${commit}`) {
         return Response.json({ id: repo, sha: commit, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) })
       }
@@ -79,7 +82,8 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
         if (!bytes) return new Response('Entry not found', { status: 404 })
         if (isLfs(name)) {
           const oid = sha('sha256', bytes)
-          return new Response(null, { status: 302, headers: { location: `/cdn/${oid}/${name}`, 'x-linked-etag': `"${oid}"`, 'x-linked-size': String(bytes.byteLength), 'x-repo-commit': commit } })
+          // the real hub redirects LFS files to a CDN on another origin: here the same server under another host name
+          return new Response(null, { status: 302, headers: { location: `${hub.cdnUrl}/cdn/${oid}/${name}`, 'x-linked-etag': `"${oid}"`, 'x-linked-size': String(bytes.byteLength), 'x-repo-commit': commit } })
         }
         return body(name, req, { etag: `"${sha('sha1', `blob ${bytes.byteLength}\0`, bytes)}"`, 'x-repo-commit': commit })
       }
@@ -89,5 +93,6 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
     },
   })
   hub.url = `http://127.0.0.1:${server.port}`
+  hub.cdnUrl = `http://localhost:${server.port}`
   return hub
 }
