@@ -140,7 +140,11 @@ export function manifestFor(dir: string, onProgress?: (file: string, bytes: numb
     }
   }
   const manifest = buildManifest(dir, onProgress)
-  writeManifestSidecar(dir, manifest)
+  try {
+    writeManifestSidecar(dir, manifest)
+  } catch {
+    // a read-only model folder: the manifest is still right, it is only built again next time
+  }
   return manifest
 }
 
