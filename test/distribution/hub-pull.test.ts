@@ -113,6 +113,21 @@ test('unknown repositories and bad names fail with a clear error', async () => {
   expect(down.code).toBe('E_HUB_UNREACHABLE')
 })
 
+test('a gated repository without HF_TOKEN (or with the wrong one) fails with what to do', async () => {
+  hub.requireToken = 'hf_right'
+  try {
+    const none = await pullModel({ repo: REPO, hub: { endpoint: hub.url }, dir: tmp() }).catch((e) => e)
+    expect([none.code, none.hint]).toEqual(['E_HUB_AUTH', 'the repository is gated or private: set HF_TOKEN'])
+    const wrong = await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_wrong' }, dir: tmp() }).catch((e) => e)
+    expect([wrong.code, wrong.hint]).toEqual(['E_HUB_AUTH', 'HF_TOKEN was sent but has no access to this repository'])
+    const dir = tmp()
+    await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_right' }, dir })
+    same(dir)
+  } finally {
+    hub.requireToken = null
+  }
+})
+
 test('the cache folder follows HF_HUB_CACHE, then HF_HOME, then ~/.cache', () => {
   expect(hubCacheDir({ HF_HUB_CACHE: '/a/hub', HF_HOME: '/b' })).toBe('/a/hub')
   expect(hubCacheDir({ HF_HOME: '/b' })).toBe('/b/hub')

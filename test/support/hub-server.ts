@@ -24,6 +24,8 @@ export interface FakeHub {
   cutNext: Map<string, number>
   /** Flip a byte of the file in this many of its next GETs. */
   corruptNext: Map<string, number>
+  /** When set, the hub (not its CDN) answers 401 to requests without this bearer token, as for a gated repository. */
+  requireToken: string | null
   stop(): void
 }
 
@@ -36,7 +38,7 @@ const sha = (algo: string, ...parts: (string | Uint8Array)[]) => {
 export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd(40, '0')): FakeHub {
   const files = new Map(listModelFiles(dir).map((name) => [name, new Uint8Array(readFileSync(join(dir, name)))]))
   const isLfs = (name: string) => name.endsWith('.safetensors') || name === 'tokenizer.json'
-  const hub: FakeHub = { url: '', cdnUrl: '', commit, requests: [], cutNext: new Map(), corruptNext: new Map(), stop: () => server.stop(true) }
+  const hub: FakeHub = { url: '', cdnUrl: '', commit, requests: [], cutNext: new Map(), corruptNext: new Map(), requireToken: null, stop: () => server.stop(true) }
 
   const body = (name: string, req: Request, headers: Record<string, string>): Response => {
     let bytes = files.get(name)!
@@ -72,6 +74,7 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
       const url = new URL(req.url)
       const path = decodeURIComponent(url.pathname)
       hub.requests.push({ method: req.method, host: url.host, path, range: req.headers.get('range'), authorization: req.headers.get('authorization') })
+      if (hub.requireToken && !path.startsWith('/cdn/') && req.headers.get('authorization') !== `Bearer ${hub.requireToken}`) return new Response('Access to model is restricted', { status: 401 })
       if (path === `/api/models/${repo}/revision/main` || path === `/api/models/${repo}/revision/${commit}`) {
         return Response.json({ id: repo, sha: commit, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) })
       }
