@@ -2,7 +2,8 @@
  * and a manifest signed by its identity; a stage asks for the manifest, checks the signature against the head's pinned
  * key, works out the files its layer range needs, and pulls the ones it lacks in chunks (resumable from `.part` files,
  * optionally throttled), checking each file's SHA-256 before it takes the file's real name. */
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, truncateSync } from 'node:fs'
+import { open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { consola } from 'consola'
 import { decodeMessage, encodeMessage, FrameType } from '../link/frames.ts'
@@ -227,7 +228,8 @@ async function pullInto(ask: Ask, name: string, size: number, part: string, o: {
   const resumedFrom = at
   const hasher = new Bun.CryptoHasher('sha256')
   if (at) readFileInChunks(part, (b) => hasher.update(b)) // the part's bytes count toward the hash too
-  const fd = openSync(part, at ? 'a' : 'w')
+  const file = await open(part, at ? 'a' : 'w')
+  let writing: Promise<unknown> = Promise.resolve()
   try {
     const inFlight: { offset: number; length: number; answer: Promise<ReturnType<typeof decodeMessage>> }[] = []
     let next = at
@@ -246,13 +248,17 @@ async function pullInto(ask: Ask, name: string, size: number, part: string, o: {
       if (m.type !== 'fileChunk' || Number(m.offset) !== offset || m.bytes.byteLength !== length) {
         throw new DistributionError('E_TRANSFER_PROTOCOL', `asked for ${length} bytes of ${name} at ${offset}, got something else`)
       }
-      writeSync(fd, m.bytes)
+      // the disk write runs on a worker thread while this one opens the next chunks' frames and hashes
+      await writing
+      writing = file.write(m.bytes)
       hasher.update(m.bytes)
       at += length
       o.onBytes(length)
     }
+    await writing
   } finally {
-    closeSync(fd)
+    await writing.catch(() => {})
+    await file.close()
   }
   return { resumedFrom, sha256: hasher.digest('hex') }
 }
