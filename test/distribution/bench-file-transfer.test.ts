@@ -1,16 +1,20 @@
 /** `dbcluster bench link`'s file-transfer row: a small shard moved over the sealed link (the shard-transfer protocol)
  * and over raw TCP in the same run, both received to disk. */
-import { expect, test } from 'bun:test'
-import { mkdtempSync, statSync } from 'node:fs'
+import { afterAll, expect, test } from 'bun:test'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { readSafetensorsHeader } from '../../src/model/safetensors.ts'
 import { writeBenchShard } from '../../src/bench/link.ts'
 
+/** Every folder this file makes lives under one scratch folder, removed at the end. */
+const scratch = mkdtempSync(join(tmpdir(), 'dbc-dist-test-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+
 const ROOT = new URL('../..', import.meta.url).pathname
 
 test('the bench shard is a valid safetensors file of the asked size', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'dbc-shard-'))
+  const dir = mkdtempSync(join(scratch, 'dbc-shard-'))
   writeBenchShard(dir, 3 * 1024 * 1024)
   const size = statSync(join(dir, 'model.safetensors')).size
   expect(Math.abs(size - 3 * 1024 * 1024)).toBeLessThan(128)

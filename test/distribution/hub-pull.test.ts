@@ -1,7 +1,7 @@
 /** `model pull` against a local server in the hub's URL layout: the cache layout, resume after a cut, corrupted files
  * caught by their hash, HF_ENDPOINT and HF_TOKEN honoured, progress output. */
 import { afterAll, expect, test } from 'bun:test'
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs'
+import { existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { hubCacheDir, pullModel, type PullEvent } from '../../src/distribution/hub-pull.ts'
@@ -9,12 +9,16 @@ import { listModelFiles, readManifestSidecar } from '../../src/distribution/mani
 import { serveFakeHub } from '../support/hub-server.ts'
 import { synthModel } from '../support/synth-models.ts'
 
+/** Every folder this file makes lives under one scratch folder, removed at the end. */
+const scratch = mkdtempSync(join(tmpdir(), 'dbc-dist-test-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+
 const ROOT = new URL('../..', import.meta.url).pathname
 const REPO = 'mlx-community/Tiny-Qwen3-4bit'
 const source = await synthModel('qwen3', 'q4', { shardBytes: 2_000_000 })
 const hub = serveFakeHub(source, REPO)
 afterAll(() => hub.stop())
-const tmp = () => mkdtempSync(join(tmpdir(), 'dbc-pull-'))
+const tmp = () => mkdtempSync(join(scratch, 'dbc-pull-'))
 const same = (dir: string) => {
   for (const name of listModelFiles(source)) expect(Buffer.compare(readFileSync(join(dir, name)), readFileSync(join(source, name)))).toBe(0)
 }

@@ -10,6 +10,10 @@ import { listModelFiles } from '../../src/distribution/manifest.ts'
 import { serveFakeHub } from '../support/hub-server.ts'
 import { copyOfModel, synthModel } from '../support/synth-models.ts'
 
+/** Every folder this file makes lives under one scratch folder, removed at the end. */
+const scratch = mkdtempSync(join(tmpdir(), 'dbc-dist-test-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+
 const ROOT = new URL('../..', import.meta.url).pathname
 const source = await synthModel('qwen3', 'q4', { shardBytes: 2_000_000 })
 const hub = serveFakeHub(source, 'mlx-community/Tiny-4bit')
@@ -17,7 +21,7 @@ afterAll(() => hub.stop())
 const sizeOf = (dir: string) => listModelFiles(dir).reduce((a, f) => a + statSync(join(dir, f)).size, 0)
 
 test('lists hub-cache snapshots and folders with size, architecture, quantization and completeness', async () => {
-  const cacheDir = mkdtempSync(join(tmpdir(), 'dbc-list-'))
+  const cacheDir = mkdtempSync(join(scratch, 'dbc-list-'))
   await pullModel({ repo: 'mlx-community/Tiny-4bit', hub: { endpoint: hub.url }, cacheDir })
   const folder = copyOfModel(await synthModel('llama', 'bf16'))
   const models = listLocalModels({ cacheDir, dirs: [folder], verify: true })
@@ -30,7 +34,7 @@ test('lists hub-cache snapshots and folders with size, architecture, quantizatio
 })
 
 test('a missing, truncated or half-downloaded file makes a model incomplete, with the reason', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'dbc-list-'))
+  const dir = mkdtempSync(join(scratch, 'dbc-list-'))
   await pullModel({ repo: 'mlx-community/Tiny-4bit', hub: { endpoint: hub.url }, dir })
   expect(describeModel(dir, 'm', null).complete).toBe(true)
   const size = statSync(join(dir, 'model-00002-of-00002.safetensors')).size
@@ -45,7 +49,7 @@ test('a missing, truncated or half-downloaded file makes a model incomplete, wit
 })
 
 test('a flipped byte keeps the size: complete without --verify, caught with it', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'dbc-list-'))
+  const dir = mkdtempSync(join(scratch, 'dbc-list-'))
   await pullModel({ repo: 'mlx-community/Tiny-4bit', hub: { endpoint: hub.url }, dir })
   const file = join(dir, 'model-00001-of-00002.safetensors')
   const bytes = readFileSync(file)
@@ -59,7 +63,7 @@ test('a flipped byte keeps the size: complete without --verify, caught with it',
 })
 
 test('dbcluster model list: a table from the cache named by HF_HUB_CACHE, and --json', async () => {
-  const cacheDir = mkdtempSync(join(tmpdir(), 'dbc-list-'))
+  const cacheDir = mkdtempSync(join(scratch, 'dbc-list-'))
   await pullModel({ repo: 'mlx-community/Tiny-4bit', hub: { endpoint: hub.url }, cacheDir })
   const run = (...args: string[]) => {
     const p = Bun.spawnSync([process.execPath, 'src/main.ts', 'model', 'list', ...args], { cwd: ROOT, env: { ...process.env, NODE_ENV: 'development', NO_COLOR: '1', HF_HUB_CACHE: cacheDir }, stdout: 'pipe', stderr: 'pipe' })

@@ -2,7 +2,7 @@
  * serves only files its manifest lists, within their sizes; a throttled stage stays under its byte rate. */
 import { afterAll, expect, test } from 'bun:test'
 import { consola } from 'consola'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest } from '../../src/distribution/manifest.ts'
@@ -12,6 +12,10 @@ import { decodeMessage, encodeMessage, FrameType } from '../../src/link/frames.t
 import { connectLink, listenLinks, type SealedLink } from '../../src/link/tcp-link.ts'
 import { pins, testIdentity } from '../support/identities.ts'
 import { synthModel } from '../support/synth-models.ts'
+
+/** Every folder this file makes lives under one scratch folder, removed at the end. */
+const scratch = mkdtempSync(join(tmpdir(), 'dbc-dist-test-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 consola.level = 1
 const model = await synthModel('qwen3', 'q4')
@@ -57,7 +61,7 @@ test('a throttled stage stays under its byte rate', async () => {
   let last: TransferProgress | null = null
   const t0 = performance.now()
   const result = await receiveShards(link, {
-    dir: mkdtempSync(join(tmpdir(), 'dbc-throttle-')),
+    dir: mkdtempSync(join(scratch, 'dbc-throttle-')),
     lo: 0,
     hi: 3,
     first: true,

@@ -1,12 +1,16 @@
 /** Shard transfer between real processes on loopback: a head serving a model folder and stages receiving their layers'
  * files over the sealed link, verified against the head's signed manifest. */
-import { afterEach, expect, test } from 'bun:test'
+import { afterAll, afterEach, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest, filesForStage, type StageRange } from '../../src/distribution/manifest.ts'
 import { synthModel } from '../support/synth-models.ts'
+
+/** Every folder this file makes lives under one scratch folder, removed at the end. */
+const scratch = mkdtempSync(join(tmpdir(), 'dbc-dist-test-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
 
 const ROOT = new URL('../..', import.meta.url).pathname
 // untied llama, q4: embedding, each layer and lm_head in files of their own (plus the 11 MB tokenizer every stage needs)
@@ -74,7 +78,7 @@ const STAGES: StageRange[] = [
   { lo: 1, hi: 2, first: false, last: false },
   { lo: 2, hi: 3, first: false, last: true },
 ]
-const tmp = () => mkdtempSync(join(tmpdir(), 'dbc-stage-'))
+const tmp = () => mkdtempSync(join(scratch, 'dbc-stage-'))
 
 test('each stage ends with exactly its files, every hash verified; a second run finds them and transfers nothing', async () => {
   const { port, verified } = await startHead()

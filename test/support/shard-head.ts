@@ -1,7 +1,7 @@
 /** A head process for shard-transfer tests: serves MODEL_DIR over sealed links as `head` (test identity 1).
  * TAMPER=name flips a byte of that file after the manifest was made; SIGN_SEED signs the manifest with another key;
  * HUGE=1 adds a signed entry for a file far larger than any disk. */
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest } from '../../src/distribution/manifest.ts'
@@ -18,6 +18,10 @@ if (process.env.TAMPER) {
   bytes[bytes.byteLength >> 1]! ^= 0x01
   writeFileSync(join(copy, process.env.TAMPER), bytes)
   dir = copy
+  process.on('SIGTERM', () => {
+    rmSync(copy, { recursive: true, force: true })
+    process.exit(0)
+  })
 }
 if (process.env.HUGE) manifest.files.push({ name: 'huge.json', size: 2 ** 50, sha256: '0'.repeat(64) })
 const signer = testIdentity(Number(process.env.SIGN_SEED ?? 1))
