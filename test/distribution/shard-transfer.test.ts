@@ -6,6 +6,10 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest, filesForStage, type StageRange } from '../../src/distribution/manifest.ts'
+import { LocalPipeline } from '../../src/engine/pipeline.ts'
+import { ModelStage } from '../../src/model/shard.ts'
+import { openCpuBackend } from '../../src/tensor/cpu.ts'
+import { maxAbsDiff } from '../reference/kernels.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 /** Every folder this file makes lives under one scratch folder, removed at the end. */
@@ -78,6 +82,7 @@ const STAGES: StageRange[] = [
   { lo: 1, hi: 2, first: false, last: false },
   { lo: 2, hi: 3, first: false, last: true },
 ]
+const stageDirs: string[] = []
 const tmp = () => mkdtempSync(join(scratch, 'dbc-stage-'))
 
 test('each stage ends with exactly its files, every hash verified; a second run finds them and transfers nothing', async () => {
@@ -85,6 +90,7 @@ test('each stage ends with exactly its files, every hash verified; a second run 
   const weightFiles = new Set<string>()
   for (const range of STAGES) {
     const dir = tmp()
+    stageDirs.push(dir)
     const expected = filesForStage(manifest, range).map((f) => f.name).sort()
     const { code, result } = await startStage(port, dir, range).done
     expect(code).toBe(0)
@@ -108,6 +114,19 @@ test('each stage ends with exactly its files, every hash verified; a second run 
   expect([...weightFiles].sort()).toEqual(manifest.files.filter((f) => f.name.endsWith('.safetensors')).map((f) => f.name).sort())
   for (const range of STAGES) expect(filesForStage(manifest, range).filter((f) => f.name.endsWith('.safetensors')).length).toBeLessThan(weightFiles.size)
 }, 60_000)
+
+test('each stage loads from its own folder alone, and the three together compute what the whole model computes', async () => {
+  expect(stageDirs.length).toBe(3)
+  const backend = openCpuBackend()
+  const prompt = [9707, 11, 1879, 0, 3555]
+  const step = { tokens: Int32Array.from(prompt), slots: new Int32Array(prompt.length), positions: Int32Array.from(prompt.keys()) }
+  const mono = ModelStage.load(model, backend, { slots: 1, maxLen: 16 })
+  const stages = STAGES.map((r, i) => ModelStage.load(stageDirs[i]!, backend, { lo: r.lo, hi: r.hi, slots: 1, maxLen: 16 }))
+  const want = await new LocalPipeline([mono]).step(step)
+  const got = await new LocalPipeline(stages).step(step)
+  expect(maxAbsDiff(got, want)).toBeLessThan(1e-5)
+  for (const s of [mono, ...stages]) s.close()
+})
 
 test('a tampered byte is caught: deleted, fetched once more, then refused with the file named', async () => {
   const victim = filesForStage(manifest, STAGES[1]!).find((f) => f.name.endsWith('.safetensors'))!.name
