@@ -8,12 +8,13 @@ const SRC = new URL('../src', import.meta.url).pathname
 /** Which folders each folder may import (shared root files such as errors.ts are open to all). */
 const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
-  bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
+  bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['cluster', 'model', 'tensor', 'link', 'trust'],
   cluster: ['model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   discovery: ['link', 'trust', 'coordinator'],
   coordinator: ['trust'],
+  distribution: ['model', 'link', 'trust'],
   model: ['tensor'],
   link: ['trust'],
   trust: [],

@@ -1,8 +1,14 @@
 /** `bench link`: round trips between two processes on loopback over the sealed link and over the same framing without
- * sealing, in the same run, plus in-process seal/open GB/s per cipher. */
+ * sealing, in the same run, plus in-process seal/open GB/s per cipher, plus a shard transfer (the distribution
+ * protocol over the sealed link against the same bytes over raw TCP, both written to disk and hashed). */
 import { p256 } from '@noble/curves/nist.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
 import type { Socket } from 'bun'
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildManifest } from '../distribution/manifest.ts'
+import { receiveShards, serveShards } from '../distribution/shard-transfer.ts'
 import { open, seal, type CipherName } from '../link/aead-channel.ts'
 import { FrameType } from '../link/frames.ts'
 import { encodeFrame, FrameDecoder } from '../link/framing.ts'
@@ -14,21 +20,56 @@ export interface LinkBenchResult {
   cipher: CipherName
   sizes: { bytes: number; rounds: number; sealed_rtt_us_p50: number; sealed_rtt_us_p99: number; plain_rtt_us_p50: number; plain_rtt_us_p99: number; sealed_gbps: number; plain_gbps: number; ratio: number }[]
   aead: { cipher: CipherName; bytes: number; gbps: number }[]
+  /** Present when a file size was given: one shard file moved peer → bench, sealed (shard transfer) and raw TCP. */
+  file_transfer?: { bytes: number; sealed_seconds: number; plain_seconds: number; sealed_gbps: number; plain_gbps: number; ratio: number }
 }
 
 const MAX_FRAME = 80 * 1024 * 1024
 
-/** The peer process: a sealed echo listener and a plain echo listener; prints its ports and key. */
-export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName): Promise<void> {
+const SHARD_FILE = 'model.safetensors'
+
+/** A one-layer "model" whose weights file is `bytes` long (a valid safetensors header, then pseudo-random data written
+ * 16 MiB at a time), for the file-transfer row. */
+export function writeBenchShard(dir: string, bytes: number): void {
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'bench-shard', num_hidden_layers: 1 }))
+  let header = JSON.stringify({ 'model.layers.0.weight': { dtype: 'U32', shape: [0], data_offsets: [0, 0] } })
+  const words = Math.max(1, Math.floor((bytes - 8 - header.length - 64) / 4))
+  header = JSON.stringify({ 'model.layers.0.weight': { dtype: 'U32', shape: [words], data_offsets: [0, words * 4] } })
+  header += ' '.repeat((8 - (header.length % 8)) % 8)
+  const fd = openSync(join(dir, SHARD_FILE), 'w')
+  try {
+    const prefix = Buffer.alloc(8)
+    prefix.writeBigUInt64LE(BigInt(header.length))
+    writeSync(fd, prefix)
+    writeSync(fd, header)
+    const block = new Uint8Array(16 * 1024 * 1024)
+    let x = 0x9e3779b9
+    const words32 = new Uint32Array(block.buffer)
+    for (let i = 0; i < words32.length; i++) words32[i] = x = (x * 1664525 + 1013904223) >>> 0
+    for (let left = words * 4; left > 0; left -= block.byteLength) writeSync(fd, block, 0, Math.min(left, block.byteLength))
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** The peer process: a sealed echo listener (which also serves shard files from fileDir) and a plain echo listener;
+ * with fileDir, a raw TCP listener that streams the shard file to whoever connects. Prints its ports and key. */
+export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, fileDir?: string): Promise<void> {
   const secret = p256.utils.randomSecretKey()
   const identity = softwareIdentityFromSecret(secret)
   const initiatorKey = new Uint8Array(Buffer.from(initiatorKeyB64, 'base64'))
+  const manifest = fileDir ? buildManifest(fileDir) : null
   const sealed = listenLinks(
     '127.0.0.1',
     0,
     { identity, serial: 'bench-peer', clusterId: 'bench', cipher, maxFrameBytes: MAX_FRAME, authorize: (serial, key) => (serial === 'bench-head' && equalBytes(key, initiatorKey) ? 'authorized' : 'not-pinned') },
-    (link) => link.onFrame((f) => link.send(FrameType.data, f.payload)),
+    (link) => {
+      link.onFrame((f) => f.type === FrameType.data && link.send(FrameType.data, f.payload))
+      if (fileDir && manifest) serveShards(link, fileDir, manifest, identity)
+    },
   )
+  const raw = fileDir ? rawFileServer(join(fileDir, SHARD_FILE)) : null
   const plain = Bun.listen<{ decoder: FrameDecoder }>({
     hostname: '127.0.0.1',
     port: 0,
@@ -40,8 +81,37 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName): 
       drain: (s) => flush(s),
     },
   })
-  console.log(JSON.stringify({ sealedPort: sealed.port, plainPort: plain.port, key: Buffer.from(identity.publicKey).toString('base64') }))
+  console.log(JSON.stringify({ sealedPort: sealed.port, plainPort: plain.port, filePort: raw?.port ?? 0, key: Buffer.from(identity.publicKey).toString('base64') }))
   await new Promise(() => {}) // until killed
+}
+
+/** Streams a file to each connection, 4 MiB reads paced by the socket's drain (the raw-TCP baseline of a shard transfer). */
+function rawFileServer(path: string) {
+  type Sending = { fd: number; at: number; size: number; buffer: Uint8Array }
+  const pump = (s: Socket<Sending>) => {
+    const d = s.data
+    while (d.at < d.size) {
+      const n = readSync(d.fd, d.buffer, 0, Math.min(d.buffer.byteLength, d.size - d.at), d.at)
+      const written = s.write(d.buffer.subarray(0, n))
+      d.at += Math.max(0, written)
+      if (written < n) return // wait for drain
+    }
+    closeSync(d.fd)
+    s.end()
+  }
+  return Bun.listen<Sending>({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      open: (s) => {
+        const fd = openSync(path, 'r')
+        s.data = { fd, at: 0, size: fstatSync(fd).size, buffer: new Uint8Array(4 * 1024 * 1024) }
+        pump(s)
+      },
+      drain: pump,
+      data: () => {},
+    },
+  })
 }
 
 const pending = new WeakMap<object, Uint8Array[]>()
@@ -77,6 +147,8 @@ export interface LinkBenchOptions {
   cipher: CipherName
   /** argv that starts the peer process (this binary's `bench link --peer-key …`). */
   peerCommand: string[]
+  /** Size of the shard file for the file-transfer row (0 or absent: no such row). */
+  fileBytes?: number
   onProgress?: (l: string) => void
 }
 
@@ -84,7 +156,13 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
   const progress = options.onProgress ?? (() => {})
   const secret = p256.utils.randomSecretKey()
   const identity = softwareIdentityFromSecret(secret)
-  const peer = Bun.spawn([...options.peerCommand, '--peer-key', Buffer.from(identity.publicKey).toString('base64'), '--cipher', options.cipher], { stdout: 'pipe', stderr: 'inherit' })
+  const workDir = options.fileBytes ? mkdtempSync(join(tmpdir(), 'dbc-bench-file-')) : null
+  if (workDir) {
+    progress(`writing a ${options.fileBytes} byte shard to transfer`)
+    writeBenchShard(join(workDir, 'head'), options.fileBytes!)
+  }
+  const fileArgs = workDir ? ['--file-dir', join(workDir, 'head')] : []
+  const peer = Bun.spawn([...options.peerCommand, '--peer-key', Buffer.from(identity.publicKey).toString('base64'), '--cipher', options.cipher, ...fileArgs], { stdout: 'pipe', stderr: 'inherit' })
   try {
     const reader = peer.stdout.getReader()
     let text = ''
@@ -93,7 +171,7 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
       if (done) throw new Error('the benchmark peer exited')
       text += new TextDecoder().decode(value)
     }
-    const info = JSON.parse(text.split('\n')[0]!) as { sealedPort: number; plainPort: number; key: string }
+    const info = JSON.parse(text.split('\n')[0]!) as { sealedPort: number; plainPort: number; filePort: number; key: string }
     const peerKey = new Uint8Array(Buffer.from(info.key, 'base64'))
     const link = await connectLink('127.0.0.1', info.sealedPort, {
       identity,
@@ -139,6 +217,27 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         ratio: round(s50 / p50, 2),
       })
     }
+    let fileTransfer: LinkBenchResult['file_transfer']
+    if (workDir) {
+      progress(`shard transfer of ${options.fileBytes} bytes: sealed link, then raw TCP`)
+      const t0 = Bun.nanoseconds()
+      const received = await receiveShards(link, { dir: join(workDir, 'sealed'), lo: 0, hi: 1, first: true, last: true, headKey: peerKey })
+      const sealedSeconds = (Bun.nanoseconds() - t0) / 1e9
+      rmSync(join(workDir, 'sealed'), { recursive: true, force: true })
+      const t1 = Bun.nanoseconds()
+      const rawBytes = await receiveRaw(info.filePort, join(workDir, 'raw'))
+      const plainSeconds = (Bun.nanoseconds() - t1) / 1e9
+      const sealedGbps = received.bytes / sealedSeconds / 1e9
+      const plainGbps = rawBytes / plainSeconds / 1e9
+      fileTransfer = {
+        bytes: received.bytes,
+        sealed_seconds: round(sealedSeconds, 3),
+        plain_seconds: round(plainSeconds, 3),
+        sealed_gbps: round(sealedGbps, 3),
+        plain_gbps: round(plainGbps, 3),
+        ratio: round(plainGbps / sealedGbps, 2),
+      }
+    }
     link.close()
     plain.close()
     const aead: LinkBenchResult['aead'] = []
@@ -149,10 +248,39 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         aead.push({ cipher, bytes, gbps: round(aeadGbps(cipher, bytes), 3) })
       }
     }
-    return { cipher: options.cipher, sizes, aead }
+    return { cipher: options.cipher, sizes, aead, ...(fileTransfer ? { file_transfer: fileTransfer } : {}) }
   } finally {
     peer.kill()
+    if (workDir) rmSync(workDir, { recursive: true, force: true })
   }
+}
+
+/** The raw-TCP side of the file row: the same per-byte work as a stage (write to disk, SHA-256), without sealing. */
+async function receiveRaw(port: number, dir: string): Promise<number> {
+  mkdirSync(dir, { recursive: true })
+  const fd = openSync(join(dir, SHARD_FILE), 'w')
+  const hasher = new Bun.CryptoHasher('sha256')
+  let bytes = 0
+  await new Promise<void>((resolve, reject) => {
+    Bun.connect({
+      hostname: '127.0.0.1',
+      port,
+      socket: {
+        data: (_s, chunk) => {
+          writeSync(fd, chunk)
+          hasher.update(chunk)
+          bytes += chunk.byteLength
+        },
+        close: () => resolve(),
+        error: (_s, error) => reject(error),
+        connectError: (_s, error) => reject(error),
+      },
+    }).catch(reject)
+  })
+  closeSync(fd)
+  hasher.digest()
+  rmSync(dir, { recursive: true, force: true })
+  return bytes
 }
 
 async function plainClient(port: number) {

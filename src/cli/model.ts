@@ -74,5 +74,5 @@ const synth = defineCommand({
 
 export default defineCommand({
   meta: { name: 'model', description: 'Model folders: synthesize test models' },
-  subCommands: { synth },
+  subCommands: { synth, pull: () => import('./model-pull.ts').then((m) => m.default), list: () => import('./model-list.ts').then((m) => m.default) },
 })

@@ -4,7 +4,7 @@ import { expect, test } from 'bun:test'
 const ROOT = new URL('../..', import.meta.url).pathname
 
 test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s per cipher', async () => {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K,64K', '--rounds', '5', '--aead-sizes', '4K'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K,64K', '--rounds', '5', '--aead-sizes', '4K', '--file-size', '0'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
   const result = JSON.parse(out) as {
