@@ -8,6 +8,7 @@ const SRC = new URL('../src', import.meta.url).pathname
 /** Which folders each folder may import (shared root files such as errors.ts are open to all). */
 const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
+  doctor: ['discovery', 'trust'],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['cluster', 'model', 'tensor', 'link', 'trust'],

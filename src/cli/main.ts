@@ -21,6 +21,7 @@ export const rootCommand = defineCommand({
     cluster: () => import('./cluster.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),
     coordinator: () => import('./coordinator.ts').then((m) => m.default),
+    doctor: () => import('./doctor.ts').then((m) => m.default),
   },
 })
 
