@@ -9,6 +9,7 @@ const SRC = new URL('../src', import.meta.url).pathname
 const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
   doctor: ['discovery', 'trust'],
+  'rdma-ping': ['link', 'trust'],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['cluster', 'model', 'tensor', 'link', 'trust'],

@@ -22,6 +22,7 @@ export const rootCommand = defineCommand({
     bench: () => import('./bench.ts').then((m) => m.default),
     coordinator: () => import('./coordinator.ts').then((m) => m.default),
     doctor: () => import('./doctor.ts').then((m) => m.default),
+    'rdma-ping': () => import('./rdma-ping.ts').then((m) => m.default),
   },
 })
 
