@@ -1,0 +1,20 @@
+/** /dashboard: one self-contained page (embedded in the binary, no CDN) and /dashboard/events, an SSE stream of
+ * JSON snapshots once a second. */
+import type { Hono } from 'hono'
+import { streamSSE } from 'hono/streaming'
+import page from './dashboard.html' with { type: 'text' }
+import { dashboardSnapshot } from './dashboard-snapshot.ts'
+
+export function addDashboardRoutes(app: Hono, deps: Parameters<typeof dashboardSnapshot>[0], intervalMs = 1000): void {
+  app.get('/dashboard', (c) => c.html(page))
+  app.get('/dashboard/events', (c) =>
+    streamSSE(c, async (stream) => {
+      let open = true
+      stream.onAbort(() => void (open = false))
+      while (open) {
+        await stream.writeSSE({ data: JSON.stringify(dashboardSnapshot(deps)) })
+        await stream.sleep(intervalMs)
+      }
+    }),
+  )
+}
