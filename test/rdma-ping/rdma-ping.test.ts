@@ -41,7 +41,7 @@ test('two ranks over link: exact sums, latency and bandwidth per size, on both r
   expect(await r0.exited).toBe(0)
   expect(await r1.exited).toBe(0)
   for (const [rank, out] of [[0, out0], [1, out1]] as const) {
-    const report = JSON.parse(out)
+    const report = JSON.parse(out!)
     expect(report).toMatchObject({ rank, world_size: 2, transport: 'link' })
     expect(report.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 262144])
     for (const s of report.sizes) {
