@@ -8,6 +8,8 @@ const SRC = new URL('../src', import.meta.url).pathname
 /** Which folders each folder may import (shared root files such as errors.ts are open to all). */
 const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
+  doctor: ['discovery', 'trust'],
+  'rdma-ping': ['doctor', 'link', 'trust', 'discovery'],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['cluster', 'model', 'tensor', 'link', 'trust'],

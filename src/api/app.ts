@@ -6,6 +6,7 @@ import type { Scheduler } from '../engine/scheduler.ts'
 import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { chatCompletions } from './chat-completions.ts'
 import { completions } from './completions.ts'
+import { addDashboardRoutes } from './dashboard.ts'
 import { ApiError, errorResponse } from './errors.ts'
 
 export interface AppDeps {
@@ -64,5 +65,6 @@ export function createApp(deps: AppDeps): Hono {
     )
   })
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
+  addDashboardRoutes(app, deps)
   return app
 }

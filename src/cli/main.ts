@@ -21,6 +21,8 @@ export const rootCommand = defineCommand({
     cluster: () => import('./cluster.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),
     coordinator: () => import('./coordinator.ts').then((m) => m.default),
+    doctor: () => import('./doctor.ts').then((m) => m.default),
+    'rdma-ping': () => import('./rdma-ping.ts').then((m) => m.default),
   },
 })
 

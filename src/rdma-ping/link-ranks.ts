@@ -1,0 +1,73 @@
+/** How rdma-ping's ranks meet over the sealed link: rank 0 listens, every other rank dials it (retrying until rank 0
+ * is up). A peer whose serial is pinned must present the pinned key; an unpinned peer is accepted and its fingerprint
+ * printed, because rdma-ping carries only generated test data (serve never does this). */
+import { DbcError } from '../errors.ts'
+import { connectLink, listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
+import { fingerprint, type Identity } from '../trust/identity.ts'
+import type { PinStore } from '../trust/pinned-keys.ts'
+
+export interface RankLinkOptions {
+  identity: Identity
+  serial: string
+  pins?: PinStore
+  onPeer?: (serial: string, fingerprint: string, pinned: boolean) => void
+}
+
+function linkOptions(o: RankLinkOptions): LinkOptions {
+  return {
+    identity: o.identity,
+    serial: o.serial,
+    clusterId: 'rdma-ping',
+    maxFrameBytes: 256 * 1024 * 1024 + 64,
+    authorize: (serial, key) => {
+      const pin = o.pins?.get(serial)
+      if (pin && pin.publicKey !== Buffer.from(key).toString('base64')) return 'key-mismatch'
+      o.onPeer?.(serial, fingerprint(key), Boolean(pin))
+      return 'authorized'
+    },
+  }
+}
+
+/** Rank 0: waits for worldSize-1 peers, or fails after timeoutMs naming how many came. */
+export async function acceptRanks(host: string, port: number, worldSize: number, timeoutMs: number, o: RankLinkOptions, onListening?: (port: number) => void): Promise<{ links: SealedLink[]; stop: () => void }> {
+  const links: SealedLink[] = []
+  let done: () => void = () => {}
+  const all = new Promise<void>((resolve) => (done = resolve))
+  const listener = listenLinks(host, port, linkOptions(o), (link) => {
+    if (links.length >= worldSize - 1) return link.close()
+    links.push(link)
+    if (links.length === worldSize - 1) done()
+  })
+  onListening?.(listener.port)
+  let timer: Timer | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DbcError('E_RDMA_PING_NO_PEER', `${links.length} of ${worldSize - 1} peers connected to ${host}:${listener.port} within ${timeoutMs / 1000} s`, `start the other ranks with --peer <this host>:${listener.port}, and check the firewall`)), timeoutMs)
+  })
+  try {
+    await Promise.race([all, timeout])
+  } catch (e) {
+    listener.stop(true)
+    for (const l of links) l.close()
+    throw e
+  } finally {
+    clearTimeout(timer)
+  }
+  return { links, stop: () => listener.stop(true) }
+}
+
+/** Rank > 0: dials rank 0 until it answers or timeoutMs passes. */
+export async function dialRankZero(host: string, port: number, timeoutMs: number, o: RankLinkOptions): Promise<SealedLink> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      return await connectLink(host, port, linkOptions(o))
+    } catch (e) {
+      last = e
+      if (e instanceof DbcError && e.code !== 'E_CONNECT') throw e
+      await Bun.sleep(200)
+    }
+  }
+  const why = last instanceof Error ? last.message : 'no answer'
+  throw new DbcError('E_RDMA_PING_NO_PEER', `rank 0 at ${host}:${port} did not answer within ${timeoutMs / 1000} s (${why})`, 'start rank 0 first or together, and check --peer and the firewall')
+}

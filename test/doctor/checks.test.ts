@@ -1,0 +1,69 @@
+/** Doctor checks: real runs on this machine (files, coordinator over HTTP) and macOS checks fed sample outputs. */
+import { expect, test } from 'bun:test'
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkRdmaEnabled, checkThunderbolt, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import { runWithTimeout } from '../../src/doctor/run-with-timeout.ts'
+
+const dir = mkdtempSync(join(tmpdir(), 'doctor-'))
+const env = (extra = {}) => defaultEnv({ keyFile: join(dir, 'identity.key'), pinFile: join(dir, 'pins.json'), ...extra })
+
+test('a hanging command is killed at the timeout; a missing one is reported', async () => {
+  const t = performance.now()
+  const r = await runWithTimeout(['sleep', '10'], 200)
+  expect(r.ok).toBe(false)
+  expect(r.reason).toContain('timed out')
+  expect(performance.now() - t).toBeLessThan(3000)
+  expect((await runWithTimeout(['definitely-not-a-command-xyz'])).reason).toContain('not found')
+  expect(await runWithTimeout(['echo', 'hi'])).toEqual({ ok: true, stdout: 'hi\n' })
+})
+
+test('identity key: missing fails with the fix, 0644 fails, 0600 passes', () => {
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: "run 'dbcluster identity show' to create one" })
+  const key = join(dir, 'identity.key')
+  writeFileSync(key, 'x')
+  chmodSync(key, 0o644)
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${key}'` })
+  chmodSync(key, 0o600)
+  expect(checkIdentityKey(env()).status).toBe('PASS')
+})
+
+test('free memory against a plan', () => {
+  expect(checkMemory(env({ freeBytes: () => 2 ** 30 })).status).toBe('SKIP')
+  expect(checkMemory(env({ freeBytes: () => 2 ** 30, needBytes: 2 ** 31 })).status).toBe('FAIL')
+  expect(checkMemory(env({ freeBytes: () => 2 ** 32, needBytes: 2 ** 31 })).status).toBe('PASS')
+})
+
+test('coordinator: reachable with small skew, skewed clock fails, unreachable fails', async () => {
+  const server = Bun.serve({ port: 0, fetch: () => new Response('{}') })
+  try {
+    const [reach, skew] = await checkCoordinator(env({ coordinator: `127.0.0.1:${server.port}` }))
+    expect(reach!.status).toBe('PASS')
+    expect(skew!.status).toBe('PASS')
+    const [, skewed] = await checkCoordinator(env({ coordinator: `http://127.0.0.1:${server.port}`, now: () => Date.now() + 60_000 }))
+    expect(skewed).toMatchObject({ status: 'FAIL', name: 'clock skew' })
+  } finally {
+    server.stop(true)
+  }
+  const [down] = await checkCoordinator(env({ coordinator: `127.0.0.1:${server.port}` }))
+  expect(down!.status).toBe('FAIL')
+})
+
+test('macOS checks SKIP on Linux with the reason, and parse tool output on darwin', async () => {
+  expect((await checkRdmaEnabled(env({ platform: 'linux' }))).detail).toContain('macOS only')
+  const mac = (out: string, ok = true) => env({ platform: 'darwin', run: async () => ({ ok, stdout: out, reason: ok ? undefined : 'rdma_ctl not found' }) })
+  expect((await checkRdmaEnabled(mac('disabled\n'))).status).toBe('FAIL')
+  expect((await checkRdmaEnabled(mac('enabled\n'))).status).toBe('PASS')
+  expect((await checkRdmaEnabled(mac('', false))).detail).toBe('rdma_ctl not found')
+  expect((await checkThunderbolt(mac('    Thunderbolt/USB4 Bus 0:\n          Speed: Up to 40 Gb/s x1\n'))).status).toBe('FAIL')
+  expect((await checkOsVersion(mac('ProductVersion:\t26.1\n'))).status).toBe('FAIL')
+  expect((await checkOsVersion(mac('ProductVersion:\t26.2\n'))).status).toBe('PASS')
+})
+
+test('runDoctor on this machine returns every check', async () => {
+  const names = (await runDoctor(env())).map((r) => r.name)
+  expect(names).toContain('OS version')
+  expect(names).toContain('clock skew')
+  expect(names.length).toBe(10)
+})
