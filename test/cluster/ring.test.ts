@@ -31,6 +31,10 @@ describe('pipeline parity across processes', () => {
     [2, 'qwen3', 'f32'],
     [2, 'llama', 'q4'],
     [3, 'qwen2', 'bf16'],
+    [2, 'gemma3', 'q4'],
+    [3, 'gpt_oss', 'bf16'],
+    [3, 'qwen3_5', 'q4'],
+    [2, 'gemma4', 'bf16'],
   ] as const)
     test(`${nodes} nodes, ${arch} ${dtype}: same greedy tokens as one process`, async () => {
       const model = await synthModel(arch, dtype)
