@@ -11,7 +11,8 @@ import type { ModelStage, StageInput } from '../model/shard.ts'
 import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { ReconnectingLink } from '../link/reconnecting-link.ts'
-import { listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
+import type { LinkOptions, SealedLink } from '../link/tcp-link.ts'
+import { announceRole, RoleListener } from './role-listener.ts'
 import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage, type StepResult } from './step-messages.ts'
 
 const log = consola.withTag('cluster')
@@ -26,6 +27,8 @@ export interface RingOptions {
   peers: readonly RingAddress[]
   stage: ModelStage
   link: LinkOptions & { backoffMs?: number }
+  /** The node's listening port when it already exists (the head opens it to plan before it loads); else one is opened. */
+  listener?: RoleListener
   /** On the head: where each step's time went — every stage's compute, in rank order, and the rest (the hops:
    * sealing, transfer, waiting), in seconds. */
   onStepTiming?: (timing: StepTiming) => void
@@ -39,7 +42,7 @@ export interface StepTiming {
 /** What every node runs: the listener for its predecessor and the reconnecting link to its successor. */
 class RingNode {
   readonly successor: ReconnectingLink
-  readonly listener: ReturnType<typeof listenLinks>
+  readonly listener: RoleListener
   inbound: SealedLink | null = null
   readonly #inboundListeners: ((link: SealedLink) => void)[] = []
 
@@ -47,13 +50,17 @@ class RingNode {
     const { rank, peers } = options
     const me = peers[rank]!
     const next = peers[(rank + 1) % peers.length]!
-    this.listener = listenLinks(me.host, me.port, options.link, (link) => {
+    const predecessor = (rank + peers.length - 1) % peers.length
+    this.listener = options.listener ?? new RoleListener(me.host, me.port, options.link)
+    this.listener.handle('ring', (link, from) => {
+      if (from !== predecessor) return link.close(new LinkError('E_ROLE', `rank ${from} dialed rank ${rank} as its ring successor; rank ${predecessor} is`))
       this.inbound?.close()
       this.inbound = link
       log.info(`rank ${rank}: predecessor ${link.peerSerial} connected`)
       this.#inboundListeners.forEach((l) => l(link))
     })
     this.successor = new ReconnectingLink(next.host, next.port, options.link)
+    this.successor.on('connected', (link) => announceRole(link, 'ring', rank))
     this.successor.start()
   }
 
@@ -64,7 +71,7 @@ class RingNode {
   stop(): void {
     this.successor.stop()
     this.inbound?.close()
-    this.listener.stop(true)
+    this.listener.stop()
   }
 }
 

@@ -33,6 +33,12 @@ export const FrameType = {
   /** a piece of a larger message (TLS-style records, so sealing, sending and opening overlap): raw bytes; the pieces'
    * plaintexts in order, then the final frame's (which carries the real type), form the message. Same stage and request id. */
   fragment: 15,
+  /** the first frame a dialer sends on a cluster link: u8 role (1 ring successor, 2 control) | u32 sender rank */
+  role: 16,
+  /** stage → head on a control link: the stage's rank, usable memory and what it has loaded (cluster/join-messages) */
+  join: 17,
+  /** head → stage on a control link: the stage's layer range and KV geometry, or why there is none (cluster/join-messages) */
+  plan: 18,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -127,7 +133,7 @@ export function decodeError(payload: Uint8Array): ErrorPayload | null {
 export type LinkMessage =
   | { type: 'ping'; sentAtMs: bigint }
   | { type: 'pong'; sentAtMs: bigint }
-  | { type: 'step'; bytes: Uint8Array }
+  | { type: 'step' | 'role' | 'join' | 'plan'; bytes: Uint8Array }
   | { type: 'activation'; tensor: TensorPayload }
   | { type: 'tokens'; ids: Uint32Array }
   | { type: 'sessionEnd'; slot: number }
@@ -147,6 +153,9 @@ export function encodeMessage(m: LinkMessage): { type: FrameTypeCode; payload: U
       return { type: FrameType[m.type], payload: out }
     }
     case 'step':
+    case 'role':
+    case 'join':
+    case 'plan':
     case 'data':
       return { type: FrameType[m.type], payload: m.bytes }
     case 'activation':
@@ -205,7 +214,10 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'pong':
       need(8)
       return { type: name, sentAtMs: view(payload).getBigUint64(0, true) }
-    case 'step':
+    case 'step': // the cluster's own messages: cluster/step-messages.ts, cluster/join-messages.ts
+    case 'role':
+    case 'join':
+    case 'plan':
     case 'data':
       return { type: name, bytes: payload }
     case 'activation':

@@ -42,6 +42,9 @@ export interface LinkFrame {
   payload: Uint8Array
 }
 
+/** Frames a link holds for its first listener; more before anyone listens means the peer is misbehaving. */
+const EARLY_FRAMES = 64
+
 const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 1024 * 1024, handshakeTimeoutMs: 5000, pingIntervalMs: 5000, missedPings: 3, fragmentBytes: 64 * 1024 }
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
 
@@ -121,6 +124,13 @@ export class SealedLink {
 
   onFrame(listener: (f: LinkFrame) => void): () => void {
     this.#frameListeners.push(listener)
+    if (this.#early.length) {
+      // frames that came before anyone listened (e.g. in the same read as the handshake's end) go to the first listener
+      queueMicrotask(() => {
+        const early = this.#early.splice(0)
+        for (const f of early) this.#dispatch(f)
+      })
+    }
     return () => {
       const at = this.#frameListeners.indexOf(listener)
       if (at >= 0) this.#frameListeners.splice(at, 1)
@@ -313,6 +323,19 @@ export class SealedLink {
     if (type === FrameType.ping) return this.send(FrameType.pong, plaintext)
     if (type === FrameType.pong) return // liveness is any traffic (data() told the heartbeat)
     const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
+    if (this.#frameListeners.length === 0) {
+      if (this.#early.length >= EARLY_FRAMES) throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)
+      this.#early.push(frame)
+      return
+    }
+    this.#dispatch(frame)
+  }
+
+  /** Frames delivered while no listener was registered yet (at most EARLY_FRAMES). */
+  readonly #early: LinkFrame[] = []
+
+  #dispatch(frame: LinkFrame): void {
+    const type = frame.type
     for (const l of [...this.#frameListeners]) {
       try {
         l(frame)
