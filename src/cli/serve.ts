@@ -10,6 +10,14 @@ import { Scheduler } from '../engine/scheduler.ts'
 import { ensureDemoModel } from '../model/demo-model.ts'
 import { HeadPipeline, StageNode } from '../cluster/ring.ts'
 import { layerRanges, parsePeers } from '../cluster/membership.ts'
+import { ClusterPlanner } from '../cluster/cluster-planner.ts'
+import { describePlan, formatGiB, PlanError, planLayers } from '../cluster/plan-layers.ts'
+import { RoleListener } from '../cluster/role-listener.ts'
+import { runStage } from '../cluster/run-stage.ts'
+import { PLAN_ONLY } from '../cluster/stage-join.ts'
+import { usableMemoryBytes } from '../cluster/usable-memory.ts'
+import { manifestFor } from '../distribution/manifest.ts'
+import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
 import { machineSerial } from '../trust/machine-info.ts'
@@ -33,7 +41,7 @@ const nonNegative = (value: string, name: string): number => {
 export default defineCommand({
   meta: { name: 'serve', description: 'Serve a model with an OpenAI-compatible API (chat and text completions, streaming, metrics)' },
   args: {
-    model: { type: 'string', description: 'Model folder (MLX-community layout); default: a synthetic demo model created on first run', valueHint: 'DIR' },
+    model: { type: 'string', description: 'Model folder (MLX-community layout); default: a synthetic demo model created on first run. On a stage (rank ≥ 1) optional: without it the head sends the files of its layers', valueHint: 'DIR' },
     host: { type: 'string', description: 'Address to listen on (loopback by default)', default: '127.0.0.1' },
     port: { type: 'string', description: 'TCP port (0 picks a free one)', default: '8080' },
     'api-key': { type: 'string', description: 'Require Authorization: Bearer KEY on /v1 routes (or set DBCLUSTER_API_KEY)' },
@@ -47,7 +55,9 @@ export default defineCommand({
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     peers: { type: 'string', description: 'Form a pipeline cluster: every node’s link address in rank order (host:port,host:port,…)', valueHint: 'LIST' },
     rank: { type: 'string', description: 'This node’s rank in --peers (0 = the head, which serves the API)', default: '0' },
-    split: { type: 'string', description: 'Layers per node, e.g. 18,10 (default: an even split)', valueHint: 'N,N' },
+    split: { type: 'string', description: 'Layers per node, e.g. 18,10 (default: split by memory, layers weighed by their bytes)', valueHint: 'N,N' },
+    memory: { type: 'string', description: 'Memory this node offers the model (weights + KV), e.g. 12G (default: 75% of RAM)', valueHint: 'SIZE' },
+    plan: { type: 'boolean', description: 'Print the plan (layers, weights and KV per node, headroom) without loading anything, then exit; on the head of a cluster it waits for every stage to join' },
     'node-name': { type: 'string', description: 'This node’s serial for pins and handshakes (default: the machine serial)' },
     'cluster-id': { type: 'string', description: 'Cluster id bound into every handshake and frame', default: 'dbcluster' },
     'ping-interval': { type: 'string', description: 'Seconds between link pings; 3 missed = peer unavailable', default: '5' },
@@ -57,7 +67,9 @@ export default defineCommand({
     const port = Number(args.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     let dir = args.model
-    if (!dir) {
+    // a stage (rank ≥ 1) without --model gets its files from the head
+    const isStage = args.peers !== undefined && Number(args.rank) > 0
+    if (!dir && !isStage) {
       const demo = await ensureDemoModel((line) => consola.start(`creating the demo model: ${line}`))
       dir = demo.dir
       consola.info(`${demo.created ? 'created' : 'using'} the synthetic demo model at ${dir} (random weights: its text is gibberish; pass --model DIR for a real one)`)
@@ -70,37 +82,91 @@ export default defineCommand({
     let pipeline: Pipeline
     let stage: ModelStage
     let ring: HeadPipeline | null = null
+    const usableBytes = usableMemoryBytes(args.memory)
+    const serial = args['node-name'] ?? machineSerial()
+    if (args.plan && !args.peers) {
+      // one node: the whole model here, checked against this machine's memory
+      const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!), { kv: { sequences: maxBatch, tokens: maxLen } })
+      for (const line of describePlan(plan)) console.log(line)
+      if (!plan.fits) process.exitCode = 1
+      return
+    }
     if (args.peers) {
       const peers = parsePeers(args.peers)
       const rank = Number(args.rank)
       if (!Number.isInteger(rank) || rank < 0 || rank >= peers.length) throw new UsageError(`--rank must be 0..${peers.length - 1}`)
-      const config = readModelConfig(dir)
-      const [lo, hi] = layerRanges(config.numLayers, peers.length, args.split)[rank]!
-      stage = ModelStage.load(dir, backend, { lo, hi, slots: maxBatch, maxLen })
       const { identity } = loadLocalIdentity()
       const link = {
         identity,
-        serial: args['node-name'] ?? machineSerial(),
+        serial,
         clusterId: args['cluster-id'],
         authorize: authorizeByPins(new FilePinStore(defaultPinFile())),
         pingIntervalMs: Number(args['ping-interval']) * 1000,
         backoffMs: Math.max(500, Number(args['ping-interval']) * 1000),
       }
-      consola.info(`rank ${rank} of ${peers.length}: layers [${lo}, ${hi}) of ${config.numLayers}; link ${peers[rank]!.host}:${peers[rank]!.port}`)
       if (rank > 0) {
-        new StageNode({ rank, peers, stage, link })
-        console.log(`stage ${rank} ready`)
-        await new Promise<void>((done) => {
-          process.once('SIGINT', () => done())
-          process.once('SIGTERM', () => done())
+        if (args.plan) throw new UsageError('--plan is for the head (rank 0): it gathers every node’s memory and prints the plan')
+        if (args.split) consola.warn('--split is decided by the head (rank 0); ignored on a stage')
+        const stop = new AbortController()
+        process.once('SIGINT', () => stop.abort())
+        process.once('SIGTERM', () => stop.abort())
+        consola.info(`rank ${rank} of ${peers.length}: joining the head at ${peers[0]!.host}:${peers[0]!.port}; link ${peers[rank]!.host}:${peers[rank]!.port}; offering ${formatGiB(usableBytes)}`)
+        await runStage({
+          rank,
+          peers,
+          link,
+          backend,
+          usableBytes,
+          modelDir: args.model,
+          retryMs: link.backoffMs,
+          signal: stop.signal,
+          onReady: () => console.log(`stage ${rank} ready`),
         })
         return
       }
+      dir = dir! // the head always has a model (the demo one at least)
+      const config = readModelConfig(dir)
+      const split = args.split ? layerRanges(config.numLayers, peers.length, args.split).map(([lo, hi]) => hi - lo) : undefined
+      const listener = new RoleListener(peers[0]!.host, peers[0]!.port, link)
+      const planner = new ClusterPlanner({
+        listener,
+        nodes: peers.length,
+        head: { serial, usableBytes },
+        footprint: checkpointFootprint(dir),
+        split,
+        slots: maxBatch,
+        maxLen,
+        model: basename(resolve(dir)),
+        onProgress: (line) => consola.start(line),
+      })
+      const plan = await planner.gather()
+      const lines = describePlan(plan)
+      if (args.plan) {
+        for (const line of lines) console.log(line)
+        planner.refuse(PLAN_ONLY, 'the head only printed the plan (--plan)')
+        await Bun.sleep(200) // let the answers leave before the links close
+        listener.stop()
+        if (!plan.fits) process.exitCode = 1
+        return
+      }
+      for (const line of lines) consola.info(line)
+      if (!plan.fits) {
+        const short = plan.shortfalls.map((s) => `${s.node} is short by ${formatGiB(s.shortBytes)}`).join('; ')
+        planner.refuse('E_PLAN_FIT', `the plan does not fit: ${short}`)
+        await Bun.sleep(200)
+        listener.stop()
+        throw new PlanError('E_PLAN_FIT', `the plan does not fit: ${short}`, 'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split')
+      }
+      planner.commit(plan, { dir, manifest: manifestFor(dir, (file) => consola.start(`hashing ${file} for the manifest`)), identity })
+      const mine = plan.stages[0]!
+      stage = ModelStage.load(dir, backend, { lo: mine.lo, hi: mine.hi, slots: maxBatch, maxLen })
+      consola.info(`rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`)
       ring = new HeadPipeline({
         rank,
         peers,
         stage,
         link,
+        listener,
         onStepTiming: (t) => {
           t.stageSeconds.forEach((s, r) => metrics.stageStepTime.observe(String(r), s))
           metrics.hopTime.observe(t.hopSeconds)
@@ -108,10 +174,10 @@ export default defineCommand({
       })
       pipeline = ring
     } else {
-      stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen })
+      stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen })
       pipeline = new LocalPipeline([stage])
     }
-    const tokenizer = new ModelTokenizer(dir, stage.config.eosTokenIds)
+    const tokenizer = new ModelTokenizer(dir!, stage.config.eosTokenIds)
     const scheduler = new Scheduler(
       pipeline,
       (ids) => tokenizer.decode(ids),
@@ -133,7 +199,7 @@ export default defineCommand({
         if (reason) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
       })
     }
-    const modelId = args['model-id'] ?? basename(resolve(dir))
+    const modelId = args['model-id'] ?? basename(resolve(dir!))
     const app = createApp({
       scheduler,
       tokenizer,

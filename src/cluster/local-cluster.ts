@@ -103,9 +103,10 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     return waitForLine(proc, rank === 0 ? /listening on (\S+)/ : /stage \d+ ready/, (l) => onLine(rank, l))
   }
 
-  // stages first, then the head (it serves once the ring forms)
-  for (let rank = options.nodes - 1; rank >= 1; rank--) await spawn(rank)
-  const head = await spawn(0)
+  // all at once: the stages join the head, which plans and then serves once the ring forms
+  const stages = Array.from({ length: options.nodes - 1 }, (_, i) => spawn(options.nodes - 1 - i))
+  const headLine = spawn(0)
+  const [head] = await Promise.all([headLine, ...stages])
   await waitUntilServing(head[1]!)
   return {
     url: head[1]!,

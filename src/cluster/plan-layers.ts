@@ -1,5 +1,7 @@
-/** Layer planning: which contiguous layer range [lo, hi) each node holds, split by usable memory (largest remainder),
- * with a fit check that names the node that is short and by how much. Pure: no I/O. */
+/** Layer planning: which contiguous layer range [lo, hi) each node holds, with a fit check that names the node that is
+ * short and by how much. Layers are weighed by what they really cost — their weight bytes plus their KV cache, the
+ * embedding on the first stage and the head on the last — and each node gets the share of that total its usable memory
+ * gives it (largest remainder over bytes: each cut goes to the layer boundary nearest the node's share). Pure: no I/O. */
 import { DbcError } from '../errors.ts'
 
 export interface PlanNode {
@@ -18,6 +20,18 @@ export interface ModelFootprint {
   headBytes: number
   /** KV cache bytes per token per layer (2 · kv_heads · head_dim · bytes per element). */
   kvBytesPerTokenLayer: number
+  /** Cache bytes of one layer for one sequence of `tokens` tokens, where layers differ (sliding windows, recurrent
+   * state); without it every layer holds kvBytesPerTokenLayer per token. */
+  layerKvBytes?(layer: number, tokens: number): number
+}
+
+export interface PlanOptions {
+  /** Layers per node, overriding the memory weighting. */
+  split?: readonly number[]
+  /** KV the plan reserves: `sequences` slots of `tokens` tokens each (default one sequence of 4096). */
+  kv?: { sequences: number; tokens: number }
+  /** Shorthand for kv = { sequences: 1, tokens: kvTokens }. */
+  kvTokens?: number
 }
 
 export interface StagePlan {
@@ -66,9 +80,37 @@ export function largestRemainder(total: number, weights: readonly number[]): num
   return shares
 }
 
-export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, options: { split?: readonly number[]; kvTokens?: number } = {}): LayerPlan {
+/** Layer counts per node so that each node's bytes (layers' weights and KV, plus the embedding before layer 0 and the
+ * head after the last) come nearest its share of the memory: cut k falls on the boundary nearest the cumulative share. */
+export function splitByBytes(layerCost: readonly number[], before: number, after: number, weights: readonly number[]): number[] {
+  const n = weights.length
+  const layers = layerCost.length
+  largestRemainder(layers, weights) // the same checks: enough layers, positive weights
+  const total = before + after + layerCost.reduce((a, b) => a + b, 0)
+  const sum = weights.reduce((a, b) => a + b, 0)
+  const prefix = [before]
+  for (const c of layerCost) prefix.push(prefix.at(-1)! + c)
+  const counts: number[] = []
+  let lo = 0
+  let share = 0
+  for (let i = 0; i < n - 1; i++) {
+    share += weights[i]!
+    const target = (total * share) / sum
+    // leave at least one layer for this node and for each node after it
+    let best = lo + 1
+    for (let k = lo + 1; k <= layers - (n - 1 - i); k++) if (Math.abs(prefix[k]! - target) < Math.abs(prefix[best]! - target)) best = k
+    counts.push(best - lo)
+    lo = best
+  }
+  counts.push(layers - lo)
+  return counts
+}
+
+export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, options: PlanOptions = {}): LayerPlan {
   if (model.layerBytes.length !== model.numLayers) throw new PlanError('E_PLAN', `layerBytes has ${model.layerBytes.length} entries for ${model.numLayers} layers`)
-  const kvTokens = options.kvTokens ?? 4096
+  const kv = options.kv ?? { sequences: 1, tokens: options.kvTokens ?? 4096 }
+  const kvTokens = kv.sequences * kv.tokens
+  const layerKv = (l: number) => kv.sequences * (model.layerKvBytes ? model.layerKvBytes(l, kv.tokens) : kv.tokens * model.kvBytesPerTokenLayer)
   let counts: number[]
   if (options.split) {
     if (options.split.length !== nodes.length) {
@@ -81,8 +123,10 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
     }
     counts = [...options.split]
   } else {
-    counts = largestRemainder(
-      model.numLayers,
+    counts = splitByBytes(
+      model.layerBytes.map((b, l) => b + layerKv(l)),
+      model.embeddingBytes,
+      model.headBytes,
       nodes.map((n) => n.usableBytes),
     )
   }
@@ -94,7 +138,8 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
     for (let l = lo; l < hi; l++) weightBytes += model.layerBytes[l]!
     if (rank === 0) weightBytes += model.embeddingBytes
     if (rank === nodes.length - 1) weightBytes += model.headBytes
-    const kvBytes = kvTokens * (hi - lo) * model.kvBytesPerTokenLayer
+    let kvBytes = 0
+    for (let l = lo; l < hi; l++) kvBytes += layerKv(l)
     stages.push({ node: node.id, rank, lo, hi, weightBytes, kvBytes, usableBytes: node.usableBytes, headroomBytes: node.usableBytes - weightBytes - kvBytes })
     lo = hi
   })

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { describePlan, largestRemainder, planLayers, type ModelFootprint } from '../../src/cluster/plan-layers.ts'
+import { describePlan, largestRemainder, planLayers, splitByBytes, type ModelFootprint } from '../../src/cluster/plan-layers.ts'
 
 const GiB = 1024 ** 3
 const model = (layers: number, perLayer = 0.5 * GiB): ModelFootprint => ({
@@ -65,5 +65,41 @@ describe('planLayers', () => {
     const short = plan.shortfalls[0]!.shortBytes
     expect(short).toBeCloseTo(8 * GiB + 0.3 * GiB + 4096 * 8 * 4096 - 4 * GiB)
     expect(describePlan(plan).at(-1)).toMatch(/does not fit: small is short by 4\.\d\d GiB/)
+  })
+
+  test('layers weigh what they cost: a big head moves layers off the last stage, heavy layers count more', () => {
+    // 8 equal layers of 1 byte and no ends: an even split
+    expect(splitByBytes(Array(8).fill(1), 0, 0, [1, 1])).toEqual([4, 4])
+    // the head (tied embedding) weighs 4 layers: the last node takes fewer layers so the bytes even out
+    expect(splitByBytes(Array(8).fill(1), 0, 4, [1, 1])).toEqual([6, 2])
+    // MoE layers 0..3 weigh 3 each, dense 4..7 weigh 1: the cut falls early
+    expect(splitByBytes([3, 3, 3, 3, 1, 1, 1, 1], 0, 0, [1, 1])).toEqual([3, 5])
+    // every node keeps at least one layer, however small its share or heavy the ends
+    expect(splitByBytes(Array(4).fill(1), 0, 100, [1, 1, 1])).toEqual([2, 1, 1])
+    expect(() => splitByBytes([1, 1], 0, 0, [1, 1, 1])).toThrow(/cannot be spread over 3 nodes/)
+
+    const tiedHead: ModelFootprint = { ...model(8, 1 * GiB), embeddingBytes: 0, headBytes: 4 * GiB, kvBytesPerTokenLayer: 0 }
+    const plan = planLayers(
+      [
+        { id: 'a', usableBytes: 64 * GiB },
+        { id: 'b', usableBytes: 64 * GiB },
+      ],
+      tiedHead,
+    )
+    expect(plan.stages.map((s) => s.hi - s.lo)).toEqual([6, 2])
+    expect(plan.stages.map((s) => s.weightBytes / GiB)).toEqual([6, 6])
+  })
+
+  test('KV is reserved per layer for every sequence: sliding-window and recurrent layers hold less', () => {
+    const hybrid: ModelFootprint = {
+      ...model(4, 0),
+      embeddingBytes: 0,
+      headBytes: 0,
+      // layers 0 and 2 keep every token; 1 and 3 hold a fixed state
+      layerKvBytes: (l, tokens) => (l % 2 === 0 ? tokens * 1000 : 5000),
+    }
+    const plan = planLayers([{ id: 'a', usableBytes: GiB }], hybrid, { kv: { sequences: 8, tokens: 1024 } })
+    expect(plan.kvTokens).toBe(8 * 1024)
+    expect(plan.stages[0]!.kvBytes).toBe(8 * (2 * 1024 * 1000 + 2 * 5000))
   })
 })

@@ -1,0 +1,134 @@
+/** The head's side of joining (docs/cluster.md §Joining): every stage dials the head's port on a control link and says
+ * how much memory it offers; once all have, the head weighs the checkpoint (checkpointFootprint), plans the layers,
+ * answers each stage with its range and the KV geometry, and then serves each stage the files of its layers over that
+ * same sealed link (model distribution). A stage that joins again later (it restarted) gets the same answer. */
+import { consola } from 'consola'
+import type { Manifest } from '../distribution/manifest.ts'
+import { serveShards } from '../distribution/shard-transfer.ts'
+import { LinkError } from '../link/errors.ts'
+import { FrameType } from '../link/frames.ts'
+import type { SealedLink } from '../link/tcp-link.ts'
+import type { Identity } from '../trust/identity.ts'
+import { decodeJoin, encodePlan, type JoinMessage, type PlanMessage } from './join-messages.ts'
+import { planLayers, type LayerPlan, type ModelFootprint } from './plan-layers.ts'
+import type { RoleListener } from './role-listener.ts'
+
+const log = consola.withTag('cluster')
+
+/** How long a control link has to send its join after saying its role. */
+const JOIN_TIMEOUT_MS = 10_000
+
+export interface Joined extends JoinMessage {
+  serial: string
+  link: SealedLink
+}
+
+export interface PlannerOptions {
+  listener: RoleListener
+  /** Nodes in the cluster (the head included). */
+  nodes: number
+  head: { serial: string; usableBytes: number }
+  footprint: ModelFootprint
+  split?: readonly number[]
+  slots: number
+  maxLen: number
+  model: string
+  onProgress?: (line: string) => void
+}
+
+export class ClusterPlanner {
+  readonly #joined = new Map<number, Joined>()
+  #all: { resolve: () => void; promise: Promise<void> }
+  #plan: LayerPlan | null = null
+  #files: { dir: string; manifest: Manifest; identity: Identity } | null = null
+  #refusal: { code: string; message: string } | null = null
+  /** Every stage has joined: the roster is fixed (a stage that drops now and joins again keeps its place). */
+  #complete = false
+
+  constructor(readonly options: PlannerOptions) {
+    let resolve!: () => void
+    const promise = new Promise<void>((r) => (resolve = r))
+    this.#all = { resolve, promise }
+    options.listener.handle('control', (link, rank) => this.#control(link, rank))
+  }
+
+  get joined(): ReadonlyMap<number, Joined> {
+    return this.#joined
+  }
+
+  /** Waits for every stage to join, then plans. Throws PlanError on a bad --split; a plan that does not fit is returned
+   * (plan.fits false) for the caller to report. */
+  async gather(): Promise<LayerPlan> {
+    const { nodes, onProgress = () => {} } = this.options
+    if (this.#joined.size < nodes - 1) onProgress(`waiting for ${nodes - 1 - this.#joined.size} of ${nodes - 1} stages to join`)
+    await this.#all.promise
+    const ranks = Array.from({ length: nodes }, (_, r) => r)
+    return planLayers(
+      ranks.map((r) => (r === 0 ? { id: this.options.head.serial, usableBytes: this.options.head.usableBytes } : { id: this.#joined.get(r)!.serial, usableBytes: this.#joined.get(r)!.usableBytes })),
+      this.options.footprint,
+      { split: this.options.split, kv: { sequences: this.options.slots, tokens: this.options.maxLen } },
+    )
+  }
+
+  /** Sends every stage its range, then serves it the files it lacks from `dir`, signed by `identity`. */
+  commit(plan: LayerPlan, files: { dir: string; manifest: Manifest; identity: Identity }): void {
+    this.#plan = plan
+    this.#files = files
+    for (const [rank, j] of this.#joined) this.#answer(rank, j)
+  }
+
+  /** Tells every stage there is no plan for it (code and message), now and when it joins again. */
+  refuse(code: string, message: string): void {
+    this.#refusal = { code, message }
+    for (const [rank, j] of this.#joined) this.#answer(rank, j)
+  }
+
+  #answer(rank: number, j: Joined): void {
+    if (j.link.closed) return
+    const plan = this.#plan
+    let message: PlanMessage
+    if (this.#refusal) message = { ok: false, ...this.#refusal }
+    else if (plan) {
+      const s = plan.stages[rank]!
+      message = { ok: true, lo: s.lo, hi: s.hi, numLayers: this.options.footprint.numLayers, nodes: this.options.nodes, slots: this.options.slots, maxLen: this.options.maxLen, model: this.options.model }
+    } else return
+    j.link.send(FrameType.plan, encodePlan(message))
+    if (message.ok && this.#files) {
+      log.info(`rank ${rank} (${j.serial}): layers [${message.lo}, ${message.hi}); its files are offered over the link`)
+      serveShards(j.link, this.#files.dir, this.#files.manifest, this.#files.identity, (e) => log.debug(`rank ${rank} verified ${e.file ?? e.sha256}`))
+    }
+  }
+
+  #control(link: SealedLink, rank: number): void {
+    const { nodes } = this.options
+    if (rank < 1 || rank >= nodes) return link.close(new PlanRefusal(`rank ${rank} is not a stage of this ${nodes}-node cluster`))
+    link
+      .nextFrame((f) => f.type === FrameType.join, JOIN_TIMEOUT_MS)
+      .then((f) => {
+        const join = decodeJoin(f.payload)
+        if (join.rank !== rank) throw new PlanRefusal(`the join says rank ${join.rank}, the role said ${rank}`)
+        const before = this.#joined.get(rank)
+        if (before && before.link !== link) before.link.close()
+        this.#joined.set(rank, { ...join, serial: link.peerSerial, link })
+        log.info(`rank ${rank} joined: ${link.peerSerial}, ${(join.usableBytes / 1024 ** 3).toFixed(1)} GiB usable, ${join.backend} backend`)
+        if (this.#plan || this.#refusal) this.#answer(rank, this.#joined.get(rank)!)
+        else if (this.#joined.size === nodes - 1) {
+          this.#complete = true
+          this.#all.resolve()
+        }
+      })
+      .catch((error) => {
+        log.warn(`control link from ${link.peerSerial}: ${(error as Error).message}`)
+        link.close(error instanceof PlanRefusal ? error : new PlanRefusal((error as Error).message))
+      })
+    link.onClose(() => {
+      if (this.#joined.get(rank)?.link === link && !this.#complete) this.#joined.delete(rank)
+    })
+  }
+}
+
+class PlanRefusal extends LinkError {
+  constructor(message: string) {
+    super('E_JOIN', message)
+  }
+}
