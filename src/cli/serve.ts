@@ -157,7 +157,9 @@ export default defineCommand({
         listener.stop()
         throw new PlanError('E_PLAN_FIT', `the plan does not fit: ${short}`, 'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split')
       }
-      planner.commit(plan, { dir, manifest: manifestFor(dir, (file) => consola.start(`hashing ${file} for the manifest`)), identity })
+      let hashing = ''
+      const manifest = manifestFor(dir, (file) => file !== hashing && consola.start(`hashing ${(hashing = file)} for the manifest`))
+      planner.commit(plan, { dir, manifest, identity })
       const mine = plan.stages[0]!
       stage = ModelStage.load(dir, backend, { lo: mine.lo, hi: mine.hi, slots: maxBatch, maxLen })
       consola.info(`rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`)

@@ -16,6 +16,10 @@ export interface LocalClusterOptions {
   self: string[]
   stateDir?: string
   extraArgs?: string[]
+  /** false: only the head gets --model; the stages receive their layers' files from it (model distribution). */
+  modelOnStages?: boolean
+  /** Arguments for one node only (e.g. its --memory). */
+  rankArgs?: (rank: number) => string[]
   /** Per-node environment additions (e.g. threads). */
   env?: Record<string, string>
   onLine?: (rank: number, line: string) => void
@@ -25,6 +29,8 @@ export interface LocalCluster {
   url: string
   ranks: number
   ports: number[]
+  /** Each node's state folder (DBCLUSTER_HOME), by rank. */
+  homes: string[]
   /** Stops one node (SIGKILL = a crash). */
   kill(rank: number, signal?: NodeJS.Signals): Promise<void>
   /** Starts a stopped node again with the same identity and address. */
@@ -79,9 +85,11 @@ export async function waitUntilServing(url: string, timeoutMs = 60_000): Promise
   throw new Error(`the cluster at ${url} did not form within ${timeoutMs / 1000} s`)
 }
 
-export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
-  const root = options.stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
-  const ports = Array.from({ length: options.nodes }, freePort)
+/** State folders, identities and pins for N nodes on this machine: node r is `node-r`, with its own DBCLUSTER_HOME and
+ * a free link port, and pins every node's key (this launcher vouches for them, as a coordinator would). */
+export function prepareLocalNodes(nodes: number, stateDir?: string): { root: string; ports: number[]; homes: string[]; peers: string } {
+  const root = stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
+  const ports = Array.from({ length: nodes }, freePort)
   const homes = ports.map((_, rank) => join(root, `node-${rank}`))
   const keys = homes.map((home) => {
     mkdirSync(home, { recursive: true })
@@ -91,12 +99,17 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     const pins = new FilePinStore(join(home, 'pins.json'))
     keys.forEach((k, r) => pins.set(`node-${r}`, { publicKey: Buffer.from(k.publicKey).toString('base64'), keyKind: k.kind, source: 'local-cluster', pinnedAt: Date.now() }))
   })
-  const peers = ports.map((p) => `127.0.0.1:${p}`).join(',')
+  return { root, ports, homes, peers: ports.map((p) => `127.0.0.1:${p}`).join(',') }
+}
+
+export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
+  const { ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir)
   const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
   const onLine = options.onLine ?? (() => {})
 
   const spawn = async (rank: number) => {
-    const args = [...options.self, 'serve', '--model', options.model, '--peers', peers, '--rank', String(rank), '--node-name', `node-${rank}`, ...(options.extraArgs ?? [])]
+    const model = rank === 0 || options.modelOnStages !== false ? ['--model', options.model] : []
+    const args = [...options.self, 'serve', ...model, '--peers', peers, '--rank', String(rank), '--node-name', `node-${rank}`, ...(options.extraArgs ?? []), ...(options.rankArgs?.(rank) ?? [])]
     if (rank === 0) args.push('--port', String(options.apiPort))
     const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
     procs[rank] = proc
@@ -112,6 +125,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     url: head[1]!,
     ranks: options.nodes,
     ports,
+    homes,
     async kill(rank, signal = 'SIGKILL') {
       const p = procs[rank]
       if (!p) return
