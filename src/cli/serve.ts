@@ -10,6 +10,9 @@ import { Scheduler } from '../engine/scheduler.ts'
 import { ensureDemoModel } from '../model/demo-model.ts'
 import { HeadPipeline, StageNode } from '../cluster/ring.ts'
 import { layerRanges, parsePeers } from '../cluster/membership.ts'
+import type { RingAddress } from '../cluster/ring.ts'
+import { CoordinatorClient } from '../coordinator/client.ts'
+import { formCluster } from '../discovery/form-cluster.ts'
 import { ClusterPlanner } from '../cluster/cluster-planner.ts'
 import { describePlan, formatGiB, PlanError, planLayers } from '../cluster/plan-layers.ts'
 import { RoleListener } from '../cluster/role-listener.ts'
@@ -61,14 +64,22 @@ export default defineCommand({
     'node-name': { type: 'string', description: 'This node’s serial for pins and handshakes (default: the machine serial)' },
     'cluster-id': { type: 'string', description: 'Cluster id bound into every handshake and frame', default: 'dbcluster' },
     'ping-interval': { type: 'string', description: 'Seconds between link pings; 3 missed = peer unavailable', default: '5' },
+    discover: { type: 'boolean', description: 'Form the cluster by itself: find the nodes on the link-local (Thunderbolt) link by signed beacons, trust only pinned keys, elect ranks by address (lowest = head)' },
+    nodes: { type: 'string', description: 'With --discover: how many nodes the cluster has, this one included', default: '2' },
+    iface: { type: 'string', description: 'With --discover: the interface to use (default: the first with a 169.254/16 address, e.g. bridge0)', valueHint: 'NAME' },
+    'link-port': { type: 'string', description: 'With --discover: TCP port of this node’s sealed link', default: '47391' },
+    coordinator: { type: 'string', description: 'With --discover: coordinator URL whose peer list vouches for (and pins) nodes not pinned yet', valueHint: 'URL' },
+    'coordinator-token': { type: 'string', description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)' },
     'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
   },
   async run({ args }) {
     const port = Number(args.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
+    const serial = args['node-name'] ?? machineSerial()
+    const membership = await clusterMembership(args, serial)
     let dir = args.model
     // a stage (rank ≥ 1) without --model gets its files from the head
-    const isStage = args.peers !== undefined && Number(args.rank) > 0
+    const isStage = membership !== null && membership.rank > 0
     if (!dir && !isStage) {
       const demo = await ensureDemoModel((line) => consola.start(`creating the demo model: ${line}`))
       dir = demo.dir
@@ -83,18 +94,15 @@ export default defineCommand({
     let stage: ModelStage
     let ring: HeadPipeline | null = null
     const usableBytes = usableMemoryBytes(args.memory)
-    const serial = args['node-name'] ?? machineSerial()
-    if (args.plan && !args.peers) {
+    if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
       const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!), { kv: { sequences: maxBatch, tokens: maxLen } })
       for (const line of describePlan(plan)) console.log(line)
       if (!plan.fits) process.exitCode = 1
       return
     }
-    if (args.peers) {
-      const peers = parsePeers(args.peers)
-      const rank = Number(args.rank)
-      if (!Number.isInteger(rank) || rank < 0 || rank >= peers.length) throw new UsageError(`--rank must be 0..${peers.length - 1}`)
+    if (membership) {
+      const { peers, rank } = membership
       const { identity } = loadLocalIdentity()
       const link = {
         identity,
@@ -189,7 +197,7 @@ export default defineCommand({
         prefillChunk: positiveInt(args['prefill-chunk'], 'prefill-chunk'),
         requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
         // with N stages, N micro-batches in flight keep every stage busy at once
-        microBatches: args.peers ? parsePeers(args.peers).length : 1,
+        microBatches: membership ? membership.peers.length : 1,
         resumeWindowMs: 1000 * (args['resume-window'] !== undefined ? nonNegative(args['resume-window'], 'resume-window') : 3 * Number(args['ping-interval'])),
       },
       metrics,
@@ -210,7 +218,7 @@ export default defineCommand({
       apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
       health: () => ({
         backend: backend.name,
-        nodes: args.peers ? parsePeers(args.peers).length : 1,
+        nodes: membership ? membership.peers.length : 1,
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
@@ -231,3 +239,43 @@ export default defineCommand({
     })
   },
 })
+
+type ServeArgs = { peers?: string; rank: string; discover?: boolean; nodes: string; iface?: string; 'link-port': string; coordinator?: string; 'coordinator-token'?: string }
+
+/** Who is in the cluster and which rank this node is: from --peers/--rank, or found on the cable (--discover); null
+ * when this node serves alone. */
+async function clusterMembership(args: ServeArgs, serial: string): Promise<{ peers: RingAddress[]; rank: number } | null> {
+  if (args.discover && args.peers) throw new UsageError('give either --peers (static membership) or --discover, not both')
+  if (args.peers) {
+    const peers = parsePeers(args.peers)
+    const rank = Number(args.rank)
+    if (!Number.isInteger(rank) || rank < 0 || rank >= peers.length) throw new UsageError(`--rank must be 0..${peers.length - 1}`)
+    return { peers, rank }
+  }
+  if (!args.discover) return null
+  const linkPort = Number(args['link-port'])
+  if (!Number.isInteger(linkPort) || linkPort < 1 || linkPort > 65535) throw new UsageError(`--link-port must be 1..65535, got '${args['link-port']}'`)
+  const pins = new FilePinStore(defaultPinFile())
+  const token = args['coordinator-token'] ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
+  if (args.coordinator && !token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)')
+  const stop = new AbortController()
+  const onSignal = () => stop.abort()
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    const formed = await formCluster({
+      identity: loadLocalIdentity().identity,
+      serial,
+      linkPort,
+      iface: args.iface,
+      nodes: positiveInt(args.nodes, 'nodes'),
+      pins,
+      coordinator: args.coordinator ? new CoordinatorClient({ url: args.coordinator, token: token!, pins }) : undefined,
+      signal: stop.signal,
+    })
+    return { peers: formed.peers, rank: formed.rank }
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}

@@ -1,8 +1,11 @@
 /** Discovery for real: three hosts in network namespaces on one bridged link with 169.254.x.x addresses. Nodes find
  * each other by signed beacons, elect the same ranks, refuse a node whose key is not pinned, and drop a node whose
- * link goes away. Needs root and iproute2; skipped with the reason otherwise. */
+ * link goes away; `serve --discover` forms a working cluster over that link by itself. Needs root and iproute2;
+ * skipped with the reason otherwise. */
 import { afterAll, expect, test } from 'bun:test'
 import { p256 } from '@noble/curves/nist.js'
+import { prepareLocalNodes } from '../../src/cluster/local-cluster.ts'
+import { synthModel } from '../support/synth-models.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const PREFIX = `dbc${process.pid % 10000}`
@@ -91,4 +94,42 @@ netnsTest('a node whose link goes away is dropped, and the survivors re-elect', 
   const sizes = sa.changes.map((c: { members: unknown[] }) => c.members.length)
   expect(sizes).toContain(2) // a saw b …
   expect(sa.final.members.map((m: { serial: string; rank: number }) => `${m.rank}:${m.serial}`)).toEqual(['0:node-a']) // … then dropped it
+})
+
+netnsTest('serve --discover: two nodes find each other on the link, elect the head by address and serve as one cluster', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  // node-0 lives in b's namespace (169.254.20.4, the lower address: the head), node-1 in a's (169.254.20.30)
+  const { homes } = prepareLocalNodes(2)
+  const placement = [NODES[1]!, NODES[0]!]
+  const procs = placement.map((n, i) =>
+    Bun.spawn(['ip', 'netns', 'exec', n.ns, process.execPath, 'src/main.ts', 'serve', '--discover', '--nodes', '2', '--model', model, '--node-name', `node-${i}`, '--port', '0', '--backend', 'cpu', '--threads', '1', '--max-context', '128', '--model-id', 'x'], {
+      cwd: ROOT,
+      env: { ...process.env, DBCLUSTER_HOME: homes[i]!, NODE_ENV: 'production' },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    }),
+  )
+  const outputs = ['', '']
+  const readAll = procs.map(async (p, i) => {
+    const decoder = new TextDecoder()
+    for await (const chunk of p.stdout) outputs[i] += decoder.decode(chunk)
+  })
+  try {
+    const deadline = Date.now() + 25_000
+    while (Date.now() < deadline && !(/listening on (\S+)/.test(outputs[0]!) && /stage 1 ready/.test(outputs[1]!) && /ring formed/.test(outputs[0]!))) await Bun.sleep(100)
+    expect(outputs[0]).toMatch(/cluster on \S+: rank 0 node-0 169\.254\.20\.4, rank 1 node-1 169\.254\.20\.30; this node is rank 0/)
+    expect(outputs[1]).toMatch(/this node is rank 1/)
+    expect(outputs[0]).toMatch(/ring formed: every hop sealed/)
+    const url = /listening on (\S+)/.exec(outputs[0]!)![1]!
+    // the API listens on loopback inside the head's namespace: ask from there
+    const ask = sh(
+      `ip netns exec ${placement[0]!.ns} ${process.execPath} -e 'const r = await fetch("${url}/v1/completions", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({model: "x", prompt: "Hello, world", max_tokens: 6, temperature: 0})}); console.log(JSON.stringify((await r.json()).choices[0].text))'`,
+    )
+    const alone = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', '--model', model, '--prompt', 'Hello, world', '--max-tokens', '6', '--json', '--backend', 'cpu'], { cwd: ROOT, stdout: 'pipe' })
+    expect(JSON.parse(ask.stdout.toString())).toBe(JSON.parse(alone.stdout.toString()).text)
+  } finally {
+    procs.forEach((p) => p.kill())
+    await Promise.all(procs.map((p) => p.exited))
+    await Promise.all(readAll).catch(() => {})
+  }
 })
