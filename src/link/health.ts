@@ -33,6 +33,13 @@ export class HealthState {
     if (now > this.#lastHeard) this.#lastHeard = now
   }
 
+  /** This node itself stalled (its event loop was busy, e.g. a long compute step) until `now`: bytes the peer sent
+   * meanwhile are still unread, so its silence is not evidence. Start a fresh window and ping at once. */
+  stalled(now: number): void {
+    this.heard(now)
+    this.#nextPing = now
+  }
+
   tick(now: number): HealthAction {
     if (now >= this.deadline) return { action: 'dead', silentMs: now - this.#lastHeard }
     if (now >= this.#nextPing) {
@@ -48,9 +55,10 @@ export class Heartbeat {
   readonly #state: HealthState
   #timer: ReturnType<typeof setTimeout> | null = null
   #stopped = false
+  #expectedAt = 0
 
   constructor(
-    options: HealthOptions,
+    readonly options: HealthOptions,
     private readonly ping: () => void,
     private readonly dead: (silentMs: number) => void,
     private readonly now: () => number = Date.now,
@@ -80,6 +88,12 @@ export class Heartbeat {
       this.ping()
       if (this.#stopped) return // the ping found the link closed
     }
-    this.#timer = setTimeout(() => this.#schedule(this.#state.tick(this.now())), Math.max(1, next.wakeAt - this.now()))
+    this.#expectedAt = Math.max(next.wakeAt, this.now() + 1)
+    this.#timer = setTimeout(() => {
+      const now = this.now()
+      // woken over an interval late: this process was busy, not the peer silent (see HealthState.stalled)
+      if (now - this.#expectedAt > this.options.intervalMs) this.#state.stalled(now)
+      this.#schedule(this.#state.tick(now))
+    }, this.#expectedAt - this.now())
   }
 }

@@ -112,7 +112,8 @@ netnsTest('serve --discover: two nodes find each other on the link, elect the he
   const outputs = ['', '']
   const readAll = procs.map(async (p, i) => {
     const decoder = new TextDecoder()
-    for await (const chunk of p.stdout) outputs[i] += decoder.decode(chunk)
+    const reader = p.stdout.getReader()
+    for (let r = await reader.read(); !r.done; r = await reader.read()) outputs[i] += decoder.decode(r.value)
   })
   try {
     const deadline = Date.now() + 25_000
