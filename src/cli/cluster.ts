@@ -2,6 +2,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
+import type { MemberStatus } from '../cluster/cluster-planner.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
 import { selfCommand } from '../self-command.ts'
 
@@ -34,7 +35,7 @@ const status = defineCommand({
   meta: { name: 'status', description: 'Members, layer ranges and link health of a running head' },
   args: {
     url: { type: 'string', description: 'The head’s API URL', default: 'http://127.0.0.1:8080' },
-    json: { type: 'boolean', description: 'Print the head’s /health JSON', default: false },
+    json: { type: 'boolean', description: 'Print the head’s /health JSON (members, ranks, layer ranges, memory, link health)', default: false },
   },
   async run({ args }) {
     let health: Record<string, unknown>
@@ -44,8 +45,18 @@ const status = defineCommand({
       throw new UsageError(`cannot reach ${args.url}: ${(error as Error).message}`, 'is `dbcluster serve` running there?')
     }
     if (args.json) return console.log(JSON.stringify(health))
-    consola.info(`status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); head layers ${JSON.stringify(health.head_layers)}`)
-    if (health.ring) console.log(JSON.stringify(health.ring, null, 2))
+    consola.info(`status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); ${health.backend} backend on the head`)
+    const members = health.members as MemberStatus[] | undefined
+    if (!members) return console.log(`one node: layers [${(health.head_layers as number[]).join(', ')})`)
+    const gib = (b: number | null) => (b === null ? '?' : `${(b / 1024 ** 3).toFixed(2)} GiB`)
+    console.log('| rank | node | layers | usable | weights | KV | headroom | link | last heard | ping |')
+    console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    for (const m of members) {
+      const link = m.link === null ? 'head' : m.link.up ? 'up' : 'DOWN'
+      const heard = m.link?.last_heard_ms_ago == null ? '-' : `${m.link.last_heard_ms_ago} ms ago`
+      const ping = m.link?.rtt_ms == null ? '-' : `${m.link.rtt_ms} ms`
+      console.log(`| ${m.rank} | ${m.serial ?? '?'} | ${m.layers ? `[${m.layers[0]}, ${m.layers[1]})` : '?'} | ${gib(m.usable_bytes)} | ${gib(m.weight_bytes)} | ${gib(m.kv_bytes)} | ${gib(m.headroom_bytes)} | ${link} | ${heard} | ${ping} |`)
+    }
   },
 })
 

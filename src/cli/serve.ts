@@ -93,6 +93,7 @@ export default defineCommand({
     let pipeline: Pipeline
     let stage: ModelStage
     let ring: HeadPipeline | null = null
+    let planner: ClusterPlanner | null = null
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
@@ -136,7 +137,7 @@ export default defineCommand({
       const config = readModelConfig(dir)
       const split = args.split ? layerRanges(config.numLayers, peers.length, args.split).map(([lo, hi]) => hi - lo) : undefined
       const listener = new RoleListener(peers[0]!.host, peers[0]!.port, link)
-      const planner = new ClusterPlanner({
+      planner = new ClusterPlanner({
         listener,
         nodes: peers.length,
         head: { serial, usableBytes },
@@ -223,6 +224,7 @@ export default defineCommand({
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
         ...(ring ? { ring: ring.status() } : {}),
+        ...(planner ? { members: planner.members(backend.name) } : {}),
       }),
     })
     const server = Bun.serve({ hostname: args.host, port, fetch: app.fetch, idleTimeout: 0 })

@@ -23,6 +23,19 @@ export interface Joined extends JoinMessage {
   link: SealedLink
 }
 
+export interface MemberStatus {
+  rank: number
+  serial: string | null
+  backend: string | null
+  layers: [number, number] | null
+  usable_bytes: number | null
+  weight_bytes: number | null
+  kv_bytes: number | null
+  headroom_bytes: number | null
+  /** The stage's control link to the head: up, when the head last heard from it, the last ping's round trip. */
+  link: { up: boolean; last_heard_ms_ago: number | null; rtt_ms: number | null } | null
+}
+
 export interface PlannerOptions {
   listener: RoleListener
   /** Nodes in the cluster (the head included). */
@@ -75,6 +88,32 @@ export class ClusterPlanner {
     this.#plan = plan
     this.#files = files
     for (const [rank, j] of this.#joined) this.#answer(rank, j)
+  }
+
+  /** Every member as the head sees it (for /health and `cluster status`): rank, serial, layer range, memory and the
+   * plan's weights, KV and headroom, and the health of its control link (the head's own entry has none). */
+  members(headBackend: string): MemberStatus[] {
+    const plan = this.#plan
+    return Array.from({ length: this.options.nodes }, (_, rank) => {
+      const j = rank === 0 ? null : this.#joined.get(rank)
+      const s = plan?.stages[rank]
+      return {
+        rank,
+        serial: rank === 0 ? this.options.head.serial : (j?.serial ?? null),
+        backend: rank === 0 ? headBackend : (j?.backend ?? null),
+        layers: s ? [s.lo, s.hi] : null,
+        usable_bytes: rank === 0 ? this.options.head.usableBytes : (j?.usableBytes ?? null),
+        weight_bytes: s?.weightBytes ?? null,
+        kv_bytes: s?.kvBytes ?? null,
+        headroom_bytes: s?.headroomBytes ?? null,
+        link:
+          rank === 0
+            ? null
+            : j
+              ? { up: !j.link.closed, last_heard_ms_ago: j.link.stats.lastHeardAt ? Date.now() - j.link.stats.lastHeardAt : null, rtt_ms: j.link.stats.rttMs }
+              : { up: false, last_heard_ms_ago: null, rtt_ms: null },
+      }
+    })
   }
 
   /** Tells every stage there is no plan for it (code and message), now and when it joins again. */

@@ -71,7 +71,8 @@ export class SealedLink {
   readonly #frameListeners: ((f: LinkFrame) => void)[] = []
   readonly #closeListeners: ((reason: CloseReason) => void)[] = []
   /** Frames sent and received after the handshake, and why the link closed. */
-  readonly stats = { sent: 0, received: 0, closeReason: null as CloseReason }
+  /** Frames each way; when bytes last arrived (ms since the epoch); the last ping's round trip in ms (null before one). */
+  readonly stats = { sent: 0, received: 0, closeReason: null as CloseReason, lastHeardAt: 0, rttMs: null as number | null }
 
   constructor(
     readonly role: 'initiator' | 'responder',
@@ -223,6 +224,7 @@ export class SealedLink {
   data(chunk: Uint8Array): void {
     if (this.#closed) return
     this.#heartbeat?.heard()
+    this.stats.lastHeardAt = Date.now()
     let frames: RawFrame[]
     try {
       frames = this.#decoder.push(chunk)
@@ -321,7 +323,11 @@ export class SealedLink {
 
   #deliver(type: number, header: { stage: number; requestId: bigint }, plaintext: Uint8Array): void {
     if (type === FrameType.ping) return this.send(FrameType.pong, plaintext)
-    if (type === FrameType.pong) return // liveness is any traffic (data() told the heartbeat)
+    if (type === FrameType.pong) {
+      // liveness is any traffic (data() told the heartbeat); the echo of our clock gives the round trip
+      if (plaintext.byteLength === 8) this.stats.rttMs = Date.now() - Number(new DataView(plaintext.buffer, plaintext.byteOffset, 8).getBigUint64(0, true))
+      return
+    }
     const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
     if (this.#frameListeners.length === 0) {
       if (this.#early.length >= EARLY_FRAMES) throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)

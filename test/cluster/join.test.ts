@@ -76,6 +76,18 @@ describe('joining across processes', () => {
     expect(have).toContain('config.json')
     expect(have).toContain('tokenizer.json')
 
+    // cluster status: every member with its range, memory and a live control link
+    const members = health.members as { rank: number; serial: string; layers: number[]; usable_bytes: number; headroom_bytes: number; link: { up: boolean } | null }[]
+    expect(members.map((m) => [m.rank, m.serial, m.layers])).toEqual([
+      [0, 'node-0', [0, headHi]],
+      [1, 'node-1', [headHi, 6]],
+    ])
+    expect(members[0]!.link).toBeNull()
+    expect(members[1]!.link!.up).toBe(true)
+    expect(members.every((m) => m.usable_bytes > 0 && m.headroom_bytes > 0)).toBe(true)
+    const status = Bun.spawnSync([...SELF, 'cluster', 'status', '--url', c.url], { stdout: 'pipe', env: { ...process.env, NODE_ENV: 'production' } })
+    expect(status.stdout.toString()).toMatch(new RegExp(`\\| 1 \\| node-1 \\| \\[${headHi}, 6\\) \\| [\\d.]+ GiB \\| .* \\| up \\|`))
+
     const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
     const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })
     const alone = Bun.spawnSync([...SELF, 'generate', '--model', model, '--prompt', 'Hello, world', '--max-tokens', '6', '--json', '--backend', 'cpu'], { stdout: 'pipe' })
