@@ -42,15 +42,16 @@ async function measure(url: string, o: ClusterDecodeOptions): Promise<number[]> 
   return tps
 }
 
-/** Sums and counts of the stage and hop histograms in a Prometheus text page. */
+/** Sums and counts of the decode-only stage and hop histograms in a Prometheus text page (prompt chunks left out, so
+ * the figures are per decoded token at batch 1). */
 export function stepBreakdown(metrics: string): { stages: { sum: number; count: number }[]; hops: { sum: number; count: number } } {
   const stages: { sum: number; count: number }[] = []
-  for (const m of metrics.matchAll(/^dbcluster_stage_step_seconds_(sum|count)\{rank="(\d+)"\} (\S+)$/gm)) {
+  for (const m of metrics.matchAll(/^dbcluster_decode_stage_step_seconds_(sum|count)\{rank="(\d+)"\} (\S+)$/gm)) {
     const r = Number(m[2])
     stages[r] ??= { sum: 0, count: 0 }
     stages[r]![m[1] as 'sum' | 'count'] = Number(m[3])
   }
-  const hop = (k: string) => Number(new RegExp(`^dbcluster_hop_seconds_${k} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 0)
+  const hop = (k: string) => Number(new RegExp(`^dbcluster_decode_hop_seconds_${k} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 0)
   return { stages, hops: { sum: hop('sum'), count: hop('count') } }
 }
 

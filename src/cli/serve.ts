@@ -181,6 +181,10 @@ export default defineCommand({
         onStepTiming: (t) => {
           t.stageSeconds.forEach((s, r) => metrics.stageStepTime.observe(String(r), s))
           metrics.hopTime.observe(t.hopSeconds)
+          if (t.decode) {
+            t.stageSeconds.forEach((s, r) => metrics.decodeStageStepTime.observe(String(r), s))
+            metrics.decodeHopTime.observe(t.hopSeconds)
+          }
         },
       })
       pipeline = ring

@@ -37,6 +37,8 @@ export interface RingOptions {
 export interface StepTiming {
   stageSeconds: number[]
   hopSeconds: number
+  /** One row per sequence and no prompt chunk: a pure decode step. */
+  decode: boolean
 }
 
 /** What every node runs: the listener for its predecessor and the reconnecting link to its successor. */
@@ -126,7 +128,7 @@ export class StageNode {
 /** The head's view of the ring as a Pipeline: the scheduler drives it exactly like a local one. */
 export class HeadPipeline implements Pipeline {
   readonly #node: RingNode
-  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number }>()
+  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number; decode: boolean }>()
   #nextStep = 1
   /** Every slot the head holds, and those to open / close on the stages with the next step. */
   readonly #open = new Set<number>()
@@ -206,7 +208,8 @@ export class HeadPipeline implements Pipeline {
       hiddenSize: stage.config.hiddenSize,
       hidden: local.hidden,
     })
-    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject, startedAt: t0 }))
+    const decode = new Set(input.slots).size === input.slots.length
+    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject, startedAt: t0, decode }))
     try {
       this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
     } catch (error) {
@@ -240,7 +243,7 @@ export class HeadPipeline implements Pipeline {
     if (this.options.onStepTiming) {
       const stageSeconds = [...r.stageMicros].map((us) => us / 1e6)
       const wall = (performance.now() - waiter.startedAt) / 1000
-      this.options.onStepTiming({ stageSeconds, hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)) })
+      this.options.onStepTiming({ stageSeconds, hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)), decode: waiter.decode })
     }
     waiter.resolve(r)
   }

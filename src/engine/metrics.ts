@@ -95,9 +95,12 @@ export class ServingMetrics {
   readonly stepTime = new Histogram('dbcluster_step_seconds', 'Time of one pipeline step (all stages)', LATENCY_BUCKETS)
   readonly stageStepTime = new HistogramFamily('dbcluster_stage_step_seconds', 'Compute time of one step on each stage', 'rank', STAGE_BUCKETS)
   readonly hopTime = new Histogram('dbcluster_hop_seconds', 'Time of one step spent between stages (sealing, transfer, waiting)', STAGE_BUCKETS)
+  /** The same for decode steps alone (one row per sequence, no prompt chunk): the per-token cost. */
+  readonly decodeStageStepTime = new HistogramFamily('dbcluster_decode_stage_step_seconds', 'Compute time of one decode-only step on each stage', 'rank', STAGE_BUCKETS)
+  readonly decodeHopTime = new Histogram('dbcluster_decode_hop_seconds', 'Time of one decode-only step spent between stages', STAGE_BUCKETS)
 
   render(): string {
-    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime]
+    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
 }
