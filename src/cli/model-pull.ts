@@ -10,7 +10,7 @@ export const progressLine = (p: PullProgress) =>
   `${formatBytes(p.bytes)} / ${formatBytes(p.total)} (${p.total ? Math.floor((100 * p.bytes) / p.total) : 100}%)  ${formatBytes(p.rate)}/s  ETA ${duration(p.etaSeconds)}  ${p.file}`
 
 /** On a terminal one line redrawn in place (10 per second at most); elsewhere (logs, pipes) a plain line every few seconds. */
-function progressPrinter(tty: boolean, intervalMs: number) {
+export function progressPrinter(tty: boolean, intervalMs: number) {
   let last = 0
   let drawn = false
   return {

@@ -19,7 +19,11 @@ import { RoleListener } from '../cluster/role-listener.ts'
 import { runStage } from '../cluster/run-stage.ts'
 import { PLAN_ONLY } from '../cluster/stage-join.ts'
 import { usableMemoryBytes } from '../cluster/usable-memory.ts'
+import { hubFromEnv } from '../distribution/hub-pull.ts'
 import { manifestFor } from '../distribution/manifest.ts'
+import { resolveModelDir } from '../distribution/model-source.ts'
+import { existsSync } from 'node:fs'
+import { progressPrinter } from './model-pull.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
@@ -44,7 +48,7 @@ const nonNegative = (value: string, name: string): number => {
 export default defineCommand({
   meta: { name: 'serve', description: 'Serve a model with an OpenAI-compatible API (chat and text completions, streaming, metrics)' },
   args: {
-    model: { type: 'string', description: 'Model folder (MLX-community layout); default: a synthetic demo model created on first run. On a stage (rank ≥ 1) optional: without it the head sends the files of its layers', valueHint: 'DIR' },
+    model: { type: 'string', description: 'Model folder (MLX-community layout) or hub repository ORG/NAME[@REVISION] (pulled once into the hub cache); default: a synthetic demo model created on first run. On a stage (rank ≥ 1) a folder, optional: without it the head sends the files of its layers', valueHint: 'DIR|REPO' },
     host: { type: 'string', description: 'Address to listen on (loopback by default)', default: '127.0.0.1' },
     port: { type: 'string', description: 'TCP port (0 picks a free one)', default: '8080' },
     'api-key': { type: 'string', description: 'Require Authorization: Bearer KEY on /v1 routes (or set DBCLUSTER_API_KEY)' },
@@ -77,9 +81,9 @@ export default defineCommand({
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     const serial = args['node-name'] ?? machineSerial()
     const membership = await clusterMembership(args, serial)
-    let dir = args.model
     // a stage (rank ≥ 1) without --model gets its files from the head
     const isStage = membership !== null && membership.rank > 0
+    let dir = args.model && !isStage ? await modelFolder(args.model) : args.model
     if (!dir && !isStage) {
       const demo = await ensureDemoModel((line) => consola.start(`creating the demo model: ${line}`))
       dir = demo.dir
@@ -145,7 +149,7 @@ export default defineCommand({
         split,
         slots: maxBatch,
         maxLen,
-        model: basename(resolve(dir)),
+        model: modelName(args.model ?? dir),
         onProgress: (line) => consola.start(line),
       })
       const plan = await planner.gather()
@@ -284,4 +288,20 @@ async function clusterMembership(args: ServeArgs, serial: string): Promise<{ pee
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
   }
+}
+
+/** A folder as given, or a hub repository resolved to its cached snapshot (pulled first when missing, with progress). */
+async function modelFolder(spec: string): Promise<string> {
+  if (existsSync(spec)) return spec
+  const printer = progressPrinter(Boolean(process.stderr.isTTY), 2000)
+  try {
+    return await resolveModelDir(spec, { hub: hubFromEnv(), onProgress: (p) => printer.update(p) })
+  } finally {
+    printer.clear()
+  }
+}
+
+/** The name stages store received files under: the folder's name, or ORG--NAME for a hub repository. */
+function modelName(spec: string): string {
+  return existsSync(spec) ? basename(resolve(spec)) : spec.split('@')[0]!.replace('/', '--')
 }

@@ -9,7 +9,10 @@ import OpenAI from 'openai'
 import { decodeJoin, decodePlan, decodeRole, encodeJoin, encodePlan, encodeRole } from '../../src/cluster/join-messages.ts'
 import { prepareLocalNodes, startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
 import { filesForStage, manifestFor } from '../../src/distribution/manifest.ts'
+import { serveFakeHub } from '../support/hub-server.ts'
 import { synthModel } from '../support/synth-models.ts'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const SELF = [process.execPath, `${ROOT}src/main.ts`]
@@ -145,4 +148,31 @@ describe('joining across processes', () => {
     expect(stage!.code).not.toBe(0)
     expect(stage!.out).toMatch(/the head refused this node: the plan does not fit: node-1 is short by/)
   }, 90_000)
+
+  test('serve --model ORG/NAME on the head is enough: the head pulls it once from the hub, the stage gets its layers from the head', async () => {
+    const model = await synthModel('qwen3', 'bf16')
+    const hub = serveFakeHub(model, 'acme/tiny-qwen3')
+    const cache = mkdtempSync(join(tmpdir(), 'dbc-hub-cache-'))
+    try {
+      const c = await startLocalCluster({
+        nodes: 2,
+        model: 'acme/tiny-qwen3',
+        apiPort: 0,
+        self: SELF,
+        modelOnStages: false,
+        env: { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache },
+        extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '128', '--max-batch', '1', '--model-id', 'x'],
+      })
+      clusters.push(c)
+      // the hub saw one download of the weights (the head's), and the stage's files sit under the repository's name
+      expect(hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith('model.safetensors')).length).toBe(1)
+      expect(readdirSync(join(c.homes[1]!, 'models', 'received', 'acme--tiny-qwen3'))).toContain('model.safetensors')
+      const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
+      const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 4, temperature: 0 })
+      const alone = Bun.spawnSync([...SELF, 'generate', '--model', model, '--prompt', 'Hello, world', '--max-tokens', '4', '--json', '--backend', 'cpu'], { stdout: 'pipe' })
+      expect(r.choices[0]!.text).toBe(JSON.parse(alone.stdout.toString()).text)
+    } finally {
+      hub.stop()
+    }
+  }, 120_000)
 })
