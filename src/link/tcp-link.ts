@@ -42,6 +42,11 @@ export interface LinkFrame {
   payload: Uint8Array
 }
 
+/** The request id of an error frame about the link itself (the sender is closing it, and says why). */
+export const LINK_REQUEST_ID = 0xffff_ffff_ffff_ffffn
+/** Reasons that came from the peer or its absence: not worth telling it. */
+const PEER_CODES = new Set(['E_PEER_CLOSED', 'E_PEER_UNAVAILABLE'])
+
 /** Frames a link holds for its first listener; more before anyone listens means the peer is misbehaving. */
 const EARLY_FRAMES = 64
 
@@ -195,6 +200,14 @@ export class SealedLink {
 
   close(reason: CloseReason = null): void {
     if (this.#closed) return
+    // tell the peer why, sealed, so its side (and its operator) sees this reason rather than a bare closed socket
+    if (reason && this.#sender && !PEER_CODES.has(reason.code)) {
+      try {
+        this.send(FrameType.error, encodeError({ code: reason.code, message: reason.message }), { requestId: LINK_REQUEST_ID })
+      } catch {
+        // the socket is already gone: nothing to tell
+      }
+    }
     this.#closed = true
     this.stats.closeReason = reason
     if (reason) log.warn(`link ${this.peerSerial || '(handshaking)'} closed: ${reason.code}: ${reason.message}`)
@@ -327,6 +340,10 @@ export class SealedLink {
       // liveness is any traffic (data() told the heartbeat); the echo of our clock gives the round trip
       if (plaintext.byteLength === 8) this.stats.rttMs = Date.now() - Number(new DataView(plaintext.buffer, plaintext.byteOffset, 8).getBigUint64(0, true))
       return
+    }
+    if (type === FrameType.error && header.requestId === LINK_REQUEST_ID) {
+      const e = decodeError(plaintext)
+      return this.close(new LinkError('E_PEER_CLOSED', `${this.peerSerial} closed the link: ${e ? `${e.code}: ${e.message}` : '(unreadable reason)'}`))
     }
     const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
     if (this.#frameListeners.length === 0) {
