@@ -3,6 +3,8 @@
  * answers each stage with its range and the KV geometry, and then serves each stage the files of its layers over that
  * same sealed link (model distribution). A stage that joins again later (it restarted) gets the same answer. */
 import { consola } from 'consola'
+import { freemem } from 'node:os'
+import { chipName, osVersion } from '../trust/machine-info.ts'
 import type { Manifest } from '../distribution/manifest.ts'
 import { serveShards } from '../distribution/shard-transfer.ts'
 import { LinkError } from '../link/errors.ts'
@@ -21,6 +23,8 @@ const JOIN_TIMEOUT_MS = 10_000
 export interface Joined extends JoinMessage {
   serial: string
   link: SealedLink
+  /** The stage's clock minus the head's when its join arrived (ms; a few ms of transit included). */
+  skewMs: number
 }
 
 export interface MemberStatus {
@@ -32,6 +36,12 @@ export interface MemberStatus {
   weight_bytes: number | null
   kv_bytes: number | null
   headroom_bytes: number | null
+  os_version: string | null
+  chip: string | null
+  /** This node's clock minus the head's, in ms, when it joined (0 for the head). */
+  clock_skew_ms: number | null
+  /** Free memory the node reported when it joined (the head: now). */
+  free_bytes: number | null
   /** The stage's control link to the head: up, when the head last heard from it, the last ping's round trip. */
   link: { up: boolean; last_heard_ms_ago: number | null; rtt_ms: number | null } | null
 }
@@ -106,6 +116,10 @@ export class ClusterPlanner {
         weight_bytes: s?.weightBytes ?? null,
         kv_bytes: s?.kvBytes ?? null,
         headroom_bytes: s?.headroomBytes ?? null,
+        os_version: rank === 0 ? osVersion() : (j?.osVersion ?? null),
+        chip: rank === 0 ? chipName() : (j?.chip ?? null),
+        clock_skew_ms: rank === 0 ? 0 : (j?.skewMs ?? null),
+        free_bytes: rank === 0 ? freemem() : (j?.freeBytes ?? null),
         link:
           rank === 0
             ? null
@@ -148,7 +162,7 @@ export class ClusterPlanner {
         if (join.rank !== rank) throw new PlanRefusal(`the join says rank ${join.rank}, the role said ${rank}`)
         const before = this.#joined.get(rank)
         if (before && before.link !== link) before.link.close()
-        this.#joined.set(rank, { ...join, serial: link.peerSerial, link })
+        this.#joined.set(rank, { ...join, serial: link.peerSerial, link, skewMs: join.clockMs - Date.now() })
         log.info(`rank ${rank} joined: ${link.peerSerial}, ${(join.usableBytes / 1024 ** 3).toFixed(1)} GiB usable, ${join.backend} backend`)
         if (this.#plan || this.#refusal) this.#answer(rank, this.#joined.get(rank)!)
         else if (this.#joined.size === nodes - 1) {

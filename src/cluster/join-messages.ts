@@ -19,6 +19,12 @@ export interface JoinMessage {
   /** The range this stage has loaded (a stage that keeps running while the head restarts), or null. */
   loaded: { lo: number; hi: number } | null
   backend: string
+  /** Machine facts for `cluster status` and `doctor --cluster`: OS and chip, its clock (ms since the epoch) when it
+   * sent this, and its free memory then. */
+  osVersion: string
+  chip: string
+  clockMs: number
+  freeBytes: number
 }
 
 export type PlanMessage =
@@ -61,6 +67,10 @@ export function encodeJoin(m: JoinMessage): Uint8Array {
   w.u32(m.loaded?.lo ?? 0)
   w.u32(m.loaded?.hi ?? 0)
   w.utf8(m.backend)
+  w.utf8(m.osVersion)
+  w.utf8(m.chip)
+  w.f64(m.clockMs)
+  w.f64(m.freeBytes)
   return w.join()
 }
 
@@ -72,10 +82,15 @@ export function decodeJoin(bytes: Uint8Array): JoinMessage {
   const lo = r.u32()
   const hi = r.u32()
   const backend = r.utf8()
+  const osVersion = r.utf8()
+  const chip = r.utf8()
+  const clockMs = r.f64()
+  const freeBytes = r.f64()
   r.end()
   if (!(usableBytes > 0) || !Number.isFinite(usableBytes)) throw new RangeError(`join message reports ${usableBytes} usable bytes`)
   if (hasLoaded > 1 || (hasLoaded && hi <= lo)) throw new RangeError('join message has a bad loaded range')
-  return { rank, usableBytes, loaded: hasLoaded ? { lo, hi } : null, backend }
+  if (!Number.isFinite(clockMs) || !(freeBytes >= 0)) throw new RangeError('join message has a bad clock or free memory')
+  return { rank, usableBytes, loaded: hasLoaded ? { lo, hi } : null, backend, osVersion, chip, clockMs, freeBytes }
 }
 
 export function encodePlan(m: PlanMessage): Uint8Array {

@@ -9,6 +9,7 @@ import { receiveShards } from '../distribution/shard-transfer.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
 import { ModelStage } from '../model/shard.ts'
 import { stateDir } from '../state-dir.ts'
+import { chipName, osVersion } from '../trust/machine-info.ts'
 import type { Backend } from '../tensor/backend.ts'
 import { StageNode, type RingAddress, type RingOptions } from './ring.ts'
 import { joinHead, type StagePlan } from './stage-join.ts'
@@ -41,7 +42,7 @@ export async function runStage(o: RunStageOptions): Promise<void> {
       const joined = await Promise.race([
         joinHead({
           head: o.peers[0]!,
-          join: { rank: o.rank, usableBytes: o.usableBytes, loaded: current ? { lo: current.plan.lo, hi: current.plan.hi } : null, backend: o.backend.name },
+          join: { rank: o.rank, usableBytes: o.usableBytes, loaded: current ? { lo: current.plan.lo, hi: current.plan.hi } : null, backend: o.backend.name, osVersion: osVersion(), chip: chipName() },
           link: o.link,
           retryMs: o.retryMs,
           signal: o.signal,

@@ -2,6 +2,7 @@
  * node offers, and wait for the plan — the layer range to load and the KV geometry. Keeps trying while the head is not
  * up yet (or only printed a plan); a refusal (the plan does not fit, a bad --split, a wrong rank) ends with its reason. */
 import { consola } from 'consola'
+import { freemem } from 'node:os'
 import { DbcError } from '../errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { connectLink, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
@@ -18,7 +19,8 @@ export type StagePlan = Extract<PlanMessage, { ok: true }>
 
 export interface StageJoinOptions {
   head: RingAddress
-  join: JoinMessage
+  /** What to say; the clock and free memory are read at each attempt. */
+  join: Omit<JoinMessage, 'clockMs' | 'freeBytes'>
   link: LinkOptions
   /** Longest wait between attempts while the head is away, in ms (the first ones come sooner). */
   retryMs: number
@@ -37,7 +39,7 @@ export async function joinHead(o: StageJoinOptions): Promise<{ link: SealedLink;
     try {
       link = await connectLink(o.head.host, o.head.port, o.link)
       announceRole(link, 'control', o.join.rank)
-      link.send(FrameType.join, encodeJoin(o.join))
+      link.send(FrameType.join, encodeJoin({ ...o.join, clockMs: Date.now(), freeBytes: freemem() }))
       const f = await link.nextFrame((f) => f.type === FrameType.plan)
       const plan = decodePlan(f.payload)
       if (plan.ok) return { link, plan }

@@ -6,6 +6,7 @@ import { osVersion } from '../trust/machine-info.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
 import { runWithTimeout, type CommandResult } from './run-with-timeout.ts'
+import { checkBridgeLoop, checkCluster } from './cluster-checks.ts'
 
 export interface DoctorEnv {
   platform: NodeJS.Platform
@@ -13,6 +14,10 @@ export interface DoctorEnv {
   keyFile: string
   pinFile: string
   coordinator?: string
+  /** A running head's URL, for the checks across nodes. */
+  cluster?: string
+  /** Nodes in the cluster (for the bridge-loop check; taken from --cluster when given). */
+  nodes?: number
   /** Bytes the plan needs on this machine; the free-memory check SKIPs without it. */
   needBytes?: number
   freeBytes: () => number
@@ -142,5 +147,17 @@ export async function runDoctor(env: DoctorEnv): Promise<CheckResult[]> {
     checkPins(env),
     checkMemory(env),
     ...(await checkCoordinator(env)),
+    ...(await checkCluster(env)),
+    await checkBridgeLoop(env, env.nodes ?? (await clusterSize(env))),
   ]
+}
+
+async function clusterSize(env: DoctorEnv): Promise<number | undefined> {
+  if (!env.cluster) return undefined
+  try {
+    const health = (await (await env.fetch(new URL('/health', env.cluster), { signal: AbortSignal.timeout(3000) })).json()) as { nodes?: number }
+    return health.nodes
+  } catch {
+    return undefined
+  }
 }

@@ -78,3 +78,8 @@ export const isThunderbolt5 = (speedGbps: number | null): boolean => speedGbps !
 export function parseSwVers(output: string): string | null {
   return /ProductVersion:\s*(\S+)/.exec(output)?.[1] ?? null
 }
+
+/** Member interfaces of a bridge from `ifconfig bridge0` (lines like `member: en2 flags=3<LEARNING,DISCOVER>`). */
+export function parseBridgeMembers(output: string): string[] {
+  return [...output.matchAll(/^\s*member:\s+(\S+)/gm)].map((m) => m[1]!)
+}

@@ -24,7 +24,7 @@ afterAll(async () => {
 describe('join messages', () => {
   test('round trips', () => {
     expect(decodeRole(encodeRole({ role: 'control', rank: 3 }))).toEqual({ role: 'control', rank: 3 })
-    const join = { rank: 2, usableBytes: 48 * 1024 ** 3, loaded: { lo: 10, hi: 20 }, backend: 'cpu' }
+    const join = { rank: 2, usableBytes: 48 * 1024 ** 3, loaded: { lo: 10, hi: 20 }, backend: 'cpu', osVersion: 'macOS 26.2', chip: 'Apple M4 Max', clockMs: 1.795e12, freeBytes: 40 * 1024 ** 3 }
     expect(decodeJoin(encodeJoin(join))).toEqual(join)
     expect(decodeJoin(encodeJoin({ ...join, loaded: null })).loaded).toBeNull()
     const plan = { ok: true as const, lo: 18, hi: 28, numLayers: 28, nodes: 2, slots: 8, maxLen: 4096, model: 'Qwen3-8B-4bit' }
@@ -37,10 +37,12 @@ describe('join messages', () => {
     expect(() => decodeRole(role.subarray(0, 6))).toThrow(/role message truncated/)
     expect(() => decodeRole(Uint8Array.from([...role, 0]))).toThrow(/1 trailing bytes/)
     expect(() => decodeRole(Uint8Array.of(9, 0, 0, 0, 1, 0, 0, 0))).toThrow(/unknown role 9/)
-    const join = encodeJoin({ rank: 1, usableBytes: 1024, loaded: null, backend: 'cpu' })
+    const facts = { osVersion: 'Debian 12', chip: 'x86', clockMs: 1, freeBytes: 1 }
+    const join = encodeJoin({ rank: 1, usableBytes: 1024, loaded: null, backend: 'cpu', ...facts })
     expect(() => decodeJoin(join.subarray(0, join.byteLength - 1))).toThrow(/join message truncated/)
-    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 0, loaded: null, backend: 'cpu' }))).toThrow(/0 usable bytes/)
-    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: { lo: 5, hi: 5 }, backend: 'cpu' }))).toThrow(/bad loaded range/)
+    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 0, loaded: null, backend: 'cpu', ...facts }))).toThrow(/0 usable bytes/)
+    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: { lo: 5, hi: 5 }, backend: 'cpu', ...facts }))).toThrow(/bad loaded range/)
+    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: null, backend: 'cpu', ...facts, freeBytes: -1 }))).toThrow(/bad clock or free memory/)
     const plan = encodePlan({ ok: true, lo: 0, hi: 4, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' })
     expect(() => decodePlan(plan.subarray(0, 10))).toThrow(/plan message truncated/)
     expect(() => decodePlan(encodePlan({ ok: true, lo: 4, hi: 9, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' }))).toThrow(/inconsistent: layers \[4, 9\) of 8/)
@@ -90,6 +92,11 @@ describe('joining across processes', () => {
     expect(members.every((m) => m.usable_bytes > 0 && m.headroom_bytes > 0)).toBe(true)
     const status = Bun.spawnSync([...SELF, 'cluster', 'status', '--url', c.url], { stdout: 'pipe', env: { ...process.env, NODE_ENV: 'production' } })
     expect(status.stdout.toString()).toMatch(new RegExp(`\\| 1 \\| node-1 \\| \\[${headHi}, 6\\) \\| [\\d.]+ GiB \\| .* \\| up \\|`))
+
+    // doctor across the nodes: same OS, clocks together, memory enough for the plan (one machine here)
+    const doctor = Bun.spawnSync([...SELF, 'doctor', '--cluster', c.url, '--json'], { stdout: 'pipe' })
+    const checks = JSON.parse(doctor.stdout.toString()) as { name: string; status: string }[]
+    for (const name of ['OS versions across nodes', 'clocks across nodes', 'memory against the plan']) expect(checks.find((x) => x.name === name)?.status).toBe('PASS')
 
     const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
     const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })

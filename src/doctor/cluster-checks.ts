@@ -1,0 +1,71 @@
+/** The checks that need the other nodes (`dbcluster doctor --cluster URL`): what the head learned from every node when it
+ * joined — OS, clock and free memory — compared across the cluster and against the plan; and, on a Mac in a cluster of
+ * three or more, whether the Thunderbolt Bridge joins two Thunderbolt ports (a loop when the Macs are cabled in a ring). */
+import { fail, pass, skip, type CheckResult } from './check.ts'
+import type { DoctorEnv } from './checks.ts'
+import { parseBridgeMembers } from './macos-parsers.ts'
+
+/** What the head's /health says of each member (docs/cluster.md §Status). */
+interface Member {
+  rank: number
+  serial: string | null
+  os_version: string | null
+  clock_skew_ms: number | null
+  free_bytes: number | null
+  weight_bytes: number | null
+  kv_bytes: number | null
+  usable_bytes: number | null
+}
+
+const CLOCK_LIMIT_MS = 5000
+const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`
+
+export async function checkCluster(env: DoctorEnv): Promise<CheckResult[]> {
+  const names = ['OS versions across nodes', 'clocks across nodes', 'memory against the plan'] as const
+  if (!env.cluster) return names.map((n) => skip(n, 'no --cluster URL of a running head given'))
+  let members: Member[]
+  try {
+    const res = await env.fetch(new URL('/health', env.cluster), { signal: AbortSignal.timeout(3000) })
+    members = ((await res.json()) as { members?: Member[] }).members ?? []
+  } catch (e) {
+    return names.map((n) => fail(n, `cannot read ${env.cluster}/health: ${e instanceof Error ? e.message : String(e)}`, 'start the head (dbcluster serve … --rank 0) or fix --cluster'))
+  }
+  if (members.length < 2) return names.map((n) => skip(n, `${env.cluster} serves alone (no cluster members)`))
+  const label = (m: Member) => `rank ${m.rank} ${m.serial ?? '?'}`
+  const results: CheckResult[] = []
+
+  const versions = new Map<string, string[]>()
+  for (const m of members) versions.set(m.os_version ?? 'unknown', [...(versions.get(m.os_version ?? 'unknown') ?? []), label(m)])
+  results.push(
+    versions.size === 1
+      ? pass(names[0], `all ${members.length} nodes run ${[...versions.keys()][0]}`)
+      : fail(names[0], [...versions].map(([v, who]) => `${v}: ${who.join(', ')}`).join('; '), 'update every Mac to the same macOS release (RDMA and MLX need matching versions)'),
+  )
+
+  const off = members.filter((m) => m.clock_skew_ms === null || Math.abs(m.clock_skew_ms) > CLOCK_LIMIT_MS)
+  const worst = Math.max(...members.map((m) => Math.abs(m.clock_skew_ms ?? 0)))
+  results.push(
+    off.length === 0
+      ? pass(names[1], `every node within ${(worst / 1000).toFixed(1)} s of the head`)
+      : fail(names[1], off.map((m) => `${label(m)} ${m.clock_skew_ms === null ? 'unknown' : `${(m.clock_skew_ms / 1000).toFixed(1)} s`}`).join(', '), 'enable network time on every node (timedatectl set-ntp true, or System Settings > Date & Time)'),
+  )
+
+  const short = members.filter((m) => m.free_bytes !== null && m.weight_bytes !== null && m.kv_bytes !== null && m.free_bytes < m.weight_bytes + m.kv_bytes)
+  results.push(
+    short.length === 0
+      ? pass(names[2], members.map((m) => `${label(m)} ${m.free_bytes === null ? '?' : gib(m.free_bytes)} free`).join(', '))
+      : fail(names[2], short.map((m) => `${label(m)} had ${gib(m.free_bytes!)} free for ${gib(m.weight_bytes! + m.kv_bytes!)} of weights and KV`).join('; '), 'close other programs on that node, give it a smaller --memory, or add a node'),
+  )
+  return results
+}
+
+export async function checkBridgeLoop(env: DoctorEnv, nodes: number | undefined): Promise<CheckResult> {
+  const name = 'Thunderbolt Bridge loop'
+  if (env.platform !== 'darwin') return skip(name, `macOS only (this is ${env.platform})`)
+  if (nodes === undefined || nodes < 3) return skip(name, `only a ring of 3+ Macs can loop${nodes === undefined ? ' (give --nodes or --cluster)' : ''}`)
+  const r = await env.run(['ifconfig', 'bridge0'])
+  if (!r.ok) return skip(name, 'no bridge0 (no Thunderbolt Bridge): each cable has its own interface')
+  const members = parseBridgeMembers(r.stdout)
+  if (members.length < 2) return pass(name, `bridge0 has ${members.length} member port(s)`)
+  return fail(name, `bridge0 joins ${members.join(', ')} in a cluster of ${nodes}: cabled in a ring, broadcast frames loop`, 'remove all but one Thunderbolt port from the bridge (System Settings > Network > Thunderbolt Bridge), or take Thunderbolt Bridge off and give each cable its own link-local interface')
+}
