@@ -13,7 +13,7 @@ const ALLOWED: Record<string, string[]> = {
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['cluster', 'model', 'tensor', 'link', 'trust'],
-  cluster: ['model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
+  cluster: ['model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   discovery: ['link', 'trust', 'coordinator'],
   coordinator: ['trust'],
   distribution: ['model', 'link', 'trust'],

@@ -11,7 +11,8 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear, TokenEmbedding } from '../layers.ts'
+import { FusedLinear, Linear } from '../layers.ts'
+import { LayerStack } from '../layer-stack.ts'
 import { ropeOptions } from '../rope.ts'
 import type { Weights } from '../weights.ts'
 
@@ -167,18 +168,15 @@ export function embeddingScale(hidden: number): number {
   return f[0]!
 }
 
-class Gemma3Model implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
+class Gemma3Model extends LayerStack {
+  declare readonly config: Gemma3Config
   readonly headNorm?: GemmaRmsNorm
   readonly lmHead?: Linear
   readonly #embedDtype: DType
-  constructor(readonly config: Gemma3Config, root: Weights, readonly range: LayerRange, private readonly b: Backend) {
+  constructor(config: Gemma3Config, root: Weights, range: LayerRange, b: Backend) {
     const w = config.weightPrefix ? root.scope(config.weightPrefix.slice(0, -1)) : root
-    const model = w.scope('model')
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
+    super(config, range, b, w.scope('model'))
+    const model = this.model
     const globalRope = ropeOptions(config)
     const localRope: RopeOptions = { dims: config.headDim, traditional: false, base: config.ropeLocalBase, scale: 1 }
     for (let i = range.lo; i < range.hi; i++) {
@@ -187,9 +185,9 @@ class Gemma3Model implements Architecture {
     }
     if (range.last) {
       this.headNorm = new GemmaRmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
-      this.lmHead = config.tieWordEmbeddings ? getEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
+      this.lmHead = config.tieWordEmbeddings ? this.sharedEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
     }
-    const table = embedding?.table
+    const table = this.loadedEmbedding?.table
     this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype
   }
   embed(tokens: Tensor): Tensor {
@@ -197,11 +195,6 @@ class Gemma3Model implements Architecture {
     const h = b.scale(this.embedding!.embed(tokens), embeddingScale(this.config.hiddenSize))
     // MLX multiplies in the embedding's dtype: round the product the same way
     return this.#embedDtype === 'f32' ? h : b.astype(b.astype(h, this.#embedDtype), 'f32')
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
   }
   head(hidden: Tensor): Tensor {
     return this.lmHead!.apply(this.headNorm!.apply(hidden))

@@ -16,7 +16,8 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear, RmsNorm, TokenEmbedding } from '../layers.ts'
+import { FusedLinear, Linear, RmsNorm } from '../layers.ts'
+import { LayerStack } from '../layer-stack.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
 
 interface RopeParams {
@@ -274,19 +275,16 @@ class Block {
   }
 }
 
-class Gemma4Model implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
+class Gemma4Model extends LayerStack {
+  declare readonly config: Gemma4Config
   readonly headNorm?: RmsNorm
   readonly lmHead?: Linear
   readonly #embedDtype: DType
   readonly #embedScale: number
-  constructor(readonly config: Gemma4Config, root: Weights, readonly range: LayerRange, private readonly b: Backend) {
+  constructor(config: Gemma4Config, root: Weights, range: LayerRange, b: Backend) {
     const w = config.weightPrefix ? root.scope(config.weightPrefix.slice(0, -1)) : root
-    const model = w.scope('model')
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
+    super(config, range, b, w.scope('model'))
+    const model = this.model
     const slidingRope = ropeFor(config.rope.sliding, config.headDim)
     const fullRope = ropeFor(config.rope.full, config.globalHeadDim)
     for (let i = range.lo; i < range.hi; i++) {
@@ -295,9 +293,9 @@ class Gemma4Model implements Architecture {
     }
     if (range.last) {
       this.headNorm = new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
-      this.lmHead = config.tieWordEmbeddings ? getEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
+      this.lmHead = config.tieWordEmbeddings ? this.sharedEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
     }
-    const table = embedding?.table
+    const table = this.loadedEmbedding?.table
     const dtype = (this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype)
     // h · √hidden with MLX's weak python scalar: the scale and the product both in the embedding's dtype
     const sqrt = Math.sqrt(config.hiddenSize)
@@ -307,11 +305,6 @@ class Gemma4Model implements Architecture {
     const b = this.b
     const h = b.scale(this.embedding!.embed(tokens), this.#embedScale)
     return this.#embedDtype === 'f32' ? h : b.astype(b.astype(h, this.#embedDtype), 'f32')
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
   }
   head(hidden: Tensor): Tensor {
     const b = this.b

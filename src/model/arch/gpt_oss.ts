@@ -12,7 +12,8 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear, OutputHead, RmsNorm, TokenEmbedding } from '../layers.ts'
+import { FusedLinear, Linear, OutputHead, RmsNorm } from '../layers.ts'
+import { LayerStack } from '../layer-stack.ts'
 import { ropeMagnitude, ropeOptions } from '../rope.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
 
@@ -133,27 +134,14 @@ class Block {
   }
 }
 
-class GptOssModel implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
+class GptOssModel extends LayerStack {
   readonly output?: OutputHead
-  constructor(readonly config: GptOssConfig, w: Weights, readonly range: LayerRange, private readonly b: Backend) {
-    const model = w.scope('model')
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
+  constructor(config: GptOssConfig, w: Weights, range: LayerRange, b: Backend) {
+    super(config, range, b, w.scope('model'))
     const rope = ropeOptions(config)
     const magnitude = ropeMagnitude(config)
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, magnitude, b))
-    if (range.last) this.output = new OutputHead(w, model, config, b, getEmbedding)
-  }
-  embed(tokens: Tensor): Tensor {
-    return this.embedding!.embed(tokens)
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
+    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, magnitude, b))
+    if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor): Tensor {
     return this.output!.apply(hidden)

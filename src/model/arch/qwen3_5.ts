@@ -14,7 +14,8 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear, OutputHead, RmsNorm, SwiGluMlp, TokenEmbedding } from '../layers.ts'
+import { FusedLinear, Linear, OutputHead, RmsNorm, SwiGluMlp } from '../layers.ts'
+import { LayerStack } from '../layer-stack.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
 
 export interface Qwen35Config extends DecoderConfig {
@@ -251,27 +252,14 @@ class Block {
   }
 }
 
-class Qwen35Model implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
+class Qwen35Model extends LayerStack {
   readonly output?: OutputHead
-  constructor(readonly config: Qwen35Config, root: Weights, readonly range: LayerRange, private readonly b: Backend) {
+  constructor(config: Qwen35Config, root: Weights, range: LayerRange, b: Backend) {
     const w = root.scope('language_model')
-    const model = w.scope('model')
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
+    super(config, range, b, w.scope('model'))
     const rope: RopeOptions = { dims: config.ropeDims, traditional: false, base: config.ropeTheta, scale: 1 }
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(model.scope(`layers.${i}`), config, isLinearLayer(i, config.fullAttentionInterval), rope, b))
-    if (range.last) this.output = new OutputHead(w, model, config, b, getEmbedding)
-  }
-  embed(tokens: Tensor): Tensor {
-    return this.embedding!.embed(tokens)
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
+    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, isLinearLayer(i, config.fullAttentionInterval), rope, b))
+    if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor): Tensor {
     return this.output!.apply(hidden)
