@@ -35,12 +35,11 @@ const num = (v: number) => String(Math.round(v * 100) / 100)
 /** A tick value printed without float noise (0.30000000000000004 → 0.3). */
 const tickText = (v: number) => String(Number(v.toPrecision(12)))
 
-/** Ticks from 0 to a round maximum ≥ max, about five of them, on steps of 1, 2 or 5 × 10^k. */
+/** Ticks from 0 to a round maximum ≥ max: the smallest step of 1, 2 or 5 × 10^k that needs at most 7 steps. */
 export function yTicks(max: number): number[] {
   if (!(max > 0)) return [0, 1]
-  const raw = max / 5
-  const power = 10 ** Math.floor(Math.log10(raw))
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw)!
+  const power = 10 ** Math.floor(Math.log10(max / 5))
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => max / s <= 7)!
   const top = Math.ceil(max / step - 1e-9) * step
   return Array.from({ length: Math.round(top / step) + 1 }, (_, i) => Number((i * step).toPrecision(12)))
 }
