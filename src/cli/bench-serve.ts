@@ -17,9 +17,9 @@ export const loadArgs = {
   concurrency: { type: 'string', description: 'Comma-separated concurrency levels (simultaneous streaming clients)', default: '1,2,4,8,16,32' },
   'max-tokens': { type: 'string', description: 'Tokens generated per request', default: '128' },
   'requests-per-level': { type: 'string', description: 'Requests per concurrency level, spread evenly over its clients (at least one each; default: 2 per client)', valueHint: 'K' },
-  threads: { type: 'string', description: 'With --model: CPU threads per process', default: '1' },
-  pin: { type: 'boolean', description: 'With --model: pin each process to its own cores (Linux, taskset); --no-pin lets them share', default: true },
-  backend: { type: 'string', description: 'With --model: compute backend of the servers (cpu, mlx or auto)', default: 'cpu' },
+  threads: { type: 'string', description: 'CPU threads of each server process this command starts', default: '1' },
+  pin: { type: 'boolean', description: 'Pin each server process this command starts to cores of its own (Linux, taskset); --no-pin lets them share', default: true },
+  backend: { type: 'string', description: 'Compute backend of the servers this command starts (cpu, mlx or auto)', default: 'cpu' },
 } as const
 
 /** Whether to pin, saying why not when pinning was asked for but cannot be done. */

@@ -21,7 +21,7 @@ function writeResults(dir: string, results: SweepResults): void {
 const timestamp = () => new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)
 
 export default defineCommand({
-  meta: { name: 'sweep', description: 'Run bench serve for each node count × prompt length on this machine; write results.json, results.md and chart.svg' },
+  meta: { name: 'sweep', description: 'Run bench serve for each node count × prompt length on this machine; write results.json, results.md and chart.svg (Ctrl-C stops and keeps what was measured)' },
   args: {
     model: { type: 'string', description: 'Model folder', required: true, valueHint: 'DIR' },
     nodes: { type: 'string', description: 'Comma-separated node counts (1 = one process; N ≥ 2 = an N-node cluster over sealed loopback links)', default: '1,2' },
