@@ -4,6 +4,10 @@
 
 export interface ChartSeries {
   label: string
+  /** Index into the palette (default: the series' position), so related lines can share a color. */
+  color?: number
+  /** 0 = solid, 1 = dashed, 2 = dotted (e.g. one per prompt length). */
+  dash?: number
   /** Points with a null y (nothing measured) are left out of the line. */
   points: { x: number; y: number | null }[]
 }
@@ -29,6 +33,7 @@ const PANEL_HEIGHT = 300
 const TOP = 36
 const MARGIN = { left: 72, right: 230, top: 34, bottom: 52 }
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
+const DASHES = ['', '7 4', '2 3', '10 3 2 3']
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
 const num = (v: number) => String(Math.round(v * 100) / 100)
@@ -84,17 +89,18 @@ export function renderLineChart(spec: ChartSpec): string {
     out.push(`<text x="${MARGIN.left + plotWidth / 2}" y="${bottom + 38}" text-anchor="middle">${esc(spec.xLabel)}</text>`)
     out.push(`<text transform="translate(${MARGIN.left - 52} ${(top + bottom) / 2}) rotate(-90)" text-anchor="middle">${esc(panel.yLabel)}</text>`)
     panel.series.forEach((series, s) => {
-      const color = COLORS[s % COLORS.length]!
+      const color = COLORS[(series.color ?? s) % COLORS.length]!
+      const dash = DASHES[(series.dash ?? 0) % DASHES.length] ? ` stroke-dasharray="${DASHES[(series.dash ?? 0) % DASHES.length]}"` : ''
       const points = series.points.filter((p): p is { x: number; y: number } => p.y !== null)
       out.push(`<g class="series" data-label="${esc(series.label)}">`)
-      out.push(`<polyline points="${points.map((p) => `${num(xPixel(p.x))},${num(yPixel(p.y))}`).join(' ')}" fill="none" stroke="${color}" stroke-width="2"/>`)
+      out.push(`<polyline points="${points.map((p) => `${num(xPixel(p.x))},${num(yPixel(p.y))}`).join(' ')}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`)
       for (const p of points) {
         out.push(`<circle cx="${num(xPixel(p.x))}" cy="${num(yPixel(p.y))}" r="3.5" fill="${color}"><title>${esc(`${series.label} at ${spec.xLabel.toLowerCase()} ${p.x}: ${p.y} ${panel.unit}`)}</title></circle>`)
       }
       out.push('</g>')
       const ly = top + 8 + s * 18
       const lx = MARGIN.left + plotWidth + 16
-      out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2"/>`)
+      out.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 22}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`)
       out.push(`<text class="legend" x="${lx + 28}" y="${ly}" dominant-baseline="middle">${esc(series.label)}</text>`)
     })
     out.push('</g>')

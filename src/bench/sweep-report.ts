@@ -34,7 +34,11 @@ export function sweepMarkdown(r: SweepResults): string {
 }
 
 export function sweepChart(r: SweepResults): string {
-  const series = (pick: (l: LevelResult) => number | null) => r.series.map((x) => ({ label: seriesLabel(x), points: x.levels.map((l) => ({ x: l.concurrency, y: pick(l) })) }))
+  // one color per node count, one dash style per prompt length
+  const color = (x: { nodes: number }) => Math.max(0, r.settings.nodes.indexOf(x.nodes))
+  const dash = (x: { prompt_tokens: number }) => Math.max(0, r.settings.prompt_tokens.indexOf(x.prompt_tokens))
+  const series = (pick: (l: LevelResult) => number | null) =>
+    r.series.map((x) => ({ label: seriesLabel(x), color: color(x), dash: dash(x), points: x.levels.map((l) => ({ x: l.concurrency, y: pick(l) })) }))
   return renderLineChart({
     title: `dbcluster bench sweep — ${r.model.split('/').filter(Boolean).at(-1) ?? r.model}, ${r.settings.max_tokens} tokens per request${r.partial ? ' (partial)' : ''}`,
     xLabel: 'Concurrency',
