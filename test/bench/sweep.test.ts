@@ -44,7 +44,8 @@ test('a sweep writes results.json, a markdown table and an SVG chart whose serie
       expect(l.failed).toBe(0)
       expect(l.ok).toBe(2 * l.concurrency) // default: 2 requests per client
       expect(l.generated_tokens).toBe(4 * l.ok)
-      expect(l.tok_s).toBeCloseTo(l.generated_tokens / l.seconds, -1)
+      // seconds are rounded to the millisecond, and these levels last only tens of them
+      expect(Math.abs(l.tok_s - l.generated_tokens / l.seconds) / l.tok_s).toBeLessThan(0.1)
       expect(l.ttft_p50_ms).toBeGreaterThan(0)
       expect(l.ttft_p95_ms!).toBeGreaterThanOrEqual(l.ttft_p50_ms!)
       expect(l.itl_p95_ms!).toBeGreaterThanOrEqual(l.itl_p50_ms!)
