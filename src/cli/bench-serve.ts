@@ -78,6 +78,8 @@ export default defineCommand({
         },
       })
     } catch (error) {
+      // a terminal's Ctrl-C reaches the servers too, so what fails after an interrupt is the interrupt's doing
+      if (interrupt.received) throw new InterruptedError(`interrupted (${interrupt.received}) before the levels finished`)
       throw new DbcError('E_BENCH', (error as Error).message, args.url ? 'is a dbcluster (or OpenAI-compatible) server running there?' : 'run `dbcluster serve --model DIR` by hand to see why it does not start')
     } finally {
       line.done()

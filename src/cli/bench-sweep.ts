@@ -79,10 +79,13 @@ export default defineCommand({
       )
     } catch (error) {
       line.done()
-      results.stopped_reason = `failed: ${(error as Error).message}`
-      results.partial = true
-      writeResults(dir, results)
-      throw new DbcError('E_BENCH', `the sweep failed after ${measured(results)} of ${planned} points: ${(error as Error).message}`, `what was measured is in ${dir}`)
+      // a terminal's Ctrl-C reaches the servers too, so what fails after an interrupt is the interrupt's doing
+      if (!interrupt.received) {
+        results.stopped_reason = `failed: ${(error as Error).message}`
+        results.partial = true
+        writeResults(dir, results)
+        throw new DbcError('E_BENCH', `the sweep failed after ${measured(results)} of ${planned} points: ${(error as Error).message}`, `what was measured is in ${dir}`)
+      }
     } finally {
       line.done()
       interrupt.dispose()
