@@ -6,15 +6,20 @@ import { seriesLabel, type SweepResults } from './sweep.ts'
 
 const ms = (v: number | null) => (v === null ? 'n/a' : String(v))
 
-const LEVEL_HEADER = ['concurrency', 'tok/s', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'ITL p95 ms', 'ok', 'failed']
-const levelCells = (l: LevelResult): string[] => [String(l.concurrency), String(l.tok_s), ms(l.ttft_p50_ms), ms(l.ttft_p95_ms), ms(l.itl_p50_ms), ms(l.itl_p95_ms), String(l.ok), String(l.failed)]
+const LEVEL_HEADER = ['concurrency', 'tok/s', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'ITL p95 ms', 'ok', 'failed', 'tok/s ÷ c=1']
+/** A level's cells; the last is its tok/s over the same series' concurrency-1 tok/s (the scaling the goals name). */
+const levelCells = (l: LevelResult, levels: LevelResult[]): string[] => {
+  const one = levels.find((x) => x.concurrency === 1)?.tok_s
+  const ratio = one ? (l.tok_s / one).toFixed(2) : 'n/a'
+  return [String(l.concurrency), String(l.tok_s), ms(l.ttft_p50_ms), ms(l.ttft_p95_ms), ms(l.itl_p50_ms), ms(l.itl_p95_ms), String(l.ok), String(l.failed), ratio]
+}
 
 const row = (cells: string[]) => `| ${cells.join(' | ')} |`
 const table = (header: string[], rows: string[][]) => [row(header), row(header.map(() => '---')), ...rows.map(row)].join('\n')
 
 /** One row per concurrency level. */
 export function levelsTable(levels: LevelResult[]): string {
-  return table(LEVEL_HEADER, levels.map(levelCells))
+  return table(LEVEL_HEADER, levels.map((l) => levelCells(l, levels)))
 }
 
 /** The sweep as markdown: what was run, then one row per measured point (series × concurrency). */
@@ -26,7 +31,7 @@ export function sweepMarkdown(r: SweepResults): string {
     `Model \`${r.model}\`; ${s.max_tokens} generated tokens per request; ${s.threads_per_process} thread(s) per process${s.pinned_cores ? ', each process pinned to its own cores' : ''}; started ${r.started_at}${r.finished_at ? `, finished ${r.finished_at}` : ''}.`,
   ]
   if (r.partial) lines.push('', `Partial: ${r.stopped_reason ?? 'not every point was measured'}.`)
-  const rows = r.series.flatMap((series) => series.levels.map((l) => [String(series.nodes), String(series.prompt_tokens), ...levelCells(l)]))
+  const rows = r.series.flatMap((series) => series.levels.map((l) => [String(series.nodes), String(series.prompt_tokens), ...levelCells(l, series.levels)]))
   lines.push('', table(['nodes', 'prompt tokens', ...LEVEL_HEADER], rows), '')
   const targets = [...new Set(r.series.map((x) => `${seriesLabel(x)}: ${x.target}`))]
   if (targets.length) lines.push(...targets.map((t) => `- ${t}`), '')

@@ -57,6 +57,9 @@ test('a sweep writes results.json, a markdown table and an SVG chart whose serie
   expect(rows).toHaveLength(4)
   const points = results.series.flatMap((s) => s.levels.map((l) => [s.nodes, s.prompt_tokens, l.concurrency, l.tok_s]))
   expect(rows.map((r) => r.split('|').slice(1, 5).map((c) => Number(c.trim())))).toEqual(points)
+  // the last column: tok/s over the same series' tok/s at concurrency 1
+  const scaling = results.series.flatMap((s) => s.levels.map((l) => (l.tok_s / s.levels[0]!.tok_s).toFixed(2)))
+  expect(rows.map((r) => r.split('|').at(-2)!.trim())).toEqual(scaling)
 
   const svg = parseXml(readFileSync(join(out, 'chart.svg'), 'utf8'))
   expect(svg.name).toBe('svg')
