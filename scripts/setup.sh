@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh            # everything (system packages, JS deps, native shim, dist/dbcluster)
 #   DBC_SKIP_BINARY=1 ...            # skip `bun build --compile` (tests build it themselves when needed)
 #   DBC_SHIM_MODE=portable ...       # portable shim (release) instead of -march=native
+#   DBC_SKIP_BROWSER=1 ...           # skip the optional Chromium install (used only by the dashboard's browser test)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -52,8 +53,25 @@ install_js_dependencies() {
   fi
 }
 
+# Optional: headless Chromium for test/api/dashboard-browser.test.ts (driven by playwright-core, which downloads no
+# browser of its own). Installed only where apt-get exists and we are root; elsewhere that test says why it skipped.
+install_test_browser() {
+  [ "${DBC_SKIP_BROWSER:-0}" = 1 ] && return 0
+  [ "$(uname -s)" = Linux ] || return 0
+  if need_cmd chromium || need_cmd chromium-browser; then return 0; fi
+  if ! need_cmd apt-get || [ "$(id -u)" != 0 ]; then
+    say "optional: Chromium not installed (needs root and apt-get: apt-get install chromium); the dashboard browser test will be skipped"
+    return 0
+  fi
+  say "optional: installing Debian's chromium for the dashboard browser test (DBC_SKIP_BROWSER=1 skips this)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    say "optional: installing chromium failed; the dashboard browser test will be skipped"
+  fi
+}
+
 install_system_packages
 install_js_dependencies
+install_test_browser
 bash scripts/build-shim.sh
 bash scripts/build-mlx-shim.sh # only where mlx-c is installed; says so otherwise
 if [ "${DBC_SKIP_BINARY:-0}" != 1 ]; then

@@ -17,6 +17,13 @@ export class UsageError extends DbcError {
   }
 }
 
+/** The user stopped a command (Ctrl-C) and it stopped cleanly: exit code 130. */
+export class InterruptedError extends DbcError {
+  constructor(message: string, hint?: string) {
+    super('E_INTERRUPTED', message, hint)
+  }
+}
+
 /** Exhaustiveness guard for `switch` over discriminated unions. */
 export function assertNever(value: never, what = 'value'): never {
   throw new DbcError('E_INTERNAL', `unexpected ${what}: ${JSON.stringify(value)}`)

@@ -20,6 +20,9 @@ export function dashboardSnapshot(deps: { metrics: ServingMetrics; scheduler: Sc
     ttft_mean_s: mean(m.ttft),
     inter_token_mean_s: mean(m.interToken),
     step_mean_s: mean(m.stepTime),
+    /** Compute time of one step on each stage, by rank (clusters only), and the time between stages. */
+    stage_step_mean_s: Object.fromEntries(m.stageStepTime.entries().map(([rank, h]) => [rank, mean(h)])),
+    hop_mean_s: mean(m.hopTime),
     link_errors: Object.fromEntries(m.linkErrors.values),
     health: deps.health(),
   }

@@ -12,7 +12,11 @@ export interface LoadOptions {
   /** Token ids for prompts are drawn from [lo, hi). */
   idRange?: [number, number]
   apiKey?: string
+  /** Model name sent with each request (a server answers 404 to a name it does not serve). */
+  model?: string
   signal?: AbortSignal
+  /** Called as each request ends (for progress lines). */
+  onRequestDone?: (ok: boolean) => void
 }
 
 export interface RequestSample {
@@ -40,12 +44,12 @@ export interface LoadResult {
 }
 
 /** One streamed completion; resolves with its timings. */
-export async function streamOne(url: string, prompt: number[], maxTokens: number, options: { apiKey?: string; signal?: AbortSignal } = {}): Promise<RequestSample> {
+export async function streamOne(url: string, prompt: number[], maxTokens: number, options: { apiKey?: string; model?: string; signal?: AbortSignal } = {}): Promise<RequestSample> {
   const t0 = performance.now()
   const response = await fetch(`${url}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) },
-    body: JSON.stringify({ model: 'bench', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({ model: options.model ?? 'bench', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
     signal: options.signal,
   })
   if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}: ${(await response.text()).slice(0, 200)}`)
@@ -92,8 +96,11 @@ export async function runLoad(url: string, o: LoadOptions): Promise<LoadResult> 
       for (let i = 0; i < o.requestsPerClient && !o.signal?.aborted; i++) {
         try {
           samples.push(await streamOne(url, randomPrompt(o.promptTokens, client * 1000 + i, o.idRange), o.maxTokens, o))
+          o.onRequestDone?.(true)
         } catch (error) {
-          if (!o.signal?.aborted) errors.push((error as Error).message)
+          if (o.signal?.aborted) continue
+          errors.push((error as Error).message)
+          o.onRequestDone?.(false)
         }
       }
     }),

@@ -3,6 +3,7 @@
 import type { Subprocess } from 'bun'
 import { startLocalCluster, waitUntilServing } from '../cluster/local-cluster.ts'
 import { selfCommand } from '../self-command.ts'
+import { coresFor, pinToCores, processesWithOptions } from './pin-cores.ts'
 
 export interface ServeTarget {
   url: string
@@ -19,13 +20,31 @@ export interface TargetOptions {
   maxBatch: number
   backend?: string
   extraArgs?: string[]
+  /** Pin each process to `threads` cores of its own (Linux, taskset; check pinningUnavailable first). */
+  pinCores?: boolean
 }
 
 export async function startServeTarget(o: TargetOptions): Promise<ServeTarget> {
   const args = ['--backend', o.backend ?? 'cpu', '--threads', String(o.threads), '--max-batch', String(o.maxBatch), '--max-queue', '1024', '--model-id', 'bench', ...(o.extraArgs ?? [])]
-  const label = o.nodes === 1 ? `1 process, ${o.threads} thread${o.threads > 1 ? 's' : ''}` : `${o.nodes} nodes, ${o.threads} thread${o.threads > 1 ? 's' : ''} each`
+  const threads = `${o.threads} thread${o.threads > 1 ? 's' : ''}`
+  const pinned = o.pinCores ? `, pinned to ${o.threads > 1 ? `${o.threads} cores` : 'one core'}` : ''
+  const label = o.nodes === 1 ? `1 process, ${threads}${pinned}` : `${o.nodes} nodes, ${threads}${pinned} each`
   if (o.nodes >= 2) {
     const cluster = await startLocalCluster({ nodes: o.nodes, model: o.model, apiPort: 0, self: selfCommand(), extraArgs: args })
+    try {
+      if (o.pinCores) {
+        // the launcher does not hand out its children's ids; each node is the one process with its --peers and --rank
+        const peers = cluster.ports.map((p) => `127.0.0.1:${p}`).join(',')
+        for (let rank = 0; rank < o.nodes; rank++) {
+          const pids = processesWithOptions({ '--peers': peers, '--rank': String(rank) })
+          if (pids.length !== 1) throw new Error(`found ${pids.length} processes for node ${rank} of the cluster, expected 1`)
+          await pinToCores(pids[0]!, coresFor(rank, o.threads))
+        }
+      }
+    } catch (error) {
+      await cluster.stop()
+      throw error
+    }
     return { url: cluster.url, label, stop: () => cluster.stop() }
   }
   const proc: Subprocess<'ignore', 'pipe', 'pipe'> = Bun.spawn([...selfCommand(), 'serve', '--model', o.model, '--port', '0', ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
@@ -41,7 +60,14 @@ export async function startServeTarget(o: TargetOptions): Promise<ServeTarget> {
   reader.releaseLock()
   void proc.stdout.pipeTo(new WritableStream()).catch(() => {})
   void proc.stderr.pipeTo(new WritableStream()).catch(() => {})
-  await waitUntilServing(url)
+  try {
+    if (o.pinCores) await pinToCores(proc.pid, coresFor(0, o.threads))
+    await waitUntilServing(url)
+  } catch (error) {
+    proc.kill('SIGTERM')
+    await proc.exited
+    throw error
+  }
   return {
     url,
     label,

@@ -8,5 +8,7 @@ export default defineCommand({
     decode: () => import('./bench-decode.ts').then((m) => m.default),
     coordinator: () => import('./bench-coordinator.ts').then((m) => m.default),
     link: () => import('./bench-link.ts').then((m) => m.default),
+    serve: () => import('./bench-serve.ts').then((m) => m.default),
+    sweep: () => import('./bench-sweep.ts').then((m) => m.default),
   },
 })

@@ -1,7 +1,7 @@
 /** Root command: lazily loads one file per subcommand and maps errors to one clear line and an exit code. */
 import { defineCommand, runCommand, renderUsage, type CommandDef } from 'citty'
 import { consola } from 'consola'
-import { DbcError, ExitCode, UsageError } from '../errors.ts'
+import { DbcError, ExitCode, InterruptedError, UsageError } from '../errors.ts'
 import { VERSION } from '../version.ts'
 
 export const rootCommand = defineCommand({
@@ -74,7 +74,7 @@ function reportError(error: unknown, verbose: boolean): number {
   if (error instanceof DbcError) {
     consola.error(`${error.message}${error.hint ? ` — ${error.hint}` : ''}`)
     if (verbose && error.stack) consola.log(error.stack)
-    return error instanceof UsageError ? ExitCode.usage : ExitCode.failure
+    return error instanceof UsageError ? ExitCode.usage : error instanceof InterruptedError ? ExitCode.interrupted : ExitCode.failure
   }
   const citty = error as { code?: string; message?: string }
   if (citty && typeof citty.code === 'string' && (citty.code.startsWith('E_') || citty.code === 'EARG')) {

@@ -69,6 +69,10 @@ class HistogramFamily {
     if (!h) this.#byLabel.set(labelValue, (h = new Histogram(this.name, this.help, this.buckets)))
     h.observe(value)
   }
+  /** Each label value with its histogram's sum and count (for the dashboard's snapshot). */
+  entries(): [string, { sum: number; count: number }][] {
+    return [...this.#byLabel]
+  }
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
     for (const [v, h] of this.#byLabel) {

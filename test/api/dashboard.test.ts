@@ -1,5 +1,5 @@
-/** The dashboard against a real serve process: the page is served self-contained, and the SSE stream's snapshots
- * reflect real metrics after a completion. (No headless browser: none is installed offline here.) */
+/** The dashboard against a real serve process over HTTP: the page is served self-contained, and the SSE stream's
+ * snapshots reflect real metrics after a completion. The page itself runs in a browser in dashboard-browser.test.ts. */
 import { afterAll, expect, test } from 'bun:test'
 import { synthModel } from '../support/synth-models.ts'
 import { startServe, type ServeProcess } from '../support/serve-process.ts'
@@ -48,5 +48,7 @@ test('page is served without external resources; events reflect a completion', a
   expect(after.requests).toEqual({ 'outcome="ok"': 1 })
   expect(after.ttft_mean_s).toBeGreaterThan(0)
   expect(after.at).toBeGreaterThan(before.at)
+  expect(after.stage_step_mean_s).toEqual({}) // one process: no stages reported separately
+  expect(after.hop_mean_s).toBeNull()
   await reader.cancel()
 }, 120_000)

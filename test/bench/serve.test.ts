@@ -1,0 +1,62 @@
+/** `dbcluster bench serve` as a real CLI process: against a running server (--url, whatever model name it serves) and
+ * against a cluster it starts itself (--model --nodes 2, stopped afterwards); bad input and an unreachable URL fail
+ * with one clear line. */
+import { afterAll, expect, test } from 'bun:test'
+import { processesWithOptions } from '../../src/bench/pin-cores.ts'
+import { startServe, type ServeProcess } from '../support/serve-process.ts'
+import { synthModel } from '../support/synth-models.ts'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+let server: ServeProcess | undefined
+afterAll(async () => {
+  await server?.stop()
+})
+
+async function benchServe(args: string[]) {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'serve', ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const [code, stdout, stderr] = [await proc.exited, await new Response(proc.stdout).text(), await new Response(proc.stderr).text()]
+  return { code, stdout, stderr, pid: proc.pid }
+}
+
+test('--url measures a running server at each concurrency level', async () => {
+  server = await startServe(['--model', await synthModel('qwen3', 'bf16'), '--model-id', 'tiny-served', '--max-context', '256'])
+  const r = await benchServe(['--url', server.url, '--concurrency', '1,3', '--prompt-tokens', '12', '--max-tokens', '3', '--requests-per-level', '4', '--json'])
+  expect(r.code, r.stderr).toBe(0)
+  const result = JSON.parse(r.stdout)
+  expect(result).toMatchObject({ url: server.url, model: 'tiny-served', prompt_tokens: 12, max_tokens: 3, partial: false, target: null })
+  // 4 requests over 1 client, then ceil(4 / 3) = 2 requests for each of 3 clients
+  expect(result.levels.map((l: any) => [l.concurrency, l.requests, l.ok, l.failed, l.generated_tokens])).toEqual([
+    [1, 4, 4, 0, 12],
+    [3, 6, 6, 0, 18],
+  ])
+  for (const l of result.levels) {
+    expect(l.tok_s).toBeGreaterThan(0)
+    expect(l.ttft_p95_ms).toBeGreaterThanOrEqual(l.ttft_p50_ms)
+    expect(l.itl_p50_ms).toBeGreaterThan(0)
+  }
+}, 60_000)
+
+test('--model --nodes 2 starts a cluster, measures it and stops it', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const r = await benchServe(['--model', model, '--nodes', '2', '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3'])
+  expect(r.code, r.stderr).toBe(0)
+  const rows = r.stdout.split('\n').filter((line) => line.startsWith('| 2 |'))
+  expect(rows).toHaveLength(1)
+  expect(rows[0]!.split('|').slice(7, 9).map((c) => c.trim())).toEqual(['4', '0']) // ok, failed
+  expect(processesWithOptions({ '--model': model }).filter((pid) => pid !== server?.proc.pid)).toEqual([]) // the first test's server runs on
+}, 60_000)
+
+test('bad input and an unreachable server fail with one clear line', async () => {
+  const both = await benchServe(['--url', 'http://127.0.0.1:1', '--model', '/nowhere'])
+  expect(both.code).toBe(2)
+  expect(both.stderr).toContain('give exactly one of --url URL or --model DIR')
+  const badList = await benchServe(['--url', 'http://127.0.0.1:1', '--concurrency', '1,0'])
+  expect(badList.code).toBe(2)
+  expect(badList.stderr).toContain("--concurrency must be comma-separated positive integers, got '1,0'")
+  const down = await benchServe(['--url', 'http://127.0.0.1:1', '--concurrency', '1'])
+  expect(down.code).toBe(1)
+  expect(down.stderr).toContain('cannot reach http://127.0.0.1:1')
+  const missing = await benchServe(['--model', '/nowhere/model', '--concurrency', '1'])
+  expect(missing.code).toBe(1)
+  expect(missing.stderr).toContain('dbcluster serve exited before listening')
+}, 60_000)
