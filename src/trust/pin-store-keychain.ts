@@ -41,11 +41,12 @@ export class KeychainPinStore implements PinStore {
   }
 
   list(): Record<string, Pin> {
-    const pins: Record<string, Pin> = {}
+    const entries: [string, Pin][] = []
     for (const serial of this.bridge.keychainList(this.service)) {
       const pin = this.get(serial)
-      if (pin) pins[serial] = pin
+      if (pin) entries.push([serial, pin])
     }
-    return pins
+    // fromEntries defines own properties, so a serial named "__proto__" stays a serial
+    return Object.fromEntries(entries)
   }
 }
