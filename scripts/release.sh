@@ -56,6 +56,10 @@ for target in "${TARGETS[@]}"; do
     fi
     say "SKIPPED the $target compute shim: this binary runs identity, coordinator, doctor and rdma-ping --transport link, and needs libdbc.so beside it (or DBCLUSTER_SHIM) to compute"
     INFO+=("dbcluster-$target: Bun runtime + TypeScript, cross-compiled; compute shim NOT embedded (build on $target, or put its libdbc.so beside the binary)")
+    if [ "${target%%-*}" = darwin ]; then
+      say "note: dbcluster-$target was not re-signed here (codesign is macOS-only); on the Mac run: codesign --force --sign - dbcluster-$target"
+      INFO+=("dbcluster-$target: not re-signed on this machine; if macOS kills it, run: codesign --force --sign - dbcluster-$target")
+    fi
     SKIPPED=$((SKIPPED + 1))
   fi
   ARTIFACTS+=("dbcluster-$target")
