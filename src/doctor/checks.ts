@@ -2,6 +2,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { freemem } from 'node:os'
 import { linkLocalInterfaces } from '../discovery/link-local.ts'
+import { enclaveKeyFileFor } from '../trust/local-identity.ts'
 import { osVersion } from '../trust/machine-info.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
@@ -91,6 +92,9 @@ function privateFileCheck(name: string, path: string, missingFix: string): Check
 }
 
 export function checkIdentityKey(env: DoctorEnv): CheckResult {
+  // A Secure Enclave identity keeps its blob file beside where the software key would be (docs/trust.md).
+  const enclaveKeyFile = enclaveKeyFileFor(env.keyFile)
+  if (existsSync(enclaveKeyFile)) return privateFileCheck('identity key', enclaveKeyFile, '')
   return privateFileCheck('identity key', env.keyFile, "run 'dbcluster identity show' to create one")
 }
 

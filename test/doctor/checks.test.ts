@@ -1,6 +1,6 @@
 /** Doctor checks: real runs on this machine (files, coordinator over HTTP) and macOS checks fed sample outputs. */
 import { expect, test } from 'bun:test'
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkRdmaEnabled, checkThunderbolt, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
@@ -27,6 +27,14 @@ test('identity key: missing fails with the fix, 0644 fails, 0600 passes', () => 
   expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${key}'` })
   chmodSync(key, 0o600)
   expect(checkIdentityKey(env()).status).toBe('PASS')
+  // A Secure Enclave identity's blob file beside it is what gets checked when present.
+  const blob = join(dir, 'identity.enclave')
+  writeFileSync(blob, '{}')
+  chmodSync(blob, 0o644)
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${blob}'` })
+  chmodSync(blob, 0o600)
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'PASS', detail: `${blob} (mode 600)` })
+  rmSync(blob)
 })
 
 test('free memory against a plan', () => {
