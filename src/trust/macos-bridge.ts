@@ -11,6 +11,7 @@ export const MACOS_BRIDGE_FILE = 'libdbc_macos.dylib'
 /** Must equal bridgeAbiVersion in ffi/macos/bridge.swift. */
 export const MACOS_BRIDGE_ABI = 1
 const REBUILD = "rebuild it with 'bash scripts/build-macos-bridge.sh' (macOS, Xcode command line tools)"
+const KEYCHAIN_HINT = "unlock the login keychain (security unlock-keychain), or set DBCLUSTER_PIN_STORE=file to keep pins in the 0600 file"
 
 const { ptr: P, i32, i64 } = FFIType
 
@@ -49,8 +50,8 @@ export class MacosBridge {
     readonly path: string,
   ) {}
 
-  #check(rc: number, what: string): number {
-    if (rc < 0) throw new TrustError('E_MACOS_BRIDGE', `${what} failed: ${this.lib.dbc_mac_last_error() ?? `code ${rc}`}`)
+  #check(rc: number, what: string, hint?: string): number {
+    if (rc < 0) throw new TrustError('E_MACOS_BRIDGE', `${what} failed: ${this.lib.dbc_mac_last_error() ?? `code ${rc}`}`, hint)
     return rc
   }
 
@@ -63,7 +64,7 @@ export class MacosBridge {
       out = new Uint8Array(length[0]!)
       rc = fill(out, out.length, length)
     }
-    if (this.#check(rc, what) === 1) return undefined
+    if (this.#check(rc, what, KEYCHAIN_HINT) === 1) return undefined
     return out.slice(0, length[0]!)
   }
 
@@ -95,7 +96,7 @@ export class MacosBridge {
   }
 
   keychainSet(service: string, account: string, data: Uint8Array): void {
-    this.#check(this.lib.dbc_kc_set(cstring(service), cstring(account), data, data.length), `writing Keychain item '${account}'`)
+    this.#check(this.lib.dbc_kc_set(cstring(service), cstring(account), data, data.length), `writing Keychain item '${account}'`, KEYCHAIN_HINT)
   }
 
   keychainGet(service: string, account: string): Uint8Array | undefined {
@@ -105,7 +106,7 @@ export class MacosBridge {
   }
 
   keychainDelete(service: string, account: string): boolean {
-    return this.#check(this.lib.dbc_kc_delete(cstring(service), cstring(account)), `deleting Keychain item '${account}'`) === 0
+    return this.#check(this.lib.dbc_kc_delete(cstring(service), cstring(account)), `deleting Keychain item '${account}'`, KEYCHAIN_HINT) === 0
   }
 
   keychainList(service: string): string[] {

@@ -123,7 +123,9 @@ describe('the bun:ffi wrapper over a compiled stand-in', () => {
     expect(bridge.keychainList('s')).toEqual(['a', 'b', 'c'])
     expect(bridge.keychainList('empty')).toEqual([])
     expect(() => bridge.keychainSet('s', 'bob', new Uint8Array([1]))).toThrow(
-      expect.objectContaining({ code: 'E_MACOS_BRIDGE', message: "writing Keychain item 'bob' failed: SecItemAdd/SecItemUpdate: User interaction is not allowed. (OSStatus -25308)" }),
+      expect.objectContaining({ code: 'E_MACOS_BRIDGE', message: "writing Keychain item 'bob' failed: SecItemAdd/SecItemUpdate: User interaction is not allowed. (OSStatus -25308)",
+        hint: expect.stringContaining('DBCLUSTER_PIN_STORE=file'),
+      }),
     )
     expect(bridge.enclaveAvailable()).toBe(false)
     expect(() => bridge.createEnclaveKey()).toThrow('creating a Secure Enclave key failed: this Mac has no Secure Enclave (SecureEnclave.isAvailable is false)')
