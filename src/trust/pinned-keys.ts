@@ -1,6 +1,7 @@
 /** Pinned peer keys: which identity key each serial must present. A 0600 JSON file here; on macOS the Keychain store
- * (pin-store-keychain.ts) implements the same interface, and local-pin-store.ts picks one. Pins come from the coordinator or a coordinator-signed roster; the handshake
- * asks an Authorizer, built here from pins, a roster check, or both. */
+ * (pin-store-keychain.ts) implements the same interface, and local-pin-store.ts picks one. Pins come from the
+ * coordinator or a coordinator-signed roster; the handshake asks an Authorizer, built here from pins, a roster check,
+ * or both. */
 import { equalBytes } from '@noble/ciphers/utils.js'
 import { existsSync } from 'node:fs'
 import { TrustError } from './errors.ts'
