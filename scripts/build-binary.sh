@@ -7,4 +7,4 @@ OUT="${1:-dist/dbcluster}"
 mkdir -p "$(dirname "$OUT")"
 [ -f build/libdbc.so ] || bash scripts/build-shim.sh
 echo "[build-binary] bun build --compile -> $OUT"
-node_modules/.bin/bun build --compile --minify-syntax --outfile "$OUT" src/main.ts >/dev/null
+node_modules/.bin/bun scripts/compile-binary.ts --outfile "$OUT" --shim build/libdbc.so

@@ -74,6 +74,7 @@ install_js_dependencies
 install_test_browser
 bash scripts/build-shim.sh
 bash scripts/build-mlx-shim.sh # only where mlx-c is installed; says so otherwise
+bash scripts/build-macos-bridge.sh # macOS only (Secure Enclave, Keychain); says it skipped elsewhere
 if [ "${DBC_SKIP_BINARY:-0}" != 1 ]; then
   bash scripts/build-binary.sh
 fi

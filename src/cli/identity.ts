@@ -4,7 +4,11 @@ import { consola } from 'consola'
 import { fingerprint } from '../trust/identity.ts'
 import { attestLocalMachine, defaultKeyFile, loadLocalIdentity } from '../trust/local-identity.ts'
 
-const keyFileArg = { type: 'string' as const, description: 'Software key file (default: $DBCLUSTER_HOME/identity.key, ~/.dbcluster)', valueHint: 'FILE' }
+const keyFileArg = {
+  type: 'string' as const,
+  description: 'Software key file (default: $DBCLUSTER_HOME/identity.key, ~/.dbcluster); a Secure Enclave key is kept beside it as identity.enclave',
+  valueHint: 'FILE',
+}
 
 const show = defineCommand({
   meta: { name: 'show', description: 'Print the public key, its fingerprint, its kind and the signed attestation' },
@@ -25,7 +29,7 @@ const show = defineCommand({
     }
     console.log(`public key   ${publicKey}`)
     console.log(`fingerprint  ${fingerprint(identity.publicKey)}`)
-    console.log(`kind         ${identity.kind}${identity.kind === 'software' ? ` (${keyFile})` : ''}`)
+    console.log(`kind         ${identity.kind} (${keyFile})`)
     console.log(`attestation  ${JSON.stringify(attestation, null, 2)}`)
   },
 })
@@ -35,7 +39,7 @@ const init = defineCommand({
   args: { 'key-file': keyFileArg },
   run({ args }) {
     const { identity, created, keyFile } = loadLocalIdentity(args['key-file'] ?? defaultKeyFile())
-    consola.success(`${created ? 'created' : 'kept the existing'} ${identity.kind} identity${identity.kind === 'software' ? ` at ${keyFile}` : ''}: ${fingerprint(identity.publicKey)}`)
+    consola.success(`${created ? 'created' : 'kept the existing'} ${identity.kind} identity at ${keyFile}: ${fingerprint(identity.publicKey)}`)
   },
 })
 

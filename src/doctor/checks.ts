@@ -2,7 +2,11 @@
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { freemem } from 'node:os'
 import { linkLocalInterfaces } from '../discovery/link-local.ts'
+import { enclaveKeyFileFor } from '../trust/local-identity.ts'
+import { choosePinStore, keychainServiceFor, parsePinStoreRequest } from '../trust/local-pin-store.ts'
+import { probeMacosBridge, type MacosBridgeProbe } from '../trust/macos-bridge.ts'
 import { osVersion } from '../trust/machine-info.ts'
+import { KeychainPinStore } from '../trust/pin-store-keychain.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
 import { runWithTimeout, type CommandResult } from './run-with-timeout.ts'
@@ -13,6 +17,10 @@ export interface DoctorEnv {
   run: (cmd: string[]) => Promise<CommandResult>
   keyFile: string
   pinFile: string
+  /** DBCLUSTER_PIN_STORE (auto | file | keychain). */
+  pinStoreRequest?: string
+  /** The macOS bridge, for the Keychain pin store; probed when not given. */
+  macosBridge?: () => MacosBridgeProbe
   coordinator?: string
   /** A running head's URL, for the checks across nodes. */
   cluster?: string
@@ -26,7 +34,7 @@ export interface DoctorEnv {
 }
 
 export function defaultEnv(partial: Partial<DoctorEnv> & Pick<DoctorEnv, 'keyFile' | 'pinFile'>): DoctorEnv {
-  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch, now: Date.now, ...partial }
+  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
 }
 
 const notMac = (name: string, env: DoctorEnv): CheckResult | null =>
@@ -96,12 +104,29 @@ function privateFileCheck(name: string, path: string, missingFix: string): Check
 }
 
 export function checkIdentityKey(env: DoctorEnv): CheckResult {
+  // A Secure Enclave identity keeps its blob file beside where the software key would be (docs/trust.md).
+  const enclaveKeyFile = enclaveKeyFileFor(env.keyFile)
+  if (existsSync(enclaveKeyFile)) return privateFileCheck('identity key', enclaveKeyFile, '')
   return privateFileCheck('identity key', env.keyFile, "run 'dbcluster identity show' to create one")
 }
 
 export function checkPins(env: DoctorEnv): CheckResult {
-  if (!existsSync(env.pinFile)) return skip('pinned keys', `${env.pinFile} not created yet; peers are pinned on first contact through the coordinator`)
-  return privateFileCheck('pinned keys', env.pinFile, '')
+  const name = 'pinned keys'
+  // The same choice `openLocalPinStore` makes: the Keychain on macOS with the bridge, else the pin file (docs/trust.md).
+  const bridge = (env.macosBridge ?? probeMacosBridge)()
+  try {
+    const choice = choosePinStore(parsePinStoreRequest(env.pinStoreRequest), bridge)
+    if (choice.kind === 'keychain' && bridge.available) {
+      const service = keychainServiceFor(env.pinFile)
+      const count = Object.keys(new KeychainPinStore(bridge.bridge, service).list()).length
+      const pending = existsSync(env.pinFile) ? `; ${env.pinFile} is imported on the next start` : ''
+      return pass(name, `Keychain service '${service}': ${count} pin${count === 1 ? '' : 's'}${pending}`)
+    }
+  } catch (error) {
+    return fail(name, (error as Error).message, (error as { hint?: string }).hint ?? 're-pin through the coordinator')
+  }
+  if (!existsSync(env.pinFile)) return skip(name, `${env.pinFile} not created yet; peers are pinned on first contact through the coordinator`)
+  return privateFileCheck(name, env.pinFile, '')
 }
 
 export function checkMemory(env: DoctorEnv): CheckResult {

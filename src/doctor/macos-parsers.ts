@@ -1,12 +1,7 @@
 /** Parsers for the macOS tools doctor reads: rdma_ctl, ibv_devinfo, system_profiler SPThunderboltDataType, sw_vers. */
 
-/** `rdma_ctl status` prints "enabled" or "disabled" (macOS 26.2+); anything else is unknown. */
-export function parseRdmaCtlStatus(output: string): 'enabled' | 'disabled' | 'unknown' {
-  const text = output.trim().toLowerCase()
-  if (/\bdisabled\b/.test(text)) return 'disabled'
-  if (/\benabled\b/.test(text)) return 'enabled'
-  return 'unknown'
-}
+/** One parser for `rdma_ctl status`, shared with the trust layer's capability gate. */
+export { parseRdmaCtlStatus } from '../trust/rdma-gate.ts'
 
 export interface IbvPort {
   device: string

@@ -1,5 +1,7 @@
 /** The only bun:ffi import: opens the C shim (embedded in the binary) and declares ffi/dbc.h's symbols in header order. */
 import { dlopen, FFIType, ptr, type Pointer } from 'bun:ffi'
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import shimPath from '../../build/libdbc.so' with { type: 'file' }
 import { DbcError } from '../errors.ts'
 
@@ -69,9 +71,18 @@ export class NativeError extends DbcError {
   }
 }
 
-/** The shim's path: DBCLUSTER_SHIM overrides the copy embedded in (or next to) the code. */
+/** The shim's path: DBCLUSTER_SHIM, else the copy embedded in the binary (or the source tree's build/), else libdbc.so
+ * beside the executable, for a release cross-compiled where its platform's shim could not be built (docs/release.md). */
 export function shimLocation(): string {
-  return process.env.DBCLUSTER_SHIM || shimPath
+  if (process.env.DBCLUSTER_SHIM) return process.env.DBCLUSTER_SHIM
+  if (shimPath) return shimPath
+  const beside = join(dirname(process.execPath), 'libdbc.so')
+  if (existsSync(beside)) return beside
+  throw new DbcError(
+    'E_SHIM_MISSING',
+    `this binary was built without its compute shim (cross-compiled), and there is no ${beside}`,
+    'use the release built on this platform (docs/release.md), put the libdbc.so built there beside this binary, or set DBCLUSTER_SHIM',
+  )
 }
 
 export type ShimSymbols = ReturnType<typeof dlopen<typeof SYMBOLS>>['symbols']

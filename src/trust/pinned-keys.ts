@@ -1,6 +1,7 @@
 /** Pinned peer keys: which identity key each serial must present. A 0600 JSON file here; on macOS the Keychain store
- * (issue 9) implements the same interface. Pins come from the coordinator or a coordinator-signed roster; the handshake
- * asks an Authorizer, built here from pins, a roster check, or both. */
+ * (pin-store-keychain.ts) implements the same interface, and local-pin-store.ts picks one. Pins come from the
+ * coordinator or a coordinator-signed roster; the handshake asks an Authorizer, built here from pins, a roster check,
+ * or both. */
 import { equalBytes } from '@noble/ciphers/utils.js'
 import { existsSync } from 'node:fs'
 import { TrustError } from './errors.ts'
@@ -27,6 +28,15 @@ export interface PinStore {
 /** What the handshake calls for the peer's serial and identity key. */
 export type Authorizer = (serial: string, publicKey: Uint8Array) => Authorization | Promise<Authorization>
 
+/** Checks one stored pin (from the pin file or a Keychain item); `where` names it in the error. */
+export function parsePin(value: unknown, where: string): Pin {
+  const p = value as Partial<Pin> | null
+  if (!p || typeof p !== 'object' || typeof p.publicKey !== 'string' || (p.keyKind !== 'software' && p.keyKind !== 'secure-enclave') || typeof p.source !== 'string' || typeof p.pinnedAt !== 'number') {
+    throw new TrustError('E_PIN_FILE', `${where} is malformed`, 're-pin it through the coordinator')
+  }
+  return { publicKey: p.publicKey, keyKind: p.keyKind, source: p.source, pinnedAt: p.pinnedAt }
+}
+
 function parsePins(text: string, path: string): Record<string, Pin> {
   let raw: unknown
   try {
@@ -35,12 +45,7 @@ function parsePins(text: string, path: string): Record<string, Pin> {
     throw new TrustError('E_PIN_FILE', `${path} is not valid JSON`, 'restore it from the coordinator (re-pin) or move it away')
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new TrustError('E_PIN_FILE', `${path} is not a pin map`)
-  for (const [serial, pin] of Object.entries(raw as Record<string, unknown>)) {
-    const p = pin as Partial<Pin> | null
-    if (!p || typeof p.publicKey !== 'string' || (p.keyKind !== 'software' && p.keyKind !== 'secure-enclave') || typeof p.source !== 'string' || typeof p.pinnedAt !== 'number') {
-      throw new TrustError('E_PIN_FILE', `${path}: the pin for '${serial}' is malformed`, 're-pin it through the coordinator')
-    }
-  }
+  for (const [serial, pin] of Object.entries(raw as Record<string, unknown>)) parsePin(pin, `${path}: the pin for '${serial}'`)
   return raw as Record<string, Pin>
 }
 

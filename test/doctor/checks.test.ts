@@ -1,9 +1,11 @@
 /** Doctor checks: real runs on this machine (files, coordinator over HTTP) and macOS checks fed sample outputs. */
 import { expect, test } from 'bun:test'
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkRdmaEnabled, checkThunderbolt, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkPins, checkRdmaEnabled, checkThunderbolt, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import { probeMacosBridge } from '../../src/trust/macos-bridge.ts'
+import { compileStandIn } from '../support/macos-bridge-stand-in.ts'
 import { runWithTimeout } from '../../src/doctor/run-with-timeout.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'doctor-'))
@@ -27,6 +29,35 @@ test('identity key: missing fails with the fix, 0644 fails, 0600 passes', () => 
   expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${key}'` })
   chmodSync(key, 0o600)
   expect(checkIdentityKey(env()).status).toBe('PASS')
+  // A Secure Enclave identity's blob file beside it is what gets checked when present.
+  const blob = join(dir, 'identity.enclave')
+  writeFileSync(blob, '{}')
+  chmodSync(blob, 0o644)
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${blob}'` })
+  chmodSync(blob, 0o600)
+  expect(checkIdentityKey(env())).toMatchObject({ status: 'PASS', detail: `${blob} (mode 600)` })
+  rmSync(blob)
+})
+
+test('pinned keys: the store openLocalPinStore would use; a Keychain pin that is not a pin fails with the fix', () => {
+  const noBridge = () => ({ available: false as const, reason: 'the macOS bridge exists only on macOS (this is linux)' })
+  const pins = join(mkdtempSync(join(tmpdir(), 'doctor-pins-')), 'pins.json')
+  expect(checkPins(env({ pinFile: pins, macosBridge: noBridge, pinStoreRequest: 'auto' }))).toMatchObject({ status: 'SKIP', detail: expect.stringContaining('not created yet') })
+  expect(checkPins(env({ pinFile: pins, macosBridge: noBridge, pinStoreRequest: 'keychain' }))).toMatchObject({
+    status: 'FAIL',
+    detail: expect.stringContaining('DBCLUSTER_PIN_STORE=keychain, but the Keychain cannot be used'),
+    fix: 'unset DBCLUSTER_PIN_STORE to use the pin file',
+  })
+  const lib = compileStandIn()
+  if (!lib) return
+  // The stand-in's Keychain answers "service|account" for every item, which is no pin.
+  const standIn = () => probeMacosBridge({ platform: 'darwin', candidates: [lib] })
+  expect(checkPins(env({ pinFile: pins, macosBridge: standIn, pinStoreRequest: 'auto' }))).toMatchObject({
+    status: 'FAIL',
+    detail: `Keychain item 'a' of '${`dbcluster pins ${join(pins, '..')}`}' is malformed`,
+    fix: 're-pin it through the coordinator',
+  })
+  expect(checkPins(env({ pinFile: pins, macosBridge: standIn, pinStoreRequest: 'file' })).status).toBe('SKIP')
 })
 
 test('free memory against a plan', () => {

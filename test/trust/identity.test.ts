@@ -9,7 +9,7 @@ import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { open as openEnclave, probe as enclaveProbe } from '../../src/trust/identity-enclave.ts'
 import { fingerprint, verifySignature } from '../../src/trust/identity.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
-import { decideRdma, type RdmaProbes } from '../../src/trust/rdma-gate.ts'
+import { decideRdma, hasThunderbolt5, parseAppleChip, parseRdmaCtlStatus, type RdmaProbes } from '../../src/trust/rdma-gate.ts'
 import { testIdentity } from '../support/identities.ts'
 
 const dir = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
@@ -42,10 +42,9 @@ describe('software identity', () => {
 
   test('a missing key with create=false says how to make one; the enclave reports why it is unavailable here', () => {
     expect(() => loadSoftwareIdentity(join(dir(), 'none.key'), { create: false })).toThrow(/no identity key/)
-    const p = enclaveProbe()
-    expect(p.available).toBe(false)
-    if (!p.available) expect(p.reason).toStartWith('Secure Enclave identity needs the macOS bridge (not built on this platform)')
-    expect(() => openEnclave()).toThrow(expect.objectContaining({ code: 'E_ENCLAVE_UNAVAILABLE' }))
+    const p = enclaveProbe({ platform: 'linux', arch: 'x64' })
+    expect(p).toEqual({ available: false, reason: 'Secure Enclave identity unavailable: the Secure Enclave exists only on Apple Silicon Macs (this is linux x64)' })
+    if (process.platform !== 'darwin') expect(() => openEnclave(join(dir(), 'identity.enclave'))).toThrow(expect.objectContaining({ code: 'E_ENCLAVE_UNAVAILABLE' }))
   })
 })
 
@@ -67,12 +66,32 @@ describe('pin store', () => {
 
 describe('RDMA capability gate', () => {
   const mac = (chip: string, status: string | null): RdmaProbes => ({ platform: 'darwin', chip, rdmaCtlStatus: () => status, infinibandDevices: () => [] })
-  test('macOS: M5 or later with rdma_ctl enabled', () => {
-    expect(decideRdma(true, mac('Apple M5 Max', 'RDMA: enabled'))).toMatchObject({ enabled: true })
-    expect(decideRdma(true, mac('Apple M4 Pro', 'RDMA: enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('M5 or later') })
-    expect(decideRdma(true, mac('Apple M5', 'RDMA: disabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('rdma_ctl enable') })
-    expect(decideRdma(true, mac('Apple M5', null))).toMatchObject({ enabled: false, reason: expect.stringContaining('did not answer') })
-    expect(decideRdma(true, mac('Intel Core i9', 'enabled'))).toMatchObject({ enabled: false })
+  test('macOS: a Thunderbolt 5 chip family with rdma_ctl enabled', () => {
+    expect(decideRdma(true, mac('Apple M5 Max', 'enabled\n'))).toEqual({ enabled: true, detail: 'Apple M5 Max, rdma_ctl: enabled' })
+    // TN3205's own example is an M4 Pro Mac mini; the Mac Studio's M3 Ultra has Thunderbolt 5 too
+    expect(decideRdma(true, mac('Apple M4 Pro', 'enabled'))).toMatchObject({ enabled: true })
+    expect(decideRdma(true, mac('Apple M3 Ultra', 'enabled'))).toMatchObject({ enabled: true })
+    expect(decideRdma(true, mac('Apple M4', 'enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('no Thunderbolt 5') })
+    expect(decideRdma(true, mac('Apple M3 Max', 'enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('no Thunderbolt 5') })
+    expect(decideRdma(true, mac('Apple M5 Pro', 'disabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('rdma_ctl enable') })
+    expect(decideRdma(true, mac('Apple M5 Pro', null))).toMatchObject({ enabled: false, reason: expect.stringContaining('did not answer') })
+    expect(decideRdma(true, mac('Apple M5 Pro', 'usage: rdma_ctl [enable|disable|status]'))).toMatchObject({ enabled: false, reason: expect.stringContaining('not enabled') })
+    expect(decideRdma(true, mac('Intel Core i9', 'enabled'))).toMatchObject({ enabled: false, reason: "chip 'Intel Core i9' is not Apple Silicon" })
+    // a family newer than the table is left to rdma_ctl
+    expect(decideRdma(true, mac('Apple M7', 'enabled'))).toMatchObject({ enabled: true })
+  })
+  test('chip family and rdma_ctl parsers', () => {
+    expect(parseAppleChip('Apple M4 Pro')).toEqual({ generation: 4, tier: 'Pro' })
+    expect(parseAppleChip('Apple M3 Ultra')).toEqual({ generation: 3, tier: 'Ultra' })
+    expect(parseAppleChip('Apple M5')).toEqual({ generation: 5, tier: 'base' })
+    expect(parseAppleChip('Apple M10 Max')).toEqual({ generation: 10, tier: 'Max' })
+    expect(parseAppleChip('AMD EPYC 7B13')).toBeNull()
+    expect(hasThunderbolt5({ generation: 5, tier: 'base' })).toBe(false)
+    expect(hasThunderbolt5({ generation: 2, tier: 'Ultra' })).toBe(false)
+    expect(hasThunderbolt5({ generation: 6, tier: 'base' })).toBe('unknown')
+    expect(parseRdmaCtlStatus('enabled\n')).toBe('enabled')
+    expect(parseRdmaCtlStatus('RDMA over Thunderbolt\ndisabled\n')).toBe('disabled')
+    expect(parseRdmaCtlStatus('')).toBe('unknown')
   })
   test('Linux: a device under /sys/class/infiniband; not requested means off', () => {
     const linux = (devices: string[]): RdmaProbes => ({ platform: 'linux', chip: 'x', rdmaCtlStatus: () => null, infinibandDevices: () => devices })

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { authorizeByCallback, authorizeByPins, authorizeByRoster, FilePinStore, firstKnown } from '../../src/trust/pinned-keys.ts'
 import { testIdentity } from '../support/identities.ts'
+import { runPinStoreSuite } from './pin-store.suite.ts'
 
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
 const [alice, bob, mallory] = [testIdentity(1), testIdentity(2), testIdentity(3)]
@@ -67,4 +68,13 @@ describe('authorizers', () => {
     expect(await authorize('bob', mallory.publicKey)).toBe('not-pinned')
     expect(seen).toEqual(['bob', 'bob'])
   })
+})
+
+runPinStoreSuite('0600 pin file', {
+  create: () => new FilePinStore(join(dir(), 'pins.json')),
+  reopen: (store) => new FilePinStore((store as FilePinStore).path),
+  corrupt: (store, serial) => {
+    const path = (store as FilePinStore).path
+    writeFileSync(path, JSON.stringify({ [serial]: { publicKey: 7 } }), { mode: 0o600 })
+  },
 })
