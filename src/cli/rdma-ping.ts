@@ -9,7 +9,7 @@ import { hubAllSum, spokeAllSum } from '../rdma-ping/link-all-sum.ts'
 import { parseSizes, pingRounds } from '../rdma-ping/ping-rounds.ts'
 import { defaultKeyFile, defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { machineSerial } from '../trust/machine-info.ts'
-import { FilePinStore } from '../trust/pinned-keys.ts'
+import { openLocalPinStore } from '../trust/local-pin-store.ts'
 
 function positiveInt(name: string, text: string): number {
   const n = Number(text)
@@ -70,7 +70,7 @@ export default defineCommand({
     const linkOpts = {
       identity,
       serial: machineSerial(),
-      pins: new FilePinStore(defaultPinFile()),
+      pins: openLocalPinStore(defaultPinFile()).store,
       onPeer: (serial: string, fp: string, pinned: boolean) => consola.info(`peer ${serial} key ${fp}${pinned ? ' (pinned)' : ' (not pinned: accepted for test data only)'}`),
     }
     let allSum

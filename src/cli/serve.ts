@@ -28,7 +28,8 @@ import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
 import { machineSerial } from '../trust/machine-info.ts'
-import { authorizeByPins, FilePinStore } from '../trust/pinned-keys.ts'
+import { authorizeByPins } from '../trust/pinned-keys.ts'
+import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
@@ -113,7 +114,7 @@ export default defineCommand({
         identity,
         serial,
         clusterId: args['cluster-id'],
-        authorize: authorizeByPins(new FilePinStore(defaultPinFile())),
+        authorize: authorizeByPins(openLocalPinStore(defaultPinFile()).store),
         pingIntervalMs: Number(args['ping-interval']) * 1000,
         backoffMs: Math.max(500, Number(args['ping-interval']) * 1000),
       }
@@ -265,7 +266,7 @@ async function clusterMembership(args: ServeArgs, serial: string): Promise<{ pee
   if (!args.discover) return null
   const linkPort = Number(args['link-port'])
   if (!Number.isInteger(linkPort) || linkPort < 1 || linkPort > 65535) throw new UsageError(`--link-port must be 1..65535, got '${args['link-port']}'`)
-  const pins = new FilePinStore(defaultPinFile())
+  const pins = openLocalPinStore(defaultPinFile()).store
   const token = args['coordinator-token'] ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
   if (args.coordinator && !token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)')
   const stop = new AbortController()
