@@ -30,6 +30,7 @@ import { ModelStage, readModelConfig } from '../model/shard.ts'
 import { machineSerial } from '../trust/machine-info.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { openLocalPinStore } from '../trust/local-pin-store.ts'
+import { fingerprint } from '../trust/identity.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
@@ -145,7 +146,7 @@ export default defineCommand({
       planner = new ClusterPlanner({
         listener,
         nodes: peers.length,
-        head: { serial, usableBytes },
+        head: { serial, usableBytes, fingerprint: fingerprint(identity.publicKey) },
         footprint: checkpointFootprint(dir),
         split,
         slots: maxBatch,

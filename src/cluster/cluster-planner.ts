@@ -5,6 +5,7 @@
 import { consola } from 'consola'
 import { freemem } from 'node:os'
 import { chipName, osVersion } from '../trust/machine-info.ts'
+import { fingerprint } from '../trust/identity.ts'
 import type { Manifest } from '../distribution/manifest.ts'
 import { serveShards } from '../distribution/shard-transfer.ts'
 import { LinkError } from '../link/errors.ts'
@@ -42,6 +43,10 @@ export interface MemberStatus {
   clock_skew_ms: number | null
   /** Free memory the node reported when it joined (the head: now). */
   free_bytes: number | null
+  /** The identity key's fingerprint (the key the link's handshake checked against this node's pin). */
+  fingerprint: string | null
+  /** How the key is trusted: the head's own, or pinned for the node's serial. */
+  trust: 'self' | 'pinned' | null
   /** The stage's control link to the head: up, when the head last heard from it, the last ping's round trip. */
   link: { up: boolean; last_heard_ms_ago: number | null; rtt_ms: number | null } | null
 }
@@ -50,7 +55,7 @@ export interface PlannerOptions {
   listener: RoleListener
   /** Nodes in the cluster (the head included). */
   nodes: number
-  head: { serial: string; usableBytes: number }
+  head: { serial: string; usableBytes: number; fingerprint: string }
   footprint: ModelFootprint
   split?: readonly number[]
   slots: number
@@ -116,6 +121,8 @@ export class ClusterPlanner {
         weight_bytes: s?.weightBytes ?? null,
         kv_bytes: s?.kvBytes ?? null,
         headroom_bytes: s?.headroomBytes ?? null,
+        fingerprint: rank === 0 ? this.options.head.fingerprint : j ? fingerprint(j.link.peerPublicKey) : null,
+        trust: rank === 0 ? 'self' : j ? 'pinned' : null,
         os_version: rank === 0 ? osVersion() : (j?.osVersion ?? null),
         chip: rank === 0 ? chipName() : (j?.chip ?? null),
         clock_skew_ms: rank === 0 ? 0 : (j?.skewMs ?? null),
