@@ -1,0 +1,39 @@
+/** MLX distributed through the glue: the dlopen table matches ffi/mlx_distributed.h (always), and where mlx-c is
+ * installed, a group that cannot form fails with MLX's reason instead of exiting the process. */
+import { expect, test } from 'bun:test'
+import { readFileSync } from 'node:fs'
+import { probe } from '../../src/tensor/mlx.ts'
+import { MLX_DISTRIBUTED_SYMBOLS } from '../../src/tensor/native.ts'
+
+const header = readFileSync(new URL('../../ffi/mlx_distributed.h', import.meta.url), 'utf8')
+
+test('every symbol in mlx_distributed.h is in the dlopen table, in header order, with the same arity', () => {
+  const code = header.replace(/\/\*[\s\S]*?\*\//g, '').split('\n').filter((l) => !l.trimStart().startsWith('#')).join(' ')
+  const fromHeader = code
+    .split(';')
+    .map((s) => /(dbc_[a-z0-9_]+)\(([^)]*)\)\s*$/.exec(s.replace(/\s+/g, ' ').trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ name: m[1]!, arity: m[2]!.trim() === 'void' ? 0 : m[2]!.split(',').length }))
+  expect(fromHeader.length).toBe(6)
+  const fromTable = Object.entries(MLX_DISTRIBUTED_SYMBOLS)
+    .filter(([name]) => name.startsWith('dbc_dist_'))
+    .map(([name, def]) => ({ name, arity: def.args.length as number }))
+  expect(fromTable).toEqual(fromHeader)
+})
+
+const mlx = probe()
+const skipped = mlx.available ? '' : ` (skipped: ${mlx.reason})`
+
+test.skipIf(!mlx.available)(`a ring group without its environment fails with MLX's reason, and the process lives on${skipped}`, async () => {
+  const { MlxGroup, probeMlxTransport } = await import('../../src/tensor/mlx-distributed.ts')
+  expect(probeMlxTransport('ring')).toEqual({ available: true })
+  const saved = [process.env.MLX_RANK, process.env.MLX_HOSTFILE]
+  delete process.env.MLX_RANK
+  delete process.env.MLX_HOSTFILE
+  try {
+    expect(() => MlxGroup.join('ring')).toThrow(/MLX ring group could not form: .*MLX_RANK.*MLX_HOSTFILE/)
+  } finally {
+    if (saved[0] !== undefined) process.env.MLX_RANK = saved[0]
+    if (saved[1] !== undefined) process.env.MLX_HOSTFILE = saved[1]
+  }
+})
