@@ -1,5 +1,6 @@
 /* mlx_distributed.c — MLX distributed groups and all_sum for bun:ffi (ffi/mlx_distributed.h), over mlx-c.
  * Errors go through the glue's error handler and last-error string (never MLX's default handler, which exits). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,12 @@ static int get_group(void* h, const char* what, group** out) {
 
 static const char* backend_arg(const char* backend) {
   return backend && strcmp(backend, "any") != 0 ? backend : NULL;
+}
+
+int dbc_dist_setenv(const char* name, const char* value) {
+  if (!name || !*name || strchr(name, '=')) return mlx_glue_fail(DBC_E_ARG, "setenv: bad variable name");
+  int rc = value && *value ? setenv(name, value, 1) : unsetenv(name);
+  return rc ? mlx_glue_fail(DBC_E_ARG, "setenv failed") : DBC_OK;
 }
 
 int dbc_dist_available(const char* backend) {

@@ -7,6 +7,8 @@
 #define DBC_MLX_DISTRIBUTED_H
 #include <stdint.h>
 
+/* setenv(3) for the variables MLX reads (Bun's process.env does not reach the C environment); an empty value unsets */
+int dbc_dist_setenv(const char* name, const char* value);
 /* 1 when this libmlx was built with the backend ("ring", "jaccl", "mpi", "nccl", "any"), else 0 */
 int dbc_dist_available(const char* backend);
 /* Joins the group the environment describes; strict: fail instead of falling back to a group of one. Blocks until the

@@ -21,6 +21,16 @@ function open(): MlxDistributedSymbols {
 const cstr = (s: string) => Buffer.from(`${s}\0`)
 const lastError = (l: MlxDistributedSymbols) => String(l.dbc_last_error())
 
+/** Sets (or, with undefined, unsets) variables in the C environment MLX reads; Bun's process.env does not reach it. */
+export function setMlxEnvironment(env: Record<string, string | undefined>): void {
+  const l = open()
+  for (const [name, value] of Object.entries(env)) {
+    if (l.dbc_dist_setenv(ptr(cstr(name)), ptr(cstr(value ?? ''))) !== 0) throw new DbcError('E_MLX_DISTRIBUTED', `cannot set ${name}: ${lastError(l)}`)
+    if (value === undefined) delete process.env[name]
+    else process.env[name] = value
+  }
+}
+
 /** Whether this machine's libmlx can run `transport`, or why not (no glue, wrong MLX version, backend not compiled in). */
 export function probeMlxTransport(transport: MlxTransport): { available: true } | { available: false; reason: string } {
   let l: MlxDistributedSymbols

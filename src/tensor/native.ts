@@ -61,6 +61,7 @@ export const ABI_VERSION = 2
 
 /** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor/mlx-distributed.test.ts checks it). */
 export const MLX_DISTRIBUTED_SYMBOLS = {
+  dbc_dist_setenv: { args: [P, P], returns: i32 },
   dbc_dist_available: { args: [P], returns: i32 },
   dbc_dist_init: { args: [P, i32, P], returns: i32 },
   dbc_dist_info: { args: [P, P], returns: i32 },

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expectedSum, firstMismatch, rankData } from '../../src/rdma-ping/exact-data.ts'
 import { parseSizes } from '../../src/rdma-ping/ping-rounds.ts'
+import { probeMlxTransport } from '../../src/tensor/mlx-distributed.ts'
 
 const BUN = process.execPath
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname
@@ -33,16 +34,18 @@ async function listeningPort(proc: ReturnType<typeof spawn>): Promise<{ port: nu
   }
 }
 
-test('two ranks over link: exact sums, latency and bandwidth per size, on both ranks', async () => {
-  const r0 = spawn(['--rank', '0', '--listen', '127.0.0.1:0', '--rounds', '4', '--sizes', '4K,256K', '--json'])
+/** Both ranks on loopback over `transport`; returns each rank's JSON report after checking the shape of its tables. */
+async function twoRanks(transport: string) {
+  const r0 = spawn(['--rank', '0', '--listen', '127.0.0.1:0', '--transport', transport, '--rounds', '4', '--sizes', '4K,256K', '--json'])
   const { port, rest } = await listeningPort(r0)
-  const r1 = spawn(['--rank', '1', '--peer', `127.0.0.1:${port}`, '--rounds', '4', '--sizes', '4K,256K', '--json'])
+  const r1 = spawn(['--rank', '1', '--peer', `127.0.0.1:${port}`, '--transport', transport, '--rounds', '4', '--sizes', '4K,256K', '--json'])
   const [out0, out1] = (await Promise.all([rest(), new Response(r1.stdout).text()])).map((t) => t.trim().split('\n').at(-1)!)
-  expect(await r0.exited).toBe(0)
-  expect(await r1.exited).toBe(0)
+  const [err0, err1] = await Promise.all([new Response(r0.stderr).text(), new Response(r1.stderr).text()])
+  expect({ rc: await r0.exited, err: err0 }).toMatchObject({ rc: 0 })
+  expect({ rc: await r1.exited, err: err1 }).toMatchObject({ rc: 0 })
   for (const [rank, out] of [[0, out0], [1, out1]] as const) {
     const report = JSON.parse(out!)
-    expect(report).toMatchObject({ rank, world_size: 2, transport: 'link' })
+    expect(report).toMatchObject({ rank, world_size: 2, transport })
     expect(report.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 262144])
     for (const s of report.sizes) {
       expect(s.rounds).toBe(4)
@@ -52,7 +55,12 @@ test('two ranks over link: exact sums, latency and bandwidth per size, on both r
       expect(s.gbps).toBeGreaterThan(0)
     }
   }
-}, 60_000)
+}
+
+test('two ranks over link: exact sums, latency and bandwidth per size, on both ranks', () => twoRanks('link'), 60_000)
+
+const ring = probeMlxTransport('ring')
+test.skipIf(!ring.available)(`two ranks over MLX ring, meeting by --peer alone: exact sums, latency and bandwidth per size${ring.available ? '' : ` (skipped: ${ring.reason})`}`, () => twoRanks('ring'), 120_000)
 
 test('a peer that never comes fails with a clear line and a non-zero exit', async () => {
   const r1 = spawn(['--rank', '1', '--peer', '127.0.0.1:1', '--timeout-s', '1', '--sizes', '4K'])
@@ -66,10 +74,18 @@ test('a peer that never comes fails with a clear line and a non-zero exit', asyn
 }, 30_000)
 
 test('unavailable transports say why and which one works', async () => {
-  for (const transport of ['jaccl', 'ring']) {
-    const p = spawn(['--rank', '0', '--transport', transport])
+  if (process.platform !== 'darwin') {
+    const p = spawn(['--rank', '0', '--transport', 'jaccl'])
     const err = await new Response(p.stderr).text()
     expect(await p.exited).toBe(1)
+    expect(err).toContain(`jaccl needs macOS 26.2+ with RDMA over Thunderbolt 5; this machine is ${process.platform}`)
+    expect(err).toContain(ring.available ? 'use --transport ring (MLX over TCP) or --transport link' : 'use --transport link')
+  }
+  if (!ring.available) {
+    const p = spawn(['--rank', '0', '--transport', 'ring'])
+    const err = await new Response(p.stderr).text()
+    expect(await p.exited).toBe(1)
+    expect(err).toContain('ring needs MLX')
     expect(err).toContain('use --transport link')
   }
   const bad = spawn(['--rank', '1'])

@@ -14,7 +14,7 @@ test('every symbol in mlx_distributed.h is in the dlopen table, in header order,
     .map((s) => /(dbc_[a-z0-9_]+)\(([^)]*)\)\s*$/.exec(s.replace(/\s+/g, ' ').trim()))
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => ({ name: m[1]!, arity: m[2]!.trim() === 'void' ? 0 : m[2]!.split(',').length }))
-  expect(fromHeader.length).toBe(6)
+  expect(fromHeader.length).toBe(7)
   const fromTable = Object.entries(MLX_DISTRIBUTED_SYMBOLS)
     .filter(([name]) => name.startsWith('dbc_dist_'))
     .map(([name, def]) => ({ name, arity: def.args.length as number }))
@@ -25,15 +25,9 @@ const mlx = probe()
 const skipped = mlx.available ? '' : ` (skipped: ${mlx.reason})`
 
 test.skipIf(!mlx.available)(`a ring group without its environment fails with MLX's reason, and the process lives on${skipped}`, async () => {
-  const { MlxGroup, probeMlxTransport } = await import('../../src/tensor/mlx-distributed.ts')
+  const { MlxGroup, probeMlxTransport, setMlxEnvironment } = await import('../../src/tensor/mlx-distributed.ts')
   expect(probeMlxTransport('ring')).toEqual({ available: true })
-  const saved = [process.env.MLX_RANK, process.env.MLX_HOSTFILE]
-  delete process.env.MLX_RANK
-  delete process.env.MLX_HOSTFILE
-  try {
-    expect(() => MlxGroup.join('ring')).toThrow(/MLX ring group could not form: .*MLX_RANK.*MLX_HOSTFILE/)
-  } finally {
-    if (saved[0] !== undefined) process.env.MLX_RANK = saved[0]
-    if (saved[1] !== undefined) process.env.MLX_HOSTFILE = saved[1]
-  }
+  setMlxEnvironment({ MLX_RANK: undefined, MLX_HOSTFILE: undefined })
+  expect(() => MlxGroup.join('ring')).toThrow(/MLX ring group could not form: .*MLX_RANK.*MLX_HOSTFILE/)
+  expect(() => setMlxEnvironment({ 'A=B': '1' })).toThrow('cannot set A=B: setenv: bad variable name')
 })
