@@ -9,6 +9,14 @@ import { samplingParams } from '../model/sampler.ts'
 import { ModelStage } from '../model/shard.ts'
 import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+import { chooseTransport } from '../rdma-ping/choose-transport.ts'
+import type { MlxGroup } from '../tensor/mlx-distributed.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
+import { doctorJaccl, joinMlxGroup, rankLinkOptions, transportProbes } from './mlx-group.ts'
+
+/** Said on every rank before tensor parallel starts: MLX's transports do not go through the sealed link. */
+export const TP_NOT_ENCRYPTED =
+  'tensor parallel sends activations between ranks through MLX distributed, which is NOT encrypted (unlike the sealed link of pipeline parallel): use it only on a cable or network you trust'
 
 export default defineCommand({
   meta: { name: 'generate', description: 'Generate text from a model folder (MLX-community layout) on this machine' },
@@ -29,6 +37,13 @@ export default defineCommand({
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     json: { type: 'boolean', description: 'Print {text, tokens, prompt_tokens, completion_tokens, prefill_tps, decode_tps} instead of streaming', default: false },
+    tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): number of ranks; start this command on each with the same arguments and its own --rank', default: '1', valueHint: 'N' },
+    rank: { type: 'string', description: 'With --tp: this process\'s rank (0 listens, the others dial it with --peer)', default: '0', valueHint: 'R' },
+    peer: { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s HOST:PORT', valueHint: 'HOST:PORT' },
+    listen: { type: 'string', description: 'With --tp, rank 0: where the ranks meet', default: '0.0.0.0:47200', valueHint: 'HOST:PORT' },
+    transport: { type: 'string', description: 'With --tp: jaccl (Thunderbolt RDMA, macOS) or ring (TCP); auto picks jaccl where the RDMA gate passes', default: 'auto', valueHint: 'auto|jaccl|ring' },
+    'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
+    'timeout-s': { type: 'string', description: 'With --tp: how long to wait for the other ranks', default: '60', valueHint: 'S' },
   },
   async run({ args }) {
     const sources = [args.prompt, args.chat, args.messages].filter((v) => v !== undefined)
@@ -38,9 +53,43 @@ export default defineCommand({
       if (v === undefined || Number.isNaN(n)) throw new UsageError(`--${name} must be a number, got '${v}'`)
       return n
     }
-    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? num(args.threads, 'threads') : undefined })
-    if (!args.json) consola.info(reason) // --json: stdout carries the one JSON object only
-    const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context') })
+    const tpSize = num(args.tp, 'tp')
+    const rank = num(args.rank, 'rank')
+    if (!Number.isInteger(tpSize) || tpSize < 1) throw new UsageError(`--tp must be a positive integer, got '${args.tp}'`)
+    if (!Number.isInteger(rank) || rank < 0 || rank >= tpSize) throw new UsageError(`--rank ${args.rank} is not in 0..${tpSize - 1}`, 'give each process of a --tp N run its own rank below N')
+    const choice = parseBackendChoice(args.backend)
+    if (tpSize > 1 && choice === 'cpu') throw new UsageError('--tp runs over MLX distributed and needs the mlx backend', 'use --backend mlx (or auto), or pipeline parallel with serve')
+    if (tpSize > 1 && num(args.temperature, 'temperature') > 0 && args.seed === undefined) {
+      throw new UsageError('--tp with --temperature > 0 needs --seed', 'every rank samples for itself, so all must draw the same tokens: give them the same --seed')
+    }
+    const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, { threads: args.threads ? num(args.threads, 'threads') : undefined })
+    // --json: stdout carries the one JSON object only
+    const log = (line: string) => (args.json ? console.error(line) : consola.info(line))
+    log(reason)
+    let group: MlxGroup | undefined
+    let tp: TensorParallel | undefined
+    if (tpSize > 1) {
+      if (!['auto', 'ring', 'jaccl'].includes(args.transport)) throw new UsageError(`unknown --transport '${args.transport}'`, 'tensor parallel runs over auto, jaccl or ring')
+      const chosen = chooseTransport(args.transport as 'auto' | 'ring' | 'jaccl', transportProbes())
+      if (chosen.transport === 'link') throw new UsageError(`tensor parallel needs MLX distributed: ${chosen.reason}`, 'install mlx-c and build the glue, or use pipeline parallel (serve --peers)')
+      if (chosen.transport === 'jaccl') await doctorJaccl()
+      consola.warn(TP_NOT_ENCRYPTED)
+      log(`tensor parallel rank ${rank} of ${tpSize} over ${chosen.reason}`)
+      group = await joinMlxGroup(chosen.transport, {
+        rank,
+        worldSize: tpSize,
+        timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000,
+        link: rankLinkOptions('accepted: only the meeting runs over this link', log),
+        listen: args.listen,
+        peer: args.peer,
+        devices: args['rdma-device'],
+        log,
+      })
+      tp = group.tensorParallel(backend)
+    }
+    const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context'), tp })
+    // with --tp every rank computes the same tokens; rank 0 speaks for them (with --json every rank prints its result)
+    const quiet = rank > 0
     const tokenizer = new ModelTokenizer(args.model, stage.config.eosTokenIds)
     let text: string
     if (args.prompt !== undefined) text = args.prompt
@@ -69,7 +118,7 @@ export default defineCommand({
     )
     for await (const event of events) {
       if (event.type !== 'done') {
-        if (!args.json) process.stdout.write(event.text)
+        if (!args.json && !quiet) process.stdout.write(event.text)
         continue
       }
       const prefillTps = event.promptTokens / event.prefillSeconds
@@ -86,11 +135,12 @@ export default defineCommand({
             decode_tps: round(decodeTps),
           }),
         )
-      } else {
+      } else if (!quiet) {
         process.stdout.write('\n')
         consola.info(`prompt ${event.promptTokens} tokens at ${round(prefillTps)} tok/s; ${event.tokens.length} tokens at ${round(decodeTps)} tok/s (${event.finishReason})`)
-      }
+      } else log(`rank ${rank}: ${event.tokens.length} tokens (${event.finishReason}); rank 0 printed the text`)
     }
+    group?.close()
   },
 })
 

@@ -3,19 +3,12 @@
  * distributed over TCP or Thunderbolt RDMA; the ranks meet over the link first and rank 0 hands out MLX's layout). */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
-import { DbcError, UsageError } from '../errors.ts'
-import { checkRdmaEnabled, checkRdmaPorts, checkThunderbolt, defaultEnv } from '../doctor/checks.ts'
+import { UsageError } from '../errors.ts'
 import { chooseTransport, type PingTransport } from '../rdma-ping/choose-transport.ts'
-import { acceptRanks, dialRankZero, type RankLinkOptions } from '../rdma-ping/link-ranks.ts'
+import { acceptRanks, dialRankZero } from '../rdma-ping/link-ranks.ts'
 import { hubAllSum, spokeAllSum, type AllSum } from '../rdma-ping/link-all-sum.ts'
-import { parseDevices, writeMlxEnvironment, type MlxLayout } from '../rdma-ping/mlx-layout.ts'
-import { mlxRendezvous } from '../rdma-ping/mlx-rendezvous.ts'
 import { parseSizes, pingRounds } from '../rdma-ping/ping-rounds.ts'
-import { defaultKeyFile, defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
-import { machineSerial, rdmaProbes } from '../trust/machine-info.ts'
-import { FilePinStore } from '../trust/pinned-keys.ts'
-import { decideRdma } from '../trust/rdma-gate.ts'
-import { MlxGroup, probeMlxTransport, setMlxEnvironment } from '../tensor/mlx-distributed.ts'
+import { doctorJaccl, hostPort, joinMlxGroup, rankLinkOptions, transportProbes, type JoinOptions } from './mlx-group.ts'
 
 function positiveInt(name: string, text: string): number {
   const n = Number(text)
@@ -23,52 +16,9 @@ function positiveInt(name: string, text: string): number {
   return n
 }
 
-function hostPort(text: string, flag: string): { host: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(text)
-  if (!m) throw new UsageError(`--${flag} must be HOST:PORT, got '${text}'`, `e.g. --${flag} 169.254.10.2:47100`)
-  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
-}
-
-/** Fails early, with the doctor's fix, when jaccl's RDMA path is not ready (the gate passed, but a port may be down). */
-async function doctorJaccl(): Promise<void> {
-  const env = defaultEnv({ keyFile: defaultKeyFile(), pinFile: defaultPinFile() })
-  for (const r of [await checkRdmaEnabled(env), await checkRdmaPorts(env), await checkThunderbolt(env)]) {
-    if (r.status === 'FAIL') throw new DbcError('E_TRANSPORT_UNAVAILABLE', `${r.name}: ${r.detail}`, `${r.fix}; or use --transport ring or link`)
-  }
-}
-
-function describeLayout(layout: MlxLayout): string {
-  if (layout.transport === 'ring') return `hostfile ${JSON.stringify(layout.hostfile)}`
-  return `coordinator ${layout.coordinator}, devices ${JSON.stringify(layout.devices)}`
-}
-
-/** ring/jaccl: meet over the link, write MLX's files and environment, join the MLX group; all_sum runs through MLX. */
-async function mlxAllSum(transport: 'ring' | 'jaccl', o: { rank: number; worldSize: number; timeoutMs: number; link: RankLinkOptions; listen: string; peer?: string; devices?: string }): Promise<{ allSum: AllSum; close: () => void }> {
-  const layout = await mlxRendezvous({
-    transport,
-    rank: o.rank,
-    worldSize: o.worldSize,
-    timeoutMs: o.timeoutMs,
-    link: o.link,
-    listen: o.rank === 0 ? hostPort(o.listen, 'listen') : undefined,
-    peer: o.rank > 0 ? hostPort(o.peer!, 'peer') : undefined,
-    devices: transport === 'jaccl' ? parseDevices(o.devices, o.rank, o.worldSize) : undefined,
-    onListening: (port) => consola.info(`rank 0 listening on ${o.listen.replace(/:\d+$/, '')}:${port}; start the others with --peer <this host>:${port}`),
-  })
-  consola.info(`MLX ${transport}: ${describeLayout(layout)}`)
-  const { env, cleanup } = writeMlxEnvironment(layout, o.rank)
-  setMlxEnvironment(env)
-  let group: MlxGroup
-  try {
-    group = MlxGroup.join(transport)
-  } finally {
-    cleanup()
-  }
-  if (group.rank !== o.rank || group.size !== o.worldSize) {
-    group.close()
-    throw new DbcError('E_MLX_DISTRIBUTED', `MLX formed rank ${group.rank} of ${group.size}, expected ${o.rank} of ${o.worldSize}`, 'check that no MLX_* variables are set in the environment')
-  }
-  // the data is reused across rounds, and MLX sums in place
+/** ring/jaccl: all_sum through the MLX group (the data is reused across rounds, and MLX sums in place). */
+async function mlxAllSum(transport: 'ring' | 'jaccl', o: JoinOptions): Promise<{ allSum: AllSum; close: () => void }> {
+  const group = await joinMlxGroup(transport, o)
   return { allSum: async (data) => group.allSumHost(data.slice()), close: () => group.close() }
 }
 
@@ -102,23 +52,13 @@ export default defineCommand({
     if (rounds < 1) throw new UsageError('--rounds must be at least 1')
     const sizes = parseSizes(args.sizes)
     if (!['auto', 'link', 'ring', 'jaccl'].includes(args.transport)) throw new UsageError(`unknown --transport '${args.transport}'`, 'use auto, jaccl, ring or link')
-    const { transport, reason } = chooseTransport(args.transport as PingTransport | 'auto', {
-      platform: process.platform,
-      rdmaGate: () => decideRdma(true, rdmaProbes()),
-      mlx: probeMlxTransport,
-    })
+    const { transport, reason } = chooseTransport(args.transport as PingTransport | 'auto', transportProbes())
     if (transport === 'jaccl') await doctorJaccl()
     consola.info(`transport: ${reason}`)
     if (rank > 0 && !args.peer) {
       throw new UsageError('ranks > 0 need --peer HOST:PORT of rank 0', args.coordinator ? 'rank discovery through --coordinator is not built yet' : "rank 0 prints the address to use when it starts")
     }
-    const { identity } = loadLocalIdentity(defaultKeyFile(), { create: true })
-    const linkOpts = {
-      identity,
-      serial: machineSerial(),
-      pins: new FilePinStore(defaultPinFile()),
-      onPeer: (serial: string, fp: string, pinned: boolean) => consola.info(`peer ${serial} key ${fp}${pinned ? ' (pinned)' : ' (not pinned: accepted for test data only)'}`),
-    }
+    const linkOpts = rankLinkOptions('accepted for test data only')
     let allSum: AllSum
     let close: () => void
     if (transport !== 'link') {
