@@ -1,9 +1,12 @@
 /* mlx_distributed.c — MLX distributed groups and all_sum for bun:ffi (ffi/mlx_distributed.h), over mlx-c.
  * Errors go through the glue's error handler and last-error string (never MLX's default handler, which exits). */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "mlx_distributed.h"
 #include "mlx_internal.h"
 
@@ -56,12 +59,73 @@ int dbc_dist_available(const char* backend) {
   return mlx_distributed_is_available(backend_arg(backend)) ? 1 : 0;
 }
 
-int dbc_dist_init(const char* backend, int strict, void** out) {
+/* One join at a time; shared with the helper thread, which may outlive a timed-out call (so it is never freed). */
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t done_cv;
+  int done, rc, abandoned;
+  char backend[32];
+  int has_backend, strict;
+  mlx_distributed_group g;
+} join_job;
+
+static void* join_thread(void* arg) {
+  join_job* j = arg;
+  mlx_distributed_group g = mlx_distributed_group_new();
+  int rc = mlx_distributed_init(&g, j->strict != 0, j->has_backend ? j->backend : NULL);
+  pthread_mutex_lock(&j->lock);
+  j->rc = rc, j->g = g, j->done = 1;
+  pthread_cond_signal(&j->done_cv);
+  int abandoned = j->abandoned;
+  pthread_mutex_unlock(&j->lock);
+  if (abandoned && rc == 0) mlx_distributed_group_free(g);
+  return NULL;
+}
+
+static int join_pending;
+
+int dbc_dist_init(const char* backend, int strict, int timeout_ms, void** out) {
   *out = NULL;
   int rc = ready();
   if (rc) return rc;
-  mlx_distributed_group g = mlx_distributed_group_new();
-  if (mlx_distributed_init(&g, strict != 0, backend_arg(backend)) != 0) return DBC_E_STATE; /* the handler wrote why */
+  if (join_pending) return mlx_glue_fail(DBC_E_STATE, "an earlier MLX group join timed out and is still blocked: restart the process");
+  const char* bk = backend_arg(backend);
+  if (bk && strlen(bk) >= sizeof((join_job*)0)->backend) return mlx_glue_fail(DBC_E_ARG, "dist_init: backend name too long");
+  join_job* j = calloc(1, sizeof *j);
+  if (!j) return mlx_glue_fail(DBC_E_NOMEM, "out of memory");
+  pthread_mutex_init(&j->lock, NULL);
+  pthread_cond_init(&j->done_cv, NULL);
+  j->strict = strict;
+  if (bk) strcpy(j->backend, bk), j->has_backend = 1;
+  pthread_t t;
+  if (pthread_create(&t, NULL, join_thread, j) != 0) {
+    free(j);
+    return mlx_glue_fail(DBC_E_STATE, "dist_init: cannot start a thread");
+  }
+  pthread_detach(t);
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+  pthread_mutex_lock(&j->lock);
+  int waited = 0;
+  while (!j->done && waited != ETIMEDOUT) waited = timeout_ms > 0 ? pthread_cond_timedwait(&j->done_cv, &j->lock, &until) : pthread_cond_wait(&j->done_cv, &j->lock);
+  int done = j->done;
+  if (!done) j->abandoned = 1;
+  pthread_mutex_unlock(&j->lock);
+  if (!done) {
+    join_pending = 1;
+    char msg[200];
+    snprintf(msg, sizeof msg, "no group within %g s: a rank did not come or cannot reach its neighbour", timeout_ms / 1000.0);
+    return mlx_glue_fail(DBC_E_STATE, msg);
+  }
+  mlx_distributed_group g = j->g;
+  rc = j->rc;
+  pthread_mutex_destroy(&j->lock);
+  pthread_cond_destroy(&j->done_cv);
+  free(j);
+  if (rc != 0) return DBC_E_STATE; /* the error handler wrote why */
   if (!g.ctx) return mlx_glue_fail(DBC_E_STATE, "mlx distributed init returned no group");
   group* h = calloc(1, sizeof *h);
   if (!h) return mlx_glue_fail(DBC_E_NOMEM, "out of memory");

@@ -12,8 +12,9 @@ int dbc_dist_setenv(const char* name, const char* value);
 /* 1 when this libmlx was built with the backend ("ring", "jaccl", "mpi", "nccl", "any"), else 0 */
 int dbc_dist_available(const char* backend);
 /* Joins the group the environment describes; strict: fail instead of falling back to a group of one. Blocks until the
- * peers are connected (ring retries for about 30 s). */
-int dbc_dist_init(const char* backend, int strict, void** group);
+ * peers are connected, at most timeout_ms (0: no limit): MLX's ring waits forever for a neighbour that never comes, so
+ * the join runs on a helper thread, and after a timeout that thread is left blocked and the process should exit. */
+int dbc_dist_init(const char* backend, int strict, int timeout_ms, void** group);
 /* rank / size written to out[0], out[1] */
 int dbc_dist_info(void* group, int32_t* out);
 /* In-place all_sum of `count` elements of a host buffer (f32, f16, bf16, i32, u32, u8), evaluated before it returns. */

@@ -23,4 +23,4 @@ LINK=(-L"$PREFIX/lib" -lmlxc -lmlx -Wl,-rpath,"$PREFIX/lib")
 [ "$(uname -s)" = Linux ] && LINK=(-Wl,--no-as-needed -Wl,--disable-new-dtags "${LINK[@]}")
 echo "[build-mlx-shim] mlx-c at $PREFIX -> $OUT"
 "${CC:-cc}" -O2 -std=c11 -fPIC -shared -Wall -Wno-unused-parameter -Iffi -I"$PREFIX/include" -o "$OUT" ffi/mlx_glue.c ffi/mlx_distributed.c \
-  "${LINK[@]}" -lm
+  "${LINK[@]}" -lm -lpthread

@@ -79,7 +79,7 @@ export async function joinMlxGroup(transport: 'ring' | 'jaccl', o: JoinOptions):
   setMlxEnvironment(env)
   let group: MlxGroup
   try {
-    group = MlxGroup.join(transport)
+    group = MlxGroup.join(transport, o.timeoutMs)
   } finally {
     cleanup() // MLX read the files while it joined
   }

@@ -60,12 +60,13 @@ export class MlxGroup {
     this.size = this.#info[1]!
   }
 
-  /** Joins the group the environment describes (blocks until every peer is connected; ring gives up after ~30 s). */
-  static join(transport: MlxTransport): MlxGroup {
+  /** Joins the group the environment describes, blocking until every peer is connected or `timeoutMs` passed. After a
+   * timeout MLX's join stays blocked on a helper thread, so the process should exit (a second join is refused). */
+  static join(transport: MlxTransport, timeoutMs = 60_000): MlxGroup {
     const l = open()
     const out = new BigUint64Array(1)
     const name = cstr(transport)
-    const rc = l.dbc_dist_init(ptr(name), 1, ptr(out))
+    const rc = l.dbc_dist_init(ptr(name), 1, Math.max(1, Math.round(timeoutMs)), ptr(out))
     if (rc !== 0) {
       throw new DbcError('E_MLX_DISTRIBUTED', `MLX ${transport} group could not form: ${lastError(l)}`, 'check that every rank started within 30 s with the same hostfile, and that its ports are free and not firewalled')
     }

@@ -63,7 +63,7 @@ export const ABI_VERSION = 2
 export const MLX_DISTRIBUTED_SYMBOLS = {
   dbc_dist_setenv: { args: [P, P], returns: i32 },
   dbc_dist_available: { args: [P], returns: i32 },
-  dbc_dist_init: { args: [P, i32, P], returns: i32 },
+  dbc_dist_init: { args: [P, i32, i32, P], returns: i32 },
   dbc_dist_info: { args: [P, P], returns: i32 },
   dbc_dist_all_sum_host: { args: [P, P, i64, i32], returns: i32 },
   dbc_dist_all_sum: { args: [P, P, P], returns: i32 },

@@ -1,7 +1,9 @@
 /** MLX distributed through the glue: the dlopen table matches ffi/mlx_distributed.h (always), and where mlx-c is
  * installed, a group that cannot form fails with MLX's reason instead of exiting the process. */
 import { expect, test } from 'bun:test'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { probe } from '../../src/tensor/mlx.ts'
 import { MLX_DISTRIBUTED_SYMBOLS } from '../../src/tensor/native.ts'
 
@@ -31,3 +33,19 @@ test.skipIf(!mlx.available)(`a ring group without its environment fails with MLX
   expect(() => MlxGroup.join('ring')).toThrow(/MLX ring group could not form: .*MLX_RANK.*MLX_HOSTFILE/)
   expect(() => setMlxEnvironment({ 'A=B': '1' })).toThrow('cannot set A=B: setenv: bad variable name')
 })
+
+test.skipIf(!mlx.available)(`a ring whose neighbour never comes gives up after the timeout with one clear line${skipped}`, () => {
+  const hostfile = join(tmpdir(), `dbc-lone-ring-${process.pid}.json`)
+  writeFileSync(hostfile, JSON.stringify([['127.0.0.1:1'], ['127.0.0.1:2']]))
+  // a child process: after a timeout MLX's join stays blocked on a helper thread until the process exits
+  const script = `import { MlxGroup, setMlxEnvironment } from './src/tensor/mlx-distributed.ts'
+    setMlxEnvironment({ MLX_RANK: '1', MLX_HOSTFILE: ${JSON.stringify(hostfile)} })
+    const t = Date.now()
+    try { MlxGroup.join('ring', 1500) } catch (e) { console.log(JSON.stringify({ s: (Date.now() - t) / 1000, message: e.message })) }`
+  const r = Bun.spawnSync([process.execPath, '-e', script], { cwd: new URL('../..', import.meta.url).pathname, stdout: 'pipe', stderr: 'pipe', timeout: 30_000 })
+  const verdict = JSON.parse(r.stdout.toString())
+  expect(verdict.message).toBe('MLX ring group could not form: no group within 1.5 s: a rank did not come or cannot reach its neighbour')
+  expect(verdict.s).toBeGreaterThanOrEqual(1.4)
+  expect(verdict.s).toBeLessThan(10)
+  expect(r.exitCode).toBe(0)
+}, 30_000)
