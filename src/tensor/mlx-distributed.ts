@@ -89,6 +89,18 @@ export class MlxGroup {
     return data
   }
 
+  /** Rank 0's bytes on every rank (an all_sum to which the others add zeros): their length first, then the bytes.
+   * Rank 0 passes the bytes; the others pass nothing and block until rank 0 sends. */
+  broadcast(bytes?: Uint8Array): Uint8Array {
+    if ((this.rank === 0) !== (bytes !== undefined)) throw new DbcError('E_MLX_DISTRIBUTED', 'broadcast: rank 0 sends bytes, the other ranks receive')
+    const header = new Uint8Array(4)
+    if (bytes) new DataView(header.buffer).setUint32(0, bytes.length, true)
+    this.allSumHost(header, 'u8')
+    const n = new DataView(header.buffer).getUint32(0, true)
+    if (n === 0) return new Uint8Array()
+    return this.allSumHost(bytes ? bytes.slice() : new Uint8Array(n), 'u8')
+  }
+
   /** The tensor-parallel seam over this group for tensors of the mlx backend. */
   tensorParallel(backend: Backend): TensorParallel {
     if (!(backend instanceof ShimBackend) || backend.name !== 'mlx') {

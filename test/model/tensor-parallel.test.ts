@@ -74,7 +74,7 @@ test('a split that does not divide the heads, or an architecture without tensor 
 const mlx = probe()
 
 /** Both ranks as real processes over MLX ring on loopback (test/support/tp-rank.ts). */
-async function twoRanks(dir: string, steps: number) {
+async function twoRanks(dir: string, steps: number, mode: 'same' | 'lead' = 'same') {
   const ports = [0, 1].map(() => {
     const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
     const port = l.port
@@ -84,13 +84,13 @@ async function twoRanks(dir: string, steps: number) {
   const hostfile = join(dir, `hostfile-${ports[0]}.json`)
   await Bun.write(hostfile, JSON.stringify(ports.map((p) => [`127.0.0.1:${p}`])))
   const script = new URL('../support/tp-rank.ts', import.meta.url).pathname
-  const procs = [0, 1].map((r) => Bun.spawn([process.execPath, script, dir, String(r), hostfile, String(steps)], { stdout: 'pipe', stderr: 'pipe' }))
+  const procs = [0, 1].map((r) => Bun.spawn([process.execPath, script, dir, String(r), hostfile, String(steps), mode], { stdout: 'pipe', stderr: 'pipe' }))
   return Promise.all(
     procs.map(async (p) => {
       const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()])
       expect({ rc: await p.exited, err }).toMatchObject({ rc: 0 })
       const r = JSON.parse(out.trim().split('\n').at(-1)!)
-      return { ...r, first: Float32Array.from(r.first) } as { rank: number; size: number; first: Float32Array; out: number[] }
+      return { ...r, first: Float32Array.from(r.first ?? []) } as { rank: number; size: number; first: Float32Array; out: number[]; again?: number[]; followed?: number }
     }),
   )
 }
@@ -109,4 +109,16 @@ describe.skipIf(!mlx.available)(`2 ranks over MLX ring == 1 process${mlx.availab
       expect(maxAbsDiff(ranks[0]!.first, single.first) / maxAbs(single.first)).toBeLessThan(dtype === 'f32' ? 1e-5 : 2e-2)
       expect(ranks[0]!.out).toEqual(single.out)
     }, 120_000)
+
+  test('rank 0 drives the engine through TensorParallelPipeline and rank 1 follows its opens, steps and closes', async () => {
+    const { openMlxBackend } = await import('../../src/tensor/mlx.ts')
+    const dir = await synthModel('qwen3', 'bf16')
+    const single = await greedy(ModelStage.load(dir, openMlxBackend(), { slots: 1, maxLen: 32 }), 5)
+    const [lead, follower] = await twoRanks(dir, 5, 'lead')
+    expect(lead!.out).toEqual(single.out)
+    expect(lead!.again).toEqual(single.out)
+    expect(maxAbsDiff(lead!.first, single.first) / maxAbs(single.first)).toBeLessThan(2e-2)
+    // two sequences of a prefill and 5 decode steps each
+    expect(follower!.followed).toBe(12)
+  }, 120_000)
 })
