@@ -10,14 +10,7 @@ import { samplingParams } from '../model/sampler.ts'
 import { ModelStage } from '../model/shard.ts'
 import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
-import { chooseTransport } from '../rdma-ping/choose-transport.ts'
-import type { MlxGroup } from '../tensor/mlx-distributed.ts'
-import type { TensorParallel } from '../tensor/tensor-parallel.ts'
-import { doctorJaccl, joinMlxGroup, rankLinkOptions, transportProbes } from './mlx-group.ts'
-
-/** Said on every rank before tensor parallel starts: MLX's transports do not go through the sealed link. */
-export const TP_NOT_ENCRYPTED =
-  'tensor parallel sends activations between ranks through MLX distributed, which is NOT encrypted (unlike the sealed link of pipeline parallel): use it only on a cable or network you trust'
+import { startTensorParallel } from './mlx-group.ts'
 
 export default defineCommand({
   meta: { name: 'generate', description: 'Generate text from a model folder (MLX-community layout) on this machine' },
@@ -66,27 +59,12 @@ export default defineCommand({
     // --json: stdout carries the one JSON object only
     const log = (line: string) => (args.json ? console.error(line) : consola.info(line))
     log(reason)
-    let group: MlxGroup | undefined
-    let tp: TensorParallel | undefined
-    if (tpSize > 1) {
-      if (!['auto', 'ring', 'jaccl'].includes(args.transport)) throw new UsageError(`unknown --transport '${args.transport}'`, 'tensor parallel runs over auto, jaccl or ring')
-      const chosen = chooseTransport(args.transport as 'auto' | 'ring' | 'jaccl', transportProbes())
-      if (chosen.transport === 'link') throw new UsageError(`tensor parallel needs MLX distributed: ${chosen.reason}`, 'install mlx-c and build the glue, or use pipeline parallel (serve --peers)')
-      if (chosen.transport === 'jaccl') await doctorJaccl()
-      consola.warn(TP_NOT_ENCRYPTED)
-      log(`tensor parallel rank ${rank} of ${tpSize} over ${chosen.reason}`)
-      group = await joinMlxGroup(chosen.transport, {
-        rank,
-        worldSize: tpSize,
-        timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000,
-        link: rankLinkOptions('accepted: only the meeting runs over this link', log),
-        listen: args.listen,
-        peer: args.peer,
-        devices: args['rdma-device'],
-        log,
-      })
-      tp = group.tensorParallel(backend)
-    }
+    const { group, tp } = tpSize > 1
+      ? await startTensorParallel(
+          { size: tpSize, rank, transport: args.transport, listen: args.listen, peer: args.peer, rdmaDevice: args['rdma-device'], timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000, log },
+          backend,
+        )
+      : { group: undefined, tp: undefined }
     const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context'), tp })
     if (follower) {
       const steps = followTensorParallel(stage, group!)

@@ -1,6 +1,9 @@
 /** What the commands that run over MLX distributed share (rdma-ping --transport ring|jaccl, generate --tp): flags to
  * addresses, the transport probes, and joining the group after the ranks met over the sealed link. */
 import { consola } from 'consola'
+import { chooseTransport } from '../rdma-ping/choose-transport.ts'
+import type { Backend } from '../tensor/backend.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import { DbcError, UsageError } from '../errors.ts'
 import { checkRdmaEnabled, checkRdmaPorts, checkThunderbolt, defaultEnv } from '../doctor/checks.ts'
 import type { TransportProbes } from '../rdma-ping/choose-transport.ts'
@@ -88,4 +91,44 @@ export async function joinMlxGroup(transport: 'ring' | 'jaccl', o: JoinOptions):
     throw new DbcError('E_MLX_DISTRIBUTED', `MLX formed rank ${group.rank} of ${group.size}, expected ${o.rank} of ${o.worldSize}`, 'check that no MLX_* variables are set in the environment')
   }
   return group
+}
+
+/** Said on every rank before tensor parallel starts: MLX's transports do not go through the sealed link. */
+export const TP_NOT_ENCRYPTED =
+  'tensor parallel sends activations between ranks through MLX distributed, which is NOT encrypted (unlike the sealed link of pipeline parallel): use it only on a cable or network you trust'
+
+/** The flags of a command that runs tensor parallel (generate --tp; serve --tp can take the same). */
+export interface TensorParallelFlags {
+  size: number
+  rank: number
+  /** auto | ring | jaccl */
+  transport: string
+  listen: string
+  peer?: string
+  rdmaDevice?: string
+  timeoutMs: number
+  log?: (line: string) => void
+}
+
+/** Picks the MLX transport, warns that it is not encrypted, meets the other ranks and joins the group; the returned
+ * seam goes to ModelStage.load({ tp }), and the group drives TensorParallelPipeline (rank 0) or followTensorParallel. */
+export async function startTensorParallel(f: TensorParallelFlags, backend: Backend): Promise<{ group: MlxGroup; tp: TensorParallel }> {
+  const log = f.log ?? ((line: string) => consola.info(line))
+  if (!['auto', 'ring', 'jaccl'].includes(f.transport)) throw new UsageError(`unknown --transport '${f.transport}'`, 'tensor parallel runs over auto, jaccl or ring')
+  const chosen = chooseTransport(f.transport as 'auto' | 'ring' | 'jaccl', transportProbes())
+  if (chosen.transport === 'link') throw new UsageError(`tensor parallel needs MLX distributed: ${chosen.reason}`, 'install mlx-c and build the glue, or use pipeline parallel (serve --peers)')
+  if (chosen.transport === 'jaccl') await doctorJaccl()
+  consola.warn(TP_NOT_ENCRYPTED)
+  log(`tensor parallel rank ${f.rank} of ${f.size} over ${chosen.reason}`)
+  const group = await joinMlxGroup(chosen.transport, {
+    rank: f.rank,
+    worldSize: f.size,
+    timeoutMs: f.timeoutMs,
+    link: rankLinkOptions('accepted: only the meeting runs over this link', log),
+    listen: f.listen,
+    peer: f.peer,
+    devices: f.rdmaDevice,
+    log,
+  })
+  return { group, tp: group.tensorParallel(backend) }
 }
