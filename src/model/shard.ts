@@ -95,9 +95,11 @@ export class ModelStage {
     const embedding = `${config.weightPrefix ?? ''}model.embed_tokens.`
     for (const name of weights.claimed) {
       const e = checkpoint.tensors.get(name)!
-      weightBytes += e.end - e.begin
+      // a tensor-parallel rank holds 1/N of its sharded tensors
+      const bytes = (e.end - e.begin) / (weights.parts.get(name) ?? 1)
+      weightBytes += bytes
       const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
-      if (tiedHead || !name.startsWith(embedding)) streamedBytes += (e.end - e.begin) * share
+      if (tiedHead || !name.startsWith(embedding)) streamedBytes += bytes * share
     }
     return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
   }

@@ -40,10 +40,12 @@ export class Weights {
     readonly loaded: Tensor[] = [],
     /** The tensor-parallel group whose shard this process loads (linears marked with `shard`). */
     readonly tp: TensorParallel = NO_TENSOR_PARALLEL,
+    /** Claimed tensors of which this rank holds only a part: name → the number of parts. */
+    readonly parts = new Map<string, number>(),
   ) {}
 
   scope(name: string): Weights {
-    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded, this.tp)
+    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded, this.tp, this.parts)
   }
 
   #path(name: string): string {
@@ -69,6 +71,7 @@ export class Weights {
     }
     if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
     this.claimed.add(path)
+    if (shard && shard.size > 1) this.parts.set(path, shard.size)
     const tensor = shard && shard.size > 1
       ? this.backend.fromBytes(shardBytes(tensorBytes(entry), entry.shape, entry.dtype, shard), shape!, entry.dtype)
       : this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })

@@ -55,6 +55,18 @@ for (const dtype of ['bf16', 'q4'] as const)
     expect(typeof cols[0]!.allSum).toBe('function')
   })
 
+test("a rank's weight figures count its share of the sharded tensors", async () => {
+  const dir = await synthModel('llama', 'q4')
+  const whole = ModelStage.load(dir, cpu, { slots: 1, maxLen: 8 })
+  const half = ModelStage.load(dir, cpu, { slots: 1, maxLen: 8, tp: loneRank(1, 2) })
+  // the embedding (tied head) and the norms stay whole; every layer's linears halve, and so does the KV cache
+  expect(half.weightBytes).toBeLessThan(whole.weightBytes)
+  expect(half.weightBytes).toBeGreaterThan(whole.weightBytes / 2)
+  expect(half.cache.bytes).toBe(whole.cache.bytes / 2)
+  whole.close()
+  half.close()
+})
+
 test('a sharded-to-all linear sums its partial outputs first and adds the bias once', () => {
   const x = cpu.fromFloat32(Float32Array.of(1, 2), [1, 2])
   const weight = cpu.fromFloat32(Float32Array.of(1, 0, 0, 1, 1, 1), [3, 2])
