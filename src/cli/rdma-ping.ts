@@ -28,8 +28,8 @@ export default defineCommand({
     rank: { type: 'string', description: 'This process\'s rank (0 listens, the others dial it)', required: true, valueHint: 'N' },
     'world-size': { type: 'string', description: 'Number of ranks', default: '2', valueHint: 'W' },
     peer: { type: 'string', description: 'Rank 0\'s HOST:PORT (ranks > 0)', valueHint: 'HOST:PORT' },
-    listen: { type: 'string', description: 'Where rank 0 listens', default: '0.0.0.0:47100', valueHint: 'HOST:PORT' },
-    coordinator: { type: 'string', description: 'Coordinator HOST:PORT for rank discovery (not built yet: use --peer)', valueHint: 'HOST:PORT' },
+    listen: { type: 'string', description: 'Where rank 0 listens (default 0.0.0.0:47100, or the port of --coordinator)', valueHint: 'HOST:PORT' },
+    coordinator: { type: 'string', description: 'Rank 0\'s HOST:PORT, the same on every rank: rank 0 listens on its port, the others dial it (instead of --listen/--peer)', valueHint: 'HOST:PORT' },
     transport: {
       type: 'string',
       description: 'jaccl (MLX over Thunderbolt RDMA, macOS), ring (MLX over TCP), link (sealed TCP link, no MLX needed); auto: jaccl where the RDMA gate passes, else ring where MLX is installed, else link',
@@ -55,21 +55,23 @@ export default defineCommand({
     const { transport, reason } = chooseTransport(args.transport as PingTransport | 'auto', transportProbes())
     if (transport === 'jaccl') await doctorJaccl()
     consola.info(`transport: ${reason}`)
-    if (rank > 0 && !args.peer) {
-      throw new UsageError('ranks > 0 need --peer HOST:PORT of rank 0', args.coordinator ? 'rank discovery through --coordinator is not built yet' : "rank 0 prints the address to use when it starts")
-    }
+    // --coordinator: one address for every rank's command line (rank 0 listens on its port on every interface)
+    const coordinator = args.coordinator === undefined ? undefined : hostPort(args.coordinator, 'coordinator')
+    const listen = args.listen ?? (coordinator ? `0.0.0.0:${coordinator.port}` : '0.0.0.0:47100')
+    const peer = args.peer ?? args.coordinator
+    if (rank > 0 && !peer) throw new UsageError('ranks > 0 need --peer HOST:PORT (or --coordinator HOST:PORT) of rank 0', 'rank 0 prints the address to use when it starts')
     const linkOpts = rankLinkOptions('accepted for test data only')
     let allSum: AllSum
     let close: () => void
     if (transport !== 'link') {
-      ;({ allSum, close } = await mlxAllSum(transport, { rank, worldSize, timeoutMs, link: linkOpts, listen: args.listen, peer: args.peer, devices: args['rdma-device'] }))
+      ;({ allSum, close } = await mlxAllSum(transport, { rank, worldSize, timeoutMs, link: linkOpts, listen, peer, devices: args['rdma-device'] }))
     } else if (rank === 0) {
-      const at = hostPort(args.listen, 'listen')
+      const at = hostPort(listen, 'listen')
       const { links, stop } = await acceptRanks(at.host, at.port, worldSize, timeoutMs, linkOpts, (port) => consola.info(`rank 0 listening on ${at.host}:${port}; start the others with --peer <this host>:${port}`))
       allSum = hubAllSum(links, timeoutMs)
       close = () => (links.forEach((l) => l.close()), stop())
     } else {
-      const at = hostPort(args.peer!, 'peer')
+      const at = hostPort(peer!, 'peer')
       const link = await dialRankZero(at.host, at.port, timeoutMs, linkOpts)
       allSum = spokeAllSum(link, timeoutMs)
       close = () => link.close()

@@ -13,14 +13,14 @@ const home = () => mkdtempSync(join(tmpdir(), 'rdma-ping-'))
 const spawn = (args: string[]) => Bun.spawn([BUN, MAIN, 'rdma-ping', ...args], { env: { ...process.env, NODE_ENV: 'production', DBCLUSTER_HOME: home() } /* consola hides info lines under NODE_ENV=test */, stdout: 'pipe', stderr: 'pipe' })
 
 /** consola's info lines and the JSON report share stdout: returns the port and a reader for the rest. */
-async function listeningPort(proc: ReturnType<typeof spawn>): Promise<{ port: number; rest: () => Promise<string> }> {
+async function listeningPort(proc: ReturnType<typeof spawn>, host = '127\\.0\\.0\\.1'): Promise<{ port: number; rest: () => Promise<string> }> {
   const reader = proc.stdout.getReader()
   let text = ''
   for (;;) {
     const { value, done } = await reader.read()
     if (done) throw new Error(`rank 0 exited: ${text}`)
     text += new TextDecoder().decode(value)
-    const m = /listening on 127\.0\.0\.1:(\d+)/.exec(text)
+    const m = new RegExp(`listening on ${host}:(\\d+)`).exec(text)
     if (m) {
       const rest = async () => {
         for (;;) {
@@ -61,6 +61,20 @@ test('two ranks over link: exact sums, latency and bandwidth per size, on both r
 
 const ring = probeMlxTransport('ring')
 test.skipIf(!ring.available)(`two ranks over MLX ring, meeting by --peer alone: exact sums, latency and bandwidth per size${ring.available ? '' : ` (skipped: ${ring.reason})`}`, () => twoRanks('ring'), 120_000)
+
+test('--coordinator HOST:PORT on every rank: rank 0 listens on its port, the other dials it', async () => {
+  const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const port = l.port
+  l.stop(true)
+  const args = ['--coordinator', `127.0.0.1:${port}`, '--transport', 'link', '--rounds', '2', '--sizes', '4K', '--json']
+  const r0 = spawn(['--rank', '0', ...args])
+  const { port: listening, rest } = await listeningPort(r0, '0\\.0\\.0\\.0')
+  expect(listening).toBe(port)
+  const r1 = spawn(['--rank', '1', ...args])
+  const outs = await Promise.all([rest(), new Response(r1.stdout).text()])
+  expect([await r0.exited, await r1.exited]).toEqual([0, 0])
+  expect(outs.map((t) => JSON.parse(t.trim().split('\n').at(-1)!).sizes[0].bytes)).toEqual([4096, 4096])
+}, 60_000)
 
 test('a peer that never comes fails with a clear line and a non-zero exit', async () => {
   const r1 = spawn(['--rank', '1', '--peer', '127.0.0.1:1', '--timeout-s', '1', '--sizes', '4K'])
