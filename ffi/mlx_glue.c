@@ -7,21 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "dbc.h"
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-variable"
-#include "mlx/c/mlx.h"
-#pragma GCC diagnostic pop
+#include "mlx_internal.h"
 
 #define MLX_PINNED_VERSION "0.31.2"
-#define MAGIC 0xdbc3a1a0u
+#define MAGIC MLX_TENSOR_MAGIC
 #define MAX_DIMS 8
 
-typedef struct {
-  uint32_t magic;
-  int dtype; /* DBC_* */
-  mlx_array a;
-} tensor;
+typedef mlx_tensor tensor;
 
 static char last_error[1024];
 static char backend_name[128] = "mlx";
@@ -1194,3 +1186,12 @@ int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh,
   arena_free(&z);
   return rc;
 }
+
+/* ---------- for mlx_distributed.c (mlx_internal.h) ---------- */
+
+int mlx_glue_get(void* h, const char* what, tensor** out) { return get(h, what, out); }
+int mlx_glue_wrap(mlx_array a, void** out) { return wrap(a, out); }
+mlx_dtype mlx_glue_dtype(int dbc_dtype) { return to_mlx(dbc_dtype); }
+size_t mlx_glue_dtype_size(int dbc_dtype) { return dtype_size(dbc_dtype); }
+int mlx_glue_fail(int code, const char* msg) { return fail(code, "%s", msg); }
+int mlx_glue_initialised(void) { return initialised; }

@@ -30,4 +30,6 @@ export interface Architecture {
 export interface ArchitectureModule {
   parseConfig(raw: Record<string, unknown>): DecoderConfig
   createModel(config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture
+  /** The model marks its linears for tensor parallel (Weights.linear `shard`) and runs on a per-rank config. */
+  readonly tensorParallel?: boolean
 }

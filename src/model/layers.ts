@@ -70,7 +70,8 @@ export class FusedLinear {
 
 function canStack(parts: LinearWeight[]): boolean {
   const [first, ...rest] = parts
-  if (!first) return false
+  // a sharded-to-all part sums across ranks on its own
+  if (!first || parts.some((p) => p.allSum)) return false
   return rest.every((p) => {
     if (p.kind !== first.kind || Boolean(p.bias) !== Boolean(first.bias)) return false
     if (p.kind === 'dense' && first.kind === 'dense') return p.weight.dtype === first.weight.dtype
@@ -118,8 +119,9 @@ export class SwiGluMlp {
   readonly down: Linear
   constructor(w: Weights, config: DecoderConfig, private readonly b: Backend) {
     const { intermediateSize: inter, hiddenSize: hidden } = config
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden), w.linear('up_proj', inter, hidden)], [inter, inter], w, b)
-    this.down = new Linear(w.linear('down_proj', hidden, inter), b)
+    // tensor parallel: gate/up keep this rank's rows, down its columns (one all_sum per MLP)
+    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+    this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
     const [gate, up] = this.gateUp.apply(x)

@@ -8,7 +8,9 @@ import type { DecoderConfig } from './config.ts'
 import { CheckpointError } from './errors.ts'
 import { fullLayers, KvCache } from './kv-cache.ts'
 import { architectureFor } from './registry.ts'
+import { shardConfig } from './tensor-parallel.ts'
 import { Weights } from './weights.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import { join } from 'node:path'
 
 export interface StageOptions {
@@ -18,6 +20,8 @@ export interface StageOptions {
   /** Concurrent sequences (KV slots) and the longest sequence a slot holds. */
   slots?: number
   maxLen?: number
+  /** Tensor parallel: this process holds rank `tp.rank` of `tp.size` shards of every layer (default: the whole layer). */
+  tp?: TensorParallel
 }
 
 export interface StageInput {
@@ -65,7 +69,8 @@ export class ModelStage {
   static load(dir: string, backend: Backend, options: StageOptions = {}): ModelStage {
     const raw = readJson(join(dir, 'config.json'), 'config.json')
     const arch = architectureFor(raw.model_type)
-    const config = arch.parseConfig(raw)
+    const tp = options.tp
+    const config = tp ? shardConfig(arch.parseConfig(raw), tp, String(raw.model_type), arch.tensorParallel === true) : arch.parseConfig(raw)
     const lo = options.lo ?? 0
     const hi = options.hi ?? config.numLayers
     if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && hi <= config.numLayers && lo < hi)) {
@@ -74,7 +79,7 @@ export class ModelStage {
     const range: LayerRange = { lo, hi, first: lo === 0, last: hi === config.numLayers }
     const owned = (name: string) => stagePrefixes(range, config).some((p) => name === p || name.startsWith(`${p}.`))
     const checkpoint = openCheckpoint(dir, owned)
-    const weights = new Weights(checkpoint, backend, config.quantization)
+    const weights = new Weights(checkpoint, backend, config.quantization, '', new Set(), [], tp)
     const model = arch.createModel(config, weights, range, backend)
     const leftover = weights.unclaimed(stagePrefixes(range, config))
     if (leftover.length) {
@@ -90,9 +95,11 @@ export class ModelStage {
     const embedding = `${config.weightPrefix ?? ''}model.embed_tokens.`
     for (const name of weights.claimed) {
       const e = checkpoint.tensors.get(name)!
-      weightBytes += e.end - e.begin
+      // a tensor-parallel rank holds 1/N of its sharded tensors
+      const bytes = (e.end - e.begin) / (weights.parts.get(name) ?? 1)
+      weightBytes += bytes
       const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
-      if (tiedHead || !name.startsWith(embedding)) streamedBytes += (e.end - e.begin) * share
+      if (tiedHead || !name.startsWith(embedding)) streamedBytes += bytes * share
     }
     return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
   }

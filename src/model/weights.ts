@@ -1,6 +1,7 @@
 /** Weights: strict, scoped lookup of checkpoint tensors. Every tensor a stage needs is claimed exactly once; tensors of the
  * stage's range that nobody claimed are an error (mlx-lm strict=True), so a renamed or missing key never goes unnoticed. */
-import type { Backend, QuantizedMatrix, Tensor } from '../tensor/backend.ts'
+import { DTYPE_BYTES, type Backend, type DType, type QuantizedMatrix, type Tensor } from '../tensor/backend.ts'
+import { NO_TENSOR_PARALLEL, type TensorParallel } from '../tensor/tensor-parallel.ts'
 import type { Checkpoint } from './checkpoint.ts'
 import { CheckpointError } from './errors.ts'
 import type { QuantizationConfig } from './quantization.ts'
@@ -11,7 +12,20 @@ import { tensorBytes } from './safetensors.ts'
 export type StorageKind = 'float' | 'packed' | 'e8m0'
 const ALLOWED: Record<StorageKind, readonly string[]> = { float: ['f32', 'f16', 'bf16'], packed: ['u32'], e8m0: ['u8'] }
 
-export type LinearWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
+/** `allSum`: the weight holds this rank's input columns (tensor parallel, "sharded-to-all"): the partial outputs are summed
+ * across ranks, then the bias is added once. */
+export type LinearWeight = ({ kind: 'dense'; weight: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix }) & { bias?: Tensor; allSum?: (x: Tensor) => Tensor }
+
+/** Tensor parallel (mlx-lm shard_linear): 'out' keeps this rank's output rows (q/k/v/gate/up, "all-to-sharded"), 'in'
+ * its input columns (o/down, "sharded-to-all"). Sizes given to Weights.linear are this rank's; the checkpoint holds size×. */
+export type ShardAxis = 'out' | 'in'
+
+/** Which part of a tensor one rank loads: `axis` of the full tensor cut into `size` equal parts, part `rank`. */
+interface TensorShard {
+  axis: number
+  rank: number
+  size: number
+}
 
 /** A stack of expert Linears [experts, out, in] (mlx-lm SwitchLinear), dense or quantized, with an optional bias [experts, out]. */
 export type ExpertsWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
@@ -24,10 +38,14 @@ export class Weights {
     readonly prefix = '',
     readonly claimed = new Set<string>(),
     readonly loaded: Tensor[] = [],
+    /** The tensor-parallel group whose shard this process loads (linears marked with `shard`). */
+    readonly tp: TensorParallel = NO_TENSOR_PARALLEL,
+    /** Claimed tensors of which this rank holds only a part: name → the number of parts. */
+    readonly parts = new Map<string, number>(),
   ) {}
 
   scope(name: string): Weights {
-    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded)
+    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded, this.tp, this.parts)
   }
 
   #path(name: string): string {
@@ -38,27 +56,34 @@ export class Weights {
     return this.checkpoint.tensors.has(this.#path(name))
   }
 
-  /** Loads (memory-mapped, no copy on the cpu backend) and claims one tensor, checking its shape when given and its dtype. */
-  tensor(name: string, shape?: readonly number[], kind: StorageKind = 'float'): Tensor {
+  /** Loads (memory-mapped, no copy on the cpu backend) and claims one tensor, checking its shape when given and its dtype.
+   * With `shard`, `shape` is this rank's part and the checkpoint must hold `size` parts along `axis`. */
+  tensor(name: string, shape?: readonly number[], kind: StorageKind = 'float', shard?: TensorShard): Tensor {
     const path = this.#path(name)
     const entry = this.checkpoint.tensors.get(path)
     if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
     if (!ALLOWED[kind].includes(entry.dtype)) {
       throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : kind === 'e8m0' ? 'config.json says this layer is mxfp4, whose scales are u8 (E8M0)' : 'config.json says this layer is quantized but its weight is not packed u32')
     }
-    if (shape && (shape.length !== entry.shape.length || shape.some((d, i) => d !== entry.shape[i]))) {
-      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}]`, 'config.json does not match the weights')
+    const full = shape && shard ? shape.map((d, i) => (i === shard.axis ? d * shard.size : d)) : shape
+    if (full && (full.length !== entry.shape.length || full.some((d, i) => d !== entry.shape[i]))) {
+      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${full.join(', ')}]`, 'config.json does not match the weights')
     }
     if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
     this.claimed.add(path)
-    const tensor = this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })
+    if (shard && shard.size > 1) this.parts.set(path, shard.size)
+    const tensor = shard && shard.size > 1
+      ? this.backend.fromBytes(shardBytes(tensorBytes(entry), entry.shape, entry.dtype, shard), shape!, entry.dtype)
+      : this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })
     this.loaded.push(tensor)
     return tensor
   }
 
   /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-quantized (affine or mxfp4, per the config / `.scales`). */
-  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean } = {}): LinearWeight {
-    return this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false)
+  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis } = {}): LinearWeight {
+    const shard = this.tp.size > 1 ? options.shard : undefined
+    const w = this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false, shard)
+    return shard === 'in' ? { ...w, allSum: this.tp.allSum } : w
   }
 
   /** `experts` Linears [outFeatures, inFeatures] stacked on a leading axis, each with its bias row when `bias`. */
@@ -66,20 +91,24 @@ export class Weights {
     return this.#quantizable(name, [experts, outFeatures], inFeatures, [experts, outFeatures], options.bias ?? false)
   }
 
-  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean): LinearWeight {
+  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean, shardAxis?: ShardAxis): LinearWeight {
     const w = this.scope(name)
     const quant = this.quantization.forModule(this.#path(name), w.has('scales'))
-    const bias = withBias ? w.tensor('bias', biasShape) : undefined
-    if (!quant) return { kind: 'dense', weight: w.tensor('weight', [...lead, inFeatures]), bias }
+    const { rank, size } = this.tp
+    // out: rows of the weight, its scales and its bias; in: columns (packed words and groups), the bias stays whole
+    const part = shardAxis ? { axis: shardAxis === 'out' ? lead.length - 1 : lead.length, rank, size } : undefined
+    const bias = withBias ? w.tensor('bias', biasShape, 'float', shardAxis === 'out' ? { axis: lead.length - 1, rank, size } : undefined) : undefined
+    if (!quant) return { kind: 'dense', weight: w.tensor('weight', [...lead, inFeatures], 'float', part), bias }
     const { groupSize, bits, mode } = quant
     if ((inFeatures * bits) % 32 || inFeatures % groupSize) {
-      throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}`)
+      const tp = shardAxis === 'in' ? ` (this rank's 1/${size} of the inputs: a tensor-parallel split must fall on group boundaries)` : ''
+      throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}${tp}`)
     }
     const groups = [...lead, inFeatures / groupSize]
     const matrix: QuantizedMatrix = {
-      weight: w.tensor('weight', [...lead, (inFeatures * bits) / 32], 'packed'),
-      scales: w.tensor('scales', groups, mode === 'mxfp4' ? 'e8m0' : 'float'),
-      biases: mode === 'mxfp4' ? undefined : w.tensor('biases', groups),
+      weight: w.tensor('weight', [...lead, (inFeatures * bits) / 32], 'packed', part),
+      scales: w.tensor('scales', groups, mode === 'mxfp4' ? 'e8m0' : 'float', part),
+      biases: mode === 'mxfp4' ? undefined : w.tensor('biases', groups, 'float', part),
       groupSize,
       bits,
     }
@@ -95,9 +124,26 @@ export class Weights {
   }
 }
 
-/** Applies a Linear: x [..., in] → [..., out]. */
+/** Applies a Linear: x [..., in] → [..., out]. A sharded-to-all weight sums its partial outputs first, then adds the bias. */
 export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor, options: { precise?: boolean } = {}): Tensor {
-  return w.kind === 'dense' ? backend.linear(x, w.weight, w.bias) : backend.quantizedLinear(x, w.matrix, w.bias, options)
+  const bias = w.allSum ? undefined : w.bias
+  const y = w.kind === 'dense' ? backend.linear(x, w.weight, bias) : backend.quantizedLinear(x, w.matrix, bias, options)
+  if (!w.allSum) return y
+  const sum = w.allSum(y)
+  return w.bias ? backend.add(sum, w.bias) : sum
+}
+
+/** This rank's part of a row-major tensor: a contiguous range when the cut is on the leading axis, else one strided copy. */
+function shardBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, s: TensorShard): Uint8Array {
+  if (shape[s.axis]! % s.size) throw new CheckpointError('E_TP_SHARD', `an axis of ${shape[s.axis]} does not split into ${s.size} equal parts`, 'choose a --tp that divides the heads and the MLP width')
+  const inner = shape.slice(s.axis + 1).reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype]
+  const outer = shape.slice(0, s.axis).reduce((a, d) => a * d, 1)
+  const span = (shape[s.axis]! / s.size) * inner
+  const row = shape[s.axis]! * inner
+  if (outer === 1) return bytes.subarray(s.rank * span, (s.rank + 1) * span)
+  const out = new Uint8Array(outer * span)
+  for (let i = 0; i < outer; i++) out.set(bytes.subarray(i * row + s.rank * span, i * row + (s.rank + 1) * span), i * span)
+  return out
 }
 
 /** Applies the experts each row picked: x [rows, in] or [rows, k, in], indices i32 [rows, k] → [rows, k, out]. */

@@ -21,8 +21,8 @@ export function mlxGlueCandidates(): string[] {
 
 let opened: ShimSymbols | undefined
 
-function openGlue(): ShimSymbols {
-  if (opened) return opened
+/** The glue library's path, or an error naming where it was looked for. */
+export function mlxGluePath(): string {
   const path = mlxGlueCandidates().find((p) => existsSync(p))
   if (!path) {
     throw new DbcError(
@@ -31,7 +31,12 @@ function openGlue(): ShimSymbols {
       "install mlx-c (macOS: 'brew install mlx-c'), run 'bash scripts/build-mlx-shim.sh', or use --backend cpu",
     )
   }
-  opened = openShimLibrary(path, "rebuild it with 'bash scripts/build-mlx-shim.sh'")
+  return path
+}
+
+function openGlue(): ShimSymbols {
+  if (opened) return opened
+  opened = openShimLibrary(mlxGluePath(), "rebuild it with 'bash scripts/build-mlx-shim.sh'")
   return opened
 }
 

@@ -61,6 +61,29 @@ export const SYMBOLS = {
 
 export const ABI_VERSION = 2
 
+/** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor/mlx-distributed.test.ts checks it). */
+export const MLX_DISTRIBUTED_SYMBOLS = {
+  dbc_dist_setenv: { args: [P, P], returns: i32 },
+  dbc_dist_available: { args: [P], returns: i32 },
+  dbc_dist_init: { args: [P, i32, i32, P], returns: i32 },
+  dbc_dist_info: { args: [P, P], returns: i32 },
+  dbc_dist_all_sum_host: { args: [P, P, i64, i32], returns: i32 },
+  dbc_dist_all_sum: { args: [P, P, P], returns: i32 },
+  dbc_dist_free: { args: [P], returns: i32 },
+  dbc_last_error: { args: [], returns: FFIType.cstring },
+} as const
+
+export type MlxDistributedSymbols = ReturnType<typeof dlopen<typeof MLX_DISTRIBUTED_SYMBOLS>>['symbols']
+
+/** Opens the distributed half of the mlx glue (a second handle on the same library, so one last-error string). */
+export function openMlxDistributedLibrary(path: string, hint: string): MlxDistributedSymbols {
+  try {
+    return dlopen(path, MLX_DISTRIBUTED_SYMBOLS).symbols
+  } catch (error) {
+    throw new DbcError('E_SHIM_MISSING', `cannot load MLX distributed from ${path}: ${(error as Error).message}`, hint)
+  }
+}
+
 /** A failed shim call: the C side's code and its last-error message. */
 export class NativeError extends DbcError {
   constructor(

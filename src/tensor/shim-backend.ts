@@ -108,6 +108,12 @@ export class ShimBackend implements Backend {
     return this.#adopt()
   }
 
+  /** Runs a native function of this same library that reads one tensor handle and writes a new one through `out`
+   * (MLX distributed's all_sum): the result joins the current scope like any op's. */
+  applyNative(x: Tensor, call: (handle: Pointer, out: Pointer) => number): Tensor {
+    return this.#call(call(this.#t(x).handle, this.#outPtr))
+  }
+
   // ---------- creation and transfer ----------
 
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor {

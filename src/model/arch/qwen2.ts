@@ -20,12 +20,12 @@ class Attention implements AttentionLayer {
     private readonly b: Backend,
   ) {
     this.qkv = new FusedLinear(
-      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true })],
+      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' })],
       [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numKvHeads * c.headDim],
       w,
       b,
     )
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim), b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { shard: 'in' }), b)
   }
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
@@ -42,3 +42,6 @@ class Attention implements AttentionLayer {
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new DecoderModel(config, weights, range, backend, (w, c, rope, b) => new Attention(w, c, rope, b))
+
+/** Tensor parallel: q/k/v keep this rank's heads, o_proj their columns; the MLP splits as in layers.ts SwiGluMlp. */
+export const tensorParallel = true

@@ -23,12 +23,12 @@ class Attention implements AttentionLayer {
   ) {
     const bias = c.attentionBias
     this.qkv = new FusedLinear(
-      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias })],
+      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias, shard: 'out' }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias, shard: 'out' }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias, shard: 'out' })],
       [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numKvHeads * c.headDim],
       w,
       b,
     )
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias }), b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias, shard: 'in' }), b)
     this.qNorm = new RmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new RmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
   }
@@ -47,3 +47,6 @@ class Attention implements AttentionLayer {
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new DecoderModel(config, weights, range, backend, (w, c, rope, b) => new Attention(w, c, rope, b))
+
+/** Tensor parallel: q/k/v keep this rank's heads, o_proj their columns; the MLP splits as in layers.ts SwiGluMlp. */
+export const tensorParallel = true

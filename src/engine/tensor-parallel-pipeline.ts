@@ -1,0 +1,120 @@
+/** Tensor parallel behind the Pipeline seam: rank 0 runs the engine (scheduler, sampling, API) over its shard and
+ * sends every sequence open/close and every step's rows to the other ranks first; they replay them on their shards, so
+ * each forward meets the others in the same all_sums. The followers need no prompt, seed or request of their own. */
+import { DbcError } from '../errors.ts'
+import type { Pipeline } from '../model/pipeline.ts'
+import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
+import type { ModelStage, StageInput } from '../model/shard.ts'
+import { LocalPipeline } from './pipeline.ts'
+
+/** Rank 0's bytes on every rank of the TP group (MlxGroup.broadcast). */
+export interface StepBroadcast {
+  readonly rank: number
+  broadcast(bytes?: Uint8Array): Uint8Array
+}
+
+const OP = { open: 1, close: 2, step: 3, stop: 4 } as const
+
+/** [op, rows, logitRows (-1: all), tokens…, slots…, positions…, logitRows…] as i32. */
+function encodeStep(input: StageInput): Uint8Array {
+  const rows = input.slots.length
+  const logits = input.logitRows ? input.logitRows.length : -1
+  const out = new Int32Array(3 + rows * 3 + Math.max(0, logits))
+  out.set([OP.step, rows, logits])
+  out.set(input.tokens!, 3)
+  out.set(input.slots, 3 + rows)
+  out.set(input.positions, 3 + 2 * rows)
+  if (input.logitRows) out.set(input.logitRows, 3 + 3 * rows)
+  return new Uint8Array(out.buffer)
+}
+
+function decodeStep(m: Int32Array): StageInput {
+  const [, rows, logits] = m as unknown as [number, number, number]
+  const at = (i: number, n: number) => m.slice(3 + i * rows, 3 + i * rows + n)
+  return { tokens: at(0, rows), slots: at(1, rows), positions: at(2, rows), logitRows: logits < 0 ? undefined : m.slice(3 + 3 * rows, 3 + 3 * rows + logits) }
+}
+
+const message = (...values: number[]) => new Uint8Array(Int32Array.from(values).buffer)
+
+/** Rank 0: the engine's Pipeline over this rank's shard (one stage holding every layer), mirrored to the followers. */
+export class TensorParallelPipeline implements Pipeline {
+  readonly #local: LocalPipeline
+  #stopped = false
+
+  constructor(
+    stage: ModelStage,
+    private readonly group: StepBroadcast,
+  ) {
+    if (group.rank !== 0) throw new DbcError('E_TP_RANK', 'only rank 0 drives a tensor-parallel pipeline', 'run followTensorParallel on the other ranks')
+    this.#local = new LocalPipeline([stage])
+  }
+
+  get vocabSize(): number {
+    return this.#local.vocabSize
+  }
+
+  get maxLen(): number {
+    return this.#local.maxLen
+  }
+
+  #send(bytes: Uint8Array): void {
+    if (this.#stopped) throw new DbcError('E_TP_STOPPED', 'the tensor-parallel group was stopped')
+    this.group.broadcast(bytes)
+  }
+
+  openSequence(): number {
+    const slot = this.#local.openSequence()
+    this.#send(message(OP.open, slot))
+    return slot
+  }
+
+  closeSequence(slot: number): void {
+    this.#send(message(OP.close, slot))
+    this.#local.closeSequence(slot)
+  }
+
+  async step(input: StageInput): Promise<Float32Array> {
+    if (!input.tokens) throw new DbcError('E_STEP', 'a tensor-parallel step starts from token ids')
+    this.#send(encodeStep(input))
+    return this.#local.step(input)
+  }
+
+  async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
+    // a middle prefill chunk samples nothing, but the head still needs a row to compute
+    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0) }), []
+    return sampleRows(await this.step(input), this.vocabSize, rows)
+  }
+
+  /** Ends the followers' loops (they return from followTensorParallel). */
+  stop(): void {
+    if (this.#stopped) return
+    this.group.broadcast(message(OP.stop))
+    this.#stopped = true
+  }
+}
+
+/** Ranks > 0: replays rank 0's opens, closes and steps on this rank's shard until rank 0 stops; returns the steps run. */
+export function followTensorParallel(stage: ModelStage, group: StepBroadcast): number {
+  if (group.rank === 0) throw new DbcError('E_TP_RANK', 'rank 0 drives the group; only the other ranks follow')
+  let steps = 0
+  for (;;) {
+    const bytes = group.broadcast()
+    const m = new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+    switch (m[0]) {
+      case OP.open:
+        stage.cache.claim(m[1]!)
+        break
+      case OP.close:
+        stage.cache.release(m[1]!)
+        break
+      case OP.step:
+        stage.forward(decodeStep(m))
+        steps++
+        break
+      case OP.stop:
+        return steps
+      default:
+        throw new DbcError('E_TP_PROTOCOL', `unknown tensor-parallel message ${m[0]}`, 'run the same dbcluster release on every rank')
+    }
+  }
+}
