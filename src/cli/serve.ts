@@ -24,6 +24,8 @@ import { manifestFor } from '../distribution/manifest.ts'
 import { resolveModelDir } from '../distribution/model-source.ts'
 import { existsSync } from 'node:fs'
 import { progressPrinter } from './model-pull.ts'
+import { startTensorParallel } from './mlx-group.ts'
+import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
@@ -76,6 +78,13 @@ export default defineCommand({
     'link-port': { type: 'string', description: 'With --discover: TCP port of this node’s sealed link', default: '47391' },
     coordinator: { type: 'string', description: 'With --discover: coordinator URL whose peer list vouches for (and pins) nodes not pinned yet', valueHint: 'URL' },
     'coordinator-token': { type: 'string', description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)' },
+    tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): ranks sharing each layer; rank 0 serves the API, the others follow', default: '1', valueHint: 'N' },
+    'tp-rank': { type: 'string', description: 'With --tp: this process\'s rank (0 listens on --tp-listen, the others dial --tp-peer)', default: '0', valueHint: 'R' },
+    'tp-listen': { type: 'string', description: 'With --tp, rank 0: where the ranks meet', default: '0.0.0.0:47200', valueHint: 'HOST:PORT' },
+    'tp-peer': { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s meeting HOST:PORT', valueHint: 'HOST:PORT' },
+    'tp-transport': { type: 'string', description: 'With --tp: jaccl (Thunderbolt RDMA, macOS), ring (TCP), or auto', default: 'auto', valueHint: 'auto|jaccl|ring' },
+    'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
+    'tp-timeout': { type: 'string', description: 'With --tp: seconds to wait for the other ranks', default: '60', valueHint: 'S' },
     'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
   },
   async run({ args }) {
@@ -91,7 +100,11 @@ export default defineCommand({
       dir = demo.dir
       consola.info(`${demo.created ? 'created' : 'using'} the synthetic demo model at ${dir} (random weights: its text is gibberish; pass --model DIR for a real one)`)
     }
-    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
+    const tpSize = positiveInt(args.tp, 'tp')
+    if (tpSize > 1 && membership) throw new UsageError('--tp cannot be combined with a pipeline cluster (--peers / --discover) yet', 'run tensor parallel alone, or pipeline parallel alone')
+    const choice = parseBackendChoice(args.backend)
+    if (tpSize > 1 && choice === 'cpu') throw new UsageError('--tp runs over MLX distributed and needs the mlx backend', 'use --backend mlx (or auto), or pipeline parallel (--peers)')
+    const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
     consola.info(reason)
     const maxBatch = positiveInt(args['max-batch'], 'max-batch')
     const maxLen = positiveInt(args['max-context'], 'max-context')
@@ -194,6 +207,25 @@ export default defineCommand({
         },
       })
       pipeline = ring
+    } else if (tpSize > 1) {
+      const tpRank = Number(args['tp-rank'])
+      if (!Number.isInteger(tpRank) || tpRank < 0 || tpRank >= tpSize) throw new UsageError(`--tp-rank must be 0..${tpSize - 1}, got '${args['tp-rank']}'`)
+      const { group, tp } = await startTensorParallel(
+        { size: tpSize, rank: tpRank, transport: args['tp-transport'], listen: args['tp-listen'], peer: args['tp-peer'], rdmaDevice: args['rdma-device'], timeoutMs: positiveInt(args['tp-timeout'], 'tp-timeout') * 1000 },
+        backend,
+      )
+      stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen, tp })
+      if (tpRank > 0) {
+        // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API
+        consola.info(`tensor-parallel rank ${tpRank}: following rank 0`)
+        const steps = followTensorParallel(stage, group)
+        consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
+        group.close()
+        return
+      }
+      const tpPipeline = new TensorParallelPipeline(stage, group)
+      process.once('exit', () => tpPipeline.stop())
+      pipeline = tpPipeline
     } else {
       stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen })
       pipeline = new LocalPipeline([stage])
