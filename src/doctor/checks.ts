@@ -10,7 +10,7 @@ import { KeychainPinStore } from '../trust/pin-store-keychain.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
 import { runWithTimeout, type CommandResult } from './run-with-timeout.ts'
-import { checkBridgeLoop, checkCluster } from './cluster-checks.ts'
+import { checkBridgeLoop, checkCluster, checkRdmaPeers } from './cluster-checks.ts'
 
 export interface DoctorEnv {
   platform: NodeJS.Platform
@@ -174,6 +174,7 @@ export async function runDoctor(env: DoctorEnv): Promise<CheckResult[]> {
     ...(await checkCoordinator(env)),
     ...(await checkCluster(env)),
     await checkBridgeLoop(env, env.nodes ?? (await clusterSize(env))),
+    await checkRdmaPeers(env),
   ]
 }
 

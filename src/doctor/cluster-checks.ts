@@ -3,7 +3,8 @@
  * three or more, whether the Thunderbolt Bridge joins two Thunderbolt ports (a loop when the Macs are cabled in a ring). */
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import type { DoctorEnv } from './checks.ts'
-import { parseBridgeMembers } from './macos-parsers.ts'
+import { parseArpA } from '../discovery/arp.ts'
+import { parseBridgeMembers, parseIbvDevinfo } from './macos-parsers.ts'
 
 /** What the head's /health says of each member (docs/cluster.md §Status). */
 interface Member {
@@ -68,4 +69,31 @@ export async function checkBridgeLoop(env: DoctorEnv, nodes: number | undefined)
   const members = parseBridgeMembers(r.stdout)
   if (members.length < 2) return pass(name, `bridge0 has ${members.length} member port(s)`)
   return fail(name, `bridge0 joins ${members.join(', ')} in a cluster of ${nodes}: cabled in a ring, broadcast frames loop`, 'remove all but one Thunderbolt port from the bridge (System Settings > Network > Thunderbolt Bridge), or take Thunderbolt Bridge off and give each cable its own link-local interface')
+}
+
+/** Which RDMA device faces which peer: a Thunderbolt RDMA device `rdma_enN` rides interface `enN`, and the peer on the
+ * other end of that cable is the link-local neighbour seen on `enN`. This node's row of jaccl's device matrix; each node
+ * prints its own, so running doctor on both ends gives both directions. */
+export async function checkRdmaPeers(env: DoctorEnv): Promise<CheckResult> {
+  const name = 'RDMA device → peer'
+  if (env.platform !== 'darwin') return skip(name, `macOS only (this is ${env.platform})`)
+  const info = await env.run(['ibv_devinfo'])
+  if (!info.ok) return skip(name, `ibv_devinfo: ${info.reason ?? 'failed'}`)
+  const active = parseIbvDevinfo(info.stdout).filter((p) => p.state.startsWith('PORT_ACTIVE'))
+  if (active.length === 0) return skip(name, 'no RDMA port is active (no Thunderbolt 5 cable up)')
+  const rows: string[] = []
+  const lonely: string[] = []
+  for (const { device } of active) {
+    const iface = /^rdma_(\S+)$/.exec(device)?.[1]
+    if (!iface) {
+      rows.push(`${device}: interface unknown`)
+      continue
+    }
+    const arp = await env.run(['arp', '-a', '-n', '-i', iface])
+    const peers = arp.ok ? parseArpA(arp.stdout).filter((n) => n.address.startsWith('169.254.')) : []
+    if (peers.length === 0) lonely.push(`${device} (${iface})`)
+    rows.push(`${device} → ${iface} → ${peers.length ? peers.map((p) => p.address).join(', ') : 'no peer seen'}`)
+  }
+  if (lonely.length) return fail(name, rows.join('; '), `no peer answers on ${lonely.join(', ')}: check that cable and that the Mac on the other end has a 169.254 address on it (start dbcluster there)`)
+  return pass(name, `${rows.join('; ')} (give jaccl these device names: rdma-ping/serve --rdma-device)`)
 }

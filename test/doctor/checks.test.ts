@@ -98,5 +98,6 @@ test('runDoctor on this machine returns every check', async () => {
   expect(names).toContain('clock skew')
   expect(names).toContain('OS versions across nodes')
   expect(names).toContain('Thunderbolt Bridge loop')
-  expect(names.length).toBe(14)
+  expect(names).toContain('RDMA device → peer')
+  expect(names.length).toBe(15)
 })

@@ -5,7 +5,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { defaultEnv } from '../../src/doctor/checks.ts'
-import { checkBridgeLoop, checkCluster } from '../../src/doctor/cluster-checks.ts'
+import { checkBridgeLoop, checkCluster, checkRdmaPeers } from '../../src/doctor/cluster-checks.ts'
 import { parseBridgeMembers } from '../../src/doctor/macos-parsers.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'doctor-cluster-'))
@@ -74,4 +74,37 @@ test('Thunderbolt Bridge loop: two member ports in a ring of 3 fail; one passes;
   expect((await checkBridgeLoop(mac(BRIDGE), 2)).status).toBe('SKIP')
   expect((await checkBridgeLoop(mac('', false), 3)).detail).toContain('no bridge0')
   expect((await checkBridgeLoop(env({ platform: 'linux' }), 3)).status).toBe('SKIP')
+})
+
+const IBV = `hca_id:\trdma_en5
+\ttransport:\t\t\tInfiniBand (0)
+\tphys_port_cnt:\t\t\t1
+\t\tport:\t1
+\t\t\tstate:\t\t\tPORT_ACTIVE (4)
+
+hca_id:\trdma_en6
+\t\tport:\t1
+\t\t\tstate:\t\t\tPORT_ACTIVE (4)
+
+hca_id:\trdma_en7
+\t\tport:\t1
+\t\t\tstate:\t\t\tPORT_DOWN (1)
+`
+
+test('RDMA device → peer: each active rdma_enN names the link-local neighbour on enN; a device facing nobody fails', async () => {
+  const arp: Record<string, string> = {
+    en5: '? (169.254.10.2) at 36:e3:0a:4b:12:05 on en5 [ethernet]\n',
+    en6: '? (169.254.20.3) at 36:e3:0a:4b:12:06 on en6 [ethernet]\n? (10.0.0.1) at 11:22:33:44:55:66 on en6 [ethernet]\n',
+  }
+  const mac = (table: Record<string, string>) =>
+    env({ platform: 'darwin', run: async (cmd: string[]) => (cmd[0] === 'ibv_devinfo' ? { ok: true, stdout: IBV } : { ok: true, stdout: table[cmd.at(-1)!] ?? '' }) })
+  const ok = await checkRdmaPeers(mac(arp))
+  expect(ok.status).toBe('PASS')
+  expect(ok.detail).toContain('rdma_en5 → en5 → 169.254.10.2; rdma_en6 → en6 → 169.254.20.3')
+  expect(ok.detail).not.toContain('rdma_en7') // its port is down
+  const lonely = await checkRdmaPeers(mac({ en5: arp.en5! }))
+  expect(lonely.status).toBe('FAIL')
+  expect(lonely.detail).toContain('rdma_en6 → en6 → no peer seen')
+  expect(lonely.fix).toContain('rdma_en6 (en6)')
+  expect((await checkRdmaPeers(env({ platform: 'linux' }))).status).toBe('SKIP')
 })
