@@ -30,7 +30,8 @@ import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
 import { machineSerial } from '../trust/machine-info.ts'
-import { authorizeByPins } from '../trust/pinned-keys.ts'
+import { authorizeByPins, type PinStore } from '../trust/pinned-keys.ts'
+import { authorizeByPinsOrCoordinator, registerNode } from '../coordinator/node-registration.ts'
 import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
@@ -76,7 +77,7 @@ export default defineCommand({
     nodes: { type: 'string', description: 'With --discover: how many nodes the cluster has, this one included', default: '2' },
     iface: { type: 'string', description: 'With --discover: the interface to use (default: the first with a 169.254/16 address, e.g. bridge0)', valueHint: 'NAME' },
     'link-port': { type: 'string', description: 'With --discover: TCP port of this node’s sealed link', default: '47391' },
-    coordinator: { type: 'string', description: 'With --discover: coordinator URL whose peer list vouches for (and pins) nodes not pinned yet', valueHint: 'URL' },
+    coordinator: { type: 'string', description: 'Coordinator URL (cluster nodes): this node registers there with a signed attestation, and a peer it has no pin for is pinned from the coordinator\'s attested key', valueHint: 'URL' },
     'coordinator-token': { type: 'string', description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)' },
     tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): ranks sharing each layer; rank 0 serves the API, the others follow', default: '1', valueHint: 'N' },
     'tp-rank': { type: 'string', description: 'With --tp: this process\'s rank (0 listens on --tp-listen, the others dial --tp-peer)', default: '0', valueHint: 'R' },
@@ -91,7 +92,9 @@ export default defineCommand({
     const port = Number(args.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     const serial = args['node-name'] ?? machineSerial()
-    const membership = await clusterMembership(args, serial)
+    const pins = openLocalPinStore(defaultPinFile()).store
+    const coordinator = await coordinatorFor(args, serial, pins)
+    const membership = await clusterMembership(args, serial, pins, coordinator)
     // a stage (rank ≥ 1) without --model gets its files from the head
     const isStage = membership !== null && membership.rank > 0
     let dir = args.model && !isStage ? await modelFolder(args.model) : args.model
@@ -128,7 +131,7 @@ export default defineCommand({
         identity,
         serial,
         clusterId: args['cluster-id'],
-        authorize: authorizeByPins(openLocalPinStore(defaultPinFile()).store),
+        authorize: coordinator ? authorizeByPinsOrCoordinator(pins, coordinator) : authorizeByPins(pins),
         pingIntervalMs: Number(args['ping-interval']) * 1000,
         backoffMs: Math.max(500, Number(args['ping-interval']) * 1000),
       }
@@ -288,7 +291,19 @@ type ServeArgs = { peers?: string; rank: string; discover?: boolean; nodes: stri
 
 /** Who is in the cluster and which rank this node is: from --peers/--rank, or found on the cable (--discover); null
  * when this node serves alone. */
-async function clusterMembership(args: ServeArgs, serial: string): Promise<{ peers: RingAddress[]; rank: number } | null> {
+/** With --coordinator on a cluster node: the client (for pinning peers) after registering this node, so its peers can
+ * pin its key; a coordinator that refuses or cannot be reached is reported and the node goes on with the pins it has. */
+async function coordinatorFor(args: ServeArgs, serial: string, pins: PinStore): Promise<CoordinatorClient | undefined> {
+  if (!args.coordinator) return undefined
+  if (!args.peers && !args.discover) throw new UsageError('--coordinator is for cluster nodes (with --peers or --discover)')
+  const token = args['coordinator-token'] ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
+  if (!token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)', "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs")
+  const client = new CoordinatorClient({ url: args.coordinator, token, pins })
+  await registerNode(client, loadLocalIdentity().identity, serial).registered
+  return client
+}
+
+async function clusterMembership(args: ServeArgs, serial: string, pins: PinStore, coordinator: CoordinatorClient | undefined): Promise<{ peers: RingAddress[]; rank: number } | null> {
   if (args.discover && args.peers) throw new UsageError('give either --peers (static membership) or --discover, not both')
   if (args.peers) {
     const peers = parsePeers(args.peers)
@@ -299,9 +314,6 @@ async function clusterMembership(args: ServeArgs, serial: string): Promise<{ pee
   if (!args.discover) return null
   const linkPort = Number(args['link-port'])
   if (!Number.isInteger(linkPort) || linkPort < 1 || linkPort > 65535) throw new UsageError(`--link-port must be 1..65535, got '${args['link-port']}'`)
-  const pins = openLocalPinStore(defaultPinFile()).store
-  const token = args['coordinator-token'] ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
-  if (args.coordinator && !token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)')
   const stop = new AbortController()
   const onSignal = () => stop.abort()
   process.once('SIGINT', onSignal)
@@ -314,7 +326,7 @@ async function clusterMembership(args: ServeArgs, serial: string): Promise<{ pee
       iface: args.iface,
       nodes: positiveInt(args.nodes, 'nodes'),
       pins,
-      coordinator: args.coordinator ? new CoordinatorClient({ url: args.coordinator, token: token!, pins }) : undefined,
+      coordinator,
       signal: stop.signal,
     })
     return { peers: formed.peers, rank: formed.rank }

@@ -18,6 +18,8 @@ export interface LocalClusterOptions {
   extraArgs?: string[]
   /** false: only the head gets --model; the stages receive their layers' files from it (model distribution). */
   modelOnStages?: boolean
+  /** false: the nodes do not pin each other's keys (they get them another way, e.g. a coordinator). */
+  pinEachOther?: boolean
   /** Arguments for one node only (e.g. its --memory). */
   rankArgs?: (rank: number) => string[]
   /** Per-node environment additions (e.g. threads). */
@@ -87,7 +89,7 @@ export async function waitUntilServing(url: string, timeoutMs = 60_000): Promise
 
 /** State folders, identities and pins for N nodes on this machine: node r is `node-r`, with its own DBCLUSTER_HOME and
  * a free link port, and pins every node's key (this launcher vouches for them, as a coordinator would). */
-export function prepareLocalNodes(nodes: number, stateDir?: string): { root: string; ports: number[]; homes: string[]; peers: string } {
+export function prepareLocalNodes(nodes: number, stateDir?: string, pinEachOther = true): { root: string; ports: number[]; homes: string[]; peers: string } {
   const root = stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
   const ports = Array.from({ length: nodes }, freePort)
   const homes = ports.map((_, rank) => join(root, `node-${rank}`))
@@ -95,7 +97,7 @@ export function prepareLocalNodes(nodes: number, stateDir?: string): { root: str
     mkdirSync(home, { recursive: true })
     return loadSoftwareIdentity(join(home, 'identity.key')).identity
   })
-  homes.forEach((home) => {
+  if (pinEachOther) homes.forEach((home) => {
     const pins = new FilePinStore(join(home, 'pins.json'))
     keys.forEach((k, r) => pins.set(`node-${r}`, { publicKey: Buffer.from(k.publicKey).toString('base64'), keyKind: k.kind, source: 'local-cluster', pinnedAt: Date.now() }))
   })
@@ -103,7 +105,7 @@ export function prepareLocalNodes(nodes: number, stateDir?: string): { root: str
 }
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
-  const { ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir)
+  const { ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir, options.pinEachOther ?? true)
   const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
   const onLine = options.onLine ?? (() => {})
 
