@@ -22,4 +22,10 @@ int dbc_dist_all_sum_host(void* group, void* data, int64_t count, int dtype);
 /* all_sum of a tensor of the mlx backend, lazy like every other op (evaluated with the step). */
 int dbc_dist_all_sum(void* group, void* x, void** out);
 int dbc_dist_free(void* group);
+/* Rank liveness while blocked in collectives (rank_watchdog.c): rank 0 listens for `expected` ranks on an ephemeral
+ * port; the others connect to it. Once armed, a rank whose connection closes makes this process print `message` and
+ * exit (code 75) after a short grace; disarm before a clean shutdown. */
+int dbc_dist_watchdog_listen(int32_t expected, const char* message, int32_t* port_out);
+int dbc_dist_watchdog_connect(const char* host, int32_t port, const char* message);
+int dbc_dist_watchdog_disarm(void);
 #endif

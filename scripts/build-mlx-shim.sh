@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the mlx glue (ffi/mlx_glue.c + ffi/mlx_distributed.c → build/libdbc_mlx.so) against an mlx-c that is already installed.
+# Builds the mlx glue (ffi/mlx_glue.c + ffi/mlx_distributed.c + ffi/rank_watchdog.c → build/libdbc_mlx.so) against an mlx-c that is already installed.
 # It never builds mlx-c itself: on macOS install it with Homebrew (brew install mlx-c); elsewhere point MLXC_PREFIX at
 # an install prefix holding include/mlx/c/mlx.h and lib/libmlxc.*. Exits 0 with a notice when mlx-c is not found.
 set -euo pipefail
@@ -22,5 +22,5 @@ LINK=(-L"$PREFIX/lib" -lmlxc -lmlx -Wl,-rpath,"$PREFIX/lib")
 # Linux: DT_RPATH (not RUNPATH) so libmlxc finds libmlx in the same prefix too
 [ "$(uname -s)" = Linux ] && LINK=(-Wl,--no-as-needed -Wl,--disable-new-dtags "${LINK[@]}")
 echo "[build-mlx-shim] mlx-c at $PREFIX -> $OUT"
-"${CC:-cc}" -O2 -std=c11 -fPIC -shared -Wall -Wno-unused-parameter -Iffi -I"$PREFIX/include" -o "$OUT" ffi/mlx_glue.c ffi/mlx_distributed.c \
+"${CC:-cc}" -O2 -std=c11 -fPIC -shared -Wall -Wno-unused-parameter -Iffi -I"$PREFIX/include" -o "$OUT" ffi/mlx_glue.c ffi/mlx_distributed.c ffi/rank_watchdog.c \
   "${LINK[@]}" -lm -lpthread

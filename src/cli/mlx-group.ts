@@ -130,5 +130,8 @@ export async function startTensorParallel(f: TensorParallelFlags, backend: Backe
     devices: f.rdmaDevice,
     log,
   })
+  // a rank that dies must not leave the others blocked in an all_sum (no event loop runs there to notice)
+  const rank0Host = f.rank === 0 ? '127.0.0.1' : hostPort(f.peer!, 'peer').host
+  group.armWatchdog(rank0Host, `tensor parallel: another rank of the group went away (its process ended); rank ${f.rank} stops — restart every rank`)
   return { group, tp: group.tensorParallel(backend) }
 }

@@ -11,6 +11,8 @@ import { LocalPipeline } from './pipeline.ts'
 export interface StepBroadcast {
   readonly rank: number
   broadcast(bytes?: Uint8Array): Uint8Array
+  /** A clean stop is under way: ranks closing are no longer a failure (MlxGroup's rank watchdog). */
+  disarmWatchdog?(): void
 }
 
 const OP = { open: 1, close: 2, step: 3, stop: 4 } as const
@@ -88,6 +90,7 @@ export class TensorParallelPipeline implements Pipeline {
   /** Ends the followers' loops (they return from followTensorParallel). */
   stop(): void {
     if (this.#stopped) return
+    this.group.disarmWatchdog?.()
     this.group.broadcast(message(OP.stop))
     this.#stopped = true
   }
@@ -112,6 +115,7 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         steps++
         break
       case OP.stop:
+        group.disarmWatchdog?.()
         return steps
       default:
         throw new DbcError('E_TP_PROTOCOL', `unknown tensor-parallel message ${m[0]}`, 'run the same dbcluster release on every rank')

@@ -101,6 +101,27 @@ export class MlxGroup {
     return this.allSumHost(bytes ? bytes.slice() : new Uint8Array(n), 'u8')
   }
 
+  /** Arms the rank watchdog (ffi/rank_watchdog.c): while any rank may be blocked inside a collective, a native thread
+   * watches one TCP connection per rank pair with rank 0, and a rank whose process died ends this one with `message`
+   * (exit code 75) instead of leaving it blocked forever. Rank 0 listens on an ephemeral port and tells the others
+   * through the group; they connect to `rank0Host`. Collective: every rank calls it. */
+  armWatchdog(rank0Host: string, message: string): void {
+    const text = cstr(message)
+    if (this.rank === 0) {
+      const port = new Int32Array(1)
+      this.#check(this.#lib.dbc_dist_watchdog_listen(this.size - 1, ptr(text), ptr(port)), 'watchdog listen')
+      this.broadcast(new Uint8Array(port.buffer))
+    } else {
+      const port = new Int32Array(this.broadcast().slice().buffer)[0]!
+      this.#check(this.#lib.dbc_dist_watchdog_connect(ptr(cstr(rank0Host)), port, ptr(text)), 'watchdog connect')
+    }
+  }
+
+  /** A clean shutdown is coming: the other ranks closing is no longer a failure. */
+  disarmWatchdog(): void {
+    this.#lib.dbc_dist_watchdog_disarm()
+  }
+
   /** The tensor-parallel seam over this group for tensors of the mlx backend. */
   tensorParallel(backend: Backend): TensorParallel {
     if (!(backend instanceof ShimBackend) || backend.name !== 'mlx') {

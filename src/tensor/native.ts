@@ -70,6 +70,9 @@ export const MLX_DISTRIBUTED_SYMBOLS = {
   dbc_dist_all_sum_host: { args: [P, P, i64, i32], returns: i32 },
   dbc_dist_all_sum: { args: [P, P, P], returns: i32 },
   dbc_dist_free: { args: [P], returns: i32 },
+  dbc_dist_watchdog_listen: { args: [i32, P, P], returns: i32 },
+  dbc_dist_watchdog_connect: { args: [P, i32, P], returns: i32 },
+  dbc_dist_watchdog_disarm: { args: [], returns: i32 },
   dbc_last_error: { args: [], returns: FFIType.cstring },
 } as const
 

@@ -62,4 +62,35 @@ describe('serve --tp', async () => {
       r1.kill('SIGKILL')
     }
   }, 120_000)
+
+  test.skipIf(!ring.available)(`a rank that dies ends the others with one clear line (exit 75), never a hang${ring.available ? '' : ` (skipped: ${ring.reason})`}`, async () => {
+    for (const victim of [0, 1]) {
+      const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+      const port = l.port
+      l.stop(true)
+      const tp = ['--backend', 'mlx', '--tp', '2', '--tp-transport', 'ring', '--max-context', '128', '--model-id', 'x']
+      const ranks = [
+        spawn(['serve', '--model', dir, '--port', '0', ...tp, '--tp-rank', '0', '--tp-listen', `127.0.0.1:${port}`]),
+        spawn(['serve', '--model', dir, ...tp, '--tp-rank', '1', '--tp-peer', `127.0.0.1:${port}`]),
+      ]
+      try {
+        // both ranks are up once rank 0 listens (rank 1 is in its follow loop by then)
+        const reader = ranks[0]!.stdout.getReader()
+        let text = ''
+        while (!/listening on (\S+)\n/.test(text)) {
+          const { value, done } = await reader.read()
+          if (done) throw new Error(`rank 0 exited: ${text}`)
+          text += new TextDecoder().decode(value)
+        }
+        ranks[victim]!.kill('SIGKILL')
+        const survivor = ranks[1 - victim]!
+        const started = Date.now()
+        expect(await survivor.exited).toBe(75)
+        expect(Date.now() - started).toBeLessThan(15_000)
+        expect(await new Response(survivor.stderr).text()).toContain(`another rank of the group went away (its process ended); rank ${1 - victim} stops`)
+      } finally {
+        ranks.forEach((r) => r.kill('SIGKILL'))
+      }
+    }
+  }, 120_000)
 })
