@@ -187,6 +187,16 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+/* Σ a·b in 8 float lanes: the per-group bias terms of a row (a serial scalar sum would be one long FMA latency chain). */
+static inline float dot_f32(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+  float tail = 0;
+  for (; k < n; k++) tail += a[k] * b[k];
+  return hsum8(acc) + tail;
+}
+
 #if defined(__AVXVNNI__)
 #define DBC_VNNI 1
 #define DOT_U8S8(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
@@ -283,8 +293,7 @@ static inline __attribute__((always_inline)) void qgemv_int8_rows(const qlinear_
     for (int r = 0; r < MC; r++) {
       const float* xs = c->xsum + (m0 + r) * groups;
       const float* xe = c->xe + (m0 + r) * groups;
-      float extra = 0;
-      for (int64_t k = 0; k < groups; k++) extra += brow[k] * xs[k] + (BITS == 8 && !DBC_VNNI ? srow[k] * xe[k] : 0.0f);
+      const float extra = dot_f32(brow, xs, groups) + (BITS == 8 && !DBC_VNNI ? dot_f32(srow, xe, groups) : 0.0f);
       c->out[(m0 + r) * m->N + n] = hsum8(_mm256_add_ps(acc0[r], acc1[r])) + extra + bias;
     }
   }
@@ -302,12 +311,14 @@ static inline __attribute__((always_inline)) void qgemv_int8_rows(const qlinear_
   else if (c->m->gs == 64) { QGEMV_MC(BITS, 64) }                  \
   else { QGEMV_MC(BITS, 128) }
 
-/* Weight rows outer, x rows in chunks of ≤ 4 inner: a weight row is read from memory once and stays in L1 for the
- * other chunks, and ≤ 4 rows keep both accumulator sets in registers. */
+/* Blocks of weight rows outer, x rows in chunks of ≤ 4 inner: a block (a few KiB) is read from memory once and stays in
+ * L1 for the other chunks, each call does a whole block (its setup is not paid per row), and ≤ 4 rows of x keep their
+ * accumulators in registers. */
+#define QGEMV_ROW_BLOCK 16
 static void qgemv_int8_range(void* p, int64_t nb0, int64_t ne0) {
   const qlinear_ctx* c = p;
-  for (int64_t nb = nb0; nb < ne0; nb++) {
-    const int64_t ne = nb + 1;
+  for (int64_t nb = nb0; nb < ne0; nb += QGEMV_ROW_BLOCK) {
+    const int64_t ne = nb + QGEMV_ROW_BLOCK < ne0 ? nb + QGEMV_ROW_BLOCK : ne0;
     for (int64_t m0 = 0; m0 < c->M; m0 += 4) {
       const int mc = (int)(c->M - m0 < 4 ? c->M - m0 : 4);
       if (c->m->bits == 4) { QGEMV_GS(4) } else { QGEMV_GS(8) }

@@ -7,6 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
+#ifdef DBC_OPENBLAS
+void openblas_set_num_threads(int);
+#endif
 
 /* Workers spin this long after a job before sleeping: a decode step's ops are a few µs to a few hundred µs apart, and
  * a futex wake-up on a VM costs tens of µs per op. DBCLUSTER_SPIN_US overrides it (lower it when several nodes share
@@ -80,8 +83,18 @@ int dbc_pool_start(int threads) {
   if (pool.threads > 0) return DBC_OK;
   if (threads <= 0) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+#ifdef __linux__
+    /* a process pinned to some cores (taskset, a cgroup) gets as many threads as it may use, not one per core */
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) n = CPU_COUNT(&set);
+#endif
     threads = n > 0 ? (int)n : 1;
   }
+#ifdef DBC_OPENBLAS
+  /* OpenBLAS keeps its own pool (one thread per core, spinning between calls): size it like ours so the large GEMMs
+   * use the same cores and no idle BLAS thread spins on a core another process (or stage) computes on */
+  openblas_set_num_threads(threads > 256 ? 256 : threads);
+#endif
   if (threads > 256) threads = 256;
   const char* spin = getenv("DBCLUSTER_SPIN_US");
   if (spin && *spin) spin_ns = atoll(spin) * 1000LL;

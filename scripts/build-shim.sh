@@ -28,7 +28,7 @@ case "$(uname -s)" in
     for inc in /usr/include/openblas /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu; do
       [ -e "$inc/cblas.h" ] && FLAGS+=(-I"$inc")
     done
-    LIBS+=(-lopenblas) ;;
+    FLAGS+=(-DDBC_OPENBLAS); LIBS+=(-lopenblas) ;;
 esac
 SOURCES=(ffi/tensor.c ffi/threads.c ffi/cpu_ops.c ffi/matmul.c ffi/quant.c ffi/moe.c ffi/recurrent.c ffi/attention.c ffi/bench.c)
 STAMP="$OUT.stamp"
