@@ -2,9 +2,10 @@
  * `h = x + attn(norm(x)); out = h + mlp(norm(h))`, and the model embeds, runs its layer range, and applies the head.
  * A family supplies only its attention (and config); adding one touches no other. */
 import type { Backend, RopeOptions, Tensor } from '../tensor/backend.ts'
-import type { Architecture, LayerRange, StepRows } from './architecture.ts'
+import type { LayerRange, StepRows } from './architecture.ts'
+import { LayerStack } from './layer-stack.ts'
 import type { DecoderConfig } from './config.ts'
-import { OutputHead, RmsNorm, SwiGluMlp, TokenEmbedding } from './layers.ts'
+import { OutputHead, RmsNorm, SwiGluMlp } from './layers.ts'
 import { ropeOptions } from './rope.ts'
 import type { Weights } from './weights.ts'
 
@@ -31,32 +32,13 @@ class Block {
   }
 }
 
-export class DecoderModel implements Architecture {
-  readonly layers: Block[] = []
-  readonly embedding?: TokenEmbedding
+export class DecoderModel extends LayerStack {
   readonly output?: OutputHead
-  constructor(
-    readonly config: DecoderConfig,
-    w: Weights,
-    readonly range: LayerRange,
-    private readonly b: Backend,
-    attention: AttentionFactory,
-  ) {
-    const model = w.scope('model')
+  constructor(config: DecoderConfig, w: Weights, range: LayerRange, b: Backend, attention: AttentionFactory) {
+    super(config, range, b, w.scope('model'))
     const rope = ropeOptions(config)
-    let embedding: TokenEmbedding | undefined
-    const getEmbedding = () => (embedding ??= new TokenEmbedding(model, config, b))
-    if (range.first) this.embedding = getEmbedding()
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, attention, b))
-    if (range.last) this.output = new OutputHead(w, model, config, b, getEmbedding)
-  }
-  embed(tokens: Tensor): Tensor {
-    return this.embedding!.embed(tokens)
-  }
-  forwardLayers(hidden: Tensor, rows: StepRows): Tensor {
-    let h = hidden
-    for (const [i, layer] of this.layers.entries()) h = this.b.scope(() => layer.forward(h, rows, i))
-    return h
+    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, attention, b))
+    if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor): Tensor {
     return this.output!.apply(hidden)

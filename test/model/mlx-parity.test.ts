@@ -2,31 +2,14 @@
  * tokens, and shard composition on MLX. Skipped with the reason where mlx-c and the glue are not installed. */
 import { describe, expect, test } from 'bun:test'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
-import { argmax } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import { openMlxBackend, probe } from '../../src/tensor/mlx.ts'
 import { maxAbs, maxAbsDiff } from '../reference/kernels.ts'
+import { greedy, PROMPT } from '../support/greedy.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const availability = probe()
-const PROMPT = [9707, 11, 1879, 0, 3555, 525]
-
-async function greedy(stage: ModelStage, steps: number) {
-  const pipeline = new LocalPipeline([stage])
-  const slot = pipeline.openSequence()
-  let logits = await pipeline.step({ tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length).fill(slot), positions: Int32Array.from(PROMPT.keys()), logitRows: Int32Array.of(PROMPT.length - 1) })
-  const first = logits
-  const out: number[] = []
-  for (let i = 0; i < steps; i++) {
-    const id = argmax(logits)
-    out.push(id)
-    logits = await pipeline.step({ tokens: Int32Array.of(id), slots: Int32Array.of(slot), positions: Int32Array.of(PROMPT.length + i), logitRows: Int32Array.of(0) })
-  }
-  pipeline.closeSequence(slot)
-  return { first, out }
-}
-
 describe.skipIf(!availability.available)(`mlx vs cpu on whole models${availability.available ? '' : ` (skipped: ${availability.reason})`}`, () => {
   const cpu = openCpuBackend()
   const mlx = availability.available ? openMlxBackend() : cpu
