@@ -8,15 +8,26 @@ import { openMlxBackend, probe } from '../../src/tensor/mlx.ts'
 import { maxAbs, maxAbsDiff } from '../reference/kernels.ts'
 import { greedy, PROMPT } from '../support/greedy.ts'
 import { synthModel } from '../support/synth-models.ts'
+import type { SynthArch, SynthDtype } from '../../src/model/synth.ts'
 
 const availability = probe()
 describe.skipIf(!availability.available)(`mlx vs cpu on whole models${availability.available ? '' : ` (skipped: ${availability.reason})`}`, () => {
   const cpu = openCpuBackend()
   const mlx = availability.available ? openMlxBackend() : cpu
-  for (const arch of ['llama', 'qwen2', 'qwen3'] as const)
-    for (const dtype of ['f32', 'bf16', 'q4', 'q8'] as const)
+  // the later families in bf16, and quantized where the cpu's int8 activations stay within the bound below (GPT-OSS
+  // mxfp4 and Qwen3.5 q4 move further — expert routing and the recurrent state amplify the rounding — see docs/backends.md)
+  const cases: [string, string][] = [
+    ...(['llama', 'qwen2', 'qwen3'] as const).flatMap((a) => (['f32', 'bf16', 'q4', 'q8'] as const).map((d): [string, string] => [a, d])),
+    ['gemma3', 'bf16'],
+    ['gemma3', 'q4'],
+    ['gemma4', 'bf16'],
+    ['gemma4', 'q4'],
+    ['gpt_oss', 'bf16'],
+    ['qwen3_5', 'bf16'],
+  ]
+  for (const [arch, dtype] of cases)
       test(`${arch} ${dtype}`, async () => {
-        const dir = await synthModel(arch, dtype)
+        const dir = await synthModel(arch as SynthArch, dtype as SynthDtype)
         const a = await greedy(ModelStage.load(dir, cpu, { slots: 1, maxLen: 32 }), 6)
         const b = await greedy(ModelStage.load(dir, mlx, { slots: 1, maxLen: 32 }), 6)
         if (dtype === 'f32' || dtype === 'bf16') {
