@@ -13,6 +13,7 @@ import { ensureFreeSpace } from './disk-space.ts'
 import { DistributionError } from './errors.ts'
 import { readFileInChunks, sha256File } from './file-hash.ts'
 import { encodeSignedManifest, filesForStage, signManifest, verifySignedManifest, type Manifest, type ManifestFile, type StageRange } from './manifest.ts'
+import { VerifiedFiles } from './verified-files.ts'
 import { progressMeter, type TransferProgress } from './progress.ts'
 
 const log = consola.withTag('distribution')
@@ -132,7 +133,7 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
 // ---- a stage ----
 
 export type ReceiveEvent =
-  | { type: 'present'; file: string }
+  | { type: 'present'; file: string; checked: 'hashed' | 'unchanged since verified' }
   | { type: 'received'; file: string; bytes: number; resumedFrom: number }
   | { type: 'retry'; file: string; reason: string }
 
@@ -298,11 +299,19 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
     const needed = filesForStage(manifest, options)
     mkdirSync(options.dir, { recursive: true })
     const missing: ManifestFile[] = []
+    const verified = VerifiedFiles.open(options.dir)
     for (const f of needed) {
       const path = join(options.dir, f.name)
-      if (existsSync(path) && statSync(path).size === f.size && sha256File(path) === f.sha256) options.onEvent?.({ type: 'present', file: f.name })
-      else missing.push(f)
+      if (verified.has(f.name, f.sha256)) options.onEvent?.({ type: 'present', file: f.name, checked: 'unchanged since verified' })
+      else if (existsSync(path) && statSync(path).size === f.size && sha256File(path) === f.sha256) {
+        verified.record(f.name, f.sha256)
+        options.onEvent?.({ type: 'present', file: f.name, checked: 'hashed' })
+      } else {
+        verified.forget(f.name)
+        missing.push(f)
+      }
     }
+    verified.save()
     const partSize = (f: ManifestFile) => (existsSync(join(options.dir, `${f.name}.part`)) ? Math.min(statSync(join(options.dir, `${f.name}.part`)).size, f.size) : 0)
     const total = missing.reduce((a, f) => a + f.size - partSize(f), 0)
     ensureFreeSpace(options.dir, total, `the layers [${options.lo}, ${options.hi}) of this stage`)
@@ -316,6 +325,8 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
         const { resumedFrom, sha256 } = await pullInto(rpc.ask, f.name, f.size, part, { chunk, window: options.window ?? 4, pace, onBytes: (n) => meter.add(f.name, n) })
         if (sha256 === f.sha256) {
           renameSync(part, path)
+          verified.record(f.name, sha256)
+          verified.save()
           rpc.tell({ type: 'fileDone', sha256: new Uint8Array(Buffer.from(sha256, 'hex')) })
           options.onEvent?.({ type: 'received', file: f.name, bytes: f.size - resumedFrom, resumedFrom })
           break

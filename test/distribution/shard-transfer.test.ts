@@ -2,7 +2,7 @@
  * files over the sealed link, verified against the head's signed manifest. */
 import { afterAll, afterEach, expect, test } from 'bun:test'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest, filesForStage, type StageRange } from '../../src/distribution/manifest.ts'
@@ -84,6 +84,8 @@ const STAGES: StageRange[] = [
 ]
 const stageDirs: string[] = []
 const tmp = () => mkdtempSync(join(scratch, 'dbc-stage-'))
+/** The model files in a stage folder (the stage's own dotfiles, such as its record of verified files, left out). */
+const listed = (dir: string) => readdirSync(dir).filter((n) => !n.startsWith('.'))
 
 test('each stage ends with exactly its files, every hash verified; a second run finds them and transfers nothing', async () => {
   const { port, verified } = await startHead()
@@ -95,7 +97,7 @@ test('each stage ends with exactly its files, every hash verified; a second run 
     const { code, result } = await startStage(port, dir, range).done
     expect(code).toBe(0)
     expect(result!.files.sort()).toEqual(expected)
-    expect(readdirSync(dir).sort()).toEqual(expected)
+    expect(listed(dir).sort()).toEqual(expected)
     for (const name of expected) expect(sha256(join(dir, name))).toBe(sha256(join(model, name)))
     expect(result!.bytes).toBe(expected.reduce((a, n) => a + statSync(join(model, n)).size, 0))
     for (const n of expected.filter((n) => n.endsWith('.safetensors'))) weightFiles.add(n)
@@ -105,6 +107,8 @@ test('each stage ends with exactly its files, every hash verified; a second run 
     expect(again.result!.received).toEqual([])
     expect(again.result!.bytes).toBe(0)
     expect(again.lines.filter((l) => l.event?.type === 'present').length).toBe(expected.length)
+    // received files were recorded as verified: the second run did not hash them again
+    expect(again.lines.filter((l) => l.event?.type === 'present').every((l) => (l.event as { checked?: string }).checked === 'unchanged since verified')).toBe(true)
   }
   // the head heard a matching hash back for every file it sent
   await Bun.sleep(100)
@@ -154,7 +158,7 @@ test('a stage killed mid-transfer resumes from its .part when it restarts', asyn
   const partName = parts[0]!.slice(0, -'.part'.length)
   const partBytes = statSync(join(dir, parts[0]!)).size
   expect(partBytes).toBeGreaterThan(0)
-  const done = readdirSync(dir).filter((f) => !f.endsWith('.part'))
+  const done = listed(dir).filter((f) => !f.endsWith('.part'))
 
   const second = await startStage(port, dir, range).done
   expect(second.code).toBe(0)
@@ -163,8 +167,26 @@ test('a stage killed mid-transfer resumes from its .part when it restarts', asyn
   const expected = filesForStage(manifest, range)
   const remaining = expected.filter((f) => !done.includes(f.name)).reduce((a, f) => a + f.size, 0) - partBytes
   expect(second.result!.bytes).toBe(remaining)
-  expect(readdirSync(dir).sort()).toEqual(expected.map((f) => f.name).sort())
+  expect(listed(dir).sort()).toEqual(expected.map((f) => f.name).sort())
   for (const f of expected) expect(sha256(join(dir, f.name))).toBe(f.sha256)
+}, 60_000)
+
+test('a file changed after it was verified is hashed again and fetched again; the unchanged ones are not re-read', async () => {
+  const { port } = await startHead()
+  const dir = tmp()
+  const range = STAGES[0]!
+  expect((await startStage(port, dir, range).done).code).toBe(0)
+  const victim = filesForStage(manifest, range).find((f) => f.name.endsWith('.safetensors'))!
+  const bytes = readFileSync(join(dir, victim.name))
+  bytes[bytes.byteLength >> 1]! ^= 0x01
+  writeFileSync(join(dir, victim.name), bytes) // same size, new contents and time
+  const again = await startStage(port, dir, range).done
+  expect(again.code).toBe(0)
+  expect(again.result!.received).toEqual([victim.name])
+  const present = again.lines.filter((l) => l.event?.type === 'present').map((l) => (l.event as { checked?: string }).checked)
+  expect(present.length).toBe(filesForStage(manifest, range).length - 1)
+  expect(present.every((c) => c === 'unchanged since verified')).toBe(true)
+  expect(sha256(join(dir, victim.name))).toBe(victim.sha256)
 }, 60_000)
 
 test('a manifest signed by a key other than the pinned head key is refused before any file is written', async () => {
