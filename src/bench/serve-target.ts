@@ -55,7 +55,7 @@ export async function startServeTarget(o: TargetOptions): Promise<ServeTarget> {
     const { value, done } = await reader.read()
     if (done) throw new Error(`dbcluster serve exited before listening: ${text.slice(-400)} ${await new Response(proc.stderr).text()}`)
     text += new TextDecoder().decode(value)
-    url = /listening on (\S+)/.exec(text)?.[1] ?? null
+    url = /listening on (\S+)\n/.exec(text)?.[1] ?? null
   }
   reader.releaseLock()
   void proc.stdout.pipeTo(new WritableStream()).catch(() => {})

@@ -250,9 +250,11 @@ export default defineCommand({
     )
     if (ring) {
       scheduler.setDegraded(ring.degraded)
+      let formed = false // the hops not yet up while the ring first forms are not link errors
       ring.onDegraded((reason) => {
         scheduler.setDegraded(reason)
-        if (reason) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
+        if (!reason) formed = true
+        else if (formed) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
       })
     }
     const modelId = args['model-id'] ?? basename(resolve(dir!))

@@ -115,14 +115,22 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (rank === 0) args.push('--port', String(options.apiPort))
     const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
     procs[rank] = proc
-    return waitForLine(proc, rank === 0 ? /listening on (\S+)/ : /stage \d+ ready/, (l) => onLine(rank, l))
+    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : /stage \d+ ready/, (l) => onLine(rank, l))
   }
 
   // all at once: the stages join the head, which plans and then serves once the ring forms
   const stages = Array.from({ length: options.nodes - 1 }, (_, i) => spawn(options.nodes - 1 - i))
   const headLine = spawn(0)
-  const [head] = await Promise.all([headLine, ...stages])
-  await waitUntilServing(head[1]!)
+  let head: RegExpExecArray
+  try {
+    ;[head] = await Promise.all([headLine, ...stages])
+    await waitUntilServing(head[1]!)
+  } catch (error) {
+    // a node that failed to start must not leave the others running
+    for (const p of procs) p?.kill('SIGKILL')
+    await Promise.all(procs.map((p) => p?.exited))
+    throw error
+  }
   return {
     url: head[1]!,
     ranks: options.nodes,

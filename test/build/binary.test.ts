@@ -30,12 +30,12 @@ test('dist binary runs --version, a shim kernel and `serve` from another directo
     try {
       const reader = serve.stdout.getReader()
       let text = ''
-      while (!/listening on (\S+)/.test(text)) {
+      while (!/listening on (\S+)\n/.test(text)) {
         const { value, done } = await reader.read()
         if (done) throw new Error(`serve exited: ${await new Response(serve.stderr).text()}`)
         text += new TextDecoder().decode(value)
       }
-      const url = /listening on (\S+)/.exec(text)![1]!
+      const url = /listening on (\S+)\n/.exec(text)![1]!
       const r = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Hi', max_tokens: 3, temperature: 0 }), headers: { 'content-type': 'application/json' } })
       const body = await r.json()
       expect(body.usage.completion_tokens).toBe(3)

@@ -43,7 +43,7 @@ export async function startCoordinator(db: string, args: string[] = [], port = 0
   void drain(proc.stderr, (t) => (text += t))
   const deadline = Date.now() + 20_000
   while (Date.now() < deadline) {
-    const m = /listening on (http:\/\/\S+)/.exec(text)
+    const m = /listening on (http:\/\/\S+)\n/.exec(text)
     if (m) {
       return {
         url: m[1]!,

@@ -117,11 +117,11 @@ netnsTest('serve --discover: two nodes find each other on the link, elect the he
   })
   try {
     const deadline = Date.now() + 25_000
-    while (Date.now() < deadline && !(/listening on (\S+)/.test(outputs[0]!) && /stage 1 ready/.test(outputs[1]!) && /ring formed/.test(outputs[0]!))) await Bun.sleep(100)
+    while (Date.now() < deadline && !(/listening on (\S+)\n/.test(outputs[0]!) && /stage 1 ready/.test(outputs[1]!) && /ring formed/.test(outputs[0]!))) await Bun.sleep(100)
     expect(outputs[0]).toMatch(/cluster on \S+: rank 0 node-0 169\.254\.20\.4, rank 1 node-1 169\.254\.20\.30; this node is rank 0/)
     expect(outputs[1]).toMatch(/this node is rank 1/)
     expect(outputs[0]).toMatch(/ring formed: every hop sealed/)
-    const url = /listening on (\S+)/.exec(outputs[0]!)![1]!
+    const url = /listening on (\S+)\n/.exec(outputs[0]!)![1]!
     // the API listens on loopback inside the head's namespace: ask from there
     const ask = sh(
       `ip netns exec ${placement[0]!.ns} ${process.execPath} -e 'const r = await fetch("${url}/v1/completions", {method: "POST", headers: {"content-type": "application/json"}, body: JSON.stringify({model: "x", prompt: "Hello, world", max_tokens: 6, temperature: 0})}); console.log(JSON.stringify((await r.json()).choices[0].text))'`,

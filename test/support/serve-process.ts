@@ -23,7 +23,7 @@ export async function startServe(args: string[], env: Record<string, string> = {
     const { value, done } = await reader.read()
     if (done) break
     text += new TextDecoder().decode(value)
-    const m = /listening on (http:\/\/[^\s]+)/.exec(text)
+    const m = /listening on (http:\/\/[^\s]+)\n/.exec(text)
     if (m) {
       reader.releaseLock()
       return {
