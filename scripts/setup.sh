@@ -56,6 +56,8 @@ install_js_dependencies() {
 # Optional: headless Chromium for test/api/dashboard-browser.test.ts (driven by playwright-core, which downloads no
 # browser of its own). Installed only where apt-get exists and we are root; elsewhere that test says why it skipped.
 install_test_browser() {
+  # only for the tests (scripts/test.sh sets DBC_TEST_BROWSER=1): serving needs no browser
+  [ "${DBC_TEST_BROWSER:-0}" = 1 ] || return 0
   [ "${DBC_SKIP_BROWSER:-0}" = 1 ] && return 0
   [ "$(uname -s)" = Linux ] || return 0
   if need_cmd chromium || need_cmd chromium-browser; then return 0; fi

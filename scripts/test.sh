@@ -3,5 +3,5 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-DBC_SKIP_BINARY=1 bash scripts/setup.sh
+DBC_SKIP_BINARY=1 DBC_TEST_BROWSER=1 bash scripts/setup.sh
 exec node_modules/.bin/bun test --timeout 120000 "$@"
