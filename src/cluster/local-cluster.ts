@@ -2,7 +2,7 @@
  * its own state folder and identity key, every node pins every other node's key (this launcher is the one vouching,
  * as a coordinator would), and each runs as its own `dbcluster serve --peers … --rank r` process. */
 import type { Subprocess } from 'bun'
-import { mkdirSync, mkdtempSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { loadSoftwareIdentity } from '../trust/identity-software.ts'
@@ -105,7 +105,7 @@ export function prepareLocalNodes(nodes: number, stateDir?: string, pinEachOther
 }
 
 export async function startLocalCluster(options: LocalClusterOptions): Promise<LocalCluster> {
-  const { ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir, options.pinEachOther ?? true)
+  const { root, ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir, options.pinEachOther ?? true)
   const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
   const onLine = options.onLine ?? (() => {})
 
@@ -150,6 +150,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     async stop() {
       for (const p of procs) p?.kill('SIGTERM')
       await Promise.all(procs.map((p) => p?.exited))
+      // the state folders this launcher made (keys, pins, received files) go with it; a given --state-dir stays
+      if (!options.stateDir) rmSync(root, { recursive: true, force: true })
     },
   }
 }

@@ -2,9 +2,11 @@
 import { cpSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { removeAfterRun } from './cleanup.ts'
 import { synthesizeModel, type SynthArch, type SynthDtype, type SynthSpec } from '../../src/model/synth.ts'
 
-const root = mkdtempSync(join(tmpdir(), 'dbc-models-'))
+// a full run writes a few GB of models: they go when the run ends
+const root = removeAfterRun(mkdtempSync(join(tmpdir(), 'dbc-models-')))
 const made = new Map<string, Promise<string>>()
 
 /** 3 layers, hidden 64, GQA 4:2, head_dim 16; the real Qwen3 vocabulary (151,936), so the real tokenizer drives it. */
