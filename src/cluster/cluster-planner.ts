@@ -70,6 +70,8 @@ export class ClusterPlanner {
   #plan: LayerPlan | null = null
   #files: { dir: string; manifest: Manifest; identity: Identity } | null = null
   #refusal: { code: string; message: string } | null = null
+  /** Read once: on a Mac they come from subprocesses, and /health (the dashboard polls it) lists them every time. */
+  readonly #headFacts = { osVersion: osVersion(), chip: chipName() }
   /** Every stage has joined: the roster is fixed (a stage that drops now and joins again keeps its place). */
   #complete = false
 
@@ -123,8 +125,8 @@ export class ClusterPlanner {
         headroom_bytes: s?.headroomBytes ?? null,
         fingerprint: rank === 0 ? this.options.head.fingerprint : j ? fingerprint(j.link.peerPublicKey) : null,
         trust: rank === 0 ? 'self' : j ? 'pinned' : null,
-        os_version: rank === 0 ? osVersion() : (j?.osVersion ?? null),
-        chip: rank === 0 ? chipName() : (j?.chip ?? null),
+        os_version: rank === 0 ? this.#headFacts.osVersion : (j?.osVersion ?? null),
+        chip: rank === 0 ? this.#headFacts.chip : (j?.chip ?? null),
         clock_skew_ms: rank === 0 ? 0 : (j?.skewMs ?? null),
         free_bytes: rank === 0 ? freemem() : (j?.freeBytes ?? null),
         link:

@@ -185,4 +185,24 @@ describe('joining across processes', () => {
       hub.stop()
     }
   }, 120_000)
+
+  test('usage errors: --coordinator alone or without a token, --peers with --discover, a bad --memory', async () => {
+    const model = await synthModel('qwen3', 'bf16')
+    const run = async (args: string[]) => {
+      const p = Bun.spawn([...SELF, 'serve', '--model', model, '--port', '0', ...args], { stdout: 'pipe', stderr: 'pipe', env: { ...process.env, DBCLUSTER_COORDINATOR_TOKEN: '' } })
+      return { code: await p.exited, err: await new Response(p.stderr).text() }
+    }
+    const alone = await run(['--coordinator', 'http://127.0.0.1:1', '--coordinator-token', 't'])
+    expect(alone.code).toBe(2)
+    expect(alone.err).toContain('--coordinator is for cluster nodes')
+    const noToken = await run(['--peers', '127.0.0.1:1,127.0.0.1:2', '--coordinator', 'http://127.0.0.1:1'])
+    expect(noToken.code).toBe(2)
+    expect(noToken.err).toContain('--coordinator needs --coordinator-token')
+    const both = await run(['--peers', '127.0.0.1:1,127.0.0.1:2', '--discover'])
+    expect(both.code).toBe(2)
+    expect(both.err).toContain('either --peers (static membership) or --discover')
+    const memory = await run(['--memory', 'lots', '--plan'])
+    expect(memory.code).toBe(2)
+    expect(memory.err).toContain("--memory must be a size like 12G, 512M or a byte count, got 'lots'")
+  }, 60_000)
 })
