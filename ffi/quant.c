@@ -1,11 +1,13 @@
 /* quant.c — MLX affine quantization (design/mlx-c.md §4): w[n,k] = scale[n,k/gs]·q + bias[n,k/gs], q packed LSB-first
  * in u32 words (bits 2,3,4,5,6,8; 3/5/6-bit values straddle words). Quantized linear, dequantize and embedding gather.
  * MLX mxfp4 (biases absent): 4-bit E2M1 values, group 32, u8 E8M0 scales: w = fp4[q]·2^(scale−127).
- * The decode kernels for 4 and 8 bits quantize x to int8 per 32-element block and use integer dot products (as llama.cpp's
- * Q8 activations do): it keeps the weight stream, not the arithmetic, as the bottleneck. */
+ * The kernels for 4 and 8 bits quantize x to int8 per group and use integer dot products (as llama.cpp's Q8 activations
+ * do) at every batch size: on x86-64 with AVX-512 VNNI the kernels of quant_avx512.c, otherwise the AVX2 rows below.
+ * Other widths, mxfp4 and precise requests dequantize weight blocks for a float GEMM once 16 or more rows come. */
 #include <math.h>
 #include <stdlib.h>
 #include "internal.h"
+#include "quant_avx512.h"
 
 #define QGEMV_MAX_ROWS 8
 #define QGEMM_MIN_ROWS 16
@@ -465,7 +467,18 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
   if ((rc = dbc_linear_prepare(x, m.N, m.K, bias, "quantized_linear", &o, &M))) return rc;
   const float* xp = tdata(x);
   float* op = tdata(o);
-  if (M >= QGEMM_MIN_ROWS) {
+  /* AVX-512 VNNI: one int8 kernel for every batch size (decode rows and prompt chunks alike) */
+  if (!m.mx && !precise && dbc_q_avx512_supports(bits, gs, m.K)) {
+    if ((rc = dbc_q_avx512_linear(&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op))) { dbc_tensor_free(o); return rc; }
+    *out = o;
+    return DBC_OK;
+  }
+#ifdef DBC_AVX2
+  const int int8_rows = !m.mx && !precise && (bits == 4 || bits == 8); /* measured faster than dequantize + GEMM at every M */
+#else
+  const int int8_rows = 0;
+#endif
+  if (M >= QGEMM_MIN_ROWS && !int8_rows) {
     float* block = dbc_scratch_alloc((size_t)QGEMM_BLOCK_N * (size_t)m.K * sizeof(float));
     if (!block) { dbc_tensor_free(o); return dbc_fail(DBC_E_NOMEM, "quantized_linear: out of memory"); }
     for (int64_t n0 = 0; n0 < m.N; n0 += QGEMM_BLOCK_N) {

@@ -1,0 +1,12 @@
+/* quant_avx512.h — the AVX-512 VNNI quantized linear (quant_avx512.c), chosen at run time. Not part of the ABI. */
+#ifndef DBC_QUANT_AVX512_H
+#define DBC_QUANT_AVX512_H
+#include "internal.h"
+
+/* 1 when this CPU has AVX-512 F/BW/VL/DQ/VNNI and DBC_NO_AVX512 is not set. */
+int dbc_q_avx512_available(void);
+/* 1 when the kernel handles this format: 4 or 8 bits, group 64 or 128, K a whole number of groups. */
+int dbc_q_avx512_supports(int bits, int gs, int64_t K);
+/* out[M, N] = x[M, K] · wᵀ (+ bias); x quantized to int8 per group. */
+int dbc_q_avx512_linear(const qmatrix* m, const float* x, int64_t M, const void* bias, int bias_dtype, float* out);
+#endif
