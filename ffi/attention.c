@@ -39,45 +39,113 @@ typedef struct {
   float* out;
 } attn_ctx;
 
+/* One task = one row × one kv head: the query heads that share that kv head (GQA) go through its keys and values
+ * together, so each cached key and value is read from memory once per row, not once per query head (the f32 cache of a
+ * long batch is as large as the weights a step reads). Each head's sums run in the same order as for a head alone. */
+#if defined(__AVX512F__)
+#define VW 16
+typedef __m512 vecf;
+#define vload _mm512_loadu_ps
+#define vstore _mm512_storeu_ps
+#define vfma _mm512_fmadd_ps
+#define vset1 _mm512_set1_ps
+#define vzero _mm512_setzero_ps
+#define vadd _mm512_add_ps
+#define vsum _mm512_reduce_add_ps
+#elif defined(DBC_AVX2)
+#define VW 8
+typedef __m256 vecf;
+#define vload _mm256_loadu_ps
+#define vstore _mm256_storeu_ps
+#define vfma _mm256_fmadd_ps
+#define vset1 _mm256_set1_ps
+#define vzero _mm256_setzero_ps
+#define vadd _mm256_add_ps
+static inline float vsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+static inline float dot_key(const float* q, const float* k, int64_t D) {
+  int64_t d = 0;
+  float s = 0;
+#ifdef VW
+  if (D >= 4 * VW) { /* four accumulators: a key's dot is a chain of D / VW FMAs otherwise */
+    vecf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+    for (; d + 4 * VW <= D; d += 4 * VW) {
+      a0 = vfma(vload(q + d), vload(k + d), a0);
+      a1 = vfma(vload(q + d + VW), vload(k + d + VW), a1);
+      a2 = vfma(vload(q + d + 2 * VW), vload(k + d + 2 * VW), a2);
+      a3 = vfma(vload(q + d + 3 * VW), vload(k + d + 3 * VW), a3);
+    }
+    s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+  }
+#endif
+  for (; d < D; d++) s += q[d] * k[d];
+  return s;
+}
+
+/* o[0, D) = Σ_j w_j · v_j over the task's keys, a block of the output held in registers while the keys stream past. */
+static inline void weighted_values(float* o, const float* w, const float* vb, int64_t start, int64_t end, int64_t max_len, int ring, int64_t D) {
+  int64_t d0 = 0;
+#ifdef VW
+  for (; d0 + 8 * VW <= D; d0 += 8 * VW) {
+    vecf acc[8];
+    for (int c = 0; c < 8; c++) acc[c] = vzero();
+    for (int64_t j = start; j < end; j++) {
+      const float* vj = vb + (ring ? j % max_len : j) * D + d0;
+      const vecf wj = vset1(w[j - start]);
+      for (int c = 0; c < 8; c++) acc[c] = vfma(wj, vload(vj + c * VW), acc[c]);
+    }
+    for (int c = 0; c < 8; c++) vstore(o + d0 + c * VW, acc[c]);
+  }
+#endif
+  for (int64_t d = d0; d < D; d++) o[d] = 0;
+  for (int64_t j = start; j < end && d0 < D; j++) {
+    const float* vj = vb + (ring ? j % max_len : j) * D;
+    for (int64_t d = d0; d < D; d++) o[d] += w[j - start] * vj[d];
+  }
+}
+
 static void attn_range(void* p, int64_t b, int64_t e) {
   const attn_ctx* c = p;
   const int64_t D = c->head_dim, group = c->heads / c->kv_heads;
-  float* scores = dbc_scratch_alloc((size_t)c->max_len * sizeof(float));
+  float* scores = dbc_scratch_alloc((size_t)(group * c->max_len) * sizeof(float));
+  float* maxes = dbc_scratch_alloc((size_t)group * sizeof(float));
   for (int64_t task = b; task < e; task++) {
-    int64_t r = task / c->heads, h = task % c->heads, kvh = h / group;
-    int64_t end = c->causal ? (int64_t)c->pos[r] + 1 : c->kv_length;
-    int64_t start = c->window > 0 && end - c->window > 0 ? end - c->window : 0;
-    const float* q = c->q + (r * c->heads + h) * D;
+    const int64_t r = task / c->kv_heads, kvh = task % c->kv_heads, h0 = kvh * group;
+    const int64_t end = c->causal ? (int64_t)c->pos[r] + 1 : c->kv_length;
+    const int64_t start = c->window > 0 && end - c->window > 0 ? end - c->window : 0, n = end - start;
     const float* kb = c->k + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
     const float* vb = c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
-    float m = c->sinks ? c->sinks[h] : -INFINITY;
+    for (int64_t g = 0; g < group; g++) maxes[g] = c->sinks ? c->sinks[h0 + g] : -INFINITY;
     for (int64_t j = start; j < end; j++) {
       const float* kj = kb + (c->ring ? j % c->max_len : j) * D;
-      float lanes[8] = {0};
-      int64_t d = 0;
-      for (; d + 8 <= D; d += 8)
-        for (int t = 0; t < 8; t++) lanes[t] += q[d + t] * kj[d + t];
-      float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-      for (; d < D; d++) s += q[d] * kj[d];
-      s *= c->scale;
-      if (c->mask) s += c->mask[r * c->mask_width + j];
-      scores[j - start] = s;
-      if (s > m) m = s;
+      for (int64_t g = 0; g < group; g++) {
+        float s = dot_key(c->q + (r * c->heads + h0 + g) * D, kj, D) * c->scale;
+        if (c->mask) s += c->mask[r * c->mask_width + j];
+        scores[g * n + j - start] = s;
+        if (s > maxes[g]) maxes[g] = s;
+      }
     }
-    float* o = c->out + (r * c->heads + h) * D;
-    for (int64_t d = 0; d < D; d++) o[d] = 0;
-    if (m == -INFINITY) continue; /* every key masked: output zeros rather than NaN */
-    double denom = c->sinks ? exp((double)(c->sinks[h] - m)) : 0.0;
-    for (int64_t j = start; j < end; j++) {
-      float w = expf(scores[j - start] - m);
-      denom += w;
-      const float* vj = vb + (c->ring ? j % c->max_len : j) * D;
-      for (int64_t d = 0; d < D; d++) o[d] += w * vj[d];
+    for (int64_t g = 0; g < group; g++) {
+      float* o = c->out + (r * c->heads + h0 + g) * D;
+      if (maxes[g] == -INFINITY) { /* every key masked: output zeros rather than NaN */
+        for (int64_t d = 0; d < D; d++) o[d] = 0;
+        continue;
+      }
+      float* w = scores + g * n;
+      double denom = c->sinks ? exp((double)(c->sinks[h0 + g] - maxes[g])) : 0.0;
+      for (int64_t j = 0; j < n; j++) denom += w[j] = expf(w[j] - maxes[g]);
+      weighted_values(o, w, vb, start, end, c->max_len, c->ring, D);
+      const float inv = (float)(1.0 / denom);
+      for (int64_t d = 0; d < D; d++) o[d] *= inv;
     }
-    float inv = (float)(1.0 / denom);
-    for (int64_t d = 0; d < D; d++) o[d] *= inv;
   }
   dbc_scratch_free(scores);
+  dbc_scratch_free(maxes);
 }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
@@ -134,7 +202,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
       return dbc_fail(DBC_E_ARG, "attention: mask width %lld < keys attended %lld", (long long)width, (long long)keys);
     }
   }
-  dbc_parallel_for(rows * H, 1, attn_range, &c);
+  dbc_parallel_for(rows * KH, 1, attn_range, &c);
   *out = o;
   return DBC_OK;
 }
