@@ -1,10 +1,13 @@
 /* quant_avx512.c — 4- and 8-bit MLX-affine linear for any number of rows of x on x86-64 with AVX-512 VNNI.
  *
- * x is quantized to int8 per weight group (one scale per group of each row); a group of 64 values is one 512-bit
- * register on both sides, so Σ q·x of a (weight row, x row, group) is one vpdpbusd, then one convert and one FMA with
- * the group's scale product s·d. Tiles of 4 weight rows × up to 4 x rows keep 16 accumulators in registers: each
- * weight group is unpacked once for 4 x rows, each x group loaded once for 4 weight rows. Rows of x go in blocks so
- * a block's int8 copy stays in L2 while every weight row of the thread's range passes over it.
+ * x is quantized to int8 per 64 values (one scale each) and every product is an integer dot (vpdpbusd: u8 weights × s8
+ * x), then scaled in float. Two layouts:
+ * - 8-bit: a group of 64 is one 512-bit register on both sides, so a (weight row, x row, group) is one vpdpbusd, one
+ *   convert and one FMA with the scale product s·d. Tiles of 4 weight rows × up to 4 x rows keep 16 accumulators in
+ *   registers: a weight group is loaded once for 4 x rows, an x group once for 4 weight rows.
+ * - 4-bit: the groups lie one per 32-bit lane (see "one group per lane" below), which pays the float work once per 16
+ *   groups instead of once per group.
+ * Rows of x go in blocks so that a block's int8 copy stays in L2 while every weight row of the thread's range passes.
  *
  * Each output is summed in the same order whatever the number of rows, so a row's result does not depend on the batch
  * it came in (batched decode equals unbatched, bit for bit). Built for every x86-64 target (function attributes) and
@@ -38,11 +41,9 @@ int dbc_q_avx512_supports(int bits, int gs, int64_t K) {
   return (bits == 4 || bits == 8) && (gs == 64 || gs == 128) && K % gs == 0 && dbc_q_avx512_available();
 }
 
-/* One row of x → int8 per group (round to nearest even, as lrintf), its scale and its float sum. For 4-bit weights
- * each 64 values are stored even elements first, then odd: the order of a packed group's low nibbles, then high. */
-Z512 INLINE void quantize_row(const float* x, int64_t K, int gs, int bits, int8_t* q, float* d, float* sum) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+/* One row of x → int8 per group of gs (round to nearest even, as lrintf), its scale and its float sum (8-bit layout:
+ * natural order). */
+Z512 INLINE void quantize_row(const float* x, int64_t K, int gs, int8_t* q, float* d, float* sum) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   for (int64_t g = 0; g < K / gs; g++) {
     const float* v = x + g * gs;
@@ -56,29 +57,9 @@ Z512 INLINE void quantize_row(const float* x, int64_t K, int gs, int bits, int8_
     const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
     d[g] = scale;
     sum[g] = _mm512_reduce_add_ps(total);
-    for (int c = 0; c < gs; c += 64) {
-      __m512i r[4];
-      for (int j = 0; j < 4; j++) r[j] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + c + 16 * j), inv));
-      int8_t* o = q + g * gs + c;
-      if (bits == 4) {
-        _mm_storeu_si128((__m128i*)o, _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(r[0], even, r[1])));
-        _mm_storeu_si128((__m128i*)(o + 16), _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(r[2], even, r[3])));
-        _mm_storeu_si128((__m128i*)(o + 32), _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(r[0], odd, r[1])));
-        _mm_storeu_si128((__m128i*)(o + 48), _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(r[2], odd, r[3])));
-      } else {
-        for (int j = 0; j < 4; j++) _mm_storeu_si128((__m128i*)(o + 16 * j), _mm512_cvtepi32_epi8(r[j]));
-      }
-    }
+    for (int i = 0; i < gs; i += 16)
+      _mm_storeu_si128((__m128i*)(q + g * gs + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), inv))));
   }
-}
-
-/* 64 weights of one row as 64 u8 lanes: 4-bit → the 32 low nibbles, then the 32 high ones. */
-Z512 INLINE __m512i load_weights(const uint8_t* q, const int BITS) {
-  if (BITS == 4) {
-    const __m256i v = _mm256_loadu_si256((const __m256i*)q);
-    return _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), _mm512_set1_epi8(0x0f));
-  }
-  return _mm512_loadu_si512(q);
 }
 
 Z512 INLINE float dot_groups(const float* a, const float* b, int64_t n) {
@@ -101,12 +82,13 @@ typedef struct {
   float* out;         /* [M, N] */
 } zctx;
 
-/* out[m0..m0+MR, n0..n0+NR]; s and b hold the NR rows' scales and biases as floats, sd is scratch for the products. */
-Z512 INLINE void tile(const zctx* c, int64_t n0, int64_t m0, const int NR, const int MR, const int BITS, const int GS,
-                      const float* s, const float* b, float* sd) {
+/* 8-bit: out[m0..m0+MR, n0..n0+NR]; s and b hold the NR rows' scales and biases as floats, sd is scratch for the
+ * products. A group of GS is GS / 64 registers. */
+Z512 INLINE void tile(const zctx* c, int64_t n0, int64_t m0, const int NR, const int MR, const int GS, const float* s,
+                      const float* b, float* sd) {
   const qmatrix* m = c->m;
-  const int64_t K = m->K, groups = m->groups, gbytes = GS * BITS / 8;
-  const int CH = GS / 64, CBYTES = 64 * BITS / 8;
+  const int64_t K = m->K, groups = m->groups;
+  const int CH = GS / 64;
   for (int i = 0; i < NR; i++)
     for (int r = 0; r < MR; r++) {
       const float* si = s + i * groups;
@@ -124,7 +106,7 @@ Z512 INLINE void tile(const zctx* c, int64_t n0, int64_t m0, const int NR, const
   for (int64_t g = 0; g < groups; g++) {
     __m512i w[TILE_N][2];
     for (int i = 0; i < NR; i++)
-      for (int h = 0; h < CH; h++) w[i][h] = load_weights(rows[i] + g * gbytes + h * CBYTES, BITS);
+      for (int h = 0; h < CH; h++) w[i][h] = _mm512_loadu_si512(rows[i] + g * GS + h * 64);
     for (int r = 0; r < MR; r++) {
       const int8_t* xg = c->xq + (m0 + r) * K + g * GS;
       const __m512i x0 = _mm512_loadu_si512(xg);
@@ -146,13 +128,13 @@ Z512 INLINE void tile(const zctx* c, int64_t n0, int64_t m0, const int NR, const
 
 #define TILE_MR(N0, NR, S, B)                                         \
   switch (mr) {                                                       \
-    case 1: tile(c, N0, m0, NR, 1, BITS, GS, S, B, sd); break;        \
-    case 2: tile(c, N0, m0, NR, 2, BITS, GS, S, B, sd); break;        \
-    case 3: tile(c, N0, m0, NR, 3, BITS, GS, S, B, sd); break;        \
-    default: tile(c, N0, m0, NR, 4, BITS, GS, S, B, sd); break;       \
+    case 1: tile(c, N0, m0, NR, 1, GS, S, B, sd); break;        \
+    case 2: tile(c, N0, m0, NR, 2, GS, S, B, sd); break;        \
+    case 3: tile(c, N0, m0, NR, 3, GS, S, B, sd); break;        \
+    default: tile(c, N0, m0, NR, 4, GS, S, B, sd); break;       \
   }
 
-Z512 INLINE void range_for(const zctx* c, int64_t nb, int64_t ne, const int BITS, const int GS) {
+Z512 INLINE void range_for(const zctx* c, int64_t nb, int64_t ne, const int GS) {
   const qmatrix* m = c->m;
   const int64_t groups = m->groups;
   const size_t ssize = dbc_dtype_size(m->sdtype);
@@ -179,10 +161,8 @@ Z512 INLINE void range_for(const zctx* c, int64_t nb, int64_t ne, const int BITS
   dbc_scratch_free(s);
 }
 
-Z512 static void range_q4_g64(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 4, 64); }
-Z512 static void range_q4_g128(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 4, 128); }
-Z512 static void range_q8_g64(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 8, 64); }
-Z512 static void range_q8_g128(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 8, 128); }
+Z512 static void range_q8_g64(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 64); }
+Z512 static void range_q8_g128(void* p, int64_t nb, int64_t ne) { range_for(p, nb, ne, 128); }
 
 /* ---- 4-bit weights, one group per lane ----
  * The per-group float work (convert, scale, add: as much as the integer dot itself) is paid once per 16 groups: a
@@ -428,12 +408,12 @@ static int lanes_linear(const qmatrix* m, const float* x, int64_t M, const void*
   return DBC_OK;
 }
 
-typedef struct { const float* x; int64_t K; int gs; int bits; int8_t* xq; float* xd; float* xsum; } qrows_ctx;
+typedef struct { const float* x; int64_t K; int gs; int8_t* xq; float* xd; float* xsum; } qrows_ctx;
 Z512 static void quantize_rows(void* p, int64_t rb, int64_t re) {
   const qrows_ctx* q = p;
   const int64_t groups = q->K / q->gs;
   for (int64_t r = rb; r < re; r++)
-    quantize_row(q->x + r * q->K, q->K, q->gs, q->bits, q->xq + r * q->K, q->xd + r * groups, q->xsum + r * groups);
+    quantize_row(q->x + r * q->K, q->K, q->gs, q->xq + r * q->K, q->xd + r * groups, q->xsum + r * groups);
 }
 
 int dbc_q_avx512_linear(const qmatrix* m, const float* x, int64_t M, const void* bias, int bias_dtype, float* out) {
@@ -446,11 +426,10 @@ int dbc_q_avx512_linear(const qmatrix* m, const float* x, int64_t M, const void*
     dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
     return dbc_fail(DBC_E_NOMEM, "quantized_linear: out of memory");
   }
-  qrows_ctx qc = {x, K, m->gs, m->bits, xq, xd, xsum};
+  qrows_ctx qc = {x, K, m->gs, xq, xd, xsum};
   dbc_parallel_for(M, 8, quantize_rows, &qc);
   zctx c = {m, M, xq, xd, xsum, bias, bias_dtype, out};
-  dbc_range_fn fn = m->bits == 4 ? (m->gs == 64 ? range_q4_g64 : range_q4_g128) : (m->gs == 64 ? range_q8_g64 : range_q8_g128);
-  dbc_parallel_for(m->N, 16, fn, &c);
+  dbc_parallel_for(m->N, 16, m->gs == 64 ? range_q8_g64 : range_q8_g128, &c);
   dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
   return DBC_OK;
 }
