@@ -41,25 +41,27 @@ int dbc_q_avx512_supports(int bits, int gs, int64_t K) {
   return (bits == 4 || bits == 8) && (gs == 64 || gs == 128) && K % gs == 0 && dbc_q_avx512_available();
 }
 
-/* One row of x → int8 per group of gs (round to nearest even, as lrintf), its scale and its float sum (8-bit layout:
- * natural order). */
-Z512 INLINE void quantize_row(const float* x, int64_t K, int gs, int8_t* q, float* d, float* sum) {
+/* n values of x (a multiple of 16) → n int8 (round to nearest even, as lrintf) with one scale, which goes to *d, and
+ * their float sum to *sum. */
+Z512 INLINE void quantize_group(const float* v, int n, int8_t* q, float* d, float* sum) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
-  for (int64_t g = 0; g < K / gs; g++) {
-    const float* v = x + g * gs;
-    __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
-    for (int i = 0; i < gs; i += 16) {
-      const __m512 a = _mm512_loadu_ps(v + i);
-      amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, a));
-      total = _mm512_add_ps(total, a);
-    }
-    const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
-    const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
-    d[g] = scale;
-    sum[g] = _mm512_reduce_add_ps(total);
-    for (int i = 0; i < gs; i += 16)
-      _mm_storeu_si128((__m128i*)(q + g * gs + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), inv))));
+  __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    const __m512 a = _mm512_loadu_ps(v + i);
+    amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, a));
+    total = _mm512_add_ps(total, a);
   }
+  const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
+  const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
+  *d = scale;
+  *sum = _mm512_reduce_add_ps(total);
+  for (int i = 0; i < n; i += 16)
+    _mm_storeu_si128((__m128i*)(q + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), inv))));
+}
+
+/* One row of x → int8 per group of gs, natural order (the 8-bit kernel's layout). */
+Z512 INLINE void quantize_row(const float* x, int64_t K, int gs, int8_t* q, float* d, float* sum) {
+  for (int64_t g = 0; g < K / gs; g++) quantize_group(x + g * gs, gs, q + g * gs, d + g, sum + g);
 }
 
 Z512 INLINE float dot_groups(const float* a, const float* b, int64_t n) {
@@ -187,20 +189,7 @@ Z512 static void quantize_row_lanes(const float* x, int64_t K, int64_t vgroups, 
       d[vg] = 0, sum[vg] = 0;
       continue;
     }
-    const float* src = x + vg * 64;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
-    for (int i = 0; i < 64; i += 16) {
-      const __m512 a = _mm512_loadu_ps(src + i);
-      amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, a));
-      total = _mm512_add_ps(total, a);
-    }
-    const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
-    const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
-    d[vg] = scale;
-    sum[vg] = _mm512_reduce_add_ps(total);
-    for (int j = 0; j < 4; j++)
-      _mm_storeu_si128((__m128i*)(natural + 16 * j), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(src + 16 * j), inv))));
+    quantize_group(x + vg * 64, 64, natural, d + vg, sum + vg);
     for (int t = 0; t < 8; t++)
       for (int h = 0; h < 2; h++)
         for (int b = 0; b < 4; b++) o[(2 * t + h) * 64 + b] = natural[8 * t + 2 * b + h];
