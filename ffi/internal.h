@@ -15,11 +15,23 @@
 
 #define DBC_MAX_DIMS 8
 
+/* A buffer made from a range of a storage's bytes for a kernel (4-bit weights repacked into its layout), kept with the
+ * storage so that it is made once per weight and not once per call. */
+typedef struct dbc_derived {
+  struct dbc_derived* next;
+  int kind;
+  int64_t offset, nbytes; /* the source range */
+  const void* with[2];    /* other data it was made from (a weight's scales and biases) */
+  void* data;
+  int64_t size;
+} dbc_derived;
+
 typedef struct dbc_storage {
   void* data;
   int64_t nbytes;
   int64_t refcount;
   int owned; /* 1: malloc'd by us; 0: borrowed (mmap'd weights kept alive by the caller) */
+  dbc_derived* derived; /* freed with the storage, dropped when it is written */
 } dbc_storage;
 
 typedef struct dbc_tensor {
@@ -43,6 +55,12 @@ int dbc_check(void* handle, const char* what, dbc_tensor** out);
 int dbc_check_float(const dbc_tensor* t, const char* what);
 void* dbc_scratch_alloc(size_t bytes);
 void dbc_scratch_free(void* p);
+/* The buffer of `kind` derived from t's bytes [0, nbytes) and the data at with[0..1]: made by build(src, dst, ctx) into
+ * `size` bytes the first time it is asked for, then the same one until t's storage is freed or written. NULL (error
+ * set) when out of memory. */
+enum { DBC_DERIVED_ROWS16_Q4 = 1 };
+const void* dbc_derived_get(const dbc_tensor* t, int kind, int64_t nbytes, const void* const with[2], int64_t size,
+                            void (*build)(const void* src, void* dst, void* ctx), void* ctx);
 
 /* float16 / bfloat16 <-> float32 */
 static inline float bf16_to_f32(uint16_t h) {

@@ -463,6 +463,14 @@ static int dequant(tensor* w, mlx_array s, const mlx_array* b, int gs, int bits,
   return rc ? DBC_E_ARG : DBC_OK;
 }
 
+int dbc_quantized_prepare(void* wh, void* sh, void* bh, int gs, int bits) {
+  tensor *w, *s, *b = NULL;
+  int rc, N, K;
+  if ((rc = get(wh, "quantized_prepare", &w)) || (rc = get(sh, "quantized_prepare", &s))) return rc;
+  if (bh && (rc = get(bh, "quantized_prepare", &b))) return rc;
+  return quant_check(w, s, b, gs, bits, "quantized_prepare", &N, &K); /* MLX's kernels read the MLX layout itself */
+}
+
 int dbc_dequantize(void* wh, void* sh, void* bh, int gs, int bits, void** out) {
   tensor *w, *s, *b = NULL;
   int rc, N, K;

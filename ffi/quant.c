@@ -456,6 +456,13 @@ static void qdequant_range(void* p, int64_t b, int64_t e) {
   for (int64_t r = b; r < e; r++) dbc_dequant_row(c->m, c->n0 + r, c->dst + r * c->m->K);
 }
 
+int dbc_quantized_prepare(void* wh, void* sh, void* bh, int gs, int bits) {
+  qmatrix m;
+  int rc = qmatrix_check(wh, sh, bh, gs, bits, "quantized_prepare", &m);
+  if (rc || m.mx || !dbc_q_avx512_supports(bits, gs, m.K)) return rc;
+  return dbc_q_avx512_prepare(&m, wh);
+}
+
 int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {
   qmatrix m;
   dbc_tensor *x, *bias = NULL, *o;
@@ -469,7 +476,7 @@ int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, in
   float* op = tdata(o);
   /* AVX-512 VNNI: one int8 kernel for every batch size (decode rows and prompt chunks alike) */
   if (!m.mx && !precise && dbc_q_avx512_supports(bits, gs, m.K)) {
-    if ((rc = dbc_q_avx512_linear(&m, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op))) { dbc_tensor_free(o); return rc; }
+    if ((rc = dbc_q_avx512_linear(&m, wh, xp, M, bias ? tdata(bias) : NULL, bias ? bias->dtype : 0, op))) { dbc_tensor_free(o); return rc; }
     *out = o;
     return DBC_OK;
   }

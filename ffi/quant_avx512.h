@@ -7,6 +7,9 @@
 int dbc_q_avx512_available(void);
 /* 1 when the kernel handles this format: 4 or 8 bits, group 64 or 128, K a whole number of groups. */
 int dbc_q_avx512_supports(int bits, int gs, int64_t K);
-/* out[M, N] = x[M, K] · wᵀ (+ bias); x quantized to int8 per group. */
-int dbc_q_avx512_linear(const qmatrix* m, const float* x, int64_t M, const void* bias, int bias_dtype, float* out);
+/* out[M, N] = x[M, K] · wᵀ (+ bias); x quantized to int8 per group. w is m's packed-weight tensor: 4-bit weights are
+ * repacked into the kernel's layout once and kept with it. */
+int dbc_q_avx512_linear(const qmatrix* m, const dbc_tensor* w, const float* x, int64_t M, const void* bias, int bias_dtype, float* out);
+/* Makes m's kernel layout now (4-bit: the repacked copy kept with w) instead of at the first call. */
+int dbc_q_avx512_prepare(const qmatrix* m, const dbc_tensor* w);
 #endif

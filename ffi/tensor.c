@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include "internal.h"
 
 static _Thread_local char last_error[512];
@@ -47,6 +48,52 @@ void* dbc_scratch_alloc(size_t bytes) {
   return p;
 }
 void dbc_scratch_free(void* p) { free(p); }
+
+/* Memory a kernel streams through once per step (repacked weights): on 2 MiB pages where the kernel gives them, so that
+ * reading it misses the TLB once per 2 MiB instead of once per 4 KiB (in a virtual machine each miss walks two page
+ * tables). */
+static void* alloc_huge(size_t bytes) {
+  const size_t huge = (size_t)2 << 20;
+  void* p = NULL;
+  if (posix_memalign(&p, bytes >= huge ? huge : 64, bytes ? bytes : 64) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+  if (bytes >= huge) madvise(p, bytes, MADV_HUGEPAGE); /* a hint: ignored where unsupported */
+#endif
+  return p;
+}
+
+const void* dbc_derived_get(const dbc_tensor* t, int kind, int64_t nbytes, const void* const with[2], int64_t size,
+                            void (*build)(const void* src, void* dst, void* ctx), void* ctx) {
+  dbc_storage* s = t->storage;
+  for (dbc_derived* d = __atomic_load_n(&s->derived, __ATOMIC_ACQUIRE); d; d = d->next)
+    if (d->kind == kind && d->offset == t->offset && d->nbytes == nbytes && d->with[0] == with[0] && d->with[1] == with[1]) return d->data;
+  dbc_derived* d = calloc(1, sizeof *d);
+  void* data = alloc_huge((size_t)size);
+  if (!d || !data) {
+    free(d), free(data);
+    dbc_fail(DBC_E_NOMEM, "out of memory making a %lld-byte kernel layout of a weight", (long long)size);
+    return NULL;
+  }
+  build(tdata(t), data, ctx);
+  *d = (dbc_derived){.kind = kind, .offset = t->offset, .nbytes = nbytes, .with = {with[0], with[1]}, .data = data, .size = size};
+  __atomic_add_fetch(&live_bytes, size, __ATOMIC_RELAXED);
+  /* two threads that raced both add theirs: equal copies, both freed with the storage */
+  d->next = __atomic_load_n(&s->derived, __ATOMIC_ACQUIRE);
+  while (!__atomic_compare_exchange_n(&s->derived, &d->next, d, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    ;
+  return d->data;
+}
+
+static void drop_derived(dbc_storage* s) {
+  dbc_derived* d = __atomic_exchange_n(&s->derived, NULL, __ATOMIC_ACQ_REL);
+  while (d) {
+    dbc_derived* next = d->next;
+    __atomic_sub_fetch(&live_bytes, d->size, __ATOMIC_RELAXED);
+    free(d->data);
+    free(d);
+    d = next;
+  }
+}
 
 static int check_shape(int dtype, int ndim, const int64_t* shape) {
   if (dbc_dtype_size(dtype) == 0) return dbc_fail(DBC_E_ARG, "unsupported dtype %d", dtype);
@@ -160,6 +207,7 @@ int dbc_tensor_free(void* handle) {
   t->magic = 0;
   free(t);
   if (__atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) == 0) {
+    drop_derived(s);
     if (s->owned) {
       __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
       free(s->data);
@@ -182,6 +230,7 @@ int dbc_tensor_write(void* handle, const void* src, int64_t nbytes, int64_t offs
   int rc = dbc_check(handle, "tensor_write", &t);
   if (rc || (rc = rw_check(t, nbytes, offset))) return rc;
   if (nbytes && !src) return dbc_fail(DBC_E_ARG, "tensor_write: null source");
+  drop_derived(t->storage); /* made from the old bytes */
   memcpy((char*)tdata(t) + offset, src, (size_t)nbytes);
   return DBC_OK;
 }

@@ -25,7 +25,10 @@ export class Linear {
     private readonly b: Backend,
     /** Keep activations in float on quantized weights (see Backend.quantizedLinear). */
     private readonly precise = false,
-  ) {}
+  ) {
+    // at load time, not on the first request
+    if (weight.kind === 'quantized' && !precise) b.prepareQuantized(weight.matrix)
+  }
   apply(x: Tensor): Tensor {
     return applyLinear(this.b, this.weight, x, { precise: this.precise })
   }

@@ -32,6 +32,7 @@ export const SYMBOLS = {
   dbc_matmul: { args: [P, P, P], returns: i32 },
   dbc_linear: { args: [P, P, P, P], returns: i32 },
   dbc_quantized_linear: { args: [P, P, P, P, P, i32, i32, i32, P], returns: i32 },
+  dbc_quantized_prepare: { args: [P, P, P, i32, i32], returns: i32 },
   dbc_dequantize: { args: [P, P, P, i32, i32, P], returns: i32 },
   dbc_embedding: { args: [P, P, P], returns: i32 },
   dbc_quantized_embedding: { args: [P, P, P, i32, i32, P, P], returns: i32 },

@@ -231,6 +231,10 @@ export class ShimBackend implements Backend {
     )
   }
 
+  prepareQuantized(w: QuantizedMatrix): void {
+    this.#check(this.#lib.dbc_quantized_prepare(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits))
+  }
+
   dequantize(w: QuantizedMatrix): Tensor {
     return this.#call(
       this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits, this.#outPtr),

@@ -94,22 +94,24 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
     for (const bits of BITS)
       for (const groupSize of GROUP_SIZES) {
         it(`dequantize and quantized matmul match the reference at ${bits} bits, group ${groupSize}`, () => {
-          // [40, 256]: one partial block of 16 groups of 64; [42, 1152]: a full block and a partial one, and rows that
-          // are not a multiple of 4 (the tile's tail)
-          for (const [N, K, scaleDtype] of [[40, 256, groupSize === 64 ? 'bf16' : 'f32'], [42, 1152, 'f16']] as const)
+          // rows not a multiple of 16 (the cpu kernels' row blocks: zero rows pad the last) nor of 32 (blocks go in
+          // pairs), few and many groups, each scale dtype, with and without a bias
+          for (const [N, K, scaleDtype, withBias] of [[40, 256, groupSize === 64 ? 'bf16' : 'f32', false], [42, 1152, 'f16', true], [100, 128, 'bf16', true]] as const)
             b.scope(() => {
               const { matrix, dense } = randomQuantized(b, N, K, groupSize, bits, bits * 1000 + groupSize + K, scaleDtype)
               expect(ref.maxAbsDiff(b.toFloat32(b.dequantize(matrix)), dense)).toBeLessThan(1e-6)
+              b.prepareQuantized(matrix)
+              const bias = withBias ? ref.randn(N, ref.rng(N)) : undefined
               for (const M of [1, 3, 8, 11, 20]) {
                 const x = ref.randn(M * K, ref.rng(M + bits), 1)
-                const want = ref.linear(x, dense, M, N, K)
-                const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix))
+                const want = ref.linear(x, dense, M, N, K, bias)
+                const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N])))
                 // Kernels for 4/8 bits may quantize x to int8 per group (at any batch size where the CPU has AVX-512
                 // VNNI): error ≤ ~1% of the output scale.
                 const tol = bits === 4 || bits === 8 ? 1.5e-2 : 1e-5
                 expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(tol)
                 // precise keeps x in float: as exact as the other paths
-                const precise = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, undefined, { precise: true }))
+                const precise = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N]), { precise: true }))
                 expect(ref.maxAbsDiff(precise, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
               }
             })

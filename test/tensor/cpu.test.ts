@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { readFileSync } from 'node:fs'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import * as ref from '../reference/kernels.ts'
 import { randomQuantized, runBackendSuite } from './backend.suite.ts'
@@ -12,9 +13,9 @@ describe('cpu quantized linear', () => {
     for (const groupSize of [64, 128])
       test(`rows of a batch equal the rows computed alone, bit for bit (${bits} bits, group ${groupSize})`, () => {
         const b = openCpuBackend()
+        // N = 100: decode rows go through tiles of 2 row blocks and a lone block, batches through tiles of 2 blocks × 4 rows
+        for (const [N, K] of [[36, 1152], [100, 1024]] as const)
         b.scope(() => {
-          const N = 36,
-            K = 1152
           const { matrix } = randomQuantized(b, N, K, groupSize, bits, 7 + bits + groupSize, 'bf16')
           for (const M of [2, 5, 8, 12]) {
             const x = ref.randn(M * K, ref.rng(M), 1)
@@ -26,4 +27,27 @@ describe('cpu quantized linear', () => {
           }
         })
       })
+})
+
+describe('cpu kernel layout of 4-bit weights', () => {
+  // AVX-512 VNNI machines repack 4-bit weights once (16 rows to a vector) and keep the copy with the weight
+  const vnni = /\bavx512_vnni\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) && !['1', 'true'].includes(process.env.DBC_NO_AVX512 ?? '')
+  test(`is made once, counted in live bytes and freed with the weight (${vnni ? 'AVX-512 VNNI: repacked' : 'no AVX-512 VNNI: none'})`, () => {
+    const b = openCpuBackend()
+    const N = 40, K = 256
+    const before = b.liveBytes()
+    const { matrix } = randomQuantized(b, N, K, 64, 4, 11, 'bf16')
+    const loaded = b.liveBytes()
+    b.prepareQuantized(matrix)
+    // 3 blocks of 16 rows (the last padded): packed nibbles, then bf16 scales and biases
+    const layout = vnni ? 3 * 16 * (K / 2) + 2 * 3 * 16 * (K / 64) * 2 : 0
+    expect(b.liveBytes() - loaded).toBe(layout)
+    const x = b.fromFloat32(ref.randn(2 * K, ref.rng(5)), [2, K])
+    b.free(b.quantizedLinear(x, matrix))
+    b.prepareQuantized(matrix)
+    b.free(x)
+    expect(b.liveBytes() - loaded).toBe(layout)
+    for (const t of [matrix.weight, matrix.scales, matrix.biases!]) b.free(t)
+    expect(b.liveBytes()).toBe(before)
+  })
 })
