@@ -55,8 +55,9 @@ int dbc_matmul(void* a, void* b, void** out);
 int dbc_linear(void* x, void* w, void* bias, void** out);
 /* precise: keep x in float (the cpu decode kernels otherwise round x to int8 per group for 4- and 8-bit weights) */
 int dbc_quantized_linear(void* x, void* wq, void* scales, void* biases, void* bias, int group_size, int bits, int precise, void** out);
-/* Puts a quantized weight in the layout its kernel reads, now rather than at its first quantized_linear (the cpu shim
- * repacks 4-bit weights on AVX-512 VNNI machines and keeps the copy with the weight; MLX reads the MLX layout as it is) */
+/* Puts a quantized weight in the layout its kernel reads, now rather than at its first quantized_linear. Returns 1 when
+ * the kernel keeps a copy of its own (the cpu shim repacks 4-bit weights on AVX-512 VNNI machines and keeps the copy
+ * with the weight), 0 when it reads the weight as it is (MLX), or an error code. */
 int dbc_quantized_prepare(void* wq, void* scales, void* biases, int group_size, int bits);
 int dbc_dequantize(void* wq, void* scales, void* biases, int group_size, int bits, void** out);
 int dbc_embedding(void* table, void* ids, void** out);

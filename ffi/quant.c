@@ -460,7 +460,7 @@ int dbc_quantized_prepare(void* wh, void* sh, void* bh, int gs, int bits) {
   qmatrix m;
   int rc = qmatrix_check(wh, sh, bh, gs, bits, "quantized_prepare", &m);
   if (rc || m.mx || !dbc_q_avx512_supports(bits, gs, m.K)) return rc;
-  return dbc_q_avx512_prepare(&m, wh);
+  return dbc_q_avx512_prepare(&m, wh); /* 1: repacked */
 }
 
 int dbc_quantized_linear(void* xh, void* wh, void* sh, void* bh, void* biash, int gs, int bits, int precise, void** out) {

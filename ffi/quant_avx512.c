@@ -369,8 +369,8 @@ static const uint8_t* q4_layout(const qmatrix* m, const dbc_tensor* wt) {
 }
 
 int dbc_q_avx512_prepare(const qmatrix* m, const dbc_tensor* w) {
-  if (m->bits != 4) return DBC_OK; /* the 8-bit kernel reads the MLX layout */
-  return q4_layout(m, w) ? DBC_OK : DBC_E_NOMEM;
+  if (m->bits != 4) return 0; /* the 8-bit kernel reads the MLX layout */
+  return q4_layout(m, w) ? 1 : DBC_E_NOMEM;
 }
 
 static int q4_linear(const qmatrix* m, const dbc_tensor* wt, const float* x, int64_t M, const void* bias, int bias_dtype, float* out) {
@@ -422,7 +422,7 @@ int dbc_q_avx512_linear(const qmatrix* m, const dbc_tensor* w, const float* x, i
 #else
 int dbc_q_avx512_available(void) { return 0; }
 int dbc_q_avx512_supports(int bits, int gs, int64_t K) { return 0; }
-int dbc_q_avx512_prepare(const qmatrix* m, const dbc_tensor* w) { return DBC_OK; }
+int dbc_q_avx512_prepare(const qmatrix* m, const dbc_tensor* w) { return 0; }
 int dbc_q_avx512_linear(const qmatrix* m, const dbc_tensor* w, const float* x, int64_t M, const void* bias, int bias_dtype, float* out) {
   return dbc_fail(DBC_E_ARG, "quantized_linear: no AVX-512 kernel on this platform");
 }

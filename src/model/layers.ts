@@ -36,7 +36,8 @@ export class Linear {
 
 /** Linears that read the same input (q/k/v, gate/up), stacked row-wise into one matrix at load time so one call
  * streams all their weights: small projections alone reach a smaller share of memory bandwidth and pay a launch each.
- * Parts that cannot stack (different dtype, bits or bias) stay separate. Results equal the separate calls. */
+ * Parts that cannot stack (different dtype, bits or bias) stay separate, and so do quantized parts whose kernel keeps
+ * a copy of its own (Backend.prepareQuantized). Results equal the separate calls. */
 export class FusedLinear {
   readonly #fused: Linear | null
   readonly #parts: Linear[]
@@ -44,7 +45,9 @@ export class FusedLinear {
 
   constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend, precise = false) {
     this.#sizes = sizes
-    if (!canStack(parts)) {
+    // where the kernel keeps its own copy of each quantized part, that copy is what a call streams: a stacked copy
+    // besides it would only hold memory
+    if (!canStack(parts) || (!precise && parts.every((p) => p.kind === 'quantized' && b.prepareQuantized(p.matrix)))) {
       this.#fused = null
       this.#parts = parts.map((p) => new Linear(p, b, precise))
       return

@@ -88,9 +88,10 @@ export interface Backend {
   /** precise: keep x in float; the cpu decode kernels otherwise round x to int8 per group (4- and 8-bit weights), which
    * a recurrent state would accumulate. */
   quantizedLinear(x: Tensor, w: QuantizedMatrix, bias?: Tensor, options?: { precise?: boolean }): Tensor
-  /** Puts w in the layout quantizedLinear's kernel reads now, so the first request does not pay for it (the cpu backend
-   * repacks 4-bit weights on AVX-512 VNNI machines and keeps the copy with w; elsewhere it only checks w). */
-  prepareQuantized(w: QuantizedMatrix): void
+  /** Puts w in the layout quantizedLinear's kernel reads now, so the first request does not pay for it. True when the
+   * kernel keeps a copy of its own (the cpu backend repacks 4-bit weights on AVX-512 VNNI machines and keeps the copy
+   * with w; it then reads only that copy), false when it reads w as it is. */
+  prepareQuantized(w: QuantizedMatrix): boolean
   dequantize(w: QuantizedMatrix): Tensor
   /** Mixture of experts: x [rows, K] (or [rows, k, K]) through expert indices[r, j] (i32 [rows, k]) of w [E, N, K]
    * (dense or quantized), plus bias [E, N] → [rows, k, N] f32. */

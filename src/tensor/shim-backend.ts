@@ -231,8 +231,10 @@ export class ShimBackend implements Backend {
     )
   }
 
-  prepareQuantized(w: QuantizedMatrix): void {
-    this.#check(this.#lib.dbc_quantized_prepare(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits))
+  prepareQuantized(w: QuantizedMatrix): boolean {
+    const rc = this.#lib.dbc_quantized_prepare(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits)
+    if (rc < 0) this.#check(rc)
+    return rc === 1
   }
 
   dequantize(w: QuantizedMatrix): Tensor {
