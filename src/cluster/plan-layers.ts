@@ -1,7 +1,9 @@
 /** Layer planning: which contiguous layer range [lo, hi) each node holds, with a fit check that names the node that is
- * short and by how much. Layers are weighed by what they really cost — their weight bytes plus their KV cache, the
- * embedding on the first stage and the head on the last — and each node gets the share of that total its usable memory
- * gives it (largest remainder over bytes: each cut goes to the layer boundary nearest the node's share). Pure: no I/O. */
+ * short and by how much. A pipeline runs at the pace of its slowest stage, and a stage's time per token goes with the
+ * weights it streams: its layers, plus the head on the last stage (the embedding is a lookup). So the layers are split
+ * so that each node's share of those bytes matches its share of the cluster's memory (compute). Where that split does
+ * not fit, they are split by what each stage holds instead — weights, embedding, head and KV cache (memory); `--split`
+ * overrides both (manual). Cuts fall on the layer boundary nearest each node's share. Pure: no I/O. */
 import { DbcError } from '../errors.ts'
 
 export interface PlanNode {
@@ -47,7 +49,11 @@ export interface StagePlan {
   headroomBytes: number
 }
 
+/** How the layers were split: by the weights each stage streams per token, by what each stage holds, or by --split. */
+export type PlanRule = 'compute' | 'memory' | 'manual'
+
 export interface LayerPlan {
+  rule: PlanRule
   stages: StagePlan[]
   kvTokens: number
   fits: boolean
@@ -111,7 +117,24 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
   const kv = options.kv ?? { sequences: 1, tokens: options.kvTokens ?? 4096 }
   const kvTokens = kv.sequences * kv.tokens
   const layerKv = (l: number) => kv.sequences * (model.layerKvBytes ? model.layerKvBytes(l, kv.tokens) : kv.tokens * model.kvBytesPerTokenLayer)
-  let counts: number[]
+  const stagesFor = (counts: readonly number[]): StagePlan[] => {
+    const stages: StagePlan[] = []
+    let lo = 0
+    nodes.forEach((node, rank) => {
+      const hi = lo + counts[rank]!
+      let weightBytes = 0
+      for (let l = lo; l < hi; l++) weightBytes += model.layerBytes[l]!
+      if (rank === 0) weightBytes += model.embeddingBytes
+      if (rank === nodes.length - 1) weightBytes += model.headBytes
+      let kvBytes = 0
+      for (let l = lo; l < hi; l++) kvBytes += layerKv(l)
+      stages.push({ node: node.id, rank, lo, hi, weightBytes, kvBytes, usableBytes: node.usableBytes, headroomBytes: node.usableBytes - weightBytes - kvBytes })
+      lo = hi
+    })
+    return stages
+  }
+  let rule: PlanRule
+  let stages: StagePlan[]
   if (options.split) {
     if (options.split.length !== nodes.length) {
       throw new PlanError('E_PLAN', `--split has ${options.split.length} parts for ${nodes.length} nodes`, 'give one layer count per node')
@@ -121,42 +144,38 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
     if (total !== model.numLayers) {
       throw new PlanError('E_PLAN', `--split ${options.split.join(',')} covers ${total} layers, the model has ${model.numLayers}`)
     }
-    counts = [...options.split]
+    rule = 'manual'
+    stages = stagesFor(options.split)
   } else {
-    counts = splitByBytes(
-      model.layerBytes.map((b, l) => b + layerKv(l)),
-      model.embeddingBytes,
-      model.headBytes,
-      nodes.map((n) => n.usableBytes),
-    )
+    const shares = nodes.map((n) => n.usableBytes)
+    rule = 'compute'
+    stages = stagesFor(splitByBytes(model.layerBytes, 0, model.headBytes, shares))
+    if (stages.some((s) => s.headroomBytes < 0)) {
+      rule = 'memory'
+      stages = stagesFor(splitByBytes(model.layerBytes.map((b, l) => b + layerKv(l)), model.embeddingBytes, model.headBytes, shares))
+    }
   }
-  const stages: StagePlan[] = []
-  let lo = 0
-  nodes.forEach((node, rank) => {
-    const hi = lo + counts[rank]!
-    let weightBytes = 0
-    for (let l = lo; l < hi; l++) weightBytes += model.layerBytes[l]!
-    if (rank === 0) weightBytes += model.embeddingBytes
-    if (rank === nodes.length - 1) weightBytes += model.headBytes
-    let kvBytes = 0
-    for (let l = lo; l < hi; l++) kvBytes += layerKv(l)
-    stages.push({ node: node.id, rank, lo, hi, weightBytes, kvBytes, usableBytes: node.usableBytes, headroomBytes: node.usableBytes - weightBytes - kvBytes })
-    lo = hi
-  })
   const shortfalls = stages.filter((s) => s.headroomBytes < 0).map((s) => ({ node: s.node, shortBytes: -s.headroomBytes }))
-  return { stages, kvTokens, fits: shortfalls.length === 0, shortfalls }
+  return { rule, stages, kvTokens, fits: shortfalls.length === 0, shortfalls }
 }
 
 const GiB = 1024 ** 3
 export const formatGiB = (bytes: number): string => `${(bytes / GiB).toFixed(2)} GiB`
 
+const RULES: Record<PlanRule, string> = {
+  compute: 'layers split so each node streams its share of the weights per token (its share of the memory)',
+  memory: 'layers split by memory (a split by compute does not fit): each node holds its share of weights and KV',
+  manual: 'layers split as --split gives',
+}
+
 /** The plan as lines a user reads (`serve --plan`). */
 export function describePlan(plan: LayerPlan): string[] {
-  const lines = plan.stages.map(
+  const lines = [RULES[plan.rule]]
+  lines.push(...plan.stages.map(
     (s) =>
       `rank ${s.rank} ${s.node}: layers [${s.lo}, ${s.hi}) (${s.hi - s.lo}), weights ${formatGiB(s.weightBytes)}, ` +
       `KV for ${plan.kvTokens} tokens ${formatGiB(s.kvBytes)}, usable ${formatGiB(s.usableBytes)}, headroom ${formatGiB(s.headroomBytes)}`,
-  )
+  ))
   for (const s of plan.shortfalls) lines.push(`does not fit: ${s.node} is short by ${formatGiB(s.shortBytes)}`)
   return lines
 }

@@ -41,7 +41,7 @@ describe('planLayers', () => {
     expect(plan.fits).toBe(true)
   })
 
-  test('a manual split overrides the memory weighting and is validated', () => {
+  test('a manual split overrides the weighting and is validated', () => {
     const nodes = [
       { id: 'a', usableBytes: 64 * GiB },
       { id: 'b', usableBytes: 64 * GiB },
@@ -88,6 +88,25 @@ describe('planLayers', () => {
     )
     expect(plan.stages.map((s) => s.hi - s.lo)).toEqual([6, 2])
     expect(plan.stages.map((s) => s.weightBytes / GiB)).toEqual([6, 6])
+  })
+
+  test('by compute where it fits (the head streams, the embedding is a lookup), by memory where it does not', () => {
+    // 8 layers of 1 GiB, an embedding and an untied head of 4 GiB each, no KV
+    const untied: ModelFootprint = { ...model(8, 1 * GiB), embeddingBytes: 4 * GiB, headBytes: 4 * GiB, kvBytesPerTokenLayer: 0 }
+    const two = (usable: number) => [
+      { id: 'a', usableBytes: usable },
+      { id: 'b', usableBytes: usable },
+    ]
+    // per token, stage 0 streams its layers, stage 1 its layers and the head: 6 | 2 + 4
+    const roomy = planLayers(two(64 * GiB), untied)
+    expect([roomy.rule, roomy.stages.map((s) => s.hi - s.lo)]).toEqual(['compute', [6, 2]])
+    expect(roomy.stages.map((s) => s.weightBytes / GiB)).toEqual([10, 6])
+    expect(describePlan(roomy)[0]).toMatch(/streams its share of the weights per token/)
+    // 9 GiB each: stage 0 would hold 10 GiB, so the split evens out what each holds: 4 + 4 | 4 + 4
+    const tight = planLayers(two(9 * GiB), untied)
+    expect([tight.rule, tight.fits, tight.stages.map((s) => s.hi - s.lo)]).toEqual(['memory', true, [4, 4]])
+    expect(describePlan(tight)[0]).toMatch(/split by memory/)
+    expect(planLayers(two(64 * GiB), untied, { split: [3, 5] }).rule).toBe('manual')
   })
 
   test('KV is reserved per layer for every sequence: sliding-window and recurrent layers hold less', () => {
