@@ -323,18 +323,20 @@ Z512 INLINE void rows16_tile(const rows16_ctx* c, int64_t b0, int64_t m0, const 
   }
 }
 
-/* Rows of x per block: 32 rows of a 14,336-wide input are 448 KiB of int8, within a core's L2; a tile's weights are read
- * from memory for the block's first rows and from cache for the rest. */
+/* Rows of x per block: as many as keep the block's int8 copy within 256 KiB (a quarter of a Zen 5 core's L2; 256 rows of
+ * a 1,024-wide input, 16 of a 14,336-wide one), since each block streams the thread's weights once more; within a block
+ * a pair of row blocks' weights stays in L1 while every 4 rows of x pass. */
 Z512 static void rows16_range(void* p, int64_t bb, int64_t be) {
   const rows16_ctx* c = p;
+  const int64_t fit = (256 << 10) / c->s.m->K / TILE_M * TILE_M, X_ROWS = fit < TILE_M ? TILE_M : fit;
   if (c->M == 1) { /* decode: 2 blocks a tile (two weight streams), each dot split in two: 4 chains of vpdpbusd */
     int64_t b = bb;
     for (; b + 2 <= be; b += 2) rows16_tile(c, b, 0, 2, 1, 2);
     for (; b < be; b++) rows16_tile(c, b, 0, 1, 1, 2);
     return;
   }
-  for (int64_t xb = 0; xb < c->M; xb += X_BLOCK) {
-    const int64_t xe = xb + X_BLOCK < c->M ? xb + X_BLOCK : c->M;
+  for (int64_t xb = 0; xb < c->M; xb += X_ROWS) {
+    const int64_t xe = xb + X_ROWS < c->M ? xb + X_ROWS : c->M;
     for (int64_t b = bb; b < be; b += 2) {
       const int nb = be - b >= 2 ? 2 : 1;
       for (int64_t m0 = xb; m0 < xe; m0 += TILE_M) {

@@ -75,12 +75,6 @@ const void* dbc_derived_get(const dbc_tensor* t, int kind, int64_t nbytes, const
     return NULL;
   }
   build(tdata(t), data, ctx);
-#ifdef MADV_PAGEOUT
-  if (!s->owned) { /* borrowed bytes (a mapped checkpoint): the copy is what the kernel reads now, so let the pages go */
-    const uintptr_t page = 4096, lo = ((uintptr_t)tdata(t) + page - 1) & ~(page - 1), hi = ((uintptr_t)tdata(t) + (uintptr_t)nbytes) & ~(page - 1);
-    if (hi > lo) madvise((void*)lo, hi - lo, MADV_PAGEOUT); /* a hint: file pages are read again if ever needed */
-  }
-#endif
   *d = (dbc_derived){.kind = kind, .offset = t->offset, .nbytes = nbytes, .with = {with[0], with[1]}, .data = data, .size = size};
   __atomic_add_fetch(&live_bytes, size, __ATOMIC_RELAXED);
   /* two threads that raced both add theirs: equal copies, both freed with the storage */
