@@ -109,6 +109,63 @@ static inline void weighted_values(float* o, const float* w, const float* vb, in
   }
 }
 
+#if defined(__AVX512F__)
+/* 16 vectors → one vector whose lane k is the sum of vector k's lanes: four rounds of pairing neighbours (even lanes of
+ * both, plus odd lanes of both) instead of 16 separate horizontal sums. */
+static inline __m512 fold16(__m512 a[16]) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#pragma GCC unroll 4
+  for (int n = 16; n > 1; n /= 2)
+#pragma GCC unroll 8
+    for (int i = 0; i < n / 2; i++)
+      a[i] = _mm512_add_ps(_mm512_permutex2var_ps(a[2 * i], even, a[2 * i + 1]), _mm512_permutex2var_ps(a[2 * i], odd, a[2 * i + 1]));
+  return a[0];
+}
+
+/* e^x for x ≤ 0 (scores minus their maximum), 16 at once: x = n·ln 2 + f with |f| ≤ ln 2 / 2, e^f by its Taylor
+ * polynomial to degree 7 (relative error < 1e-8 before rounding), scaled by 2^n; below −87.3 (where expf leaves the
+ * normal floats) 0. */
+static inline __m512 exp_neg(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), _mm512_maskz_mov_ps(~tiny, x));
+  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), f);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_scalef_ps(~tiny, p, n);
+}
+
+/* Scores of keys [j0, j0 + 16) (fewer at the end: the rest −∞) for one query head, scaled and masked. q goes through
+ * the head dimension once, each of its vectors against the 16 keys' (16 accumulators in registers). */
+static inline __m512 scores16(const float* q, const float* kb, int64_t j0, int64_t end, const attn_ctx* c, const float* mask_row) {
+  const int64_t D = c->head_dim, nk = end - j0 < 16 ? end - j0 : 16;
+  const float* key[16];
+  for (int k = 0; k < 16; k++) { /* past the end: the last key again, its lane masked below */
+    const int64_t j = j0 + (k < nk ? k : nk - 1);
+    key[k] = kb + (c->ring ? j % c->max_len : j) * D;
+  }
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; d += 16) {
+    const __m512 qv = _mm512_loadu_ps(q + d);
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) acc[k] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(key[k] + d), acc[k]);
+  }
+  const __mmask16 live = (__mmask16)((1u << nk) - 1);
+  __m512 s = _mm512_mul_ps(fold16(acc), _mm512_set1_ps(c->scale));
+  if (mask_row) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(live, mask_row + j0));
+  return _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), s);
+}
+#endif
+
 static void attn_range(void* p, int64_t b, int64_t e) {
   const attn_ctx* c = p;
   const int64_t D = c->head_dim, group = c->heads / c->kv_heads;
@@ -121,6 +178,41 @@ static void attn_range(void* p, int64_t b, int64_t e) {
     const float* kb = c->k + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
     const float* vb = c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
     for (int64_t g = 0; g < group; g++) maxes[g] = c->sinks ? c->sinks[h0 + g] : -INFINITY;
+#if defined(__AVX512F__)
+    if (D % 16 == 0) { /* 16 keys at a time; their block stays in L1 while each query head of the group passes */
+      for (int64_t g = 0; g < group; g++) {
+        const float* qg = c->q + (r * c->heads + h0 + g) * D;
+        __m512 top = _mm512_set1_ps(maxes[g]);
+        for (int64_t j0 = start; j0 < end; j0 += 16) {
+          const __m512 s16 = scores16(qg, kb, j0, end, c, c->mask ? c->mask + r * c->mask_width : NULL);
+          _mm512_mask_storeu_ps(scores + g * n + j0 - start, (__mmask16)((1u << (end - j0 < 16 ? end - j0 : 16)) - 1), s16);
+          top = _mm512_max_ps(top, s16);
+        }
+        maxes[g] = _mm512_reduce_max_ps(top);
+      }
+      for (int64_t g = 0; g < group; g++) {
+        float* o = c->out + (r * c->heads + h0 + g) * D;
+        if (maxes[g] == -INFINITY) {
+          for (int64_t d = 0; d < D; d++) o[d] = 0;
+          continue;
+        }
+        float* w = scores + g * n;
+        const __m512 top = _mm512_set1_ps(maxes[g]);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j += 16) {
+          const __mmask16 live = (__mmask16)(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
+          const __m512 e16 = _mm512_maskz_mov_ps(live, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, w + j), top)));
+          _mm512_mask_storeu_ps(w + j, live, e16);
+          sum = _mm512_add_ps(sum, e16);
+        }
+        const double denom = _mm512_reduce_add_ps(sum) + (c->sinks ? exp((double)(c->sinks[h0 + g] - maxes[g])) : 0.0);
+        weighted_values(o, w, vb, start, end, c->max_len, c->ring, D);
+        const float inv = (float)(1.0 / denom);
+        for (int64_t d = 0; d < D; d++) o[d] *= inv;
+      }
+      continue;
+    }
+#endif
     for (int64_t j = start; j < end; j++) {
       const float* kj = kb + (c->ring ? j % c->max_len : j) * D;
       for (int64_t g = 0; g < group; g++) {

@@ -3,10 +3,11 @@
  * Tolerances, on logits with max |logit| 1.4–5 on these models:
  * - f32/f16/bf16 weights: max |Δ| < 1e-4 (f32 activations against float64; the weights are exact in both; measured
  *   ≤ 1.5e-6).
- * - q4/q8 and mixed: max |Δ| < 10% of max |logit|, and the reference's top token is in the backend's top 3. The cpu
- *   decode kernels quantize activations to int8 per 32-value block (llama.cpp's Q8 activations); the reference
- *   dequantizes the weights exactly and multiplies in float64, so this bounds the activation rounding (measured
- *   2.9–6.2%, q8 no better than q4: the activations dominate). */
+ * - q4/q8 and mixed: max |Δ| < 10% of max |logit|, and the token the backend ranks first is one the reference rates
+ *   within twice that step's error of its own first (random weights leave near-ties a rounding can flip). The cpu
+ *   kernels quantize activations to int8 per 64-value group; the reference dequantizes the weights exactly and
+ *   multiplies in float64, so this bounds the activation rounding (measured 2.3–6.2%, q8 no better than q4: the
+ *   activations dominate). */
 import { describe, expect, test } from 'bun:test'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -39,8 +40,12 @@ function checkAgainstReference(dir: string, quantized: boolean): number {
     worst = Math.max(worst, diff / maxAbs(want))
     if (!quantized) expect(diff).toBeLessThan(1e-4)
     else {
-      expect(diff / maxAbs(want)).toBeLessThan(0.1)
-      expect(topK(got, 3)).toContain(topK(want, 1)[0]!)
+      // int8 activations: every logit is off by up to `relative` of the largest; the token we rank first must then be
+      // one the reference cannot tell from its own first at that precision (within twice the error)
+      const relative = diff / maxAbs(want)
+      expect(relative).toBeLessThan(0.1)
+      const ours = topK(got, 1)[0]!
+      expect((want[topK(want, 1)[0]!]! - want[ours]!) / maxAbs(want)).toBeLessThanOrEqual(2 * relative)
     }
   }
   try {
