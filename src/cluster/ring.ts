@@ -102,7 +102,8 @@ export class StageNode {
       }
       const t0 = performance.now()
       const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
-      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows })
+      // sampled here at once: the logits may go into the stage's reused buffer
+      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows, reuseLogits: Boolean(step.sampling) })
       if (stage.range.last) {
         const vocab = stage.config.vocabSize
         const tokens = step.sampling ? (step.logitRows.length ? sampleRows(out.logits!, vocab, step.sampling) : []) : undefined

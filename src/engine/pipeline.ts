@@ -36,14 +36,14 @@ export class LocalPipeline implements Pipeline {
   async step(input: StageInput): Promise<Float32Array> {
     let out: StageOutput = {}
     for (const [i, stage] of this.stages.entries()) {
-      out = stage.forward(i === 0 ? input : { slots: input.slots, positions: input.positions, hidden: out.hidden, logitRows: input.logitRows })
+      out = stage.forward(i === 0 ? input : { slots: input.slots, positions: input.positions, hidden: out.hidden, logitRows: input.logitRows, reuseLogits: input.reuseLogits })
     }
     return out.logits!
   }
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0) }), []
-    return sampleRows(await this.step(input), this.vocabSize, rows)
+    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
+    return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
   }
 }

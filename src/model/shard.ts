@@ -32,6 +32,10 @@ export interface StageInput {
   positions: Int32Array
   /** On the last stage: which rows get logits (default: all). */
   logitRows?: Int32Array
+  /** The logits go into a buffer the stage keeps for the next step too, valid only until its next forward: for a
+   * caller that samples from them at once (a step's logits are megabytes, and a new buffer each step is that much
+   * memory faulted in anew). */
+  reuseLogits?: boolean
 }
 
 export interface StageOutput {
@@ -49,6 +53,8 @@ export function readModelConfig(dir: string): DecoderConfig {
 
 export class ModelStage {
   readonly cache: KvCache
+  /** Where reuseLogits steps put their logits. */
+  #logits = new Float32Array(0)
 
   private constructor(
     readonly config: DecoderConfig,
@@ -132,7 +138,11 @@ export class ModelStage {
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
-      return { logits: b.toFloat32(this.model.head(h)) }
+      const logits = this.model.head(h)
+      if (!input.reuseLogits) return { logits: b.toFloat32(logits) }
+      const n = logits.shape.reduce((a, d) => a * d, 1)
+      if (this.#logits.length < n) this.#logits = new Float32Array(n)
+      return { logits: b.toFloat32(logits, this.#logits) }
     })
   }
 

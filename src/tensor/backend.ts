@@ -68,7 +68,8 @@ export interface Backend {
   /** Wraps raw little-endian bytes (e.g. a memory-mapped checkpoint). With borrow, no copy is made and `bytes` stays referenced. */
   fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, options?: { borrow?: boolean }): Tensor
   zeros(shape: readonly number[], dtype: DType): Tensor
-  toFloat32(x: Tensor): Float32Array
+  /** With `into` (at least as long as x): fills it instead of allocating, and returns its first numel(x) values. */
+  toFloat32(x: Tensor, into?: Float32Array): Float32Array
   toInt32(x: Tensor): Int32Array
   toBytes(x: Tensor): Uint8Array
   astype(x: Tensor, dtype: DType): Tensor

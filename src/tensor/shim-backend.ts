@@ -156,16 +156,18 @@ export class ShimBackend implements Backend {
     return out
   }
 
-  toFloat32(x: Tensor): Float32Array {
+  toFloat32(x: Tensor, into?: Float32Array): Float32Array {
     if (x.dtype !== 'f32') {
       const converted = this.astype(x, 'f32')
       try {
-        return this.toFloat32(converted)
+        return this.toFloat32(converted, into)
       } finally {
         this.free(converted)
       }
     }
-    const out = new Float32Array(numel(x.shape))
+    const n = numel(x.shape)
+    if (into && into.length < n) throw new DbcError('E_ARG', `toFloat32: buffer of ${into.length} values for a tensor of ${n}`)
+    const out = into ? into.subarray(0, n) : new Float32Array(n)
     if (out.length) this.#check(this.#lib.dbc_tensor_read(this.#t(x).handle, ptr(out), out.byteLength, 0))
     return out
   }

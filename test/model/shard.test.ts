@@ -100,6 +100,23 @@ describe('batching and prefill', () => {
     alone.close()
   })
 
+  test('reused logits (for sampling at once) equal fresh ones and land in one buffer the stage keeps', async () => {
+    const dir = await synthModel('qwen3', 'q4')
+    const fresh = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
+    const reusing = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
+    const step = (stage: ModelStage, tokens: number[], at: number, reuseLogits: boolean) =>
+      stage.forward({ tokens: Int32Array.from(tokens), slots: new Int32Array(tokens.length), positions: Int32Array.from(tokens, (_, i) => at + i), reuseLogits }).logits!
+    const prefill = [Array.from(step(fresh, PROMPT, 0, false)), step(reusing, PROMPT, 0, true)] as const
+    expect(Array.from(prefill[1])).toEqual(prefill[0])
+    const buffer = prefill[1].buffer
+    const decode = [Array.from(step(fresh, [42], PROMPT.length, false)), step(reusing, [42], PROMPT.length, true)] as const
+    expect(Array.from(decode[1])).toEqual(decode[0])
+    expect(decode[1].buffer).toBe(buffer) // the same memory, overwritten
+    expect(step(fresh, [7], PROMPT.length + 1, false).buffer).not.toBe(step(fresh, [8], PROMPT.length + 2, false).buffer)
+    fresh.close()
+    reusing.close()
+  })
+
   test('chunked prefill equals one-shot prefill', async () => {
     const dir = await synthModel('qwen2', 'f32')
     const one = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
