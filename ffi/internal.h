@@ -26,11 +26,13 @@ typedef struct dbc_derived {
   int64_t size;
 } dbc_derived;
 
+#define DBC_OWNED_MAPPED 2
+
 typedef struct dbc_storage {
   void* data;
   int64_t nbytes;
   int64_t refcount;
-  int owned; /* 1: malloc'd by us; 0: borrowed (mmap'd weights kept alive by the caller) */
+  int owned; /* 1: malloc'd by us; DBC_OWNED_MAPPED: mapped by us (large zeroed tensors); 0: borrowed (mmap'd weights kept alive by the caller) */
   dbc_derived* derived; /* freed with the storage, dropped when it is written */
 } dbc_storage;
 

@@ -148,11 +148,33 @@ int dbc_check_float(const dbc_tensor* t, const char* what) {
   return dbc_fail(DBC_E_ARG, "%s: expected a float tensor (f32/f16/bf16), got %s", what, dbc_dtype_name(t->dtype));
 }
 
+/* Zeroed tensors of 1 MiB and more (KV caches, recurrent states) are mapped straight from the kernel: its pages are zero
+ * already and become resident only when written, so a cache sized for the longest context costs nothing until it is
+ * used, and a node does not spend seconds at load zeroing gigabytes (with its links unanswered meanwhile). */
+#define MAPPED_ZEROS_MIN (1 << 20)
+
 int dbc_tensor_new(int dtype, int ndim, const int64_t* shape, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "tensor_new: out is null");
-  dbc_tensor* t;
-  int rc = dbc_new(dtype, ndim, shape, &t);
+  int rc = check_shape(dtype, ndim, shape);
   if (rc) return rc;
+  dbc_tensor* t = header(dtype, ndim, shape);
+  const int64_t nbytes = t ? dbc_numel(t) * (int64_t)dbc_dtype_size(dtype) : 0;
+  if (t && nbytes >= MAPPED_ZEROS_MIN) {
+    dbc_storage* s = calloc(1, sizeof *s);
+    void* data = mmap(NULL, (size_t)nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!s || data == MAP_FAILED) {
+      free(t), free(s);
+      if (data != MAP_FAILED) munmap(data, (size_t)nbytes);
+      return dbc_fail(DBC_E_NOMEM, "out of memory mapping %lld zeroed bytes", (long long)nbytes);
+    }
+    *s = (dbc_storage){.data = data, .nbytes = nbytes, .refcount = 1, .owned = DBC_OWNED_MAPPED};
+    t->storage = s;
+    __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);
+    *out = t;
+    return DBC_OK;
+  }
+  free(t);
+  if ((rc = dbc_new(dtype, ndim, shape, &t))) return rc;
   memset(tdata(t), 0, (size_t)t->storage->nbytes);
   *out = t;
   return DBC_OK;
@@ -210,7 +232,8 @@ int dbc_tensor_free(void* handle) {
     drop_derived(s);
     if (s->owned) {
       __atomic_sub_fetch(&live_bytes, s->nbytes, __ATOMIC_RELAXED);
-      free(s->data);
+      if (s->owned == DBC_OWNED_MAPPED) munmap(s->data, (size_t)s->nbytes);
+      else free(s->data);
     }
     free(s);
   }
