@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include "internal.h"
+#include "vector_exp.h"
 
 int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
   dbc_tensor *cache, *x, *slots, *pos;
@@ -123,25 +124,6 @@ static inline __m512 fold16(__m512 a[16]) {
   return a[0];
 }
 
-/* e^x for x ≤ 0 (scores minus their maximum), 16 at once: x = n·ln 2 + f with |f| ≤ ln 2 / 2, e^f by its Taylor
- * polynomial to degree 7 (relative error < 1e-8 before rounding), scaled by 2^n; below −87.3 (where expf leaves the
- * normal floats) 0. */
-static inline __m512 exp_neg(__m512 x) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
-  __m512 f = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), _mm512_maskz_mov_ps(~tiny, x));
-  f = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), f);
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 720));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-  return _mm512_maskz_scalef_ps(~tiny, p, n);
-}
-
 /* Scores of keys [j0, j0 + 16) (fewer at the end: the rest −∞) for one query head, scaled and masked. q goes through
  * the head dimension once, each of its vectors against the 16 keys' (16 accumulators in registers). */
 static inline __m512 scores16(const float* q, const float* kb, int64_t j0, int64_t end, const attn_ctx* c, const float* mask_row) {
@@ -164,6 +146,26 @@ static inline __m512 scores16(const float* q, const float* kb, int64_t j0, int64
   if (mask_row) s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(live, mask_row + j0));
   return _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), s);
 }
+
+/* o0, o1 [0, D) = Σ_j w0_j · v_j and Σ_j w1_j · v_j (two query heads of one kv head), D a multiple of 64: each value row
+ * is read once for both; each head's sums run in the same order as weighted_values alone. */
+static inline void weighted_values_pair(float* o0, float* o1, const float* w0, const float* w1, const float* vb, int64_t start, int64_t end,
+                                        int64_t max_len, int ring, int64_t D) {
+  for (int64_t d0 = 0; d0 < D; d0 += 64) {
+    __m512 a[4], b[4];
+    for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps(), b[k] = _mm512_setzero_ps();
+    for (int64_t j = start; j < end; j++) {
+      const float* vj = vb + (ring ? j % max_len : j) * D + d0;
+      const __m512 x = _mm512_set1_ps(w0[j - start]), y = _mm512_set1_ps(w1[j - start]);
+      for (int k = 0; k < 4; k++) {
+        const __m512 v = _mm512_loadu_ps(vj + 16 * k);
+        a[k] = _mm512_fmadd_ps(x, v, a[k]);
+        b[k] = _mm512_fmadd_ps(y, v, b[k]);
+      }
+    }
+    for (int k = 0; k < 4; k++) _mm512_storeu_ps(o0 + d0 + 16 * k, a[k]), _mm512_storeu_ps(o1 + d0 + 16 * k, b[k]);
+  }
+}
 #endif
 
 static void attn_range(void* p, int64_t b, int64_t e) {
@@ -171,6 +173,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
   const int64_t D = c->head_dim, group = c->heads / c->kv_heads;
   float* scores = dbc_scratch_alloc((size_t)(group * c->max_len) * sizeof(float));
   float* maxes = dbc_scratch_alloc((size_t)group * sizeof(float));
+  float* inv = dbc_scratch_alloc((size_t)group * sizeof(float));
   for (int64_t task = b; task < e; task++) {
     const int64_t r = task / c->kv_heads, kvh = task % c->kv_heads, h0 = kvh * group;
     const int64_t end = c->causal ? (int64_t)c->pos[r] + 1 : c->kv_length;
@@ -190,25 +193,31 @@ static void attn_range(void* p, int64_t b, int64_t e) {
         }
         maxes[g] = _mm512_reduce_max_ps(top);
       }
-      for (int64_t g = 0; g < group; g++) {
-        float* o = c->out + (r * c->heads + h0 + g) * D;
+      for (int64_t g = 0; g < group; g++) { /* weights e^(s − max) in place, 1 / their sum in inv[g] (0: every key masked) */
+        float* w = scores + g * n;
         if (maxes[g] == -INFINITY) {
-          for (int64_t d = 0; d < D; d++) o[d] = 0;
+          for (int64_t j = 0; j < n; j++) w[j] = 0;
+          inv[g] = 0;
           continue;
         }
-        float* w = scores + g * n;
         const __m512 top = _mm512_set1_ps(maxes[g]);
         __m512 sum = _mm512_setzero_ps();
         for (int64_t j = 0; j < n; j += 16) {
           const __mmask16 live = (__mmask16)(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
-          const __m512 e16 = _mm512_maskz_mov_ps(live, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, w + j), top)));
+          const __m512 e16 = _mm512_maskz_mov_ps(live, dbc_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(live, w + j), top)));
           _mm512_mask_storeu_ps(w + j, live, e16);
           sum = _mm512_add_ps(sum, e16);
         }
-        const double denom = _mm512_reduce_add_ps(sum) + (c->sinks ? exp((double)(c->sinks[h0 + g] - maxes[g])) : 0.0);
-        weighted_values(o, w, vb, start, end, c->max_len, c->ring, D);
-        const float inv = (float)(1.0 / denom);
-        for (int64_t d = 0; d < D; d++) o[d] *= inv;
+        inv[g] = (float)(1.0 / (_mm512_reduce_add_ps(sum) + (c->sinks ? exp((double)(c->sinks[h0 + g] - maxes[g])) : 0.0)));
+      }
+      int64_t g = 0;
+      if (D % 64 == 0) /* two heads at a time: each value row is read once for both */
+        for (; g + 2 <= group; g += 2)
+          weighted_values_pair(c->out + (r * c->heads + h0 + g) * D, c->out + (r * c->heads + h0 + g + 1) * D, scores + g * n, scores + (g + 1) * n, vb, start, end, c->max_len, c->ring, D);
+      for (; g < group; g++) weighted_values(c->out + (r * c->heads + h0 + g) * D, scores + g * n, vb, start, end, c->max_len, c->ring, D);
+      for (g = 0; g < group; g++) {
+        float* o = c->out + (r * c->heads + h0 + g) * D;
+        for (int64_t d = 0; d < D; d++) o[d] *= inv[g];
       }
       continue;
     }
@@ -238,6 +247,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
   }
   dbc_scratch_free(scores);
   dbc_scratch_free(maxes);
+  dbc_scratch_free(inv);
 }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
