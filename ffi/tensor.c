@@ -148,10 +148,19 @@ int dbc_check_float(const dbc_tensor* t, const char* what) {
   return dbc_fail(DBC_E_ARG, "%s: expected a float tensor (f32/f16/bf16), got %s", what, dbc_dtype_name(t->dtype));
 }
 
-/* Zeroed tensors of 1 MiB and more (KV caches, recurrent states) are mapped straight from the kernel: its pages are zero
- * already and become resident only when written, so a cache sized for the longest context costs nothing until it is
- * used, and a node does not spend seconds at load zeroing gigabytes (with its links unanswered meanwhile). */
-#define MAPPED_ZEROS_MIN (1 << 20)
+/* Zeroed tensors of 32 MiB and more (KV caches; glibc maps anything that large anyway) are mapped straight from the kernel
+ * and populated by it in one call: zeroing them with memset took a page fault per 4 KiB (in a VM, 5 GB of KV kept a
+ * 2-node head busy for over 15 s at load, its links unanswered), and leaving them to fault in as decoding writes them
+ * put those faults into every step (serving at c=8 lost a third of its throughput). Smaller ones come from the heap,
+ * which keeps freed memory for the next step (threads.c). */
+#define MAPPED_ZEROS_MIN (32 << 20)
+
+static void populate(void* data, size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+  if (madvise(data, bytes, MADV_POPULATE_WRITE) == 0) return;
+#endif
+  memset(data, 0, bytes); /* older kernels, other systems: fault them in here */
+}
 
 int dbc_tensor_new(int dtype, int ndim, const int64_t* shape, void** out) {
   if (!out) return dbc_fail(DBC_E_ARG, "tensor_new: out is null");
@@ -167,6 +176,7 @@ int dbc_tensor_new(int dtype, int ndim, const int64_t* shape, void** out) {
       if (data != MAP_FAILED) munmap(data, (size_t)nbytes);
       return dbc_fail(DBC_E_NOMEM, "out of memory mapping %lld zeroed bytes", (long long)nbytes);
     }
+    populate(data, (size_t)nbytes);
     *s = (dbc_storage){.data = data, .nbytes = nbytes, .refcount = 1, .owned = DBC_OWNED_MAPPED};
     t->storage = s;
     __atomic_add_fetch(&live_bytes, nbytes, __ATOMIC_RELAXED);

@@ -53,20 +53,19 @@ describe('cpu kernel layout of 4-bit weights', () => {
 })
 
 describe('cpu zeroed tensors', () => {
-  // KV caches are sized for the longest context: mapped zero pages, so only what a request writes becomes resident
-  test('a large zeroed tensor is resident only where written, reads as zeros and frees its bytes', () => {
+  // KV caches (32 MiB and more) are mapped and populated by the kernel in one call rather than zeroed page by page
+  test('a large zeroed tensor reads as zeros, is counted in live bytes and frees them', () => {
     const b = openCpuBackend()
     const MiB = 1024 * 1024
     const before = b.liveBytes()
-    Bun.gc(true)
-    const rss = process.memoryUsage().rss
     const cache = b.zeros([64, 1024, 1024], 'f32') // 256 MiB
-    expect(process.memoryUsage().rss - rss).toBeLessThan(32 * MiB)
     expect(b.liveBytes() - before).toBe(256 * MiB)
     b.scope(() => {
-      const row = b.toFloat32(b.slice(cache, 0, 63, 64))
-      expect(row.length).toBe(MiB)
-      expect(row.every((v) => v === 0)).toBe(true)
+      for (const at of [0, 63]) {
+        const row = b.toFloat32(b.slice(cache, 0, at, at + 1))
+        expect(row.length).toBe(MiB)
+        expect(row.every((v) => v === 0)).toBe(true)
+      }
     })
     b.free(cache)
     expect(b.liveBytes()).toBe(before)
