@@ -73,6 +73,16 @@ Z512 INLINE float dot_groups(const float* a, const float* b, int64_t n) {
   return _mm512_reduce_add_ps(acc) + tail;
 }
 
+/* x as int8 for one call: M·K values, and a scale and a float sum for each of a row's `groups` groups. */
+typedef struct { int8_t* q; float* d; float* sum; } x8;
+static void x8_free(x8* x) { dbc_scratch_free(x->q), dbc_scratch_free(x->d), dbc_scratch_free(x->sum); }
+static int x8_alloc(int64_t M, int64_t K, int64_t groups, x8* x) {
+  *x = (x8){dbc_scratch_alloc((size_t)(M * K)), dbc_scratch_alloc((size_t)(M * groups) * sizeof(float)), dbc_scratch_alloc((size_t)(M * groups) * sizeof(float))};
+  if (x->q && x->d && x->sum) return DBC_OK;
+  x8_free(x);
+  return dbc_fail(DBC_E_NOMEM, "quantized_linear: out of memory");
+}
+
 typedef struct {
   const qmatrix* m;
   int64_t M;
@@ -380,18 +390,13 @@ static int q4_linear(const qmatrix* m, const dbc_tensor* wt, const float* x, int
   const uint8_t* packed = q4_layout(m, wt);
   if (!packed) return DBC_E_NOMEM;
   const int64_t K = m->K, G = s.groups;
-  int8_t* xq = dbc_scratch_alloc((size_t)(M * K));
-  float* xd = dbc_scratch_alloc((size_t)(M * G) * sizeof(float));
-  float* xsum = dbc_scratch_alloc((size_t)(M * G) * sizeof(float));
-  if (!xq || !xd || !xsum) {
-    dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
-    return dbc_fail(DBC_E_NOMEM, "quantized_linear: out of memory");
-  }
-  chunk_rows_ctx qc = {x, K, G, xq, xd, xsum};
+  x8 q;
+  if (x8_alloc(M, K, G, &q)) return DBC_E_NOMEM;
+  chunk_rows_ctx qc = {x, K, G, q.q, q.d, q.sum};
   dbc_parallel_for(M, 8, quantize_rows_chunks, &qc);
-  rows16_ctx c = {s, packed, packed + weight_bytes16(&s), packed + weight_bytes16(&s) + scale_bytes16(&s), M, xq, xd, xsum, bias, bias_dtype, out};
+  rows16_ctx c = {s, packed, packed + weight_bytes16(&s), packed + weight_bytes16(&s) + scale_bytes16(&s), M, q.q, q.d, q.sum, bias, bias_dtype, out};
   dbc_parallel_for(s.blocks, 4, rows16_range, &c);
-  dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
+  x8_free(&q);
   return DBC_OK;
 }
 
@@ -405,19 +410,14 @@ Z512 static void quantize_rows(void* p, int64_t rb, int64_t re) {
 
 int dbc_q_avx512_linear(const qmatrix* m, const dbc_tensor* w, const float* x, int64_t M, const void* bias, int bias_dtype, float* out) {
   if (m->bits == 4) return q4_linear(m, w, x, M, bias, bias_dtype, out);
-  const int64_t K = m->K, groups = m->groups;
-  int8_t* xq = dbc_scratch_alloc((size_t)(M * K));
-  float* xd = dbc_scratch_alloc((size_t)(M * groups) * sizeof(float));
-  float* xsum = dbc_scratch_alloc((size_t)(M * groups) * sizeof(float));
-  if (!xq || !xd || !xsum) {
-    dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
-    return dbc_fail(DBC_E_NOMEM, "quantized_linear: out of memory");
-  }
-  qrows_ctx qc = {x, K, m->gs, xq, xd, xsum};
+  const int64_t K = m->K;
+  x8 q;
+  if (x8_alloc(M, K, m->groups, &q)) return DBC_E_NOMEM;
+  qrows_ctx qc = {x, K, m->gs, q.q, q.d, q.sum};
   dbc_parallel_for(M, 8, quantize_rows, &qc);
-  zctx c = {m, M, xq, xd, xsum, bias, bias_dtype, out};
+  zctx c = {m, M, q.q, q.d, q.sum, bias, bias_dtype, out};
   dbc_parallel_for(m->N, 16, m->gs == 64 ? range_q8_g64 : range_q8_g128, &c);
-  dbc_scratch_free(xq), dbc_scratch_free(xd), dbc_scratch_free(xsum);
+  x8_free(&q);
   return DBC_OK;
 }
 
