@@ -70,4 +70,33 @@ describe('cpu zeroed tensors', () => {
     b.free(cache)
     expect(b.liveBytes()).toBe(before)
   })
+
+  test('a zeroed tensor larger than the address space is a clear error that leaves nothing behind', () => {
+    const b = openCpuBackend()
+    const before = b.liveBytes()
+    expect(() => b.zeros([2 ** 30, 2 ** 30], 'u8')).toThrow(/out of memory mapping 1152921504606846976 zeroed bytes/)
+    expect(b.liveBytes()).toBe(before)
+  })
+
+  test('reading into a buffer too short for the tensor is refused', () => {
+    const b = openCpuBackend()
+    b.scope(() => {
+      const t = b.fromFloat32(Float32Array.from({ length: 16 }, (_, i) => i), [4, 4])
+      expect(() => b.toFloat32(t, new Float32Array(15))).toThrow(/buffer of 15 values for a tensor of 16/)
+      const into = new Float32Array(20).fill(-1)
+      expect(Array.from(b.toFloat32(t, into))).toEqual(Array.from({ length: 16 }, (_, i) => i))
+      expect(into[16]).toBe(-1) // the rest untouched
+    })
+  })
+})
+
+describe('cpu prepareQuantized', () => {
+  test('a matrix whose scales do not fit its group size is refused, as quantizedLinear refuses it', () => {
+    const b = openCpuBackend()
+    b.scope(() => {
+      const { matrix } = randomQuantized(b, 32, 256, 64, 4, 3, 'bf16')
+      expect(() => b.prepareQuantized({ ...matrix, groupSize: 128 })).toThrow(/quantized_prepare: scales\/biases must be \[32, 2\]/)
+      expect(() => b.prepareQuantized({ ...matrix, bits: 7 })).toThrow(/quantized_prepare: unsupported bits 7/)
+    })
+  })
 })
