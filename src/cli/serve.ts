@@ -67,7 +67,7 @@ export default defineCommand({
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     peers: { type: 'string', description: 'Form a pipeline cluster: every node’s link address in rank order (host:port,host:port,…)', valueHint: 'LIST' },
     rank: { type: 'string', description: 'This node’s rank in --peers (0 = the head, which serves the API)', default: '0' },
-    split: { type: 'string', description: 'Layers per node, e.g. 18,10 (default: each node streams its share of the weights per token, or holds its share of the memory where that does not fit)', valueHint: 'N,N' },
+    split: { type: 'string', description: 'Layers per node, e.g. 18,10 (default: each node gets its share of the compute per step, or of the memory where that does not fit)', valueHint: 'N,N' },
     memory: { type: 'string', description: 'Memory this node offers the model (weights + KV), e.g. 12G (default: 75% of RAM)', valueHint: 'SIZE' },
     plan: { type: 'boolean', description: 'Print the plan (layers, weights and KV per node, headroom) without loading anything, then exit; on the head of a cluster it waits for every stage to join' },
     'node-name': { type: 'string', description: 'This node’s serial for pins and handshakes (default: the machine serial)' },

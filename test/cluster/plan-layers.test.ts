@@ -86,8 +86,9 @@ describe('planLayers', () => {
       ],
       tiedHead,
     )
-    expect(plan.stages.map((s) => s.hi - s.lo)).toEqual([6, 2])
-    expect(plan.stages.map((s) => s.weightBytes / GiB)).toEqual([6, 6])
+    // in a plan a layer also counts the work besides its matmuls (LAYER_WORK = 2): 5 × 2 | 3 × 2 + 4
+    expect(plan.stages.map((s) => s.hi - s.lo)).toEqual([5, 3])
+    expect(plan.stages.map((s) => s.weightBytes / GiB)).toEqual([5, 7])
   })
 
   test('by compute where it fits (the head streams, the embedding is a lookup), by memory where it does not', () => {
@@ -97,13 +98,14 @@ describe('planLayers', () => {
       { id: 'a', usableBytes: usable },
       { id: 'b', usableBytes: usable },
     ]
-    // per token, stage 0 streams its layers, stage 1 its layers and the head: 6 | 2 + 4
+    // per step, stage 0 streams its layers, stage 1 its layers and the head; a layer counts twice its bytes
+    // (LAYER_WORK): 5 × 2 | 3 × 2 + 4
     const roomy = planLayers(two(64 * GiB), untied)
-    expect([roomy.rule, roomy.stages.map((s) => s.hi - s.lo)]).toEqual(['compute', [6, 2]])
-    expect(roomy.stages.map((s) => s.weightBytes / GiB)).toEqual([10, 6])
-    expect(describePlan(roomy)[0]).toMatch(/streams its share of the weights per token/)
-    // 9 GiB each: stage 0 would hold 10 GiB, so the split evens out what each holds: 4 + 4 | 4 + 4
-    const tight = planLayers(two(9 * GiB), untied)
+    expect([roomy.rule, roomy.stages.map((s) => s.hi - s.lo)]).toEqual(['compute', [5, 3]])
+    expect(roomy.stages.map((s) => s.weightBytes / GiB)).toEqual([9, 7])
+    expect(describePlan(roomy)[0]).toMatch(/split by compute/)
+    // 8.5 GiB each: stage 0 would hold 9 GiB, so the split evens out what each holds: 4 + 4 | 4 + 4
+    const tight = planLayers(two(8.5 * GiB), untied)
     expect([tight.rule, tight.fits, tight.stages.map((s) => s.hi - s.lo)]).toEqual(['memory', true, [4, 4]])
     expect(describePlan(tight)[0]).toMatch(/split by memory/)
     expect(planLayers(two(64 * GiB), untied, { split: [3, 5] }).rule).toBe('manual')
