@@ -1,5 +1,7 @@
 /* attention.c — KV cache writes and scaled dot-product attention for rows at arbitrary (slot, position) pairs, with GQA,
- * causal or explicit additive masks, sliding windows and per-head sink logits. Cache layout: [slots, kv_heads, max_len, head_dim].
+ * causal or explicit additive masks, sliding windows and per-head sink logits. Cache layout: [slots, kv_heads, max_len, head_dim],
+ * f32 or f16: attention reads every cached key and value of a row each step, so an f16 cache halves what a long batch
+ * streams (and what it holds); the kernels widen each vector as they load it and compute in f32.
  * A ring cache (ring != 0) holds position p at index p % max_len, so a sliding-window layer keeps only the last max_len
  * positions of each sequence: memory stays flat however long the generation runs. */
 #include <math.h>
@@ -13,7 +15,8 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
   if ((rc = dbc_check(ch, "kv_write cache", &cache)) || (rc = dbc_check(xh, "kv_write x", &x)) ||
       (rc = dbc_check(sh, "kv_write slots", &slots)) || (rc = dbc_check(ph, "kv_write positions", &pos)))
     return rc;
-  if (cache->dtype != DBC_F32 || cache->ndim != 4) return dbc_fail(DBC_E_ARG, "kv_write: cache must be f32 [slots, kv_heads, max_len, head_dim]");
+  if ((cache->dtype != DBC_F32 && cache->dtype != DBC_F16) || cache->ndim != 4)
+    return dbc_fail(DBC_E_ARG, "kv_write: cache must be f32 or f16 [slots, kv_heads, max_len, head_dim]");
   if (x->dtype != DBC_F32 || x->ndim != 3 || x->shape[1] != cache->shape[1] || x->shape[2] != cache->shape[3])
     return dbc_fail(DBC_E_ARG, "kv_write: x must be f32 [rows, %lld, %lld]", (long long)cache->shape[1], (long long)cache->shape[3]);
   int64_t rows = x->shape[0], H = cache->shape[1], L = cache->shape[2], D = cache->shape[3];
@@ -24,21 +27,33 @@ int dbc_kv_write(void* ch, void* xh, void* sh, void* ph, int ring) {
     if (sl[r] < 0 || sl[r] >= cache->shape[0]) return dbc_fail(DBC_E_ARG, "kv_write: slot %d outside 0..%lld", sl[r], (long long)cache->shape[0] - 1);
     if (ps[r] < 0 || (!ring && ps[r] >= L)) return dbc_fail(DBC_E_ARG, "kv_write: position %d outside the cache length %lld", ps[r], (long long)L);
   }
-  float *c = tdata(cache);
   const float* src = tdata(x);
   for (int64_t r = 0; r < rows; r++)
-    for (int64_t h = 0; h < H; h++) memcpy(c + (((int64_t)sl[r] * H + h) * L + ps[r] % L) * D, src + (r * H + h) * D, (size_t)D * 4);
+    for (int64_t h = 0; h < H; h++) {
+      const int64_t at = (((int64_t)sl[r] * H + h) * L + ps[r] % L) * D;
+      if (cache->dtype == DBC_F32) memcpy((float*)tdata(cache) + at, src + (r * H + h) * D, (size_t)D * 4);
+      else dbc_f32_to_f16(src + (r * H + h) * D, (uint16_t*)tdata(cache) + at, D);
+    }
   return DBC_OK;
 }
 
 typedef struct {
-  const float *q, *k, *v, *mask, *sinks;
+  const float* q;
+  const void *k, *v; /* f32, or f16 where f16 is set */
+  const float *mask, *sinks;
   const int32_t *slots, *pos;
   int64_t heads, kv_heads, max_len, head_dim, mask_width, kv_length;
-  int causal, window, ring;
+  int causal, window, ring, f16;
   float scale;
   float* out;
 } attn_ctx;
+
+/* Element i of a cache as f32; F16 is a constant at each call, so each kernel is compiled once per cache dtype. */
+static inline float kv_at(const void* p, int64_t i, const int F16) { return F16 ? f16_to_f32(((const uint16_t*)p)[i]) : ((const float*)p)[i]; }
+/* Row j of a slot's [max_len, D] block (position j % max_len in a ring). */
+static inline const void* kv_row(const void* block, int64_t j, int64_t max_len, int ring, int64_t D, const int F16) {
+  return (const char*)block + (ring ? j % max_len : j) * D * (F16 ? 2 : 4);
+}
 
 /* One task = one row × one kv head: the query heads that share that kv head (GQA) go through its keys and values
  * together, so each cached key and value is read from memory once per row, not once per query head (the f32 cache of a
@@ -53,6 +68,9 @@ typedef __m512 vecf;
 #define vzero _mm512_setzero_ps
 #define vadd _mm512_add_ps
 #define vsum _mm512_reduce_add_ps
+static inline __m512 vload_kv(const void* p, int64_t i, const int F16) {
+  return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)((const uint16_t*)p + i))) : _mm512_loadu_ps((const float*)p + i);
+}
 #elif defined(DBC_AVX2)
 #define VW 8
 typedef __m256 vecf;
@@ -67,46 +85,57 @@ static inline float vsum(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
+static inline __m256 vload_kv(const void* p, int64_t i, const int F16) {
+  if (!F16) return _mm256_loadu_ps((const float*)p + i);
+#if defined(__F16C__)
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)p + i)));
+#else
+  float f[8];
+  for (int k = 0; k < 8; k++) f[k] = kv_at(p, i + k, 1);
+  return _mm256_loadu_ps(f);
+#endif
+}
 #endif
 
-static inline float dot_key(const float* q, const float* k, int64_t D) {
+static inline float dot_key(const float* q, const void* k, int64_t D, const int F16) {
   int64_t d = 0;
   float s = 0;
 #ifdef VW
   if (D >= 4 * VW) { /* four accumulators: a key's dot is a chain of D / VW FMAs otherwise */
     vecf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
     for (; d + 4 * VW <= D; d += 4 * VW) {
-      a0 = vfma(vload(q + d), vload(k + d), a0);
-      a1 = vfma(vload(q + d + VW), vload(k + d + VW), a1);
-      a2 = vfma(vload(q + d + 2 * VW), vload(k + d + 2 * VW), a2);
-      a3 = vfma(vload(q + d + 3 * VW), vload(k + d + 3 * VW), a3);
+      a0 = vfma(vload(q + d), vload_kv(k, d, F16), a0);
+      a1 = vfma(vload(q + d + VW), vload_kv(k, d + VW, F16), a1);
+      a2 = vfma(vload(q + d + 2 * VW), vload_kv(k, d + 2 * VW, F16), a2);
+      a3 = vfma(vload(q + d + 3 * VW), vload_kv(k, d + 3 * VW, F16), a3);
     }
     s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
   }
 #endif
-  for (; d < D; d++) s += q[d] * k[d];
+  for (; d < D; d++) s += q[d] * kv_at(k, d, F16);
   return s;
 }
 
 /* o[0, D) = Σ_j w_j · v_j over the task's keys, a block of the output held in registers while the keys stream past. */
-static inline void weighted_values(float* o, const float* w, const float* vb, int64_t start, int64_t end, int64_t max_len, int ring, int64_t D) {
+static inline void weighted_values(float* o, const float* w, const void* vb, int64_t start, int64_t end, int64_t max_len, int ring, int64_t D,
+                                   const int F16) {
   int64_t d0 = 0;
 #ifdef VW
   for (; d0 + 8 * VW <= D; d0 += 8 * VW) {
     vecf acc[8];
     for (int c = 0; c < 8; c++) acc[c] = vzero();
     for (int64_t j = start; j < end; j++) {
-      const float* vj = vb + (ring ? j % max_len : j) * D + d0;
+      const void* vj = kv_row(vb, j, max_len, ring, D, F16);
       const vecf wj = vset1(w[j - start]);
-      for (int c = 0; c < 8; c++) acc[c] = vfma(wj, vload(vj + c * VW), acc[c]);
+      for (int c = 0; c < 8; c++) acc[c] = vfma(wj, vload_kv(vj, d0 + c * VW, F16), acc[c]);
     }
     for (int c = 0; c < 8; c++) vstore(o + d0 + c * VW, acc[c]);
   }
 #endif
   for (int64_t d = d0; d < D; d++) o[d] = 0;
   for (int64_t j = start; j < end && d0 < D; j++) {
-    const float* vj = vb + (ring ? j % max_len : j) * D;
-    for (int64_t d = d0; d < D; d++) o[d] += w[j - start] * vj[d];
+    const void* vj = kv_row(vb, j, max_len, ring, D, F16);
+    for (int64_t d = d0; d < D; d++) o[d] += w[j - start] * kv_at(vj, d, F16);
   }
 }
 
@@ -124,15 +153,10 @@ static inline __m512 fold16(__m512 a[16]) {
   return a[0];
 }
 
-/* Scores of keys [j0, j0 + 16) (fewer at the end: the rest −∞) for one query head, scaled and masked. q goes through
- * the head dimension once, each of its vectors against the 16 keys' (16 accumulators in registers). */
-static inline __m512 scores16(const float* q, const float* kb, int64_t j0, int64_t end, const attn_ctx* c, const float* mask_row) {
-  const int64_t D = c->head_dim, nk = end - j0 < 16 ? end - j0 : 16;
-  const float* key[16];
-  for (int k = 0; k < 16; k++) { /* past the end: the last key again, its lane masked below */
-    const int64_t j = j0 + (k < nk ? k : nk - 1);
-    key[k] = kb + (c->ring ? j % c->max_len : j) * D;
-  }
+/* Scores of keys [j0, j0 + nk), nk ≤ 16 (the rest −∞), for one query head, scaled and masked. q goes through the head
+ * dimension once, each of its vectors against the 16 keys' (16 accumulators in registers). */
+static inline __m512 scores16(const float* q, const float* const key[16], int64_t j0, int64_t nk, const attn_ctx* c, const float* mask_row) {
+  const int64_t D = c->head_dim;
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
@@ -149,16 +173,16 @@ static inline __m512 scores16(const float* q, const float* kb, int64_t j0, int64
 
 /* o0, o1 [0, D) = Σ_j w0_j · v_j and Σ_j w1_j · v_j (two query heads of one kv head), D a multiple of 64: each value row
  * is read once for both; each head's sums run in the same order as weighted_values alone. */
-static inline void weighted_values_pair(float* o0, float* o1, const float* w0, const float* w1, const float* vb, int64_t start, int64_t end,
-                                        int64_t max_len, int ring, int64_t D) {
+static inline void weighted_values_pair(float* o0, float* o1, const float* w0, const float* w1, const void* vb, int64_t start, int64_t end,
+                                        int64_t max_len, int ring, int64_t D, const int F16) {
   for (int64_t d0 = 0; d0 < D; d0 += 64) {
     __m512 a[4], b[4];
     for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps(), b[k] = _mm512_setzero_ps();
     for (int64_t j = start; j < end; j++) {
-      const float* vj = vb + (ring ? j % max_len : j) * D + d0;
+      const void* vj = kv_row(vb, j, max_len, ring, D, F16);
       const __m512 x = _mm512_set1_ps(w0[j - start]), y = _mm512_set1_ps(w1[j - start]);
       for (int k = 0; k < 4; k++) {
-        const __m512 v = _mm512_loadu_ps(vj + 16 * k);
+        const __m512 v = vload_kv(vj, d0 + 16 * k, F16);
         a[k] = _mm512_fmadd_ps(x, v, a[k]);
         b[k] = _mm512_fmadd_ps(y, v, b[k]);
       }
@@ -168,30 +192,39 @@ static inline void weighted_values_pair(float* o0, float* o1, const float* w0, c
 }
 #endif
 
-static void attn_range(void* p, int64_t b, int64_t e) {
-  const attn_ctx* c = p;
-  const int64_t D = c->head_dim, group = c->heads / c->kv_heads;
+static inline void attn_tasks(const attn_ctx* c, int64_t b, int64_t e, const int F16) {
+  const int64_t D = c->head_dim, group = c->heads / c->kv_heads, es = F16 ? 2 : 4;
   float* scores = dbc_scratch_alloc((size_t)(group * c->max_len) * sizeof(float));
   float* maxes = dbc_scratch_alloc((size_t)group * sizeof(float));
   float* inv = dbc_scratch_alloc((size_t)group * sizeof(float));
+  float* kblock = F16 ? dbc_scratch_alloc((size_t)(16 * D) * sizeof(float)) : NULL; /* 16 f16 keys widened */
   for (int64_t task = b; task < e; task++) {
     const int64_t r = task / c->kv_heads, kvh = task % c->kv_heads, h0 = kvh * group;
     const int64_t end = c->causal ? (int64_t)c->pos[r] + 1 : c->kv_length;
     const int64_t start = c->window > 0 && end - c->window > 0 ? end - c->window : 0, n = end - start;
-    const float* kb = c->k + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
-    const float* vb = c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D;
+    const void* kb = (const char*)c->k + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D * es;
+    const void* vb = (const char*)c->v + (((int64_t)c->slots[r] * c->kv_heads + kvh) * c->max_len) * D * es;
     for (int64_t g = 0; g < group; g++) maxes[g] = c->sinks ? c->sinks[h0 + g] : -INFINITY;
 #if defined(__AVX512F__)
-    if (D % 16 == 0) { /* 16 keys at a time; their block stays in L1 while each query head of the group passes */
-      for (int64_t g = 0; g < group; g++) {
-        const float* qg = c->q + (r * c->heads + h0 + g) * D;
-        __m512 top = _mm512_set1_ps(maxes[g]);
-        for (int64_t j0 = start; j0 < end; j0 += 16) {
-          const __m512 s16 = scores16(qg, kb, j0, end, c, c->mask ? c->mask + r * c->mask_width : NULL);
-          _mm512_mask_storeu_ps(scores + g * n + j0 - start, (__mmask16)((1u << (end - j0 < 16 ? end - j0 : 16)) - 1), s16);
-          top = _mm512_max_ps(top, s16);
+    if (D % 16 == 0) { /* 16 keys at a time, in L1 while each query head of the group passes (f16 ones widened once) */
+      for (int64_t j0 = start; j0 < end; j0 += 16) {
+        const int64_t nk = end - j0 < 16 ? end - j0 : 16;
+        const float* key[16];
+        for (int k = 0; k < 16; k++) { /* past the end: the last key again, its lane masked */
+          const void* row = kv_row(kb, j0 + (k < nk ? k : nk - 1), c->max_len, c->ring, D, F16);
+          if (!F16) key[k] = row;
+          else {
+            float* wide = kblock + k * D;
+            for (int64_t d = 0; d < D; d += 16) _mm512_storeu_ps(wide + d, vload_kv(row, d, 1));
+            key[k] = wide;
+          }
         }
-        maxes[g] = _mm512_reduce_max_ps(top);
+        for (int64_t g = 0; g < group; g++) {
+          const __m512 s16 = scores16(c->q + (r * c->heads + h0 + g) * D, key, j0, nk, c, c->mask ? c->mask + r * c->mask_width : NULL);
+          _mm512_mask_storeu_ps(scores + g * n + j0 - start, (__mmask16)((1u << nk) - 1), s16);
+          const float top = _mm512_reduce_max_ps(s16);
+          if (top > maxes[g]) maxes[g] = top;
+        }
       }
       for (int64_t g = 0; g < group; g++) { /* weights e^(s − max) in place, 1 / their sum in inv[g] (0: every key masked) */
         float* w = scores + g * n;
@@ -213,8 +246,8 @@ static void attn_range(void* p, int64_t b, int64_t e) {
       int64_t g = 0;
       if (D % 64 == 0) /* two heads at a time: each value row is read once for both */
         for (; g + 2 <= group; g += 2)
-          weighted_values_pair(c->out + (r * c->heads + h0 + g) * D, c->out + (r * c->heads + h0 + g + 1) * D, scores + g * n, scores + (g + 1) * n, vb, start, end, c->max_len, c->ring, D);
-      for (; g < group; g++) weighted_values(c->out + (r * c->heads + h0 + g) * D, scores + g * n, vb, start, end, c->max_len, c->ring, D);
+          weighted_values_pair(c->out + (r * c->heads + h0 + g) * D, c->out + (r * c->heads + h0 + g + 1) * D, scores + g * n, scores + (g + 1) * n, vb, start, end, c->max_len, c->ring, D, F16);
+      for (; g < group; g++) weighted_values(c->out + (r * c->heads + h0 + g) * D, scores + g * n, vb, start, end, c->max_len, c->ring, D, F16);
       for (g = 0; g < group; g++) {
         float* o = c->out + (r * c->heads + h0 + g) * D;
         for (int64_t d = 0; d < D; d++) o[d] *= inv[g];
@@ -223,9 +256,9 @@ static void attn_range(void* p, int64_t b, int64_t e) {
     }
 #endif
     for (int64_t j = start; j < end; j++) {
-      const float* kj = kb + (c->ring ? j % c->max_len : j) * D;
+      const void* kj = kv_row(kb, j, c->max_len, c->ring, D, F16);
       for (int64_t g = 0; g < group; g++) {
-        float s = dot_key(c->q + (r * c->heads + h0 + g) * D, kj, D) * c->scale;
+        float s = dot_key(c->q + (r * c->heads + h0 + g) * D, kj, D, F16) * c->scale;
         if (c->mask) s += c->mask[r * c->mask_width + j];
         scores[g * n + j - start] = s;
         if (s > maxes[g]) maxes[g] = s;
@@ -240,7 +273,7 @@ static void attn_range(void* p, int64_t b, int64_t e) {
       float* w = scores + g * n;
       double denom = c->sinks ? exp((double)(c->sinks[h0 + g] - maxes[g])) : 0.0;
       for (int64_t j = 0; j < n; j++) denom += w[j] = expf(w[j] - maxes[g]);
-      weighted_values(o, w, vb, start, end, c->max_len, c->ring, D);
+      weighted_values(o, w, vb, start, end, c->max_len, c->ring, D, F16);
       const float inv = (float)(1.0 / denom);
       for (int64_t d = 0; d < D; d++) o[d] *= inv;
     }
@@ -248,7 +281,10 @@ static void attn_range(void* p, int64_t b, int64_t e) {
   dbc_scratch_free(scores);
   dbc_scratch_free(maxes);
   dbc_scratch_free(inv);
+  dbc_scratch_free(kblock);
 }
+static void attn_range_f32(void* p, int64_t b, int64_t e) { attn_tasks(p, b, e, 0); }
+static void attn_range_f16(void* p, int64_t b, int64_t e) { attn_tasks(p, b, e, 1); }
 
 int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale, void* mh, int causal, int kv_length, int window,
                   int ring, void* sinkh, void** out) {
@@ -261,8 +297,8 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (sinkh && (rc = dbc_check(sinkh, "attention sinks", &sinks))) return rc;
   if (!out) return dbc_fail(DBC_E_ARG, "attention: out is null");
   if (q->dtype != DBC_F32 || q->ndim != 3) return dbc_fail(DBC_E_ARG, "attention: q must be f32 [rows, heads, head_dim]");
-  if (k->dtype != DBC_F32 || v->dtype != DBC_F32 || k->ndim != 4 || v->ndim != 4)
-    return dbc_fail(DBC_E_ARG, "attention: caches must be f32 [slots, kv_heads, max_len, head_dim]");
+  if ((k->dtype != DBC_F32 && k->dtype != DBC_F16) || v->dtype != k->dtype || k->ndim != 4 || v->ndim != 4)
+    return dbc_fail(DBC_E_ARG, "attention: caches must be both f32 or both f16 [slots, kv_heads, max_len, head_dim]");
   for (int i = 0; i < 4; i++)
     if (k->shape[i] != v->shape[i]) return dbc_fail(DBC_E_ARG, "attention: key and value caches differ in shape");
   int64_t rows = q->shape[0], H = q->shape[1], D = q->shape[2], KH = k->shape[1], L = k->shape[2];
@@ -295,7 +331,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
   if (sinks && (sinks->dtype != DBC_F32 || dbc_numel(sinks) != H)) return dbc_fail(DBC_E_ARG, "attention: sinks must be f32 [heads]");
   if ((rc = dbc_new(DBC_F32, 3, q->shape, &o))) return rc;
   attn_ctx c = {tdata(q), tdata(k), tdata(v), mask ? tdata(mask) : NULL, sinks ? tdata(sinks) : NULL, sl, ps, H, KH, L, D, width, 0,
-                causal, window, ring, scale, tdata(o)};
+                causal, window, ring, k->dtype == DBC_F16, scale, tdata(o)};
   c.kv_length = kv_length;
   for (int64_t r = 0; r < rows; r++) {
     int64_t keys = causal ? ps[r] + 1 : kv_length;
@@ -304,7 +340,7 @@ int dbc_attention(void* qh, void* kh, void* vh, void* sh, void* ph, float scale,
       return dbc_fail(DBC_E_ARG, "attention: mask width %lld < keys attended %lld", (long long)width, (long long)keys);
     }
   }
-  dbc_parallel_for(rows * KH, 1, attn_range, &c);
+  dbc_parallel_for(rows * KH, 1, c.f16 ? attn_range_f16 : attn_range_f32, &c);
   *out = o;
   return DBC_OK;
 }

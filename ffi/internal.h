@@ -82,6 +82,8 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 /* Converts n elements of any float dtype to f32. */
 void dbc_to_f32(const void* src, int dtype, float* dst, int64_t n);
+/* n floats to f16, rounded to nearest even (as the scalar f32_to_f16). */
+void dbc_f32_to_f16(const float* src, uint16_t* dst, int64_t n);
 /* Reads element i of a float tensor's data as f32. */
 static inline float load_f32(const void* p, int dtype, int64_t i) {
   switch (dtype) {

@@ -337,6 +337,14 @@ uint16_t f32_to_f16(float f) {
 #endif
 }
 
+void dbc_f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) _mm_storeu_si128((__m128i*)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
 void dbc_to_f32(const void* src, int dtype, float* dst, int64_t n) {
   if (dtype == DBC_F32) {
     memcpy(dst, src, (size_t)n * 4);

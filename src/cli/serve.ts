@@ -119,7 +119,7 @@ export default defineCommand({
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
-      const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!), { kv: { sequences: maxBatch, tokens: maxLen } })
+      const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!, backend.kvDtype === 'f16' ? 2 : 4), { kv: { sequences: maxBatch, tokens: maxLen } })
       for (const line of describePlan(plan)) console.log(line)
       if (!plan.fits) process.exitCode = 1
       return
@@ -163,7 +163,7 @@ export default defineCommand({
         listener,
         nodes: peers.length,
         head: { serial, usableBytes, fingerprint: fingerprint(identity.publicKey) },
-        footprint: checkpointFootprint(dir),
+        footprint: checkpointFootprint(dir, backend.kvDtype === 'f16' ? 2 : 4),
         split,
         slots: maxBatch,
         maxLen,

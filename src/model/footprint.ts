@@ -20,8 +20,9 @@ export interface CheckpointFootprint {
   layerKvBytes(layer: number, tokens: number): number
 }
 
-/** Weight bytes per layer, embedding and head of the checkpoint in `dir`. */
-export function checkpointFootprint(dir: string): CheckpointFootprint {
+/** Weight bytes per layer, embedding and head of the checkpoint in `dir`, and the KV its layers keep with attention caches
+ * of `kvElementBytes` per value (the serving backend's kvDtype: the head plans with its own). */
+export function checkpointFootprint(dir: string, kvElementBytes = 4): CheckpointFootprint {
   const raw = readJson(join(dir, 'config.json'), 'config.json')
   const config = architectureFor(raw.model_type).parseConfig(raw)
   const root = config.weightPrefix ?? ''
@@ -45,13 +46,13 @@ export function checkpointFootprint(dir: string): CheckpointFootprint {
     layerBytes,
     embeddingBytes,
     headBytes,
-    kvBytesPerTokenLayer: Math.max(0, ...specs.map((s) => (s.kind === 'recurrent' ? 0 : kvBytesPerTokenLayer(s.kvHeads, s.headDim)))),
+    kvBytesPerTokenLayer: Math.max(0, ...specs.map((s) => (s.kind === 'recurrent' ? 0 : kvBytesPerTokenLayer(s.kvHeads, s.headDim, kvElementBytes)))),
     layerKvBytes(layer, tokens) {
       const s = specs[layer]!
       // a recurrent layer holds the same state whatever the length
       if (s.kind === 'recurrent') return 4 * ((s.convKernel - 1) * s.convChannels + s.heads * s.valueDim * s.keyDim)
       const held = s.kind === 'window' ? Math.min(tokens, 2 * s.window) : tokens
-      return held * kvBytesPerTokenLayer(s.kvHeads, s.headDim)
+      return held * kvBytesPerTokenLayer(s.kvHeads, s.headDim, kvElementBytes)
     },
   }
 }

@@ -46,18 +46,21 @@ export class KvCache {
     readonly specs: readonly LayerCacheSpec[],
     readonly slots: number,
     readonly maxLen: number,
+    /** Of the attention caches (recurrent states are always f32). */
+    readonly dtype: 'f32' | 'f16' = backend.kvDtype,
   ) {
     let maxStepRows = Infinity
-    const zeros = (shape: number[]) => {
-      const t = backend.zeros(shape, 'f32')
+    const zeros = (shape: number[], dtype: 'f32' | 'f16') => {
+      const t = backend.zeros(shape, dtype)
       this.#tensors.push(t)
-      this.#bytes += numel(shape) * 4
+      this.#bytes += numel(shape) * (dtype === 'f16' ? 2 : 4)
       return t
     }
     for (const [i, spec] of specs.entries()) {
       if (spec.kind === 'recurrent') {
-        const conv = zeros([slots, spec.convKernel - 1, spec.convChannels])
-        const state = zeros([slots, spec.heads, spec.valueDim, spec.keyDim])
+        // recurrent states are updated in place every step: they stay f32, as rounding would accumulate
+        const conv = zeros([slots, spec.convKernel - 1, spec.convChannels], 'f32')
+        const state = zeros([slots, spec.heads, spec.valueDim, spec.keyDim], 'f32')
         this.layerCaches.push({ kind: 'recurrent', conv, state })
         continue
       }
@@ -66,8 +69,8 @@ export class KvCache {
       const ring = window > 0 && 2 * window < maxLen
       const length = ring ? 2 * window : maxLen
       if (ring) maxStepRows = Math.min(maxStepRows, length - window + 1)
-      const keys = zeros([slots, spec.kvHeads, length, spec.headDim])
-      const values = zeros([slots, spec.kvHeads, length, spec.headDim])
+      const keys = zeros([slots, spec.kvHeads, length, spec.headDim], dtype)
+      const values = zeros([slots, spec.kvHeads, length, spec.headDim], dtype)
       this.keys[i] = keys
       this.values[i] = values
       this.layerCaches.push({ kind: 'attention', keys, values, window, ring })
@@ -152,5 +155,5 @@ export class KvCache {
   }
 }
 
-/** Bytes of KV per token per layer (keys and values, f32 on the cpu backend). */
-export const kvBytesPerTokenLayer = (kvHeads: number, headDim: number): number => 2 * kvHeads * headDim * 4
+/** Bytes of KV per token per layer: keys and values of `elementBytes` each (Backend.kvDtype: 2 on cpu, 4 on mlx). */
+export const kvBytesPerTokenLayer = (kvHeads: number, headDim: number, elementBytes: number): number => 2 * kvHeads * headDim * elementBytes

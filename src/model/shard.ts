@@ -22,6 +22,8 @@ export interface StageOptions {
   maxLen?: number
   /** Tensor parallel: this process holds rank `tp.rank` of `tp.size` shards of every layer (default: the whole layer). */
   tp?: TensorParallel
+  /** Keys and values cached as (default: the backend's kvDtype, f16 on cpu); f32 keeps them exactly as computed. */
+  kvDtype?: 'f32' | 'f16'
 }
 
 export interface StageInput {
@@ -61,7 +63,7 @@ export class ModelStage {
     readonly range: LayerRange,
     readonly model: Architecture,
     readonly backend: Backend,
-    options: Required<Pick<StageOptions, 'slots' | 'maxLen'>>,
+    options: Required<Pick<StageOptions, 'slots' | 'maxLen' | 'kvDtype'>>,
     readonly weightBytes: number,
     /** Weight bytes one batch-1 decode step reads: the embedding table only where it is the tied lm_head, and of an expert
      * stack only the share one token routes to (a larger batch may read more experts). */
@@ -69,7 +71,7 @@ export class ModelStage {
     private readonly weightTensors: readonly Tensor[],
   ) {
     const specs = config.layerCaches ?? fullLayers(config.numLayers, config.numKvHeads, config.headDim)
-    this.cache = new KvCache(backend, specs.slice(range.lo, range.hi), options.slots, options.maxLen)
+    this.cache = new KvCache(backend, specs.slice(range.lo, range.hi), options.slots, options.maxLen, options.kvDtype)
   }
 
   static load(dir: string, backend: Backend, options: StageOptions = {}): ModelStage {
@@ -107,7 +109,7 @@ export class ModelStage {
       const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
       if (tiedHead || !name.startsWith(embedding)) streamedBytes += bytes * share
     }
-    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048 }, weightBytes, streamedBytes, weights.loaded)
+    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048, kvDtype: options.kvDtype ?? backend.kvDtype }, weightBytes, streamedBytes, weights.loaded)
   }
 
   /** Runs one step for the given rows. All intermediate tensors are freed before it returns. */

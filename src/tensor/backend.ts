@@ -61,6 +61,9 @@ export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped' |
 export interface Backend {
   readonly name: 'cpu' | 'mlx'
   readonly threads: number
+  /** The dtype of the KV caches kvWrite and attention work on here: f16 on the cpu backend (half the bytes attention
+   * streams per step and a cache holds; its kernels widen to f32 as they load), f32 on mlx (its glue takes f32 caches). */
+  readonly kvDtype: 'f32' | 'f16'
 
   // creation and transfer
   fromFloat32(data: Float32Array, shape: readonly number[]): Tensor
@@ -107,7 +110,8 @@ export interface Backend {
   rmsNorm(x: Tensor, weight: Tensor, eps: number): Tensor
   /** x [rows, heads, headDim] rotated at per-row positions (i32 [rows]). */
   rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor
-  /** Writes x [rows, kvHeads, headDim] into cache [slots, kvHeads, maxLen, headDim] at (slots[r], positions[r]). In place. */
+  /** Writes x [rows, kvHeads, headDim] (f32) into cache [slots, kvHeads, maxLen, headDim] (kvDtype, rounded to it) at
+   * (slots[r], positions[r]). In place. */
   kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
   attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor

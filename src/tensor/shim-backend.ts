@@ -46,6 +46,7 @@ const GLU_CODES: Record<GluActivation, number> = { silu: 0, gelu: 1, gelu_approx
 /** A Backend over any library that implements ffi/dbc.h: eager on the cpu shim, lazy (evaluated on read) on the mlx glue. */
 export class ShimBackend implements Backend {
   readonly threads: number
+  readonly kvDtype: 'f32' | 'f16'
   /** What the library says it is, e.g. "cpu" or "mlx 0.31.2 (gpu)". */
   readonly description: string
   readonly #lib: ShimSymbols
@@ -64,6 +65,7 @@ export class ShimBackend implements Backend {
     this.#lib = lib
     this.#check(lib.dbc_init(threads))
     this.threads = lib.dbc_thread_count()
+    this.kvDtype = name === 'cpu' ? 'f16' : 'f32'
     this.description = String(lib.dbc_backend_name())
   }
 

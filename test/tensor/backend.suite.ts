@@ -357,14 +357,18 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         ...overrides,
       } satisfies ref.AttentionCase
     }
-    const runAttention = (c: ref.AttentionCase) => {
+    const runAttention = (c: ref.AttentionCase, cacheDtype: 'f32' | 'f16' = 'f32') => {
       const rows = c.positions.length
       const slots = c.k.length / (c.KH * c.L * c.D)
+      const cache = (x: ArrayLike<number>) => {
+        const t = b.fromFloat32(Float32Array.from(x), [slots, c.KH, c.L, c.D])
+        return cacheDtype === 'f32' ? t : b.astype(t, cacheDtype)
+      }
       return b.toFloat32(
         b.attention(
           b.fromFloat32(Float32Array.from(c.q as ArrayLike<number>), [rows, c.H, c.D]),
-          b.fromFloat32(Float32Array.from(c.k as ArrayLike<number>), [slots, c.KH, c.L, c.D]),
-          b.fromFloat32(Float32Array.from(c.v as ArrayLike<number>), [slots, c.KH, c.L, c.D]),
+          cache(c.k as ArrayLike<number>),
+          cache(c.v as ArrayLike<number>),
           b.fromInt32(Int32Array.from(c.slots), [rows]),
           b.fromInt32(Int32Array.from(c.positions), [rows]),
           {
@@ -397,6 +401,48 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         }
       })
     })
+    // f16 caches (the cpu backend's kvDtype): the kernels widen each loaded vector and compute in f32, so the result is the
+    // reference's over keys and values rounded to f16, to f32 accuracy. D = 8 takes the generic path; D = 128 the 16-key
+    // scores and the two-head value pass (GQA) or the one-head pass (H = KH), over 40 keys (two blocks and a part).
+    if (b.kvDtype === 'f16')
+      it('attention over f16 caches equals the reference over keys and values rounded to f16', () => {
+        b.scope(() => {
+          const toF16 = (x: ArrayLike<number>) => Array.from(x, (v) => Math.f16round(v))
+          const wide = (H: number, KH: number) => {
+            const random = ref.rng(7 + H)
+            const L = 48, D = 128, slots = 2
+            return { q: ref.randn(3 * H * D, random), k: ref.randn(slots * KH * L * D, random), v: ref.randn(slots * KH * L * D, random), slots: [1, 0, 1], positions: [39, 17, 40], H, KH, L, D, scale: 1 / Math.sqrt(D), causal: true } satisfies ref.AttentionCase
+          }
+          const mask = Array.from({ length: 4 * 12 }, (_, i) => (i % 5 === 1 ? -Infinity : (i % 3) * 0.1))
+          for (const c of [attentionCase(), attentionCase({ mask, maskWidth: 12, window: 3 }), attentionCase({ sinks: [0.5, -1, 2, 0] }), wide(4, 2), wide(4, 4), { ...wide(4, 2), window: 20 }]) {
+            const rounded = { ...c, k: toF16(c.k as ArrayLike<number>), v: toF16(c.v as ArrayLike<number>) }
+            const got = runAttention(c, 'f16')
+            expect(ref.maxAbsDiff(got, ref.attention(rounded))).toBeLessThan(1e-5)
+            // and the rounding is really there: the f32 cache's answer differs
+            expect(ref.maxAbsDiff(got, runAttention(c, 'f32'))).toBeGreaterThan(0)
+          }
+          // keys and values of different dtypes are refused with the reason
+          const one = b.zeros([1, 1, 4, 8], 'f32')
+          const q = b.fromFloat32(new Float32Array(8), [1, 1, 8]), at = b.fromInt32(Int32Array.of(0), [1])
+          expect(() => b.attention(q, b.astype(one, 'f16'), one, at, at, { scale: 1, causal: true })).toThrow(/both f32 or both f16/)
+        })
+      })
+    if (b.kvDtype === 'f16')
+      it('kvWrite into an f16 cache rounds each value to nearest f16', () => {
+        b.scope(() => {
+          const cache = b.zeros([2, 2, 4, 3], 'f16')
+          const x = Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => (i + 1) / 3 + 1000 * (i % 2))
+          b.kvWrite(cache, b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))
+          const c = b.toFloat32(cache)
+          const at = (s: number, h: number, p: number) => Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
+          const want = Array.from(x, (v) => Math.f16round(v))
+          expect([at(1, 0, 2), at(1, 1, 2), at(0, 0, 3), at(0, 1, 3)].flat()).toEqual(want)
+          expect(want).not.toEqual(Array.from(x))
+          expect(c.filter((v) => v !== 0)).toHaveLength(12)
+          // a cache of another dtype is refused with the reason
+          expect(() => b.kvWrite(b.zeros([2, 2, 4, 3], 'bf16'), b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))).toThrow(/f32 or f16/)
+        })
+      })
     it('kvWrite places rows at (slot, position)', () => {
       b.scope(() => {
         const cache = b.zeros([2, 2, 4, 3], 'f32')
