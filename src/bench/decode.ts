@@ -21,6 +21,7 @@ export interface DecodeBenchResult {
   memory_read_gbps: number
   prompt_tokens: number
   decode_steps: number
+  kv_dtype: 'f32' | 'f16'
   results: DecodeBenchRow[]
 }
 
@@ -28,6 +29,8 @@ export interface DecodeBenchOptions {
   batches: number[]
   promptTokens: number
   decodeSteps: number
+  /** KV cache dtype (default: the backend's). */
+  kvDtype?: 'f32' | 'f16'
   onProgress?: (line: string) => void
 }
 
@@ -36,7 +39,8 @@ export function runDecodeBench(dir: string, backend: Backend, description: strin
   onProgress('measuring memory read bandwidth')
   const memory = measureMemoryReadGbps()
   const maxBatch = Math.max(...batches)
-  const stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen: promptTokens + decodeSteps + 8 })
+  const kvDtype = options.kvDtype ?? backend.kvDtype
+  const stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen: promptTokens + decodeSteps + 8, kvDtype })
   const results: DecodeBenchRow[] = []
   try {
     const prompt = Int32Array.from({ length: promptTokens }, (_, i) => 1000 + ((i * 7919) % 50000))
@@ -76,6 +80,7 @@ export function runDecodeBench(dir: string, backend: Backend, description: strin
     memory_read_gbps: round(memory),
     prompt_tokens: promptTokens,
     decode_steps: decodeSteps,
+    kv_dtype: kvDtype,
     results,
   }
 }

@@ -21,6 +21,7 @@ export default defineCommand({
     batch: { type: 'string', description: 'Comma-separated batch sizes', default: '1,8' },
     'prompt-tokens': { type: 'string', description: 'Prompt length for the prefill measurement', default: '128' },
     steps: { type: 'string', description: 'Decode steps per batch size', default: '24' },
+    'kv-dtype': { type: 'string', description: 'KV cache dtype: f16 or f32 (default: the backend\'s, f16 on cpu and f32 on mlx)', valueHint: 'f16|f32' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     nodes: { type: 'string', description: 'Run the model as a cluster of N nodes on this machine (one thread each, sealed loopback links) and compare with one process', valueHint: 'N' },
@@ -67,10 +68,13 @@ export default defineCommand({
       consola.info(`per step on the cluster: ${r.per_token_ms.stages.map((ms, i) => `stage ${i} ${ms} ms`).join(', ')}, hops ${r.per_token_ms.hops} ms`)
       return
     }
+    const kvDtype = args['kv-dtype']
+    if (kvDtype !== undefined && kvDtype !== 'f16' && kvDtype !== 'f32') throw new UsageError(`unknown --kv-dtype '${kvDtype}'`, 'use f16 or f32')
     const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? Number(args.threads) : undefined })
     if (!args.json) consola.info(reason)
     const result = runDecodeBench(dir!, backend, reason, {
       batches,
+      kvDtype,
       promptTokens: Number(args['prompt-tokens']),
       decodeSteps: Number(args.steps),
       onProgress: (line) => !args.json && consola.start(line),
@@ -79,7 +83,7 @@ export default defineCommand({
       console.log(JSON.stringify(result))
       return
     }
-    consola.info(`memory read ${result.memory_read_gbps} GB/s; ${(result.weight_bytes_per_step / 1024 ** 2).toFixed(1)} MiB of weights read per step`)
+    consola.info(`memory read ${result.memory_read_gbps} GB/s; ${(result.weight_bytes_per_step / 1024 ** 2).toFixed(1)} MiB of weights read per step; ${result.kv_dtype} KV cache`)
     console.log('| batch | prefill tok/s | decode tok/s | step ms | roofline |\n| --- | --- | --- | --- | --- |')
     for (const r of result.results) console.log(`| ${r.batch} | ${r.prefill_tps} | ${r.decode_tps} | ${r.step_ms_p50} | ${r.roofline_ratio} |`)
   },
