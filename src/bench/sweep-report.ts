@@ -22,6 +22,29 @@ export function levelsTable(levels: LevelResult[]): string {
   return table(LEVEL_HEADER, levels.map((l) => levelCells(l, levels)))
 }
 
+/** With repeats: each node count's tok/s over one process's in the same run (they ran back to back), per concurrency
+ * level and prompt length, and the median of those ratios — the comparison a drifting machine leaves intact. */
+export function pairedRatios(r: SweepResults): { nodes: number; prompt_tokens: number; concurrency: number; ratios: number[]; median: number }[] {
+  const out: { nodes: number; prompt_tokens: number; concurrency: number; ratios: number[]; median: number }[] = []
+  for (const s of r.series) {
+    const one = r.series.find((x) => x.nodes === 1 && x.prompt_tokens === s.prompt_tokens)
+    if (s.nodes === 1 || !one?.runs || !s.runs) continue
+    for (const c of r.settings.concurrency) {
+      const ratios: number[] = []
+      s.runs.forEach((run, i) => {
+        const mine = run.find((l) => l.concurrency === c)?.tok_s
+        const theirs = one.runs![i]?.find((l) => l.concurrency === c)?.tok_s
+        if (mine !== undefined && theirs) ratios.push(Math.round((mine / theirs) * 100) / 100)
+      })
+      if (!ratios.length) continue
+      const sorted = [...ratios].sort((a, b) => a - b)
+      const m = sorted.length >> 1
+      out.push({ nodes: s.nodes, prompt_tokens: s.prompt_tokens, concurrency: c, ratios, median: sorted.length % 2 ? sorted[m]! : Math.round(((sorted[m - 1]! + sorted[m]!) / 2) * 100) / 100 })
+    }
+  }
+  return out
+}
+
 /** The sweep as markdown: what was run, then one row per measured point (series × concurrency). */
 export function sweepMarkdown(r: SweepResults): string {
   const s = r.settings
@@ -30,9 +53,15 @@ export function sweepMarkdown(r: SweepResults): string {
     '',
     `Model \`${r.model}\`; ${s.max_tokens} generated tokens per request; ${s.threads_per_process} thread(s) per process${s.pinned_cores ? ', each process pinned to its own cores' : ''}; started ${r.started_at}${r.finished_at ? `, finished ${r.finished_at}` : ''}.`,
   ]
+  if (s.repeats > 1) lines.push('', `Each point measured ${s.repeats} times, the node counts taking turns; a row gives the medians of its runs.`)
   if (r.partial) lines.push('', `Partial: ${r.stopped_reason ?? 'not every point was measured'}.`)
   const rows = r.series.flatMap((series) => series.levels.map((l) => [String(series.nodes), String(series.prompt_tokens), ...levelCells(l, series.levels)]))
   lines.push('', table(['nodes', 'prompt tokens', ...LEVEL_HEADER], rows), '')
+  const pairs = pairedRatios(r)
+  if (pairs.length) {
+    lines.push('Each node count against one process, run by run (tok/s ÷ one process\'s tok/s in the same run):', '')
+    lines.push(table(['nodes', 'prompt tokens', 'concurrency', 'per run', 'median'], pairs.map((p) => [String(p.nodes), String(p.prompt_tokens), String(p.concurrency), p.ratios.join(' / '), String(p.median)])), '')
+  }
   const targets = [...new Set(r.series.map((x) => `${seriesLabel(x)}: ${x.target}`))]
   if (targets.length) lines.push(...targets.map((t) => `- ${t}`), '')
   return lines.join('\n')

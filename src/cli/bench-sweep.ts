@@ -26,6 +26,7 @@ export default defineCommand({
     model: { type: 'string', description: 'Model folder', required: true, valueHint: 'DIR' },
     nodes: { type: 'string', description: 'Comma-separated node counts (1 = one process; N ≥ 2 = an N-node cluster over sealed loopback links)', default: '1,2' },
     'prompt-tokens': { type: 'string', description: 'Comma-separated prompt lengths in tokens', default: '128,1024' },
+    repeat: { type: 'string', description: 'Measure every point this many times, the node counts taking turns with all servers up (medians, and each node count against one process run by run)', default: '1', valueHint: 'R' },
     ...loadArgs,
     out: { type: 'string', description: 'Folder for results.json, results.md and chart.svg (default: bench-sweep-<date>-<time>)', valueHint: 'DIR' },
   },
@@ -39,14 +40,15 @@ export default defineCommand({
       promptTokens: positiveIntList(args['prompt-tokens'], 'prompt-tokens'),
       maxTokens: positiveInt(args['max-tokens'], 'max-tokens'),
       requestsPerLevel: args['requests-per-level'] !== undefined ? positiveInt(args['requests-per-level'], 'requests-per-level') : undefined,
+      repeats: positiveInt(args.repeat, 'repeat'),
       threads,
       pinCores: decidePinning(args.pin, Math.max(...nodes), threads, false),
       backend: args.backend,
     }
     const dir = resolve(args.out ?? `bench-sweep-${timestamp()}`)
     mkdirSync(dir, { recursive: true })
-    const planned = nodes.length * options.promptTokens.length * options.concurrency.length
-    const measured = (r: SweepResults) => r.series.reduce((n, s) => n + s.levels.length, 0)
+    const planned = nodes.length * options.promptTokens.length * options.concurrency.length * options.repeats!
+    const measured = (r: SweepResults) => r.series.reduce((n, s) => n + (s.runs ? s.runs.reduce((k, run) => k + run.length, 0) : s.levels.length), 0)
     const results = emptySweepResults(options)
     writeResults(dir, results)
 
@@ -67,9 +69,7 @@ export default defineCommand({
           },
           onProgress: (series, p) =>
             line.update(`[${measured(results) + 1}/${planned}] ${seriesLabel(series)}, concurrency ${p.concurrency}: ${p.done}/${p.total} requests${p.failed ? ` (${p.failed} failed)` : ''}`),
-          onUpdate: (r) => {
-            const series = r.series.at(-1)!
-            const level = series.levels.at(-1)!
+          onUpdate: (r, series, level) => {
             line.done()
             consola.success(`[${measured(r)}/${planned}] ${seriesLabel(series)}, concurrency ${level.concurrency}: ${level.tok_s} tok/s, TTFT p50 ${level.ttft_p50_ms ?? 'n/a'} ms${level.failed ? `, ${level.failed} failed` : ''}`)
             writeResults(dir, r)

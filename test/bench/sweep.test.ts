@@ -117,3 +117,31 @@ test('Ctrl-C during a sweep stops its servers, keeps what was measured and exits
   parseXml(readFileSync(join(out, 'chart.svg'), 'utf8'))
   expect(servers()).toEqual([])
 }, 60_000)
+
+test('--repeat measures every point that many times with the node counts taking turns: medians, and ratios run by run', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const out = mkdtempSync(join(tmpdir(), 'dbc-sweep-rep-'))
+  const proc = sweep(['--model', model, '--nodes', '1,2', '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '4', '--repeat', '3', '--out', out])
+  const [code, stdout, stderr] = [await proc.exited, await new Response(proc.stdout).text(), await new Response(proc.stderr).text()]
+  expect(code, stderr).toBe(0)
+  expect(stdout).toContain('[6/6] 2 nodes, 8-token prompts, concurrency 2')
+  const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as SweepResults
+  expect(results.partial).toBe(false)
+  expect(results.settings.repeats).toBe(3)
+  const ratios: number[] = []
+  for (const s of results.series) {
+    expect(s.runs!.map((run) => run.map((l) => l.concurrency))).toEqual([[2], [2], [2]])
+    const runs = s.runs!.map((run) => run[0]!)
+    // the level is the median run's tok/s, and every run's requests
+    expect(s.levels[0]!.tok_s).toBe(runs.map((l) => l.tok_s).sort((a, b) => a - b)[1]!)
+    expect(s.levels[0]!.ok).toBe(3 * 4)
+    expect(s.levels[0]!.generated_tokens).toBe(runs.reduce((n, l) => n + l.generated_tokens, 0))
+  }
+  const [one, two] = results.series as [SweepResults['series'][0], SweepResults['series'][0]]
+  for (let i = 0; i < 3; i++) ratios.push(Math.round((two.runs![i]![0]!.tok_s / one.runs![i]![0]!.tok_s) * 100) / 100)
+  const markdown = readFileSync(join(out, 'results.md'), 'utf8')
+  expect(markdown).toContain('Each point measured 3 times, the node counts taking turns')
+  expect(markdown).toContain(`| 2 | 8 | 2 | ${ratios.join(' / ')} | ${[...ratios].sort((a, b) => a - b)[1]} |`)
+  // every server this sweep started is gone
+  expect(processesWithOptions({ '--model': model })).toEqual([])
+}, 90_000)
