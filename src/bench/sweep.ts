@@ -116,19 +116,10 @@ export async function runSweep(o: SweepOptions, results: SweepResults = emptySwe
       for (const promptTokens of o.promptTokens) {
         if (o.signal?.aborted) break
         const series: SweepSeries = { nodes, prompt_tokens: promptTokens, target: server.label, levels: [] }
-        await runServeSweep({
-          url: server.url,
-          concurrency: o.concurrency,
-          promptTokens,
-          maxTokens: o.maxTokens,
-          requestsPerLevel: o.requestsPerLevel,
-          signal: o.signal,
-          onProgress: (p) => o.onProgress?.(series, p),
-          onLevel: (level) => {
-            if (series.levels.length === 0) results.series.push(series)
-            series.levels.push(level)
-            o.onUpdate?.(results, series, level)
-          },
+        await measureSeries(o, server.url, series, (level) => {
+          if (series.levels.length === 0) results.series.push(series)
+          series.levels.push(level)
+          o.onUpdate?.(results, series, level)
         })
       }
     } finally {
@@ -136,6 +127,20 @@ export async function runSweep(o: SweepOptions, results: SweepResults = emptySwe
     }
   }
   return finish(o, results)
+}
+
+/** Every concurrency level of one target at the series' prompt length, progress reported against the series. */
+function measureSeries(o: SweepOptions, url: string, series: SweepSeries, onLevel: (level: LevelResult) => void) {
+  return runServeSweep({
+    url,
+    concurrency: o.concurrency,
+    promptTokens: series.prompt_tokens,
+    maxTokens: o.maxTokens,
+    requestsPerLevel: o.requestsPerLevel,
+    signal: o.signal,
+    onProgress: (p) => o.onProgress?.(series, p),
+    onLevel,
+  })
 }
 
 function finish(o: SweepOptions, results: SweepResults): SweepResults {
@@ -166,23 +171,14 @@ async function runAlternating(o: SweepOptions, results: SweepResults): Promise<S
           if (o.signal?.aborted) break
           const levels: LevelResult[] = []
           s.runs!.push(levels)
-          await runServeSweep({
-            url: servers[i]!.url,
-            concurrency: o.concurrency,
-            promptTokens,
-            maxTokens: o.maxTokens,
-            requestsPerLevel: o.requestsPerLevel,
-            signal: o.signal,
-            onProgress: (p) => o.onProgress?.(s, p),
-            onLevel: (level) => {
-              if (!results.series.includes(s)) results.series.push(s)
-              levels.push(level)
-              s.levels = o.concurrency.flatMap((c) => {
-                const measured = s.runs!.flatMap((r) => r.filter((l) => l.concurrency === c))
-                return measured.length ? [medianLevel(measured)] : []
-              })
-              o.onUpdate?.(results, s, level)
-            },
+          await measureSeries(o, servers[i]!.url, s, (level) => {
+            if (!results.series.includes(s)) results.series.push(s)
+            levels.push(level)
+            s.levels = o.concurrency.flatMap((c) => {
+              const measured = s.runs!.flatMap((r) => r.filter((l) => l.concurrency === c))
+              return measured.length ? [medianLevel(measured)] : []
+            })
+            o.onUpdate?.(results, s, level)
           })
         }
       }
