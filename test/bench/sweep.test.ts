@@ -144,4 +144,9 @@ test('--repeat measures every point that many times with the node counts taking 
   expect(markdown).toContain(`| 2 | 8 | 2 | ${ratios.join(' / ')} | ${[...ratios].sort((a, b) => a - b)[1]} |`)
   // every server this sweep started is gone
   expect(processesWithOptions({ '--model': model })).toEqual([])
+  // a repeat count that is not a positive integer is refused before anything starts
+  const bad = sweep(['--model', model, '--repeat', '0', '--out', out])
+  const [badCode, badErr] = [await bad.exited, await new Response(bad.stderr).text()]
+  expect(badCode).toBe(2)
+  expect(badErr).toContain("--repeat must be a positive integer, got '0'")
 }, 90_000)
