@@ -338,18 +338,18 @@ Z512 INLINE void rows16_tile(const rows16_ctx* c, int64_t b0, int64_t m0, const 
   }
 }
 
+/* One tile of `mr` rows of x (1..4) over NB blocks, in the variant for that shape, fetching nothing ahead. */
+#define ROWS16_TILE(NB)                                                    \
+  switch (mr) {                                                            \
+    case 1: rows16_tile(c, b, m0, NB, 1, 2, 0, NULL); break;               \
+    case 2: rows16_tile(c, b, m0, NB, 2, 2, 0, NULL); break;               \
+    case 3: rows16_tile(c, b, m0, NB, 3, NB == 2 ? 1 : 2, 0, NULL); break; \
+    default: rows16_tile(c, b, m0, NB, 4, NB == 2 ? 1 : 2, 0, NULL); break; \
+  }
+
 /* Rows of x per block: as many as keep the block's int8 copy within 256 KiB (a quarter of a Zen 5 core's L2; 256 rows of
  * a 1,024-wide input, 16 of a 14,336-wide one), since each block streams the thread's weights once more; within a block
  * a pair of row blocks' weights stays in L1 while every 4 rows of x pass. */
-/* One tile of `mr` rows of x (1..4) over NB blocks, in the variant for that shape. */
-#define ROWS16_TILE(NB, PF, NEXT)                                            \
-  switch (mr) {                                                              \
-    case 1: rows16_tile(c, b, m0, NB, 1, 2, PF, NEXT); break;                \
-    case 2: rows16_tile(c, b, m0, NB, 2, 2, PF, NEXT); break;                \
-    case 3: rows16_tile(c, b, m0, NB, 3, NB == 2 ? 1 : 2, PF, NEXT); break;  \
-    default: rows16_tile(c, b, m0, NB, 4, NB == 2 ? 1 : 2, PF, NEXT); break; \
-  }
-
 Z512 static void rows16_range(void* p, int64_t bb, int64_t be) {
   const rows16_ctx* c = p;
   const int64_t fit = (256 << 10) / c->s.m->K / TILE_M * TILE_M, X_ROWS = fit < TILE_M ? TILE_M : fit, G = c->s.groups;
@@ -369,9 +369,9 @@ Z512 static void rows16_range(void* p, int64_t bb, int64_t be) {
       const uint8_t* next = nb == 2 && be - b >= 4 && xe - xb > TILE_M ? c->w + (b + 2) * G * GROUP_W_BYTES : NULL;
       for (int64_t m0 = xb; m0 < xe; m0 += TILE_M) {
         const int mr = (int)(xe - m0 < TILE_M ? xe - m0 : TILE_M);
-        if (nb == 1) ROWS16_TILE(1, 0, NULL)
+        if (nb == 1) ROWS16_TILE(1)
         else if (next && m0 + TILE_M >= xe && mr == TILE_M) rows16_tile(c, b, m0, 2, 4, 1, 1, next);
-        else ROWS16_TILE(2, 0, NULL)
+        else ROWS16_TILE(2)
       }
     }
   }

@@ -1,6 +1,7 @@
 /** Report forms of serving measurements: markdown tables for `bench serve` levels and a whole sweep, and the sweep's
  * SVG chart (generated tok/s and TTFT p50 against concurrency, one line per node count and prompt length). */
 import type { LevelResult } from './serve-sweep.ts'
+import { median } from './stats.ts'
 import { renderLineChart } from './svg-chart.ts'
 import { seriesLabel, type SweepResults } from './sweep.ts'
 
@@ -36,10 +37,7 @@ export function pairedRatios(r: SweepResults): { nodes: number; prompt_tokens: n
         const theirs = one.runs![i]?.find((l) => l.concurrency === c)?.tok_s
         if (mine !== undefined && theirs) ratios.push(Math.round((mine / theirs) * 100) / 100)
       })
-      if (!ratios.length) continue
-      const sorted = [...ratios].sort((a, b) => a - b)
-      const m = sorted.length >> 1
-      out.push({ nodes: s.nodes, prompt_tokens: s.prompt_tokens, concurrency: c, ratios, median: sorted.length % 2 ? sorted[m]! : Math.round(((sorted[m - 1]! + sorted[m]!) / 2) * 100) / 100 })
+      if (ratios.length) out.push({ nodes: s.nodes, prompt_tokens: s.prompt_tokens, concurrency: c, ratios, median: Math.round(median(ratios) * 100) / 100 })
     }
   }
   return out

@@ -4,6 +4,7 @@
  * `repeats` times, the node counts taking turns, so that a noisy machine's drift falls on all of them alike: a level
  * reports the medians of its runs, and node counts compare run by run (sweepMarkdown's paired ratios). */
 import { runServeSweep, type LevelResult, type SweepProgress } from './serve-sweep.ts'
+import { median } from './stats.ts'
 import { startServeTarget, type ServeTarget } from './serve-target.ts'
 
 export interface SweepOptions {
@@ -74,11 +75,6 @@ export function emptySweepResults(o: SweepOptions): SweepResults {
   }
 }
 
-const median = (values: number[]): number => {
-  const s = [...values].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
 const medianOf = (values: (number | null)[]): number | null => {
   const known = values.filter((v): v is number => v !== null)
   return known.length ? Math.round(median(known) * 100) / 100 : null

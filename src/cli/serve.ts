@@ -36,6 +36,7 @@ import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
+import { DTYPE_BYTES } from '../tensor/backend.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
 
 const positiveInt = (value: string, name: string): number => {
@@ -119,7 +120,7 @@ export default defineCommand({
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
-      const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!, backend.kvDtype === 'f16' ? 2 : 4), { kv: { sequences: maxBatch, tokens: maxLen } })
+      const plan = planLayers([{ id: serial, usableBytes }], checkpointFootprint(dir!, DTYPE_BYTES[backend.kvDtype]), { kv: { sequences: maxBatch, tokens: maxLen } })
       for (const line of describePlan(plan)) console.log(line)
       if (!plan.fits) process.exitCode = 1
       return
@@ -163,7 +164,7 @@ export default defineCommand({
         listener,
         nodes: peers.length,
         head: { serial, usableBytes, fingerprint: fingerprint(identity.publicKey) },
-        footprint: checkpointFootprint(dir, backend.kvDtype === 'f16' ? 2 : 4),
+        footprint: checkpointFootprint(dir, DTYPE_BYTES[backend.kvDtype]),
         split,
         slots: maxBatch,
         maxLen,

@@ -5,7 +5,7 @@
  * the [heads, valueDim, keyDim] delta-rule state. Slots are shared by all layers: allocate/claim/release work the same
  * whatever the kinds (a recurrent state restarts at position 0, so a reused slot needs no clearing). */
 import { DbcError } from '../errors.ts'
-import { numel, type Backend, type Tensor } from '../tensor/backend.ts'
+import { DTYPE_BYTES, numel, type Backend, type Tensor } from '../tensor/backend.ts'
 
 export type LayerCacheSpec =
   | { kind: 'full'; kvHeads: number; headDim: number }
@@ -53,7 +53,7 @@ export class KvCache {
     const zeros = (shape: number[], dtype: 'f32' | 'f16') => {
       const t = backend.zeros(shape, dtype)
       this.#tensors.push(t)
-      this.#bytes += numel(shape) * (dtype === 'f16' ? 2 : 4)
+      this.#bytes += numel(shape) * DTYPE_BYTES[dtype]
       return t
     }
     for (const [i, spec] of specs.entries()) {
