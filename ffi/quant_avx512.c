@@ -190,13 +190,27 @@ Z512 static void range_q8_g128(void* p, int64_t nb, int64_t ne) { range_for(p, n
 /* x of one group of 64, as the weights pair with it: 4-byte chunk v = 2c + h holds the values 8c + h + {0, 2, 4, 6}, the
  * ones packed dword c carries in its low (h = 0) or high nibbles. */
 Z512 static void quantize_row_chunks(const float* x, int64_t K, int8_t* q, float* d, float* sum) {
-  int8_t natural[64];
+  /* Within each 8 bytes, byte 4h + b of the chunk order is natural byte 2b + h: one in-lane byte shuffle. */
+  const __m512i order = _mm512_set4_epi32(0x0f0d0b09, 0x0e0c0a08, 0x07050301, 0x06040200);
   for (int64_t g = 0; g < K / 64; g++) {
-    quantize_group(x + g * 64, 64, natural, d + g, sum + g);
-    int8_t* o = q + g * 64;
-    for (int c = 0; c < 8; c++)
-      for (int h = 0; h < 2; h++)
-        for (int b = 0; b < 4; b++) o[(2 * c + h) * 4 + b] = natural[8 * c + 2 * b + h];
+    const float* v = x + g * 64;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
+    for (int i = 0; i < 64; i += 16) {
+      const __m512 a = _mm512_loadu_ps(v + i);
+      amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, a));
+      total = _mm512_add_ps(total, a);
+    }
+    const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
+    const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
+    d[g] = scale;
+    sum[g] = _mm512_reduce_add_ps(total);
+    __m512i natural = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), inv))));
+    for (int i = 1; i < 4; i++) {
+      const __m128i part = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + 16 * i), inv)));
+      natural = i == 1 ? _mm512_inserti32x4(natural, part, 1) : i == 2 ? _mm512_inserti32x4(natural, part, 2) : _mm512_inserti32x4(natural, part, 3);
+    }
+    _mm512_storeu_si512(q + g * 64, _mm512_shuffle_epi8(natural, order));
   }
 }
 

@@ -314,6 +314,24 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
       })
     })
 
+    // widths that leave a remainder after every vector and chunk step, with each weight dtype a checkpoint may hold
+    for (const width of [13, 300, 1027])
+      it(`rmsNorm matches the reference at width ${width} with f32, f16 and bf16 weights`, () => {
+        b.scope(() => {
+          const x = ref.randn(3 * width, ref.rng(width), 3),
+            w = ref.randn(width, ref.rng(width + 1))
+          const weights = [
+            { t: b.fromFloat32(w, [width]), exact: w },
+            { t: b.fromBytes(ref.f16Bytes(w), [width], 'f16'), exact: Float32Array.from(new Float16Array(w)) },
+            { t: b.fromBytes(ref.bf16Bytes(w), [width], 'bf16'), exact: Float32Array.from(w, ref.roundBf16) },
+          ]
+          for (const { t, exact } of weights) {
+            const got = b.toFloat32(b.rmsNorm(b.fromFloat32(x, [3, width]), t, 1e-6))
+            expect(ref.maxAbsDiff(got, ref.rmsNorm(x, exact, 3, width, 1e-6))).toBeLessThan(1e-5)
+          }
+        })
+      })
+
     for (const traditional of [false, true])
       it(`rope (${traditional ? 'traditional' : 'split halves'}) at per-row positions, with base, scale and custom freqs`, () => {
         b.scope(() => {
@@ -507,6 +525,13 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, yt)), each((v, i) => v + y[i]!))).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.mul(xt, yt)), each((v, i) => v * y[i]!))).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, b.fromFloat32(row, [10]))), each((v, i) => v + row[i % 10]!))).toBeLessThan(1e-6)
+        // a broadcast row whose repeats straddle the ranges the work is split into (37 divides no chunk size)
+        const big = ref.randn(3000 * 37, ref.rng(54)),
+          row37 = ref.randn(37, ref.rng(55))
+        const bigT = b.fromFloat32(big, [3000, 37]),
+          row37T = b.fromFloat32(row37, [37])
+        expect(ref.maxAbsDiff(b.toFloat32(b.add(bigT, row37T)), Float32Array.from(big, (v, i) => v + row37[i % 37]!))).toBe(0)
+        expect(ref.maxAbsDiff(b.toFloat32(b.mul(bigT, row37T)), Float32Array.from(big, (v, i) => Math.fround(v * row37[i % 37]!)))).toBe(0)
         expect(ref.maxAbsDiff(b.toFloat32(b.scale(xt, -0.5)), each((v) => v * -0.5))).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.silu(xt)), each(ref.silu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt)), each(ref.gelu))).toBeLessThan(1e-5)
