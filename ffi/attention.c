@@ -55,6 +55,16 @@ static inline const void* kv_row(const void* block, int64_t j, int64_t max_len, 
   return (const char*)block + (ring ? j % max_len : j) * D * (F16 ? 2 : 4);
 }
 
+/* Rows [j, j + n) of a slot's block asked into the caches: a page holds only 16 f16 rows of 128, and the hardware's
+ * stream prefetcher stops at each page's end, so every new page of keys or values began with a full memory latency. */
+static inline void prefetch_rows(const void* block, int64_t j, int64_t n, int64_t max_len, int ring, int64_t D, const int F16) {
+  const int64_t bytes = D * (F16 ? 2 : 4);
+  for (int64_t i = 0; i < n; i++) {
+    const char* row = kv_row(block, j + i, max_len, ring, D, F16);
+    for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(row + at, 0, 3);
+  }
+}
+
 /* One task = one row × one kv head: the query heads that share that kv head (GQA) go through its keys and values
  * together, so each cached key and value is read from memory once per row, not once per query head (the f32 cache of a
  * long batch is as large as the weights a step reads). Each head's sums run in the same order as for a head alone. */
@@ -126,6 +136,7 @@ static inline void weighted_values(float* o, const float* w, const void* vb, int
     for (int c = 0; c < 8; c++) acc[c] = vzero();
     for (int64_t j = start; j < end; j++) {
       const void* vj = kv_row(vb, j, max_len, ring, D, F16);
+      if (d0 == 0 && j + 16 < end) prefetch_rows(vb, j + 16, 1, max_len, ring, D, F16); /* a page ahead */
       const vecf wj = vset1(w[j - start]);
       for (int c = 0; c < 8; c++) acc[c] = vfma(wj, vload_kv(vj, d0 + c * VW, F16), acc[c]);
     }
@@ -180,6 +191,7 @@ static inline void weighted_values_pair(float* o0, float* o1, const float* w0, c
     for (int k = 0; k < 4; k++) a[k] = _mm512_setzero_ps(), b[k] = _mm512_setzero_ps();
     for (int64_t j = start; j < end; j++) {
       const void* vj = kv_row(vb, j, max_len, ring, D, F16);
+      if (d0 == 0 && j + 16 < end) prefetch_rows(vb, j + 16, 1, max_len, ring, D, F16); /* a page ahead */
       const __m512 x = _mm512_set1_ps(w0[j - start]), y = _mm512_set1_ps(w1[j - start]);
       for (int k = 0; k < 4; k++) {
         const __m512 v = vload_kv(vj, d0 + 16 * k, F16);
@@ -207,8 +219,12 @@ static inline void attn_tasks(const attn_ctx* c, int64_t b, int64_t e, const int
     for (int64_t g = 0; g < group; g++) maxes[g] = c->sinks ? c->sinks[h0 + g] : -INFINITY;
 #if defined(__AVX512F__)
     if (D % 16 == 0) { /* 16 keys at a time, in L1 while each query head of the group passes (f16 ones widened once) */
+      prefetch_rows(kb, start, end - start < 16 ? end - start : 16, c->max_len, c->ring, D, F16);
       for (int64_t j0 = start; j0 < end; j0 += 16) {
         const int64_t nk = end - j0 < 16 ? end - j0 : 16;
+        /* the next 16 keys, or at the last block the first 16 values */
+        if (end - j0 > 16) prefetch_rows(kb, j0 + 16, end - j0 - 16 < 16 ? end - j0 - 16 : 16, c->max_len, c->ring, D, F16);
+        else prefetch_rows(vb, start, n < 16 ? n : 16, c->max_len, c->ring, D, F16);
         const float* key[16];
         for (int k = 0; k < 16; k++) { /* past the end: the last key again, its lane masked */
           const void* row = kv_row(kb, j0 + (k < nk ? k : nk - 1), c->max_len, c->ring, D, F16);
@@ -257,6 +273,7 @@ static inline void attn_tasks(const attn_ctx* c, int64_t b, int64_t e, const int
 #endif
     for (int64_t j = start; j < end; j++) {
       const void* kj = kv_row(kb, j, c->max_len, c->ring, D, F16);
+      if (j + 16 < end) prefetch_rows(kb, j + 16, 1, c->max_len, c->ring, D, F16);
       for (int64_t g = 0; g < group; g++) {
         float s = dot_key(c->q + (r * c->heads + h0 + g) * D, kj, D, F16) * c->scale;
         if (c->mask) s += c->mask[r * c->mask_width + j];
