@@ -41,9 +41,8 @@ int dbc_q_avx512_supports(int bits, int gs, int64_t K) {
   return (bits == 4 || bits == 8) && (gs == 64 || gs == 128) && K % gs == 0 && dbc_q_avx512_available();
 }
 
-/* n values of x (a multiple of 16) → n int8 (round to nearest even, as lrintf) with one scale, which goes to *d, and
- * their float sum to *sum. */
-Z512 INLINE void quantize_group(const float* v, int n, int8_t* q, float* d, float* sum) {
+/* The scale of n values of x (a multiple of 16), max |x| / 127, goes to *d and their float sum to *sum. */
+Z512 INLINE __m512 group_scale(const float* v, int n, float* d, float* sum) {
   const __m512 sign = _mm512_set1_ps(-0.0f);
   __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
   for (int i = 0; i < n; i += 16) {
@@ -52,9 +51,14 @@ Z512 INLINE void quantize_group(const float* v, int n, int8_t* q, float* d, floa
     total = _mm512_add_ps(total, a);
   }
   const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
-  const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
   *d = scale;
   *sum = _mm512_reduce_add_ps(total);
+  return _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f); /* what x is multiplied by before rounding */
+}
+
+/* n values of x → n int8 (round to nearest even, as lrintf) with one scale (group_scale). */
+Z512 INLINE void quantize_group(const float* v, int n, int8_t* q, float* d, float* sum) {
+  const __m512 inv = group_scale(v, n, d, sum);
   for (int i = 0; i < n; i += 16)
     _mm_storeu_si128((__m128i*)(q + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + i), inv))));
 }
@@ -194,17 +198,7 @@ Z512 static void quantize_row_chunks(const float* x, int64_t K, int8_t* q, float
   const __m512i order = _mm512_set4_epi32(0x0f0d0b09, 0x0e0c0a08, 0x07050301, 0x06040200);
   for (int64_t g = 0; g < K / 64; g++) {
     const float* v = x + g * 64;
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 amax = _mm512_setzero_ps(), total = _mm512_setzero_ps();
-    for (int i = 0; i < 64; i += 16) {
-      const __m512 a = _mm512_loadu_ps(v + i);
-      amax = _mm512_max_ps(amax, _mm512_andnot_ps(sign, a));
-      total = _mm512_add_ps(total, a);
-    }
-    const float scale = _mm512_reduce_max_ps(amax) / 127.0f;
-    const __m512 inv = _mm512_set1_ps(scale > 0 ? 1.0f / scale : 0.0f);
-    d[g] = scale;
-    sum[g] = _mm512_reduce_add_ps(total);
+    const __m512 inv = group_scale(v, 64, d + g, sum + g);
     __m512i natural = _mm512_castsi128_si512(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), inv))));
     for (int i = 1; i < 4; i++) {
       const __m128i part = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + 16 * i), inv)));
