@@ -28,9 +28,9 @@ case "$(uname -s)" in
     for inc in /usr/include/openblas /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu; do
       [ -e "$inc/cblas.h" ] && FLAGS+=(-I"$inc")
     done
-    FLAGS+=(-DDBC_OPENBLAS); LIBS+=(-lopenblas) ;;
+    FLAGS+=(-DDBC_OPENBLAS); LIBS+=(-lopenblas -ldl) ;;
 esac
-SOURCES=(ffi/tensor.c ffi/threads.c ffi/cpu_ops.c ffi/matmul.c ffi/quant.c ffi/quant_avx512.c ffi/moe.c ffi/recurrent.c ffi/attention.c ffi/bench.c)
+SOURCES=(ffi/tensor.c ffi/threads.c ffi/cpu_ops.c ffi/matmul.c ffi/quant.c ffi/quant_avx512.c ffi/moe.c ffi/recurrent.c ffi/attention.c ffi/bench.c ffi/tp_socket.c ffi/tp_channel.c)
 STAMP="$OUT.stamp"
 SIG="$MODE $CC ${FLAGS[*]} $(cat ffi/*.h ffi/*.c | cksum)"
 if [ -f "$OUT" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SIG" ]; then

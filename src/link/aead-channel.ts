@@ -115,11 +115,13 @@ export class AeadSender {
     return this.sealFrame(header, plaintext).subarray(FRAME_HEADER_BYTES)
   }
 
-  /** The whole wire frame (length, type, sealed body) in one buffer, written once. */
-  sealFrame(header: SealedHeader, plaintext: Uint8Array): Uint8Array {
+  /** The whole wire frame (length, type, sealed body) in one buffer, written once; into `into` when it is given and has
+   * exactly the frame's size (a caller that sends frames of one size again and again reuses one buffer). */
+  sealFrame(header: SealedHeader, plaintext: Uint8Array, into?: Uint8Array): Uint8Array {
     const { key, seq, clusterId } = this.#dir.next()
-    const frame = new Uint8Array(FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + plaintext.byteLength + TAG_BYTES)
-    const view = new DataView(frame.buffer)
+    const size = FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + plaintext.byteLength + TAG_BYTES
+    const frame = into?.byteLength === size ? into : new Uint8Array(size)
+    const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength)
     view.setBigUint64(0, BigInt(frame.byteLength - 8), true)
     frame[8] = header.type
     view.setBigUint64(FRAME_HEADER_BYTES, seq, true)

@@ -39,6 +39,14 @@ export const FrameType = {
   join: 17,
   /** head → stage on a control link: the stage's layer range and KV geometry, or why there is none (cluster/join-messages) */
   plan: 18,
+  /** tensor parallel (tensor/sealed-tp-group): the first frame on a rank's data socket, proving it holds the key: u32 rank */
+  tpHello: 19,
+  /** tensor parallel, rank 0 → the others: an open, close, step or stop for them to replay (engine/tensor-parallel-pipeline) */
+  tpStep: 20,
+  /** tensor parallel: this rank's partial sum, f32 little-endian */
+  tpPartial: 21,
+  /** tensor parallel, rank 0 → the others (3 ranks or more): the sum of every rank's partial, f32 little-endian */
+  tpSum: 22,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -210,6 +218,11 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'finish':
     case 'fragment': // reassembled by the link; never a message of its own
       throw new PayloadError(`frame type ${type} has no sealed payload of its own`)
+    case 'tpHello':
+    case 'tpStep':
+    case 'tpPartial':
+    case 'tpSum':
+      throw new PayloadError(`frame type ${type} belongs to tensor-parallel sockets, not to a link`)
     case 'ping':
     case 'pong':
       need(8)

@@ -136,6 +136,39 @@ export function shim(): ShimSymbols {
   return cpuShim
 }
 
+/** ffi/tp_socket.h, in order: blocking TCP and the sealed channel for tensor-parallel exchanges, in the cpu shim only (a second symbol table on
+ * the same library, so one last-error string; test/link/blocking-socket.test.ts checks it against the header). */
+export const TP_SOCKET_SYMBOLS = {
+  dbc_sock_listen: { args: [P, i32, P], returns: i32 },
+  dbc_sock_accept: { args: [i32, i32], returns: i32 },
+  dbc_sock_connect: { args: [P, i32, i32], returns: i32 },
+  dbc_sock_exchange: { args: [i32, P, i64, P, i64, i32], returns: i32 },
+  dbc_sock_close: { args: [i32], returns: i32 },
+  dbc_tpc_available: { args: [], returns: i32 },
+  dbc_tpc_new: { args: [i32, P, P, i32, i32, i32, i64, P], returns: i32 },
+  dbc_tpc_send: { args: [P, i32, P, i64, i32], returns: i32 },
+  dbc_tpc_recv_header: { args: [P, i32, i64, P, i32], returns: i32 },
+  dbc_tpc_recv_payload: { args: [P, P, i32], returns: i32 },
+  dbc_tpc_all_sum2: { args: [P, i32, P, i64, P, i32], returns: i32 },
+  dbc_tpc_free: { args: [P], returns: i32 },
+  dbc_last_error: { args: [], returns: FFIType.cstring },
+} as const
+
+export type TpSocketSymbols = ReturnType<typeof dlopen<typeof TP_SOCKET_SYMBOLS>>['symbols']
+
+let tpSockets: TpSocketSymbols | undefined
+/** The socket calls of the cpu shim, opened once. */
+export function tpSocketLibrary(): TpSocketSymbols {
+  if (tpSockets) return tpSockets
+  const path = shimLocation()
+  try {
+    tpSockets = dlopen(path, TP_SOCKET_SYMBOLS).symbols
+  } catch (error) {
+    throw new DbcError('E_SHIM_MISSING', `cannot load the tensor-parallel socket calls from ${path}: ${(error as Error).message}`, "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
+  }
+  return tpSockets
+}
+
 /** Throws NativeError when a shim call returned a negative code, with that library's last error. */
 export function check(rc: number, lib: ShimSymbols = shim()): void {
   if (rc !== 0) throw new NativeError(rc, String(lib.dbc_last_error()))
