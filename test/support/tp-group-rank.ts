@@ -1,0 +1,22 @@
+/** One rank > 0 of a sealed tensor-parallel group for the group tests: connects to rank 0 on PORT, says its rank in
+ * clear, seals with the channel KIND (native | script) under KEY (hex), then follows the script rank 0 runs: for each
+ * step message (u32 n) an all_sum of n values f(rank, i), until a message of n = 0. Prints the sums' bytes as hex lines.
+ * Usage: bun tp-group-rank.ts PORT RANK SIZE KIND KEY */
+import { BlockingSocket } from '../../src/link/blocking-socket.ts'
+import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/tensor/sealed-tp-group.ts'
+import { partialFor } from './tp-partials.ts'
+
+const [port, rank, size, kind, key] = process.argv.slice(2)
+const socket = BlockingSocket.connect('127.0.0.1', Number(port), 5000)
+socket.send(new Uint8Array(new Uint32Array([Number(rank)]).buffer), 5000)
+const keyBytes = Uint8Array.from(Buffer.from(key!, 'hex'))
+const channel = kind === 'native' ? new NativeTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0) : new ScriptTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0)
+const group = new SealedTpGroup(Number(rank), Number(size), [channel], 10_000)
+for (;;) {
+  const step = group.broadcast()
+  const n = new DataView(step.buffer, step.byteOffset).getUint32(0, true)
+  if (n === 0) break
+  const sum = group.allSum(partialFor(Number(rank), n))
+  console.log(Buffer.from(sum.buffer, sum.byteOffset, sum.byteLength).toString('hex'))
+}
+group.close()

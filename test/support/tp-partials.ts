@@ -1,0 +1,7 @@
+/** The values rank r contributes to an all_sum of n in the group tests: varied signs and magnitudes, so the order of
+ * the additions shows in the bits. */
+export function partialFor(rank: number, n: number): Float32Array {
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) out[i] = Math.sin(i * 0.37 + rank * 1.9) * 10 ** ((i + rank) % 7 - 3)
+  return out
+}

@@ -1,0 +1,158 @@
+/** The sealed tensor-parallel channel on a real loopback socket: the C channel (ffi/tp_channel.c over libcrypto) writes
+ * the same bytes as the link's TypeScript sealing (link/aead-channel.ts) across rekeys, each opens what the other sealed,
+ * and an altered, foreign-keyed, mistyped, oversized or replayed frame, a closed peer and a silent one each end in their
+ * own LinkError — after which the group stays failed and says why. */
+import { afterEach, describe, expect, test } from 'bun:test'
+import { randomBytes } from 'node:crypto'
+import { AeadSender } from '../../src/link/aead-channel.ts'
+import { BlockingListener, BlockingSocket } from '../../src/link/blocking-socket.ts'
+import { LinkError } from '../../src/link/errors.ts'
+import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../../src/link/frames.ts'
+import { NativeTpChannel, ScriptTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor/sealed-tp-group.ts'
+
+const KEY = new Uint8Array(randomBytes(32))
+const CLUSTER = 'tp-test'
+const NATIVE = NativeTpChannel.available()
+if (!NATIVE) console.warn('sealed-tp-channel: the C channel is skipped: libcrypto (OpenSSL 3) could not be loaded on this machine')
+
+const open: { close(): void }[] = []
+afterEach(() => {
+  for (const o of open.splice(0)) o.close()
+})
+
+/** A connected pair of blocking sockets on loopback. */
+function socketPair(): [BlockingSocket, BlockingSocket] {
+  const listener = BlockingListener.listen('127.0.0.1', 0)
+  const a = BlockingSocket.connect('127.0.0.1', listener.port, 2000)
+  const b = listener.accept(2000)
+  listener.close()
+  open.push(a, b)
+  return [a, b]
+}
+
+type Kind = 'native' | 'script'
+function channel(kind: Kind, socket: BlockingSocket, own: number, peer: number, options: { key?: Uint8Array; rekey?: number } = {}): TpChannel {
+  const key = options.key ?? KEY
+  const c = kind === 'native' ? new NativeTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0) : new ScriptTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
+  open.push(c)
+  return c
+}
+
+/** What rank `own` would put on the wire, sealed by the link's TypeScript sender. */
+function referenceSender(own: number, rekey = 0) {
+  const sender = new AeadSender({ cipher: 'aes-256-gcm', key: KEY, direction: own === 0 ? 1 : 2, clusterId: CLUSTER, rekeyInterval: rekey ? BigInt(rekey) : undefined })
+  return (type: number, payload: Uint8Array) => sender.sealFrame({ type, stage: own, requestId: 0n }, payload).slice()
+}
+
+const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n + TAG_BYTES
+const payloads = [0, 1, 17, 4096, 70_000].map((n) => new Uint8Array(randomBytes(n)))
+
+test.skipIf(!NATIVE)('the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys', () => {
+  for (const own of [0, 1]) {
+    const [a, b] = socketPair()
+    const c = channel('native', a, own, 1 - own, { rekey: 2 })
+    const reference = referenceSender(own, 2)
+    for (const p of [...payloads, ...payloads]) {
+      c.send(FrameType.tpStep, p, 2000)
+      const expected = reference(FrameType.tpStep, p)
+      expect(b.receive(frameBytes(p.byteLength), 2000)).toEqual(expected)
+    }
+  }
+})
+
+describe.each(NATIVE ? [['native', 'script'] as const, ['script', 'native'] as const, ['script', 'script'] as const] : [['script', 'script'] as const])('%s sender, %s receiver', (sends, receives) => {
+  test('every frame opens to what was sent, both ways, across rekeys', () => {
+    const [a, b] = socketPair()
+    const zero = channel(sends, a, 0, 1, { rekey: 3 })
+    const one = channel(receives, b, 1, 0, { rekey: 3 })
+    for (const p of [...payloads, ...payloads]) {
+      zero.send(FrameType.tpStep, p, 2000)
+      expect(one.receive(FrameType.tpStep, 1 << 20, 2000)).toEqual(p)
+      one.send(FrameType.tpSum, p, 2000)
+      expect(zero.receive(FrameType.tpSum, 1 << 20, 2000)).toEqual(p)
+    }
+  })
+})
+
+describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))('the %s channel refuses', (kind) => {
+  const refused = (run: () => unknown, code: string | RegExp) => {
+    let error: unknown
+    try {
+      run()
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(LinkError)
+    expect((error as LinkError).code).toMatch(code)
+    return error as LinkError
+  }
+
+  test('an altered frame', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 1)
+    const frame = referenceSender(1)(FrameType.tpPartial, new Uint8Array(64).fill(1))
+    frame[frame.byteLength - TAG_BYTES - 3]! ^= 0x40
+    b.send(frame, 2000)
+    refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_FRAME_AUTH')
+  })
+
+  test('a frame sealed with another key', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 1)
+    channel('script', b, 1, 0, { key: new Uint8Array(32).fill(9) }).send(FrameType.tpPartial, new Uint8Array(8), 2000)
+    refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_FRAME_AUTH')
+  })
+
+  test('a frame of another type, or larger than allowed', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 1)
+    const seal = referenceSender(1)
+    b.send(seal(FrameType.tpSum, new Uint8Array(8)), 2000)
+    expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PROTOCOL').message).toContain('type 22')
+    const [x, y] = socketPair()
+    const d = channel(kind, x, 0, 1)
+    y.send(referenceSender(1)(FrameType.tpPartial, new Uint8Array(128)), 2000)
+    refused(() => d.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PROTOCOL')
+  })
+
+  test('a replayed frame', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 1)
+    const frame = referenceSender(1)(FrameType.tpPartial, new Uint8Array(8).fill(3))
+    b.send(frame, 2000)
+    expect(c.receive(FrameType.tpPartial, 64, 2000)).toEqual(new Uint8Array(8).fill(3))
+    b.send(frame, 2000)
+    expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), /E_TP_PROTOCOL|E_FRAME_REPLAY/).message).toContain('replayed')
+  })
+
+  test('a frame that claims another sender', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 2)
+    // sealed correctly by "rank 1" for direction 2: it opens, but this connection belongs to rank 2
+    b.send(referenceSender(1)(FrameType.tpPartial, new Uint8Array(8)), 2000)
+    expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PROTOCOL').message).toContain('rank 1')
+  })
+
+  test('a peer that closed, and one that stays silent', () => {
+    const [a, b] = socketPair()
+    const c = channel(kind, a, 0, 1)
+    const started = performance.now()
+    refused(() => c.receive(FrameType.tpPartial, 64, 150), 'E_TP_TIMEOUT')
+    expect(performance.now() - started).toBeGreaterThanOrEqual(140)
+    b.close()
+    refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PEER_CLOSED')
+  })
+})
+
+test('a failed exchange leaves the group failed: later calls throw the first error at once, listeners hear it once', () => {
+  const [a, b] = socketPair()
+  const group = new SealedTpGroup(0, 2, [channel(NATIVE ? 'native' : 'script', a, 0, 1)], 2000)
+  const heard: Error[] = []
+  group.onFailure((e) => heard.push(e))
+  b.close()
+  expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
+  expect(group.failure).toBeInstanceOf(LinkError)
+  expect((group.failure as LinkError).code).toBe('E_TP_PEER_CLOSED')
+  expect(() => group.broadcast(new Uint8Array(4))).toThrow(group.failure!.message)
+  expect(heard).toEqual([group.failure!])
+})
