@@ -22,9 +22,11 @@ import { usableMemoryBytes } from '../cluster/usable-memory.ts'
 import { hubFromEnv } from '../distribution/hub-pull.ts'
 import { manifestFor } from '../distribution/manifest.ts'
 import { resolveModelDir } from '../distribution/model-source.ts'
-import { existsSync } from 'node:fs'
+import { existsSync, writeSync } from 'node:fs'
 import { progressPrinter } from './model-pull.ts'
 import { startTensorParallel } from './mlx-group.ts'
+import { startSealedTensorParallel } from './sealed-tensor-parallel.ts'
+import { SealedTpGroup } from '../tensor/sealed-tp-group.ts'
 import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
@@ -80,11 +82,11 @@ export default defineCommand({
     'link-port': { type: 'string', description: 'With --discover: TCP port of this node’s sealed link', default: '47391' },
     coordinator: { type: 'string', description: 'Coordinator URL (cluster nodes): this node registers there with a signed attestation, and a peer it has no pin for is pinned from the coordinator\'s attested key', valueHint: 'URL' },
     'coordinator-token': { type: 'string', description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)' },
-    tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): ranks sharing each layer; rank 0 serves the API, the others follow', default: '1', valueHint: 'N' },
+    tp: { type: 'string', description: 'Tensor parallel: ranks sharing each layer; rank 0 serves the API, the others follow (over sealed sockets, or MLX distributed: see --tp-transport)', default: '1', valueHint: 'N' },
     'tp-rank': { type: 'string', description: 'With --tp: this process\'s rank (0 listens on --tp-listen, the others dial --tp-peer)', default: '0', valueHint: 'R' },
     'tp-listen': { type: 'string', description: 'With --tp, rank 0: where the ranks meet', default: '0.0.0.0:47200', valueHint: 'HOST:PORT' },
     'tp-peer': { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s meeting HOST:PORT', valueHint: 'HOST:PORT' },
-    'tp-transport': { type: 'string', description: 'With --tp: jaccl (Thunderbolt RDMA, macOS), ring (TCP), or auto', default: 'auto', valueHint: 'auto|jaccl|ring' },
+    'tp-transport': { type: 'string', description: 'With --tp: sealed (AES-256-GCM sockets between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (cpu backend: sealed; mlx: jaccl where RDMA is up, else ring)', default: 'auto', valueHint: 'auto|sealed|jaccl|ring' },
     'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
     'tp-timeout': { type: 'string', description: 'With --tp: seconds to wait for the other ranks', default: '60', valueHint: 'S' },
     'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
@@ -107,9 +109,13 @@ export default defineCommand({
     const tpSize = positiveInt(args.tp, 'tp')
     if (tpSize > 1 && membership) throw new UsageError('--tp cannot be combined with a pipeline cluster (--peers / --discover) yet', 'run tensor parallel alone, or pipeline parallel alone')
     const choice = parseBackendChoice(args.backend)
-    if (tpSize > 1 && choice === 'cpu') throw new UsageError('--tp runs over MLX distributed and needs the mlx backend', 'use --backend mlx (or auto), or pipeline parallel (--peers)')
-    const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
+    const tpTransport = args['tp-transport']
+    if (!['auto', 'sealed', 'jaccl', 'ring'].includes(tpTransport)) throw new UsageError(`unknown --tp-transport '${tpTransport}'`, 'use auto, sealed, jaccl or ring')
+    const overMlx = tpSize > 1 && (tpTransport === 'jaccl' || tpTransport === 'ring')
+    if (overMlx && choice === 'cpu') throw new UsageError(`--tp-transport ${tpTransport} runs over MLX distributed and needs the mlx backend`, 'use --backend mlx (or auto), or --tp-transport sealed')
+    const { backend, reason } = selectBackend(overMlx ? 'mlx' : choice, { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
     consola.info(reason)
+    const sealedTp = tpSize > 1 && (tpTransport === 'sealed' || (tpTransport === 'auto' && backend.name === 'cpu'))
     const maxBatch = positiveInt(args['max-batch'], 'max-batch')
     const maxLen = positiveInt(args['max-context'], 'max-context')
     const metrics = new ServingMetrics()
@@ -117,6 +123,7 @@ export default defineCommand({
     let stage: ModelStage
     let ring: HeadPipeline | null = null
     let planner: ClusterPlanner | null = null
+    let tpGroup: SealedTpGroup | null = null
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
@@ -214,19 +221,24 @@ export default defineCommand({
     } else if (tpSize > 1) {
       const tpRank = Number(args['tp-rank'])
       if (!Number.isInteger(tpRank) || tpRank < 0 || tpRank >= tpSize) throw new UsageError(`--tp-rank must be 0..${tpSize - 1}, got '${args['tp-rank']}'`)
-      const { group, tp } = await startTensorParallel(
-        { size: tpSize, rank: tpRank, transport: args['tp-transport'], listen: args['tp-listen'], peer: args['tp-peer'], rdmaDevice: args['rdma-device'], timeoutMs: positiveInt(args['tp-timeout'], 'tp-timeout') * 1000 },
-        backend,
-      )
+      const timeoutMs = positiveInt(args['tp-timeout'], 'tp-timeout') * 1000
+      const { group, tp } = sealedTp
+        ? await startSealedTensorParallel(
+            { size: tpSize, rank: tpRank, listen: args['tp-listen'], peer: args['tp-peer'], timeoutMs, identity: loadLocalIdentity().identity, serial, authorize: coordinator ? authorizeByPinsOrCoordinator(pins, coordinator) : authorizeByPins(pins), clusterId: args['cluster-id'], log: (l) => consola.info(l) },
+            backend,
+          )
+        : await startTensorParallel({ size: tpSize, rank: tpRank, transport: tpTransport, listen: args['tp-listen'], peer: args['tp-peer'], rdmaDevice: args['rdma-device'], timeoutMs }, backend)
       stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen, tp })
       if (tpRank > 0) {
-        // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API
-        consola.info(`tensor-parallel rank ${tpRank}: following rank 0`)
+        // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API. The line is
+        // written synchronously: from here on this thread blocks in the group's receive.
+        writeSync(1, `tensor-parallel rank ${tpRank} ready: following rank 0\n`)
         const steps = followTensorParallel(stage, group)
         consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
         group.close()
         return
       }
+      if (group instanceof SealedTpGroup) tpGroup = group
       const tpPipeline = new TensorParallelPipeline(stage, group)
       process.once('exit', () => tpPipeline.stop())
       pipeline = tpPipeline
@@ -249,6 +261,8 @@ export default defineCommand({
       },
       metrics,
     )
+    // a lost tensor-parallel rank cannot come back into this group: running requests end with the reason, new ones get 503
+    tpGroup?.onFailure((error) => scheduler.setDegraded(`tensor-parallel group lost (${error.message}): restart every rank`, { recoverable: false }))
     if (ring) {
       scheduler.setDegraded(ring.degraded)
       let formed = false // the hops not yet up while the ring first forms are not link errors
@@ -267,7 +281,8 @@ export default defineCommand({
       apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
       health: () => ({
         backend: backend.name,
-        nodes: membership ? membership.peers.length : 1,
+        nodes: membership ? membership.peers.length : tpSize,
+        ...(tpSize > 1 ? { tensor_parallel: { ranks: tpSize, transport: sealedTp ? 'sealed' : 'mlx' } } : {}),
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
@@ -290,7 +305,7 @@ export default defineCommand({
   },
 })
 
-type ServeArgs = { peers?: string; rank: string; discover?: boolean; nodes: string; iface?: string; 'link-port': string; coordinator?: string; 'coordinator-token'?: string }
+type ServeArgs = { peers?: string; rank: string; tp: string; discover?: boolean; nodes: string; iface?: string; 'link-port': string; coordinator?: string; 'coordinator-token'?: string }
 
 /** Who is in the cluster and which rank this node is: from --peers/--rank, or found on the cable (--discover); null
  * when this node serves alone. */
@@ -298,7 +313,7 @@ type ServeArgs = { peers?: string; rank: string; discover?: boolean; nodes: stri
  * pin its key; a coordinator that refuses or cannot be reached is reported and the node goes on with the pins it has. */
 async function coordinatorFor(args: ServeArgs, serial: string, pins: PinStore): Promise<CoordinatorClient | undefined> {
   if (!args.coordinator) return undefined
-  if (!args.peers && !args.discover) throw new UsageError('--coordinator is for cluster nodes (with --peers or --discover)')
+  if (!args.peers && !args.discover && !(Number(args.tp) > 1)) throw new UsageError('--coordinator is for cluster nodes (with --peers, --discover or --tp)')
   const token = args['coordinator-token'] ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
   if (!token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)', "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs")
   const client = new CoordinatorClient({ url: args.coordinator, token, pins })

@@ -1,6 +1,7 @@
 /** N nodes of one cluster on this machine over loopback (`dbcluster cluster local`, tests, benchmarks): each node gets
  * its own state folder and identity key, every node pins every other node's key (this launcher is the one vouching,
- * as a coordinator would), and each runs as its own `dbcluster serve --peers … --rank r` process. */
+ * as a coordinator would), and each runs as its own `dbcluster serve --peers … --rank r` process — or, with
+ * `parallel: 'tensor'`, `dbcluster serve --tp N --tp-rank r` over sealed sockets (every node holds a slice of every layer). */
 import type { Subprocess } from 'bun'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -25,6 +26,8 @@ export interface LocalClusterOptions {
   /** Per-node environment additions (e.g. threads). */
   env?: Record<string, string>
   onLine?: (rank: number, line: string) => void
+  /** pipeline (default): layers split across the nodes; tensor: every layer split across them (sealed tensor parallel). */
+  parallel?: 'pipeline' | 'tensor'
 }
 
 export interface LocalCluster {
@@ -108,14 +111,19 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const { root, ports, homes, peers } = prepareLocalNodes(options.nodes, options.stateDir, options.pinEachOther ?? true)
   const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
   const onLine = options.onLine ?? (() => {})
+  const tensor = options.parallel === 'tensor'
+  if (tensor && options.modelOnStages === false) throw new Error('tensor parallel ranks each load their slices from --model: modelOnStages must stay true')
 
   const spawn = async (rank: number) => {
     const model = rank === 0 || options.modelOnStages !== false ? ['--model', options.model] : []
-    const args = [...options.self, 'serve', ...model, '--peers', peers, '--rank', String(rank), '--node-name', `node-${rank}`, ...(options.extraArgs ?? []), ...(options.rankArgs?.(rank) ?? [])]
+    const group = tensor
+      ? ['--tp', String(options.nodes), '--tp-rank', String(rank), '--tp-transport', 'sealed', '--tp-listen', `127.0.0.1:${ports[0]}`, '--tp-peer', `127.0.0.1:${ports[0]}`]
+      : ['--peers', peers, '--rank', String(rank)]
+    const args = [...options.self, 'serve', ...model, ...group, '--node-name', `node-${rank}`, ...(options.extraArgs ?? []), ...(options.rankArgs?.(rank) ?? [])]
     if (rank === 0) args.push('--port', String(options.apiPort))
     const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
     procs[rank] = proc
-    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : /stage \d+ ready/, (l) => onLine(rank, l))
+    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/, (l) => onLine(rank, l))
   }
 
   // all at once: the stages join the head, which plans and then serves once the ring forms

@@ -135,11 +135,14 @@ export class Scheduler {
   }
 
   /** While degraded, new requests are refused at once (the API answers 503 with Retry-After) and no step starts; when
-   * the ring is back, suspended requests resume. */
-  setDegraded(reason: string | null): void {
+   * the ring is back, suspended requests resume. `recoverable: false` (nothing will bring the lost part back, as with a
+   * tensor-parallel rank): running requests fail at once with the reason instead of waiting out the resume window. */
+  setDegraded(reason: string | null, options: { recoverable?: boolean } = {}): void {
     const was = this.#degraded
     this.#degraded = reason
-    if (reason && !was) {
+    if (reason && options.recoverable === false) {
+      for (const group of this.#groups) for (const r of [...group]) this.#fail(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`, 'retry the request once the cluster reports ok at /health'))
+    } else if (reason && !was) {
       // a stage may have restarted with an empty cache: every running request starts its cache over once the ring is back
       this.#epoch++
       for (const group of this.#groups) for (const r of [...group]) this.#suspend(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`))

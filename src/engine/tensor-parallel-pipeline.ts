@@ -83,8 +83,8 @@ export class TensorParallelPipeline implements Pipeline {
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0) }), []
-    return sampleRows(await this.step(input), this.vocabSize, rows)
+    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
+    return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
   }
 
   /** Ends the followers' loops (they return from followTensorParallel). */
@@ -111,7 +111,7 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         stage.cache.release(m[1]!)
         break
       case OP.step:
-        stage.forward(decodeStep(m))
+        stage.forward({ ...decodeStep(m), noLogits: true })
         steps++
         break
       case OP.stop:

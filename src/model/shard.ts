@@ -38,6 +38,9 @@ export interface StageInput {
    * caller that samples from them at once (a step's logits are megabytes, and a new buffer each step is that much
    * memory faulted in anew). */
   reuseLogits?: boolean
+  /** The layers only, no head and no logits: a tensor-parallel follower (rank 0 samples; the followers' layers must run
+   * for their all_sums to meet, their logits would be thrown away). */
+  noLogits?: boolean
 }
 
 export interface StageOutput {
@@ -139,6 +142,7 @@ export class ModelStage {
       this.cache.admitRows(input.slots, input.positions)
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
+      if (input.noLogits) return {}
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
       const logits = this.model.head(h)
       if (!input.reuseLogits) return { logits: b.toFloat32(logits) }

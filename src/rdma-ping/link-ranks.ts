@@ -1,30 +1,35 @@
-/** How rdma-ping's ranks meet over the sealed link: rank 0 listens, every other rank dials it (retrying until rank 0
- * is up). A peer whose serial is pinned must present the pinned key; an unpinned peer is accepted and its fingerprint
- * printed, because rdma-ping carries only generated test data (serve never does this). */
+/** How a group's ranks meet over the sealed link: rank 0 listens, every other rank dials it (retrying until rank 0 is up).
+ * By default (rdma-ping, the MLX meeting) a peer whose serial is pinned must present the pinned key and an unpinned peer
+ * is accepted with its fingerprint printed, because only generated test data or addresses cross; a group that carries
+ * activations (sealed tensor parallel) passes `authorize` and trusts pinned keys only. */
 import { DbcError } from '../errors.ts'
 import { connectLink, listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
 import { fingerprint, type Identity } from '../trust/identity.ts'
-import type { PinStore } from '../trust/pinned-keys.ts'
+import type { Authorizer, PinStore } from '../trust/pinned-keys.ts'
 
 export interface RankLinkOptions {
   identity: Identity
   serial: string
   pins?: PinStore
   onPeer?: (serial: string, fingerprint: string, pinned: boolean) => void
+  /** Replaces the accept-unpinned rule (e.g. authorizeByPins). */
+  authorize?: Authorizer
+  /** Bound into every handshake and frame (default 'rdma-ping'). */
+  clusterId?: string
 }
 
 function linkOptions(o: RankLinkOptions): LinkOptions {
   return {
     identity: o.identity,
     serial: o.serial,
-    clusterId: 'rdma-ping',
+    clusterId: o.clusterId ?? 'rdma-ping',
     maxFrameBytes: 256 * 1024 * 1024 + 64,
-    authorize: (serial, key) => {
+    authorize: o.authorize ?? ((serial, key) => {
       const pin = o.pins?.get(serial)
       if (pin && pin.publicKey !== Buffer.from(key).toString('base64')) return 'key-mismatch'
       o.onPeer?.(serial, fingerprint(key), Boolean(pin))
       return 'authorized'
-    },
+    }),
   }
 }
 

@@ -1,5 +1,6 @@
-/** The official `openai` client against a real `dbcluster serve` on loopback: one node, and a 2-node pipeline cluster
- * (two processes over sealed links) — the same answers, streams, errors and endpoints either way. */
+/** The official `openai` client against a real `dbcluster serve` on loopback: one node, a 2-node pipeline cluster (two
+ * processes over sealed links) and a 2-node tensor-parallel cluster (every layer split over sealed sockets) — the same
+ * answers, streams, errors and endpoints each way. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
 import { startLocalCluster } from '../../src/cluster/local-cluster.ts'
@@ -7,12 +8,18 @@ import { synthModel } from '../support/synth-models.ts'
 import { startServe } from '../support/serve-process.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
-/** The seeded sample each target gave, to compare the cluster's with one node's. */
-const seeded: Record<number, string> = {}
+/** The seeded sample each target gave, to compare the clusters' with one node's. */
+const seeded: Record<string, string> = {}
 const SERVE_ARGS = ['--model-id', 'tiny', '--max-batch', '4', '--max-queue', '6', '--max-context', '256']
 
-for (const nodes of [1, 2]) {
-  describe(nodes === 1 ? 'one node' : '2-node cluster', () => {
+const TARGETS = [
+  { name: 'one node', nodes: 1, parallel: 'pipeline' },
+  { name: '2-node cluster', nodes: 2, parallel: 'pipeline' },
+  { name: '2-node tensor-parallel cluster', nodes: 2, parallel: 'tensor' },
+] as const
+
+for (const { name, nodes, parallel } of TARGETS) {
+  describe(name, () => {
     let target: { url: string; stop(): Promise<void> | void }
     let client: OpenAI
     let modelDir: string
@@ -22,7 +29,7 @@ for (const nodes of [1, 2]) {
       target =
         nodes === 1
           ? await startServe(['--model', modelDir, ...SERVE_ARGS])
-          : await startLocalCluster({ nodes, model: modelDir, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ['--backend', 'cpu', '--threads', '1', ...SERVE_ARGS] })
+          : await startLocalCluster({ nodes, parallel, model: modelDir, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ['--backend', 'cpu', '--threads', '1', ...SERVE_ARGS] })
       client = new OpenAI({ baseURL: `${target.url}/v1`, apiKey: 'unused', maxRetries: 0 })
     }, 90_000)
     afterAll(() => target?.stop())
@@ -70,8 +77,8 @@ for (const nodes of [1, 2]) {
       const b = await client.chat.completions.create(body)
       expect(a.choices[0]!.message.content).toBe(b.choices[0]!.message.content)
       // sampled on the last stage from the head's seeded stream: the same tokens as on one node
-      seeded[nodes] = a.choices[0]!.message.content!
-      if (nodes === 2) expect(seeded[2]).toBe(seeded[1]!)
+      seeded[name] = a.choices[0]!.message.content!
+      if (nodes > 1) expect(seeded[name]).toBe(seeded['one node']!)
       const lp = a.choices[0]!.logprobs!.content!
       expect(lp).toHaveLength(8)
       for (const t of lp) {

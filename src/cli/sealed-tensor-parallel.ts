@@ -1,0 +1,126 @@
+/** Sealed tensor parallel: how its ranks meet. Over the link (handshake, pinned keys only) rank 0 learns each rank's
+ * number and hands it a fresh 32-byte key and the port of a blocking socket; the rank connects there and proves the key
+ * with a sealed hello; once every hello opened, rank 0 says so over the link and the links close. From then on only
+ * the blocking sockets carry the group's frames (tensor/sealed-tp-group.ts). Any backend; on the cpu backend it is the
+ * only tensor parallel there is. */
+import { randomBytes } from 'node:crypto'
+import { DbcError, UsageError } from '../errors.ts'
+import { BlockingListener, BlockingSocket } from '../link/blocking-socket.ts'
+import { FrameType } from '../link/frames.ts'
+import type { SealedLink } from '../link/tcp-link.ts'
+import { acceptRanks, dialRankZero } from '../rdma-ping/link-ranks.ts'
+import type { Backend } from '../tensor/backend.ts'
+import { openTpChannel, SealedTpGroup, type TpChannel } from '../tensor/sealed-tp-group.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
+import type { Identity } from '../trust/identity.ts'
+import type { Authorizer } from '../trust/pinned-keys.ts'
+import { hostPort } from './mlx-group.ts'
+
+export interface SealedTensorParallelOptions {
+  size: number
+  rank: number
+  /** rank 0: HOST:PORT where the ranks meet (the data sockets listen on the same host, on a free port) */
+  listen: string
+  /** ranks > 0: rank 0's HOST:PORT */
+  peer?: string
+  timeoutMs: number
+  identity: Identity
+  serial: string
+  authorize: Authorizer
+  clusterId: string
+  log: (line: string) => void
+}
+
+/** What the meeting link carries, as `data` frames told apart by request id. */
+const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n } as const
+
+/** Every exchange inside a step must finish within this; a rank that stops answering fails the step, not hangs it. */
+export const STEP_EXCHANGE_TIMEOUT_MS = 30_000
+
+const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer)
+const readU32 = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(at, true)
+
+function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Array> {
+  return link.nextFrame((f) => f.type === FrameType.data && f.requestId === id, timeoutMs).then((f) => f.payload)
+}
+
+export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<{ group: SealedTpGroup; tp: TensorParallel }> {
+  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId }
+  const group = o.rank === 0 ? await hub(o, links) : await spoke(o, links)
+  o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
+  return { group, tp: group.tensorParallel(backend) }
+}
+
+async function hub(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<SealedTpGroup> {
+  const at = hostPort(o.listen, 'tp-listen')
+  const sockets = BlockingListener.listen(at.host, 0)
+  const met = await acceptRanks(at.host, at.port, o.size, o.timeoutMs, links, (port) => o.log(`tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`))
+  const channels: (TpChannel | undefined)[] = new Array(o.size - 1)
+  const keys = new Map<number, { key: Uint8Array; link: SealedLink }>()
+  try {
+    const ranks = await Promise.all(met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => readU32(b))))
+    ranks.forEach((r, i) => {
+      if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r)) throw new DbcError('E_TP_RANKS', `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`, 'give every rank a different --tp-rank and the same --tp')
+      const key = new Uint8Array(randomBytes(32))
+      keys.set(r, { key, link: met.links[i]! })
+      const offer = new Uint8Array(36)
+      offer.set(u32(sockets.port))
+      offer.set(key, 4)
+      met.links[i]!.send(FrameType.data, offer, { requestId: MEET.offer })
+    })
+    // every rank has connected (its hello waits in the socket) before this thread blocks in accept
+    await Promise.all(met.links.map((l) => data(l, MEET.connected, o.timeoutMs)))
+    for (let i = 0; i < o.size - 1; i++) {
+      const socket = sockets.accept(o.timeoutMs)
+      // the rank in clear first, to pick its key; the sealed hello that follows proves the connection holds that key
+      const rank = readU32(socket.receive(4, o.timeoutMs))
+      const mine = keys.get(rank)
+      if (!mine || channels[rank - 1]) {
+        socket.close()
+        throw new DbcError('E_TP_HELLO', `a connection to the tensor-parallel port claimed rank ${rank}`, 'only the ranks that met over the link may connect; check what else reaches this port')
+      }
+      const channel = openTpChannel(socket, mine.key, o.clusterId, 0, rank)
+      channels[rank - 1] = channel
+      if (readU32(channel.receive(FrameType.tpHello, 4, o.timeoutMs)) !== rank) throw new DbcError('E_TP_HELLO', `rank ${rank}'s hello names another rank`, 'restart every rank')
+    }
+    for (const l of met.links) l.send(FrameType.data, new Uint8Array(0), { requestId: MEET.done })
+    await Bun.sleep(50) // let the done frames leave before the links close
+  } catch (error) {
+    for (const c of channels) c?.close()
+    throw error
+  } finally {
+    sockets.close()
+    met.stop()
+    for (const l of met.links) l.close()
+  }
+  return new SealedTpGroup(0, o.size, channels as TpChannel[], STEP_EXCHANGE_TIMEOUT_MS)
+}
+
+async function spoke(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<SealedTpGroup> {
+  if (!o.peer) throw new UsageError('ranks > 0 need --tp-peer HOST:PORT of rank 0', 'rank 0 prints the address to use when it starts')
+  const at = hostPort(o.peer, 'tp-peer')
+  const link = await dialRankZero(at.host, at.port, o.timeoutMs, links)
+  let channel: TpChannel | undefined
+  try {
+    link.send(FrameType.data, u32(o.rank), { requestId: MEET.rank })
+    const offer = await data(link, MEET.offer, o.timeoutMs)
+    if (offer.byteLength !== 36) throw new DbcError('E_TP_HELLO', `rank 0's offer has ${offer.byteLength} bytes, expected 36`, 'run the same dbcluster release on every rank')
+    const socket = BlockingSocket.connect(at.host, readU32(offer), o.timeoutMs)
+    try {
+      socket.send(u32(o.rank), o.timeoutMs)
+    } catch (error) {
+      socket.close()
+      throw error
+    }
+    channel = openTpChannel(socket, offer.slice(4), o.clusterId, o.rank, 0)
+    channel.send(FrameType.tpHello, u32(o.rank), o.timeoutMs)
+    link.send(FrameType.data, new Uint8Array(0), { requestId: MEET.connected })
+    await data(link, MEET.done, o.timeoutMs)
+  } catch (error) {
+    channel?.close()
+    throw error
+  } finally {
+    link.close()
+  }
+  return new SealedTpGroup(o.rank, o.size, [channel], STEP_EXCHANGE_TIMEOUT_MS)
+}

@@ -1,0 +1,56 @@
+/** Sealed tensor parallel between real processes (`dbcluster serve --tp 2`): a rank lost mid-stream ends the stream
+ * with the reason at once and the head answers 503 from then on (the group cannot take a rank back: restart them all);
+ * a rank whose key the head has not pinned never joins. Answers and endpoints: test/api/openai-client.test.ts. */
+import { afterAll, expect, test } from 'bun:test'
+import OpenAI from 'openai'
+import { startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
+import { synthModel } from '../support/synth-models.ts'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+const clusters: LocalCluster[] = []
+afterAll(async () => {
+  for (const c of clusters) await c.stop()
+})
+const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
+
+test('a rank killed mid-stream: the stream ends with the reason within a second; then 503 at once', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
+  clusters.push(c)
+  const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
+  const health = await (await fetch(`${c.url}/health`)).json()
+  expect(health).toMatchObject({ status: 'ok', nodes: 2, tensor_parallel: { ranks: 2, transport: 'sealed' } })
+  const stream = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 250, temperature: 0, stream: true })
+  let chunks = 0
+  const outcome = (async () => {
+    try {
+      for await (const _ of stream) chunks++
+      return 'finished'
+    } catch (error) {
+      return `error: ${(error as Error).message}`
+    }
+  })()
+  while (chunks < 3) await Bun.sleep(20)
+  const t0 = Date.now()
+  await c.kill(1)
+  const said = await outcome
+  expect(said).toMatch(/^error: .*tensor-parallel/)
+  expect(Date.now() - t0).toBeLessThan(1000)
+  const refused = await client.completions.create({ model: 'x', prompt: 'x', max_tokens: 2 }).catch((e) => e)
+  expect(refused).toBeInstanceOf(OpenAI.InternalServerError)
+  expect(refused.status).toBe(503)
+  expect(refused.message).toContain('tensor-parallel group lost')
+  expect(refused.message).toContain('restart every rank')
+}, 60_000)
+
+test('a rank whose key rank 0 has not pinned is refused before it holds any key', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const lines: string[] = []
+  const started = startLocalCluster({ nodes: 2, parallel: 'tensor', pinEachOther: false, model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS, onLine: (rank, l) => lines.push(`${rank}: ${l}`) })
+  const error = await started.then(
+    (c) => (clusters.push(c), null),
+    (e: Error) => e,
+  )
+  expect(error).toBeInstanceOf(Error)
+  expect(`${error?.message}\n${lines.join('\n')}`).toContain('E_PEER_NOT_PINNED: peer node-1 has no pinned key')
+}, 60_000)
