@@ -1,6 +1,6 @@
 /* tp_socket.h — blocking TCP for tensor-parallel exchanges. A tensor-parallel forward is synchronous (the model calls
  * all_sum in the middle of a layer), so its bytes cannot wait for an event loop: they go through these calls on a plain
- * socket. Sealing is the caller's (src/tensor/sealed-tp-group.ts); these move bytes only. In libdbc.so, not in dbc.h's
+ * socket. Sealing is the caller's (src/engine/sealed-tp-group.ts); these move bytes only. In libdbc.so, not in dbc.h's
  * ABI (the mlx glue does not carry them): opened as a second symbol table on the cpu shim.
  * Every call returns >= 0 on success or a negative DBC_SOCK_* code, with dbc_last_error() saying what happened. */
 #ifndef DBC_TP_SOCKET_H

@@ -137,7 +137,7 @@ export function shim(): ShimSymbols {
 }
 
 /** ffi/tp_socket.h, in order: blocking TCP and the sealed channel for tensor-parallel exchanges, in the cpu shim only (a second symbol table on
- * the same library, so one last-error string; test/link/blocking-socket.test.ts checks it against the header). */
+ * the same library, so one last-error string; test/tensor/native-abi.test.ts checks it against the header). */
 export const TP_SOCKET_SYMBOLS = {
   dbc_sock_listen: { args: [P, i32, P], returns: i32 },
   dbc_sock_accept: { args: [i32, i32], returns: i32 },

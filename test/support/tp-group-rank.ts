@@ -2,8 +2,8 @@
  * clear, seals with the channel KIND (native | script) under KEY (hex), then follows the script rank 0 runs: for each
  * step message (u32 n) an all_sum of n values f(rank, i), until a message of n = 0. Prints the sums' bytes as hex lines.
  * Usage: bun tp-group-rank.ts PORT RANK SIZE KIND KEY */
-import { BlockingSocket } from '../../src/link/blocking-socket.ts'
-import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/tensor/sealed-tp-group.ts'
+import { BlockingSocket } from '../../src/engine/blocking-socket.ts'
+import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/engine/sealed-tp-group.ts'
 import { partialFor } from './tp-partials.ts'
 
 const [port, rank, size, kind, key] = process.argv.slice(2)

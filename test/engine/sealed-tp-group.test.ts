@@ -2,8 +2,8 @@
  * rank gets the same all_sum, bit for bit, equal to the f32 sum in rank order; rank 0's step messages reach every rank. */
 import { expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
-import { BlockingListener } from '../../src/link/blocking-socket.ts'
-import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor/sealed-tp-group.ts'
+import { BlockingListener } from '../../src/engine/blocking-socket.ts'
+import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/engine/sealed-tp-group.ts'
 import { partialFor } from '../support/tp-partials.ts'
 
 const RANK = new URL('../support/tp-group-rank.ts', import.meta.url).pathname

@@ -7,13 +7,13 @@
  * all_sum: with two ranks both send their partial at once and each adds the two in rank order (x0 + x1: the same bits on
  * both); with more, rank 0 gathers every partial, adds them in rank order and sends the sum back. */
 import { AeadReceiver, AeadSender } from '../link/aead-channel.ts'
-import { BlockingSocket, failSocketCall } from '../link/blocking-socket.ts'
+import { BlockingSocket, failSocketCall } from './blocking-socket.ts'
 import { LinkError } from '../link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../link/frames.ts'
-import type { StepBroadcast } from '../engine/tensor-parallel-pipeline.ts'
-import type { Backend, Tensor } from './backend.ts'
-import type { TensorParallel } from './tensor-parallel.ts'
-import { ptr, tpSocketLibrary, type Pointer } from './native.ts'
+import type { StepBroadcast } from './tensor-parallel-pipeline.ts'
+import type { Backend, Tensor } from '../tensor/backend.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
+import { ptr, tpSocketLibrary, type Pointer } from '../tensor/native.ts'
 
 /** A frame's size on the wire for a payload of n bytes. */
 const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n + TAG_BYTES

@@ -2,7 +2,7 @@
  * all_sum happens in the middle of a synchronous forward and no event loop can run. Every call has a deadline; a dead,
  * silent or closing peer is a LinkError, never a hang. Bytes only: sealing is the caller's. */
 import { ptr, tpSocketLibrary } from '../tensor/native.ts'
-import { LinkError } from './errors.ts'
+import { LinkError } from '../link/errors.ts'
 
 const SOCK_TIMEOUT = -2
 const SOCK_CLOSED = -3
