@@ -86,7 +86,7 @@ export default defineCommand({
     'tp-rank': { type: 'string', description: 'With --tp: this process\'s rank (0 listens on --tp-listen, the others dial --tp-peer)', default: '0', valueHint: 'R' },
     'tp-listen': { type: 'string', description: 'With --tp, rank 0: where the ranks meet', default: '0.0.0.0:47200', valueHint: 'HOST:PORT' },
     'tp-peer': { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s meeting HOST:PORT', valueHint: 'HOST:PORT' },
-    'tp-transport': { type: 'string', description: 'With --tp: sealed (AES-256-GCM sockets between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (cpu backend: sealed; mlx: jaccl where RDMA is up, else ring)', default: 'auto', valueHint: 'auto|sealed|jaccl|ring' },
+    'tp-transport': { type: 'string', description: 'With --tp: sealed (AES-256-GCM sockets between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (= sealed: the MLX transports are opt-in)', default: 'auto', valueHint: 'auto|sealed|jaccl|ring' },
     'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
     'tp-timeout': { type: 'string', description: 'With --tp: seconds to wait for the other ranks', default: '60', valueHint: 'S' },
     'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
@@ -115,7 +115,8 @@ export default defineCommand({
     if (overMlx && choice === 'cpu') throw new UsageError(`--tp-transport ${tpTransport} runs over MLX distributed and needs the mlx backend`, 'use --backend mlx (or auto), or --tp-transport sealed')
     const { backend, reason } = selectBackend(overMlx ? 'mlx' : choice, { threads: args.threads ? positiveInt(args.threads, 'threads') : undefined })
     consola.info(reason)
-    const sealedTp = tpSize > 1 && (tpTransport === 'sealed' || (tpTransport === 'auto' && backend.name === 'cpu'))
+    // activations leave this machine sealed unless the user opted into MLX's unencrypted transports by name
+    const sealedTp = tpSize > 1 && !overMlx
     const maxBatch = positiveInt(args['max-batch'], 'max-batch')
     const maxLen = positiveInt(args['max-context'], 'max-context')
     const metrics = new ServingMetrics()

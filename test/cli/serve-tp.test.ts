@@ -1,6 +1,6 @@
 /** `dbcluster serve --tp 2`: rank 0 serves the API over its shard while rank 1 replays its steps (MLX ring on loopback;
  * skipped, with the reason, without mlx-c): the API's greedy answer equals one MLX process's, and stopping rank 0 ends
- * rank 1. Usage errors need no MLX. */
+ * rank 1. Usage errors need no MLX. The sealed transport (any backend): test/cluster/tensor-parallel.test.ts. */
 import { describe, expect, test } from 'bun:test'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,14 +15,17 @@ const spawn = (args: string[]) => Bun.spawn([process.execPath, 'src/main.ts', ..
 describe('serve --tp', async () => {
   const dir = await synthModel('qwen3', 'bf16')
 
-  test('usage errors: the cpu backend, combined with --peers', async () => {
+  test('usage errors: an MLX transport on the cpu backend, an unknown transport, combined with --peers', async () => {
     const run = async (args: string[]) => {
       const p = spawn(['serve', '--model', dir, '--port', '0', ...args])
       return { code: await p.exited, err: await new Response(p.stderr).text() }
     }
-    const cpu = await run(['--tp', '2', '--backend', 'cpu'])
+    const cpu = await run(['--tp', '2', '--backend', 'cpu', '--tp-transport', 'ring'])
     expect(cpu.code).toBe(2)
-    expect(cpu.err).toContain('--tp runs over MLX distributed and needs the mlx backend')
+    expect(cpu.err).toContain('--tp-transport ring runs over MLX distributed and needs the mlx backend')
+    const unknown = await run(['--tp', '2', '--tp-transport', 'carrier-pigeon'])
+    expect(unknown.code).toBe(2)
+    expect(unknown.err).toContain("unknown --tp-transport 'carrier-pigeon'")
     const pp = await run(['--tp', '2', '--peers', '127.0.0.1:1,127.0.0.1:2'])
     expect(pp.code).toBe(2)
     expect(pp.err).toContain('cannot be combined with a pipeline cluster')
