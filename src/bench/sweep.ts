@@ -20,6 +20,8 @@ export interface SweepOptions {
   threads: number
   pinCores: boolean
   backend?: string
+  /** How clusters (N ≥ 2) split the model (default pipeline). */
+  parallel?: 'pipeline' | 'tensor'
   signal?: AbortSignal
   /** A target is starting (label says which). */
   onTarget?: (label: string) => void
@@ -44,7 +46,7 @@ export interface SweepResults {
   kind: 'dbcluster-bench-sweep'
   version: 1
   model: string
-  settings: { nodes: number[]; concurrency: number[]; prompt_tokens: number[]; max_tokens: number; requests_per_level: number | null; repeats: number; threads_per_process: number; pinned_cores: boolean }
+  settings: { nodes: number[]; concurrency: number[]; prompt_tokens: number[]; max_tokens: number; requests_per_level: number | null; repeats: number; threads_per_process: number; pinned_cores: boolean; parallel: 'pipeline' | 'tensor' }
   started_at: string
   finished_at: string | null
   /** True until every planned point was measured. */
@@ -67,7 +69,7 @@ export function emptySweepResults(o: SweepOptions): SweepResults {
     kind: 'dbcluster-bench-sweep',
     version: 1,
     model: o.model,
-    settings: { nodes: o.nodes, concurrency: o.concurrency, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, requests_per_level: o.requestsPerLevel ?? null, repeats: o.repeats ?? 1, threads_per_process: o.threads, pinned_cores: o.pinCores },
+    settings: { nodes: o.nodes, concurrency: o.concurrency, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, requests_per_level: o.requestsPerLevel ?? null, repeats: o.repeats ?? 1, threads_per_process: o.threads, pinned_cores: o.pinCores, parallel: o.parallel ?? 'pipeline' },
     started_at: new Date().toISOString(),
     finished_at: null,
     partial: true,
@@ -107,7 +109,7 @@ export async function runSweep(o: SweepOptions, results: SweepResults = emptySwe
   for (const nodes of o.nodes) {
     if (o.signal?.aborted) break
     o.onTarget?.(`${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} on ${o.model}`)
-    const server: ServeTarget = await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, ...target })
+    const server: ServeTarget = await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, parallel: o.parallel, ...target })
     try {
       for (const promptTokens of o.promptTokens) {
         if (o.signal?.aborted) break
@@ -158,7 +160,7 @@ async function runAlternating(o: SweepOptions, results: SweepResults): Promise<S
     for (const nodes of o.nodes) {
       if (o.signal?.aborted) break
       o.onTarget?.(`${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} on ${o.model}`)
-      servers.push(await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, ...target }))
+      servers.push(await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, parallel: o.parallel, ...target }))
     }
     for (const promptTokens of o.promptTokens) {
       const series = o.nodes.map((nodes, i): SweepSeries => ({ nodes, prompt_tokens: promptTokens, target: servers[i]?.label ?? '', levels: [], runs: [] }))

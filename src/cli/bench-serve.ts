@@ -20,7 +20,13 @@ export const loadArgs = {
   threads: { type: 'string', description: 'CPU threads of each server process this command starts', default: '1' },
   pin: { type: 'boolean', description: 'Pin each server process this command starts to cores of its own (Linux, taskset); --no-pin lets them share', default: true },
   backend: { type: 'string', description: 'Compute backend of the servers this command starts (cpu, mlx or auto)', default: 'cpu' },
+  parallel: { type: 'string', description: 'How a cluster this command starts (N ≥ 2 nodes) splits the model: pipeline (layers across the nodes) or tensor (every layer across the nodes, sealed tensor parallel)', default: 'pipeline', valueHint: 'pipeline|tensor' },
 } as const
+
+export function parseParallel(value: string): 'pipeline' | 'tensor' {
+  if (value !== 'pipeline' && value !== 'tensor') throw new UsageError(`--parallel must be pipeline or tensor, got '${value}'`)
+  return value
+}
 
 /** Whether to pin, saying why not when pinning was asked for but cannot be done. */
 export function decidePinning(wanted: boolean, processes: number, threads: number, quiet: boolean): boolean {
@@ -59,7 +65,7 @@ export default defineCommand({
       if (args.model) {
         const pinCores = decidePinning(args.pin, nodes, threads, args.json)
         if (!args.json) consola.start(`starting ${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} for ${args.model}`)
-        target = await startServeTarget({ model: args.model, nodes, threads, pinCores, backend: args.backend, ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens) })
+        target = await startServeTarget({ model: args.model, nodes, threads, pinCores, backend: args.backend, parallel: parseParallel(args.parallel), ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens) })
         if (!args.json) consola.info(`serving on ${target.url} (${target.label})`)
       }
       const url = (args.url ?? target!.url).replace(/\/+$/, '')

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path'
 import { sweepChart, sweepMarkdown } from '../bench/sweep-report.ts'
 import { emptySweepResults, runSweep, seriesLabel, type SweepOptions, type SweepResults } from '../bench/sweep.ts'
 import { DbcError, InterruptedError } from '../errors.ts'
-import { decidePinning, loadArgs } from './bench-serve.ts'
+import { decidePinning, loadArgs, parseParallel } from './bench-serve.ts'
 import { interruptOnSignals } from './interrupt-signal.ts'
 import { positiveInt, positiveIntList } from './number-list.ts'
 import { progressLine } from './progress-line.ts'
@@ -44,6 +44,7 @@ export default defineCommand({
       threads,
       pinCores: decidePinning(args.pin, Math.max(...nodes), threads, false),
       backend: args.backend,
+      parallel: parseParallel(args.parallel),
     }
     const dir = resolve(args.out ?? `bench-sweep-${timestamp()}`)
     mkdirSync(dir, { recursive: true })

@@ -36,15 +36,18 @@ test('--url measures a running server at each concurrency level', async () => {
   }
 }, 60_000)
 
-test('--model --nodes 2 starts a cluster, measures it and stops it', async () => {
-  const model = await synthModel('qwen3', 'bf16')
-  const r = await benchServe(['--model', model, '--nodes', '2', '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3'])
-  expect(r.code, r.stderr).toBe(0)
-  const rows = r.stdout.split('\n').filter((line) => line.startsWith('| 2 |'))
-  expect(rows).toHaveLength(1)
-  expect(rows[0]!.split('|').slice(7, 9).map((c) => c.trim())).toEqual(['4', '0']) // ok, failed
-  expect(processesWithOptions({ '--model': model }).filter((pid) => pid !== server?.proc.pid)).toEqual([]) // the first test's server runs on
-}, 60_000)
+for (const parallel of ['pipeline', 'tensor']) {
+  test(`--model --nodes 2 --parallel ${parallel} starts a cluster, measures it and stops it`, async () => {
+    const model = await synthModel('qwen3', 'bf16')
+    const r = await benchServe(['--model', model, '--nodes', '2', '--parallel', parallel, '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3'])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(parallel === 'tensor' ? '2 nodes (tensor parallel)' : '2 nodes, 1 thread')
+    const rows = r.stdout.split('\n').filter((line) => line.startsWith('| 2 |'))
+    expect(rows).toHaveLength(1)
+    expect(rows[0]!.split('|').slice(7, 9).map((c) => c.trim())).toEqual(['4', '0']) // ok, failed
+    expect(processesWithOptions({ '--model': model }).filter((pid) => pid !== server?.proc.pid)).toEqual([]) // the first test's server runs on
+  }, 60_000)
+}
 
 test('bad input and an unreachable server fail with one clear line', async () => {
   const both = await benchServe(['--url', 'http://127.0.0.1:1', '--model', '/nowhere'])
@@ -56,6 +59,9 @@ test('bad input and an unreachable server fail with one clear line', async () =>
   const down = await benchServe(['--url', 'http://127.0.0.1:1', '--concurrency', '1'])
   expect(down.code).toBe(1)
   expect(down.stderr).toContain('cannot reach http://127.0.0.1:1')
+  const split = await benchServe(['--model', '/nowhere/model', '--nodes', '2', '--parallel', 'data'])
+  expect(split.code).toBe(2)
+  expect(split.stderr).toContain("--parallel must be pipeline or tensor, got 'data'")
   const missing = await benchServe(['--model', '/nowhere/model', '--concurrency', '1'])
   expect(missing.code).toBe(1)
   expect(missing.stderr).toContain('dbcluster serve exited before listening')
