@@ -55,6 +55,7 @@ export default defineCommand({
     const requestsPerLevel = args['requests-per-level'] !== undefined ? positiveInt(args['requests-per-level'], 'requests-per-level') : undefined
     const nodes = positiveInt(args.nodes, 'nodes')
     const threads = positiveInt(args.threads, 'threads')
+    const parallel = parseParallel(args.parallel)
     if (args.url && nodes !== 1) throw new UsageError('--nodes applies to --model only', 'with --url the running server is measured as it is')
 
     const interrupt = interruptOnSignals()
@@ -65,7 +66,7 @@ export default defineCommand({
       if (args.model) {
         const pinCores = decidePinning(args.pin, nodes, threads, args.json)
         if (!args.json) consola.start(`starting ${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} for ${args.model}`)
-        target = await startServeTarget({ model: args.model, nodes, threads, pinCores, backend: args.backend, parallel: parseParallel(args.parallel), ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens) })
+        target = await startServeTarget({ model: args.model, nodes, threads, pinCores, backend: args.backend, parallel, ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens) })
         if (!args.json) consola.info(`serving on ${target.url} (${target.label})`)
       }
       const url = (args.url ?? target!.url).replace(/\/+$/, '')

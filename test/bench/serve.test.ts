@@ -32,19 +32,21 @@ test('--url measures a running server at each concurrency level', async () => {
   for (const l of result.levels) {
     expect(l.tok_s).toBeGreaterThan(0)
     expect(l.ttft_p95_ms).toBeGreaterThanOrEqual(l.ttft_p50_ms)
-    expect(l.itl_p50_ms).toBeGreaterThan(0)
+    // two tokens of a stream can arrive in one read (a gap of 0) on a busy machine; not every gap can
+    expect(l.itl_p95_ms).toBeGreaterThan(0)
+    expect(l.itl_p95_ms).toBeGreaterThanOrEqual(l.itl_p50_ms)
   }
 }, 60_000)
 
 for (const parallel of ['pipeline', 'tensor']) {
   test(`--model --nodes 2 --parallel ${parallel} starts a cluster, measures it and stops it`, async () => {
     const model = await synthModel('qwen3', 'bf16')
-    const r = await benchServe(['--model', model, '--nodes', '2', '--parallel', parallel, '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3'])
+    const r = await benchServe(['--model', model, '--nodes', '2', '--parallel', parallel, '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3', '--json'])
     expect(r.code, r.stderr).toBe(0)
-    expect(r.stdout).toContain(parallel === 'tensor' ? '2 nodes (tensor parallel)' : '2 nodes, 1 thread')
-    const rows = r.stdout.split('\n').filter((line) => line.startsWith('| 2 |'))
-    expect(rows).toHaveLength(1)
-    expect(rows[0]!.split('|').slice(7, 9).map((c) => c.trim())).toEqual(['4', '0']) // ok, failed
+    const result = JSON.parse(r.stdout)
+    expect(result.target).toStartWith(parallel === 'tensor' ? '2 nodes (tensor parallel), 1 thread' : '2 nodes, 1 thread')
+    expect(result.levels).toHaveLength(1)
+    expect(result.levels[0]).toMatchObject({ concurrency: 2, ok: 4, failed: 0 })
     expect(processesWithOptions({ '--model': model }).filter((pid) => pid !== server?.proc.pid)).toEqual([]) // the first test's server runs on
   }, 60_000)
 }
