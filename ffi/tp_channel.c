@@ -271,6 +271,8 @@ int dbc_tpc_all_sum2(void* ch, int type, const float* mine, int64_t n, float* ou
   return 0;
 }
 
+int dbc_tpc_peer_gone(void* ch) { return dbc_sock_peer_gone(((channel*)ch)->fd); }
+
 int dbc_tpc_free(void* ch) {
   channel* c = ch;
   if (!c) return 0;

@@ -185,4 +185,14 @@ int dbc_sock_exchange(int fd, const void* out, int64_t n, void* in, int64_t m, i
   return 0;
 }
 
+int dbc_sock_peer_gone(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  if (poll(&p, 1, 0) <= 0) return 0;
+  if (p.revents & (POLLERR | POLLNVAL)) return 1;
+  char byte;
+  ssize_t k = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (k == 0) return 1;
+  return k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
 int dbc_sock_close(int fd) { return close(fd) ? dbc_fail(DBC_SOCK_ERROR, "close: %s", strerror(errno)) : 0; }

@@ -24,6 +24,9 @@ int dbc_sock_connect(const char* host, int port, int timeout_ms);
  * full buffers. timeout_ms bounds the whole call (< 0: no limit). Returns 0 once both are done. */
 int dbc_sock_exchange(int fd, const void* out, int64_t n, void* in, int64_t m, int timeout_ms);
 int dbc_sock_close(int fd);
+/* Without waiting: 1 if the peer has closed or reset the connection (or keepalive gave up on it), 0 if it still looks
+ * alive. For a side that expects nothing from its peer between steps: data already waiting counts as alive. */
+int dbc_sock_peer_gone(int fd);
 
 /* A sealed channel over a connected socket, in the link's frame format (docs/protocol.md §Frames: u64 length, u8 type,
  * u64 sequence, u32 stage = the sender's rank, u64 request id = 0, AES-256-GCM ciphertext and tag; nonce = u32 direction
@@ -42,6 +45,8 @@ int dbc_tpc_recv_payload(void* ch, void* buf, int timeout_ms);
 /* Two ranks' all_sum in one call: seals `mine` (n f32) as a frame of `type` while receiving the peer's, opens it, and
  * writes the rank-ordered sum (rank 0's values first, so both ranks get the same bits) into out. */
 int dbc_tpc_all_sum2(void* ch, int type, const float* mine, int64_t n, float* out, int timeout_ms);
+/* dbc_sock_peer_gone on the channel's socket. */
+int dbc_tpc_peer_gone(void* ch);
 int dbc_tpc_free(void* ch);
 
 #endif

@@ -264,6 +264,7 @@ export default defineCommand({
     )
     // a lost tensor-parallel rank cannot come back into this group: running requests end with the reason, new ones get 503
     tpGroup?.onFailure((error) => scheduler.setDegraded(`tensor-parallel group lost (${error.message}): restart every rank`, { recoverable: false }))
+    tpGroup?.watch(1000)
     if (ring) {
       scheduler.setDegraded(ring.degraded)
       let formed = false // the hops not yet up while the ring first forms are not link errors

@@ -57,6 +57,11 @@ export class BlockingSocket {
     return into
   }
 
+  /** Without waiting: whether the peer has closed or reset the connection (data waiting counts as alive). */
+  peerGone(): boolean {
+    return this.#fd < 0 || tpSocketLibrary().dbc_sock_peer_gone(this.#fd) === 1
+  }
+
   /** Hands the descriptor to a new owner (a native sealed channel); this object is closed afterwards. */
   detach(): number {
     const fd = this.#fd

@@ -27,6 +27,8 @@ export interface TpChannel {
   receive(type: number, maxBytes: number, timeoutMs: number): Uint8Array
   /** Two ranks: seals `mine` as a frame of `type` while receiving the peer's, and writes mine + theirs into out. */
   allSum2(type: number, mine: Float32Array, out: Float32Array, timeoutMs: number): void
+  /** Without waiting: whether the peer closed or reset the connection (for a side that expects nothing between steps). */
+  peerGone(): boolean
   close(): void
 }
 
@@ -77,6 +79,10 @@ export class NativeTpChannel implements TpChannel {
   allSum2(type: number, mine: Float32Array, out: Float32Array, timeoutMs: number): void {
     const rc = tpSocketLibrary().dbc_tpc_all_sum2(this.#h(), type, ptr(mine.length ? mine : EMPTY_F32), mine.length, ptr(out.length ? out : EMPTY_F32), timeoutMs)
     if (rc < 0) failSocketCall(rc, `all_sum with rank ${this.peerRank}`)
+  }
+
+  peerGone(): boolean {
+    return this.#handle === null || tpSocketLibrary().dbc_tpc_peer_gone(this.#handle) === 1
   }
 
   close(): void {
@@ -144,6 +150,10 @@ export class ScriptTpChannel implements TpChannel {
     for (let i = 0; i < out.length; i++) out[i] = mine[i]! + theirs[i]!
   }
 
+  peerGone(): boolean {
+    return this.socket.peerGone()
+  }
+
   close(): void {
     this.socket.close()
   }
@@ -184,6 +194,25 @@ export class SealedTpGroup implements StepBroadcast {
   /** Σ over the ranks of `data` (the same length everywhere), added in rank order; into `into` when given. */
   allSum(data: Float32Array, into?: Float32Array): Float32Array {
     return this.#guard(() => this.#allSum(data, into ?? new Float32Array(data.length)))
+  }
+
+  /** Rank 0, between steps: looks every `intervalMs` whether a rank's connection closed, so that a rank lost while
+   * nothing runs fails the group (and its listeners hear it) before the next request, not during it. Returns the stop. */
+  watch(intervalMs: number): () => void {
+    const timer = setInterval(() => {
+      if (this.#failure || this.#closed) return clearInterval(timer)
+      const gone = this.channels.find((c) => c.peerGone())
+      if (!gone) return
+      try {
+        this.#guard(() => {
+          throw new LinkError('E_TP_PEER_CLOSED', `rank ${gone.peerRank} went away (its connection closed)`, 'restart every rank')
+        })
+      } catch {
+        // recorded as the group's failure; the listeners have it
+      }
+    }, intervalMs)
+    timer.unref()
+    return () => clearInterval(timer)
   }
 
   /** The first failure (a rank lost, a frame that did not open): every later call fails with it at once. */

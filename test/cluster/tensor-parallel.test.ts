@@ -1,5 +1,6 @@
 /** Sealed tensor parallel between real processes (`dbcluster serve --tp 2`): a rank lost mid-stream ends the stream
- * with the reason at once and the head answers 503 from then on (the group cannot take a rank back: restart them all);
+ * with the reason at once and the head answers 503 from then on (the group cannot take a rank back: restart them all),
+ * and a rank lost while idle is noticed before the next request;
  * a rank whose key the head has not pinned never joins. Answers and endpoints: test/api/openai-client.test.ts. */
 import { afterAll, expect, test } from 'bun:test'
 import OpenAI from 'openai'
@@ -41,6 +42,24 @@ test('a rank killed mid-stream: the stream ends with the reason within a second;
   expect(refused.status).toBe(503)
   expect(refused.message).toContain('tensor-parallel group lost')
   expect(refused.message).toContain('restart every rank')
+}, 60_000)
+
+test('a rank killed while nothing runs: within seconds /health says degraded and requests get 503 at once', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
+  clusters.push(c)
+  await c.kill(1)
+  const deadline = Date.now() + 5000
+  let health: { status?: string; reason?: string } = {}
+  while (Date.now() < deadline && health.status !== 'degraded') {
+    await Bun.sleep(100)
+    health = await (await fetch(`${c.url}/health`)).json()
+  }
+  expect(health.status).toBe('degraded')
+  expect(health.reason).toContain('rank 1 went away')
+  const refused = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'x', max_tokens: 2 }) })
+  expect(refused.status).toBe(503)
+  expect(refused.headers.get('retry-after')).not.toBeNull()
 }, 60_000)
 
 test('a rank whose key rank 0 has not pinned is refused before it holds any key', async () => {

@@ -1,7 +1,7 @@
 /** The sealed tensor-parallel channel on a real loopback socket: the C channel (ffi/tp_channel.c over libcrypto) writes
  * the same bytes as the link's TypeScript sealing (link/aead-channel.ts) across rekeys, each opens what the other sealed,
  * and an altered, foreign-keyed, mistyped, oversized or replayed frame, a closed peer and a silent one each end in their
- * own LinkError — after which the group stays failed and says why. */
+ * own LinkError — after which the group stays failed and says why; rank 0's watch notices a rank gone between steps. */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { AeadSender } from '../../src/link/aead-channel.ts'
@@ -155,4 +155,25 @@ test('a failed exchange leaves the group failed: later calls throw the first err
   expect((group.failure as LinkError).code).toBe('E_TP_PEER_CLOSED')
   expect(() => group.broadcast(new Uint8Array(4))).toThrow(group.failure!.message)
   expect(heard).toEqual([group.failure!])
+})
+
+test("rank 0's watch fails the group when a rank's connection closes between steps; a quiet live rank is left alone", async () => {
+  const [a, b] = socketPair()
+  const [x, y] = socketPair()
+  const kind = NATIVE ? 'native' : 'script'
+  const group = new SealedTpGroup(0, 3, [channel(kind, a, 0, 1), channel(kind, x, 0, 2)], 2000)
+  const heard: Error[] = []
+  group.onFailure((e) => heard.push(e))
+  const stop = group.watch(20)
+  // a step's frame waiting to be read is no sign of death
+  channel('script', y, 2, 0).send(FrameType.tpPartial, new Uint8Array(4), 2000)
+  await Bun.sleep(100)
+  expect(group.failure).toBeUndefined()
+  b.close()
+  await Bun.sleep(100)
+  expect((group.failure as LinkError | undefined)?.code).toBe('E_TP_PEER_CLOSED')
+  expect(group.failure!.message).toContain('rank 1 went away')
+  expect(heard).toEqual([group.failure!])
+  expect(() => group.allSum(new Float32Array(1))).toThrow('rank 1 went away')
+  stop()
 })
