@@ -5,7 +5,8 @@
  * of a synchronous forward, where no event loop runs.
  *
  * all_sum: with two ranks both send their partial at once and each adds the two in rank order (x0 + x1: the same bits on
- * both); with more, rank 0 gathers every partial, adds them in rank order and sends the sum back. */
+ * both); with more, rank 0 gathers every partial, adds them in rank order and sends the sum back. gatherLast: every rank
+ * sends its part of the logits (lm_head split by vocabulary) to rank 0, which joins them. */
 import { AeadReceiver, AeadSender } from '../link/aead-channel.ts'
 import { BlockingSocket, failSocketCall } from './blocking-socket.ts'
 import { LinkError } from '../link/errors.ts'
@@ -23,8 +24,9 @@ const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n +
 export interface TpChannel {
   readonly peerRank: number
   send(type: number, payload: Uint8Array, timeoutMs: number): void
-  /** The next frame, which must be of `type` with at most maxBytes of payload (timeoutMs < 0: wait without limit). */
-  receive(type: number, maxBytes: number, timeoutMs: number): Uint8Array
+  /** The next frame, which must be of `type` with at most maxBytes of payload (timeoutMs < 0: wait without limit); into
+   * `into` when it is large enough. */
+  receive(type: number, maxBytes: number, timeoutMs: number, into?: Uint8Array): Uint8Array
   /** Two ranks: seals `mine` as a frame of `type` while receiving the peer's, and writes mine + theirs into out. */
   allSum2(type: number, mine: Float32Array, out: Float32Array, timeoutMs: number): void
   /** Without waiting: whether the peer closed or reset the connection (for a side that expects nothing between steps). */
@@ -65,12 +67,13 @@ export class NativeTpChannel implements TpChannel {
     if (rc < 0) failSocketCall(rc, `sending to rank ${this.peerRank}`)
   }
 
-  receive(type: number, maxBytes: number, timeoutMs: number): Uint8Array {
+  receive(type: number, maxBytes: number, timeoutMs: number, into?: Uint8Array): Uint8Array {
     const lib = tpSocketLibrary()
     let rc = lib.dbc_tpc_recv_header(this.#h(), type, maxBytes, ptr(this.#len), timeoutMs)
     if (rc < 0) failSocketCall(rc, `receiving from rank ${this.peerRank}`)
     // sized to the frame: a buffer of maxBytes (64 MiB for a step) per call would be faulted in and collected each time
-    const buf = new Uint8Array(Number(this.#len[0]))
+    const n = Number(this.#len[0])
+    const buf = into && into.byteLength >= n ? into.subarray(0, n) : new Uint8Array(n)
     rc = lib.dbc_tpc_recv_payload(this.#h(), ptr(buf.byteLength ? buf : EMPTY), timeoutMs)
     if (rc < 0) failSocketCall(rc, `receiving from rank ${this.peerRank}`)
     return buf
@@ -129,7 +132,7 @@ export class ScriptTpChannel implements TpChannel {
     this.socket.send(this.#seal(type, payload), timeoutMs)
   }
 
-  receive(type: number, maxBytes: number, timeoutMs: number): Uint8Array {
+  receive(type: number, maxBytes: number, timeoutMs: number, into?: Uint8Array): Uint8Array {
     const head = this.socket.receive(FRAME_HEADER_BYTES, timeoutMs)
     const length = Number(new DataView(head.buffer).getBigUint64(0, true)) + 8
     if (head[8] !== type || length < frameBytes(0) || length > frameBytes(maxBytes)) {
@@ -138,7 +141,10 @@ export class ScriptTpChannel implements TpChannel {
     const frame = new Uint8Array(length)
     frame.set(head)
     this.socket.exchange(new Uint8Array(0), frame.subarray(FRAME_HEADER_BYTES), timeoutMs)
-    return this.#open(type, frame)
+    const plain = this.#open(type, frame)
+    if (!into || into.byteLength < plain.byteLength) return plain
+    into.set(plain)
+    return into.subarray(0, plain.byteLength)
   }
 
   allSum2(type: number, mine: Float32Array, out: Float32Array, timeoutMs: number): void {
@@ -267,12 +273,43 @@ export class SealedTpGroup implements StepBroadcast {
     return sum
   }
 
+  /** Rank 0: its `part` (rows × n values) and every other rank's, joined row by row in rank order (rows × n × size).
+   * The others: send `part` to rank 0 and get null. */
+  gatherLast(part: Float32Array, rows: number, into?: Float32Array): Float32Array | null {
+    return this.#guard(() => this.#gatherLast(part, rows, into))
+  }
+
+  #gatherLast(part: Float32Array, rows: number, into?: Float32Array): Float32Array | null {
+    if (this.rank > 0) {
+      this.channels[0]!.send(FrameType.tpGather, bytesOf(part), this.timeoutMs)
+      return null
+    }
+    const n = part.length / rows
+    const width = n * this.size
+    const out = into && into.length === rows * width ? into : new Float32Array(rows * width)
+    const place = (values: Float32Array, rank: number) => {
+      for (let r = 0; r < rows; r++) out.set(values.subarray(r * n, (r + 1) * n), r * width + rank * n)
+    }
+    place(part, 0)
+    if (this.#gathered.byteLength < part.byteLength) this.#gathered = new Uint8Array(part.byteLength)
+    for (const c of this.channels) {
+      const theirs = floats(c.receive(FrameType.tpGather, part.byteLength, this.timeoutMs, this.#gathered))
+      if (theirs.length !== part.length) throw new LinkError('E_TP_PROTOCOL', `rank ${c.peerRank} sent ${theirs.length} values to gather, expected ${part.length}`, 'run the same model on every rank')
+      place(theirs, c.peerRank)
+    }
+    return out
+  }
+
+  #gathered = new Uint8Array(0)
+
   /** The seam for ModelStage.load({ tp }): sums in f32 whatever the activations' dtype, and returns that dtype. */
   tensorParallel(backend: Backend): TensorParallel {
     // one input and one output buffer, reused while the activation size stays: a fresh buffer per all_sum is memory
     // faulted in anew each time, which costs more than the exchange itself
     let input = new Float32Array(0)
     let output = new Float32Array(0)
+    let part = new Float32Array(0)
+    let whole = new Float32Array(0)
     return {
       rank: this.rank,
       size: this.size,
@@ -284,6 +321,13 @@ export class SealedTpGroup implements StepBroadcast {
         const cast = backend.astype(summed, x.dtype)
         backend.free(summed)
         return cast
+      },
+      gatherLast: (x: Tensor): Tensor => {
+        const n = x.shape[x.shape.length - 1]!
+        const rows = x.shape.reduce((a, d) => a * d, 1) / n
+        if (part.length !== rows * n) (part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size))
+        const joined = this.gatherLast(backend.toFloat32(x, part), rows, whole)
+        return joined ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32') : x
       },
     }
   }

@@ -47,6 +47,8 @@ export const FrameType = {
   tpPartial: 21,
   /** tensor parallel, rank 0 → the others (3 ranks or more): the sum of every rank's partial, f32 little-endian */
   tpSum: 22,
+  /** tensor parallel, the others → rank 0: this rank's part of the logits (lm_head split by vocabulary), f32 */
+  tpGather: 23,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -222,6 +224,7 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'tpStep':
     case 'tpPartial':
     case 'tpSum':
+    case 'tpGather':
       throw new PayloadError(`frame type ${type} belongs to tensor-parallel sockets, not to a link`)
     case 'ping':
     case 'pong':

@@ -25,6 +25,8 @@ export interface Architecture {
   /** Runs this stage's layers; writes K/V for every row before attention, so rows of one sequence see each other. */
   forwardLayers(hidden: Tensor, rows: StepRows): Tensor
   head(hidden: Tensor): Tensor
+  /** Tensor parallel: lm_head is split by vocabulary, so every rank must run head() for rank 0 to get its logits. */
+  readonly headSplit?: boolean
 }
 
 export interface ArchitectureModule {

@@ -43,4 +43,7 @@ export class DecoderModel extends LayerStack {
   head(hidden: Tensor): Tensor {
     return this.output!.apply(hidden)
   }
+  get headSplit(): boolean {
+    return this.output?.split ?? false
+  }
 }

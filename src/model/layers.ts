@@ -149,15 +149,44 @@ export class TokenEmbedding {
   }
 }
 
-/** Final norm + lm_head (tied to the embedding or its own weight). */
+/** Final norm + lm_head (tied to the embedding or its own weight). Under tensor parallel, where the group can gather,
+ * each rank holds 1/N of the vocabulary's rows and the logits meet on rank 0 (a whole head on every rank would be the
+ * largest matmul of a small model's step, done N times over). */
 export class OutputHead {
   readonly norm: RmsNorm
   readonly lmHead: Linear
+  readonly #gather?: (x: Tensor) => Tensor
   constructor(root: Weights, model: Weights, config: DecoderConfig, b: Backend, embedding: () => TokenEmbedding) {
     this.norm = new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
-    this.lmHead = config.tieWordEmbeddings ? embedding().asLinear() : new Linear(root.linear('lm_head', config.vocabSize, config.hiddenSize), b)
+    const { tp } = root
+    const split = tp.size > 1 && tp.gatherLast !== undefined && config.vocabSize % tp.size === 0
+    if (split) this.#gather = (x) => tp.gatherLast!(x)
+    if (!config.tieWordEmbeddings) {
+      this.lmHead = new Linear(root.linear('lm_head', config.vocabSize, config.hiddenSize, { shard: split ? 'out' : undefined }), b)
+    } else {
+      // the embedding stays whole (every rank looks tokens up); the head takes this rank's rows of it
+      const table = embedding().table
+      const rows = config.vocabSize / tp.size
+      this.lmHead = split ? new Linear(rowsOf(table, tp.rank * rows, (tp.rank + 1) * rows, b, root), b) : new Linear(table, b)
+    }
+  }
+  get split(): boolean {
+    return this.#gather !== undefined
   }
   apply(hidden: Tensor): Tensor {
-    return this.lmHead.apply(this.norm.apply(hidden))
+    const logits = this.lmHead.apply(this.norm.apply(hidden))
+    return this.#gather ? this.#gather(logits) : logits
   }
+}
+
+/** Rows [lo, hi) of a Linear's output (its weight, scales and biases), as tensors of their own held by `w`. */
+function rowsOf(table: LinearWeight, lo: number, hi: number, b: Backend, w: Weights): LinearWeight {
+  const cut = (t: Tensor) => {
+    const part = b.slice(t, 0, lo, hi)
+    w.loaded.push(part)
+    return part
+  }
+  if (table.kind === 'dense') return { kind: 'dense', weight: cut(table.weight), bias: table.bias && cut(table.bias) }
+  const m = table.matrix
+  return { kind: 'quantized', matrix: { ...m, weight: cut(m.weight), scales: cut(m.scales), biases: m.biases && cut(m.biases) }, bias: table.bias && cut(table.bias) }
 }

@@ -38,8 +38,8 @@ export interface StageInput {
    * caller that samples from them at once (a step's logits are megabytes, and a new buffer each step is that much
    * memory faulted in anew). */
   reuseLogits?: boolean
-  /** The layers only, no head and no logits: a tensor-parallel follower (rank 0 samples; the followers' layers must run
-   * for their all_sums to meet, their logits would be thrown away). */
+  /** No logits out: a tensor-parallel follower (rank 0 samples; the followers' layers must run for their all_sums to
+   * meet). It skips the head too, unless the head is split by vocabulary and rank 0 needs its part. */
   noLogits?: boolean
 }
 
@@ -142,9 +142,11 @@ export class ModelStage {
       this.cache.admitRows(input.slots, input.positions)
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
-      if (input.noLogits) return {}
+      // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else
+      if (input.noLogits && !this.model.headSplit) return {}
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
       const logits = this.model.head(h)
+      if (input.noLogits) return {}
       if (!input.reuseLogits) return { logits: b.toFloat32(logits) }
       const n = logits.shape.reduce((a, d) => a * d, 1)
       if (this.#logits.length < n) this.#logits = new Float32Array(n)

@@ -7,6 +7,10 @@ export interface TensorParallel {
   readonly size: number
   /** Σ over the group's ranks of x (same shape on every rank), as a tensor of the model's backend. */
   allSum(x: Tensor): Tensor
+  /** Where the group has it: every rank's x [..., n] joined along the last axis in rank order ([..., n × size], f32) on
+   * rank 0; the other ranks send theirs and get x back. Lets lm_head be split by vocabulary (the logits meet on rank 0,
+   * which samples). */
+  gatherLast?(x: Tensor): Tensor
 }
 
 /** One process holding the whole model. */

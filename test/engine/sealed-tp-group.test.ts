@@ -1,5 +1,6 @@
 /** A sealed tensor-parallel group across real processes (2 and 3 ranks, the C and TypeScript channels mixed): every
- * rank gets the same all_sum, bit for bit, equal to the f32 sum in rank order; rank 0's step messages reach every rank. */
+ * rank gets the same all_sum, bit for bit, equal to the f32 sum in rank order; rank 0's step messages reach every rank;
+ * a gather joins every rank's rows on rank 0 in rank order (the split lm_head's logits). */
 import { expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { BlockingListener } from '../../src/engine/blocking-socket.ts'
@@ -45,6 +46,13 @@ for (const size of [2, 3]) {
       const sum = group.allSum(partialFor(0, n))
       expect(sum).toEqual(expectedSum(size, n))
       mine.push(Buffer.from(sum.buffer).toString('hex'))
+      const joined = group.gatherLast(partialFor(10, 2 * n), 2)!
+      const expected = new Float32Array(2 * n * size)
+      for (let r = 0; r < size; r++) {
+        const part = partialFor(r + 10, 2 * n)
+        for (let row = 0; row < 2; row++) expected.set(part.subarray(row * n, (row + 1) * n), row * n * size + r * n)
+      }
+      expect(joined).toEqual(expected)
     }
     group.broadcast(new Uint8Array(4))
     group.close()

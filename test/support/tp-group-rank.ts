@@ -1,6 +1,7 @@
 /** One rank > 0 of a sealed tensor-parallel group for the group tests: connects to rank 0 on PORT, says its rank in
  * clear, seals with the channel KIND (native | script) under KEY (hex), then follows the script rank 0 runs: for each
- * step message (u32 n) an all_sum of n values f(rank, i), until a message of n = 0. Prints the sums' bytes as hex lines.
+ * step message (u32 n) an all_sum of n values f(rank, i), then a gather of 2 rows of n values f(rank + 10, i), until a
+ * message of n = 0. Prints the sums' bytes as hex lines (and fails if a gather returned anything here).
  * Usage: bun tp-group-rank.ts PORT RANK SIZE KIND KEY */
 import { BlockingSocket } from '../../src/engine/blocking-socket.ts'
 import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/engine/sealed-tp-group.ts'
@@ -17,6 +18,8 @@ for (;;) {
   const n = new DataView(step.buffer, step.byteOffset).getUint32(0, true)
   if (n === 0) break
   const sum = group.allSum(partialFor(Number(rank), n))
+  if (group.gatherLast(partialFor(Number(rank) + 10, 2 * n), 2) !== null) throw new Error('a gather returned values on a rank > 0')
+  // after the gather: rank 0 reads this output only at the end, and a full pipe would block the print
   console.log(Buffer.from(sum.buffer, sum.byteOffset, sum.byteLength).toString('hex'))
 }
 group.close()
