@@ -1,10 +1,11 @@
 /** Sealed tensor parallel between real processes (`dbcluster serve --tp 2`): a rank lost mid-stream ends the stream
  * with the reason at once and the head answers 503 from then on (the group cannot take a rank back: restart them all),
- * and a rank lost while idle is noticed before the next request;
+ * and a rank lost while idle is noticed before the next request; two processes claiming one rank never form a group;
  * a rank whose key the head has not pinned never joins. Answers and endpoints: test/api/openai-client.test.ts. */
 import { afterAll, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
+import { prepareLocalNodes, startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
+import { removeAfterRun } from '../support/cleanup.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
@@ -72,4 +73,21 @@ test('a rank whose key rank 0 has not pinned is refused before it holds any key'
   )
   expect(error).toBeInstanceOf(Error)
   expect(`${error?.message}\n${lines.join('\n')}`).toContain('E_PEER_NOT_PINNED: peer node-1 has no pinned key')
+}, 60_000)
+
+test('two processes that claim the same rank: rank 0 refuses the group with the reason, and every process exits', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const { root, ports, homes } = prepareLocalNodes(3)
+  removeAfterRun(root)
+  const rank = (node: number, tpRank: number) =>
+    Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp', '3', '--tp-rank', String(tpRank), '--node-name', `node-${node}`, ...(tpRank === 0 ? ['--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0'] : ['--tp-peer', `127.0.0.1:${ports[0]}`])], {
+      env: { ...process.env, DBCLUSTER_HOME: homes[node]! },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+  const procs = [rank(0, 0), rank(1, 1), rank(2, 1)]
+  const codes = await Promise.all(procs.map((p) => p.exited))
+  const head = await new Response(procs[0]!.stderr).text()
+  expect(head).toContain('two ranks, or a rank outside 1..2, joined (got rank 1)')
+  expect(codes.every((c) => c !== 0)).toBe(true)
 }, 60_000)
