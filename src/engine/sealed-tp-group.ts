@@ -179,6 +179,8 @@ const MAX_STEP_BYTES = 64 * 1024 * 1024
 export class SealedTpGroup implements StepBroadcast {
   #closed = false
   #failure: Error | undefined
+  /** Rank 0's receive buffer for the other ranks' partials and logits, reused while their size stays. */
+  #incoming = new Uint8Array(0)
   readonly #onFailure: ((error: Error) => void)[] = []
 
   /** `channels`: on rank 0 one per other rank, in rank order; elsewhere the one to rank 0. `timeoutMs` bounds every
@@ -264,8 +266,9 @@ export class SealedTpGroup implements StepBroadcast {
       return sum
     }
     sum.set(data)
+    const incoming = this.#incomingFor(data.byteLength)
     for (const c of this.channels) {
-      const part = floats(c.receive(FrameType.tpPartial, data.byteLength, this.timeoutMs))
+      const part = floats(c.receive(FrameType.tpPartial, data.byteLength, this.timeoutMs, incoming))
       if (part.length !== sum.length) throw new LinkError('E_TP_PROTOCOL', `rank ${c.peerRank} sent ${part.length} values to sum, expected ${sum.length}`, 'run the same model on every rank')
       for (let i = 0; i < sum.length; i++) sum[i]! += part[i]!
     }
@@ -291,16 +294,19 @@ export class SealedTpGroup implements StepBroadcast {
       for (let r = 0; r < rows; r++) out.set(values.subarray(r * n, (r + 1) * n), r * width + rank * n)
     }
     place(part, 0)
-    if (this.#gathered.byteLength < part.byteLength) this.#gathered = new Uint8Array(part.byteLength)
+    const incoming = this.#incomingFor(part.byteLength)
     for (const c of this.channels) {
-      const theirs = floats(c.receive(FrameType.tpGather, part.byteLength, this.timeoutMs, this.#gathered))
+      const theirs = floats(c.receive(FrameType.tpGather, part.byteLength, this.timeoutMs, incoming))
       if (theirs.length !== part.length) throw new LinkError('E_TP_PROTOCOL', `rank ${c.peerRank} sent ${theirs.length} values to gather, expected ${part.length}`, 'run the same model on every rank')
       place(theirs, c.peerRank)
     }
     return out
   }
 
-  #gathered = new Uint8Array(0)
+  #incomingFor(bytes: number): Uint8Array {
+    if (this.#incoming.byteLength < bytes) this.#incoming = new Uint8Array(bytes)
+    return this.#incoming
+  }
 
   /** The seam for ModelStage.load({ tp }): sums in f32 whatever the activations' dtype, and returns that dtype. */
   tensorParallel(backend: Backend): TensorParallel {
@@ -327,7 +333,8 @@ export class SealedTpGroup implements StepBroadcast {
         const rows = x.shape.reduce((a, d) => a * d, 1) / n
         if (part.length !== rows * n) (part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size))
         const joined = this.gatherLast(backend.toFloat32(x, part), rows, whole)
-        return joined ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32') : x
+        // borrowed, not copied: the caller reads the logits out before the next step's gather refills `whole`
+        return joined ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32', { borrow: true }) : x
       },
     }
   }
