@@ -32,7 +32,7 @@ export interface SealedTensorParallelOptions {
 }
 
 /** What the meeting link carries, as `data` frames told apart by request id. */
-const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n } as const
+export const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n } as const
 
 /** Every exchange inside a step must finish within this; a rank that stops answering fails the step, not hangs it. */
 export const STEP_EXCHANGE_TIMEOUT_MS = 30_000
@@ -45,7 +45,7 @@ function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Arr
 }
 
 export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<{ group: SealedTpGroup; tp: TensorParallel }> {
-  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId }
+  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
   const group = o.rank === 0 ? await hub(o, links) : await spoke(o, links)
   o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
   return { group, tp: group.tensorParallel(backend) }

@@ -16,6 +16,8 @@ export interface RankLinkOptions {
   authorize?: Authorizer
   /** Bound into every handshake and frame (default 'rdma-ping'). */
   clusterId?: string
+  /** The flag the other ranks take rank 0's address with, for the hint when they do not come (default --peer). */
+  peerFlag?: string
 }
 
 function linkOptions(o: RankLinkOptions): LinkOptions {
@@ -46,7 +48,7 @@ export async function acceptRanks(host: string, port: number, worldSize: number,
   onListening?.(listener.port)
   let timer: Timer | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DbcError('E_RDMA_PING_NO_PEER', `${links.length} of ${worldSize - 1} peers connected to ${host}:${listener.port} within ${timeoutMs / 1000} s`, `start the other ranks with --peer <this host>:${listener.port}, and check the firewall`)), timeoutMs)
+    timer = setTimeout(() => reject(new DbcError('E_RDMA_PING_NO_PEER', `${links.length} of ${worldSize - 1} peers connected to ${host}:${listener.port} within ${timeoutMs / 1000} s`, `start the other ranks with ${o.peerFlag ?? '--peer'} <this host>:${listener.port}, and check the firewall`)), timeoutMs)
   })
   try {
     await Promise.race([all, timeout])

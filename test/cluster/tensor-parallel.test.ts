@@ -1,6 +1,7 @@
 /** Sealed tensor parallel between real processes (`dbcluster serve --tp 2`): a rank lost mid-stream ends the stream
  * with the reason at once and the head answers 503 from then on (the group cannot take a rank back: restart them all),
- * and a rank lost while idle is noticed before the next request; two processes claiming one rank never form a group;
+ * and a rank lost while idle is noticed before the next request; two processes claiming one rank, a rank whose hello is
+ * sealed with another key or names another rank, and a connection claiming a rank that never met never form a group;
  * a rank whose key the head has not pinned never joins. Answers and endpoints: test/api/openai-client.test.ts. */
 import { afterAll, expect, test } from 'bun:test'
 import OpenAI from 'openai'
@@ -13,6 +14,7 @@ const clusters: LocalCluster[] = []
 afterAll(async () => {
   for (const c of clusters) await c.stop()
 })
+const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
 test('a rank killed mid-stream: the stream ends with the reason within a second; then 503 at once', async () => {
@@ -91,3 +93,44 @@ test('two processes that claim the same rank: rank 0 refuses the group with the 
   expect(head).toContain('two ranks, or a rank outside 1..2, joined (got rank 1)')
   expect(codes.every((c) => c !== 0)).toBe(true)
 }, 60_000)
+
+test('rank 0 alone: the meeting gives up after --tp-timeout with what to do', async () => {
+  const model = await synthModel('qwen3', 'bf16')
+  const { root, ports, homes } = prepareLocalNodes(1)
+  removeAfterRun(root)
+  const started = Date.now()
+  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp-timeout', '1', '--tp', '2', '--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0', '--node-name', 'node-0'], {
+    env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const code = await proc.exited
+  const err = await new Response(proc.stderr).text()
+  expect(code).not.toBe(0)
+  expect(Date.now() - started).toBeLessThan(15_000)
+  expect(err).toContain('0 of 1 peers connected')
+  expect(err).toContain('start the other ranks with --tp-peer <this host>:')
+}, 30_000)
+
+for (const [mode, said] of [
+  ['wrong-key', 'failed authentication'],
+  ['other-rank', "rank 1's hello names another rank"],
+  ['stranger-rank', 'a connection to the tensor-parallel port claimed rank 5'],
+] as const) {
+  test(`a pinned rank that misbehaves on the data socket (${mode}): rank 0 refuses the group and says why`, async () => {
+    const model = await synthModel('qwen3', 'bf16')
+    const { root, ports, homes } = prepareLocalNodes(2)
+    removeAfterRun(root)
+    const head = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp', '2', '--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0', '--node-name', 'node-0'], {
+      env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    const impostor = Bun.spawn([process.execPath, IMPOSTOR, homes[1]!, String(ports[0]), mode], { stdout: 'pipe', stderr: 'pipe' })
+    const code = await head.exited
+    const err = await new Response(head.stderr).text()
+    impostor.kill()
+    expect(code).not.toBe(0)
+    expect(err).toContain(said)
+  }, 30_000)
+}

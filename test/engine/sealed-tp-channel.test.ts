@@ -177,3 +177,12 @@ test("rank 0's watch fails the group when a rank's connection closes between ste
   expect(() => group.allSum(new Float32Array(1))).toThrow('rank 1 went away')
   stop()
 })
+
+test("rank 0 refuses a gather whose size is not its own part's, and the group stays failed", () => {
+  const [a, b] = socketPair()
+  const group = new SealedTpGroup(0, 2, [channel(NATIVE ? 'native' : 'script', a, 0, 1)], 2000)
+  // rank 1's part: one value short
+  channel('script', b, 1, 0).send(FrameType.tpGather, new Uint8Array(4 * 5), 2000)
+  expect(() => group.gatherLast(new Float32Array(6), 2)).toThrow('rank 1 sent 5 values to gather, expected 6')
+  expect((group.failure as LinkError).code).toBe('E_TP_PROTOCOL')
+})
