@@ -125,6 +125,8 @@ export default defineCommand({
     let ring: HeadPipeline | null = null
     let planner: ClusterPlanner | null = null
     let tpGroup: SealedTpGroup | null = null
+    /** Rank 0 of a tensor-parallel group: each rank summarizes its vocabulary slice ('split') or rank 0 gathers the logits. */
+    let tpSampling: 'split' | 'gathered' = 'gathered'
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
@@ -241,6 +243,7 @@ export default defineCommand({
       }
       if (group instanceof SealedTpGroup) tpGroup = group
       const tpPipeline = new TensorParallelPipeline(stage, group)
+      tpSampling = tpPipeline.splitSampling ? 'split' : 'gathered'
       process.once('exit', () => tpPipeline.stop())
       pipeline = tpPipeline
     } else {
@@ -284,7 +287,7 @@ export default defineCommand({
       health: () => ({
         backend: backend.name,
         nodes: membership ? membership.peers.length : tpSize,
-        ...(tpSize > 1 ? { tensor_parallel: { ranks: tpSize, transport: sealedTp ? 'sealed' : 'mlx' } } : {}),
+        ...(tpSize > 1 ? { tensor_parallel: { ranks: tpSize, transport: sealedTp ? 'sealed' : 'mlx', sampling: tpSampling } } : {}),
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,

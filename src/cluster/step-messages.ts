@@ -71,7 +71,7 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
 // repetition context | i32 logprobs | ints history
-function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): void {
+export function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): void {
   w.u32(rows ? rows.length + 1 : 0)
   for (const r of rows ?? []) {
     const p = r.params
@@ -83,7 +83,7 @@ function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): voi
   }
 }
 
-function readSampling(r: Reader): RowSampling[] | undefined {
+export function readSampling(r: Reader): RowSampling[] | undefined {
   const count = r.u32()
   if (count === 0) return undefined
   const n = count - 1

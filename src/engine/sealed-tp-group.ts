@@ -6,7 +6,8 @@
  *
  * all_sum: with two ranks both send their partial at once and each adds the two in rank order (x0 + x1: the same bits on
  * both); with more, rank 0 gathers every partial, adds them in rank order and sends the sum back. gatherLast: every rank
- * sends its part of the logits (lm_head split by vocabulary) to rank 0, which joins them. */
+ * sends its part of the logits (lm_head split by vocabulary) to rank 0, which joins them. gatherBytes: every rank sends
+ * rank 0 a message of its own (its sampling summary: model/split-sampling.ts). */
 import { AeadReceiver, AeadSender } from '../link/aead-channel.ts'
 import { BlockingSocket, failSocketCall } from './blocking-socket.ts'
 import { LinkError } from '../link/errors.ts'
@@ -181,6 +182,8 @@ export class SealedTpGroup implements StepBroadcast {
   #failure: Error | undefined
   /** Rank 0's receive buffer for the other ranks' partials and logits, reused while their size stays. */
   #incoming = new Uint8Array(0)
+  /** Rank 0's receive buffers for gatherBytes, one per other rank (their messages are read together). */
+  #gathered: Uint8Array[] = []
   readonly #onFailure: ((error: Error) => void)[] = []
 
   /** `channels`: on rank 0 one per other rank, in rank order; elsewhere the one to rank 0. `timeoutMs` bounds every
@@ -303,6 +306,25 @@ export class SealedTpGroup implements StepBroadcast {
     return out
   }
 
+  /** Rank 0: `mine` and every other rank's message (at most `maxBytes` each), index = rank; views of buffers the next
+   * gather reuses. The others: send `mine` to rank 0 and get null. */
+  gatherBytes(mine: Uint8Array, maxBytes: number): Uint8Array[] | null {
+    return this.#guard(() => {
+      if (this.rank > 0) {
+        this.channels[0]!.send(FrameType.tpSample, mine, this.timeoutMs)
+        return null
+      }
+      return [
+        mine,
+        ...this.channels.map((c, i) => {
+          const got = c.receive(FrameType.tpSample, maxBytes, this.timeoutMs, this.#gathered[i])
+          if (!this.#gathered[i] || got.buffer !== this.#gathered[i]!.buffer) this.#gathered[i] = new Uint8Array(got.buffer)
+          return got
+        }),
+      ]
+    })
+  }
+
   #incomingFor(bytes: number): Uint8Array {
     if (this.#incoming.byteLength < bytes) this.#incoming = new Uint8Array(bytes)
     return this.#incoming
@@ -310,8 +332,8 @@ export class SealedTpGroup implements StepBroadcast {
 
   /** The seam for ModelStage.load({ tp }): sums in f32 whatever the activations' dtype, and returns that dtype. */
   tensorParallel(backend: Backend): TensorParallel {
-    // one input and one output buffer, reused while the activation size stays: a fresh buffer per all_sum is memory
-    // faulted in anew each time, which costs more than the exchange itself
+    // one input and one output buffer, grown as needed and otherwise reused (steps of other sizes come and go: a prefill
+    // chunk between decode steps): a fresh buffer per all_sum is memory faulted in anew, which costs more than the exchange
     let input = new Float32Array(0)
     let output = new Float32Array(0)
     let part = new Float32Array(0)
@@ -321,8 +343,8 @@ export class SealedTpGroup implements StepBroadcast {
       size: this.size,
       allSum: (x: Tensor): Tensor => {
         const n = x.shape.reduce((a, d) => a * d, 1)
-        if (input.length !== n) (input = new Float32Array(n)), (output = new Float32Array(n))
-        const summed = backend.fromBytes(bytesOf(this.allSum(backend.toFloat32(x, input), output)), x.shape, 'f32')
+        if (input.length < n) (input = new Float32Array(n)), (output = new Float32Array(n))
+        const summed = backend.fromBytes(bytesOf(this.allSum(backend.toFloat32(x, input), output.subarray(0, n))), x.shape, 'f32')
         if (x.dtype === 'f32') return summed
         const cast = backend.astype(summed, x.dtype)
         backend.free(summed)
@@ -331,8 +353,8 @@ export class SealedTpGroup implements StepBroadcast {
       gatherLast: (x: Tensor): Tensor => {
         const n = x.shape[x.shape.length - 1]!
         const rows = x.shape.reduce((a, d) => a * d, 1) / n
-        if (part.length !== rows * n) (part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size))
-        const joined = this.gatherLast(backend.toFloat32(x, part), rows, whole)
+        if (part.length < rows * n) (part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size))
+        const joined = this.gatherLast(backend.toFloat32(x, part), rows, whole.subarray(0, rows * n * this.size))
         // borrowed, not copied: the caller reads the logits out before the next step's gather refills `whole`
         return joined ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32', { borrow: true }) : x
       },

@@ -1,21 +1,61 @@
 /** Tensor parallel behind the Pipeline seam: rank 0 runs the engine (scheduler, sampling, API) over its shard and
  * sends every sequence open/close and every step's rows to the other ranks first; they replay them on their shards, so
- * each forward meets the others in the same all_sums. The followers need no prompt, seed or request of their own. */
+ * each forward meets the others in the same all_sums. The followers need no prompt, seed or request of their own.
+ * Where lm_head is split by vocabulary and the group can gather bytes, a sampling step also carries the rows' sampling
+ * parameters: every rank summarizes its slice of the logits and rank 0 merges the summaries (model/split-sampling.ts). */
+import { Reader, Writer } from '../cluster/binary-codec.ts'
+import { readSampling, writeSampling } from '../cluster/step-messages.ts'
 import { DbcError } from '../errors.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
 import type { ModelStage, StageInput } from '../model/shard.ts'
+import { mergeSlices, summarizeSlice, summaryLimit } from '../model/split-sampling.ts'
 import { LocalPipeline } from './pipeline.ts'
 
 /** Rank 0's bytes on every rank of the TP group (MlxGroup.broadcast). */
 export interface StepBroadcast {
   readonly rank: number
   broadcast(bytes?: Uint8Array): Uint8Array
+  /** Rank 0: its own and every other rank's bytes, by rank; the others send theirs and get null (SealedTpGroup). */
+  gatherBytes?(mine: Uint8Array, maxBytes: number): Uint8Array[] | null
   /** A clean stop is under way: ranks closing are no longer a failure (MlxGroup's rank watchdog). */
   disarmWatchdog?(): void
 }
 
-const OP = { open: 1, close: 2, step: 3, stop: 4 } as const
+const OP = { open: 1, close: 2, step: 3, stop: 4, sample: 5 } as const
+
+/** u32 op | ints tokens, slots, positions | u32 1 + ints logitRows, or u32 0 (every row) | the rows' sampling, one per
+ * logit row (cluster/step-messages.ts's block; none: no logits at all). */
+function encodeSampleStep(input: StageInput, rows: readonly RowSampling[]): Uint8Array {
+  const w = new Writer()
+  w.u32(OP.sample)
+  w.ints(input.tokens!)
+  w.ints(input.slots)
+  w.ints(input.positions)
+  w.u32(input.logitRows ? 1 : 0)
+  if (input.logitRows) w.ints(input.logitRows)
+  writeSampling(w, rows)
+  return w.join()
+}
+
+function decodeSampleStep(bytes: Uint8Array): { input: StageInput; rows: RowSampling[] } {
+  const r = new Reader(bytes, 'tensor-parallel sampling step')
+  r.u32()
+  const tokens = r.ints()
+  const slots = r.ints()
+  const positions = r.ints()
+  const logitRows = r.u32() ? r.ints() : undefined
+  const rows = readSampling(r) ?? []
+  r.end()
+  if (rows.length && rows.length !== (logitRows?.length ?? slots.length)) throw new RangeError('tensor-parallel sampling step: sampling rows differ from logit rows')
+  return { input: { tokens, slots, positions, logitRows }, rows }
+}
+
+/** One rank's summary of its vocabulary slice for `rows` (the logits of its split head). */
+function summarize(rank: number, logits: Float32Array, rows: readonly RowSampling[]): Uint8Array {
+  const width = logits.length / rows.length
+  return summarizeSlice(logits, rank * width, width, rows)
+}
 
 /** [op, rows, logitRows (-1: all), tokens…, slots…, positions…, logitRows…] as i32. */
 function encodeStep(input: StageInput): Uint8Array {
@@ -43,12 +83,16 @@ export class TensorParallelPipeline implements Pipeline {
   readonly #local: LocalPipeline
   #stopped = false
 
+  /** Sampling from the ranks' summaries of their vocabulary slices, not from gathered logits. */
+  readonly splitSampling: boolean
+
   constructor(
-    stage: ModelStage,
+    private readonly stage: ModelStage,
     private readonly group: StepBroadcast,
   ) {
     if (group.rank !== 0) throw new DbcError('E_TP_RANK', 'only rank 0 drives a tensor-parallel pipeline', 'run followTensorParallel on the other ranks')
     this.#local = new LocalPipeline([stage])
+    this.splitSampling = stage.model.headSplit === true && group.gatherBytes !== undefined
   }
 
   get vocabSize(): number {
@@ -82,9 +126,21 @@ export class TensorParallelPipeline implements Pipeline {
   }
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
+    if (this.splitSampling) return this.#sampleSplit(input, rows)
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
     if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
     return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
+  }
+
+  #sampleSplit(input: StageInput, rows: readonly RowSampling[]): SampledToken[] {
+    if (!input.tokens) throw new DbcError('E_STEP', 'a tensor-parallel step starts from token ids')
+    this.#send(encodeSampleStep(input, rows))
+    // a middle prefill chunk samples nothing: no rank runs the head
+    const { logits } = this.stage.forward({ ...input, vocabSlice: true, noLogits: rows.length === 0, reuseLogits: true })
+    if (rows.length === 0) return []
+    const width = logits!.length / rows.length
+    const summaries = this.group.gatherBytes!(summarize(0, logits!, rows), summaryLimit(rows.length, width))!
+    return mergeSlices(summaries, width, rows)
   }
 
   /** Ends the followers' loops (they return from followTensorParallel). */
@@ -114,6 +170,14 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         stage.forward({ ...decodeStep(m), noLogits: true })
         steps++
         break
+      case OP.sample: {
+        if (!group.gatherBytes) throw new DbcError('E_TP_PROTOCOL', 'rank 0 sent a sampling step over a group that cannot gather', 'run the same dbcluster release on every rank')
+        const { input, rows } = decodeSampleStep(bytes)
+        const { logits } = stage.forward({ ...input, vocabSlice: true, noLogits: rows.length === 0, reuseLogits: true })
+        if (rows.length) group.gatherBytes(summarize(group.rank, logits!, rows), 0)
+        steps++
+        break
+      }
       case OP.stop:
         group.disarmWatchdog?.()
         return steps

@@ -49,6 +49,8 @@ export const FrameType = {
   tpSum: 22,
   /** tensor parallel, the others → rank 0: this rank's part of the logits (lm_head split by vocabulary), f32 */
   tpGather: 23,
+  /** tensor parallel, the others → rank 0: this rank's sampling summary of its vocabulary slice (model/split-sampling) */
+  tpSample: 24,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -225,6 +227,7 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'tpPartial':
     case 'tpSum':
     case 'tpGather':
+    case 'tpSample':
       throw new PayloadError(`frame type ${type} belongs to tensor-parallel sockets, not to a link`)
     case 'ping':
     case 'pong':

@@ -24,7 +24,8 @@ export interface Architecture {
   embed(tokens: Tensor): Tensor
   /** Runs this stage's layers; writes K/V for every row before attention, so rows of one sequence see each other. */
   forwardLayers(hidden: Tensor, rows: StepRows): Tensor
-  head(hidden: Tensor): Tensor
+  /** `slice`: where the head is split by vocabulary, this rank's logits [rows, vocab / ranks] rather than all of them. */
+  head(hidden: Tensor, slice?: boolean): Tensor
   /** Tensor parallel: lm_head is split by vocabulary, so every rank must run head() for rank 0 to get its logits. */
   readonly headSplit?: boolean
 }

@@ -40,8 +40,8 @@ export class DecoderModel extends LayerStack {
     for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, attention, b))
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
-  head(hidden: Tensor): Tensor {
-    return this.output!.apply(hidden)
+  head(hidden: Tensor, slice = false): Tensor {
+    return this.output!.apply(hidden, !slice)
   }
   get headSplit(): boolean {
     return this.output?.split ?? false

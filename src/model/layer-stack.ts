@@ -47,5 +47,5 @@ export abstract class LayerStack implements Architecture {
     return h
   }
 
-  abstract head(hidden: Tensor): Tensor
+  abstract head(hidden: Tensor, slice?: boolean): Tensor
 }

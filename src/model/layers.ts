@@ -173,9 +173,10 @@ export class OutputHead {
   get split(): boolean {
     return this.#gather !== undefined
   }
-  apply(hidden: Tensor): Tensor {
+  /** `gather` false: a split head's logits stay this rank's slice of the vocabulary (split sampling merges them). */
+  apply(hidden: Tensor, gather = true): Tensor {
     const logits = this.lmHead.apply(this.norm.apply(hidden))
-    return this.#gather ? this.#gather(logits) : logits
+    return this.#gather && gather ? this.#gather(logits) : logits
   }
 }
 

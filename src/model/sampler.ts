@@ -58,7 +58,7 @@ export function argmax(values: ArrayLike<number>): number {
 
 /** Tokens whose logit is more than CUTOFF·T below the best carry under e^-40 ≈ 4e-18 of its probability each (under 1e-12
  * of the mass over any vocabulary), below what a float64 sum resolves: they are dropped before sorting. */
-const CUTOFF = 40
+export const CUTOFF = 40
 /** Candidates are sorted as float64 keys with the token id in the low mantissa bits (a float32 logit leaves 29 of them
  * zero), so one native typed-array sort orders them: far cheaper than sorting ids with a comparator. */
 const ID_BITS = 0x1fffffff
@@ -66,39 +66,63 @@ const ID_BITS = 0x1fffffff
 /** Draws one token from logits given a uniform draw `u` in [0, 1) (unused when greedy). Pure, so the stage that holds
  * the logits (the last one) can sample while the head keeps each request's seeded random stream. */
 export function sampleToken(input: Float32Array, params: SamplingParams, history: ArrayLike<number>, u: number): number {
-  let logits = input
-  if (params.repetitionPenalty !== 1 && history.length) {
-    logits = Float32Array.from(input)
-    for (const id of recentTokens(history, params.repetitionContext)) {
-      const v = logits[id]!
-      logits[id] = v > 0 ? v / params.repetitionPenalty : v * params.repetitionPenalty
-    }
-  }
+  const logits = penalized(input, 0, params, history)
   if (params.temperature === 0) return argmax(logits)
-  if (keys.length < logits.length) {
-    keys = new Float64Array(logits.length)
-    words = new Uint32Array(keys.buffer)
-    probs = new Float64Array(logits.length)
+  const max = logits[argmax(logits)]!
+  reserveCandidates(logits.length)
+  return drawCandidate(collectCandidates(logits, 0, max - CUTOFF * params.temperature, 0), max, params, u)
+}
+
+/** The repetition penalty applied to a row of logits holding ids [first, first + row.length): a copy when a recent token
+ * falls in it, else the row itself. Stored back as float32, as the logits are, so a split vocabulary gets the same bits. */
+export function penalized(row: Float32Array, first: number, params: SamplingParams, history: ArrayLike<number>): Float32Array {
+  if (params.repetitionPenalty === 1 || !history.length) return row
+  let out = row
+  for (const id of recentTokens(history, params.repetitionContext)) {
+    if (id < first || id >= first + row.length) continue
+    if (out === row) out = Float32Array.from(row)
+    const v = out[id - first]!
+    out[id - first] = v > 0 ? v / params.repetitionPenalty : v * params.repetitionPenalty
   }
-  const ordered = params.topK > 0 || params.topP < 1 || params.minP > 0
-  const best = argmax(logits)
-  const max = logits[best]!
-  const floor = max - CUTOFF * params.temperature
-  // candidates, as keys −logit | id (ascending keys = descending logits; ties broken by id, deterministically)
-  let n = 0
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i]!
+  return out
+}
+
+/** Room for `n` candidates in the sampler's scratch. */
+export function reserveCandidates(n: number): void {
+  if (keys.length >= n) return
+  keys = new Float64Array(n)
+  words = new Uint32Array(keys.buffer)
+  probs = new Float64Array(n)
+}
+
+/** Appends, after the `n` candidates already collected, every value at or above `floor` (in order), as keys −logit | id,
+ * with ids `first + j` or `ids[j]`; returns the new count. Ascending keys = descending logits, ties broken by id. */
+export function collectCandidates(values: ArrayLike<number>, first: number, floor: number, n: number, ids?: ArrayLike<number>): number {
+  for (let j = 0; j < values.length; j++) {
+    const v = values[j]!
     if (!(v >= floor)) continue
     keys[n] = -v
-    words[2 * n] = (words[2 * n]! | i) >>> 0
+    words[2 * n] = (words[2 * n]! | (ids ? ids[j]! : first + j)) >>> 0
     n++
   }
+  return n
+}
+
+/** Draws from the `n` collected candidates, `max` being the best logit of the whole vocabulary. */
+export function drawCandidate(n: number, max: number, params: SamplingParams, u: number): number {
+  const ordered = params.topK > 0 || params.topP < 1 || params.minP > 0
   if (ordered) keys.subarray(0, n).sort()
   const id = (j: number) => words[2 * j]! & ID_BITS
+  // a candidate's logit is its key with the id bits cleared: a float32 leaves them zero
+  const logit = (j: number) => {
+    one[0] = keys[j]!
+    oneWords[0] = (oneWords[0]! & ~ID_BITS) >>> 0
+    return -one[0]
+  }
   // Filters keep a prefix of the sorted candidates: top-k, then min-p and top-p on the top-k set's probabilities.
   const k = params.topK > 0 ? Math.min(params.topK, n) : n
   let total = 0
-  for (let j = 0; j < k; j++) total += probs[j] = Math.exp((logits[id(j)]! - max) / params.temperature)
+  for (let j = 0; j < k; j++) total += probs[j] = Math.exp((logit(j) - max) / params.temperature)
   let keep = k
   if (params.minP > 0) {
     let m = 0
@@ -125,10 +149,12 @@ export function sampleToken(input: Float32Array, params: SamplingParams, history
   return id(keep - 1)
 }
 
-// scratch for sampleToken: JavaScript runs one sampler at a time, so one set of buffers serves every request
+// scratch for the candidates: JavaScript runs one sampler at a time, so one set of buffers serves every request
 let keys = new Float64Array(0)
 let words = new Uint32Array(0)
 let probs = new Float64Array(0)
+const one = new Float64Array(1)
+const oneWords = new Uint32Array(one.buffer)
 
 /** The distinct tokens among the last `n` of a history (what the repetition penalty looks at). */
 export function recentTokens(history: ArrayLike<number>, n: number): Set<number> {

@@ -41,6 +41,9 @@ export interface StageInput {
   /** No logits out: a tensor-parallel follower (rank 0 samples; the followers' layers must run for their all_sums to
    * meet). It skips the head too, unless the head is split by vocabulary and rank 0 needs its part. */
   noLogits?: boolean
+  /** Where lm_head is split by vocabulary: the logits are this rank's slice [logitRows, vocab / ranks], not gathered
+   * (model/split-sampling.ts), and with noLogits no rank runs the head. */
+  vocabSlice?: boolean
 }
 
 export interface StageOutput {
@@ -143,9 +146,9 @@ export class ModelStage {
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
       // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else
-      if (input.noLogits && !this.model.headSplit) return {}
+      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return {}
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
-      const logits = this.model.head(h)
+      const logits = this.model.head(h, input.vocabSlice)
       if (input.noLogits) return {}
       if (!input.reuseLogits) return { logits: b.toFloat32(logits) }
       const n = logits.shape.reduce((a, d) => a * d, 1)

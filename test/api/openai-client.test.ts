@@ -10,6 +10,9 @@ import { startServe } from '../support/serve-process.ts'
 const ROOT = new URL('../..', import.meta.url).pathname
 /** The seeded sample each target gave, to compare the clusters' with one node's. */
 const seeded: Record<string, string> = {}
+/** The same, sampled with top-k, top-p, min-p and a repetition penalty and no logprobs (the tensor-parallel cluster merges
+ * its ranks' candidates rather than whole logits). */
+const filtered: Record<string, string[]> = {}
 const SERVE_ARGS = ['--model-id', 'tiny', '--max-batch', '4', '--max-queue', '6', '--max-context', '256']
 
 const TARGETS = [
@@ -86,6 +89,18 @@ for (const { name, nodes, parallel } of TARGETS) {
         expect(t.top_logprobs).toHaveLength(2)
         expect(t.top_logprobs[0]!.logprob).toBeGreaterThanOrEqual(t.top_logprobs[1]!.logprob)
       }
+    })
+
+    test('seeded sampling with top-k, top-p, min-p and a repetition penalty gives one node\'s tokens', async () => {
+      const texts: string[] = []
+      for (const [seed, temperature] of [[3, 0.7], [4, 1.5], [5, 0.2]] as const) {
+        const body = { model: 'tiny', prompt: 'Once upon a time', max_tokens: 10, temperature, seed, top_p: 0.9, top_k: 40, min_p: 0.02, repetition_penalty: 1.3 }
+        texts.push((await client.completions.create(body as Parameters<typeof client.completions.create>[0] & { stream?: false })).choices[0]!.text)
+      }
+      // three seeds and temperatures: three different samples, not one degenerate answer
+      expect(new Set(texts).size).toBe(3)
+      filtered[name] = texts
+      if (nodes > 1) expect(filtered[name]).toEqual(filtered['one node']!)
     })
 
     test('a stop string ends the answer before it', async () => {

@@ -23,7 +23,7 @@ test('a rank killed mid-stream: the stream ends with the reason within a second;
   clusters.push(c)
   const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
   const health = await (await fetch(`${c.url}/health`)).json()
-  expect(health).toMatchObject({ status: 'ok', nodes: 2, tensor_parallel: { ranks: 2, transport: 'sealed' } })
+  expect(health).toMatchObject({ status: 'ok', nodes: 2, tensor_parallel: { ranks: 2, transport: 'sealed', sampling: 'split' } })
   const stream = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 250, temperature: 0, stream: true })
   let chunks = 0
   const outcome = (async () => {

@@ -1,11 +1,12 @@
 /** A sealed tensor-parallel group across real processes (2 and 3 ranks, the C and TypeScript channels mixed): every
  * rank gets the same all_sum, bit for bit, equal to the f32 sum in rank order; rank 0's step messages reach every rank;
- * a gather joins every rank's rows on rank 0 in rank order (the split lm_head's logits). */
+ * a gather joins every rank's rows on rank 0 in rank order (the split lm_head's logits); a byte gather hands rank 0
+ * every rank's message, each of its own length (the sampling summaries of split sampling). */
 import { expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { BlockingListener } from '../../src/engine/blocking-socket.ts'
 import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/engine/sealed-tp-group.ts'
-import { partialFor } from '../support/tp-partials.ts'
+import { messageFor, partialFor } from '../support/tp-partials.ts'
 
 const RANK = new URL('../support/tp-group-rank.ts', import.meta.url).pathname
 const SIZES = [1, 7, 1024, 70_000]
@@ -53,6 +54,8 @@ for (const size of [2, 3]) {
         for (let row = 0; row < 2; row++) expected.set(part.subarray(row * n, (row + 1) * n), row * n * size + r * n)
       }
       expect(joined).toEqual(expected)
+      const messages = group.gatherBytes(messageFor(0, n), 5000)!
+      expect(messages.map((m) => Buffer.from(m).toString('hex'))).toEqual(Array.from({ length: size }, (_, r) => Buffer.from(messageFor(r, n)).toString('hex')))
     }
     group.broadcast(new Uint8Array(4))
     group.close()
