@@ -44,17 +44,31 @@ function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Arr
   return link.nextFrame((f) => f.type === FrameType.data && f.requestId === id, timeoutMs).then((f) => f.payload)
 }
 
-export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<{ group: SealedTpGroup; tp: TensorParallel }> {
-  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
-  const group = o.rank === 0 ? await hub(o, links) : await spoke(o, links)
-  o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
-  return { group, tp: group.tensorParallel(backend) }
+export interface SealedTensorParallel {
+  group: SealedTpGroup
+  tp: TensorParallel
+  /** Rank 0, after the group failed: meets every other rank again (as at the start, fresh keys) and returns their
+   * connections for SealedTpGroup.restore; fails when they do not all come within the timeout. */
+  rejoin?: () => Promise<TpChannel[]>
 }
 
-async function hub(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<SealedTpGroup> {
+export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<SealedTensorParallel> {
+  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
+  const group = o.rank === 0 ? new SealedTpGroup(0, o.size, await meetRanks(o, links), STEP_EXCHANGE_TIMEOUT_MS) : await spoke(o, links)
+  o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
+  return { group, tp: group.tensorParallel(backend), ...(o.rank === 0 ? { rejoin: () => meetRanks(o, links, true) } : {}) }
+}
+
+/** Rank 0: every other rank meets it over the link and connects its sealed socket; the connections in rank order. */
+async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4], again = false): Promise<TpChannel[]> {
   const at = hostPort(o.listen, 'tp-listen')
   const sockets = BlockingListener.listen(at.host, 0)
-  const met = await acceptRanks(at.host, at.port, o.size, o.timeoutMs, links, (port) => o.log(`tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`))
+  const met = await acceptRanks(at.host, at.port, o.size, o.timeoutMs, links, (port) =>
+    o.log(again ? `tensor parallel rank 0 waiting on ${at.host}:${port} for the ranks to rejoin` : `tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`),
+  ).catch((error) => {
+    sockets.close()
+    throw error
+  })
   const channels: (TpChannel | undefined)[] = new Array(o.size - 1)
   const keys = new Map<number, { key: Uint8Array; link: SealedLink }>()
   try {
@@ -93,7 +107,7 @@ async function hub(o: SealedTensorParallelOptions, links: Parameters<typeof acce
     met.stop()
     for (const l of met.links) l.close()
   }
-  return new SealedTpGroup(0, o.size, channels as TpChannel[], STEP_EXCHANGE_TIMEOUT_MS)
+  return channels as TpChannel[]
 }
 
 async function spoke(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<SealedTpGroup> {

@@ -26,7 +26,7 @@ import { existsSync, writeSync } from 'node:fs'
 import { progressPrinter } from './model-pull.ts'
 import { startTensorParallel } from './mlx-group.ts'
 import { startSealedTensorParallel } from './sealed-tensor-parallel.ts'
-import { SealedTpGroup } from '../engine/sealed-tp-group.ts'
+import { SealedTpGroup, type TpChannel } from '../engine/sealed-tp-group.ts'
 import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
@@ -127,6 +127,8 @@ export default defineCommand({
     let tpGroup: SealedTpGroup | null = null
     /** Rank 0 of a tensor-parallel group: each rank summarizes its vocabulary slice ('split') or rank 0 gathers the logits. */
     let tpSampling: 'split' | 'gathered' = 'gathered'
+    let tpPipeline: TensorParallelPipeline | null = null
+    let tpRejoin: (() => Promise<TpChannel[]>) | undefined
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
@@ -225,12 +227,14 @@ export default defineCommand({
       const tpRank = Number(args['tp-rank'])
       if (!Number.isInteger(tpRank) || tpRank < 0 || tpRank >= tpSize) throw new UsageError(`--tp-rank must be 0..${tpSize - 1}, got '${args['tp-rank']}'`)
       const timeoutMs = positiveInt(args['tp-timeout'], 'tp-timeout') * 1000
-      const { group, tp } = sealedTp
+      const started = sealedTp
         ? await startSealedTensorParallel(
             { size: tpSize, rank: tpRank, listen: args['tp-listen'], peer: args['tp-peer'], timeoutMs, identity: loadLocalIdentity().identity, serial, authorize: coordinator ? authorizeByPinsOrCoordinator(pins, coordinator) : authorizeByPins(pins), clusterId: args['cluster-id'], log: (l) => consola.info(l) },
             backend,
           )
         : await startTensorParallel({ size: tpSize, rank: tpRank, transport: tpTransport, listen: args['tp-listen'], peer: args['tp-peer'], rdmaDevice: args['rdma-device'], timeoutMs }, backend)
+      const { group, tp } = started
+      if ('rejoin' in started) tpRejoin = started.rejoin
       stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen, tp })
       if (tpRank > 0) {
         // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API. The line is
@@ -242,9 +246,10 @@ export default defineCommand({
         return
       }
       if (group instanceof SealedTpGroup) tpGroup = group
-      const tpPipeline = new TensorParallelPipeline(stage, group)
+      tpPipeline = new TensorParallelPipeline(stage, group)
       tpSampling = tpPipeline.splitSampling ? 'split' : 'gathered'
-      process.once('exit', () => tpPipeline.stop())
+      const stopping = tpPipeline
+      process.once('exit', () => stopping.stop())
       pipeline = tpPipeline
     } else {
       stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen })
@@ -265,9 +270,7 @@ export default defineCommand({
       },
       metrics,
     )
-    // a lost tensor-parallel rank cannot come back into this group: running requests end with the reason, new ones get 503
-    tpGroup?.onFailure((error) => scheduler.setDegraded(`tensor-parallel group lost (${error.message}): restart every rank`, { recoverable: false }))
-    tpGroup?.watch(1000)
+    if (tpGroup && tpPipeline && tpRejoin) keepTensorParallelWhole(tpGroup, tpPipeline, tpRejoin, scheduler)
     if (ring) {
       scheduler.setDegraded(ring.degraded)
       let formed = false // the hops not yet up while the ring first forms are not link errors
@@ -374,3 +377,45 @@ async function modelFolder(spec: string): Promise<string> {
 function modelName(spec: string): string {
   return existsSync(spec) ? basename(resolve(spec)) : spec.split('@')[0]!.replace('/', '--')
 }
+
+/** Rank 0 of a sealed group: a lost rank degrades the cluster (new requests 503, running ones wait out the resume
+ * window) and rank 0 waits for the ranks to meet it again — the lost one restarted with the same --tp-rank, and with 3
+ * ranks or more every other one, since a group that failed lets them all go. Once whole, the requests re-prefill and
+ * go on where they stopped. */
+function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: () => Promise<TpChannel[]>, scheduler: Scheduler): void {
+  let stopWatch = group.watch(1000)
+  let rejoining = false
+  const meetAgain = async () => {
+    if (rejoining) return
+    rejoining = true
+    try {
+      for (;;) {
+        let channels: TpChannel[]
+        try {
+          channels = await rejoin()
+        } catch (error) {
+          consola.warn(`tensor parallel: ${(error as Error).message}; still waiting for the ranks to rejoin`)
+          continue
+        }
+        group.restore(channels)
+        try {
+          pipeline.resync()
+        } catch {
+          continue // lost again at once: meet again
+        }
+        stopWatch = group.watch(1000)
+        scheduler.setDegraded(null)
+        consola.success('tensor parallel: every rank is back; the requests that waited resume')
+        return
+      }
+    } finally {
+      rejoining = false
+    }
+  }
+  group.onFailure((error) => {
+    stopWatch()
+    scheduler.setDegraded(`tensor-parallel rank lost (${error.message}): restart it with the same --tp-rank and it rejoins`)
+    void meetAgain()
+  })
+}
+

@@ -18,7 +18,7 @@ export function failSocketCall(rc: number, what: string): never {
   if (rc === TPC_AUTH) throw new LinkError('E_FRAME_AUTH', message, 'the tensor-parallel group stopped; check the keys pinned for its nodes, then restart every rank')
   if (rc === TPC_PROTOCOL) throw new LinkError('E_TP_PROTOCOL', message, 'run the same dbcluster release with the same model on every rank, then restart them all')
   if (rc === SOCK_TIMEOUT) throw new LinkError('E_TP_TIMEOUT', message, 'a tensor-parallel rank stopped answering: check that every rank runs, then restart them all')
-  if (rc === SOCK_CLOSED) throw new LinkError('E_TP_PEER_CLOSED', message, 'a tensor-parallel rank went away: restart every rank')
+  if (rc === SOCK_CLOSED) throw new LinkError('E_TP_PEER_CLOSED', message, 'a tensor-parallel rank went away: start it again with the same --tp-rank (if it was rank 0, start every rank)')
   throw new LinkError('E_TP_SOCKET', message, 'check the address and the network between the ranks')
 }
 

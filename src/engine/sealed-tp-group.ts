@@ -191,10 +191,21 @@ export class SealedTpGroup implements StepBroadcast {
   constructor(
     readonly rank: number,
     readonly size: number,
-    private readonly channels: readonly TpChannel[],
+    private channels: readonly TpChannel[],
     private readonly timeoutMs: number,
   ) {
     if (channels.length !== (rank === 0 ? size - 1 : 1)) throw new LinkError('E_TP_GROUP', `rank ${rank} of ${size} holds ${channels.length} connections`)
+  }
+
+  /** Rank 0, after a failure: the group again, over the connections of ranks that met anew (every other rank, in rank
+   * order). The failure listeners stay; a `watch` must be started again. */
+  restore(channels: readonly TpChannel[]): void {
+    if (this.rank !== 0) throw new LinkError('E_TP_GROUP', 'only rank 0 takes ranks back')
+    if (!this.#failure) throw new LinkError('E_TP_GROUP', 'the group has not failed: nothing to restore')
+    if (channels.length !== this.size - 1) throw new LinkError('E_TP_GROUP', `rank 0 of ${this.size} takes ${channels.length} connections back`)
+    this.channels = channels
+    this.#failure = undefined
+    this.#closed = false
   }
 
   /** Rank 0: sends `bytes` to every other rank. The others: waits for rank 0's next message. */
@@ -216,7 +227,7 @@ export class SealedTpGroup implements StepBroadcast {
       if (!gone) return
       try {
         this.#guard(() => {
-          throw new LinkError('E_TP_PEER_CLOSED', `rank ${gone.peerRank} went away (its connection closed)`, 'restart every rank')
+          throw new LinkError('E_TP_PEER_CLOSED', `rank ${gone.peerRank} went away (its connection closed)`, 'start it again with the same --tp-rank: rank 0 takes it back')
         })
       } catch {
         // recorded as the group's failure; the listeners have it

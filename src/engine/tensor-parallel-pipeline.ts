@@ -20,6 +20,8 @@ export interface StepBroadcast {
   gatherBytes?(mine: Uint8Array, maxBytes: number): Uint8Array[] | null
   /** A clean stop is under way: ranks closing are no longer a failure (MlxGroup's rank watchdog). */
   disarmWatchdog?(): void
+  /** The failure that ended the group (a rank lost) until rank 0 restores it (SealedTpGroup). */
+  readonly failure?: Error
 }
 
 const OP = { open: 1, close: 2, step: 3, stop: 4, sample: 5 } as const
@@ -82,6 +84,8 @@ const message = (...values: number[]) => new Uint8Array(Int32Array.from(values).
 export class TensorParallelPipeline implements Pipeline {
   readonly #local: LocalPipeline
   #stopped = false
+  /** The slots open on rank 0 (and so on every rank while the group holds). */
+  readonly #open = new Set<number>()
 
   /** Sampling from the ranks' summaries of their vocabulary slices, not from gathered logits. */
   readonly splitSampling: boolean
@@ -108,25 +112,53 @@ export class TensorParallelPipeline implements Pipeline {
     this.group.broadcast(bytes)
   }
 
+  /** A step or a broadcast that failed because a rank was lost: a lost stage, which the scheduler suspends its
+   * requests for (they re-prefill once the group is whole again: see resync). */
+  #lostRank<T>(run: () => T): T {
+    try {
+      return run()
+    } catch (error) {
+      throw this.#asLost(error)
+    }
+  }
+
+  #asLost(error: unknown): unknown {
+    const failure = this.group.failure
+    return failure ? new DbcError('E_STAGE_LOST', `tensor-parallel rank lost: ${failure.message}`, 'restart the lost rank: it rejoins and the requests resume') : error
+  }
+
   openSequence(): number {
     const slot = this.#local.openSequence()
-    this.#send(message(OP.open, slot))
+    this.#open.add(slot)
+    // while the group is down the slot opens here only; resync opens it on the ranks that rejoin
+    if (!this.group.failure) this.#lostRank(() => this.#send(message(OP.open, slot)))
     return slot
   }
 
   closeSequence(slot: number): void {
-    this.#send(message(OP.close, slot))
+    this.#open.delete(slot)
+    if (!this.group.failure) this.#lostRank(() => this.#send(message(OP.close, slot)))
     this.#local.closeSequence(slot)
+  }
+
+  /** Rank 0, once the group is restored with ranks that start empty: they claim every slot open here. The requests in
+   * those slots re-prefill (the scheduler's resume), so the new ranks' caches fill again. */
+  resync(): void {
+    for (const slot of [...this.#open].sort((a, b) => a - b)) this.#send(message(OP.open, slot))
   }
 
   async step(input: StageInput): Promise<Float32Array> {
     if (!input.tokens) throw new DbcError('E_STEP', 'a tensor-parallel step starts from token ids')
-    this.#send(encodeStep(input))
-    return this.#local.step(input)
+    try {
+      this.#send(encodeStep(input))
+      return await this.#local.step(input)
+    } catch (error) {
+      throw this.#asLost(error)
+    }
   }
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
-    if (this.splitSampling) return this.#sampleSplit(input, rows)
+    if (this.splitSampling) return this.#lostRank(() => this.#sampleSplit(input, rows))
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
     if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
     return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)

@@ -186,3 +186,26 @@ test("rank 0 refuses a gather whose size is not its own part's, and the group st
   expect(() => group.gatherLast(new Float32Array(6), 2)).toThrow('rank 1 sent 5 values to gather, expected 6')
   expect((group.failure as LinkError).code).toBe('E_TP_PROTOCOL')
 })
+
+test('rank 0 restores a failed group over new connections: exchanges work again and listeners hear the next failure', () => {
+  const kind = NATIVE ? 'native' : 'script'
+  const [a, b] = socketPair()
+  const group = new SealedTpGroup(0, 2, [channel(kind, a, 0, 1)], 2000)
+  const heard: Error[] = []
+  group.onFailure((e) => heard.push(e))
+  expect(() => group.restore([])).toThrow('the group has not failed')
+  b.close()
+  expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
+  expect(() => group.restore([])).toThrow('takes 0 connections back')
+  // the rank, started again, connects anew (a fresh key in real life: the meeting hands one out)
+  const [c, d] = socketPair()
+  group.restore([channel(kind, c, 0, 1)])
+  expect(group.failure).toBeUndefined()
+  const rank1 = channel('script', d, 1, 0)
+  group.broadcast(Uint8Array.of(1, 2, 3, 4))
+  expect([...rank1.receive(FrameType.tpStep, 64, 2000)]).toEqual([1, 2, 3, 4])
+  d.close()
+  expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
+  expect(heard).toHaveLength(2)
+  expect(() => new SealedTpGroup(1, 2, [channel(kind, socketPair()[0], 1, 0)], 2000).restore([])).toThrow('only rank 0 takes ranks back')
+})

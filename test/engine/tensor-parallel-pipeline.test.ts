@@ -1,0 +1,56 @@
+/** Rank 0's TensorParallelPipeline around a group that fails and is restored (a stand-in for SealedTpGroup, so the
+ * messages can be read): opens and closes while the group is down stay local, resync opens every slot still open on
+ * the ranks that rejoin, and a step lost with a rank is a lost stage the scheduler suspends its requests for. */
+import { afterAll, expect, test } from 'bun:test'
+import { TensorParallelPipeline, type StepBroadcast } from '../../src/engine/tensor-parallel-pipeline.ts'
+import { DbcError } from '../../src/errors.ts'
+import { GREEDY } from '../../src/model/sampler.ts'
+import { ModelStage } from '../../src/model/shard.ts'
+import { selectBackend } from '../../src/tensor/select-backend.ts'
+import { synthModel } from '../support/synth-models.ts'
+
+class StandInGroup implements StepBroadcast {
+  readonly rank = 0
+  failure: Error | undefined
+  /** [op, slot] of every open (1) and close (2) sent; 3 for a step. */
+  readonly sent: number[][] = []
+  broadcast(bytes?: Uint8Array): Uint8Array {
+    if (this.failure) throw this.failure
+    const words = new Int32Array(bytes!.buffer, bytes!.byteOffset, bytes!.byteLength / 4)
+    this.sent.push(words[0] === 3 ? [3] : [words[0]!, words[1]!])
+    return bytes!
+  }
+}
+
+const { backend } = selectBackend('cpu', { threads: 1 })
+const stages: ModelStage[] = []
+afterAll(() => stages.forEach((s) => s.close()))
+
+test('while a rank is lost: opens and closes stay local, a step is a lost stage; restored: resync opens the open slots', async () => {
+  const stage = ModelStage.load(await synthModel('qwen3', 'bf16'), backend, { slots: 4, maxLen: 32 })
+  stages.push(stage)
+  const group = new StandInGroup()
+  const pipeline = new TensorParallelPipeline(stage, group)
+  const a = pipeline.openSequence()
+  const b = pipeline.openSequence()
+  expect(group.sent).toEqual([[1, a], [1, b]])
+  group.failure = new Error('rank 1 went away')
+  const c = pipeline.openSequence()
+  pipeline.closeSequence(a)
+  expect(group.sent).toHaveLength(2)
+  const step = { tokens: Int32Array.of(1), slots: Int32Array.of(b), positions: Int32Array.of(0) }
+  const lost = await pipeline.sample(step, [{ params: GREEDY, u: 0, history: new Int32Array(0), logprobs: -1 }]).catch((e) => e)
+  expect(lost).toBeInstanceOf(DbcError)
+  expect(lost.code).toBe('E_STAGE_LOST')
+  expect(lost.message).toContain('rank 1 went away')
+  const lostStep = await pipeline.step(step).catch((e) => e)
+  expect(lostStep.code).toBe('E_STAGE_LOST')
+  group.failure = undefined
+  pipeline.resync()
+  expect(group.sent.slice(2)).toEqual([[1, b], [1, c]])
+  // whole again: a step goes out, and an error of the step itself is not taken for a lost rank
+  await pipeline.sample(step, [{ params: GREEDY, u: 0, history: new Int32Array(0), logprobs: -1 }])
+  expect(group.sent.at(-1)).toEqual([3])
+  const bad = await pipeline.step({ ...step, tokens: Int32Array.of(1 << 30) }).catch((e) => e)
+  expect(bad.code).toBe('E_TOKEN')
+})
