@@ -162,7 +162,8 @@ export class OutputHead {
     const split = tp.size > 1 && tp.gatherLast !== undefined && config.vocabSize % tp.size === 0
     if (split) this.#gather = (x) => tp.gatherLast!(x)
     if (!config.tieWordEmbeddings) {
-      this.lmHead = new Linear(root.linear('lm_head', config.vocabSize, config.hiddenSize, { shard: split ? 'out' : undefined }), b)
+      // sizes given to a sharded linear are this rank's
+      this.lmHead = new Linear(root.linear('lm_head', split ? config.vocabSize / tp.size : config.vocabSize, config.hiddenSize, { shard: split ? 'out' : undefined }), b)
     } else {
       // the embedding stays whole (every rank looks tokens up); the head takes this rank's rows of it
       const table = embedding().table
