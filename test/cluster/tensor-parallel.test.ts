@@ -18,6 +18,21 @@ afterAll(async () => {
 const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
+for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf16']] as const) {
+  test(`${arch} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {
+    const model = await synthModel(arch, dtype)
+    const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
+    clusters.push(c)
+    const response = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 }) })
+    expect(response.status).toBe(200)
+    const text = (await response.json()).choices[0].text
+    const cli = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', '--model', model, '--prompt', 'Once upon a time', '--max-tokens', '12', '--json', '--backend', 'cpu', '--threads', '1'], { cwd: ROOT, stdout: 'pipe' })
+    expect(text).toBe(JSON.parse(cli.stdout.toString()).text)
+    expect(text.length).toBeGreaterThan(0)
+    await c.stop()
+  }, 60_000)
+}
+
 test('a rank killed mid-stream and restarted: 503 meanwhile, then every stream finishes with the uninterrupted text', async () => {
   const model = await synthModel('qwen3', 'bf16')
   const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: [...ARGS, '--resume-window', '60'] })

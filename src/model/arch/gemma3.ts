@@ -106,8 +106,9 @@ class Attention {
   readonly kNorm: GemmaRmsNorm
   constructor(w: Weights, private readonly c: Gemma3Config, private readonly rope: RopeOptions, private readonly b: Backend) {
     const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize), w.linear('k_proj', kv, c.hiddenSize), w.linear('v_proj', kv, c.hiddenSize)], [q, kv, kv], w, b)
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q), b)
+    // tensor parallel: q/k/v keep this rank's heads, o_proj their columns (c holds this rank's head counts)
+    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { shard: 'out' })], [q, kv, kv], w, b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { shard: 'in' }), b)
     this.qNorm = new GemmaRmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new GemmaRmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
   }
@@ -129,8 +130,8 @@ class GeluMlp {
   readonly down: Linear
   constructor(w: Weights, c: DecoderConfig, private readonly b: Backend) {
     const { intermediateSize: inter, hiddenSize: hidden } = c
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden), w.linear('up_proj', inter, hidden)], [inter, inter], w, b)
-    this.down = new Linear(w.linear('down_proj', hidden, inter), b)
+    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+    this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
     const [gate, up] = this.gateUp.apply(x)
@@ -203,3 +204,7 @@ class Gemma3Model extends LayerStack {
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new Gemma3Model(config as Gemma3Config, weights, range, backend)
+
+/** Tensor parallel: q/k/v keep this rank's heads (with their q/k norms, which work per head), o_proj their columns; the
+ * GELU MLP splits as SwiGLU does. The norms around them see whole sums; lm_head stays whole (rank 0 computes it). */
+export const tensorParallel = true
