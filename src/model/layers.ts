@@ -153,11 +153,12 @@ export class TokenEmbedding {
  * each rank holds 1/N of the vocabulary's rows and the logits meet on rank 0 (a whole head on every rank would be the
  * largest matmul of a small model's step, done N times over). */
 export class OutputHead {
-  readonly norm: RmsNorm
+  readonly norm: { apply(x: Tensor): Tensor }
   readonly lmHead: Linear
   readonly #gather?: (x: Tensor) => Tensor
-  constructor(root: Weights, model: Weights, config: DecoderConfig, b: Backend, embedding: () => TokenEmbedding) {
-    this.norm = new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
+  /** `norm`: the family's final norm, where it is not the plain RMSNorm of `model.norm` (Gemma's). */
+  constructor(root: Weights, model: Weights, config: DecoderConfig, b: Backend, embedding: () => TokenEmbedding, norm?: { apply(x: Tensor): Tensor }) {
+    this.norm = norm ?? new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
     const { tp } = root
     const split = tp.size > 1 && tp.gatherLast !== undefined && config.vocabSize % tp.size === 0
     if (split) this.#gather = (x) => tp.gatherLast!(x)

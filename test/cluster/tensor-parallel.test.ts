@@ -23,6 +23,8 @@ for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf
     const model = await synthModel(arch, dtype)
     const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
     clusters.push(c)
+    // the head is split by vocabulary (the synthetic Llama has an lm_head of its own, Gemma 3 a tied one), and so is sampling
+    expect(await (await fetch(`${c.url}/health`)).json()).toMatchObject({ tensor_parallel: { sampling: 'split' } })
     const response = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 }) })
     expect(response.status).toBe(200)
     const text = (await response.json()).choices[0].text

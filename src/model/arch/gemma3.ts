@@ -11,7 +11,7 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear } from '../layers.ts'
+import { FusedLinear, Linear, OutputHead } from '../layers.ts'
 import { LayerStack } from '../layer-stack.ts'
 import { ropeOptions } from '../rope.ts'
 import type { Weights } from '../weights.ts'
@@ -171,8 +171,7 @@ export function embeddingScale(hidden: number): number {
 
 class Gemma3Model extends LayerStack {
   declare readonly config: Gemma3Config
-  readonly headNorm?: GemmaRmsNorm
-  readonly lmHead?: Linear
+  readonly output?: OutputHead
   readonly #embedDtype: DType
   constructor(config: Gemma3Config, root: Weights, range: LayerRange, b: Backend) {
     const w = config.weightPrefix ? root.scope(config.weightPrefix.slice(0, -1)) : root
@@ -184,10 +183,8 @@ class Gemma3Model extends LayerStack {
       const rope = isSlidingLayer(i, config.slidingWindowPattern) ? localRope : globalRope
       this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, b))
     }
-    if (range.last) {
-      this.headNorm = new GemmaRmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
-      this.lmHead = config.tieWordEmbeddings ? this.sharedEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
-    }
+    // under tensor parallel the head is split by vocabulary as the Llama family's is (layers.ts OutputHead)
+    if (range.last) this.output = new OutputHead(w, model, config, b, () => this.sharedEmbedding(), new GemmaRmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b))
     const table = this.loadedEmbedding?.table
     this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype
   }
@@ -197,8 +194,11 @@ class Gemma3Model extends LayerStack {
     // MLX multiplies in the embedding's dtype: round the product the same way
     return this.#embedDtype === 'f32' ? h : b.astype(b.astype(h, this.#embedDtype), 'f32')
   }
-  head(hidden: Tensor): Tensor {
-    return this.lmHead!.apply(this.headNorm!.apply(hidden))
+  head(hidden: Tensor, slice = false): Tensor {
+    return this.output!.apply(hidden, !slice)
+  }
+  get headSplit(): boolean {
+    return this.output?.split ?? false
   }
 }
 
@@ -206,5 +206,5 @@ export const createModel = (config: DecoderConfig, weights: Weights, range: Laye
   new Gemma3Model(config as Gemma3Config, weights, range, backend)
 
 /** Tensor parallel: q/k/v keep this rank's heads (with their q/k norms, which work per head), o_proj their columns; the
- * GELU MLP splits as SwiGLU does. The norms around them see whole sums; lm_head stays whole (rank 0 computes it). */
+ * GELU MLP splits as SwiGLU does. The norms around them see whole sums; lm_head splits by vocabulary (OutputHead). */
 export const tensorParallel = true
