@@ -49,22 +49,22 @@ export interface SealedTensorParallel {
   tp: TensorParallel
   /** Rank 0, after the group failed: meets every other rank again (as at the start, fresh keys) and returns their
    * connections for SealedTpGroup.restore; fails when they do not all come within the timeout. */
-  rejoin?: () => Promise<TpChannel[]>
+  rejoin?: (announce: boolean) => Promise<TpChannel[]>
 }
 
 export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<SealedTensorParallel> {
   const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
   const group = o.rank === 0 ? new SealedTpGroup(0, o.size, await meetRanks(o, links), STEP_EXCHANGE_TIMEOUT_MS) : await spoke(o, links)
   o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
-  return { group, tp: group.tensorParallel(backend), ...(o.rank === 0 ? { rejoin: () => meetRanks(o, links, true) } : {}) }
+  return { group, tp: group.tensorParallel(backend), ...(o.rank === 0 ? { rejoin: (announce: boolean) => meetRanks(o, links, announce ? 'rejoin' : 'quiet') } : {}) }
 }
 
 /** Rank 0: every other rank meets it over the link and connects its sealed socket; the connections in rank order. */
-async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4], again = false): Promise<TpChannel[]> {
+async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4], mode: 'start' | 'rejoin' | 'quiet' = 'start'): Promise<TpChannel[]> {
   const at = hostPort(o.listen, 'tp-listen')
   const sockets = BlockingListener.listen(at.host, 0)
   const met = await acceptRanks(at.host, at.port, o.size, o.timeoutMs, links, (port) =>
-    o.log(again ? `tensor parallel rank 0 waiting on ${at.host}:${port} for the ranks to rejoin` : `tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`),
+    mode === 'quiet' ? undefined : o.log(mode === 'rejoin' ? `tensor parallel rank 0 waiting on ${at.host}:${port} for the ranks to rejoin` : `tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`),
   ).catch((error) => {
     sockets.close()
     throw error

@@ -128,7 +128,7 @@ export default defineCommand({
     /** Rank 0 of a tensor-parallel group: each rank summarizes its vocabulary slice ('split') or rank 0 gathers the logits. */
     let tpSampling: 'split' | 'gathered' = 'gathered'
     let tpPipeline: TensorParallelPipeline | null = null
-    let tpRejoin: (() => Promise<TpChannel[]>) | undefined
+    let tpRejoin: ((announce: boolean) => Promise<TpChannel[]>) | undefined
     const usableBytes = usableMemoryBytes(args.memory)
     if (args.plan && !membership) {
       // one node: the whole model here, checked against this machine's memory
@@ -382,17 +382,17 @@ function modelName(spec: string): string {
  * window) and rank 0 waits for the ranks to meet it again — the lost one restarted with the same --tp-rank, and with 3
  * ranks or more every other one, since a group that failed lets them all go. Once whole, the requests re-prefill and
  * go on where they stopped. */
-function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: () => Promise<TpChannel[]>, scheduler: Scheduler): void {
+function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: (announce: boolean) => Promise<TpChannel[]>, scheduler: Scheduler): void {
   let stopWatch = group.watch(1000)
   let rejoining = false
   const meetAgain = async () => {
     if (rejoining) return
     rejoining = true
     try {
-      for (;;) {
+      for (let attempt = 0; ; attempt++) {
         let channels: TpChannel[]
         try {
-          channels = await rejoin()
+          channels = await rejoin(attempt === 0)
         } catch (error) {
           consola.warn(`tensor parallel: ${(error as Error).message}; still waiting for the ranks to rejoin`)
           continue
