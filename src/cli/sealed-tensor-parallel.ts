@@ -47,16 +47,19 @@ function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Arr
 export interface SealedTensorParallel {
   group: SealedTpGroup
   tp: TensorParallel
-  /** Rank 0, after the group failed: meets every other rank again (as at the start, fresh keys) and returns their
-   * connections for SealedTpGroup.restore; fails when they do not all come within the timeout. */
-  rejoin?: (announce: boolean) => Promise<TpChannel[]>
+  /** After the group failed, a new meeting as at the start (fresh keys), returning the connections for
+   * SealedTpGroup.restore: rank 0 waits for every other rank, the others dial rank 0; either fails when the meeting
+   * does not happen within the timeout. */
+  rejoin: (announce: boolean) => Promise<TpChannel[]>
 }
 
 export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<SealedTensorParallel> {
   const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
-  const group = o.rank === 0 ? new SealedTpGroup(0, o.size, await meetRanks(o, links), STEP_EXCHANGE_TIMEOUT_MS) : await spoke(o, links)
+  const channels = o.rank === 0 ? await meetRanks(o, links) : [await meetRankZero(o, links)]
+  const group = new SealedTpGroup(o.rank, o.size, channels, STEP_EXCHANGE_TIMEOUT_MS)
   o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
-  return { group, tp: group.tensorParallel(backend), ...(o.rank === 0 ? { rejoin: (announce: boolean) => meetRanks(o, links, announce ? 'rejoin' : 'quiet') } : {}) }
+  const rejoin = (announce: boolean) => (o.rank === 0 ? meetRanks(o, links, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c]))
+  return { group, tp: group.tensorParallel(backend), rejoin }
 }
 
 /** Rank 0: every other rank meets it over the link and connects its sealed socket; the connections in rank order. */
@@ -110,7 +113,8 @@ async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeo
   return channels as TpChannel[]
 }
 
-async function spoke(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<SealedTpGroup> {
+/** Ranks > 0: meets rank 0 over the link and connects the sealed socket it offers. */
+async function meetRankZero(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<TpChannel> {
   if (!o.peer) throw new UsageError('ranks > 0 need --tp-peer HOST:PORT of rank 0', 'rank 0 prints the address to use when it starts')
   const at = hostPort(o.peer, 'tp-peer')
   const link = await dialRankZero(at.host, at.port, o.timeoutMs, links)
@@ -136,5 +140,5 @@ async function spoke(o: SealedTensorParallelOptions, links: Parameters<typeof ac
   } finally {
     link.close()
   }
-  return new SealedTpGroup(o.rank, o.size, [channel], STEP_EXCHANGE_TIMEOUT_MS)
+  return channel
 }

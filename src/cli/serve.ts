@@ -239,11 +239,21 @@ export default defineCommand({
       if (tpRank > 0) {
         // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API. The line is
         // written synchronously: from here on this thread blocks in the group's receive.
-        writeSync(1, `tensor-parallel rank ${tpRank} ready: following rank 0\n`)
-        const steps = followTensorParallel(stage, group)
-        consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
-        group.close()
-        return
+        for (;;) {
+          writeSync(1, `tensor-parallel rank ${tpRank} ready: following rank 0\n`)
+          try {
+            const steps = followTensorParallel(stage, group)
+            consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
+            group.close()
+            return
+          } catch (error) {
+            // rank 0 went away (or dropped this rank): keep the model loaded and meet it again; other errors end here
+            if (!(group instanceof SealedTpGroup) || !tpRejoin || !group.failure) throw error
+            consola.warn(`tensor-parallel rank ${tpRank}: ${(error as Error).message}; waiting to meet rank 0 again at ${args['tp-peer']} (the model stays loaded)`)
+            stage.cache.releaseAll()
+            group.restore(await meetUntilDone(tpRejoin))
+          }
+        }
       }
       if (group instanceof SealedTpGroup) tpGroup = group
       tpPipeline = new TensorParallelPipeline(stage, group)
@@ -378,10 +388,20 @@ function modelName(spec: string): string {
   return existsSync(spec) ? basename(resolve(spec)) : spec.split('@')[0]!.replace('/', '--')
 }
 
+/** A new meeting of the sealed group, tried until it happens (each try bounded by --tp-timeout). */
+async function meetUntilDone(rejoin: (announce: boolean) => Promise<TpChannel[]>): Promise<TpChannel[]> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await rejoin(attempt === 0)
+    } catch (error) {
+      if (attempt === 0) consola.warn(`tensor parallel: ${(error as Error).message}; still waiting`)
+    }
+  }
+}
+
 /** Rank 0 of a sealed group: a lost rank degrades the cluster (new requests 503, running ones wait out the resume
- * window) and rank 0 waits for the ranks to meet it again — the lost one restarted with the same --tp-rank, and with 3
- * ranks or more every other one, since a group that failed lets them all go. Once whole, the requests re-prefill and
- * go on where they stopped. */
+ * window) and rank 0 waits for the ranks to meet it again — the lost one once restarted with the same --tp-rank, the
+ * others (which a failed group drops) at once. Once whole, the requests re-prefill and go on where they stopped. */
 function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: (announce: boolean) => Promise<TpChannel[]>, scheduler: Scheduler): void {
   let stopWatch = group.watch(1000)
   let rejoining = false
@@ -389,15 +409,8 @@ function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelP
     if (rejoining) return
     rejoining = true
     try {
-      for (let attempt = 0; ; attempt++) {
-        let channels: TpChannel[]
-        try {
-          channels = await rejoin(attempt === 0)
-        } catch (error) {
-          consola.warn(`tensor parallel: ${(error as Error).message}; still waiting for the ranks to rejoin`)
-          continue
-        }
-        group.restore(channels)
+      for (;;) {
+        group.restore(await meetUntilDone(rejoin))
         try {
           pipeline.resync()
         } catch {

@@ -114,13 +114,15 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const tensor = options.parallel === 'tensor'
   if (tensor && options.modelOnStages === false) throw new Error('tensor parallel ranks each load their slices from --model: modelOnStages must stay true')
 
+  // port 0 lets the head pick one; a restarted head takes the one it had, so the cluster's URL stays
+  let apiPort = options.apiPort
   const spawn = async (rank: number) => {
     const model = rank === 0 || options.modelOnStages !== false ? ['--model', options.model] : []
     const group = tensor
       ? ['--tp', String(options.nodes), '--tp-rank', String(rank), '--tp-transport', 'sealed', '--tp-listen', `127.0.0.1:${ports[0]}`, '--tp-peer', `127.0.0.1:${ports[0]}`]
       : ['--peers', peers, '--rank', String(rank)]
     const args = [...options.self, 'serve', ...model, ...group, '--node-name', `node-${rank}`, ...(options.extraArgs ?? []), ...(options.rankArgs?.(rank) ?? [])]
-    if (rank === 0) args.push('--port', String(options.apiPort))
+    if (rank === 0) args.push('--port', String(apiPort))
     const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
     procs[rank] = proc
     return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/, (l) => onLine(rank, l))
@@ -139,6 +141,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     await Promise.all(procs.map((p) => p?.exited))
     throw error
   }
+  apiPort = Number(new URL(head[1]!).port)
   return {
     url: head[1]!,
     ranks: options.nodes,

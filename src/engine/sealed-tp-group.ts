@@ -197,12 +197,11 @@ export class SealedTpGroup implements StepBroadcast {
     if (channels.length !== (rank === 0 ? size - 1 : 1)) throw new LinkError('E_TP_GROUP', `rank ${rank} of ${size} holds ${channels.length} connections`)
   }
 
-  /** Rank 0, after a failure: the group again, over the connections of ranks that met anew (every other rank, in rank
-   * order). The failure listeners stay; a `watch` must be started again. */
+  /** After a failure, the group again over connections made at a new meeting: on rank 0 every other rank's, in rank
+   * order; elsewhere the one to rank 0. The failure listeners stay; a `watch` must be started again. */
   restore(channels: readonly TpChannel[]): void {
-    if (this.rank !== 0) throw new LinkError('E_TP_GROUP', 'only rank 0 takes ranks back')
     if (!this.#failure) throw new LinkError('E_TP_GROUP', 'the group has not failed: nothing to restore')
-    if (channels.length !== this.size - 1) throw new LinkError('E_TP_GROUP', `rank 0 of ${this.size} takes ${channels.length} connections back`)
+    if (channels.length !== (this.rank === 0 ? this.size - 1 : 1)) throw new LinkError('E_TP_GROUP', `rank ${this.rank} of ${this.size} takes ${channels.length} connections back`)
     this.channels = channels
     this.#failure = undefined
     this.#closed = false

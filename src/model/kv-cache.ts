@@ -149,6 +149,12 @@ export class KvCache {
     this.#free.push(slot)
   }
 
+  /** Every slot free again: a tensor-parallel rank whose rank 0 went away starts over when it rejoins (rank 0 opens the
+   * slots it still holds, and their requests re-prefill). */
+  releaseAll(): void {
+    this.#free.splice(0, this.#free.length, ...Array.from({ length: this.slots }, (_, i) => this.slots - 1 - i))
+  }
+
   /** Frees the tensors; the cache cannot be used afterwards. */
   close(): void {
     for (const t of this.#tensors) this.backend.free(t)
