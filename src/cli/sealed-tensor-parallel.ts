@@ -28,10 +28,13 @@ export interface SealedTensorParallelOptions {
   serial: string
   authorize: Authorizer
   clusterId: string
+  /** What this rank serves (model/serving-fingerprint.ts): every rank's must equal rank 0's. */
+  fingerprint: Uint8Array
   log: (line: string) => void
 }
 
-/** What the meeting link carries, as `data` frames told apart by request id. */
+/** What the meeting link carries, as `data` frames told apart by request id: rank → 0 its rank and what it serves;
+ * 0 → rank the socket's port and key; rank → 0 connected; 0 → rank done. */
 export const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n } as const
 
 /** Every exchange inside a step must finish within this; a rank that stops answering fails the step, not hangs it. */
@@ -39,6 +42,16 @@ export const STEP_EXCHANGE_TIMEOUT_MS = 30_000
 
 const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer)
 const readU32 = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(at, true)
+
+/** A rank's first message: u32 rank | the 32-byte fingerprint of what it serves, which must be rank 0's. */
+function rankOf(message: Uint8Array, fingerprint: Uint8Array): number {
+  if (message.byteLength !== 4 + fingerprint.byteLength) throw new DbcError('E_TP_HELLO', `a rank's first message has ${message.byteLength} bytes, expected ${4 + fingerprint.byteLength}`, 'run the same dbcluster release on every rank')
+  const rank = readU32(message)
+  if (!message.subarray(4).every((b, i) => b === fingerprint[i])) {
+    throw new DbcError('E_TP_MODEL', `rank ${rank} serves another model or settings than rank 0 (config.json, the weights, --max-batch or --max-context differ)`, 'give every rank the same model folder, --max-batch and --max-context')
+  }
+  return rank
+}
 
 function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Array> {
   return link.nextFrame((f) => f.type === FrameType.data && f.requestId === id, timeoutMs).then((f) => f.payload)
@@ -75,7 +88,7 @@ async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeo
   const channels: (TpChannel | undefined)[] = new Array(o.size - 1)
   const keys = new Map<number, { key: Uint8Array; link: SealedLink }>()
   try {
-    const ranks = await Promise.all(met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => readU32(b))))
+    const ranks = await Promise.all(met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint))))
     ranks.forEach((r, i) => {
       if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r)) throw new DbcError('E_TP_RANKS', `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`, 'give every rank a different --tp-rank and the same --tp')
       const key = new Uint8Array(randomBytes(32))
@@ -120,7 +133,10 @@ async function meetRankZero(o: SealedTensorParallelOptions, links: Parameters<ty
   const link = await dialRankZero(at.host, at.port, o.timeoutMs, links)
   let channel: TpChannel | undefined
   try {
-    link.send(FrameType.data, u32(o.rank), { requestId: MEET.rank })
+    const hello = new Uint8Array(4 + o.fingerprint.byteLength)
+    hello.set(u32(o.rank))
+    hello.set(o.fingerprint, 4)
+    link.send(FrameType.data, hello, { requestId: MEET.rank })
     const offer = await data(link, MEET.offer, o.timeoutMs)
     if (offer.byteLength !== 36) throw new DbcError('E_TP_HELLO', `rank 0's offer has ${offer.byteLength} bytes, expected 36`, 'run the same dbcluster release on every rank')
     const socket = BlockingSocket.connect(at.host, readU32(offer), o.timeoutMs)

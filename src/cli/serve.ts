@@ -27,6 +27,7 @@ import { progressPrinter } from './model-pull.ts'
 import { startTensorParallel } from './mlx-group.ts'
 import { startSealedTensorParallel } from './sealed-tensor-parallel.ts'
 import { SealedTpGroup, type TpChannel } from '../engine/sealed-tp-group.ts'
+import { servingFingerprint } from '../model/serving-fingerprint.ts'
 import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
@@ -229,7 +230,7 @@ export default defineCommand({
       const timeoutMs = positiveInt(args['tp-timeout'], 'tp-timeout') * 1000
       const started = sealedTp
         ? await startSealedTensorParallel(
-            { size: tpSize, rank: tpRank, listen: args['tp-listen'], peer: args['tp-peer'], timeoutMs, identity: loadLocalIdentity().identity, serial, authorize: coordinator ? authorizeByPinsOrCoordinator(pins, coordinator) : authorizeByPins(pins), clusterId: args['cluster-id'], log: (l) => consola.info(l) },
+            { size: tpSize, rank: tpRank, listen: args['tp-listen'], peer: args['tp-peer'], timeoutMs, identity: loadLocalIdentity().identity, serial, authorize: coordinator ? authorizeByPinsOrCoordinator(pins, coordinator) : authorizeByPins(pins), clusterId: args['cluster-id'], fingerprint: servingFingerprint(dir!, { maxBatch, maxLen, tp: tpSize }), log: (l) => consola.info(l) },
             backend,
           )
         : await startTensorParallel({ size: tpSize, rank: tpRank, transport: tpTransport, listen: args['tp-listen'], peer: args['tp-peer'], rdmaDevice: args['rdma-device'], timeoutMs }, backend)
@@ -390,11 +391,15 @@ function modelName(spec: string): string {
 
 /** A new meeting of the sealed group, tried until it happens (each try bounded by --tp-timeout). */
 async function meetUntilDone(rejoin: (announce: boolean) => Promise<TpChannel[]>): Promise<TpChannel[]> {
+  let said = ''
   for (let attempt = 0; ; attempt++) {
     try {
       return await rejoin(attempt === 0)
     } catch (error) {
-      if (attempt === 0) consola.warn(`tensor parallel: ${(error as Error).message}; still waiting`)
+      // a timeout again and again is said once; a new reason (a rank with another model) is said when it comes
+      const message = (error as Error).message.replace(/\d+ of (\d+) peers connected/, 'not every peer connected')
+      if (message !== said) consola.warn(`tensor parallel: ${(error as Error).message}; still waiting`)
+      said = message
     }
   }
 }

@@ -194,8 +194,9 @@ for (const [mode, said] of [
   ['wrong-key', 'failed authentication'],
   ['other-rank', "rank 1's hello names another rank"],
   ['stranger-rank', 'a connection to the tensor-parallel port claimed rank 5'],
+  ['other-settings', 'rank 1 serves another model or settings than rank 0'],
 ] as const) {
-  test(`a pinned rank that misbehaves on the data socket (${mode}): rank 0 refuses the group and says why`, async () => {
+  test(`a pinned rank that misbehaves (${mode}): rank 0 refuses the group and says why`, async () => {
     const model = await synthModel('qwen3', 'bf16')
     const { root, ports, homes } = prepareLocalNodes(2)
     removeAfterRun(root)
@@ -204,7 +205,7 @@ for (const [mode, said] of [
       stdout: 'pipe',
       stderr: 'pipe',
     })
-    const impostor = Bun.spawn([process.execPath, IMPOSTOR, homes[1]!, String(ports[0]), mode], { stdout: 'pipe', stderr: 'pipe' })
+    const impostor = Bun.spawn([process.execPath, IMPOSTOR, homes[1]!, String(ports[0]), mode, model], { stdout: 'pipe', stderr: 'pipe' })
     const code = await head.exited
     const err = await new Response(head.stderr).text()
     impostor.kill()

@@ -1,20 +1,23 @@
-/** A rank 1 that meets rank 0 properly over the pinned link, then misbehaves on the data socket, for the meeting tests.
- * Usage: bun tp-impostor.ts HOME PORT MODE — MODE wrong-key (hello sealed with another key), other-rank (hello names
- * rank 2), stranger-rank (says rank 5 in clear). Exits when rank 0 closes the link. */
+/** A rank 1 that meets rank 0 over the pinned link, then misbehaves, for the meeting tests.
+ * Usage: bun tp-impostor.ts HOME PORT MODE MODEL — MODE wrong-key (hello sealed with another key), other-rank (hello
+ * names rank 2), stranger-rank (says rank 5 in clear), other-settings (serves MODEL with another --max-context). Rank 0
+ * runs MODEL with --max-batch 8 --max-context 256 --tp 2. Exits when rank 0 closes the link. */
 import { join } from 'node:path'
 import { MEET } from '../../src/cli/sealed-tensor-parallel.ts'
 import { BlockingSocket } from '../../src/engine/blocking-socket.ts'
 import { openTpChannel } from '../../src/engine/sealed-tp-group.ts'
 import { FrameType } from '../../src/link/frames.ts'
+import { servingFingerprint } from '../../src/model/serving-fingerprint.ts'
 import { dialRankZero } from '../../src/rdma-ping/link-ranks.ts'
 import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 
-const [home, port, mode] = process.argv.slice(2)
+const [home, port, mode, model] = process.argv.slice(2)
 const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer)
 const identity = loadSoftwareIdentity(join(home!, 'identity.key')).identity
 const link = await dialRankZero('127.0.0.1', Number(port), 10_000, { identity, serial: 'node-1', authorize: authorizeByPins(new FilePinStore(join(home!, 'pins.json'))), clusterId: 'dbcluster' })
-link.send(FrameType.data, u32(1), { requestId: MEET.rank })
+const fingerprint = servingFingerprint(model!, { maxBatch: 8, maxLen: mode === 'other-settings' ? 512 : 256, tp: 2 })
+link.send(FrameType.data, Uint8Array.from([...u32(1), ...fingerprint]), { requestId: MEET.rank })
 const offer = (await link.nextFrame((f) => f.type === FrameType.data && f.requestId === MEET.offer, 10_000)).payload
 const socket = BlockingSocket.connect('127.0.0.1', new DataView(offer.buffer, offer.byteOffset).getUint32(0, true), 5000)
 socket.send(u32(mode === 'stranger-rank' ? 5 : 1), 5000)
