@@ -90,7 +90,7 @@ export default defineCommand({
     'tp-transport': { type: 'string', description: 'With --tp: sealed (AES-256-GCM sockets between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (= sealed: the MLX transports are opt-in)', default: 'auto', valueHint: 'auto|sealed|jaccl|ring' },
     'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
     'tp-timeout': { type: 'string', description: 'With --tp: seconds to wait for the other ranks', default: '60', valueHint: 'S' },
-    'resume-window': { type: 'string', description: 'Seconds a request whose stage was lost waits for the ring to be rebuilt, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
+    'resume-window': { type: 'string', description: 'Seconds a request whose stage or tensor-parallel rank was lost waits for the ring to be rebuilt or the rank to rejoin, then resumes (re-prefilled) or fails (default: 3 ping intervals)', valueHint: 'S' },
   },
   async run({ args }) {
     const port = Number(args.port)
