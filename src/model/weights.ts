@@ -87,8 +87,12 @@ export class Weights {
   }
 
   /** `experts` Linears [outFeatures, inFeatures] stacked on a leading axis, each with its bias row when `bias`. */
-  experts(name: string, experts: number, outFeatures: number, inFeatures: number, options: { bias?: boolean } = {}): ExpertsWeight {
-    return this.#quantizable(name, [experts, outFeatures], inFeatures, [experts, outFeatures], options.bias ?? false)
+  /** A stack of expert matrices [experts, out, in]. With `shard` (tensor parallel) every expert is split as `linear`
+   * splits one; 'in' leaves the per-expert bias on rank 0 alone, since the caller sums the ranks' outputs after it. */
+  experts(name: string, experts: number, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis } = {}): ExpertsWeight {
+    const shard = this.tp.size > 1 ? options.shard : undefined
+    const w = this.#quantizable(name, [experts, outFeatures], inFeatures, [experts, outFeatures], options.bias ?? false, shard)
+    return shard === 'in' && this.tp.rank > 0 ? { ...w, bias: undefined } : w
   }
 
   #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean, shardAxis?: ShardAxis): LinearWeight {

@@ -19,7 +19,7 @@ afterAll(async () => {
 const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
-for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf16']] as const) {
+for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf16'], ['gpt_oss', 'mxfp4']] as const) {
   test(`${arch} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {
     const model = await synthModel(arch, dtype)
     const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })

@@ -79,8 +79,8 @@ test('a sharded-to-all linear sums its partial outputs first and adds the bias o
 test('a split that does not divide the heads, or an architecture without tensor parallel, is refused', async () => {
   const llama = await synthModel('llama', 'f32')
   expect(() => ModelStage.load(llama, cpu, { slots: 1, maxLen: 8, tp: loneRank(0, 3) })).toThrow('attention heads (4) do not split into 3 equal parts')
-  const gptOss = await synthModel('gpt_oss', 'mxfp4')
-  expect(() => ModelStage.load(gptOss, cpu, { slots: 1, maxLen: 8, tp: loneRank(0, 2) })).toThrow("tensor parallel is not built for model_type 'gpt_oss'")
+  const qwen35 = await synthModel('qwen3_5', 'bf16')
+  expect(() => ModelStage.load(qwen35, cpu, { slots: 1, maxLen: 8, tp: loneRank(0, 2) })).toThrow(/tensor parallel is not built for model_type 'qwen3_5/)
 })
 
 const mlx = probe()

@@ -16,6 +16,7 @@ import { FusedLinear, Linear, OutputHead, RmsNorm } from '../layers.ts'
 import { LayerStack } from '../layer-stack.ts'
 import { ropeMagnitude, ropeOptions } from '../rope.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
+import type { TensorParallel } from '../../tensor/tensor-parallel.ts'
 
 export interface GptOssConfig extends DecoderConfig {
   numExperts: number
@@ -73,9 +74,10 @@ class Attention {
   constructor(w: Weights, private readonly c: GptOssConfig, private readonly rope: RopeOptions, private readonly magnitude: number, private readonly b: Backend) {
     const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim
     const bias = c.attentionBias
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias }), w.linear('k_proj', kv, c.hiddenSize, { bias }), w.linear('v_proj', kv, c.hiddenSize, { bias })], [q, kv, kv], w, b)
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { bias }), b)
-    const stored = w.tensor('sinks', [c.numHeads])
+    // tensor parallel: q/k/v keep this rank's heads (and their sinks), o_proj their columns (c holds this rank's counts)
+    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' })], [q, kv, kv], w, b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { bias, shard: 'in' }), b)
+    const stored = w.tensor('sinks', [c.numHeads], 'float', w.tp.size > 1 ? { axis: 0, rank: w.tp.rank, size: w.tp.size } : undefined)
     this.sinks = stored.dtype === 'f32' ? stored : b.astype(stored, 'f32')
     if (this.sinks !== stored) w.loaded.push(this.sinks)
   }
@@ -103,17 +105,22 @@ class MoeBlock {
     // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
     // so the cpu kernels' int8 rounding cannot flip a pick that MLX, in float, would not make
     this.router = new Linear(w.linear('router', E, hidden, { bias: true }), b, true)
+    // tensor parallel: every expert keeps this rank's share of its width (gate/up rows, down columns); the router stays
+    // whole, and its input is the same on every rank, so every rank picks the same experts
     const experts = w.scope('experts')
-    this.gate = experts.experts('gate_proj', E, inter, hidden, { bias: true })
-    this.up = experts.experts('up_proj', E, inter, hidden, { bias: true })
-    this.down = experts.experts('down_proj', E, hidden, inter, { bias: true })
+    this.gate = experts.experts('gate_proj', E, inter, hidden, { bias: true, shard: 'out' })
+    this.up = experts.experts('up_proj', E, inter, hidden, { bias: true, shard: 'out' })
+    this.down = experts.experts('down_proj', E, hidden, inter, { bias: true, shard: 'in' })
+    this.tp = w.tp
   }
+  readonly tp: TensorParallel
   forward(x: Tensor): Tensor {
     const b = this.b
     const { values, indices } = b.topk(this.router.apply(x), this.c.expertsPerToken)
     const weights = b.softmax(values)
     const act = b.glu(applyExperts(b, this.gate, x, indices), applyExperts(b, this.up, x, indices), 'swiglu_clipped')
-    return b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    const out = b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    return this.tp.size > 1 ? this.tp.allSum(out) : out
   }
 }
 
@@ -143,10 +150,17 @@ class GptOssModel extends LayerStack {
     for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, magnitude, b))
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
-  head(hidden: Tensor): Tensor {
-    return this.output!.apply(hidden)
+  head(hidden: Tensor, slice = false): Tensor {
+    return this.output!.apply(hidden, !slice)
+  }
+  get headSplit(): boolean {
+    return this.output?.split ?? false
   }
 }
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new GptOssModel(config as GptOssConfig, weights, range, backend)
+
+/** Tensor parallel: attention split by heads (with their sinks) as for Llama; every expert of the mixture split by its
+ * width, one all_sum after the weighted sum of the experts; lm_head split by vocabulary. */
+export const tensorParallel = true
