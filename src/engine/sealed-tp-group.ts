@@ -59,7 +59,7 @@ export class NativeTpChannel implements TpChannel {
   }
 
   #h(): Pointer {
-    if (this.#handle === null) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel channel is closed', 'restart every rank')
+    if (this.#handle === null) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel channel is closed', 'the group forms again when the ranks meet again (restart a rank that died)')
     return this.#handle
   }
 
@@ -125,7 +125,7 @@ export class ScriptTpChannel implements TpChannel {
       throw new LinkError('E_TP_PROTOCOL', `rank ${this.peerRank} sent a frame of type ${frame[8]} and ${frame.byteLength} bytes where a ${type} was due`, 'run the same dbcluster release with the same model on every rank')
     }
     const { header, plaintext } = this.#receiver.open(type, frame.subarray(FRAME_HEADER_BYTES))
-    if (header.stage !== this.peerRank) throw new LinkError('E_TP_PROTOCOL', `a frame from rank ${header.stage} arrived on the connection to rank ${this.peerRank}`, 'restart every rank')
+    if (header.stage !== this.peerRank) throw new LinkError('E_TP_PROTOCOL', `a frame from rank ${header.stage} arrived on the connection to rank ${this.peerRank}`, 'check what else reaches this port; the group forms again when the ranks meet again')
     return plaintext
   }
 
@@ -248,7 +248,7 @@ export class SealedTpGroup implements StepBroadcast {
   /** A failed exchange leaves the streams out of step: the group closes and stays failed. */
   #guard<T>(run: () => T): T {
     if (this.#failure) throw this.#failure
-    if (this.#closed) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel group is closed', 'restart every rank')
+    if (this.#closed) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel group is closed', 'the group forms again when the ranks meet again (restart a rank that died)')
     try {
       return run()
     } catch (error) {

@@ -1,5 +1,6 @@
 /** Tensor parallel over a model (mlx-lm shard()): each rank keeps 1/N of the attention heads and of the MLP width, so
- * the per-rank config divides those; the embedding, norms and lm_head stay whole on every rank. */
+ * the per-rank config divides those; the embedding and norms stay whole on every rank (lm_head splits by vocabulary where
+ * the group can gather: layers.ts OutputHead). */
 import { DbcError } from '../errors.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import type { DecoderConfig } from './config.ts'
