@@ -257,7 +257,7 @@ export default defineCommand({
         }
       }
       if (group instanceof SealedTpGroup) tpGroup = group
-      tpPipeline = new TensorParallelPipeline(stage, group)
+      tpPipeline = new TensorParallelPipeline(stage, group, (seconds) => metrics.tpExchangeTime.observe(seconds))
       tpSampling = tpPipeline.splitSampling ? 'split' : 'gathered'
       const stopping = tpPipeline
       process.once('exit', () => stopping.stop())

@@ -102,9 +102,11 @@ export class ServingMetrics {
   /** The same for decode steps alone (one row per sequence, no prompt chunk): the per-token cost. */
   readonly decodeStageStepTime = new HistogramFamily('dbcluster_decode_stage_step_seconds', 'Compute time of one decode-only step on each stage', 'rank', STAGE_BUCKETS)
   readonly decodeHopTime = new Histogram('dbcluster_decode_hop_seconds', 'Time of one decode-only step spent between stages', STAGE_BUCKETS)
+  /** Tensor parallel, on rank 0: what a step spent in the ranks' exchanges, the number to watch on a slow link. */
+  readonly tpExchangeTime = new Histogram('dbcluster_tp_exchange_seconds', 'Time of one tensor-parallel step rank 0 spent in exchanges (sealing, transfer, waiting for the other ranks)', STAGE_BUCKETS)
 
   render(): string {
-    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime]
+    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime, this.tpExchangeTime]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
 }

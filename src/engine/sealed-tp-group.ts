@@ -180,6 +180,7 @@ const MAX_STEP_BYTES = 64 * 1024 * 1024
 export class SealedTpGroup implements StepBroadcast {
   #closed = false
   #failure: Error | undefined
+  #exchangeMs = 0
   /** Rank 0's receive buffer for the other ranks' partials and logits, reused while their size stays. */
   #incoming = new Uint8Array(0)
   /** Rank 0's receive buffers for gatherBytes, one per other rank (their messages are read together). */
@@ -214,7 +215,21 @@ export class SealedTpGroup implements StepBroadcast {
 
   /** Σ over the ranks of `data` (the same length everywhere), added in rank order; into `into` when given. */
   allSum(data: Float32Array, into?: Float32Array): Float32Array {
-    return this.#guard(() => this.#allSum(data, into ?? new Float32Array(data.length)))
+    return this.#timed(() => this.#guard(() => this.#allSum(data, into ?? new Float32Array(data.length))))
+  }
+
+  /** Milliseconds spent in all_sums and gathers since the group was made (waiting for the other ranks included). */
+  get exchangeMs(): number {
+    return this.#exchangeMs
+  }
+
+  #timed<T>(run: () => T): T {
+    const t0 = performance.now()
+    try {
+      return run()
+    } finally {
+      this.#exchangeMs += performance.now() - t0
+    }
   }
 
   /** Rank 0, between steps: looks every `intervalMs` whether a rank's connection closed, so that a rank lost while
@@ -292,7 +307,7 @@ export class SealedTpGroup implements StepBroadcast {
   /** Rank 0: its `part` (rows × n values) and every other rank's, joined row by row in rank order (rows × n × size).
    * The others: send `part` to rank 0 and get null. */
   gatherLast(part: Float32Array, rows: number, into?: Float32Array): Float32Array | null {
-    return this.#guard(() => this.#gatherLast(part, rows, into))
+    return this.#timed(() => this.#guard(() => this.#gatherLast(part, rows, into)))
   }
 
   #gatherLast(part: Float32Array, rows: number, into?: Float32Array): Float32Array | null {
@@ -319,7 +334,7 @@ export class SealedTpGroup implements StepBroadcast {
   /** Rank 0: `mine` and every other rank's message (at most `maxBytes` each), index = rank; views of buffers the next
    * gather reuses. The others: send `mine` to rank 0 and get null. */
   gatherBytes(mine: Uint8Array, maxBytes: number): Uint8Array[] | null {
-    return this.#guard(() => {
+    return this.#timed(() => this.#guard(() => {
       if (this.rank > 0) {
         this.channels[0]!.send(FrameType.tpSample, mine, this.timeoutMs)
         return null
@@ -332,7 +347,7 @@ export class SealedTpGroup implements StepBroadcast {
           return got
         }),
       ]
-    })
+    }))
   }
 
   #incomingFor(bytes: number): Uint8Array {

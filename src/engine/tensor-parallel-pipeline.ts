@@ -22,6 +22,8 @@ export interface StepBroadcast {
   disarmWatchdog?(): void
   /** The failure that ended the group (a rank lost) until rank 0 restores it (SealedTpGroup). */
   readonly failure?: Error
+  /** Milliseconds spent in exchanges so far (SealedTpGroup). */
+  readonly exchangeMs?: number
 }
 
 const OP = { open: 1, close: 2, step: 3, stop: 4, sample: 5 } as const
@@ -93,6 +95,8 @@ export class TensorParallelPipeline implements Pipeline {
   constructor(
     private readonly stage: ModelStage,
     private readonly group: StepBroadcast,
+    /** Each step's time in the exchanges, in seconds, where the group measures it. */
+    private readonly onExchange?: (seconds: number) => void,
   ) {
     if (group.rank !== 0) throw new DbcError('E_TP_RANK', 'only rank 0 drives a tensor-parallel pipeline', 'run followTensorParallel on the other ranks')
     this.#local = new LocalPipeline([stage])
@@ -158,10 +162,15 @@ export class TensorParallelPipeline implements Pipeline {
   }
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
-    if (this.splitSampling) return this.#lostRank(() => this.#sampleSplit(input, rows))
-    // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
-    return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
+    const before = this.group.exchangeMs
+    try {
+      if (this.splitSampling) return this.#lostRank(() => this.#sampleSplit(input, rows))
+      // a middle prefill chunk samples nothing, but the head still needs a row to compute
+      if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
+      return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
+    } finally {
+      if (before !== undefined && this.onExchange && !this.group.failure) this.onExchange((this.group.exchangeMs! - before) / 1000)
+    }
   }
 
   #sampleSplit(input: StageInput, rows: readonly RowSampling[]): SampledToken[] {

@@ -32,6 +32,13 @@ for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf
     const cli = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', '--model', model, '--prompt', 'Once upon a time', '--max-tokens', '12', '--json', '--backend', 'cpu', '--threads', '1'], { cwd: ROOT, stdout: 'pipe' })
     expect(text).toBe(JSON.parse(cli.stdout.toString()).text)
     expect(text.length).toBeGreaterThan(0)
+    // rank 0 tells how long its steps waited on the exchanges: a step or more recorded, in a plausible range
+    const metrics = await (await fetch(`${c.url}/metrics`)).text()
+    const count = Number(/^dbcluster_tp_exchange_seconds_count (\d+)$/m.exec(metrics)?.[1])
+    const sum = Number(/^dbcluster_tp_exchange_seconds_sum (\S+)$/m.exec(metrics)?.[1])
+    expect(count).toBeGreaterThanOrEqual(12)
+    expect(sum).toBeGreaterThan(0)
+    expect(sum / count).toBeLessThan(1)
     await c.stop()
   }, 60_000)
 }
