@@ -28,7 +28,8 @@ import { startTensorParallel } from './mlx-group.ts'
 import { startSealedTensorParallel } from './sealed-tensor-parallel.ts'
 import { SealedTpGroup, type TpChannel } from '../engine/sealed-tp-group.ts'
 import { servingFingerprint } from '../model/serving-fingerprint.ts'
-import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, TensorParallelPipeline, type StepBroadcast } from '../engine/tensor-parallel-pipeline.ts'
+import { followRankZero, keepTensorParallelWhole } from './tensor-parallel-recovery.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelStage, readModelConfig } from '../model/shard.ts'
@@ -240,21 +241,10 @@ export default defineCommand({
       if (tpRank > 0) {
         // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API. The line is
         // written synchronously: from here on this thread blocks in the group's receive.
-        for (;;) {
-          writeSync(1, `tensor-parallel rank ${tpRank} ready: following rank 0\n`)
-          try {
-            const steps = followTensorParallel(stage, group)
-            consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
-            group.close()
-            return
-          } catch (error) {
-            // rank 0 went away (or dropped this rank): keep the model loaded and meet it again; other errors end here
-            if (!(group instanceof SealedTpGroup) || !tpRejoin || !group.failure) throw error
-            consola.warn(`tensor-parallel rank ${tpRank}: ${(error as Error).message}; waiting to meet rank 0 again at ${args['tp-peer']} (the model stays loaded)`)
-            stage.cache.releaseAll()
-            group.restore(await meetUntilDone(tpRejoin))
-          }
-        }
+        const steps = group instanceof SealedTpGroup && tpRejoin ? await followRankZero(stage, group, tpRejoin, args['tp-peer']!) : followOnce(stage, group)
+        consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
+        group.close()
+        return
       }
       if (group instanceof SealedTpGroup) tpGroup = group
       tpPipeline = new TensorParallelPipeline(stage, group, (seconds) => metrics.tpExchangeTime.observe(seconds))
@@ -389,51 +379,9 @@ function modelName(spec: string): string {
   return existsSync(spec) ? basename(resolve(spec)) : spec.split('@')[0]!.replace('/', '--')
 }
 
-/** A new meeting of the sealed group, tried until it happens (each try bounded by --tp-timeout). */
-async function meetUntilDone(rejoin: (announce: boolean) => Promise<TpChannel[]>): Promise<TpChannel[]> {
-  let said = ''
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await rejoin(attempt === 0)
-    } catch (error) {
-      // a timeout again and again is said once; a new reason (a rank with another model) is said when it comes
-      const message = (error as Error).message.replace(/\d+ of (\d+) peers connected/, 'not every peer connected')
-      if (message !== said) consola.warn(`tensor parallel: ${(error as Error).message}; still waiting`)
-      said = message
-    }
-  }
+/** An MLX group's rank > 0: follows rank 0 until it stops (a lost rank ends the process: see mlx-group.ts). The line is
+ * written synchronously: from here on this thread blocks in the group's receive. */
+function followOnce(stage: ModelStage, group: StepBroadcast): number {
+  writeSync(1, `tensor-parallel rank ${group.rank} ready: following rank 0\n`)
+  return followTensorParallel(stage, group)
 }
-
-/** Rank 0 of a sealed group: a lost rank degrades the cluster (new requests 503, running ones wait out the resume
- * window) and rank 0 waits for the ranks to meet it again — the lost one once restarted with the same --tp-rank, the
- * others (which a failed group drops) at once. Once whole, the requests re-prefill and go on where they stopped. */
-function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: (announce: boolean) => Promise<TpChannel[]>, scheduler: Scheduler): void {
-  let stopWatch = group.watch(1000)
-  let rejoining = false
-  const meetAgain = async () => {
-    if (rejoining) return
-    rejoining = true
-    try {
-      for (;;) {
-        group.restore(await meetUntilDone(rejoin))
-        try {
-          pipeline.resync()
-        } catch {
-          continue // lost again at once: meet again
-        }
-        stopWatch = group.watch(1000)
-        scheduler.setDegraded(null)
-        consola.success('tensor parallel: every rank is back; the requests that waited resume')
-        return
-      }
-    } finally {
-      rejoining = false
-    }
-  }
-  group.onFailure((error) => {
-    stopWatch()
-    scheduler.setDegraded(`tensor-parallel rank lost (${error.message}): restart it with the same --tp-rank and it rejoins`)
-    void meetAgain()
-  })
-}
-
