@@ -35,4 +35,7 @@ export interface ArchitectureModule {
   createModel(config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture
   /** The model marks its linears for tensor parallel (Weights.linear `shard`) and runs on a per-rank config. */
   readonly tensorParallel?: boolean
+  /** The family's own sizes a rank holds 1/size of (beyond heads, KV heads and the MLP width): [what, count] each, and
+   * the per-rank config with them divided. */
+  shardExtra?(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig }
 }

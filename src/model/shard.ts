@@ -84,7 +84,7 @@ export class ModelStage {
     const raw = readJson(join(dir, 'config.json'), 'config.json')
     const arch = architectureFor(raw.model_type)
     const tp = options.tp
-    const config = tp ? shardConfig(arch.parseConfig(raw), tp, String(raw.model_type), arch.tensorParallel === true) : arch.parseConfig(raw)
+    const config = tp ? shardConfig(arch.parseConfig(raw), tp, String(raw.model_type), arch) : arch.parseConfig(raw)
     const lo = options.lo ?? 0
     const hi = options.hi ?? config.numLayers
     if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && hi <= config.numLayers && lo < hi)) {

@@ -10,6 +10,7 @@ import OpenAI from 'openai'
 import { prepareLocalNodes, startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
 import { removeAfterRun } from '../support/cleanup.ts'
 import { synthModel } from '../support/synth-models.ts'
+import type { SynthArch, SynthDtype, SynthSpec } from '../../src/model/synth.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const clusters: LocalCluster[] = []
@@ -19,9 +20,16 @@ afterAll(async () => {
 const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
-for (const [arch, dtype] of [['gemma3', 'f32'], ['llama', 'bf16'], ['qwen2', 'bf16'], ['gpt_oss', 'mxfp4']] as const) {
-  test(`${arch} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {
-    const model = await synthModel(arch, dtype)
+const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>, string][] = [
+  ['gemma3', 'f32', { slidingWindow: 4, slidingWindowPattern: 3 }, ' (sliding and global layers)'],
+  ['llama', 'bf16', {}, ''],
+  ['qwen2', 'bf16', {}, ''],
+  ['gpt_oss', 'mxfp4', {}, ''],
+  ['gemma4', 'f32', { slidingWindow: 4, slidingWindowPattern: 3, experts: 4, expertsPerToken: 2, kEqV: true }, ' (sliding and full layers, the MoE block, keys as values)'],
+]
+for (const [arch, dtype, extra, what] of FAMILIES) {
+  test(`${arch}${what} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {
+    const model = await synthModel(arch, dtype, extra)
     const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
     clusters.push(c)
     // the head is split by vocabulary (the synthetic Llama has an lm_head of its own, Gemma 3 a tied one), and so is sampling

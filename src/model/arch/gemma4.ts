@@ -16,9 +16,10 @@ import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
 import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
-import { FusedLinear, Linear, RmsNorm } from '../layers.ts'
+import { FusedLinear, Linear, OutputHead, RmsNorm } from '../layers.ts'
 import { LayerStack } from '../layer-stack.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
+import type { TensorParallel } from '../../tensor/tensor-parallel.ts'
 
 interface RopeParams {
   theta: number
@@ -168,10 +169,11 @@ class Attention {
     this.kvHeads = sliding ? c.numKvHeads : c.globalKvHeads
     this.#kEqV = c.kEqV && !sliding
     const q = c.numHeads * this.headDim, kv = this.kvHeads * this.headDim
-    const parts = [w.linear('q_proj', q, c.hiddenSize), w.linear('k_proj', kv, c.hiddenSize)]
-    if (!this.#kEqV) parts.push(w.linear('v_proj', kv, c.hiddenSize))
+    // tensor parallel: q/k/v keep this rank's heads, o_proj their columns (c holds this rank's head counts)
+    const parts = [w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' })]
+    if (!this.#kEqV) parts.push(w.linear('v_proj', kv, c.hiddenSize, { shard: 'out' }))
     this.qkv = new FusedLinear(parts, this.#kEqV ? [q, kv] : [q, kv, kv], w, b)
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q), b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { shard: 'in' }), b)
     this.qNorm = new RmsNorm(w, 'q_norm', this.headDim, c.rmsNormEps, b)
     this.kNorm = new RmsNorm(w, 'k_norm', this.headDim, c.rmsNormEps, b)
     this.#valueScale = ones(b, w, this.headDim)
@@ -195,8 +197,8 @@ class GeGluMlp {
   readonly gateUp: FusedLinear
   readonly down: Linear
   constructor(w: Weights, hidden: number, inter: number, private readonly b: Backend) {
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden), w.linear('up_proj', inter, hidden)], [inter, inter], w, b)
-    this.down = new Linear(w.linear('down_proj', hidden, inter), b)
+    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+    this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
     const [gate, up] = this.gateUp.apply(x)
@@ -226,11 +228,15 @@ class MoeBlock {
     const perExpert = router.tensor('per_expert_scale', [E])
     this.perExpertScale = b.reshape(perExpert, [E, 1])
     w.loaded.push(this.perExpertScale)
+    // tensor parallel: every expert keeps this rank's share of its width; the router stays whole and sees the same input
+    // on every rank, so every rank picks the same experts
     const experts = w.scope('experts').scope('switch_glu')
-    this.gate = experts.experts('gate_proj', E, inter, hidden)
-    this.up = experts.experts('up_proj', E, inter, hidden)
-    this.down = experts.experts('down_proj', E, hidden, inter)
+    this.gate = experts.experts('gate_proj', E, inter, hidden, { shard: 'out' })
+    this.up = experts.experts('up_proj', E, inter, hidden, { shard: 'out' })
+    this.down = experts.experts('down_proj', E, hidden, inter, { shard: 'in' })
+    this.tp = w.tp
   }
+  readonly tp: TensorParallel
   /** Routes on `residual`, runs the experts on `x` (its pre-norm). */
   forward(residual: Tensor, x: Tensor): Tensor {
     const b = this.b
@@ -239,7 +245,8 @@ class MoeBlock {
     const { values, indices } = b.topk(scores, k)
     const weights = b.mul(b.softmax(values), b.reshape(b.embedding(this.perExpertScale, indices), [n, k]))
     const act = b.glu(applyExperts(b, this.gate, x, indices), applyExperts(b, this.up, x, indices), 'gelu_approx')
-    return b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    const out = b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    return this.tp.size > 1 ? this.tp.allSum(out) : out
   }
 }
 
@@ -277,8 +284,7 @@ class Block {
 
 class Gemma4Model extends LayerStack {
   declare readonly config: Gemma4Config
-  readonly headNorm?: RmsNorm
-  readonly lmHead?: Linear
+  readonly output?: OutputHead
   readonly #embedDtype: DType
   readonly #embedScale: number
   constructor(config: Gemma4Config, root: Weights, range: LayerRange, b: Backend) {
@@ -291,10 +297,8 @@ class Gemma4Model extends LayerStack {
       const sliding = config.slidingLayers[i]!
       this.layers.push(new Block(model.scope(`layers.${i}`), config, sliding, sliding ? slidingRope : fullRope, b))
     }
-    if (range.last) {
-      this.headNorm = new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
-      this.lmHead = config.tieWordEmbeddings ? this.sharedEmbedding().asLinear() : new Linear(w.linear('lm_head', config.vocabSize, config.hiddenSize), b)
-    }
+    // under tensor parallel the head is split by vocabulary (layers.ts OutputHead); the soft cap works value by value
+    if (range.last) this.output = new OutputHead(w, model, config, b, () => this.sharedEmbedding())
     const table = this.loadedEmbedding?.table
     const dtype = (this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype)
     // h · √hidden with MLX's weak python scalar: the scale and the product both in the embedding's dtype
@@ -306,13 +310,29 @@ class Gemma4Model extends LayerStack {
     const h = b.scale(this.embedding!.embed(tokens), this.#embedScale)
     return this.#embedDtype === 'f32' ? h : b.astype(b.astype(h, this.#embedDtype), 'f32')
   }
-  head(hidden: Tensor): Tensor {
+  head(hidden: Tensor, slice = false): Tensor {
     const b = this.b
-    const logits = this.lmHead!.apply(this.headNorm!.apply(hidden))
+    const logits = this.output!.apply(hidden, !slice)
     const cap = this.config.finalLogitSoftcap
     return cap === null ? logits : b.scale(b.tanh(b.scale(logits, 1 / cap)), cap)
+  }
+  get headSplit(): boolean {
+    return this.output?.split ?? false
   }
 }
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new Gemma4Model(config as Gemma4Config, weights, range, backend)
+
+/** Tensor parallel: attention split by heads as for Llama (full layers' KV heads too), the dense GeGLU MLP and every
+ * expert of the MoE block split by width, one all_sum after each (before the norms that follow them); lm_head split by
+ * vocabulary. */
+export const tensorParallel = true
+
+/** Beyond heads, KV heads and intermediate_size: the full layers' KV heads and the experts' width. */
+export function shardExtra(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig } {
+  const c = config as Gemma4Config
+  const parts: [string, number][] = [['KV heads of the full-attention layers', c.globalKvHeads]]
+  if (c.moe) parts.push(['expert width (moe_intermediate_size)', c.moe.intermediate])
+  return { parts, config: { ...c, globalKvHeads: c.globalKvHeads / size, moe: c.moe && { ...c.moe, intermediate: c.moe.intermediate / size } } as Gemma4Config }
+}
