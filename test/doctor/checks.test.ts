@@ -3,7 +3,8 @@ import { expect, test } from 'bun:test'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkPins, checkRdmaEnabled, checkThunderbolt, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkPins, checkRdmaEnabled, checkThunderbolt, checkTpSealing, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import { NativeTpChannel } from '../../src/engine/sealed-tp-group.ts'
 import { probeMacosBridge } from '../../src/trust/macos-bridge.ts'
 import { compileStandIn } from '../support/macos-bridge-stand-in.ts'
 import { runWithTimeout } from '../../src/doctor/run-with-timeout.ts'
@@ -66,6 +67,14 @@ test('free memory against a plan', () => {
   expect(checkMemory(env({ freeBytes: () => 2 ** 32, needBytes: 2 ** 31 })).status).toBe('PASS')
 })
 
+test('tensor-parallel sealing: PASS where libcrypto loads, SKIP with how to install it where it does not', () => {
+  expect(checkTpSealing(env({ nativeTpSealing: () => true }))).toMatchObject({ status: 'PASS' })
+  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'darwin' })).detail).toContain("brew install openssl@3")
+  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'linux' })).detail).toContain('apt install libssl3')
+  // this machine, for real
+  expect(checkTpSealing(env()).status).toBe(NativeTpChannel.available() ? 'PASS' : 'SKIP')
+})
+
 test('coordinator: reachable with small skew, skewed clock fails, unreachable fails', async () => {
   const server = Bun.serve({ port: 0, fetch: () => new Response('{}') })
   try {
@@ -99,5 +108,6 @@ test('runDoctor on this machine returns every check', async () => {
   expect(names).toContain('OS versions across nodes')
   expect(names).toContain('Thunderbolt Bridge loop')
   expect(names).toContain('RDMA device → peer')
-  expect(names.length).toBe(15)
+  expect(names).toContain("tensor-parallel sealing")
+  expect(names.length).toBe(16)
 })
