@@ -20,11 +20,14 @@ export type LinearWeight = ({ kind: 'dense'; weight: Tensor } | { kind: 'quantiz
  * its input columns (o/down, "sharded-to-all"). Sizes given to Weights.linear are this rank's; the checkpoint holds size×. */
 export type ShardAxis = 'out' | 'in'
 
-/** Which part of a tensor one rank loads: `axis` of the full tensor cut into `size` equal parts, part `rank`. */
-interface TensorShard {
+/** Which part of a tensor one rank loads: `axis` of the full tensor cut into `size` equal parts, part `rank`. With
+ * `segments` (full lengths of consecutive blocks along `axis`, such as a fused q|k|v projection), each block is cut so,
+ * and the rank's parts of the blocks are joined in order. */
+export interface TensorShard {
   axis: number
   rank: number
   size: number
+  segments?: readonly number[]
 }
 
 /** A stack of expert Linears [experts, out, in] (mlx-lm SwitchLinear), dense or quantized, with an optional bias [experts, out]. */
@@ -80,13 +83,14 @@ export class Weights {
   }
 
   /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-quantized (affine or mxfp4, per the config / `.scales`). */
-  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis } = {}): LinearWeight {
+  /** `segments` (with shard 'out'): this rank's lengths of the blocks its output rows are made of, for a projection that
+   * fuses several (each block is split across the ranks on its own). */
+  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis; segments?: readonly number[] } = {}): LinearWeight {
     const shard = this.tp.size > 1 ? options.shard : undefined
-    const w = this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false, shard)
+    const w = this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false, shard, shard === 'out' ? options.segments : undefined)
     return shard === 'in' ? { ...w, allSum: this.tp.allSum } : w
   }
 
-  /** `experts` Linears [outFeatures, inFeatures] stacked on a leading axis, each with its bias row when `bias`. */
   /** A stack of expert matrices [experts, out, in]. With `shard` (tensor parallel) every expert is split as `linear`
    * splits one; 'in' leaves the per-expert bias on rank 0 alone, since the caller sums the ranks' outputs after it. */
   experts(name: string, experts: number, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis } = {}): ExpertsWeight {
@@ -95,13 +99,14 @@ export class Weights {
     return shard === 'in' && this.tp.rank > 0 ? { ...w, bias: undefined } : w
   }
 
-  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean, shardAxis?: ShardAxis): LinearWeight {
+  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean, shardAxis?: ShardAxis, segments?: readonly number[]): LinearWeight {
     const w = this.scope(name)
     const quant = this.quantization.forModule(this.#path(name), w.has('scales'))
     const { rank, size } = this.tp
+    const blocks = segments?.map((n) => n * size)
     // out: rows of the weight, its scales and its bias; in: columns (packed words and groups), the bias stays whole
-    const part = shardAxis ? { axis: shardAxis === 'out' ? lead.length - 1 : lead.length, rank, size } : undefined
-    const bias = withBias ? w.tensor('bias', biasShape, 'float', shardAxis === 'out' ? { axis: lead.length - 1, rank, size } : undefined) : undefined
+    const part = shardAxis ? { axis: shardAxis === 'out' ? lead.length - 1 : lead.length, rank, size, segments: blocks } : undefined
+    const bias = withBias ? w.tensor('bias', biasShape, 'float', shardAxis === 'out' ? { axis: lead.length - 1, rank, size, segments: blocks } : undefined) : undefined
     if (!quant) return { kind: 'dense', weight: w.tensor('weight', [...lead, inFeatures], 'float', part), bias }
     const { groupSize, bits, mode } = quant
     if ((inFeatures * bits) % 32 || inFeatures % groupSize) {
@@ -139,14 +144,26 @@ export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor, option
 
 /** This rank's part of a row-major tensor: a contiguous range when the cut is on the leading axis, else one strided copy. */
 function shardBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, s: TensorShard): Uint8Array {
-  if (shape[s.axis]! % s.size) throw new CheckpointError('E_TP_SHARD', `an axis of ${shape[s.axis]} does not split into ${s.size} equal parts`, 'choose a --tp that divides the heads and the MLP width')
+  const axis = shape[s.axis]!
+  const blocks = s.segments ?? [axis]
+  if (blocks.reduce((a, n) => a + n, 0) !== axis) throw new CheckpointError('E_TP_SHARD', `blocks of ${blocks.join(' + ')} do not make an axis of ${axis}`, 'config.json does not match the weights')
+  for (const n of blocks) if (n % s.size) throw new CheckpointError('E_TP_SHARD', `an axis of ${n} does not split into ${s.size} equal parts`, 'choose a --tp that divides the heads and the MLP width')
   const inner = shape.slice(s.axis + 1).reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype]
   const outer = shape.slice(0, s.axis).reduce((a, d) => a * d, 1)
-  const span = (shape[s.axis]! / s.size) * inner
-  const row = shape[s.axis]! * inner
-  if (outer === 1) return bytes.subarray(s.rank * span, (s.rank + 1) * span)
+  // this rank's byte ranges within one outer row: its part of every block
+  const ranges: [number, number][] = []
+  let at = 0
+  for (const n of blocks) {
+    const part = (n / s.size) * inner
+    ranges.push([at + s.rank * part, at + (s.rank + 1) * part])
+    at += n * inner
+  }
+  const row = axis * inner
+  if (outer === 1 && ranges.length === 1) return bytes.subarray(ranges[0]![0], ranges[0]![1])
+  const span = ranges.reduce((a, [b, e]) => a + e - b, 0)
   const out = new Uint8Array(outer * span)
-  for (let i = 0; i < outer; i++) out.set(bytes.subarray(i * row + s.rank * span, i * row + (s.rank + 1) * span), i * span)
+  let to = 0
+  for (let i = 0; i < outer; i++) for (const [b, e] of ranges) out.set(bytes.subarray(i * row + b, i * row + e), to), (to += e - b)
   return out
 }
 

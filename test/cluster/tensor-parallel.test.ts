@@ -26,6 +26,8 @@ const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>, string][] = [
   ['qwen2', 'bf16', {}, ''],
   ['gpt_oss', 'mxfp4', {}, ''],
   ['gemma4', 'f32', { slidingWindow: 4, slidingWindowPattern: 3, experts: 4, expertsPerToken: 2, kEqV: true }, ' (sliding and full layers, the MoE block, keys as values)'],
+  ['qwen3_5', 'f32', { fullAttentionInterval: 2 }, ' (linear and full attention)'],
+  ['qwen3_5', 'bf16', { fullAttentionInterval: 2, experts: 4, expertsPerToken: 2 }, ' MoE (routed and shared experts)'],
 ]
 for (const [arch, dtype, extra, what] of FAMILIES) {
   test(`${arch}${what} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {

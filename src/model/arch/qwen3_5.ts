@@ -17,6 +17,7 @@ import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead, RmsNorm, SwiGluMlp } from '../layers.ts'
 import { LayerStack } from '../layer-stack.ts'
 import { applyExperts, type ExpertsWeight, type Weights } from '../weights.ts'
+import type { TensorParallel } from '../../tensor/tensor-parallel.ts'
 
 export interface Qwen35Config extends DecoderConfig {
   moe: { experts: number; topK: number; intermediate: number; sharedIntermediate: number; normTopk: boolean } | null
@@ -128,8 +129,9 @@ class GatedAttention implements Mixer {
   readonly kNorm: RmsNorm
   constructor(w: Weights, private readonly c: Qwen35Config, private readonly rope: RopeOptions, private readonly b: Backend) {
     const q = 2 * c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, bias = c.attentionBias
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias }), w.linear('k_proj', kv, c.hiddenSize, { bias }), w.linear('v_proj', kv, c.hiddenSize, { bias })], [q, kv, kv], w, b)
-    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias }), b)
+    // tensor parallel: q_proj's rows are per head (query, then gate), so this rank's heads are one contiguous block
+    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' })], [q, kv, kv], w, b)
+    this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias, shard: 'in' }), b)
     this.qNorm = new RmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new RmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
   }
@@ -163,8 +165,11 @@ class GatedDeltaNet implements Mixer {
     this.#keyDim = Hk * Dk
     this.#valueDim = Hv * Dv
     const convDim = 2 * this.#keyDim + this.#valueDim
+    // tensor parallel: this rank's key and value heads (c holds their counts): in_proj_qkv and the conv weight are q|k|v
+    // blocks, each split on its own; z, b, a, dt_bias and A_log follow the value heads, out_proj their columns
+    const blocks = [this.#keyDim, this.#keyDim, this.#valueDim]
     this.inProj = new FusedLinear(
-      [w.linear('in_proj_qkv', convDim, hidden), w.linear('in_proj_z', this.#valueDim, hidden), w.linear('in_proj_b', Hv, hidden), w.linear('in_proj_a', Hv, hidden)],
+      [w.linear('in_proj_qkv', convDim, hidden, { shard: 'out', segments: blocks }), w.linear('in_proj_z', this.#valueDim, hidden, { shard: 'out' }), w.linear('in_proj_b', Hv, hidden, { shard: 'out' }), w.linear('in_proj_a', Hv, hidden, { shard: 'out' })],
       [convDim, this.#valueDim, Hv, Hv],
       w,
       b,
@@ -173,12 +178,14 @@ class GatedDeltaNet implements Mixer {
       true,
     )
     // MLX Conv1d weight [out, kernel, in/groups = 1]
-    this.conv = b.reshape(w.tensor('conv1d.weight', [convDim, c.convKernel, 1]), [convDim, c.convKernel])
+    const { rank, size } = w.tp
+    const split = (segments?: number[]) => (size > 1 ? { axis: 0, rank, size, segments: segments?.map((n) => n * size) } : undefined)
+    this.conv = b.reshape(w.tensor('conv1d.weight', [convDim, c.convKernel, 1], 'float', split(blocks)), [convDim, c.convKernel])
     w.loaded.push(this.conv)
-    this.dtBias = w.tensor('dt_bias', [Hv])
-    this.aLog = w.tensor('A_log', [Hv])
+    this.dtBias = w.tensor('dt_bias', [Hv], 'float', split())
+    this.aLog = w.tensor('A_log', [Hv], 'float', split())
     this.norm = new RmsNorm(w, 'norm', Dv, c.rmsNormEps, b)
-    this.out = new Linear(w.linear('out_proj', hidden, this.#valueDim), b)
+    this.out = new Linear(w.linear('out_proj', hidden, this.#valueDim, { shard: 'in' }), b)
     this.#ones = b.fromFloat32(new Float32Array(Dk).fill(1), [Dk])
     w.loaded.push(this.#ones)
   }
@@ -212,13 +219,17 @@ class SparseMoe {
     const hidden = c.hiddenSize
     // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
     this.router = new Linear(w.linear('gate', E, hidden), b, true)
+    // tensor parallel: every expert and the shared one keep this rank's share of their width (the shared one sums its
+    // own output); the router and the shared gate stay whole and see the same input on every rank
     const experts = w.scope('switch_mlp')
-    this.gate = experts.experts('gate_proj', E, inter, hidden)
-    this.up = experts.experts('up_proj', E, inter, hidden)
-    this.down = experts.experts('down_proj', E, hidden, inter)
+    this.gate = experts.experts('gate_proj', E, inter, hidden, { shard: 'out' })
+    this.up = experts.experts('up_proj', E, inter, hidden, { shard: 'out' })
+    this.down = experts.experts('down_proj', E, hidden, inter, { shard: 'in' })
     this.shared = new SwiGluMlp(w.scope('shared_expert'), { ...c, intermediateSize: sharedIntermediate }, b)
     this.sharedGate = new Linear(w.linear('shared_expert_gate', 1, hidden), b)
+    this.tp = w.tp
   }
+  readonly tp: TensorParallel
   forward(x: Tensor): Tensor {
     const b = this.b
     const n = x.shape[0]!, { topK, normTopk } = this.c.moe!
@@ -227,7 +238,8 @@ class SparseMoe {
     const { values, indices } = b.topk(logits, topK)
     const weights = normTopk ? b.softmax(values) : b.topk(b.softmax(logits), topK).values
     const act = b.glu(applyExperts(b, this.gate, x, indices), applyExperts(b, this.up, x, indices), 'silu')
-    const routed = b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    const partial = b.weightedSum(applyExperts(b, this.down, act, indices), weights)
+    const routed = this.tp.size > 1 ? this.tp.allSum(partial) : partial
     // σ(shared_expert_gate(x)) · shared(x): a one-"expert" weighted sum with the sigmoid as its weight
     const sigma = b.glu(this.sharedGate.apply(x), b.fromFloat32(new Float32Array(n).fill(1), [n, 1]), 'sigmoid')
     const shared = b.weightedSum(b.reshape(this.shared.forward(x), [n, 1, this.c.hiddenSize]), sigma)
@@ -261,10 +273,30 @@ class Qwen35Model extends LayerStack {
     for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, isLinearLayer(i, config.fullAttentionInterval), rope, b))
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
-  head(hidden: Tensor): Tensor {
-    return this.output!.apply(hidden)
+  head(hidden: Tensor, slice = false): Tensor {
+    return this.output!.apply(hidden, !slice)
+  }
+  get headSplit(): boolean {
+    return this.output?.split ?? false
   }
 }
 
 export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
   new Qwen35Model(config as Qwen35Config, weights, range, backend)
+
+/** Tensor parallel: gated full attention split by heads; Gated DeltaNet split by key and value heads (its q|k|v blocks
+ * each on their own, with the conv channels and the recurrent state of this rank's heads); the MLP, or every expert
+ * and the shared expert, split by width; lm_head split by vocabulary. */
+export const tensorParallel = true
+
+/** Beyond heads, KV heads and intermediate_size: the linear-attention heads and the experts' widths. */
+export function shardExtra(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig } {
+  const c = config as Qwen35Config
+  const parts: [string, number][] = [
+    ['linear-attention key heads', c.linearKeyHeads],
+    ['linear-attention value heads', c.linearValueHeads],
+  ]
+  if (c.moe) parts.push(['expert width (moe_intermediate_size)', c.moe.intermediate], ['shared expert width', c.moe.sharedIntermediate])
+  const moe = c.moe && { ...c.moe, intermediate: c.moe.intermediate / size, sharedIntermediate: c.moe.sharedIntermediate / size }
+  return { parts, config: { ...c, linearKeyHeads: c.linearKeyHeads / size, linearValueHeads: c.linearValueHeads / size, moe } as Qwen35Config }
+}
