@@ -3,6 +3,7 @@ import { defineCommand } from 'citty'
 import { DbcError, UsageError } from '../errors.ts'
 import { defaultEnv, runDoctor } from '../doctor/checks.ts'
 import { defaultKeyFile, defaultPinFile } from '../trust/local-identity.ts'
+import { NativeTpChannel } from '../engine/sealed-tp-group.ts'
 
 export default defineCommand({
   meta: { name: 'doctor', description: 'Check this machine for clustering: RDMA, Thunderbolt, OS, data path, identity, memory, coordinator, clock; with --cluster, the nodes against each other and the plan' },
@@ -27,7 +28,7 @@ export default defineCommand({
       if (!Number.isInteger(nodes) || nodes < 1) throw new UsageError(`--nodes must be a positive integer, got '${args.nodes}'`)
     }
     const cluster = args.cluster && !args.cluster.includes('://') ? `http://${args.cluster}` : args.cluster
-    const results = await runDoctor(defaultEnv({ keyFile: args['key-file'] ?? defaultKeyFile(), pinFile: defaultPinFile(), coordinator: args.coordinator, cluster, nodes, needBytes }))
+    const results = await runDoctor(defaultEnv({ keyFile: args['key-file'] ?? defaultKeyFile(), pinFile: defaultPinFile(), coordinator: args.coordinator, cluster, nodes, needBytes, nativeTpSealing: () => NativeTpChannel.available() }))
     if (args.json) console.log(JSON.stringify(results))
     else for (const r of results) console.log(`${r.status.padEnd(4)}  ${r.name}: ${r.detail}${r.fix ? `\n      fix: ${r.fix}` : ''}`)
     const failed = results.filter((r) => r.status === 'FAIL')

@@ -2,7 +2,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { freemem } from 'node:os'
 import { linkLocalInterfaces } from '../discovery/link-local.ts'
-import { NativeTpChannel } from '../engine/sealed-tp-group.ts'
 import { enclaveKeyFileFor } from '../trust/local-identity.ts'
 import { choosePinStore, keychainServiceFor, parsePinStoreRequest } from '../trust/local-pin-store.ts'
 import { probeMacosBridge, type MacosBridgeProbe } from '../trust/macos-bridge.ts'
@@ -30,14 +29,15 @@ export interface DoctorEnv {
   /** Bytes the plan needs on this machine; the free-memory check SKIPs without it. */
   needBytes?: number
   freeBytes: () => number
-  /** Whether the sealed tensor-parallel channel seals in C (libcrypto from OpenSSL 3 loads). */
-  nativeTpSealing: () => boolean
+  /** Whether the sealed tensor-parallel channel seals in C (libcrypto from OpenSSL 3 loads); given by the command, since
+   * the channel lives above this module. */
+  nativeTpSealing?: () => boolean
   fetch: typeof fetch
   now: () => number
 }
 
 export function defaultEnv(partial: Partial<DoctorEnv> & Pick<DoctorEnv, 'keyFile' | 'pinFile'>): DoctorEnv {
-  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, nativeTpSealing: () => NativeTpChannel.available(), fetch, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
+  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
 }
 
 const notMac = (name: string, env: DoctorEnv): CheckResult | null =>
@@ -145,6 +145,7 @@ export function checkMemory(env: DoctorEnv): CheckResult {
  * frames are sealed in TypeScript, which works but costs more per exchange (56 of them per step on a 28-layer model). */
 export function checkTpSealing(env: DoctorEnv): CheckResult {
   const name = 'tensor-parallel sealing'
+  if (!env.nativeTpSealing) return skip(name, 'not probed')
   if (env.nativeTpSealing()) return pass(name, 'AES-256-GCM from libcrypto (OpenSSL 3): serve --tp seals its exchanges in C')
   const install = env.platform === 'darwin' ? "run 'brew install openssl@3'" : 'install OpenSSL 3 (Debian/Ubuntu: apt install libssl3)'
   return skip(name, `libcrypto (OpenSSL 3) not found: serve --tp seals its exchanges in TypeScript, slower; for the C path ${install}`)

@@ -20,6 +20,13 @@ afterAll(async () => {
 const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
+/** A 2-rank sealed cluster of `model` on loopback, stopped after the tests. */
+async function twoRanks(model: string, extraArgs: string[] = [], onLine?: (rank: number, line: string) => void): Promise<LocalCluster> {
+  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: [...ARGS, ...extraArgs], onLine })
+  clusters.push(c)
+  return c
+}
+
 const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>, string][] = [
   ['gemma3', 'f32', { slidingWindow: 4, slidingWindowPattern: 3 }, ' (sliding and global layers)'],
   ['llama', 'bf16', {}, ''],
@@ -32,8 +39,7 @@ const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>, string][] = [
 for (const [arch, dtype, extra, what] of FAMILIES) {
   test(`${arch}${what} ${dtype} over 2 sealed ranks on the cpu backend: the greedy text of one process (\`dbcluster generate\`)`, async () => {
     const model = await synthModel(arch, dtype, extra)
-    const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
-    clusters.push(c)
+    const c = await twoRanks(model)
     // the head is split by vocabulary (the synthetic Llama has an lm_head of its own, Gemma 3 a tied one), and so is sampling
     expect(await (await fetch(`${c.url}/health`)).json()).toMatchObject({ tensor_parallel: { sampling: 'split' } })
     const response = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 }) })
@@ -55,8 +61,7 @@ for (const [arch, dtype, extra, what] of FAMILIES) {
 
 test('a rank killed mid-stream and restarted: 503 meanwhile, then every stream finishes with the uninterrupted text', async () => {
   const model = await synthModel('qwen3', 'bf16')
-  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: [...ARGS, '--resume-window', '60'] })
-  clusters.push(c)
+  const c = await twoRanks(model, ['--resume-window', '60'])
   const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 60_000 })
   const health = await (await fetch(`${c.url}/health`)).json()
   expect(health).toMatchObject({ status: 'ok', nodes: 2, tensor_parallel: { ranks: 2, transport: 'sealed', sampling: 'split' } })
@@ -93,8 +98,7 @@ test('a rank killed mid-stream and restarted: 503 meanwhile, then every stream f
 
 test('a rank killed mid-stream and not restarted: the stream ends with the reason once the resume window passes', async () => {
   const model = await synthModel('qwen3', 'bf16')
-  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: [...ARGS, '--resume-window', '1'] })
-  clusters.push(c)
+  const c = await twoRanks(model, ['--resume-window', '1'])
   const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
   const stream = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 250, temperature: 0, stream: true })
   let chunks = 0
@@ -116,8 +120,7 @@ test('a rank killed mid-stream and not restarted: the stream ends with the reaso
 
 test('a rank killed while nothing runs: within seconds /health says degraded and requests get 503 at once', async () => {
   const model = await synthModel('qwen3', 'bf16')
-  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS })
-  clusters.push(c)
+  const c = await twoRanks(model)
   await c.kill(1)
   const deadline = Date.now() + 5000
   let health: { status?: string; reason?: string } = {}
@@ -145,8 +148,7 @@ test('a rank killed while nothing runs: within seconds /health says degraded and
 test('rank 0 killed and started again: rank 1 keeps running with its model loaded, meets it again, and the answers are the same', async () => {
   const model = await synthModel('qwen3', 'bf16')
   const lines: string[] = []
-  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS, onLine: (rank, l) => lines.push(`${rank}: ${l}`) })
-  clusters.push(c)
+  const c = await twoRanks(model, [], (rank, l) => lines.push(`${rank}: ${l}`))
   const ask = async () => {
     const r = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 10, temperature: 0 }) })
     expect(r.status).toBe(200)
