@@ -10,6 +10,7 @@ import { applyLinear, Weights, type LinearWeight } from '../../src/model/weights
 import { parseQuantization } from '../../src/model/quantization.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import type { Tensor } from '../../src/tensor/backend.ts'
+import type { DecoderConfig } from '../../src/model/config.ts'
 import { probe } from '../../src/tensor/mlx.ts'
 import type { TensorParallel } from '../../src/tensor/tensor-parallel.ts'
 import { greedy } from '../support/greedy.ts'
@@ -54,6 +55,27 @@ for (const dtype of ['bf16', 'q4'] as const)
     const cols = [r0, r1].map((w) => w!.linear(`${layer}.mlp.down_proj`, c.hiddenSize, c.intermediateSize / 2, { shard: 'in' }))
     parts(down).forEach((t, i) => expect(joinColumns(rowsOf(parts(cols[0]!)[i]!), rowsOf(parts(cols[1]!)[i]!))).toEqual(rowsOf(t).map((r) => Array.from(r))))
     expect(typeof cols[0]!.allSum).toBe('function')
+  })
+
+for (const dtype of ['bf16', 'q4'] as const)
+  test(`${dtype}: a fused projection split block by block — each rank holds its rows of q, of k and of v`, async () => {
+    // Qwen3.5's in_proj_qkv is q | k | v; a plain split would give rank 0 all of q and half of k
+    const dir = await synthModel('qwen3_5', dtype, { fullAttentionInterval: 2 })
+    const c = readModelConfig(dir) as DecoderConfig & { linearKeyHeads: number; linearKeyDim: number; linearValueHeads: number; linearValueDim: number }
+    const name = 'language_model.model.layers.0.linear_attn.in_proj_qkv'
+    const kd = c.linearKeyHeads * c.linearKeyDim, vd = c.linearValueHeads * c.linearValueDim
+    const whole = parts(weightsOf(dir).linear(name, 2 * kd + vd, c.hiddenSize)).map(rowsOf)
+    const halves = [0, 1].map((r) => parts(weightsOf(dir, loneRank(r, 2)).linear(name, kd + vd / 2, c.hiddenSize, { shard: 'out', segments: [kd / 2, kd / 2, vd / 2] })).map(rowsOf))
+    whole.forEach((rows, i) => {
+      // per rank: q/2, k/2, v/2 rows, in that order; every row of the whole once
+      const blocks = (r: number) => {
+        const mine = halves[r]![i]!
+        return [mine.slice(0, kd / 2), mine.slice(kd / 2, kd), mine.slice(kd)]
+      }
+      const [a, b] = [blocks(0), blocks(1)]
+      const rebuilt = [...a[0]!, ...b[0]!, ...a[1]!, ...b[1]!, ...a[2]!, ...b[2]!].map((row) => Array.from(row))
+      expect(rebuilt).toEqual(rows.map((row) => Array.from(row)))
+    })
   })
 
 test("a rank's weight figures count its share of the sharded tensors", async () => {
