@@ -239,8 +239,7 @@ export default defineCommand({
       if ('rejoin' in started) tpRejoin = started.rejoin
       stage = ModelStage.load(dir!, backend, { slots: maxBatch, maxLen, tp })
       if (tpRank > 0) {
-        // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API. The line is
-        // written synchronously: from here on this thread blocks in the group's receive.
+        // the other ranks replay rank 0's steps on their shard until rank 0 stops; rank 0 serves the API
         const steps = group instanceof SealedTpGroup && tpRejoin ? await followRankZero(stage, group, tpRejoin, args['tp-peer']!) : followOnce(stage, group)
         consola.info(`tensor-parallel rank ${tpRank}: rank 0 stopped after ${steps} steps`)
         group.close()

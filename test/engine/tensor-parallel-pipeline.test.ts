@@ -2,7 +2,7 @@
  * messages can be read): opens and closes while the group is down stay local, resync opens every slot still open on
  * the ranks that rejoin, and a step lost with a rank is a lost stage the scheduler suspends its requests for. */
 import { afterAll, expect, test } from 'bun:test'
-import { TensorParallelPipeline, type StepBroadcast } from '../../src/engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, TensorParallelPipeline, type StepBroadcast } from '../../src/engine/tensor-parallel-pipeline.ts'
 import { DbcError } from '../../src/errors.ts'
 import { GREEDY } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'
@@ -53,4 +53,28 @@ test('while a rank is lost: opens and closes stay local, a step is a lost stage;
   expect(group.sent.at(-1)).toEqual([3])
   const bad = await pipeline.step({ ...step, tokens: Int32Array.of(1 << 30) }).catch((e) => e)
   expect(bad.code).toBe('E_TOKEN')
+})
+
+/** A follower's side of a group that hands it the messages given, one per broadcast. */
+function scripted(messages: Uint8Array[], gather: boolean): StepBroadcast {
+  const group: StepBroadcast = { rank: 1, broadcast: () => messages.shift() ?? new Uint8Array(Int32Array.of(4).buffer) }
+  return gather ? { ...group, gatherBytes: () => null } : group
+}
+
+test('a follower refuses a sampling step that is cut short, or one over a group that cannot gather, with the reason', async () => {
+  const stage = ModelStage.load(await synthModel('qwen3', 'bf16'), backend, { slots: 4, maxLen: 32 })
+  stages.push(stage)
+  // op 5 (a sampling step) saying 3 tokens, and then nothing
+  const cut = new Uint8Array(Int32Array.of(5, 3).buffer)
+  expect(() => followTensorParallel(stage, scripted([cut], true))).toThrow('tensor-parallel sampling step has a bad array length')
+  let refused: unknown
+  try {
+    followTensorParallel(stage, scripted([cut], false))
+  } catch (error) {
+    refused = error
+  }
+  expect((refused as DbcError).code).toBe('E_TP_PROTOCOL')
+  expect((refused as DbcError).message).toContain('cannot gather')
+  // a stop ends the loop with the steps replayed
+  expect(followTensorParallel(stage, scripted([], true))).toBe(0)
 })
