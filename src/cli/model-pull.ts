@@ -53,8 +53,7 @@ export default defineCommand({
         printer.clear()
         if (e.type === 'present') consola.info(`${e.file}: already here`)
         else if (e.type === 'downloaded') consola.success(`${e.file}: ${formatBytes(e.bytes)}${e.resumedFrom ? ` (resumed at ${formatBytes(e.resumedFrom)})` : ''}, hash verified`)
-        else if (e.type === 'retry') consola.warn(`${e.file}: ${e.reason}; trying again`)
-        else consola.warn(`${e.file}: the hub sent no SHA-256 or git hash (ETag ${e.etag ?? 'none'}); only its size was checked`)
+        else consola.warn(`${e.file}: ${e.reason}; trying again`)
       },
     })
     printer.clear()

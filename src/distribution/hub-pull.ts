@@ -3,7 +3,7 @@
  * hub reports (LFS SHA-256, or git's blob SHA-1 for small files). */
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, lstatSync, writeFileSync, writeSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { dirname, join, relative, resolve, sep } from 'node:path'
 import { UsageError } from '../errors.ts'
 import { VERSION } from '../version.ts'
 import { ensureFreeSpace } from './disk-space.ts'
@@ -41,7 +41,6 @@ export type PullEvent =
   | { type: 'present'; file: string }
   | { type: 'downloaded'; file: string; bytes: number; resumedFrom: number }
   | { type: 'retry'; file: string; reason: string }
-  | { type: 'unverified'; file: string; etag: string | null }
 
 export interface PullOptions {
   repo: string
@@ -67,8 +66,8 @@ export interface PullResult {
 interface RemoteFile {
   name: string
   size: number
-  /** LFS SHA-256 or git blob SHA-1 (lowercase hex), or null when the hub sent neither. */
-  etag: string | null
+  /** LFS SHA-256 or git blob SHA-1, exactly 64 or 40 lowercase hex characters (checked: it names the blob's file). */
+  etag: string
   commit: string | null
   url: string
   /** Whether the URL is still the hub's (so the token goes along). */
@@ -91,7 +90,28 @@ function httpError(status: number, what: string, hub: Hub): HubHttpError {
   return new HubHttpError(status, `${what}: the hub answered ${status}`, 'try again later')
 }
 
-const normalizeEtag = (etag: string | null) => (etag ? etag.replace(/^W\//, '').replace(/^"|"$/g, '').toLowerCase() : null)
+/** What the hub says is a file's hash. It becomes a file name in the cache (blobs/<etag>), so anything but exactly 40 or
+ * 64 lowercase hex characters is refused, never cleaned up: a hostile hub or proxy could otherwise name `../../.profile`. */
+function hashFromEtag(raw: string | null, name: string, hub: Hub): string {
+  const etag = raw?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1') ?? null
+  if (etag !== null && (isSha256Hex(etag) || isSha1Hex(etag))) return etag
+  const shown = raw === null ? 'no ETag' : `the ETag ${JSON.stringify(raw.length > 120 ? `${raw.slice(0, 120)}…` : raw)}`
+  throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} sent ${shown} for ${name}, not a SHA-256 or git SHA-1 in lowercase hex`, 'nothing was written; is HF_ENDPOINT a Hugging Face hub, or does a proxy rewrite its answers?')
+}
+
+/** A commit as the hub names it: git's 40 lowercase hex characters (it becomes the snapshot folder's name). */
+function checkedCommit(commit: string, hub: Hub): string {
+  if (isSha1Hex(commit)) return commit
+  throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} reported commit ${JSON.stringify(commit.slice(0, 120))}, not 40 lowercase hex characters`, 'nothing was written; is HF_ENDPOINT a Hugging Face hub?')
+}
+
+/** Refuses a path that does not lie under `root` once resolved: the last check before anything is written. */
+function underRoot(root: string, path: string): string {
+  const full = resolve(path)
+  const base = resolve(root)
+  if (full !== base && !full.startsWith(base + sep)) throw new DistributionError('E_HUB_PATH', `refusing to write ${full}: it is outside ${base}`, 'the hub named a file outside the model folder; nothing was written there')
+  return full
+}
 
 async function request(hub: Hub, url: string, init: { method?: string; headers?: Record<string, string>; withToken: boolean }): Promise<Response> {
   const headers: Record<string, string> = { 'user-agent': `dbcluster/${VERSION}`, ...init.headers }
@@ -111,8 +131,8 @@ async function listRepo(hub: Hub, repo: string, revision: string): Promise<{ com
   const info = (await res.json().catch(() => null)) as { sha?: unknown; siblings?: { rfilename?: unknown }[] } | null
   if (!info || !Array.isArray(info.siblings)) throw new DistributionError('E_HUB_RESPONSE', `${url} did not return a model's file list`, 'is HF_ENDPOINT a Hugging Face hub?')
   const files = info.siblings.map((s) => String(s?.rfilename))
-  for (const f of files) if (!isSafeName(f)) throw new DistributionError('E_HUB_RESPONSE', `the hub lists a file named ${JSON.stringify(f)}, which is not a plain relative path`)
-  return { commit: typeof info.sha === 'string' ? info.sha : null, files }
+  for (const f of files) if (!isSafeName(f)) throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} lists a file named ${JSON.stringify(f.slice(0, 200))}, which is not a plain relative path`)
+  return { commit: typeof info.sha === 'string' ? checkedCommit(info.sha, hub) : null, files }
 }
 
 /** HEAD of a file's resolve URL, as huggingface_hub reads it: the hash and size from X-Linked-Etag / X-Linked-Size (on
@@ -131,11 +151,12 @@ async function describe(hub: Hub, repo: string, revision: string, name: string):
     }
     const size = Number(res.headers.get('x-linked-size') ?? res.headers.get('content-length'))
     if (!Number.isSafeInteger(size) || size < 0) throw new DistributionError('E_HUB_RESPONSE', `the hub gave no size for ${name}`, 'is HF_ENDPOINT a Hugging Face hub?')
+    const commit = res.headers.get('x-repo-commit')
     return {
       name,
       size,
-      etag: normalizeEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag')),
-      commit: res.headers.get('x-repo-commit'),
+      etag: hashFromEtag(res.headers.get('x-linked-etag') ?? res.headers.get('etag'), name, hub),
+      commit: commit === null ? null : checkedCommit(commit, hub),
       url: next?.href ?? url,
       sameOrigin: !next || next.origin === new URL(url).origin,
     }
@@ -186,8 +207,6 @@ function matchesEtag(path: string, etag: string): boolean {
   return gitBlobSha1File(path) === etag
 }
 
-const verifiable = (etag: string | null): etag is string => !!etag && (isSha256Hex(etag) || isSha1Hex(etag))
-
 export async function pullModel(options: PullOptions): Promise<PullResult> {
   const { repo } = options
   const revision = options.revision ?? 'main'
@@ -197,18 +216,20 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   const listing = await listRepo(hub, repo, revision)
   const remote: RemoteFile[] = []
   for (const name of listing.files) remote.push(await describe(hub, repo, revision, name))
-  const commit = listing.commit ?? remote.find((f) => f.commit)?.commit ?? revision
-  if (!/^[\w.-]+$/.test(commit)) throw new DistributionError('E_HUB_RESPONSE', `the hub reported commit ${JSON.stringify(commit)}`)
+  const commit = listing.commit ?? remote.find((f) => f.commit)?.commit ?? (isSha1Hex(revision) ? revision : null)
+  if (commit === null && !options.dir) throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} named no commit for ${repo} at ${revision}`, 'the cache is keyed by commit: pass --revision COMMIT, or --dir DIR')
 
   const repoDir = join(options.cacheDir ?? hubCacheDir(), repoCacheFolder(repo))
-  const modelDir = options.dir ?? join(repoDir, 'snapshots', commit)
+  // every path written below is checked to lie under this root (the cache's repository folder, or --dir)
+  const root = options.dir ?? repoDir
+  const modelDir = options.dir ?? join(repoDir, 'snapshots', commit!)
   // in the cache, content lives in blobs/<etag> and the snapshot holds relative links to it (huggingface_hub's layout)
-  const storeOf = (f: RemoteFile) => (options.dir || !f.etag ? join(modelDir, f.name) : join(repoDir, 'blobs', f.etag))
+  const storeOf = (f: RemoteFile) => underRoot(root, options.dir ? join(modelDir, f.name) : join(repoDir, 'blobs', f.etag))
   const present = (f: RemoteFile) => {
     const store = storeOf(f)
     if (!existsSync(store) || statSync(store).size !== f.size) return false
     // a blob is renamed into place only after its hash matched; a plain folder's file is checked again
-    return !options.dir && !!f.etag ? true : !verifiable(f.etag) || matchesEtag(store, f.etag)
+    return !options.dir ? true : matchesEtag(store, f.etag)
   }
   const missing = remote.filter((f) => {
     const has = present(f)
@@ -239,7 +260,7 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
         await Bun.sleep(Math.min(200 * 2 ** attempt, 5000))
         continue
       }
-      if (verifiable(f.etag) && !matchesEtag(part, f.etag)) {
+      if (!matchesEtag(part, f.etag)) {
         rmSync(part, { force: true })
         if (++mismatches > 1) {
           throw new DistributionError('E_HASH_MISMATCH', `${f.name} does not match the hash the hub reports (${f.etag}), twice; it was deleted`, 'the mirror or the network corrupts data: try again later or another HF_ENDPOINT')
@@ -247,23 +268,22 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
         options.onEvent?.({ type: 'retry', file: f.name, reason: `${f.name} does not match its hash ${f.etag}: deleted, fetching it once more` })
         continue
       }
-      if (!verifiable(f.etag)) options.onEvent?.({ type: 'unverified', file: f.name, etag: f.etag })
       renameSync(part, store)
       options.onEvent?.({ type: 'downloaded', file: f.name, bytes: f.size - resumedFrom, resumedFrom })
       break
     }
   }
-  if (!options.dir) linkSnapshot(repoDir, modelDir, remote, storeOf, revision, commit)
+  if (!options.dir) linkSnapshot(repoDir, modelDir, remote, storeOf, revision, commit!)
   // the manifest sidecar lets `model list --verify` and shard transfer reuse the hashes checked here
-  const known = new Map(remote.filter((f) => f.etag && isSha256Hex(f.etag)).map((f) => [f.name, f.etag!]))
+  const known = new Map(remote.filter((f) => isSha256Hex(f.etag)).map((f) => [f.name, f.etag]))
   if (existsSync(join(modelDir, 'config.json'))) writeManifestSidecar(modelDir, buildManifest(modelDir, () => {}, known))
   meter.report(remote.at(-1)?.name ?? '')
-  return { dir: modelDir, commit, files: remote.map((f) => ({ name: f.name, size: f.size })), downloadedBytes: meter.bytes }
+  return { dir: modelDir, commit: commit ?? revision, files: remote.map((f) => ({ name: f.name, size: f.size })), downloadedBytes: meter.bytes }
 }
 
 function linkSnapshot(repoDir: string, snapshot: string, files: RemoteFile[], storeOf: (f: RemoteFile) => string, revision: string, commit: string): void {
   for (const f of files) {
-    const pointer = join(snapshot, f.name)
+    const pointer = underRoot(repoDir, join(snapshot, f.name))
     const store = storeOf(f)
     if (store === pointer) continue
     mkdirSync(dirname(pointer), { recursive: true })
@@ -271,8 +291,9 @@ function linkSnapshot(repoDir: string, snapshot: string, files: RemoteFile[], st
     symlinkSync(relative(dirname(pointer), store), pointer)
   }
   if (revision !== commit) {
-    mkdirSync(dirname(join(repoDir, 'refs', revision)), { recursive: true })
-    writeFileSync(join(repoDir, 'refs', revision), commit)
+    const ref = underRoot(join(repoDir, 'refs'), join(repoDir, 'refs', revision))
+    mkdirSync(dirname(ref), { recursive: true })
+    writeFileSync(ref, commit)
   }
 }
 
