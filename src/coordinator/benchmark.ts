@@ -112,7 +112,11 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     o.onProgress?.(`peer list: ${o.peerListQueries} queries (${probe.peers.length} peers each)`)
     const peerListMs = await timeRequests(o.peerListQueries, () => fetch(`${running.url}/v1/cluster/rdma-peers`, auth))
     o.onProgress?.(`peer key: ${o.peerKeyQueries} queries`)
-    const peerKeyMs = await timeRequests(o.peerKeyQueries, (i) => fetch(`${running.url}/v1/cluster/peer-key?serial=BENCH-${String(Math.abs(i * 7919) % o.providers).padStart(5, '0')}`, auth))
+    // each lookup with the token of the serial's own account (another account's serial answers 404)
+    const peerKeyMs = await timeRequests(o.peerKeyQueries, (i) => {
+      const n = Math.abs(i * 7919) % o.providers
+      return fetch(`${running.url}/v1/cluster/peer-key?serial=BENCH-${String(n).padStart(5, '0')}`, { headers: { authorization: `Bearer ${tokens[Math.floor(n / o.providersPerAccount)]}` } })
+    })
     const healthMs = await timeRequests(o.peerKeyQueries, () => fetch(`${running.url}/health`))
     return {
       providers: o.providers,

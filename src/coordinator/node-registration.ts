@@ -8,6 +8,7 @@ import { machineFacts, rdmaProbes } from '../trust/machine-info.ts'
 import { authorizeByPins, type Authorizer, type PinStore } from '../trust/pinned-keys.ts'
 import { decideRdma } from '../trust/rdma-gate.ts'
 import type { CoordinatorClient } from './client.ts'
+import { CoordinatorError } from './errors.ts'
 import type { ProviderConnection } from './provider-connection.ts'
 
 const log = consola.withTag('coordinator')
@@ -52,7 +53,11 @@ export function authorizeByPinsOrCoordinator(pins: PinStore, client: Coordinator
     try {
       log.info((await client.pinPeerKey(serial)).message)
     } catch (error) {
-      log.warn(`no key for ${serial}: ${(error as Error).message}`)
+      // the coordinator answers only for this token's own account: a node of another account is 'not found' there
+      const foreign = error instanceof CoordinatorError && error.code === 'E_NOT_FOUND'
+      log.warn(foreign
+        ? `refused ${serial}: ${(error as Error).message} at ${client.url} — a node registered under another account cannot join this cluster; give every node a token of the same account`
+        : `no key for ${serial}: ${(error as Error).message}`)
       return 'not-pinned'
     }
     return byPins(serial, key)

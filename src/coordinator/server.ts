@@ -74,11 +74,13 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
     return c.json({ account: account.name, providers })
   })
 
-  // Served from the store, not from live sockets: a peer's key is needed to reconnect to it while it is down.
+  // Served from the store, not from live sockets: a peer's key is needed to reconnect to it while it is down. Only the
+  // caller's own account's providers: another account's serial answers exactly as an unknown one does.
   app.get('/v1/cluster/peer-key', (c) => {
+    const account = c.get('account')
     const serial = parseSerialQuery(c.req.query('serial'))
     const p = store.getProvider(serial)
-    if (!p) throw new CoordinatorError('E_NOT_FOUND', `no provider with serial ${serial}`)
+    if (!p || p.accountId !== account.id) throw new CoordinatorError('E_NOT_FOUND', `no provider with serial ${serial} in account ${account.name}`)
     return c.json({ serial: p.serial, public_key: p.publicKey, key_kind: p.keyKind, trust_level: trustLevelOf(p), attested: p.attested, kind: p.kind, status: p.status })
   })
 
@@ -101,12 +103,11 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
       const account = c.get('account')
       const request = parseRosterRequest(parseJson(await c.req.text()))
       const records = request.members.map((serial) => ({ serial, p: store.getProvider(serial) }))
-      const unknown = records.filter((r) => !r.p).map((r) => r.serial)
-      if (unknown.length) throw new CoordinatorError('E_INVALID', `unknown members: ${unknown.join(', ')}`)
+      // every member must be this account's own (unknown and foreign serials get the same answer: nothing leaks)
+      const foreign = records.filter((r) => !r.p || r.p.accountId !== account.id).map((r) => r.serial)
+      if (foreign.length) throw new CoordinatorError('E_FORBIDDEN', `members that are not providers of account ${account.name}: ${foreign.join(', ')}`)
       const refused = records.filter((r) => r.p!.kind !== 'machine' || r.p!.status === 'untrusted').map((r) => r.serial)
       if (refused.length) throw new CoordinatorError('E_INVALID', `members that cannot join a cluster (untrusted, or a cluster themselves): ${refused.join(', ')}`)
-      const head = records[0]!.p!
-      if (head.accountId !== account.id) throw new CoordinatorError('E_FORBIDDEN', `the head ${head.serial} (first member) must be a provider of this account`)
       const members: RosterMember[] = records.map(({ p }) => ({
         serial: p!.serial,
         public_key: p!.publicKey,

@@ -55,7 +55,7 @@ const ids = {
   peerForged: identity(4),
   peerOffline: identity(5),
   allowedA: identity(10),
-  allowedB: identity(11),
+  allowedB: identity(11, 'secure-enclave'),
   noRdma: identity(20),
   unattested: identity(21),
   untrusted: identity(22),
@@ -123,14 +123,14 @@ describe('registration over the provider socket', () => {
     const { reply } = await provide('peers', ids.peerOk, 'PEER-OK', true)
     expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-OK', kind: 'machine', status: 'online', attested: true, trust_level: 'hardware', rdma_enabled: true, reason: null })
     expect(reply.rdma_mismatch).toBeUndefined()
-    expect(await peerKey('nobody', 'PEER-OK')).toEqual({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true, kind: 'machine', status: 'online' })
+    expect(await peerKey('peers', 'PEER-OK')).toEqual({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true, kind: 'machine', status: 'online' })
   })
 
   test('a forged signature: recorded untrusted and not attested, trust none', async () => {
     const { reply, socket } = await register(coord.url, tokens.peers!, { rdma_enabled: true, attestation: await forge(ids.peerForged, 'PEER-FORGED', true) })
     expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-FORGED', status: 'untrusted', attested: false, trust_level: 'none' })
     expect(String(reply.reason)).toContain('signature does not verify')
-    expect(await peerKey('nobody', 'PEER-FORGED')).toMatchObject({ attested: false, trust_level: 'none', status: 'untrusted' })
+    expect(await peerKey('peers', 'PEER-FORGED')).toMatchObject({ attested: false, trust_level: 'none', status: 'untrusted' })
     socket.ws.close()
   })
 
@@ -153,7 +153,7 @@ describe('registration over the provider socket', () => {
   test('another account cannot take over a proven serial, even with a valid attestation', async () => {
     const { reply, socket } = await register(coord.url, tokens.other!, { rdma_enabled: true, attestation: await attest(ids.squatter, 'PEER-OK', true) })
     expect(reply).toEqual({ type: 'error', code: 'E_SERIAL_TAKEN', message: 'serial PEER-OK is registered to another account' })
-    expect((await peerKey('nobody', 'PEER-OK')).public_key).toBe(keyB64(ids.peerOk))
+    expect((await peerKey('peers', 'PEER-OK')).public_key).toBe(keyB64(ids.peerOk))
     socket.ws.close()
   })
 
@@ -217,7 +217,7 @@ describe('the RDMA peer-list gate', () => {
   test('caller whose only provider is not RDMA-enabled: 403', () => forbidden('noRdma', 'this account owns no attested, online, RDMA-enabled machine'))
   test('caller whose only provider is not attested: 403', () => forbidden('unattested', 'this account owns no attested, online, RDMA-enabled machine'))
   test('caller whose only provider is untrusted (attested, new key): 403', async () => {
-    expect(await peerKey('nobody', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), attested: true, status: 'untrusted', trust_level: 'none' })
+    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), attested: true, status: 'untrusted', trust_level: 'none' })
     await forbidden('untrusted', 'this account owns no attested, online, RDMA-enabled machine')
   })
   test('caller whose only provider disconnected (offline): 403', async () => {
@@ -244,7 +244,7 @@ describe('the RDMA peer-list gate', () => {
     const peers = await client('peers').rdmaPeers()
     expect(peers.map((p) => [p.serial, p.public_key, p.trust_level])).toEqual([
       ['C-ALLOWED-A', keyB64(ids.allowedA), 'software'],
-      ['C-ALLOWED-B', keyB64(ids.allowedB), 'software'],
+      ['C-ALLOWED-B', keyB64(ids.allowedB), 'hardware'],
     ])
   })
 })
@@ -255,13 +255,17 @@ describe('peer keys and the client', () => {
     expect([noSerial.status, await noSerial.json()]).toEqual([400, { error: { code: 'E_MALFORMED', message: "query parameter 'serial' is required" } }])
     expect((await get('/v1/cluster/peer-key?serial=%20bad%20', tokens.nobody)).status).toBe(422)
     const unknown = await get('/v1/cluster/peer-key?serial=NOPE', tokens.nobody)
-    expect([unknown.status, await unknown.json()]).toEqual([404, { error: { code: 'E_NOT_FOUND', message: 'no provider with serial NOPE' } }])
-    expect(await peerKey('nobody', 'PEER-OFFLINE')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline', trust_level: 'software' })
+    expect([unknown.status, await unknown.json()]).toEqual([404, { error: { code: 'E_NOT_FOUND', message: 'no provider with serial NOPE in account nobody' } }])
+    // another account's provider answers exactly as an unknown serial does
+    const foreign = await get('/v1/cluster/peer-key?serial=PEER-OK', tokens.nobody)
+    expect([foreign.status, await foreign.json()]).toEqual([404, { error: { code: 'E_NOT_FOUND', message: 'no provider with serial PEER-OK in account nobody' } }])
+    await expect(client('allowed', new MapPins()).pinPeerKey('PEER-OK')).rejects.toMatchObject({ code: 'E_NOT_FOUND' })
+    expect(await peerKey('peers', 'PEER-OFFLINE')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline', trust_level: 'software' })
   })
 
   test('the client pins an attested key once, confirms it later, refuses unattested keys and a changed key', async () => {
     const pins = new MapPins()
-    const c = client('allowed', pins)
+    const c = client('peers', pins)
     const first = await c.pinPeerKey('PEER-OK')
     expect([first.source, first.coordinator, first.pin, Buffer.from(first.publicKey).toString('base64')]).toEqual(['coordinator', 'reachable', 'new', keyB64(ids.peerOk)])
     expect(pins.get('PEER-OK')).toMatchObject({ publicKey: keyB64(ids.peerOk), keyKind: 'secure-enclave', source: 'coordinator' })
@@ -283,15 +287,19 @@ describe('peer keys and the client', () => {
       ['{"members": ["C-ALLOWED-A", "C-ALLOWED-A"]}', 422, 'E_INVALID'],
       ['{"members": ["C-ALLOWED-A"], "ttl_seconds": 5}', 422, 'E_INVALID'],
       ['{"members": ["C-ALLOWED-A"], "extra": 1}', 422, 'E_INVALID'],
-      ['{"members": ["NOPE"]}', 422, 'E_INVALID'],
+      ['{"members": ["NOPE"]}', 403, 'E_FORBIDDEN'],
       ['{"members": ["PEER-OK"]}', 403, 'E_FORBIDDEN'],
-      ['{"members": ["C-ALLOWED-A", "C-UNTRUSTED"]}', 422, 'E_INVALID'],
+      ['{"members": ["C-ALLOWED-A", "PEER-OK"]}', 403, 'E_FORBIDDEN'],
+      ['{"members": ["C-ALLOWED-A", "C-UNTRUSTED"]}', 403, 'E_FORBIDDEN'],
       [JSON.stringify({ members: Array.from({ length: 3000 }, (_, i) => `S${i}`) }), 413, 'E_TOO_LARGE'],
     ]
     for (const [body, status, code] of cases) {
       const r = await postRoster(t, body)
       expect([body.slice(0, 40), r.status, ((await r.json()) as { error: { code: string } }).error.code]).toEqual([body.slice(0, 40), status, code])
     }
+    // an untrusted member of the caller's own account cannot join either
+    const untrusted = await postRoster(tokens.untrusted!, '{"members": ["C-UNTRUSTED"]}')
+    expect([untrusted.status, ((await untrusted.json()) as { error: { code: string } }).error.code]).toEqual([422, 'E_INVALID'])
     const chunks = new ReadableStream({
       start(ctl) {
         for (let i = 0; i < 20; i++) ctl.enqueue(new TextEncoder().encode(' '.repeat(1024)))
@@ -310,11 +318,11 @@ let roster: SignedRoster
 describe('rosters and cluster registration', () => {
   test('a roster is signed by the coordinator key; trust is the lowest member\'s; the client verifies it', async () => {
     const c = client('allowed', new MapPins())
-    const made = await c.createRoster(['C-ALLOWED-A', 'PEER-OK'], 3600)
+    const made = await c.createRoster(['C-ALLOWED-A', 'C-ALLOWED-B'], 3600)
     roster = made.roster
     expect(made.body.members.map((m) => [m.serial, m.public_key, m.trust_level, m.attested])).toEqual([
       ['C-ALLOWED-A', keyB64(ids.allowedA), 'software', true],
-      ['PEER-OK', keyB64(ids.peerOk), 'hardware', true],
+      ['C-ALLOWED-B', keyB64(ids.allowedB), 'hardware', true],
     ])
     expect([made.body.head, made.body.trust_level]).toEqual(['C-ALLOWED-A', 'software'])
     expect(made.body.expires_at - made.body.issued_at).toBe(3600_000)
@@ -340,7 +348,7 @@ describe('rosters and cluster registration', () => {
   })
 
   test('the head registers the cluster as one provider, relaying each member\'s attestation; trust = lowest member', async () => {
-    const attestations = [await attest(ids.allowedA, 'C-ALLOWED-A', true), await attest(ids.peerOk, 'PEER-OK', true)]
+    const attestations = [await attest(ids.allowedA, 'C-ALLOWED-A', true), await attest(ids.allowedB, 'C-ALLOWED-B', true)]
     const s = await openSocket(coord.url, tokens.allowed!)
     s.send({ type: 'register_cluster', roster, attestations })
     const reply = await s.next()
@@ -349,16 +357,16 @@ describe('rosters and cluster registration', () => {
       type: 'registered', serial, kind: 'cluster', status: 'online', attested: true, trust_level: 'software', rdma_enabled: false, reason: null,
       members: [
         { serial: 'C-ALLOWED-A', attested: true, trust_level: 'software', reason: null },
-        { serial: 'PEER-OK', attested: true, trust_level: 'hardware', reason: null },
+        { serial: 'C-ALLOWED-B', attested: true, trust_level: 'hardware', reason: null },
       ],
     })
-    expect(await peerKey('nobody', serial)).toMatchObject({ kind: 'cluster', trust_level: 'software', attested: true, public_key: keyB64(ids.allowedA) })
+    expect(await peerKey('allowed', serial)).toMatchObject({ kind: 'cluster', trust_level: 'software', attested: true, public_key: keyB64(ids.allowedA) })
     s.send({ type: 'heartbeat' })
     expect(await s.next()).toEqual({ type: 'heartbeat_acknowledged', status: 'online' })
     s.ws.close()
     // A member whose attestation is missing or stale leaves the cluster unattested and untrusted.
     const t = await openSocket(coord.url, tokens.allowed!)
-    t.send({ type: 'register_cluster', roster, attestations: [attestations[0], await attest(ids.peerOk, 'PEER-OK', true, Date.now() - 3600_000)] })
+    t.send({ type: 'register_cluster', roster, attestations: [attestations[0], await attest(ids.allowedB, 'C-ALLOWED-B', true, Date.now() - 3600_000)] })
     const weak = await t.next()
     expect(weak).toMatchObject({ serial, attested: false, status: 'untrusted', trust_level: 'none' })
     expect((weak.members as { attested: boolean }[]).map((m) => m.attested)).toEqual([true, false])
@@ -375,7 +383,7 @@ describe('restart', () => {
   test('SIGTERM stops cleanly; registrations, tokens, keys and the coordinator key persist; the client falls back to pins while it is down', async () => {
     const before = (await (await get('/v1/coordinator', tokens.peers)).json()) as { public_key: string }
     const pins = new MapPins()
-    await client('allowed', pins).pinPeerKey('PEER-OK')
+    await client('peers', pins).pinPeerKey('PEER-OK')
     // A raw socket does not reconnect: its provider shows what a restart does to whoever was online.
     const raw = await register(coord.url, tokens.offline!, { rdma_enabled: true, attestation: await attest(ids.peerOffline, 'C-RAW', true) })
     expect(raw.reply).toMatchObject({ serial: 'C-RAW', status: 'online', attested: true })
@@ -384,7 +392,7 @@ describe('restart', () => {
     expect(coord.output()).toContain('coordinator stopped')
 
     // Down: a pinned key is still served, and the result says the coordinator was not asked.
-    const down = new CoordinatorClient({ url: coord.url, token: tokens.allowed!, pins, retry: fast })
+    const down = new CoordinatorClient({ url: coord.url, token: tokens.peers!, pins, retry: fast })
     const served = await down.pinPeerKey('PEER-OK')
     expect([served.source, served.coordinator, served.pin, Buffer.from(served.publicKey).toString('base64')]).toEqual(['pin', 'unreachable', 'pinned-only', keyB64(ids.peerOk)])
     expect(served.message).toContain('coordinator unreachable: using the key pinned for PEER-OK')
@@ -395,9 +403,9 @@ describe('restart', () => {
     expect(coord.output()).toContain('signing key loaded')
     const after = (await (await get('/v1/coordinator', tokens.peers)).json()) as { public_key: string }
     expect(after.public_key).toBe(before.public_key)
-    expect(await peerKey('nobody', 'PEER-OK')).toMatchObject({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true })
-    expect(await peerKey('nobody', 'C-RAW')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline' })
-    expect(await peerKey('nobody', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), status: 'untrusted' })
+    expect(await peerKey('peers', 'PEER-OK')).toMatchObject({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true })
+    expect(await peerKey('offline', 'C-RAW')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline' })
+    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), status: 'untrusted' })
     // The roster signed before the restart still verifies; the gate is closed to an account whose machine has not come back.
     expect((await client('allowed', new MapPins()).verifyRoster(roster)).cluster_id).toBe(roster.body.cluster_id)
     expect((await rdmaPeers('offline')).status).toBe(403)
