@@ -8,6 +8,7 @@ import { chatCompletions } from './chat-completions.ts'
 import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
 import { ApiError, errorResponse } from './errors.ts'
+import type { HttpBindings } from './http-server.ts'
 
 export interface AppDeps {
   scheduler: Scheduler
@@ -43,7 +44,7 @@ export function createApp(deps: AppDeps): Hono {
     }),
   )
 
-  const json = async (c: { req: { json: () => Promise<unknown> } }): Promise<Record<string, unknown>> => {
+  const json = async (c: { req: { json: () => Promise<unknown> }; env: unknown }): Promise<Record<string, unknown>> => {
     let body: unknown
     try {
       body = await c.req.json()
@@ -51,6 +52,8 @@ export function createApp(deps: AppDeps): Hono {
       throw new ApiError(400, 'the request body is not valid JSON', 'invalid_request_error', 'invalid_json')
     }
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', 'invalid_json')
+    // the whole request is in: its answer may take minutes to compute, so the idle timeout no longer applies
+    ;(c.env as Partial<HttpBindings> | undefined)?.holdOpen?.()
     return body as Record<string, unknown>
   }
 

@@ -3,6 +3,7 @@ import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { basename, resolve } from 'node:path'
 import { createApp } from '../api/app.ts'
+import { openFileDescriptors, serveHttp } from '../api/http-server.ts'
 import { UsageError } from '../errors.ts'
 import { ServingMetrics } from '../engine/metrics.ts'
 import { LocalPipeline } from '../engine/pipeline.ts'
@@ -67,6 +68,8 @@ export default defineCommand({
     'max-context': { type: 'string', description: 'Tokens of KV cache per sequence (prompt + completion)', default: '4096' },
     'prefill-chunk': { type: 'string', description: 'Prompt tokens per step, interleaved with decoding', default: '256' },
     'request-timeout': { type: 'string', description: 'Seconds before an unfinished request fails', default: '300' },
+    'idle-timeout': { type: 'string', description: 'Seconds an HTTP connection may stay silent while idle or sending its request (1–255); lifted while its answer is computed', default: '30' },
+    'max-requests-per-client': { type: 'string', description: 'HTTP requests open at once from one client address; more get 429', default: '128' },
     'model-id': { type: 'string', description: 'Model name reported by /v1/models (default: the folder name)' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
@@ -298,7 +301,17 @@ export default defineCommand({
         ...(planner ? { members: planner.members(backend.name) } : {}),
       }),
     })
-    const server = Bun.serve({ hostname: args.host, port, fetch: app.fetch, idleTimeout: 0 })
+    const idleTimeoutSeconds = positiveInt(args['idle-timeout'], 'idle-timeout')
+    if (idleTimeoutSeconds > 255) throw new UsageError(`--idle-timeout must be 1..255 seconds, got '${args['idle-timeout']}'`)
+    const http = serveHttp(app, { hostname: args.host, port, idleTimeoutSeconds, maxPerClient: positiveInt(args['max-requests-per-client'], 'max-requests-per-client'), metrics })
+    metrics.sample = () => {
+      const open = http.open()
+      metrics.httpOpenRequests.set(open.requests)
+      metrics.httpOpenClients.set(open.clients)
+      const fds = openFileDescriptors()
+      if (fds !== null) metrics.openFds.set(fds)
+    }
+    const { server } = http
     consola.success(`serving ${modelId} on http://${server.hostname}:${server.port}/v1 (${backend.name} backend, batch ${maxBatch})`)
     console.log(`listening on http://${server.hostname}:${server.port}`)
     await new Promise<void>((done) => {

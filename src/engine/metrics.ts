@@ -105,8 +105,18 @@ export class ServingMetrics {
   /** Tensor parallel, on rank 0: what a step spent in the ranks' exchanges, the number to watch on a slow link. */
   readonly tpExchangeTime = new Histogram('dbcluster_tp_exchange_seconds', 'Time of one tensor-parallel step rank 0 spent in exchanges (sealing, transfer, waiting for the other ranks)', STAGE_BUCKETS)
 
+  /** The API's HTTP server: requests open now, the client addresses they come from, refusals, and this process's open
+   * file descriptors (what a flood of connections exhausts). Set by `sample` just before each render. */
+  readonly httpOpenRequests = new Family('dbcluster_http_open_requests', 'HTTP requests open now (connections with a request in flight)', 'gauge')
+  readonly httpOpenClients = new Family('dbcluster_http_open_clients', 'Client addresses with a request open now', 'gauge')
+  readonly httpRefused = new Family('dbcluster_http_refused_total', 'HTTP requests refused before the app, by reason', 'counter')
+  readonly openFds = new Family('process_open_fds', 'Open file descriptors of this process', 'gauge')
+  /** Called before each render, to read gauges that are sampled rather than updated as they change. */
+  sample: () => void = () => {}
+
   render(): string {
-    const parts = [this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime, this.tpExchangeTime]
+    this.sample()
+    const parts = [this.httpOpenRequests, this.httpOpenClients, this.httpRefused, this.openFds, this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime, this.tpExchangeTime]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
 }

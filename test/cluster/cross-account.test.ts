@@ -23,8 +23,9 @@ function node(home: string, args: string[]): { proc: Subprocess; output: () => s
   const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: home } })
   procs.push(proc)
   let text = ''
-  for (const stream of [proc.stdout, proc.stderr]) void (async () => {
-    for await (const chunk of stream) text += new TextDecoder().decode(chunk)
+  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) void (async () => {
+    const reader = stream.getReader()
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
   })()
   return { proc, output: () => text }
 }

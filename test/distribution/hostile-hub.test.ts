@@ -46,7 +46,7 @@ function serveHostileHub(b: Behaviour): Hostile {
       if (url.pathname === `/api/models/${REPO}/revision/main`) return Response.json({ sha: b.apiSha ?? COMMIT, siblings: [{ rfilename: 'config.json' }] })
       const resolveUrl = url.pathname === `/${REPO}/resolve/main/config.json`
       if (resolveUrl && b.redirectTo) {
-        const linked = b.linked ? { 'x-linked-etag': `"${gitSha1(CONTENT)}"`, 'x-linked-size': String(CONTENT.byteLength) } : {}
+        const linked: Record<string, string> = b.linked ? { 'x-linked-etag': `"${gitSha1(CONTENT)}"`, 'x-linked-size': String(CONTENT.byteLength) } : {}
         return new Response(null, { status: 302, headers: { location: b.redirectTo(hub.otherUrl), ...linked } })
       }
       if (resolveUrl || url.pathname === '/elsewhere/config.json') {
@@ -54,7 +54,7 @@ function serveHostileHub(b: Behaviour): Hostile {
         const headers = new Headers({ 'x-repo-commit': b.repoCommit ?? COMMIT, 'content-length': String(b.size ?? body.byteLength) })
         const etag = b.etag === undefined ? `"${gitSha1(CONTENT)}"` : b.etag
         if (etag !== null) headers.set('etag', etag)
-        return new Response(req.method === 'HEAD' ? null : body, { headers })
+        return new Response(req.method === 'HEAD' ? null : (body as Uint8Array<ArrayBuffer>), { headers })
       }
       return new Response('not found', { status: 404 })
     },
