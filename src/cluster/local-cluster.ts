@@ -50,14 +50,34 @@ function freePort(): number {
   return port
 }
 
-async function waitForLine(proc: Subprocess<'ignore', 'pipe', 'pipe'>, pattern: RegExp, onLine: (l: string) => void, timeoutMs = 120_000): Promise<RegExpExecArray> {
+/** Reads a node's stderr as it comes (a pipe nobody reads would fill and stall the node), each line to `onLine`; the
+ * returned function gives the last few KiB, for the error when the node fails to start. */
+function drainStderr(proc: Subprocess<'ignore', 'pipe', 'pipe'>, onLine: (l: string) => void): () => string {
+  let tail = ''
+  void (async () => {
+    const reader = proc.stderr.getReader()
+    for (;;) {
+      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }))
+      if (done) break
+      const text = new TextDecoder().decode(value)
+      tail = (tail + text).slice(-4096)
+      for (const line of text.split('\n').filter(Boolean)) onLine(line)
+    }
+  })()
+  return () => tail
+}
+
+async function waitForLine(proc: Subprocess<'ignore', 'pipe', 'pipe'>, pattern: RegExp, onLine: (l: string) => void, stderrTail: () => string, timeoutMs = 120_000): Promise<RegExpExecArray> {
   const reader = proc.stdout.getReader()
   let text = ''
   const deadline = Date.now() + timeoutMs
   try {
     while (Date.now() < deadline) {
       const { value, done } = await reader.read()
-      if (done) throw new Error(`node exited before printing ${pattern}: ${text.slice(-500)} ${await new Response(proc.stderr).text()}`)
+      if (done) {
+        await proc.exited
+        throw new Error(`node exited before printing ${pattern}: ${text.slice(-500)} ${stderrTail()}`)
+      }
       const chunk = new TextDecoder().decode(value)
       text += chunk
       for (const line of chunk.split('\n').filter(Boolean)) onLine(line)
@@ -125,7 +145,8 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
     if (rank === 0) args.push('--port', String(apiPort))
     const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
     procs[rank] = proc
-    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/, (l) => onLine(rank, l))
+    const stderrTail = drainStderr(proc, (l) => onLine(rank, l))
+    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/, (l) => onLine(rank, l), stderrTail)
   }
 
   // all at once: the stages join the head, which plans and then serves once the ring forms

@@ -9,9 +9,12 @@ import { authorizeByPins, type Authorizer, type PinStore } from '../trust/pinned
 import { decideRdma } from '../trust/rdma-gate.ts'
 import type { CoordinatorClient } from './client.ts'
 import { CoordinatorError } from './errors.ts'
+import { peerText, RateLimitedLog } from '../peer-text.ts'
 import type { ProviderConnection } from './provider-connection.ts'
 
 const log = consola.withTag('coordinator')
+/** A refused peer retries every backoff: its refusal is logged once per window, with a count. */
+const refusals = new RateLimitedLog((line) => log.warn(line))
 
 export interface NodeRegistration {
   connection: ProviderConnection
@@ -55,9 +58,10 @@ export function authorizeByPinsOrCoordinator(pins: PinStore, client: Coordinator
     } catch (error) {
       // the coordinator answers only for this token's own account: a node of another account is 'not found' there
       const foreign = error instanceof CoordinatorError && error.code === 'E_NOT_FOUND'
-      log.warn(foreign
-        ? `refused ${serial}: ${(error as Error).message} at ${client.url} — a node registered under another account cannot join this cluster; give every node a token of the same account`
-        : `no key for ${serial}: ${(error as Error).message}`)
+      const who = peerText(serial, 80)
+      refusals.line(serial, foreign
+        ? `refused ${who}: ${(error as Error).message} at ${client.url} — a node registered under another account cannot join this cluster; give every node a token of the same account`
+        : `no key for ${who}: ${(error as Error).message}`)
       return 'not-pinned'
     }
     return byPins(serial, key)

@@ -28,7 +28,8 @@ export class FrameDecoder {
   largestAllocation = 0
   #error: LinkError | null = null
 
-  constructor(readonly maxFrameBytes: number) {}
+  /** Mutable: a link starts with the handshake's small limit and raises it once the peer is authenticated. */
+  constructor(public maxFrameBytes: number) {}
 
   /** Bytes held for an incomplete frame. */
   get buffered(): number {
@@ -43,18 +44,26 @@ export class FrameDecoder {
   /** Whole frames in this chunk. A bad frame throws, unless good frames came before it in the same chunk: those are
    * returned and the error is left in `error` (and thrown by the next push), so the result does not depend on chunking. */
   push(chunk: Uint8Array): RawFrame[] {
+    return this.pushUntil(chunk, () => false).frames
+  }
+
+  /** As push, but stops after the first frame whose type `stop` accepts: the bytes after it are returned undecoded (a
+   * copy) in `rest`, to be pushed once the caller has raised the limit (the handshake's last frame ends its limit). */
+  pushUntil(chunk: Uint8Array, stop: (type: number) => boolean): { frames: RawFrame[]; rest: Uint8Array | null } {
     if (this.#error) throw this.#error
     const frames: RawFrame[] = []
+    let rest: Uint8Array | null = null
     try {
-      this.#decode(chunk, frames)
+      rest = this.#decode(chunk, frames, stop)
     } catch (error) {
       this.#error = error as LinkError
       if (frames.length === 0) throw error
     }
-    return frames
+    return { frames, rest }
   }
 
-  #decode(chunk: Uint8Array, frames: RawFrame[]): void {
+  #decode(chunk: Uint8Array, frames: RawFrame[], stop: (type: number) => boolean): Uint8Array | null {
+    const stopped = (at: number) => (stop(frames.at(-1)!.type) ? chunk.slice(at) : null)
     let at = 0
     while (at < chunk.byteLength) {
       if (this.#frame) {
@@ -67,6 +76,8 @@ export class FrameDecoder {
           frames.push({ type: this.#frame[0]!, body: this.#frame.subarray(1) })
           this.#frame = null
           this.#filled = 0
+          const rest = stopped(at)
+          if (rest) return rest
         }
         continue
       }
@@ -93,11 +104,14 @@ export class FrameDecoder {
       if (chunk.byteLength - at >= need) {
         frames.push({ type: chunk[at]!, body: chunk.subarray(at + 1, at + need) })
         at += need
+        const rest = stopped(at)
+        if (rest) return rest
         continue
       }
       this.#frame = new Uint8Array(need) // safe: need <= maxFrameBytes + 1, checked above
       if (need > this.largestAllocation) this.largestAllocation = need
     }
+    return null
   }
 }
 

@@ -11,8 +11,11 @@ import { LinkError } from './errors.ts'
 import { decodeError, encodeError, FrameType, frameTypeName, isHandshakeFrame, SEALED_HEADER_BYTES, TAG_BYTES, type FrameTypeCode } from './frames.ts'
 import { encodeFrame, FrameDecoder, type RawFrame } from './framing.ts'
 import { Heartbeat } from './health.ts'
+import { peerText, RateLimitedLog } from '../peer-text.ts'
 
 const log = consola.withTag('link')
+/** Refusals of links that never authenticated, once per address and reason per window (a stranger may retry fast). */
+const refusals = new RateLimitedLog((line) => log.warn(line))
 
 export interface LinkOptions {
   identity: Identity
@@ -50,6 +53,15 @@ const PEER_CODES = new Set(['E_PEER_CLOSED', 'E_PEER_UNAVAILABLE'])
 /** Frames a link holds for its first listener; more before anyone listens means the peer is misbehaving. */
 const EARLY_FRAMES = 64
 
+/** Until the peer is authenticated, frames are no larger than the handshake's own (fields of at most 4 KiB each): a
+ * stranger cannot make this side hold more than this per connection. */
+export const HANDSHAKE_FRAME_BYTES = 16 * 1024
+/** Bytes that may arrive after the handshake's last frame while its check runs (sealed frames sent right after FINISH);
+ * more before the link is established closes it. */
+export const EARLY_BYTES = 1024 * 1024
+/** Connections a listener lets handshake at once; more are closed on arrival (strangers cannot pile them up). */
+export const MAX_PENDING_HANDSHAKES = 16
+
 const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 1024 * 1024, handshakeTimeoutMs: 5000, pingIntervalMs: 5000, missedPings: 3, fragmentBytes: 64 * 1024 }
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
 
@@ -60,6 +72,8 @@ type CloseReason = DbcError | null
 export class SealedLink {
   peerSerial = ''
   peerPublicKey: Uint8Array = new Uint8Array()
+  /** The peer's address as the socket reports it (for logs), or '' before attach. */
+  remote = ''
   readonly #o: Required<Omit<LinkOptions, 'rekeyInterval'>> & Pick<LinkOptions, 'rekeyInterval'>
   readonly #decoder: FrameDecoder
   #socket: Pick<Socket<SocketData>, 'write' | 'end'> | null = null
@@ -84,8 +98,8 @@ export class SealedLink {
     options: LinkOptions,
   ) {
     this.#o = { ...DEFAULTS, randomBytes: random, ...options }
-    // the sealed header and tag ride on top of the largest payload
-    this.#decoder = new FrameDecoder(this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES)
+    // the handshake's limit until the peer is authenticated (#establish raises it to the largest sealed payload)
+    this.#decoder = new FrameDecoder(Math.min(HANDSHAKE_FRAME_BYTES, this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES))
     this.established = new Promise((resolve, reject) => (this.#established = { resolve, reject }))
     this.established.catch(() => {}) // also reported through close listeners
     const hs: HandshakeOptions = {
@@ -130,10 +144,10 @@ export class SealedLink {
 
   onFrame(listener: (f: LinkFrame) => void): () => void {
     this.#frameListeners.push(listener)
-    if (this.#early.length) {
+    if (this.#unheard.length) {
       // frames that came before anyone listened (e.g. in the same read as the handshake's end) go to the first listener
       queueMicrotask(() => {
-        const early = this.#early.splice(0)
+        const early = this.#unheard.splice(0)
         for (const f of early) this.#dispatch(f)
       })
     }
@@ -210,7 +224,9 @@ export class SealedLink {
     }
     this.#closed = true
     this.stats.closeReason = reason
-    if (reason) log.warn(`link ${this.peerSerial || '(handshaking)'} closed: ${reason.code}: ${reason.message}`)
+    const from = this.remote ? ` (${this.remote})` : ''
+    if (reason && this.#receiver) log.warn(`link ${this.peerSerial}${from} closed: ${reason.code}: ${reason.message}`)
+    else if (reason) refusals.line(`${this.remote} ${reason.code}`, `link (handshaking)${from} closed: ${reason.code}: ${reason.message}`)
     this.#heartbeat?.stop()
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
     this.#socket?.end()
@@ -225,8 +241,9 @@ export class SealedLink {
 
   // ---- socket plumbing (called from the Bun socket handlers, or a test's stand-in) ----
 
-  attach(socket: Pick<Socket<SocketData>, 'write' | 'end'>): void {
+  attach(socket: Pick<Socket<SocketData>, 'write' | 'end'> & { remoteAddress?: string }): void {
     this.#socket = socket
+    this.remote = socket.remoteAddress ?? ''
     this.#handshakeTimer = setTimeout(
       () => this.close(new TrustError('E_HANDSHAKE_TIMEOUT', `the handshake did not finish within ${this.#o.handshakeTimeoutMs} ms`, 'is the peer a dbcluster node of the same release?')),
       this.#o.handshakeTimeoutMs,
@@ -238,9 +255,27 @@ export class SealedLink {
     if (this.#closed) return
     this.#heartbeat?.heard()
     this.stats.lastHeardAt = Date.now()
+    if (this.#early !== null) {
+      // the handshake's last frame is being checked: what follows waits, undecoded and bounded, for the keys
+      this.#earlyBytes += chunk.byteLength
+      if (this.#earlyBytes > EARLY_BYTES) return this.close(new LinkError('E_FRAME_TOO_LARGE', `more than ${EARLY_BYTES} bytes arrived before the handshake finished`, 'the peer is broken or hostile; the link was closed'))
+      this.#early.push(chunk.slice())
+      return
+    }
     let frames: RawFrame[]
     try {
-      frames = this.#decoder.push(chunk)
+      if (this.#receiver) frames = this.#decoder.push(chunk)
+      else {
+        // before the keys: decode up to the handshake's last frame, under the handshake's limit
+        const last = this.role === 'responder' ? FrameType.finish : FrameType.ack
+        const { frames: got, rest } = this.#decoder.pushUntil(chunk, (type) => type === last)
+        frames = got
+        if (rest) {
+          this.#early = rest.byteLength ? [rest] : []
+          this.#earlyBytes = rest.byteLength
+          if (this.#earlyBytes > EARLY_BYTES) return this.close(new LinkError('E_FRAME_TOO_LARGE', `more than ${EARLY_BYTES} bytes arrived before the handshake finished`, 'the peer is broken or hostile; the link was closed'))
+        }
+      }
     } catch (error) {
       return this.close(error as LinkError)
     }
@@ -265,6 +300,10 @@ export class SealedLink {
   drain(): void {
     this.#flush()
   }
+
+  /** Bytes after the handshake's last frame, held until the link is established (null: not in that window). */
+  #early: Uint8Array[] | null = null
+  #earlyBytes = 0
 
   #chain: Promise<void> = Promise.resolve()
   #chainBusy = 0
@@ -343,19 +382,19 @@ export class SealedLink {
     }
     if (type === FrameType.error && header.requestId === LINK_REQUEST_ID) {
       const e = decodeError(plaintext)
-      return this.close(new LinkError('E_PEER_CLOSED', `${this.peerSerial} closed the link: ${e ? `${e.code}: ${e.message}` : '(unreadable reason)'}`))
+      return this.close(new LinkError('E_PEER_CLOSED', `${this.peerSerial} closed the link: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`))
     }
     const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
     if (this.#frameListeners.length === 0) {
-      if (this.#early.length >= EARLY_FRAMES) throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)
-      this.#early.push(frame)
+      if (this.#unheard.length >= EARLY_FRAMES) throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)
+      this.#unheard.push(frame)
       return
     }
     this.#dispatch(frame)
   }
 
   /** Frames delivered while no listener was registered yet (at most EARLY_FRAMES). */
-  readonly #early: LinkFrame[] = []
+  readonly #unheard: LinkFrame[] = []
 
   #dispatch(frame: LinkFrame): void {
     const type = frame.type
@@ -377,6 +416,11 @@ export class SealedLink {
     this.#sender = new AeadSender({ ...common, direction: mine, key: mine === 1 ? result.initiatorKey : result.responderKey })
     this.#receiver = new AeadReceiver({ ...common, direction: theirs, key: theirs === 1 ? result.initiatorKey : result.responderKey })
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
+    // authenticated: frames up to the largest payload plus the sealed header and tag; what waited is decoded now
+    this.#decoder.maxFrameBytes = this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES
+    const early = this.#early
+    this.#early = null
+    if (early?.length) queueMicrotask(() => early.forEach((chunk) => this.data(chunk)))
     this.#heartbeat = new Heartbeat(
       { intervalMs: this.#o.pingIntervalMs, missedPings: this.#o.missedPings },
       () => this.#ping(),
@@ -429,7 +473,7 @@ const isPlainError = (body: Uint8Array) => decodeError(body) !== null
 /** The peer's plaintext `error` frame during the handshake, as the error it names (so both operators see one code). */
 function refusal(body: Uint8Array): TrustError {
   const e = decodeError(body)
-  return new TrustError(e?.code ?? 'E_PEER_REFUSED', `the peer refused the handshake: ${e ? `${e.code}: ${e.message}` : '(unreadable reason)'}`)
+  return new TrustError(e?.code ?? 'E_PEER_REFUSED', `the peer refused the handshake: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`)
 }
 
 const handlers = {
@@ -462,8 +506,10 @@ export async function connectLink(host: string, port: number, options: LinkOptio
   return link.established
 }
 
-/** Accepts links; each is handed to onLink once its handshake succeeded (refused peers are closed and logged). */
-export function listenLinks(host: string, port: number, options: LinkOptions, onLink: (link: SealedLink) => void): TCPSocketListener<SocketData> {
+/** Accepts links; each is handed to onLink once its handshake succeeded (refused peers are closed and logged). At most
+ * `maxPending` connections handshake at once: one more is closed on arrival, and that is logged once per window. */
+export function listenLinks(host: string, port: number, options: LinkOptions, onLink: (link: SealedLink) => void, maxPending = MAX_PENDING_HANDSHAKES): TCPSocketListener<SocketData> {
+  let pending = 0
   return Bun.listen<SocketData>({
     hostname: host,
     port,
@@ -472,6 +518,15 @@ export function listenLinks(host: string, port: number, options: LinkOptions, on
       open(socket) {
         const link = new SealedLink('responder', options)
         socket.data = { link }
+        if (pending >= maxPending) {
+          refusals.line(`${socket.remoteAddress} pending`, `refused a connection from ${socket.remoteAddress}: ${maxPending} handshakes are already pending on ${host}:${port}`)
+          link.close(null)
+          socket.end()
+          return
+        }
+        pending++
+        const settled = () => void pending--
+        link.established.then(settled, settled)
         link.attach(socket)
         link.established.then(onLink, () => {})
       },

@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { FrameType } from '../../src/link/frames.ts'
 import { FrameDecoder, encodeFrame } from '../../src/link/framing.ts'
-import { connectLink, listenLinks, SealedLink, type LinkOptions } from '../../src/link/tcp-link.ts'
+import { connectLink, EARLY_BYTES, listenLinks, SealedLink, type LinkOptions } from '../../src/link/tcp-link.ts'
 import { InitiatorHandshake } from '../../src/trust/handshake.ts'
 import { pins, testIdentity } from '../support/identities.ts'
 
@@ -57,6 +57,53 @@ describe('sealed TCP link', () => {
       far.send(FrameType.data, new TextEncoder().encode('pong'))
       expect(new TextDecoder().decode(await back)).toBe('pong')
     })
+
+  /** Two link ends joined by hand: what one writes is what the test hands the other, in chunks it chooses. */
+  async function handshakeUpToFinish() {
+    const capture = () => {
+      const writes: Uint8Array[] = []
+      return { writes, socket: { write: (b: Uint8Array) => (writes.push(b.slice()), b.byteLength), end: () => 0 } }
+    }
+    const [toR, toI] = [capture(), capture()]
+    const settle = async () => {
+      for (let k = 0; k < 20; k++) await Promise.resolve()
+      await Bun.sleep(5)
+    }
+    const responder = new SealedLink('responder', { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, pingIntervalMs: 600_000 })
+    const initiator = new SealedLink('initiator', { identity: alice, serial: 'alice', clusterId: 'c', authorize: both, pingIntervalMs: 600_000 })
+    responder.attach(toI.socket)
+    initiator.attach(toR.socket)
+    responder.data(toR.writes.shift()!) // HELLO
+    await settle()
+    initiator.data(toI.writes.shift()!) // ACK
+    await initiator.established
+    const finish = toR.writes.shift()!
+    cleanup.push(() => (initiator.close(), responder.close()))
+    return { responder, initiator, finish, toR, settle }
+  }
+
+  test('sealed frames in the same read as FINISH wait, undecoded, until the keys are checked; then arrive in order', async () => {
+    const { responder, initiator, finish, toR } = await handshakeUpToFinish()
+    const sent = [new Uint8Array(300 * 1024).fill(1), new Uint8Array(200 * 1024).fill(2), new Uint8Array([3])]
+    for (const payload of sent) initiator.send(FrameType.activation, payload)
+    const got: Uint8Array[] = []
+    const all = new Promise<void>((resolve) => responder.onFrame((f) => (got.push(f.payload), got.length === sent.length && resolve())))
+    // FINISH and everything after it in one chunk: the decoder stops after FINISH (its check is async)
+    const chunk = Buffer.concat([finish, ...toR.writes.splice(0)])
+    responder.data(new Uint8Array(chunk))
+    expect(responder.bufferedBytes).toBe(0)
+    await responder.established
+    await all
+    expect(got.map((p) => [p.byteLength, p[0]])).toEqual(sent.map((p) => [p.byteLength, p[0]]))
+  })
+
+  test('more than the allowed early bytes before the keys are checked closes the link', async () => {
+    const { responder, initiator, finish, toR } = await handshakeUpToFinish()
+    initiator.send(FrameType.activation, new Uint8Array(EARLY_BYTES + 1024))
+    responder.data(new Uint8Array(Buffer.concat([finish, ...toR.writes.splice(0)])))
+    expect(responder.closed).toBe(true)
+    expect(responder.stats.closeReason).toMatchObject({ code: 'E_FRAME_TOO_LARGE', message: `more than ${EARLY_BYTES} bytes arrived before the handshake finished` })
+  })
 
   test('an unpinned client is refused; both sides learn why', async () => {
     const { port, accepted } = server()
