@@ -7,6 +7,7 @@ import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { chatCompletions } from './chat-completions.ts'
 import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
+import { apiKeyCheck } from './api-key.ts'
 import { ApiError, errorResponse } from './errors.ts'
 import type { HttpBindings } from './http-server.ts'
 
@@ -17,7 +18,10 @@ export interface AppDeps {
   metrics: ServingMetrics
   /** Extra fields for /health (backend, cluster members, …). */
   health: () => Record<string, unknown>
+  /** When set, every route needs it (Bearer, or Basic with the key as password); see publicHealth. */
   apiKey?: string
+  /** With apiKey: GET /health stays open to anyone, answering only {status} (for load balancers). */
+  publicHealth?: boolean
   maxBodyBytes?: number
 }
 
@@ -28,11 +32,19 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((error, c) => errorResponse(c, error))
   app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found')))
 
-  app.use('/v1/*', async (c, next) => {
-    if (deps.apiKey && c.req.header('authorization') !== `Bearer ${deps.apiKey}`) {
-      throw new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key')
+  // with a key, every route needs it: /health names members, fingerprints and memory; /metrics and the dashboard too
+  const authorized = deps.apiKey ? apiKeyCheck(deps.apiKey) : () => true
+  app.use('*', async (c, next) => {
+    if (authorized(c.req.header('authorization'))) return next()
+    if (deps.publicHealth && c.req.method === 'GET' && c.req.path === '/health') {
+      const degraded = deps.scheduler.degraded
+      return c.json({ status: degraded ? 'degraded' : 'ok' }, degraded ? 503 : 200, degraded ? { 'retry-after': '5' } : {})
     }
-    await next()
+    const error = new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key')
+    const response = errorResponse(c, error)
+    // a browser opening the dashboard gets its own password prompt (the key as the password)
+    if (c.req.path.startsWith('/dashboard')) response.headers.set('www-authenticate', 'Basic realm="dbcluster", charset="UTF-8"')
+    return response
   })
   app.use(
     '/v1/*',

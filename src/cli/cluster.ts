@@ -36,14 +36,19 @@ const status = defineCommand({
   args: {
     url: { type: 'string', description: 'The head’s API URL', default: 'http://127.0.0.1:8080' },
     json: { type: 'boolean', description: 'Print the head’s /health JSON (members, ranks, layer ranges, memory, link health)', default: false },
+    'api-key': { type: 'string', description: 'The head’s --api-key, when it has one (or set DBCLUSTER_API_KEY)' },
   },
   async run({ args }) {
     let health: Record<string, unknown>
+    const key = args['api-key'] ?? process.env.DBCLUSTER_API_KEY
+    let res: Response
     try {
-      health = (await (await fetch(`${args.url}/health`)).json()) as Record<string, unknown>
+      res = await fetch(`${args.url}/health`, { headers: key ? { authorization: `Bearer ${key}` } : {} })
+      health = (await res.json()) as Record<string, unknown>
     } catch (error) {
       throw new UsageError(`cannot reach ${args.url}: ${(error as Error).message}`, 'is `dbcluster serve` running there?')
     }
+    if (res.status === 401) throw new UsageError(`${args.url} needs its API key for /health`, 'pass --api-key KEY (or set DBCLUSTER_API_KEY)')
     if (args.json) return console.log(JSON.stringify(health))
     consola.info(`status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); ${health.backend} backend on the head`)
     const members = health.members as MemberStatus[] | undefined

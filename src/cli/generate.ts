@@ -34,7 +34,7 @@ export default defineCommand({
     tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): number of ranks; rank 0 takes the prompt and prints, ranks > 0 need the same --model and --max-context and replay its steps', default: '1', valueHint: 'N' },
     rank: { type: 'string', description: 'With --tp: this process\'s rank (0 listens, the others dial it with --peer)', default: '0', valueHint: 'R' },
     peer: { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s HOST:PORT', valueHint: 'HOST:PORT' },
-    listen: { type: 'string', description: 'With --tp, rank 0: where the ranks meet', default: '0.0.0.0:47200', valueHint: 'HOST:PORT' },
+    listen: { type: 'string', description: 'With --tp, rank 0: where the ranks meet (loopback by default: give the cable\'s address for other machines)', default: '127.0.0.1:47200', valueHint: 'HOST:PORT' },
     transport: { type: 'string', description: 'With --tp: jaccl (Thunderbolt RDMA, macOS) or ring (TCP); auto picks jaccl where the RDMA gate passes', default: 'auto', valueHint: 'auto|jaccl|ring' },
     'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
     'timeout-s': { type: 'string', description: 'With --tp: how long to wait for the other ranks', default: '60', valueHint: 'S' },

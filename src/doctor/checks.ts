@@ -37,7 +37,10 @@ export interface DoctorEnv {
 }
 
 export function defaultEnv(partial: Partial<DoctorEnv> & Pick<DoctorEnv, 'keyFile' | 'pinFile'>): DoctorEnv {
-  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
+  // a head with --api-key answers /health only with it (DBCLUSTER_API_KEY, as `cluster status` reads it)
+  const key = process.env.DBCLUSTER_API_KEY
+  const keyed: typeof fetch = Object.assign((input: Parameters<typeof fetch>[0], init?: RequestInit) => fetch(input, key ? { ...init, headers: { ...(init?.headers as Record<string, string>), authorization: `Bearer ${key}` } } : init), fetch)
+  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch: keyed, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
 }
 
 const notMac = (name: string, env: DoctorEnv): CheckResult | null =>
