@@ -276,6 +276,7 @@ export default defineCommand({
     )
     if (tpGroup && tpPipeline && tpRejoin) keepTensorParallelWhole(tpGroup, tpPipeline, tpRejoin, scheduler)
     if (ring) {
+      ring.onStalled((reason) => scheduler.setStalled(reason))
       scheduler.setDegraded(ring.degraded)
       let formed = false // the hops not yet up while the ring first forms are not link errors
       ring.onDegraded((reason) => {

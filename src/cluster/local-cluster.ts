@@ -38,6 +38,8 @@ export interface LocalCluster {
   homes: string[]
   /** Stops one node (SIGKILL = a crash). */
   kill(rank: number, signal?: NodeJS.Signals): Promise<void>
+  /** Sends a node a signal and returns at once (SIGSTOP / SIGCONT freeze and thaw it). */
+  signal(rank: number, signal: NodeJS.Signals): void
   /** Starts a stopped node again with the same identity and address. */
   restart(rank: number): Promise<void>
   stop(): Promise<void>
@@ -174,6 +176,9 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       p.kill(signal)
       await p.exited
       procs[rank] = null
+    },
+    signal(rank, signal) {
+      procs[rank]?.kill(signal)
     },
     async restart(rank) {
       await spawn(rank)

@@ -137,11 +137,18 @@ export class HeadPipeline implements Pipeline {
   #closes: number[] = []
   #degradedListeners: ((reason: string | null) => void)[] = []
   #degraded: string | null = 'ring not formed yet'
+  #stalledListeners: ((reason: string | null) => void)[] = []
+  #stalled: string | null = null
+  /** A running average of step wall times (ms): a step is overdue past a ping interval plus four of these. */
+  #typicalStepMs = 0
+  readonly #watchdog: ReturnType<typeof setInterval>
 
   constructor(readonly options: RingOptions) {
     if (options.rank !== 0) throw new DbcError('E_RING', 'HeadPipeline runs on rank 0')
     if (!options.stage.range.first) throw new DbcError('E_RING', 'the head must hold the first layers')
     this.#node = new RingNode(options)
+    this.#watchdog = setInterval(() => this.#checkOverdue(), Math.max(50, Math.min(1000, this.#pingMs / 4)))
+    this.#watchdog.unref?.()
     this.#node.onInbound((link) => {
       link.onFrame((f) => f.type === FrameType.activation && this.#result(f.payload))
       link.onClose((reason) => this.#down(`the last stage's link closed: ${reason?.message ?? 'closed'}`))
@@ -162,6 +169,28 @@ export class HeadPipeline implements Pipeline {
 
   onDegraded(listener: (reason: string | null) => void): void {
     this.#degradedListeners.push(listener)
+  }
+
+  /** A step overdue (reason), or none any more (null): the link may still be up, the stage frozen or swamped. */
+  onStalled(listener: (reason: string | null) => void): void {
+    this.#stalledListeners.push(listener)
+  }
+
+  get #pingMs(): number {
+    return this.options.link.pingIntervalMs ?? 5000
+  }
+
+  #checkOverdue(): void {
+    let oldest = Infinity
+    for (const p of this.#pending.values()) oldest = Math.min(oldest, p.startedAt)
+    const age = performance.now() - oldest
+    const budget = this.#pingMs + 4 * this.#typicalStepMs
+    const reason = this.#pending.size && age > budget ? `a step has waited ${(age / 1000).toFixed(1)} s for the stages (more than ${(budget / 1000).toFixed(1)} s): a stage is not answering` : null
+    if ((reason === null) === (this.#stalled === null)) return
+    this.#stalled = reason
+    if (reason) log.warn(`cluster degraded: ${reason}`)
+    else log.info('the overdue step was answered: the cluster is ok again')
+    this.#stalledListeners.forEach((l) => l(reason))
   }
 
   openSequence(): number {
@@ -225,7 +254,7 @@ export class HeadPipeline implements Pipeline {
   /** Members as seen from the head, for /health and `cluster status`. */
   status() {
     return {
-      degraded: this.#degraded,
+      degraded: this.#degraded ?? this.#stalled,
       successor: this.#node.successor.link ? { serial: this.#node.successor.link.peerSerial, up: true } : { up: false },
       predecessor: this.#node.inbound && !this.#node.inbound.closed ? { serial: this.#node.inbound.peerSerial, up: true } : { up: false },
       steps_in_flight: this.#pending.size,
@@ -233,6 +262,7 @@ export class HeadPipeline implements Pipeline {
   }
 
   stop(): void {
+    clearInterval(this.#watchdog)
     this.#node.stop()
   }
 
@@ -241,11 +271,15 @@ export class HeadPipeline implements Pipeline {
     const waiter = this.#pending.get(r.stepId)
     if (!waiter) return log.warn(`result for unknown step ${r.stepId}`)
     this.#pending.delete(r.stepId)
+    const wallMs = performance.now() - waiter.startedAt
+    // an overdue step says nothing of what steps take: only ordinary ones feed the average
+    if (!this.#stalled) this.#typicalStepMs = this.#typicalStepMs ? 0.9 * this.#typicalStepMs + 0.1 * wallMs : wallMs
     if (this.options.onStepTiming) {
       const stageSeconds = [...r.stageMicros].map((us) => us / 1e6)
-      const wall = (performance.now() - waiter.startedAt) / 1000
+      const wall = wallMs / 1000
       this.options.onStepTiming({ stageSeconds, hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)), decode: waiter.decode })
     }
+    if (this.#stalled) this.#checkOverdue() // the overdue step came back: say so now, not at the next tick
     waiter.resolve(r)
   }
 

@@ -130,8 +130,16 @@ export class Scheduler {
   get running(): number {
     return this.#groups.reduce((n, g) => n + g.length, 0)
   }
+  /** Why new requests are refused now: the ring is down, or a step is overdue (a stage not answering). */
   get degraded(): string | null {
-    return this.#degraded
+    return this.#degraded ?? this.#stalled
+  }
+
+  #stalled: string | null = null
+  /** A step is overdue (a frozen stage): new requests are refused (503) and /health says degraded, while the running
+   * ones keep waiting for it — a stage that resumes answers the step, and nothing has to start over. */
+  setStalled(reason: string | null): void {
+    this.#stalled = reason
   }
 
   /** While degraded, new requests are refused at once (the API answers 503 with Retry-After) and no step starts; when
@@ -161,7 +169,7 @@ export class Scheduler {
   /** Queues a request; events arrive through `emit`. Throws at once when it can never run or the queue is full. */
   submit(request: ScheduledRequest, emit: (event: RequestEvent) => void): number {
     if (this.#closed) throw new DbcError('E_CLOSED', 'the server is shutting down')
-    if (this.#degraded) throw new DegradedError(this.#degraded)
+    if (this.degraded) throw new DegradedError(this.degraded)
     const need = request.promptIds.length + request.maxTokens
     if (request.promptIds.length === 0) throw new ContextLengthError('E_PROMPT', 'the prompt is empty')
     if (need > this.pipeline.maxLen) {
