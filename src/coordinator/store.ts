@@ -1,4 +1,5 @@
 /** The coordinator's persistent state in SQLite (bun:sqlite, WAL): accounts, hashed tokens, providers, rosters — prepared statements only. */
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import { Database, type SQLQueryBindings, type Statement } from 'bun:sqlite'
 import type { KeyKind } from '../trust/identity.ts'
 import { migrate } from './migrations.ts'
@@ -87,8 +88,12 @@ export class CoordinatorStore {
   }
 
   constructor(path: string) {
+    // tokens' hashes, every machine's key and account: only this user reads the file (and its WAL and index files)
+    const created = path !== ':memory:' && !existsSync(path)
+    if (created) closeSync(openSync(path, 'a', 0o600))
     this.db = new Database(path, { create: true, strict: true })
     this.db.run('PRAGMA journal_mode = WAL')
+    if (path !== ':memory:') for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
     // WAL + NORMAL: a commit survives a process crash; only an OS crash can lose the last transactions.
     this.db.run('PRAGMA synchronous = NORMAL')
     this.db.run('PRAGMA foreign_keys = ON')

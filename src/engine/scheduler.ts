@@ -184,8 +184,21 @@ export class Scheduler {
       throw new QueueFullError(this.options.maxQueue)
     }
     const id = this.#nextId++
-    this.#queue.push({ id, request, emit, arrived: performance.now() })
+    const queued = { id, request, emit, arrived: performance.now() }
+    this.#queue.push(queued)
     this.metrics?.queueDepth.set(this.#queue.length)
+    // a client that leaves while its request waits is dropped from the queue at once, not when a slot frees
+    request.signal?.addEventListener(
+      'abort',
+      () => {
+        const at = this.#queue.indexOf(queued)
+        if (at < 0) return // admitted already: the running request is cancelled by the step loop
+        this.#queue.splice(at, 1)
+        this.metrics?.requests.inc({ outcome: 'cancelled' })
+        this.metrics?.queueDepth.set(this.#queue.length)
+      },
+      { once: true },
+    )
     void this.#drive()
     return id
   }

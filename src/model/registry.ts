@@ -9,15 +9,18 @@ import * as qwen3 from './arch/qwen3.ts'
 import * as qwen3_5 from './arch/qwen3_5.ts'
 import { CheckpointError } from './errors.ts'
 
-export const ARCHITECTURES: Record<string, ArchitectureModule> = { llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gemma4_text: gemma4, gemma4, gpt_oss, qwen3_5, qwen3_5_moe: qwen3_5 }
+/** A map, not an object: a checkpoint's model_type of `__proto__`, `constructor` or `toString` must find nothing. */
+export const ARCHITECTURES: ReadonlyMap<string, ArchitectureModule> = new Map(
+  Object.entries({ llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gemma4_text: gemma4, gemma4, gpt_oss, qwen3_5, qwen3_5_moe: qwen3_5 }),
+)
 
 export function architectureFor(modelType: unknown): ArchitectureModule {
-  const arch = typeof modelType === 'string' ? ARCHITECTURES[modelType] : undefined
+  const arch = typeof modelType === 'string' ? ARCHITECTURES.get(modelType) : undefined
   if (!arch) {
     throw new CheckpointError(
       'E_MODEL_TYPE',
       `model_type '${String(modelType)}' is not supported`,
-      `supported: ${Object.keys(ARCHITECTURES).sort().join(', ')}`,
+      `supported: ${[...ARCHITECTURES.keys()].sort().join(', ')}`,
     )
   }
   return arch

@@ -1,6 +1,7 @@
 /** Schema migrations: pending sets, refusal of a newer database, upgrade of a version-1 database, idempotent reopen. */
 import { Database } from 'bun:sqlite'
 import { describe, expect, test } from 'bun:test'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { MIGRATIONS, migrate, pendingMigrations, type Migration } from '../../src/coordinator/migrations.ts'
 import { CoordinatorStore } from '../../src/coordinator/store.ts'
@@ -48,6 +49,8 @@ describe('migrate', () => {
     expect(a.migrationsApplied).toEqual([1, 2])
     expect((a.db.query('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal')
     a.ensureAccount('alice', 1)
+    // tokens' hashes and every machine's key: the file and its WAL are this user's alone
+    for (const file of [path, `${path}-wal`]) expect(statSync(file).mode & 0o777).toBe(0o600)
     a.close()
     const b = new CoordinatorStore(path)
     expect(b.migrationsApplied).toEqual([])

@@ -112,6 +112,22 @@ describe('scheduler', async () => {
     expect((await app.request('/health')).status).toBe(503)
   })
 
+  test('a request whose client left while it waited in the queue is dropped from the queue at once', async () => {
+    const metrics = new ServingMetrics()
+    const scheduler = new Scheduler(make(1), () => '', { maxBatch: 1 }, metrics)
+    const running = collect(scheduler, [1, 2, 3], 30) // holds the only slot
+    const left = new AbortController()
+    const events: RequestEvent[] = []
+    scheduler.submit({ promptIds: [4, 5], maxTokens: 4, sampling: GREEDY, eosTokenIds: [], signal: left.signal }, (e) => events.push(e))
+    expect(scheduler.queueDepth).toBe(1)
+    left.abort()
+    expect(scheduler.queueDepth).toBe(0)
+    expect(metrics.render()).toContain('dbcluster_queue_depth 0')
+    expect(metrics.render()).toContain('dbcluster_requests_total{outcome="cancelled"} 1')
+    await running
+    expect(events).toEqual([]) // nobody is listening: nothing was sent to the departed client
+  })
+
   test('--api-key: requests without the bearer token get 401', async () => {
     const scheduler = new Scheduler(make(), () => '')
     const app = createApp({ scheduler, tokenizer: new ModelTokenizer(dir), modelId: 'm', metrics: new ServingMetrics(), health: () => ({}), apiKey: 'sekret' })

@@ -31,11 +31,13 @@ describe('decoder config', () => {
   })
 
   test('the registry is one record with the mistral alias, and an unknown type lists the supported ones', () => {
-    expect(Object.keys(ARCHITECTURES).sort()).toEqual(['gemma3', 'gemma3_text', 'gemma4', 'gemma4_text', 'gpt_oss', 'llama', 'mistral', 'qwen2', 'qwen3', 'qwen3_5', 'qwen3_5_moe'])
+    expect([...ARCHITECTURES.keys()].sort()).toEqual(['gemma3', 'gemma3_text', 'gemma4', 'gemma4_text', 'gpt_oss', 'llama', 'mistral', 'qwen2', 'qwen3', 'qwen3_5', 'qwen3_5_moe'])
     expect(architectureFor('gemma3')).toBe(architectureFor('gemma3_text'))
     expect(architectureFor('mistral')).toBe(architectureFor('llama'))
     expect(() => architectureFor('gpt2')).toThrow(/model_type 'gpt2' is not supported/)
     expect(() => architectureFor(undefined)).toThrow(/model_type 'undefined'/)
+    // names an object's prototype has are not architectures
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) expect(() => architectureFor(name)).toThrow(`model_type '${name}' is not supported`)
   })
 })
 

@@ -1,6 +1,6 @@
 /** Identity keys, pins, the RDMA gate and attestations. */
 import { describe, expect, test } from 'bun:test'
-import { chmodSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { canonicalJson } from '../../src/trust/canonical-json.ts'
@@ -15,6 +15,30 @@ import { testIdentity } from '../support/identities.ts'
 const dir = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
 
 describe('software identity', () => {
+  test('a key file whose secret is not 64 hex characters, or not a P-256 secret, is refused saying so', () => {
+    const cases: [string, string][] = [
+      ['zz'.repeat(32), 'its secretKey must be 64 hexadecimal characters (32 bytes), found 64 characters with non-hex ones'],
+      ['ab'.repeat(10), 'found 20 characters'],
+      ['00'.repeat(32), 'is not a valid P-256 secret'],
+      ['ff'.repeat(32), 'is not a valid P-256 secret'],
+    ]
+    for (const [secretKey, words] of cases) {
+      const path = join(dir(), 'identity.key')
+      writeFileSync(path, JSON.stringify({ version: 1, kind: 'software', secretKey }), { mode: 0o600 })
+      expect(() => loadSoftwareIdentity(path)).toThrow(expect.objectContaining({ code: 'E_KEY_FILE', message: expect.stringContaining(words), hint: expect.stringContaining('identity init') }))
+    }
+  })
+
+  test('a key in a folder that group or others may write is refused (another user could swap it)', () => {
+    const folder = dir()
+    const path = join(folder, 'identity.key')
+    loadSoftwareIdentity(path)
+    chmodSync(folder, 0o777)
+    expect(() => loadSoftwareIdentity(path)).toThrow(expect.objectContaining({ code: 'E_KEY_PERMISSIONS', message: expect.stringContaining('is writable by group or others (mode 777)'), hint: `run 'chmod 700 ${folder}'` }))
+    chmodSync(folder, 0o755)
+    expect(loadSoftwareIdentity(path).created).toBe(false)
+  })
+
   test('created 0600 on first use, reloaded with the same key, signatures verify', async () => {
     const path = join(dir(), 'sub', 'identity.key')
     const first = loadSoftwareIdentity(path)
