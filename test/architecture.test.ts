@@ -9,10 +9,11 @@ const SRC = new URL('../src', import.meta.url).pathname
 const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
   doctor: ['discovery', 'trust'],
-  'rdma-ping': ['doctor', 'link', 'trust', 'discovery'],
+  'rdma-ping': ['tensor-parallel', 'doctor', 'link', 'trust', 'discovery'],
+  'tensor-parallel': ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'doctor'],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
-  engine: ['cluster', 'model', 'tensor', 'link', 'trust'],
+  engine: ['model', 'tensor'],
   cluster: ['model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   discovery: ['link', 'trust', 'coordinator'],
   coordinator: ['trust'],
@@ -50,8 +51,9 @@ test('imports under src/ only point down the dependency order', () => {
   expect(violations).toEqual([])
 })
 
-// The compute shim's table, and the macOS bridge's (trust sits below tensor, and the bridge is its own macOS-only library).
-test('only src/tensor/native.ts and src/trust/macos-bridge.ts import bun:ffi', () => {
+// The compute shim's tables (its tensor calls, and the tensor-parallel socket calls beside the code that uses them), and
+// the macOS bridge's (trust sits below tensor, and the bridge is its own macOS-only library).
+test('only the shim and bridge binding files import bun:ffi', () => {
   const importers = files(SRC).filter((f) => /from ['"]bun:ffi['"]/.test(readFileSync(f, 'utf8')))
-  expect(importers.map((f) => relative(SRC, f)).sort()).toEqual(['tensor/native.ts', 'trust/macos-bridge.ts'])
+  expect(importers.map((f) => relative(SRC, f)).sort()).toEqual(['tensor-parallel/native-socket.ts', 'tensor/native.ts', 'trust/macos-bridge.ts'])
 })

@@ -3,7 +3,7 @@ import { defineCommand } from 'citty'
 import { DbcError, UsageError } from '../errors.ts'
 import { defaultEnv, runDoctor } from '../doctor/checks.ts'
 import { defaultKeyFile, defaultPinFile } from '../trust/local-identity.ts'
-import { NativeTpChannel } from '../engine/sealed-tp-group.ts'
+import { NativeTpChannel } from '../tensor-parallel/sealed-group.ts'
 
 export default defineCommand({
   meta: { name: 'doctor', description: 'Check this machine for clustering: RDMA, Thunderbolt, OS, data path, identity, memory, coordinator, clock; with --cluster, the nodes against each other and the plan' },

@@ -5,12 +5,12 @@ import { readFileSync } from 'node:fs'
 import { UsageError } from '../errors.ts'
 import { generate } from '../engine/generate.ts'
 import { LocalPipeline } from '../engine/pipeline.ts'
-import { followTensorParallel, TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, TensorParallelPipeline } from '../tensor-parallel/pipeline.ts'
 import { samplingParams } from '../model/sampler.ts'
 import { ModelStage } from '../model/shard.ts'
 import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
-import { startTensorParallel } from './mlx-group.ts'
+import { startTensorParallel } from '../tensor-parallel/start-mlx.ts'
 
 export default defineCommand({
   meta: { name: 'generate', description: 'Generate text from a model folder (MLX-community layout) on this machine' },

@@ -4,11 +4,11 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
-import { chooseTransport, type PingTransport } from '../rdma-ping/choose-transport.ts'
-import { acceptRanks, dialRankZero } from '../rdma-ping/link-ranks.ts'
+import { chooseTransport, type PingTransport } from '../tensor-parallel/choose-transport.ts'
+import { acceptRanks, dialRankZero } from '../tensor-parallel/rank-meeting.ts'
 import { hubAllSum, spokeAllSum, type AllSum } from '../rdma-ping/link-all-sum.ts'
 import { parseSizes, pingRounds } from '../rdma-ping/ping-rounds.ts'
-import { doctorJaccl, hostPort, joinMlxGroup, rankLinkOptions, transportProbes, type JoinOptions } from './mlx-group.ts'
+import { doctorJaccl, hostPort, joinMlxGroup, rankLinkOptions, transportProbes, type JoinOptions } from '../tensor-parallel/start-mlx.ts'
 
 function positiveInt(name: string, text: string): number {
   const n = Number(text)

@@ -10,31 +10,10 @@ import { KeychainPinStore } from '../trust/pin-store-keychain.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
 import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
 import { runWithTimeout, type CommandResult } from './run-with-timeout.ts'
-import { checkBridgeLoop, checkCluster, checkRdmaPeers } from './cluster-checks.ts'
+import type { DoctorEnv } from './doctor-env.ts'
 
-export interface DoctorEnv {
-  platform: NodeJS.Platform
-  run: (cmd: string[]) => Promise<CommandResult>
-  keyFile: string
-  pinFile: string
-  /** DBCLUSTER_PIN_STORE (auto | file | keychain). */
-  pinStoreRequest?: string
-  /** The macOS bridge, for the Keychain pin store; probed when not given. */
-  macosBridge?: () => MacosBridgeProbe
-  coordinator?: string
-  /** A running head's URL, for the checks across nodes. */
-  cluster?: string
-  /** Nodes in the cluster (for the bridge-loop check; taken from --cluster when given). */
-  nodes?: number
-  /** Bytes the plan needs on this machine; the free-memory check SKIPs without it. */
-  needBytes?: number
-  freeBytes: () => number
-  /** Whether the sealed tensor-parallel channel seals in C (libcrypto from OpenSSL 3 loads); given by the command, since
-   * the channel lives above this module. */
-  nativeTpSealing?: () => boolean
-  fetch: typeof fetch
-  now: () => number
-}
+export type { DoctorEnv }
+import { checkBridgeLoop, checkCluster, checkRdmaPeers } from './cluster-checks.ts'
 
 export function defaultEnv(partial: Partial<DoctorEnv> & Pick<DoctorEnv, 'keyFile' | 'pinFile'>): DoctorEnv {
   // a head with --api-key answers /health only with it (DBCLUSTER_API_KEY, as `cluster status` reads it)

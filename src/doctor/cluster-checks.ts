@@ -2,7 +2,7 @@
  * joined — OS, clock and free memory — compared across the cluster and against the plan; and, on a Mac in a cluster of
  * three or more, whether the Thunderbolt Bridge joins two Thunderbolt ports (a loop when the Macs are cabled in a ring). */
 import { fail, pass, skip, type CheckResult } from './check.ts'
-import type { DoctorEnv } from './checks.ts'
+import type { DoctorEnv } from './doctor-env.ts'
 import { parseArpA } from '../discovery/arp.ts'
 import { parseBridgeMembers, parseIbvDevinfo } from './macos-parsers.ts'
 

@@ -39,9 +39,9 @@ export const FrameType = {
   join: 17,
   /** head → stage on a control link: the stage's layer range and KV geometry, or why there is none (cluster/join-messages) */
   plan: 18,
-  /** tensor parallel (engine/sealed-tp-group): the first frame on a rank's data socket, proving it holds the key: u32 rank */
+  /** tensor parallel (tensor-parallel/sealed-group): the first frame on a rank's data socket, proving it holds the key: u32 rank */
   tpHello: 19,
-  /** tensor parallel, rank 0 → the others: an open, close, step or stop for them to replay (engine/tensor-parallel-pipeline) */
+  /** tensor parallel, rank 0 → the others: an open, close, step or stop for them to replay (tensor-parallel/pipeline) */
   tpStep: 20,
   /** tensor parallel: this rank's partial sum, f32 little-endian */
   tpPartial: 21,

@@ -1,4 +1,4 @@
-/** The only bun:ffi import: opens the C shim (embedded in the binary) and declares ffi/dbc.h's symbols in header order. */
+/** Opens the C shim (embedded in the binary) and declares ffi/dbc.h's symbols in header order; the tensor-parallel socket calls of the same library are declared in src/tensor-parallel/native-socket.ts. */
 import { dlopen, FFIType, ptr, type Pointer } from 'bun:ffi'
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -62,7 +62,7 @@ export const SYMBOLS = {
 
 export const ABI_VERSION = 2
 
-/** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor/mlx-distributed.test.ts checks it). */
+/** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor-parallel/mlx-group.test.ts checks it). */
 export const MLX_DISTRIBUTED_SYMBOLS = {
   dbc_dist_setenv: { args: [P, P], returns: i32 },
   dbc_dist_available: { args: [P], returns: i32 },
@@ -134,41 +134,6 @@ let cpuShim: ShimSymbols | undefined
 export function shim(): ShimSymbols {
   cpuShim ??= openShimLibrary(shimLocation(), "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
   return cpuShim
-}
-
-/** ffi/tp_socket.h, in order: blocking TCP and the sealed channel for tensor-parallel exchanges, in the cpu shim only (a second symbol table on
- * the same library, so one last-error string; test/tensor/native-abi.test.ts checks it against the header). */
-export const TP_SOCKET_SYMBOLS = {
-  dbc_sock_listen: { args: [P, i32, P], returns: i32 },
-  dbc_sock_accept: { args: [i32, i32], returns: i32 },
-  dbc_sock_connect: { args: [P, i32, i32], returns: i32 },
-  dbc_sock_exchange: { args: [i32, P, i64, P, i64, i32], returns: i32 },
-  dbc_sock_close: { args: [i32], returns: i32 },
-  dbc_sock_peer_gone: { args: [i32], returns: i32 },
-  dbc_tpc_available: { args: [], returns: i32 },
-  dbc_tpc_new: { args: [i32, P, P, i32, i32, i32, i64, P], returns: i32 },
-  dbc_tpc_send: { args: [P, i32, P, i64, i32], returns: i32 },
-  dbc_tpc_recv_header: { args: [P, i32, i64, P, i32], returns: i32 },
-  dbc_tpc_recv_payload: { args: [P, P, i32], returns: i32 },
-  dbc_tpc_all_sum2: { args: [P, i32, P, i64, P, i32], returns: i32 },
-  dbc_tpc_peer_gone: { args: [P], returns: i32 },
-  dbc_tpc_free: { args: [P], returns: i32 },
-  dbc_last_error: { args: [], returns: FFIType.cstring },
-} as const
-
-export type TpSocketSymbols = ReturnType<typeof dlopen<typeof TP_SOCKET_SYMBOLS>>['symbols']
-
-let tpSockets: TpSocketSymbols | undefined
-/** The socket calls of the cpu shim, opened once. */
-export function tpSocketLibrary(): TpSocketSymbols {
-  if (tpSockets) return tpSockets
-  const path = shimLocation()
-  try {
-    tpSockets = dlopen(path, TP_SOCKET_SYMBOLS).symbols
-  } catch (error) {
-    throw new DbcError('E_SHIM_MISSING', `cannot load the tensor-parallel socket calls from ${path}: ${(error as Error).message}`, "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
-  }
-  return tpSockets
 }
 
 /** Throws NativeError when a shim call returned a negative code, with that library's last error. */

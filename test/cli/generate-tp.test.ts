@@ -5,7 +5,7 @@ import { describe, expect, test } from 'bun:test'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { probeMlxTransport } from '../../src/tensor/mlx-distributed.ts'
+import { probeMlxTransport } from '../../src/tensor-parallel/mlx-group.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname

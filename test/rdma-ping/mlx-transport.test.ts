@@ -2,8 +2,8 @@
  * ranks' reports turn into (design/mlx-c.md §5). */
 import { expect, test } from 'bun:test'
 import { existsSync, readFileSync } from 'node:fs'
-import { chooseTransport, type TransportProbes } from '../../src/rdma-ping/choose-transport.ts'
-import { buildLayout, parseDevices, writeMlxEnvironment } from '../../src/rdma-ping/mlx-layout.ts'
+import { chooseTransport, type TransportProbes } from '../../src/tensor-parallel/choose-transport.ts'
+import { buildLayout, parseDevices, writeMlxEnvironment } from '../../src/tensor-parallel/mlx-layout.ts'
 
 const yes = { available: true as const }
 const no = (reason: string) => ({ available: false as const, reason })

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expectedSum, firstMismatch, rankData } from '../../src/rdma-ping/exact-data.ts'
 import { parseSizes } from '../../src/rdma-ping/ping-rounds.ts'
-import { probeMlxTransport } from '../../src/tensor/mlx-distributed.ts'
+import { probeMlxTransport } from '../../src/tensor-parallel/mlx-group.ts'
 
 const BUN = process.execPath
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname

@@ -3,8 +3,8 @@
  * step message (u32 n) an all_sum of n values f(rank, i), then a gather of 2 rows of n values f(rank + 10, i), then a
  * byte gather of its message for n (tp-partials.ts messageFor), until a message of n = 0. Prints the sums' bytes as hex lines (and fails if a gather returned anything here).
  * Usage: bun tp-group-rank.ts PORT RANK SIZE KIND KEY */
-import { BlockingSocket } from '../../src/engine/blocking-socket.ts'
-import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/engine/sealed-tp-group.ts'
+import { BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import { NativeTpChannel, ScriptTpChannel, SealedTpGroup } from '../../src/tensor-parallel/sealed-group.ts'
 import { messageFor, partialFor } from './tp-partials.ts'
 
 const [port, rank, size, kind, key] = process.argv.slice(2)

@@ -3,12 +3,12 @@
  * names rank 2), stranger-rank (says rank 5 in clear), other-settings (serves MODEL with another --max-context). Rank 0
  * runs MODEL with --max-batch 8 --max-context 256 --tp 2. Exits when rank 0 closes the link. */
 import { join } from 'node:path'
-import { MEET } from '../../src/cli/sealed-tensor-parallel.ts'
-import { BlockingSocket } from '../../src/engine/blocking-socket.ts'
-import { openTpChannel } from '../../src/engine/sealed-tp-group.ts'
+import { MEET } from '../../src/tensor-parallel/start-sealed.ts'
+import { BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import { openTpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 import { FrameType } from '../../src/link/frames.ts'
 import { servingFingerprint } from '../../src/model/serving-fingerprint.ts'
-import { dialRankZero } from '../../src/rdma-ping/link-ranks.ts'
+import { dialRankZero } from '../../src/tensor-parallel/rank-meeting.ts'
 import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 

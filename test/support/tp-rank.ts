@@ -3,10 +3,10 @@
  * Usage: bun tp-rank.ts MODEL_DIR RANK HOSTFILE STEPS [same|lead]
  *   same: every rank runs the greedy loop itself; lead: rank 0 drives a TensorParallelPipeline (two sequences, one
  *   after the other) and the others follow it (printing the number of steps they replayed). */
-import { followTensorParallel, TensorParallelPipeline } from '../../src/engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, TensorParallelPipeline } from '../../src/tensor-parallel/pipeline.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { openMlxBackend } from '../../src/tensor/mlx.ts'
-import { MlxGroup, setMlxEnvironment } from '../../src/tensor/mlx-distributed.ts'
+import { MlxGroup, setMlxEnvironment } from '../../src/tensor-parallel/mlx-group.ts'
 import { greedy } from './greedy.ts'
 
 const [dir, rank, hostfile, steps, mode = 'same'] = process.argv.slice(2)

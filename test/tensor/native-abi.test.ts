@@ -1,7 +1,8 @@
 /** The TS dlopen tables must match their headers (ffi/dbc.h, ffi/tp_socket.h): same names, same order, same arity. */
 import { expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
-import { ABI_VERSION, SYMBOLS, TP_SOCKET_SYMBOLS } from '../../src/tensor/native.ts'
+import { ABI_VERSION, SYMBOLS } from '../../src/tensor/native.ts'
+import { TP_SOCKET_SYMBOLS } from '../../src/tensor-parallel/native-socket.ts'
 import { cDeclarations, tableDeclarations } from '../support/c-declarations.ts'
 
 const header = readFileSync(new URL('../../ffi/dbc.h', import.meta.url), 'utf8')

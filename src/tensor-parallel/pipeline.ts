@@ -10,7 +10,7 @@ import type { Pipeline } from '../model/pipeline.ts'
 import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
 import type { ModelStage, StageInput } from '../model/shard.ts'
 import { mergeSlices, summarizeSlice, summaryLimit } from '../model/split-sampling.ts'
-import { LocalPipeline } from './pipeline.ts'
+import { LocalPipeline } from '../engine/pipeline.ts'
 
 /** Rank 0's bytes on every rank of the TP group (MlxGroup.broadcast). */
 export interface StepBroadcast {

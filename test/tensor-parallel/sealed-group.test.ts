@@ -4,8 +4,8 @@
  * every rank's message, each of its own length (the sampling summaries of split sampling). */
 import { expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
-import { BlockingListener } from '../../src/engine/blocking-socket.ts'
-import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/engine/sealed-tp-group.ts'
+import { BlockingListener } from '../../src/tensor-parallel/blocking-socket.ts'
+import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 import { messageFor, partialFor } from '../support/tp-partials.ts'
 
 const RANK = new URL('../support/tp-group-rank.ts', import.meta.url).pathname

@@ -1,20 +1,20 @@
 /** Sealed tensor parallel: how its ranks meet. Over the link (handshake, pinned keys only) rank 0 learns each rank's
  * number and hands it a fresh 32-byte key and the port of a blocking socket; the rank connects there and proves the key
  * with a sealed hello; once every hello opened, rank 0 says so over the link and the links close. From then on only
- * the blocking sockets carry the group's frames (engine/sealed-tp-group.ts). Any backend; on the cpu backend it is the
+ * the blocking sockets carry the group's frames (sealed-group.ts). Any backend; on the cpu backend it is the
  * only tensor parallel there is. */
 import { randomBytes } from 'node:crypto'
 import { DbcError, UsageError } from '../errors.ts'
-import { BlockingListener, BlockingSocket } from '../engine/blocking-socket.ts'
+import { BlockingListener, BlockingSocket } from './blocking-socket.ts'
 import { FrameType } from '../link/frames.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
-import { acceptRanks, dialRankZero } from '../rdma-ping/link-ranks.ts'
+import { acceptRanks, dialRankZero } from './rank-meeting.ts'
 import type { Backend } from '../tensor/backend.ts'
-import { openTpChannel, SealedTpGroup, type TpChannel } from '../engine/sealed-tp-group.ts'
+import { openTpChannel, SealedTpGroup, type TpChannel } from './sealed-group.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import type { Identity } from '../trust/identity.ts'
 import type { Authorizer } from '../trust/pinned-keys.ts'
-import { hostPort } from './mlx-group.ts'
+import { hostPort } from './start-mlx.ts'
 
 export interface SealedTensorParallelOptions {
   size: number

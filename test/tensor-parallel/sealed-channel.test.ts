@@ -5,10 +5,10 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { AeadSender } from '../../src/link/aead-channel.ts'
-import { BlockingListener, BlockingSocket } from '../../src/engine/blocking-socket.ts'
+import { BlockingListener, BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
 import { LinkError } from '../../src/link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../../src/link/frames.ts'
-import { NativeTpChannel, ScriptTpChannel, SealedTpGroup, type TpChannel } from '../../src/engine/sealed-tp-group.ts'
+import { NativeTpChannel, ScriptTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 
 const KEY = new Uint8Array(randomBytes(32))
 const CLUSTER = 'tp-test'

@@ -6,7 +6,7 @@ import { createSocket } from 'node:dgram'
 import { DbcError } from '../errors.ts'
 import { FrameType } from '../link/frames.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
-import { acceptRanks, dialRankZero, type RankLinkOptions } from './link-ranks.ts'
+import { acceptRanks, dialRankZero, type RankLinkOptions } from './rank-meeting.ts'
 import { buildLayout, type MlxLayout, type MlxTransportName, type RankReport } from './mlx-layout.ts'
 
 const REPORT = 1n

@@ -27,7 +27,7 @@ const mlx = probe()
 const skipped = mlx.available ? '' : ` (skipped: ${mlx.reason})`
 
 test.skipIf(!mlx.available)(`a ring group without its environment fails with MLX's reason, and the process lives on${skipped}`, async () => {
-  const { MlxGroup, probeMlxTransport, setMlxEnvironment } = await import('../../src/tensor/mlx-distributed.ts')
+  const { MlxGroup, probeMlxTransport, setMlxEnvironment } = await import('../../src/tensor-parallel/mlx-group.ts')
   expect(probeMlxTransport('ring')).toEqual({ available: true })
   setMlxEnvironment({ MLX_RANK: undefined, MLX_HOSTFILE: undefined })
   expect(() => MlxGroup.join('ring')).toThrow(/MLX ring group could not form: .*MLX_RANK.*MLX_HOSTFILE/)
@@ -38,7 +38,7 @@ test.skipIf(!mlx.available)(`a ring whose neighbour never comes gives up after t
   const hostfile = join(tmpdir(), `dbc-lone-ring-${process.pid}.json`)
   writeFileSync(hostfile, JSON.stringify([['127.0.0.1:1'], ['127.0.0.1:2']]))
   // a child process: after a timeout MLX's join stays blocked on a helper thread until the process exits
-  const script = `import { MlxGroup, setMlxEnvironment } from './src/tensor/mlx-distributed.ts'
+  const script = `import { MlxGroup, setMlxEnvironment } from './src/tensor-parallel/mlx-group.ts'
     setMlxEnvironment({ MLX_RANK: '1', MLX_HOSTFILE: ${JSON.stringify(hostfile)} })
     const t = Date.now()
     try { MlxGroup.join('ring', 1500) } catch (e) { console.log(JSON.stringify({ s: (Date.now() - t) / 1000, message: e.message })) }`

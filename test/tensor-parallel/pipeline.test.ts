@@ -2,7 +2,7 @@
  * messages can be read): opens and closes while the group is down stay local, resync opens every slot still open on
  * the ranks that rejoin, and a step lost with a rank is a lost stage the scheduler suspends its requests for. */
 import { afterAll, expect, test } from 'bun:test'
-import { followTensorParallel, TensorParallelPipeline, type StepBroadcast } from '../../src/engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, TensorParallelPipeline, type StepBroadcast } from '../../src/tensor-parallel/pipeline.ts'
 import { DbcError } from '../../src/errors.ts'
 import { GREEDY } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'

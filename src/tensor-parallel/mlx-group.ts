@@ -1,12 +1,12 @@
 /** MLX distributed through the glue (ffi/mlx_distributed.c): a group over ring (TCP) or jaccl (Thunderbolt RDMA), and
  * all_sum of host buffers (rdma-ping) or of mlx tensors (tensor parallel). The peers come from the environment MLX reads
- * (design/mlx-c.md §5); src/rdma-ping/mlx-rendezvous.ts writes it. MLX's transports are not encrypted. */
+ * (design/mlx-c.md §5); mlx-rendezvous.ts writes it. MLX's transports are not encrypted. */
 import { DbcError } from '../errors.ts'
-import type { Backend, Tensor } from './backend.ts'
-import { mlxGluePath } from './mlx.ts'
-import { openMlxDistributedLibrary, ptr, type MlxDistributedSymbols, type Pointer } from './native.ts'
-import { ShimBackend } from './shim-backend.ts'
-import type { TensorParallel } from './tensor-parallel.ts'
+import type { Backend, Tensor } from '../tensor/backend.ts'
+import { mlxGluePath } from '../tensor/mlx.ts'
+import { openMlxDistributedLibrary, ptr, type MlxDistributedSymbols, type Pointer } from '../tensor/native.ts'
+import { ShimBackend } from '../tensor/shim-backend.ts'
+import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 
 export type MlxTransport = 'ring' | 'jaccl' | 'any'
 

@@ -1,7 +1,8 @@
 /** A TCP connection whose reads and writes block the calling thread (ffi/tp_socket.c): for tensor parallel, where an
  * all_sum happens in the middle of a synchronous forward and no event loop can run. Every call has a deadline; a dead,
  * silent or closing peer is a LinkError, never a hang. Bytes only: sealing is the caller's. */
-import { ptr, tpSocketLibrary } from '../tensor/native.ts'
+import { ptr } from '../tensor/native.ts'
+import { tpSocketLibrary } from './native-socket.ts'
 import { LinkError } from '../link/errors.ts'
 
 const SOCK_TIMEOUT = -2

@@ -4,9 +4,9 @@
  * ranks and the waiting requests re-prefill and go on where they stopped. */
 import { writeSync } from 'node:fs'
 import { consola } from 'consola'
-import type { SealedTpGroup, TpChannel } from '../engine/sealed-tp-group.ts'
+import type { SealedTpGroup, TpChannel } from './sealed-group.ts'
 import type { Scheduler } from '../engine/scheduler.ts'
-import { followTensorParallel, type TensorParallelPipeline } from '../engine/tensor-parallel-pipeline.ts'
+import { followTensorParallel, type TensorParallelPipeline } from './pipeline.ts'
 import type { ModelStage } from '../model/shard.ts'
 
 /** A meeting of the ranks, as startSealedTensorParallel's `rejoin` runs it. */

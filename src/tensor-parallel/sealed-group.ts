@@ -1,5 +1,5 @@
 /** A tensor-parallel group over sealed blocking sockets: rank 0 holds one connection to every other rank, each with its
- * own AES-256-GCM key (handed over the pinned, handshaken link when the ranks met: cli/sealed-tensor-parallel.ts) and
+ * own AES-256-GCM key (handed over the pinned, handshaken link when the ranks met: start-sealed.ts) and
  * the link's frame format, counters and AAD (link/aead-channel.ts), so a frame that is altered, replayed, reordered or
  * sealed with another key fails to open. The bytes move through ffi/tp_socket.c because an all_sum happens in the middle
  * of a synchronous forward, where no event loop runs.
@@ -12,10 +12,11 @@ import { AeadReceiver, AeadSender } from '../link/aead-channel.ts'
 import { BlockingSocket, failSocketCall } from './blocking-socket.ts'
 import { LinkError } from '../link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../link/frames.ts'
-import type { StepBroadcast } from './tensor-parallel-pipeline.ts'
+import type { StepBroadcast } from './pipeline.ts'
 import type { Backend, Tensor } from '../tensor/backend.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
-import { ptr, tpSocketLibrary, type Pointer } from '../tensor/native.ts'
+import { ptr, type Pointer } from '../tensor/native.ts'
+import { tpSocketLibrary } from './native-socket.ts'
 
 /** A frame's size on the wire for a payload of n bytes. */
 const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n + TAG_BYTES
