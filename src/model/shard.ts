@@ -145,8 +145,9 @@ export class ModelStage {
       this.cache.admitRows(input.slots, input.positions)
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
-      // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else
-      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return {}
+      // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else; the layers are
+      // read here all the same, as a lazy backend (mlx) would otherwise run their all_sums later, out of step with rank 0
+      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return b.toFloat32(b.slice(h, 0, 0, 1)), {}
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
       const logits = this.model.head(h, input.vocabSlice)
       if (input.noLogits) return {}
