@@ -1,11 +1,14 @@
-/* dbc.h — the whole C ABI that JavaScript may call through bun:ffi.
+/* dbc.h — the tensor and kernel ABI that JavaScript calls through bun:ffi: libdbc.so (the cpu shim) and libdbc_mlx (the
+ * mlx glue) both export it. Mirrored, in order, by SYMBOLS in src/tensor/native.ts. It is one of four C headers
+ * bun:ffi opens; the others are tp_socket.h (TP_SOCKET_SYMBOLS), mlx_distributed.h (MLX_DISTRIBUTED_SYMBOLS) and
+ * macos/dbc_macos.h (MACOS_SYMBOLS), and test/tensor/native-abi.test.ts holds each table to its header.
  *
- * Rules (docs/architecture.md, design/style.md §10):
+ * Rules (docs/architecture.md, design/style.md §10), shared by all four headers:
  *  - every symbol starts with dbc_; handles are opaque pointers (void*); no structs by value, no callbacks;
  *  - every function returns 0 on success or a negative DBC_E_* code, and dbc_last_error() holds the message;
  *  - results are written through out-pointers (void** for new tensors);
  *  - tensors are row-major and contiguous; activations are f32, weights may be f32/f16/bf16 or MLX affine-quantized u32.
- * src/tensor/native.ts declares these in the same order; test/tensor/native-abi.test.ts checks names and arity.
+ * src/tensor/native.ts declares these in the same order; test/tensor/native-abi.test.ts checks names, order and arity.
  */
 #ifndef DBC_H
 #define DBC_H

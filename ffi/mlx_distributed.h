@@ -1,8 +1,9 @@
 /* mlx_distributed.h — MLX distributed (ring over TCP, jaccl over Thunderbolt RDMA) for bun:ffi, in libdbc_mlx only.
- * Same rules as dbc.h: dbc_ prefix, opaque handles, 0 or a negative DBC_E_* code, the message in dbc_last_error().
- * The backend reads its peers from the environment (design/mlx-c.md §5), so the caller sets MLX_RANK, MLX_HOSTFILE or
- * MLX_IBV_DEVICES + MLX_JACCL_COORDINATOR before dbc_dist_init. Every collective runs on the CPU stream (Metal has none).
- * src/tensor/native.ts declares these in the same order (MLX_DISTRIBUTED_SYMBOLS). */
+ * Mirrored, in order, by MLX_DISTRIBUTED_SYMBOLS in src/tensor/native.ts (then dbc_last_error);
+ * test/tensor/native-abi.test.ts checks it. Same rules as dbc.h: dbc_ prefix, opaque handles, 0 or a negative DBC_E_*
+ * code, the message in dbc_last_error(). The backend reads its peers from the environment (design/mlx-c.md §5), so the
+ * caller sets MLX_RANK, MLX_HOSTFILE or MLX_IBV_DEVICES + MLX_JACCL_COORDINATOR before dbc_dist_init. Every collective
+ * runs on the CPU stream (Metal has none). */
 #ifndef DBC_MLX_DISTRIBUTED_H
 #define DBC_MLX_DISTRIBUTED_H
 #include <stdint.h>

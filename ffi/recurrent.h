@@ -1,7 +1,7 @@
 /* recurrent.h — the per-sequence recurrences of linear-attention layers (Qwen3.5's Gated DeltaNet), on plain float
- * buffers, for the cpu shim (recurrent.c; the mlx glue builds the same from MLX ops). Rows are processed in order; each row belongs to a
- * slot whose state it reads and updates. A row at position 0 starts its slot from a zero state, so a slot needs no reset
- * when it is reused. */
+ * buffers, for the cpu shim (recurrent.c; the mlx glue builds the same from MLX ops). Not part of the ABI.
+ * Rows are processed in order; each row belongs to a slot whose state it reads and updates. A row at position 0 starts
+ * its slot from a zero state, so a slot needs no reset when it is reused. */
 #ifndef DBC_RECURRENT_H
 #define DBC_RECURRENT_H
 #include <math.h>

@@ -1,7 +1,9 @@
-/* tp_socket.h — blocking TCP for tensor-parallel exchanges. A tensor-parallel forward is synchronous (the model calls
- * all_sum in the middle of a layer), so its bytes cannot wait for an event loop: they go through these calls on a plain
- * socket. Sealing is the caller's (src/engine/sealed-tp-group.ts); these move bytes only. In libdbc.so, not in dbc.h's
- * ABI (the mlx glue does not carry them): opened as a second symbol table on the cpu shim.
+/* tp_socket.h — blocking TCP for tensor-parallel exchanges, and the sealed channel over it. Mirrored, in order, by
+ * TP_SOCKET_SYMBOLS in src/tensor-parallel/native-socket.ts (then dbc_last_error); test/tensor/native-abi.test.ts
+ * checks it. A tensor-parallel forward is synchronous (the model calls all_sum in the middle of a layer), so its bytes
+ * cannot wait for an event loop: they go through these calls on a plain socket. The dbc_sock_* calls move bytes only;
+ * the dbc_tpc_* channel (tp_channel.c) seals them, and src/tensor-parallel/sealed-group.ts drives both. In libdbc.so,
+ * not in dbc.h's ABI (the mlx glue does not carry them): opened as a second symbol table on the cpu shim.
  * Every call returns >= 0 on success or a negative DBC_SOCK_* code, with dbc_last_error() saying what happened. */
 #ifndef DBC_TP_SOCKET_H
 #define DBC_TP_SOCKET_H
@@ -28,12 +30,12 @@ int dbc_sock_close(int fd);
  * alive. For a side that expects nothing from its peer between steps: data already waiting counts as alive. */
 int dbc_sock_peer_gone(int fd);
 
-/* A sealed channel over a connected socket, in the link's frame format (docs/protocol.md §Frames: u64 length, u8 type,
- * u64 sequence, u32 stage = the sender's rank, u64 request id = 0, AES-256-GCM ciphertext and tag; nonce = u32 direction
- * big-endian ‖ u64 sequence big-endian; rank 0 seals as direction 1, the others as 2; AAD = type, sequence, stage, request
- * id, cluster id; both directions rekey every 2^32 frames with HKDF-SHA256(key, "dbcluster/v1 rekey")). AES-GCM comes
- * from the system's libcrypto, loaded at run time. The channel owns fd from here on. rekey_interval: frames per key
- * (0: 2^32; tests use small ones). */
+/* A sealed channel over a connected socket, in the link's frame format (docs/protocol.md §Sealed frames, vectors in
+ * test/vectors/sealed-frames.json: u64 length, u8 type, u64 sequence, u32 stage = the sender's rank, u64 request id = 0,
+ * AES-256-GCM ciphertext and tag; nonce = u32 direction big-endian ‖ u64 sequence big-endian; rank 0 seals as
+ * direction 1, the others as 2; AAD = type, sequence, stage, request id, cluster id; both directions rekey every 2^32
+ * frames with HKDF-SHA256(key, "dbcluster/v1 rekey")). AES-GCM comes from the system's libcrypto, loaded at run time.
+ * The channel owns fd from here on. rekey_interval: frames per key (0: 2^32; tests use small ones). */
 int dbc_tpc_available(void);
 int dbc_tpc_new(int fd, const uint8_t* key, const uint8_t* cluster_id, int cluster_id_len, int own_rank, int peer_rank, int64_t rekey_interval, void** out);
 /* Seals payload[0..n) as one frame of `type` and sends it. */

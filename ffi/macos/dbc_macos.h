@@ -1,7 +1,9 @@
-/* The C ABI of the macOS bridge: ffi/macos/*.swift built into build/libdbc_macos.dylib by scripts/build-macos-bridge.sh.
- * Swift exports these with @_cdecl; src/trust/macos-bridge.ts declares them in this order (test/trust/macos-bridge-abi.test.ts
- * checks names and arity across the three). Same rules as ffi/dbc.h: no structs by value, no callbacks; 0 = success,
- * a negative code = failure with dbc_mac_last_error() saying why. Lengths are in bytes. */
+/* dbc_macos.h — the C ABI of the macOS bridge (Secure Enclave keys, Keychain items): the Swift sources in ffi/macos/,
+ * built into build/libdbc_macos.dylib by scripts/build-macos-bridge.sh, export these with @_cdecl. Mirrored, in order,
+ * by MACOS_SYMBOLS in src/trust/macos-bridge.ts. test/tensor/native-abi.test.ts checks the table against this header,
+ * test/trust/macos-bridge.test.ts the Swift exports too (both run on any OS). Same rules as ffi/dbc.h: no structs by
+ * value, no callbacks; 0 = success, a negative code = failure with dbc_mac_last_error() saying why. Lengths are in
+ * bytes. */
 #ifndef DBC_MACOS_H
 #define DBC_MACOS_H
 #include <stdint.h>

@@ -1,7 +1,7 @@
-/** Sealed frames (docs/protocol.md §Link): AES-256-GCM by default through the runtime's native crypto, ChaCha20-Poly1305
+/** Sealed frames (docs/protocol.md §Sealed frames): AES-256-GCM by default through the runtime's native crypto, ChaCha20-Poly1305
  * selectable (through @noble/ciphers: Bun's crypto lacks it). Nonce = u32 direction ‖ u64 counter, never reused; AAD binds
  * cluster id, request id, stage, sequence number and frame type; frames must arrive in order, exactly once. Both sides
- * rekey at the same counter boundary (key' = HKDF(key, "rekey")), so no extra messages cross the wire. */
+ * rekey at the same counter boundary (key' = HKDF-SHA256(key, zero salt, "dbcluster/v1 rekey")), so no extra messages cross the wire. */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { hkdf } from '@noble/hashes/hkdf.js'
 import { sha256 } from '@noble/hashes/sha2.js'

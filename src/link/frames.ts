@@ -1,4 +1,4 @@
-/** Frame types of the link, in one place, with their payload layouts (docs/protocol.md §Frames).
+/** Frame types of the link, in one place, with their payload layouts (docs/protocol.md §Frame types).
  * Wire: u64 LE length of what follows | u8 type | body. Handshake frames carry their message as the body; every later
  * frame is sealed: body = u64 LE seq | u32 LE stage | u64 LE request id | AEAD ciphertext ‖ 16-byte tag, and the
  * layouts below describe the plaintext inside. All integers are little-endian; no payload is JSON. */

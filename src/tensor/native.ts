@@ -62,7 +62,7 @@ export const SYMBOLS = {
 
 export const ABI_VERSION = 2
 
-/** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor-parallel/mlx-group.test.ts checks it). */
+/** ffi/mlx_distributed.h, in order: MLX distributed groups, in libdbc_mlx only (test/tensor/native-abi.test.ts checks it). */
 export const MLX_DISTRIBUTED_SYMBOLS = {
   dbc_dist_setenv: { args: [P, P], returns: i32 },
   dbc_dist_available: { args: [P], returns: i32 },

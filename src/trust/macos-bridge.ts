@@ -15,7 +15,7 @@ const KEYCHAIN_HINT = "unlock the login keychain (security unlock-keychain), or 
 
 const { ptr: P, i32, i64 } = FFIType
 
-/** ffi/macos/dbc_macos.h, in order. test/trust/macos-bridge-abi.test.ts checks it against the header and the Swift exports. */
+/** ffi/macos/dbc_macos.h, in order. test/tensor/native-abi.test.ts checks it against the header, test/trust/macos-bridge.test.ts against the Swift exports. */
 export const MACOS_SYMBOLS = {
   dbc_mac_abi_version: { args: [], returns: i32 },
   dbc_mac_last_error: { args: [], returns: FFIType.cstring },
