@@ -54,9 +54,57 @@ const tokenCreate = defineCommand({
   },
 })
 
+const tokenRevoke = defineCommand({
+  meta: { name: 'revoke', description: 'Revoke one token (--token, or DBCLUSTER_COORDINATOR_TOKEN), or every token of an account (--account); works while the coordinator runs' },
+  args: {
+    token: { type: 'string', description: 'The token to revoke (or set DBCLUSTER_COORDINATOR_TOKEN)', valueHint: 'TOKEN' },
+    account: { type: 'string', description: 'Revoke every token of this account', valueHint: 'NAME' },
+    db: dbArg,
+  },
+  run({ args }) {
+    const token = args.token ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
+    if (!token === !args.account) throw new UsageError('give exactly one of --token (or DBCLUSTER_COORDINATOR_TOKEN) and --account')
+    const store = new CoordinatorStore(args.db ?? defaultDb())
+    try {
+      if (token) {
+        if (!store.revokeToken(hashToken(token))) throw new UsageError('no such token (already revoked, or from another coordinator database)', 'check --db')
+        consola.success('token revoked: requests and provider sockets with it are refused from now on')
+      } else {
+        const n = store.revokeAccountTokens(args.account!)
+        if (n === 0) throw new UsageError(`account '${args.account}' has no tokens`, 'check the name and --db')
+        consola.success(`${n} token(s) of account '${args.account}' revoked`)
+      }
+    } finally {
+      store.close()
+    }
+  },
+})
+
 const token = defineCommand({
   meta: { name: 'token', description: 'Manage API tokens' },
-  subCommands: { create: tokenCreate },
+  subCommands: { create: tokenCreate, revoke: tokenRevoke },
+})
+
+const providerForget = defineCommand({
+  meta: { name: 'forget', description: 'Forget a provider: its serial and key are free again, so a machine that really has a new key (reinstalled, replaced) registers afresh instead of staying untrusted' },
+  args: {
+    serial: { type: 'positional', description: 'The provider serial (or cluster:<id>)', required: true },
+    db: dbArg,
+  },
+  run({ args }) {
+    const store = new CoordinatorStore(args.db ?? defaultDb())
+    try {
+      if (!store.forgetProvider(args.serial)) throw new UsageError(`no provider '${args.serial}' in this coordinator's database`, 'check the serial (dbcluster coordinator lists them at /v1/account/providers) and --db')
+      consola.success(`forgot ${args.serial}: its next registration is taken as a new machine (peers that pinned its old key keep refusing the new one until that pin is removed)`)
+    } finally {
+      store.close()
+    }
+  },
+})
+
+const provider = defineCommand({
+  meta: { name: 'provider', description: 'Manage registered providers' },
+  subCommands: { forget: providerForget },
 })
 
 export default defineCommand({
@@ -69,7 +117,7 @@ export default defineCommand({
     'offline-after': { type: 'string', description: 'Seconds without a heartbeat before a provider is marked offline', default: '90' },
     'attestation-max-age': { type: 'string', description: 'Seconds an attestation stays fresh (older ones are refused)', default: '300' },
   },
-  subCommands: { token },
+  subCommands: { token, provider },
   async run({ rawArgs, args }) {
     // citty runs a parent's run() after its subcommand: a positional word means a subcommand already ran.
     if (hasSubcommand(rawArgs)) return

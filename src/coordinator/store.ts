@@ -72,6 +72,9 @@ export class CoordinatorStore {
     insertAccount: Statement<Account, [Params]>
     insertToken: Statement<unknown, [Params]>
     accountForToken: Statement<Account, [Params]>
+    deleteToken: Statement<{ account_id: number }, [Params]>
+    deleteAccountTokens: Statement<{ hash: string }, [Params]>
+    deleteProvider: Statement<{ serial: string }, [Params]>
     getProvider: Statement<ProviderRow, [Params]>
     upsertProvider: Statement<unknown, [Params]>
     touch: Statement<{ status: ProviderStatus }, [Params]>
@@ -105,6 +108,9 @@ export class CoordinatorStore {
       insertAccount: q('INSERT INTO accounts (name, created_at) VALUES ($name, $now) RETURNING id, name'),
       insertToken: q('INSERT INTO tokens (hash, account_id, created_at) VALUES ($hash, $account, $now)'),
       accountForToken: q('SELECT a.id AS id, a.name AS name FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.hash = $hash'),
+      deleteToken: q('DELETE FROM tokens WHERE hash = $hash RETURNING account_id'),
+      deleteAccountTokens: q('DELETE FROM tokens WHERE account_id = (SELECT id FROM accounts WHERE name = $name) RETURNING hash'),
+      deleteProvider: q('DELETE FROM providers WHERE serial = $serial RETURNING serial'),
       getProvider: q('SELECT * FROM providers WHERE serial = $serial'),
       upsertProvider: q(`INSERT INTO providers (serial, account_id, kind, public_key, key_kind, key_verified, attested, status, status_reason,
           rdma_enabled, hostname, chip, memory_bytes, attestation, cluster_trust, registered_at, last_seen)
@@ -145,6 +151,21 @@ export class CoordinatorStore {
 
   accountForTokenHash(tokenHash: string): Account | undefined {
     return this.#s.accountForToken.get({ hash: tokenHash }) ?? undefined
+  }
+
+  /** Revokes one token (by its hash); false when no such token exists. */
+  revokeToken(tokenHash: string): boolean {
+    return this.#s.deleteToken.all({ hash: tokenHash }).length > 0
+  }
+
+  /** Revokes every token of an account; how many there were. */
+  revokeAccountTokens(name: string): number {
+    return this.#s.deleteAccountTokens.all({ name }).length
+  }
+
+  /** Forgets a provider: its serial and key are free again (a machine with a new key registers afresh). */
+  forgetProvider(serial: string): boolean {
+    return this.#s.deleteProvider.all({ serial }).length > 0
   }
 
   getProvider(serial: string): ProviderRecord | undefined {

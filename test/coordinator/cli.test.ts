@@ -2,7 +2,7 @@
 import { describe, expect, test } from 'bun:test'
 import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createToken, tempDir } from './support.ts'
+import { attest, createToken, identity, register, startCoordinator, tempDir } from './support.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const run = (args: string[]) => {
@@ -43,4 +43,41 @@ describe('dbcluster coordinator', () => {
     expect(a).toMatch(/^dbc_/)
     expect(b).not.toBe(a)
   })
+
+  test('token revoke (one token, or an account\'s) and provider forget work while the coordinator runs', async () => {
+    const db = join(tempDir(), 'c.db')
+    const [keep, drop, other] = [await createToken(db, 'ops'), await createToken(db, 'ops'), await createToken(db, 'lab')]
+    const coord = await startCoordinator(db)
+    try {
+      const get = (token: string, path = '/v1/account/providers') => fetch(`${coord.url}${path}`, { headers: { authorization: `Bearer ${token}` } })
+      expect((await get(drop)).status).toBe(200)
+      const revoked = run(['coordinator', 'token', 'revoke', '--token', drop, '--db', db])
+      expect([revoked.code, revoked.out.includes('token revoked')]).toEqual([0, true])
+      expect((await get(drop)).status).toBe(401)
+      expect((await get(keep)).status).toBe(200)
+      expect(run(['coordinator', 'token', 'revoke', '--token', drop, '--db', db]).code).toBe(2) // already gone
+      expect(run(['coordinator', 'token', 'revoke', '--db', db]).out).toContain('give exactly one of --token')
+
+      // a machine whose key really changed: untrusted until the operator forgets it, then it registers afresh
+      const first = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(41), 'MAC-1', false) })
+      expect(first.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
+      first.socket.ws.close()
+      const changed = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(42), 'MAC-1', false) })
+      expect(changed.reply).toMatchObject({ serial: 'MAC-1', status: 'untrusted' })
+      changed.socket.ws.close()
+      const forgot = run(['coordinator', 'provider', 'forget', 'MAC-1', '--db', db])
+      expect([forgot.code, forgot.out.includes('forgot MAC-1')]).toEqual([0, true])
+      expect((await get(other, '/v1/cluster/peer-key?serial=MAC-1')).status).toBe(404)
+      const again = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(42), 'MAC-1', false) })
+      expect(again.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
+      again.socket.ws.close()
+      expect(run(['coordinator', 'provider', 'forget', 'NOPE', '--db', db]).code).toBe(2)
+
+      const all = run(['coordinator', 'token', 'revoke', '--account', 'lab', '--db', db])
+      expect([all.code, all.out.includes("1 token(s) of account 'lab' revoked")]).toEqual([0, true])
+      expect((await get(other)).status).toBe(401)
+    } finally {
+      await coord.stop()
+    }
+  }, 60_000)
 })
