@@ -18,6 +18,8 @@ export interface PeerKey {
   public_key: string
   key_kind: KeyKind
   trust_level: TrustLevel
+  /** Why the level is lower than the key's claim (a Secure Enclave claim without verified evidence), or null. */
+  trust_reason?: string | null
   attested: boolean
   kind: ProviderKind
   status: ProviderStatus

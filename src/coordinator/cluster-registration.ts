@@ -3,7 +3,7 @@ import { verifyAttestation } from '../trust/attestation.ts'
 import type { MemberVerdict, RegisterCluster, Registered } from './provider-messages.ts'
 import type { ProviderRecord } from './provider-record.ts'
 import { verifyRoster } from './roster.ts'
-import { minTrust } from './trust-level.ts'
+import { minTrust, trustLevelOf } from './trust-level.ts'
 
 export interface ClusterRegistrationInput {
   command: RegisterCluster
@@ -38,7 +38,7 @@ export function decideClusterRegistration(input: ClusterRegistrationInput): Clus
     if (v.body.publicKey !== m.public_key) return { serial: m.serial, attested: false, trust_level: 'none', reason: 'attested key differs from the roster key' }
     const stored = input.lookup(m.serial)
     if (stored?.status === 'untrusted') return { serial: m.serial, attested: false, trust_level: 'none', reason: 'member is marked untrusted' }
-    return { serial: m.serial, attested: true, trust_level: v.body.keyKind === 'secure-enclave' ? 'hardware' : 'software', reason: null }
+    return { serial: m.serial, attested: true, trust_level: trustLevelOf({ attested: true, status: 'online', keyKind: v.body.keyKind }), reason: null }
   })
   const attested = members.every((m) => m.attested)
   const trust = minTrust(members.map((m) => m.trust_level))

@@ -9,7 +9,7 @@ import { signRoster, type RosterMember } from './roster.ts'
 import { LIMITS, parseJson, parseRosterRequest, parseSerialQuery } from './schemas.ts'
 import type { Account, CoordinatorStore } from './store.ts'
 import { bearerToken, hashToken } from './tokens.ts'
-import { trustLevelOf } from './trust-level.ts'
+import { trustLevelOf, trustReason } from './trust-level.ts'
 
 export interface CoordinatorAppDeps extends ProviderSocketsDeps {
   store: CoordinatorStore
@@ -81,7 +81,7 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
     const serial = parseSerialQuery(c.req.query('serial'))
     const p = store.getProvider(serial)
     if (!p || p.accountId !== account.id) throw new CoordinatorError('E_NOT_FOUND', `no provider with serial ${serial} in account ${account.name}`)
-    return c.json({ serial: p.serial, public_key: p.publicKey, key_kind: p.keyKind, trust_level: trustLevelOf(p), attested: p.attested, kind: p.kind, status: p.status })
+    return c.json({ serial: p.serial, public_key: p.publicKey, key_kind: p.keyKind, trust_level: trustLevelOf(p), trust_reason: trustReason(p), attested: p.attested, kind: p.kind, status: p.status })
   })
 
   app.get('/v1/cluster/rdma-peers', (c) => {

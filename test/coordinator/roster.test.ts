@@ -20,7 +20,9 @@ describe('trust levels', () => {
     expect(minTrust([])).toBe('none')
   })
   test('level of a provider: attested key kind, none when unattested or untrusted, capped by a cluster\'s members', () => {
-    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave' })).toBe('hardware')
+    // hardware needs evidence beyond the key's own signature: a Secure Enclave claim alone is software
+    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave' })).toBe('software')
+    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave', mdaVerified: true })).toBe('hardware')
     expect(trustLevelOf({ attested: true, status: 'offline', keyKind: 'software' })).toBe('software')
     expect(trustLevelOf({ attested: false, status: 'online', keyKind: 'secure-enclave' })).toBe('none')
     expect(trustLevelOf({ attested: true, status: 'untrusted', keyKind: 'secure-enclave' })).toBe('none')
