@@ -11,6 +11,7 @@ const ALLOWED: Record<string, string[]> = {
   doctor: ['discovery', 'trust'],
   'rdma-ping': ['tensor-parallel', 'doctor', 'link', 'trust', 'discovery'],
   'tensor-parallel': ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'doctor'],
+  node: ['tensor-parallel', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['model', 'tensor'],

@@ -4,12 +4,8 @@ import { consola } from 'consola'
 import { median, percentile } from '../bench/stats.ts'
 import { runCoordinatorBench } from '../coordinator/benchmark.ts'
 import { UsageError } from '../errors.ts'
+import { positiveInt } from './number-list.ts'
 
-const positiveInt = (value: string, name: string): number => {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${value}'`)
-  return n
-}
 
 const round = (x: number, digits = 3) => Number(x.toFixed(digits))
 const summary = (ms: number[]) => ({ p50_ms: round(percentile(ms, 50)), p99_ms: round(percentile(ms, 99)), median_ms: round(median(ms)), samples: ms.length })

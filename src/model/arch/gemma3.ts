@@ -8,7 +8,7 @@
  * - GELU-tanh gated MLP; scores scaled by query_pre_attn_scalar^-½; lm_head tied unless the checkpoint has its own. */
 import type { Backend, DType, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
-import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
+import { parseDecoderConfig, requireInt as positiveInt, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead } from '../layers.ts'
@@ -37,11 +37,6 @@ const TEXT_DEFAULTS = {
   rms_norm_eps: 1e-6,
 }
 
-function positiveInt(raw: Record<string, unknown>, key: string): number {
-  const v = raw[key]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive integer, got ${JSON.stringify(v)}`)
-  return v
-}
 
 export const isSlidingLayer = (layer: number, pattern: number): boolean => (layer + 1) % pattern !== 0
 

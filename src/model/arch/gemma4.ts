@@ -13,7 +13,7 @@
  * (hidden_size_per_layer_input > 0), the small E2B/E4B models' features, which tie layers across pipeline stages. */
 import type { Backend, DType, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
-import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
+import { parseDecoderConfig, requireInt as positiveInt, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead, RmsNorm } from '../layers.ts'
@@ -59,11 +59,6 @@ const TEXT_DEFAULTS = {
   tie_word_embeddings: true,
 }
 
-function positiveInt(raw: Record<string, unknown>, key: string): number {
-  const v = raw[key]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive integer, got ${JSON.stringify(v)}`)
-  return v
-}
 
 function ropeParams(raw: unknown, fallback: RopeParams): RopeParams {
   if (!raw || typeof raw !== 'object') return fallback

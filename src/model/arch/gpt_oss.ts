@@ -9,7 +9,7 @@
  * - pre-norm blocks with plain RMSNorm, an untied lm_head. */
 import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
-import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
+import { parseDecoderConfig, requireInt as positiveInt, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead, RmsNorm } from '../layers.ts'
@@ -42,11 +42,6 @@ const DEFAULTS = {
   rope_theta: 150000,
 }
 
-function positiveInt(raw: Record<string, unknown>, key: string): number {
-  const v = raw[key]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive integer, got ${JSON.stringify(v)}`)
-  return v
-}
 
 export function parseConfig(raw: Record<string, unknown>): GptOssConfig {
   const merged: Record<string, unknown> = { ...DEFAULTS }

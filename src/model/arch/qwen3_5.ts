@@ -11,7 +11,7 @@
  *   scaled by σ(shared_expert_gate). */
 import type { Backend, RopeOptions, Tensor } from '../../tensor/backend.ts'
 import type { Architecture, LayerRange, StepRows } from '../architecture.ts'
-import { parseDecoderConfig, type DecoderConfig } from '../config.ts'
+import { parseDecoderConfig, requireInt as positiveInt, type DecoderConfig } from '../config.ts'
 import { CheckpointError } from '../errors.ts'
 import type { LayerCacheSpec } from '../kv-cache.ts'
 import { FusedLinear, Linear, OutputHead, RmsNorm, SwiGluMlp } from '../layers.ts'
@@ -46,11 +46,6 @@ const DEFAULTS = {
   attention_bias: false,
 }
 
-function positiveInt(raw: Record<string, unknown>, key: string): number {
-  const v = raw[key]
-  if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive integer, got ${JSON.stringify(v)}`)
-  return v
-}
 
 export const isLinearLayer = (layer: number, interval: number): boolean => (layer + 1) % interval !== 0
 

@@ -1,0 +1,69 @@
+/** What a node is asked to be, already parsed and checked (the command turns its flags into this), and what a started
+ * node gives the server: its pipeline, its part of /health, and how its failures reach the scheduler. */
+import type { RingAddress } from '../cluster/ring.ts'
+import type { ServingMetrics } from '../engine/metrics.ts'
+import type { Pipeline } from '../model/pipeline.ts'
+import type { Scheduler } from '../engine/scheduler.ts'
+import type { LinkOptions } from '../link/tcp-link.ts'
+import type { ModelStage } from '../model/shard.ts'
+import type { Backend } from '../tensor/backend.ts'
+import type { Identity } from '../trust/identity.ts'
+import type { Authorizer } from '../trust/pinned-keys.ts'
+
+export interface NodeOptions {
+  /** The model folder (the head's, a single node's, each tensor-parallel rank's); optional on a pipeline stage. */
+  modelDir?: string
+  /** --model as the user gave it (a folder or ORG/NAME): stages store received files under its name. */
+  modelSpec?: string
+  serial: string
+  backend: Backend
+  maxBatch: number
+  maxLen: number
+  /** Memory this node offers the model (weights + KV). */
+  usableBytes: number
+  /** Print the plan and stop. */
+  plan: boolean
+  /** A pipeline cluster: every node's link address in rank order, and this node's rank. */
+  membership: { peers: RingAddress[]; rank: number } | null
+  /** --split: layers per node, decided by the head. */
+  split?: string
+  /** The sealed link's settings for a pipeline cluster (identity, who may join). */
+  link?: LinkOptions & { backoffMs: number }
+  tensorParallel: TensorParallelRole | null
+  metrics: ServingMetrics
+  /** Ends a pipeline stage (SIGINT / SIGTERM). */
+  signal: AbortSignal
+}
+
+export interface TensorParallelRole {
+  size: number
+  rank: number
+  /** sealed: AES-256-GCM sockets between pinned nodes; jaccl / ring: MLX distributed, not encrypted. */
+  transport: 'sealed' | 'jaccl' | 'ring'
+  listen: string
+  peer?: string
+  rdmaDevice?: string
+  timeoutMs: number
+  /** For the sealed transport: this machine's key, who may be a rank, and the cluster id bound into its frames. */
+  identity: Identity
+  authorize: Authorizer
+  clusterId: string
+}
+
+/** A node that serves the API: the head of a pipeline, rank 0 of a tensor-parallel group, or a node alone. */
+export interface ServingNode {
+  /** The model folder it serves (its tokenizer and chat template). */
+  modelDir: string
+  pipeline: Pipeline
+  stage: ModelStage
+  /** Micro-batches in flight that keep every stage busy (the pipeline's depth). */
+  microBatches: number
+  /** This node's fields of /health. */
+  health(): Record<string, unknown>
+  /** Reports the node's lost members and overdue steps to the scheduler, and heals what can heal. */
+  connect(scheduler: Scheduler): void
+  close(): void
+}
+
+/** What startNode gives back: a node to serve from, or nothing more to do (a stage or rank that finished, a plan). */
+export type StartedNode = { role: 'serving'; node: ServingNode } | { role: 'finished' }

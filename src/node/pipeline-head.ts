@@ -1,0 +1,105 @@
+/** The head of a pipeline cluster (rank 0): gathers the stages, plans the layers by their memory, ships each stage its
+ * layers' files, loads its own layers and drives the ring; it serves the API. */
+import { consola } from 'consola'
+import { ClusterPlanner } from '../cluster/cluster-planner.ts'
+import { layerRanges } from '../cluster/membership.ts'
+import { describePlan, formatGiB, PlanError } from '../cluster/plan-layers.ts'
+import { HeadPipeline } from '../cluster/ring.ts'
+import { RoleListener } from '../cluster/role-listener.ts'
+import { PLAN_ONLY } from '../cluster/stage-join.ts'
+import { manifestFor } from '../distribution/manifest.ts'
+import { checkpointFootprint } from '../model/footprint.ts'
+import { ModelStage, readModelConfig } from '../model/shard.ts'
+import { DTYPE_BYTES } from '../tensor/backend.ts'
+import { fingerprint } from '../trust/identity.ts'
+import { modelName } from './model-folder.ts'
+import type { NodeOptions, StartedNode } from './node-options.ts'
+
+export async function startPipelineHead(o: NodeOptions, dir: string): Promise<StartedNode> {
+  const { peers, rank } = o.membership!
+  const link = o.link!
+  const config = readModelConfig(dir)
+  const split = o.split ? layerRanges(config.numLayers, peers.length, o.split).map(([lo, hi]) => hi - lo) : undefined
+  const listener = new RoleListener(peers[0]!.host, peers[0]!.port, link)
+  const planner = new ClusterPlanner({
+    listener,
+    nodes: peers.length,
+    head: { serial: o.serial, usableBytes: o.usableBytes, fingerprint: fingerprint(link.identity.publicKey) },
+    footprint: checkpointFootprint(dir, DTYPE_BYTES[o.backend.kvDtype]),
+    split,
+    slots: o.maxBatch,
+    maxLen: o.maxLen,
+    model: modelName(o.modelSpec ?? dir),
+    onProgress: (line) => consola.start(line),
+  })
+  const plan = await planner.gather()
+  const lines = describePlan(plan)
+  if (o.plan) {
+    for (const line of lines) console.log(line)
+    planner.refuse(PLAN_ONLY, 'the head only printed the plan (--plan)')
+    await Bun.sleep(200) // let the answers leave before the links close
+    listener.stop()
+    if (!plan.fits) process.exitCode = 1
+    return { role: 'finished' }
+  }
+  for (const line of lines) consola.info(line)
+  if (!plan.fits) {
+    const short = plan.shortfalls.map((s) => `${s.node} is short by ${formatGiB(s.shortBytes)}`).join('; ')
+    planner.refuse('E_PLAN_FIT', `the plan does not fit: ${short}`)
+    await Bun.sleep(200)
+    listener.stop()
+    throw new PlanError('E_PLAN_FIT', `the plan does not fit: ${short}`, 'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split')
+  }
+  let hashing = ''
+  const manifest = manifestFor(dir, (file) => file !== hashing && consola.start(`hashing ${(hashing = file)} for the manifest`))
+  planner.commit(plan, { dir, manifest, identity: link.identity })
+  const mine = plan.stages[0]!
+  const stage = ModelStage.load(dir, o.backend, { lo: mine.lo, hi: mine.hi, slots: o.maxBatch, maxLen: o.maxLen })
+  consola.info(`rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`)
+  const { metrics } = o
+  const ring = new HeadPipeline({
+    rank,
+    peers,
+    stage,
+    link,
+    listener,
+    onStepTiming: (t) => {
+      t.stageSeconds.forEach((s, r) => metrics.stageStepTime.observe(String(r), s))
+      metrics.hopTime.observe(t.hopSeconds)
+      if (t.decode) {
+        t.stageSeconds.forEach((s, r) => metrics.decodeStageStepTime.observe(String(r), s))
+        metrics.decodeHopTime.observe(t.hopSeconds)
+      }
+    },
+  })
+  return {
+    role: 'serving',
+    node: {
+      modelDir: dir,
+      pipeline: ring,
+      stage,
+      // with N stages, N micro-batches in flight keep every stage busy at once
+      microBatches: peers.length,
+      health: () => ({
+        backend: o.backend.name,
+        nodes: peers.length,
+        layers: stage.config.numLayers,
+        head_layers: [stage.range.lo, stage.range.hi],
+        kv_slots_free: stage.cache.freeSlots,
+        ring: ring.status(),
+        members: planner.members(o.backend.name),
+      }),
+      connect(scheduler) {
+        ring.onStalled((reason) => scheduler.setStalled(reason))
+        scheduler.setDegraded(ring.degraded)
+        let formed = false // the hops not yet up while the ring first forms are not link errors
+        ring.onDegraded((reason) => {
+          scheduler.setDegraded(reason)
+          if (!reason) formed = true
+          else if (formed) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
+        })
+      },
+      close: () => ring.stop(),
+    },
+  }
+}
