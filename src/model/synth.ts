@@ -12,8 +12,7 @@ import { llama } from './arch/llama.synth.ts'
 import { qwen2 } from './arch/qwen2.synth.ts'
 import { qwen3 } from './arch/qwen3.synth.ts'
 import { qwen35, type Qwen35SynthOptions } from './arch/qwen3_5.synth.ts'
-import { quantizeAffine, quantizeMxfp4 } from './quantize.ts'
-import { writeSafetensors } from './safetensors.ts'
+import { tensorWriter, writeShards, type QuantOverride } from './synth-tensors.ts'
 import { QWEN3_EOS, QWEN3_TOKENIZER_FILES, QWEN3_TOKENIZER_SIZE } from './tokenizer-assets.ts'
 
 export const SYNTH_ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma3', 'gemma4', 'gpt_oss', 'qwen3_5'] as const
@@ -73,79 +72,57 @@ export interface SynthPlan {
   nest?(flat: Record<string, unknown>): Record<string, unknown>
 }
 
-const FAMILIES: Record<SynthArch, SynthFamily> = { llama, qwen2, qwen3, gemma3, gemma4, gpt_oss: gptOss, qwen3_5: qwen35 }
-
-type QuantOverride = { bits: number; groupSize?: number }
-type Entry = { name: string; dtype: DType; shape: number[]; data: Uint8Array }
-
-/** Fast deterministic normal-ish numbers: Irwin–Hall sum of 4 xorshift uniforms, scaled to unit variance. */
-function gaussianSource(seed: number) {
-  let s = (seed * 2654435761) >>> 0 || 1
-  const u = () => ((s ^= s << 13), (s ^= s >>> 17), (s ^= s << 5), (s >>> 0) / 4294967296)
-  return (n: number, std: number, mean = 0): Float32Array => {
-    const out = new Float32Array(n)
-    const k = std * Math.sqrt(3) // sum of 4 U(0,1) has variance 1/3
-    for (let i = 0; i < n; i++) out[i] = mean + (u() + u() + u() + u() - 2) * k
-    return out
-  }
+const FAMILIES: Record<SynthArch, SynthFamily> = {
+  llama,
+  qwen2,
+  qwen3,
+  gemma3,
+  gemma4,
+  gpt_oss: gptOss,
+  qwen3_5: qwen35,
 }
 
-/** Float values as stored in `dtype` (bf16 rounds to nearest even). */
-function encode(values: Float32Array, dtype: DType): Uint8Array {
-  if (dtype === 'f32') return new Uint8Array(values.buffer)
-  if (dtype === 'f16') return new Uint8Array(Float16Array.from(values).buffer)
-  const u = new Uint32Array(values.buffer, values.byteOffset, values.length)
-  const out = new Uint16Array(values.length)
-  for (let i = 0; i < values.length; i++) out[i] = ((u[i]! + 0x7fff + ((u[i]! >>> 16) & 1)) >>> 16) & 0xffff
-  return new Uint8Array(out.buffer)
-}
-
-export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: (line: string) => void = () => {}): Promise<{ files: string[]; bytes: number }> {
+export async function synthesizeModel(
+  out: string,
+  spec: SynthSpec,
+  onProgress: (line: string) => void = () => {},
+): Promise<{ files: string[]; bytes: number }> {
   const family = FAMILIES[spec.arch]
   const { layers, hidden, heads, kvHeads, headDim, intermediate, vocab = 151936, groupSize = 64, seed = 0 } = spec
   const tie = spec.tieEmbeddings ?? family.tied
   const floatDtype: DType = spec.dtype === 'f32' ? 'f32' : spec.dtype === 'f16' ? 'f16' : 'bf16'
   const bits = spec.dtype === 'q4' ? 4 : spec.dtype === 'q8' || spec.dtype === 'mxfp4' ? 8 : 0
-  if (spec.dtype === 'mxfp4' && !family.mxfp4) throw new DbcError('E_SYNTH', '--dtype mxfp4 is for --arch gpt_oss (its experts)', 'use q4 or q8 for other families')
+  if (spec.dtype === 'mxfp4' && !family.mxfp4)
+    throw new DbcError(
+      'E_SYNTH',
+      '--dtype mxfp4 is for --arch gpt_oss (its experts)',
+      'use q4 or q8 for other families',
+    )
   const plan = family.plan(spec)
   if (vocab < QWEN3_TOKENIZER_SIZE) {
-    throw new DbcError('E_SYNTH', `--vocab ${vocab} is smaller than the tokenizer's ${QWEN3_TOKENIZER_SIZE} tokens`, `use --vocab ${QWEN3_TOKENIZER_SIZE} or more (default 151936)`)
+    throw new DbcError(
+      'E_SYNTH',
+      `--vocab ${vocab} is smaller than the tokenizer's ${QWEN3_TOKENIZER_SIZE} tokens`,
+      `use --vocab ${QWEN3_TOKENIZER_SIZE} or more (default 151936)`,
+    )
   }
-  for (const [k, v] of Object.entries({ layers, hidden, heads, kvHeads, headDim, intermediate })) if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
+  for (const [k, v] of Object.entries({ layers, hidden, heads, kvHeads, headDim, intermediate }))
+    if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
   const windows = { 'sliding-window': spec.slidingWindow, 'sliding-window-pattern': spec.slidingWindowPattern }
-  for (const [k, v] of Object.entries(windows)) if (v !== undefined && (!Number.isInteger(v) || v < 1)) throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
+  for (const [k, v] of Object.entries(windows))
+    if (v !== undefined && (!Number.isInteger(v) || v < 1))
+      throw new DbcError('E_SYNTH', `--${k} must be a positive integer`)
   if (heads % kvHeads) throw new DbcError('E_SYNTH', `--heads ${heads} must be a multiple of --kv-heads ${kvHeads}`)
-  if (bits && [hidden, intermediate, heads * headDim].some((k) => k % groupSize)) throw new DbcError('E_SYNTH', `hidden, intermediate and heads×head-dim must be multiples of the group size ${groupSize} to quantize`)
-  if (!bits && spec.quantOverrides) throw new DbcError('E_SYNTH', 'quantization overrides need a quantized --dtype (q4 or q8)')
-  const random = gaussianSource(seed + 1)
-  const entries: Entry[] = []
-  const put = (name: string, values: Float32Array, shape: number[], dtype: DType = floatDtype) => entries.push({ name, dtype, shape, data: encode(values, dtype) })
+  if (bits && [hidden, intermediate, heads * headDim].some((k) => k % groupSize))
+    throw new DbcError(
+      'E_SYNTH',
+      `hidden, intermediate and heads×head-dim must be multiples of the group size ${groupSize} to quantize`,
+    )
+  if (!bits && spec.quantOverrides)
+    throw new DbcError('E_SYNTH', 'quantization overrides need a quantized --dtype (q4 or q8)')
   const overrides: Record<string, QuantOverride | false> = { ...spec.quantOverrides }
   for (const [name, o] of Object.entries(plan.overrides ?? {})) overrides[name] ??= o
-  const mxfp4Modules: string[] = []
-  const count = (shape: number[]) => shape.reduce((a, d) => a * d, 1)
-  const t: SynthTensors = {
-    float: (name, shape, std, mean = 0, dtype = floatDtype) => put(name, random(count(shape), std, mean), shape, dtype),
-    matrix(name, rows, cols, std, lead = [], mxfp4 = false) {
-      const w = random(count(lead) * rows * cols, std)
-      if (mxfp4) {
-        if (cols % 32) throw new DbcError('E_SYNTH', `${name}: ${cols} inputs do not quantize to mxfp4 (group 32)`)
-        const q = quantizeMxfp4(w, count(lead) * rows, cols)
-        entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [...lead, rows, cols / 8], data: new Uint8Array(q.words.buffer) })
-        entries.push({ name: `${name}.scales`, dtype: 'u8', shape: [...lead, rows, cols / 32], data: q.scales })
-        return void mxfp4Modules.push(name)
-      }
-      const own = overrides[name]
-      const b = own === false ? 0 : own ? own.bits : bits
-      const gs = own ? (own.groupSize ?? groupSize) : groupSize
-      if (!b) return void put(`${name}.weight`, w, [...lead, rows, cols])
-      if (cols % gs || (cols * b) % 32) throw new DbcError('E_SYNTH', `${name}: ${cols} inputs do not quantize at ${b} bits, group ${gs}`)
-      const q = quantizeAffine(w, count(lead) * rows, cols, gs, b)
-      entries.push({ name: `${name}.weight`, dtype: 'u32', shape: [...lead, rows, (cols * b) / 32], data: new Uint8Array(q.words.buffer) })
-      put(`${name}.scales`, q.scales, [...lead, rows, cols / gs])
-      put(`${name}.biases`, q.biases, [...lead, rows, cols / gs])
-    },
-  }
+  const { tensors: t, entries, mxfp4Modules } = tensorWriter({ seed, floatDtype, bits, groupSize, overrides })
   const root = family.root ?? ''
   onProgress('embedding')
   // Small embeddings (as in trained models) let the layers, not the input token, decide the next token: a tied head
@@ -162,38 +139,41 @@ export async function synthesizeModel(out: string, spec: SynthSpec, onProgress: 
   onProgress('writing safetensors')
   const bytes = entries.reduce((a, e) => a + e.data.byteLength, 0)
   const files = await writeShards(out, entries, bytes, spec.shardBytes ?? 5 * 1024 ** 3)
-  const moduleEntries = Object.fromEntries(Object.entries(overrides).map(([path, o]) => [path, o && { group_size: o.groupSize ?? groupSize, bits: o.bits, mode: 'affine' }]))
+  const moduleEntries = Object.fromEntries(
+    Object.entries(overrides).map(([path, o]) => [
+      path,
+      o && { group_size: o.groupSize ?? groupSize, bits: o.bits, mode: 'affine' },
+    ]),
+  )
   for (const name of mxfp4Modules) moduleEntries[name] = { group_size: 32, bits: 4, mode: 'mxfp4' }
   const quantization = bits ? { group_size: groupSize, bits, mode: 'affine', ...moduleEntries } : undefined
   // the family's keys follow the shared ones, and replace rms_norm_eps and rope_theta in place where it sets them
   const flat: Record<string, unknown> = {
-    model_type: family.modelType, architectures: [family.causalLm],
-    hidden_size: hidden, num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kvHeads, head_dim: headDim,
-    intermediate_size: intermediate, vocab_size: vocab, rms_norm_eps: 1e-6, rope_theta: 1000000, max_position_embeddings: 40960,
-    tie_word_embeddings: tie, torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[floatDtype as 'f32' | 'f16' | 'bf16'], eos_token_id: QWEN3_EOS.imEnd,
+    model_type: family.modelType,
+    architectures: [family.causalLm],
+    hidden_size: hidden,
+    num_hidden_layers: layers,
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    head_dim: headDim,
+    intermediate_size: intermediate,
+    vocab_size: vocab,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    max_position_embeddings: 40960,
+    tie_word_embeddings: tie,
+    torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[floatDtype as 'f32' | 'f16' | 'bf16'],
+    eos_token_id: QWEN3_EOS.imEnd,
     ...plan.config,
     ...(quantization ? { quantization, quantization_config: quantization } : {}),
     dbcluster_synthetic: { seed, dtype: spec.dtype },
   }
   writeFileSync(join(out, 'config.json'), JSON.stringify(plan.nest ? plan.nest(flat) : flat, null, 2))
-  writeFileSync(join(out, 'generation_config.json'), JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2))
+  writeFileSync(
+    join(out, 'generation_config.json'),
+    JSON.stringify({ eos_token_id: [QWEN3_EOS.imEnd, QWEN3_EOS.endOfText] }, null, 2),
+  )
   // Bun.file reads the copies embedded in the binary too (copyFileSync cannot see Bun's embedded file system)
   for (const [name, path] of Object.entries(QWEN3_TOKENIZER_FILES)) await Bun.write(join(out, name), Bun.file(path))
   return { files, bytes }
-}
-
-/** model.safetensors, or files of at most `shardBytes` each plus model.safetensors.index.json; returns the file names. */
-async function writeShards(out: string, entries: Entry[], bytes: number, shardBytes: number): Promise<string[]> {
-  const shards: Entry[][] = [[]]
-  let size = 0
-  for (const e of entries) {
-    if (size > 0 && size + e.data.byteLength > shardBytes) shards.push([]), (size = 0)
-    shards.at(-1)!.push(e)
-    size += e.data.byteLength
-  }
-  const files = shards.map((_, i) => (shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`))
-  for (const [i, shard] of shards.entries()) await writeSafetensors(join(out, files[i]!), shard)
-  const weightMap = Object.fromEntries(shards.flatMap((shard, i) => shard.map((e) => [e.name, files[i]])))
-  if (shards.length > 1) writeFileSync(join(out, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: bytes }, weight_map: weightMap }, null, 2))
-  return files
 }
