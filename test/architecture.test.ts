@@ -11,7 +11,18 @@ const ALLOWED: Record<string, string[]> = {
   doctor: ['discovery', 'trust'],
   'rdma-ping': ['tensor-parallel', 'doctor', 'link', 'trust', 'discovery'],
   'tensor-parallel': ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'doctor'],
-  node: ['tensor-parallel', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
+  node: [
+    'tensor-parallel',
+    'engine',
+    'cluster',
+    'model',
+    'tensor',
+    'link',
+    'trust',
+    'discovery',
+    'coordinator',
+    'distribution',
+  ],
   bench: ['api', 'engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator', 'distribution'],
   api: ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'discovery', 'coordinator'],
   engine: ['model', 'tensor'],
@@ -56,5 +67,17 @@ test('imports under src/ only point down the dependency order', () => {
 // the macOS bridge's (trust sits below tensor, and the bridge is its own macOS-only library).
 test('only the shim and bridge binding files import bun:ffi', () => {
   const importers = files(SRC).filter((f) => /from ['"]bun:ffi['"]/.test(readFileSync(f, 'utf8')))
-  expect(importers.map((f) => relative(SRC, f)).sort()).toEqual(['tensor-parallel/native-socket.ts', 'tensor/native.ts', 'trust/macos-bridge.ts'])
+  expect(importers.map((f) => relative(SRC, f)).sort()).toEqual([
+    'tensor-parallel/native-socket.ts',
+    'tensor/native.ts',
+    'trust/macos-bridge.ts',
+  ])
+})
+
+// Commands parse flags and call the domain (src/node/, src/api/serve-api.ts); synthetic models keep their per-family
+// parts in arch/*.synth.ts. These stay small so that a new role or family does not grow them again.
+test('serve and synth stay thin', () => {
+  const lines = (path: string) => readFileSync(join(SRC, path), 'utf8').split('\n').length - 1
+  expect(lines('cli/serve.ts')).toBeLessThanOrEqual(200)
+  expect(lines('model/synth.ts')).toBeLessThanOrEqual(200)
 })

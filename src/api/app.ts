@@ -30,7 +30,9 @@ export function createApp(deps: AppDeps): Hono {
   const created = Math.floor(Date.now() / 1000)
 
   app.onError((error, c) => errorResponse(c, error))
-  app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found')))
+  app.notFound((c) =>
+    errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, 'invalid_request_error', 'not_found')),
+  )
 
   // with a key, every route needs it: /health names members, fingerprints and memory; /metrics and the dashboard too
   const authorized = deps.apiKey ? apiKeyCheck(deps.apiKey) : () => true
@@ -38,12 +40,22 @@ export function createApp(deps: AppDeps): Hono {
     if (authorized(c.req.header('authorization'))) return next()
     if (deps.publicHealth && c.req.method === 'GET' && c.req.path === '/health') {
       const degraded = deps.scheduler.degraded
-      return c.json({ status: degraded ? 'degraded' : 'ok' }, degraded ? 503 : 200, degraded ? { 'retry-after': '5' } : {})
+      return c.json(
+        { status: degraded ? 'degraded' : 'ok' },
+        degraded ? 503 : 200,
+        degraded ? { 'retry-after': '5' } : {},
+      )
     }
-    const error = new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key')
+    const error = new ApiError(
+      401,
+      'missing or wrong API key: send Authorization: Bearer <key>',
+      'invalid_request_error',
+      'invalid_api_key',
+    )
     const response = errorResponse(c, error)
     // a browser opening the dashboard gets its own password prompt (the key as the password)
-    if (c.req.path.startsWith('/dashboard')) response.headers.set('www-authenticate', 'Basic realm="dbcluster", charset="UTF-8"')
+    if (c.req.path.startsWith('/dashboard'))
+      response.headers.set('www-authenticate', 'Basic realm="dbcluster", charset="UTF-8"')
     return response
   })
   app.use(
@@ -51,7 +63,12 @@ export function createApp(deps: AppDeps): Hono {
     bodyLimit({
       maxSize: deps.maxBodyBytes ?? 1024 * 1024,
       onError: () => {
-        throw new ApiError(413, `request body exceeds ${deps.maxBodyBytes ?? 1024 * 1024} bytes`, 'invalid_request_error', 'request_too_large')
+        throw new ApiError(
+          413,
+          `request body exceeds ${deps.maxBodyBytes ?? 1024 * 1024} bytes`,
+          'invalid_request_error',
+          'request_too_large',
+        )
       },
     }),
   )
@@ -63,7 +80,8 @@ export function createApp(deps: AppDeps): Hono {
     } catch {
       throw new ApiError(400, 'the request body is not valid JSON', 'invalid_request_error', 'invalid_json')
     }
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', 'invalid_json')
+    if (!body || typeof body !== 'object' || Array.isArray(body))
+      throw new ApiError(400, 'the request body must be a JSON object', 'invalid_request_error', 'invalid_json')
     // the whole request is in: its answer may take minutes to compute, so the idle timeout no longer applies
     ;(c.env as Partial<HttpBindings> | undefined)?.holdOpen?.()
     return body as Record<string, unknown>
@@ -71,11 +89,20 @@ export function createApp(deps: AppDeps): Hono {
 
   app.post('/v1/chat/completions', async (c) => chatCompletions(c, { ...deps, body: await json(c) }))
   app.post('/v1/completions', async (c) => completions(c, { ...deps, body: await json(c) }))
-  app.get('/v1/models', (c) => c.json({ object: 'list', data: [{ id: deps.modelId, object: 'model', created, owned_by: 'dbcluster' }] }))
+  app.get('/v1/models', (c) =>
+    c.json({ object: 'list', data: [{ id: deps.modelId, object: 'model', created, owned_by: 'dbcluster' }] }),
+  )
   app.get('/health', (c) => {
     const degraded = deps.scheduler.degraded
     return c.json(
-      { status: degraded ? 'degraded' : 'ok', reason: degraded, model: deps.modelId, queue_depth: deps.scheduler.queueDepth, running: deps.scheduler.running, ...deps.health() },
+      {
+        status: degraded ? 'degraded' : 'ok',
+        reason: degraded,
+        model: deps.modelId,
+        queue_depth: deps.scheduler.queueDepth,
+        running: deps.scheduler.running,
+        ...deps.health(),
+      },
       degraded ? 503 : 200,
     )
   })

@@ -11,26 +11,34 @@ const ROLES = new Set(['system', 'user', 'assistant', 'tool', 'developer'])
 function parseMessages(raw: unknown): ChatMessage[] {
   if (!Array.isArray(raw) || raw.length === 0) throw invalid(`'messages' must be a non-empty array`, 'messages')
   return raw.map((m, i) => {
-    if (!m || typeof m !== 'object' || !ROLES.has((m as { role?: string }).role ?? '')) throw invalid(`messages[${i}].role must be one of ${[...ROLES].join(', ')}`, 'messages')
+    if (!m || typeof m !== 'object' || !ROLES.has((m as { role?: string }).role ?? ''))
+      throw invalid(`messages[${i}].role must be one of ${[...ROLES].join(', ')}`, 'messages')
     const content = (m as { content?: unknown }).content
     let text: string
     if (typeof content === 'string') text = content
-    else if (Array.isArray(content) && content.every((p) => p && p.type === 'text' && typeof p.text === 'string')) text = content.map((p) => p.text).join('')
+    else if (Array.isArray(content) && content.every((p) => p && p.type === 'text' && typeof p.text === 'string'))
+      text = content.map((p) => p.text).join('')
     else throw invalid(`messages[${i}].content must be a string or text parts`, 'messages')
     const role = (m as { role: string }).role === 'developer' ? 'system' : (m as { role: ChatMessage['role'] }).role
     return { role, content: text }
   })
 }
 
-export async function chatCompletions(c: Context, deps: { scheduler: Scheduler; tokenizer: ModelTokenizer; modelId: string; body: Record<string, unknown> }) {
+export async function chatCompletions(
+  c: Context,
+  deps: { scheduler: Scheduler; tokenizer: ModelTokenizer; modelId: string; body: Record<string, unknown> },
+) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
   const messages = parseMessages(body.messages)
   const common = parseCommon(body, { maxTokens: 512 })
-  if (body.logprobs !== undefined && typeof body.logprobs !== 'boolean') throw invalid(`'logprobs' must be a boolean`, 'logprobs')
+  if (body.logprobs !== undefined && typeof body.logprobs !== 'boolean')
+    throw invalid(`'logprobs' must be a boolean`, 'logprobs')
   const top = body.top_logprobs
-  if (top !== undefined && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20)) throw invalid(`'top_logprobs' must be an integer in 0..20`, 'top_logprobs')
-  if (top !== undefined && body.logprobs !== true) throw invalid(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs')
+  if (top !== undefined && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20))
+    throw invalid(`'top_logprobs' must be an integer in 0..20`, 'top_logprobs')
+  if (top !== undefined && body.logprobs !== true)
+    throw invalid(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs')
   const promptIds = tokenizer.encode(tokenizer.applyChatTemplate(messages))
   const id = `chatcmpl-${crypto.randomUUID().replaceAll('-', '')}`
   const created = Math.floor(Date.now() / 1000)
@@ -42,27 +50,57 @@ export async function chatCompletions(c: Context, deps: { scheduler: Scheduler; 
             token: tokenText(t.id),
             logprob: t.logprob ?? 0,
             bytes: [...new TextEncoder().encode(tokenText(t.id))],
-            top_logprobs: (t.topLogprobs ?? []).map((a) => ({ token: tokenText(a.id), logprob: a.logprob, bytes: [...new TextEncoder().encode(tokenText(a.id))] })),
+            top_logprobs: (t.topLogprobs ?? []).map((a) => ({
+              token: tokenText(a.id),
+              logprob: a.logprob,
+              bytes: [...new TextEncoder().encode(tokenText(a.id))],
+            })),
           })),
         }
       : null
   const base = { id, created, model: modelId }
   const shape: Shape = {
-    start: () => ({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] }),
-    chunk: (text, tokens) => ({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content: text }, logprobs: logprobs(tokens), finish_reason: null }] }),
-    finishChunk: (reason) => ({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: reason }] }),
+    start: () => ({
+      ...base,
+      object: 'chat.completion.chunk',
+      choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+    }),
+    chunk: (text, tokens) => ({
+      ...base,
+      object: 'chat.completion.chunk',
+      choices: [{ index: 0, delta: { content: text }, logprobs: logprobs(tokens), finish_reason: null }],
+    }),
+    finishChunk: (reason) => ({
+      ...base,
+      object: 'chat.completion.chunk',
+      choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: reason }],
+    }),
     usageChunk: (usage) => ({ ...base, object: 'chat.completion.chunk', choices: [], usage }),
     final: (text, tokens, reason, usage) => ({
       ...base,
       object: 'chat.completion',
-      choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: logprobs(tokens), finish_reason: reason }],
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: text, refusal: null },
+          logprobs: logprobs(tokens),
+          finish_reason: reason,
+        },
+      ],
       usage,
     }),
   }
   return runCompletion(
     c,
     deps.scheduler,
-    { promptIds, maxTokens: common.maxTokens, sampling: common.sampling, stop: common.stop, eosTokenIds: tokenizer.eosTokenIds, logprobs: body.logprobs === true ? ((top as number | undefined) ?? 0) : undefined },
+    {
+      promptIds,
+      maxTokens: common.maxTokens,
+      sampling: common.sampling,
+      stop: common.stop,
+      eosTokenIds: tokenizer.eosTokenIds,
+      logprobs: body.logprobs === true ? ((top as number | undefined) ?? 0) : undefined,
+    },
     shape,
     common,
   )

@@ -16,13 +16,17 @@ function promptIds(raw: unknown, tokenizer: ModelTokenizer, vocab: number): numb
   throw invalid(`'prompt' must be a string or a non-empty array of token ids (one prompt per request)`, 'prompt')
 }
 
-export async function completions(c: Context, deps: { scheduler: Scheduler; tokenizer: ModelTokenizer; modelId: string; body: Record<string, unknown> }) {
+export async function completions(
+  c: Context,
+  deps: { scheduler: Scheduler; tokenizer: ModelTokenizer; modelId: string; body: Record<string, unknown> },
+) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
   const ids = promptIds(body.prompt, tokenizer, deps.scheduler.pipeline.vocabSize)
   const common = parseCommon(body, { maxTokens: 16 })
   const lp = body.logprobs
-  if (lp !== undefined && lp !== null && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5)) throw invalid(`'logprobs' must be an integer in 0..5`, 'logprobs')
+  if (lp !== undefined && lp !== null && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5))
+    throw invalid(`'logprobs' must be an integer in 0..5`, 'logprobs')
   const wantLogprobs = typeof lp === 'number'
   const id = `cmpl-${crypto.randomUUID().replaceAll('-', '')}`
   const created = Math.floor(Date.now() / 1000)
@@ -32,22 +36,41 @@ export async function completions(c: Context, deps: { scheduler: Scheduler; toke
       ? {
           tokens: tokens.map((t) => tokenText(t.id)),
           token_logprobs: tokens.map((t) => t.logprob ?? 0),
-          top_logprobs: tokens.map((t) => Object.fromEntries((t.topLogprobs ?? []).map((a) => [tokenText(a.id), a.logprob]))),
-          text_offset: tokens.reduce<number[]>((acc, t, i) => [...acc, i === 0 ? 0 : acc[i - 1]! + tokenText(tokens[i - 1]!.id).length], []),
+          top_logprobs: tokens.map((t) =>
+            Object.fromEntries((t.topLogprobs ?? []).map((a) => [tokenText(a.id), a.logprob])),
+          ),
+          text_offset: tokens.reduce<number[]>(
+            (acc, t, i) => [...acc, i === 0 ? 0 : acc[i - 1]! + tokenText(tokens[i - 1]!.id).length],
+            [],
+          ),
         }
       : null
   const base = { id, created, model: modelId, object: 'text_completion' }
   const shape: Shape = {
     start: () => null,
-    chunk: (text, tokens) => ({ ...base, choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: null }] }),
+    chunk: (text, tokens) => ({
+      ...base,
+      choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: null }],
+    }),
     finishChunk: (reason) => ({ ...base, choices: [{ index: 0, text: '', logprobs: null, finish_reason: reason }] }),
     usageChunk: (usage) => ({ ...base, choices: [], usage }),
-    final: (text, tokens, reason, usage) => ({ ...base, choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: reason }], usage }),
+    final: (text, tokens, reason, usage) => ({
+      ...base,
+      choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: reason }],
+      usage,
+    }),
   }
   return runCompletion(
     c,
     deps.scheduler,
-    { promptIds: ids, maxTokens: common.maxTokens, sampling: common.sampling, stop: common.stop, eosTokenIds: tokenizer.eosTokenIds, logprobs: wantLogprobs ? (lp as number) : undefined },
+    {
+      promptIds: ids,
+      maxTokens: common.maxTokens,
+      sampling: common.sampling,
+      stop: common.stop,
+      eosTokenIds: tokenizer.eosTokenIds,
+      logprobs: wantLogprobs ? (lp as number) : undefined,
+    },
     shape,
     common,
   )

@@ -5,7 +5,12 @@ import type { Scheduler } from '../engine/scheduler.ts'
 const sum = (values: Map<string, number>) => [...values.values()].reduce((a, b) => a + b, 0)
 const mean = (h: { sum: number; count: number }) => (h.count ? h.sum / h.count : null)
 
-export function dashboardSnapshot(deps: { metrics: ServingMetrics; scheduler: Scheduler; modelId: string; health: () => Record<string, unknown> }) {
+export function dashboardSnapshot(deps: {
+  metrics: ServingMetrics
+  scheduler: Scheduler
+  modelId: string
+  health: () => Record<string, unknown>
+}) {
   const m = deps.metrics
   return {
     at: Date.now(),

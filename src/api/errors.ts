@@ -14,7 +14,8 @@ export class ApiError extends Error {
   }
 }
 
-export const invalid = (message: string, param: string | null = null) => new ApiError(400, message, 'invalid_request_error', 'invalid_value', param)
+export const invalid = (message: string, param: string | null = null) =>
+  new ApiError(400, message, 'invalid_request_error', 'invalid_value', param)
 
 /** Maps any thrown value to an ApiError (domain errors by their stable codes). */
 export function toApiError(error: unknown): ApiError {

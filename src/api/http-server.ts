@@ -36,7 +36,8 @@ interface App {
 }
 
 export function serveHttp(app: App, o: HttpServerOptions): HttpServer {
-  if (!Number.isInteger(o.idleTimeoutSeconds) || o.idleTimeoutSeconds < 1 || o.idleTimeoutSeconds > 255) throw new RangeError(`idle timeout must be 1..255 seconds, got ${o.idleTimeoutSeconds}`)
+  if (!Number.isInteger(o.idleTimeoutSeconds) || o.idleTimeoutSeconds < 1 || o.idleTimeoutSeconds > 255)
+    throw new RangeError(`idle timeout must be 1..255 seconds, got ${o.idleTimeoutSeconds}`)
   const openByClient = new Map<string, number>()
   let openRequests = 0
 
@@ -50,7 +51,10 @@ export function serveHttp(app: App, o: HttpServerOptions): HttpServer {
       if (open >= o.maxPerClient) {
         o.metrics?.httpRefused.inc({ reason: 'per_client_limit' })
         const message = `too many requests open from ${client} (at most ${o.maxPerClient}): wait for one to finish`
-        return Response.json({ error: { message, type: 'rate_limit_error', param: null, code: 'too_many_connections' } }, { status: 429, headers: { connection: 'close', 'retry-after': '1' } })
+        return Response.json(
+          { error: { message, type: 'rate_limit_error', param: null, code: 'too_many_connections' } },
+          { status: 429, headers: { connection: 'close', 'retry-after': '1' } },
+        )
       }
       openByClient.set(client, open + 1)
       openRequests++
@@ -84,7 +88,10 @@ export function serveHttp(app: App, o: HttpServerOptions): HttpServer {
         finish()
         return response
       }
-      return new Response(watchEnd(response.body, () => (restoreIdle(), finish())), response)
+      return new Response(
+        watchEnd(response.body, () => (restoreIdle(), finish())),
+        response,
+      )
     },
   })
 

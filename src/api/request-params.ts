@@ -10,7 +10,12 @@ export interface CommonParams {
   includeUsage: boolean
 }
 
-const num = (body: Record<string, unknown>, key: string, check: (v: number) => boolean, what: string): number | undefined => {
+const num = (
+  body: Record<string, unknown>,
+  key: string,
+  check: (v: number) => boolean,
+  what: string,
+): number | undefined => {
   const v = body[key]
   if (v === undefined || v === null) return undefined
   if (typeof v !== 'number' || !check(v)) throw invalid(`'${key}' must be ${what}`, key)
@@ -19,7 +24,13 @@ const num = (body: Record<string, unknown>, key: string, check: (v: number) => b
 
 export function checkModel(body: Record<string, unknown>, modelId: string): void {
   if (body.model !== undefined && body.model !== modelId) {
-    throw new ApiError(404, `The model '${String(body.model)}' does not exist; this server serves '${modelId}'`, 'invalid_request_error', 'model_not_found', 'model')
+    throw new ApiError(
+      404,
+      `The model '${String(body.model)}' does not exist; this server serves '${modelId}'`,
+      'invalid_request_error',
+      'model_not_found',
+      'model',
+    )
   }
 }
 
@@ -33,10 +44,13 @@ export function parseCommon(body: Record<string, unknown>, defaults: { maxTokens
   let stop: string[] = []
   if (typeof body.stop === 'string') stop = [body.stop]
   else if (Array.isArray(body.stop)) {
-    if (body.stop.length > 4 || !body.stop.every((s) => typeof s === 'string' && s.length > 0)) throw invalid(`'stop' must be up to 4 non-empty strings`, 'stop')
+    if (body.stop.length > 4 || !body.stop.every((s) => typeof s === 'string' && s.length > 0))
+      throw invalid(`'stop' must be up to 4 non-empty strings`, 'stop')
     stop = body.stop as string[]
-  } else if (body.stop !== undefined && body.stop !== null) throw invalid(`'stop' must be a string or an array of strings`, 'stop')
-  if (body.stream !== undefined && typeof body.stream !== 'boolean') throw invalid(`'stream' must be a boolean`, 'stream')
+  } else if (body.stop !== undefined && body.stop !== null)
+    throw invalid(`'stop' must be a string or an array of strings`, 'stop')
+  if (body.stream !== undefined && typeof body.stream !== 'boolean')
+    throw invalid(`'stream' must be a boolean`, 'stream')
   const streamOptions = body.stream_options as { include_usage?: unknown } | undefined | null
   let sampling: SamplingParams
   try {
@@ -52,5 +66,11 @@ export function parseCommon(body: Record<string, unknown>, defaults: { maxTokens
     if (error instanceof ApiError) throw error
     throw invalid((error as Error).message)
   }
-  return { maxTokens, sampling, stop, stream: body.stream === true, includeUsage: streamOptions?.include_usage === true }
+  return {
+    maxTokens,
+    sampling,
+    stop,
+    stream: body.stream === true,
+    includeUsage: streamOptions?.include_usage === true,
+  }
 }

@@ -28,7 +28,13 @@ export interface Shape {
   final(text: string, tokens: TokenInfo[], reason: FinishReason, usage: Usage): Record<string, unknown>
 }
 
-export async function runCompletion(c: Context, scheduler: Scheduler, request: ScheduledRequest, shape: Shape, options: { stream: boolean; includeUsage: boolean }): Promise<Response> {
+export async function runCompletion(
+  c: Context,
+  scheduler: Scheduler,
+  request: ScheduledRequest,
+  shape: Shape,
+  options: { stream: boolean; includeUsage: boolean },
+): Promise<Response> {
   const abort = new AbortController()
   c.req.raw.signal?.addEventListener('abort', () => abort.abort())
   const events: RequestEvent[] = []
@@ -52,10 +58,15 @@ export async function runCompletion(c: Context, scheduler: Scheduler, request: S
     const tokens: TokenInfo[] = []
     for (;;) {
       const event = await next()
-      if (event.type === 'token') tokens.push({ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs })
+      if (event.type === 'token')
+        tokens.push({ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs })
       else if (event.type === 'error') return errorResponse(c, event.error)
       else if (event.type === 'done') {
-        const usage = { prompt_tokens: event.promptTokens, completion_tokens: event.tokens.length, total_tokens: event.promptTokens + event.tokens.length }
+        const usage = {
+          prompt_tokens: event.promptTokens,
+          completion_tokens: event.tokens.length,
+          total_tokens: event.promptTokens + event.tokens.length,
+        }
         return c.json(shape.final(event.text, tokens, event.finishReason, usage))
       }
     }
@@ -69,7 +80,10 @@ export async function runCompletion(c: Context, scheduler: Scheduler, request: S
     for (;;) {
       const event = await next()
       if (event.type === 'token' || event.type === 'text') {
-        const info = event.type === 'token' ? [{ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs }] : []
+        const info =
+          event.type === 'token'
+            ? [{ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs }]
+            : []
         if (event.text || info.length) await send(shape.chunk(event.text, info))
       } else if (event.type === 'error') {
         // a clear error event, then the end of the stream: never a hung connection
@@ -78,7 +92,13 @@ export async function runCompletion(c: Context, scheduler: Scheduler, request: S
       } else {
         await send(shape.finishChunk(event.finishReason))
         if (options.includeUsage) {
-          await send(shape.usageChunk({ prompt_tokens: event.promptTokens, completion_tokens: event.tokens.length, total_tokens: event.promptTokens + event.tokens.length }))
+          await send(
+            shape.usageChunk({
+              prompt_tokens: event.promptTokens,
+              completion_tokens: event.tokens.length,
+              total_tokens: event.promptTokens + event.tokens.length,
+            }),
+          )
         }
         break
       }

@@ -35,7 +35,12 @@ async function measure(url: string, o: ClusterDecodeOptions): Promise<number[]> 
   await runLoad(url, { concurrency: 1, requestsPerClient: 1, promptTokens: 8, maxTokens: 4 }) // warm up
   const tps: number[] = []
   for (let i = 0; i < o.runs; i++) {
-    const r: LoadResult = await runLoad(url, { concurrency: 1, requestsPerClient: 1, promptTokens: o.promptTokens, maxTokens: o.maxTokens })
+    const r: LoadResult = await runLoad(url, {
+      concurrency: 1,
+      requestsPerClient: 1,
+      promptTokens: o.promptTokens,
+      maxTokens: o.maxTokens,
+    })
     if (r.errors.length) throw new Error(`decode run failed: ${r.errors[0]}`)
     tps.push(r.stream_decode_tps)
   }
@@ -44,14 +49,18 @@ async function measure(url: string, o: ClusterDecodeOptions): Promise<number[]> 
 
 /** Sums and counts of the decode-only stage and hop histograms in a Prometheus text page (prompt chunks left out, so
  * the figures are per decoded token at batch 1). */
-export function stepBreakdown(metrics: string): { stages: { sum: number; count: number }[]; hops: { sum: number; count: number } } {
+export function stepBreakdown(metrics: string): {
+  stages: { sum: number; count: number }[]
+  hops: { sum: number; count: number }
+} {
   const stages: { sum: number; count: number }[] = []
   for (const m of metrics.matchAll(/^dbcluster_decode_stage_step_seconds_(sum|count)\{rank="(\d+)"\} (\S+)$/gm)) {
     const r = Number(m[2])
     stages[r] ??= { sum: 0, count: 0 }
     stages[r]![m[1] as 'sum' | 'count'] = Number(m[3])
   }
-  const hop = (k: string) => Number(new RegExp(`^dbcluster_decode_hop_seconds_${k} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 0)
+  const hop = (k: string) =>
+    Number(new RegExp(`^dbcluster_decode_hop_seconds_${k} (\\S+)$`, 'm').exec(metrics)?.[1] ?? 0)
   return { stages, hops: { sum: hop('sum'), count: hop('count') } }
 }
 
@@ -79,7 +88,8 @@ export async function runClusterDecodeBench(o: ClusterDecodeOptions): Promise<Cl
   } finally {
     await c.stop()
   }
-  const ms = (x: { sum: number; count: number } | undefined) => (x && x.count ? Math.round((x.sum / x.count) * 1e5) / 100 : 0)
+  const ms = (x: { sum: number; count: number } | undefined) =>
+    x && x.count ? Math.round((x.sum / x.count) * 1e5) / 100 : 0
   const round = (v: number) => Math.round(v * 1000) / 1000
   return {
     model: o.model,

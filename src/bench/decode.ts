@@ -34,7 +34,12 @@ export interface DecodeBenchOptions {
   onProgress?: (line: string) => void
 }
 
-export function runDecodeBench(dir: string, backend: Backend, description: string, options: DecodeBenchOptions): DecodeBenchResult {
+export function runDecodeBench(
+  dir: string,
+  backend: Backend,
+  description: string,
+  options: DecodeBenchOptions,
+): DecodeBenchResult {
   const { batches, promptTokens, decodeSteps, onProgress = () => {} } = options
   onProgress('measuring memory read bandwidth')
   const memory = measureMemoryReadGbps()
@@ -49,7 +54,12 @@ export function runDecodeBench(dir: string, backend: Backend, description: strin
       const prefillTimes: number[] = []
       for (let slot = 0; slot < batch; slot++) {
         const t0 = performance.now()
-        stage.forward({ tokens: prompt, slots: new Int32Array(promptTokens).fill(slot), positions: Int32Array.from(prompt.keys()), logitRows: Int32Array.of(promptTokens - 1) })
+        stage.forward({
+          tokens: prompt,
+          slots: new Int32Array(promptTokens).fill(slot),
+          positions: Int32Array.from(prompt.keys()),
+          logitRows: Int32Array.of(promptTokens - 1),
+        })
         prefillTimes.push((performance.now() - t0) / 1000)
       }
       onProgress(`batch ${batch}: ${decodeSteps} decode steps`)
@@ -57,7 +67,11 @@ export function runDecodeBench(dir: string, backend: Backend, description: strin
       const slots = Int32Array.from({ length: batch }, (_, i) => i)
       for (let s = 0; s < decodeSteps; s++) {
         const t0 = performance.now()
-        stage.forward({ tokens: Int32Array.from({ length: batch }, (_, i) => 2000 + s + i), slots, positions: new Int32Array(batch).fill(promptTokens + s) })
+        stage.forward({
+          tokens: Int32Array.from({ length: batch }, (_, i) => 2000 + s + i),
+          slots,
+          positions: new Int32Array(batch).fill(promptTokens + s),
+        })
         steps.push((performance.now() - t0) / 1000)
       }
       const step = median(steps.slice(Math.min(2, steps.length - 1))) // the first steps warm caches

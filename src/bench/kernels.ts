@@ -35,7 +35,9 @@ export interface KernelBenchOptions {
 /** Last-level cache size from sysfs (Linux), so rotation can exceed it; 32 MiB when unknown. */
 export function lastLevelCacheBytes(): number {
   try {
-    const text = require('node:fs').readFileSync('/sys/devices/system/cpu/cpu0/cache/index3/size', 'utf8').trim() as string
+    const text = require('node:fs')
+      .readFileSync('/sys/devices/system/cpu/cpu0/cache/index3/size', 'utf8')
+      .trim() as string
     const m = /^(\d+)([KMG]?)/.exec(text)
     if (m) return Number(m[1]) * ({ '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 } as Record<string, number>)[m[2]!]!
   } catch {}
@@ -51,12 +53,20 @@ function makePool(bytes: number): Uint32Array {
     s ^= s << 13
     s ^= s >>> 17
     s ^= s << 5
-    words[i] = ((0x3c00 | (s & 0x807f)) | ((0x3c00 | ((s >>> 16) & 0x807f)) << 16)) >>> 0
+    words[i] = (0x3c00 | (s & 0x807f) | ((0x3c00 | ((s >>> 16) & 0x807f)) << 16)) >>> 0
   }
   return words
 }
 
-function makeWeight(backend: Backend, pool: Uint8Array, offset: number, dtype: KernelDtype, rows: number, cols: number, groupSize: number) {
+function makeWeight(
+  backend: Backend,
+  pool: Uint8Array,
+  offset: number,
+  dtype: KernelDtype,
+  rows: number,
+  cols: number,
+  groupSize: number,
+) {
   const take = (bytes: number) => {
     const view = pool.subarray(offset, offset + bytes)
     offset += bytes
@@ -102,7 +112,9 @@ export function runKernelBench(backend: Backend, options: KernelBenchOptions = {
   const memoryOne = measureMemoryReadGbps({ threads: 1 })
   const gemv: GemvResult[] = []
   const largest = Math.max(...shapes.map(([r, c]) => r * c * 4))
-  onProgress(`preparing ${Math.round((rotationBytes + largest) / 1024 ** 2)} MiB of weights (rotation exceeds the last-level cache)`)
+  onProgress(
+    `preparing ${Math.round((rotationBytes + largest) / 1024 ** 2)} MiB of weights (rotation exceeds the last-level cache)`,
+  )
   const pool = new Uint8Array(makePool(rotationBytes + largest).buffer)
   for (const [rows, cols] of shapes)
     for (const dtype of dtypes) {
@@ -114,16 +126,36 @@ export function runKernelBench(backend: Backend, options: KernelBenchOptions = {
       const count = weights.length
       for (const batch of batches) {
         onProgress(`gemv ${dtype} ${rows}x${cols} batch ${batch} (${count} matrices rotated)`)
-        const x = backend.fromFloat32(Float32Array.from({ length: batch * cols }, (_, i) => Math.sin(i)), [batch, cols])
-        const samples = timeRuns((run) => backend.free(weights[run % count]!.apply(x)), { warmup: count, minRuns: 3 * count, minSeconds: 0.5 })
+        const x = backend.fromFloat32(
+          Float32Array.from({ length: batch * cols }, (_, i) => Math.sin(i)),
+          [batch, cols],
+        )
+        const samples = timeRuns((run) => backend.free(weights[run % count]!.apply(x)), {
+          warmup: count,
+          minRuns: 3 * count,
+          minSeconds: 0.5,
+        })
         backend.free(x)
         const seconds = median(samples)
         const gbps = first.bytes / seconds / 1e9
-        gemv.push({ dtype, rows, cols, batch, gbps: round(gbps), roofline_ratio: round(gbps / memory, 3), median_us: round(seconds * 1e6, 1) })
+        gemv.push({
+          dtype,
+          rows,
+          cols,
+          batch,
+          gbps: round(gbps),
+          roofline_ratio: round(gbps / memory, 3),
+          median_us: round(seconds * 1e6, 1),
+        })
       }
       for (const w of weights) for (const t of w.tensors) backend.free(t)
     }
-  return { threads: backend.threads, memory_read_gbps: round(memory), memory_read_gbps_one_thread: round(memoryOne), gemv }
+  return {
+    threads: backend.threads,
+    memory_read_gbps: round(memory),
+    memory_read_gbps_one_thread: round(memoryOne),
+    gemv,
+  }
 }
 
 const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits

@@ -4,7 +4,17 @@
 import { p256 } from '@noble/curves/nist.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
 import type { Socket } from 'bun'
-import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest } from '../distribution/manifest.ts'
@@ -18,10 +28,27 @@ import { median, percentile } from './stats.ts'
 
 export interface LinkBenchResult {
   cipher: CipherName
-  sizes: { bytes: number; rounds: number; sealed_rtt_us_p50: number; sealed_rtt_us_p99: number; plain_rtt_us_p50: number; plain_rtt_us_p99: number; sealed_gbps: number; plain_gbps: number; ratio: number }[]
+  sizes: {
+    bytes: number
+    rounds: number
+    sealed_rtt_us_p50: number
+    sealed_rtt_us_p99: number
+    plain_rtt_us_p50: number
+    plain_rtt_us_p99: number
+    sealed_gbps: number
+    plain_gbps: number
+    ratio: number
+  }[]
   aead: { cipher: CipherName; bytes: number; gbps: number }[]
   /** Present when a file size was given: one shard file moved peer → bench, sealed (shard transfer) and raw TCP. */
-  file_transfer?: { bytes: number; sealed_seconds: number; plain_seconds: number; sealed_gbps: number; plain_gbps: number; ratio: number }
+  file_transfer?: {
+    bytes: number
+    sealed_seconds: number
+    plain_seconds: number
+    sealed_gbps: number
+    plain_gbps: number
+    ratio: number
+  }
 }
 
 const MAX_FRAME = 80 * 1024 * 1024
@@ -47,7 +74,8 @@ export function writeBenchShard(dir: string, bytes: number): void {
     let x = 0x9e3779b9
     const words32 = new Uint32Array(block.buffer)
     for (let i = 0; i < words32.length; i++) words32[i] = x = (x * 1664525 + 1013904223) >>> 0
-    for (let left = words * 4; left > 0; left -= block.byteLength) writeSync(fd, block, 0, Math.min(left, block.byteLength))
+    for (let left = words * 4; left > 0; left -= block.byteLength)
+      writeSync(fd, block, 0, Math.min(left, block.byteLength))
   } finally {
     closeSync(fd)
   }
@@ -63,7 +91,15 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, f
   const sealed = listenLinks(
     '127.0.0.1',
     0,
-    { identity, serial: 'bench-peer', clusterId: 'bench', cipher, maxFrameBytes: MAX_FRAME, authorize: (serial, key) => (serial === 'bench-head' && equalBytes(key, initiatorKey) ? 'authorized' : 'not-pinned') },
+    {
+      identity,
+      serial: 'bench-peer',
+      clusterId: 'bench',
+      cipher,
+      maxFrameBytes: MAX_FRAME,
+      authorize: (serial, key) =>
+        serial === 'bench-head' && equalBytes(key, initiatorKey) ? 'authorized' : 'not-pinned',
+    },
     (link) => {
       link.onFrame((f) => f.type === FrameType.data && link.send(FrameType.data, f.payload))
       if (fileDir && manifest) serveShards(link, fileDir, manifest, identity)
@@ -81,7 +117,14 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, f
       drain: (s) => flush(s),
     },
   })
-  console.log(JSON.stringify({ sealedPort: sealed.port, plainPort: plain.port, filePort: raw?.port ?? 0, key: Buffer.from(identity.publicKey).toString('base64') }))
+  console.log(
+    JSON.stringify({
+      sealedPort: sealed.port,
+      plainPort: plain.port,
+      filePort: raw?.port ?? 0,
+      key: Buffer.from(identity.publicKey).toString('base64'),
+    }),
+  )
   await new Promise(() => {}) // until killed
 }
 
@@ -162,7 +205,17 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
     writeBenchShard(join(workDir, 'head'), options.fileBytes!)
   }
   const fileArgs = workDir ? ['--file-dir', join(workDir, 'head')] : []
-  const peer = Bun.spawn([...options.peerCommand, '--peer-key', Buffer.from(identity.publicKey).toString('base64'), '--cipher', options.cipher, ...fileArgs], { stdout: 'pipe', stderr: 'inherit' })
+  const peer = Bun.spawn(
+    [
+      ...options.peerCommand,
+      '--peer-key',
+      Buffer.from(identity.publicKey).toString('base64'),
+      '--cipher',
+      options.cipher,
+      ...fileArgs,
+    ],
+    { stdout: 'pipe', stderr: 'inherit' },
+  )
   try {
     const reader = peer.stdout.getReader()
     let text = ''
@@ -171,7 +224,12 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
       if (done) throw new Error('the benchmark peer exited')
       text += new TextDecoder().decode(value)
     }
-    const info = JSON.parse(text.split('\n')[0]!) as { sealedPort: number; plainPort: number; filePort: number; key: string }
+    const info = JSON.parse(text.split('\n')[0]!) as {
+      sealedPort: number
+      plainPort: number
+      filePort: number
+      key: string
+    }
     const peerKey = new Uint8Array(Buffer.from(info.key, 'base64'))
     const link = await connectLink('127.0.0.1', info.sealedPort, {
       identity,
@@ -201,7 +259,7 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         // alternate so both see the same machine state
         const s = await sealedRoundTrip(payload)
         const p = await plain.roundTrip(payload)
-        if (r >= 2) sealedTimes.push(s), plainTimes.push(p)
+        if (r >= 2) (sealedTimes.push(s), plainTimes.push(p))
       }
       const s50 = median(sealedTimes)
       const p50 = median(plainTimes)
@@ -221,7 +279,14 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
     if (workDir) {
       progress(`shard transfer of ${options.fileBytes} bytes: sealed link, then raw TCP`)
       const t0 = Bun.nanoseconds()
-      const received = await receiveShards(link, { dir: join(workDir, 'sealed'), lo: 0, hi: 1, first: true, last: true, headKey: peerKey })
+      const received = await receiveShards(link, {
+        dir: join(workDir, 'sealed'),
+        lo: 0,
+        hi: 1,
+        first: true,
+        last: true,
+        headKey: peerKey,
+      })
       const sealedSeconds = (Bun.nanoseconds() - t0) / 1e9
       rmSync(join(workDir, 'sealed'), { recursive: true, force: true })
       const t1 = Bun.nanoseconds()

@@ -44,15 +44,31 @@ export interface LoadResult {
 }
 
 /** One streamed completion; resolves with its timings. */
-export async function streamOne(url: string, prompt: number[], maxTokens: number, options: { apiKey?: string; model?: string; signal?: AbortSignal } = {}): Promise<RequestSample> {
+export async function streamOne(
+  url: string,
+  prompt: number[],
+  maxTokens: number,
+  options: { apiKey?: string; model?: string; signal?: AbortSignal } = {},
+): Promise<RequestSample> {
   const t0 = performance.now()
   const response = await fetch(`${url}/v1/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) },
-    body: JSON.stringify({ model: options.model ?? 'bench', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+    headers: {
+      'content-type': 'application/json',
+      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+    },
+    body: JSON.stringify({
+      model: options.model ?? 'bench',
+      prompt,
+      max_tokens: maxTokens,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    }),
     signal: options.signal,
   })
-  if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}: ${(await response.text()).slice(0, 200)}`)
+  if (!response.ok || !response.body)
+    throw new Error(`HTTP ${response.status}: ${(await response.text()).slice(0, 200)}`)
   const times: number[] = []
   let tokens = 0
   let buffer = ''

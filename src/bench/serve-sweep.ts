@@ -65,7 +65,10 @@ export async function servedModel(url: string, apiKey?: string): Promise<string>
   } catch (error) {
     throw new Error(`cannot reach ${url}: ${(error as Error).message}`)
   }
-  if (!response.ok) throw new Error(`${url}/v1/models answered HTTP ${response.status}${response.status === 401 ? ' (pass --api-key)' : ''}`)
+  if (!response.ok)
+    throw new Error(
+      `${url}/v1/models answered HTTP ${response.status}${response.status === 401 ? ' (pass --api-key)' : ''}`,
+    )
   const body = (await response.json()) as { data?: { id: string }[] }
   const id = body.data?.[0]?.id
   if (!id) throw new Error(`${url}/v1/models lists no model`)
@@ -82,7 +85,13 @@ export async function runServeSweep(o: ServeSweepOptions): Promise<ServeSweepRes
   for (const concurrency of o.concurrency) {
     if (o.signal?.aborted) break
     const perClient = Math.max(1, Math.ceil((o.requestsPerLevel ?? 2 * concurrency) / concurrency))
-    const progress: SweepProgress = { concurrency, done: 0, failed: 0, total: perClient * concurrency, previousTps: levels.at(-1)?.tok_s ?? null }
+    const progress: SweepProgress = {
+      concurrency,
+      done: 0,
+      failed: 0,
+      total: perClient * concurrency,
+      previousTps: levels.at(-1)?.tok_s ?? null,
+    }
     o.onProgress?.({ ...progress })
     const r = await runLoad(o.url, {
       ...base,
@@ -116,5 +125,12 @@ export async function runServeSweep(o: ServeSweepOptions): Promise<ServeSweepRes
     levels.push(level)
     o.onLevel?.(level)
   }
-  return { url: o.url, model, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, levels, partial: levels.length < o.concurrency.length }
+  return {
+    url: o.url,
+    model,
+    prompt_tokens: o.promptTokens,
+    max_tokens: o.maxTokens,
+    levels,
+    partial: levels.length < o.concurrency.length,
+  }
 }

@@ -27,21 +27,48 @@ export interface TargetOptions {
 }
 
 export async function startServeTarget(o: TargetOptions): Promise<ServeTarget> {
-  const args = ['--backend', o.backend ?? 'cpu', '--threads', String(o.threads), '--max-batch', String(o.maxBatch), '--max-queue', '1024', '--model-id', 'bench', ...(o.extraArgs ?? [])]
+  const args = [
+    '--backend',
+    o.backend ?? 'cpu',
+    '--threads',
+    String(o.threads),
+    '--max-batch',
+    String(o.maxBatch),
+    '--max-queue',
+    '1024',
+    '--model-id',
+    'bench',
+    ...(o.extraArgs ?? []),
+  ]
   const threads = `${o.threads} thread${o.threads > 1 ? 's' : ''}`
   const pinned = o.pinCores ? `, pinned to ${o.threads > 1 ? `${o.threads} cores` : 'one core'}` : ''
   const tensor = o.parallel === 'tensor'
-  const label = o.nodes === 1 ? `1 process, ${threads}${pinned}` : `${o.nodes} nodes${tensor ? ' (tensor parallel)' : ''}, ${threads}${pinned} each`
+  const label =
+    o.nodes === 1
+      ? `1 process, ${threads}${pinned}`
+      : `${o.nodes} nodes${tensor ? ' (tensor parallel)' : ''}, ${threads}${pinned} each`
   if (o.nodes >= 2) {
-    const cluster = await startLocalCluster({ nodes: o.nodes, model: o.model, apiPort: 0, self: selfCommand(), extraArgs: args, parallel: o.parallel })
+    const cluster = await startLocalCluster({
+      nodes: o.nodes,
+      model: o.model,
+      apiPort: 0,
+      self: selfCommand(),
+      extraArgs: args,
+      parallel: o.parallel,
+    })
     try {
       if (o.pinCores) {
         // the launcher does not hand out its children's ids; each node is the one process with its --peers and --rank
         // (tensor parallel: its --tp-peer and --tp-rank)
         const peers = cluster.ports.map((p) => `127.0.0.1:${p}`).join(',')
         for (let rank = 0; rank < o.nodes; rank++) {
-          const pids = processesWithOptions(tensor ? { '--tp-peer': `127.0.0.1:${cluster.ports[0]}`, '--tp-rank': String(rank) } : { '--peers': peers, '--rank': String(rank) })
-          if (pids.length !== 1) throw new Error(`found ${pids.length} processes for node ${rank} of the cluster, expected 1`)
+          const pids = processesWithOptions(
+            tensor
+              ? { '--tp-peer': `127.0.0.1:${cluster.ports[0]}`, '--tp-rank': String(rank) }
+              : { '--peers': peers, '--rank': String(rank) },
+          )
+          if (pids.length !== 1)
+            throw new Error(`found ${pids.length} processes for node ${rank} of the cluster, expected 1`)
           await pinToCores(pids[0]!, coresFor(rank, o.threads))
         }
       }
@@ -51,13 +78,19 @@ export async function startServeTarget(o: TargetOptions): Promise<ServeTarget> {
     }
     return { url: cluster.url, label, stop: () => cluster.stop() }
   }
-  const proc: Subprocess<'ignore', 'pipe', 'pipe'> = Bun.spawn([...selfCommand(), 'serve', '--model', o.model, '--port', '0', ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
+  const proc: Subprocess<'ignore', 'pipe', 'pipe'> = Bun.spawn(
+    [...selfCommand(), 'serve', '--model', o.model, '--port', '0', ...args],
+    { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' },
+  )
   const reader = proc.stdout.getReader()
   let text = ''
   let url: string | null = null
   while (!url) {
     const { value, done } = await reader.read()
-    if (done) throw new Error(`dbcluster serve exited before listening: ${text.slice(-400)} ${await new Response(proc.stderr).text()}`)
+    if (done)
+      throw new Error(
+        `dbcluster serve exited before listening: ${text.slice(-400)} ${await new Response(proc.stderr).text()}`,
+      )
     text += new TextDecoder().decode(value)
     url = /listening on (\S+)\n/.exec(text)?.[1] ?? null
   }

@@ -14,7 +14,10 @@ export const median = (samples: readonly number[]): number => {
 }
 
 /** Runs fn repeatedly (after warmup) until both minRuns and minSeconds are reached; returns per-run seconds. */
-export function timeRuns(fn: (run: number) => void, options: { warmup?: number; minRuns?: number; minSeconds?: number; maxRuns?: number } = {}): number[] {
+export function timeRuns(
+  fn: (run: number) => void,
+  options: { warmup?: number; minRuns?: number; minSeconds?: number; maxRuns?: number } = {},
+): number[] {
   const { warmup = 2, minRuns = 10, minSeconds = 0.4, maxRuns = 10_000 } = options
   for (let i = 0; i < warmup; i++) fn(i)
   const samples: number[] = []

@@ -53,7 +53,9 @@ export function renderLineChart(spec: ChartSpec): string {
   const height = TOP + spec.panels.length * PANEL_HEIGHT
   const plotWidth = WIDTH - MARGIN.left - MARGIN.right
   const plotHeight = PANEL_HEIGHT - MARGIN.top - MARGIN.bottom
-  const xs = [...new Set(spec.panels.flatMap((p) => p.series.flatMap((s) => s.points.map((pt) => pt.x))))].sort((a, b) => a - b)
+  const xs = [...new Set(spec.panels.flatMap((p) => p.series.flatMap((s) => s.points.map((pt) => pt.x))))].sort(
+    (a, b) => a - b,
+  )
   const fx = spec.xLog2 ? Math.log2 : (v: number) => v
   const [xLo, xHi] = [fx(xs[0] ?? 1), fx(xs.at(-1) ?? 1)]
   const xPixel = (x: number) => MARGIN.left + (xHi === xLo ? plotWidth / 2 : ((fx(x) - xLo) / (xHi - xLo)) * plotWidth)
@@ -76,7 +78,9 @@ export function renderLineChart(spec: ChartSpec): string {
     for (const t of ticks) {
       const y = num(yPixel(t))
       out.push(`<line x1="${MARGIN.left}" y1="${y}" x2="${MARGIN.left + plotWidth}" y2="${y}" stroke="#e3e3e3"/>`)
-      out.push(`<text class="y-tick" x="${MARGIN.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${tickText(t)}</text>`)
+      out.push(
+        `<text class="y-tick" x="${MARGIN.left - 6}" y="${y}" text-anchor="end" dominant-baseline="middle">${tickText(t)}</text>`,
+      )
     }
     for (const x of xs) {
       const px = num(xPixel(x))
@@ -86,16 +90,26 @@ export function renderLineChart(spec: ChartSpec): string {
     }
     out.push(`<line x1="${MARGIN.left}" y1="${bottom}" x2="${MARGIN.left + plotWidth}" y2="${bottom}" stroke="#333"/>`)
     out.push(`<line x1="${MARGIN.left}" y1="${top}" x2="${MARGIN.left}" y2="${bottom}" stroke="#333"/>`)
-    out.push(`<text x="${MARGIN.left + plotWidth / 2}" y="${bottom + 38}" text-anchor="middle">${esc(spec.xLabel)}</text>`)
-    out.push(`<text transform="translate(${MARGIN.left - 52} ${(top + bottom) / 2}) rotate(-90)" text-anchor="middle">${esc(panel.yLabel)}</text>`)
+    out.push(
+      `<text x="${MARGIN.left + plotWidth / 2}" y="${bottom + 38}" text-anchor="middle">${esc(spec.xLabel)}</text>`,
+    )
+    out.push(
+      `<text transform="translate(${MARGIN.left - 52} ${(top + bottom) / 2}) rotate(-90)" text-anchor="middle">${esc(panel.yLabel)}</text>`,
+    )
     panel.series.forEach((series, s) => {
       const color = COLORS[(series.color ?? s) % COLORS.length]!
-      const dash = DASHES[(series.dash ?? 0) % DASHES.length] ? ` stroke-dasharray="${DASHES[(series.dash ?? 0) % DASHES.length]}"` : ''
+      const dash = DASHES[(series.dash ?? 0) % DASHES.length]
+        ? ` stroke-dasharray="${DASHES[(series.dash ?? 0) % DASHES.length]}"`
+        : ''
       const points = series.points.filter((p): p is { x: number; y: number } => p.y !== null)
       out.push(`<g class="series" data-label="${esc(series.label)}">`)
-      out.push(`<polyline points="${points.map((p) => `${num(xPixel(p.x))},${num(yPixel(p.y))}`).join(' ')}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`)
+      out.push(
+        `<polyline points="${points.map((p) => `${num(xPixel(p.x))},${num(yPixel(p.y))}`).join(' ')}" fill="none" stroke="${color}" stroke-width="2"${dash}/>`,
+      )
       for (const p of points) {
-        out.push(`<circle cx="${num(xPixel(p.x))}" cy="${num(yPixel(p.y))}" r="3.5" fill="${color}"><title>${esc(`${series.label} at ${spec.xLabel.toLowerCase()} ${p.x}: ${p.y} ${panel.unit}`)}</title></circle>`)
+        out.push(
+          `<circle cx="${num(xPixel(p.x))}" cy="${num(yPixel(p.y))}" r="3.5" fill="${color}"><title>${esc(`${series.label} at ${spec.xLabel.toLowerCase()} ${p.x}: ${p.y} ${panel.unit}`)}</title></circle>`,
+        )
       }
       out.push('</g>')
       const ly = top + 8 + s * 18

@@ -7,25 +7,51 @@ import { seriesLabel, type SweepResults } from './sweep.ts'
 
 const ms = (v: number | null) => (v === null ? 'n/a' : String(v))
 
-const LEVEL_HEADER = ['concurrency', 'tok/s', 'TTFT p50 ms', 'TTFT p95 ms', 'ITL p50 ms', 'ITL p95 ms', 'ok', 'failed', 'tok/s ÷ c=1']
+const LEVEL_HEADER = [
+  'concurrency',
+  'tok/s',
+  'TTFT p50 ms',
+  'TTFT p95 ms',
+  'ITL p50 ms',
+  'ITL p95 ms',
+  'ok',
+  'failed',
+  'tok/s ÷ c=1',
+]
 /** A level's cells; the last is its tok/s over the same series' concurrency-1 tok/s (the scaling the goals name). */
 const levelCells = (l: LevelResult, levels: LevelResult[]): string[] => {
   const one = levels.find((x) => x.concurrency === 1)?.tok_s
   const ratio = one ? (l.tok_s / one).toFixed(2) : 'n/a'
-  return [String(l.concurrency), String(l.tok_s), ms(l.ttft_p50_ms), ms(l.ttft_p95_ms), ms(l.itl_p50_ms), ms(l.itl_p95_ms), String(l.ok), String(l.failed), ratio]
+  return [
+    String(l.concurrency),
+    String(l.tok_s),
+    ms(l.ttft_p50_ms),
+    ms(l.ttft_p95_ms),
+    ms(l.itl_p50_ms),
+    ms(l.itl_p95_ms),
+    String(l.ok),
+    String(l.failed),
+    ratio,
+  ]
 }
 
 const row = (cells: string[]) => `| ${cells.join(' | ')} |`
-const table = (header: string[], rows: string[][]) => [row(header), row(header.map(() => '---')), ...rows.map(row)].join('\n')
+const table = (header: string[], rows: string[][]) =>
+  [row(header), row(header.map(() => '---')), ...rows.map(row)].join('\n')
 
 /** One row per concurrency level. */
 export function levelsTable(levels: LevelResult[]): string {
-  return table(LEVEL_HEADER, levels.map((l) => levelCells(l, levels)))
+  return table(
+    LEVEL_HEADER,
+    levels.map((l) => levelCells(l, levels)),
+  )
 }
 
 /** With repeats: each node count's tok/s over one process's in the same run (they ran back to back), per concurrency
  * level and prompt length, and the median of those ratios — the comparison a drifting machine leaves intact. */
-export function pairedRatios(r: SweepResults): { nodes: number; prompt_tokens: number; concurrency: number; ratios: number[]; median: number }[] {
+export function pairedRatios(
+  r: SweepResults,
+): { nodes: number; prompt_tokens: number; concurrency: number; ratios: number[]; median: number }[] {
   const out: { nodes: number; prompt_tokens: number; concurrency: number; ratios: number[]; median: number }[] = []
   for (const s of r.series) {
     const one = r.series.find((x) => x.nodes === 1 && x.prompt_tokens === s.prompt_tokens)
@@ -37,7 +63,14 @@ export function pairedRatios(r: SweepResults): { nodes: number; prompt_tokens: n
         const theirs = one.runs![i]?.find((l) => l.concurrency === c)?.tok_s
         if (mine !== undefined && theirs) ratios.push(Math.round((mine / theirs) * 100) / 100)
       })
-      if (ratios.length) out.push({ nodes: s.nodes, prompt_tokens: s.prompt_tokens, concurrency: c, ratios, median: Math.round(median(ratios) * 100) / 100 })
+      if (ratios.length)
+        out.push({
+          nodes: s.nodes,
+          prompt_tokens: s.prompt_tokens,
+          concurrency: c,
+          ratios,
+          median: Math.round(median(ratios) * 100) / 100,
+        })
     }
   }
   return out
@@ -51,14 +84,32 @@ export function sweepMarkdown(r: SweepResults): string {
     '',
     `Model \`${r.model}\`; ${s.max_tokens} generated tokens per request; ${s.threads_per_process} thread(s) per process${s.pinned_cores ? ', each process pinned to its own cores' : ''}; started ${r.started_at}${r.finished_at ? `, finished ${r.finished_at}` : ''}.`,
   ]
-  if (s.repeats > 1) lines.push('', `Each point measured ${s.repeats} times, the node counts taking turns; a row gives the medians of its runs.`)
+  if (s.repeats > 1)
+    lines.push(
+      '',
+      `Each point measured ${s.repeats} times, the node counts taking turns; a row gives the medians of its runs.`,
+    )
   if (r.partial) lines.push('', `Partial: ${r.stopped_reason ?? 'not every point was measured'}.`)
-  const rows = r.series.flatMap((series) => series.levels.map((l) => [String(series.nodes), String(series.prompt_tokens), ...levelCells(l, series.levels)]))
+  const rows = r.series.flatMap((series) =>
+    series.levels.map((l) => [String(series.nodes), String(series.prompt_tokens), ...levelCells(l, series.levels)]),
+  )
   lines.push('', table(['nodes', 'prompt tokens', ...LEVEL_HEADER], rows), '')
   const pairs = pairedRatios(r)
   if (pairs.length) {
-    lines.push('Each node count against one process, run by run (tok/s ÷ one process\'s tok/s in the same run):', '')
-    lines.push(table(['nodes', 'prompt tokens', 'concurrency', 'per run', 'median'], pairs.map((p) => [String(p.nodes), String(p.prompt_tokens), String(p.concurrency), p.ratios.join(' / '), String(p.median)])), '')
+    lines.push("Each node count against one process, run by run (tok/s ÷ one process's tok/s in the same run):", '')
+    lines.push(
+      table(
+        ['nodes', 'prompt tokens', 'concurrency', 'per run', 'median'],
+        pairs.map((p) => [
+          String(p.nodes),
+          String(p.prompt_tokens),
+          String(p.concurrency),
+          p.ratios.join(' / '),
+          String(p.median),
+        ]),
+      ),
+      '',
+    )
   }
   const targets = [...new Set(r.series.map((x) => `${seriesLabel(x)}: ${x.target}`))]
   if (targets.length) lines.push(...targets.map((t) => `- ${t}`), '')
@@ -70,14 +121,29 @@ export function sweepChart(r: SweepResults): string {
   const color = (x: { nodes: number }) => Math.max(0, r.settings.nodes.indexOf(x.nodes))
   const dash = (x: { prompt_tokens: number }) => Math.max(0, r.settings.prompt_tokens.indexOf(x.prompt_tokens))
   const series = (pick: (l: LevelResult) => number | null) =>
-    r.series.map((x) => ({ label: seriesLabel(x), color: color(x), dash: dash(x), points: x.levels.map((l) => ({ x: l.concurrency, y: pick(l) })) }))
+    r.series.map((x) => ({
+      label: seriesLabel(x),
+      color: color(x),
+      dash: dash(x),
+      points: x.levels.map((l) => ({ x: l.concurrency, y: pick(l) })),
+    }))
   return renderLineChart({
     title: `dbcluster bench sweep — ${r.model.split('/').filter(Boolean).at(-1) ?? r.model}, ${r.settings.max_tokens} tokens per request${r.partial ? ' (partial)' : ''}`,
     xLabel: 'Concurrency',
     xLog2: true,
     panels: [
-      { title: 'Generated tokens per second (all clients)', yLabel: 'tok/s', unit: 'tok/s', series: series((l) => l.tok_s) },
-      { title: 'Time to first token, median', yLabel: 'TTFT p50 (ms)', unit: 'ms', series: series((l) => l.ttft_p50_ms) },
+      {
+        title: 'Generated tokens per second (all clients)',
+        yLabel: 'tok/s',
+        unit: 'tok/s',
+        series: series((l) => l.tok_s),
+      },
+      {
+        title: 'Time to first token, median',
+        yLabel: 'TTFT p50 (ms)',
+        unit: 'ms',
+        series: series((l) => l.ttft_p50_ms),
+      },
     ],
   })
 }

@@ -46,7 +46,17 @@ export interface SweepResults {
   kind: 'dbcluster-bench-sweep'
   version: 1
   model: string
-  settings: { nodes: number[]; concurrency: number[]; prompt_tokens: number[]; max_tokens: number; requests_per_level: number | null; repeats: number; threads_per_process: number; pinned_cores: boolean; parallel: 'pipeline' | 'tensor' }
+  settings: {
+    nodes: number[]
+    concurrency: number[]
+    prompt_tokens: number[]
+    max_tokens: number
+    requests_per_level: number | null
+    repeats: number
+    threads_per_process: number
+    pinned_cores: boolean
+    parallel: 'pipeline' | 'tensor'
+  }
   started_at: string
   finished_at: string | null
   /** True until every planned point was measured. */
@@ -56,11 +66,16 @@ export interface SweepResults {
   series: SweepSeries[]
 }
 
-export const seriesLabel = (s: { nodes: number; prompt_tokens: number }): string => `${s.nodes} node${s.nodes > 1 ? 's' : ''}, ${s.prompt_tokens}-token prompts`
+export const seriesLabel = (s: { nodes: number; prompt_tokens: number }): string =>
+  `${s.nodes} node${s.nodes > 1 ? 's' : ''}, ${s.prompt_tokens}-token prompts`
 
 /** Options for the server a serving benchmark starts: enough KV slots for the highest concurrency and enough context
  * for the longest prompt plus its completion (not the 4096 default, which would multiply KV memory for nothing). */
-export function benchTargetArgs(maxConcurrency: number, maxPromptTokens: number, maxTokens: number): { maxBatch: number; extraArgs: string[] } {
+export function benchTargetArgs(
+  maxConcurrency: number,
+  maxPromptTokens: number,
+  maxTokens: number,
+): { maxBatch: number; extraArgs: string[] } {
   return { maxBatch: maxConcurrency, extraArgs: ['--max-context', String(maxPromptTokens + maxTokens + 16)] }
 }
 
@@ -69,7 +84,17 @@ export function emptySweepResults(o: SweepOptions): SweepResults {
     kind: 'dbcluster-bench-sweep',
     version: 1,
     model: o.model,
-    settings: { nodes: o.nodes, concurrency: o.concurrency, prompt_tokens: o.promptTokens, max_tokens: o.maxTokens, requests_per_level: o.requestsPerLevel ?? null, repeats: o.repeats ?? 1, threads_per_process: o.threads, pinned_cores: o.pinCores, parallel: o.parallel ?? 'pipeline' },
+    settings: {
+      nodes: o.nodes,
+      concurrency: o.concurrency,
+      prompt_tokens: o.promptTokens,
+      max_tokens: o.maxTokens,
+      requests_per_level: o.requestsPerLevel ?? null,
+      repeats: o.repeats ?? 1,
+      threads_per_process: o.threads,
+      pinned_cores: o.pinCores,
+      parallel: o.parallel ?? 'pipeline',
+    },
     started_at: new Date().toISOString(),
     finished_at: null,
     partial: true,
@@ -109,7 +134,15 @@ export async function runSweep(o: SweepOptions, results: SweepResults = emptySwe
   for (const nodes of o.nodes) {
     if (o.signal?.aborted) break
     o.onTarget?.(`${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} on ${o.model}`)
-    const server: ServeTarget = await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, parallel: o.parallel, ...target })
+    const server: ServeTarget = await startServeTarget({
+      model: o.model,
+      nodes,
+      threads: o.threads,
+      pinCores: o.pinCores,
+      backend: o.backend,
+      parallel: o.parallel,
+      ...target,
+    })
     try {
       for (const promptTokens of o.promptTokens) {
         if (o.signal?.aborted) break
@@ -145,7 +178,11 @@ function finish(o: SweepOptions, results: SweepResults): SweepResults {
   const repeats = o.repeats ?? 1
   const complete =
     results.series.length === o.nodes.length * o.promptTokens.length &&
-    results.series.every((s) => s.levels.length === o.concurrency.length && (repeats === 1 || (s.runs?.length === repeats && s.runs.every((r) => r.length === o.concurrency.length))))
+    results.series.every(
+      (s) =>
+        s.levels.length === o.concurrency.length &&
+        (repeats === 1 || (s.runs?.length === repeats && s.runs.every((r) => r.length === o.concurrency.length))),
+    )
   results.partial = !complete
   results.finished_at = new Date().toISOString()
   return results
@@ -160,10 +197,26 @@ async function runAlternating(o: SweepOptions, results: SweepResults): Promise<S
     for (const nodes of o.nodes) {
       if (o.signal?.aborted) break
       o.onTarget?.(`${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} on ${o.model}`)
-      servers.push(await startServeTarget({ model: o.model, nodes, threads: o.threads, pinCores: o.pinCores, backend: o.backend, parallel: o.parallel, ...target }))
+      servers.push(
+        await startServeTarget({
+          model: o.model,
+          nodes,
+          threads: o.threads,
+          pinCores: o.pinCores,
+          backend: o.backend,
+          parallel: o.parallel,
+          ...target,
+        }),
+      )
     }
     for (const promptTokens of o.promptTokens) {
-      const series = o.nodes.map((nodes, i): SweepSeries => ({ nodes, prompt_tokens: promptTokens, target: servers[i]?.label ?? '', levels: [], runs: [] }))
+      const series = o.nodes.map((nodes, i): SweepSeries => ({
+        nodes,
+        prompt_tokens: promptTokens,
+        target: servers[i]?.label ?? '',
+        levels: [],
+        runs: [],
+      }))
       for (let run = 0; run < o.repeats! && servers.length === o.nodes.length; run++) {
         for (const [i, s] of series.entries()) {
           if (o.signal?.aborted) break

@@ -13,21 +13,44 @@ import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
 export default defineCommand({
   meta: {
     name: 'decode',
-    description: 'Prefill and decode tok/s at batch 1 and 8 with the roofline ratio; with --nodes N, batch-1 decode through an N-node cluster on this machine against one process',
+    description:
+      'Prefill and decode tok/s at batch 1 and 8 with the roofline ratio; with --nodes N, batch-1 decode through an N-node cluster on this machine against one process',
   },
   args: {
     model: { type: 'string', description: 'Model folder (or use --synth)', valueHint: 'DIR' },
-    synth: { type: 'string', description: 'Use a synthetic model with Qwen3-0.6B shapes in this dtype (q4, q8, bf16, f32), created on first use', valueHint: 'DTYPE' },
+    synth: {
+      type: 'string',
+      description:
+        'Use a synthetic model with Qwen3-0.6B shapes in this dtype (q4, q8, bf16, f32), created on first use',
+      valueHint: 'DTYPE',
+    },
     batch: { type: 'string', description: 'Comma-separated batch sizes', default: '1,8' },
     'prompt-tokens': { type: 'string', description: 'Prompt length for the prefill measurement', default: '128' },
     steps: { type: 'string', description: 'Decode steps per batch size', default: '24' },
-    'kv-dtype': { type: 'string', description: 'KV cache dtype: f16 or f32 (default: the backend\'s, f16 on cpu and f32 on mlx)', valueHint: 'f16|f32' },
+    'kv-dtype': {
+      type: 'string',
+      description: "KV cache dtype: f16 or f32 (default: the backend's, f16 on cpu and f32 on mlx)",
+      valueHint: 'f16|f32',
+    },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
-    nodes: { type: 'string', description: 'Run the model as a cluster of N nodes on this machine (one thread each, sealed loopback links) and compare with one process', valueHint: 'N' },
-    runs: { type: 'string', description: 'With --nodes: decode runs per configuration (the median is reported)', default: '3' },
+    nodes: {
+      type: 'string',
+      description:
+        'Run the model as a cluster of N nodes on this machine (one thread each, sealed loopback links) and compare with one process',
+      valueHint: 'N',
+    },
+    runs: {
+      type: 'string',
+      description: 'With --nodes: decode runs per configuration (the median is reported)',
+      default: '3',
+    },
     'max-tokens': { type: 'string', description: 'With --nodes: tokens decoded per run', default: '64' },
-    json: { type: 'boolean', description: 'Print one JSON object with decode_tps, prefill_tps and roofline_ratio per batch size', default: false },
+    json: {
+      type: 'boolean',
+      description: 'Print one JSON object with decode_tps, prefill_tps and roofline_ratio per batch size',
+      default: false,
+    },
   },
   async run({ args }) {
     if (!args.model === !args.synth) throw new UsageError('give exactly one of --model DIR or --synth DTYPE')
@@ -36,16 +59,22 @@ export default defineCommand({
     let dir = args.model
     if (args.synth) {
       const dtype = args.synth as SynthDtype
-      if (!['q4', 'q8', 'bf16', 'f32'].includes(dtype)) throw new UsageError(`unknown --synth dtype '${args.synth}'`, 'use q4, q8, bf16 or f32')
+      if (!['q4', 'q8', 'bf16', 'f32'].includes(dtype))
+        throw new UsageError(`unknown --synth dtype '${args.synth}'`, 'use q4, q8, bf16 or f32')
       dir = join(process.env.DBCLUSTER_HOME ?? join(homedir(), '.dbcluster'), 'models', `synth-qwen3-0.6b-${dtype}`)
       if (!existsSync(join(dir, 'config.json'))) {
         consola.start(`creating a synthetic model with Qwen3-0.6B shapes (${dtype}) in ${dir}`)
-        await synthesizeModel(dir, { arch: 'qwen3', dtype, ...QWEN3_0_6B_SHAPE, seed: 0 }, (line) => !args.json && consola.start(line))
+        await synthesizeModel(
+          dir,
+          { arch: 'qwen3', dtype, ...QWEN3_0_6B_SHAPE, seed: 0 },
+          (line) => !args.json && consola.start(line),
+        )
       }
     }
     if (args.nodes !== undefined) {
       const nodes = Number(args.nodes)
-      if (!Number.isInteger(nodes) || nodes < 2) throw new UsageError(`--nodes must be an integer >= 2, got '${args.nodes}'`)
+      if (!Number.isInteger(nodes) || nodes < 2)
+        throw new UsageError(`--nodes must be an integer >= 2, got '${args.nodes}'`)
       const int = (v: string, name: string) => {
         const n = Number(v)
         if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${v}'`)
@@ -63,14 +92,23 @@ export default defineCommand({
       if (args.json) return console.log(JSON.stringify(r))
       console.log('| configuration | decode tok/s (batch 1) | ratio |\n| --- | --- | --- |')
       console.log(`| 1 process, 1 thread | ${r.single_1_thread_tps} | 1.00 |`)
-      console.log(`| 1 process, ${nodes} threads | ${r.single_n_threads_tps} | ${(r.single_n_threads_tps / r.single_1_thread_tps).toFixed(2)} |`)
-      console.log(`| ${nodes} nodes, 1 thread each | ${r.cluster_tps} | ${r.ratio_vs_single_1_thread.toFixed(2)} (${r.ratio_vs_single_n_threads.toFixed(2)} of ${nodes} threads) |`)
-      consola.info(`per step on the cluster: ${r.per_token_ms.stages.map((ms, i) => `stage ${i} ${ms} ms`).join(', ')}, hops ${r.per_token_ms.hops} ms`)
+      console.log(
+        `| 1 process, ${nodes} threads | ${r.single_n_threads_tps} | ${(r.single_n_threads_tps / r.single_1_thread_tps).toFixed(2)} |`,
+      )
+      console.log(
+        `| ${nodes} nodes, 1 thread each | ${r.cluster_tps} | ${r.ratio_vs_single_1_thread.toFixed(2)} (${r.ratio_vs_single_n_threads.toFixed(2)} of ${nodes} threads) |`,
+      )
+      consola.info(
+        `per step on the cluster: ${r.per_token_ms.stages.map((ms, i) => `stage ${i} ${ms} ms`).join(', ')}, hops ${r.per_token_ms.hops} ms`,
+      )
       return
     }
     const kvDtype = args['kv-dtype']
-    if (kvDtype !== undefined && kvDtype !== 'f16' && kvDtype !== 'f32') throw new UsageError(`unknown --kv-dtype '${kvDtype}'`, 'use f16 or f32')
-    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), { threads: args.threads ? Number(args.threads) : undefined })
+    if (kvDtype !== undefined && kvDtype !== 'f16' && kvDtype !== 'f32')
+      throw new UsageError(`unknown --kv-dtype '${kvDtype}'`, 'use f16 or f32')
+    const { backend, reason } = selectBackend(parseBackendChoice(args.backend), {
+      threads: args.threads ? Number(args.threads) : undefined,
+    })
     if (!args.json) consola.info(reason)
     const result = runDecodeBench(dir!, backend, reason, {
       batches,
@@ -83,8 +121,11 @@ export default defineCommand({
       console.log(JSON.stringify(result))
       return
     }
-    consola.info(`memory read ${result.memory_read_gbps} GB/s; ${(result.weight_bytes_per_step / 1024 ** 2).toFixed(1)} MiB of weights read per step; ${result.kv_dtype} KV cache`)
+    consola.info(
+      `memory read ${result.memory_read_gbps} GB/s; ${(result.weight_bytes_per_step / 1024 ** 2).toFixed(1)} MiB of weights read per step; ${result.kv_dtype} KV cache`,
+    )
     console.log('| batch | prefill tok/s | decode tok/s | step ms | roofline |\n| --- | --- | --- | --- | --- |')
-    for (const r of result.results) console.log(`| ${r.batch} | ${r.prefill_tps} | ${r.decode_tps} | ${r.step_ms_p50} | ${r.roofline_ratio} |`)
+    for (const r of result.results)
+      console.log(`| ${r.batch} | ${r.prefill_tps} | ${r.decode_tps} | ${r.step_ms_p50} | ${r.roofline_ratio} |`)
   },
 })

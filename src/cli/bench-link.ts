@@ -13,23 +13,54 @@ const parseSize = (s: string): number => {
 }
 
 export default defineCommand({
-  meta: { name: 'link', description: 'Round-trip latency and throughput of the sealed link against plaintext framing (two processes on loopback), AEAD GB/s, and a shard transfer over the sealed link against raw TCP' },
+  meta: {
+    name: 'link',
+    description:
+      'Round-trip latency and throughput of the sealed link against plaintext framing (two processes on loopback), AEAD GB/s, and a shard transfer over the sealed link against raw TCP',
+  },
   args: {
-    sizes: { type: 'string', description: 'Comma-separated payload sizes for the round trips', default: '4K,64K,256K,4M,64M' },
-    rounds: { type: 'string', description: 'Round trips per size (default: 300 up to 64K, 40 up to 4M, 6 above)', valueHint: 'N' },
-    'aead-sizes': { type: 'string', description: 'Comma-separated buffer sizes for in-process seal+open GB/s', default: '4K,256K,4M,32M' },
-    cipher: { type: 'string', description: 'aes-256-gcm (default, native) or chacha20-poly1305', default: 'aes-256-gcm' },
-    json: { type: 'boolean', description: 'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, sealed_gbps, plain_gbps}], aead: [{cipher, bytes, gbps}], file_transfer: {bytes, sealed_gbps, plain_gbps, ratio}}', default: false },
-    'file-size': { type: 'string', description: 'Shard size for the file-transfer row (sealed shard transfer vs raw TCP, both to disk); 0 skips it', default: '1G' },
+    sizes: {
+      type: 'string',
+      description: 'Comma-separated payload sizes for the round trips',
+      default: '4K,64K,256K,4M,64M',
+    },
+    rounds: {
+      type: 'string',
+      description: 'Round trips per size (default: 300 up to 64K, 40 up to 4M, 6 above)',
+      valueHint: 'N',
+    },
+    'aead-sizes': {
+      type: 'string',
+      description: 'Comma-separated buffer sizes for in-process seal+open GB/s',
+      default: '4K,256K,4M,32M',
+    },
+    cipher: {
+      type: 'string',
+      description: 'aes-256-gcm (default, native) or chacha20-poly1305',
+      default: 'aes-256-gcm',
+    },
+    json: {
+      type: 'boolean',
+      description:
+        'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, sealed_gbps, plain_gbps}], aead: [{cipher, bytes, gbps}], file_transfer: {bytes, sealed_gbps, plain_gbps, ratio}}',
+      default: false,
+    },
+    'file-size': {
+      type: 'string',
+      description: 'Shard size for the file-transfer row (sealed shard transfer vs raw TCP, both to disk); 0 skips it',
+      default: '1G',
+    },
     'peer-key': { type: 'string', description: 'Internal: run as the benchmark peer, pinning this initiator key' },
     'file-dir': { type: 'string', description: 'Internal: the benchmark peer serves the shard in this folder' },
   },
   async run({ args }) {
     const cipher = args.cipher as CipherName
-    if (cipher !== 'aes-256-gcm' && cipher !== 'chacha20-poly1305') throw new UsageError(`unknown cipher '${args.cipher}'`, 'use aes-256-gcm or chacha20-poly1305')
+    if (cipher !== 'aes-256-gcm' && cipher !== 'chacha20-poly1305')
+      throw new UsageError(`unknown cipher '${args.cipher}'`, 'use aes-256-gcm or chacha20-poly1305')
     if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher, args['file-dir'])
     const rounds = args.rounds === undefined ? undefined : Number(args.rounds)
-    if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1)) throw new UsageError(`--rounds must be a positive integer, not '${args.rounds}'`)
+    if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1))
+      throw new UsageError(`--rounds must be a positive integer, not '${args.rounds}'`)
     const result = await runLinkBench({
       sizes: args.sizes.split(',').map(parseSize),
       aeadSizes: args['aead-sizes'].split(',').map(parseSize),
@@ -40,11 +71,19 @@ export default defineCommand({
       onProgress: (l) => !args.json && consola.start(l),
     })
     if (args.json) return console.log(JSON.stringify(result))
-    console.log(`| bytes | sealed RTT p50 µs | plain RTT p50 µs | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- |`)
-    for (const s of result.sizes) console.log(`| ${s.bytes} | ${s.sealed_rtt_us_p50} | ${s.plain_rtt_us_p50} | ${s.ratio} | ${s.sealed_gbps} | ${s.plain_gbps} |`)
+    console.log(
+      `| bytes | sealed RTT p50 µs | plain RTT p50 µs | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- |`,
+    )
+    for (const s of result.sizes)
+      console.log(
+        `| ${s.bytes} | ${s.sealed_rtt_us_p50} | ${s.plain_rtt_us_p50} | ${s.ratio} | ${s.sealed_gbps} | ${s.plain_gbps} |`,
+      )
     console.log(`\n| cipher | bytes | seal+open GB/s |\n| --- | --- | --- |`)
     for (const a of result.aead) console.log(`| ${a.cipher} | ${a.bytes} | ${a.gbps} |`)
     const f = result.file_transfer
-    if (f) console.log(`\n| shard transfer bytes | sealed link GB/s | raw TCP GB/s | raw/sealed |\n| --- | --- | --- | --- |\n| ${f.bytes} | ${f.sealed_gbps} | ${f.plain_gbps} | ${f.ratio} |`)
+    if (f)
+      console.log(
+        `\n| shard transfer bytes | sealed link GB/s | raw TCP GB/s | raw/sealed |\n| --- | --- | --- | --- |\n| ${f.bytes} | ${f.sealed_gbps} | ${f.plain_gbps} | ${f.ratio} |`,
+      )
   },
 })

@@ -14,17 +14,42 @@ import { progressLine } from './progress-line.ts'
 
 /** Options shared with `bench sweep` (same names, same meaning). */
 export const loadArgs = {
-  concurrency: { type: 'string', description: 'Comma-separated concurrency levels (simultaneous streaming clients)', default: '1,2,4,8,16,32' },
+  concurrency: {
+    type: 'string',
+    description: 'Comma-separated concurrency levels (simultaneous streaming clients)',
+    default: '1,2,4,8,16,32',
+  },
   'max-tokens': { type: 'string', description: 'Tokens generated per request', default: '128' },
-  'requests-per-level': { type: 'string', description: 'Requests per concurrency level, spread evenly over its clients (at least one each; default: 2 per client)', valueHint: 'K' },
+  'requests-per-level': {
+    type: 'string',
+    description:
+      'Requests per concurrency level, spread evenly over its clients (at least one each; default: 2 per client)',
+    valueHint: 'K',
+  },
   threads: { type: 'string', description: 'CPU threads of each server process this command starts', default: '1' },
-  pin: { type: 'boolean', description: 'Pin each server process this command starts to cores of its own (Linux, taskset); --no-pin lets them share', default: true },
-  backend: { type: 'string', description: 'Compute backend of the servers this command starts (cpu, mlx or auto)', default: 'cpu' },
-  parallel: { type: 'string', description: 'How a cluster this command starts (N ≥ 2 nodes) splits the model: pipeline (layers across the nodes) or tensor (every layer across the nodes, sealed tensor parallel)', default: 'pipeline', valueHint: 'pipeline|tensor' },
+  pin: {
+    type: 'boolean',
+    description:
+      'Pin each server process this command starts to cores of its own (Linux, taskset); --no-pin lets them share',
+    default: true,
+  },
+  backend: {
+    type: 'string',
+    description: 'Compute backend of the servers this command starts (cpu, mlx or auto)',
+    default: 'cpu',
+  },
+  parallel: {
+    type: 'string',
+    description:
+      'How a cluster this command starts (N ≥ 2 nodes) splits the model: pipeline (layers across the nodes) or tensor (every layer across the nodes, sealed tensor parallel)',
+    default: 'pipeline',
+    valueHint: 'pipeline|tensor',
+  },
 } as const
 
 export function parseParallel(value: string): 'pipeline' | 'tensor' {
-  if (value !== 'pipeline' && value !== 'tensor') throw new UsageError(`--parallel must be pipeline or tensor, got '${value}'`)
+  if (value !== 'pipeline' && value !== 'tensor')
+    throw new UsageError(`--parallel must be pipeline or tensor, got '${value}'`)
   return value
 }
 
@@ -37,26 +62,56 @@ export function decidePinning(wanted: boolean, processes: number, threads: numbe
 }
 
 export default defineCommand({
-  meta: { name: 'serve', description: 'Aggregate generated tok/s, TTFT and inter-token latency (p50/p95) per concurrency level, against --url or a server started from --model' },
+  meta: {
+    name: 'serve',
+    description:
+      'Aggregate generated tok/s, TTFT and inter-token latency (p50/p95) per concurrency level, against --url or a server started from --model',
+  },
   args: {
-    url: { type: 'string', description: 'Benchmark a running server (its base URL, e.g. http://127.0.0.1:8080)', valueHint: 'URL' },
-    model: { type: 'string', description: 'Start a server for this model folder, benchmark it, stop it', valueHint: 'DIR' },
-    nodes: { type: 'string', description: 'With --model: 1 = one process; N ≥ 2 = an N-node cluster on this machine over sealed loopback links', default: '1' },
+    url: {
+      type: 'string',
+      description: 'Benchmark a running server (its base URL, e.g. http://127.0.0.1:8080)',
+      valueHint: 'URL',
+    },
+    model: {
+      type: 'string',
+      description: 'Start a server for this model folder, benchmark it, stop it',
+      valueHint: 'DIR',
+    },
+    nodes: {
+      type: 'string',
+      description:
+        'With --model: 1 = one process; N ≥ 2 = an N-node cluster on this machine over sealed loopback links',
+      default: '1',
+    },
     'prompt-tokens': { type: 'string', description: 'Prompt length in tokens (random token ids)', default: '128' },
     ...loadArgs,
     'api-key': { type: 'string', description: 'With --url: bearer key of the server (or set DBCLUSTER_API_KEY)' },
-    json: { type: 'boolean', description: 'Print one JSON object {url, model, prompt_tokens, max_tokens, target, partial, levels: [{concurrency, tok_s, ttft_p50_ms, ttft_p95_ms, itl_p50_ms, itl_p95_ms, ok, failed, …}]}', default: false },
+    json: {
+      type: 'boolean',
+      description:
+        'Print one JSON object {url, model, prompt_tokens, max_tokens, target, partial, levels: [{concurrency, tok_s, ttft_p50_ms, ttft_p95_ms, itl_p50_ms, itl_p95_ms, ok, failed, …}]}',
+      default: false,
+    },
   },
   async run({ args }) {
-    if (!args.url === !args.model) throw new UsageError('give exactly one of --url URL or --model DIR', 'e.g. dbcluster bench serve --model ~/.dbcluster/models/demo --nodes 2')
+    if (!args.url === !args.model)
+      throw new UsageError(
+        'give exactly one of --url URL or --model DIR',
+        'e.g. dbcluster bench serve --model ~/.dbcluster/models/demo --nodes 2',
+      )
     const concurrency = positiveIntList(args.concurrency, 'concurrency')
     const promptTokens = positiveInt(args['prompt-tokens'], 'prompt-tokens')
     const maxTokens = positiveInt(args['max-tokens'], 'max-tokens')
-    const requestsPerLevel = args['requests-per-level'] !== undefined ? positiveInt(args['requests-per-level'], 'requests-per-level') : undefined
+    const requestsPerLevel =
+      args['requests-per-level'] !== undefined
+        ? positiveInt(args['requests-per-level'], 'requests-per-level')
+        : undefined
     const nodes = positiveInt(args.nodes, 'nodes')
     const threads = positiveInt(args.threads, 'threads')
     const parallel = parseParallel(args.parallel)
-    if (args.url && nodes !== 1) throw new UsageError('--nodes applies to --model only', 'with --url the running server is measured as it is')
+    if (args.url && nodes !== 1)
+      throw new UsageError('--nodes applies to --model only', 'with --url the running server is measured as it is')
 
     const interrupt = interruptOnSignals()
     const line = progressLine({ enabled: !args.json })
@@ -65,8 +120,17 @@ export default defineCommand({
     try {
       if (args.model) {
         const pinCores = decidePinning(args.pin, nodes, threads, args.json)
-        if (!args.json) consola.start(`starting ${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} for ${args.model}`)
-        target = await startServeTarget({ model: args.model, nodes, threads, pinCores, backend: args.backend, parallel, ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens) })
+        if (!args.json)
+          consola.start(`starting ${nodes === 1 ? 'one process' : `a ${nodes}-node cluster`} for ${args.model}`)
+        target = await startServeTarget({
+          model: args.model,
+          nodes,
+          threads,
+          pinCores,
+          backend: args.backend,
+          parallel,
+          ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens),
+        })
         if (!args.json) consola.info(`serving on ${target.url} (${target.label})`)
       }
       const url = (args.url ?? target!.url).replace(/\/+$/, '')
@@ -78,16 +142,29 @@ export default defineCommand({
         requestsPerLevel,
         apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
         signal: interrupt.signal,
-        onProgress: (p) => line.update(`concurrency ${p.concurrency}: ${p.done}/${p.total} requests${p.failed ? ` (${p.failed} failed)` : ''}${p.previousTps !== null ? ` — previous level ${p.previousTps} tok/s` : ''}`),
+        onProgress: (p) =>
+          line.update(
+            `concurrency ${p.concurrency}: ${p.done}/${p.total} requests${p.failed ? ` (${p.failed} failed)` : ''}${p.previousTps !== null ? ` — previous level ${p.previousTps} tok/s` : ''}`,
+          ),
         onLevel: (l) => {
           line.done()
-          if (!args.json) consola.success(`concurrency ${l.concurrency}: ${l.tok_s} tok/s, TTFT p50 ${l.ttft_p50_ms ?? 'n/a'} ms, ${l.ok} ok, ${l.failed} failed`)
+          if (!args.json)
+            consola.success(
+              `concurrency ${l.concurrency}: ${l.tok_s} tok/s, TTFT p50 ${l.ttft_p50_ms ?? 'n/a'} ms, ${l.ok} ok, ${l.failed} failed`,
+            )
         },
       })
     } catch (error) {
       // a terminal's Ctrl-C reaches the servers too, so what fails after an interrupt is the interrupt's doing
-      if (interrupt.received) throw new InterruptedError(`interrupted (${interrupt.received}) before the levels finished`)
-      throw new DbcError('E_BENCH', (error as Error).message, args.url ? 'is a dbcluster (or OpenAI-compatible) server running there?' : 'run `dbcluster serve --model DIR` by hand to see why it does not start')
+      if (interrupt.received)
+        throw new InterruptedError(`interrupted (${interrupt.received}) before the levels finished`)
+      throw new DbcError(
+        'E_BENCH',
+        (error as Error).message,
+        args.url
+          ? 'is a dbcluster (or OpenAI-compatible) server running there?'
+          : 'run `dbcluster serve --model DIR` by hand to see why it does not start',
+      )
     } finally {
       line.done()
       interrupt.dispose()
@@ -96,6 +173,10 @@ export default defineCommand({
     const output = { ...result, target: target?.label ?? null }
     if (args.json) console.log(JSON.stringify(output))
     else console.log(levelsTable(result.levels))
-    if (interrupt.received) throw new InterruptedError(`interrupted (${interrupt.received}): ${result.levels.length} of ${concurrency.length} levels measured`, 'the table above has the finished levels')
+    if (interrupt.received)
+      throw new InterruptedError(
+        `interrupted (${interrupt.received}): ${result.levels.length} of ${concurrency.length} levels measured`,
+        'the table above has the finished levels',
+      )
   },
 })

@@ -2,7 +2,10 @@
 import { defineCommand } from 'citty'
 
 export default defineCommand({
-  meta: { name: 'bench', description: 'Measure kernels, decode, links and serving on this machine (see docs/benchmarks.md)' },
+  meta: {
+    name: 'bench',
+    description: 'Measure kernels, decode, links and serving on this machine (see docs/benchmarks.md)',
+  },
   subCommands: {
     kernels: () => import('./bench-kernels.ts').then((m) => m.default),
     decode: () => import('./bench-decode.ts').then((m) => m.default),

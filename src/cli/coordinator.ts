@@ -13,11 +13,16 @@ const defaultDb = () => join(process.env.DBCLUSTER_HOME ?? join(homedir(), '.dbc
 
 const seconds = (value: string, name: string): number => {
   const n = Number(value)
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number of seconds, got '${value}'`)
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(`--${name} must be a positive number of seconds, got '${value}'`)
   return n
 }
 
-const dbArg = { type: 'string', description: 'SQLite database file (default: $DBCLUSTER_HOME/coordinator.db, ~/.dbcluster by default)', valueHint: 'FILE' } as const
+const dbArg = {
+  type: 'string',
+  description: 'SQLite database file (default: $DBCLUSTER_HOME/coordinator.db, ~/.dbcluster by default)',
+  valueHint: 'FILE',
+} as const
 
 const VALUE_FLAGS = ['--host', '--port', '--db', '--key', '--offline-after', '--attestation-max-age']
 
@@ -33,13 +38,18 @@ function hasSubcommand(rawArgs: string[]): boolean {
 }
 
 const tokenCreate = defineCommand({
-  meta: { name: 'create', description: 'Create an API token for an account (the account is created when new); the token is the last line printed, and only shown once' },
+  meta: {
+    name: 'create',
+    description:
+      'Create an API token for an account (the account is created when new); the token is the last line printed, and only shown once',
+  },
   args: {
     account: { type: 'string', description: 'Account name that the token acts as', required: true, valueHint: 'NAME' },
     db: dbArg,
   },
   run({ args }) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(args.account)) throw new UsageError(`bad account name '${args.account}'`, 'use 1-64 characters of A-Z a-z 0-9 . _ @ -')
+    if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(args.account))
+      throw new UsageError(`bad account name '${args.account}'`, 'use 1-64 characters of A-Z a-z 0-9 . _ @ -')
     const store = new CoordinatorStore(args.db ?? defaultDb())
     try {
       const now = Date.now()
@@ -55,19 +65,29 @@ const tokenCreate = defineCommand({
 })
 
 const tokenRevoke = defineCommand({
-  meta: { name: 'revoke', description: 'Revoke one token (--token, or DBCLUSTER_COORDINATOR_TOKEN), or every token of an account (--account); works while the coordinator runs' },
+  meta: {
+    name: 'revoke',
+    description:
+      'Revoke one token (--token, or DBCLUSTER_COORDINATOR_TOKEN), or every token of an account (--account); works while the coordinator runs',
+  },
   args: {
-    token: { type: 'string', description: 'The token to revoke (or set DBCLUSTER_COORDINATOR_TOKEN)', valueHint: 'TOKEN' },
+    token: {
+      type: 'string',
+      description: 'The token to revoke (or set DBCLUSTER_COORDINATOR_TOKEN)',
+      valueHint: 'TOKEN',
+    },
     account: { type: 'string', description: 'Revoke every token of this account', valueHint: 'NAME' },
     db: dbArg,
   },
   run({ args }) {
     const token = args.token ?? process.env.DBCLUSTER_COORDINATOR_TOKEN
-    if (!token === !args.account) throw new UsageError('give exactly one of --token (or DBCLUSTER_COORDINATOR_TOKEN) and --account')
+    if (!token === !args.account)
+      throw new UsageError('give exactly one of --token (or DBCLUSTER_COORDINATOR_TOKEN) and --account')
     const store = new CoordinatorStore(args.db ?? defaultDb())
     try {
       if (token) {
-        if (!store.revokeToken(hashToken(token))) throw new UsageError('no such token (already revoked, or from another coordinator database)', 'check --db')
+        if (!store.revokeToken(hashToken(token)))
+          throw new UsageError('no such token (already revoked, or from another coordinator database)', 'check --db')
         consola.success('token revoked: requests and provider sockets with it are refused from now on')
       } else {
         const n = store.revokeAccountTokens(args.account!)
@@ -86,7 +106,11 @@ const token = defineCommand({
 })
 
 const providerForget = defineCommand({
-  meta: { name: 'forget', description: 'Forget a provider: its serial and key are free again, so a machine that really has a new key (reinstalled, replaced) registers afresh instead of staying untrusted' },
+  meta: {
+    name: 'forget',
+    description:
+      'Forget a provider: its serial and key are free again, so a machine that really has a new key (reinstalled, replaced) registers afresh instead of staying untrusted',
+  },
   args: {
     serial: { type: 'positional', description: 'The provider serial (or cluster:<id>)', required: true },
     db: dbArg,
@@ -94,8 +118,14 @@ const providerForget = defineCommand({
   run({ args }) {
     const store = new CoordinatorStore(args.db ?? defaultDb())
     try {
-      if (!store.forgetProvider(args.serial)) throw new UsageError(`no provider '${args.serial}' in this coordinator's database`, 'check the serial (dbcluster coordinator lists them at /v1/account/providers) and --db')
-      consola.success(`forgot ${args.serial}: its next registration is taken as a new machine (peers that pinned its old key keep refusing the new one until that pin is removed)`)
+      if (!store.forgetProvider(args.serial))
+        throw new UsageError(
+          `no provider '${args.serial}' in this coordinator's database`,
+          'check the serial (dbcluster coordinator lists them at /v1/account/providers) and --db',
+        )
+      consola.success(
+        `forgot ${args.serial}: its next registration is taken as a new machine (peers that pinned its old key keep refusing the new one until that pin is removed)`,
+      )
     } finally {
       store.close()
     }
@@ -108,21 +138,38 @@ const provider = defineCommand({
 })
 
 export default defineCommand({
-  meta: { name: 'coordinator', description: 'Run the coordinator that vouches for machines: registrations, peer keys, RDMA peer lists, signed cluster rosters' },
+  meta: {
+    name: 'coordinator',
+    description:
+      'Run the coordinator that vouches for machines: registrations, peer keys, RDMA peer lists, signed cluster rosters',
+  },
   args: {
     host: { type: 'string', description: 'Address to listen on', default: '127.0.0.1' },
     port: { type: 'string', description: 'TCP port (0 picks a free one)', default: '7470' },
     db: dbArg,
-    key: { type: 'string', description: "The coordinator's signing key file, created 0600 on first start (default: <db>.key)", valueHint: 'FILE' },
-    'offline-after': { type: 'string', description: 'Seconds without a heartbeat before a provider is marked offline', default: '90' },
-    'attestation-max-age': { type: 'string', description: 'Seconds an attestation stays fresh (older ones are refused)', default: '300' },
+    key: {
+      type: 'string',
+      description: "The coordinator's signing key file, created 0600 on first start (default: <db>.key)",
+      valueHint: 'FILE',
+    },
+    'offline-after': {
+      type: 'string',
+      description: 'Seconds without a heartbeat before a provider is marked offline',
+      default: '90',
+    },
+    'attestation-max-age': {
+      type: 'string',
+      description: 'Seconds an attestation stays fresh (older ones are refused)',
+      default: '300',
+    },
   },
   subCommands: { token, provider },
   async run({ rawArgs, args }) {
     // citty runs a parent's run() after its subcommand: a positional word means a subcommand already ran.
     if (hasSubcommand(rawArgs)) return
     const port = Number(args.port)
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     const log = consola.withTag('coordinator')
     const running = startCoordinator({
       dbPath: args.db ?? defaultDb(),
@@ -133,8 +180,11 @@ export default defineCommand({
       attestationMaxAgeMs: seconds(args['attestation-max-age'], 'attestation-max-age') * 1000,
       log,
     })
-    consola.info(`signing key ${running.keyCreated ? 'created' : 'loaded'}: ${running.keyPath} (fingerprint ${fingerprint(running.signer.publicKey)})`)
-    if (running.store.migrationsApplied.length) consola.info(`database migrated to version ${running.store.migrationsApplied.at(-1)}`)
+    consola.info(
+      `signing key ${running.keyCreated ? 'created' : 'loaded'}: ${running.keyPath} (fingerprint ${fingerprint(running.signer.publicKey)})`,
+    )
+    if (running.store.migrationsApplied.length)
+      consola.info(`database migrated to version ${running.store.migrationsApplied.at(-1)}`)
     consola.success(`coordinator on ${running.url} (providers: /v1/provider/ws)`)
     console.log(`listening on ${running.url}`)
     await new Promise<void>((done) => {

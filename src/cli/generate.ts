@@ -18,7 +18,11 @@ export default defineCommand({
     model: { type: 'string', description: 'Model folder', required: true, valueHint: 'DIR' },
     prompt: { type: 'string', description: 'Raw prompt text (no chat template)' },
     chat: { type: 'string', description: 'One user message, rendered with the chat template' },
-    messages: { type: 'string', description: 'JSON file with [{role, content}, …], rendered with the chat template', valueHint: 'FILE' },
+    messages: {
+      type: 'string',
+      description: 'JSON file with [{role, content}, …], rendered with the chat template',
+      valueHint: 'FILE',
+    },
     'max-tokens': { type: 'string', description: 'Most tokens to generate', default: '128' },
     temperature: { type: 'string', description: 'Sampling temperature (0 = greedy)', default: '0' },
     'top-p': { type: 'string', description: 'Nucleus sampling mass', default: '1' },
@@ -30,14 +34,51 @@ export default defineCommand({
     'max-context': { type: 'string', description: 'Tokens of KV cache for the sequence', default: '4096' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
-    json: { type: 'boolean', description: 'Print {text, tokens, prompt_tokens, completion_tokens, prefill_tps, decode_tps} instead of streaming', default: false },
-    tp: { type: 'string', description: 'Tensor parallel over MLX distributed (opt-in, NOT encrypted): number of ranks; rank 0 takes the prompt and prints, ranks > 0 need the same --model and --max-context and replay its steps', default: '1', valueHint: 'N' },
-    rank: { type: 'string', description: 'With --tp: this process\'s rank (0 listens, the others dial it with --peer)', default: '0', valueHint: 'R' },
-    peer: { type: 'string', description: 'With --tp, ranks > 0: rank 0\'s HOST:PORT', valueHint: 'HOST:PORT' },
-    listen: { type: 'string', description: 'With --tp, rank 0: where the ranks meet (loopback by default: give the cable\'s address for other machines)', default: '127.0.0.1:47200', valueHint: 'HOST:PORT' },
-    transport: { type: 'string', description: 'With --tp: jaccl (Thunderbolt RDMA, macOS) or ring (TCP); auto picks jaccl where the RDMA gate passes', default: 'auto', valueHint: 'auto|jaccl|ring' },
-    'rdma-device': { type: 'string', description: 'With --tp over jaccl: this rank\'s RDMA device, or one per rank with - for this rank', valueHint: 'NAME|LIST' },
-    'timeout-s': { type: 'string', description: 'With --tp: how long to wait for the other ranks', default: '60', valueHint: 'S' },
+    json: {
+      type: 'boolean',
+      description:
+        'Print {text, tokens, prompt_tokens, completion_tokens, prefill_tps, decode_tps} instead of streaming',
+      default: false,
+    },
+    tp: {
+      type: 'string',
+      description:
+        'Tensor parallel over MLX distributed (opt-in, NOT encrypted): number of ranks; rank 0 takes the prompt and prints, ranks > 0 need the same --model and --max-context and replay its steps',
+      default: '1',
+      valueHint: 'N',
+    },
+    rank: {
+      type: 'string',
+      description: "With --tp: this process's rank (0 listens, the others dial it with --peer)",
+      default: '0',
+      valueHint: 'R',
+    },
+    peer: { type: 'string', description: "With --tp, ranks > 0: rank 0's HOST:PORT", valueHint: 'HOST:PORT' },
+    listen: {
+      type: 'string',
+      description:
+        "With --tp, rank 0: where the ranks meet (loopback by default: give the cable's address for other machines)",
+      default: '127.0.0.1:47200',
+      valueHint: 'HOST:PORT',
+    },
+    transport: {
+      type: 'string',
+      description:
+        'With --tp: jaccl (Thunderbolt RDMA, macOS) or ring (TCP); auto picks jaccl where the RDMA gate passes',
+      default: 'auto',
+      valueHint: 'auto|jaccl|ring',
+    },
+    'rdma-device': {
+      type: 'string',
+      description: "With --tp over jaccl: this rank's RDMA device, or one per rank with - for this rank",
+      valueHint: 'NAME|LIST',
+    },
+    'timeout-s': {
+      type: 'string',
+      description: 'With --tp: how long to wait for the other ranks',
+      default: '60',
+      valueHint: 'S',
+    },
   },
   async run({ args }) {
     const num = (v: string | undefined, name: string) => {
@@ -47,25 +88,50 @@ export default defineCommand({
     }
     const tpSize = num(args.tp, 'tp')
     const rank = num(args.rank, 'rank')
-    if (!Number.isInteger(tpSize) || tpSize < 1) throw new UsageError(`--tp must be a positive integer, got '${args.tp}'`)
-    if (!Number.isInteger(rank) || rank < 0 || rank >= tpSize) throw new UsageError(`--rank ${args.rank} is not in 0..${tpSize - 1}`, 'give each process of a --tp N run its own rank below N')
+    if (!Number.isInteger(tpSize) || tpSize < 1)
+      throw new UsageError(`--tp must be a positive integer, got '${args.tp}'`)
+    if (!Number.isInteger(rank) || rank < 0 || rank >= tpSize)
+      throw new UsageError(
+        `--rank ${args.rank} is not in 0..${tpSize - 1}`,
+        'give each process of a --tp N run its own rank below N',
+      )
     // with --tp, ranks > 0 replay rank 0's steps: they need the model, not a prompt
     const follower = tpSize > 1 && rank > 0
     const sources = [args.prompt, args.chat, args.messages].filter((v) => v !== undefined)
     if (!follower && sources.length !== 1) throw new UsageError('give exactly one of --prompt, --chat or --messages')
     const choice = parseBackendChoice(args.backend)
-    if (tpSize > 1 && choice === 'cpu') throw new UsageError('--tp runs over MLX distributed and needs the mlx backend', 'use --backend mlx (or auto), or pipeline parallel with serve')
-    const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, { threads: args.threads ? num(args.threads, 'threads') : undefined })
+    if (tpSize > 1 && choice === 'cpu')
+      throw new UsageError(
+        '--tp runs over MLX distributed and needs the mlx backend',
+        'use --backend mlx (or auto), or pipeline parallel with serve',
+      )
+    const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, {
+      threads: args.threads ? num(args.threads, 'threads') : undefined,
+    })
     // --json: stdout carries the one JSON object only
     const log = (line: string) => (args.json ? console.error(line) : consola.info(line))
     log(reason)
-    const { group, tp } = tpSize > 1
-      ? await startTensorParallel(
-          { size: tpSize, rank, transport: args.transport, listen: args.listen, peer: args.peer, rdmaDevice: args['rdma-device'], timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000, log },
-          backend,
-        )
-      : { group: undefined, tp: undefined }
-    const stage = ModelStage.load(args.model, backend, { slots: 1, maxLen: num(args['max-context'], 'max-context'), tp })
+    const { group, tp } =
+      tpSize > 1
+        ? await startTensorParallel(
+            {
+              size: tpSize,
+              rank,
+              transport: args.transport,
+              listen: args.listen,
+              peer: args.peer,
+              rdmaDevice: args['rdma-device'],
+              timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000,
+              log,
+            },
+            backend,
+          )
+        : { group: undefined, tp: undefined }
+    const stage = ModelStage.load(args.model, backend, {
+      slots: 1,
+      maxLen: num(args['max-context'], 'max-context'),
+      tp,
+    })
     if (follower) {
       const steps = followTensorParallel(stage, group!)
       if (args.json) console.log(JSON.stringify({ rank, followed_steps: steps }))
@@ -79,7 +145,8 @@ export default defineCommand({
       let text: string
       if (args.prompt !== undefined) text = args.prompt
       else {
-        const messages: ChatMessage[] = args.chat !== undefined ? [{ role: 'user', content: args.chat }] : readMessages(args.messages!)
+        const messages: ChatMessage[] =
+          args.chat !== undefined ? [{ role: 'user', content: args.chat }] : readMessages(args.messages!)
         text = tokenizer.applyChatTemplate(messages)
       }
       let sampling
@@ -98,7 +165,13 @@ export default defineCommand({
       const stops = args.stop === undefined ? [] : Array.isArray(args.stop) ? (args.stop as string[]) : [args.stop]
       const events = generate(
         pipeline,
-        { promptIds: tokenizer.encode(text), maxTokens: num(args['max-tokens'], 'max-tokens'), sampling, stop: stops, eosTokenIds: tokenizer.eosTokenIds },
+        {
+          promptIds: tokenizer.encode(text),
+          maxTokens: num(args['max-tokens'], 'max-tokens'),
+          sampling,
+          stop: stops,
+          eosTokenIds: tokenizer.eosTokenIds,
+        },
         (ids) => tokenizer.decode(ids),
       )
       for await (const event of events) {
@@ -122,7 +195,9 @@ export default defineCommand({
           )
         } else {
           process.stdout.write('\n')
-          consola.info(`prompt ${event.promptTokens} tokens at ${round(prefillTps)} tok/s; ${event.tokens.length} tokens at ${round(decodeTps)} tok/s (${event.finishReason})`)
+          consola.info(
+            `prompt ${event.promptTokens} tokens at ${round(prefillTps)} tok/s; ${event.tokens.length} tokens at ${round(decodeTps)} tok/s (${event.finishReason})`,
+          )
         }
       }
     } finally {
@@ -139,11 +214,21 @@ function readMessages(file: string): ChatMessage[] {
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8'))
   } catch (error) {
-    throw new UsageError(`--messages ${file}: ${(error as Error).message}`, 'give a JSON file with [{"role": "user", "content": "…"}]')
+    throw new UsageError(
+      `--messages ${file}: ${(error as Error).message}`,
+      'give a JSON file with [{"role": "user", "content": "…"}]',
+    )
   }
   const roles = ['system', 'user', 'assistant', 'tool']
-  if (!Array.isArray(parsed) || parsed.length === 0 || !parsed.every((m) => m && roles.includes(m.role) && typeof m.content === 'string')) {
-    throw new UsageError(`--messages ${file} must hold a non-empty array of {role, content}`, `roles: ${roles.join(', ')}`)
+  if (
+    !Array.isArray(parsed) ||
+    parsed.length === 0 ||
+    !parsed.every((m) => m && roles.includes(m.role) && typeof m.content === 'string')
+  ) {
+    throw new UsageError(
+      `--messages ${file} must hold a non-empty array of {role, content}`,
+      `roles: ${roles.join(', ')}`,
+    )
   }
   return parsed as ChatMessage[]
 }

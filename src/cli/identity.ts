@@ -6,7 +6,8 @@ import { attestLocalMachine, defaultKeyFile, loadLocalIdentity } from '../trust/
 
 const keyFileArg = {
   type: 'string' as const,
-  description: 'Software key file (default: $DBCLUSTER_HOME/identity.key, ~/.dbcluster); a Secure Enclave key is kept beside it as identity.enclave',
+  description:
+    'Software key file (default: $DBCLUSTER_HOME/identity.key, ~/.dbcluster); a Secure Enclave key is kept beside it as identity.enclave',
   valueHint: 'FILE',
 }
 
@@ -14,17 +15,34 @@ const show = defineCommand({
   meta: { name: 'show', description: 'Print the public key, its fingerprint, its kind and the signed attestation' },
   args: {
     'key-file': keyFileArg,
-    rdma: { type: 'boolean', description: 'Ask for RDMA: the capability gate decides what the attestation says (and says why on stderr)', default: false },
-    json: { type: 'boolean', description: 'Print {public_key, fingerprint, key_kind, key_file, attestation} as JSON', default: false },
+    rdma: {
+      type: 'boolean',
+      description: 'Ask for RDMA: the capability gate decides what the attestation says (and says why on stderr)',
+      default: false,
+    },
+    json: {
+      type: 'boolean',
+      description: 'Print {public_key, fingerprint, key_kind, key_file, attestation} as JSON',
+      default: false,
+    },
   },
   async run({ args }) {
     const { identity, created, keyFile } = loadLocalIdentity(args['key-file'] ?? defaultKeyFile())
     if (created) consola.info(`created a new identity key at ${keyFile} (mode 0600)`)
     const { attestation, rdma } = await attestLocalMachine(identity, args.rdma)
-    if (args.rdma && !rdma.enabled) consola.warn(`RDMA requested but not available: ${rdma.reason}; attesting rdmaEnabled=false`)
+    if (args.rdma && !rdma.enabled)
+      consola.warn(`RDMA requested but not available: ${rdma.reason}; attesting rdmaEnabled=false`)
     const publicKey = Buffer.from(identity.publicKey).toString('base64')
     if (args.json) {
-      console.log(JSON.stringify({ public_key: publicKey, fingerprint: fingerprint(identity.publicKey), key_kind: identity.kind, key_file: keyFile, attestation }))
+      console.log(
+        JSON.stringify({
+          public_key: publicKey,
+          fingerprint: fingerprint(identity.publicKey),
+          key_kind: identity.kind,
+          key_file: keyFile,
+          attestation,
+        }),
+      )
       return
     }
     console.log(`public key   ${publicKey}`)
@@ -35,11 +53,16 @@ const show = defineCommand({
 })
 
 const init = defineCommand({
-  meta: { name: 'init', description: 'Create this machine’s identity key if it has none (0600), and print its fingerprint' },
+  meta: {
+    name: 'init',
+    description: 'Create this machine’s identity key if it has none (0600), and print its fingerprint',
+  },
   args: { 'key-file': keyFileArg },
   run({ args }) {
     const { identity, created, keyFile } = loadLocalIdentity(args['key-file'] ?? defaultKeyFile())
-    consola.success(`${created ? 'created' : 'kept the existing'} ${identity.kind} identity at ${keyFile}: ${fingerprint(identity.publicKey)}`)
+    consola.success(
+      `${created ? 'created' : 'kept the existing'} ${identity.kind} identity at ${keyFile}: ${fingerprint(identity.publicKey)}`,
+    )
   },
 })
 

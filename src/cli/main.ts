@@ -39,7 +39,10 @@ export async function runCli(argv: string[]): Promise<number> {
   try {
     const helpAt = argv.findIndex((a) => a === '--help' || a === '-h')
     if (helpAt >= 0 || argv.filter((a) => !a.startsWith('-')).length === 0) {
-      const target = await resolveSubCommand(rootCommand as unknown as CommandDef, argv.filter((a) => !a.startsWith('-')))
+      const target = await resolveSubCommand(
+        rootCommand as unknown as CommandDef,
+        argv.filter((a) => !a.startsWith('-')),
+      )
       console.log(await renderUsage(target.command, target.parent))
       return helpAt >= 0 || argv.length === 0 ? ExitCode.ok : ExitCode.usage
     }
@@ -61,7 +64,8 @@ async function resolveSubCommand(
     const next = subs?.[word]
     if (!next) {
       // Past the first level a word may be an option's value (`serve --model DIR --help`): show the command found so far.
-      if (subs && current === command) throw new UsageError(`unknown command '${word}'`, "run 'dbcluster --help' for the list")
+      if (subs && current === command)
+        throw new UsageError(`unknown command '${word}'`, "run 'dbcluster --help' for the list")
       break
     }
     parent = current
@@ -74,7 +78,11 @@ function reportError(error: unknown, verbose: boolean): number {
   if (error instanceof DbcError) {
     consola.error(`${error.message}${error.hint ? ` — ${error.hint}` : ''}`)
     if (verbose && error.stack) consola.log(error.stack)
-    return error instanceof UsageError ? ExitCode.usage : error instanceof InterruptedError ? ExitCode.interrupted : ExitCode.failure
+    return error instanceof UsageError
+      ? ExitCode.usage
+      : error instanceof InterruptedError
+        ? ExitCode.interrupted
+        : ExitCode.failure
   }
   const citty = error as { code?: string; message?: string }
   if (citty && typeof citty.code === 'string' && (citty.code.startsWith('E_') || citty.code === 'EARG')) {

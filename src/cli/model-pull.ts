@@ -4,7 +4,14 @@ import { consola } from 'consola'
 import { formatBytes } from '../distribution/disk-space.ts'
 import { hubCacheDir, hubFromEnv, pullModel, type PullProgress } from '../distribution/hub-pull.ts'
 
-const duration = (s: number | null) => (s === null || !Number.isFinite(s) ? '--' : s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m` : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, '0')}s` : `${Math.ceil(s)}s`)
+const duration = (s: number | null) =>
+  s === null || !Number.isFinite(s)
+    ? '--'
+    : s >= 3600
+      ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`
+      : s >= 60
+        ? `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, '0')}s`
+        : `${Math.ceil(s)}s`
 
 export const progressLine = (p: PullProgress) =>
   `${formatBytes(p.bytes)} / ${formatBytes(p.total)} (${p.total ? Math.floor((100 * p.bytes) / p.total) : 100}%)  ${formatBytes(p.rate)}/s  ETA ${duration(p.etaSeconds)}  ${p.file}`
@@ -29,11 +36,20 @@ export function progressPrinter(tty: boolean, intervalMs: number) {
 }
 
 export default defineCommand({
-  meta: { name: 'pull', description: 'Download a model from the Hugging Face hub (HF_ENDPOINT overrides the hub URL, HF_TOKEN is sent as a bearer token); resumable, every file checked against the hub\'s hash' },
+  meta: {
+    name: 'pull',
+    description:
+      "Download a model from the Hugging Face hub (HF_ENDPOINT overrides the hub URL, HF_TOKEN is sent as a bearer token); resumable, every file checked against the hub's hash",
+  },
   args: {
     repo: { type: 'positional', description: 'Hub repository, e.g. mlx-community/Qwen3-0.6B-4bit', required: true },
     revision: { type: 'string', description: 'Branch, tag or commit', default: 'main' },
-    dir: { type: 'string', description: 'Put the files in this folder instead of the hub cache (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub)', valueHint: 'DIR' },
+    dir: {
+      type: 'string',
+      description:
+        'Put the files in this folder instead of the hub cache (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub)',
+      valueHint: 'DIR',
+    },
   },
   async run({ args }) {
     const hub = hubFromEnv()
@@ -52,12 +68,17 @@ export default defineCommand({
       onEvent: (e) => {
         printer.clear()
         if (e.type === 'present') consola.info(`${e.file}: already here`)
-        else if (e.type === 'downloaded') consola.success(`${e.file}: ${formatBytes(e.bytes)}${e.resumedFrom ? ` (resumed at ${formatBytes(e.resumedFrom)})` : ''}, hash verified`)
+        else if (e.type === 'downloaded')
+          consola.success(
+            `${e.file}: ${formatBytes(e.bytes)}${e.resumedFrom ? ` (resumed at ${formatBytes(e.resumedFrom)})` : ''}, hash verified`,
+          )
         else consola.warn(`${e.file}: ${e.reason}; trying again`)
       },
     })
     printer.clear()
     if (lastProgress) consola.info(progressLine(lastProgress))
-    consola.success(`${args.repo}@${result.commit.slice(0, 12)}: ${result.files.length} files, ${formatBytes(result.downloadedBytes)} downloaded, in ${result.dir}`)
+    consola.success(
+      `${args.repo}@${result.commit.slice(0, 12)}: ${result.files.length} files, ${formatBytes(result.downloadedBytes)} downloaded, in ${result.dir}`,
+    )
   },
 })

@@ -3,13 +3,18 @@ import { UsageError } from '../errors.ts'
 
 export function positiveInt(value: string, name: string): number {
   const n = Number(value)
-  if (!/^\s*\d+\s*$/.test(value) || !Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive integer, got '${value}'`)
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isInteger(n) || n < 1)
+    throw new UsageError(`--${name} must be a positive integer, got '${value}'`)
   return n
 }
 
 /** A comma-separated list of positive integers, in the order given, without repeats. */
 export function positiveIntList(value: string, name: string): number[] {
   const items = value.split(',').map((v) => v.trim())
-  if (items.some((v) => !/^\d+$/.test(v) || Number(v) < 1)) throw new UsageError(`--${name} must be comma-separated positive integers, got '${value}'`, `e.g. --${name} 1,2,4,8`)
+  if (items.some((v) => !/^\d+$/.test(v) || Number(v) < 1))
+    throw new UsageError(
+      `--${name} must be comma-separated positive integers, got '${value}'`,
+      `e.g. --${name} 1,2,4,8`,
+    )
   return [...new Set(items.map(Number))]
 }

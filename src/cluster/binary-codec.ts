@@ -26,7 +26,7 @@ export class Writer {
   join(): Uint8Array {
     const out = new Uint8Array(this.parts.reduce((a, p) => a + p.byteLength, 0))
     let at = 0
-    for (const p of this.parts) out.set(p, at), (at += p.byteLength)
+    for (const p of this.parts) (out.set(p, at), (at += p.byteLength))
     return out
   }
 }
@@ -57,7 +57,8 @@ export class Reader {
   }
   ints(): Int32Array {
     const n = this.u32()
-    if (n > 1 << 24 || this.at + 4 * n > this.bytes.byteLength) throw new RangeError(`${this.what} has a bad array length`)
+    if (n > 1 << 24 || this.at + 4 * n > this.bytes.byteLength)
+      throw new RangeError(`${this.what} has a bad array length`)
     const out = new Int32Array(n)
     for (let i = 0; i < n; i++) out[i] = this.view.getInt32(this.at + 4 * i, true)
     this.at += 4 * n
@@ -75,6 +76,7 @@ export class Reader {
   }
   /** Refuses trailing bytes: a message is exactly its fields. */
   end(): void {
-    if (this.at !== this.bytes.byteLength) throw new RangeError(`${this.what} has ${this.bytes.byteLength - this.at} trailing bytes`)
+    if (this.at !== this.bytes.byteLength)
+      throw new RangeError(`${this.what} has ${this.bytes.byteLength - this.at} trailing bytes`)
   }
 }

@@ -90,11 +90,16 @@ export class ClusterPlanner {
    * (plan.fits false) for the caller to report. */
   async gather(): Promise<LayerPlan> {
     const { nodes, onProgress = () => {} } = this.options
-    if (this.#joined.size < nodes - 1) onProgress(`waiting for ${nodes - 1 - this.#joined.size} of ${nodes - 1} stages to join`)
+    if (this.#joined.size < nodes - 1)
+      onProgress(`waiting for ${nodes - 1 - this.#joined.size} of ${nodes - 1} stages to join`)
     await this.#all.promise
     const ranks = Array.from({ length: nodes }, (_, r) => r)
     return planLayers(
-      ranks.map((r) => (r === 0 ? { id: this.options.head.serial, usableBytes: this.options.head.usableBytes } : { id: this.#joined.get(r)!.serial, usableBytes: this.#joined.get(r)!.usableBytes })),
+      ranks.map((r) =>
+        r === 0
+          ? { id: this.options.head.serial, usableBytes: this.options.head.usableBytes }
+          : { id: this.#joined.get(r)!.serial, usableBytes: this.#joined.get(r)!.usableBytes },
+      ),
       this.options.footprint,
       { split: this.options.split, kv: { sequences: this.options.slots, tokens: this.options.maxLen } },
     )
@@ -133,7 +138,11 @@ export class ClusterPlanner {
           rank === 0
             ? null
             : j
-              ? { up: !j.link.closed, last_heard_ms_ago: j.link.stats.lastHeardAt ? Date.now() - j.link.stats.lastHeardAt : null, rtt_ms: j.link.stats.rttMs }
+              ? {
+                  up: !j.link.closed,
+                  last_heard_ms_ago: j.link.stats.lastHeardAt ? Date.now() - j.link.stats.lastHeardAt : null,
+                  rtt_ms: j.link.stats.rttMs,
+                }
               : { up: false, last_heard_ms_ago: null, rtt_ms: null },
       }
     })
@@ -152,18 +161,30 @@ export class ClusterPlanner {
     if (this.#refusal) message = { ok: false, ...this.#refusal }
     else if (plan) {
       const s = plan.stages[rank]!
-      message = { ok: true, lo: s.lo, hi: s.hi, numLayers: this.options.footprint.numLayers, nodes: this.options.nodes, slots: this.options.slots, maxLen: this.options.maxLen, model: this.options.model }
+      message = {
+        ok: true,
+        lo: s.lo,
+        hi: s.hi,
+        numLayers: this.options.footprint.numLayers,
+        nodes: this.options.nodes,
+        slots: this.options.slots,
+        maxLen: this.options.maxLen,
+        model: this.options.model,
+      }
     } else return
     j.link.send(FrameType.plan, encodePlan(message))
     if (message.ok && this.#files) {
       log.info(`rank ${rank} (${j.serial}): layers [${message.lo}, ${message.hi}); its files are offered over the link`)
-      serveShards(j.link, this.#files.dir, this.#files.manifest, this.#files.identity, (e) => log.debug(`rank ${rank} verified ${e.file ?? e.sha256}`))
+      serveShards(j.link, this.#files.dir, this.#files.manifest, this.#files.identity, (e) =>
+        log.debug(`rank ${rank} verified ${e.file ?? e.sha256}`),
+      )
     }
   }
 
   #control(link: SealedLink, rank: number): void {
     const { nodes } = this.options
-    if (rank < 1 || rank >= nodes) return link.close(new PlanRefusal(`rank ${rank} is not a stage of this ${nodes}-node cluster`))
+    if (rank < 1 || rank >= nodes)
+      return link.close(new PlanRefusal(`rank ${rank} is not a stage of this ${nodes}-node cluster`))
     link
       .nextFrame((f) => f.type === FrameType.join, JOIN_TIMEOUT_MS)
       .then((f) => {
@@ -172,7 +193,9 @@ export class ClusterPlanner {
         const before = this.#joined.get(rank)
         if (before && before.link !== link) before.link.close()
         this.#joined.set(rank, { ...join, serial: link.peerSerial, link, skewMs: join.clockMs - Date.now() })
-        log.info(`rank ${rank} joined: ${link.peerSerial}, ${(join.usableBytes / 1024 ** 3).toFixed(1)} GiB usable, ${join.backend} backend`)
+        log.info(
+          `rank ${rank} joined: ${link.peerSerial}, ${(join.usableBytes / 1024 ** 3).toFixed(1)} GiB usable, ${join.backend} backend`,
+        )
         if (this.#plan || this.#refusal) this.#answer(rank, this.#joined.get(rank)!)
         else if (this.#joined.size === nodes - 1) {
           this.#complete = true

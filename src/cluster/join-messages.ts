@@ -87,9 +87,11 @@ export function decodeJoin(bytes: Uint8Array): JoinMessage {
   const clockMs = r.f64()
   const freeBytes = r.f64()
   r.end()
-  if (!(usableBytes > 0) || !Number.isFinite(usableBytes)) throw new RangeError(`join message reports ${usableBytes} usable bytes`)
+  if (!(usableBytes > 0) || !Number.isFinite(usableBytes))
+    throw new RangeError(`join message reports ${usableBytes} usable bytes`)
   if (hasLoaded > 1 || (hasLoaded && hi <= lo)) throw new RangeError('join message has a bad loaded range')
-  if (!Number.isFinite(clockMs) || !(freeBytes >= 0)) throw new RangeError('join message has a bad clock or free memory')
+  if (!Number.isFinite(clockMs) || !(freeBytes >= 0))
+    throw new RangeError('join message has a bad clock or free memory')
   return { rank, usableBytes, loaded: hasLoaded ? { lo, hi } : null, backend, osVersion, chip, clockMs, freeBytes }
 }
 
@@ -115,9 +117,17 @@ export function decodePlan(bytes: Uint8Array): PlanMessage {
     return m
   }
   if (ok !== 1) throw new RangeError(`plan message has status ${ok}`)
-  const [lo, hi, numLayers, nodes, slots, maxLen] = [r.u32(), r.u32(), r.u32(), r.u32(), r.u32(), r.u32()] as [number, number, number, number, number, number]
+  const [lo, hi, numLayers, nodes, slots, maxLen] = [r.u32(), r.u32(), r.u32(), r.u32(), r.u32(), r.u32()] as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ]
   const model = r.utf8()
   r.end()
-  if (hi <= lo || hi > numLayers || nodes < 2 || slots < 1 || maxLen < 1) throw new RangeError(`plan message is inconsistent: layers [${lo}, ${hi}) of ${numLayers}`)
+  if (hi <= lo || hi > numLayers || nodes < 2 || slots < 1 || maxLen < 1)
+    throw new RangeError(`plan message is inconsistent: layers [${lo}, ${hi}) of ${numLayers}`)
   return { ok: true, lo, hi, numLayers, nodes, slots, maxLen, model }
 }

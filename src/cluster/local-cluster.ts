@@ -69,7 +69,13 @@ function drainStderr(proc: Subprocess<'ignore', 'pipe', 'pipe'>, onLine: (l: str
   return () => tail
 }
 
-async function waitForLine(proc: Subprocess<'ignore', 'pipe', 'pipe'>, pattern: RegExp, onLine: (l: string) => void, stderrTail: () => string, timeoutMs = 120_000): Promise<RegExpExecArray> {
+async function waitForLine(
+  proc: Subprocess<'ignore', 'pipe', 'pipe'>,
+  pattern: RegExp,
+  onLine: (l: string) => void,
+  stderrTail: () => string,
+  timeoutMs = 120_000,
+): Promise<RegExpExecArray> {
   const reader = proc.stdout.getReader()
   let text = ''
   const deadline = Date.now() + timeoutMs
@@ -114,7 +120,11 @@ export async function waitUntilServing(url: string, timeoutMs = 60_000): Promise
 
 /** State folders, identities and pins for N nodes on this machine: node r is `node-r`, with its own DBCLUSTER_HOME and
  * a free link port, and pins every node's key (this launcher vouches for them, as a coordinator would). */
-export function prepareLocalNodes(nodes: number, stateDir?: string, pinEachOther = true): { root: string; ports: number[]; homes: string[]; peers: string } {
+export function prepareLocalNodes(
+  nodes: number,
+  stateDir?: string,
+  pinEachOther = true,
+): { root: string; ports: number[]; homes: string[]; peers: string } {
   const root = stateDir ?? mkdtempSync(join(tmpdir(), 'dbc-cluster-'))
   const ports = Array.from({ length: nodes }, freePort)
   const homes = ports.map((_, rank) => join(root, `node-${rank}`))
@@ -122,10 +132,18 @@ export function prepareLocalNodes(nodes: number, stateDir?: string, pinEachOther
     mkdirSync(home, { recursive: true })
     return loadSoftwareIdentity(join(home, 'identity.key')).identity
   })
-  if (pinEachOther) homes.forEach((home) => {
-    const pins = new FilePinStore(join(home, 'pins.json'))
-    keys.forEach((k, r) => pins.set(`node-${r}`, { publicKey: Buffer.from(k.publicKey).toString('base64'), keyKind: k.kind, source: 'local-cluster', pinnedAt: Date.now() }))
-  })
+  if (pinEachOther)
+    homes.forEach((home) => {
+      const pins = new FilePinStore(join(home, 'pins.json'))
+      keys.forEach((k, r) =>
+        pins.set(`node-${r}`, {
+          publicKey: Buffer.from(k.publicKey).toString('base64'),
+          keyKind: k.kind,
+          source: 'local-cluster',
+          pinnedAt: Date.now(),
+        }),
+      )
+    })
   return { root, ports, homes, peers: ports.map((p) => `127.0.0.1:${p}`).join(',') }
 }
 
@@ -134,21 +152,52 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
   const procs: (Subprocess<'ignore', 'pipe', 'pipe'> | null)[] = ports.map(() => null)
   const onLine = options.onLine ?? (() => {})
   const tensor = options.parallel === 'tensor'
-  if (tensor && options.modelOnStages === false) throw new Error('tensor parallel ranks each load their slices from --model: modelOnStages must stay true')
+  if (tensor && options.modelOnStages === false)
+    throw new Error('tensor parallel ranks each load their slices from --model: modelOnStages must stay true')
 
   // port 0 lets the head pick one; a restarted head takes the one it had, so the cluster's URL stays
   let apiPort = options.apiPort
   const spawn = async (rank: number) => {
     const model = rank === 0 || options.modelOnStages !== false ? ['--model', options.model] : []
     const group = tensor
-      ? ['--tp', String(options.nodes), '--tp-rank', String(rank), '--tp-transport', 'sealed', '--tp-listen', `127.0.0.1:${ports[0]}`, '--tp-peer', `127.0.0.1:${ports[0]}`]
+      ? [
+          '--tp',
+          String(options.nodes),
+          '--tp-rank',
+          String(rank),
+          '--tp-transport',
+          'sealed',
+          '--tp-listen',
+          `127.0.0.1:${ports[0]}`,
+          '--tp-peer',
+          `127.0.0.1:${ports[0]}`,
+        ]
       : ['--peers', peers, '--rank', String(rank)]
-    const args = [...options.self, 'serve', ...model, ...group, '--node-name', `node-${rank}`, ...(options.extraArgs ?? []), ...(options.rankArgs?.(rank) ?? [])]
+    const args = [
+      ...options.self,
+      'serve',
+      ...model,
+      ...group,
+      '--node-name',
+      `node-${rank}`,
+      ...(options.extraArgs ?? []),
+      ...(options.rankArgs?.(rank) ?? []),
+    ]
     if (rank === 0) args.push('--port', String(apiPort))
-    const proc = Bun.spawn(args, { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! } })
+    const proc = Bun.spawn(args, {
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { ...process.env, ...options.env, DBCLUSTER_HOME: homes[rank]! },
+    })
     procs[rank] = proc
     const stderrTail = drainStderr(proc, (l) => onLine(rank, l))
-    return waitForLine(proc, rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/, (l) => onLine(rank, l), stderrTail)
+    return waitForLine(
+      proc,
+      rank === 0 ? /listening on (\S+)\n/ : tensor ? /tensor-parallel rank \d+ ready/ : /stage \d+ ready/,
+      (l) => onLine(rank, l),
+      stderrTail,
+    )
   }
 
   // all at once: the stages join the head, which plans and then serves once the ring forms

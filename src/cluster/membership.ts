@@ -7,7 +7,8 @@ import type { RingAddress } from './ring.ts'
 export function parsePeers(value: string): RingAddress[] {
   const peers = value.split(',').map((p) => {
     const m = /^([^:\s]+):(\d{1,5})$/.exec(p.trim())
-    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new UsageError(`bad peer '${p}'`, 'use host:port,host:port (rank order)')
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535)
+      throw new UsageError(`bad peer '${p}'`, 'use host:port,host:port (rank order)')
     return { host: m[1]!, port: Number(m[2]) }
   })
   if (peers.length < 2) throw new UsageError('--peers needs at least two nodes')
@@ -22,7 +23,10 @@ export function layerRanges(numLayers: number, nodes: number, split?: string): [
     if (counts.length !== nodes || counts.some((c) => !Number.isInteger(c) || c < 1)) {
       throw new UsageError(`--split ${split} must give one positive layer count per node (${nodes} nodes)`)
     }
-    if (counts.reduce((a, b) => a + b, 0) !== numLayers) throw new UsageError(`--split ${split} covers ${counts.reduce((a, b) => a + b, 0)} layers; the model has ${numLayers}`)
+    if (counts.reduce((a, b) => a + b, 0) !== numLayers)
+      throw new UsageError(
+        `--split ${split} covers ${counts.reduce((a, b) => a + b, 0)} layers; the model has ${numLayers}`,
+      )
   } else {
     counts = largestRemainder(numLayers, Array(nodes).fill(1))
   }

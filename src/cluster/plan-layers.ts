@@ -75,7 +75,12 @@ export const LAYER_WORK = 2
 export function largestRemainder(total: number, weights: readonly number[]): number[] {
   const n = weights.length
   if (n === 0) throw new PlanError('E_PLAN', 'a plan needs at least one node')
-  if (total < n) throw new PlanError('E_PLAN', `${total} layers cannot be spread over ${n} nodes (each needs at least one)`, 'use fewer nodes')
+  if (total < n)
+    throw new PlanError(
+      'E_PLAN',
+      `${total} layers cannot be spread over ${n} nodes (each needs at least one)`,
+      'use fewer nodes',
+    )
   if (weights.some((w) => !(w > 0))) throw new PlanError('E_PLAN', 'every node must report positive usable memory')
   const sum = weights.reduce((a, b) => a + b, 0)
   const quotas = weights.map((w) => (total * w) / sum)
@@ -96,7 +101,12 @@ export function largestRemainder(total: number, weights: readonly number[]): num
 
 /** Layer counts per node so that each node's bytes (layers' weights and KV, plus the embedding before layer 0 and the
  * head after the last) come nearest its share of the memory: cut k falls on the boundary nearest the cumulative share. */
-export function splitByBytes(layerCost: readonly number[], before: number, after: number, weights: readonly number[]): number[] {
+export function splitByBytes(
+  layerCost: readonly number[],
+  before: number,
+  after: number,
+  weights: readonly number[],
+): number[] {
   const n = weights.length
   const layers = layerCost.length
   largestRemainder(layers, weights) // the same checks: enough layers, positive weights
@@ -112,7 +122,8 @@ export function splitByBytes(layerCost: readonly number[], before: number, after
     const target = (total * share) / sum
     // leave at least one layer for this node and for each node after it
     let best = lo + 1
-    for (let k = lo + 1; k <= layers - (n - 1 - i); k++) if (Math.abs(prefix[k]! - target) < Math.abs(prefix[best]! - target)) best = k
+    for (let k = lo + 1; k <= layers - (n - 1 - i); k++)
+      if (Math.abs(prefix[k]! - target) < Math.abs(prefix[best]! - target)) best = k
     counts.push(best - lo)
     lo = best
   }
@@ -121,10 +132,12 @@ export function splitByBytes(layerCost: readonly number[], before: number, after
 }
 
 export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, options: PlanOptions = {}): LayerPlan {
-  if (model.layerBytes.length !== model.numLayers) throw new PlanError('E_PLAN', `layerBytes has ${model.layerBytes.length} entries for ${model.numLayers} layers`)
+  if (model.layerBytes.length !== model.numLayers)
+    throw new PlanError('E_PLAN', `layerBytes has ${model.layerBytes.length} entries for ${model.numLayers} layers`)
   const kv = options.kv ?? { sequences: 1, tokens: options.kvTokens ?? 4096 }
   const kvTokens = kv.sequences * kv.tokens
-  const layerKv = (l: number) => kv.sequences * (model.layerKvBytes ? model.layerKvBytes(l, kv.tokens) : kv.tokens * model.kvBytesPerTokenLayer)
+  const layerKv = (l: number) =>
+    kv.sequences * (model.layerKvBytes ? model.layerKvBytes(l, kv.tokens) : kv.tokens * model.kvBytesPerTokenLayer)
   const stagesFor = (counts: readonly number[]): StagePlan[] => {
     const stages: StagePlan[] = []
     let lo = 0
@@ -136,7 +149,16 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
       if (rank === nodes.length - 1) weightBytes += model.headBytes
       let kvBytes = 0
       for (let l = lo; l < hi; l++) kvBytes += layerKv(l)
-      stages.push({ node: node.id, rank, lo, hi, weightBytes, kvBytes, usableBytes: node.usableBytes, headroomBytes: node.usableBytes - weightBytes - kvBytes })
+      stages.push({
+        node: node.id,
+        rank,
+        lo,
+        hi,
+        weightBytes,
+        kvBytes,
+        usableBytes: node.usableBytes,
+        headroomBytes: node.usableBytes - weightBytes - kvBytes,
+      })
       lo = hi
     })
     return stages
@@ -145,25 +167,49 @@ export function planLayers(nodes: readonly PlanNode[], model: ModelFootprint, op
   let stages: StagePlan[]
   if (options.split) {
     if (options.split.length !== nodes.length) {
-      throw new PlanError('E_PLAN', `--split has ${options.split.length} parts for ${nodes.length} nodes`, 'give one layer count per node')
+      throw new PlanError(
+        'E_PLAN',
+        `--split has ${options.split.length} parts for ${nodes.length} nodes`,
+        'give one layer count per node',
+      )
     }
-    if (options.split.some((c) => !Number.isInteger(c) || c < 1)) throw new PlanError('E_PLAN', '--split counts must be positive integers')
+    if (options.split.some((c) => !Number.isInteger(c) || c < 1))
+      throw new PlanError('E_PLAN', '--split counts must be positive integers')
     const total = options.split.reduce((a, b) => a + b, 0)
     if (total !== model.numLayers) {
-      throw new PlanError('E_PLAN', `--split ${options.split.join(',')} covers ${total} layers, the model has ${model.numLayers}`)
+      throw new PlanError(
+        'E_PLAN',
+        `--split ${options.split.join(',')} covers ${total} layers, the model has ${model.numLayers}`,
+      )
     }
     rule = 'manual'
     stages = stagesFor(options.split)
   } else {
     const shares = nodes.map((n) => n.usableBytes)
     rule = 'compute'
-    stages = stagesFor(splitByBytes(model.layerBytes.map((b) => b * LAYER_WORK), 0, model.headBytes, shares))
+    stages = stagesFor(
+      splitByBytes(
+        model.layerBytes.map((b) => b * LAYER_WORK),
+        0,
+        model.headBytes,
+        shares,
+      ),
+    )
     if (stages.some((s) => s.headroomBytes < 0)) {
       rule = 'memory'
-      stages = stagesFor(splitByBytes(model.layerBytes.map((b, l) => b + layerKv(l)), model.embeddingBytes, model.headBytes, shares))
+      stages = stagesFor(
+        splitByBytes(
+          model.layerBytes.map((b, l) => b + layerKv(l)),
+          model.embeddingBytes,
+          model.headBytes,
+          shares,
+        ),
+      )
     }
   }
-  const shortfalls = stages.filter((s) => s.headroomBytes < 0).map((s) => ({ node: s.node, shortBytes: -s.headroomBytes }))
+  const shortfalls = stages
+    .filter((s) => s.headroomBytes < 0)
+    .map((s) => ({ node: s.node, shortBytes: -s.headroomBytes }))
   return { rule, stages, kvTokens, fits: shortfalls.length === 0, shortfalls }
 }
 
@@ -171,7 +217,8 @@ const GiB = 1024 ** 3
 export const formatGiB = (bytes: number): string => `${(bytes / GiB).toFixed(2)} GiB`
 
 const RULES: Record<PlanRule, string> = {
-  compute: 'layers split by compute: each node gets its share (its share of the memory) of the weights streamed per step, a layer counted at twice its bytes for the work besides its matmuls',
+  compute:
+    'layers split by compute: each node gets its share (its share of the memory) of the weights streamed per step, a layer counted at twice its bytes for the work besides its matmuls',
   memory: 'layers split by memory (a split by compute does not fit): each node holds its share of weights and KV',
   manual: 'layers split as --split gives',
 }
@@ -179,11 +226,13 @@ const RULES: Record<PlanRule, string> = {
 /** The plan as lines a user reads (`serve --plan`). */
 export function describePlan(plan: LayerPlan): string[] {
   const lines = [RULES[plan.rule]]
-  lines.push(...plan.stages.map(
-    (s) =>
-      `rank ${s.rank} ${s.node}: layers [${s.lo}, ${s.hi}) (${s.hi - s.lo}), weights ${formatGiB(s.weightBytes)}, ` +
-      `KV for ${plan.kvTokens} tokens ${formatGiB(s.kvBytes)}, usable ${formatGiB(s.usableBytes)}, headroom ${formatGiB(s.headroomBytes)}`,
-  ))
+  lines.push(
+    ...plan.stages.map(
+      (s) =>
+        `rank ${s.rank} ${s.node}: layers [${s.lo}, ${s.hi}) (${s.hi - s.lo}), weights ${formatGiB(s.weightBytes)}, ` +
+        `KV for ${plan.kvTokens} tokens ${formatGiB(s.kvBytes)}, usable ${formatGiB(s.usableBytes)}, headroom ${formatGiB(s.headroomBytes)}`,
+    ),
+  )
   for (const s of plan.shortfalls) lines.push(`does not fit: ${s.node} is short by ${formatGiB(s.shortBytes)}`)
   return lines
 }

@@ -13,7 +13,14 @@ import { FrameType } from '../link/frames.ts'
 import { ReconnectingLink } from '../link/reconnecting-link.ts'
 import type { LinkOptions, SealedLink } from '../link/tcp-link.ts'
 import { announceRole, RoleListener } from './role-listener.ts'
-import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage, type StepResult } from './step-messages.ts'
+import {
+  decodeResult,
+  decodeStep,
+  encodeResult,
+  encodeStep,
+  type StepMessage,
+  type StepResult,
+} from './step-messages.ts'
 
 const log = consola.withTag('cluster')
 
@@ -55,7 +62,10 @@ class RingNode {
     const predecessor = (rank + peers.length - 1) % peers.length
     this.listener = options.listener ?? new RoleListener(me.host, me.port, options.link)
     this.listener.handle('ring', (link, from) => {
-      if (from !== predecessor) return link.close(new LinkError('E_ROLE', `rank ${from} dialed rank ${rank} as its ring successor; rank ${predecessor} is`))
+      if (from !== predecessor)
+        return link.close(
+          new LinkError('E_ROLE', `rank ${from} dialed rank ${rank} as its ring successor; rank ${predecessor} is`),
+        )
       this.inbound?.close()
       this.inbound = link
       log.info(`rank ${rank}: predecessor ${link.peerSerial} connected`)
@@ -95,29 +105,48 @@ export class StageNode {
     let step: StepMessage
     try {
       step = decodeStep(payload)
-      for (const slot of step.closeSlots) releaseQuietly(stage, slot), this.#held.delete(slot)
-      for (const slot of step.openSlots) claimQuietly(stage, slot), this.#held.add(slot)
+      for (const slot of step.closeSlots) (releaseQuietly(stage, slot), this.#held.delete(slot))
+      for (const slot of step.openSlots) (claimQuietly(stage, slot), this.#held.add(slot))
       for (const slot of step.slots) {
-        if (!this.#held.has(slot)) throw new DbcError('E_KV_SLOT', `slot ${slot} was never opened on this stage (it restarted?)`)
+        if (!this.#held.has(slot))
+          throw new DbcError('E_KV_SLOT', `slot ${slot} was never opened on this stage (it restarted?)`)
       }
       const t0 = performance.now()
       const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
       // sampled here at once: the logits may go into the stage's reused buffer
-      const out = stage.forward({ hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions, logitRows, reuseLogits: Boolean(step.sampling) })
+      const out = stage.forward({
+        hidden: step.hidden,
+        tokens: step.tokens,
+        slots: step.slots,
+        positions: step.positions,
+        logitRows,
+        reuseLogits: Boolean(step.sampling),
+      })
       if (stage.range.last) {
         const vocab = stage.config.vocabSize
-        const tokens = step.sampling ? (step.logitRows.length ? sampleRows(out.logits!, vocab, step.sampling) : []) : undefined
+        const tokens = step.sampling
+          ? step.logitRows.length
+            ? sampleRows(out.logits!, vocab, step.sampling)
+            : []
+          : undefined
         const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
-        const result: StepResult = tokens ? { stepId: step.stepId, stageMicros, tokens } : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab }
+        const result: StepResult = tokens
+          ? { stepId: step.stepId, stageMicros, tokens }
+          : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab }
         this.#node.successor.send(FrameType.activation, encodeResult(result))
       } else {
         const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
-        this.#node.successor.send(FrameType.step, encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }))
+        this.#node.successor.send(
+          FrameType.step,
+          encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }),
+        )
       }
     } catch (error) {
       // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
       log.error(`rank ${this.options.rank}: step failed: ${(error as Error).message}`)
-      from.close(new LinkError('E_STEP', `stage ${this.options.rank} could not run a step: ${(error as Error).message}`))
+      from.close(
+        new LinkError('E_STEP', `stage ${this.options.rank} could not run a step: ${(error as Error).message}`),
+      )
     }
   }
 
@@ -129,7 +158,10 @@ export class StageNode {
 /** The head's view of the ring as a Pipeline: the scheduler drives it exactly like a local one. */
 export class HeadPipeline implements Pipeline {
   readonly #node: RingNode
-  readonly #pending = new Map<number, { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number; decode: boolean }>()
+  readonly #pending = new Map<
+    number,
+    { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number; decode: boolean }
+  >()
   #nextStep = 1
   /** Every slot the head holds, and those to open / close on the stages with the next step. */
   readonly #open = new Set<number>()
@@ -154,7 +186,9 @@ export class HeadPipeline implements Pipeline {
       link.onClose((reason) => this.#down(`the last stage's link closed: ${reason?.message ?? 'closed'}`))
       this.#check()
     })
-    this.#node.successor.onState((s) => (s.state === 'connected' ? this.#check() : this.#down(`stage 1 unreachable: ${s.reason}`)))
+    this.#node.successor.onState((s) =>
+      s.state === 'connected' ? this.#check() : this.#down(`stage 1 unreachable: ${s.reason}`),
+    )
   }
 
   get vocabSize(): number {
@@ -185,7 +219,10 @@ export class HeadPipeline implements Pipeline {
     for (const p of this.#pending.values()) oldest = Math.min(oldest, p.startedAt)
     const age = performance.now() - oldest
     const budget = this.#pingMs + 4 * this.#typicalStepMs
-    const reason = this.#pending.size && age > budget ? `a step has waited ${(age / 1000).toFixed(1)} s for the stages (more than ${(budget / 1000).toFixed(1)} s): a stage is not answering` : null
+    const reason =
+      this.#pending.size && age > budget
+        ? `a step has waited ${(age / 1000).toFixed(1)} s for the stages (more than ${(budget / 1000).toFixed(1)} s): a stage is not answering`
+        : null
     if ((reason === null) === (this.#stalled === null)) return
     this.#stalled = reason
     if (reason) log.warn(`cluster degraded: ${reason}`)
@@ -215,12 +252,17 @@ export class HeadPipeline implements Pipeline {
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
     const r = await this.#send(input, rows)
-    if (!r.tokens || r.tokens.length !== rows.length) throw new DbcError('E_RING', `the last stage answered ${r.tokens?.length ?? 'logits'} for ${rows.length} sampled rows`)
+    if (!r.tokens || r.tokens.length !== rows.length)
+      throw new DbcError(
+        'E_RING',
+        `the last stage answered ${r.tokens?.length ?? 'logits'} for ${rows.length} sampled rows`,
+      )
     return r.tokens
   }
 
   async #send(input: StageInput, sampling?: readonly RowSampling[]): Promise<StepResult> {
-    if (this.#degraded) throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
+    if (this.#degraded)
+      throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
     const { stage } = this.options
     const t0 = performance.now()
     const local = stage.forward({ ...input, logitRows: undefined })
@@ -239,7 +281,9 @@ export class HeadPipeline implements Pipeline {
       hidden: local.hidden,
     })
     const decode = new Set(input.slots).size === input.slots.length
-    const result = new Promise<StepResult>((resolve, reject) => this.#pending.set(stepId, { resolve, reject, startedAt: t0, decode }))
+    const result = new Promise<StepResult>((resolve, reject) =>
+      this.#pending.set(stepId, { resolve, reject, startedAt: t0, decode }),
+    )
     try {
       this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
     } catch (error) {
@@ -256,7 +300,10 @@ export class HeadPipeline implements Pipeline {
     return {
       degraded: this.#degraded ?? this.#stalled,
       successor: this.#node.successor.link ? { serial: this.#node.successor.link.peerSerial, up: true } : { up: false },
-      predecessor: this.#node.inbound && !this.#node.inbound.closed ? { serial: this.#node.inbound.peerSerial, up: true } : { up: false },
+      predecessor:
+        this.#node.inbound && !this.#node.inbound.closed
+          ? { serial: this.#node.inbound.peerSerial, up: true }
+          : { up: false },
       steps_in_flight: this.#pending.size,
     }
   }
@@ -277,14 +324,22 @@ export class HeadPipeline implements Pipeline {
     if (this.options.onStepTiming) {
       const stageSeconds = [...r.stageMicros].map((us) => us / 1e6)
       const wall = wallMs / 1000
-      this.options.onStepTiming({ stageSeconds, hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)), decode: waiter.decode })
+      this.options.onStepTiming({
+        stageSeconds,
+        hopSeconds: Math.max(0, wall - stageSeconds.reduce((a, b) => a + b, 0)),
+        decode: waiter.decode,
+      })
     }
     if (this.#stalled) this.#checkOverdue() // the overdue step came back: say so now, not at the next tick
     waiter.resolve(r)
   }
 
   #down(reason: string): void {
-    const failure = new DbcError('E_STAGE_LOST', `a stage is unreachable: ${reason}`, 'the request failed; the cluster reports degraded until the stage returns')
+    const failure = new DbcError(
+      'E_STAGE_LOST',
+      `a stage is unreachable: ${reason}`,
+      'the request failed; the cluster reports degraded until the stage returns',
+    )
     for (const [, p] of this.#pending) p.reject(failure)
     this.#pending.clear()
     if (this.#degraded === reason) return
@@ -294,7 +349,8 @@ export class HeadPipeline implements Pipeline {
   }
 
   #check(): void {
-    const up = this.#node.successor.link && !this.#node.successor.link.closed && this.#node.inbound && !this.#node.inbound.closed
+    const up =
+      this.#node.successor.link && !this.#node.successor.link.closed && this.#node.inbound && !this.#node.inbound.closed
     if (!up || this.#degraded === null) return
     // a stage that came back has an empty cache: open every slot the head holds again (the scheduler re-prefills them)
     this.#opens = [...this.#open]

@@ -36,21 +36,32 @@ export class RoleListener {
   }
 
   #classify(link: SealedLink): void {
-    const timer = setTimeout(() => link.close(new LinkError('E_ROLE', `${link.peerSerial} did not say its role within ${ROLE_TIMEOUT_MS} ms`)), ROLE_TIMEOUT_MS)
+    const timer = setTimeout(
+      () => link.close(new LinkError('E_ROLE', `${link.peerSerial} did not say its role within ${ROLE_TIMEOUT_MS} ms`)),
+      ROLE_TIMEOUT_MS,
+    )
     const off = link.onFrame((f) => {
       off()
       clearTimeout(timer)
-      if (f.type !== FrameType.role) return link.close(new LinkError('E_ROLE', `${link.peerSerial} sent frame type ${f.type} before its role`))
+      if (f.type !== FrameType.role)
+        return link.close(new LinkError('E_ROLE', `${link.peerSerial} sent frame type ${f.type} before its role`))
       let role: { role: LinkRoleName; rank: number }
       try {
         role = decodeRole(f.payload)
       } catch (error) {
-        return link.close(new LinkError('E_ROLE', `${link.peerSerial} sent a bad role message: ${(error as Error).message}`))
+        return link.close(
+          new LinkError('E_ROLE', `${link.peerSerial} sent a bad role message: ${(error as Error).message}`),
+        )
       }
       const handler = this.#handlers.get(role.role)
       if (!handler) {
         log.warn(`refused a ${role.role} link from ${link.peerSerial} (rank ${role.rank}): this node takes none`)
-        return link.close(new LinkError('E_ROLE', `this node takes no ${role.role} links${role.role === 'control' ? ' (only the head, rank 0, plans the cluster)' : ''}`))
+        return link.close(
+          new LinkError(
+            'E_ROLE',
+            `this node takes no ${role.role} links${role.role === 'control' ? ' (only the head, rank 0, plans the cluster)' : ''}`,
+          ),
+        )
       }
       handler(link, role.rank)
     })

@@ -42,7 +42,14 @@ export async function runStage(o: RunStageOptions): Promise<void> {
       const joined = await Promise.race([
         joinHead({
           head: o.peers[0]!,
-          join: { rank: o.rank, usableBytes: o.usableBytes, loaded: current ? { lo: current.plan.lo, hi: current.plan.hi } : null, backend: o.backend.name, osVersion: osVersion(), chip: chipName() },
+          join: {
+            rank: o.rank,
+            usableBytes: o.usableBytes,
+            loaded: current ? { lo: current.plan.lo, hi: current.plan.hi } : null,
+            backend: o.backend.name,
+            osVersion: osVersion(),
+            chip: chipName(),
+          },
           link: o.link,
           retryMs: o.retryMs,
           signal: o.signal,
@@ -70,12 +77,25 @@ export async function runStage(o: RunStageOptions): Promise<void> {
   }
 }
 
-const samePlan = (a: StagePlan, b: StagePlan) => a.lo === b.lo && a.hi === b.hi && a.numLayers === b.numLayers && a.slots === b.slots && a.maxLen === b.maxLen && a.model === b.model
+const samePlan = (a: StagePlan, b: StagePlan) =>
+  a.lo === b.lo &&
+  a.hi === b.hi &&
+  a.numLayers === b.numLayers &&
+  a.slots === b.slots &&
+  a.maxLen === b.maxLen &&
+  a.model === b.model
 
-async function load(o: RunStageOptions, link: SealedLink, plan: StagePlan): Promise<{ plan: StagePlan; stage: ModelStage; node: StageNode }> {
-  if (!isSafeName(plan.model) || plan.model.includes('/')) throw new DbcError('E_PLAN', `the head named its model ${JSON.stringify(plan.model)}, which is not a folder name`)
+async function load(
+  o: RunStageOptions,
+  link: SealedLink,
+  plan: StagePlan,
+): Promise<{ plan: StagePlan; stage: ModelStage; node: StageNode }> {
+  if (!isSafeName(plan.model) || plan.model.includes('/'))
+    throw new DbcError('E_PLAN', `the head named its model ${JSON.stringify(plan.model)}, which is not a folder name`)
   const dir = o.modelDir ?? receivedModelDir(plan.model)
-  log.info(`rank ${o.rank}: layers [${plan.lo}, ${plan.hi}) of ${plan.numLayers}; checking the files of ${dir} against the head's signed manifest`)
+  log.info(
+    `rank ${o.rank}: layers [${plan.lo}, ${plan.hi}) of ${plan.numLayers}; checking the files of ${dir} against the head's signed manifest`,
+  )
   let lastSaid = 0
   const got = await receiveShards(link, {
     dir,
@@ -88,14 +108,24 @@ async function load(o: RunStageOptions, link: SealedLink, plan: StagePlan): Prom
       if (Date.now() - lastSaid < 2000) return
       lastSaid = Date.now()
       const eta = p.etaSeconds === null ? '' : `, ${Math.ceil(p.etaSeconds)} s left`
-      log.info(`receiving ${p.file}: ${(p.bytes / 1024 ** 2).toFixed(0)} of ${(p.total / 1024 ** 2).toFixed(0)} MiB at ${(p.rate / 1024 ** 2).toFixed(1)} MiB/s${eta}`)
+      log.info(
+        `receiving ${p.file}: ${(p.bytes / 1024 ** 2).toFixed(0)} of ${(p.total / 1024 ** 2).toFixed(0)} MiB at ${(p.rate / 1024 ** 2).toFixed(1)} MiB/s${eta}`,
+      )
     },
   })
-  log.info(got.received.length ? `received ${got.received.length} file(s), ${(got.bytes / 1024 ** 2).toFixed(1)} MiB, each verified by its hash` : `every file was here already, verified by its hash`)
+  log.info(
+    got.received.length
+      ? `received ${got.received.length} file(s), ${(got.bytes / 1024 ** 2).toFixed(1)} MiB, each verified by its hash`
+      : `every file was here already, verified by its hash`,
+  )
   const stage = ModelStage.load(dir, o.backend, { lo: plan.lo, hi: plan.hi, slots: plan.slots, maxLen: plan.maxLen })
   if (stage.config.numLayers !== plan.numLayers) {
     stage.close()
-    throw new DbcError('E_PLAN', `this node's model has ${stage.config.numLayers} layers, the head's ${plan.numLayers}`, 'serve the same model on every node, or let the head send it (no --model on stages)')
+    throw new DbcError(
+      'E_PLAN',
+      `this node's model has ${stage.config.numLayers} layers, the head's ${plan.numLayers}`,
+      'serve the same model on every node, or let the head send it (no --model on stages)',
+    )
   }
   return { plan, stage, node: new StageNode({ rank: o.rank, peers: o.peers, stage, link: o.link }) }
 }

@@ -44,7 +44,12 @@ export async function joinHead(o: StageJoinOptions): Promise<{ link: SealedLink;
       const plan = decodePlan(f.payload)
       if (plan.ok) return { link, plan }
       link.close()
-      if (plan.code !== PLAN_ONLY) throw new JoinRefused(plan.code, `the head refused this node: ${plan.message}`, 'fix the cause on the head (see its output) and start this node again')
+      if (plan.code !== PLAN_ONLY)
+        throw new JoinRefused(
+          plan.code,
+          `the head refused this node: ${plan.message}`,
+          'fix the cause on the head (see its output) and start this node again',
+        )
       log.info(`the head printed the plan and stopped (--plan); waiting for it to start for real`)
     } catch (error) {
       if (error instanceof JoinRefused) throw error

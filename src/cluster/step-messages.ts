@@ -25,10 +25,9 @@ export interface StepMessage {
   hiddenSize: number
 }
 
-export type StepResult = { stepId: number; stageMicros: Int32Array } & (
+export type StepResult = { stepId: number; stageMicros: Int32Array } &
   /** logits [logitRows, vocab] */
-  { logits: Float32Array; vocab: number; tokens?: undefined } | { tokens: SampledToken[]; logits?: undefined }
-)
+  ({ logits: Float32Array; vocab: number; tokens?: undefined } | { tokens: SampledToken[]; logits?: undefined })
 
 export function encodeStep(m: StepMessage): Uint8Array {
   const w = new Writer()
@@ -41,8 +40,18 @@ export function encodeStep(m: StepMessage): Uint8Array {
   w.ints(m.openSlots)
   w.ints(m.stageMicros)
   w.u32(m.hiddenSize)
-  if (m.tokens) w.bytes(encodeTensor('i32', [m.tokens.length], new Uint8Array(m.tokens.buffer, m.tokens.byteOffset, m.tokens.byteLength)))
-  else w.bytes(encodeTensor('f32', [m.slots.length, m.hiddenSize], new Uint8Array(m.hidden!.buffer, m.hidden!.byteOffset, m.hidden!.byteLength)))
+  if (m.tokens)
+    w.bytes(
+      encodeTensor('i32', [m.tokens.length], new Uint8Array(m.tokens.buffer, m.tokens.byteOffset, m.tokens.byteLength)),
+    )
+  else
+    w.bytes(
+      encodeTensor(
+        'f32',
+        [m.slots.length, m.hiddenSize],
+        new Uint8Array(m.hidden!.buffer, m.hidden!.byteOffset, m.hidden!.byteLength),
+      ),
+    )
   return w.join()
 }
 
@@ -53,7 +62,8 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   const positions = r.ints()
   const logitRows = r.ints()
   const sampling = readSampling(r)
-  if (sampling && sampling.length !== logitRows.length) throw new RangeError('step message: sampling rows differ from logit rows')
+  if (sampling && sampling.length !== logitRows.length)
+    throw new RangeError('step message: sampling rows differ from logit rows')
   const closeSlots = r.ints()
   const openSlots = r.ints()
   const stageMicros = r.ints()
@@ -63,10 +73,33 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   const copy = tensor.data.slice()
   if (tensor.dtype === 'i32') {
     if (tensor.shape[0] !== slots.length) throw new RangeError('step message: token count differs from rows')
-    return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, stageMicros, hiddenSize, tokens: new Int32Array(copy.buffer) }
+    return {
+      stepId,
+      slots,
+      positions,
+      logitRows,
+      sampling,
+      closeSlots,
+      openSlots,
+      stageMicros,
+      hiddenSize,
+      tokens: new Int32Array(copy.buffer),
+    }
   }
-  if (tensor.dtype !== 'f32' || tensor.shape[0] !== slots.length || tensor.shape[1] !== hiddenSize) throw new RangeError('step message: hidden states have the wrong shape')
-  return { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, stageMicros, hiddenSize, hidden: new Float32Array(copy.buffer) }
+  if (tensor.dtype !== 'f32' || tensor.shape[0] !== slots.length || tensor.shape[1] !== hiddenSize)
+    throw new RangeError('step message: hidden states have the wrong shape')
+  return {
+    stepId,
+    slots,
+    positions,
+    logitRows,
+    sampling,
+    closeSlots,
+    openSlots,
+    stageMicros,
+    hiddenSize,
+    hidden: new Float32Array(copy.buffer),
+  }
 }
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
@@ -90,12 +123,26 @@ export function readSampling(r: Reader): RowSampling[] | undefined {
   if (n > 1 << 16) throw new RangeError('step message: too many sampling rows')
   const rows: RowSampling[] = []
   for (let i = 0; i < n; i++) {
-    const [temperature, topP, minP, repetitionPenalty, u] = [r.f64(), r.f64(), r.f64(), r.f64(), r.f64()] as [number, number, number, number, number]
+    const [temperature, topP, minP, repetitionPenalty, u] = [r.f64(), r.f64(), r.f64(), r.f64(), r.f64()] as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ]
     const topK = r.u32()
     const repetitionContext = r.u32()
     const logprobs = r.i32()
     const history = r.ints()
-    if (!(temperature >= 0) || !(topP > 0 && topP <= 1) || !(minP >= 0 && minP < 1) || !(repetitionPenalty > 0) || !(u >= 0 && u < 1) || logprobs < -1 || logprobs > 100) {
+    if (
+      !(temperature >= 0) ||
+      !(topP > 0 && topP <= 1) ||
+      !(minP >= 0 && minP < 1) ||
+      !(repetitionPenalty > 0) ||
+      !(u >= 0 && u < 1) ||
+      logprobs < -1 ||
+      logprobs > 100
+    ) {
       throw new RangeError('step message: sampling parameters out of range')
     }
     rows.push({ params: { temperature, topP, topK, minP, repetitionPenalty, repetitionContext }, u, history, logprobs })
@@ -118,12 +165,18 @@ export function encodeResult(r: StepResult): Uint8Array {
       w.u32(t.id)
       w.f64(t.logprob ?? Number.NaN)
       w.u32(t.topLogprobs?.length ?? 0)
-      for (const top of t.topLogprobs ?? []) w.u32(top.id), w.f64(top.logprob)
+      for (const top of t.topLogprobs ?? []) (w.u32(top.id), w.f64(top.logprob))
     }
     return w.join()
   }
   w.u32(RESULT_LOGITS)
-  w.bytes(encodeTensor('f32', [r.logits.length / r.vocab, r.vocab], new Uint8Array(r.logits.buffer, r.logits.byteOffset, r.logits.byteLength)))
+  w.bytes(
+    encodeTensor(
+      'f32',
+      [r.logits.length / r.vocab, r.vocab],
+      new Uint8Array(r.logits.buffer, r.logits.byteOffset, r.logits.byteLength),
+    ),
+  )
   return w.join()
 }
 

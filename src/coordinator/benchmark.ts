@@ -36,11 +36,16 @@ export interface CoordinatorBenchSamples {
   verifyPerSecond: number
 }
 
-const BunWebSocket = WebSocket as unknown as new (url: string, options: { headers: Record<string, string> }) => WebSocket
+const BunWebSocket = WebSocket as unknown as new (
+  url: string,
+  options: { headers: Record<string, string> },
+) => WebSocket
 
 function registerOne(url: string, token: string, attestation: SignedAttestation): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new BunWebSocket(`${url.replace(/^http/, 'ws')}/v1/provider/ws`, { headers: { authorization: `Bearer ${token}` } })
+    const ws = new BunWebSocket(`${url.replace(/^http/, 'ws')}/v1/provider/ws`, {
+      headers: { authorization: `Bearer ${token}` },
+    })
     ws.onopen = () => ws.send(JSON.stringify({ type: 'register', rdma_enabled: true, attestation }))
     ws.onmessage = (m) => {
       const event = JSON.parse(String(m.data)) as CoordinatorEvent
@@ -87,14 +92,27 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     const attestations = await Promise.all(
       Array.from({ length: o.providers }, (_, i) => {
         const secret = p256.utils.randomSecretKey()
-        const id: Identity = { kind: i % 2 ? 'software' : 'secure-enclave', publicKey: p256.getPublicKey(secret, true), sign: async (m) => p256.sign(m, secret) }
-        return signAttestation(id, { serial: `BENCH-${String(i).padStart(5, '0')}`, hostname: `node-${i}`, chip: 'Apple M5', memoryBytes: 2 ** 36, osVersion: '26.1', binaryHash: 'cd'.repeat(32), rdmaEnabled: true })
+        const id: Identity = {
+          kind: i % 2 ? 'software' : 'secure-enclave',
+          publicKey: p256.getPublicKey(secret, true),
+          sign: async (m) => p256.sign(m, secret),
+        }
+        return signAttestation(id, {
+          serial: `BENCH-${String(i).padStart(5, '0')}`,
+          hostname: `node-${i}`,
+          chip: 'Apple M5',
+          memoryBytes: 2 ** 36,
+          osVersion: '26.1',
+          binaryHash: 'cd'.repeat(32),
+          rdmaEnabled: true,
+        })
       }),
     )
     const signingSeconds = (Bun.nanoseconds() - t0) / 1e9
     const tv = Bun.nanoseconds()
     const verifyCount = Math.min(200, o.providers)
-    for (let i = 0; i < verifyCount; i++) if (!verifyAttestation(attestations[i]).ok) throw new Error('attestation does not verify')
+    for (let i = 0; i < verifyCount; i++)
+      if (!verifyAttestation(attestations[i]).ok) throw new Error('attestation does not verify')
     const verifyPerSecond = verifyCount / ((Bun.nanoseconds() - tv) / 1e9)
 
     o.onProgress?.(`registering ${o.providers} providers over WebSocket, ${o.concurrency} at a time`)
@@ -102,7 +120,8 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     const t1 = Bun.nanoseconds()
     await Promise.all(
       Array.from({ length: o.concurrency }, async () => {
-        for (let i = next++; i < o.providers; i = next++) sockets.push(await registerOne(running.url, tokens[Math.floor(i / o.providersPerAccount)]!, attestations[i]!))
+        for (let i = next++; i < o.providers; i = next++)
+          sockets.push(await registerOne(running.url, tokens[Math.floor(i / o.providersPerAccount)]!, attestations[i]!))
       }),
     )
     const registrationSeconds = (Bun.nanoseconds() - t1) / 1e9
@@ -115,13 +134,19 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     // each lookup with the token of the serial's own account (another account's serial answers 404)
     const peerKeyMs = await timeRequests(o.peerKeyQueries, (i) => {
       const n = Math.abs(i * 7919) % o.providers
-      return fetch(`${running.url}/v1/cluster/peer-key?serial=BENCH-${String(n).padStart(5, '0')}`, { headers: { authorization: `Bearer ${tokens[Math.floor(n / o.providersPerAccount)]}` } })
+      return fetch(`${running.url}/v1/cluster/peer-key?serial=BENCH-${String(n).padStart(5, '0')}`, {
+        headers: { authorization: `Bearer ${tokens[Math.floor(n / o.providersPerAccount)]}` },
+      })
     })
     const healthMs = await timeRequests(o.peerKeyQueries, () => fetch(`${running.url}/health`))
     return {
       providers: o.providers,
       accounts,
-      registration: { seconds: registrationSeconds, perSecond: o.providers / registrationSeconds, concurrency: o.concurrency },
+      registration: {
+        seconds: registrationSeconds,
+        perSecond: o.providers / registrationSeconds,
+        concurrency: o.concurrency,
+      },
       signingSeconds,
       peersReturned: probe.peers.length,
       peerListMs,

@@ -55,7 +55,11 @@ const fromB64 = (text: string) => new Uint8Array(Buffer.from(text, 'base64'))
 
 /** Network failures and 5xx/429 are worth retrying; a 4xx answer will not change. */
 export function isRetryable(error: unknown): boolean {
-  if (error instanceof CoordinatorError) return error.code === 'E_COORDINATOR_UNREACHABLE' || (error.status !== undefined && (error.status >= 500 || error.status === 429))
+  if (error instanceof CoordinatorError)
+    return (
+      error.code === 'E_COORDINATOR_UNREACHABLE' ||
+      (error.status !== undefined && (error.status >= 500 || error.status === 429))
+    )
   return false
 }
 
@@ -83,23 +87,40 @@ export class CoordinatorClient {
         try {
           response = await doFetch(`${this.url}${path}`, {
             ...init,
-            headers: { authorization: `Bearer ${this.#o.token}`, ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers },
+            headers: {
+              authorization: `Bearer ${this.#o.token}`,
+              ...(init.body ? { 'content-type': 'application/json' } : {}),
+              ...init.headers,
+            },
             signal: init.signal ?? AbortSignal.timeout(10_000),
           })
         } catch (error) {
-          throw new CoordinatorError('E_COORDINATOR_UNREACHABLE', `coordinator ${this.url} unreachable: ${error instanceof Error ? error.message : String(error)}`)
+          throw new CoordinatorError(
+            'E_COORDINATOR_UNREACHABLE',
+            `coordinator ${this.url} unreachable: ${error instanceof Error ? error.message : String(error)}`,
+          )
         }
         const text = await response.text()
         let body: unknown
         try {
           body = text ? JSON.parse(text) : undefined
         } catch {
-          throw new CoordinatorError('E_COORDINATOR_RESPONSE', `coordinator answered ${response.status} with non-JSON`, undefined, response.status)
+          throw new CoordinatorError(
+            'E_COORDINATOR_RESPONSE',
+            `coordinator answered ${response.status} with non-JSON`,
+            undefined,
+            response.status,
+          )
         }
         if (!response.ok) {
           const e = (body as { error?: { code?: string; message?: string } } | undefined)?.error
           const code = (e?.code ?? 'E_COORDINATOR_RESPONSE') as ConstructorParameters<typeof CoordinatorError>[0]
-          throw new CoordinatorError(code, e?.message ?? `coordinator answered ${response.status}`, undefined, response.status)
+          throw new CoordinatorError(
+            code,
+            e?.message ?? `coordinator answered ${response.status}`,
+            undefined,
+            response.status,
+          )
         }
         return body as T
       },
@@ -128,7 +149,12 @@ export class CoordinatorClient {
       info = await this.peerKey(serial)
     } catch (error) {
       if (!(error instanceof CoordinatorError && error.code === 'E_COORDINATOR_UNREACHABLE')) throw error
-      if (!pinned) throw new CoordinatorError('E_COORDINATOR_UNREACHABLE', `${error.message}; no key pinned for ${serial}`, 'start the coordinator, or pin the key from a roster')
+      if (!pinned)
+        throw new CoordinatorError(
+          'E_COORDINATOR_UNREACHABLE',
+          `${error.message}; no key pinned for ${serial}`,
+          'start the coordinator, or pin the key from a roster',
+        )
       return {
         serial,
         publicKey: fromB64(pinned.publicKey),
@@ -140,12 +166,26 @@ export class CoordinatorClient {
       }
     }
     if (!info.attested || info.trust_level === 'none') {
-      throw new CoordinatorError('E_PEER_NOT_ATTESTED', `the coordinator does not vouch for ${serial} (attested: ${info.attested}, status: ${info.status})`, 'the peer must register with a valid attestation')
+      throw new CoordinatorError(
+        'E_PEER_NOT_ATTESTED',
+        `the coordinator does not vouch for ${serial} (attested: ${info.attested}, status: ${info.status})`,
+        'the peer must register with a valid attestation',
+      )
     }
     if (pinned && pinned.publicKey !== info.public_key) {
-      throw new CoordinatorError('E_PIN_MISMATCH', `the coordinator's key for ${serial} differs from the one pinned on ${new Date(pinned.pinnedAt).toISOString()}`, 'keys are never re-pinned silently: remove the pin by hand if the machine really has a new key')
+      throw new CoordinatorError(
+        'E_PIN_MISMATCH',
+        `the coordinator's key for ${serial} differs from the one pinned on ${new Date(pinned.pinnedAt).toISOString()}`,
+        'keys are never re-pinned silently: remove the pin by hand if the machine really has a new key',
+      )
     }
-    if (!pinned) pins?.set(serial, { publicKey: info.public_key, keyKind: info.key_kind, source: 'coordinator', pinnedAt: (this.#o.now ?? Date.now)() })
+    if (!pinned)
+      pins?.set(serial, {
+        publicKey: info.public_key,
+        keyKind: info.key_kind,
+        source: 'coordinator',
+        pinnedAt: (this.#o.now ?? Date.now)(),
+      })
     return {
       serial,
       publicKey: fromB64(info.public_key),
@@ -153,7 +193,9 @@ export class CoordinatorClient {
       source: 'coordinator',
       coordinator: 'reachable',
       pin: pinned ? 'unchanged' : 'new',
-      message: pinned ? `coordinator confirmed the key pinned for ${serial}` : `pinned ${serial}'s key (trust ${info.trust_level})`,
+      message: pinned
+        ? `coordinator confirmed the key pinned for ${serial}`
+        : `pinned ${serial}'s key (trust ${info.trust_level})`,
     }
   }
 
@@ -164,25 +206,40 @@ export class CoordinatorClient {
     if (pinned) return (this.#coordinatorKey = fromB64(pinned.publicKey))
     const { public_key } = await this.request<{ public_key: string }>('/v1/coordinator')
     this.#coordinatorKey = fromB64(public_key)
-    this.#o.pins?.set(this.#pinName, { publicKey: public_key, keyKind: 'software', source: 'coordinator', pinnedAt: (this.#o.now ?? Date.now)() })
+    this.#o.pins?.set(this.#pinName, {
+      publicKey: public_key,
+      keyKind: 'software',
+      source: 'coordinator',
+      pinnedAt: (this.#o.now ?? Date.now)(),
+    })
     return this.#coordinatorKey
   }
 
   /** Verifies a roster (from the coordinator or relayed by a head); throws E_ROSTER_REJECTED when tampered, foreign or expired. */
   async verifyRoster(roster: unknown): Promise<RosterBody> {
     const verdict = verifyRoster(roster, await this.coordinatorKey(), { now: (this.#o.now ?? Date.now)() })
-    if (!verdict.ok) throw new CoordinatorError('E_ROSTER_REJECTED', verdict.reason, 'ask the coordinator for a new roster')
+    if (!verdict.ok)
+      throw new CoordinatorError('E_ROSTER_REJECTED', verdict.reason, 'ask the coordinator for a new roster')
     return verdict.body
   }
 
   /** Asks the coordinator to sign a roster for these members (the first is the head, one of this account's providers) and verifies it. */
   async createRoster(members: string[], ttlSeconds?: number): Promise<{ roster: SignedRoster; body: RosterBody }> {
-    const roster = await this.request<SignedRoster>('/v1/cluster/roster', { method: 'POST', body: JSON.stringify({ members, ...(ttlSeconds ? { ttl_seconds: ttlSeconds } : {}) }) })
+    const roster = await this.request<SignedRoster>('/v1/cluster/roster', {
+      method: 'POST',
+      body: JSON.stringify({ members, ...(ttlSeconds ? { ttl_seconds: ttlSeconds } : {}) }),
+    })
     return { roster, body: await this.verifyRoster(roster) }
   }
 
   /** Opens the provider socket: registers (a fresh message per connection), heartbeats, reconnects with backoff. */
   connectProvider(options: Omit<ProviderConnectionOptions, 'url' | 'token'>): ProviderConnection {
-    return new ProviderConnection({ retry: this.#o.retry, sleep: this.#o.sleep, ...options, url: this.url, token: this.#o.token })
+    return new ProviderConnection({
+      retry: this.#o.retry,
+      sleep: this.#o.sleep,
+      ...options,
+      url: this.url,
+      token: this.#o.token,
+    })
   }
 }

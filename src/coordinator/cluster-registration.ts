@@ -28,23 +28,47 @@ export function decideClusterRegistration(input: ClusterRegistrationInput): Clus
   const body = roster.body
   const head = input.lookup(body.head)
   if (!head || head.accountId !== input.accountId) {
-    return { accepted: false, code: 'E_FORBIDDEN', message: `only the account that owns the head (${body.head}) may register this cluster` }
+    return {
+      accepted: false,
+      code: 'E_FORBIDDEN',
+      message: `only the account that owns the head (${body.head}) may register this cluster`,
+    }
   }
   const members: MemberVerdict[] = body.members.map((m) => {
     const blob = command.attestations.find((a) => (a as { body?: { serial?: unknown } })?.body?.serial === m.serial)
-    if (!blob) return { serial: m.serial, attested: false, trust_level: 'none', reason: 'no attestation relayed for this member' }
+    if (!blob)
+      return {
+        serial: m.serial,
+        attested: false,
+        trust_level: 'none',
+        reason: 'no attestation relayed for this member',
+      }
     const v = verifyAttestation(blob, { now, maxAgeMs: input.maxAgeMs })
     if (!v.ok) return { serial: m.serial, attested: false, trust_level: 'none', reason: v.reason }
-    if (v.body.publicKey !== m.public_key) return { serial: m.serial, attested: false, trust_level: 'none', reason: 'attested key differs from the roster key' }
+    if (v.body.publicKey !== m.public_key)
+      return {
+        serial: m.serial,
+        attested: false,
+        trust_level: 'none',
+        reason: 'attested key differs from the roster key',
+      }
     const stored = input.lookup(m.serial)
-    if (stored?.status === 'untrusted') return { serial: m.serial, attested: false, trust_level: 'none', reason: 'member is marked untrusted' }
-    return { serial: m.serial, attested: true, trust_level: trustLevelOf({ attested: true, status: 'online', keyKind: v.body.keyKind }), reason: null }
+    if (stored?.status === 'untrusted')
+      return { serial: m.serial, attested: false, trust_level: 'none', reason: 'member is marked untrusted' }
+    return {
+      serial: m.serial,
+      attested: true,
+      trust_level: trustLevelOf({ attested: true, status: 'online', keyKind: v.body.keyKind }),
+      reason: null,
+    }
   })
   const attested = members.every((m) => m.attested)
   const trust = minTrust(members.map((m) => m.trust_level))
   const headMember = body.members[0]!
   const failing = members.filter((m) => !m.attested)
-  const reason = failing.length ? `members not attested: ${failing.map((m) => `${m.serial} (${m.reason})`).join('; ')}` : null
+  const reason = failing.length
+    ? `members not attested: ${failing.map((m) => `${m.serial} (${m.reason})`).join('; ')}`
+    : null
   const record: ProviderRecord = {
     serial: clusterSerial(body.cluster_id),
     accountId: input.accountId,

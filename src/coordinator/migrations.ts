@@ -74,11 +74,16 @@ export const MIGRATIONS: readonly Migration[] = [
 /** Which migrations a database at `current` still needs; refuses a database written by a newer binary. */
 export function pendingMigrations(current: number, migrations: readonly Migration[] = MIGRATIONS): Migration[] {
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new CoordinatorError('E_MIGRATION', `migration #${i} has version ${m.version}, expected ${i + 1}`)
+    if (m.version !== i + 1)
+      throw new CoordinatorError('E_MIGRATION', `migration #${i} has version ${m.version}, expected ${i + 1}`)
   })
   const latest = migrations.length
   if (current > latest) {
-    throw new CoordinatorError('E_DB_TOO_NEW', `the coordinator database is at schema version ${current}; this binary knows up to ${latest}`, 'run a newer dbcluster, or point --db at another file')
+    throw new CoordinatorError(
+      'E_DB_TOO_NEW',
+      `the coordinator database is at schema version ${current}; this binary knows up to ${latest}`,
+      'run a newer dbcluster, or point --db at another file',
+    )
   }
   return migrations.slice(current)
 }

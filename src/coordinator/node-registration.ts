@@ -22,16 +22,26 @@ export interface NodeRegistration {
   registered: Promise<boolean>
 }
 
-export function registerNode(client: CoordinatorClient, identity: Identity, serial: string, options: { heartbeatMs?: number; requestRdma?: boolean } = {}): NodeRegistration {
+export function registerNode(
+  client: CoordinatorClient,
+  identity: Identity,
+  serial: string,
+  options: { heartbeatMs?: number; requestRdma?: boolean } = {},
+): NodeRegistration {
   const connection = client.connectProvider({
     heartbeatMs: options.heartbeatMs ?? 10_000,
     registration: async () => {
       const rdma = decideRdma(options.requestRdma ?? true, rdmaProbes())
-      return { type: 'register', rdma_enabled: rdma.enabled, attestation: await signAttestation(identity, { ...machineFacts(), serial, rdmaEnabled: rdma.enabled }) }
+      return {
+        type: 'register',
+        rdma_enabled: rdma.enabled,
+        attestation: await signAttestation(identity, { ...machineFacts(), serial, rdmaEnabled: rdma.enabled }),
+      }
     },
     onEvent: (e) => {
       if (e.type === 'rejected') log.warn(`the coordinator refused this node: ${e.code}: ${e.message}`)
-      else if (e.type === 'retrying') log.info(`coordinator ${client.url}: ${e.reason}; retrying in ${Math.round(e.delayMs)} ms`)
+      else if (e.type === 'retrying')
+        log.info(`coordinator ${client.url}: ${e.reason}; retrying in ${Math.round(e.delayMs)} ms`)
     },
   })
   const registered = connection.registered.then(
@@ -40,7 +50,9 @@ export function registerNode(client: CoordinatorClient, identity: Identity, seri
       return true
     },
     (error) => {
-      log.warn(`not registered with ${client.url}: ${(error as Error).message} — peers must pin this node's key another way`)
+      log.warn(
+        `not registered with ${client.url}: ${(error as Error).message} — peers must pin this node's key another way`,
+      )
       return false
     },
   )
@@ -59,9 +71,12 @@ export function authorizeByPinsOrCoordinator(pins: PinStore, client: Coordinator
       // the coordinator answers only for this token's own account: a node of another account is 'not found' there
       const foreign = error instanceof CoordinatorError && error.code === 'E_NOT_FOUND'
       const who = peerText(serial, 80)
-      refusals.line(serial, foreign
-        ? `refused ${who}: ${(error as Error).message} at ${client.url} — a node registered under another account cannot join this cluster; give every node a token of the same account`
-        : `no key for ${who}: ${(error as Error).message}`)
+      refusals.line(
+        serial,
+        foreign
+          ? `refused ${who}: ${(error as Error).message} at ${client.url} — a node registered under another account cannot join this cluster; give every node a token of the same account`
+          : `no key for ${who}: ${(error as Error).message}`,
+      )
       return 'not-pinned'
     }
     return byPins(serial, key)

@@ -1,6 +1,12 @@
 /** A provider's socket to the coordinator, client side: register with a fresh message per connection, heartbeat, reconnect with backoff, report each change. */
 import { CoordinatorError } from './errors.ts'
-import { CLOSE_REPLACED, type CoordinatorEvent, type Register, type RegisterCluster, type Registered } from './provider-messages.ts'
+import {
+  CLOSE_REPLACED,
+  type CoordinatorEvent,
+  type Register,
+  type RegisterCluster,
+  type Registered,
+} from './provider-messages.ts'
 import { backoffDelay, DEFAULT_RETRY, type RetryPolicy } from './retry.ts'
 
 export type ConnectionEvent =
@@ -23,7 +29,10 @@ export interface ProviderConnectionOptions {
 }
 
 /** Bun's WebSocket takes request headers (the DOM typing does not know it): the token travels in Authorization, never in the URL. */
-const BunWebSocket = WebSocket as unknown as new (url: string, options: { headers: Record<string, string> }) => WebSocket
+const BunWebSocket = WebSocket as unknown as new (
+  url: string,
+  options: { headers: Record<string, string> },
+) => WebSocket
 
 export type ConnectionState = 'connecting' | 'registered' | 'reconnecting' | 'rejected' | 'closed'
 
@@ -56,11 +65,13 @@ export class ProviderConnection {
       try {
         const outcome = await this.#session((r) => {
           failures = 0
-          if (!settled) (settled = true), resolve(r)
+          if (!settled) ((settled = true), resolve(r))
         })
         if (outcome.kind === 'rejected') {
           this.state = 'rejected'
-          if (!settled) (settled = true), reject(new CoordinatorError('E_REGISTRATION_REJECTED', `${outcome.code}: ${outcome.message}`))
+          if (!settled)
+            ((settled = true),
+              reject(new CoordinatorError('E_REGISTRATION_REJECTED', `${outcome.code}: ${outcome.message}`)))
           return
         }
         if (outcome.kind === 'replaced' || this.#closed) break
@@ -71,7 +82,12 @@ export class ProviderConnection {
       failures++
       if (!settled && failures >= policy.attempts) {
         settled = true
-        reject(new CoordinatorError('E_COORDINATOR_UNREACHABLE', `could not register with ${this.#o.url} after ${failures} tries: ${reason}`))
+        reject(
+          new CoordinatorError(
+            'E_COORDINATOR_UNREACHABLE',
+            `could not register with ${this.#o.url} after ${failures} tries: ${reason}`,
+          ),
+        )
       }
       if (this.#closed) break
       this.state = 'reconnecting'
@@ -84,7 +100,13 @@ export class ProviderConnection {
   }
 
   /** One connection, from open to close. */
-  #session(onRegistered: (r: Registered) => void): Promise<{ kind: 'closed'; code: number; reason: string } | { kind: 'replaced' } | { kind: 'rejected'; code: string; message: string }> {
+  #session(
+    onRegistered: (r: Registered) => void,
+  ): Promise<
+    | { kind: 'closed'; code: number; reason: string }
+    | { kind: 'replaced' }
+    | { kind: 'rejected'; code: string; message: string }
+  > {
     const wsUrl = `${this.#o.url.replace(/^http/, 'ws')}/v1/provider/ws`
     return new Promise((resolve, reject) => {
       const ws = new BunWebSocket(wsUrl, { headers: { authorization: `Bearer ${this.#o.token}` } })
@@ -115,7 +137,10 @@ export class ProviderConnection {
             this.#emit({ type: 'registered', registration: event })
             if (!registeredOnce) {
               registeredOnce = true
-              heartbeat = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send('{"type":"heartbeat"}'), this.#o.heartbeatMs)
+              heartbeat = setInterval(
+                () => ws.readyState === WebSocket.OPEN && ws.send('{"type":"heartbeat"}'),
+                this.#o.heartbeatMs,
+              )
               onRegistered(event)
             }
             return

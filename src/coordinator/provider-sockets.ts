@@ -31,7 +31,6 @@ export interface ProviderSocketsDeps {
 
 type Socket = ServerWebSocket<SocketData>
 
-
 export class ProviderSockets {
   readonly #active = new Map<string, Socket>()
   #stopping = false
@@ -65,7 +64,8 @@ export class ProviderSockets {
     switch (command.type) {
       case 'heartbeat': {
         const serial = ws.data.serial
-        if (!serial) return this.#send(ws, { type: 'error', code: 'E_INVALID', message: 'register before sending heartbeats' })
+        if (!serial)
+          return this.#send(ws, { type: 'error', code: 'E_INVALID', message: 'register before sending heartbeats' })
         const status = this.deps.store.touch(serial, this.deps.now())
         if (status) this.#send(ws, { type: 'heartbeat_acknowledged', status })
         return
@@ -82,16 +82,21 @@ export class ProviderSockets {
     const { store, now, log } = this.deps
     const lookup = (serial: string) => store.getProvider(serial)
     const common = { accountId: ws.data.accountId, lookup, now: now(), maxAgeMs: this.deps.attestationMaxAgeMs }
-    const decision = command.type === 'register'
-      ? decideRegistration({ ...common, command })
-      : decideClusterRegistration({ ...common, command, coordinatorKey: this.deps.signer.publicKey })
+    const decision =
+      command.type === 'register'
+        ? decideRegistration({ ...common, command })
+        : decideClusterRegistration({ ...common, command, coordinatorKey: this.deps.signer.publicKey })
     if (!decision.accepted) {
       log.warn(`registration from account ${ws.data.accountName} refused: ${decision.message}`)
       return this.#send(ws, { type: 'error', code: decision.code, message: decision.message })
     }
     const serial = decision.record.serial
     if (ws.data.serial && ws.data.serial !== serial) {
-      return this.#send(ws, { type: 'error', code: 'E_INVALID', message: `this connection already registered ${ws.data.serial}; open another for ${serial}` })
+      return this.#send(ws, {
+        type: 'error',
+        code: 'E_INVALID',
+        message: `this connection already registered ${ws.data.serial}; open another for ${serial}`,
+      })
     }
     store.putProvider(decision.record)
     for (const w of decision.warnings) log.warn(w)
@@ -99,7 +104,9 @@ export class ProviderSockets {
     ws.data.serial = serial
     this.#active.set(serial, ws)
     if (previous && previous !== ws) previous.close(CLOSE_REPLACED, 'registered again on a newer connection')
-    log.info(`${decision.record.kind} ${serial} registered by ${ws.data.accountName}: ${decision.reply.status}, trust ${decision.reply.trust_level}, rdma ${decision.reply.rdma_enabled}`)
+    log.info(
+      `${decision.record.kind} ${serial} registered by ${ws.data.accountName}: ${decision.reply.status}, trust ${decision.reply.trust_level}, rdma ${decision.reply.rdma_enabled}`,
+    )
     this.#send(ws, decision.reply)
   }
 
@@ -113,7 +120,10 @@ export class ProviderSockets {
 
   /** Marks providers silent for longer than offlineAfterMs offline; returns their serials. */
   sweep(offlineAfterMs: number): string[] {
-    const silent = this.deps.store.markSilentOffline(this.deps.now() - offlineAfterMs, `no heartbeat for ${Math.round(offlineAfterMs / 1000)} s`)
+    const silent = this.deps.store.markSilentOffline(
+      this.deps.now() - offlineAfterMs,
+      `no heartbeat for ${Math.round(offlineAfterMs / 1000)} s`,
+    )
     for (const serial of silent) this.deps.log.info(`${serial} silent: offline`)
     return silent
   }

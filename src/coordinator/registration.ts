@@ -67,36 +67,54 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
     const verdict = verifyAttestation(command.attestation, { now, maxAgeMs: input.maxAgeMs })
     const body = ((command.attestation as { body?: unknown }).body ?? {}) as Partial<AttestationBody>
     claim = claimOf(verdict.ok ? verdict.body : body, command.rdma_enabled)
-    if (!claim) return { accepted: false, code: 'E_INVALID', message: 'attestation names no valid serial and P-256 public key' }
+    if (!claim)
+      return { accepted: false, code: 'E_INVALID', message: 'attestation names no valid serial and P-256 public key' }
     if (verdict.ok) {
       attested = true
       if (command.rdma_enabled !== verdict.body.rdmaEnabled) {
         rdmaMismatch = { claimed: command.rdma_enabled, attested: verdict.body.rdmaEnabled }
-        warnings.push(`provider ${claim.serial} claimed rdma_enabled=${command.rdma_enabled} but its signed attestation says ${verdict.body.rdmaEnabled}; keeping the signed value`)
+        warnings.push(
+          `provider ${claim.serial} claimed rdma_enabled=${command.rdma_enabled} but its signed attestation says ${verdict.body.rdmaEnabled}; keeping the signed value`,
+        )
       }
     } else {
       reason = `attestation rejected: ${verdict.reason}`
     }
   } else {
     const publicKey = normalizeKey(command.public_key)
-    if (!command.serial || !publicKey) return { accepted: false, code: 'E_INVALID', message: "'public_key' is not a P-256 point" }
-    claim = { serial: command.serial, publicKey, keyKind: command.key_kind ?? 'software', rdmaEnabled: command.rdma_enabled, hostname: null, chip: null, memoryBytes: null }
+    if (!command.serial || !publicKey)
+      return { accepted: false, code: 'E_INVALID', message: "'public_key' is not a P-256 point" }
+    claim = {
+      serial: command.serial,
+      publicKey,
+      keyKind: command.key_kind ?? 'software',
+      rdmaEnabled: command.rdma_enabled,
+      hostname: null,
+      chip: null,
+      memoryBytes: null,
+    }
     reason = 'registered without an attestation'
   }
 
   const existing = input.lookup(claim.serial)
   // A key once proven binds the serial to its account; an unproven record may be claimed by anyone who proves a key.
   if (existing && existing.accountId !== accountId && (existing.keyVerified || !attested)) {
-    return { accepted: false, code: 'E_SERIAL_TAKEN', message: `serial ${claim.serial} is registered to another account` }
+    return {
+      accepted: false,
+      code: 'E_SERIAL_TAKEN',
+      message: `serial ${claim.serial} is registered to another account`,
+    }
   }
-  if (existing?.kind === 'cluster') return { accepted: false, code: 'E_SERIAL_TAKEN', message: `serial ${claim.serial} names a cluster` }
+  if (existing?.kind === 'cluster')
+    return { accepted: false, code: 'E_SERIAL_TAKEN', message: `serial ${claim.serial} names a cluster` }
 
   const keyChanged = existing !== undefined && existing.keyVerified && existing.publicKey !== claim.publicKey
   const keep = keyChanged || (existing?.keyVerified === true && !attested)
   let status: ProviderRecord['status'] = 'online'
   if (keyChanged) {
     status = 'untrusted'
-    reason = 'identity key differs from the one proven before; the coordinator never re-pins silently (forget the provider to accept the new key)'
+    reason =
+      'identity key differs from the one proven before; the coordinator never re-pins silently (forget the provider to accept the new key)'
     warnings.push(`provider ${claim.serial} presented a new identity key; marked untrusted, old key kept`)
   } else if (command.attestation !== undefined && !attested) {
     status = 'untrusted'

@@ -22,7 +22,11 @@ export interface RetryHooks {
   onRetry?: (attempt: number, delayMs: number, error: unknown) => void
 }
 
-export async function withRetry<T>(fn: (attempt: number) => Promise<T>, policy: RetryPolicy, hooks: RetryHooks): Promise<T> {
+export async function withRetry<T>(
+  fn: (attempt: number) => Promise<T>,
+  policy: RetryPolicy,
+  hooks: RetryHooks,
+): Promise<T> {
   const sleep = hooks.sleep ?? Bun.sleep
   for (let attempt = 0; ; attempt++) {
     try {

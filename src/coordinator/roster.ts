@@ -58,13 +58,22 @@ export async function signRoster(
 function shapeError(body: unknown): string | undefined {
   if (!body || typeof body !== 'object') return 'roster has no body'
   const b = body as Record<string, unknown>
-  for (const k of ['cluster_id', 'head', 'coordinator_key'] as const) if (typeof b[k] !== 'string') return `roster field '${k}' must be a string`
-  for (const k of ['version', 'issued_at', 'expires_at'] as const) if (typeof b[k] !== 'number') return `roster field '${k}' must be a number`
+  for (const k of ['cluster_id', 'head', 'coordinator_key'] as const)
+    if (typeof b[k] !== 'string') return `roster field '${k}' must be a string`
+  for (const k of ['version', 'issued_at', 'expires_at'] as const)
+    if (typeof b[k] !== 'number') return `roster field '${k}' must be a number`
   if (!isTrustLevel(b.trust_level)) return "roster field 'trust_level' is not a trust level"
   if (!Array.isArray(b.members) || b.members.length === 0) return 'roster has no members'
   for (const m of b.members as unknown[]) {
     const r = m as Record<string, unknown>
-    if (!m || typeof m !== 'object' || typeof r.serial !== 'string' || typeof r.public_key !== 'string' || !isTrustLevel(r.trust_level) || typeof r.attested !== 'boolean') {
+    if (
+      !m ||
+      typeof m !== 'object' ||
+      typeof r.serial !== 'string' ||
+      typeof r.public_key !== 'string' ||
+      !isTrustLevel(r.trust_level) ||
+      typeof r.attested !== 'boolean'
+    ) {
       return 'roster member is malformed'
     }
   }
@@ -72,7 +81,11 @@ function shapeError(body: unknown): string | undefined {
 }
 
 /** Checks shape, that the expected coordinator signed it, that it has not expired, and that its trust is its weakest member's. Never throws. */
-export function verifyRoster(roster: unknown, coordinatorKey: Uint8Array, options: { now: number; maxSkewMs?: number }): RosterVerdict {
+export function verifyRoster(
+  roster: unknown,
+  coordinatorKey: Uint8Array,
+  options: { now: number; maxSkewMs?: number },
+): RosterVerdict {
   if (!roster || typeof roster !== 'object') return { ok: false, reason: 'roster is not an object' }
   const { body, signature } = roster as { body?: unknown; signature?: unknown }
   const shape = shapeError(body)
@@ -80,13 +93,17 @@ export function verifyRoster(roster: unknown, coordinatorKey: Uint8Array, option
   if (typeof signature !== 'string') return { ok: false, reason: 'roster has no signature' }
   const b = body as RosterBody
   if (b.version !== ROSTER_VERSION) return { ok: false, reason: `unsupported roster version ${b.version}` }
-  if (b.coordinator_key !== b64(coordinatorKey)) return { ok: false, reason: 'roster was signed by a different coordinator' }
+  if (b.coordinator_key !== b64(coordinatorKey))
+    return { ok: false, reason: 'roster was signed by a different coordinator' }
   if (!verifySignature(coordinatorKey, encode(b), new Uint8Array(Buffer.from(signature, 'base64')))) {
     return { ok: false, reason: 'roster signature does not verify against the coordinator key' }
   }
-  if (options.now >= b.expires_at) return { ok: false, reason: `roster expired at ${new Date(b.expires_at).toISOString()}` }
-  if (b.issued_at - options.now > (options.maxSkewMs ?? 5 * 60_000)) return { ok: false, reason: 'roster was issued in the future (check the clock)' }
+  if (options.now >= b.expires_at)
+    return { ok: false, reason: `roster expired at ${new Date(b.expires_at).toISOString()}` }
+  if (b.issued_at - options.now > (options.maxSkewMs ?? 5 * 60_000))
+    return { ok: false, reason: 'roster was issued in the future (check the clock)' }
   if (b.head !== b.members[0]!.serial) return { ok: false, reason: 'roster head is not its first member' }
-  if (b.trust_level !== minTrust(b.members.map((m) => m.trust_level))) return { ok: false, reason: 'roster trust is not its lowest member trust' }
+  if (b.trust_level !== minTrust(b.members.map((m) => m.trust_level)))
+    return { ok: false, reason: 'roster trust is not its lowest member trust' }
   return { ok: true, body: b }
 }

@@ -37,11 +37,19 @@ export interface RunningCoordinator {
 export function startCoordinator(options: CoordinatorOptions): RunningCoordinator {
   const now = options.now ?? Date.now
   const keyPath = options.signer ? undefined : (options.keyPath ?? `${options.dbPath}.key`)
-  const { signer, created } = options.signer ? { signer: options.signer, created: false } : loadOrCreateSigningKey(keyPath!)
+  const { signer, created } = options.signer
+    ? { signer: options.signer, created: false }
+    : loadOrCreateSigningKey(keyPath!)
   const store = new CoordinatorStore(options.dbPath)
   // No socket survives a restart: whoever was online reconnects and registers again.
   store.markAllOffline('coordinator restarted')
-  const sockets = new ProviderSockets({ store, signer, now, log: options.log, attestationMaxAgeMs: options.attestationMaxAgeMs })
+  const sockets = new ProviderSockets({
+    store,
+    signer,
+    now,
+    log: options.log,
+    attestationMaxAgeMs: options.attestationMaxAgeMs,
+  })
   const app = createCoordinatorApp({
     store,
     signer,
@@ -57,7 +65,10 @@ export function startCoordinator(options: CoordinatorOptions): RunningCoordinato
     fetch: (req, srv) => app.fetch(req, { upgrade: (data: SocketData) => srv.upgrade(req, { data }) }),
     websocket: sockets.websocket,
   })
-  const sweeper = setInterval(() => sockets.sweep(options.offlineAfterMs), Math.max(50, Math.min(1000, options.offlineAfterMs / 4)))
+  const sweeper = setInterval(
+    () => sockets.sweep(options.offlineAfterMs),
+    Math.max(50, Math.min(1000, options.offlineAfterMs / 4)),
+  )
   let stopped: Promise<void> | undefined
   const hostname = server.hostname ?? options.host
   const port = server.port ?? options.port

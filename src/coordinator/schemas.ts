@@ -37,12 +37,14 @@ function object(value: unknown, what: string): Record<string, unknown> {
 
 function onlyKeys(o: Record<string, unknown>, allowed: readonly string[], what: string): void {
   const extra = Object.keys(o).filter((k) => !allowed.includes(k))
-  if (extra.length) throw invalid(`${what} has unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')}`)
+  if (extra.length)
+    throw invalid(`${what} has unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')}`)
 }
 
 /** `?serial=` of GET /v1/cluster/peer-key: a missing one is malformed (400), a wrongly shaped one invalid (422). */
 export function parseSerialQuery(value: string | undefined): string {
-  if (value === undefined || value === '') throw new CoordinatorError('E_MALFORMED', "query parameter 'serial' is required")
+  if (value === undefined || value === '')
+    throw new CoordinatorError('E_MALFORMED', "query parameter 'serial' is required")
   if (!isSerial(value)) throw invalid("'serial' must be 1-128 characters of A-Z a-z 0-9 . _ : -")
   return value
 }
@@ -59,7 +61,7 @@ export function parseRosterRequest(value: unknown): RosterRequest {
   if (!Array.isArray(members) || members.length === 0 || members.length > LIMITS.rosterMembers) {
     throw invalid(`'members' must be an array of 1 to ${LIMITS.rosterMembers} serials`)
   }
-  if (!members.every(isSerial)) throw invalid("every member must be a serial (1-128 characters of A-Z a-z 0-9 . _ : -)")
+  if (!members.every(isSerial)) throw invalid('every member must be a serial (1-128 characters of A-Z a-z 0-9 . _ : -)')
   if (new Set(members).size !== members.length) throw invalid("'members' lists a serial twice")
   const { min, max } = LIMITS.rosterTtlSeconds
   if (ttl !== undefined && (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < min || ttl > max)) {
@@ -88,15 +90,27 @@ export function parseProviderCommand(text: string): ProviderCommand {
         return { type: 'register', rdma_enabled: o.rdma_enabled, attestation: o.attestation }
       }
       if (!isSerial(o.serial)) throw invalid("register without an attestation needs a 'serial'")
-      if (typeof o.public_key !== 'string' || !BASE64.test(o.public_key)) throw invalid("register without an attestation needs a base64 'public_key'")
+      if (typeof o.public_key !== 'string' || !BASE64.test(o.public_key))
+        throw invalid("register without an attestation needs a base64 'public_key'")
       if (!isKeyKind(o.key_kind)) throw invalid("'key_kind' must be 'software' or 'secure-enclave'")
-      return { type: 'register', rdma_enabled: o.rdma_enabled, serial: o.serial, public_key: o.public_key, key_kind: o.key_kind }
+      return {
+        type: 'register',
+        rdma_enabled: o.rdma_enabled,
+        serial: o.serial,
+        public_key: o.public_key,
+        key_kind: o.key_kind,
+      }
     }
     case 'register_cluster': {
       onlyKeys(o, ['type', 'roster', 'attestations'], 'register_cluster')
       const roster = object(o.roster, 'roster')
-      if (!roster.body || typeof roster.body !== 'object' || typeof roster.signature !== 'string') throw invalid("'roster' must be {body, signature}")
-      if (!Array.isArray(o.attestations) || o.attestations.length === 0 || o.attestations.length > LIMITS.rosterMembers) {
+      if (!roster.body || typeof roster.body !== 'object' || typeof roster.signature !== 'string')
+        throw invalid("'roster' must be {body, signature}")
+      if (
+        !Array.isArray(o.attestations) ||
+        o.attestations.length === 0 ||
+        o.attestations.length > LIMITS.rosterMembers
+      ) {
         throw invalid(`'attestations' must be an array of 1 to ${LIMITS.rosterMembers} attestation blobs`)
       }
       return { type: 'register_cluster', roster: roster as never, attestations: o.attestations }

@@ -46,18 +46,32 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
   })
   app.notFound((c) => errorResponse(c, 'E_NOT_FOUND', `no route ${c.req.method} ${c.req.path}`))
 
-  app.get('/health', (c) => c.json({ status: 'ok', providers: store.statusCounts(), connected: deps.connected?.() ?? 0, coordinator_key: b64(signer.publicKey) }))
+  app.get('/health', (c) =>
+    c.json({
+      status: 'ok',
+      providers: store.statusCounts(),
+      connected: deps.connected?.() ?? 0,
+      coordinator_key: b64(signer.publicKey),
+    }),
+  )
 
   app.use('/v1/*', async (c, next) => {
     const token = bearerToken(c.req.header('authorization'))
-    if (!token) throw new CoordinatorError('E_UNAUTHORIZED', 'missing Authorization: Bearer <token>', "create one with 'dbcluster coordinator token create'")
+    if (!token)
+      throw new CoordinatorError(
+        'E_UNAUTHORIZED',
+        'missing Authorization: Bearer <token>',
+        "create one with 'dbcluster coordinator token create'",
+      )
     const account = store.accountForTokenHash(hashToken(token))
     if (!account) throw new CoordinatorError('E_UNAUTHORIZED', 'unknown or revoked token')
     c.set('account', account)
     await next()
   })
 
-  app.get('/v1/coordinator', (c) => c.json({ public_key: b64(signer.publicKey), fingerprint: fingerprint(signer.publicKey) }))
+  app.get('/v1/coordinator', (c) =>
+    c.json({ public_key: b64(signer.publicKey), fingerprint: fingerprint(signer.publicKey) }),
+  )
 
   app.get('/v1/account/providers', (c) => {
     const account = c.get('account')
@@ -80,8 +94,18 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
     const account = c.get('account')
     const serial = parseSerialQuery(c.req.query('serial'))
     const p = store.getProvider(serial)
-    if (!p || p.accountId !== account.id) throw new CoordinatorError('E_NOT_FOUND', `no provider with serial ${serial} in account ${account.name}`)
-    return c.json({ serial: p.serial, public_key: p.publicKey, key_kind: p.keyKind, trust_level: trustLevelOf(p), trust_reason: trustReason(p), attested: p.attested, kind: p.kind, status: p.status })
+    if (!p || p.accountId !== account.id)
+      throw new CoordinatorError('E_NOT_FOUND', `no provider with serial ${serial} in account ${account.name}`)
+    return c.json({
+      serial: p.serial,
+      public_key: p.publicKey,
+      key_kind: p.keyKind,
+      trust_level: trustLevelOf(p),
+      trust_reason: trustReason(p),
+      attested: p.attested,
+      kind: p.kind,
+      status: p.status,
+    })
   })
 
   app.get('/v1/cluster/rdma-peers', (c) => {
@@ -105,9 +129,17 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
       const records = request.members.map((serial) => ({ serial, p: store.getProvider(serial) }))
       // every member must be this account's own (unknown and foreign serials get the same answer: nothing leaks)
       const foreign = records.filter((r) => !r.p || r.p.accountId !== account.id).map((r) => r.serial)
-      if (foreign.length) throw new CoordinatorError('E_FORBIDDEN', `members that are not providers of account ${account.name}: ${foreign.join(', ')}`)
+      if (foreign.length)
+        throw new CoordinatorError(
+          'E_FORBIDDEN',
+          `members that are not providers of account ${account.name}: ${foreign.join(', ')}`,
+        )
       const refused = records.filter((r) => r.p!.kind !== 'machine' || r.p!.status === 'untrusted').map((r) => r.serial)
-      if (refused.length) throw new CoordinatorError('E_INVALID', `members that cannot join a cluster (untrusted, or a cluster themselves): ${refused.join(', ')}`)
+      if (refused.length)
+        throw new CoordinatorError(
+          'E_INVALID',
+          `members that cannot join a cluster (untrusted, or a cluster themselves): ${refused.join(', ')}`,
+        )
       const members: RosterMember[] = records.map(({ p }) => ({
         serial: p!.serial,
         public_key: p!.publicKey,
@@ -115,7 +147,12 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
         trust_level: trustLevelOf(p!),
         attested: p!.attested,
       }))
-      const roster = await signRoster(signer, { clusterId: deps.randomId(), members, issuedAt: now(), ttlMs: request.ttlSeconds * 1000 })
+      const roster = await signRoster(signer, {
+        clusterId: deps.randomId(),
+        members,
+        issuedAt: now(),
+        ttlMs: request.ttlSeconds * 1000,
+      })
       store.saveRoster({
         clusterId: roster.body.cluster_id,
         accountId: account.id,
@@ -126,15 +163,19 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
         expiresAt: roster.body.expires_at,
         members: request.members,
       })
-      log.info(`roster ${roster.body.cluster_id} signed for ${account.name}: ${request.members.join(', ')} (trust ${roster.body.trust_level})`)
+      log.info(
+        `roster ${roster.body.cluster_id} signed for ${account.name}: ${request.members.join(', ')} (trust ${roster.body.trust_level})`,
+      )
       return c.json(roster, 201)
     },
   )
 
   app.get('/v1/provider/ws', (c) => {
-    if (c.req.header('upgrade')?.toLowerCase() !== 'websocket') throw new CoordinatorError('E_MALFORMED', 'expected a WebSocket upgrade')
+    if (c.req.header('upgrade')?.toLowerCase() !== 'websocket')
+      throw new CoordinatorError('E_MALFORMED', 'expected a WebSocket upgrade')
     const account = c.get('account')
-    if (!c.env?.upgrade?.({ accountId: account.id, accountName: account.name })) throw new CoordinatorError('E_MALFORMED', 'WebSocket upgrade failed')
+    if (!c.env?.upgrade?.({ accountId: account.id, accountName: account.name }))
+      throw new CoordinatorError('E_MALFORMED', 'WebSocket upgrade failed')
     return new Response(null)
   })
 

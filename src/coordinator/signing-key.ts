@@ -23,22 +23,38 @@ export function loadOrCreateSigningKey(path: string): { signer: Identity; create
     const dir = dirname(path)
     if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 })
     const tmp = `${path}.tmp-${process.pid}`
-    writeFileSync(tmp, JSON.stringify({ version: 1, kind: 'coordinator', secretKey: bytesToHex(secret) } satisfies KeyFile), { mode: 0o600 })
+    writeFileSync(
+      tmp,
+      JSON.stringify({ version: 1, kind: 'coordinator', secretKey: bytesToHex(secret) } satisfies KeyFile),
+      { mode: 0o600 },
+    )
     chmodSync(tmp, 0o600)
     renameSync(tmp, path)
     return { signer: signerFromSecret(secret), created: true }
   }
   const mode = statSync(path).mode & 0o777
   if (mode & 0o077) {
-    throw new CoordinatorError('E_KEY_PERMISSIONS', `${path} is readable by group or others (mode ${mode.toString(8)})`, `run 'chmod 600 ${path}'`)
+    throw new CoordinatorError(
+      'E_KEY_PERMISSIONS',
+      `${path} is readable by group or others (mode ${mode.toString(8)})`,
+      `run 'chmod 600 ${path}'`,
+    )
   }
   let parsed: Partial<KeyFile>
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8')) as Partial<KeyFile>
   } catch {
-    throw new CoordinatorError('E_KEY_FILE', `${path} is not a coordinator key file`, 'move it away: a new key is created on the next start (rosters it signed stop verifying)')
+    throw new CoordinatorError(
+      'E_KEY_FILE',
+      `${path} is not a coordinator key file`,
+      'move it away: a new key is created on the next start (rosters it signed stop verifying)',
+    )
   }
-  if (parsed.kind !== 'coordinator' || typeof parsed.secretKey !== 'string' || !/^[0-9a-f]{64}$/.test(parsed.secretKey)) {
+  if (
+    parsed.kind !== 'coordinator' ||
+    typeof parsed.secretKey !== 'string' ||
+    !/^[0-9a-f]{64}$/.test(parsed.secretKey)
+  ) {
     throw new CoordinatorError('E_KEY_FILE', `${path} is not a coordinator key file`)
   }
   return { signer: signerFromSecret(hexToBytes(parsed.secretKey)), created: false }

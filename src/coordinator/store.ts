@@ -96,23 +96,30 @@ export class CoordinatorStore {
     if (created) closeSync(openSync(path, 'a', 0o600))
     this.db = new Database(path, { create: true, strict: true })
     this.db.run('PRAGMA journal_mode = WAL')
-    if (path !== ':memory:') for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
+    if (path !== ':memory:')
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) if (existsSync(file)) chmodSync(file, 0o600)
     // WAL + NORMAL: a commit survives a process crash; only an OS crash can lose the last transactions.
     this.db.run('PRAGMA synchronous = NORMAL')
     this.db.run('PRAGMA foreign_keys = ON')
     this.db.run('PRAGMA busy_timeout = 5000')
     this.migrationsApplied = migrate(this.db)
-    const q = <R, P extends SQLQueryBindings[] = [Params]>(sql: string) => this.db.prepare(sql) as unknown as Statement<R, P>
+    const q = <R, P extends SQLQueryBindings[] = [Params]>(sql: string) =>
+      this.db.prepare(sql) as unknown as Statement<R, P>
     this.#s = {
       accountByName: q('SELECT id, name FROM accounts WHERE name = $name'),
       insertAccount: q('INSERT INTO accounts (name, created_at) VALUES ($name, $now) RETURNING id, name'),
       insertToken: q('INSERT INTO tokens (hash, account_id, created_at) VALUES ($hash, $account, $now)'),
-      accountForToken: q('SELECT a.id AS id, a.name AS name FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.hash = $hash'),
+      accountForToken: q(
+        'SELECT a.id AS id, a.name AS name FROM tokens t JOIN accounts a ON a.id = t.account_id WHERE t.hash = $hash',
+      ),
       deleteToken: q('DELETE FROM tokens WHERE hash = $hash RETURNING account_id'),
-      deleteAccountTokens: q('DELETE FROM tokens WHERE account_id = (SELECT id FROM accounts WHERE name = $name) RETURNING hash'),
+      deleteAccountTokens: q(
+        'DELETE FROM tokens WHERE account_id = (SELECT id FROM accounts WHERE name = $name) RETURNING hash',
+      ),
       deleteProvider: q('DELETE FROM providers WHERE serial = $serial RETURNING serial'),
       getProvider: q('SELECT * FROM providers WHERE serial = $serial'),
-      upsertProvider: q(`INSERT INTO providers (serial, account_id, kind, public_key, key_kind, key_verified, attested, status, status_reason,
+      upsertProvider:
+        q(`INSERT INTO providers (serial, account_id, kind, public_key, key_kind, key_verified, attested, status, status_reason,
           rdma_enabled, hostname, chip, memory_bytes, attestation, cluster_trust, registered_at, last_seen)
         VALUES ($serial, $account, $kind, $publicKey, $keyKind, $keyVerified, $attested, $status, $statusReason,
           $rdma, $hostname, $chip, $memoryBytes, $attestation, $clusterTrust, $registeredAt, $lastSeen)
@@ -120,20 +127,28 @@ export class CoordinatorStore {
           key_kind = excluded.key_kind, key_verified = excluded.key_verified, attested = excluded.attested, status = excluded.status,
           status_reason = excluded.status_reason, rdma_enabled = excluded.rdma_enabled, hostname = excluded.hostname, chip = excluded.chip,
           memory_bytes = excluded.memory_bytes, attestation = excluded.attestation, cluster_trust = excluded.cluster_trust, last_seen = excluded.last_seen`),
-      touch: q(`UPDATE providers SET last_seen = $now, status = CASE WHEN status = 'offline' THEN 'online' ELSE status END,
+      touch:
+        q(`UPDATE providers SET last_seen = $now, status = CASE WHEN status = 'offline' THEN 'online' ELSE status END,
           status_reason = CASE WHEN status = 'offline' THEN NULL ELSE status_reason END
         WHERE serial = $serial RETURNING status`),
-      markOffline: q(`UPDATE providers SET status = 'offline', status_reason = $reason WHERE serial = $serial AND status = 'online'`),
+      markOffline: q(
+        `UPDATE providers SET status = 'offline', status_reason = $reason WHERE serial = $serial AND status = 'online'`,
+      ),
       markSilentOffline: q(`UPDATE providers SET status = 'offline', status_reason = $reason
         WHERE status = 'online' AND last_seen < $before RETURNING serial`),
       markAllOffline: q(`UPDATE providers SET status = 'offline', status_reason = $reason WHERE status = 'online'`),
       providersOfAccount: q('SELECT * FROM providers WHERE account_id = $account ORDER BY serial'),
       rdmaCandidates: q<ProviderRow, []>(`SELECT * FROM providers
         WHERE status = 'online' AND rdma_enabled = 1 AND attested = 1 AND kind = 'machine' ORDER BY serial`),
-      statusCounts: q<{ status: ProviderStatus; n: number }, []>('SELECT status, COUNT(*) AS n FROM providers GROUP BY status'),
-      insertRoster: q(`INSERT INTO rosters (cluster_id, account_id, body, signature, trust_level, created_at, expires_at)
+      statusCounts: q<{ status: ProviderStatus; n: number }, []>(
+        'SELECT status, COUNT(*) AS n FROM providers GROUP BY status',
+      ),
+      insertRoster:
+        q(`INSERT INTO rosters (cluster_id, account_id, body, signature, trust_level, created_at, expires_at)
         VALUES ($clusterId, $account, $body, $signature, $trustLevel, $createdAt, $expiresAt)`),
-      insertRosterMember: q('INSERT INTO roster_members (cluster_id, position, serial) VALUES ($clusterId, $position, $serial)'),
+      insertRosterMember: q(
+        'INSERT INTO roster_members (cluster_id, position, serial) VALUES ($clusterId, $position, $serial)',
+      ),
       getRoster: q(`SELECT cluster_id AS clusterId, account_id AS accountId, body, signature, trust_level AS trustLevel,
           created_at AS createdAt, expires_at AS expiresAt FROM rosters WHERE cluster_id = $clusterId`),
       rosterMembers: q('SELECT serial FROM roster_members WHERE cluster_id = $clusterId ORDER BY position'),

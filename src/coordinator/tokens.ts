@@ -5,7 +5,9 @@ import { bytesToHex } from '@noble/hashes/utils.js'
 const PREFIX = 'dbc_'
 
 /** 32 random bytes, base64url, with a recognisable prefix (so secret scanners and humans can spot one). */
-export function generateToken(randomBytes: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n))): string {
+export function generateToken(
+  randomBytes: (n: number) => Uint8Array = (n) => crypto.getRandomValues(new Uint8Array(n)),
+): string {
   return PREFIX + Buffer.from(randomBytes(32)).toString('base64url')
 }
 

@@ -8,7 +8,13 @@ export type TrustLevel = 'none' | 'software' | 'hardware'
 
 const RANK: Record<TrustLevel, number> = { none: 0, software: 1, hardware: 2 }
 
-export function trustLevelOf(p: { attested: boolean; status: string; keyKind: KeyKind; mdaVerified?: boolean; clusterTrust?: TrustLevel | null }): TrustLevel {
+export function trustLevelOf(p: {
+  attested: boolean
+  status: string
+  keyKind: KeyKind
+  mdaVerified?: boolean
+  clusterTrust?: TrustLevel | null
+}): TrustLevel {
   if (!p.attested || p.status === 'untrusted') return 'none'
   const own: TrustLevel = p.keyKind === 'secure-enclave' && p.mdaVerified === true ? 'hardware' : 'software'
   return p.clusterTrust ? minTrust([own, p.clusterTrust]) : own
@@ -25,8 +31,14 @@ export function isTrustLevel(value: unknown): value is TrustLevel {
 }
 
 /** Why a provider has the level it has, where the claim says more than the evidence. */
-export function trustReason(p: { attested: boolean; status: string; keyKind: KeyKind; mdaVerified?: boolean }): string | null {
+export function trustReason(p: {
+  attested: boolean
+  status: string
+  keyKind: KeyKind
+  mdaVerified?: boolean
+}): string | null {
   if (!p.attested || p.status === 'untrusted') return null
-  if (p.keyKind === 'secure-enclave' && p.mdaVerified !== true) return 'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust'
+  if (p.keyKind === 'secure-enclave' && p.mdaVerified !== true)
+    return 'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust'
   return null
 }

@@ -23,7 +23,8 @@ export function parseIpNeigh(text: string): Neighbour[] {
   const out: Neighbour[] = []
   for (const line of text.split('\n')) {
     const m = /^(\d+\.\d+\.\d+\.\d+) dev (\S+) lladdr ([0-9a-f:]+) (\S+)/i.exec(line.trim())
-    if (m && m[4] !== 'FAILED' && m[4] !== 'INCOMPLETE') out.push({ address: m[1]!, iface: m[2]!, mac: m[3]!.toLowerCase() })
+    if (m && m[4] !== 'FAILED' && m[4] !== 'INCOMPLETE')
+      out.push({ address: m[1]!, iface: m[2]!, mac: m[3]!.toLowerCase() })
   }
   return out
 }

@@ -47,7 +47,8 @@ export interface BeaconCheck {
 
 /** Parses and checks one datagram. Never throws on hostile input. */
 export function verifyBeacon(datagram: Uint8Array, check: BeaconCheck): BeaconVerdict {
-  if (datagram.byteLength > MAX_BEACON_BYTES) return { ok: false, reason: `beacon of ${datagram.byteLength} bytes exceeds ${MAX_BEACON_BYTES}` }
+  if (datagram.byteLength > MAX_BEACON_BYTES)
+    return { ok: false, reason: `beacon of ${datagram.byteLength} bytes exceeds ${MAX_BEACON_BYTES}` }
   let parsed: Beacon
   try {
     parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(datagram))
@@ -56,7 +57,8 @@ export function verifyBeacon(datagram: Uint8Array, check: BeaconCheck): BeaconVe
   }
   const body = parsed?.body as BeaconBody | undefined
   if (!body || typeof parsed.signature !== 'string') return { ok: false, reason: 'beacon lacks body or signature' }
-  if (body.v !== BEACON_VERSION) return { ok: false, reason: `beacon version ${String(body.v)} is not ${BEACON_VERSION}` }
+  if (body.v !== BEACON_VERSION)
+    return { ok: false, reason: `beacon version ${String(body.v)} is not ${BEACON_VERSION}` }
   if (typeof body.serial !== 'string' || typeof body.publicKey !== 'string' || typeof body.address !== 'string') {
     return { ok: false, reason: 'beacon fields have the wrong types' }
   }
@@ -73,8 +75,10 @@ export function verifyBeacon(datagram: Uint8Array, check: BeaconCheck): BeaconVe
   if (!verifySignature(key, new TextEncoder().encode(canonicalJson(body)), signature)) {
     return { ok: false, reason: `beacon from ${check.from} has a bad signature` }
   }
-  if (body.address !== check.from) return { ok: false, reason: `beacon claims ${body.address} but came from ${check.from}` }
-  if (Math.abs(check.now - body.ts) > (check.maxAgeMs ?? 30_000)) return { ok: false, reason: `beacon from ${check.from} is stale or from the future` }
+  if (body.address !== check.from)
+    return { ok: false, reason: `beacon claims ${body.address} but came from ${check.from}` }
+  if (Math.abs(check.now - body.ts) > (check.maxAgeMs ?? 30_000))
+    return { ok: false, reason: `beacon from ${check.from} is stale or from the future` }
   if (!check.isTrusted(body.serial, body.publicKey)) {
     return { ok: false, reason: `beacon from ${body.serial} at ${check.from}: key is not pinned for that serial` }
   }

@@ -83,16 +83,30 @@ export class Discovery {
 
   state(): DiscoveryState {
     const self = this.#iface
-      ? [{ serial: this.#o.serial, address: this.#iface.address, port: this.#o.linkPort, publicKey: Buffer.from(this.#o.identity.publicKey).toString('base64') }]
+      ? [
+          {
+            serial: this.#o.serial,
+            address: this.#iface.address,
+            port: this.#o.linkPort,
+            publicKey: Buffer.from(this.#o.identity.publicKey).toString('base64'),
+          },
+        ]
       : []
     const peers = [...this.#peers.values()].map(({ lastSeen: _, ...m }) => m)
-    return { iface: this.#iface, members: this.#iface ? electRanks([...self, ...peers]) : [], candidates: this.#candidates, rejected: [...this.#rejected] }
+    return {
+      iface: this.#iface,
+      members: this.#iface ? electRanks([...self, ...peers]) : [],
+      candidates: this.#candidates,
+      rejected: [...this.#rejected],
+    }
   }
 
   async #tick(): Promise<void> {
     const current = this.#o.interfaces()[0] ?? null
     if (current?.address !== this.#iface?.address || current?.name !== this.#iface?.name) {
-      log.info(current ? `link-local link on ${current.name} (${current.address})` : 'no link-local link: waiting for a cable')
+      log.info(
+        current ? `link-local link on ${current.name} (${current.address})` : 'no link-local link: waiting for a cable',
+      )
       this.#iface = current
       this.#peers.clear() // a new link means a new cluster: nothing carries over
     }
@@ -138,7 +152,10 @@ export class Discovery {
 
   #emitIfChanged(): void {
     const state = this.state()
-    const signature = JSON.stringify([state.iface?.address, state.members.map((m) => [m.serial, m.address, m.port, m.rank])])
+    const signature = JSON.stringify([
+      state.iface?.address,
+      state.members.map((m) => [m.serial, m.address, m.port, m.rank]),
+    ])
     if (signature === this.#signature) return
     this.#signature = signature
     for (const listener of this.#listeners) listener(state)

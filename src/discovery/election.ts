@@ -14,5 +14,7 @@ export function electRanks<T extends { address: string }>(members: readonly T[])
     if (seen.has(m.address)) throw new Error(`two members claim ${m.address}`)
     seen.add(m.address)
   }
-  return [...members].sort((a, b) => ipv4ToNumber(a.address) - ipv4ToNumber(b.address)).map((m, rank) => ({ ...m, rank }))
+  return [...members]
+    .sort((a, b) => ipv4ToNumber(a.address) - ipv4ToNumber(b.address))
+    .map((m, rank) => ({ ...m, rank }))
 }

@@ -31,7 +31,8 @@ export interface FormedCluster {
 }
 
 export async function formCluster(o: FormClusterOptions): Promise<FormedCluster> {
-  if (!Number.isInteger(o.nodes) || o.nodes < 2) throw new DbcError('E_USAGE', `--nodes must be at least 2 with --discover, got ${o.nodes}`)
+  if (!Number.isInteger(o.nodes) || o.nodes < 2)
+    throw new DbcError('E_USAGE', `--nodes must be at least 2 with --discover, got ${o.nodes}`)
   const asked = new Set<string>()
   const isTrusted = (serial: string, publicKey: string): boolean => {
     const pin = o.pins.get(serial)
@@ -57,14 +58,21 @@ export async function formCluster(o: FormClusterOptions): Promise<FormedCluster>
       const check = (s: DiscoveryState) => {
         if (timer) clearTimeout(timer)
         timer = null
-        const line = s.iface ? `on ${s.iface.name} (${s.iface.address}): ${s.members.length} of ${o.nodes} nodes seen` : 'no link-local interface yet: connect the Thunderbolt cable (or give --iface)'
+        const line = s.iface
+          ? `on ${s.iface.name} (${s.iface.address}): ${s.members.length} of ${o.nodes} nodes seen`
+          : 'no link-local interface yet: connect the Thunderbolt cable (or give --iface)'
         if (line !== said) log.info((said = line))
         if (s.iface && s.members.length === o.nodes) timer = setTimeout(() => resolve(discovery.state()), stableMs)
-        else if (s.members.length > o.nodes) log.warn(`${s.members.length} nodes answer on ${s.iface?.name}, more than --nodes ${o.nodes}: waiting for it to settle`)
+        else if (s.members.length > o.nodes)
+          log.warn(
+            `${s.members.length} nodes answer on ${s.iface?.name}, more than --nodes ${o.nodes}: waiting for it to settle`,
+          )
       }
       discovery.onChange(check)
       check(discovery.state())
-      o.signal?.addEventListener('abort', () => reject(new DbcError('E_ABORTED', 'stopped while discovering peers')), { once: true })
+      o.signal?.addEventListener('abort', () => reject(new DbcError('E_ABORTED', 'stopped while discovering peers')), {
+        once: true,
+      })
     })
     const me = state.members.find((m) => m.serial === o.serial)!
     const formed: FormedCluster = {
@@ -73,11 +81,17 @@ export async function formCluster(o: FormClusterOptions): Promise<FormedCluster>
       peers: state.members.map((m) => ({ host: m.address, port: m.port, serial: m.serial })),
       rank: me.rank,
     }
-    log.success(`cluster on ${formed.iface.name}: ${formed.peers.map((p, r) => `rank ${r} ${p.serial} ${p.host}`).join(', ')}; this node is rank ${formed.rank}`)
+    log.success(
+      `cluster on ${formed.iface.name}: ${formed.peers.map((p, r) => `rank ${r} ${p.serial} ${p.host}`).join(', ')}; this node is rank ${formed.rank}`,
+    )
     // from now on the membership is fixed; say so when the cable or a member goes, the ring reports degraded itself
     discovery.onChange((s) => {
-      if (!s.iface) log.warn(`the link-local link on ${formed.iface.name} is gone: the cluster stays on it and reports degraded until it is back`)
-      else if (s.members.length < o.nodes) log.warn(`${o.nodes - s.members.length} member(s) stopped answering on ${s.iface.name}`)
+      if (!s.iface)
+        log.warn(
+          `the link-local link on ${formed.iface.name} is gone: the cluster stays on it and reports degraded until it is back`,
+        )
+      else if (s.members.length < o.nodes)
+        log.warn(`${o.nodes - s.members.length} member(s) stopped answering on ${s.iface.name}`)
     })
     return formed
   } catch (error) {

@@ -1,7 +1,21 @@
 /** `model pull`: downloads a model repository from the Hugging Face hub (or a mirror at HF_ENDPOINT) into the cache layout
  * huggingface_hub uses, or into a plain folder; resumable through `.part` files, each file checked against the hash the
  * hub reports (LFS SHA-256, or git's blob SHA-1 for small files). */
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, lstatSync, writeFileSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  truncateSync,
+  unlinkSync,
+  lstatSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join, relative, resolve, sep } from 'node:path'
 import { UsageError } from '../errors.ts'
@@ -20,7 +34,10 @@ export interface Hub {
 }
 
 export function hubFromEnv(env: Record<string, string | undefined> = process.env): Hub {
-  return { endpoint: (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''), token: env.HF_TOKEN || undefined }
+  return {
+    endpoint: (env.HF_ENDPOINT || 'https://huggingface.co').replace(/\/+$/, ''),
+    token: env.HF_TOKEN || undefined,
+  }
 }
 
 /** huggingface_hub's cache: HF_HUB_CACHE, else HF_HOME/hub, else $XDG_CACHE_HOME (or ~/.cache)/huggingface/hub. */
@@ -80,13 +97,29 @@ class HubHttpError extends DistributionError {
     message: string,
     hint?: string,
   ) {
-    super(status === 401 || status === 403 ? 'E_HUB_AUTH' : status === 404 ? 'E_HUB_NOT_FOUND' : 'E_HUB_HTTP', message, hint)
+    super(
+      status === 401 || status === 403 ? 'E_HUB_AUTH' : status === 404 ? 'E_HUB_NOT_FOUND' : 'E_HUB_HTTP',
+      message,
+      hint,
+    )
   }
 }
 
 function httpError(status: number, what: string, hub: Hub): HubHttpError {
-  if (status === 401 || status === 403) return new HubHttpError(status, `${what}: the hub answered ${status}`, hub.token ? 'HF_TOKEN was sent but has no access to this repository' : 'the repository is gated or private: set HF_TOKEN')
-  if (status === 404) return new HubHttpError(status, `${what}: not found (404) at ${hub.endpoint}`, 'check the repository name and --revision')
+  if (status === 401 || status === 403)
+    return new HubHttpError(
+      status,
+      `${what}: the hub answered ${status}`,
+      hub.token
+        ? 'HF_TOKEN was sent but has no access to this repository'
+        : 'the repository is gated or private: set HF_TOKEN',
+    )
+  if (status === 404)
+    return new HubHttpError(
+      status,
+      `${what}: not found (404) at ${hub.endpoint}`,
+      'check the repository name and --revision',
+    )
   return new HubHttpError(status, `${what}: the hub answered ${status}`, 'try again later')
 }
 
@@ -95,31 +128,53 @@ function httpError(status: number, what: string, hub: Hub): HubHttpError {
 function hashFromEtag(raw: string | null, name: string, hub: Hub): string {
   const etag = raw?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1') ?? null
   if (etag !== null && (isSha256Hex(etag) || isSha1Hex(etag))) return etag
-  const shown = raw === null ? 'no ETag' : `the ETag ${JSON.stringify(raw.length > 120 ? `${raw.slice(0, 120)}…` : raw)}`
-  throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} sent ${shown} for ${name}, not a SHA-256 or git SHA-1 in lowercase hex`, 'nothing was written; is HF_ENDPOINT a Hugging Face hub, or does a proxy rewrite its answers?')
+  const shown =
+    raw === null ? 'no ETag' : `the ETag ${JSON.stringify(raw.length > 120 ? `${raw.slice(0, 120)}…` : raw)}`
+  throw new DistributionError(
+    'E_HUB_RESPONSE',
+    `${hub.endpoint} sent ${shown} for ${name}, not a SHA-256 or git SHA-1 in lowercase hex`,
+    'nothing was written; is HF_ENDPOINT a Hugging Face hub, or does a proxy rewrite its answers?',
+  )
 }
 
 /** A commit as the hub names it: git's 40 lowercase hex characters (it becomes the snapshot folder's name). */
 function checkedCommit(commit: string, hub: Hub): string {
   if (isSha1Hex(commit)) return commit
-  throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} reported commit ${JSON.stringify(commit.slice(0, 120))}, not 40 lowercase hex characters`, 'nothing was written; is HF_ENDPOINT a Hugging Face hub?')
+  throw new DistributionError(
+    'E_HUB_RESPONSE',
+    `${hub.endpoint} reported commit ${JSON.stringify(commit.slice(0, 120))}, not 40 lowercase hex characters`,
+    'nothing was written; is HF_ENDPOINT a Hugging Face hub?',
+  )
 }
 
 /** Refuses a path that does not lie under `root` once resolved: the last check before anything is written. */
 function underRoot(root: string, path: string): string {
   const full = resolve(path)
   const base = resolve(root)
-  if (full !== base && !full.startsWith(base + sep)) throw new DistributionError('E_HUB_PATH', `refusing to write ${full}: it is outside ${base}`, 'the hub named a file outside the model folder; nothing was written there')
+  if (full !== base && !full.startsWith(base + sep))
+    throw new DistributionError(
+      'E_HUB_PATH',
+      `refusing to write ${full}: it is outside ${base}`,
+      'the hub named a file outside the model folder; nothing was written there',
+    )
   return full
 }
 
-async function request(hub: Hub, url: string, init: { method?: string; headers?: Record<string, string>; withToken: boolean }): Promise<Response> {
+async function request(
+  hub: Hub,
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; withToken: boolean },
+): Promise<Response> {
   const headers: Record<string, string> = { 'user-agent': `dbcluster/${VERSION}`, ...init.headers }
   if (init.withToken && hub.token) headers.authorization = `Bearer ${hub.token}`
   try {
     return await fetch(url, { method: init.method ?? 'GET', headers, redirect: 'manual' })
   } catch (error) {
-    throw new DistributionError('E_HUB_UNREACHABLE', `cannot reach ${new URL(url).origin}: ${(error as Error).message}`, 'check the network, or set HF_ENDPOINT to a reachable mirror')
+    throw new DistributionError(
+      'E_HUB_UNREACHABLE',
+      `cannot reach ${new URL(url).origin}: ${(error as Error).message}`,
+      'check the network, or set HF_ENDPOINT to a reachable mirror',
+    )
   }
 }
 
@@ -129,9 +184,19 @@ async function listRepo(hub: Hub, repo: string, revision: string): Promise<{ com
   const res = await request(hub, url, { withToken: true })
   if (!res.ok) throw httpError(res.status, `${repo} at revision ${revision}`, hub)
   const info = (await res.json().catch(() => null)) as { sha?: unknown; siblings?: { rfilename?: unknown }[] } | null
-  if (!info || !Array.isArray(info.siblings)) throw new DistributionError('E_HUB_RESPONSE', `${url} did not return a model's file list`, 'is HF_ENDPOINT a Hugging Face hub?')
+  if (!info || !Array.isArray(info.siblings))
+    throw new DistributionError(
+      'E_HUB_RESPONSE',
+      `${url} did not return a model's file list`,
+      'is HF_ENDPOINT a Hugging Face hub?',
+    )
   const files = info.siblings.map((s) => String(s?.rfilename))
-  for (const f of files) if (!isSafeName(f)) throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} lists a file named ${JSON.stringify(f.slice(0, 200))}, which is not a plain relative path`)
+  for (const f of files)
+    if (!isSafeName(f))
+      throw new DistributionError(
+        'E_HUB_RESPONSE',
+        `${hub.endpoint} lists a file named ${JSON.stringify(f.slice(0, 200))}, which is not a plain relative path`,
+      )
   return { commit: typeof info.sha === 'string' ? checkedCommit(info.sha, hub) : null, files }
 }
 
@@ -150,7 +215,12 @@ async function describe(hub: Hub, repo: string, revision: string, name: string):
       continue
     }
     const size = Number(res.headers.get('x-linked-size') ?? res.headers.get('content-length'))
-    if (!Number.isSafeInteger(size) || size < 0) throw new DistributionError('E_HUB_RESPONSE', `the hub gave no size for ${name}`, 'is HF_ENDPOINT a Hugging Face hub?')
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new DistributionError(
+        'E_HUB_RESPONSE',
+        `the hub gave no size for ${name}`,
+        'is HF_ENDPOINT a Hugging Face hub?',
+      )
     const commit = res.headers.get('x-repo-commit')
     return {
       name,
@@ -175,9 +245,13 @@ async function fetchInto(hub: Hub, file: RemoteFile, part: string, onBytes: (n: 
     throw new DistributionError('E_HUB_RANGE', `the server refused to resume ${file.name} at byte ${at}`)
   }
   if (!res.ok) throw httpError(res.status, `${file.name}`, hub)
-  if (at && res.status === 200) at = 0 // Range ignored: the whole file comes again
+  if (at && res.status === 200)
+    at = 0 // Range ignored: the whole file comes again
   else if (at && !new RegExp(`^bytes ${at}-`).test(res.headers.get('content-range') ?? '')) {
-    throw new DistributionError('E_HUB_RANGE', `asked for ${file.name} from byte ${at}, got ${res.headers.get('content-range') ?? 'no Content-Range'}`)
+    throw new DistributionError(
+      'E_HUB_RANGE',
+      `asked for ${file.name} from byte ${at}, got ${res.headers.get('content-range') ?? 'no Content-Range'}`,
+    )
   }
   if (!res.body) throw new DistributionError('E_HUB_CUT', `the hub sent no body for ${file.name}`)
   const resumedFrom = at
@@ -189,15 +263,23 @@ async function fetchInto(hub: Hub, file: RemoteFile, part: string, onBytes: (n: 
       writeSync(fd, bytes)
       at += bytes.byteLength
       onBytes(bytes.byteLength)
-      if (at > file.size) throw new DistributionError('E_HUB_SIZE', `${file.name} is longer than the ${file.size} bytes the hub announced`)
+      if (at > file.size)
+        throw new DistributionError(
+          'E_HUB_SIZE',
+          `${file.name} is longer than the ${file.size} bytes the hub announced`,
+        )
     }
   } catch (error) {
     if (error instanceof DistributionError) throw error
-    throw new DistributionError('E_HUB_CUT', `the download of ${file.name} stopped at byte ${at} of ${file.size}: ${(error as Error).message}`)
+    throw new DistributionError(
+      'E_HUB_CUT',
+      `the download of ${file.name} stopped at byte ${at} of ${file.size}: ${(error as Error).message}`,
+    )
   } finally {
     closeSync(fd)
   }
-  if (at < file.size) throw new DistributionError('E_HUB_CUT', `the download of ${file.name} stopped at byte ${at} of ${file.size}`)
+  if (at < file.size)
+    throw new DistributionError('E_HUB_CUT', `the download of ${file.name} stopped at byte ${at} of ${file.size}`)
   return resumedFrom
 }
 
@@ -211,20 +293,28 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   const { repo } = options
   const revision = options.revision ?? 'main'
   const hub = options.hub ?? hubFromEnv()
-  if (!REPO.test(repo) || repo.includes('..')) throw new UsageError(`'${repo}' is not a hub repository name`, 'use ORG/NAME, e.g. mlx-community/Qwen3-0.6B-4bit')
-  if (!isSafeName(revision)) throw new UsageError(`'${revision}' is not a revision name`, 'use a branch, a tag or a commit hash')
+  if (!REPO.test(repo) || repo.includes('..'))
+    throw new UsageError(`'${repo}' is not a hub repository name`, 'use ORG/NAME, e.g. mlx-community/Qwen3-0.6B-4bit')
+  if (!isSafeName(revision))
+    throw new UsageError(`'${revision}' is not a revision name`, 'use a branch, a tag or a commit hash')
   const listing = await listRepo(hub, repo, revision)
   const remote: RemoteFile[] = []
   for (const name of listing.files) remote.push(await describe(hub, repo, revision, name))
   const commit = listing.commit ?? remote.find((f) => f.commit)?.commit ?? (isSha1Hex(revision) ? revision : null)
-  if (commit === null && !options.dir) throw new DistributionError('E_HUB_RESPONSE', `${hub.endpoint} named no commit for ${repo} at ${revision}`, 'the cache is keyed by commit: pass --revision COMMIT, or --dir DIR')
+  if (commit === null && !options.dir)
+    throw new DistributionError(
+      'E_HUB_RESPONSE',
+      `${hub.endpoint} named no commit for ${repo} at ${revision}`,
+      'the cache is keyed by commit: pass --revision COMMIT, or --dir DIR',
+    )
 
   const repoDir = join(options.cacheDir ?? hubCacheDir(), repoCacheFolder(repo))
   // every path written below is checked to lie under this root (the cache's repository folder, or --dir)
   const root = options.dir ?? repoDir
   const modelDir = options.dir ?? join(repoDir, 'snapshots', commit!)
   // in the cache, content lives in blobs/<etag> and the snapshot holds relative links to it (huggingface_hub's layout)
-  const storeOf = (f: RemoteFile) => underRoot(root, options.dir ? join(modelDir, f.name) : join(repoDir, 'blobs', f.etag))
+  const storeOf = (f: RemoteFile) =>
+    underRoot(root, options.dir ? join(modelDir, f.name) : join(repoDir, 'blobs', f.etag))
   const present = (f: RemoteFile) => {
     const store = storeOf(f)
     if (!existsSync(store) || statSync(store).size !== f.size) return false
@@ -236,7 +326,8 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
     if (has) options.onEvent?.({ type: 'present', file: f.name })
     return !has
   })
-  const partSize = (f: RemoteFile) => (existsSync(`${storeOf(f)}.part`) ? Math.min(statSync(`${storeOf(f)}.part`).size, f.size) : 0)
+  const partSize = (f: RemoteFile) =>
+    existsSync(`${storeOf(f)}.part`) ? Math.min(statSync(`${storeOf(f)}.part`).size, f.size) : 0
   const total = missing.reduce((a, f) => a + f.size - partSize(f), 0)
   mkdirSync(modelDir, { recursive: true })
   ensureFreeSpace(options.dir ? modelDir : repoDir, total, `pulling ${repo}`)
@@ -253,7 +344,8 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
       try {
         resumedFrom = await fetchInto(hub, f, part, (n) => meter.add(f.name, n))
       } catch (error) {
-        const retryable = error instanceof DistributionError && ['E_HUB_CUT', 'E_HUB_RANGE', 'E_HUB_UNREACHABLE'].includes(error.code)
+        const retryable =
+          error instanceof DistributionError && ['E_HUB_CUT', 'E_HUB_RANGE', 'E_HUB_UNREACHABLE'].includes(error.code)
         const serverError = error instanceof HubHttpError && error.status >= 500
         if ((!retryable && !serverError) || attempt >= attempts) throw error
         options.onEvent?.({ type: 'retry', file: f.name, reason: (error as Error).message })
@@ -263,9 +355,17 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
       if (!matchesEtag(part, f.etag)) {
         rmSync(part, { force: true })
         if (++mismatches > 1) {
-          throw new DistributionError('E_HASH_MISMATCH', `${f.name} does not match the hash the hub reports (${f.etag}), twice; it was deleted`, 'the mirror or the network corrupts data: try again later or another HF_ENDPOINT')
+          throw new DistributionError(
+            'E_HASH_MISMATCH',
+            `${f.name} does not match the hash the hub reports (${f.etag}), twice; it was deleted`,
+            'the mirror or the network corrupts data: try again later or another HF_ENDPOINT',
+          )
         }
-        options.onEvent?.({ type: 'retry', file: f.name, reason: `${f.name} does not match its hash ${f.etag}: deleted, fetching it once more` })
+        options.onEvent?.({
+          type: 'retry',
+          file: f.name,
+          reason: `${f.name} does not match its hash ${f.etag}: deleted, fetching it once more`,
+        })
         continue
       }
       renameSync(part, store)
@@ -276,12 +376,28 @@ export async function pullModel(options: PullOptions): Promise<PullResult> {
   if (!options.dir) linkSnapshot(repoDir, modelDir, remote, storeOf, revision, commit!)
   // the manifest sidecar lets `model list --verify` and shard transfer reuse the hashes checked here
   const known = new Map(remote.filter((f) => isSha256Hex(f.etag)).map((f) => [f.name, f.etag]))
-  if (existsSync(join(modelDir, 'config.json'))) writeManifestSidecar(modelDir, buildManifest(modelDir, () => {}, known))
+  if (existsSync(join(modelDir, 'config.json')))
+    writeManifestSidecar(
+      modelDir,
+      buildManifest(modelDir, () => {}, known),
+    )
   meter.report(remote.at(-1)?.name ?? '')
-  return { dir: modelDir, commit: commit ?? revision, files: remote.map((f) => ({ name: f.name, size: f.size })), downloadedBytes: meter.bytes }
+  return {
+    dir: modelDir,
+    commit: commit ?? revision,
+    files: remote.map((f) => ({ name: f.name, size: f.size })),
+    downloadedBytes: meter.bytes,
+  }
 }
 
-function linkSnapshot(repoDir: string, snapshot: string, files: RemoteFile[], storeOf: (f: RemoteFile) => string, revision: string, commit: string): void {
+function linkSnapshot(
+  repoDir: string,
+  snapshot: string,
+  files: RemoteFile[],
+  storeOf: (f: RemoteFile) => string,
+  revision: string,
+  commit: string,
+): void {
   for (const f of files) {
     const pointer = underRoot(repoDir, join(snapshot, f.name))
     const store = storeOf(f)

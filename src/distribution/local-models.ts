@@ -58,7 +58,9 @@ function problemsOf(dir: string): string[] {
   const parts = readdirSync(dir).filter((f) => f.endsWith('.part'))
   if (parts.length) problems.push(`unfinished download: ${parts.join(', ')}`)
   let weights = [...present].filter(isWeightFile)
-  const index = existsSync(join(dir, 'model.safetensors.index.json')) ? readJsonOrNull(join(dir, 'model.safetensors.index.json')) : null
+  const index = existsSync(join(dir, 'model.safetensors.index.json'))
+    ? readJsonOrNull(join(dir, 'model.safetensors.index.json'))
+    : null
   if (index) {
     weights = [...new Set(Object.values((index.weight_map ?? {}) as Record<string, string>))].sort()
     for (const w of weights) if (!present.has(w)) problems.push(`${w} missing`)
@@ -74,18 +76,29 @@ function problemsOf(dir: string): string[] {
       problems.push(`${w}: ${(error as Error).message}`)
     }
   }
-  if (!present.has('tokenizer.json') && !present.has('tokenizer.model')) problems.push('no tokenizer (tokenizer.json or tokenizer.model)')
+  if (!present.has('tokenizer.json') && !present.has('tokenizer.model'))
+    problems.push('no tokenizer (tokenizer.json or tokenizer.model)')
   const manifest = readManifestSidecar(dir)
   for (const f of manifest?.files ?? []) {
     if (!present.has(f.name)) problems.push(`${f.name} missing`)
-    else if (statSync(join(dir, f.name)).size !== f.size) problems.push(`${f.name} is ${statSync(join(dir, f.name)).size} bytes, the manifest says ${f.size}`)
+    else if (statSync(join(dir, f.name)).size !== f.size)
+      problems.push(`${f.name} is ${statSync(join(dir, f.name)).size} bytes, the manifest says ${f.size}`)
   }
   return [...new Set(problems)]
 }
 
 export function describeModel(dir: string, name: string, revision: string | null, verify = false): LocalModel {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    return { name, path: dir, revision, bytes: 0, architecture: null, quantization: null, complete: false, problems: ['folder not found'] }
+    return {
+      name,
+      path: dir,
+      revision,
+      bytes: 0,
+      architecture: null,
+      quantization: null,
+      complete: false,
+      problems: ['folder not found'],
+    }
   }
   const config = readJsonOrNull(join(dir, 'config.json')) ?? {}
   const files = listModelFiles(dir)
@@ -104,7 +117,9 @@ export function describeModel(dir: string, name: string, revision: string | null
     const manifest = readManifestSidecar(dir)
     model.verified = null
     if (manifest) {
-      const bad = manifest.files.filter((f) => files.includes(f.name) && sha256File(join(dir, f.name)) !== f.sha256).map((f) => f.name)
+      const bad = manifest.files
+        .filter((f) => files.includes(f.name) && sha256File(join(dir, f.name)) !== f.sha256)
+        .map((f) => f.name)
       for (const f of bad) problems.push(`${f} does not match its manifest hash`)
       model.verified = bad.length === 0
       model.complete = problems.length === 0
@@ -118,25 +133,37 @@ export function listLocalModels(options: ListOptions): LocalModel[] {
   const found: LocalModel[] = []
   const cache = options.cacheDir
   if (cache && existsSync(cache)) {
-    for (const repoFolder of readdirSync(cache).filter((f) => f.startsWith('models--')).sort()) {
+    for (const repoFolder of readdirSync(cache)
+      .filter((f) => f.startsWith('models--'))
+      .sort()) {
       const repoDir = join(cache, repoFolder)
       const name = repoFolder.slice('models--'.length).split('--').join('/')
       const refs = new Map<string, string>()
       if (existsSync(join(repoDir, 'refs'))) {
         for (const ref of readdirSync(join(repoDir, 'refs'))) {
-          if (statSync(join(repoDir, 'refs', ref)).isFile()) refs.set(readFileSync(join(repoDir, 'refs', ref), 'utf8').trim(), ref)
+          if (statSync(join(repoDir, 'refs', ref)).isFile())
+            refs.set(readFileSync(join(repoDir, 'refs', ref), 'utf8').trim(), ref)
         }
       }
       const snapshots = existsSync(join(repoDir, 'snapshots')) ? readdirSync(join(repoDir, 'snapshots')).sort() : []
       // a pull into the cache downloads into blobs/ and links the snapshot at the end
-      const parts = existsSync(join(repoDir, 'blobs')) ? readdirSync(join(repoDir, 'blobs')).filter((b) => b.endsWith('.part')) : []
+      const parts = existsSync(join(repoDir, 'blobs'))
+        ? readdirSync(join(repoDir, 'blobs')).filter((b) => b.endsWith('.part'))
+        : []
       for (const commit of snapshots) {
-        const model = describeModel(join(repoDir, 'snapshots', commit), name, refs.get(commit) ?? commit.slice(0, 12), options.verify)
-        if (parts.length) (model.problems.push(`unfinished download in ${join(repoDir, 'blobs')}`), (model.complete = false))
+        const model = describeModel(
+          join(repoDir, 'snapshots', commit),
+          name,
+          refs.get(commit) ?? commit.slice(0, 12),
+          options.verify,
+        )
+        if (parts.length)
+          (model.problems.push(`unfinished download in ${join(repoDir, 'blobs')}`), (model.complete = false))
         found.push(model)
       }
     }
   }
-  for (const dir of options.dirs ?? []) found.push(describeModel(dir, basename(dir.replace(/\/+$/, '')) || dir, null, options.verify))
+  for (const dir of options.dirs ?? [])
+    found.push(describeModel(dir, basename(dir.replace(/\/+$/, '')) || dir, null, options.verify))
   return found
 }

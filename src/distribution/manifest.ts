@@ -77,10 +77,16 @@ function tensorsByFile(dir: string, weightFiles: string[]): Map<string, string[]
   const indexFile = join(dir, 'model.safetensors.index.json')
   if (existsSync(indexFile)) {
     const map = readJson(indexFile, 'model.safetensors.index.json').weight_map
-    if (!map || typeof map !== 'object') throw new DistributionError('E_MANIFEST_INDEX', `${indexFile} has no weight_map`, 'download the model again')
+    if (!map || typeof map !== 'object')
+      throw new DistributionError('E_MANIFEST_INDEX', `${indexFile} has no weight_map`, 'download the model again')
     for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
       const list = byFile.get(String(file))
-      if (!list) throw new DistributionError('E_MANIFEST_INDEX', `the index puts ${tensor} in ${String(file)}, which is not in ${dir}`, 'the download is incomplete: pull the model again')
+      if (!list)
+        throw new DistributionError(
+          'E_MANIFEST_INDEX',
+          `the index puts ${tensor} in ${String(file)}, which is not in ${dir}`,
+          'the download is incomplete: pull the model again',
+        )
       list.push(tensor)
     }
   } else {
@@ -90,7 +96,8 @@ function tensorsByFile(dir: string, weightFiles: string[]): Map<string, string[]
   return byFile
 }
 
-const layersOf = (tensors: string[]) => [...new Set(tensors.flatMap((t) => (LAYER.test(t) ? [Number(LAYER.exec(t)![1])] : [])))].sort((a, b) => a - b)
+const layersOf = (tensors: string[]) =>
+  [...new Set(tensors.flatMap((t) => (LAYER.test(t) ? [Number(LAYER.exec(t)![1])] : [])))].sort((a, b) => a - b)
 
 /** numLayers and tied embeddings as the model's architecture reads them; the raw config for an unknown architecture. */
 function modelShape(dir: string, tensors: string[]): { numLayers: number; tieWordEmbeddings: boolean } {
@@ -106,8 +113,17 @@ function modelShape(dir: string, tensors: string[]): { numLayers: number; tieWor
 
 /** Hashes every file of a model folder and records which tensors each weight file holds. `known` holds SHA-256s already
  * verified elsewhere (the hub's LFS oids after a pull), so those files are not read again. */
-export function buildManifest(dir: string, onProgress: (file: string, bytes: number) => void = () => {}, known: ReadonlyMap<string, string> = new Map()): Manifest {
-  if (!existsSync(join(dir, 'config.json'))) throw new DistributionError('E_MANIFEST_DIR', `${dir} has no config.json`, 'point at a model folder in the MLX-community layout')
+export function buildManifest(
+  dir: string,
+  onProgress: (file: string, bytes: number) => void = () => {},
+  known: ReadonlyMap<string, string> = new Map(),
+): Manifest {
+  if (!existsSync(join(dir, 'config.json')))
+    throw new DistributionError(
+      'E_MANIFEST_DIR',
+      `${dir} has no config.json`,
+      'point at a model folder in the MLX-community layout',
+    )
   const names = listModelFiles(dir)
   const weights = tensorsByFile(dir, names.filter(isWeightFile))
   const files: ManifestFile[] = names.map((name) => {
@@ -129,12 +145,14 @@ interface Sidecar {
  * of gigabytes on every start would be slow); otherwise built and the sidecar rewritten. */
 export function manifestFor(dir: string, onProgress?: (file: string, bytes: number) => void): Manifest {
   const sidecarPath = join(dir, MANIFEST_SIDECAR)
-  const statOf = (names: string[]) => Object.fromEntries(names.map((n) => [n, (({ size, mtimeMs }) => ({ size, mtimeMs }))(statSync(join(dir, n)))]))
+  const statOf = (names: string[]) =>
+    Object.fromEntries(names.map((n) => [n, (({ size, mtimeMs }) => ({ size, mtimeMs }))(statSync(join(dir, n)))]))
   const names = existsSync(dir) ? listModelFiles(dir) : []
   if (existsSync(sidecarPath)) {
     try {
       const sidecar = JSON.parse(readFileSync(sidecarPath, 'utf8')) as Sidecar
-      if (canonicalJson(sidecar.stat) === canonicalJson(statOf(names)) && sidecar.manifest.version === MANIFEST_VERSION) return parseManifest(sidecar.manifest)
+      if (canonicalJson(sidecar.stat) === canonicalJson(statOf(names)) && sidecar.manifest.version === MANIFEST_VERSION)
+        return parseManifest(sidecar.manifest)
     } catch {
       // unreadable sidecar: build afresh below
     }
@@ -150,7 +168,9 @@ export function manifestFor(dir: string, onProgress?: (file: string, bytes: numb
 
 /** Records a manifest next to the files it describes (pull does this with the hashes it already verified). */
 export function writeManifestSidecar(dir: string, manifest: Manifest): void {
-  const stat = Object.fromEntries(manifest.files.map((f) => [f.name, (({ size, mtimeMs }) => ({ size, mtimeMs }))(statSync(join(dir, f.name)))]))
+  const stat = Object.fromEntries(
+    manifest.files.map((f) => [f.name, (({ size, mtimeMs }) => ({ size, mtimeMs }))(statSync(join(dir, f.name)))]),
+  )
   writeFileSync(join(dir, MANIFEST_SIDECAR), JSON.stringify({ manifest, stat } satisfies Sidecar))
 }
 
@@ -174,7 +194,8 @@ export async function signManifest(manifest: Manifest, identity: Identity): Prom
 }
 
 /** The bytes that travel: canonical JSON of the signed manifest. */
-export const encodeSignedManifest = (signed: SignedManifest): Uint8Array => new TextEncoder().encode(canonicalJson(signed))
+export const encodeSignedManifest = (signed: SignedManifest): Uint8Array =>
+  new TextEncoder().encode(canonicalJson(signed))
 
 /** Checks that the manifest was signed by `trustedKey` (the head's pinned key) and is well formed; throws otherwise. */
 export function verifySignedManifest(bytes: Uint8Array, trustedKey: Uint8Array): Manifest {
@@ -182,7 +203,11 @@ export function verifySignedManifest(bytes: Uint8Array, trustedKey: Uint8Array):
   try {
     signed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
   } catch {
-    throw new DistributionError('E_MANIFEST_SIGNATURE', 'the manifest from the head is not JSON', 'the head runs another release or the link is broken')
+    throw new DistributionError(
+      'E_MANIFEST_SIGNATURE',
+      'the manifest from the head is not JSON',
+      'the head runs another release or the link is broken',
+    )
   }
   const trusted = compressPublicKey(trustedKey)
   let signer: Uint8Array
@@ -192,10 +217,25 @@ export function verifySignedManifest(bytes: Uint8Array, trustedKey: Uint8Array):
     throw new DistributionError('E_MANIFEST_SIGNATURE', 'the manifest names no valid signing key')
   }
   if (base64(signer) !== base64(trusted)) {
-    throw new DistributionError('E_MANIFEST_SIGNATURE', `the manifest is signed by ${fingerprint(signer)}, not by the head's pinned key ${fingerprint(trusted)}`, 'check which key is pinned for the head')
+    throw new DistributionError(
+      'E_MANIFEST_SIGNATURE',
+      `the manifest is signed by ${fingerprint(signer)}, not by the head's pinned key ${fingerprint(trusted)}`,
+      'check which key is pinned for the head',
+    )
   }
-  if (!signed.manifest || !verifySignature(trusted, new TextEncoder().encode(canonicalJson(signed.manifest)), fromBase64(String(signed.signature)))) {
-    throw new DistributionError('E_MANIFEST_SIGNATURE', `the manifest's signature does not verify against the head's key ${fingerprint(trusted)}`, 'the manifest was altered; nothing was written')
+  if (
+    !signed.manifest ||
+    !verifySignature(
+      trusted,
+      new TextEncoder().encode(canonicalJson(signed.manifest)),
+      fromBase64(String(signed.signature)),
+    )
+  ) {
+    throw new DistributionError(
+      'E_MANIFEST_SIGNATURE',
+      `the manifest's signature does not verify against the head's key ${fingerprint(trusted)}`,
+      'the manifest was altered; nothing was written',
+    )
   }
   return parseManifest(signed.manifest)
 }
@@ -203,35 +243,51 @@ export function verifySignedManifest(bytes: Uint8Array, trustedKey: Uint8Array):
 /** Shape checks on a manifest (even a signed one: a name must never leave the model folder). */
 export function parseManifest(raw: unknown): Manifest {
   const bad = (why: string): never => {
-    throw new DistributionError('E_MANIFEST_SHAPE', `malformed manifest: ${why}`, 'rebuild it (delete the folder\'s .dbcluster-manifest.json) or update both nodes')
+    throw new DistributionError(
+      'E_MANIFEST_SHAPE',
+      `malformed manifest: ${why}`,
+      "rebuild it (delete the folder's .dbcluster-manifest.json) or update both nodes",
+    )
   }
   const m = raw as Manifest
-  if (!m || typeof m !== 'object' || m.version !== MANIFEST_VERSION) bad(`version ${(m as Manifest | null)?.version} is not ${MANIFEST_VERSION}`)
+  if (!m || typeof m !== 'object' || m.version !== MANIFEST_VERSION)
+    bad(`version ${(m as Manifest | null)?.version} is not ${MANIFEST_VERSION}`)
   if (!Number.isInteger(m.numLayers) || m.numLayers < 1) bad('numLayers must be a positive integer')
   if (typeof m.tieWordEmbeddings !== 'boolean') bad('tieWordEmbeddings must be a boolean')
   if (!Array.isArray(m.files)) bad('files must be a list')
   const seen = new Set<string>()
   for (const f of m.files) {
-    if (typeof f?.name !== 'string' || !isSafeName(f.name)) bad(`file name ${JSON.stringify(f?.name)} is not a plain relative path`)
+    if (typeof f?.name !== 'string' || !isSafeName(f.name))
+      bad(`file name ${JSON.stringify(f?.name)} is not a plain relative path`)
     if (seen.has(f.name)) bad(`${f.name} is listed twice`)
     seen.add(f.name)
     if (!Number.isSafeInteger(f.size) || f.size < 0) bad(`${f.name} has size ${f.size}`)
     if (typeof f.sha256 !== 'string' || !isSha256Hex(f.sha256)) bad(`${f.name} has no SHA-256`)
-    if (f.tensors !== undefined && !(Array.isArray(f.tensors) && f.tensors.every((t) => typeof t === 'string'))) bad(`${f.name} has a bad tensor list`)
-    if (f.layers !== undefined && !(Array.isArray(f.layers) && f.layers.every((l) => Number.isInteger(l) && l >= 0))) bad(`${f.name} has a bad layer list`)
+    if (f.tensors !== undefined && !(Array.isArray(f.tensors) && f.tensors.every((t) => typeof t === 'string')))
+      bad(`${f.name} has a bad tensor list`)
+    if (f.layers !== undefined && !(Array.isArray(f.layers) && f.layers.every((l) => Number.isInteger(l) && l >= 0)))
+      bad(`${f.name} has a bad layer list`)
   }
   return m
 }
 
 export const isSafeName = (name: string) =>
-  name.length > 0 && name.length < 1024 && !name.startsWith('/') && !name.includes('\\') && !name.includes('\0') && name.split('/').every((p) => p !== '' && p !== '.' && p !== '..')
+  name.length > 0 &&
+  name.length < 1024 &&
+  !name.startsWith('/') &&
+  !name.includes('\\') &&
+  !name.includes('\0') &&
+  name.split('/').every((p) => p !== '' && p !== '.' && p !== '..')
 
 /** The files a stage needs: the weight files holding its layers (plus the embedding on the first stage, or on the last
  * when lm_head is tied; the final norm and lm_head on the last), and every config, tokenizer and chat-template file. */
 export function filesForStage(manifest: Manifest, range: StageRange): ManifestFile[] {
   const { lo, hi, first, last } = range
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo < hi && hi <= manifest.numLayers)) {
-    throw new DistributionError('E_STAGE_RANGE', `layer range [${lo}, ${hi}) is not inside the model's ${manifest.numLayers} layers`)
+    throw new DistributionError(
+      'E_STAGE_RANGE',
+      `layer range [${lo}, ${hi}) is not inside the model's ${manifest.numLayers} layers`,
+    )
   }
   const wantsTensor = (t: string): boolean => {
     const layer = LAYER.exec(t)
@@ -240,5 +296,7 @@ export function filesForStage(manifest: Manifest, range: StageRange): ManifestFi
     if (HEAD.test(t)) return last
     return false // tensors of no decoder role (vision towers, …) stay with the head
   }
-  return manifest.files.filter((f) => (isWeightFile(f.name) ? (f.tensors ?? []).some(wantsTensor) : SHARED_FILE.test(f.name)))
+  return manifest.files.filter((f) =>
+    isWeightFile(f.name) ? (f.tensors ?? []).some(wantsTensor) : SHARED_FILE.test(f.name),
+  )
 }

@@ -27,10 +27,20 @@ export interface ResolveOptions extends Omit<PullOptions, 'repo' | 'revision' | 
 export async function resolveModelDir(spec: string, options: ResolveOptions = {}): Promise<string> {
   if (existsSync(spec) && statSync(spec).isDirectory()) return spec
   const m = REPO_SPEC.exec(spec)
-  if (!m) throw new DistributionError('E_MODEL_NOT_FOUND', `${spec} is neither a folder nor a hub repository name`, 'give a model folder or ORG/NAME, e.g. mlx-community/Qwen3-0.6B-4bit')
+  if (!m)
+    throw new DistributionError(
+      'E_MODEL_NOT_FOUND',
+      `${spec} is neither a folder nor a hub repository name`,
+      'give a model folder or ORG/NAME, e.g. mlx-community/Qwen3-0.6B-4bit',
+    )
   const [, repo, revision = 'main'] = m
   const cached = cachedSnapshot(repo!, revision, options.cacheDir)
   if (cached) return cached
-  if (options.pull === false) throw new DistributionError('E_MODEL_NOT_FOUND', `${repo}@${revision} is not in the hub cache ${options.cacheDir ?? hubCacheDir()}`, `run 'dbcluster model pull ${repo} --revision ${revision}'`)
+  if (options.pull === false)
+    throw new DistributionError(
+      'E_MODEL_NOT_FOUND',
+      `${repo}@${revision} is not in the hub cache ${options.cacheDir ?? hubCacheDir()}`,
+      `run 'dbcluster model pull ${repo} --revision ${revision}'`,
+    )
   return (await pullModel({ ...options, repo: repo!, revision })).dir
 }

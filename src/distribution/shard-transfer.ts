@@ -2,7 +2,17 @@
  * and a manifest signed by its identity; a stage asks for the manifest, checks the signature against the head's pinned
  * key, works out the files its layer range needs, and pulls the ones it lacks in chunks (resumable from `.part` files,
  * optionally throttled), checking each file's SHA-256 before it takes the file's real name. */
-import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, truncateSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+} from 'node:fs'
 import { open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { consola } from 'consola'
@@ -12,7 +22,15 @@ import { fingerprint, type Identity } from '../trust/identity.ts'
 import { ensureFreeSpace } from './disk-space.ts'
 import { DistributionError } from './errors.ts'
 import { readFileInChunks, sha256File } from './file-hash.ts'
-import { encodeSignedManifest, filesForStage, signManifest, verifySignedManifest, type Manifest, type ManifestFile, type StageRange } from './manifest.ts'
+import {
+  encodeSignedManifest,
+  filesForStage,
+  signManifest,
+  verifySignedManifest,
+  type Manifest,
+  type ManifestFile,
+  type StageRange,
+} from './manifest.ts'
 import { VerifiedFiles } from './verified-files.ts'
 import { progressMeter, type TransferProgress } from './progress.ts'
 
@@ -47,7 +65,10 @@ function encodeChunkRequest(length: number, name: string): Uint8Array {
 function decodeChunkRequest(bytes: Uint8Array): { length: number; name: string } | null {
   if (bytes.byteLength < 4) return null
   try {
-    return { length: new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true), name: new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(4)) }
+    return {
+      length: new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true),
+      name: new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(4)),
+    }
   } catch {
     return null
   }
@@ -67,12 +88,19 @@ export interface ServeEvent {
 
 /** Answers a stage's manifest and chunk requests on `link` from `modelDir`, which `manifest` describes; only files the
  * manifest lists are ever read. Returns a function that stops serving (it also stops when the link closes). */
-export function serveShards(link: FileLink, modelDir: string, manifest: Manifest, identity: Identity, onEvent: (e: ServeEvent) => void = () => {}): () => void {
+export function serveShards(
+  link: FileLink,
+  modelDir: string,
+  manifest: Manifest,
+  identity: Identity,
+  onEvent: (e: ServeEvent) => void = () => {},
+): () => void {
   const signed = signManifest(manifest, identity).then(encodeSignedManifest)
   const byName = new Map(manifest.files.map((f) => [f.name, f]))
   const bySha = new Map(manifest.files.map((f) => [f.sha256, f.name]))
   const fds = new Map<string, number>()
-  const refuse = (requestId: bigint, code: string, message: string) => send(link, requestId, { type: 'error', error: { code, message } })
+  const refuse = (requestId: bigint, code: string, message: string) =>
+    send(link, requestId, { type: 'error', error: { code, message } })
 
   /** The answer's payload, `u64 offset | bytes`, read from disk straight into place (no copy of multi-MiB chunks). */
   const readChunk = (name: string, offset: number, length: number): Uint8Array => {
@@ -80,7 +108,7 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
     if (fd === undefined) fds.set(name, (fd = openSync(join(modelDir, name), 'r')))
     const out = new Uint8Array(8 + length)
     new DataView(out.buffer).setBigUint64(0, BigInt(offset), true)
-    for (let at = 0; at < length; ) {
+    for (let at = 0; at < length;) {
       const n = readSync(fd, out, 8 + at, length - at, offset + at)
       if (n <= 0) throw new DistributionError('E_FILE_READ', `${name} ends before byte ${offset + length} on the head`)
       at += n
@@ -96,21 +124,38 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
       const sha256 = new Uint8Array(new Bun.CryptoHasher('sha256').update(bytes).digest())
       return send(link, requestId, { type: 'fileOffer', size: BigInt(bytes.byteLength), sha256, name: MANIFEST_FILE })
     }
-    if (m.type === 'fileDone') return onEvent({ type: 'verified', peer: link.peerSerial, file: bySha.get(hex(m.sha256)) ?? null, sha256: hex(m.sha256) })
+    if (m.type === 'fileDone')
+      return onEvent({
+        type: 'verified',
+        peer: link.peerSerial,
+        file: bySha.get(hex(m.sha256)) ?? null,
+        sha256: hex(m.sha256),
+      })
     if (m.type !== 'fileChunk') return
     const request = decodeChunkRequest(m.bytes)
     if (!request) return refuse(requestId, 'E_FILE_REQUEST', 'a chunk request must carry u32 length | UTF-8 name')
     const offset = Number(m.offset)
     const { length, name } = request
-    if (length < 1 || length > MAX_CHUNK_BYTES) return refuse(requestId, 'E_FILE_RANGE', `chunks are 1 to ${MAX_CHUNK_BYTES} bytes, not ${length}`)
+    if (length < 1 || length > MAX_CHUNK_BYTES)
+      return refuse(requestId, 'E_FILE_RANGE', `chunks are 1 to ${MAX_CHUNK_BYTES} bytes, not ${length}`)
     if (name === MANIFEST_FILE) {
       const whole = await signed
-      if (offset + length > whole.byteLength) return refuse(requestId, 'E_FILE_RANGE', `the manifest is ${whole.byteLength} bytes`)
-      return send(link, requestId, { type: 'fileChunk', offset: m.offset, bytes: whole.subarray(offset, offset + length) })
+      if (offset + length > whole.byteLength)
+        return refuse(requestId, 'E_FILE_RANGE', `the manifest is ${whole.byteLength} bytes`)
+      return send(link, requestId, {
+        type: 'fileChunk',
+        offset: m.offset,
+        bytes: whole.subarray(offset, offset + length),
+      })
     }
     const file = byName.get(name)
     if (!file) return refuse(requestId, 'E_FILE_UNKNOWN', `the head offers no file named ${JSON.stringify(name)}`)
-    if (offset + length > file.size) return refuse(requestId, 'E_FILE_RANGE', `${name} is ${file.size} bytes; bytes ${offset}..${offset + length} do not exist`)
+    if (offset + length > file.size)
+      return refuse(
+        requestId,
+        'E_FILE_RANGE',
+        `${name} is ${file.size} bytes; bytes ${offset}..${offset + length} do not exist`,
+      )
     link.send(FrameType.fileChunk, readChunk(name, offset, length), { requestId })
   }
 
@@ -118,7 +163,8 @@ export function serveShards(link: FileLink, modelDir: string, manifest: Manifest
     if (f.type !== FrameType.fileOffer && f.type !== FrameType.fileChunk && f.type !== FrameType.fileDone) return
     handle(f.type, f.requestId, f.payload).catch((error) => {
       log.warn(`serving ${link.peerSerial}: ${(error as Error).message}`)
-      if (!link.closed) refuse(f.requestId, error instanceof DistributionError ? error.code : 'E_FILE_READ', (error as Error).message)
+      if (!link.closed)
+        refuse(f.requestId, error instanceof DistributionError ? error.code : 'E_FILE_READ', (error as Error).message)
     })
   })
   const stop = () => {
@@ -164,7 +210,14 @@ export interface ReceiveResult {
 /** Request/answer plumbing: each request gets a fresh id; the answer (or the link closing, or silence) settles it. */
 function requester(link: FileLink, timeoutMs: number) {
   let next = (BigInt(Date.now()) << 20n) | BigInt(Math.floor(Math.random() * 2 ** 20)) // apart from an earlier run's ids
-  const pending = new Map<bigint, { resolve: (m: ReturnType<typeof decodeMessage>) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }>()
+  const pending = new Map<
+    bigint,
+    {
+      resolve: (m: ReturnType<typeof decodeMessage>) => void
+      reject: (e: Error) => void
+      timer: ReturnType<typeof setTimeout>
+    }
+  >()
   const failAll = (error: Error) => {
     for (const p of pending.values()) (clearTimeout(p.timer), p.reject(error))
     pending.clear()
@@ -180,14 +233,28 @@ function requester(link: FileLink, timeoutMs: number) {
       p.reject(error as Error)
     }
   })
-  link.onClose((reason) => failAll(new DistributionError('E_TRANSFER_LINK', `the link to the head closed during the transfer${reason ? `: ${reason.message}` : ''}`, 'run it again: finished files are kept and a partial one resumes')))
+  link.onClose((reason) =>
+    failAll(
+      new DistributionError(
+        'E_TRANSFER_LINK',
+        `the link to the head closed during the transfer${reason ? `: ${reason.message}` : ''}`,
+        'run it again: finished files are kept and a partial one resumes',
+      ),
+    ),
+  )
   return {
     ask(m: Parameters<typeof encodeMessage>[0]): Promise<ReturnType<typeof decodeMessage>> {
       const id = ++next
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           pending.delete(id)
-          reject(new DistributionError('E_TRANSFER_TIMEOUT', `the head did not answer within ${timeoutMs} ms`, 'is the head overloaded? run it again to resume'))
+          reject(
+            new DistributionError(
+              'E_TRANSFER_TIMEOUT',
+              `the head did not answer within ${timeoutMs} ms`,
+              'is the head overloaded? run it again to resume',
+            ),
+          )
         }, timeoutMs)
         pending.set(id, { resolve, reject, timer })
         try {
@@ -223,7 +290,13 @@ type Ask = ReturnType<typeof requester>['ask']
 
 /** Pulls `name` into `part` from its current size to `size`, `window` chunk requests in flight; returns the bytes that
  * were in the part before (the resume point) and the SHA-256 of the whole file. */
-async function pullInto(ask: Ask, name: string, size: number, part: string, o: { chunk: number; window: number; pace: (n: number) => Promise<void>; onBytes: (n: number) => void }) {
+async function pullInto(
+  ask: Ask,
+  name: string,
+  size: number,
+  part: string,
+  o: { chunk: number; window: number; pace: (n: number) => Promise<void>; onBytes: (n: number) => void },
+) {
   let at = existsSync(part) ? statSync(part).size : 0
   if (at > size) truncateSync(part, (at = 0))
   const resumedFrom = at
@@ -245,9 +318,17 @@ async function pullInto(ask: Ask, name: string, size: number, part: string, o: {
       }
       const { offset, length, answer } = inFlight.shift()!
       const m = await answer
-      if (m.type === 'error') throw new DistributionError(m.error.code, `the head refused ${name}: ${m.error.message}`, 'is the head serving the same model?')
+      if (m.type === 'error')
+        throw new DistributionError(
+          m.error.code,
+          `the head refused ${name}: ${m.error.message}`,
+          'is the head serving the same model?',
+        )
       if (m.type !== 'fileChunk' || Number(m.offset) !== offset || m.bytes.byteLength !== length) {
-        throw new DistributionError('E_TRANSFER_PROTOCOL', `asked for ${length} bytes of ${name} at ${offset}, got something else`)
+        throw new DistributionError(
+          'E_TRANSFER_PROTOCOL',
+          `asked for ${length} bytes of ${name} at ${offset}, got something else`,
+        )
       }
       // the disk write runs on a worker thread while this one opens the next chunks' frames and hashes
       await writing
@@ -267,16 +348,18 @@ async function pullInto(ask: Ask, name: string, size: number, part: string, o: {
 /** Fetches the head's signed manifest and checks it against the head's pinned key. */
 async function fetchManifest(ask: Ask, headKey: Uint8Array, chunk: number): Promise<Manifest> {
   const offer = await ask({ type: 'fileOffer', size: 0n, sha256: ZERO_HASH, name: '' })
-  if (offer.type === 'error') throw new DistributionError(offer.error.code, `the head has no manifest to offer: ${offer.error.message}`)
+  if (offer.type === 'error')
+    throw new DistributionError(offer.error.code, `the head has no manifest to offer: ${offer.error.message}`)
   if (offer.type !== 'fileOffer' || offer.name !== MANIFEST_FILE || offer.size > BigInt(MAX_CHUNK_BYTES) * 64n) {
     throw new DistributionError('E_TRANSFER_PROTOCOL', 'the head answered the manifest request with something else')
   }
   const size = Number(offer.size)
   const bytes = new Uint8Array(size)
-  for (let at = 0; at < size; ) {
+  for (let at = 0; at < size;) {
     const length = Math.min(chunk, size - at)
     const m = await ask({ type: 'fileChunk', offset: BigInt(at), bytes: encodeChunkRequest(length, MANIFEST_FILE) })
-    if (m.type !== 'fileChunk' || m.bytes.byteLength !== length) throw new DistributionError('E_TRANSFER_PROTOCOL', 'the manifest did not arrive whole')
+    if (m.type !== 'fileChunk' || m.bytes.byteLength !== length)
+      throw new DistributionError('E_TRANSFER_PROTOCOL', 'the manifest did not arrive whole')
     bytes.set(m.bytes, at)
     at += length
   }
@@ -291,7 +374,8 @@ async function fetchManifest(ask: Ask, headKey: Uint8Array, chunk: number): Prom
  * twice, when the disk is too small (saying how much is missing), or when the link fails (a new call resumes). */
 export async function receiveShards(link: FileLink, options: ReceiveOptions): Promise<ReceiveResult> {
   const chunk = options.chunkBytes ?? DEFAULT_CHUNK_BYTES
-  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK_BYTES) throw new DistributionError('E_USAGE', `chunk size must be 1 to ${MAX_CHUNK_BYTES} bytes, not ${chunk}`)
+  if (!Number.isInteger(chunk) || chunk < 1 || chunk > MAX_CHUNK_BYTES)
+    throw new DistributionError('E_USAGE', `chunk size must be 1 to ${MAX_CHUNK_BYTES} bytes, not ${chunk}`)
   const rpc = requester(link, options.timeoutMs ?? 30_000)
   try {
     const manifest = await fetchManifest(rpc.ask, options.headKey, chunk)
@@ -302,7 +386,8 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
     const verified = VerifiedFiles.open(options.dir)
     for (const f of needed) {
       const path = join(options.dir, f.name)
-      if (verified.has(f.name, f.sha256)) options.onEvent?.({ type: 'present', file: f.name, checked: 'unchanged since verified' })
+      if (verified.has(f.name, f.sha256))
+        options.onEvent?.({ type: 'present', file: f.name, checked: 'unchanged since verified' })
       else if (existsSync(path) && statSync(path).size === f.size && sha256File(path) === f.sha256) {
         verified.record(f.name, f.sha256)
         options.onEvent?.({ type: 'present', file: f.name, checked: 'hashed' })
@@ -312,7 +397,10 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
       }
     }
     verified.save()
-    const partSize = (f: ManifestFile) => (existsSync(join(options.dir, `${f.name}.part`)) ? Math.min(statSync(join(options.dir, `${f.name}.part`)).size, f.size) : 0)
+    const partSize = (f: ManifestFile) =>
+      existsSync(join(options.dir, `${f.name}.part`))
+        ? Math.min(statSync(join(options.dir, `${f.name}.part`)).size, f.size)
+        : 0
     const total = missing.reduce((a, f) => a + f.size - partSize(f), 0)
     ensureFreeSpace(options.dir, total, `the layers [${options.lo}, ${options.hi}) of this stage`)
     const meter = progressMeter(total, options.onProgress)
@@ -322,7 +410,12 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
       const part = `${path}.part`
       mkdirSync(dirname(path), { recursive: true })
       for (let attempt = 1; ; attempt++) {
-        const { resumedFrom, sha256 } = await pullInto(rpc.ask, f.name, f.size, part, { chunk, window: options.window ?? 4, pace, onBytes: (n) => meter.add(f.name, n) })
+        const { resumedFrom, sha256 } = await pullInto(rpc.ask, f.name, f.size, part, {
+          chunk,
+          window: options.window ?? 4,
+          pace,
+          onBytes: (n) => meter.add(f.name, n),
+        })
         if (sha256 === f.sha256) {
           renameSync(part, path)
           verified.record(f.name, sha256)
@@ -333,9 +426,17 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
         }
         rmSync(part, { force: true })
         if (attempt >= 2) {
-          throw new DistributionError('E_HASH_MISMATCH', `${f.name} from ${link.peerSerial || 'the head'} does not match the manifest's SHA-256 ${f.sha256}, twice; it was deleted and this stage will not load`, "the head's copy differs from its manifest: run 'dbcluster model list --verify' on the head")
+          throw new DistributionError(
+            'E_HASH_MISMATCH',
+            `${f.name} from ${link.peerSerial || 'the head'} does not match the manifest's SHA-256 ${f.sha256}, twice; it was deleted and this stage will not load`,
+            "the head's copy differs from its manifest: run 'dbcluster model list --verify' on the head",
+          )
         }
-        options.onEvent?.({ type: 'retry', file: f.name, reason: `${f.name} does not match its SHA-256 (got ${sha256}): deleted, fetching it once more` })
+        options.onEvent?.({
+          type: 'retry',
+          file: f.name,
+          reason: `${f.name} does not match its SHA-256 (got ${sha256}): deleted, fetching it once more`,
+        })
       }
     }
     return { manifest, files: needed.map((f) => f.name), received: missing.map((f) => f.name), bytes: meter.bytes }

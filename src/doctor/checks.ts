@@ -8,7 +8,13 @@ import { probeMacosBridge, type MacosBridgeProbe } from '../trust/macos-bridge.t
 import { osVersion } from '../trust/machine-info.ts'
 import { KeychainPinStore } from '../trust/pin-store-keychain.ts'
 import { fail, pass, skip, type CheckResult } from './check.ts'
-import { isThunderbolt5, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from './macos-parsers.ts'
+import {
+  isThunderbolt5,
+  parseIbvDevinfo,
+  parseRdmaCtlStatus,
+  parseSwVers,
+  parseThunderboltPorts,
+} from './macos-parsers.ts'
 import { runWithTimeout, type CommandResult } from './run-with-timeout.ts'
 import type { DoctorEnv } from './doctor-env.ts'
 
@@ -18,8 +24,25 @@ import { checkBridgeLoop, checkCluster, checkRdmaPeers } from './cluster-checks.
 export function defaultEnv(partial: Partial<DoctorEnv> & Pick<DoctorEnv, 'keyFile' | 'pinFile'>): DoctorEnv {
   // a head with --api-key answers /health only with it (DBCLUSTER_API_KEY, as `cluster status` reads it)
   const key = process.env.DBCLUSTER_API_KEY
-  const keyed: typeof fetch = Object.assign((input: Parameters<typeof fetch>[0], init?: RequestInit) => fetch(input, key ? { ...init, headers: { ...(init?.headers as Record<string, string>), authorization: `Bearer ${key}` } } : init), fetch)
-  return { platform: process.platform, run: (cmd) => runWithTimeout(cmd), freeBytes: freemem, fetch: keyed, now: Date.now, pinStoreRequest: process.env.DBCLUSTER_PIN_STORE, ...partial }
+  const keyed: typeof fetch = Object.assign(
+    (input: Parameters<typeof fetch>[0], init?: RequestInit) =>
+      fetch(
+        input,
+        key
+          ? { ...init, headers: { ...(init?.headers as Record<string, string>), authorization: `Bearer ${key}` } }
+          : init,
+      ),
+    fetch,
+  )
+  return {
+    platform: process.platform,
+    run: (cmd) => runWithTimeout(cmd),
+    freeBytes: freemem,
+    fetch: keyed,
+    now: Date.now,
+    pinStoreRequest: process.env.DBCLUSTER_PIN_STORE,
+    ...partial,
+  }
 }
 
 const notMac = (name: string, env: DoctorEnv): CheckResult | null =>
@@ -41,14 +64,25 @@ export async function checkRdmaPorts(env: DoctorEnv): Promise<CheckResult> {
   if (env.platform !== 'darwin') {
     const dir = '/sys/class/infiniband'
     const devices = existsSync(dir) ? readdirSync(dir) : []
-    return devices.length ? pass(name, `/sys/class/infiniband: ${devices.join(', ')}`) : skip(name, 'no /sys/class/infiniband devices; use --transport link or ring')
+    return devices.length
+      ? pass(name, `/sys/class/infiniband: ${devices.join(', ')}`)
+      : skip(name, 'no /sys/class/infiniband devices; use --transport link or ring')
   }
   const r = await env.run(['ibv_devinfo'])
-  if (!r.ok) return fail(name, r.reason ?? 'ibv_devinfo failed', 'enable RDMA first (rdma_ctl) and connect a Thunderbolt 5 cable')
+  if (!r.ok)
+    return fail(
+      name,
+      r.reason ?? 'ibv_devinfo failed',
+      'enable RDMA first (rdma_ctl) and connect a Thunderbolt 5 cable',
+    )
   const ports = parseIbvDevinfo(r.stdout)
   const active = ports.filter((p) => p.state.startsWith('PORT_ACTIVE'))
   if (active.length) return pass(name, `active: ${active.map((p) => `${p.device}:${p.port}`).join(', ')}`)
-  return fail(name, ports.length ? `no active port (${ports.map((p) => `${p.device}:${p.state}`).join(', ')})` : 'no RDMA devices', 'check the Thunderbolt 5 cable is seated on both machines')
+  return fail(
+    name,
+    ports.length ? `no active port (${ports.map((p) => `${p.device}:${p.state}`).join(', ')})` : 'no RDMA devices',
+    'check the Thunderbolt 5 cable is seated on both machines',
+  )
 }
 
 export async function checkThunderbolt(env: DoctorEnv): Promise<CheckResult> {
@@ -56,11 +90,17 @@ export async function checkThunderbolt(env: DoctorEnv): Promise<CheckResult> {
   const s = notMac(name, env)
   if (s) return s
   const r = await env.run(['system_profiler', 'SPThunderboltDataType'])
-  if (!r.ok) return fail(name, r.reason ?? 'system_profiler failed', 'rerun doctor; system_profiler can be slow on first use')
+  if (!r.ok)
+    return fail(name, r.reason ?? 'system_profiler failed', 'rerun doctor; system_profiler can be slow on first use')
   const ports = parseThunderboltPorts(r.stdout)
   const fast = ports.filter((p) => isThunderbolt5(p.speedGbps))
-  if (fast.length) return pass(name, `Thunderbolt 5 link on ${fast.map((p) => `${p.name} (${p.speedGbps} Gb/s)`).join(', ')}`)
-  return fail(name, ports.length ? `fastest link ${Math.max(...ports.map((p) => p.speedGbps ?? 0))} Gb/s` : 'no Thunderbolt ports', 'RDMA needs Thunderbolt 5 on both ends (TB4 cannot do RDMA); use --transport ring or link')
+  if (fast.length)
+    return pass(name, `Thunderbolt 5 link on ${fast.map((p) => `${p.name} (${p.speedGbps} Gb/s)`).join(', ')}`)
+  return fail(
+    name,
+    ports.length ? `fastest link ${Math.max(...ports.map((p) => p.speedGbps ?? 0))} Gb/s` : 'no Thunderbolt ports',
+    'RDMA needs Thunderbolt 5 on both ends (TB4 cannot do RDMA); use --transport ring or link',
+  )
 }
 
 export async function checkOsVersion(env: DoctorEnv): Promise<CheckResult> {
@@ -110,7 +150,8 @@ export function checkPins(env: DoctorEnv): CheckResult {
   } catch (error) {
     return fail(name, (error as Error).message, (error as { hint?: string }).hint ?? 're-pin through the coordinator')
   }
-  if (!existsSync(env.pinFile)) return skip(name, `${env.pinFile} not created yet; peers are pinned on first contact through the coordinator`)
+  if (!existsSync(env.pinFile))
+    return skip(name, `${env.pinFile} not created yet; peers are pinned on first contact through the coordinator`)
   return privateFileCheck(name, env.pinFile, '')
 }
 
@@ -120,7 +161,11 @@ export function checkMemory(env: DoctorEnv): CheckResult {
   const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`
   if (env.needBytes === undefined) return skip(name, `${gib(free)} free; pass --need-gib to compare against a plan`)
   if (free >= env.needBytes) return pass(name, `${gib(free)} free, plan needs ${gib(env.needBytes)}`)
-  return fail(name, `${gib(free)} free, plan needs ${gib(env.needBytes)}`, 'close other programs, or add a node so each holds fewer layers')
+  return fail(
+    name,
+    `${gib(free)} free, plan needs ${gib(env.needBytes)}`,
+    'close other programs, or add a node so each holds fewer layers',
+  )
 }
 
 /** Sealed tensor parallel seals every exchange in C with libcrypto where OpenSSL 3 is installed; without it the same
@@ -128,14 +173,22 @@ export function checkMemory(env: DoctorEnv): CheckResult {
 export function checkTpSealing(env: DoctorEnv): CheckResult {
   const name = 'tensor-parallel sealing'
   if (!env.nativeTpSealing) return skip(name, 'not probed')
-  if (env.nativeTpSealing()) return pass(name, 'AES-256-GCM from libcrypto (OpenSSL 3): serve --tp seals its exchanges in C')
-  const install = env.platform === 'darwin' ? "run 'brew install openssl@3'" : 'install OpenSSL 3 (Debian/Ubuntu: apt install libssl3)'
-  return skip(name, `libcrypto (OpenSSL 3) not found: serve --tp seals its exchanges in TypeScript, slower; for the C path ${install}`)
+  if (env.nativeTpSealing())
+    return pass(name, 'AES-256-GCM from libcrypto (OpenSSL 3): serve --tp seals its exchanges in C')
+  const install =
+    env.platform === 'darwin'
+      ? "run 'brew install openssl@3'"
+      : 'install OpenSSL 3 (Debian/Ubuntu: apt install libssl3)'
+  return skip(
+    name,
+    `libcrypto (OpenSSL 3) not found: serve --tp seals its exchanges in TypeScript, slower; for the C path ${install}`,
+  )
 }
 
 /** Reachability and clock skew in one request: the coordinator's /health answer and its Date header. */
 export async function checkCoordinator(env: DoctorEnv): Promise<CheckResult[]> {
-  if (!env.coordinator) return [skip('coordinator reachable', 'no --coordinator given'), skip('clock skew', 'no --coordinator given')]
+  if (!env.coordinator)
+    return [skip('coordinator reachable', 'no --coordinator given'), skip('clock skew', 'no --coordinator given')]
   const url = new URL('/health', env.coordinator.includes('://') ? env.coordinator : `http://${env.coordinator}`)
   const sent = env.now()
   let res: Response
@@ -143,16 +196,36 @@ export async function checkCoordinator(env: DoctorEnv): Promise<CheckResult[]> {
     res = await env.fetch(url, { signal: AbortSignal.timeout(3000) })
   } catch (e) {
     const why = e instanceof Error ? e.message : String(e)
-    return [fail('coordinator reachable', `${url.origin}: ${why}`, `start it with 'dbcluster coordinator' or fix --coordinator`), skip('clock skew', 'coordinator unreachable')]
+    return [
+      fail(
+        'coordinator reachable',
+        `${url.origin}: ${why}`,
+        `start it with 'dbcluster coordinator' or fix --coordinator`,
+      ),
+      skip('clock skew', 'coordinator unreachable'),
+    ]
   }
   const received = env.now()
-  const reach = res.ok ? pass('coordinator reachable', `${url.origin} answered ${res.status}`) : fail('coordinator reachable', `${url.origin} answered ${res.status}`, 'check the URL points at a dbcluster coordinator')
+  const reach = res.ok
+    ? pass('coordinator reachable', `${url.origin} answered ${res.status}`)
+    : fail(
+        'coordinator reachable',
+        `${url.origin} answered ${res.status}`,
+        'check the URL points at a dbcluster coordinator',
+      )
   const date = res.headers.get('date')
   if (!date) return [reach, skip('clock skew', 'the coordinator sent no Date header')]
   // Date has one-second resolution: compare against the midpoint and allow the rounding.
   const skewMs = Date.parse(date) - (sent + received) / 2
   const limitMs = 5000
-  const skew = Math.abs(skewMs) <= limitMs + 1000 ? pass('clock skew', `${(skewMs / 1000).toFixed(1)} s against the coordinator`) : fail('clock skew', `${(skewMs / 1000).toFixed(1)} s against the coordinator`, 'enable network time (timedatectl set-ntp true, or System Settings > Date & Time)')
+  const skew =
+    Math.abs(skewMs) <= limitMs + 1000
+      ? pass('clock skew', `${(skewMs / 1000).toFixed(1)} s against the coordinator`)
+      : fail(
+          'clock skew',
+          `${(skewMs / 1000).toFixed(1)} s against the coordinator`,
+          'enable network time (timedatectl set-ntp true, or System Settings > Date & Time)',
+        )
   return [reach, skew]
 }
 
@@ -177,7 +250,9 @@ export async function runDoctor(env: DoctorEnv): Promise<CheckResult[]> {
 async function clusterSize(env: DoctorEnv): Promise<number | undefined> {
   if (!env.cluster) return undefined
   try {
-    const health = (await (await env.fetch(new URL('/health', env.cluster), { signal: AbortSignal.timeout(3000) })).json()) as { nodes?: number }
+    const health = (await (
+      await env.fetch(new URL('/health', env.cluster), { signal: AbortSignal.timeout(3000) })
+    ).json()) as { nodes?: number }
     return health.nodes
   } catch {
     return undefined

@@ -29,18 +29,29 @@ export async function checkCluster(env: DoctorEnv): Promise<CheckResult[]> {
     const res = await env.fetch(new URL('/health', env.cluster), { signal: AbortSignal.timeout(3000) })
     members = ((await res.json()) as { members?: Member[] }).members ?? []
   } catch (e) {
-    return names.map((n) => fail(n, `cannot read ${env.cluster}/health: ${e instanceof Error ? e.message : String(e)}`, 'start the head (dbcluster serve … --rank 0) or fix --cluster'))
+    return names.map((n) =>
+      fail(
+        n,
+        `cannot read ${env.cluster}/health: ${e instanceof Error ? e.message : String(e)}`,
+        'start the head (dbcluster serve … --rank 0) or fix --cluster',
+      ),
+    )
   }
   if (members.length < 2) return names.map((n) => skip(n, `${env.cluster} serves alone (no cluster members)`))
   const label = (m: Member) => `rank ${m.rank} ${m.serial ?? '?'}`
   const results: CheckResult[] = []
 
   const versions = new Map<string, string[]>()
-  for (const m of members) versions.set(m.os_version ?? 'unknown', [...(versions.get(m.os_version ?? 'unknown') ?? []), label(m)])
+  for (const m of members)
+    versions.set(m.os_version ?? 'unknown', [...(versions.get(m.os_version ?? 'unknown') ?? []), label(m)])
   results.push(
     versions.size === 1
       ? pass(names[0], `all ${members.length} nodes run ${[...versions.keys()][0]}`)
-      : fail(names[0], [...versions].map(([v, who]) => `${v}: ${who.join(', ')}`).join('; '), 'update every Mac to the same macOS release (RDMA and MLX need matching versions)'),
+      : fail(
+          names[0],
+          [...versions].map(([v, who]) => `${v}: ${who.join(', ')}`).join('; '),
+          'update every Mac to the same macOS release (RDMA and MLX need matching versions)',
+        ),
   )
 
   const off = members.filter((m) => m.clock_skew_ms === null || Math.abs(m.clock_skew_ms) > CLOCK_LIMIT_MS)
@@ -48,14 +59,40 @@ export async function checkCluster(env: DoctorEnv): Promise<CheckResult[]> {
   results.push(
     off.length === 0
       ? pass(names[1], `every node within ${(worst / 1000).toFixed(1)} s of the head`)
-      : fail(names[1], off.map((m) => `${label(m)} ${m.clock_skew_ms === null ? 'unknown' : `${(m.clock_skew_ms / 1000).toFixed(1)} s`}`).join(', '), 'enable network time on every node (timedatectl set-ntp true, or System Settings > Date & Time)'),
+      : fail(
+          names[1],
+          off
+            .map(
+              (m) => `${label(m)} ${m.clock_skew_ms === null ? 'unknown' : `${(m.clock_skew_ms / 1000).toFixed(1)} s`}`,
+            )
+            .join(', '),
+          'enable network time on every node (timedatectl set-ntp true, or System Settings > Date & Time)',
+        ),
   )
 
-  const short = members.filter((m) => m.free_bytes !== null && m.weight_bytes !== null && m.kv_bytes !== null && m.free_bytes < m.weight_bytes + m.kv_bytes)
+  const short = members.filter(
+    (m) =>
+      m.free_bytes !== null &&
+      m.weight_bytes !== null &&
+      m.kv_bytes !== null &&
+      m.free_bytes < m.weight_bytes + m.kv_bytes,
+  )
   results.push(
     short.length === 0
-      ? pass(names[2], members.map((m) => `${label(m)} ${m.free_bytes === null ? '?' : gib(m.free_bytes)} free`).join(', '))
-      : fail(names[2], short.map((m) => `${label(m)} had ${gib(m.free_bytes!)} free for ${gib(m.weight_bytes! + m.kv_bytes!)} of weights and KV`).join('; '), 'close other programs on that node, give it a smaller --memory, or add a node'),
+      ? pass(
+          names[2],
+          members.map((m) => `${label(m)} ${m.free_bytes === null ? '?' : gib(m.free_bytes)} free`).join(', '),
+        )
+      : fail(
+          names[2],
+          short
+            .map(
+              (m) =>
+                `${label(m)} had ${gib(m.free_bytes!)} free for ${gib(m.weight_bytes! + m.kv_bytes!)} of weights and KV`,
+            )
+            .join('; '),
+          'close other programs on that node, give it a smaller --memory, or add a node',
+        ),
   )
   return results
 }
@@ -63,12 +100,17 @@ export async function checkCluster(env: DoctorEnv): Promise<CheckResult[]> {
 export async function checkBridgeLoop(env: DoctorEnv, nodes: number | undefined): Promise<CheckResult> {
   const name = 'Thunderbolt Bridge loop'
   if (env.platform !== 'darwin') return skip(name, `macOS only (this is ${env.platform})`)
-  if (nodes === undefined || nodes < 3) return skip(name, `only a ring of 3+ Macs can loop${nodes === undefined ? ' (give --nodes or --cluster)' : ''}`)
+  if (nodes === undefined || nodes < 3)
+    return skip(name, `only a ring of 3+ Macs can loop${nodes === undefined ? ' (give --nodes or --cluster)' : ''}`)
   const r = await env.run(['ifconfig', 'bridge0'])
   if (!r.ok) return skip(name, 'no bridge0 (no Thunderbolt Bridge): each cable has its own interface')
   const members = parseBridgeMembers(r.stdout)
   if (members.length < 2) return pass(name, `bridge0 has ${members.length} member port(s)`)
-  return fail(name, `bridge0 joins ${members.join(', ')} in a cluster of ${nodes}: cabled in a ring, broadcast frames loop`, 'remove all but one Thunderbolt port from the bridge (System Settings > Network > Thunderbolt Bridge), or take Thunderbolt Bridge off and give each cable its own link-local interface')
+  return fail(
+    name,
+    `bridge0 joins ${members.join(', ')} in a cluster of ${nodes}: cabled in a ring, broadcast frames loop`,
+    'remove all but one Thunderbolt port from the bridge (System Settings > Network > Thunderbolt Bridge), or take Thunderbolt Bridge off and give each cable its own link-local interface',
+  )
 }
 
 /** Which RDMA device faces which peer: a Thunderbolt RDMA device `rdma_enN` rides interface `enN`, and the peer on the
@@ -94,6 +136,11 @@ export async function checkRdmaPeers(env: DoctorEnv): Promise<CheckResult> {
     if (peers.length === 0) lonely.push(`${device} (${iface})`)
     rows.push(`${device} → ${iface} → ${peers.length ? peers.map((p) => p.address).join(', ') : 'no peer seen'}`)
   }
-  if (lonely.length) return fail(name, rows.join('; '), `no peer answers on ${lonely.join(', ')}: check that cable and that the Mac on the other end has a 169.254 address on it (start dbcluster there)`)
+  if (lonely.length)
+    return fail(
+      name,
+      rows.join('; '),
+      `no peer answers on ${lonely.join(', ')}: check that cable and that the Mac on the other end has a 169.254 address on it (start dbcluster there)`,
+    )
   return pass(name, `${rows.join('; ')} (give jaccl these device names: rdma-ping/serve --rdma-device)`)
 }

@@ -21,18 +21,35 @@ export type GenerationEvent =
   | { type: 'token'; id: number; text: string }
   /** Text held back until the end (a partial character or a possible stop-string prefix that never completed). */
   | { type: 'text'; text: string }
-  | { type: 'done'; finishReason: FinishReason; text: string; tokens: number[]; promptTokens: number; prefillSeconds: number; decodeSeconds: number }
+  | {
+      type: 'done'
+      finishReason: FinishReason
+      text: string
+      tokens: number[]
+      promptTokens: number
+      prefillSeconds: number
+      decodeSeconds: number
+    }
 
-export async function* generate(pipeline: Pipeline, request: GenerationRequest, decode: (ids: number[]) => string): AsyncGenerator<GenerationEvent> {
+export async function* generate(
+  pipeline: Pipeline,
+  request: GenerationRequest,
+  decode: (ids: number[]) => string,
+): AsyncGenerator<GenerationEvent> {
   const prompt = request.promptIds
   if (prompt.length === 0) throw new DbcError('E_PROMPT', 'the prompt is empty')
   if (prompt.length + 1 > pipeline.maxLen) {
-    throw new DbcError('E_CONTEXT', `the prompt has ${prompt.length} tokens; the context holds ${pipeline.maxLen}`, 'shorten the prompt or raise --max-context')
+    throw new DbcError(
+      'E_CONTEXT',
+      `the prompt has ${prompt.length} tokens; the context holds ${pipeline.maxLen}`,
+      'shorten the prompt or raise --max-context',
+    )
   }
   const chunk = request.prefillChunk ?? 512
   const random = seededRandom(request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32))
   // sampled where the logits are (the last stage); one uniform draw per non-greedy token from this request's stream
-  const row = (history: readonly number[]) => rowSampling(request.sampling, history, request.sampling.temperature > 0 ? random() : 0)
+  const row = (history: readonly number[]) =>
+    rowSampling(request.sampling, history, request.sampling.temperature > 0 ? random() : 0)
   const detok = new IncrementalDetokenizer(decode)
   const stops = new StopMatcher(request.stop ?? [])
   const eos = new Set(request.eosTokenIds)
@@ -47,7 +64,12 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
       const ids = prompt.slice(start, start + chunk)
       const last = start + ids.length === prompt.length
       const out = await pipeline.sample(
-        { tokens: Int32Array.from(ids), slots: new Int32Array(ids.length).fill(slot), positions: Int32Array.from(ids, (_, i) => start + i), logitRows: last ? Int32Array.of(ids.length - 1) : new Int32Array(0) },
+        {
+          tokens: Int32Array.from(ids),
+          slots: new Int32Array(ids.length).fill(slot),
+          positions: Int32Array.from(ids, (_, i) => start + i),
+          logitRows: last ? Int32Array.of(ids.length - 1) : new Int32Array(0),
+        },
         last ? [row(history)] : [],
       )
       if (last) next = out[0]!.id
@@ -71,7 +93,17 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
         break
       }
       if (tokens.length >= request.maxTokens || position + 1 >= pipeline.maxLen) break
-      next = (await pipeline.sample({ tokens: Int32Array.of(id), slots: Int32Array.of(slot), positions: Int32Array.of(position), logitRows: Int32Array.of(0) }, [row(history)]))[0]!.id
+      next = (
+        await pipeline.sample(
+          {
+            tokens: Int32Array.of(id),
+            slots: Int32Array.of(slot),
+            positions: Int32Array.of(position),
+            logitRows: Int32Array.of(0),
+          },
+          [row(history)],
+        )
+      )[0]!.id
       position++
     }
     if (!stops.stopped) {
@@ -81,7 +113,15 @@ export async function* generate(pipeline: Pipeline, request: GenerationRequest, 
         yield { type: 'text', text: tail }
       }
     }
-    yield { type: 'done', finishReason: finish, text, tokens, promptTokens: prompt.length, prefillSeconds: (t1 - t0) / 1000, decodeSeconds: (performance.now() - t1) / 1000 }
+    yield {
+      type: 'done',
+      finishReason: finish,
+      text,
+      tokens,
+      promptTokens: prompt.length,
+      prefillSeconds: (t1 - t0) / 1000,
+      decodeSeconds: (performance.now() - t1) / 1000,
+    }
   } finally {
     pipeline.closeSequence(slot)
   }

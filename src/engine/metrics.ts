@@ -50,7 +50,11 @@ class Histogram {
   render(): string[] {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
     this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`))
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`)
+    lines.push(
+      `${this.name}_bucket{le="+Inf"} ${this.count}`,
+      `${this.name}_sum ${this.sum}`,
+      `${this.name}_count ${this.count}`,
+    )
     return lines
   }
 }
@@ -78,7 +82,11 @@ class HistogramFamily {
     for (const [v, h] of this.#byLabel) {
       const l = `${this.label}="${v}"`
       h.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{${l},le="${b}"} ${h.counts[i]}`))
-      lines.push(`${this.name}_bucket{${l},le="+Inf"} ${h.count}`, `${this.name}_sum{${l}} ${h.sum}`, `${this.name}_count{${l}} ${h.count}`)
+      lines.push(
+        `${this.name}_bucket{${l},le="+Inf"} ${h.count}`,
+        `${this.name}_sum{${l}} ${h.sum}`,
+        `${this.name}_count{${l}} ${h.count}`,
+      )
     }
     return lines
   }
@@ -94,29 +102,90 @@ export class ServingMetrics {
   readonly queueDepth = new Family('dbcluster_queue_depth', 'Requests waiting for admission', 'gauge')
   readonly batchSize = new Family('dbcluster_batch_size', 'Sequences in the running batch', 'gauge')
   readonly linkErrors = new Family('dbcluster_link_errors_total', 'Link errors by peer and reason', 'counter')
-  readonly ttft = new Histogram('dbcluster_time_to_first_token_seconds', 'Time from arrival to the first token', LATENCY_BUCKETS)
-  readonly interToken = new Histogram('dbcluster_inter_token_seconds', 'Time between tokens of one stream', LATENCY_BUCKETS)
+  readonly ttft = new Histogram(
+    'dbcluster_time_to_first_token_seconds',
+    'Time from arrival to the first token',
+    LATENCY_BUCKETS,
+  )
+  readonly interToken = new Histogram(
+    'dbcluster_inter_token_seconds',
+    'Time between tokens of one stream',
+    LATENCY_BUCKETS,
+  )
   readonly stepTime = new Histogram('dbcluster_step_seconds', 'Time of one pipeline step (all stages)', LATENCY_BUCKETS)
-  readonly stageStepTime = new HistogramFamily('dbcluster_stage_step_seconds', 'Compute time of one step on each stage', 'rank', STAGE_BUCKETS)
-  readonly hopTime = new Histogram('dbcluster_hop_seconds', 'Time of one step spent between stages (sealing, transfer, waiting)', STAGE_BUCKETS)
+  readonly stageStepTime = new HistogramFamily(
+    'dbcluster_stage_step_seconds',
+    'Compute time of one step on each stage',
+    'rank',
+    STAGE_BUCKETS,
+  )
+  readonly hopTime = new Histogram(
+    'dbcluster_hop_seconds',
+    'Time of one step spent between stages (sealing, transfer, waiting)',
+    STAGE_BUCKETS,
+  )
   /** The same for decode steps alone (one row per sequence, no prompt chunk): the per-token cost. */
-  readonly decodeStageStepTime = new HistogramFamily('dbcluster_decode_stage_step_seconds', 'Compute time of one decode-only step on each stage', 'rank', STAGE_BUCKETS)
-  readonly decodeHopTime = new Histogram('dbcluster_decode_hop_seconds', 'Time of one decode-only step spent between stages', STAGE_BUCKETS)
+  readonly decodeStageStepTime = new HistogramFamily(
+    'dbcluster_decode_stage_step_seconds',
+    'Compute time of one decode-only step on each stage',
+    'rank',
+    STAGE_BUCKETS,
+  )
+  readonly decodeHopTime = new Histogram(
+    'dbcluster_decode_hop_seconds',
+    'Time of one decode-only step spent between stages',
+    STAGE_BUCKETS,
+  )
   /** Tensor parallel, on rank 0: what a step spent in the ranks' exchanges, the number to watch on a slow link. */
-  readonly tpExchangeTime = new Histogram('dbcluster_tp_exchange_seconds', 'Time of one tensor-parallel step rank 0 spent in exchanges (sealing, transfer, waiting for the other ranks)', STAGE_BUCKETS)
+  readonly tpExchangeTime = new Histogram(
+    'dbcluster_tp_exchange_seconds',
+    'Time of one tensor-parallel step rank 0 spent in exchanges (sealing, transfer, waiting for the other ranks)',
+    STAGE_BUCKETS,
+  )
 
   /** The API's HTTP server: requests open now, the client addresses they come from, refusals, and this process's open
    * file descriptors (what a flood of connections exhausts). Set by `sample` just before each render. */
-  readonly httpOpenRequests = new Family('dbcluster_http_open_requests', 'HTTP requests open now (connections with a request in flight)', 'gauge')
-  readonly httpOpenClients = new Family('dbcluster_http_open_clients', 'Client addresses with a request open now', 'gauge')
-  readonly httpRefused = new Family('dbcluster_http_refused_total', 'HTTP requests refused before the app, by reason', 'counter')
+  readonly httpOpenRequests = new Family(
+    'dbcluster_http_open_requests',
+    'HTTP requests open now (connections with a request in flight)',
+    'gauge',
+  )
+  readonly httpOpenClients = new Family(
+    'dbcluster_http_open_clients',
+    'Client addresses with a request open now',
+    'gauge',
+  )
+  readonly httpRefused = new Family(
+    'dbcluster_http_refused_total',
+    'HTTP requests refused before the app, by reason',
+    'counter',
+  )
   readonly openFds = new Family('process_open_fds', 'Open file descriptors of this process', 'gauge')
   /** Called before each render, to read gauges that are sampled rather than updated as they change. */
   sample: () => void = () => {}
 
   render(): string {
     this.sample()
-    const parts = [this.httpOpenRequests, this.httpOpenClients, this.httpRefused, this.openFds, this.requests, this.promptTokens, this.generatedTokens, this.queueDepth, this.batchSize, this.linkErrors, this.ttft, this.interToken, this.stepTime, this.stageStepTime, this.hopTime, this.decodeStageStepTime, this.decodeHopTime, this.tpExchangeTime]
+    const parts = [
+      this.httpOpenRequests,
+      this.httpOpenClients,
+      this.httpRefused,
+      this.openFds,
+      this.requests,
+      this.promptTokens,
+      this.generatedTokens,
+      this.queueDepth,
+      this.batchSize,
+      this.linkErrors,
+      this.ttft,
+      this.interToken,
+      this.stepTime,
+      this.stageStepTime,
+      this.hopTime,
+      this.decodeStageStepTime,
+      this.decodeHopTime,
+      this.tpExchangeTime,
+    ]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
 }

@@ -10,9 +10,11 @@ export class LocalPipeline implements Pipeline {
   constructor(readonly stages: readonly ModelStage[]) {
     if (!stages.length) throw new DbcError('E_PIPELINE', 'a pipeline needs at least one stage')
     for (let i = 1; i < stages.length; i++) {
-      if (stages[i]!.range.lo !== stages[i - 1]!.range.hi) throw new DbcError('E_PIPELINE', `stage ${i} does not start where stage ${i - 1} ends`)
+      if (stages[i]!.range.lo !== stages[i - 1]!.range.hi)
+        throw new DbcError('E_PIPELINE', `stage ${i} does not start where stage ${i - 1} ends`)
     }
-    if (!stages[0]!.range.first || !stages.at(-1)!.range.last) throw new DbcError('E_PIPELINE', 'stages must cover the model from the embedding to the head')
+    if (!stages[0]!.range.first || !stages.at(-1)!.range.last)
+      throw new DbcError('E_PIPELINE', 'stages must cover the model from the embedding to the head')
   }
 
   get vocabSize(): number {
@@ -36,14 +38,24 @@ export class LocalPipeline implements Pipeline {
   async step(input: StageInput): Promise<Float32Array> {
     let out: StageOutput = {}
     for (const [i, stage] of this.stages.entries()) {
-      out = stage.forward(i === 0 ? input : { slots: input.slots, positions: input.positions, hidden: out.hidden, logitRows: input.logitRows, reuseLogits: input.reuseLogits })
+      out = stage.forward(
+        i === 0
+          ? input
+          : {
+              slots: input.slots,
+              positions: input.positions,
+              hidden: out.hidden,
+              logitRows: input.logitRows,
+              reuseLogits: input.reuseLogits,
+            },
+      )
     }
     return out.logits!
   }
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
+    if (rows.length === 0) return (await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), [])
     return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
   }
 }

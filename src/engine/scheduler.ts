@@ -9,7 +9,13 @@ import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { FinishReason } from './generate.ts'
 import type { ServingMetrics } from './metrics.ts'
 import type { Pipeline } from './pipeline.ts'
-import { rowSampling, seededRandom, type SampledToken, type SamplingParams, type TokenLogprob } from '../model/sampler.ts'
+import {
+  rowSampling,
+  seededRandom,
+  type SampledToken,
+  type SamplingParams,
+  type TokenLogprob,
+} from '../model/sampler.ts'
 import { StopMatcher } from './stop.ts'
 
 export type { TokenLogprob }
@@ -72,7 +78,14 @@ export const DEFAULT_SCHEDULER: SchedulerOptions = {
 }
 
 /** Failures that come from the ring (a stage or a hop went away), after which a request can resume by re-prefilling. */
-const RESUMABLE = new Set(['E_STAGE_LOST', 'E_PEER_UNAVAILABLE', 'E_DEGRADED', 'E_LINK_CLOSED', 'E_HEARTBEAT', 'E_STEP_REMOTE'])
+const RESUMABLE = new Set([
+  'E_STAGE_LOST',
+  'E_PEER_UNAVAILABLE',
+  'E_DEGRADED',
+  'E_LINK_CLOSED',
+  'E_HEARTBEAT',
+  'E_STEP_REMOTE',
+])
 export const isResumable = (error: unknown): boolean => error instanceof DbcError && RESUMABLE.has(error.code)
 
 interface Running {
@@ -149,11 +162,22 @@ export class Scheduler {
     const was = this.#degraded
     this.#degraded = reason
     if (reason && options.recoverable === false) {
-      for (const group of this.#groups) for (const r of [...group]) this.#fail(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`, 'retry the request once the cluster reports ok at /health'))
+      for (const group of this.#groups)
+        for (const r of [...group])
+          this.#fail(
+            group,
+            r,
+            new DbcError(
+              'E_STAGE_LOST',
+              `a stage was lost: ${reason}`,
+              'retry the request once the cluster reports ok at /health',
+            ),
+          )
     } else if (reason && !was) {
       // a stage may have restarted with an empty cache: every running request starts its cache over once the ring is back
       this.#epoch++
-      for (const group of this.#groups) for (const r of [...group]) this.#suspend(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`))
+      for (const group of this.#groups)
+        for (const r of [...group]) this.#suspend(group, r, new DbcError('E_STAGE_LOST', `a stage was lost: ${reason}`))
     }
     if (!reason && was) {
       for (const group of this.#groups) for (const r of group) r.suspendedAt = null
@@ -205,7 +229,8 @@ export class Scheduler {
 
   close(): void {
     this.#closed = true
-    for (const q of this.#queue.splice(0)) q.emit({ type: 'error', error: new DbcError('E_CLOSED', 'the server is shutting down') })
+    for (const q of this.#queue.splice(0))
+      q.emit({ type: 'error', error: new DbcError('E_CLOSED', 'the server is shutting down') })
   }
 
   /** Moves queued requests into free KV slots, each into the smallest micro-batch. */
@@ -297,7 +322,15 @@ export class Scheduler {
     const now = performance.now()
     for (const r of [...group]) {
       if (r.suspendedAt !== null && now - r.suspendedAt > this.options.resumeWindowMs) {
-        this.#fail(group, r, new DbcError('E_STAGE_LOST', `a stage was lost and the cluster did not recover within ${Math.round(this.options.resumeWindowMs / 1000)} s${this.#degraded ? ` (${this.#degraded})` : ''}`, 'retry the request once the cluster reports ok at /health'))
+        this.#fail(
+          group,
+          r,
+          new DbcError(
+            'E_STAGE_LOST',
+            `a stage was lost and the cluster did not recover within ${Math.round(this.options.resumeWindowMs / 1000)} s${this.#degraded ? ` (${this.#degraded})` : ''}`,
+            'retry the request once the cluster reports ok at /health',
+          ),
+        )
         continue
       }
       if (!r.cancelled && r.request.signal?.aborted) r.cancelled = 'client'
@@ -360,7 +393,12 @@ export class Scheduler {
     const epoch = this.#epoch
     let sampled: SampledToken[] | null = null
     try {
-      const input = { tokens: Int32Array.from(tokens), slots: Int32Array.from(slots), positions: Int32Array.from(positions), logitRows: Int32Array.from(logitRows) }
+      const input = {
+        tokens: Int32Array.from(tokens),
+        slots: Int32Array.from(slots),
+        positions: Int32Array.from(positions),
+        logitRows: Int32Array.from(logitRows),
+      }
       sampled = await this.pipeline.sample(input, sampling)
     } catch (error) {
       if (epoch === this.#epoch) this.#lost(group, error)
@@ -384,7 +422,8 @@ export class Scheduler {
   /** A step failed. Ring failures suspend the group's requests until the ring is rebuilt (their caches start over);
    * anything else ends them with the error. */
   #lost(group: Running[], error: unknown): void {
-    const failure = error instanceof DbcError ? error : new DbcError('E_STEP', `pipeline step failed: ${(error as Error).message}`)
+    const failure =
+      error instanceof DbcError ? error : new DbcError('E_STEP', `pipeline step failed: ${(error as Error).message}`)
     for (const r of [...group]) {
       if (isResumable(failure)) this.#suspend(group, r, failure)
       else this.#fail(group, r, failure)
@@ -416,7 +455,13 @@ export class Scheduler {
       }
       this.#remove(group, r)
       this.metrics?.requests.inc({ outcome: 'ok' })
-      r.emit({ type: 'done', finishReason: reason, text: r.text, tokens: r.tokens, promptTokens: r.request.promptIds.length })
+      r.emit({
+        type: 'done',
+        finishReason: reason,
+        text: r.text,
+        tokens: r.tokens,
+        promptTokens: r.request.promptIds.length,
+      })
     }
     if (r.request.eosTokenIds.includes(id)) return finish('stop')
     if (r.tokens.length === 0) this.metrics?.ttft.observe((now - r.arrived) / 1000)
@@ -428,7 +473,11 @@ export class Scheduler {
     const piece = r.stops.push(r.detok.push(id))
     r.text += piece
     const event: RequestEvent = { type: 'token', id, text: piece }
-    if (r.request.logprobs !== undefined) Object.assign(event, { logprob: sampled.logprob, ...(sampled.topLogprobs ? { topLogprobs: sampled.topLogprobs } : {}) })
+    if (r.request.logprobs !== undefined)
+      Object.assign(event, {
+        logprob: sampled.logprob,
+        ...(sampled.topLogprobs ? { topLogprobs: sampled.topLogprobs } : {}),
+      })
     r.emit(event)
     if (r.stops.stopped) return finish('stop')
     if (r.tokens.length >= r.request.maxTokens) return finish('length')

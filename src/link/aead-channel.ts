@@ -48,7 +48,15 @@ export function aadFor(clusterId: Uint8Array, header: SealedHeader, seq: bigint)
 
 /** Low-level AEAD: seal(key, nonce, aad, plaintext) → ciphertext ‖ tag; open throws on any mismatch.
  * With `into`/`at`, the result is written there (one copy on the hot path instead of three). */
-export function seal(cipher: CipherName, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, into?: Uint8Array, at = 0): Uint8Array {
+export function seal(
+  cipher: CipherName,
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  plaintext: Uint8Array,
+  into?: Uint8Array,
+  at = 0,
+): Uint8Array {
   const out = into ?? new Uint8Array(plaintext.byteLength + TAG_BYTES)
   if (cipher === 'chacha20-poly1305') {
     out.set(chacha20poly1305(key, nonce, aad).encrypt(plaintext), at)
@@ -64,7 +72,13 @@ export function seal(cipher: CipherName, key: Uint8Array, nonce: Uint8Array, aad
   return out
 }
 
-export function open(cipher: CipherName, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
+export function open(
+  cipher: CipherName,
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad: Uint8Array,
+  sealed: Uint8Array,
+): Uint8Array {
   if (sealed.byteLength < TAG_BYTES) throw new Error('sealed payload shorter than its tag')
   if (cipher === 'chacha20-poly1305') return chacha20poly1305(key, nonce, aad).decrypt(sealed)
   const d = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES })
@@ -96,8 +110,10 @@ class Direction {
     return this.#counter
   }
   next(): { key: Uint8Array; seq: bigint; clusterId: Uint8Array } {
-    if (this.#counter > 0n && this.#counter % this.#rekeyInterval === 0n) this.#key = hkdf(sha256, this.#key, undefined, REKEY_INFO, 32)
-    if (this.#counter >= (1n << 64n) - 1n) throw new LinkError('E_NONCE_EXHAUSTED', 'the nonce counter is exhausted', 'reconnect for fresh keys')
+    if (this.#counter > 0n && this.#counter % this.#rekeyInterval === 0n)
+      this.#key = hkdf(sha256, this.#key, undefined, REKEY_INFO, 32)
+    if (this.#counter >= (1n << 64n) - 1n)
+      throw new LinkError('E_NONCE_EXHAUSTED', 'the nonce counter is exhausted', 'reconnect for fresh keys')
     return { key: this.#key, seq: this.#counter++, clusterId: this.#clusterId }
   }
 }
@@ -127,7 +143,15 @@ export class AeadSender {
     view.setBigUint64(FRAME_HEADER_BYTES, seq, true)
     view.setUint32(FRAME_HEADER_BYTES + 8, header.stage, true)
     view.setBigUint64(FRAME_HEADER_BYTES + 12, header.requestId, true)
-    seal(this.options.cipher, key, nonceFor(this.options.direction, seq), aadFor(clusterId, header, seq), plaintext, frame, FRAME_HEADER_BYTES + SEALED_HEADER_BYTES)
+    seal(
+      this.options.cipher,
+      key,
+      nonceFor(this.options.direction, seq),
+      aadFor(clusterId, header, seq),
+      plaintext,
+      frame,
+      FRAME_HEADER_BYTES + SEALED_HEADER_BYTES,
+    )
     return frame
   }
 }
@@ -139,7 +163,8 @@ export class AeadReceiver {
   }
   /** Opens the next frame; throws LinkError for a frame out of order, repeated, or failing authentication. */
   open(type: number, body: Uint8Array): { header: SealedHeader; seq: bigint; plaintext: Uint8Array } {
-    if (body.byteLength < SEALED_HEADER_BYTES + TAG_BYTES) throw new LinkError('E_FRAME_SHORT', `sealed frame of ${body.byteLength} bytes is too short`)
+    if (body.byteLength < SEALED_HEADER_BYTES + TAG_BYTES)
+      throw new LinkError('E_FRAME_SHORT', `sealed frame of ${body.byteLength} bytes is too short`)
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
     const seq = view.getBigUint64(0, true)
     const header: SealedHeader = { type, stage: view.getUint32(8, true), requestId: view.getBigUint64(12, true) }
@@ -153,10 +178,20 @@ export class AeadReceiver {
     }
     const { key, clusterId } = this.#dir.next()
     try {
-      const plaintext = open(this.options.cipher, key, nonceFor(this.options.direction, seq), aadFor(clusterId, header, seq), body.subarray(SEALED_HEADER_BYTES))
+      const plaintext = open(
+        this.options.cipher,
+        key,
+        nonceFor(this.options.direction, seq),
+        aadFor(clusterId, header, seq),
+        body.subarray(SEALED_HEADER_BYTES),
+      )
       return { header, seq, plaintext }
     } catch {
-      throw new LinkError('E_FRAME_AUTH', `frame ${seq} (stage ${header.stage}) failed authentication`, 'the link was closed; check the peer key pinned for this node')
+      throw new LinkError(
+        'E_FRAME_AUTH',
+        `frame ${seq} (stage ${header.stage}) failed authentication`,
+        'the link was closed; check the peer key pinned for this node',
+      )
     }
   }
 }

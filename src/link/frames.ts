@@ -58,7 +58,8 @@ export type FrameTypeCode = (typeof FrameType)[FrameTypeName]
 
 const NAMES = new Map<number, FrameTypeName>(Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]))
 export const frameTypeName = (code: number): FrameTypeName | undefined => NAMES.get(code)
-export const isHandshakeFrame = (code: number) => code === FrameType.hello || code === FrameType.ack || code === FrameType.finish
+export const isHandshakeFrame = (code: number) =>
+  code === FrameType.hello || code === FrameType.ack || code === FrameType.finish
 
 /** Length prefix (8) + type (1). */
 export const FRAME_HEADER_BYTES = 9
@@ -86,7 +87,8 @@ export interface TensorPayload {
 
 export function encodeTensor(dtype: TensorDtype, shape: readonly number[], data: Uint8Array): Uint8Array {
   if (shape.length > MAX_NDIM) throw new PayloadError(`a tensor has at most ${MAX_NDIM} dimensions`)
-  if (data.byteLength !== shape.reduce((a, d) => a * d, 1) * ELEMENT_BYTES[dtype]) throw new PayloadError('tensor data size does not match its shape')
+  if (data.byteLength !== shape.reduce((a, d) => a * d, 1) * ELEMENT_BYTES[dtype])
+    throw new PayloadError('tensor data size does not match its shape')
   const out = new Uint8Array(2 + 4 * shape.length + data.byteLength)
   const v = view(out)
   out[0] = TENSOR_DTYPES.indexOf(dtype)
@@ -105,7 +107,8 @@ export function decodeTensor(payload: Uint8Array): TensorPayload {
   const v = view(payload)
   const shape = Array.from({ length: ndim }, (_, i) => v.getUint32(2 + 4 * i, true))
   const data = payload.subarray(2 + 4 * ndim)
-  if (data.byteLength !== shape.reduce((a, d) => a * d, 1) * ELEMENT_BYTES[dtype]) throw new PayloadError('tensor payload size does not match its shape')
+  if (data.byteLength !== shape.reduce((a, d) => a * d, 1) * ELEMENT_BYTES[dtype])
+    throw new PayloadError('tensor payload size does not match its shape')
   return { dtype, shape, data }
 }
 
@@ -213,7 +216,8 @@ export function encodeMessage(m: LinkMessage): { type: FrameTypeCode; payload: U
 export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
   const name = frameTypeName(type)
   const need = (n: number, exact = true) => {
-    if (exact ? payload.byteLength !== n : payload.byteLength < n) throw new PayloadError(`${name} payload of ${payload.byteLength} bytes does not fit its layout`)
+    if (exact ? payload.byteLength !== n : payload.byteLength < n)
+      throw new PayloadError(`${name} payload of ${payload.byteLength} bytes does not fit its layout`)
   }
   switch (name) {
     case undefined:
@@ -260,7 +264,12 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'fileOffer':
       need(40, false)
       try {
-        return { type: 'fileOffer', size: view(payload).getBigUint64(0, true), sha256: payload.subarray(8, 40), name: utf8.decode(payload.subarray(40)) }
+        return {
+          type: 'fileOffer',
+          size: view(payload).getBigUint64(0, true),
+          sha256: payload.subarray(8, 40),
+          name: utf8.decode(payload.subarray(40)),
+        }
       } catch {
         throw new PayloadError('file offer name is not UTF-8')
       }

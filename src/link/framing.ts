@@ -95,9 +95,18 @@ export class FrameDecoder {
         this.#prefixFilled = 0
         len = new DataView(this.#prefix.buffer).getBigUint64(0, true)
       }
-      if (len < 1n) throw new LinkError('E_FRAME_EMPTY', 'a frame declared zero length', 'the peer is not speaking the dbcluster link protocol')
+      if (len < 1n)
+        throw new LinkError(
+          'E_FRAME_EMPTY',
+          'a frame declared zero length',
+          'the peer is not speaking the dbcluster link protocol',
+        )
       if (len > BigInt(this.maxFrameBytes + 1)) {
-        throw new LinkError('E_FRAME_TOO_LARGE', `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`, 'the peer is broken or hostile; the link was closed')
+        throw new LinkError(
+          'E_FRAME_TOO_LARGE',
+          `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`,
+          'the peer is broken or hostile; the link was closed',
+        )
       }
       const need = Number(len)
       if (at < chunk.byteLength) checkType(chunk[at]!) // refuse an unknown type before buffering its body
@@ -116,5 +125,6 @@ export class FrameDecoder {
 }
 
 function checkType(type: number): void {
-  if (!frameTypeName(type)) throw new LinkError('E_FRAME_TYPE', `unknown frame type ${type}`, 'the peer runs another protocol version')
+  if (!frameTypeName(type))
+    throw new LinkError('E_FRAME_TYPE', `unknown frame type ${type}`, 'the peer runs another protocol version')
 }

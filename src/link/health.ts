@@ -11,7 +11,8 @@ export interface HealthOptions {
 
 export const DEFAULT_HEALTH: HealthOptions = { intervalMs: 5000, missedPings: 3 }
 
-export type HealthAction = { action: 'ping'; wakeAt: number } | { action: 'wait'; wakeAt: number } | { action: 'dead'; silentMs: number }
+export type HealthAction =
+  { action: 'ping'; wakeAt: number } | { action: 'wait'; wakeAt: number } | { action: 'dead'; silentMs: number }
 
 /** Pure: when to ping, when to give up. `heard` moves the deadline; `tick` says what is due at `now`. */
 export class HealthState {

@@ -96,7 +96,11 @@ export class ReconnectingLink {
 
   #current(): SealedLink {
     if (!this.#link || this.#link.closed) {
-      throw new LinkError('E_PEER_UNAVAILABLE', `${this.host}:${this.port} is unavailable: ${this.#lastReason}`, 'the link reconnects by itself when the peer returns')
+      throw new LinkError(
+        'E_PEER_UNAVAILABLE',
+        `${this.host}:${this.port} is unavailable: ${this.#lastReason}`,
+        'the link reconnects by itself when the peer returns',
+      )
     }
     return this.#link
   }

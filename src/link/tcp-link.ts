@@ -4,11 +4,26 @@ import { consola } from 'consola'
 import type { Socket, TCPSocketListener } from 'bun'
 import type { DbcError } from '../errors.ts'
 import { TrustError } from '../trust/errors.ts'
-import { InitiatorHandshake, ResponderHandshake, type Authorization, type HandshakeOptions, type HandshakeResult } from '../trust/handshake.ts'
+import {
+  InitiatorHandshake,
+  ResponderHandshake,
+  type Authorization,
+  type HandshakeOptions,
+  type HandshakeResult,
+} from '../trust/handshake.ts'
 import type { Identity } from '../trust/identity.ts'
 import { AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
-import { decodeError, encodeError, FrameType, frameTypeName, isHandshakeFrame, SEALED_HEADER_BYTES, TAG_BYTES, type FrameTypeCode } from './frames.ts'
+import {
+  decodeError,
+  encodeError,
+  FrameType,
+  frameTypeName,
+  isHandshakeFrame,
+  SEALED_HEADER_BYTES,
+  TAG_BYTES,
+  type FrameTypeCode,
+} from './frames.ts'
 import { encodeFrame, FrameDecoder, type RawFrame } from './framing.ts'
 import { Heartbeat } from './health.ts'
 import { peerText, RateLimitedLog } from '../peer-text.ts'
@@ -62,7 +77,14 @@ export const EARLY_BYTES = 1024 * 1024
 /** Connections a listener lets handshake at once; more are closed on arrival (strangers cannot pile them up). */
 export const MAX_PENDING_HANDSHAKES = 16
 
-const DEFAULTS = { cipher: 'aes-256-gcm' as CipherName, maxFrameBytes: 256 * 1024 * 1024, handshakeTimeoutMs: 5000, pingIntervalMs: 5000, missedPings: 3, fragmentBytes: 64 * 1024 }
+const DEFAULTS = {
+  cipher: 'aes-256-gcm' as CipherName,
+  maxFrameBytes: 256 * 1024 * 1024,
+  handshakeTimeoutMs: 5000,
+  pingIntervalMs: 5000,
+  missedPings: 3,
+  fragmentBytes: 64 * 1024,
+}
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
 
 type SocketData = { link: SealedLink }
@@ -91,7 +113,13 @@ export class SealedLink {
   readonly #closeListeners: ((reason: CloseReason) => void)[] = []
   /** Frames sent and received after the handshake, and why the link closed. */
   /** Frames each way; when bytes last arrived (ms since the epoch); the last ping's round trip in ms (null before one). */
-  readonly stats = { sent: 0, received: 0, closeReason: null as CloseReason, lastHeardAt: 0, rttMs: null as number | null }
+  readonly stats = {
+    sent: 0,
+    received: 0,
+    closeReason: null as CloseReason,
+    lastHeardAt: 0,
+    rttMs: null as number | null,
+  }
 
   constructor(
     readonly role: 'initiator' | 'responder',
@@ -99,7 +127,9 @@ export class SealedLink {
   ) {
     this.#o = { ...DEFAULTS, randomBytes: random, ...options }
     // the handshake's limit until the peer is authenticated (#establish raises it to the largest sealed payload)
-    this.#decoder = new FrameDecoder(Math.min(HANDSHAKE_FRAME_BYTES, this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES))
+    this.#decoder = new FrameDecoder(
+      Math.min(HANDSHAKE_FRAME_BYTES, this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES),
+    )
     this.established = new Promise((resolve, reject) => (this.#established = { resolve, reject }))
     this.established.catch(() => {}) // also reported through close listeners
     const hs: HandshakeOptions = {
@@ -115,7 +145,12 @@ export class SealedLink {
   }
 
   /** A link whose handshake ran elsewhere (tests, fuzzing, benchmarks): keys from a HandshakeResult, on a given socket. */
-  static withKeys(role: 'initiator' | 'responder', options: LinkOptions, result: HandshakeResult, socket: Pick<Socket<SocketData>, 'write' | 'end'>): SealedLink {
+  static withKeys(
+    role: 'initiator' | 'responder',
+    options: LinkOptions,
+    result: HandshakeResult,
+    socket: Pick<Socket<SocketData>, 'write' | 'end'>,
+  ): SealedLink {
     const link = new SealedLink(role, options)
     link.#initiator = link.#responder = null
     link.#socket = socket
@@ -186,7 +221,12 @@ export class SealedLink {
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
           finish()
-          reject(new LinkError('E_LINK_TIMEOUT', `no matching frame from ${this.peerSerial || 'the peer'} within ${timeoutMs} ms`))
+          reject(
+            new LinkError(
+              'E_LINK_TIMEOUT',
+              `no matching frame from ${this.peerSerial || 'the peer'} within ${timeoutMs} ms`,
+            ),
+          )
         }, timeoutMs)
       }
     })
@@ -196,8 +236,13 @@ export class SealedLink {
   send(type: FrameTypeCode, payload: Uint8Array, header: { stage?: number; requestId?: bigint } = {}): void {
     if (this.#closed) throw this.#closedError()
     if (!this.#sender) throw new LinkError('E_LINK_NOT_READY', 'the handshake has not finished')
-    if (isHandshakeFrame(type) || type === FrameType.fragment) throw new LinkError('E_FRAME_UNEXPECTED', `'${frameTypeName(type)}' frames are the link's own`)
-    if (payload.byteLength > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `payload of ${payload.byteLength} bytes exceeds ${this.#o.maxFrameBytes}`)
+    if (isHandshakeFrame(type) || type === FrameType.fragment)
+      throw new LinkError('E_FRAME_UNEXPECTED', `'${frameTypeName(type)}' frames are the link's own`)
+    if (payload.byteLength > this.#o.maxFrameBytes)
+      throw new LinkError(
+        'E_FRAME_TOO_LARGE',
+        `payload of ${payload.byteLength} bytes exceeds ${this.#o.maxFrameBytes}`,
+      )
     const stage = header.stage ?? 0
     const requestId = header.requestId ?? 0n
     // docs/protocol.md §Fragments: each record goes to the socket as soon as it is sealed, so the peer opens record k
@@ -206,7 +251,9 @@ export class SealedLink {
     let at = 0
     for (; payload.byteLength - at > piece; at += piece) {
       this.stats.sent++
-      this.#write(this.#sender.sealFrame({ type: FrameType.fragment, stage, requestId }, payload.subarray(at, at + piece)))
+      this.#write(
+        this.#sender.sealFrame({ type: FrameType.fragment, stage, requestId }, payload.subarray(at, at + piece)),
+      )
     }
     this.stats.sent++
     this.#write(this.#sender.sealFrame({ type, stage, requestId }, at === 0 ? payload : payload.subarray(at)))
@@ -217,7 +264,9 @@ export class SealedLink {
     // tell the peer why, sealed, so its side (and its operator) sees this reason rather than a bare closed socket
     if (reason && this.#sender && !PEER_CODES.has(reason.code)) {
       try {
-        this.send(FrameType.error, encodeError({ code: reason.code, message: reason.message }), { requestId: LINK_REQUEST_ID })
+        this.send(FrameType.error, encodeError({ code: reason.code, message: reason.message }), {
+          requestId: LINK_REQUEST_ID,
+        })
       } catch {
         // the socket is already gone: nothing to tell
       }
@@ -226,7 +275,11 @@ export class SealedLink {
     this.stats.closeReason = reason
     const from = this.remote ? ` (${this.remote})` : ''
     if (reason && this.#receiver) log.warn(`link ${this.peerSerial}${from} closed: ${reason.code}: ${reason.message}`)
-    else if (reason) refusals.line(`${this.remote} ${reason.code}`, `link (handshaking)${from} closed: ${reason.code}: ${reason.message}`)
+    else if (reason)
+      refusals.line(
+        `${this.remote} ${reason.code}`,
+        `link (handshaking)${from} closed: ${reason.code}: ${reason.message}`,
+      )
     this.#heartbeat?.stop()
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
     this.#socket?.end()
@@ -236,7 +289,9 @@ export class SealedLink {
   }
 
   #closedError(): DbcError {
-    return this.stats.closeReason ?? new LinkError('E_LINK_CLOSED', `the link to ${this.peerSerial || 'the peer'} is closed`)
+    return (
+      this.stats.closeReason ?? new LinkError('E_LINK_CLOSED', `the link to ${this.peerSerial || 'the peer'} is closed`)
+    )
   }
 
   // ---- socket plumbing (called from the Bun socket handlers, or a test's stand-in) ----
@@ -245,7 +300,14 @@ export class SealedLink {
     this.#socket = socket
     this.remote = socket.remoteAddress ?? ''
     this.#handshakeTimer = setTimeout(
-      () => this.close(new TrustError('E_HANDSHAKE_TIMEOUT', `the handshake did not finish within ${this.#o.handshakeTimeoutMs} ms`, 'is the peer a dbcluster node of the same release?')),
+      () =>
+        this.close(
+          new TrustError(
+            'E_HANDSHAKE_TIMEOUT',
+            `the handshake did not finish within ${this.#o.handshakeTimeoutMs} ms`,
+            'is the peer a dbcluster node of the same release?',
+          ),
+        ),
       this.#o.handshakeTimeoutMs,
     )
     if (this.#initiator) this.#write(encodeFrame(FrameType.hello, this.#initiator.hello()))
@@ -258,7 +320,14 @@ export class SealedLink {
     if (this.#early !== null) {
       // the handshake's last frame is being checked: what follows waits, undecoded and bounded, for the keys
       this.#earlyBytes += chunk.byteLength
-      if (this.#earlyBytes > EARLY_BYTES) return this.close(new LinkError('E_FRAME_TOO_LARGE', `more than ${EARLY_BYTES} bytes arrived before the handshake finished`, 'the peer is broken or hostile; the link was closed'))
+      if (this.#earlyBytes > EARLY_BYTES)
+        return this.close(
+          new LinkError(
+            'E_FRAME_TOO_LARGE',
+            `more than ${EARLY_BYTES} bytes arrived before the handshake finished`,
+            'the peer is broken or hostile; the link was closed',
+          ),
+        )
       this.#early.push(chunk.slice())
       return
     }
@@ -273,7 +342,14 @@ export class SealedLink {
         if (rest) {
           this.#early = rest.byteLength ? [rest] : []
           this.#earlyBytes = rest.byteLength
-          if (this.#earlyBytes > EARLY_BYTES) return this.close(new LinkError('E_FRAME_TOO_LARGE', `more than ${EARLY_BYTES} bytes arrived before the handshake finished`, 'the peer is broken or hostile; the link was closed'))
+          if (this.#earlyBytes > EARLY_BYTES)
+            return this.close(
+              new LinkError(
+                'E_FRAME_TOO_LARGE',
+                `more than ${EARLY_BYTES} bytes arrived before the handshake finished`,
+                'the peer is broken or hostile; the link was closed',
+              ),
+            )
         }
       }
     } catch (error) {
@@ -294,7 +370,10 @@ export class SealedLink {
       return
     }
     // frames may be views of the socket's read buffer, which is reused once this call returns: copy what waits
-    void this.#handleAll(frames.map((f) => ({ type: f.type, body: f.body.slice() })), bad)
+    void this.#handleAll(
+      frames.map((f) => ({ type: f.type, body: f.body.slice() })),
+      bad,
+    )
   }
 
   drain(): void {
@@ -319,7 +398,8 @@ export class SealedLink {
           } catch (error) {
             const reason = asCloseReason(error)
             // tell the peer why before closing, so its operator sees the reason too (plaintext: no keys yet)
-            if (!this.#sender) this.#write(encodeFrame(FrameType.error, encodeError({ code: reason.code, message: reason.message })))
+            if (!this.#sender)
+              this.#write(encodeFrame(FrameType.error, encodeError({ code: reason.code, message: reason.message })))
             this.close(reason)
             return
           }
@@ -333,8 +413,10 @@ export class SealedLink {
   async #handle(f: RawFrame): Promise<void> {
     if (this.#receiver) return this.#handleSealed(f)
     if (f.type === FrameType.error) throw refusal(f.body)
-    if (!isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `frame '${frameTypeName(f.type)}' before the handshake finished`)
-    if (this.#responder && f.type === FrameType.hello) return this.#write(encodeFrame(FrameType.ack, await this.#responder.receiveHello(f.body)))
+    if (!isHandshakeFrame(f.type))
+      throw new LinkError('E_FRAME_UNEXPECTED', `frame '${frameTypeName(f.type)}' before the handshake finished`)
+    if (this.#responder && f.type === FrameType.hello)
+      return this.#write(encodeFrame(FrameType.ack, await this.#responder.receiveHello(f.body)))
     if (this.#responder && f.type === FrameType.finish) return this.#establish(this.#responder.receiveFinish(f.body))
     if (this.#initiator && f.type === FrameType.ack) {
       const { finish, result } = await this.#initiator.receiveAck(f.body)
@@ -345,18 +427,28 @@ export class SealedLink {
   }
 
   #handleSealed(f: RawFrame): void {
-    if (isHandshakeFrame(f.type)) throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' on an established link`)
+    if (isHandshakeFrame(f.type))
+      throw new LinkError('E_FRAME_UNEXPECTED', `handshake frame '${frameTypeName(f.type)}' on an established link`)
     // the initiator holds keys before the responder has checked FINISH: a refusal of FINISH arrives as a plaintext error
-    if (f.type === FrameType.error && this.stats.received === 0 && this.role === 'initiator' && isPlainError(f.body)) throw refusal(f.body)
+    if (f.type === FrameType.error && this.stats.received === 0 && this.role === 'initiator' && isPlainError(f.body))
+      throw refusal(f.body)
     const { header, plaintext } = this.#receiver!.open(f.type, f.body)
     this.stats.received++
     const pieces = this.#pieces
     if (f.type === FrameType.fragment || pieces) {
       if (pieces && (header.stage !== pieces.stage || header.requestId !== pieces.requestId)) {
-        throw new LinkError('E_FRAGMENT', `a fragment of stage ${pieces.stage} / request ${pieces.requestId} was followed by stage ${header.stage} / request ${header.requestId}`)
+        throw new LinkError(
+          'E_FRAGMENT',
+          `a fragment of stage ${pieces.stage} / request ${pieces.requestId} was followed by stage ${header.stage} / request ${header.requestId}`,
+        )
       }
       const bytes = (pieces?.bytes ?? 0) + plaintext.byteLength
-      if (bytes > this.#o.maxFrameBytes) throw new LinkError('E_FRAME_TOO_LARGE', `a fragmented message passed ${this.#o.maxFrameBytes} bytes`, 'the peer is broken or hostile; the link was closed')
+      if (bytes > this.#o.maxFrameBytes)
+        throw new LinkError(
+          'E_FRAME_TOO_LARGE',
+          `a fragmented message passed ${this.#o.maxFrameBytes} bytes`,
+          'the peer is broken or hostile; the link was closed',
+        )
       if (f.type === FrameType.fragment) {
         if (pieces) (pieces.parts.push(plaintext), (pieces.bytes = bytes))
         else this.#pieces = { stage: header.stage, requestId: header.requestId, parts: [plaintext], bytes }
@@ -365,7 +457,7 @@ export class SealedLink {
       this.#pieces = null
       const whole = new Uint8Array(bytes)
       let at = 0
-      for (const part of [...pieces!.parts, plaintext]) whole.set(part, at), (at += part.byteLength)
+      for (const part of [...pieces!.parts, plaintext]) (whole.set(part, at), (at += part.byteLength))
       return this.#deliver(f.type, header, whole)
     }
     this.#deliver(f.type, header, plaintext)
@@ -377,16 +469,29 @@ export class SealedLink {
     if (type === FrameType.ping) return this.send(FrameType.pong, plaintext)
     if (type === FrameType.pong) {
       // liveness is any traffic (data() told the heartbeat); the echo of our clock gives the round trip
-      if (plaintext.byteLength === 8) this.stats.rttMs = Date.now() - Number(new DataView(plaintext.buffer, plaintext.byteOffset, 8).getBigUint64(0, true))
+      if (plaintext.byteLength === 8)
+        this.stats.rttMs =
+          Date.now() - Number(new DataView(plaintext.buffer, plaintext.byteOffset, 8).getBigUint64(0, true))
       return
     }
     if (type === FrameType.error && header.requestId === LINK_REQUEST_ID) {
       const e = decodeError(plaintext)
-      return this.close(new LinkError('E_PEER_CLOSED', `${this.peerSerial} closed the link: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`))
+      return this.close(
+        new LinkError(
+          'E_PEER_CLOSED',
+          `${this.peerSerial} closed the link: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`,
+        ),
+      )
     }
-    const frame: LinkFrame = { type: type as FrameTypeCode, stage: header.stage, requestId: header.requestId, payload: plaintext }
+    const frame: LinkFrame = {
+      type: type as FrameTypeCode,
+      stage: header.stage,
+      requestId: header.requestId,
+      payload: plaintext,
+    }
     if (this.#frameListeners.length === 0) {
-      if (this.#unheard.length >= EARLY_FRAMES) throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)
+      if (this.#unheard.length >= EARLY_FRAMES)
+        throw new LinkError('E_FRAME_UNEXPECTED', `${EARLY_FRAMES} frames arrived before anyone listened`)
       this.#unheard.push(frame)
       return
     }
@@ -402,7 +507,9 @@ export class SealedLink {
       try {
         l(frame)
       } catch (error) {
-        log.error(`a frame listener failed on '${frameTypeName(type)}' from ${this.peerSerial}: ${(error as Error).message}`)
+        log.error(
+          `a frame listener failed on '${frameTypeName(type)}' from ${this.peerSerial}: ${(error as Error).message}`,
+        )
       }
     }
   }
@@ -413,8 +520,16 @@ export class SealedLink {
     const mine = this.role === 'initiator' ? 1 : 2
     const theirs = this.role === 'initiator' ? 2 : 1
     const common = { cipher: this.#o.cipher, clusterId: this.#o.clusterId, rekeyInterval: this.#o.rekeyInterval }
-    this.#sender = new AeadSender({ ...common, direction: mine, key: mine === 1 ? result.initiatorKey : result.responderKey })
-    this.#receiver = new AeadReceiver({ ...common, direction: theirs, key: theirs === 1 ? result.initiatorKey : result.responderKey })
+    this.#sender = new AeadSender({
+      ...common,
+      direction: mine,
+      key: mine === 1 ? result.initiatorKey : result.responderKey,
+    })
+    this.#receiver = new AeadReceiver({
+      ...common,
+      direction: theirs,
+      key: theirs === 1 ? result.initiatorKey : result.responderKey,
+    })
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
     // authenticated: frames up to the largest payload plus the sealed header and tag; what waited is decoded now
     this.#decoder.maxFrameBytes = this.#o.maxFrameBytes + SEALED_HEADER_BYTES + TAG_BYTES
@@ -425,7 +540,13 @@ export class SealedLink {
       { intervalMs: this.#o.pingIntervalMs, missedPings: this.#o.missedPings },
       () => this.#ping(),
       (silentMs) =>
-        this.close(new LinkError('E_PEER_UNAVAILABLE', `${this.peerSerial} missed ${this.#o.missedPings} pings (silent for ${silentMs} ms)`, 'the link reconnects when the peer returns')),
+        this.close(
+          new LinkError(
+            'E_PEER_UNAVAILABLE',
+            `${this.peerSerial} missed ${this.#o.missedPings} pings (silent for ${silentMs} ms)`,
+            'the link reconnects when the peer returns',
+          ),
+        ),
     )
     log.debug(`link to ${this.peerSerial} established (${this.#o.cipher})`)
     this.#established.resolve(this)
@@ -473,7 +594,10 @@ const isPlainError = (body: Uint8Array) => decodeError(body) !== null
 /** The peer's plaintext `error` frame during the handshake, as the error it names (so both operators see one code). */
 function refusal(body: Uint8Array): TrustError {
   const e = decodeError(body)
-  return new TrustError(e?.code ?? 'E_PEER_REFUSED', `the peer refused the handshake: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`)
+  return new TrustError(
+    e?.code ?? 'E_PEER_REFUSED',
+    `the peer refused the handshake: ${e ? `${e.code}: ${peerText(e.message)}` : '(unreadable reason)'}`,
+  )
 }
 
 const handlers = {
@@ -488,7 +612,8 @@ const handlers = {
   },
   close(socket: Socket<SocketData>) {
     const link = socket.data.link
-    if (!link.closed) link.close(new LinkError('E_PEER_CLOSED', `${link.peerSerial || 'the peer'} closed the connection`))
+    if (!link.closed)
+      link.close(new LinkError('E_PEER_CLOSED', `${link.peerSerial || 'the peer'} closed the connection`))
   },
   error(socket: Socket<SocketData>, error: Error) {
     socket.data.link.close(new LinkError('E_SOCKET', error.message))
@@ -501,14 +626,24 @@ export async function connectLink(host: string, port: number, options: LinkOptio
   try {
     await Bun.connect<SocketData>({ hostname: host, port, data: { link }, socket: handlers })
   } catch (error) {
-    throw new LinkError('E_CONNECT', `cannot reach ${host}:${port}: ${(error as Error).message}`, 'is the peer running and is the address right?')
+    throw new LinkError(
+      'E_CONNECT',
+      `cannot reach ${host}:${port}: ${(error as Error).message}`,
+      'is the peer running and is the address right?',
+    )
   }
   return link.established
 }
 
 /** Accepts links; each is handed to onLink once its handshake succeeded (refused peers are closed and logged). At most
  * `maxPending` connections handshake at once: one more is closed on arrival, and that is logged once per window. */
-export function listenLinks(host: string, port: number, options: LinkOptions, onLink: (link: SealedLink) => void, maxPending = MAX_PENDING_HANDSHAKES): TCPSocketListener<SocketData> {
+export function listenLinks(
+  host: string,
+  port: number,
+  options: LinkOptions,
+  onLink: (link: SealedLink) => void,
+  maxPending = MAX_PENDING_HANDSHAKES,
+): TCPSocketListener<SocketData> {
   let pending = 0
   return Bun.listen<SocketData>({
     hostname: host,
@@ -519,7 +654,10 @@ export function listenLinks(host: string, port: number, options: LinkOptions, on
         const link = new SealedLink('responder', options)
         socket.data = { link }
         if (pending >= maxPending) {
-          refusals.line(`${socket.remoteAddress} pending`, `refused a connection from ${socket.remoteAddress}: ${maxPending} handshakes are already pending on ${host}:${port}`)
+          refusals.line(
+            `${socket.remoteAddress} pending`,
+            `refused a connection from ${socket.remoteAddress}: ${maxPending} handshakes are already pending on ${host}:${port}`,
+          )
           link.close(null)
           socket.end()
           return

@@ -25,21 +25,33 @@ export class ChatTemplate {
     try {
       this.#template = new Template(source)
     } catch (error) {
-      throw new CheckpointError('E_CHAT_TEMPLATE', `the chat template does not parse: ${(error as Error).message}`, 'fix chat_template in tokenizer_config.json')
+      throw new CheckpointError(
+        'E_CHAT_TEMPLATE',
+        `the chat template does not parse: ${(error as Error).message}`,
+        'fix chat_template in tokenizer_config.json',
+      )
     }
   }
 
   /** A template from a tokenizer_config.json object, or null when it has none. HF also allows a list of named templates. */
-  static fromTokenizerConfig(config: Record<string, unknown>, specialTokens: { bos: string | null; eos: string | null }): ChatTemplate | null {
+  static fromTokenizerConfig(
+    config: Record<string, unknown>,
+    specialTokens: { bos: string | null; eos: string | null },
+  ): ChatTemplate | null {
     let source = config.chat_template
-    if (Array.isArray(source)) source = (source as { name?: string; template?: string }[]).find((t) => t.name === 'default')?.template
+    if (Array.isArray(source))
+      source = (source as { name?: string; template?: string }[]).find((t) => t.name === 'default')?.template
     return typeof source === 'string' ? new ChatTemplate(source, specialTokens) : null
   }
 
   render(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
     for (const [i, m] of messages.entries()) {
       if (!m || typeof m !== 'object' || typeof m.role !== 'string' || typeof m.content !== 'string') {
-        throw new CheckpointError('E_CHAT_MESSAGES', `message ${i} must be {role, content} with string values`, 'check the messages file')
+        throw new CheckpointError(
+          'E_CHAT_MESSAGES',
+          `message ${i} must be {role, content} with string values`,
+          'check the messages file',
+        )
       }
     }
     return this.#template.render({

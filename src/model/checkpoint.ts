@@ -15,7 +15,12 @@ export interface Checkpoint {
 }
 
 export function readJson(file: string, what: string): Record<string, unknown> {
-  if (!existsSync(file)) throw new CheckpointError('E_CKPT_MISSING', `${what} not found: ${file}`, 'point --model at a folder in the MLX-community layout')
+  if (!existsSync(file))
+    throw new CheckpointError(
+      'E_CKPT_MISSING',
+      `${what} not found: ${file}`,
+      'point --model at a folder in the MLX-community layout',
+    )
   try {
     return JSON.parse(readFileSync(file, 'utf8'))
   } catch (error) {
@@ -32,17 +37,38 @@ export function openCheckpoint(dir: string, wanted: (name: string) => boolean = 
     const index = readJson(indexFile, 'model.safetensors.index.json')
     const map = index.weight_map as Record<string, string> | undefined
     if (!map || typeof map !== 'object') throw new CheckpointError('E_CKPT_INDEX', `${indexFile} has no weight_map`)
-    files = [...new Set(Object.entries(map).filter(([name]) => wanted(name)).map(([, f]) => f))].sort()
+    files = [
+      ...new Set(
+        Object.entries(map)
+          .filter(([name]) => wanted(name))
+          .map(([, f]) => f),
+      ),
+    ].sort()
   } else {
-    files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort() : []
-    if (files.length === 0) throw new CheckpointError('E_CKPT_MISSING', `no *.safetensors in ${dir}`, 'the folder holds no weights; download the model again')
+    files = existsSync(dir)
+      ? readdirSync(dir)
+          .filter((f) => f.endsWith('.safetensors'))
+          .sort()
+      : []
+    if (files.length === 0)
+      throw new CheckpointError(
+        'E_CKPT_MISSING',
+        `no *.safetensors in ${dir}`,
+        'the folder holds no weights; download the model again',
+      )
   }
   const tensors = new Map<string, TensorEntry>()
   for (const f of files) {
     const path = join(dir, f)
-    if (!existsSync(path)) throw new CheckpointError('E_CKPT_MISSING', `${path} is listed in the index but missing`, 'download the model again')
+    if (!existsSync(path))
+      throw new CheckpointError(
+        'E_CKPT_MISSING',
+        `${path} is listed in the index but missing`,
+        'download the model again',
+      )
     for (const entry of readSafetensorsHeader(path).entries) {
-      if (tensors.has(entry.name)) throw new CheckpointError('E_CKPT_DUPLICATE', `tensor ${entry.name} appears in two files`)
+      if (tensors.has(entry.name))
+        throw new CheckpointError('E_CKPT_DUPLICATE', `tensor ${entry.name} appears in two files`)
       tensors.set(entry.name, entry)
     }
   }

@@ -52,21 +52,37 @@ export function requireInt(raw: Record<string, unknown>, key: string): number {
 
 function positiveNumber(raw: Record<string, unknown>, key: string, fallback: number): number {
   const v = raw[key] ?? fallback
-  if (typeof v !== 'number' || !(v > 0)) throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive number, got ${JSON.stringify(v)}`)
+  if (typeof v !== 'number' || !(v > 0))
+    throw new CheckpointError('E_CONFIG', `config.json: '${key}' must be a positive number, got ${JSON.stringify(v)}`)
   return v
 }
 
 function parseRopeScaling(raw: unknown, allowYarn: boolean): RopeScaling {
-  const none: RopeScaling = { type: 'default', factor: 1, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192, betaFast: 32, betaSlow: 1, mscale: 1, mscaleAllDim: 0 }
+  const none: RopeScaling = {
+    type: 'default',
+    factor: 1,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositions: 8192,
+    betaFast: 32,
+    betaSlow: 1,
+    mscale: 1,
+    mscaleAllDim: 0,
+  }
   if (!raw || typeof raw !== 'object') return none
   const r = raw as Record<string, unknown>
   const type = String(r.rope_type ?? r.type ?? 'default')
   const supported = allowYarn ? ['default', 'linear', 'llama3', 'yarn'] : ['default', 'linear', 'llama3']
   if (!supported.includes(type)) {
-    throw new CheckpointError('E_CONFIG', `rope_scaling type '${type}' is not supported`, `supported: ${supported.join(', ')}`)
+    throw new CheckpointError(
+      'E_CONFIG',
+      `rope_scaling type '${type}' is not supported`,
+      `supported: ${supported.join(', ')}`,
+    )
   }
   const factor = Number(r.factor ?? 1)
-  if (!(factor > 0)) throw new CheckpointError('E_CONFIG', `rope_scaling factor must be positive, got ${JSON.stringify(r.factor)}`)
+  if (!(factor > 0))
+    throw new CheckpointError('E_CONFIG', `rope_scaling factor must be positive, got ${JSON.stringify(r.factor)}`)
   return {
     type: type as RopeScaling['type'],
     factor,
@@ -87,13 +103,24 @@ export function parseDecoderConfig(
 ): DecoderConfig {
   const hiddenSize = requireInt(raw, 'hidden_size')
   const numHeads = requireInt(raw, 'num_attention_heads')
-  const numKvHeads = raw.num_key_value_heads === undefined || raw.num_key_value_heads === null ? numHeads : requireInt(raw, 'num_key_value_heads')
+  const numKvHeads =
+    raw.num_key_value_heads === undefined || raw.num_key_value_heads === null
+      ? numHeads
+      : requireInt(raw, 'num_key_value_heads')
   if (numHeads % numKvHeads) {
-    throw new CheckpointError('E_CONFIG', `config.json: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`)
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    )
   }
-  const headDim = raw.head_dim === undefined || raw.head_dim === null ? hiddenSize / numHeads : requireInt(raw, 'head_dim')
+  const headDim =
+    raw.head_dim === undefined || raw.head_dim === null ? hiddenSize / numHeads : requireInt(raw, 'head_dim')
   if (!Number.isInteger(headDim) || headDim % 2) {
-    throw new CheckpointError('E_CONFIG', `config.json: head_dim ${headDim} must be an even integer`, 'set head_dim, or make hidden_size a multiple of num_attention_heads')
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: head_dim ${headDim} must be an even integer`,
+      'set head_dim, or make hidden_size a multiple of num_attention_heads',
+    )
   }
   const eos = raw.eos_token_id
   return {
@@ -109,7 +136,8 @@ export function parseDecoderConfig(
     ropeTheta: positiveNumber(raw, 'rope_theta', 10000),
     ropeTraditional: Boolean(raw.rope_traditional ?? false),
     ropeScaling: parseRopeScaling(raw.rope_scaling, overrides.allowYarn ?? false),
-    tieWordEmbeddings: typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : (overrides.tieWordEmbeddings ?? true),
+    tieWordEmbeddings:
+      typeof raw.tie_word_embeddings === 'boolean' ? raw.tie_word_embeddings : (overrides.tieWordEmbeddings ?? true),
     attentionBias: typeof raw.attention_bias === 'boolean' ? raw.attention_bias : (overrides.attentionBias ?? false),
     maxPositions: Number(raw.max_position_embeddings ?? 32768),
     eosTokenIds: Array.isArray(eos) ? eos.map(Number) : typeof eos === 'number' ? [eos] : [],

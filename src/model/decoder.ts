@@ -13,14 +13,25 @@ export interface AttentionLayer {
   forward(x: Tensor, rows: StepRows, layer: number): Tensor
 }
 
-export type AttentionFactory = (w: Weights, config: DecoderConfig, rope: RopeOptions, backend: Backend) => AttentionLayer
+export type AttentionFactory = (
+  w: Weights,
+  config: DecoderConfig,
+  rope: RopeOptions,
+  backend: Backend,
+) => AttentionLayer
 
 class Block {
   readonly attention: AttentionLayer
   readonly mlp: SwiGluMlp
   readonly inputNorm: RmsNorm
   readonly postAttentionNorm: RmsNorm
-  constructor(w: Weights, c: DecoderConfig, rope: RopeOptions, attention: AttentionFactory, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    c: DecoderConfig,
+    rope: RopeOptions,
+    attention: AttentionFactory,
+    private readonly b: Backend,
+  ) {
     this.attention = attention(w.scope('self_attn'), c, rope, b)
     this.mlp = new SwiGluMlp(w.scope('mlp'), c, b)
     this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
@@ -37,7 +48,8 @@ export class DecoderModel extends LayerStack {
   constructor(config: DecoderConfig, w: Weights, range: LayerRange, b: Backend, attention: AttentionFactory) {
     super(config, range, b, w.scope('model'))
     const rope = ropeOptions(config)
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, attention, b))
+    for (let i = range.lo; i < range.hi; i++)
+      this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, attention, b))
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor, slice = false): Tensor {

@@ -46,7 +46,10 @@ export function checkpointFootprint(dir: string, kvElementBytes = 4): Checkpoint
     layerBytes,
     embeddingBytes,
     headBytes,
-    kvBytesPerTokenLayer: Math.max(0, ...specs.map((s) => (s.kind === 'recurrent' ? 0 : kvBytesPerTokenLayer(s.kvHeads, s.headDim, kvElementBytes)))),
+    kvBytesPerTokenLayer: Math.max(
+      0,
+      ...specs.map((s) => (s.kind === 'recurrent' ? 0 : kvBytesPerTokenLayer(s.kvHeads, s.headDim, kvElementBytes))),
+    ),
     layerKvBytes(layer, tokens) {
       const s = specs[layer]!
       // a recurrent layer holds the same state whatever the length

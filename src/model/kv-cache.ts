@@ -94,19 +94,35 @@ export class KvCache {
   }
 
   /** Writes this step's keys/values [rows, kvHeads, headDim] of `layer` and attends q [rows, heads, headDim] over them. */
-  attend(layer: number, q: Tensor, k: Tensor, v: Tensor, slots: Tensor, positions: Tensor, options: { scale: number; sinks?: Tensor }): Tensor {
+  attend(
+    layer: number,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    slots: Tensor,
+    positions: Tensor,
+    options: { scale: number; sinks?: Tensor },
+  ): Tensor {
     const b = this.backend
     const c = this.layerCaches[layer]!
-    if (c.kind !== 'attention') throw new DbcError('E_KV_KIND', `layer ${layer} keeps a recurrent state, not keys and values`)
+    if (c.kind !== 'attention')
+      throw new DbcError('E_KV_KIND', `layer ${layer} keeps a recurrent state, not keys and values`)
     b.kvWrite(c.keys, k, slots, positions, { ring: c.ring })
     b.kvWrite(c.values, v, slots, positions, { ring: c.ring })
-    return b.attention(q, c.keys, c.values, slots, positions, { scale: options.scale, causal: true, window: c.window, ring: c.ring, sinks: options.sinks })
+    return b.attention(q, c.keys, c.values, slots, positions, {
+      scale: options.scale,
+      causal: true,
+      window: c.window,
+      ring: c.ring,
+      sinks: options.sinks,
+    })
   }
 
   /** The recurrent states of `layer`. */
   recurrent(layer: number): { conv: Tensor; state: Tensor } {
     const c = this.layerCaches[layer]!
-    if (c.kind !== 'recurrent') throw new DbcError('E_KV_KIND', `layer ${layer} keeps keys and values, not a recurrent state`)
+    if (c.kind !== 'recurrent')
+      throw new DbcError('E_KV_KIND', `layer ${layer} keeps keys and values, not a recurrent state`)
     return c
   }
 
@@ -117,8 +133,10 @@ export class KvCache {
     if (!next) return
     const after = Int32Array.from(next)
     for (let r = 0; r < slots.length; r++) {
-      const slot = slots[r]!, position = positions[r]!
-      if (slot < 0 || slot >= this.slots) throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
+      const slot = slots[r]!,
+        position = positions[r]!
+      if (slot < 0 || slot >= this.slots)
+        throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
       if (position !== 0 && position !== after[slot]) {
         throw new DbcError(
           'E_STEP',
@@ -133,7 +151,12 @@ export class KvCache {
 
   allocate(): number {
     const slot = this.#free.pop()
-    if (slot === undefined) throw new DbcError('E_KV_FULL', `all ${this.slots} KV slots are in use`, 'wait for a request to finish or start with more slots')
+    if (slot === undefined)
+      throw new DbcError(
+        'E_KV_FULL',
+        `all ${this.slots} KV slots are in use`,
+        'wait for a request to finish or start with more slots',
+      )
     return slot
   }
 
@@ -145,7 +168,8 @@ export class KvCache {
   }
 
   release(slot: number): void {
-    if (slot < 0 || slot >= this.slots || this.#free.includes(slot)) throw new DbcError('E_KV_SLOT', `KV slot ${slot} is not in use`)
+    if (slot < 0 || slot >= this.slots || this.#free.includes(slot))
+      throw new DbcError('E_KV_SLOT', `KV slot ${slot} is not in use`)
     this.#free.push(slot)
   }
 
@@ -162,4 +186,5 @@ export class KvCache {
 }
 
 /** Bytes of KV per token per layer: keys and values of `elementBytes` each (Backend.kvDtype: 2 on cpu, 4 on mlx). */
-export const kvBytesPerTokenLayer = (kvHeads: number, headDim: number, elementBytes: number): number => 2 * kvHeads * headDim * elementBytes
+export const kvBytesPerTokenLayer = (kvHeads: number, headDim: number, elementBytes: number): number =>
+  2 * kvHeads * headDim * elementBytes

@@ -43,7 +43,13 @@ export class FusedLinear {
   readonly #parts: Linear[]
   readonly #sizes: number[]
 
-  constructor(parts: LinearWeight[], sizes: number[], w: Weights, private readonly b: Backend, precise = false) {
+  constructor(
+    parts: LinearWeight[],
+    sizes: number[],
+    w: Weights,
+    private readonly b: Backend,
+    precise = false,
+  ) {
     this.#sizes = sizes
     // where the kernel keeps its own copy of each quantized part, that copy is what a call streams: a stacked copy
     // besides it would only hold memory
@@ -56,7 +62,8 @@ export class FusedLinear {
     this.#parts = []
     // the stacked copy replaces the parts (on mlx they are copies too, so keeping them would double the memory)
     for (const p of parts) {
-      const tensors = p.kind === 'dense' ? [p.weight, p.bias] : [p.matrix.weight, p.matrix.scales, p.matrix.biases, p.bias]
+      const tensors =
+        p.kind === 'dense' ? [p.weight, p.bias] : [p.matrix.weight, p.matrix.scales, p.matrix.biases, p.bias]
       for (const t of tensors) {
         if (!t) continue
         w.loaded.splice(w.loaded.indexOf(t), 1)
@@ -104,7 +111,8 @@ function stack(parts: LinearWeight[], b: Backend, w: Weights): LinearWeight {
     return joined
   }
   const bias = parts[0]!.bias ? cat(parts.map((p) => p.bias!)) : undefined
-  if (parts[0]!.kind === 'dense') return { kind: 'dense', weight: cat(parts.map((p) => (p as { weight: Tensor }).weight)), bias }
+  if (parts[0]!.kind === 'dense')
+    return { kind: 'dense', weight: cat(parts.map((p) => (p as { weight: Tensor }).weight)), bias }
   const m = parts.map((p) => (p as { matrix: QuantizedMatrix }).matrix)
   return {
     kind: 'quantized',
@@ -123,10 +131,19 @@ function stack(parts: LinearWeight[], b: Backend, w: Weights): LinearWeight {
 export class SwiGluMlp {
   readonly gateUp: FusedLinear
   readonly down: Linear
-  constructor(w: Weights, config: DecoderConfig, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    config: DecoderConfig,
+    private readonly b: Backend,
+  ) {
     const { intermediateSize: inter, hiddenSize: hidden } = config
     // tensor parallel: gate/up keep this rank's rows, down its columns (one all_sum per MLP)
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+    this.gateUp = new FusedLinear(
+      [w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })],
+      [inter, inter],
+      w,
+      b,
+    )
     this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
@@ -138,11 +155,17 @@ export class SwiGluMlp {
 /** embed_tokens, shared by the first stage (gather) and, when tied, the last stage (lm_head). */
 export class TokenEmbedding {
   readonly table: LinearWeight
-  constructor(w: Weights, config: DecoderConfig, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    config: DecoderConfig,
+    private readonly b: Backend,
+  ) {
     this.table = w.linear('embed_tokens', config.vocabSize, config.hiddenSize)
   }
   embed(tokens: Tensor): Tensor {
-    return this.table.kind === 'dense' ? this.b.embedding(this.table.weight, tokens) : this.b.quantizedEmbedding(this.table.matrix, tokens)
+    return this.table.kind === 'dense'
+      ? this.b.embedding(this.table.weight, tokens)
+      : this.b.quantizedEmbedding(this.table.matrix, tokens)
   }
   asLinear(): Linear {
     return new Linear(this.table, this.b)
@@ -157,19 +180,33 @@ export class OutputHead {
   readonly lmHead: Linear
   readonly #gather?: (x: Tensor) => Tensor
   /** `norm`: the family's final norm, where it is not the plain RMSNorm of `model.norm` (Gemma's). */
-  constructor(root: Weights, model: Weights, config: DecoderConfig, b: Backend, embedding: () => TokenEmbedding, norm?: { apply(x: Tensor): Tensor }) {
+  constructor(
+    root: Weights,
+    model: Weights,
+    config: DecoderConfig,
+    b: Backend,
+    embedding: () => TokenEmbedding,
+    norm?: { apply(x: Tensor): Tensor },
+  ) {
     this.norm = norm ?? new RmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b)
     const { tp } = root
     const split = tp.size > 1 && tp.gatherLast !== undefined && config.vocabSize % tp.size === 0
     if (split) this.#gather = (x) => tp.gatherLast!(x)
     if (!config.tieWordEmbeddings) {
       // sizes given to a sharded linear are this rank's
-      this.lmHead = new Linear(root.linear('lm_head', split ? config.vocabSize / tp.size : config.vocabSize, config.hiddenSize, { shard: split ? 'out' : undefined }), b)
+      this.lmHead = new Linear(
+        root.linear('lm_head', split ? config.vocabSize / tp.size : config.vocabSize, config.hiddenSize, {
+          shard: split ? 'out' : undefined,
+        }),
+        b,
+      )
     } else {
       // the embedding stays whole (every rank looks tokens up); the head takes this rank's rows of it
       const table = embedding().table
       const rows = config.vocabSize / tp.size
-      this.lmHead = split ? new Linear(rowsOf(table, tp.rank * rows, (tp.rank + 1) * rows, b, root), b) : new Linear(table, b)
+      this.lmHead = split
+        ? new Linear(rowsOf(table, tp.rank * rows, (tp.rank + 1) * rows, b, root), b)
+        : new Linear(table, b)
     }
   }
   get split(): boolean {
@@ -191,5 +228,9 @@ function rowsOf(table: LinearWeight, lo: number, hi: number, b: Backend, w: Weig
   }
   if (table.kind === 'dense') return { kind: 'dense', weight: cut(table.weight), bias: table.bias && cut(table.bias) }
   const m = table.matrix
-  return { kind: 'quantized', matrix: { ...m, weight: cut(m.weight), scales: cut(m.scales), biases: m.biases && cut(m.biases) }, bias: table.bias && cut(table.bias) }
+  return {
+    kind: 'quantized',
+    matrix: { ...m, weight: cut(m.weight), scales: cut(m.scales), biases: m.biases && cut(m.biases) },
+    bias: table.bias && cut(table.bias),
+  }
 }

@@ -27,19 +27,36 @@ function params(raw: Record<string, unknown>, where: string, fallback?: QuantPar
   if (mode === 'mxfp4') {
     const groupSize = Number(raw.group_size ?? 32)
     const bits = Number(raw.bits ?? 4)
-    if (groupSize !== 32 || bits !== 4) throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} is mxfp4 with group_size ${groupSize}, bits ${bits}`, 'mxfp4 is always group_size 32, bits 4')
+    if (groupSize !== 32 || bits !== 4)
+      throw new CheckpointError(
+        'E_CKPT_QUANT',
+        `config.json: ${where} is mxfp4 with group_size ${groupSize}, bits ${bits}`,
+        'mxfp4 is always group_size 32, bits 4',
+      )
     return { groupSize, bits, mode }
   }
   if (mode !== 'affine') {
-    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} uses quantization mode '${String(mode)}'`, 'supported modes: affine, mxfp4')
+    throw new CheckpointError(
+      'E_CKPT_QUANT',
+      `config.json: ${where} uses quantization mode '${String(mode)}'`,
+      'supported modes: affine, mxfp4',
+    )
   }
   const groupSize = Number(raw.group_size ?? fallback?.groupSize ?? 64)
   const bits = Number(raw.bits ?? fallback?.bits ?? 4)
   if (!(SUPPORTED_BITS as readonly number[]).includes(bits)) {
-    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} has bits ${bits}`, `supported: ${SUPPORTED_BITS.join(', ')}`)
+    throw new CheckpointError(
+      'E_CKPT_QUANT',
+      `config.json: ${where} has bits ${bits}`,
+      `supported: ${SUPPORTED_BITS.join(', ')}`,
+    )
   }
   if (!(SUPPORTED_GROUP_SIZES as readonly number[]).includes(groupSize)) {
-    throw new CheckpointError('E_CKPT_QUANT', `config.json: ${where} has group_size ${groupSize}`, `supported: ${SUPPORTED_GROUP_SIZES.join(', ')}`)
+    throw new CheckpointError(
+      'E_CKPT_QUANT',
+      `config.json: ${where} has group_size ${groupSize}`,
+      `supported: ${SUPPORTED_GROUP_SIZES.join(', ')}`,
+    )
   }
   return { groupSize, bits, mode }
 }
@@ -48,9 +65,11 @@ export function parseQuantization(raw: Record<string, unknown>): QuantizationCon
   // mlx-lm writes `quantization` and mirrors it as `quantization_config`; HF-style configs may carry only the latter
   let q = raw.quantization ?? raw.quantization_config
   if (q === undefined || q === null || q === false) return NOT_QUANTIZED
-  if (typeof q !== 'object' || Array.isArray(q)) throw new CheckpointError('E_CKPT_QUANT', `config.json: 'quantization' must be an object, got ${JSON.stringify(q)}`)
+  if (typeof q !== 'object' || Array.isArray(q))
+    throw new CheckpointError('E_CKPT_QUANT', `config.json: 'quantization' must be an object, got ${JSON.stringify(q)}`)
   // legacy HF form (mlx-lm load_model): quant_method mxfp4 means every quantized module is mxfp4
-  if ((q as Record<string, unknown>).quant_method === 'mxfp4' && raw.quantization === undefined) q = { group_size: 32, bits: 4, mode: 'mxfp4' }
+  if ((q as Record<string, unknown>).quant_method === 'mxfp4' && raw.quantization === undefined)
+    q = { group_size: 32, bits: 4, mode: 'mxfp4' }
   const dict = q as Record<string, unknown>
   const global = params(dict, 'quantization')
   // per-module entries: every key that is not one of the global fields; validated here, not at first use
@@ -58,7 +77,8 @@ export function parseQuantization(raw: Record<string, unknown>): QuantizationCon
   for (const [key, value] of Object.entries(dict)) {
     if (key === 'group_size' || key === 'bits' || key === 'mode' || key === 'quant_method') continue
     if (value === false) overrides.set(key, null)
-    else if (value && typeof value === 'object' && !Array.isArray(value)) overrides.set(key, params(value as Record<string, unknown>, `quantization['${key}']`, global))
+    else if (value && typeof value === 'object' && !Array.isArray(value))
+      overrides.set(key, params(value as Record<string, unknown>, `quantization['${key}']`, global))
   }
   return {
     forModule(path, hasScales) {

@@ -14,7 +14,8 @@ export function quantizeMxfp4(w: Float32Array, rows: number, cols: number): { wo
     for (let i = 0; i < 32; i++) {
       const v = w[g * 32 + i]! / scale
       let best = 0
-      for (let c = 1; c < 8; c++) if (Math.abs(Math.abs(v) - values[c]!) < Math.abs(Math.abs(v) - values[best]!)) best = c
+      for (let c = 1; c < 8; c++)
+        if (Math.abs(Math.abs(v) - values[c]!) < Math.abs(Math.abs(v) - values[best]!)) best = c
       const code = (v < 0 && best ? 8 : 0) | best
       const at = g * 32 + i
       words[at >> 3] = (words[at >> 3]! | (code << (4 * (at & 7)))) >>> 0
@@ -31,7 +32,13 @@ export interface Quantized {
   biases: Float32Array
 }
 
-export function quantizeAffine(w: Float32Array, rows: number, cols: number, groupSize: number, bits: number): Quantized {
+export function quantizeAffine(
+  w: Float32Array,
+  rows: number,
+  cols: number,
+  groupSize: number,
+  bits: number,
+): Quantized {
   const nBins = 2 ** bits - 1
   const groups = cols / groupSize
   const scales = new Float32Array(rows * groups)

@@ -11,7 +11,19 @@ import { CheckpointError } from './errors.ts'
 
 /** A map, not an object: a checkpoint's model_type of `__proto__`, `constructor` or `toString` must find nothing. */
 export const ARCHITECTURES: ReadonlyMap<string, ArchitectureModule> = new Map(
-  Object.entries({ llama, mistral: llama, qwen2, qwen3, gemma3_text: gemma3, gemma3, gemma4_text: gemma4, gemma4, gpt_oss, qwen3_5, qwen3_5_moe: qwen3_5 }),
+  Object.entries({
+    llama,
+    mistral: llama,
+    qwen2,
+    qwen3,
+    gemma3_text: gemma3,
+    gemma3,
+    gemma4_text: gemma4,
+    gemma4,
+    gpt_oss,
+    qwen3_5,
+    qwen3_5_moe: qwen3_5,
+  }),
 )
 
 export function architectureFor(modelType: unknown): ArchitectureModule {

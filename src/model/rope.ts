@@ -27,7 +27,8 @@ export function ropeOptions(config: DecoderConfig): RopeOptions {
   }
   if (s.type === 'yarn') {
     // mlx-lm YarnRoPE: periods blend base^(2i/d) and factor·base^(2i/d) over a linear ramp between the correction dims
-    const correctionDim = (rotations: number) => (dims * Math.log(s.originalMaxPositions / (rotations * 2 * Math.PI))) / (2 * Math.log(base))
+    const correctionDim = (rotations: number) =>
+      (dims * Math.log(s.originalMaxPositions / (rotations * 2 * Math.PI))) / (2 * Math.log(base))
     const low = Math.max(Math.floor(correctionDim(s.betaFast)), 0)
     let high = Math.min(Math.ceil(correctionDim(s.betaSlow)), dims - 1)
     if (low === high) high += 0.001

@@ -12,7 +12,14 @@ export interface SamplingParams {
   seed?: number
 }
 
-export const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, repetitionPenalty: 1, repetitionContext: 64 }
+export const GREEDY: SamplingParams = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  repetitionPenalty: 1,
+  repetitionContext: 64,
+}
 
 export function samplingParams(partial: Partial<SamplingParams> = {}): SamplingParams {
   const p = { ...GREEDY, ...partial }
@@ -65,7 +72,12 @@ const ID_BITS = 0x1fffffff
 
 /** Draws one token from logits given a uniform draw `u` in [0, 1) (unused when greedy). Pure, so the stage that holds
  * the logits (the last one) can sample while the head keeps each request's seeded random stream. */
-export function sampleToken(input: Float32Array, params: SamplingParams, history: ArrayLike<number>, u: number): number {
+export function sampleToken(
+  input: Float32Array,
+  params: SamplingParams,
+  history: ArrayLike<number>,
+  u: number,
+): number {
   const logits = penalized(input, 0, params, history)
   if (params.temperature === 0) return argmax(logits)
   const max = logits[argmax(logits)]!
@@ -75,7 +87,12 @@ export function sampleToken(input: Float32Array, params: SamplingParams, history
 
 /** The repetition penalty applied to a row of logits holding ids [first, first + row.length): a copy when a recent token
  * falls in it, else the row itself. Stored back as float32, as the logits are, so a split vocabulary gets the same bits. */
-export function penalized(row: Float32Array, first: number, params: SamplingParams, history: ArrayLike<number>): Float32Array {
+export function penalized(
+  row: Float32Array,
+  first: number,
+  params: SamplingParams,
+  history: ArrayLike<number>,
+): Float32Array {
   if (params.repetitionPenalty === 1 || !history.length) return row
   let out = row
   for (const id of recentTokens(history, params.repetitionContext)) {
@@ -97,7 +114,13 @@ export function reserveCandidates(n: number): void {
 
 /** Appends, after the `n` candidates already collected, every value at or above `floor` (in order), as keys −logit | id,
  * with ids `first + j` or `ids[j]`; returns the new count. Ascending keys = descending logits, ties broken by id. */
-export function collectCandidates(values: ArrayLike<number>, first: number, floor: number, n: number, ids?: ArrayLike<number>): number {
+export function collectCandidates(
+  values: ArrayLike<number>,
+  first: number,
+  floor: number,
+  n: number,
+  ids?: ArrayLike<number>,
+): number {
   for (let j = 0; j < values.length; j++) {
     const v = values[j]!
     if (!(v >= floor)) continue
@@ -175,7 +198,11 @@ export interface TokenLogprob {
 }
 
 /** log-softmax of the chosen token, and the top-k alternatives when asked. */
-export function logprobsOf(logits: Float32Array, id: number, top: number): { logprob: number; topLogprobs?: TokenLogprob[] } {
+export function logprobsOf(
+  logits: Float32Array,
+  id: number,
+  top: number,
+): { logprob: number; topLogprobs?: TokenLogprob[] } {
   let max = -Infinity
   for (const v of logits) if (v > max) max = v
   let sum = 0
@@ -215,7 +242,8 @@ export interface SampledToken {
 
 /** Samples every row of [rows, vocab] logits. */
 export function sampleRows(logits: Float32Array, vocab: number, rows: readonly RowSampling[]): SampledToken[] {
-  if (logits.length !== rows.length * vocab) throw new RangeError(`${logits.length / vocab} logit rows for ${rows.length} sampling rows`)
+  if (logits.length !== rows.length * vocab)
+    throw new RangeError(`${logits.length / vocab} logit rows for ${rows.length} sampling rows`)
   return rows.map((row, i) => {
     const l = logits.subarray(i * vocab, (i + 1) * vocab)
     const id = sampleToken(l, row.params, row.history, row.u)

@@ -27,7 +27,8 @@ export function servingFingerprint(dir: string, settings: Record<string, string 
       const data = 8 + headerBytes
       hash.update(`${file.slice(dir.length)}\0${size}\0`)
       hash.update(read(8, headerBytes))
-      for (const at of [data, data + Math.floor((size - data) / 2), size - SAMPLE_BYTES]) hash.update(read(Math.max(data, at), SAMPLE_BYTES))
+      for (const at of [data, data + Math.floor((size - data) / 2), size - SAMPLE_BYTES])
+        hash.update(read(Math.max(data, at), SAMPLE_BYTES))
     } finally {
       closeSync(fd)
     }

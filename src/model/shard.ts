@@ -88,7 +88,10 @@ export class ModelStage {
     const lo = options.lo ?? 0
     const hi = options.hi ?? config.numLayers
     if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && hi <= config.numLayers && lo < hi)) {
-      throw new DbcError('E_STAGE_RANGE', `layer range [${lo}, ${hi}) is not inside the model's ${config.numLayers} layers`)
+      throw new DbcError(
+        'E_STAGE_RANGE',
+        `layer range [${lo}, ${hi}) is not inside the model's ${config.numLayers} layers`,
+      )
     }
     const range: LayerRange = { lo, hi, first: lo === 0, last: hi === config.numLayers }
     const owned = (name: string) => stagePrefixes(range, config).some((p) => name === p || name.startsWith(`${p}.`))
@@ -115,29 +118,52 @@ export class ModelStage {
       const share = config.experts && name.includes(config.experts.path) ? config.experts.share : 1
       if (tiedHead || !name.startsWith(embedding)) streamedBytes += bytes * share
     }
-    return new ModelStage(config, range, model, backend, { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048, kvDtype: options.kvDtype ?? backend.kvDtype }, weightBytes, streamedBytes, weights.loaded)
+    return new ModelStage(
+      config,
+      range,
+      model,
+      backend,
+      { slots: options.slots ?? 4, maxLen: options.maxLen ?? 2048, kvDtype: options.kvDtype ?? backend.kvDtype },
+      weightBytes,
+      streamedBytes,
+      weights.loaded,
+    )
   }
 
   /** Runs one step for the given rows. All intermediate tensors are freed before it returns. */
   forward(input: StageInput): StageOutput {
     const b = this.backend
     const rows = input.slots.length
-    if (input.positions.length !== rows) throw new DbcError('E_STEP', `step has ${rows} slots but ${input.positions.length} positions`)
+    if (input.positions.length !== rows)
+      throw new DbcError('E_STEP', `step has ${rows} slots but ${input.positions.length} positions`)
     for (const p of input.positions) {
-      if (p >= this.cache.maxLen) throw new DbcError('E_CONTEXT', `position ${p} exceeds the context of ${this.cache.maxLen} tokens`, 'shorten the prompt or max_tokens')
+      if (p >= this.cache.maxLen)
+        throw new DbcError(
+          'E_CONTEXT',
+          `position ${p} exceeds the context of ${this.cache.maxLen} tokens`,
+          'shorten the prompt or max_tokens',
+        )
     }
     return b.scope(() => {
       let h
       if (this.range.first) {
-        if (!input.tokens || input.tokens.length !== rows) throw new DbcError('E_STEP', 'the first stage needs one token id per row')
+        if (!input.tokens || input.tokens.length !== rows)
+          throw new DbcError('E_STEP', 'the first stage needs one token id per row')
         // an id past the table would read outside the embedding: refuse it here, before the backend gathers
         for (const id of input.tokens) {
-          if (id < 0 || id >= this.config.vocabSize) throw new DbcError('E_TOKEN', `token id ${id} is outside the model's vocabulary of ${this.config.vocabSize}`)
+          if (id < 0 || id >= this.config.vocabSize)
+            throw new DbcError(
+              'E_TOKEN',
+              `token id ${id} is outside the model's vocabulary of ${this.config.vocabSize}`,
+            )
         }
         h = this.model.embed(b.fromInt32(input.tokens, [rows]))
       } else {
         if (!input.hidden || input.hidden.length !== rows * this.config.hiddenSize) {
-          throw new DbcError('E_STEP', `stage ${this.range.lo}..${this.range.hi} needs hidden states [${rows}, ${this.config.hiddenSize}]`)
+          throw new DbcError(
+            'E_STEP',
+            `stage ${this.range.lo}..${this.range.hi} needs hidden states [${rows}, ${this.config.hiddenSize}]`,
+          )
         }
         h = b.fromFloat32(input.hidden, [rows, this.config.hiddenSize])
       }
@@ -147,7 +173,7 @@ export class ModelStage {
       if (!this.range.last) return { hidden: b.toFloat32(h) }
       // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else; the layers are
       // read here all the same, as a lazy backend (mlx) would otherwise run their all_sums later, out of step with rank 0
-      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return b.toFloat32(b.slice(h, 0, 0, 1)), {}
+      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return (b.toFloat32(b.slice(h, 0, 0, 1)), {})
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
       const logits = this.model.head(h, input.vocabSlice)
       if (input.noLogits) return {}
@@ -165,7 +191,11 @@ export class ModelStage {
     const rows = input.slots.length
     const chunk = this.cache.maxStepRows
     const run = (h: Tensor, lo: number, hi: number) =>
-      this.model.forwardLayers(h, { slots: b.fromInt32(input.slots.subarray(lo, hi), [hi - lo]), positions: b.fromInt32(input.positions.subarray(lo, hi), [hi - lo]), cache: this.cache })
+      this.model.forwardLayers(h, {
+        slots: b.fromInt32(input.slots.subarray(lo, hi), [hi - lo]),
+        positions: b.fromInt32(input.positions.subarray(lo, hi), [hi - lo]),
+        cache: this.cache,
+      })
     if (rows <= chunk) return run(hidden, 0, rows)
     let out: Tensor | undefined
     for (let lo = 0; lo < rows; lo += chunk) {

@@ -5,7 +5,18 @@
  * exactly the tokens sampleRows would draw from the joined logits: the same candidates in the same order, summed in the
  * same order. */
 import { DbcError } from '../errors.ts'
-import { argmax, collectCandidates, CUTOFF, drawCandidate, logprobsOf, penalized, reserveCandidates, sampleToken, type RowSampling, type SampledToken } from './sampler.ts'
+import {
+  argmax,
+  collectCandidates,
+  CUTOFF,
+  drawCandidate,
+  logprobsOf,
+  penalized,
+  reserveCandidates,
+  sampleToken,
+  type RowSampling,
+  type SampledToken,
+} from './sampler.ts'
 
 /** What a rank sends for one row: u32 kind | u32 count n | the kind's words (f32 values, i32 ids; little-endian). */
 const KIND = {
@@ -30,8 +41,14 @@ let out = new Int32Array(0)
 
 /** This rank's summary of `logits` ([rows.length, width], ids from `first`), one row per RowSampling. The result is a
  * view of a buffer the next call reuses: send it before summarizing again. */
-export function summarizeSlice(logits: Float32Array, first: number, width: number, rows: readonly RowSampling[]): Uint8Array {
-  if (logits.length !== rows.length * width) throw new RangeError(`${logits.length / width} logit rows for ${rows.length} sampling rows`)
+export function summarizeSlice(
+  logits: Float32Array,
+  first: number,
+  width: number,
+  rows: readonly RowSampling[],
+): Uint8Array {
+  if (logits.length !== rows.length * width)
+    throw new RangeError(`${logits.length / width} logit rows for ${rows.length} sampling rows`)
   if (out.length < rows.length * (2 + width)) out = new Int32Array(rows.length * (2 + width))
   const floats = new Float32Array(out.buffer)
   let at = 0
@@ -87,10 +104,20 @@ interface RowPart {
 }
 
 /** Splits a rank's summary into its rows, checking every count and id against the rank's slice. */
-function readSummary(bytes: Uint8Array, rank: number, first: number, width: number, rows: readonly RowSampling[]): RowPart[] {
-  if (bytes.byteLength % 4) throw fail(`rank ${rank} sent a sampling summary of ${bytes.byteLength} bytes, not whole words`)
+function readSummary(
+  bytes: Uint8Array,
+  rank: number,
+  first: number,
+  width: number,
+  rows: readonly RowSampling[],
+): RowPart[] {
+  if (bytes.byteLength % 4)
+    throw fail(`rank ${rank} sent a sampling summary of ${bytes.byteLength} bytes, not whole words`)
   // a received frame may start anywhere in its buffer: copy to align the words
-  const words = bytes.byteOffset % 4 ? new Int32Array(bytes.slice().buffer) : new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+  const words =
+    bytes.byteOffset % 4
+      ? new Int32Array(bytes.slice().buffer)
+      : new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
   const floats = new Float32Array(words.buffer, words.byteOffset, words.length)
   const parts: RowPart[] = []
   let at = 0
@@ -98,11 +125,14 @@ function readSummary(bytes: Uint8Array, rank: number, first: number, width: numb
     if (at + 2 > words.length) throw fail(`rank ${rank}'s sampling summary ends before row ${i}`)
     const kind = words[at]!
     const n = words[at + 1]!
-    const expected = row.logprobs >= 0 ? [KIND.raw] : row.params.temperature === 0 ? [KIND.best] : [KIND.candidates, KIND.dense]
-    if (!(expected as number[]).includes(kind)) throw fail(`rank ${rank} summarized row ${i} as kind ${kind}, expected ${expected.join(' or ')}`)
+    const expected =
+      row.logprobs >= 0 ? [KIND.raw] : row.params.temperature === 0 ? [KIND.best] : [KIND.candidates, KIND.dense]
+    if (!(expected as number[]).includes(kind))
+      throw fail(`rank ${rank} summarized row ${i} as kind ${kind}, expected ${expected.join(' or ')}`)
     const size = kind === KIND.best ? 2 : kind === KIND.candidates ? 2 * n : n
     const countOk = kind === KIND.best ? n === 1 : kind === KIND.candidates ? n >= 0 && n <= width : n === width
-    if (!countOk || at + 2 + size > words.length) throw fail(`rank ${rank} sent ${n} values for row ${i} of a ${width}-wide slice`)
+    if (!countOk || at + 2 + size > words.length)
+      throw fail(`rank ${rank} sent ${n} values for row ${i} of a ${width}-wide slice`)
     const body = at + 2
     at = body + size
     if (kind === KIND.best || kind === KIND.candidates) {
@@ -110,13 +140,17 @@ function readSummary(bytes: Uint8Array, rank: number, first: number, width: numb
       const ids = words.subarray(body, body + count)
       let previous = first - 1
       for (const id of ids) {
-        if (id < first || id >= first + width || id <= previous) throw fail(`rank ${rank} sent token id ${id} for row ${i}, outside its slice ${first}..${first + width - 1} or out of order`)
+        if (id < first || id >= first + width || id <= previous)
+          throw fail(
+            `rank ${rank} sent token id ${id} for row ${i}, outside its slice ${first}..${first + width - 1} or out of order`,
+          )
         previous = id
       }
       parts.push({ kind, ids, values: floats.subarray(body + count, body + 2 * count) })
     } else parts.push({ kind, values: floats.subarray(body, body + n) })
   }
-  if (at !== words.length) throw fail(`rank ${rank}'s sampling summary has ${words.length - at} words past its ${rows.length} rows`)
+  if (at !== words.length)
+    throw fail(`rank ${rank}'s sampling summary has ${words.length - at} words past its ${rows.length} rows`)
   return parts
 }
 
@@ -124,7 +158,11 @@ function readSummary(bytes: Uint8Array, rank: number, first: number, width: numb
 let joined = new Float32Array(0)
 
 /** Rank 0: the tokens from every rank's summary (index = rank), each `width` ids wide. */
-export function mergeSlices(summaries: readonly Uint8Array[], width: number, rows: readonly RowSampling[]): SampledToken[] {
+export function mergeSlices(
+  summaries: readonly Uint8Array[],
+  width: number,
+  rows: readonly RowSampling[],
+): SampledToken[] {
   const byRank = summaries.map((bytes, rank) => readSummary(bytes, rank, rank * width, width, rows))
   const vocab = width * summaries.length
   return rows.map((row, i) => {

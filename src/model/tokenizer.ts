@@ -18,18 +18,29 @@ export class ModelTokenizer {
 
   constructor(dir: string, configEos: number[] = []) {
     const json = readJson(join(dir, 'tokenizer.json'), 'tokenizer.json')
-    const config = existsSync(join(dir, 'tokenizer_config.json')) ? readJson(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json') : {}
+    const config = existsSync(join(dir, 'tokenizer_config.json'))
+      ? readJson(join(dir, 'tokenizer_config.json'), 'tokenizer_config.json')
+      : {}
     this.#tokenizer = new Tokenizer(json as never, config as never)
-    const tokenText = (v: unknown) => (typeof v === 'string' ? v : v && typeof v === 'object' && 'content' in v ? String((v as { content: unknown }).content) : null)
+    const tokenText = (v: unknown) =>
+      typeof v === 'string'
+        ? v
+        : v && typeof v === 'object' && 'content' in v
+          ? String((v as { content: unknown }).content)
+          : null
     this.bosToken = tokenText(config.bos_token)
     this.eosToken = tokenText(config.eos_token)
     // newer Hugging Face folders keep the template beside the config, in chat_template.jinja
     const jinja = join(dir, 'chat_template.jinja')
     this.#template =
       ChatTemplate.fromTokenizerConfig(config, { bos: this.bosToken, eos: this.eosToken }) ??
-      (existsSync(jinja) ? new ChatTemplate(readFileSync(jinja, 'utf8'), { bos: this.bosToken, eos: this.eosToken }) : null)
+      (existsSync(jinja)
+        ? new ChatTemplate(readFileSync(jinja, 'utf8'), { bos: this.bosToken, eos: this.eosToken })
+        : null)
     // EOS from config.json, generation_config.json and the tokenizer's own eos token, deduplicated.
-    const generation = existsSync(join(dir, 'generation_config.json')) ? readJson(join(dir, 'generation_config.json'), 'generation_config.json') : {}
+    const generation = existsSync(join(dir, 'generation_config.json'))
+      ? readJson(join(dir, 'generation_config.json'), 'generation_config.json')
+      : {}
     const genEos = generation.eos_token_id
     const ids = new Set<number>(configEos)
     for (const id of Array.isArray(genEos) ? genEos : genEos === undefined ? [] : [genEos]) ids.add(Number(id))
@@ -60,7 +71,12 @@ export class ModelTokenizer {
 
   /** Renders messages with the model's chat template, ending with the assistant prompt. */
   applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
-    if (!this.#template) throw new CheckpointError('E_NO_TEMPLATE', 'this model has no chat_template in tokenizer_config.json', 'use a raw prompt instead')
+    if (!this.#template)
+      throw new CheckpointError(
+        'E_NO_TEMPLATE',
+        'this model has no chat_template in tokenizer_config.json',
+        'use a raw prompt instead',
+      )
     return this.#template.render(messages, options)
   }
 }

@@ -14,7 +14,10 @@ const ALLOWED: Record<StorageKind, readonly string[]> = { float: ['f32', 'f16', 
 
 /** `allSum`: the weight holds this rank's input columns (tensor parallel, "sharded-to-all"): the partial outputs are summed
  * across ranks, then the bias is added once. */
-export type LinearWeight = ({ kind: 'dense'; weight: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix }) & { bias?: Tensor; allSum?: (x: Tensor) => Tensor }
+export type LinearWeight = ({ kind: 'dense'; weight: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix }) & {
+  bias?: Tensor
+  allSum?: (x: Tensor) => Tensor
+}
 
 /** Tensor parallel (mlx-lm shard_linear): 'out' keeps this rank's output rows (q/k/v/gate/up, "all-to-sharded"), 'in'
  * its input columns (o/down, "sharded-to-all"). Sizes given to Weights.linear are this rank's; the checkpoint holds size×. */
@@ -31,7 +34,8 @@ export interface TensorShard {
 }
 
 /** A stack of expert Linears [experts, out, in] (mlx-lm SwitchLinear), dense or quantized, with an optional bias [experts, out]. */
-export type ExpertsWeight = { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
+export type ExpertsWeight =
+  { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
 
 export class Weights {
   constructor(
@@ -48,7 +52,16 @@ export class Weights {
   ) {}
 
   scope(name: string): Weights {
-    return new Weights(this.checkpoint, this.backend, this.quantization, this.#path(name), this.claimed, this.loaded, this.tp, this.parts)
+    return new Weights(
+      this.checkpoint,
+      this.backend,
+      this.quantization,
+      this.#path(name),
+      this.claimed,
+      this.loaded,
+      this.tp,
+      this.parts,
+    )
   }
 
   #path(name: string): string {
@@ -64,20 +77,38 @@ export class Weights {
   tensor(name: string, shape?: readonly number[], kind: StorageKind = 'float', shard?: TensorShard): Tensor {
     const path = this.#path(name)
     const entry = this.checkpoint.tensors.get(path)
-    if (!entry) throw new CheckpointError('E_CKPT_TENSOR', `tensor ${path} is missing from ${this.checkpoint.dir}`, 'the checkpoint is incomplete or of another architecture')
+    if (!entry)
+      throw new CheckpointError(
+        'E_CKPT_TENSOR',
+        `tensor ${path} is missing from ${this.checkpoint.dir}`,
+        'the checkpoint is incomplete or of another architecture',
+      )
     if (!ALLOWED[kind].includes(entry.dtype)) {
-      throw new CheckpointError('E_CKPT_DTYPE', `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`, kind === 'float' ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)' : kind === 'e8m0' ? 'config.json says this layer is mxfp4, whose scales are u8 (E8M0)' : 'config.json says this layer is quantized but its weight is not packed u32')
+      throw new CheckpointError(
+        'E_CKPT_DTYPE',
+        `tensor ${path} is ${entry.dtype}, expected ${ALLOWED[kind].join(' or ')}`,
+        kind === 'float'
+          ? 'a quantized layer needs its .scales and .biases (and a quantization entry in config.json)'
+          : kind === 'e8m0'
+            ? 'config.json says this layer is mxfp4, whose scales are u8 (E8M0)'
+            : 'config.json says this layer is quantized but its weight is not packed u32',
+      )
     }
     const full = shape && shard ? shape.map((d, i) => (i === shard.axis ? d * shard.size : d)) : shape
     if (full && (full.length !== entry.shape.length || full.some((d, i) => d !== entry.shape[i]))) {
-      throw new CheckpointError('E_CKPT_SHAPE', `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${full.join(', ')}]`, 'config.json does not match the weights')
+      throw new CheckpointError(
+        'E_CKPT_SHAPE',
+        `tensor ${path} has shape [${entry.shape.join(', ')}], expected [${full.join(', ')}]`,
+        'config.json does not match the weights',
+      )
     }
     if (this.claimed.has(path)) throw new CheckpointError('E_CKPT_CLAIM', `tensor ${path} claimed twice`)
     this.claimed.add(path)
     if (shard && shard.size > 1) this.parts.set(path, shard.size)
-    const tensor = shard && shard.size > 1
-      ? this.backend.fromBytes(shardBytes(tensorBytes(entry), entry.shape, entry.dtype, shard), shape!, entry.dtype)
-      : this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })
+    const tensor =
+      shard && shard.size > 1
+        ? this.backend.fromBytes(shardBytes(tensorBytes(entry), entry.shape, entry.dtype, shard), shape!, entry.dtype)
+        : this.backend.fromBytes(tensorBytes(entry), entry.shape, entry.dtype, { borrow: true })
     this.loaded.push(tensor)
     return tensor
   }
@@ -85,33 +116,82 @@ export class Weights {
   /** A Linear of logical shape [outFeatures, inFeatures], dense or MLX-quantized (affine or mxfp4, per the config / `.scales`). */
   /** `segments` (with shard 'out'): this rank's lengths of the blocks its output rows are made of, for a projection that
    * fuses several (each block is split across the ranks on its own). */
-  linear(name: string, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis; segments?: readonly number[] } = {}): LinearWeight {
+  linear(
+    name: string,
+    outFeatures: number,
+    inFeatures: number,
+    options: { bias?: boolean; shard?: ShardAxis; segments?: readonly number[] } = {},
+  ): LinearWeight {
     const shard = this.tp.size > 1 ? options.shard : undefined
-    const w = this.#quantizable(name, [outFeatures], inFeatures, [outFeatures], options.bias ?? false, shard, shard === 'out' ? options.segments : undefined)
+    const w = this.#quantizable(
+      name,
+      [outFeatures],
+      inFeatures,
+      [outFeatures],
+      options.bias ?? false,
+      shard,
+      shard === 'out' ? options.segments : undefined,
+    )
     return shard === 'in' ? { ...w, allSum: this.tp.allSum } : w
   }
 
   /** A stack of expert matrices [experts, out, in]. With `shard` (tensor parallel) every expert is split as `linear`
    * splits one; 'in' leaves the per-expert bias on rank 0 alone, since the caller sums the ranks' outputs after it. */
-  experts(name: string, experts: number, outFeatures: number, inFeatures: number, options: { bias?: boolean; shard?: ShardAxis } = {}): ExpertsWeight {
+  experts(
+    name: string,
+    experts: number,
+    outFeatures: number,
+    inFeatures: number,
+    options: { bias?: boolean; shard?: ShardAxis } = {},
+  ): ExpertsWeight {
     const shard = this.tp.size > 1 ? options.shard : undefined
-    const w = this.#quantizable(name, [experts, outFeatures], inFeatures, [experts, outFeatures], options.bias ?? false, shard)
+    const w = this.#quantizable(
+      name,
+      [experts, outFeatures],
+      inFeatures,
+      [experts, outFeatures],
+      options.bias ?? false,
+      shard,
+    )
     return shard === 'in' && this.tp.rank > 0 ? { ...w, bias: undefined } : w
   }
 
-  #quantizable(name: string, lead: number[], inFeatures: number, biasShape: number[], withBias: boolean, shardAxis?: ShardAxis, segments?: readonly number[]): LinearWeight {
+  #quantizable(
+    name: string,
+    lead: number[],
+    inFeatures: number,
+    biasShape: number[],
+    withBias: boolean,
+    shardAxis?: ShardAxis,
+    segments?: readonly number[],
+  ): LinearWeight {
     const w = this.scope(name)
     const quant = this.quantization.forModule(this.#path(name), w.has('scales'))
     const { rank, size } = this.tp
     const blocks = segments?.map((n) => n * size)
     // out: rows of the weight, its scales and its bias; in: columns (packed words and groups), the bias stays whole
-    const part = shardAxis ? { axis: shardAxis === 'out' ? lead.length - 1 : lead.length, rank, size, segments: blocks } : undefined
-    const bias = withBias ? w.tensor('bias', biasShape, 'float', shardAxis === 'out' ? { axis: lead.length - 1, rank, size, segments: blocks } : undefined) : undefined
+    const part = shardAxis
+      ? { axis: shardAxis === 'out' ? lead.length - 1 : lead.length, rank, size, segments: blocks }
+      : undefined
+    const bias = withBias
+      ? w.tensor(
+          'bias',
+          biasShape,
+          'float',
+          shardAxis === 'out' ? { axis: lead.length - 1, rank, size, segments: blocks } : undefined,
+        )
+      : undefined
     if (!quant) return { kind: 'dense', weight: w.tensor('weight', [...lead, inFeatures], 'float', part), bias }
     const { groupSize, bits, mode } = quant
     if ((inFeatures * bits) % 32 || inFeatures % groupSize) {
-      const tp = shardAxis === 'in' ? ` (this rank's 1/${size} of the inputs: a tensor-parallel split must fall on group boundaries)` : ''
-      throw new CheckpointError('E_CKPT_QUANT', `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}${tp}`)
+      const tp =
+        shardAxis === 'in'
+          ? ` (this rank's 1/${size} of the inputs: a tensor-parallel split must fall on group boundaries)`
+          : ''
+      throw new CheckpointError(
+        'E_CKPT_QUANT',
+        `${this.#path(name)}: ${inFeatures} inputs do not pack at ${bits} bits, group ${groupSize}${tp}`,
+      )
     }
     const groups = [...lead, inFeatures / groupSize]
     const matrix: QuantizedMatrix = {
@@ -128,7 +208,8 @@ export class Weights {
   unclaimed(prefixes: readonly string[]): string[] {
     const ignore = /rotary_emb\.inv_freq$/
     return [...this.checkpoint.tensors.keys()].filter(
-      (name) => !this.claimed.has(name) && !ignore.test(name) && prefixes.some((p) => name === p || name.startsWith(`${p}.`)),
+      (name) =>
+        !this.claimed.has(name) && !ignore.test(name) && prefixes.some((p) => name === p || name.startsWith(`${p}.`)),
     )
   }
 }
@@ -146,8 +227,19 @@ export function applyLinear(backend: Backend, w: LinearWeight, x: Tensor, option
 function shardBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, s: TensorShard): Uint8Array {
   const axis = shape[s.axis]!
   const blocks = s.segments ?? [axis]
-  if (blocks.reduce((a, n) => a + n, 0) !== axis) throw new CheckpointError('E_TP_SHARD', `blocks of ${blocks.join(' + ')} do not make an axis of ${axis}`, 'config.json does not match the weights')
-  for (const n of blocks) if (n % s.size) throw new CheckpointError('E_TP_SHARD', `an axis of ${n} does not split into ${s.size} equal parts`, 'choose a --tp that divides the heads and the MLP width')
+  if (blocks.reduce((a, n) => a + n, 0) !== axis)
+    throw new CheckpointError(
+      'E_TP_SHARD',
+      `blocks of ${blocks.join(' + ')} do not make an axis of ${axis}`,
+      'config.json does not match the weights',
+    )
+  for (const n of blocks)
+    if (n % s.size)
+      throw new CheckpointError(
+        'E_TP_SHARD',
+        `an axis of ${n} does not split into ${s.size} equal parts`,
+        'choose a --tp that divides the heads and the MLP width',
+      )
   const inner = shape.slice(s.axis + 1).reduce((a, d) => a * d, 1) * DTYPE_BYTES[dtype]
   const outer = shape.slice(0, s.axis).reduce((a, d) => a * d, 1)
   // this rank's byte ranges within one outer row: its part of every block
@@ -163,7 +255,8 @@ function shardBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, s
   const span = ranges.reduce((a, [b, e]) => a + e - b, 0)
   const out = new Uint8Array(outer * span)
   let to = 0
-  for (let i = 0; i < outer; i++) for (const [b, e] of ranges) out.set(bytes.subarray(i * row + b, i * row + e), to), (to += e - b)
+  for (let i = 0; i < outer; i++)
+    for (const [b, e] of ranges) (out.set(bytes.subarray(i * row + b, i * row + e), to), (to += e - b))
   return out
 }
 

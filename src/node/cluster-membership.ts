@@ -16,11 +16,18 @@ export interface MembershipRequest {
 }
 
 /** Null when this node serves alone. */
-export async function clusterMembership(r: MembershipRequest, identity: Identity, serial: string, pins: PinStore, coordinator: CoordinatorClient | undefined): Promise<{ peers: RingAddress[]; rank: number } | null> {
+export async function clusterMembership(
+  r: MembershipRequest,
+  identity: Identity,
+  serial: string,
+  pins: PinStore,
+  coordinator: CoordinatorClient | undefined,
+): Promise<{ peers: RingAddress[]; rank: number } | null> {
   if (r.discover && r.peers) throw new UsageError('give either --peers (static membership) or --discover, not both')
   if (r.peers) {
     const peers = parsePeers(r.peers)
-    if (!Number.isInteger(r.rank) || r.rank < 0 || r.rank >= peers.length) throw new UsageError(`--rank must be 0..${peers.length - 1}`)
+    if (!Number.isInteger(r.rank) || r.rank < 0 || r.rank >= peers.length)
+      throw new UsageError(`--rank must be 0..${peers.length - 1}`)
     return { peers, rank: r.rank }
   }
   if (!r.discover) return null
@@ -29,7 +36,16 @@ export async function clusterMembership(r: MembershipRequest, identity: Identity
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   try {
-    const formed = await formCluster({ identity, serial, linkPort: r.discover.linkPort, iface: r.discover.iface, nodes: r.discover.nodes, pins, coordinator, signal: stop.signal })
+    const formed = await formCluster({
+      identity,
+      serial,
+      linkPort: r.discover.linkPort,
+      iface: r.discover.iface,
+      nodes: r.discover.nodes,
+      pins,
+      coordinator,
+      signal: stop.signal,
+    })
     return { peers: formed.peers, rank: formed.rank }
   } finally {
     process.off('SIGINT', onSignal)
@@ -39,8 +55,18 @@ export async function clusterMembership(r: MembershipRequest, identity: Identity
 
 /** With --coordinator on a cluster node: the client (for pinning peers) after registering this node; a coordinator that
  * refuses or cannot be reached is reported and the node goes on with the pins it has. */
-export async function coordinatorSession(url: string, token: string | undefined, identity: Identity, serial: string, pins: PinStore): Promise<CoordinatorClient> {
-  if (!token) throw new UsageError('--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)', "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs")
+export async function coordinatorSession(
+  url: string,
+  token: string | undefined,
+  identity: Identity,
+  serial: string,
+  pins: PinStore,
+): Promise<CoordinatorClient> {
+  if (!token)
+    throw new UsageError(
+      '--coordinator needs --coordinator-token (or DBCLUSTER_COORDINATOR_TOKEN)',
+      "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs",
+    )
   const client = new CoordinatorClient({ url, token, pins })
   await registerNode(client, identity, serial).registered
   return client

@@ -48,14 +48,23 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
     planner.refuse('E_PLAN_FIT', `the plan does not fit: ${short}`)
     await Bun.sleep(200)
     listener.stop()
-    throw new PlanError('E_PLAN_FIT', `the plan does not fit: ${short}`, 'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split')
+    throw new PlanError(
+      'E_PLAN_FIT',
+      `the plan does not fit: ${short}`,
+      'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split',
+    )
   }
   let hashing = ''
-  const manifest = manifestFor(dir, (file) => file !== hashing && consola.start(`hashing ${(hashing = file)} for the manifest`))
+  const manifest = manifestFor(
+    dir,
+    (file) => file !== hashing && consola.start(`hashing ${(hashing = file)} for the manifest`),
+  )
   planner.commit(plan, { dir, manifest, identity: link.identity })
   const mine = plan.stages[0]!
   const stage = ModelStage.load(dir, o.backend, { lo: mine.lo, hi: mine.hi, slots: o.maxBatch, maxLen: o.maxLen })
-  consola.info(`rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`)
+  consola.info(
+    `rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`,
+  )
   const { metrics } = o
   const ring = new HeadPipeline({
     rank,

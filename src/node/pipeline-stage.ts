@@ -8,9 +8,12 @@ import type { NodeOptions, StartedNode } from './node-options.ts'
 
 export async function runPipelineStage(o: NodeOptions): Promise<StartedNode> {
   const { peers, rank } = o.membership!
-  if (o.plan) throw new UsageError('--plan is for the head (rank 0): it gathers every node’s memory and prints the plan')
+  if (o.plan)
+    throw new UsageError('--plan is for the head (rank 0): it gathers every node’s memory and prints the plan')
   if (o.split) consola.warn('--split is decided by the head (rank 0); ignored on a stage')
-  consola.info(`rank ${rank} of ${peers.length}: joining the head at ${peers[0]!.host}:${peers[0]!.port}; link ${peers[rank]!.host}:${peers[rank]!.port}; offering ${formatGiB(o.usableBytes)}`)
+  consola.info(
+    `rank ${rank} of ${peers.length}: joining the head at ${peers[0]!.host}:${peers[0]!.port}; link ${peers[rank]!.host}:${peers[rank]!.port}; offering ${formatGiB(o.usableBytes)}`,
+  )
   await runStage({
     rank,
     peers,

@@ -8,7 +8,11 @@ import type { NodeOptions, StartedNode } from './node-options.ts'
 
 export function startSingle(o: NodeOptions, dir: string): StartedNode {
   if (o.plan) {
-    const plan = planLayers([{ id: o.serial, usableBytes: o.usableBytes }], checkpointFootprint(dir, DTYPE_BYTES[o.backend.kvDtype]), { kv: { sequences: o.maxBatch, tokens: o.maxLen } })
+    const plan = planLayers(
+      [{ id: o.serial, usableBytes: o.usableBytes }],
+      checkpointFootprint(dir, DTYPE_BYTES[o.backend.kvDtype]),
+      { kv: { sequences: o.maxBatch, tokens: o.maxLen } },
+    )
     for (const line of describePlan(plan)) console.log(line)
     if (!plan.fits) process.exitCode = 1
     return { role: 'finished' }
@@ -21,7 +25,13 @@ export function startSingle(o: NodeOptions, dir: string): StartedNode {
       pipeline: new LocalPipeline([stage]),
       stage,
       microBatches: 1,
-      health: () => ({ backend: o.backend.name, nodes: 1, layers: stage.config.numLayers, head_layers: [stage.range.lo, stage.range.hi], kv_slots_free: stage.cache.freeSlots }),
+      health: () => ({
+        backend: o.backend.name,
+        nodes: 1,
+        layers: stage.config.numLayers,
+        head_layers: [stage.range.lo, stage.range.hi],
+        kv_slots_free: stage.cache.freeSlots,
+      }),
       connect: () => {},
       close: () => {},
     },

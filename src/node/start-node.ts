@@ -22,6 +22,8 @@ export async function startNode(o: NodeOptions): Promise<StartedNode> {
 /** The synthetic demo model, written on first use: `serve` works on a fresh machine with no model given. */
 async function demoModel(): Promise<string> {
   const demo = await ensureDemoModel((line) => consola.start(`creating the demo model: ${line}`))
-  consola.info(`${demo.created ? 'created' : 'using'} the synthetic demo model at ${demo.dir} (random weights: its text is gibberish; pass --model DIR for a real one)`)
+  consola.info(
+    `${demo.created ? 'created' : 'using'} the synthetic demo model at ${demo.dir} (random weights: its text is gibberish; pass --model DIR for a real one)`,
+  )
   return demo.dir
 }

@@ -16,16 +16,42 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
   const sealed = r.transport === 'sealed'
   const started = sealed
     ? await startSealedTensorParallel(
-        { size: r.size, rank: r.rank, listen: r.listen, peer: r.peer, timeoutMs: r.timeoutMs, identity: r.identity, serial: o.serial, authorize: r.authorize, clusterId: r.clusterId, fingerprint: servingFingerprint(dir, { maxBatch: o.maxBatch, maxLen: o.maxLen, tp: r.size }), log: (l) => consola.info(l) },
+        {
+          size: r.size,
+          rank: r.rank,
+          listen: r.listen,
+          peer: r.peer,
+          timeoutMs: r.timeoutMs,
+          identity: r.identity,
+          serial: o.serial,
+          authorize: r.authorize,
+          clusterId: r.clusterId,
+          fingerprint: servingFingerprint(dir, { maxBatch: o.maxBatch, maxLen: o.maxLen, tp: r.size }),
+          log: (l) => consola.info(l),
+        },
         o.backend,
       )
-    : await startTensorParallel({ size: r.size, rank: r.rank, transport: r.transport, listen: r.listen, peer: r.peer, rdmaDevice: r.rdmaDevice, timeoutMs: r.timeoutMs }, o.backend)
+    : await startTensorParallel(
+        {
+          size: r.size,
+          rank: r.rank,
+          transport: r.transport,
+          listen: r.listen,
+          peer: r.peer,
+          rdmaDevice: r.rdmaDevice,
+          timeoutMs: r.timeoutMs,
+        },
+        o.backend,
+      )
   const { group, tp } = started
   const rejoin = 'rejoin' in started ? started.rejoin : undefined
   const stage = ModelStage.load(dir, o.backend, { slots: o.maxBatch, maxLen: o.maxLen, tp })
   if (r.rank > 0) {
     // the other ranks replay rank 0's steps on their slice until rank 0 stops; rank 0 serves the API
-    const steps = group instanceof SealedTpGroup && rejoin ? await followRankZero(stage, group, rejoin, r.peer!) : followOnce(stage, group)
+    const steps =
+      group instanceof SealedTpGroup && rejoin
+        ? await followRankZero(stage, group, rejoin, r.peer!)
+        : followOnce(stage, group)
     consola.info(`tensor-parallel rank ${r.rank}: rank 0 stopped after ${steps} steps`)
     group.close()
     return { role: 'finished' }

@@ -11,11 +11,18 @@ export type AllSum = (data: Float32Array, round: bigint) => Promise<Float32Array
 
 export function hubAllSum(peers: readonly SealedLink[], timeoutMs: number): AllSum {
   return async (data, round) => {
-    const parts = await Promise.all(peers.map((l) => l.nextFrame((f) => f.type === FrameType.data && f.requestId === round, timeoutMs)))
+    const parts = await Promise.all(
+      peers.map((l) => l.nextFrame((f) => f.type === FrameType.data && f.requestId === round, timeoutMs)),
+    )
     const sum = data.slice()
     for (const p of parts) {
       const v = asFloats(p.payload)
-      if (v.length !== sum.length) throw new DbcError('E_RDMA_PING_SIZE', `a peer sent ${v.length} elements, expected ${sum.length}`, 'run every rank with the same --sizes')
+      if (v.length !== sum.length)
+        throw new DbcError(
+          'E_RDMA_PING_SIZE',
+          `a peer sent ${v.length} elements, expected ${sum.length}`,
+          'run every rank with the same --sizes',
+        )
       for (let i = 0; i < sum.length; i++) sum[i]! += v[i]!
     }
     for (const l of peers) l.send(FrameType.data, asBytes(sum), { requestId: round })

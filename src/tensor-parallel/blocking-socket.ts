@@ -16,10 +16,30 @@ const EMPTY = new Uint8Array(1)
 /** Throws the LinkError for a negative code of ffi/tp_socket.h, with the C side's message. */
 export function failSocketCall(rc: number, what: string): never {
   const message = `${what}: ${String(tpSocketLibrary().dbc_last_error())}`
-  if (rc === TPC_AUTH) throw new LinkError('E_FRAME_AUTH', message, 'the tensor-parallel group stopped; check the keys pinned for its nodes, then restart every rank')
-  if (rc === TPC_PROTOCOL) throw new LinkError('E_TP_PROTOCOL', message, 'run the same dbcluster release with the same model on every rank, then restart them all')
-  if (rc === SOCK_TIMEOUT) throw new LinkError('E_TP_TIMEOUT', message, 'a tensor-parallel rank stopped answering: check that every rank runs, then restart them all')
-  if (rc === SOCK_CLOSED) throw new LinkError('E_TP_PEER_CLOSED', message, 'a tensor-parallel rank went away: start it again with the same --tp-rank (if it was rank 0, start every rank)')
+  if (rc === TPC_AUTH)
+    throw new LinkError(
+      'E_FRAME_AUTH',
+      message,
+      'the tensor-parallel group stopped; check the keys pinned for its nodes, then restart every rank',
+    )
+  if (rc === TPC_PROTOCOL)
+    throw new LinkError(
+      'E_TP_PROTOCOL',
+      message,
+      'run the same dbcluster release with the same model on every rank, then restart them all',
+    )
+  if (rc === SOCK_TIMEOUT)
+    throw new LinkError(
+      'E_TP_TIMEOUT',
+      message,
+      'a tensor-parallel rank stopped answering: check that every rank runs, then restart them all',
+    )
+  if (rc === SOCK_CLOSED)
+    throw new LinkError(
+      'E_TP_PEER_CLOSED',
+      message,
+      'a tensor-parallel rank went away: start it again with the same --tp-rank (if it was rank 0, start every rank)',
+    )
   throw new LinkError('E_TP_SOCKET', message, 'check the address and the network between the ranks')
 }
 
@@ -43,8 +63,16 @@ export class BlockingSocket {
 
   /** Sends all of `out` while receiving exactly `into.byteLength` bytes; either may be empty. */
   exchange(out: Uint8Array, into: Uint8Array, timeoutMs: number): void {
-    if (this.#fd < 0) throw new LinkError('E_TP_PEER_CLOSED', 'the tensor-parallel connection is closed', 'restart every rank')
-    const rc = tpSocketLibrary().dbc_sock_exchange(this.#fd, ptr(out.byteLength ? out : EMPTY), out.byteLength, ptr(into.byteLength ? into : EMPTY), into.byteLength, timeoutMs)
+    if (this.#fd < 0)
+      throw new LinkError('E_TP_PEER_CLOSED', 'the tensor-parallel connection is closed', 'restart every rank')
+    const rc = tpSocketLibrary().dbc_sock_exchange(
+      this.#fd,
+      ptr(out.byteLength ? out : EMPTY),
+      out.byteLength,
+      ptr(into.byteLength ? into : EMPTY),
+      into.byteLength,
+      timeoutMs,
+    )
     if (rc < 0) failSocketCall(rc, 'tensor-parallel exchange')
   }
 
@@ -66,7 +94,8 @@ export class BlockingSocket {
   /** Hands the descriptor to a new owner (a native sealed channel); this object is closed afterwards. */
   detach(): number {
     const fd = this.#fd
-    if (fd < 0) throw new LinkError('E_TP_PEER_CLOSED', 'the tensor-parallel connection is closed', 'restart every rank')
+    if (fd < 0)
+      throw new LinkError('E_TP_PEER_CLOSED', 'the tensor-parallel connection is closed', 'restart every rank')
     this.#fd = -1
     return fd
   }

@@ -25,7 +25,8 @@ const lastError = (l: MlxDistributedSymbols) => String(l.dbc_last_error())
 export function setMlxEnvironment(env: Record<string, string | undefined>): void {
   const l = open()
   for (const [name, value] of Object.entries(env)) {
-    if (l.dbc_dist_setenv(ptr(cstr(name)), ptr(cstr(value ?? ''))) !== 0) throw new DbcError('E_MLX_DISTRIBUTED', `cannot set ${name}: ${lastError(l)}`)
+    if (l.dbc_dist_setenv(ptr(cstr(name)), ptr(cstr(value ?? ''))) !== 0)
+      throw new DbcError('E_MLX_DISTRIBUTED', `cannot set ${name}: ${lastError(l)}`)
     if (value === undefined) delete process.env[name]
     else process.env[name] = value
   }
@@ -52,7 +53,11 @@ export class MlxGroup {
   readonly #lib: MlxDistributedSymbols
   readonly #info = new Int32Array(2)
 
-  private constructor(l: MlxDistributedSymbols, handle: Pointer, readonly transport: MlxTransport) {
+  private constructor(
+    l: MlxDistributedSymbols,
+    handle: Pointer,
+    readonly transport: MlxTransport,
+  ) {
     this.#lib = l
     this.#handle = handle
     this.#check(l.dbc_dist_info(handle, ptr(this.#info)), 'reading the group')
@@ -68,13 +73,18 @@ export class MlxGroup {
     const name = cstr(transport)
     const rc = l.dbc_dist_init(ptr(name), 1, Math.max(1, Math.round(timeoutMs)), ptr(out))
     if (rc !== 0) {
-      throw new DbcError('E_MLX_DISTRIBUTED', `MLX ${transport} group could not form: ${lastError(l)}`, 'check that every rank started within 30 s with the same hostfile, and that its ports are free and not firewalled')
+      throw new DbcError(
+        'E_MLX_DISTRIBUTED',
+        `MLX ${transport} group could not form: ${lastError(l)}`,
+        'check that every rank started within 30 s with the same hostfile, and that its ports are free and not firewalled',
+      )
     }
     return new MlxGroup(l, Number(out[0]) as Pointer, transport)
   }
 
   #check(rc: number, what: string): void {
-    if (rc !== 0) throw new DbcError('E_MLX_DISTRIBUTED', `MLX ${this.transport} ${what} failed: ${lastError(this.#lib)}`)
+    if (rc !== 0)
+      throw new DbcError('E_MLX_DISTRIBUTED', `MLX ${this.transport} ${what} failed: ${lastError(this.#lib)}`)
   }
 
   get #h(): Pointer {
@@ -83,16 +93,23 @@ export class MlxGroup {
   }
 
   /** Sums `data` across the group in place (evaluated on MLX's CPU stream) and returns it. */
-  allSumHost<T extends Float32Array | Uint8Array>(data: T, dtype: 'f32' | 'bf16' | 'u8' = data instanceof Float32Array ? 'f32' : 'u8'): T {
+  allSumHost<T extends Float32Array | Uint8Array>(
+    data: T,
+    dtype: 'f32' | 'bf16' | 'u8' = data instanceof Float32Array ? 'f32' : 'u8',
+  ): T {
     const count = dtype === 'f32' ? data.length : dtype === 'bf16' ? data.byteLength / 2 : data.byteLength
-    this.#check(this.#lib.dbc_dist_all_sum_host(this.#h, ptr(data), count, DTYPE_CODE[dtype]), `all_sum of ${count} ${dtype}`)
+    this.#check(
+      this.#lib.dbc_dist_all_sum_host(this.#h, ptr(data), count, DTYPE_CODE[dtype]),
+      `all_sum of ${count} ${dtype}`,
+    )
     return data
   }
 
   /** Rank 0's bytes on every rank (an all_sum to which the others add zeros): their length first, then the bytes.
    * Rank 0 passes the bytes; the others pass nothing and block until rank 0 sends. */
   broadcast(bytes?: Uint8Array): Uint8Array {
-    if ((this.rank === 0) !== (bytes !== undefined)) throw new DbcError('E_MLX_DISTRIBUTED', 'broadcast: rank 0 sends bytes, the other ranks receive')
+    if ((this.rank === 0) !== (bytes !== undefined))
+      throw new DbcError('E_MLX_DISTRIBUTED', 'broadcast: rank 0 sends bytes, the other ranks receive')
     const header = new Uint8Array(4)
     if (bytes) new DataView(header.buffer).setUint32(0, bytes.length, true)
     this.allSumHost(header, 'u8')
@@ -125,13 +142,18 @@ export class MlxGroup {
   /** The tensor-parallel seam over this group for tensors of the mlx backend. */
   tensorParallel(backend: Backend): TensorParallel {
     if (!(backend instanceof ShimBackend) || backend.name !== 'mlx') {
-      throw new DbcError('E_TP_BACKEND', `tensor parallel over MLX ${this.transport} needs the mlx backend, not ${backend.name}`, 'use --backend mlx')
+      throw new DbcError(
+        'E_TP_BACKEND',
+        `tensor parallel over MLX ${this.transport} needs the mlx backend, not ${backend.name}`,
+        'use --backend mlx',
+      )
     }
     const group = this
     return {
       rank: this.rank,
       size: this.size,
-      allSum: (x: Tensor) => backend.applyNative(x, (handle, out) => group.#lib.dbc_dist_all_sum(group.#h, handle, out)),
+      allSum: (x: Tensor) =>
+        backend.applyNative(x, (handle, out) => group.#lib.dbc_dist_all_sum(group.#h, handle, out)),
     }
   }
 

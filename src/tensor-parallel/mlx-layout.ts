@@ -33,9 +33,19 @@ export function buildLayout(transport: MlxTransportName, reports: readonly RankR
   const worldSize = reports.length
   const byRank = [...reports].sort((a, b) => a.rank - b.rank)
   byRank.forEach((r, i) => {
-    if (r.rank !== i) throw new DbcError('E_RDMA_PING_RANKS', `ranks ${byRank.map((x) => x.rank).join(', ')} joined; expected 0..${worldSize - 1} once each`, 'give every process a different --rank below --world-size')
+    if (r.rank !== i)
+      throw new DbcError(
+        'E_RDMA_PING_RANKS',
+        `ranks ${byRank.map((x) => x.rank).join(', ')} joined; expected 0..${worldSize - 1} once each`,
+        'give every process a different --rank below --world-size',
+      )
     // MLX's ring opens AF_INET sockets only
-    if (!IPV4.test(r.ip)) throw new DbcError('E_RDMA_PING_ADDRESS', `rank ${r.rank} offers '${r.ip}', but MLX distributed needs an IPv4 address`, 'reach rank 0 through an IPv4 address (--peer 10.0.0.1:47100)')
+    if (!IPV4.test(r.ip))
+      throw new DbcError(
+        'E_RDMA_PING_ADDRESS',
+        `rank ${r.rank} offers '${r.ip}', but MLX distributed needs an IPv4 address`,
+        'reach rank 0 through an IPv4 address (--peer 10.0.0.1:47100)',
+      )
   })
   if (transport === 'ring') return { transport, worldSize, hostfile: byRank.map((r) => [`${r.ip}:${r.port}`]) }
   const devices = byRank.map((r) => {
@@ -43,7 +53,12 @@ export function buildLayout(transport: MlxTransportName, reports: readonly RankR
     return byRank.map((_, j) => {
       if (j === r.rank) return null
       const d = row[j]
-      if (!d) throw new DbcError('E_RDMA_PING_DEVICE', `rank ${r.rank} named no RDMA device towards rank ${j}`, 'give --rdma-device NAME (2 ranks) or one name per rank, e.g. --rdma-device -,rdma_en5,rdma_en6')
+      if (!d)
+        throw new DbcError(
+          'E_RDMA_PING_DEVICE',
+          `rank ${r.rank} named no RDMA device towards rank ${j}`,
+          'give --rdma-device NAME (2 ranks) or one name per rank, e.g. --rdma-device -,rdma_en5,rdma_en6',
+        )
       return d
     })
   })
@@ -55,12 +70,19 @@ export function parseDevices(text: string | undefined, rank: number, worldSize: 
   if (text === undefined) return undefined
   const parts = text.split(',').map((s) => s.trim())
   if (parts.length === 1) return Array.from({ length: worldSize }, (_, j) => (j === rank ? null : parts[0]!))
-  if (parts.length !== worldSize) throw new UsageError(`--rdma-device lists ${parts.length} names for ${worldSize} ranks`, 'give one name, or one per rank with - for this rank')
+  if (parts.length !== worldSize)
+    throw new UsageError(
+      `--rdma-device lists ${parts.length} names for ${worldSize} ranks`,
+      'give one name, or one per rank with - for this rank',
+    )
   return parts.map((p, j) => (j === rank || p === '-' ? null : p))
 }
 
 /** Writes the layout's files to a private temporary folder and returns the environment MLX reads, plus a cleanup. */
-export function writeMlxEnvironment(layout: MlxLayout, rank: number): { env: Record<string, string>; cleanup: () => void } {
+export function writeMlxEnvironment(
+  layout: MlxLayout,
+  rank: number,
+): { env: Record<string, string>; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'dbcluster-mlx-'))
   const cleanup = () => rmSync(dir, { recursive: true, force: true })
   // lower-latency CPU↔GPU synchronisation around the CPU-stream collectives (design/mlx-c.md §5)

@@ -56,7 +56,11 @@ async function ipv4(host: string): Promise<string> {
   try {
     return (await lookup(host, { family: 4 })).address
   } catch (error) {
-    throw new DbcError('E_RDMA_PING_ADDRESS', `cannot resolve ${host} to an IPv4 address: ${(error as Error).message}`, 'MLX distributed needs IPv4: give rank 0\'s IPv4 address')
+    throw new DbcError(
+      'E_RDMA_PING_ADDRESS',
+      `cannot resolve ${host} to an IPv4 address: ${(error as Error).message}`,
+      "MLX distributed needs IPv4: give rank 0's IPv4 address",
+    )
   }
 }
 
@@ -72,16 +76,23 @@ export async function mlxRendezvous(o: RendezvousOptions): Promise<MlxLayout> {
     const at = o.listen!
     const { links, stop } = await acceptRanks(at.host, at.port, o.worldSize, o.timeoutMs, o.link, o.onListening)
     try {
-      const reports = await Promise.all(links.map(async (l) => decode<RankReport & { rankZeroIp: string }>(await frame(l, REPORT, o.timeoutMs))))
+      const reports = await Promise.all(
+        links.map(async (l) => decode<RankReport & { rankZeroIp: string }>(await frame(l, REPORT, o.timeoutMs))),
+      )
       // listening on every interface: rank 0 is the address the others dialled
       const ip = wildcard(at.host) ? reports[0]!.rankZeroIp : await ipv4(at.host)
-      const layout = buildLayout(o.transport, [{ rank: 0, ip, port: freePort(ip), devices: o.devices }, ...reports.map(({ rank, ip, port, devices }) => ({ rank, ip, port, devices }))])
+      const layout = buildLayout(o.transport, [
+        { rank: 0, ip, port: freePort(ip), devices: o.devices },
+        ...reports.map(({ rank, ip, port, devices }) => ({ rank, ip, port, devices })),
+      ])
       for (const l of links) l.send(FrameType.data, encode(layout), { requestId: LAYOUT })
       await Promise.all(links.map((l) => frame(l, ACK, o.timeoutMs)))
       return layout
     } catch (error) {
       // tell the others why before closing, so they do not wait out their timeout
-      if (error instanceof DbcError) for (const l of links) l.send(FrameType.data, encode({ error: error.message, hint: error.hint }), { requestId: LAYOUT })
+      if (error instanceof DbcError)
+        for (const l of links)
+          l.send(FrameType.data, encode({ error: error.message, hint: error.hint }), { requestId: LAYOUT })
       await Bun.sleep(50)
       throw error
     } finally {
@@ -94,7 +105,9 @@ export async function mlxRendezvous(o: RendezvousOptions): Promise<MlxLayout> {
   const ip = await sourceAddress(rankZeroIp)
   const link = await dialRankZero(peer.host, peer.port, o.timeoutMs, o.link)
   try {
-    link.send(FrameType.data, encode({ rank: o.rank, ip, port: freePort(ip), devices: o.devices, rankZeroIp }), { requestId: REPORT })
+    link.send(FrameType.data, encode({ rank: o.rank, ip, port: freePort(ip), devices: o.devices, rankZeroIp }), {
+      requestId: REPORT,
+    })
     const answer = decode<MlxLayout & { error?: string; hint?: string }>(await frame(link, LAYOUT, o.timeoutMs))
     if (answer.error) throw new DbcError('E_RDMA_PING_RANKS', `rank 0: ${answer.error}`, answer.hint)
     link.send(FrameType.data, encode({ ok: true }), { requestId: ACK })

@@ -35,7 +35,11 @@ export function tpSocketLibrary(): TpSocketSymbols {
   try {
     tpSockets = dlopen(path, TP_SOCKET_SYMBOLS).symbols
   } catch (error) {
-    throw new DbcError('E_SHIM_MISSING', `cannot load the tensor-parallel socket calls from ${path}: ${(error as Error).message}`, "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
+    throw new DbcError(
+      'E_SHIM_MISSING',
+      `cannot load the tensor-parallel socket calls from ${path}: ${(error as Error).message}`,
+      "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')",
+    )
   }
   return tpSockets
 }

@@ -51,7 +51,8 @@ function decodeSampleStep(bytes: Uint8Array): { input: StageInput; rows: RowSamp
   const logitRows = r.u32() ? r.ints() : undefined
   const rows = readSampling(r) ?? []
   r.end()
-  if (rows.length && rows.length !== (logitRows?.length ?? slots.length)) throw new RangeError('tensor-parallel sampling step: sampling rows differ from logit rows')
+  if (rows.length && rows.length !== (logitRows?.length ?? slots.length))
+    throw new RangeError('tensor-parallel sampling step: sampling rows differ from logit rows')
   return { input: { tokens, slots, positions, logitRows }, rows }
 }
 
@@ -77,7 +78,12 @@ function encodeStep(input: StageInput): Uint8Array {
 function decodeStep(m: Int32Array): StageInput {
   const [, rows, logits] = m as unknown as [number, number, number]
   const at = (i: number, n: number) => m.slice(3 + i * rows, 3 + i * rows + n)
-  return { tokens: at(0, rows), slots: at(1, rows), positions: at(2, rows), logitRows: logits < 0 ? undefined : m.slice(3 + 3 * rows, 3 + 3 * rows + logits) }
+  return {
+    tokens: at(0, rows),
+    slots: at(1, rows),
+    positions: at(2, rows),
+    logitRows: logits < 0 ? undefined : m.slice(3 + 3 * rows, 3 + 3 * rows + logits),
+  }
 }
 
 const message = (...values: number[]) => new Uint8Array(Int32Array.from(values).buffer)
@@ -98,7 +104,12 @@ export class TensorParallelPipeline implements Pipeline {
     /** Each step's time in the exchanges, in seconds, where the group measures it. */
     private readonly onExchange?: (seconds: number) => void,
   ) {
-    if (group.rank !== 0) throw new DbcError('E_TP_RANK', 'only rank 0 drives a tensor-parallel pipeline', 'run followTensorParallel on the other ranks')
+    if (group.rank !== 0)
+      throw new DbcError(
+        'E_TP_RANK',
+        'only rank 0 drives a tensor-parallel pipeline',
+        'run followTensorParallel on the other ranks',
+      )
     this.#local = new LocalPipeline([stage])
     this.splitSampling = stage.model.headSplit === true && group.gatherBytes !== undefined
   }
@@ -128,7 +139,13 @@ export class TensorParallelPipeline implements Pipeline {
 
   #asLost(error: unknown): unknown {
     const failure = this.group.failure
-    return failure ? new DbcError('E_STAGE_LOST', `tensor-parallel rank lost: ${failure.message}`, 'restart the lost rank: it rejoins and the requests resume') : error
+    return failure
+      ? new DbcError(
+          'E_STAGE_LOST',
+          `tensor-parallel rank lost: ${failure.message}`,
+          'restart the lost rank: it rejoins and the requests resume',
+        )
+      : error
   }
 
   openSequence(): number {
@@ -166,10 +183,11 @@ export class TensorParallelPipeline implements Pipeline {
     try {
       if (this.splitSampling) return this.#lostRank(() => this.#sampleSplit(input, rows))
       // a middle prefill chunk samples nothing, but the head still needs a row to compute
-      if (rows.length === 0) return await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), []
+      if (rows.length === 0) return (await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), [])
       return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
     } finally {
-      if (before !== undefined && this.onExchange && !this.group.failure) this.onExchange((this.group.exchangeMs! - before) / 1000)
+      if (before !== undefined && this.onExchange && !this.group.failure)
+        this.onExchange((this.group.exchangeMs! - before) / 1000)
     }
   }
 
@@ -177,7 +195,12 @@ export class TensorParallelPipeline implements Pipeline {
     if (!input.tokens) throw new DbcError('E_STEP', 'a tensor-parallel step starts from token ids')
     this.#send(encodeSampleStep(input, rows))
     // a middle prefill chunk samples nothing: no rank runs the head
-    const { logits } = this.stage.forward({ ...input, vocabSlice: true, noLogits: rows.length === 0, reuseLogits: true })
+    const { logits } = this.stage.forward({
+      ...input,
+      vocabSlice: true,
+      noLogits: rows.length === 0,
+      reuseLogits: true,
+    })
     if (rows.length === 0) return []
     const width = logits!.length / rows.length
     const summaries = this.group.gatherBytes!(summarize(0, logits!, rows), summaryLimit(rows.length, width))!
@@ -212,7 +235,12 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         steps++
         break
       case OP.sample: {
-        if (!group.gatherBytes) throw new DbcError('E_TP_PROTOCOL', 'rank 0 sent a sampling step over a group that cannot gather', 'run the same dbcluster release on every rank')
+        if (!group.gatherBytes)
+          throw new DbcError(
+            'E_TP_PROTOCOL',
+            'rank 0 sent a sampling step over a group that cannot gather',
+            'run the same dbcluster release on every rank',
+          )
         const { input, rows } = decodeSampleStep(bytes)
         const { logits } = stage.forward({ ...input, vocabSlice: true, noLogits: rows.length === 0, reuseLogits: true })
         if (rows.length) group.gatherBytes(summarize(group.rank, logits!, rows), 0)
@@ -223,7 +251,11 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         group.disarmWatchdog?.()
         return steps
       default:
-        throw new DbcError('E_TP_PROTOCOL', `unknown tensor-parallel message ${m[0]}`, 'run the same dbcluster release on every rank')
+        throw new DbcError(
+          'E_TP_PROTOCOL',
+          `unknown tensor-parallel message ${m[0]}`,
+          'run the same dbcluster release on every rank',
+        )
     }
   }
 }

@@ -26,17 +26,26 @@ function linkOptions(o: RankLinkOptions): LinkOptions {
     serial: o.serial,
     clusterId: o.clusterId ?? 'rdma-ping',
     maxFrameBytes: 256 * 1024 * 1024 + 64,
-    authorize: o.authorize ?? ((serial, key) => {
-      const pin = o.pins?.get(serial)
-      if (pin && pin.publicKey !== Buffer.from(key).toString('base64')) return 'key-mismatch'
-      o.onPeer?.(serial, fingerprint(key), Boolean(pin))
-      return 'authorized'
-    }),
+    authorize:
+      o.authorize ??
+      ((serial, key) => {
+        const pin = o.pins?.get(serial)
+        if (pin && pin.publicKey !== Buffer.from(key).toString('base64')) return 'key-mismatch'
+        o.onPeer?.(serial, fingerprint(key), Boolean(pin))
+        return 'authorized'
+      }),
   }
 }
 
 /** Rank 0: waits for worldSize-1 peers, or fails after timeoutMs naming how many came. */
-export async function acceptRanks(host: string, port: number, worldSize: number, timeoutMs: number, o: RankLinkOptions, onListening?: (port: number) => void): Promise<{ links: SealedLink[]; stop: () => void }> {
+export async function acceptRanks(
+  host: string,
+  port: number,
+  worldSize: number,
+  timeoutMs: number,
+  o: RankLinkOptions,
+  onListening?: (port: number) => void,
+): Promise<{ links: SealedLink[]; stop: () => void }> {
   const links: SealedLink[] = []
   let done: () => void = () => {}
   const all = new Promise<void>((resolve) => (done = resolve))
@@ -48,7 +57,17 @@ export async function acceptRanks(host: string, port: number, worldSize: number,
   onListening?.(listener.port)
   let timer: Timer | undefined
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new DbcError('E_RDMA_PING_NO_PEER', `${links.length} of ${worldSize - 1} peers connected to ${host}:${listener.port} within ${timeoutMs / 1000} s`, `start the other ranks with ${o.peerFlag ?? '--peer'} <this host>:${listener.port}, and check the firewall`)), timeoutMs)
+    timer = setTimeout(
+      () =>
+        reject(
+          new DbcError(
+            'E_RDMA_PING_NO_PEER',
+            `${links.length} of ${worldSize - 1} peers connected to ${host}:${listener.port} within ${timeoutMs / 1000} s`,
+            `start the other ranks with ${o.peerFlag ?? '--peer'} <this host>:${listener.port}, and check the firewall`,
+          ),
+        ),
+      timeoutMs,
+    )
   })
   try {
     await Promise.race([all, timeout])
@@ -63,7 +82,12 @@ export async function acceptRanks(host: string, port: number, worldSize: number,
 }
 
 /** Rank > 0: dials rank 0 until it answers or timeoutMs passes. */
-export async function dialRankZero(host: string, port: number, timeoutMs: number, o: RankLinkOptions): Promise<SealedLink> {
+export async function dialRankZero(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  o: RankLinkOptions,
+): Promise<SealedLink> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   while (Date.now() < deadline) {
@@ -76,5 +100,9 @@ export async function dialRankZero(host: string, port: number, timeoutMs: number
     }
   }
   const why = last instanceof Error ? last.message : 'no answer'
-  throw new DbcError('E_RDMA_PING_NO_PEER', `rank 0 at ${host}:${port} did not answer within ${timeoutMs / 1000} s (${why})`, 'start rank 0 first or together, and check --peer and the firewall')
+  throw new DbcError(
+    'E_RDMA_PING_NO_PEER',
+    `rank 0 at ${host}:${port} did not answer within ${timeoutMs / 1000} s (${why})`,
+    'start rank 0 first or together, and check --peer and the firewall',
+  )
 }

@@ -30,7 +30,12 @@ async function meetUntilDone(rejoin: Meeting): Promise<TpChannel[]> {
 /** Rank 0 of a sealed group: a lost rank degrades the cluster (new requests 503, running ones wait out the resume
  * window) and rank 0 waits for the ranks to meet it again — the lost one once restarted with the same --tp-rank, the
  * others (which a failed group drops) at once. Once whole, the requests re-prefill and go on where they stopped. */
-export function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorParallelPipeline, rejoin: Meeting, scheduler: Scheduler): void {
+export function keepTensorParallelWhole(
+  group: SealedTpGroup,
+  pipeline: TensorParallelPipeline,
+  rejoin: Meeting,
+  scheduler: Scheduler,
+): void {
   let stopWatch = group.watch(1000)
   let rejoining = false
   const meetAgain = async () => {
@@ -55,7 +60,9 @@ export function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorPa
   }
   group.onFailure((error) => {
     stopWatch()
-    scheduler.setDegraded(`tensor-parallel rank lost (${error.message}): restart it with the same --tp-rank and it rejoins`)
+    scheduler.setDegraded(
+      `tensor-parallel rank lost (${error.message}): restart it with the same --tp-rank and it rejoins`,
+    )
     void meetAgain()
   })
 }
@@ -63,7 +70,12 @@ export function keepTensorParallelWhole(group: SealedTpGroup, pipeline: TensorPa
 /** Ranks > 0: follows rank 0 until it stops cleanly (returns the steps replayed); when it goes away instead, keeps the
  * model loaded, frees every slot and meets it again at `peer` (the count is of the last meeting's steps). Errors that
  * are not a lost group end here. */
-export async function followRankZero(stage: ModelStage, group: SealedTpGroup, rejoin: Meeting, peer: string): Promise<number> {
+export async function followRankZero(
+  stage: ModelStage,
+  group: SealedTpGroup,
+  rejoin: Meeting,
+  peer: string,
+): Promise<number> {
   for (;;) {
     // written synchronously: from here on this thread blocks in the group's receive
     writeSync(1, `tensor-parallel rank ${group.rank} ready: following rank 0\n`)
@@ -71,7 +83,9 @@ export async function followRankZero(stage: ModelStage, group: SealedTpGroup, re
       return followTensorParallel(stage, group)
     } catch (error) {
       if (!group.failure) throw error
-      consola.warn(`tensor-parallel rank ${group.rank}: ${(error as Error).message}; waiting to meet rank 0 again at ${peer} (the model stays loaded)`)
+      consola.warn(
+        `tensor-parallel rank ${group.rank}: ${(error as Error).message}; waiting to meet rank 0 again at ${peer} (the model stays loaded)`,
+      )
       stage.cache.releaseAll()
       group.restore(await meetUntilDone(rejoin))
     }

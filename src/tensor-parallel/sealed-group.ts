@@ -42,11 +42,27 @@ export class NativeTpChannel implements TpChannel {
   readonly #len = new BigInt64Array(1)
 
   /** rekeyInterval: frames per key (0: the link's 2^32; tests use small ones). */
-  constructor(socket: BlockingSocket, key: Uint8Array, clusterId: string, ownRank: number, readonly peerRank: number, rekeyInterval = 0) {
+  constructor(
+    socket: BlockingSocket,
+    key: Uint8Array,
+    clusterId: string,
+    ownRank: number,
+    readonly peerRank: number,
+    rekeyInterval = 0,
+  ) {
     const id = new TextEncoder().encode(clusterId)
     const out = new BigUint64Array(1)
     const fd = socket.detach()
-    const rc = tpSocketLibrary().dbc_tpc_new(fd, ptr(key), ptr(id.byteLength ? id : new Uint8Array(1)), id.byteLength, ownRank, peerRank, rekeyInterval, ptr(out))
+    const rc = tpSocketLibrary().dbc_tpc_new(
+      fd,
+      ptr(key),
+      ptr(id.byteLength ? id : new Uint8Array(1)),
+      id.byteLength,
+      ownRank,
+      peerRank,
+      rekeyInterval,
+      ptr(out),
+    )
     if (rc < 0) {
       tpSocketLibrary().dbc_sock_close(fd)
       failSocketCall(rc, 'setting up the sealed channel')
@@ -60,12 +76,23 @@ export class NativeTpChannel implements TpChannel {
   }
 
   #h(): Pointer {
-    if (this.#handle === null) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel channel is closed', 'the group forms again when the ranks meet again (restart a rank that died)')
+    if (this.#handle === null)
+      throw new LinkError(
+        'E_TP_STOPPED',
+        'the tensor-parallel channel is closed',
+        'the group forms again when the ranks meet again (restart a rank that died)',
+      )
     return this.#handle
   }
 
   send(type: number, payload: Uint8Array, timeoutMs: number): void {
-    const rc = tpSocketLibrary().dbc_tpc_send(this.#h(), type, ptr(payload.byteLength ? payload : EMPTY), payload.byteLength, timeoutMs)
+    const rc = tpSocketLibrary().dbc_tpc_send(
+      this.#h(),
+      type,
+      ptr(payload.byteLength ? payload : EMPTY),
+      payload.byteLength,
+      timeoutMs,
+    )
     if (rc < 0) failSocketCall(rc, `sending to rank ${this.peerRank}`)
   }
 
@@ -82,7 +109,14 @@ export class NativeTpChannel implements TpChannel {
   }
 
   allSum2(type: number, mine: Float32Array, out: Float32Array, timeoutMs: number): void {
-    const rc = tpSocketLibrary().dbc_tpc_all_sum2(this.#h(), type, ptr(mine.length ? mine : EMPTY_F32), mine.length, ptr(out.length ? out : EMPTY_F32), timeoutMs)
+    const rc = tpSocketLibrary().dbc_tpc_all_sum2(
+      this.#h(),
+      type,
+      ptr(mine.length ? mine : EMPTY_F32),
+      mine.length,
+      ptr(out.length ? out : EMPTY_F32),
+      timeoutMs,
+    )
     if (rc < 0) failSocketCall(rc, `all_sum with rank ${this.peerRank}`)
   }
 
@@ -108,10 +142,29 @@ export class ScriptTpChannel implements TpChannel {
   #reply = new Uint8Array(0)
 
   /** rekeyInterval: frames per key (0: the link's 2^32; tests use small ones). */
-  constructor(readonly socket: BlockingSocket, key: Uint8Array, clusterId: string, readonly ownRank: number, readonly peerRank: number, rekeyInterval = 0) {
+  constructor(
+    readonly socket: BlockingSocket,
+    key: Uint8Array,
+    clusterId: string,
+    readonly ownRank: number,
+    readonly peerRank: number,
+    rekeyInterval = 0,
+  ) {
     const frames = rekeyInterval > 0 ? BigInt(rekeyInterval) : undefined
-    this.#sender = new AeadSender({ cipher: 'aes-256-gcm', key, direction: ownRank === 0 ? 1 : 2, clusterId, rekeyInterval: frames })
-    this.#receiver = new AeadReceiver({ cipher: 'aes-256-gcm', key, direction: ownRank === 0 ? 2 : 1, clusterId, rekeyInterval: frames })
+    this.#sender = new AeadSender({
+      cipher: 'aes-256-gcm',
+      key,
+      direction: ownRank === 0 ? 1 : 2,
+      clusterId,
+      rekeyInterval: frames,
+    })
+    this.#receiver = new AeadReceiver({
+      cipher: 'aes-256-gcm',
+      key,
+      direction: ownRank === 0 ? 2 : 1,
+      clusterId,
+      rekeyInterval: frames,
+    })
   }
 
   /** The sealed frame, in a buffer reused for frames of the same size (valid until the next seal). */
@@ -122,11 +175,24 @@ export class ScriptTpChannel implements TpChannel {
   /** Opens a whole wire frame that must be of `type`. */
   #open(type: number, frame: Uint8Array): Uint8Array {
     const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength)
-    if (frame.byteLength < FRAME_HEADER_BYTES || Number(view.getBigUint64(0, true)) !== frame.byteLength - 8 || frame[8] !== type) {
-      throw new LinkError('E_TP_PROTOCOL', `rank ${this.peerRank} sent a frame of type ${frame[8]} and ${frame.byteLength} bytes where a ${type} was due`, 'run the same dbcluster release with the same model on every rank')
+    if (
+      frame.byteLength < FRAME_HEADER_BYTES ||
+      Number(view.getBigUint64(0, true)) !== frame.byteLength - 8 ||
+      frame[8] !== type
+    ) {
+      throw new LinkError(
+        'E_TP_PROTOCOL',
+        `rank ${this.peerRank} sent a frame of type ${frame[8]} and ${frame.byteLength} bytes where a ${type} was due`,
+        'run the same dbcluster release with the same model on every rank',
+      )
     }
     const { header, plaintext } = this.#receiver.open(type, frame.subarray(FRAME_HEADER_BYTES))
-    if (header.stage !== this.peerRank) throw new LinkError('E_TP_PROTOCOL', `a frame from rank ${header.stage} arrived on the connection to rank ${this.peerRank}`, 'check what else reaches this port; the group forms again when the ranks meet again')
+    if (header.stage !== this.peerRank)
+      throw new LinkError(
+        'E_TP_PROTOCOL',
+        `a frame from rank ${header.stage} arrived on the connection to rank ${this.peerRank}`,
+        'check what else reaches this port; the group forms again when the ranks meet again',
+      )
     return plaintext
   }
 
@@ -138,7 +204,11 @@ export class ScriptTpChannel implements TpChannel {
     const head = this.socket.receive(FRAME_HEADER_BYTES, timeoutMs)
     const length = Number(new DataView(head.buffer).getBigUint64(0, true)) + 8
     if (head[8] !== type || length < frameBytes(0) || length > frameBytes(maxBytes)) {
-      throw new LinkError('E_TP_PROTOCOL', `rank ${this.peerRank} sent a frame of type ${head[8]} and ${length} bytes where a ${type} of at most ${frameBytes(maxBytes)} was due`, 'run the same dbcluster release with the same model on every rank')
+      throw new LinkError(
+        'E_TP_PROTOCOL',
+        `rank ${this.peerRank} sent a frame of type ${head[8]} and ${length} bytes where a ${type} of at most ${frameBytes(maxBytes)} was due`,
+        'run the same dbcluster release with the same model on every rank',
+      )
     }
     const frame = new Uint8Array(length)
     frame.set(head)
@@ -168,8 +238,16 @@ export class ScriptTpChannel implements TpChannel {
 }
 
 /** The C channel where the system's libcrypto loads, else the TypeScript one (same frames, same keys). */
-export function openTpChannel(socket: BlockingSocket, key: Uint8Array, clusterId: string, ownRank: number, peerRank: number): TpChannel {
-  return NativeTpChannel.available() ? new NativeTpChannel(socket, key, clusterId, ownRank, peerRank) : new ScriptTpChannel(socket, key, clusterId, ownRank, peerRank)
+export function openTpChannel(
+  socket: BlockingSocket,
+  key: Uint8Array,
+  clusterId: string,
+  ownRank: number,
+  peerRank: number,
+): TpChannel {
+  return NativeTpChannel.available()
+    ? new NativeTpChannel(socket, key, clusterId, ownRank, peerRank)
+    : new ScriptTpChannel(socket, key, clusterId, ownRank, peerRank)
 }
 
 const floats = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)
@@ -196,14 +274,16 @@ export class SealedTpGroup implements StepBroadcast {
     private channels: readonly TpChannel[],
     private readonly timeoutMs: number,
   ) {
-    if (channels.length !== (rank === 0 ? size - 1 : 1)) throw new LinkError('E_TP_GROUP', `rank ${rank} of ${size} holds ${channels.length} connections`)
+    if (channels.length !== (rank === 0 ? size - 1 : 1))
+      throw new LinkError('E_TP_GROUP', `rank ${rank} of ${size} holds ${channels.length} connections`)
   }
 
   /** After a failure, the group again over connections made at a new meeting: on rank 0 every other rank's, in rank
    * order; elsewhere the one to rank 0. The failure listeners stay; a `watch` must be started again. */
   restore(channels: readonly TpChannel[]): void {
     if (!this.#failure) throw new LinkError('E_TP_GROUP', 'the group has not failed: nothing to restore')
-    if (channels.length !== (this.rank === 0 ? this.size - 1 : 1)) throw new LinkError('E_TP_GROUP', `rank ${this.rank} of ${this.size} takes ${channels.length} connections back`)
+    if (channels.length !== (this.rank === 0 ? this.size - 1 : 1))
+      throw new LinkError('E_TP_GROUP', `rank ${this.rank} of ${this.size} takes ${channels.length} connections back`)
     this.channels = channels
     this.#failure = undefined
     this.#closed = false
@@ -242,7 +322,11 @@ export class SealedTpGroup implements StepBroadcast {
       if (!gone) return
       try {
         this.#guard(() => {
-          throw new LinkError('E_TP_PEER_CLOSED', `rank ${gone.peerRank} went away (its connection closed)`, 'start it again with the same --tp-rank: rank 0 takes it back')
+          throw new LinkError(
+            'E_TP_PEER_CLOSED',
+            `rank ${gone.peerRank} went away (its connection closed)`,
+            'start it again with the same --tp-rank: rank 0 takes it back',
+          )
         })
       } catch {
         // recorded as the group's failure; the listeners have it
@@ -264,7 +348,12 @@ export class SealedTpGroup implements StepBroadcast {
   /** A failed exchange leaves the streams out of step: the group closes and stays failed. */
   #guard<T>(run: () => T): T {
     if (this.#failure) throw this.#failure
-    if (this.#closed) throw new LinkError('E_TP_STOPPED', 'the tensor-parallel group is closed', 'the group forms again when the ranks meet again (restart a rank that died)')
+    if (this.#closed)
+      throw new LinkError(
+        'E_TP_STOPPED',
+        'the tensor-parallel group is closed',
+        'the group forms again when the ranks meet again (restart a rank that died)',
+      )
     try {
       return run()
     } catch (error) {
@@ -298,7 +387,12 @@ export class SealedTpGroup implements StepBroadcast {
     const incoming = this.#incomingFor(data.byteLength)
     for (const c of this.channels) {
       const part = floats(c.receive(FrameType.tpPartial, data.byteLength, this.timeoutMs, incoming))
-      if (part.length !== sum.length) throw new LinkError('E_TP_PROTOCOL', `rank ${c.peerRank} sent ${part.length} values to sum, expected ${sum.length}`, 'run the same model on every rank')
+      if (part.length !== sum.length)
+        throw new LinkError(
+          'E_TP_PROTOCOL',
+          `rank ${c.peerRank} sent ${part.length} values to sum, expected ${sum.length}`,
+          'run the same model on every rank',
+        )
       for (let i = 0; i < sum.length; i++) sum[i]! += part[i]!
     }
     for (const c of this.channels) c.send(FrameType.tpSum, bytesOf(sum), this.timeoutMs)
@@ -326,7 +420,12 @@ export class SealedTpGroup implements StepBroadcast {
     const incoming = this.#incomingFor(part.byteLength)
     for (const c of this.channels) {
       const theirs = floats(c.receive(FrameType.tpGather, part.byteLength, this.timeoutMs, incoming))
-      if (theirs.length !== part.length) throw new LinkError('E_TP_PROTOCOL', `rank ${c.peerRank} sent ${theirs.length} values to gather, expected ${part.length}`, 'run the same model on every rank')
+      if (theirs.length !== part.length)
+        throw new LinkError(
+          'E_TP_PROTOCOL',
+          `rank ${c.peerRank} sent ${theirs.length} values to gather, expected ${part.length}`,
+          'run the same model on every rank',
+        )
       place(theirs, c.peerRank)
     }
     return out
@@ -335,20 +434,23 @@ export class SealedTpGroup implements StepBroadcast {
   /** Rank 0: `mine` and every other rank's message (at most `maxBytes` each), index = rank; views of buffers the next
    * gather reuses. The others: send `mine` to rank 0 and get null. */
   gatherBytes(mine: Uint8Array, maxBytes: number): Uint8Array[] | null {
-    return this.#timed(() => this.#guard(() => {
-      if (this.rank > 0) {
-        this.channels[0]!.send(FrameType.tpSample, mine, this.timeoutMs)
-        return null
-      }
-      return [
-        mine,
-        ...this.channels.map((c, i) => {
-          const got = c.receive(FrameType.tpSample, maxBytes, this.timeoutMs, this.#gathered[i])
-          if (!this.#gathered[i] || got.buffer !== this.#gathered[i]!.buffer) this.#gathered[i] = new Uint8Array(got.buffer)
-          return got
-        }),
-      ]
-    }))
+    return this.#timed(() =>
+      this.#guard(() => {
+        if (this.rank > 0) {
+          this.channels[0]!.send(FrameType.tpSample, mine, this.timeoutMs)
+          return null
+        }
+        return [
+          mine,
+          ...this.channels.map((c, i) => {
+            const got = c.receive(FrameType.tpSample, maxBytes, this.timeoutMs, this.#gathered[i])
+            if (!this.#gathered[i] || got.buffer !== this.#gathered[i]!.buffer)
+              this.#gathered[i] = new Uint8Array(got.buffer)
+            return got
+          }),
+        ]
+      }),
+    )
   }
 
   #incomingFor(bytes: number): Uint8Array {
@@ -369,8 +471,12 @@ export class SealedTpGroup implements StepBroadcast {
       size: this.size,
       allSum: (x: Tensor): Tensor => {
         const n = x.shape.reduce((a, d) => a * d, 1)
-        if (input.length < n) (input = new Float32Array(n)), (output = new Float32Array(n))
-        const summed = backend.fromBytes(bytesOf(this.allSum(backend.toFloat32(x, input), output.subarray(0, n))), x.shape, 'f32')
+        if (input.length < n) ((input = new Float32Array(n)), (output = new Float32Array(n)))
+        const summed = backend.fromBytes(
+          bytesOf(this.allSum(backend.toFloat32(x, input), output.subarray(0, n))),
+          x.shape,
+          'f32',
+        )
         if (x.dtype === 'f32') return summed
         const cast = backend.astype(summed, x.dtype)
         backend.free(summed)
@@ -379,10 +485,13 @@ export class SealedTpGroup implements StepBroadcast {
       gatherLast: (x: Tensor): Tensor => {
         const n = x.shape[x.shape.length - 1]!
         const rows = x.shape.reduce((a, d) => a * d, 1) / n
-        if (part.length < rows * n) (part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size))
+        if (part.length < rows * n)
+          ((part = new Float32Array(rows * n)), (whole = new Float32Array(rows * n * this.size)))
         const joined = this.gatherLast(backend.toFloat32(x, part), rows, whole.subarray(0, rows * n * this.size))
         // borrowed, not copied: the caller reads the logits out before the next step's gather refills `whole`
-        return joined ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32', { borrow: true }) : x
+        return joined
+          ? backend.fromBytes(bytesOf(joined), [...x.shape.slice(0, -1), n * this.size], 'f32', { borrow: true })
+          : x
       },
     }
   }

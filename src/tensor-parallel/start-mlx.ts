@@ -22,24 +22,37 @@ export function hostPort(text: string, flag: string): { host: string; port: numb
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) }
 }
 
-export const transportProbes = (): TransportProbes => ({ platform: process.platform, rdmaGate: () => decideRdma(true, rdmaProbes()), mlx: probeMlxTransport })
+export const transportProbes = (): TransportProbes => ({
+  platform: process.platform,
+  rdmaGate: () => decideRdma(true, rdmaProbes()),
+  mlx: probeMlxTransport,
+})
 
 /** Fails early, with the doctor's fix, when jaccl's RDMA path is not ready (the gate passed, but a port may be down). */
 export async function doctorJaccl(): Promise<void> {
   const env = defaultEnv({ keyFile: defaultKeyFile(), pinFile: defaultPinFile() })
   for (const r of [await checkRdmaEnabled(env), await checkRdmaPorts(env), await checkThunderbolt(env)]) {
-    if (r.status === 'FAIL') throw new DbcError('E_TRANSPORT_UNAVAILABLE', `${r.name}: ${r.detail}`, `${r.fix}; or use --transport ring or link`)
+    if (r.status === 'FAIL')
+      throw new DbcError(
+        'E_TRANSPORT_UNAVAILABLE',
+        `${r.name}: ${r.detail}`,
+        `${r.fix}; or use --transport ring or link`,
+      )
   }
 }
 
 /** This machine's identity for the rendezvous link; unpinned peers are accepted and their fingerprints printed. */
-export function rankLinkOptions(unpinnedNote: string, log: (line: string) => void = (l) => consola.info(l)): RankLinkOptions {
+export function rankLinkOptions(
+  unpinnedNote: string,
+  log: (line: string) => void = (l) => consola.info(l),
+): RankLinkOptions {
   const { identity } = loadLocalIdentity(defaultKeyFile(), { create: true })
   return {
     identity,
     serial: machineSerial(),
     pins: openLocalPinStore(defaultPinFile()).store,
-    onPeer: (serial, fp, pinned) => log(`peer ${serial} key ${fp}${pinned ? ' (pinned)' : ` (not pinned: ${unpinnedNote})`}`),
+    onPeer: (serial, fp, pinned) =>
+      log(`peer ${serial} key ${fp}${pinned ? ' (pinned)' : ` (not pinned: ${unpinnedNote})`}`),
   }
 }
 
@@ -65,7 +78,8 @@ export interface JoinOptions {
 /** Meets the other ranks over the sealed link, writes MLX's files and C environment, and joins the MLX group. */
 export async function joinMlxGroup(transport: 'ring' | 'jaccl', o: JoinOptions): Promise<MlxGroup> {
   const log = o.log ?? ((line: string) => consola.info(line))
-  if (o.rank > 0 && !o.peer) throw new UsageError('ranks > 0 need --peer HOST:PORT of rank 0', 'rank 0 prints the address to use when it starts')
+  if (o.rank > 0 && !o.peer)
+    throw new UsageError('ranks > 0 need --peer HOST:PORT of rank 0', 'rank 0 prints the address to use when it starts')
   const layout = await mlxRendezvous({
     transport,
     rank: o.rank,
@@ -75,7 +89,10 @@ export async function joinMlxGroup(transport: 'ring' | 'jaccl', o: JoinOptions):
     listen: o.rank === 0 ? hostPort(o.listen, 'listen') : undefined,
     peer: o.rank > 0 ? hostPort(o.peer!, 'peer') : undefined,
     devices: transport === 'jaccl' ? parseDevices(o.devices, o.rank, o.worldSize) : undefined,
-    onListening: (port) => log(`rank 0 listening on ${o.listen.replace(/:\d+$/, '')}:${port}; start the others with --peer <this host>:${port}`),
+    onListening: (port) =>
+      log(
+        `rank 0 listening on ${o.listen.replace(/:\d+$/, '')}:${port}; start the others with --peer <this host>:${port}`,
+      ),
   })
   log(`MLX ${transport}: ${describeLayout(layout)}`)
   const { env, cleanup } = writeMlxEnvironment(layout, o.rank)
@@ -88,7 +105,11 @@ export async function joinMlxGroup(transport: 'ring' | 'jaccl', o: JoinOptions):
   }
   if (group.rank !== o.rank || group.size !== o.worldSize) {
     group.close()
-    throw new DbcError('E_MLX_DISTRIBUTED', `MLX formed rank ${group.rank} of ${group.size}, expected ${o.rank} of ${o.worldSize}`, 'check that no MLX_* variables are set in the environment')
+    throw new DbcError(
+      'E_MLX_DISTRIBUTED',
+      `MLX formed rank ${group.rank} of ${group.size}, expected ${o.rank} of ${o.worldSize}`,
+      'check that no MLX_* variables are set in the environment',
+    )
   }
   return group
 }
@@ -112,11 +133,19 @@ export interface TensorParallelFlags {
 
 /** Picks the MLX transport, warns that it is not encrypted, meets the other ranks and joins the group; the returned
  * seam goes to ModelStage.load({ tp }), and the group drives TensorParallelPipeline (rank 0) or followTensorParallel. */
-export async function startTensorParallel(f: TensorParallelFlags, backend: Backend): Promise<{ group: MlxGroup; tp: TensorParallel }> {
+export async function startTensorParallel(
+  f: TensorParallelFlags,
+  backend: Backend,
+): Promise<{ group: MlxGroup; tp: TensorParallel }> {
   const log = f.log ?? ((line: string) => consola.info(line))
-  if (!['auto', 'ring', 'jaccl'].includes(f.transport)) throw new UsageError(`unknown --transport '${f.transport}'`, 'tensor parallel runs over auto, jaccl or ring')
+  if (!['auto', 'ring', 'jaccl'].includes(f.transport))
+    throw new UsageError(`unknown --transport '${f.transport}'`, 'tensor parallel runs over auto, jaccl or ring')
   const chosen = chooseTransport(f.transport as 'auto' | 'ring' | 'jaccl', transportProbes())
-  if (chosen.transport === 'link') throw new UsageError(`tensor parallel needs MLX distributed: ${chosen.reason}`, 'install mlx-c and build the glue, or use pipeline parallel (serve --peers)')
+  if (chosen.transport === 'link')
+    throw new UsageError(
+      `tensor parallel needs MLX distributed: ${chosen.reason}`,
+      'install mlx-c and build the glue, or use pipeline parallel (serve --peers)',
+    )
   if (chosen.transport === 'jaccl') await doctorJaccl()
   consola.warn(TP_NOT_ENCRYPTED)
   log(`tensor parallel rank ${f.rank} of ${f.size} over ${chosen.reason}`)
@@ -132,6 +161,9 @@ export async function startTensorParallel(f: TensorParallelFlags, backend: Backe
   })
   // a rank that dies must not leave the others blocked in an all_sum (no event loop runs there to notice)
   const rank0Host = f.rank === 0 ? '127.0.0.1' : hostPort(f.peer!, 'peer').host
-  group.armWatchdog(rank0Host, `tensor parallel: another rank of the group went away (its process ended); rank ${f.rank} stops — restart every rank`)
+  group.armWatchdog(
+    rank0Host,
+    `tensor parallel: another rank of the group went away (its process ended); rank ${f.rank} stops — restart every rank`,
+  )
   return { group, tp: group.tensorParallel(backend) }
 }

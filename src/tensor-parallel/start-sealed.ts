@@ -45,10 +45,19 @@ const readU32 = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset, 
 
 /** A rank's first message: u32 rank | the 32-byte fingerprint of what it serves, which must be rank 0's. */
 function rankOf(message: Uint8Array, fingerprint: Uint8Array): number {
-  if (message.byteLength !== 4 + fingerprint.byteLength) throw new DbcError('E_TP_HELLO', `a rank's first message has ${message.byteLength} bytes, expected ${4 + fingerprint.byteLength}`, 'run the same dbcluster release on every rank')
+  if (message.byteLength !== 4 + fingerprint.byteLength)
+    throw new DbcError(
+      'E_TP_HELLO',
+      `a rank's first message has ${message.byteLength} bytes, expected ${4 + fingerprint.byteLength}`,
+      'run the same dbcluster release on every rank',
+    )
   const rank = readU32(message)
   if (!message.subarray(4).every((b, i) => b === fingerprint[i])) {
-    throw new DbcError('E_TP_MODEL', `rank ${rank} serves another model or settings than rank 0 (config.json, the weights, --max-batch or --max-context differ)`, 'give every rank the same model folder, --max-batch and --max-context')
+    throw new DbcError(
+      'E_TP_MODEL',
+      `rank ${rank} serves another model or settings than rank 0 (config.json, the weights, --max-batch or --max-context differ)`,
+      'give every rank the same model folder, --max-batch and --max-context',
+    )
   }
   return rank
 }
@@ -66,21 +75,41 @@ export interface SealedTensorParallel {
   rejoin: (announce: boolean) => Promise<TpChannel[]>
 }
 
-export async function startSealedTensorParallel(o: SealedTensorParallelOptions, backend: Backend): Promise<SealedTensorParallel> {
-  const links = { identity: o.identity, serial: o.serial, authorize: o.authorize, clusterId: o.clusterId, peerFlag: '--tp-peer' }
+export async function startSealedTensorParallel(
+  o: SealedTensorParallelOptions,
+  backend: Backend,
+): Promise<SealedTensorParallel> {
+  const links = {
+    identity: o.identity,
+    serial: o.serial,
+    authorize: o.authorize,
+    clusterId: o.clusterId,
+    peerFlag: '--tp-peer',
+  }
   const channels = o.rank === 0 ? await meetRanks(o, links) : [await meetRankZero(o, links)]
   const group = new SealedTpGroup(o.rank, o.size, channels, STEP_EXCHANGE_TIMEOUT_MS)
   o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
-  const rejoin = (announce: boolean) => (o.rank === 0 ? meetRanks(o, links, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c]))
+  const rejoin = (announce: boolean) =>
+    o.rank === 0 ? meetRanks(o, links, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c])
   return { group, tp: group.tensorParallel(backend), rejoin }
 }
 
 /** Rank 0: every other rank meets it over the link and connects its sealed socket; the connections in rank order. */
-async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4], mode: 'start' | 'rejoin' | 'quiet' = 'start'): Promise<TpChannel[]> {
+async function meetRanks(
+  o: SealedTensorParallelOptions,
+  links: Parameters<typeof acceptRanks>[4],
+  mode: 'start' | 'rejoin' | 'quiet' = 'start',
+): Promise<TpChannel[]> {
   const at = hostPort(o.listen, 'tp-listen')
   const sockets = BlockingListener.listen(at.host, 0)
   const met = await acceptRanks(at.host, at.port, o.size, o.timeoutMs, links, (port) =>
-    mode === 'quiet' ? undefined : o.log(mode === 'rejoin' ? `tensor parallel rank 0 waiting on ${at.host}:${port} for the ranks to rejoin` : `tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`),
+    mode === 'quiet'
+      ? undefined
+      : o.log(
+          mode === 'rejoin'
+            ? `tensor parallel rank 0 waiting on ${at.host}:${port} for the ranks to rejoin`
+            : `tensor parallel rank 0 listening on ${at.host}:${port}; start the others with --tp-peer <this host>:${port}`,
+        ),
   ).catch((error) => {
     sockets.close()
     throw error
@@ -88,9 +117,16 @@ async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeo
   const channels: (TpChannel | undefined)[] = new Array(o.size - 1)
   const keys = new Map<number, { key: Uint8Array; link: SealedLink }>()
   try {
-    const ranks = await Promise.all(met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint))))
+    const ranks = await Promise.all(
+      met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint))),
+    )
     ranks.forEach((r, i) => {
-      if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r)) throw new DbcError('E_TP_RANKS', `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`, 'give every rank a different --tp-rank and the same --tp')
+      if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r))
+        throw new DbcError(
+          'E_TP_RANKS',
+          `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`,
+          'give every rank a different --tp-rank and the same --tp',
+        )
       const key = new Uint8Array(randomBytes(32))
       keys.set(r, { key, link: met.links[i]! })
       const offer = new Uint8Array(36)
@@ -107,11 +143,16 @@ async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeo
       const mine = keys.get(rank)
       if (!mine || channels[rank - 1]) {
         socket.close()
-        throw new DbcError('E_TP_HELLO', `a connection to the tensor-parallel port claimed rank ${rank}`, 'only the ranks that met over the link may connect; check what else reaches this port')
+        throw new DbcError(
+          'E_TP_HELLO',
+          `a connection to the tensor-parallel port claimed rank ${rank}`,
+          'only the ranks that met over the link may connect; check what else reaches this port',
+        )
       }
       const channel = openTpChannel(socket, mine.key, o.clusterId, 0, rank)
       channels[rank - 1] = channel
-      if (readU32(channel.receive(FrameType.tpHello, 4, o.timeoutMs)) !== rank) throw new DbcError('E_TP_HELLO', `rank ${rank}'s hello names another rank`, 'restart every rank')
+      if (readU32(channel.receive(FrameType.tpHello, 4, o.timeoutMs)) !== rank)
+        throw new DbcError('E_TP_HELLO', `rank ${rank}'s hello names another rank`, 'restart every rank')
     }
     for (const l of met.links) l.send(FrameType.data, new Uint8Array(0), { requestId: MEET.done })
     await Bun.sleep(50) // let the done frames leave before the links close
@@ -127,8 +168,15 @@ async function meetRanks(o: SealedTensorParallelOptions, links: Parameters<typeo
 }
 
 /** Ranks > 0: meets rank 0 over the link and connects the sealed socket it offers. */
-async function meetRankZero(o: SealedTensorParallelOptions, links: Parameters<typeof acceptRanks>[4]): Promise<TpChannel> {
-  if (!o.peer) throw new UsageError('ranks > 0 need --tp-peer HOST:PORT of rank 0', 'rank 0 prints the address to use when it starts')
+async function meetRankZero(
+  o: SealedTensorParallelOptions,
+  links: Parameters<typeof acceptRanks>[4],
+): Promise<TpChannel> {
+  if (!o.peer)
+    throw new UsageError(
+      'ranks > 0 need --tp-peer HOST:PORT of rank 0',
+      'rank 0 prints the address to use when it starts',
+    )
   const at = hostPort(o.peer, 'tp-peer')
   const link = await dialRankZero(at.host, at.port, o.timeoutMs, links)
   let channel: TpChannel | undefined
@@ -138,7 +186,12 @@ async function meetRankZero(o: SealedTensorParallelOptions, links: Parameters<ty
     hello.set(o.fingerprint, 4)
     link.send(FrameType.data, hello, { requestId: MEET.rank })
     const offer = await data(link, MEET.offer, o.timeoutMs)
-    if (offer.byteLength !== 36) throw new DbcError('E_TP_HELLO', `rank 0's offer has ${offer.byteLength} bytes, expected 36`, 'run the same dbcluster release on every rank')
+    if (offer.byteLength !== 36)
+      throw new DbcError(
+        'E_TP_HELLO',
+        `rank 0's offer has ${offer.byteLength} bytes, expected 36`,
+        'run the same dbcluster release on every rank',
+      )
     const socket = BlockingSocket.connect(at.host, readU32(offer), o.timeoutMs)
     try {
       socket.send(u32(o.rank), o.timeoutMs)

@@ -114,7 +114,14 @@ export interface Backend {
    * (slots[r], positions[r]). In place. */
   kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
-  attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor
+  attention(
+    q: Tensor,
+    kCache: Tensor,
+    vCache: Tensor,
+    slots: Tensor,
+    positions: Tensor,
+    options: AttentionOptions,
+  ): Tensor
 
   // linear-attention recurrences (Qwen3.5 Gated DeltaNet): per-slot states updated in place, rows in order; a row at
   // position 0 starts its slot from a zero state (a reused slot needs no reset)
@@ -122,7 +129,18 @@ export interface Backend {
   causalConv(x: Tensor, weight: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
   /** Gated delta rule (mlx-lm gated_delta_update): q, k [rows, Hk, Dk] (normalised), v [rows, Hv, Dv], a, b [rows, Hv],
    * aLog, dtBias [Hv], state f32 [slots, Hv, Dv, Dk] → y [rows, Hv, Dv]. */
-  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor
+  gatedDelta(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    b: Tensor,
+    aLog: Tensor,
+    dtBias: Tensor,
+    state: Tensor,
+    slots: Tensor,
+    positions: Tensor,
+  ): Tensor
 
   // elementwise and reductions (b broadcasts when its shape is a suffix of a's)
   add(a: Tensor, b: Tensor): Tensor

@@ -132,7 +132,10 @@ export function openShimLibrary(path: string, hint: string): ShimSymbols {
 let cpuShim: ShimSymbols | undefined
 /** The cpu shim, opened once. */
 export function shim(): ShimSymbols {
-  cpuShim ??= openShimLibrary(shimLocation(), "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')")
+  cpuShim ??= openShimLibrary(
+    shimLocation(),
+    "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')",
+  )
   return cpuShim
 }
 

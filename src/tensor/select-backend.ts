@@ -22,7 +22,8 @@ export function selectBackend(choice: BackendChoice, options: { threads?: number
   if (choice === 'cpu') return { backend: openCpuBackend(options), reason: 'cpu backend (chosen)' }
   const mlx = probeMlx()
   if (choice === 'mlx') {
-    if (!mlx.available) throw new UsageError(mlx.reason, "install mlx-c and run 'bash scripts/build-mlx-shim.sh', or use --backend cpu")
+    if (!mlx.available)
+      throw new UsageError(mlx.reason, "install mlx-c and run 'bash scripts/build-mlx-shim.sh', or use --backend cpu")
     return { backend: openMlxBackend(), reason: 'mlx backend (chosen)' }
   }
   if (mlx.available) return { backend: openMlxBackend(), reason: 'mlx backend (auto: mlx-c found)' }

@@ -28,7 +28,11 @@ class ShimTensor implements Tensor {
     this.#handle = handle
   }
   get handle(): Pointer {
-    if (this.#handle === null) throw new DbcError('E_TENSOR_FREED', `a ${this.dtype}[${this.shape.join(', ')}] tensor was used after it was freed`)
+    if (this.#handle === null)
+      throw new DbcError(
+        'E_TENSOR_FREED',
+        `a ${this.dtype}[${this.shape.join(', ')}] tensor was used after it was freed`,
+      )
     return this.#handle
   }
   get freed(): boolean {
@@ -87,7 +91,8 @@ export class ShimBackend implements Backend {
   #setShape(shape: readonly number[]): Pointer {
     if (shape.length > 8) throw new DbcError('E_SHAPE', `tensors have at most 8 axes, got ${shape.length}`)
     shape.forEach((d, i) => {
-      if (!Number.isInteger(d) || d < 0) throw new DbcError('E_SHAPE', `bad dimension ${d} in shape [${shape.join(', ')}]`)
+      if (!Number.isInteger(d) || d < 0)
+        throw new DbcError('E_SHAPE', `bad dimension ${d} in shape [${shape.join(', ')}]`)
       this.#shape[i] = BigInt(d)
     })
     return this.#shapePtr
@@ -127,7 +132,8 @@ export class ShimBackend implements Backend {
   }
 
   #fromTyped(data: Float32Array | Int32Array, shape: readonly number[], dtype: DType): Tensor {
-    if (data.length !== numel(shape)) throw new DbcError('E_SHAPE', `${data.length} values do not fill shape [${shape.join(', ')}]`)
+    if (data.length !== numel(shape))
+      throw new DbcError('E_SHAPE', `${data.length} values do not fill shape [${shape.join(', ')}]`)
     const t = this.zeros(shape, dtype) as ShimTensor
     if (data.length) this.#check(this.#lib.dbc_tensor_write(t.handle, ptr(data), data.byteLength, 0))
     return t
@@ -136,10 +142,22 @@ export class ShimBackend implements Backend {
   fromBytes(bytes: Uint8Array, shape: readonly number[], dtype: DType, options: { borrow?: boolean } = {}): Tensor {
     const need = numel(shape) * DTYPE_BYTES[dtype]
     if (bytes.byteLength !== need) {
-      throw new DbcError('E_SHAPE', `${bytes.byteLength} bytes do not fill ${dtype}[${shape.join(', ')}] (${need} bytes)`)
+      throw new DbcError(
+        'E_SHAPE',
+        `${bytes.byteLength} bytes do not fill ${dtype}[${shape.join(', ')}] (${need} bytes)`,
+      )
     }
     if (options.borrow && need > 0) {
-      this.#check(this.#lib.dbc_tensor_wrap(DTYPE_CODES[dtype], shape.length, this.#setShape(shape), ptr(bytes), need, this.#outPtr))
+      this.#check(
+        this.#lib.dbc_tensor_wrap(
+          DTYPE_CODES[dtype],
+          shape.length,
+          this.#setShape(shape),
+          ptr(bytes),
+          need,
+          this.#outPtr,
+        ),
+      )
       return this.#adopt(0, bytes)
     }
     const t = this.zeros(shape, dtype) as ShimTensor
@@ -168,14 +186,16 @@ export class ShimBackend implements Backend {
       }
     }
     const n = numel(x.shape)
-    if (into && into.length < n) throw new DbcError('E_ARG', `toFloat32: buffer of ${into.length} values for a tensor of ${n}`)
+    if (into && into.length < n)
+      throw new DbcError('E_ARG', `toFloat32: buffer of ${into.length} values for a tensor of ${n}`)
     const out = into ? into.subarray(0, n) : new Float32Array(n)
     if (out.length) this.#check(this.#lib.dbc_tensor_read(this.#t(x).handle, ptr(out), out.byteLength, 0))
     return out
   }
 
   toInt32(x: Tensor): Int32Array {
-    if (x.dtype !== 'i32' && x.dtype !== 'u32') throw new DbcError('E_DTYPE', `toInt32 needs an i32 or u32 tensor, got ${x.dtype}`)
+    if (x.dtype !== 'i32' && x.dtype !== 'u32')
+      throw new DbcError('E_DTYPE', `toInt32 needs an i32 or u32 tensor, got ${x.dtype}`)
     const out = new Int32Array(numel(x.shape))
     if (out.length) this.#check(this.#lib.dbc_tensor_read(this.#t(x).handle, ptr(out), out.byteLength, 0))
     return out
@@ -198,7 +218,9 @@ export class ShimBackend implements Backend {
 
   transpose(x: Tensor, perm: readonly number[]): Tensor {
     const p = new BigInt64Array(perm.map(BigInt))
-    return this.#call(this.#lib.dbc_transpose(this.#t(x).handle, perm.length, perm.length ? ptr(p) : null, this.#outPtr))
+    return this.#call(
+      this.#lib.dbc_transpose(this.#t(x).handle, perm.length, perm.length ? ptr(p) : null, this.#outPtr),
+    )
   }
 
   slice(x: Tensor, axis: number, start: number, end: number): Tensor {
@@ -236,14 +258,27 @@ export class ShimBackend implements Backend {
   }
 
   prepareQuantized(w: QuantizedMatrix): boolean {
-    const rc = this.#lib.dbc_quantized_prepare(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits)
+    const rc = this.#lib.dbc_quantized_prepare(
+      this.#t(w.weight).handle,
+      this.#t(w.scales).handle,
+      this.#h(w.biases),
+      w.groupSize,
+      w.bits,
+    )
     if (rc < 0) this.#check(rc)
     return rc === 1
   }
 
   dequantize(w: QuantizedMatrix): Tensor {
     return this.#call(
-      this.#lib.dbc_dequantize(this.#t(w.weight).handle, this.#t(w.scales).handle, this.#h(w.biases), w.groupSize, w.bits, this.#outPtr),
+      this.#lib.dbc_dequantize(
+        this.#t(w.weight).handle,
+        this.#t(w.scales).handle,
+        this.#h(w.biases),
+        w.groupSize,
+        w.bits,
+        this.#outPtr,
+      ),
     )
   }
 
@@ -269,9 +304,34 @@ export class ShimBackend implements Backend {
     return this.#call(this.#lib.dbc_causal_conv(h(x), h(weight), h(state), h(slots), h(positions), this.#outPtr))
   }
 
-  gatedDelta(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, aLog: Tensor, dtBias: Tensor, state: Tensor, slots: Tensor, positions: Tensor): Tensor {
+  gatedDelta(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    b: Tensor,
+    aLog: Tensor,
+    dtBias: Tensor,
+    state: Tensor,
+    slots: Tensor,
+    positions: Tensor,
+  ): Tensor {
     const h = (t: Tensor) => this.#t(t).handle
-    return this.#call(this.#lib.dbc_gated_delta(h(q), h(k), h(v), h(a), h(b), h(aLog), h(dtBias), h(state), h(slots), h(positions), this.#outPtr))
+    return this.#call(
+      this.#lib.dbc_gated_delta(
+        h(q),
+        h(k),
+        h(v),
+        h(a),
+        h(b),
+        h(aLog),
+        h(dtBias),
+        h(state),
+        h(slots),
+        h(positions),
+        this.#outPtr,
+      ),
+    )
   }
 
   weightedSum(x: Tensor, weights: Tensor): Tensor {
@@ -306,7 +366,9 @@ export class ShimBackend implements Backend {
 
   /** MLX: inv_freq[i] = base^(-2i/dims), or 1/freqs[i] when freqs are given. Cached: it is the same every step. */
   #invFreq(options: RopeOptions): ShimTensor {
-    const key = options.freqs ? `f:${options.dims}:${Array.from(options.freqs).join(',')}` : `b:${options.dims}:${options.base}`
+    const key = options.freqs
+      ? `f:${options.dims}:${Array.from(options.freqs).join(',')}`
+      : `b:${options.dims}:${options.base}`
     let t = this.#invFreqCache.get(key)
     if (!t) {
       const half = options.dims / 2
@@ -324,7 +386,10 @@ export class ShimBackend implements Backend {
 
   rope(x: Tensor, positions: Tensor, options: RopeOptions): Tensor {
     if (options.freqs && options.freqs.length !== options.dims / 2) {
-      throw new DbcError('E_SHAPE', `rope freqs has ${options.freqs.length} entries, expected dims/2 = ${options.dims / 2}`)
+      throw new DbcError(
+        'E_SHAPE',
+        `rope freqs has ${options.freqs.length} entries, expected dims/2 = ${options.dims / 2}`,
+      )
     }
     return this.#call(
       this.#lib.dbc_rope(
@@ -340,10 +405,25 @@ export class ShimBackend implements Backend {
   }
 
   kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options: KvWriteOptions = {}): void {
-    this.#check(this.#lib.dbc_kv_write(this.#t(cache).handle, this.#t(x).handle, this.#t(slots).handle, this.#t(positions).handle, options.ring ? 1 : 0))
+    this.#check(
+      this.#lib.dbc_kv_write(
+        this.#t(cache).handle,
+        this.#t(x).handle,
+        this.#t(slots).handle,
+        this.#t(positions).handle,
+        options.ring ? 1 : 0,
+      ),
+    )
   }
 
-  attention(q: Tensor, kCache: Tensor, vCache: Tensor, slots: Tensor, positions: Tensor, options: AttentionOptions): Tensor {
+  attention(
+    q: Tensor,
+    kCache: Tensor,
+    vCache: Tensor,
+    slots: Tensor,
+    positions: Tensor,
+    options: AttentionOptions,
+  ): Tensor {
     if (!options.causal && options.kvLength === undefined) {
       throw new DbcError('E_ARG', 'non-causal attention needs kvLength (how many cached keys each row attends)')
     }
@@ -448,5 +528,6 @@ function collectTensors(value: unknown, into: Set<ShimTensor>, depth = 0): void 
   if (value instanceof ShimTensor) into.add(value)
   else if (depth > 4 || value === null || typeof value !== 'object') return
   else if (Array.isArray(value)) for (const v of value) collectTensors(v, into, depth + 1)
-  else if (Object.getPrototypeOf(value) === Object.prototype) for (const v of Object.values(value)) collectTensors(v, into, depth + 1)
+  else if (Object.getPrototypeOf(value) === Object.prototype)
+    for (const v of Object.values(value)) collectTensors(v, into, depth + 1)
 }

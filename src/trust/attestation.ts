@@ -78,11 +78,14 @@ export function verifyAttestation(
   if (!body || typeof body !== 'object') return { ok: false, reason: 'attestation has no body' }
   if (typeof signature !== 'string') return { ok: false, reason: 'attestation has no signature' }
   for (const [key, type] of Object.entries(FIELDS)) {
-    if (typeof (body as Record<string, unknown>)[key] !== type) return { ok: false, reason: `field '${key}' must be a ${type}` }
+    if (typeof (body as Record<string, unknown>)[key] !== type)
+      return { ok: false, reason: `field '${key}' must be a ${type}` }
   }
   const typed = body as AttestationBody
-  if (typed.version !== ATTESTATION_VERSION) return { ok: false, reason: `unsupported attestation version ${typed.version}` }
-  if (typed.keyKind !== 'software' && typed.keyKind !== 'secure-enclave') return { ok: false, reason: `unknown key kind '${typed.keyKind}'` }
+  if (typed.version !== ATTESTATION_VERSION)
+    return { ok: false, reason: `unsupported attestation version ${typed.version}` }
+  if (typed.keyKind !== 'software' && typed.keyKind !== 'secure-enclave')
+    return { ok: false, reason: `unknown key kind '${typed.keyKind}'` }
   let publicKey: Uint8Array, sig: Uint8Array
   try {
     publicKey = compressPublicKey(base64.decode(typed.publicKey))

@@ -72,7 +72,8 @@ export function decodeFields(bytes: Uint8Array, count: number, what: string): Ui
   for (let i = 0; i < count; i++) {
     if (at + 4 > bytes.byteLength) throw new TrustError('E_HANDSHAKE_MALFORMED', `${what} is truncated`)
     const len = view.getUint32(at, true)
-    if (at + 4 + len > bytes.byteLength || len > 4096) throw new TrustError('E_HANDSHAKE_MALFORMED', `${what} has a bad field length`)
+    if (at + 4 + len > bytes.byteLength || len > 4096)
+      throw new TrustError('E_HANDSHAKE_MALFORMED', `${what} has a bad field length`)
     fields.push(bytes.subarray(at + 4, at + 4 + len))
     at += 4 + len
   }
@@ -85,7 +86,10 @@ const SIZES = { identity: 33, ephemeral: 32, nonce: 32, signature: 64, mac: 32 }
 
 function requireSize(field: Uint8Array, kind: keyof typeof SIZES, what: string): Uint8Array {
   if (field.byteLength !== SIZES[kind]) {
-    throw new TrustError('E_HANDSHAKE_MALFORMED', `${what}: ${kind} field is ${field.byteLength} bytes, expected ${SIZES[kind]}`)
+    throw new TrustError(
+      'E_HANDSHAKE_MALFORMED',
+      `${what}: ${kind} field is ${field.byteLength} bytes, expected ${SIZES[kind]}`,
+    )
   }
   return field
 }
@@ -95,7 +99,11 @@ function checkDeadline(options: HandshakeOptions, startedAt: number, step: strin
   const elapsed = (options.now ?? Date.now)() - startedAt
   const limit = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS
   if (elapsed > limit) {
-    throw new TrustError('E_HANDSHAKE_TIMEOUT', `the peer's ${step} came ${elapsed} ms into the handshake; the limit is ${limit} ms`, 'is the peer overloaded, or a dbcluster node of the same release?')
+    throw new TrustError(
+      'E_HANDSHAKE_TIMEOUT',
+      `the peer's ${step} came ${elapsed} ms into the handshake; the limit is ${limit} ms`,
+      'is the peer overloaded, or a dbcluster node of the same release?',
+    )
   }
 }
 
@@ -110,25 +118,44 @@ function keys(shared: Uint8Array, nonceI: Uint8Array, nonceR: Uint8Array) {
 }
 
 function trafficKeys(shared: Uint8Array, nonceI: Uint8Array, nonceR: Uint8Array, th: Uint8Array) {
-  const okm = hkdf(sha256, shared, concatBytes(LABEL, nonceI, nonceR), concatBytes(text('dbcluster traffic keys '), th), 64)
+  const okm = hkdf(
+    sha256,
+    shared,
+    concatBytes(LABEL, nonceI, nonceR),
+    concatBytes(text('dbcluster traffic keys '), th),
+    64,
+  )
   return { initiatorKey: okm.slice(0, 32), responderKey: okm.slice(32, 64) }
 }
 
-const signed = (role: 'initiator' | 'responder', th: Uint8Array) => concatBytes(text(`dbcluster/v${PROTOCOL_VERSION} ${role} signs `), th)
+const signed = (role: 'initiator' | 'responder', th: Uint8Array) =>
+  concatBytes(text(`dbcluster/v${PROTOCOL_VERSION} ${role} signs `), th)
 
 async function checkPeer(options: HandshakeOptions, serial: string, key: Uint8Array): Promise<void> {
   const verdict = await options.authorize(serial, key)
   if (verdict === 'not-pinned') {
-    throw new TrustError('E_PEER_NOT_PINNED', `peer ${serial} has no pinned key`, 'pin it through the coordinator (or a signed roster) before it may join')
+    throw new TrustError(
+      'E_PEER_NOT_PINNED',
+      `peer ${serial} has no pinned key`,
+      'pin it through the coordinator (or a signed roster) before it may join',
+    )
   }
   if (verdict === 'key-mismatch') {
-    throw new TrustError('E_KEY_MISMATCH', `peer ${serial} presented a key that differs from the one pinned for it`, 'if the machine was re-keyed, re-pin it through the coordinator; otherwise treat this as an attack')
+    throw new TrustError(
+      'E_KEY_MISMATCH',
+      `peer ${serial} presented a key that differs from the one pinned for it`,
+      'if the machine was re-keyed, re-pin it through the coordinator; otherwise treat this as an attack',
+    )
   }
 }
 
 function checkVersion(version: number) {
   if (version !== PROTOCOL_VERSION) {
-    throw new TrustError('E_VERSION_MISMATCH', `peer speaks link protocol v${version}, this node v${PROTOCOL_VERSION}`, 'run the same dbcluster release on every node')
+    throw new TrustError(
+      'E_VERSION_MISMATCH',
+      `peer speaks link protocol v${version}, this node v${PROTOCOL_VERSION}`,
+      'run the same dbcluster release on every node',
+    )
   }
 }
 
@@ -148,12 +175,20 @@ export class InitiatorHandshake {
 
   hello(): Uint8Array {
     const o = this.options
-    this.#hello = encodeFields([u16(o.version ?? PROTOCOL_VERSION), text(o.clusterId), text(o.serial), o.identity.publicKey, x25519.getPublicKey(this.#ephemeral), this.#nonce])
+    this.#hello = encodeFields([
+      u16(o.version ?? PROTOCOL_VERSION),
+      text(o.clusterId),
+      text(o.serial),
+      o.identity.publicKey,
+      x25519.getPublicKey(this.#ephemeral),
+      this.#nonce,
+    ])
     return this.#hello
   }
 
   async receiveAck(ack: Uint8Array): Promise<{ finish: Uint8Array; result: HandshakeResult }> {
-    if (!this.#hello || this.#done) throw new TrustError('E_HANDSHAKE_STATE', this.#done ? 'a second ACK' : 'ACK before HELLO')
+    if (!this.#hello || this.#done)
+      throw new TrustError('E_HANDSHAKE_STATE', this.#done ? 'a second ACK' : 'ACK before HELLO')
     this.#done = true
     checkDeadline(this.options, this.#startedAt, 'ACK')
     ack = ack.slice() // fields are read across an await; the caller's buffer may be reused
@@ -168,7 +203,11 @@ export class InitiatorHandshake {
     const core = encodeFields([version!, serialBytes!, identityR!, ephemeralR!, nonceR!])
     const th1 = sha256(concatBytes(this.#hello, core))
     if (!verifySignature(identityR!, signed('responder', th1), sigR!)) {
-      throw new TrustError('E_BAD_SIGNATURE', `peer ${serial}'s signature over the handshake does not verify`, 'someone altered the handshake in transit, or the peer is not who it claims')
+      throw new TrustError(
+        'E_BAD_SIGNATURE',
+        `peer ${serial}'s signature over the handshake does not verify`,
+        'someone altered the handshake in transit, or the peer is not who it claims',
+      )
     }
     let shared: Uint8Array
     try {
@@ -178,7 +217,11 @@ export class InitiatorHandshake {
     }
     const { macI, macR: macKeyR } = keys(shared, this.#nonce, nonceR!)
     if (!equalBytes(hmac(sha256, macKeyR, concatBytes(th1, sigR!)), macR!)) {
-      throw new TrustError('E_KEY_CONFIRMATION', `peer ${serial} failed key confirmation`, 'the handshake was tampered with; the link was closed')
+      throw new TrustError(
+        'E_KEY_CONFIRMATION',
+        `peer ${serial} failed key confirmation`,
+        'the handshake was tampered with; the link was closed',
+      )
     }
     await checkPeer(this.options, serial, identityR!)
     const th2 = sha256(concatBytes(th1, sigR!, macR!))
@@ -187,7 +230,12 @@ export class InitiatorHandshake {
     const th3 = sha256(concatBytes(th2, sigI, macIValue))
     return {
       finish: encodeFields([sigI, macIValue]),
-      result: { peerSerial: serial, peerPublicKey: identityR!.slice(), transcriptHash: th3, ...trafficKeys(shared, this.#nonce, nonceR!, th3) },
+      result: {
+        peerSerial: serial,
+        peerPublicKey: identityR!.slice(),
+        transcriptHash: th3,
+        ...trafficKeys(shared, this.#nonce, nonceR!, th3),
+      },
     }
   }
 }
@@ -198,7 +246,14 @@ export class ResponderHandshake {
   readonly #nonce: Uint8Array
   readonly #startedAt: number
   #phase: 'awaiting-hello' | 'awaiting-finish' | 'done' = 'awaiting-hello'
-  #state: { th2: Uint8Array; shared: Uint8Array; macI: Uint8Array; nonceI: Uint8Array; serial: string; identityI: Uint8Array } | null = null
+  #state: {
+    th2: Uint8Array
+    shared: Uint8Array
+    macI: Uint8Array
+    nonceI: Uint8Array
+    serial: string
+    identityI: Uint8Array
+  } | null = null
 
   constructor(private readonly options: HandshakeOptions) {
     this.#ephemeral = options.randomBytes(32)
@@ -217,7 +272,10 @@ export class ResponderHandshake {
     requireSize(ephemeralI!, 'ephemeral', 'HELLO')
     requireSize(nonceI!, 'nonce', 'HELLO')
     if (decodeText(clusterId!) !== this.options.clusterId) {
-      throw new TrustError('E_CLUSTER_MISMATCH', `peer wants cluster '${decodeText(clusterId!)}', this node serves '${this.options.clusterId}'`)
+      throw new TrustError(
+        'E_CLUSTER_MISMATCH',
+        `peer wants cluster '${decodeText(clusterId!)}', this node serves '${this.options.clusterId}'`,
+      )
     }
     const serial = decodeText(serialBytes!)
     await checkPeer(this.options, serial, identityI!)
@@ -228,31 +286,58 @@ export class ResponderHandshake {
       throw new TrustError('E_HANDSHAKE_MALFORMED', 'peer ephemeral key is not a valid X25519 point')
     }
     const o = this.options
-    const core = encodeFields([u16(o.version ?? PROTOCOL_VERSION), text(o.serial), o.identity.publicKey, x25519.getPublicKey(this.#ephemeral), this.#nonce])
+    const core = encodeFields([
+      u16(o.version ?? PROTOCOL_VERSION),
+      text(o.serial),
+      o.identity.publicKey,
+      x25519.getPublicKey(this.#ephemeral),
+      this.#nonce,
+    ])
     const th1 = sha256(concatBytes(hello, core))
     const sigR = await o.identity.sign(signed('responder', th1))
     const { macI, macR } = keys(shared, nonceI!, this.#nonce)
     const macRValue = hmac(sha256, macR, concatBytes(th1, sigR))
-    this.#state = { th2: sha256(concatBytes(th1, sigR, macRValue)), shared, macI, nonceI: nonceI!.slice(), serial, identityI: identityI!.slice() }
+    this.#state = {
+      th2: sha256(concatBytes(th1, sigR, macRValue)),
+      shared,
+      macI,
+      nonceI: nonceI!.slice(),
+      serial,
+      identityI: identityI!.slice(),
+    }
     const [v, s, id, e, n] = decodeFields(core, 5, 'ACK core')
     return encodeFields([v!, s!, id!, e!, n!, sigR, macRValue])
   }
 
   receiveFinish(finish: Uint8Array): HandshakeResult {
     const state = this.#state
-    if (!state || this.#phase !== 'awaiting-finish') throw new TrustError('E_HANDSHAKE_STATE', state ? 'a second FINISH' : 'FINISH before HELLO')
+    if (!state || this.#phase !== 'awaiting-finish')
+      throw new TrustError('E_HANDSHAKE_STATE', state ? 'a second FINISH' : 'FINISH before HELLO')
     this.#phase = 'done'
     checkDeadline(this.options, this.#startedAt, 'FINISH')
     const [sigI, macI] = decodeFields(finish, 2, 'FINISH')
     requireSize(sigI!, 'signature', 'FINISH')
     requireSize(macI!, 'mac', 'FINISH')
     if (!verifySignature(state.identityI, signed('initiator', state.th2), sigI!)) {
-      throw new TrustError('E_BAD_SIGNATURE', `peer ${state.serial}'s signature over the handshake does not verify`, 'someone altered or replayed the handshake; the link was closed')
+      throw new TrustError(
+        'E_BAD_SIGNATURE',
+        `peer ${state.serial}'s signature over the handshake does not verify`,
+        'someone altered or replayed the handshake; the link was closed',
+      )
     }
     if (!equalBytes(hmac(sha256, state.macI, concatBytes(state.th2, sigI!)), macI!)) {
-      throw new TrustError('E_KEY_CONFIRMATION', `peer ${state.serial} failed key confirmation`, 'the handshake was tampered with; the link was closed')
+      throw new TrustError(
+        'E_KEY_CONFIRMATION',
+        `peer ${state.serial} failed key confirmation`,
+        'the handshake was tampered with; the link was closed',
+      )
     }
     const th3 = sha256(concatBytes(state.th2, sigI!, macI!))
-    return { peerSerial: state.serial, peerPublicKey: state.identityI, transcriptHash: th3, ...trafficKeys(state.shared, state.nonceI, this.#nonce, th3) }
+    return {
+      peerSerial: state.serial,
+      peerPublicKey: state.identityI,
+      transcriptHash: th3,
+      ...trafficKeys(state.shared, state.nonceI, this.#nonce, th3),
+    }
   }
 }

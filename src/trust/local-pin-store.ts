@@ -13,14 +13,24 @@ export type PinStoreChoice = { kind: 'keychain' } | { kind: 'file'; why: string 
 export function parsePinStoreRequest(value: string | undefined): PinStoreRequest {
   const v = (value ?? 'auto').trim().toLowerCase() || 'auto'
   if (v === 'auto' || v === 'file' || v === 'keychain') return v
-  throw new UsageError(`DBCLUSTER_PIN_STORE must be auto, file or keychain, not '${value}'`, 'unset it to let dbcluster choose (Keychain on macOS, the pin file elsewhere)')
+  throw new UsageError(
+    `DBCLUSTER_PIN_STORE must be auto, file or keychain, not '${value}'`,
+    'unset it to let dbcluster choose (Keychain on macOS, the pin file elsewhere)',
+  )
 }
 
 /** Pure choice, so each branch is tested on any OS. */
-export function choosePinStore(request: PinStoreRequest, bridge: { available: true } | { available: false; reason: string }): PinStoreChoice {
+export function choosePinStore(
+  request: PinStoreRequest,
+  bridge: { available: true } | { available: false; reason: string },
+): PinStoreChoice {
   if (request === 'file') return { kind: 'file', why: 'DBCLUSTER_PIN_STORE=file' }
   if (bridge.available) return { kind: 'keychain' }
-  if (request === 'keychain') throw new UsageError(`DBCLUSTER_PIN_STORE=keychain, but the Keychain cannot be used: ${bridge.reason}`, 'unset DBCLUSTER_PIN_STORE to use the pin file')
+  if (request === 'keychain')
+    throw new UsageError(
+      `DBCLUSTER_PIN_STORE=keychain, but the Keychain cannot be used: ${bridge.reason}`,
+      'unset DBCLUSTER_PIN_STORE to use the pin file',
+    )
   return { kind: 'file', why: bridge.reason }
 }
 
@@ -45,7 +55,10 @@ export interface LocalPinStore {
   choice: PinStoreChoice
 }
 
-export function openLocalPinStore(pinFile: string, options: { request?: string; bridge?: () => MacosBridgeProbe } = {}): LocalPinStore {
+export function openLocalPinStore(
+  pinFile: string,
+  options: { request?: string; bridge?: () => MacosBridgeProbe } = {},
+): LocalPinStore {
   const probe = (options.bridge ?? probeMacosBridge)()
   const choice = choosePinStore(parsePinStoreRequest(options.request ?? process.env.DBCLUSTER_PIN_STORE), probe)
   if (choice.kind === 'file' || !probe.available) return { store: new FilePinStore(pinFile), location: pinFile, choice }

@@ -63,5 +63,12 @@ export function rdmaProbes(): RdmaProbes {
 }
 
 export function machineFacts() {
-  return { serial: machineSerial(), hostname: hostname(), chip: chipName(), memoryBytes: totalmem(), osVersion: osVersion(), binaryHash: binaryHash() }
+  return {
+    serial: machineSerial(),
+    hostname: hostname(),
+    chip: chipName(),
+    memoryBytes: totalmem(),
+    osVersion: osVersion(),
+    binaryHash: binaryHash(),
+  }
 }

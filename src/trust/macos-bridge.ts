@@ -11,7 +11,8 @@ export const MACOS_BRIDGE_FILE = 'libdbc_macos.dylib'
 /** Must equal bridgeAbiVersion in ffi/macos/bridge.swift. */
 export const MACOS_BRIDGE_ABI = 1
 const REBUILD = "rebuild it with 'bash scripts/build-macos-bridge.sh' (macOS, Xcode command line tools)"
-const KEYCHAIN_HINT = "unlock the login keychain (security unlock-keychain), or set DBCLUSTER_PIN_STORE=file to keep pins in the 0600 file"
+const KEYCHAIN_HINT =
+  'unlock the login keychain (security unlock-keychain), or set DBCLUSTER_PIN_STORE=file to keep pins in the 0600 file'
 
 const { ptr: P, i32, i64 } = FFIType
 
@@ -51,12 +52,17 @@ export class MacosBridge {
   ) {}
 
   #check(rc: number, what: string, hint?: string): number {
-    if (rc < 0) throw new TrustError('E_MACOS_BRIDGE', `${what} failed: ${this.lib.dbc_mac_last_error() ?? `code ${rc}`}`, hint)
+    if (rc < 0)
+      throw new TrustError('E_MACOS_BRIDGE', `${what} failed: ${this.lib.dbc_mac_last_error() ?? `code ${rc}`}`, hint)
     return rc
   }
 
   /** Calls `fill(buffer, capacity, lengthOut)`; grows once when the bridge answers -2 (too small). 1 = not found. */
-  #readSized(what: string, initial: number, fill: (out: Uint8Array, capacity: number, length: Int32Array) => number): Uint8Array | undefined {
+  #readSized(
+    what: string,
+    initial: number,
+    fill: (out: Uint8Array, capacity: number, length: Int32Array) => number,
+  ): Uint8Array | undefined {
     const length = new Int32Array(1)
     let out = new Uint8Array(initial)
     let rc = fill(out, out.length, length)
@@ -96,7 +102,11 @@ export class MacosBridge {
   }
 
   keychainSet(service: string, account: string, data: Uint8Array): void {
-    this.#check(this.lib.dbc_kc_set(cstring(service), cstring(account), data, data.length), `writing Keychain item '${account}'`, KEYCHAIN_HINT)
+    this.#check(
+      this.lib.dbc_kc_set(cstring(service), cstring(account), data, data.length),
+      `writing Keychain item '${account}'`,
+      KEYCHAIN_HINT,
+    )
   }
 
   keychainGet(service: string, account: string): Uint8Array | undefined {
@@ -106,11 +116,19 @@ export class MacosBridge {
   }
 
   keychainDelete(service: string, account: string): boolean {
-    return this.#check(this.lib.dbc_kc_delete(cstring(service), cstring(account)), `deleting Keychain item '${account}'`, KEYCHAIN_HINT) === 0
+    return (
+      this.#check(
+        this.lib.dbc_kc_delete(cstring(service), cstring(account)),
+        `deleting Keychain item '${account}'`,
+        KEYCHAIN_HINT,
+      ) === 0
+    )
   }
 
   keychainList(service: string): string[] {
-    const bytes = this.#readSized(`listing Keychain items of '${service}'`, 4096, (out, capacity, length) => this.lib.dbc_kc_list(cstring(service), out, capacity, length))
+    const bytes = this.#readSized(`listing Keychain items of '${service}'`, 4096, (out, capacity, length) =>
+      this.lib.dbc_kc_list(cstring(service), out, capacity, length),
+    )
     const text = new TextDecoder().decode(bytes)
     return text ? text.split('\n') : []
   }
@@ -128,7 +146,11 @@ export function loadMacosBridge(path: string): MacosBridge {
     throw new TrustError('E_MACOS_BRIDGE', `cannot load the macOS bridge ${path}: ${(error as Error).message}`, REBUILD)
   }
   if (version !== MACOS_BRIDGE_ABI) {
-    throw new TrustError('E_MACOS_BRIDGE', `the macOS bridge ${path} has ABI ${version}, this build expects ${MACOS_BRIDGE_ABI}`, REBUILD)
+    throw new TrustError(
+      'E_MACOS_BRIDGE',
+      `the macOS bridge ${path} has ABI ${version}, this build expects ${MACOS_BRIDGE_ABI}`,
+      REBUILD,
+    )
   }
   try {
     return new MacosBridge(dlopen(path, MACOS_SYMBOLS).symbols, path)
@@ -142,12 +164,19 @@ export type MacosBridgeProbe = { available: true; bridge: MacosBridge } | { avai
 const opened = new Map<string, MacosBridge>()
 
 /** Finds and opens the bridge (once per path). `platform` and `candidates` are injectable so every refusal is testable. */
-export function probeMacosBridge(options: { platform?: NodeJS.Platform; candidates?: string[] } = {}): MacosBridgeProbe {
+export function probeMacosBridge(
+  options: { platform?: NodeJS.Platform; candidates?: string[] } = {},
+): MacosBridgeProbe {
   const platform = options.platform ?? process.platform
-  if (platform !== 'darwin') return { available: false, reason: `the macOS bridge exists only on macOS (this is ${platform})` }
+  if (platform !== 'darwin')
+    return { available: false, reason: `the macOS bridge exists only on macOS (this is ${platform})` }
   const candidates = options.candidates ?? macosBridgeCandidates()
   const path = candidates.find((p) => existsSync(p))
-  if (!path) return { available: false, reason: `${MACOS_BRIDGE_FILE} not found (looked at ${candidates.join(', ')}); build it with 'bash scripts/build-macos-bridge.sh'` }
+  if (!path)
+    return {
+      available: false,
+      reason: `${MACOS_BRIDGE_FILE} not found (looked at ${candidates.join(', ')}); build it with 'bash scripts/build-macos-bridge.sh'`,
+    }
   try {
     const bridge = opened.get(path) ?? loadMacosBridge(path)
     opened.set(path, bridge)

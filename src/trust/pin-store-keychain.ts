@@ -8,7 +8,11 @@ import { parsePin, type Pin, type PinStore } from './pinned-keys.ts'
 /** A serial becomes a Keychain account name and a line of the bridge's list: no control characters, not empty. */
 export function checkSerialForKeychain(serial: string): void {
   if (!serial || /[\u0000-\u001f\u007f]/.test(serial)) {
-    throw new TrustError('E_PIN_SERIAL', `serial ${JSON.stringify(serial)} cannot be pinned in the Keychain (empty or control characters)`, 'check the peer’s attestation')
+    throw new TrustError(
+      'E_PIN_SERIAL',
+      `serial ${JSON.stringify(serial)} cannot be pinned in the Keychain (empty or control characters)`,
+      'check the peer’s attestation',
+    )
   }
 }
 

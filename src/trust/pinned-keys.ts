@@ -31,7 +31,14 @@ export type Authorizer = (serial: string, publicKey: Uint8Array) => Authorizatio
 /** Checks one stored pin (from the pin file or a Keychain item); `where` names it in the error. */
 export function parsePin(value: unknown, where: string): Pin {
   const p = value as Partial<Pin> | null
-  if (!p || typeof p !== 'object' || typeof p.publicKey !== 'string' || (p.keyKind !== 'software' && p.keyKind !== 'secure-enclave') || typeof p.source !== 'string' || typeof p.pinnedAt !== 'number') {
+  if (
+    !p ||
+    typeof p !== 'object' ||
+    typeof p.publicKey !== 'string' ||
+    (p.keyKind !== 'software' && p.keyKind !== 'secure-enclave') ||
+    typeof p.source !== 'string' ||
+    typeof p.pinnedAt !== 'number'
+  ) {
     throw new TrustError('E_PIN_FILE', `${where} is malformed`, 're-pin it through the coordinator')
   }
   return { publicKey: p.publicKey, keyKind: p.keyKind, source: p.source, pinnedAt: p.pinnedAt }
@@ -42,10 +49,16 @@ function parsePins(text: string, path: string): Record<string, Pin> {
   try {
     raw = JSON.parse(text)
   } catch {
-    throw new TrustError('E_PIN_FILE', `${path} is not valid JSON`, 'restore it from the coordinator (re-pin) or move it away')
+    throw new TrustError(
+      'E_PIN_FILE',
+      `${path} is not valid JSON`,
+      'restore it from the coordinator (re-pin) or move it away',
+    )
   }
-  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new TrustError('E_PIN_FILE', `${path} is not a pin map`)
-  for (const [serial, pin] of Object.entries(raw as Record<string, unknown>)) parsePin(pin, `${path}: the pin for '${serial}'`)
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw))
+    throw new TrustError('E_PIN_FILE', `${path} is not a pin map`)
+  for (const [serial, pin] of Object.entries(raw as Record<string, unknown>))
+    parsePin(pin, `${path}: the pin for '${serial}'`)
   return raw as Record<string, Pin>
 }
 
@@ -112,6 +125,8 @@ export function firstKnown(...authorizers: Authorizer[]): Authorizer {
 }
 
 /** Adapts a yes/no callback (e.g. the coordinator's `isAuthorized(publicKey)`) to an Authorizer: no means not pinned. */
-export function authorizeByCallback(isAuthorized: (publicKey: Uint8Array, serial: string) => boolean | Promise<boolean>): Authorizer {
+export function authorizeByCallback(
+  isAuthorized: (publicKey: Uint8Array, serial: string) => boolean | Promise<boolean>,
+): Authorizer {
   return async (serial, key) => ((await isAuthorized(key, serial)) ? 'authorized' : 'not-pinned')
 }

@@ -7,7 +7,11 @@ export function readPrivateFile(path: string): string {
   checkFolder(dirname(path))
   const mode = statSync(path).mode & 0o777
   if (mode & 0o077) {
-    throw new TrustError('E_KEY_PERMISSIONS', `${path} is readable by group or others (mode ${mode.toString(8)})`, `run 'chmod 600 ${path}'`)
+    throw new TrustError(
+      'E_KEY_PERMISSIONS',
+      `${path} is readable by group or others (mode ${mode.toString(8)})`,
+      `run 'chmod 600 ${path}'`,
+    )
   }
   return readFileSync(path, 'utf8')
 }
@@ -17,7 +21,11 @@ export function readPrivateFile(path: string): string {
 function checkFolder(dir: string): void {
   const mode = statSync(dir).mode & 0o777
   if (mode & 0o022) {
-    throw new TrustError('E_KEY_PERMISSIONS', `${dir} is writable by group or others (mode ${mode.toString(8)}): another user could replace the keys and pins in it`, `run 'chmod 700 ${dir}'`)
+    throw new TrustError(
+      'E_KEY_PERMISSIONS',
+      `${dir} is writable by group or others (mode ${mode.toString(8)}): another user could replace the keys and pins in it`,
+      `run 'chmod 700 ${dir}'`,
+    )
   }
 }
 

@@ -54,12 +54,22 @@ export function decideRdma(requested: boolean, probes: RdmaProbes): RdmaDecision
   if (probes.platform === 'darwin') {
     const chip = parseAppleChip(probes.chip)
     if (chip === null) return { enabled: false, reason: `chip '${probes.chip}' is not Apple Silicon` }
-    if (hasThunderbolt5(chip) === false) return { enabled: false, reason: `${probes.chip} has no Thunderbolt 5, which RDMA over Thunderbolt needs (M4 Pro/Max, M3 Ultra, or a later Pro/Max/Ultra)` }
+    if (hasThunderbolt5(chip) === false)
+      return {
+        enabled: false,
+        reason: `${probes.chip} has no Thunderbolt 5, which RDMA over Thunderbolt needs (M4 Pro/Max, M3 Ultra, or a later Pro/Max/Ultra)`,
+      }
     const output = probes.rdmaCtlStatus()
-    if (output === null) return { enabled: false, reason: "'rdma_ctl status' is missing or did not answer (macOS 26.2 or later needed)" }
+    if (output === null)
+      return { enabled: false, reason: "'rdma_ctl status' is missing or did not answer (macOS 26.2 or later needed)" }
     const status = parseRdmaCtlStatus(output)
-    if (status === 'disabled') return { enabled: false, reason: "RDMA is disabled: run 'rdma_ctl enable' in Recovery, then reboot" }
-    if (status === 'unknown') return { enabled: false, reason: `'rdma_ctl status' answered ${JSON.stringify(output.trim().slice(0, 80))}, not enabled` }
+    if (status === 'disabled')
+      return { enabled: false, reason: "RDMA is disabled: run 'rdma_ctl enable' in Recovery, then reboot" }
+    if (status === 'unknown')
+      return {
+        enabled: false,
+        reason: `'rdma_ctl status' answered ${JSON.stringify(output.trim().slice(0, 80))}, not enabled`,
+      }
     return { enabled: true, detail: `${probes.chip}, rdma_ctl: enabled` }
   }
   if (probes.platform === 'linux') {

@@ -9,7 +9,10 @@ const KEY = 'sekret-key'
 let plain: ServeProcess
 let open: ServeProcess
 beforeAll(async () => {
-  ;[plain, open] = await Promise.all([startServe(['--api-key', KEY, '--threads', '1']), startServe(['--api-key', KEY, '--public-health', '--threads', '1'])])
+  ;[plain, open] = await Promise.all([
+    startServe(['--api-key', KEY, '--threads', '1']),
+    startServe(['--api-key', KEY, '--public-health', '--threads', '1']),
+  ])
 }, 120_000)
 afterAll(async () => {
   await Promise.all([plain?.stop(), open?.stop()])
@@ -24,7 +27,9 @@ test('without the key (or with a wrong one) every route answers 401; the dashboa
       const r = await fetch(`${plain.url}${path}`, { headers: authorization ? { authorization } : {} })
       expect([path, authorization, r.status]).toEqual([path, authorization, 401])
       expect((await r.json()).error.code).toBe('invalid_api_key')
-      expect(r.headers.get('www-authenticate')).toBe(path.startsWith('/dashboard') ? 'Basic realm="dbcluster", charset="UTF-8"' : null)
+      expect(r.headers.get('www-authenticate')).toBe(
+        path.startsWith('/dashboard') ? 'Basic realm="dbcluster", charset="UTF-8"' : null,
+      )
     }
   }
 })
@@ -48,12 +53,18 @@ test('--public-health: /health answers {status} alone without the key, everythin
   expect([anon.status, await anon.json()]).toEqual([200, { status: 'ok' }])
   const keyed = await fetch(`${open.url}/health`, { headers: { authorization: `Bearer ${KEY}` } })
   expect(Object.keys(await keyed.json())).toContain('kv_slots_free')
-  for (const path of ['/metrics', '/dashboard', '/v1/models']) expect((await fetch(`${open.url}${path}`)).status).toBe(401)
+  for (const path of ['/metrics', '/dashboard', '/v1/models'])
+    expect((await fetch(`${open.url}${path}`)).status).toBe(401)
 })
 
 test('cluster status says the key is needed, and reads the head with --api-key', async () => {
   const run = async (...extra: string[]) => {
-    const p = Bun.spawn([process.execPath, 'src/main.ts', 'cluster', 'status', '--url', plain.url, ...extra], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NO_COLOR: '1', DBCLUSTER_API_KEY: '' } })
+    const p = Bun.spawn([process.execPath, 'src/main.ts', 'cluster', 'status', '--url', plain.url, ...extra], {
+      cwd: ROOT,
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { ...process.env, NO_COLOR: '1', DBCLUSTER_API_KEY: '' },
+    })
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited])
     return { text: out + err, code }
   }

@@ -11,7 +11,15 @@ afterAll(async () => {
 })
 
 async function server(args: string[]) {
-  const s = await startServe(['--model', await synthModel('qwen3', 'bf16'), '--model-id', 'tiny', '--max-context', '256', ...args])
+  const s = await startServe([
+    '--model',
+    await synthModel('qwen3', 'bf16'),
+    '--model-id',
+    'tiny',
+    '--max-context',
+    '256',
+    ...args,
+  ])
   servers.push(s)
   return { s, client: new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'x', maxRetries: 0 }) }
 }
@@ -19,7 +27,13 @@ async function server(args: string[]) {
 const prompts = Array.from({ length: 64 }, (_, i) => `Prompt number ${i} says ${'abc'.repeat(i % 5)}`)
 
 async function stream(client: OpenAI, prompt: string, maxTokens = 8) {
-  const s = await client.completions.create({ model: 'tiny', prompt, max_tokens: maxTokens, temperature: 0, stream: true })
+  const s = await client.completions.create({
+    model: 'tiny',
+    prompt,
+    max_tokens: maxTokens,
+    temperature: 0,
+    stream: true,
+  })
   let text = ''
   let finish = null
   for await (const chunk of s) {
@@ -33,7 +47,10 @@ describe('concurrency', () => {
   test('64 concurrent streams all complete, each equal to its unbatched answer', async () => {
     const { client, s } = await server(['--max-batch', '8', '--max-queue', '64'])
     const alone: string[] = []
-    for (const p of prompts.slice(0, 6)) alone.push((await client.completions.create({ model: 'tiny', prompt: p, max_tokens: 8, temperature: 0 })).choices[0]!.text)
+    for (const p of prompts.slice(0, 6))
+      alone.push(
+        (await client.completions.create({ model: 'tiny', prompt: p, max_tokens: 8, temperature: 0 })).choices[0]!.text,
+      )
     const results = await Promise.all(prompts.map((p) => stream(client, p)))
     for (const r of results) expect(r.finish).toBe('length')
     results.slice(0, 6).forEach((r, i) => expect(r.text).toBe(alone[i]!))
@@ -63,12 +80,17 @@ describe('concurrency', () => {
 
   test('beyond the queue → 429, while admitted requests still finish', async () => {
     const { client } = await server(['--max-batch', '1', '--max-queue', '2'])
-    const settled = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: 'tiny', prompt: `q${i}`, max_tokens: 24, temperature: 0 })))
+    const settled = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) =>
+        client.completions.create({ model: 'tiny', prompt: `q${i}`, max_tokens: 24, temperature: 0 }),
+      ),
+    )
     const ok = settled.filter((r) => r.status === 'fulfilled')
     const rejected = settled.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason)
     expect(ok.length).toBeGreaterThanOrEqual(3)
     expect(rejected.length).toBeGreaterThan(0)
     for (const e of rejected) expect(e).toBeInstanceOf(OpenAI.RateLimitError)
-    for (const r of ok) expect((r as PromiseFulfilledResult<OpenAI.Completion>).value.choices[0]!.finish_reason).toBe('length')
+    for (const r of ok)
+      expect((r as PromiseFulfilledResult<OpenAI.Completion>).value.choices[0]!.finish_reason).toBe('length')
   }, 60_000)
 })

@@ -13,14 +13,23 @@ const ROOT = new URL('../..', import.meta.url).pathname
 const OUTPUT = `${ROOT}test-output`
 
 function findChromium(): string | null {
-  const candidates = [process.env.DBC_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', Bun.which('chromium'), Bun.which('chromium-browser'), Bun.which('google-chrome')]
+  const candidates = [
+    process.env.DBC_CHROMIUM,
+    '/usr/bin/chromium',
+    '/usr/bin/chromium-browser',
+    Bun.which('chromium'),
+    Bun.which('chromium-browser'),
+    Bun.which('google-chrome'),
+  ]
   return candidates.find((path): path is string => Boolean(path) && existsSync(path!)) ?? null
 }
 
 let browser: Browser | undefined
 let skipReason: string | null = null
 const executablePath = findChromium()
-if (!executablePath) skipReason = 'no Chromium found (Debian: apt-get install chromium, which scripts/setup.sh does when run as root; or set DBC_CHROMIUM)'
+if (!executablePath)
+  skipReason =
+    'no Chromium found (Debian: apt-get install chromium, which scripts/setup.sh does when run as root; or set DBC_CHROMIUM)'
 else {
   try {
     // Chromium refuses to run as root with its sandbox on
@@ -37,58 +46,102 @@ afterAll(async () => {
   await cluster?.stop()
 })
 
-test.skipIf(skipReason !== null)('the dashboard of a 2-node cluster in headless Chromium: nodes, live throughput, streamed chat', async () => {
-  const model = await synthModel('qwen3', 'bf16')
-  cluster = await startLocalCluster({ nodes: 2, model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'tiny'] })
-  const page = await browser!.newPage({ viewport: { width: 1100, height: 1000 } })
-  const consoleErrors: string[] = []
-  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(`console: ${m.text()}`))
-  page.on('pageerror', (e) => consoleErrors.push(`page error: ${e.message}`))
-  page.on('requestfailed', (r) => !r.url().endsWith('/dashboard/events') && consoleErrors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`))
+test.skipIf(skipReason !== null)(
+  'the dashboard of a 2-node cluster in headless Chromium: nodes, live throughput, streamed chat',
+  async () => {
+    const model = await synthModel('qwen3', 'bf16')
+    cluster = await startLocalCluster({
+      nodes: 2,
+      model,
+      apiPort: 0,
+      self: [process.execPath, `${ROOT}src/main.ts`],
+      extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'tiny'],
+    })
+    const page = await browser!.newPage({ viewport: { width: 1100, height: 1000 } })
+    const consoleErrors: string[] = []
+    page.on('console', (m) => m.type() === 'error' && consoleErrors.push(`console: ${m.text()}`))
+    page.on('pageerror', (e) => consoleErrors.push(`page error: ${e.message}`))
+    page.on(
+      'requestfailed',
+      (r) =>
+        !r.url().endsWith('/dashboard/events') &&
+        consoleErrors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`),
+    )
 
-  await page.goto(`${cluster.url}/dashboard`)
-  await page.waitForFunction(() => document.getElementById('model')!.textContent === 'tiny')
-  expect(await page.textContent('#state')).toBe('ok')
+    await page.goto(`${cluster.url}/dashboard`)
+    await page.waitForFunction(() => document.getElementById('model')!.textContent === 'tiny')
+    expect(await page.textContent('#state')).toBe('ok')
 
-  // both nodes, with their layer ranges (3 layers split 2 + 1) and the link to the stage up
-  await page.waitForFunction(() => document.querySelectorAll('#nodes tr').length === 2)
-  const rows = await page.$$eval('#nodes tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent)))
-  // the head's own name shows where /health lists the members; the stage's link may carry its round trip: "up (0.4 ms)"
-  expect(rows.map((r) => [r[0], r[1] === 'this node' ? 'node-0' : r[1], r[2], r[3], r[4]?.split(' ')[0]])).toEqual([
-    ['0', 'node-0', 'head', '[0, 2)', '–'],
-    ['1', 'node-1', 'stage', '[2, 3)', 'up'],
-  ])
-  expect(await page.textContent('#topology-note')).toStartWith('2 nodes, 3 layers, cpu backend on the head')
+    // both nodes, with their layer ranges (3 layers split 2 + 1) and the link to the stage up
+    await page.waitForFunction(() => document.querySelectorAll('#nodes tr').length === 2)
+    const rows = await page.$$eval('#nodes tr', (trs) =>
+      trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent)),
+    )
+    // the head's own name shows where /health lists the members; the stage's link may carry its round trip: "up (0.4 ms)"
+    expect(rows.map((r) => [r[0], r[1] === 'this node' ? 'node-0' : r[1], r[2], r[3], r[4]?.split(' ')[0]])).toEqual([
+      ['0', 'node-0', 'head', '[0, 2)', '–'],
+      ['1', 'node-1', 'stage', '[2, 3)', 'up'],
+    ])
+    expect(await page.textContent('#topology-note')).toStartWith('2 nodes, 3 layers, cpu backend on the head')
 
-  // idle: a throughput figure of 0 once two snapshots arrived; then it rises while requests run
-  await page.waitForFunction(() => document.getElementById('tps')!.textContent === '0.0', undefined, { timeout: 10_000 })
-  const load = runLoad(cluster.url, { concurrency: 4, requestsPerClient: 6, promptTokens: 8, maxTokens: 48, model: 'tiny', idRange: [1000, 30000] })
-  await page.waitForFunction(() => Number(document.getElementById('tps')!.textContent) > 0, undefined, { timeout: 20_000 })
-  const busy = Number(await page.textContent('#tps'))
-  const result = await load
-  expect(result.errors).toEqual([])
-  expect(busy).toBeGreaterThan(0)
-  await page.waitForFunction(() => Number(document.getElementById('reqs')!.textContent) >= 24, undefined, { timeout: 10_000 })
-  // the stage's compute time per step, reported by the head's metrics, appears in the node table
-  expect(await page.$$eval('#nodes tr', (trs) => trs.map((tr) => tr.querySelectorAll('td')[5]!.textContent))).toSatisfy((cells: (string | null)[]) => cells.every((c) => / ms$/.test(c ?? '')))
+    // idle: a throughput figure of 0 once two snapshots arrived; then it rises while requests run
+    await page.waitForFunction(() => document.getElementById('tps')!.textContent === '0.0', undefined, {
+      timeout: 10_000,
+    })
+    const load = runLoad(cluster.url, {
+      concurrency: 4,
+      requestsPerClient: 6,
+      promptTokens: 8,
+      maxTokens: 48,
+      model: 'tiny',
+      idRange: [1000, 30000],
+    })
+    await page.waitForFunction(() => Number(document.getElementById('tps')!.textContent) > 0, undefined, {
+      timeout: 20_000,
+    })
+    const busy = Number(await page.textContent('#tps'))
+    const result = await load
+    expect(result.errors).toEqual([])
+    expect(busy).toBeGreaterThan(0)
+    await page.waitForFunction(() => Number(document.getElementById('reqs')!.textContent) >= 24, undefined, {
+      timeout: 10_000,
+    })
+    // the stage's compute time per step, reported by the head's metrics, appears in the node table
+    expect(
+      await page.$$eval('#nodes tr', (trs) => trs.map((tr) => tr.querySelectorAll('td')[5]!.textContent)),
+    ).toSatisfy((cells: (string | null)[]) => cells.every((c) => / ms$/.test(c ?? '')))
 
-  // chat: the answer arrives in several pieces (streamed), not all at once
-  await page.evaluate(() => {
-    const w = window as unknown as { pieces: number }
-    w.pieces = 0
-    new MutationObserver(() => w.pieces++).observe(document.getElementById('answer')!, { childList: true, characterData: true, subtree: true })
-  })
-  await page.fill('#prompt', 'Tell me about clusters.')
-  await page.click('#send')
-  await page.waitForFunction(() => !(document.getElementById('send') as HTMLButtonElement).disabled && document.getElementById('answer')!.textContent!.length > 0, undefined, { timeout: 30_000 })
-  const answer = (await page.textContent('#answer'))!
-  expect(answer).not.toContain('[error')
-  expect(answer).not.toStartWith('error ')
-  expect(await page.evaluate(() => (window as unknown as { pieces: number }).pieces)).toBeGreaterThan(3)
-  await page.waitForFunction(() => Number(document.getElementById('reqs')!.textContent) >= 25, undefined, { timeout: 10_000 })
+    // chat: the answer arrives in several pieces (streamed), not all at once
+    await page.evaluate(() => {
+      const w = window as unknown as { pieces: number }
+      w.pieces = 0
+      new MutationObserver(() => w.pieces++).observe(document.getElementById('answer')!, {
+        childList: true,
+        characterData: true,
+        subtree: true,
+      })
+    })
+    await page.fill('#prompt', 'Tell me about clusters.')
+    await page.click('#send')
+    await page.waitForFunction(
+      () =>
+        !(document.getElementById('send') as HTMLButtonElement).disabled &&
+        document.getElementById('answer')!.textContent!.length > 0,
+      undefined,
+      { timeout: 30_000 },
+    )
+    const answer = (await page.textContent('#answer'))!
+    expect(answer).not.toContain('[error')
+    expect(answer).not.toStartWith('error ')
+    expect(await page.evaluate(() => (window as unknown as { pieces: number }).pieces)).toBeGreaterThan(3)
+    await page.waitForFunction(() => Number(document.getElementById('reqs')!.textContent) >= 25, undefined, {
+      timeout: 10_000,
+    })
 
-  mkdirSync(OUTPUT, { recursive: true })
-  await page.screenshot({ path: `${OUTPUT}/dashboard.png`, fullPage: true })
-  expect(existsSync(`${OUTPUT}/dashboard.png`)).toBe(true)
-  expect(consoleErrors).toEqual([])
-}, 90_000)
+    mkdirSync(OUTPUT, { recursive: true })
+    await page.screenshot({ path: `${OUTPUT}/dashboard.png`, fullPage: true })
+    expect(existsSync(`${OUTPUT}/dashboard.png`)).toBe(true)
+    expect(consoleErrors).toEqual([])
+  },
+  90_000,
+)

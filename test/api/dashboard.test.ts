@@ -9,7 +9,10 @@ afterAll(async () => {
   await server?.stop()
 })
 
-async function nextSnapshot(reader: ReadableStreamDefaultReader<Uint8Array>, state: { buf: string }): Promise<Record<string, any>> {
+async function nextSnapshot(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  state: { buf: string },
+): Promise<Record<string, any>> {
   for (;;) {
     const m = /data: (.*)\n\n/.exec(state.buf)
     if (m) {
@@ -23,7 +26,14 @@ async function nextSnapshot(reader: ReadableStreamDefaultReader<Uint8Array>, sta
 }
 
 test('page is served without external resources; events reflect a completion', async () => {
-  server = await startServe(['--model', await synthModel('qwen3', 'bf16'), '--model-id', 'tiny', '--max-context', '256'])
+  server = await startServe([
+    '--model',
+    await synthModel('qwen3', 'bf16'),
+    '--model-id',
+    'tiny',
+    '--max-context',
+    '256',
+  ])
   const page = await fetch(`${server.url}/dashboard`)
   expect(page.status).toBe(200)
   expect(page.headers.get('content-type')).toContain('text/html')
@@ -40,7 +50,11 @@ test('page is served without external resources; events reflect a completion', a
   expect(before).toMatchObject({ model: 'tiny', generated_tokens: 0, queue_depth: 0 })
   expect(before.health).toBeObject()
 
-  const r = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', prompt: 'hi', max_tokens: 5, temperature: 0 }) })
+  const r = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'tiny', prompt: 'hi', max_tokens: 5, temperature: 0 }),
+  })
   expect(r.status).toBe(200)
   let after = await nextSnapshot(reader, state)
   while (after.generated_tokens === 0) after = await nextSnapshot(reader, state)

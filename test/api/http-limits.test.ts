@@ -16,8 +16,30 @@ let port = 0
 const sockets: Socket[] = []
 
 beforeAll(async () => {
-  const serve = [process.execPath, 'src/main.ts', 'serve', '--port', '0', '--backend', 'cpu', '--threads', '1', '--max-context', '256', '--idle-timeout', String(IDLE_S), '--max-requests-per-client', String(PER_CLIENT)]
-  proc = Bun.spawn(['bash', '-c', `ulimit -n ${FD_LIMIT} && exec "$@"`, 'serve', ...serve], { cwd: ROOT, stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NO_COLOR: '1' } })
+  const serve = [
+    process.execPath,
+    'src/main.ts',
+    'serve',
+    '--port',
+    '0',
+    '--backend',
+    'cpu',
+    '--threads',
+    '1',
+    '--max-context',
+    '256',
+    '--idle-timeout',
+    String(IDLE_S),
+    '--max-requests-per-client',
+    String(PER_CLIENT),
+  ]
+  proc = Bun.spawn(['bash', '-c', `ulimit -n ${FD_LIMIT} && exec "$@"`, 'serve', ...serve], {
+    cwd: ROOT,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { ...process.env, NO_COLOR: '1' },
+  })
   const reader = proc.stdout.getReader()
   let text = ''
   while (!/listening on (http:\S+)\n/.test(text)) {
@@ -53,10 +75,12 @@ function attacker(first: string): Promise<{ socket: Socket; reply: () => string;
   })
 }
 
-const metric = async (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await (await fetch(`${url}/metrics`)).text())?.[1])
+const metric = async (name: string) =>
+  Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await (await fetch(`${url}/metrics`)).text())?.[1])
 
 test('stalled bodies from one address: only the cap is held, the rest are refused with 429, /health stays answered', async () => {
-  const stalled = 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"mess'
+  const stalled =
+    'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"mess'
   // more sockets than the process has descriptors for
   const flood = await Promise.all(Array.from({ length: FD_LIMIT + 40 }, () => attacker(stalled)))
   await Bun.sleep(300)
@@ -66,7 +90,9 @@ test('stalled bodies from one address: only the cap is held, the rest are refuse
   const health = await fetch(`${url}/health`)
   expect(health.status).toBe(200)
   expect(await metric('dbcluster_http_open_requests')).toBe(PER_CLIENT + 1) // the four held, and this /metrics request
-  expect(await metric('dbcluster_http_refused_total\\{reason="per_client_limit"\\}')).toBeGreaterThanOrEqual(refused.length)
+  expect(await metric('dbcluster_http_refused_total\\{reason="per_client_limit"\\}')).toBeGreaterThanOrEqual(
+    refused.length,
+  )
   expect(await metric('process_open_fds')).toBeLessThan(FD_LIMIT)
   // the held ones are closed once their body has been silent for the idle timeout
   const held = flood.filter((a) => !a.reply().startsWith('HTTP/1.1 429'))

@@ -13,17 +13,51 @@ afterAll(async () => {
 })
 
 async function benchServe(args: string[]) {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'serve', ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
-  const [code, stdout, stderr] = [await proc.exited, await new Response(proc.stdout).text(), await new Response(proc.stderr).text()]
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'serve', ...args], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const [code, stdout, stderr] = [
+    await proc.exited,
+    await new Response(proc.stdout).text(),
+    await new Response(proc.stderr).text(),
+  ]
   return { code, stdout, stderr, pid: proc.pid }
 }
 
 test('--url measures a running server at each concurrency level', async () => {
-  server = await startServe(['--model', await synthModel('qwen3', 'bf16'), '--model-id', 'tiny-served', '--max-context', '256'])
-  const r = await benchServe(['--url', server.url, '--concurrency', '1,3', '--prompt-tokens', '12', '--max-tokens', '3', '--requests-per-level', '4', '--json'])
+  server = await startServe([
+    '--model',
+    await synthModel('qwen3', 'bf16'),
+    '--model-id',
+    'tiny-served',
+    '--max-context',
+    '256',
+  ])
+  const r = await benchServe([
+    '--url',
+    server.url,
+    '--concurrency',
+    '1,3',
+    '--prompt-tokens',
+    '12',
+    '--max-tokens',
+    '3',
+    '--requests-per-level',
+    '4',
+    '--json',
+  ])
   expect(r.code, r.stderr).toBe(0)
   const result = JSON.parse(r.stdout)
-  expect(result).toMatchObject({ url: server.url, model: 'tiny-served', prompt_tokens: 12, max_tokens: 3, partial: false, target: null })
+  expect(result).toMatchObject({
+    url: server.url,
+    model: 'tiny-served',
+    prompt_tokens: 12,
+    max_tokens: 3,
+    partial: false,
+    target: null,
+  })
   // 4 requests over 1 client, then ceil(4 / 3) = 2 requests for each of 3 clients
   expect(result.levels.map((l: any) => [l.concurrency, l.requests, l.ok, l.failed, l.generated_tokens])).toEqual([
     [1, 4, 4, 0, 12],
@@ -41,10 +75,26 @@ test('--url measures a running server at each concurrency level', async () => {
 for (const parallel of ['pipeline', 'tensor']) {
   test(`--model --nodes 2 --parallel ${parallel} starts a cluster, measures it and stops it`, async () => {
     const model = await synthModel('qwen3', 'bf16')
-    const r = await benchServe(['--model', model, '--nodes', '2', '--parallel', parallel, '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '3', '--json'])
+    const r = await benchServe([
+      '--model',
+      model,
+      '--nodes',
+      '2',
+      '--parallel',
+      parallel,
+      '--concurrency',
+      '2',
+      '--prompt-tokens',
+      '8',
+      '--max-tokens',
+      '3',
+      '--json',
+    ])
     expect(r.code, r.stderr).toBe(0)
     const result = JSON.parse(r.stdout)
-    expect(result.target).toStartWith(parallel === 'tensor' ? '2 nodes (tensor parallel), 1 thread' : '2 nodes, 1 thread')
+    expect(result.target).toStartWith(
+      parallel === 'tensor' ? '2 nodes (tensor parallel), 1 thread' : '2 nodes, 1 thread',
+    )
     expect(result.levels).toHaveLength(1)
     expect(result.levels[0]).toMatchObject({ concurrency: 2, ok: 4, failed: 0 })
     expect(processesWithOptions({ '--model': model }).filter((pid) => pid !== server?.proc.pid)).toEqual([]) // the first test's server runs on

@@ -17,7 +17,23 @@ test('labels are escaped and points without a value are left out', () => {
     title: 'a <b> & "c"',
     xLabel: 'Concurrency',
     xLog2: true,
-    panels: [{ title: 'p', yLabel: 'y', unit: 'ms', series: [{ label: 'x<y & z', points: [{ x: 1, y: 5 }, { x: 2, y: null }, { x: 4, y: 9 }] }] }],
+    panels: [
+      {
+        title: 'p',
+        yLabel: 'y',
+        unit: 'ms',
+        series: [
+          {
+            label: 'x<y & z',
+            points: [
+              { x: 1, y: 5 },
+              { x: 2, y: null },
+              { x: 4, y: 9 },
+            ],
+          },
+        ],
+      },
+    ],
   })
   const root = parseXml(svg)
   expect(findAll(root, (e) => e.name === 'title')[0]!.text).toBe('a <b> & "c"')

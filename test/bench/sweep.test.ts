@@ -15,7 +15,12 @@ const ROOT = new URL('../..', import.meta.url).pathname
 
 function sweep(args: string[]) {
   // NODE_ENV=test (set by bun test) would make consola hide the progress lines this test reads
-  return Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'sweep', ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NODE_ENV: 'production' } })
+  return Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'sweep', ...args], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { ...process.env, NODE_ENV: 'production' },
+  })
 }
 
 /** A straight line through the (pixel, value) pairs of an axis' tick labels, to read values back from pixels. */
@@ -29,15 +34,41 @@ function axis(ticks: XmlElement[], coordinate: 'x' | 'y', transform = (v: number
 test('a sweep writes results.json, a markdown table and an SVG chart whose series match the JSON', async () => {
   const model = await synthModel('qwen3', 'bf16')
   const out = mkdtempSync(join(tmpdir(), 'dbc-sweep-'))
-  const proc = sweep(['--model', model, '--nodes', '1,2', '--concurrency', '1,2', '--prompt-tokens', '8', '--max-tokens', '4', '--out', out])
-  const [code, stdout, stderr] = [await proc.exited, await new Response(proc.stdout).text(), await new Response(proc.stderr).text()]
+  const proc = sweep([
+    '--model',
+    model,
+    '--nodes',
+    '1,2',
+    '--concurrency',
+    '1,2',
+    '--prompt-tokens',
+    '8',
+    '--max-tokens',
+    '4',
+    '--out',
+    out,
+  ])
+  const [code, stdout, stderr] = [
+    await proc.exited,
+    await new Response(proc.stdout).text(),
+    await new Response(proc.stderr).text(),
+  ]
   expect(code, stderr).toBe(0)
   expect(stdout).toContain('[4/4] 2 nodes, 8-token prompts, concurrency 2')
   expect(stdout).toContain(`results in ${out}`)
 
   const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as SweepResults
-  expect(results).toMatchObject({ kind: 'dbcluster-bench-sweep', version: 1, model, partial: false, settings: { nodes: [1, 2], concurrency: [1, 2], prompt_tokens: [8], max_tokens: 4 } })
-  expect(results.series.map((s) => [s.nodes, s.prompt_tokens])).toEqual([[1, 8], [2, 8]])
+  expect(results).toMatchObject({
+    kind: 'dbcluster-bench-sweep',
+    version: 1,
+    model,
+    partial: false,
+    settings: { nodes: [1, 2], concurrency: [1, 2], prompt_tokens: [8], max_tokens: 4 },
+  })
+  expect(results.series.map((s) => [s.nodes, s.prompt_tokens])).toEqual([
+    [1, 8],
+    [2, 8],
+  ])
   for (const s of results.series) {
     expect(s.levels.map((l) => l.concurrency)).toEqual([1, 2])
     for (const l of s.levels) {
@@ -56,7 +87,14 @@ test('a sweep writes results.json, a markdown table and an SVG chart whose serie
   const rows = markdown.split('\n').filter((line) => /^\| \d/.test(line))
   expect(rows).toHaveLength(4)
   const points = results.series.flatMap((s) => s.levels.map((l) => [s.nodes, s.prompt_tokens, l.concurrency, l.tok_s]))
-  expect(rows.map((r) => r.split('|').slice(1, 5).map((c) => Number(c.trim())))).toEqual(points)
+  expect(
+    rows.map((r) =>
+      r
+        .split('|')
+        .slice(1, 5)
+        .map((c) => Number(c.trim())),
+    ),
+  ).toEqual(points)
   // the last column: tok/s over the same series' tok/s at concurrency 1
   const scaling = results.series.flatMap((s) => s.levels.map((l) => (l.tok_s / s.levels[0]!.tok_s).toFixed(2)))
   expect(rows.map((r) => r.split('|').at(-2)!.trim())).toEqual(scaling)
@@ -66,17 +104,32 @@ test('a sweep writes results.json, a markdown table and an SVG chart whose serie
   expect(svg.attributes.xmlns).toBe('http://www.w3.org/2000/svg')
   const panels = findAll(svg, (e) => e.attributes.class === 'panel')
   expect(panels).toHaveLength(2)
-  const metrics: ((l: SweepResults['series'][0]['levels'][0]) => number | null)[] = [(l) => l.tok_s, (l) => l.ttft_p50_ms]
+  const metrics: ((l: SweepResults['series'][0]['levels'][0]) => number | null)[] = [
+    (l) => l.tok_s,
+    (l) => l.ttft_p50_ms,
+  ]
   panels.forEach((panel, p) => {
-    const x = axis(findAll(panel, (e) => e.attributes.class === 'x-tick'), 'x', Math.log2)
-    const y = axis(findAll(panel, (e) => e.attributes.class === 'y-tick'), 'y')
+    const x = axis(
+      findAll(panel, (e) => e.attributes.class === 'x-tick'),
+      'x',
+      Math.log2,
+    )
+    const y = axis(
+      findAll(panel, (e) => e.attributes.class === 'y-tick'),
+      'y',
+    )
     const lines = findAll(panel, (e) => e.attributes.class === 'series')
-    expect(lines.map((l) => l.attributes['data-label'])).toEqual(['1 node, 8-token prompts', '2 nodes, 8-token prompts'])
+    expect(lines.map((l) => l.attributes['data-label'])).toEqual([
+      '1 node, 8-token prompts',
+      '2 nodes, 8-token prompts',
+    ])
     const legend = findAll(panel, (e) => e.attributes.class === 'legend').map((e) => e.text)
     expect(legend).toEqual(['1 node, 8-token prompts', '2 nodes, 8-token prompts'])
     lines.forEach((line, s) => {
       const polyline = findAll(line, (e) => e.name === 'polyline')[0]!
-      const drawn = polyline.attributes.points!.split(' ').map((pair) => pair.split(',').map(Number) as [number, number])
+      const drawn = polyline.attributes
+        .points!.split(' ')
+        .map((pair) => pair.split(',').map(Number) as [number, number])
       const levels = results.series[s]!.levels
       expect(drawn).toHaveLength(levels.length)
       drawn.forEach(([px, py], i) => {
@@ -94,10 +147,28 @@ test('Ctrl-C during a sweep stops its servers, keeps what was measured and exits
   const model = await synthModel('qwen3', 'bf16')
   const out = mkdtempSync(join(tmpdir(), 'dbc-sweep-int-'))
   // many slow levels: the interrupt lands after the first level and long before the last
-  const proc = sweep(['--model', model, '--nodes', '2,1', '--concurrency', '1,2,3,4,5,6', '--prompt-tokens', '8', '--max-tokens', '64', '--requests-per-level', '12', '--out', out])
+  const proc = sweep([
+    '--model',
+    model,
+    '--nodes',
+    '2,1',
+    '--concurrency',
+    '1,2,3,4,5,6',
+    '--prompt-tokens',
+    '8',
+    '--max-tokens',
+    '64',
+    '--requests-per-level',
+    '12',
+    '--out',
+    out,
+  ])
   const file = join(out, 'results.json')
   const deadline = Date.now() + 45_000
-  const measured = () => (existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as SweepResults).series.reduce((n, s) => n + s.levels.length, 0) : 0)
+  const measured = () =>
+    existsSync(file)
+      ? (JSON.parse(readFileSync(file, 'utf8')) as SweepResults).series.reduce((n, s) => n + s.levels.length, 0)
+      : 0
   while (measured() < 1 && Date.now() < deadline) await Bun.sleep(100)
   expect(measured()).toBeGreaterThanOrEqual(1)
   const servers = () => processesWithOptions({ '--model': model }).filter((pid) => pid !== proc.pid)
@@ -113,7 +184,11 @@ test('Ctrl-C during a sweep stops its servers, keeps what was measured and exits
   expect(points).toBeGreaterThanOrEqual(1)
   expect(points).toBeLessThan(12)
   expect(results.series[0]!.nodes).toBe(2)
-  expect(readFileSync(join(out, 'results.md'), 'utf8').split('\n').filter((line) => /^\| \d/.test(line))).toHaveLength(points)
+  expect(
+    readFileSync(join(out, 'results.md'), 'utf8')
+      .split('\n')
+      .filter((line) => /^\| \d/.test(line)),
+  ).toHaveLength(points)
   parseXml(readFileSync(join(out, 'chart.svg'), 'utf8'))
   expect(servers()).toEqual([])
 }, 60_000)
@@ -121,8 +196,27 @@ test('Ctrl-C during a sweep stops its servers, keeps what was measured and exits
 test('--repeat measures every point that many times with the node counts taking turns: medians, and ratios run by run', async () => {
   const model = await synthModel('qwen3', 'bf16')
   const out = mkdtempSync(join(tmpdir(), 'dbc-sweep-rep-'))
-  const proc = sweep(['--model', model, '--nodes', '1,2', '--concurrency', '2', '--prompt-tokens', '8', '--max-tokens', '4', '--repeat', '3', '--out', out])
-  const [code, stdout, stderr] = [await proc.exited, await new Response(proc.stdout).text(), await new Response(proc.stderr).text()]
+  const proc = sweep([
+    '--model',
+    model,
+    '--nodes',
+    '1,2',
+    '--concurrency',
+    '2',
+    '--prompt-tokens',
+    '8',
+    '--max-tokens',
+    '4',
+    '--repeat',
+    '3',
+    '--out',
+    out,
+  ])
+  const [code, stdout, stderr] = [
+    await proc.exited,
+    await new Response(proc.stdout).text(),
+    await new Response(proc.stderr).text(),
+  ]
   expect(code, stderr).toBe(0)
   expect(stdout).toContain('[6/6] 2 nodes, 8-token prompts, concurrency 2')
   const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as SweepResults

@@ -36,7 +36,11 @@ test('dist binary runs --version, a shim kernel and `serve` from another directo
         text += new TextDecoder().decode(value)
       }
       const url = /listening on (\S+)\n/.exec(text)![1]!
-      const r = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Hi', max_tokens: 3, temperature: 0 }), headers: { 'content-type': 'application/json' } })
+      const r = await fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        body: JSON.stringify({ prompt: 'Hi', max_tokens: 3, temperature: 0 }),
+        headers: { 'content-type': 'application/json' },
+      })
       const body = await r.json()
       expect(body.usage.completion_tokens).toBe(3)
       expect(body.choices[0].finish_reason).toBe('length')

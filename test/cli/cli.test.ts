@@ -8,7 +8,12 @@ const ROOT = new URL('../..', import.meta.url).pathname
 const BUN = process.execPath
 
 function cli(...args: string[]) {
-  const r = Bun.spawnSync([BUN, 'src/main.ts', ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NO_COLOR: '1' } })
+  const r = Bun.spawnSync([BUN, 'src/main.ts', ...args], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { ...process.env, NO_COLOR: '1' },
+  })
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() }
 }
 
@@ -20,7 +25,8 @@ async function resolve<T>(v: T | (() => T | Promise<T>) | Promise<T>): Promise<T
 async function commandPaths(cmd: CommandDef, prefix: string[] = []): Promise<{ path: string[]; cmd: CommandDef }[]> {
   const out = [{ path: prefix, cmd }]
   const subs = (await resolve(cmd.subCommands)) as Record<string, CommandDef | (() => Promise<CommandDef>)> | undefined
-  for (const [name, sub] of Object.entries(subs ?? {})) out.push(...(await commandPaths(await resolve(sub), [...prefix, name])))
+  for (const [name, sub] of Object.entries(subs ?? {}))
+    out.push(...(await commandPaths(await resolve(sub), [...prefix, name])))
   return out
 }
 

@@ -9,8 +9,18 @@ import { probeMlxTransport } from '../../src/tensor-parallel/mlx-group.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
-const env = () => ({ ...process.env, NODE_ENV: 'production', DBCLUSTER_HOME: mkdtempSync(join(tmpdir(), 'generate-tp-')) })
-const spawn = (args: string[]) => Bun.spawn([process.execPath, 'src/main.ts', 'generate', ...args], { cwd: ROOT, env: env(), stdout: 'pipe', stderr: 'pipe' })
+const env = () => ({
+  ...process.env,
+  NODE_ENV: 'production',
+  DBCLUSTER_HOME: mkdtempSync(join(tmpdir(), 'generate-tp-')),
+})
+const spawn = (args: string[]) =>
+  Bun.spawn([process.execPath, 'src/main.ts', 'generate', ...args], {
+    cwd: ROOT,
+    env: env(),
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
 
 async function finish(p: ReturnType<typeof spawn>) {
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()])
@@ -34,26 +44,30 @@ describe('generate --tp', async () => {
   }, 30_000)
 
   const ring = probeMlxTransport('ring')
-  test.skipIf(!ring.available)(`rank 0 over ring prints the single process's tokens, rank 1 (no prompt) replays its steps${ring.available ? '' : ` (skipped: ${ring.reason})`}`, async () => {
-    const single = await finish(spawn([...base, '--backend', 'mlx']))
-    expect(single.code, single.err).toBe(0)
-    const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-    const port = l.port
-    l.stop(true)
-    const tp = ['--backend', 'mlx', '--tp', '2', '--transport', 'ring']
-    const r0 = spawn([...base, ...tp, '--rank', '0', '--listen', `127.0.0.1:${port}`])
-    const r1 = spawn(['--model', dir, '--json', ...tp, '--rank', '1', '--peer', `127.0.0.1:${port}`])
-    const [a, b] = await Promise.all([finish(r0), finish(r1)])
-    expect(a.code, a.err).toBe(0)
-    expect(b.code, b.err).toBe(0)
-    const want = JSON.parse(single.out).tokens
-    expect(want).toHaveLength(8)
-    expect(JSON.parse(a.out).tokens).toEqual(want)
-    // a prefill and one step per token after the first
-    expect(JSON.parse(b.out)).toEqual({ rank: 1, followed_steps: 8 })
-    for (const r of [a, b]) {
-      expect(r.err).toContain('NOT encrypted')
-      expect(r.err).toContain('MLX ring: hostfile [["127.0.0.1:')
-    }
-  }, 120_000)
+  test.skipIf(!ring.available)(
+    `rank 0 over ring prints the single process's tokens, rank 1 (no prompt) replays its steps${ring.available ? '' : ` (skipped: ${ring.reason})`}`,
+    async () => {
+      const single = await finish(spawn([...base, '--backend', 'mlx']))
+      expect(single.code, single.err).toBe(0)
+      const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+      const port = l.port
+      l.stop(true)
+      const tp = ['--backend', 'mlx', '--tp', '2', '--transport', 'ring']
+      const r0 = spawn([...base, ...tp, '--rank', '0', '--listen', `127.0.0.1:${port}`])
+      const r1 = spawn(['--model', dir, '--json', ...tp, '--rank', '1', '--peer', `127.0.0.1:${port}`])
+      const [a, b] = await Promise.all([finish(r0), finish(r1)])
+      expect(a.code, a.err).toBe(0)
+      expect(b.code, b.err).toBe(0)
+      const want = JSON.parse(single.out).tokens
+      expect(want).toHaveLength(8)
+      expect(JSON.parse(a.out).tokens).toEqual(want)
+      // a prefill and one step per token after the first
+      expect(JSON.parse(b.out)).toEqual({ rank: 1, followed_steps: 8 })
+      for (const r of [a, b]) {
+        expect(r.err).toContain('NOT encrypted')
+        expect(r.err).toContain('MLX ring: hostfile [["127.0.0.1:')
+      }
+    },
+    120_000,
+  )
 })

@@ -28,7 +28,24 @@ describe('dbcluster generate', async () => {
 
   test('the same seed samples the same tokens', () => {
     const run = (seed: string) =>
-      JSON.parse(cli('generate', '--model', dir, '--prompt', 'Once', '--max-tokens', '10', '--temperature', '1', '--seed', seed, '--json', '--backend', 'cpu').out).tokens
+      JSON.parse(
+        cli(
+          'generate',
+          '--model',
+          dir,
+          '--prompt',
+          'Once',
+          '--max-tokens',
+          '10',
+          '--temperature',
+          '1',
+          '--seed',
+          seed,
+          '--json',
+          '--backend',
+          'cpu',
+        ).out,
+      ).tokens
     expect(run('4')).toEqual(run('4'))
     expect(run('4')).not.toEqual(run('5'))
   })

@@ -26,9 +26,28 @@ test('nodes with no pins register with the coordinator and pin each other from i
     apiPort: 0,
     self: [process.execPath, `${ROOT}src/main.ts`],
     pinEachOther: false,
-    extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '128', '--max-batch', '1', '--model-id', 'x', '--coordinator', coordinator.url, '--coordinator-token', token],
+    extraArgs: [
+      '--backend',
+      'cpu',
+      '--threads',
+      '1',
+      '--max-context',
+      '128',
+      '--max-batch',
+      '1',
+      '--model-id',
+      'x',
+      '--coordinator',
+      coordinator.url,
+      '--coordinator-token',
+      token,
+    ],
   })
-  const r = await fetch(`${cluster.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 3, temperature: 0 }) })
+  const r = await fetch(`${cluster.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 3, temperature: 0 }),
+  })
   expect(r.status).toBe(200)
   expect((await r.json()).usage.completion_tokens).toBe(3)
   // each node pinned the other from the coordinator

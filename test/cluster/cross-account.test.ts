@@ -20,13 +20,19 @@ afterAll(async () => {
 
 /** A serve node whose stdout and stderr are gathered into one text. */
 function node(home: string, args: string[]): { proc: Subprocess; output: () => string } {
-  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: home } })
+  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', ...args], {
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: home },
+  })
   procs.push(proc)
   let text = ''
-  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[]) void (async () => {
-    const reader = stream.getReader()
-    for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
-  })()
+  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[])
+    void (async () => {
+      const reader = stream.getReader()
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
+    })()
   return { proc, output: () => text }
 }
 
@@ -38,7 +44,7 @@ async function until(what: string, check: () => boolean, detail?: () => string, 
   }
 }
 
-test('a stage of another account is refused at the handshake, named in the log; a stage of the head\'s account joins', async () => {
+test("a stage of another account is refused at the handshake, named in the log; a stage of the head's account joins", async () => {
   const db = join(tempDir(), 'coordinator.db')
   coordinator = await startCoordinator(db)
   const alice = await createToken(db, 'alice')
@@ -46,12 +52,44 @@ test('a stage of another account is refused at the handshake, named in the log; 
   const model = await synthModel('qwen3', 'bf16')
   // a third state folder: another machine (its own key) of alice's for the same stage address
   const { homes, ports } = prepareLocalNodes(3, undefined, false)
-  const peers = ports.slice(0, 2).map((p) => `127.0.0.1:${p}`).join(',')
-  const common = ['--peers', peers, '--backend', 'cpu', '--threads', '1', '--max-context', '128', '--max-batch', '1', '--coordinator', coordinator.url]
-  const head = node(homes[0]!, [...common, '--rank', '0', '--node-name', 'node-0', '--model', model, '--model-id', 'x', '--port', '0', '--coordinator-token', alice])
+  const peers = ports
+    .slice(0, 2)
+    .map((p) => `127.0.0.1:${p}`)
+    .join(',')
+  const common = [
+    '--peers',
+    peers,
+    '--backend',
+    'cpu',
+    '--threads',
+    '1',
+    '--max-context',
+    '128',
+    '--max-batch',
+    '1',
+    '--coordinator',
+    coordinator.url,
+  ]
+  const head = node(homes[0]!, [
+    ...common,
+    '--rank',
+    '0',
+    '--node-name',
+    'node-0',
+    '--model',
+    model,
+    '--model-id',
+    'x',
+    '--port',
+    '0',
+    '--coordinator-token',
+    alice,
+  ])
   let stage = node(homes[1]!, [...common, '--rank', '1', '--node-name', 'node-1', '--coordinator-token', bob])
 
-  await until('the head to refuse node-1', () => /refused node-1: no provider with serial node-1 in account alice/.test(head.output()))
+  await until('the head to refuse node-1', () =>
+    /refused node-1: no provider with serial node-1 in account alice/.test(head.output()),
+  )
   expect(head.output()).toContain('a node registered under another account cannot join this cluster')
   // nothing of the head's was pinned for bob's node, nor did it receive a single layer
   const pins = join(homes[0]!, 'pins.json')
@@ -62,11 +100,19 @@ test('a stage of another account is refused at the handshake, named in the log; 
   await stage.proc.exited
   // node-1's serial now belongs to bob (its key was proven under his account); a machine of alice's joins in its place
   stage = node(homes[2]!, [...common, '--rank', '1', '--node-name', 'alice-1', '--coordinator-token', alice])
-  await until('the head to serve', () => /listening on http/.test(head.output()), () => head.output().slice(-3000), 90_000)
+  await until(
+    'the head to serve',
+    () => /listening on http/.test(head.output()),
+    () => head.output().slice(-3000),
+    90_000,
+  )
   const url = /listening on (http:\/\/\S+)/.exec(head.output())![1]!
   await waitUntilServing(url, 90_000)
-  const r = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 2, temperature: 0 }) })
+  const r = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 2, temperature: 0 }),
+  })
   expect(r.status).toBe(200)
   expect(JSON.parse(readFileSync(pins, 'utf8'))['alice-1'].source).toBe('coordinator')
-
 }, 180_000)

@@ -12,12 +12,34 @@ afterAll(async () => {
   await cluster?.stop()
 })
 
-const post = (url: string, body: object) => fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', temperature: 0, ...body }) })
+const post = (url: string, body: object) =>
+  fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', temperature: 0, ...body }),
+  })
 
 test('a frozen stage: degraded within about a ping interval, new requests 503, the running stream survives the thaw', async () => {
   const model = await synthModel('qwen3', 'bf16')
   // pings every 2 s: the link itself would give up after 3 silent intervals (6 s)
-  cluster = await startLocalCluster({ nodes: 2, model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--ping-interval', '2'] })
+  cluster = await startLocalCluster({
+    nodes: 2,
+    model,
+    apiPort: 0,
+    self: [process.execPath, `${ROOT}src/main.ts`],
+    extraArgs: [
+      '--backend',
+      'cpu',
+      '--threads',
+      '1',
+      '--max-context',
+      '256',
+      '--model-id',
+      'x',
+      '--ping-interval',
+      '2',
+    ],
+  })
   const url = cluster.url
   const stream = await post(url, { prompt: 'Hello', max_tokens: 120, stream: true })
   const reader = stream.body!.getReader()

@@ -6,7 +6,14 @@ import { afterAll, describe, expect, test } from 'bun:test'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import OpenAI from 'openai'
-import { decodeJoin, decodePlan, decodeRole, encodeJoin, encodePlan, encodeRole } from '../../src/cluster/join-messages.ts'
+import {
+  decodeJoin,
+  decodePlan,
+  decodeRole,
+  encodeJoin,
+  encodePlan,
+  encodeRole,
+} from '../../src/cluster/join-messages.ts'
 import { prepareLocalNodes, startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
 import { filesForStage, manifestFor } from '../../src/distribution/manifest.ts'
 import { serveFakeHub } from '../support/hub-server.ts'
@@ -24,12 +31,34 @@ afterAll(async () => {
 describe('join messages', () => {
   test('round trips', () => {
     expect(decodeRole(encodeRole({ role: 'control', rank: 3 }))).toEqual({ role: 'control', rank: 3 })
-    const join = { rank: 2, usableBytes: 48 * 1024 ** 3, loaded: { lo: 10, hi: 20 }, backend: 'cpu', osVersion: 'macOS 26.2', chip: 'Apple M4 Max', clockMs: 1.795e12, freeBytes: 40 * 1024 ** 3 }
+    const join = {
+      rank: 2,
+      usableBytes: 48 * 1024 ** 3,
+      loaded: { lo: 10, hi: 20 },
+      backend: 'cpu',
+      osVersion: 'macOS 26.2',
+      chip: 'Apple M4 Max',
+      clockMs: 1.795e12,
+      freeBytes: 40 * 1024 ** 3,
+    }
     expect(decodeJoin(encodeJoin(join))).toEqual(join)
     expect(decodeJoin(encodeJoin({ ...join, loaded: null })).loaded).toBeNull()
-    const plan = { ok: true as const, lo: 18, hi: 28, numLayers: 28, nodes: 2, slots: 8, maxLen: 4096, model: 'Qwen3-8B-4bit' }
+    const plan = {
+      ok: true as const,
+      lo: 18,
+      hi: 28,
+      numLayers: 28,
+      nodes: 2,
+      slots: 8,
+      maxLen: 4096,
+      model: 'Qwen3-8B-4bit',
+    }
     expect(decodePlan(encodePlan(plan))).toEqual(plan)
-    expect(decodePlan(encodePlan({ ok: false, code: 'E_PLAN_FIT', message: 'node-1 is short by 2.00 GiB' }))).toEqual({ ok: false, code: 'E_PLAN_FIT', message: 'node-1 is short by 2.00 GiB' })
+    expect(decodePlan(encodePlan({ ok: false, code: 'E_PLAN_FIT', message: 'node-1 is short by 2.00 GiB' }))).toEqual({
+      ok: false,
+      code: 'E_PLAN_FIT',
+      message: 'node-1 is short by 2.00 GiB',
+    })
   })
 
   test('malformed messages are refused with the reason', () => {
@@ -40,12 +69,20 @@ describe('join messages', () => {
     const facts = { osVersion: 'Debian 12', chip: 'x86', clockMs: 1, freeBytes: 1 }
     const join = encodeJoin({ rank: 1, usableBytes: 1024, loaded: null, backend: 'cpu', ...facts })
     expect(() => decodeJoin(join.subarray(0, join.byteLength - 1))).toThrow(/join message truncated/)
-    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 0, loaded: null, backend: 'cpu', ...facts }))).toThrow(/0 usable bytes/)
-    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: { lo: 5, hi: 5 }, backend: 'cpu', ...facts }))).toThrow(/bad loaded range/)
-    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: null, backend: 'cpu', ...facts, freeBytes: -1 }))).toThrow(/bad clock or free memory/)
+    expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 0, loaded: null, backend: 'cpu', ...facts }))).toThrow(
+      /0 usable bytes/,
+    )
+    expect(() =>
+      decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: { lo: 5, hi: 5 }, backend: 'cpu', ...facts })),
+    ).toThrow(/bad loaded range/)
+    expect(() =>
+      decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: null, backend: 'cpu', ...facts, freeBytes: -1 })),
+    ).toThrow(/bad clock or free memory/)
     const plan = encodePlan({ ok: true, lo: 0, hi: 4, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' })
     expect(() => decodePlan(plan.subarray(0, 10))).toThrow(/plan message truncated/)
-    expect(() => decodePlan(encodePlan({ ok: true, lo: 4, hi: 9, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' }))).toThrow(/inconsistent: layers \[4, 9\) of 8/)
+    expect(() =>
+      decodePlan(encodePlan({ ok: true, lo: 4, hi: 9, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' })),
+    ).toThrow(/inconsistent: layers \[4, 9\) of 8/)
     const badStatus = encodePlan({ ok: false, code: 'E', message: 'm' })
     badStatus[0] = 7
     expect(() => decodePlan(badStatus)).toThrow(/status 7/)
@@ -82,28 +119,56 @@ describe('joining across processes', () => {
     expect(have).toContain('tokenizer.json')
 
     // cluster status: every member with its range, memory and a live control link
-    const members = health.members as { rank: number; serial: string; layers: number[]; usable_bytes: number; headroom_bytes: number; link: { up: boolean } | null }[]
+    const members = health.members as {
+      rank: number
+      serial: string
+      layers: number[]
+      usable_bytes: number
+      headroom_bytes: number
+      link: { up: boolean } | null
+    }[]
     expect(members.map((m) => [m.rank, m.serial, m.layers])).toEqual([
       [0, 'node-0', [0, headHi]],
       [1, 'node-1', [headHi, 6]],
     ])
     expect(members[0]!.link).toBeNull()
     expect(members[1]!.link!.up).toBe(true)
-    const trust = members.map((m) => (m as unknown as { trust: string; fingerprint: string }))
+    const trust = members.map((m) => m as unknown as { trust: string; fingerprint: string })
     expect(trust.map((m) => m.trust)).toEqual(['self', 'pinned'])
     expect(trust.every((m) => m.fingerprint.length >= 16)).toBe(true)
     expect(members.every((m) => m.usable_bytes > 0 && m.headroom_bytes > 0)).toBe(true)
-    const status = Bun.spawnSync([...SELF, 'cluster', 'status', '--url', c.url], { stdout: 'pipe', env: { ...process.env, NODE_ENV: 'production' } })
-    expect(status.stdout.toString()).toMatch(new RegExp(`\\| 1 \\| node-1 \\| \\[${headHi}, 6\\) \\| [\\d.]+ GiB \\| .* \\| up \\|`))
+    const status = Bun.spawnSync([...SELF, 'cluster', 'status', '--url', c.url], {
+      stdout: 'pipe',
+      env: { ...process.env, NODE_ENV: 'production' },
+    })
+    expect(status.stdout.toString()).toMatch(
+      new RegExp(`\\| 1 \\| node-1 \\| \\[${headHi}, 6\\) \\| [\\d.]+ GiB \\| .* \\| up \\|`),
+    )
 
     // doctor across the nodes: same OS, clocks together, memory enough for the plan (one machine here)
     const doctor = Bun.spawnSync([...SELF, 'doctor', '--cluster', c.url, '--json'], { stdout: 'pipe' })
     const checks = JSON.parse(doctor.stdout.toString()) as { name: string; status: string }[]
-    for (const name of ['OS versions across nodes', 'clocks across nodes', 'memory against the plan']) expect(checks.find((x) => x.name === name)?.status).toBe('PASS')
+    for (const name of ['OS versions across nodes', 'clocks across nodes', 'memory against the plan'])
+      expect(checks.find((x) => x.name === name)?.status).toBe('PASS')
 
     const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
     const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })
-    const alone = Bun.spawnSync([...SELF, 'generate', '--model', model, '--prompt', 'Hello, world', '--max-tokens', '6', '--json', '--backend', 'cpu'], { stdout: 'pipe' })
+    const alone = Bun.spawnSync(
+      [
+        ...SELF,
+        'generate',
+        '--model',
+        model,
+        '--prompt',
+        'Hello, world',
+        '--max-tokens',
+        '6',
+        '--json',
+        '--backend',
+        'cpu',
+      ],
+      { stdout: 'pipe' },
+    )
     expect(r.choices[0]!.text).toBe(JSON.parse(alone.stdout.toString()).text)
 
     // the stage restarts: everything is there and verified, nothing moves; the cluster serves again
@@ -121,17 +186,38 @@ describe('joining across processes', () => {
   async function runNodes(model: string, perRank: string[][]): Promise<{ code: number; out: string }[]> {
     const { homes, peers } = prepareLocalNodes(perRank.length)
     const procs = perRank.map((args, rank) =>
-      Bun.spawn([...SELF, 'serve', ...(rank === 0 ? ['--model', model, '--port', '0'] : []), '--peers', peers, '--rank', String(rank), '--node-name', `node-${rank}`, '--backend', 'cpu', ...args], {
-        stdout: 'pipe',
-        stderr: 'pipe',
-        env: { ...process.env, DBCLUSTER_HOME: homes[rank]!, NODE_ENV: 'production' },
-      }),
+      Bun.spawn(
+        [
+          ...SELF,
+          'serve',
+          ...(rank === 0 ? ['--model', model, '--port', '0'] : []),
+          '--peers',
+          peers,
+          '--rank',
+          String(rank),
+          '--node-name',
+          `node-${rank}`,
+          '--backend',
+          'cpu',
+          ...args,
+        ],
+        {
+          stdout: 'pipe',
+          stderr: 'pipe',
+          env: { ...process.env, DBCLUSTER_HOME: homes[rank]!, NODE_ENV: 'production' },
+        },
+      ),
     )
     const timer = setTimeout(() => procs.forEach((p) => p.kill()), 60_000)
     // a stage outlives a head that only planned (it waits for the real one): stop it once it has had time to hear
     void procs[0]!.exited.then(() => setTimeout(() => procs.slice(1).forEach((p) => p.kill()), 3000))
     try {
-      return await Promise.all(procs.map(async (p) => ({ code: await p.exited, out: (await new Response(p.stdout).text()) + (await new Response(p.stderr).text()) })))
+      return await Promise.all(
+        procs.map(async (p) => ({
+          code: await p.exited,
+          out: (await new Response(p.stdout).text()) + (await new Response(p.stderr).text()),
+        })),
+      )
     } finally {
       clearTimeout(timer)
     }
@@ -139,10 +225,15 @@ describe('joining across processes', () => {
 
   test('serve --plan: the head gathers every node’s memory and prints a memory-weighted plan without loading', async () => {
     const model = await synthModel('qwen3', 'bf16', { layers: 6 })
-    const [head, stage] = await runNodes(model, [['--plan', '--memory', '3G', '--max-context', '64'], ['--memory', '1G', '--max-context', '64']])
+    const [head, stage] = await runNodes(model, [
+      ['--plan', '--memory', '3G', '--max-context', '64'],
+      ['--memory', '1G', '--max-context', '64'],
+    ])
     expect(head!.code).toBe(0)
     // 3:1 memory → the head holds most layers; every line has weights, KV and headroom
-    expect(head!.out).toMatch(/rank 0 node-0: layers \[0, 5\) \(5\), weights .* GiB, KV for \d+ tokens .* GiB, usable 3\.00 GiB, headroom/)
+    expect(head!.out).toMatch(
+      /rank 0 node-0: layers \[0, 5\) \(5\), weights .* GiB, KV for \d+ tokens .* GiB, usable 3\.00 GiB, headroom/,
+    )
     expect(head!.out).toMatch(/rank 1 node-1: layers \[5, 6\) \(1\)/)
     expect(head!.out).not.toMatch(/serving|listening on/)
     // the stage was told the head only printed the plan; it waits for a real head (killed here by the timer) or exits 0
@@ -152,7 +243,10 @@ describe('joining across processes', () => {
 
   test('a plan that cannot fit stops the head and the stages, naming the node that is short', async () => {
     const model = await synthModel('qwen3', 'bf16', { layers: 4 })
-    const [head, stage] = await runNodes(model, [['--memory', '4G'], ['--memory', '1K']])
+    const [head, stage] = await runNodes(model, [
+      ['--memory', '4G'],
+      ['--memory', '1K'],
+    ])
     expect(head!.code).not.toBe(0)
     expect(head!.out).toMatch(/does not fit: node-1 is short by/)
     expect(stage!.code).not.toBe(0)
@@ -171,7 +265,18 @@ describe('joining across processes', () => {
         self: SELF,
         modelOnStages: false,
         env: { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache },
-        extraArgs: ['--backend', 'cpu', '--threads', '1', '--max-context', '128', '--max-batch', '1', '--model-id', 'x'],
+        extraArgs: [
+          '--backend',
+          'cpu',
+          '--threads',
+          '1',
+          '--max-context',
+          '128',
+          '--max-batch',
+          '1',
+          '--model-id',
+          'x',
+        ],
       })
       clusters.push(c)
       // the hub saw one download of the weights (the head's), and the stage's files sit under the repository's name
@@ -179,7 +284,22 @@ describe('joining across processes', () => {
       expect(readdirSync(join(c.homes[1]!, 'models', 'received', 'acme--tiny-qwen3'))).toContain('model.safetensors')
       const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
       const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 4, temperature: 0 })
-      const alone = Bun.spawnSync([...SELF, 'generate', '--model', model, '--prompt', 'Hello, world', '--max-tokens', '4', '--json', '--backend', 'cpu'], { stdout: 'pipe' })
+      const alone = Bun.spawnSync(
+        [
+          ...SELF,
+          'generate',
+          '--model',
+          model,
+          '--prompt',
+          'Hello, world',
+          '--max-tokens',
+          '4',
+          '--json',
+          '--backend',
+          'cpu',
+        ],
+        { stdout: 'pipe' },
+      )
       expect(r.choices[0]!.text).toBe(JSON.parse(alone.stdout.toString()).text)
     } finally {
       hub.stop()
@@ -189,7 +309,11 @@ describe('joining across processes', () => {
   test('usage errors: --coordinator alone or without a token, --peers with --discover, a bad --memory', async () => {
     const model = await synthModel('qwen3', 'bf16')
     const run = async (args: string[]) => {
-      const p = Bun.spawn([...SELF, 'serve', '--model', model, '--port', '0', ...args], { stdout: 'pipe', stderr: 'pipe', env: { ...process.env, DBCLUSTER_COORDINATOR_TOKEN: '' } })
+      const p = Bun.spawn([...SELF, 'serve', '--model', model, '--port', '0', ...args], {
+        stdout: 'pipe',
+        stderr: 'pipe',
+        env: { ...process.env, DBCLUSTER_COORDINATOR_TOKEN: '' },
+      })
       return { code: await p.exited, err: await new Response(p.stderr).text() }
     }
     const alone = await run(['--coordinator', 'http://127.0.0.1:1', '--coordinator-token', 't'])

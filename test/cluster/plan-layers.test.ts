@@ -1,5 +1,11 @@
 import { describe, expect, test } from 'bun:test'
-import { describePlan, largestRemainder, planLayers, splitByBytes, type ModelFootprint } from '../../src/cluster/plan-layers.ts'
+import {
+  describePlan,
+  largestRemainder,
+  planLayers,
+  splitByBytes,
+  type ModelFootprint,
+} from '../../src/cluster/plan-layers.ts'
 
 const GiB = 1024 ** 3
 const model = (layers: number, perLayer = 0.5 * GiB): ModelFootprint => ({
@@ -78,7 +84,12 @@ describe('planLayers', () => {
     expect(splitByBytes(Array(4).fill(1), 0, 100, [1, 1, 1])).toEqual([2, 1, 1])
     expect(() => splitByBytes([1, 1], 0, 0, [1, 1, 1])).toThrow(/cannot be spread over 3 nodes/)
 
-    const tiedHead: ModelFootprint = { ...model(8, 1 * GiB), embeddingBytes: 0, headBytes: 4 * GiB, kvBytesPerTokenLayer: 0 }
+    const tiedHead: ModelFootprint = {
+      ...model(8, 1 * GiB),
+      embeddingBytes: 0,
+      headBytes: 4 * GiB,
+      kvBytesPerTokenLayer: 0,
+    }
     const plan = planLayers(
       [
         { id: 'a', usableBytes: 64 * GiB },
@@ -93,7 +104,12 @@ describe('planLayers', () => {
 
   test('by compute where it fits (the head streams, the embedding is a lookup), by memory where it does not', () => {
     // 8 layers of 1 GiB, an embedding and an untied head of 4 GiB each, no KV
-    const untied: ModelFootprint = { ...model(8, 1 * GiB), embeddingBytes: 4 * GiB, headBytes: 4 * GiB, kvBytesPerTokenLayer: 0 }
+    const untied: ModelFootprint = {
+      ...model(8, 1 * GiB),
+      embeddingBytes: 4 * GiB,
+      headBytes: 4 * GiB,
+      kvBytesPerTokenLayer: 0,
+    }
     const two = (usable: number) => [
       { id: 'a', usableBytes: usable },
       { id: 'b', usableBytes: usable },

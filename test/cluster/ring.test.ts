@@ -16,12 +16,46 @@ afterAll(async () => {
 const PROMPTS = ['Hello, world', 'The quick brown fox jumps over the lazy dog and keeps running far away', 'Once']
 
 function generateAlone(model: string, prompt: string, maxTokens: number): string {
-  const r = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', '--model', model, '--prompt', prompt, '--max-tokens', String(maxTokens), '--json', '--backend', 'cpu'], { cwd: ROOT, stdout: 'pipe' })
+  const r = Bun.spawnSync(
+    [
+      process.execPath,
+      'src/main.ts',
+      'generate',
+      '--model',
+      model,
+      '--prompt',
+      prompt,
+      '--max-tokens',
+      String(maxTokens),
+      '--json',
+      '--backend',
+      'cpu',
+    ],
+    { cwd: ROOT, stdout: 'pipe' },
+  )
   return JSON.parse(r.stdout.toString()).text
 }
 
 async function cluster(nodes: number, model: string, extra: string[] = []) {
-  const c = await startLocalCluster({ nodes, model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ['--backend', 'cpu', '--threads', '1', '--prefill-chunk', '4', '--max-context', '256', '--model-id', 'x', ...extra] })
+  const c = await startLocalCluster({
+    nodes,
+    model,
+    apiPort: 0,
+    self: [process.execPath, `${ROOT}src/main.ts`],
+    extraArgs: [
+      '--backend',
+      'cpu',
+      '--threads',
+      '1',
+      '--prefill-chunk',
+      '4',
+      '--max-context',
+      '256',
+      '--model-id',
+      'x',
+      ...extra,
+    ],
+  })
   clusters.push(c)
   return { c, client: new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 }) }
 }
@@ -50,9 +84,17 @@ describe('faults', () => {
   test('kill the last stage mid-generation; degraded 503; restart serves identically', async () => {
     const model = await synthModel('qwen3', 'bf16')
     const { c, client } = await cluster(2, model, ['--ping-interval', '0.3'])
-    const expected = (await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })).choices[0]!.text
+    const expected = (
+      await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })
+    ).choices[0]!.text
     // a long streaming request is running when the stage dies
-    const stream = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 200, temperature: 0, stream: true })
+    const stream = await client.completions.create({
+      model: 'x',
+      prompt: 'Hello, world',
+      max_tokens: 200,
+      temperature: 0,
+      stream: true,
+    })
     const outcome = (async () => {
       try {
         for await (const _ of stream) {
@@ -78,7 +120,9 @@ describe('faults', () => {
     const deadline = Date.now() + 20_000
     let again = ''
     while (Date.now() < deadline) {
-      const r = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 }).catch(() => null)
+      const r = await client.completions
+        .create({ model: 'x', prompt: 'Hello, world', max_tokens: 6, temperature: 0 })
+        .catch(() => null)
       if (r) {
         again = r.choices[0]!.text
         break
@@ -90,16 +134,34 @@ describe('faults', () => {
 
   test('kill and restart a stage during 8 streaming requests: each resumes with the uninterrupted text or ends with a clear error', async () => {
     const model = await synthModel('qwen3', 'bf16')
-    const { c, client } = await cluster(2, model, ['--ping-interval', '0.5', '--resume-window', '30', '--max-batch', '8'])
+    const { c, client } = await cluster(2, model, [
+      '--ping-interval',
+      '0.5',
+      '--resume-window',
+      '30',
+      '--max-batch',
+      '8',
+    ])
     const prompts = Array.from({ length: 8 }, (_, i) => `Request number ${i}: tell me something`)
-    const expected = await Promise.all(prompts.map(async (prompt) => (await client.completions.create({ model: 'x', prompt, max_tokens: 40, temperature: 0 })).choices[0]!.text))
+    const expected = await Promise.all(
+      prompts.map(
+        async (prompt) =>
+          (await client.completions.create({ model: 'x', prompt, max_tokens: 40, temperature: 0 })).choices[0]!.text,
+      ),
+    )
     let firstToken!: () => void
     const started = new Promise<void>((resolve) => (firstToken = resolve))
     const partial = prompts.map(() => '')
     const outcomes = prompts.map(async (prompt, i) => {
       let text = ''
       try {
-        const stream = await client.completions.create({ model: 'x', prompt, max_tokens: 40, temperature: 0, stream: true })
+        const stream = await client.completions.create({
+          model: 'x',
+          prompt,
+          max_tokens: 40,
+          temperature: 0,
+          stream: true,
+        })
         for await (const chunk of stream) {
           text += chunk.choices[0]?.text ?? ''
           partial[i] = text

@@ -23,8 +23,10 @@ function listener(): RoleListener {
   cleanup.push(() => l.stop())
   return l
 }
-const dial = (port: number) => connectLink('127.0.0.1', port, { identity: stage, serial: 'stage', clusterId: 'c', authorize })
-const closedWith = (link: SealedLink) => new Promise<string>((resolve) => link.onClose((r) => resolve(`${r?.code} ${r?.message}`)))
+const dial = (port: number) =>
+  connectLink('127.0.0.1', port, { identity: stage, serial: 'stage', clusterId: 'c', authorize })
+const closedWith = (link: SealedLink) =>
+  new Promise<string>((resolve) => link.onClose((r) => resolve(`${r?.code} ${r?.message}`)))
 
 test('a first frame that is not a role, or an unknown role, is refused with the reason', async () => {
   const l = listener()
@@ -52,7 +54,15 @@ test('a role this node takes no links for is refused: a stage is not the head', 
 
 test('the head refuses a control link for a rank outside the cluster', async () => {
   const l = listener()
-  new ClusterPlanner({ listener: l, nodes: 2, head: { serial: 'head', usableBytes: 1, fingerprint: 'f' }, footprint: { numLayers: 2, layerBytes: [1, 1], embeddingBytes: 0, headBytes: 0, kvBytesPerTokenLayer: 0 }, slots: 1, maxLen: 8, model: 'm' })
+  new ClusterPlanner({
+    listener: l,
+    nodes: 2,
+    head: { serial: 'head', usableBytes: 1, fingerprint: 'f' },
+    footprint: { numLayers: 2, layerBytes: [1, 1], embeddingBytes: 0, headBytes: 0, kvBytesPerTokenLayer: 0 },
+    slots: 1,
+    maxLen: 8,
+    model: 'm',
+  })
   const c = await dial(l.port)
   const closed = closedWith(c)
   announceRole(c, 'control', 5)
@@ -61,7 +71,12 @@ test('the head refuses a control link for a rank outside the cluster', async () 
 
 test('frames that come before anyone listens are held for the first listener, up to a bound', async () => {
   let far: SealedLink | undefined
-  const l = listenLinks('127.0.0.1', 0, { identity: head, serial: 'head', clusterId: 'c', authorize }, (link) => (far = link))
+  const l = listenLinks(
+    '127.0.0.1',
+    0,
+    { identity: head, serial: 'head', clusterId: 'c', authorize },
+    (link) => (far = link),
+  )
   cleanup.push(() => l.stop(true))
   const a = await dial(l.port)
   for (let i = 0; i < 3; i++) a.send(FrameType.data, Uint8Array.of(i))

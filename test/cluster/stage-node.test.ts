@@ -37,23 +37,54 @@ test('a step for a slot never opened on the stage drops the link and tells the h
   ]
   // the head's side: a listener taking the last stage's results
   const results: Uint8Array[] = []
-  const headListener = new RoleListener('127.0.0.1', headPort, { identity: head, serial: 'head', clusterId: 'c', authorize })
+  const headListener = new RoleListener('127.0.0.1', headPort, {
+    identity: head,
+    serial: 'head',
+    clusterId: 'c',
+    authorize,
+  })
   headListener.handle('ring', (link) => link.onFrame((f) => f.type === FrameType.activation && results.push(f.payload)))
-  const node = new StageNode({ rank: 1, peers, stage: ms, link: { identity: stage, serial: 'stage', clusterId: 'c', authorize } })
-  stops.push(() => node.stop(), () => headListener.stop(), () => ms.close())
+  const node = new StageNode({
+    rank: 1,
+    peers,
+    stage: ms,
+    link: { identity: stage, serial: 'stage', clusterId: 'c', authorize },
+  })
+  stops.push(
+    () => node.stop(),
+    () => headListener.stop(),
+    () => ms.close(),
+  )
 
   const dial = async (): Promise<SealedLink> => {
-    const link = await connectLink('127.0.0.1', stagePort, { identity: head, serial: 'head', clusterId: 'c', authorize })
+    const link = await connectLink('127.0.0.1', stagePort, {
+      identity: head,
+      serial: 'head',
+      clusterId: 'c',
+      authorize,
+    })
     announceRole(link, 'ring', 0)
     return link
   }
   const hidden = new Float32Array(64).fill(0.1)
   const step = (stepId: number, openSlots: number[]) =>
-    encodeStep({ stepId, slots: Int32Array.of(0), positions: Int32Array.of(0), logitRows: Int32Array.of(0), closeSlots: new Int32Array(), openSlots: Int32Array.from(openSlots), stageMicros: Int32Array.of(5), hiddenSize: 64, hidden })
+    encodeStep({
+      stepId,
+      slots: Int32Array.of(0),
+      positions: Int32Array.of(0),
+      logitRows: Int32Array.of(0),
+      closeSlots: new Int32Array(),
+      openSlots: Int32Array.from(openSlots),
+      stageMicros: Int32Array.of(5),
+      hiddenSize: 64,
+      hidden,
+    })
 
   // slot 0 was never opened on this stage: refused, the link is dropped with the reason
   const first = await dial()
-  const closed = new Promise<{ code?: string; message?: string }>((resolve) => first.onClose((r) => resolve(r as { code?: string; message?: string })))
+  const closed = new Promise<{ code?: string; message?: string }>((resolve) =>
+    first.onClose((r) => resolve(r as { code?: string; message?: string })),
+  )
   first.send(FrameType.step, step(1, []))
   const reason = await closed
   expect(`${reason.code} ${reason.message}`).toMatch(/E_STEP.*slot 0 was never opened on this stage/)

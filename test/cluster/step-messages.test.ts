@@ -1,7 +1,13 @@
 /** The ring's step protocol: every field survives a round trip (with and without per-row sampling), and malformed
  * messages are refused with a RangeError rather than misread. */
 import { describe, expect, test } from 'bun:test'
-import { decodeResult, decodeStep, encodeResult, encodeStep, type StepMessage } from '../../src/cluster/step-messages.ts'
+import {
+  decodeResult,
+  decodeStep,
+  encodeResult,
+  encodeStep,
+  type StepMessage,
+} from '../../src/cluster/step-messages.ts'
 import { rowSampling, samplingParams, sampleRows } from '../../src/model/sampler.ts'
 
 const base: StepMessage = {
@@ -23,7 +29,12 @@ describe('step messages', () => {
     expect([...plain.hidden!]).toEqual([...base.hidden!])
     expect([...plain.openSlots]).toEqual([3])
     const sampling = [
-      rowSampling(samplingParams({ temperature: 0.7, topP: 0.9, topK: 40, minP: 0.05, repetitionPenalty: 1.1 }), [1, 2, 3, 2], 0.123456789, 2),
+      rowSampling(
+        samplingParams({ temperature: 0.7, topP: 0.9, topK: 40, minP: 0.05, repetitionPenalty: 1.1 }),
+        [1, 2, 3, 2],
+        0.123456789,
+        2,
+      ),
       rowSampling(samplingParams(), [9], 0),
     ]
     const round = decodeStep(encodeStep({ ...base, sampling }))
@@ -38,7 +49,10 @@ describe('step messages', () => {
   test('token results carry ids and log-probabilities; logits results carry the matrix', () => {
     const vocab = 5
     const logits = Float32Array.of(0, 3, 1, 2, -1, 4, 0, 0, 0, 1)
-    const tokens = sampleRows(logits, vocab, [rowSampling(samplingParams(), [], 0, 2), rowSampling(samplingParams(), [], 0)])
+    const tokens = sampleRows(logits, vocab, [
+      rowSampling(samplingParams(), [], 0, 2),
+      rowSampling(samplingParams(), [], 0),
+    ])
     expect(tokens.map((t) => t.id)).toEqual([1, 0])
     const back = decodeResult(encodeResult({ stepId: 3, stageMicros: Int32Array.of(5, 6), tokens }))
     expect(back).toEqual({ stepId: 3, stageMicros: Int32Array.of(5, 6), tokens })
@@ -48,10 +62,18 @@ describe('step messages', () => {
   })
 
   test('truncated, mismatched and out-of-range messages are refused', () => {
-    const bytes = encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0), rowSampling(samplingParams(), [], 0)] })
+    const bytes = encodeStep({
+      ...base,
+      sampling: [rowSampling(samplingParams(), [], 0), rowSampling(samplingParams(), [], 0)],
+    })
     expect(() => decodeStep(bytes.subarray(0, bytes.length - 3))).toThrow(RangeError)
-    expect(() => decodeStep(encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0)] }))).toThrow(/sampling rows differ/)
-    const bad = encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0), rowSampling(samplingParams(), [], 0)] })
+    expect(() => decodeStep(encodeStep({ ...base, sampling: [rowSampling(samplingParams(), [], 0)] }))).toThrow(
+      /sampling rows differ/,
+    )
+    const bad = encodeStep({
+      ...base,
+      sampling: [rowSampling(samplingParams(), [], 0), rowSampling(samplingParams(), [], 0)],
+    })
     // the first row's temperature (the f64 right after the sampling count) set to -1
     const at = 4 + (4 + 12) + (4 + 12) + (4 + 8) + 4 // stepId, slots, positions, logitRows, sampling count
     new DataView(bad.buffer).setFloat64(at, -1, true)

@@ -21,8 +21,20 @@ const IMPOSTOR = new URL('../support/tp-impostor.ts', import.meta.url).pathname
 const ARGS = ['--backend', 'cpu', '--threads', '1', '--max-context', '256', '--model-id', 'x', '--tp-timeout', '5']
 
 /** A 2-rank sealed cluster of `model` on loopback, stopped after the tests. */
-async function twoRanks(model: string, extraArgs: string[] = [], onLine?: (rank: number, line: string) => void): Promise<LocalCluster> {
-  const c = await startLocalCluster({ nodes: 2, parallel: 'tensor', model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: [...ARGS, ...extraArgs], onLine })
+async function twoRanks(
+  model: string,
+  extraArgs: string[] = [],
+  onLine?: (rank: number, line: string) => void,
+): Promise<LocalCluster> {
+  const c = await startLocalCluster({
+    nodes: 2,
+    parallel: 'tensor',
+    model,
+    apiPort: 0,
+    self: [process.execPath, `${ROOT}src/main.ts`],
+    extraArgs: [...ARGS, ...extraArgs],
+    onLine,
+  })
   clusters.push(c)
   return c
 }
@@ -32,7 +44,12 @@ const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>, string][] = [
   ['llama', 'bf16', {}, ''],
   ['qwen2', 'bf16', {}, ''],
   ['gpt_oss', 'mxfp4', {}, ''],
-  ['gemma4', 'f32', { slidingWindow: 4, slidingWindowPattern: 3, experts: 4, expertsPerToken: 2, kEqV: true }, ' (sliding and full layers, the MoE block, keys as values)'],
+  [
+    'gemma4',
+    'f32',
+    { slidingWindow: 4, slidingWindowPattern: 3, experts: 4, expertsPerToken: 2, kEqV: true },
+    ' (sliding and full layers, the MoE block, keys as values)',
+  ],
   ['qwen3_5', 'f32', { fullAttentionInterval: 2 }, ' (linear and full attention)'],
   ['qwen3_5', 'bf16', { fullAttentionInterval: 2, experts: 4, expertsPerToken: 2 }, ' MoE (routed and shared experts)'],
 ]
@@ -42,10 +59,32 @@ for (const [arch, dtype, extra, what] of FAMILIES) {
     const c = await twoRanks(model)
     // the head is split by vocabulary (the synthetic Llama has an lm_head of its own, Gemma 3 a tied one), and so is sampling
     expect(await (await fetch(`${c.url}/health`)).json()).toMatchObject({ tensor_parallel: { sampling: 'split' } })
-    const response = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 }) })
+    const response = await fetch(`${c.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'x', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 }),
+    })
     expect(response.status).toBe(200)
     const text = (await response.json()).choices[0].text
-    const cli = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', '--model', model, '--prompt', 'Once upon a time', '--max-tokens', '12', '--json', '--backend', 'cpu', '--threads', '1'], { cwd: ROOT, stdout: 'pipe' })
+    const cli = Bun.spawnSync(
+      [
+        process.execPath,
+        'src/main.ts',
+        'generate',
+        '--model',
+        model,
+        '--prompt',
+        'Once upon a time',
+        '--max-tokens',
+        '12',
+        '--json',
+        '--backend',
+        'cpu',
+        '--threads',
+        '1',
+      ],
+      { cwd: ROOT, stdout: 'pipe' },
+    )
     expect(text).toBe(JSON.parse(cli.stdout.toString()).text)
     expect(text.length).toBeGreaterThan(0)
     // rank 0 tells how long its steps waited on the exchanges: a step or more recorded, in a plausible range
@@ -64,10 +103,16 @@ test('a rank killed mid-stream and restarted: 503 meanwhile, then every stream f
   const c = await twoRanks(model, ['--resume-window', '60'])
   const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 60_000 })
   const health = await (await fetch(`${c.url}/health`)).json()
-  expect(health).toMatchObject({ status: 'ok', nodes: 2, tensor_parallel: { ranks: 2, transport: 'sealed', sampling: 'split' } })
+  expect(health).toMatchObject({
+    status: 'ok',
+    nodes: 2,
+    tensor_parallel: { ranks: 2, transport: 'sealed', sampling: 'split' },
+  })
   const prompts = ['Hello, world', 'Once upon a time', 'The sealed link', 'Two machines']
   const body = (prompt: string) => ({ model: 'x', prompt, max_tokens: 60, temperature: 0 })
-  const expected = await Promise.all(prompts.map(async (p) => (await client.completions.create(body(p))).choices[0]!.text))
+  const expected = await Promise.all(
+    prompts.map(async (p) => (await client.completions.create(body(p))).choices[0]!.text),
+  )
   const chunks = prompts.map(() => 0)
   const texts = prompts.map(() => '')
   const streams = prompts.map(async (p, i) => {
@@ -100,7 +145,13 @@ test('a rank killed mid-stream and not restarted: the stream ends with the reaso
   const model = await synthModel('qwen3', 'bf16')
   const c = await twoRanks(model, ['--resume-window', '1'])
   const client = new OpenAI({ baseURL: `${c.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 30_000 })
-  const stream = await client.completions.create({ model: 'x', prompt: 'Hello, world', max_tokens: 250, temperature: 0, stream: true })
+  const stream = await client.completions.create({
+    model: 'x',
+    prompt: 'Hello, world',
+    max_tokens: 250,
+    temperature: 0,
+    stream: true,
+  })
   let chunks = 0
   const outcome = (async () => {
     try {
@@ -130,7 +181,11 @@ test('a rank killed while nothing runs: /health says degraded within seconds, 50
   }
   expect(health.status).toBe('degraded')
   expect(health.reason).toContain('rank 1 went away')
-  const refused = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'x', max_tokens: 2 }) })
+  const refused = await fetch(`${c.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', prompt: 'x', max_tokens: 2 }),
+  })
   expect(refused.status).toBe(503)
   expect(refused.headers.get('retry-after')).not.toBeNull()
   // started again after rank 0's first meeting for it timed out (--tp-timeout 5), it meets the next one and the cluster
@@ -144,7 +199,11 @@ test('a rank killed while nothing runs: /health says degraded within seconds, 50
     health = await (await fetch(`${c.url}/health`)).json()
   }
   expect(health.status).toBe('ok')
-  const answer = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'x', max_tokens: 2 }) })
+  const answer = await fetch(`${c.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'x', prompt: 'x', max_tokens: 2 }),
+  })
   expect(answer.status).toBe(200)
 }, 60_000)
 
@@ -153,7 +212,11 @@ test('rank 0 killed and started again: rank 1 keeps running with its model loade
   const lines: string[] = []
   const c = await twoRanks(model, [], (rank, l) => lines.push(`${rank}: ${l}`))
   const ask = async () => {
-    const r = await fetch(`${c.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 10, temperature: 0 }) })
+    const r = await fetch(`${c.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'x', prompt: 'Hello', max_tokens: 10, temperature: 0 }),
+    })
     expect(r.status).toBe(200)
     return (await r.json()).choices[0].text as string
   }
@@ -168,7 +231,16 @@ test('rank 0 killed and started again: rank 1 keeps running with its model loade
 test('a rank whose key rank 0 has not pinned is refused before it holds any key', async () => {
   const model = await synthModel('qwen3', 'bf16')
   const lines: string[] = []
-  const started = startLocalCluster({ nodes: 2, parallel: 'tensor', pinEachOther: false, model, apiPort: 0, self: [process.execPath, `${ROOT}src/main.ts`], extraArgs: ARGS, onLine: (rank, l) => lines.push(`${rank}: ${l}`) })
+  const started = startLocalCluster({
+    nodes: 2,
+    parallel: 'tensor',
+    pinEachOther: false,
+    model,
+    apiPort: 0,
+    self: [process.execPath, `${ROOT}src/main.ts`],
+    extraArgs: ARGS,
+    onLine: (rank, l) => lines.push(`${rank}: ${l}`),
+  })
   const error = await started.then(
     (c) => (clusters.push(c), null),
     (e: Error) => e,
@@ -182,11 +254,30 @@ test('two processes that claim the same rank: rank 0 refuses the group with the 
   const { root, ports, homes } = prepareLocalNodes(3)
   removeAfterRun(root)
   const rank = (node: number, tpRank: number) =>
-    Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp', '3', '--tp-rank', String(tpRank), '--node-name', `node-${node}`, ...(tpRank === 0 ? ['--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0'] : ['--tp-peer', `127.0.0.1:${ports[0]}`])], {
-      env: { ...process.env, DBCLUSTER_HOME: homes[node]! },
-      stdout: 'pipe',
-      stderr: 'pipe',
-    })
+    Bun.spawn(
+      [
+        process.execPath,
+        `${ROOT}src/main.ts`,
+        'serve',
+        '--model',
+        model,
+        ...ARGS,
+        '--tp',
+        '3',
+        '--tp-rank',
+        String(tpRank),
+        '--node-name',
+        `node-${node}`,
+        ...(tpRank === 0
+          ? ['--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0']
+          : ['--tp-peer', `127.0.0.1:${ports[0]}`]),
+      ],
+      {
+        env: { ...process.env, DBCLUSTER_HOME: homes[node]! },
+        stdout: 'pipe',
+        stderr: 'pipe',
+      },
+    )
   const procs = [rank(0, 0), rank(1, 1), rank(2, 1)]
   const codes = await Promise.all(procs.map((p) => p.exited))
   const head = await new Response(procs[0]!.stderr).text()
@@ -199,11 +290,31 @@ test('rank 0 alone: the meeting gives up after --tp-timeout with what to do', as
   const { root, ports, homes } = prepareLocalNodes(1)
   removeAfterRun(root)
   const started = Date.now()
-  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp-timeout', '1', '--tp', '2', '--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0', '--node-name', 'node-0'], {
-    env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
+  const proc = Bun.spawn(
+    [
+      process.execPath,
+      `${ROOT}src/main.ts`,
+      'serve',
+      '--model',
+      model,
+      ...ARGS,
+      '--tp-timeout',
+      '1',
+      '--tp',
+      '2',
+      '--tp-listen',
+      `127.0.0.1:${ports[0]}`,
+      '--port',
+      '0',
+      '--node-name',
+      'node-0',
+    ],
+    {
+      env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    },
+  )
   const code = await proc.exited
   const err = await new Response(proc.stderr).text()
   expect(code).not.toBe(0)
@@ -222,12 +333,33 @@ for (const [mode, said] of [
     const model = await synthModel('qwen3', 'bf16')
     const { root, ports, homes } = prepareLocalNodes(2)
     removeAfterRun(root)
-    const head = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', '--model', model, ...ARGS, '--tp', '2', '--tp-listen', `127.0.0.1:${ports[0]}`, '--port', '0', '--node-name', 'node-0'], {
-      env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
+    const head = Bun.spawn(
+      [
+        process.execPath,
+        `${ROOT}src/main.ts`,
+        'serve',
+        '--model',
+        model,
+        ...ARGS,
+        '--tp',
+        '2',
+        '--tp-listen',
+        `127.0.0.1:${ports[0]}`,
+        '--port',
+        '0',
+        '--node-name',
+        'node-0',
+      ],
+      {
+        env: { ...process.env, DBCLUSTER_HOME: homes[0]! },
+        stdout: 'pipe',
+        stderr: 'pipe',
+      },
+    )
+    const impostor = Bun.spawn([process.execPath, IMPOSTOR, homes[1]!, String(ports[0]), mode, model], {
       stdout: 'pipe',
       stderr: 'pipe',
     })
-    const impostor = Bun.spawn([process.execPath, IMPOSTOR, homes[1]!, String(ports[0]), mode, model], { stdout: 'pipe', stderr: 'pipe' })
     const code = await head.exited
     const err = await new Response(head.stderr).text()
     impostor.kill()

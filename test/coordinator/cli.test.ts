@@ -6,7 +6,12 @@ import { attest, createToken, identity, register, startCoordinator, tempDir } fr
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const run = (args: string[]) => {
-  const p = Bun.spawnSync([process.execPath, 'src/main.ts', ...args], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, NODE_ENV: 'development', NO_COLOR: '1' } })
+  const p = Bun.spawnSync([process.execPath, 'src/main.ts', ...args], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    env: { ...process.env, NODE_ENV: 'development', NO_COLOR: '1' },
+  })
   return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() }
 }
 
@@ -14,7 +19,8 @@ describe('dbcluster coordinator', () => {
   test('--help lists every flag with its description and the token subcommand', () => {
     const { code, out } = run(['coordinator', '--help'])
     expect(code).toBe(0)
-    for (const flag of ['--host', '--port', '--db', '--key', '--offline-after', '--attestation-max-age']) expect(out).toContain(flag)
+    for (const flag of ['--host', '--port', '--db', '--key', '--offline-after', '--attestation-max-age'])
+      expect(out).toContain(flag)
     expect(out).toContain('Seconds without a heartbeat before a provider is marked offline')
     expect(out).toContain('token')
   })
@@ -44,12 +50,17 @@ describe('dbcluster coordinator', () => {
     expect(b).not.toBe(a)
   })
 
-  test('token revoke (one token, or an account\'s) and provider forget work while the coordinator runs', async () => {
+  test("token revoke (one token, or an account's) and provider forget work while the coordinator runs", async () => {
     const db = join(tempDir(), 'c.db')
-    const [keep, drop, other] = [await createToken(db, 'ops'), await createToken(db, 'ops'), await createToken(db, 'lab')]
+    const [keep, drop, other] = [
+      await createToken(db, 'ops'),
+      await createToken(db, 'ops'),
+      await createToken(db, 'lab'),
+    ]
     const coord = await startCoordinator(db)
     try {
-      const get = (token: string, path = '/v1/account/providers') => fetch(`${coord.url}${path}`, { headers: { authorization: `Bearer ${token}` } })
+      const get = (token: string, path = '/v1/account/providers') =>
+        fetch(`${coord.url}${path}`, { headers: { authorization: `Bearer ${token}` } })
       expect((await get(drop)).status).toBe(200)
       const revoked = run(['coordinator', 'token', 'revoke', '--token', drop, '--db', db])
       expect([revoked.code, revoked.out.includes('token revoked')]).toEqual([0, true])
@@ -59,16 +70,25 @@ describe('dbcluster coordinator', () => {
       expect(run(['coordinator', 'token', 'revoke', '--db', db]).out).toContain('give exactly one of --token')
 
       // a machine whose key really changed: untrusted until the operator forgets it, then it registers afresh
-      const first = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(41), 'MAC-1', false) })
+      const first = await register(coord.url, other, {
+        rdma_enabled: false,
+        attestation: await attest(identity(41), 'MAC-1', false),
+      })
       expect(first.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
       first.socket.ws.close()
-      const changed = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(42), 'MAC-1', false) })
+      const changed = await register(coord.url, other, {
+        rdma_enabled: false,
+        attestation: await attest(identity(42), 'MAC-1', false),
+      })
       expect(changed.reply).toMatchObject({ serial: 'MAC-1', status: 'untrusted' })
       changed.socket.ws.close()
       const forgot = run(['coordinator', 'provider', 'forget', 'MAC-1', '--db', db])
       expect([forgot.code, forgot.out.includes('forgot MAC-1')]).toEqual([0, true])
       expect((await get(other, '/v1/cluster/peer-key?serial=MAC-1')).status).toBe(404)
-      const again = await register(coord.url, other, { rdma_enabled: false, attestation: await attest(identity(42), 'MAC-1', false) })
+      const again = await register(coord.url, other, {
+        rdma_enabled: false,
+        attestation: await attest(identity(42), 'MAC-1', false),
+      })
       expect(again.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
       again.socket.ws.close()
       expect(run(['coordinator', 'provider', 'forget', 'NOPE', '--db', db]).code).toBe(2)

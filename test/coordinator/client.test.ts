@@ -19,12 +19,22 @@ describe('backoff', () => {
     const slept: number[] = []
     const sleep = async (ms: number) => void slept.push(ms)
     let calls = 0
-    expect(await withRetry(async () => (++calls < 3 ? Promise.reject(new Error('down')) : 'up'), policy, { sleep, random: () => 1, isRetryable: () => true })).toBe('up')
+    expect(
+      await withRetry(async () => (++calls < 3 ? Promise.reject(new Error('down')) : 'up'), policy, {
+        sleep,
+        random: () => 1,
+        isRetryable: () => true,
+      }),
+    ).toBe('up')
     expect([calls, slept]).toEqual([3, [100, 200]])
     calls = 0
-    await expect(withRetry(async () => Promise.reject(new Error(`try ${++calls}`)), policy, { sleep, isRetryable: () => true })).rejects.toThrow('try 4')
+    await expect(
+      withRetry(async () => Promise.reject(new Error(`try ${++calls}`)), policy, { sleep, isRetryable: () => true }),
+    ).rejects.toThrow('try 4')
     calls = 0
-    await expect(withRetry(async () => Promise.reject(new Error(`try ${++calls}`)), policy, { sleep, isRetryable: () => false })).rejects.toThrow('try 1')
+    await expect(
+      withRetry(async () => Promise.reject(new Error(`try ${++calls}`)), policy, { sleep, isRetryable: () => false }),
+    ).rejects.toThrow('try 1')
   })
 })
 
@@ -42,9 +52,20 @@ describe('CoordinatorClient requests', () => {
   const json = (status: number, body: unknown) => new Response(JSON.stringify(body), { status })
 
   test('retries network errors and 503, then succeeds; sends the bearer token', async () => {
-    const { fetch, seen } = answers([new Error('ECONNREFUSED'), json(503, { error: { code: 'E_INTERNAL', message: 'busy' } }), json(200, { peers: [] })])
+    const { fetch, seen } = answers([
+      new Error('ECONNREFUSED'),
+      json(503, { error: { code: 'E_INTERNAL', message: 'busy' } }),
+      json(200, { peers: [] }),
+    ])
     const retried: number[] = []
-    const c = new CoordinatorClient({ url: 'http://coord:7470/', token: 'dbc_t', fetch, retry: policy, sleep: async () => {}, onRetry: (_, n) => retried.push(n) })
+    const c = new CoordinatorClient({
+      url: 'http://coord:7470/',
+      token: 'dbc_t',
+      fetch,
+      retry: policy,
+      sleep: async () => {},
+      onRetry: (_, n) => retried.push(n),
+    })
     expect(await c.rdmaPeers()).toEqual([])
     expect(seen).toEqual(Array(3).fill({ url: 'http://coord:7470/v1/cluster/rdma-peers', auth: 'Bearer dbc_t' }))
     expect(retried).toEqual([1, 2])
@@ -66,23 +87,56 @@ describe('CoordinatorClient requests', () => {
   })
 })
 
-describe('pinning through the trust layer\'s file store', () => {
+describe("pinning through the trust layer's file store", () => {
   test('pins into a FilePinStore, and serves from it (saying so) once the coordinator is unreachable', async () => {
     const path = join(tempDir(), 'pins.json')
     const pins: PinStore = new FilePinStore(path)
     const peer = identity(5, 'secure-enclave')
-    const answer = { serial: 'S1', public_key: keyB64(peer), key_kind: 'secure-enclave', trust_level: 'hardware', attested: true, kind: 'machine', status: 'offline' }
+    const answer = {
+      serial: 'S1',
+      public_key: keyB64(peer),
+      key_kind: 'secure-enclave',
+      trust_level: 'hardware',
+      attested: true,
+      kind: 'machine',
+      status: 'offline',
+    }
     let up = true
     const fetch = async () => {
       if (!up) throw new Error('ECONNREFUSED')
       return new Response(JSON.stringify(answer))
     }
-    const c = new CoordinatorClient({ url: 'http://coord:7470', token: 't', pins, fetch, retry: policy, sleep: async () => {}, now: () => 1234 })
+    const c = new CoordinatorClient({
+      url: 'http://coord:7470',
+      token: 't',
+      pins,
+      fetch,
+      retry: policy,
+      sleep: async () => {},
+      now: () => 1234,
+    })
     expect(await c.pinPeerKey('S1')).toMatchObject({ source: 'coordinator', coordinator: 'reachable', pin: 'new' })
-    expect(new FilePinStore(path).get('S1')).toEqual({ publicKey: keyB64(peer), keyKind: 'secure-enclave', source: 'coordinator', pinnedAt: 1234 })
+    expect(new FilePinStore(path).get('S1')).toEqual({
+      publicKey: keyB64(peer),
+      keyKind: 'secure-enclave',
+      source: 'coordinator',
+      pinnedAt: 1234,
+    })
     up = false
-    const down = await new CoordinatorClient({ url: 'http://coord:7470', token: 't', pins: new FilePinStore(path), fetch, retry: policy, sleep: async () => {} }).pinPeerKey('S1')
-    expect(down).toMatchObject({ source: 'pin', coordinator: 'unreachable', pin: 'pinned-only', message: `coordinator unreachable: using the key pinned for S1 on ${new Date(1234).toISOString()}` })
+    const down = await new CoordinatorClient({
+      url: 'http://coord:7470',
+      token: 't',
+      pins: new FilePinStore(path),
+      fetch,
+      retry: policy,
+      sleep: async () => {},
+    }).pinPeerKey('S1')
+    expect(down).toMatchObject({
+      source: 'pin',
+      coordinator: 'unreachable',
+      pin: 'pinned-only',
+      message: `coordinator unreachable: using the key pinned for S1 on ${new Date(1234).toISOString()}`,
+    })
     expect(down.publicKey).toEqual(peer.publicKey)
   })
 })
@@ -97,6 +151,7 @@ describe('tokens', () => {
   test('only a well-formed Bearer header yields a token', () => {
     expect(bearerToken('Bearer dbc_x')).toBe('dbc_x')
     expect(bearerToken('bearer dbc_x ')).toBe('dbc_x')
-    for (const bad of [undefined, '', 'Bearer', 'Basic dbc_x', 'Bearer a b', 'dbc_x']) expect(bearerToken(bad)).toBeUndefined()
+    for (const bad of [undefined, '', 'Bearer', 'Basic dbc_x', 'Bearer a b', 'dbc_x'])
+      expect(bearerToken(bad)).toBeUndefined()
   })
 })

@@ -6,7 +6,19 @@ import type { ProviderConnection } from '../../src/coordinator/provider-connecti
 import type { SignedRoster } from '../../src/coordinator/roster.ts'
 import { verifySignature, type Identity } from '../../src/trust/identity.ts'
 import { canonicalJson } from '../../src/trust/canonical-json.ts'
-import { attest, createToken, eventually, forge, identity, keyB64, openSocket, register, startCoordinator, tempDir, type CoordinatorProcess } from './support.ts'
+import {
+  attest,
+  createToken,
+  eventually,
+  forge,
+  identity,
+  keyB64,
+  openSocket,
+  register,
+  startCoordinator,
+  tempDir,
+  type CoordinatorProcess,
+} from './support.ts'
 
 const OFFLINE_AFTER_S = 2
 const dir = tempDir()
@@ -26,24 +38,42 @@ class MapPins implements PinStore {
 }
 
 const fast = { attempts: 2, baseMs: 20, maxMs: 50 }
-const client = (account: string, pins?: PinStore) => new CoordinatorClient({ url: coord.url, token: tokens[account]!, pins, retry: fast })
+const client = (account: string, pins?: PinStore) =>
+  new CoordinatorClient({ url: coord.url, token: tokens[account]!, pins, retry: fast })
 
 const get = (path: string, token?: string, init: RequestInit = {}) =>
-  fetch(`${coord.url}${path}`, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...init.headers } })
+  fetch(`${coord.url}${path}`, {
+    ...init,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...init.headers },
+  })
 const postRoster = (token: string, body: string | ReadableStream, headers: Record<string, string> = {}) =>
-  fetch(`${coord.url}/v1/cluster/roster`, { method: 'POST', body, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers } })
+  fetch(`${coord.url}/v1/cluster/roster`, {
+    method: 'POST',
+    body,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+  })
 
 /** Registers with the real client (heartbeats every 200 ms) and returns the coordinator's answer. */
 async function provide(account: string, id: Identity, serial: string, rdma: boolean, claimed = rdma) {
-  const c = client(account).connectProvider({ registration: async () => ({ type: 'register', rdma_enabled: claimed, attestation: await attest(id, serial, rdma) }), heartbeatMs: 200 })
+  const c = client(account).connectProvider({
+    registration: async () => ({
+      type: 'register',
+      rdma_enabled: claimed,
+      attestation: await attest(id, serial, rdma),
+    }),
+    heartbeatMs: 200,
+  })
   connections.push(c)
   return { connection: c, reply: await c.registered }
 }
 
-const peerKey = async (account: string, serial: string) => (await get(`/v1/cluster/peer-key?serial=${serial}`, tokens[account])).json() as Promise<Record<string, unknown>>
+const peerKey = async (account: string, serial: string) =>
+  (await get(`/v1/cluster/peer-key?serial=${serial}`, tokens[account])).json() as Promise<Record<string, unknown>>
 const rdmaPeers = (account: string) => get('/v1/cluster/rdma-peers', tokens[account])
 const statusOf = async (account: string, serial: string) => {
-  const r = (await (await get('/v1/account/providers', tokens[account])).json()) as { providers: { serial: string; status: string }[] }
+  const r = (await (await get('/v1/account/providers', tokens[account])).json()) as {
+    providers: { serial: string; status: string }[]
+  }
   return r.providers.find((p) => p.serial === serial)?.status
 }
 
@@ -97,7 +127,13 @@ describe('tokens', () => {
     const health = await get('/health')
     expect(health.status).toBe(200)
     expect(((await health.json()) as { status: string }).status).toBe('ok')
-    for (const path of ['/v1/cluster/rdma-peers', '/v1/cluster/peer-key?serial=x', '/v1/coordinator', '/v1/account/providers', '/v1/provider/ws']) {
+    for (const path of [
+      '/v1/cluster/rdma-peers',
+      '/v1/cluster/peer-key?serial=x',
+      '/v1/coordinator',
+      '/v1/account/providers',
+      '/v1/provider/ws',
+    ]) {
       for (const auth of [undefined, 'Bearer dbc_not-a-real-token', `Basic ${tokens.peers}`, 'Bearer']) {
         const r = await fetch(`${coord.url}${path}`, { headers: auth ? { authorization: auth } : {} })
         expect(r.status).toBe(401)
@@ -121,20 +157,49 @@ describe('tokens', () => {
 describe('registration over the provider socket', () => {
   test('a good attestation: attested, online, software trust for a self-signed Secure Enclave claim, signed rdma kept; peer-key serves the attested key', async () => {
     const { reply } = await provide('peers', ids.peerOk, 'PEER-OK', true)
-    expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-OK', kind: 'machine', status: 'online', attested: true, trust_level: 'software', rdma_enabled: true, reason: null })
+    expect(reply).toMatchObject({
+      type: 'registered',
+      serial: 'PEER-OK',
+      kind: 'machine',
+      status: 'online',
+      attested: true,
+      trust_level: 'software',
+      rdma_enabled: true,
+      reason: null,
+    })
     expect(reply.rdma_mismatch).toBeUndefined()
     // a Secure Enclave claim in a self-signed attestation is software trust, and the answer says why
     expect(await peerKey('peers', 'PEER-OK')).toEqual({
-      serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', attested: true, kind: 'machine', status: 'online',
-      trust_reason: 'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust',
+      serial: 'PEER-OK',
+      public_key: keyB64(ids.peerOk),
+      key_kind: 'secure-enclave',
+      trust_level: 'software',
+      attested: true,
+      kind: 'machine',
+      status: 'online',
+      trust_reason:
+        'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust',
     })
   })
 
   test('a forged signature: recorded untrusted and not attested, trust none', async () => {
-    const { reply, socket } = await register(coord.url, tokens.peers!, { rdma_enabled: true, attestation: await forge(ids.peerForged, 'PEER-FORGED', true) })
-    expect(reply).toMatchObject({ type: 'registered', serial: 'PEER-FORGED', status: 'untrusted', attested: false, trust_level: 'none' })
+    const { reply, socket } = await register(coord.url, tokens.peers!, {
+      rdma_enabled: true,
+      attestation: await forge(ids.peerForged, 'PEER-FORGED', true),
+    })
+    expect(reply).toMatchObject({
+      type: 'registered',
+      serial: 'PEER-FORGED',
+      status: 'untrusted',
+      attested: false,
+      trust_level: 'none',
+    })
     expect(String(reply.reason)).toContain('signature does not verify')
-    expect(await peerKey('peers', 'PEER-FORGED')).toMatchObject({ attested: false, trust_level: 'none', status: 'untrusted' })
+    expect(await peerKey('peers', 'PEER-FORGED')).toMatchObject({
+      attested: false,
+      trust_level: 'none',
+      status: 'untrusted',
+    })
     socket.ws.close()
   })
 
@@ -148,15 +213,36 @@ describe('registration over the provider socket', () => {
 
   test('a claimed rdma flag that contradicts the signed one: the signed value is kept and the mismatch logged', async () => {
     const { reply } = await provide('other', ids.mismatch, 'MISMATCH', false, true)
-    expect(reply).toMatchObject({ serial: 'MISMATCH', attested: true, status: 'online', rdma_enabled: false, rdma_mismatch: { claimed: true, attested: false } })
-    await eventually(async () => coord.output().includes('provider MISMATCH claimed rdma_enabled=true but its signed attestation says false; keeping the signed value'))
-    const own = (await (await get('/v1/account/providers', tokens.other)).json()) as { providers: { serial: string; rdma_enabled: boolean }[] }
+    expect(reply).toMatchObject({
+      serial: 'MISMATCH',
+      attested: true,
+      status: 'online',
+      rdma_enabled: false,
+      rdma_mismatch: { claimed: true, attested: false },
+    })
+    await eventually(async () =>
+      coord
+        .output()
+        .includes(
+          'provider MISMATCH claimed rdma_enabled=true but its signed attestation says false; keeping the signed value',
+        ),
+    )
+    const own = (await (await get('/v1/account/providers', tokens.other)).json()) as {
+      providers: { serial: string; rdma_enabled: boolean }[]
+    }
     expect(own.providers.find((p) => p.serial === 'MISMATCH')!.rdma_enabled).toBe(false)
   })
 
   test('another account cannot take over a proven serial, even with a valid attestation', async () => {
-    const { reply, socket } = await register(coord.url, tokens.other!, { rdma_enabled: true, attestation: await attest(ids.squatter, 'PEER-OK', true) })
-    expect(reply).toEqual({ type: 'error', code: 'E_SERIAL_TAKEN', message: 'serial PEER-OK is registered to another account' })
+    const { reply, socket } = await register(coord.url, tokens.other!, {
+      rdma_enabled: true,
+      attestation: await attest(ids.squatter, 'PEER-OK', true),
+    })
+    expect(reply).toEqual({
+      type: 'error',
+      code: 'E_SERIAL_TAKEN',
+      message: 'serial PEER-OK is registered to another account',
+    })
     expect((await peerKey('peers', 'PEER-OK')).public_key).toBe(keyB64(ids.peerOk))
     socket.ws.close()
   })
@@ -170,17 +256,31 @@ describe('registration over the provider socket', () => {
     s.send({ type: 'heartbeat' })
     expect(await s.next()).toEqual({ type: 'error', code: 'E_INVALID', message: 'register before sending heartbeats' })
     s.send({ type: 'register', rdma_enabled: 'yes', attestation: {} })
-    expect(await s.next()).toEqual({ type: 'error', code: 'E_INVALID', message: "register needs a boolean 'rdma_enabled'" })
+    expect(await s.next()).toEqual({
+      type: 'error',
+      code: 'E_INVALID',
+      message: "register needs a boolean 'rdma_enabled'",
+    })
     s.send({ type: 'register', rdma_enabled: true, serial: 'X1', public_key: 'AAAA', key_kind: 'software' })
     expect(await s.next()).toEqual({ type: 'error', code: 'E_INVALID', message: "'public_key' is not a P-256 point" })
     s.send({ type: 'register', rdma_enabled: true, attestation: { body: { serial: 'X2' }, signature: 'AA==' } })
-    expect(await s.next()).toMatchObject({ type: 'error', code: 'E_INVALID', message: 'attestation names no valid serial and P-256 public key' })
+    expect(await s.next()).toMatchObject({
+      type: 'error',
+      code: 'E_INVALID',
+      message: 'attestation names no valid serial and P-256 public key',
+    })
     s.ws.close()
   })
 
   test('an oversized socket message closes the socket with 1009', async () => {
     const s = await openSocket(coord.url, tokens.other!)
-    s.send({ type: 'register', rdma_enabled: true, serial: 'BIG', public_key: 'x'.repeat(70_000), key_kind: 'software' })
+    s.send({
+      type: 'register',
+      rdma_enabled: true,
+      serial: 'BIG',
+      public_key: 'x'.repeat(70_000),
+      key_kind: 'software',
+    })
     expect((await s.closed).code).toBe(1009)
   })
 })
@@ -190,13 +290,28 @@ describe('the RDMA peer-list gate', () => {
   beforeAll(async () => {
     // The peer pool, owned by "peers": only PEER-OK is eligible (PEER-FORGED was registered above and is untrusted).
     await provide('peers', ids.peerNoRdma, 'PEER-NORDMA', false)
-    const bare = await register(coord.url, tokens.peers!, { rdma_enabled: true, serial: 'PEER-UNATTESTED', public_key: keyB64(ids.peerUnattested), key_kind: 'software' })
-    expect(bare.reply).toMatchObject({ attested: false, status: 'online', rdma_enabled: true, reason: 'registered without an attestation' })
+    const bare = await register(coord.url, tokens.peers!, {
+      rdma_enabled: true,
+      serial: 'PEER-UNATTESTED',
+      public_key: keyB64(ids.peerUnattested),
+      key_kind: 'software',
+    })
+    expect(bare.reply).toMatchObject({
+      attested: false,
+      status: 'online',
+      rdma_enabled: true,
+      reason: 'registered without an attestation',
+    })
     const gone = await provide('peers', ids.peerOffline, 'PEER-OFFLINE', true)
     await gone.connection.close()
     // One caller account per scenario.
     await provide('noRdma', ids.noRdma, 'C-NORDMA', false)
-    const unattested = await register(coord.url, tokens.unattested!, { rdma_enabled: true, serial: 'C-UNATTESTED', public_key: keyB64(ids.unattested), key_kind: 'software' })
+    const unattested = await register(coord.url, tokens.unattested!, {
+      rdma_enabled: true,
+      serial: 'C-UNATTESTED',
+      public_key: keyB64(ids.unattested),
+      key_kind: 'software',
+    })
     expect(unattested.reply.attested).toBe(false)
     // Untrusted but attested: a proven machine that comes back with a different key is never re-pinned silently.
     const first = await provide('untrusted', ids.untrusted, 'C-UNTRUSTED', true)
@@ -206,7 +321,12 @@ describe('the RDMA peer-list gate', () => {
     expect(String(second.reply.reason)).toContain('never re-pins silently')
     const offline = await provide('offline', ids.offline, 'C-OFFLINE', true)
     await offline.connection.close()
-    silentSocket = (await register(coord.url, tokens.silent!, { rdma_enabled: true, attestation: await attest(ids.silent, 'C-SILENT', true) })).socket
+    silentSocket = (
+      await register(coord.url, tokens.silent!, {
+        rdma_enabled: true,
+        attestation: await attest(ids.silent, 'C-SILENT', true),
+      })
+    ).socket
     await provide('allowed', ids.allowedA, 'C-ALLOWED-A', true)
     await provide('allowed', ids.allowedB, 'C-ALLOWED-B', true)
   }, 20_000)
@@ -217,11 +337,19 @@ describe('the RDMA peer-list gate', () => {
     expect(await r.json()).toEqual({ error: { code: 'E_FORBIDDEN', message: reason } })
   }
 
-  test('caller with no provider: 403', () => forbidden('nobody', 'this account owns no provider; register an attested, RDMA-enabled machine first'))
-  test('caller whose only provider is not RDMA-enabled: 403', () => forbidden('noRdma', 'this account owns no attested, online, RDMA-enabled machine'))
-  test('caller whose only provider is not attested: 403', () => forbidden('unattested', 'this account owns no attested, online, RDMA-enabled machine'))
+  test('caller with no provider: 403', () =>
+    forbidden('nobody', 'this account owns no provider; register an attested, RDMA-enabled machine first'))
+  test('caller whose only provider is not RDMA-enabled: 403', () =>
+    forbidden('noRdma', 'this account owns no attested, online, RDMA-enabled machine'))
+  test('caller whose only provider is not attested: 403', () =>
+    forbidden('unattested', 'this account owns no attested, online, RDMA-enabled machine'))
   test('caller whose only provider is untrusted (attested, new key): 403', async () => {
-    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), attested: true, status: 'untrusted', trust_level: 'none' })
+    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({
+      public_key: keyB64(ids.untrusted),
+      attested: true,
+      status: 'untrusted',
+      trust_level: 'none',
+    })
     await forbidden('untrusted', 'this account owns no attested, online, RDMA-enabled machine')
   })
   test('caller whose only provider disconnected (offline): 403', async () => {
@@ -236,15 +364,25 @@ describe('the RDMA peer-list gate', () => {
     silentSocket.ws.close()
   })
 
-  test('the allowed case: only attested, online, RDMA-enabled peers of other accounts, never the caller\'s own', async () => {
+  test("the allowed case: only attested, online, RDMA-enabled peers of other accounts, never the caller's own", async () => {
     const r = await rdmaPeers('allowed')
     expect(r.status).toBe(200)
     // Excluded: PEER-NORDMA (no RDMA), PEER-UNATTESTED (not attested), PEER-FORGED and C-UNTRUSTED (untrusted),
     // PEER-OFFLINE and C-OFFLINE (offline), MISMATCH (signed rdma false), C-ALLOWED-A/B (the caller's own).
-    expect(await r.json()).toEqual({ peers: [{ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', hostname: 'host-PEER-OK' }] })
+    expect(await r.json()).toEqual({
+      peers: [
+        {
+          serial: 'PEER-OK',
+          public_key: keyB64(ids.peerOk),
+          key_kind: 'secure-enclave',
+          trust_level: 'software',
+          hostname: 'host-PEER-OK',
+        },
+      ],
+    })
   })
 
-  test('symmetrically, the peer pool\'s owner sees the allowed caller\'s two machines and not its own PEER-OK', async () => {
+  test("symmetrically, the peer pool's owner sees the allowed caller's two machines and not its own PEER-OK", async () => {
     const peers = await client('peers').rdmaPeers()
     expect(peers.map((p) => [p.serial, p.public_key, p.trust_level])).toEqual([
       ['C-ALLOWED-A', keyB64(ids.allowedA), 'software'],
@@ -256,23 +394,46 @@ describe('the RDMA peer-list gate', () => {
 describe('peer keys and the client', () => {
   test('peer-key: 400 without a serial, 422 for a malformed one, 404 for an unknown one; served while the peer is offline', async () => {
     const noSerial = await get('/v1/cluster/peer-key', tokens.nobody)
-    expect([noSerial.status, await noSerial.json()]).toEqual([400, { error: { code: 'E_MALFORMED', message: "query parameter 'serial' is required" } }])
+    expect([noSerial.status, await noSerial.json()]).toEqual([
+      400,
+      { error: { code: 'E_MALFORMED', message: "query parameter 'serial' is required" } },
+    ])
     expect((await get('/v1/cluster/peer-key?serial=%20bad%20', tokens.nobody)).status).toBe(422)
     const unknown = await get('/v1/cluster/peer-key?serial=NOPE', tokens.nobody)
-    expect([unknown.status, await unknown.json()]).toEqual([404, { error: { code: 'E_NOT_FOUND', message: 'no provider with serial NOPE in account nobody' } }])
+    expect([unknown.status, await unknown.json()]).toEqual([
+      404,
+      { error: { code: 'E_NOT_FOUND', message: 'no provider with serial NOPE in account nobody' } },
+    ])
     // another account's provider answers exactly as an unknown serial does
     const foreign = await get('/v1/cluster/peer-key?serial=PEER-OK', tokens.nobody)
-    expect([foreign.status, await foreign.json()]).toEqual([404, { error: { code: 'E_NOT_FOUND', message: 'no provider with serial PEER-OK in account nobody' } }])
+    expect([foreign.status, await foreign.json()]).toEqual([
+      404,
+      { error: { code: 'E_NOT_FOUND', message: 'no provider with serial PEER-OK in account nobody' } },
+    ])
     await expect(client('allowed', new MapPins()).pinPeerKey('PEER-OK')).rejects.toMatchObject({ code: 'E_NOT_FOUND' })
-    expect(await peerKey('peers', 'PEER-OFFLINE')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline', trust_level: 'software' })
+    expect(await peerKey('peers', 'PEER-OFFLINE')).toMatchObject({
+      public_key: keyB64(ids.peerOffline),
+      attested: true,
+      status: 'offline',
+      trust_level: 'software',
+    })
   })
 
   test('the client pins an attested key once, confirms it later, refuses unattested keys and a changed key', async () => {
     const pins = new MapPins()
     const c = client('peers', pins)
     const first = await c.pinPeerKey('PEER-OK')
-    expect([first.source, first.coordinator, first.pin, Buffer.from(first.publicKey).toString('base64')]).toEqual(['coordinator', 'reachable', 'new', keyB64(ids.peerOk)])
-    expect(pins.get('PEER-OK')).toMatchObject({ publicKey: keyB64(ids.peerOk), keyKind: 'secure-enclave', source: 'coordinator' })
+    expect([first.source, first.coordinator, first.pin, Buffer.from(first.publicKey).toString('base64')]).toEqual([
+      'coordinator',
+      'reachable',
+      'new',
+      keyB64(ids.peerOk),
+    ])
+    expect(pins.get('PEER-OK')).toMatchObject({
+      publicKey: keyB64(ids.peerOk),
+      keyKind: 'secure-enclave',
+      source: 'coordinator',
+    })
     expect((await c.pinPeerKey('PEER-OK')).pin).toBe('unchanged')
     await expect(c.pinPeerKey('PEER-FORGED')).rejects.toMatchObject({ code: 'E_PEER_NOT_ATTESTED' })
     await expect(c.pinPeerKey('PEER-UNATTESTED')).rejects.toMatchObject({ code: 'E_PEER_NOT_ATTESTED' })
@@ -299,11 +460,18 @@ describe('peer keys and the client', () => {
     ]
     for (const [body, status, code] of cases) {
       const r = await postRoster(t, body)
-      expect([body.slice(0, 40), r.status, ((await r.json()) as { error: { code: string } }).error.code]).toEqual([body.slice(0, 40), status, code])
+      expect([body.slice(0, 40), r.status, ((await r.json()) as { error: { code: string } }).error.code]).toEqual([
+        body.slice(0, 40),
+        status,
+        code,
+      ])
     }
     // an untrusted member of the caller's own account cannot join either
     const untrusted = await postRoster(tokens.untrusted!, '{"members": ["C-UNTRUSTED"]}')
-    expect([untrusted.status, ((await untrusted.json()) as { error: { code: string } }).error.code]).toEqual([422, 'E_INVALID'])
+    expect([untrusted.status, ((await untrusted.json()) as { error: { code: string } }).error.code]).toEqual([
+      422,
+      'E_INVALID',
+    ])
     const chunks = new ReadableStream({
       start(ctl) {
         for (let i = 0; i < 20; i++) ctl.enqueue(new TextEncoder().encode(' '.repeat(1024)))
@@ -311,16 +479,22 @@ describe('peer keys and the client', () => {
       },
     })
     const streamed = await postRoster(t, chunks)
-    expect([streamed.status, ((await streamed.json()) as { error: { code: string } }).error.code]).toEqual([413, 'E_TOO_LARGE'])
+    expect([streamed.status, ((await streamed.json()) as { error: { code: string } }).error.code]).toEqual([
+      413,
+      'E_TOO_LARGE',
+    ])
     expect((await get('/v1/nothing-here', t)).status).toBe(404)
     const plain = await get('/v1/provider/ws', t)
-    expect([plain.status, await plain.json()]).toEqual([400, { error: { code: 'E_MALFORMED', message: 'expected a WebSocket upgrade' } }])
+    expect([plain.status, await plain.json()]).toEqual([
+      400,
+      { error: { code: 'E_MALFORMED', message: 'expected a WebSocket upgrade' } },
+    ])
   })
 })
 
 let roster: SignedRoster
 describe('rosters and cluster registration', () => {
-  test('a roster is signed by the coordinator key; trust is the lowest member\'s; the client verifies it', async () => {
+  test("a roster is signed by the coordinator key; trust is the lowest member's; the client verifies it", async () => {
     const c = client('allowed', new MapPins())
     const made = await c.createRoster(['C-ALLOWED-A', 'C-ALLOWED-B'], 3600)
     roster = made.roster
@@ -332,45 +506,82 @@ describe('rosters and cluster registration', () => {
     expect(made.body.expires_at - made.body.issued_at).toBe(3600_000)
     const health = (await (await get('/health')).json()) as { coordinator_key: string }
     const key = new Uint8Array(Buffer.from(health.coordinator_key, 'base64'))
-    expect(verifySignature(key, new TextEncoder().encode(canonicalJson(roster.body)), new Uint8Array(Buffer.from(roster.signature, 'base64')))).toBe(true)
+    expect(
+      verifySignature(
+        key,
+        new TextEncoder().encode(canonicalJson(roster.body)),
+        new Uint8Array(Buffer.from(roster.signature, 'base64')),
+      ),
+    ).toBe(true)
   })
 
   test('the client rejects a tampered roster, a roster from another coordinator, and an expired roster', async () => {
     const c = client('allowed', new MapPins())
     const tampered = structuredClone(roster)
     tampered.body.members[1]!.public_key = keyB64(ids.squatter)
-    await expect(c.verifyRoster(tampered)).rejects.toMatchObject({ code: 'E_ROSTER_REJECTED', message: 'roster signature does not verify against the coordinator key' })
+    await expect(c.verifyRoster(tampered)).rejects.toMatchObject({
+      code: 'E_ROSTER_REJECTED',
+      message: 'roster signature does not verify against the coordinator key',
+    })
     const raised = structuredClone(roster)
     raised.body.trust_level = 'hardware'
     await expect(c.verifyRoster(raised)).rejects.toMatchObject({ code: 'E_ROSTER_REJECTED' })
-    const foreign = new CoordinatorClient({ url: coord.url, token: tokens.allowed!, coordinatorKey: ids.squatter.publicKey })
-    await expect(foreign.verifyRoster(roster)).rejects.toMatchObject({ message: 'roster was signed by a different coordinator' })
+    const foreign = new CoordinatorClient({
+      url: coord.url,
+      token: tokens.allowed!,
+      coordinatorKey: ids.squatter.publicKey,
+    })
+    await expect(foreign.verifyRoster(roster)).rejects.toMatchObject({
+      message: 'roster was signed by a different coordinator',
+    })
     const short = await c.createRoster(['C-ALLOWED-B'], 60)
     const later = new CoordinatorClient({ url: coord.url, token: tokens.allowed!, now: () => Date.now() + 61_000 })
-    await expect(later.verifyRoster(short.roster)).rejects.toMatchObject({ code: 'E_ROSTER_REJECTED', message: expect.stringContaining('roster expired at') })
+    await expect(later.verifyRoster(short.roster)).rejects.toMatchObject({
+      code: 'E_ROSTER_REJECTED',
+      message: expect.stringContaining('roster expired at'),
+    })
     expect((await c.verifyRoster(short.roster)).members[0]!.serial).toBe('C-ALLOWED-B')
   })
 
-  test('the head registers the cluster as one provider, relaying each member\'s attestation; trust = lowest member', async () => {
-    const attestations = [await attest(ids.allowedA, 'C-ALLOWED-A', true), await attest(ids.allowedB, 'C-ALLOWED-B', true)]
+  test("the head registers the cluster as one provider, relaying each member's attestation; trust = lowest member", async () => {
+    const attestations = [
+      await attest(ids.allowedA, 'C-ALLOWED-A', true),
+      await attest(ids.allowedB, 'C-ALLOWED-B', true),
+    ]
     const s = await openSocket(coord.url, tokens.allowed!)
     s.send({ type: 'register_cluster', roster, attestations })
     const reply = await s.next()
     const serial = `cluster:${roster.body.cluster_id}`
     expect(reply).toEqual({
-      type: 'registered', serial, kind: 'cluster', status: 'online', attested: true, trust_level: 'software', rdma_enabled: false, reason: null,
+      type: 'registered',
+      serial,
+      kind: 'cluster',
+      status: 'online',
+      attested: true,
+      trust_level: 'software',
+      rdma_enabled: false,
+      reason: null,
       members: [
         { serial: 'C-ALLOWED-A', attested: true, trust_level: 'software', reason: null },
         { serial: 'C-ALLOWED-B', attested: true, trust_level: 'software', reason: null },
       ],
     })
-    expect(await peerKey('allowed', serial)).toMatchObject({ kind: 'cluster', trust_level: 'software', attested: true, public_key: keyB64(ids.allowedA) })
+    expect(await peerKey('allowed', serial)).toMatchObject({
+      kind: 'cluster',
+      trust_level: 'software',
+      attested: true,
+      public_key: keyB64(ids.allowedA),
+    })
     s.send({ type: 'heartbeat' })
     expect(await s.next()).toEqual({ type: 'heartbeat_acknowledged', status: 'online' })
     s.ws.close()
     // A member whose attestation is missing or stale leaves the cluster unattested and untrusted.
     const t = await openSocket(coord.url, tokens.allowed!)
-    t.send({ type: 'register_cluster', roster, attestations: [attestations[0], await attest(ids.allowedB, 'C-ALLOWED-B', true, Date.now() - 3600_000)] })
+    t.send({
+      type: 'register_cluster',
+      roster,
+      attestations: [attestations[0], await attest(ids.allowedB, 'C-ALLOWED-B', true, Date.now() - 3600_000)],
+    })
     const weak = await t.next()
     expect(weak).toMatchObject({ serial, attested: false, status: 'untrusted', trust_level: 'none' })
     expect((weak.members as { attested: boolean }[]).map((m) => m.attested)).toEqual([true, false])
@@ -389,7 +600,10 @@ describe('restart', () => {
     const pins = new MapPins()
     await client('peers', pins).pinPeerKey('PEER-OK')
     // A raw socket does not reconnect: its provider shows what a restart does to whoever was online.
-    const raw = await register(coord.url, tokens.offline!, { rdma_enabled: true, attestation: await attest(ids.peerOffline, 'C-RAW', true) })
+    const raw = await register(coord.url, tokens.offline!, {
+      rdma_enabled: true,
+      attestation: await attest(ids.peerOffline, 'C-RAW', true),
+    })
     expect(raw.reply).toMatchObject({ serial: 'C-RAW', status: 'online', attested: true })
     expect((await rdmaPeers('offline')).status).toBe(200)
     expect(await coord.stop('SIGTERM')).toBe(0)
@@ -398,7 +612,12 @@ describe('restart', () => {
     // Down: a pinned key is still served, and the result says the coordinator was not asked.
     const down = new CoordinatorClient({ url: coord.url, token: tokens.peers!, pins, retry: fast })
     const served = await down.pinPeerKey('PEER-OK')
-    expect([served.source, served.coordinator, served.pin, Buffer.from(served.publicKey).toString('base64')]).toEqual(['pin', 'unreachable', 'pinned-only', keyB64(ids.peerOk)])
+    expect([served.source, served.coordinator, served.pin, Buffer.from(served.publicKey).toString('base64')]).toEqual([
+      'pin',
+      'unreachable',
+      'pinned-only',
+      keyB64(ids.peerOk),
+    ])
     expect(served.message).toContain('coordinator unreachable: using the key pinned for PEER-OK')
     await expect(down.pinPeerKey('C-ALLOWED-B')).rejects.toMatchObject({ code: 'E_COORDINATOR_UNREACHABLE' })
 
@@ -407,14 +626,32 @@ describe('restart', () => {
     expect(coord.output()).toContain('signing key loaded')
     const after = (await (await get('/v1/coordinator', tokens.peers)).json()) as { public_key: string }
     expect(after.public_key).toBe(before.public_key)
-    expect(await peerKey('peers', 'PEER-OK')).toMatchObject({ serial: 'PEER-OK', public_key: keyB64(ids.peerOk), key_kind: 'secure-enclave', trust_level: 'software', attested: true })
-    expect(await peerKey('offline', 'C-RAW')).toMatchObject({ public_key: keyB64(ids.peerOffline), attested: true, status: 'offline' })
-    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({ public_key: keyB64(ids.untrusted), status: 'untrusted' })
+    expect(await peerKey('peers', 'PEER-OK')).toMatchObject({
+      serial: 'PEER-OK',
+      public_key: keyB64(ids.peerOk),
+      key_kind: 'secure-enclave',
+      trust_level: 'software',
+      attested: true,
+    })
+    expect(await peerKey('offline', 'C-RAW')).toMatchObject({
+      public_key: keyB64(ids.peerOffline),
+      attested: true,
+      status: 'offline',
+    })
+    expect(await peerKey('untrusted', 'C-UNTRUSTED')).toMatchObject({
+      public_key: keyB64(ids.untrusted),
+      status: 'untrusted',
+    })
     // The roster signed before the restart still verifies; the gate is closed to an account whose machine has not come back.
     expect((await client('allowed', new MapPins()).verifyRoster(roster)).cluster_id).toBe(roster.body.cluster_id)
     expect((await rdmaPeers('offline')).status).toBe(403)
     // The client's connections reconnect on their own (backoff) and register again.
-    await eventually(async () => (await rdmaPeers('allowed')).status === 200 && (await statusOf('peers', 'PEER-OK')) === 'online', 15_000)
-    expect(((await (await rdmaPeers('allowed')).json()) as { peers: { serial: string }[] }).peers.map((p) => p.serial)).toEqual(['PEER-OK'])
+    await eventually(
+      async () => (await rdmaPeers('allowed')).status === 200 && (await statusOf('peers', 'PEER-OK')) === 'online',
+      15_000,
+    )
+    expect(
+      ((await (await rdmaPeers('allowed')).json()) as { peers: { serial: string }[] }).peers.map((p) => p.serial),
+    ).toEqual(['PEER-OK'])
   }, 40_000)
 })

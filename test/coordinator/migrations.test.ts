@@ -14,10 +14,15 @@ describe('pendingMigrations', () => {
     expect(pendingMigrations(MIGRATIONS.length)).toEqual([])
   })
   test('a database from a newer binary is refused', () => {
-    expect(() => pendingMigrations(3)).toThrow('the coordinator database is at schema version 3; this binary knows up to 2')
+    expect(() => pendingMigrations(3)).toThrow(
+      'the coordinator database is at schema version 3; this binary knows up to 2',
+    )
   })
   test('versions must be 1..n in order', () => {
-    const bad: Migration[] = [{ version: 1, name: 'a', statements: [] }, { version: 3, name: 'b', statements: [] }]
+    const bad: Migration[] = [
+      { version: 1, name: 'a', statements: [] },
+      { version: 3, name: 'b', statements: [] },
+    ]
     expect(() => pendingMigrations(0, bad)).toThrow('migration #1 has version 3, expected 2')
   })
 })

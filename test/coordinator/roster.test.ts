@@ -7,10 +7,15 @@ import { identity, keyB64 } from './support.ts'
 const coordinator = identity(90)
 const NOW = 1_750_000_000_000
 const member = (seed: number, serial: string, trust: RosterMember['trust_level']): RosterMember => ({
-  serial, public_key: keyB64(identity(seed)), key_kind: trust === 'hardware' ? 'secure-enclave' : 'software', trust_level: trust, attested: trust !== 'none',
+  serial,
+  public_key: keyB64(identity(seed)),
+  key_kind: trust === 'hardware' ? 'secure-enclave' : 'software',
+  trust_level: trust,
+  attested: trust !== 'none',
 })
 const members = [member(1, 'head', 'hardware'), member(2, 'b', 'software'), member(3, 'c', 'hardware')]
-const make = (ms = members, ttlMs = 3600_000) => signRoster(coordinator, { clusterId: 'c-1', members: ms, issuedAt: NOW, ttlMs })
+const make = (ms = members, ttlMs = 3600_000) =>
+  signRoster(coordinator, { clusterId: 'c-1', members: ms, issuedAt: NOW, ttlMs })
 
 describe('trust levels', () => {
   test('a cluster is as trusted as its weakest member', () => {
@@ -19,14 +24,18 @@ describe('trust levels', () => {
     expect(minTrust(['hardware'])).toBe('hardware')
     expect(minTrust([])).toBe('none')
   })
-  test('level of a provider: attested key kind, none when unattested or untrusted, capped by a cluster\'s members', () => {
+  test("level of a provider: attested key kind, none when unattested or untrusted, capped by a cluster's members", () => {
     // hardware needs evidence beyond the key's own signature: a Secure Enclave claim alone is software
     expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave' })).toBe('software')
-    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave', mdaVerified: true })).toBe('hardware')
+    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave', mdaVerified: true })).toBe(
+      'hardware',
+    )
     expect(trustLevelOf({ attested: true, status: 'offline', keyKind: 'software' })).toBe('software')
     expect(trustLevelOf({ attested: false, status: 'online', keyKind: 'secure-enclave' })).toBe('none')
     expect(trustLevelOf({ attested: true, status: 'untrusted', keyKind: 'secure-enclave' })).toBe('none')
-    expect(trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave', clusterTrust: 'software' })).toBe('software')
+    expect(
+      trustLevelOf({ attested: true, status: 'online', keyKind: 'secure-enclave', clusterTrust: 'software' }),
+    ).toBe('software')
   })
 })
 
@@ -34,7 +43,14 @@ describe('signed rosters', () => {
   test('round trip: body fields, head, min trust, expiry', async () => {
     const r = await make()
     expect(r.body).toEqual({
-      version: 1, cluster_id: 'c-1', head: 'head', members, trust_level: 'software', issued_at: NOW, expires_at: NOW + 3600_000, coordinator_key: keyB64(coordinator),
+      version: 1,
+      cluster_id: 'c-1',
+      head: 'head',
+      members,
+      trust_level: 'software',
+      issued_at: NOW,
+      expires_at: NOW + 3600_000,
+      coordinator_key: keyB64(coordinator),
     })
     expect(Buffer.from(r.signature, 'base64').length).toBe(64)
     expect(verifyRoster(r, coordinator.publicKey, { now: NOW + 1000 })).toEqual({ ok: true, body: r.body })
@@ -53,27 +69,54 @@ describe('signed rosters', () => {
     for (const edit of edits) {
       const t = structuredClone(r)
       edit(t.body)
-      expect(verifyRoster(t, coordinator.publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster signature does not verify against the coordinator key' })
+      expect(verifyRoster(t, coordinator.publicKey, { now: NOW })).toEqual({
+        ok: false,
+        reason: 'roster signature does not verify against the coordinator key',
+      })
     }
-    expect(verifyRoster({ ...r, signature: Buffer.alloc(64, 1).toString('base64') }, coordinator.publicKey, { now: NOW }).ok).toBe(false)
+    expect(
+      verifyRoster({ ...r, signature: Buffer.alloc(64, 1).toString('base64') }, coordinator.publicKey, { now: NOW }).ok,
+    ).toBe(false)
   })
 
   test('expired, from the future, from another coordinator, malformed: rejected with the reason', async () => {
     const r = await make(members, 60_000)
     expect(verifyRoster(r, coordinator.publicKey, { now: NOW + 59_999 }).ok).toBe(true)
-    expect(verifyRoster(r, coordinator.publicKey, { now: NOW + 60_000 })).toEqual({ ok: false, reason: `roster expired at ${new Date(NOW + 60_000).toISOString()}` })
-    expect(verifyRoster(r, coordinator.publicKey, { now: NOW - 10 * 60_000 })).toEqual({ ok: false, reason: 'roster was issued in the future (check the clock)' })
-    expect(verifyRoster(r, identity(91).publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster was signed by a different coordinator' })
-    expect(verifyRoster(null, coordinator.publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster is not an object' })
-    expect(verifyRoster({ body: { ...r.body, members: [] }, signature: r.signature }, coordinator.publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster has no members' })
-    expect(verifyRoster({ body: r.body }, coordinator.publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster has no signature' })
+    expect(verifyRoster(r, coordinator.publicKey, { now: NOW + 60_000 })).toEqual({
+      ok: false,
+      reason: `roster expired at ${new Date(NOW + 60_000).toISOString()}`,
+    })
+    expect(verifyRoster(r, coordinator.publicKey, { now: NOW - 10 * 60_000 })).toEqual({
+      ok: false,
+      reason: 'roster was issued in the future (check the clock)',
+    })
+    expect(verifyRoster(r, identity(91).publicKey, { now: NOW })).toEqual({
+      ok: false,
+      reason: 'roster was signed by a different coordinator',
+    })
+    expect(verifyRoster(null, coordinator.publicKey, { now: NOW })).toEqual({
+      ok: false,
+      reason: 'roster is not an object',
+    })
+    expect(
+      verifyRoster({ body: { ...r.body, members: [] }, signature: r.signature }, coordinator.publicKey, { now: NOW }),
+    ).toEqual({ ok: false, reason: 'roster has no members' })
+    expect(verifyRoster({ body: r.body }, coordinator.publicKey, { now: NOW })).toEqual({
+      ok: false,
+      reason: 'roster has no signature',
+    })
   })
 
   test('a roster whose stated trust is above its weakest member is refused even when signed', async () => {
     const r = await make()
     const body = { ...r.body, trust_level: 'hardware' as const }
     const { canonicalJson } = await import('../../src/trust/canonical-json.ts')
-    const signature = Buffer.from(await coordinator.sign(new TextEncoder().encode(canonicalJson(body)))).toString('base64')
-    expect(verifyRoster({ body, signature }, coordinator.publicKey, { now: NOW })).toEqual({ ok: false, reason: 'roster trust is not its lowest member trust' })
+    const signature = Buffer.from(await coordinator.sign(new TextEncoder().encode(canonicalJson(body)))).toString(
+      'base64',
+    )
+    expect(verifyRoster({ body, signature }, coordinator.publicKey, { now: NOW })).toEqual({
+      ok: false,
+      reason: 'roster trust is not its lowest member trust',
+    })
   })
 })

@@ -23,7 +23,9 @@ test('a group- or world-readable key file is refused with the fix in the hint', 
   const path = join(tempDir(), 'coordinator.key')
   loadOrCreateSigningKey(path)
   chmodSync(path, 0o644)
-  expect(() => loadOrCreateSigningKey(path)).toThrow(expect.objectContaining({ code: 'E_KEY_PERMISSIONS', hint: `run 'chmod 600 ${path}'` }))
+  expect(() => loadOrCreateSigningKey(path)).toThrow(
+    expect.objectContaining({ code: 'E_KEY_PERMISSIONS', hint: `run 'chmod 600 ${path}'` }),
+  )
 })
 
 test('a file that is not a coordinator key is refused', () => {

@@ -31,13 +31,16 @@ async function drain(stream: ReadableStream<Uint8Array>, sink: (text: string) =>
 }
 
 export async function startCoordinator(db: string, args: string[] = [], port = 0): Promise<CoordinatorProcess> {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'coordinator', '--port', String(port), '--db', db, ...args], {
-    cwd: ROOT,
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    env: { ...process.env, NO_COLOR: '1', NODE_ENV: 'development' },
-  })
+  const proc = Bun.spawn(
+    [process.execPath, 'src/main.ts', 'coordinator', '--port', String(port), '--db', db, ...args],
+    {
+      cwd: ROOT,
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { ...process.env, NO_COLOR: '1', NODE_ENV: 'development' },
+    },
+  )
   let text = ''
   void drain(proc.stdout, (t) => (text += t))
   void drain(proc.stderr, (t) => (text += t))
@@ -64,7 +67,10 @@ export async function startCoordinator(db: string, args: string[] = [], port = 0
 
 /** `dbcluster coordinator token create`, the way an operator runs it; the token is the last line. */
 export async function createToken(db: string, account: string): Promise<string> {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'coordinator', 'token', 'create', '--account', account, '--db', db], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn(
+    [process.execPath, 'src/main.ts', 'coordinator', 'token', 'create', '--account', account, '--db', db],
+    { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
+  )
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   if (code !== 0) throw new Error(`token create failed (${code}): ${await new Response(proc.stderr).text()}`)
   return out.trim().split('\n').at(-1)!
@@ -78,8 +84,22 @@ export function identity(seed: number, kind: KeyKind = 'software'): Identity {
 
 export const keyB64 = (id: Identity) => Buffer.from(id.publicKey).toString('base64')
 
-export function attest(id: Identity, serial: string, rdmaEnabled: boolean, timestamp?: number): Promise<SignedAttestation> {
-  return signAttestation(id, { serial, hostname: `host-${serial}`, chip: 'Apple M5 Max', memoryBytes: 128 * 2 ** 30, osVersion: '26.1', binaryHash: 'ab'.repeat(32), rdmaEnabled, timestamp })
+export function attest(
+  id: Identity,
+  serial: string,
+  rdmaEnabled: boolean,
+  timestamp?: number,
+): Promise<SignedAttestation> {
+  return signAttestation(id, {
+    serial,
+    hostname: `host-${serial}`,
+    chip: 'Apple M5 Max',
+    memoryBytes: 128 * 2 ** 30,
+    osVersion: '26.1',
+    binaryHash: 'ab'.repeat(32),
+    rdmaEnabled,
+    timestamp,
+  })
 }
 
 /** A signed attestation whose body was changed afterwards: the signature no longer covers it. */
@@ -96,10 +116,15 @@ export interface RawSocket {
   send(value: unknown): void
 }
 
-const BunWebSocket = WebSocket as unknown as new (url: string, options: { headers: Record<string, string> }) => WebSocket
+const BunWebSocket = WebSocket as unknown as new (
+  url: string,
+  options: { headers: Record<string, string> },
+) => WebSocket
 
 export async function openSocket(url: string, token: string): Promise<RawSocket> {
-  const ws = new BunWebSocket(`${url.replace(/^http/, 'ws')}/v1/provider/ws`, { headers: { authorization: `Bearer ${token}` } })
+  const ws = new BunWebSocket(`${url.replace(/^http/, 'ws')}/v1/provider/ws`, {
+    headers: { authorization: `Bearer ${token}` },
+  })
   const queue: Record<string, unknown>[] = []
   const waiters: ((m: Record<string, unknown>) => void)[] = []
   ws.onmessage = (m) => {
@@ -108,7 +133,9 @@ export async function openSocket(url: string, token: string): Promise<RawSocket>
     if (w) w(msg)
     else queue.push(msg)
   }
-  const closed = new Promise<{ code: number; reason: string }>((r) => (ws.onclose = (e) => r({ code: e.code, reason: e.reason })))
+  const closed = new Promise<{ code: number; reason: string }>(
+    (r) => (ws.onclose = (e) => r({ code: e.code, reason: e.reason })),
+  )
   await new Promise<void>((resolve, reject) => {
     ws.onopen = () => resolve()
     ws.onerror = () => reject(new Error('socket failed to open'))
@@ -129,7 +156,11 @@ export async function openSocket(url: string, token: string): Promise<RawSocket>
 }
 
 /** Registers over a raw socket and returns the coordinator's answer; the socket stays open (the provider stays online). */
-export async function register(url: string, token: string, message: Record<string, unknown>): Promise<{ socket: RawSocket; reply: Record<string, unknown> }> {
+export async function register(
+  url: string,
+  token: string,
+  message: Record<string, unknown>,
+): Promise<{ socket: RawSocket; reply: Record<string, unknown> }> {
   const socket = await openSocket(url, token)
   socket.send({ type: 'register', ...message })
   return { socket, reply: await socket.next() }

@@ -27,15 +27,27 @@ describe('beacons', () => {
   test('tampered, spoofed, stale, unpinned and malformed beacons are refused with a reason', async () => {
     const good = await signBeacon(a, fields)
     const tampered = new TextEncoder().encode(new TextDecoder().decode(good).replace('"port":7000', '"port":7001'))
-    expect(verifyBeacon(tampered, { from: '169.254.1.1', now, isTrusted })).toMatchObject({ ok: false, reason: expect.stringContaining('bad signature') })
-    expect(verifyBeacon(good, { from: '169.254.9.9', now, isTrusted })).toMatchObject({ ok: false, reason: expect.stringContaining('came from 169.254.9.9') })
-    expect(verifyBeacon(good, { from: '169.254.1.1', now: now + 60_000, isTrusted })).toMatchObject({ ok: false, reason: expect.stringContaining('stale') })
+    expect(verifyBeacon(tampered, { from: '169.254.1.1', now, isTrusted })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('bad signature'),
+    })
+    expect(verifyBeacon(good, { from: '169.254.9.9', now, isTrusted })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('came from 169.254.9.9'),
+    })
+    expect(verifyBeacon(good, { from: '169.254.1.1', now: now + 60_000, isTrusted })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('stale'),
+    })
     const impostor = testIdentity(2) // signs correctly, but its key is not the one pinned for serial-a
     expect(verifyBeacon(await signBeacon(impostor, fields), { from: '169.254.1.1', now, isTrusted })).toMatchObject({
       ok: false,
       reason: expect.stringContaining('not pinned'),
     })
-    expect(verifyBeacon(new TextEncoder().encode('{nope'), { from: 'x', now, isTrusted })).toEqual({ ok: false, reason: 'beacon is not JSON' })
+    expect(verifyBeacon(new TextEncoder().encode('{nope'), { from: 'x', now, isTrusted })).toEqual({
+      ok: false,
+      reason: 'beacon is not JSON',
+    })
     expect(verifyBeacon(new Uint8Array(5000), { from: 'x', now, isTrusted }).ok).toBe(false)
   })
 })
@@ -57,10 +69,20 @@ describe('rank election and link-local interfaces', () => {
       en0: [{ address: '192.168.1.5', netmask: '255.255.255.0', family: 'IPv4', mac: '', internal: false, cidr: null }],
       bridge0: [
         { address: '169.254.33.7', netmask: '255.255.0.0', family: 'IPv4', mac: '', internal: false, cidr: null },
-        { address: 'fe80::1', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '', internal: false, cidr: null, scopeid: 1 },
+        {
+          address: 'fe80::1',
+          netmask: 'ffff:ffff:ffff:ffff::',
+          family: 'IPv6',
+          mac: '',
+          internal: false,
+          cidr: null,
+          scopeid: 1,
+        },
       ],
     })
-    expect(linkLocalInterfaces(undefined, fake as never)).toEqual([{ name: 'bridge0', address: '169.254.33.7', broadcast: '169.254.255.255' }])
+    expect(linkLocalInterfaces(undefined, fake as never)).toEqual([
+      { name: 'bridge0', address: '169.254.33.7', broadcast: '169.254.255.255' },
+    ])
   })
 
   test('ARP tables of Linux and macOS parse to neighbours, skipping incomplete entries', () => {
@@ -68,9 +90,9 @@ describe('rank election and link-local interfaces', () => {
 169.254.10.2     0x1         0x2         aa:bb:cc:dd:ee:01     *        veth0
 169.254.10.3     0x1         0x0         00:00:00:00:00:00     *        veth0`
     expect(parseProcNetArp(proc)).toEqual([{ address: '169.254.10.2', mac: 'aa:bb:cc:dd:ee:01', iface: 'veth0' }])
-    expect(parseIpNeigh('169.254.10.2 dev veth0 lladdr AA:bb:cc:dd:ee:01 REACHABLE\n169.254.10.4 dev veth0  FAILED')).toEqual([
-      { address: '169.254.10.2', iface: 'veth0', mac: 'aa:bb:cc:dd:ee:01' },
-    ])
+    expect(
+      parseIpNeigh('169.254.10.2 dev veth0 lladdr AA:bb:cc:dd:ee:01 REACHABLE\n169.254.10.4 dev veth0  FAILED'),
+    ).toEqual([{ address: '169.254.10.2', iface: 'veth0', mac: 'aa:bb:cc:dd:ee:01' }])
     expect(parseArpA('? (169.254.3.4) at 1a:2b:3c:4d:5e:6f on bridge0 ifscope [bridge]')).toEqual([
       { address: '169.254.3.4', mac: '1a:2b:3c:4d:5e:6f', iface: 'bridge0' },
     ])

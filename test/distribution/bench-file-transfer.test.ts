@@ -23,11 +23,39 @@ test('the bench shard is a valid safetensors file of the asked size', () => {
 })
 
 test('bench link --file-size: sealed and raw GB/s of the same shard in one run', async () => {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K', '--rounds', '3', '--aead-sizes', '4K', '--file-size', '8M'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  const proc = Bun.spawn(
+    [
+      process.execPath,
+      'src/main.ts',
+      'bench',
+      'link',
+      '--json',
+      '--sizes',
+      '4K',
+      '--rounds',
+      '3',
+      '--aead-sizes',
+      '4K',
+      '--file-size',
+      '8M',
+    ],
+    { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
+  )
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ])
   expect(err).not.toContain('ERROR')
   expect(code).toBe(0)
-  const f = JSON.parse(out).file_transfer as { bytes: number; sealed_seconds: number; plain_seconds: number; sealed_gbps: number; plain_gbps: number; ratio: number }
+  const f = JSON.parse(out).file_transfer as {
+    bytes: number
+    sealed_seconds: number
+    plain_seconds: number
+    sealed_gbps: number
+    plain_gbps: number
+    ratio: number
+  }
   // the shard plus its config.json came over the sealed link
   expect(f.bytes).toBeGreaterThan(8 * 1024 * 1024 - 128)
   expect(f.bytes).toBeLessThan(8 * 1024 * 1024 + 200)

@@ -43,15 +43,21 @@ function serveHostileHub(b: Behaviour): Hostile {
     fetch(req) {
       const url = new URL(req.url)
       hub.seen.push({ host: url.host, path: url.pathname, authorization: req.headers.get('authorization') })
-      if (url.pathname === `/api/models/${REPO}/revision/main`) return Response.json({ sha: b.apiSha ?? COMMIT, siblings: [{ rfilename: 'config.json' }] })
+      if (url.pathname === `/api/models/${REPO}/revision/main`)
+        return Response.json({ sha: b.apiSha ?? COMMIT, siblings: [{ rfilename: 'config.json' }] })
       const resolveUrl = url.pathname === `/${REPO}/resolve/main/config.json`
       if (resolveUrl && b.redirectTo) {
-        const linked: Record<string, string> = b.linked ? { 'x-linked-etag': `"${gitSha1(CONTENT)}"`, 'x-linked-size': String(CONTENT.byteLength) } : {}
+        const linked: Record<string, string> = b.linked
+          ? { 'x-linked-etag': `"${gitSha1(CONTENT)}"`, 'x-linked-size': String(CONTENT.byteLength) }
+          : {}
         return new Response(null, { status: 302, headers: { location: b.redirectTo(hub.otherUrl), ...linked } })
       }
       if (resolveUrl || url.pathname === '/elsewhere/config.json') {
         const body = b.body ?? CONTENT
-        const headers = new Headers({ 'x-repo-commit': b.repoCommit ?? COMMIT, 'content-length': String(b.size ?? body.byteLength) })
+        const headers = new Headers({
+          'x-repo-commit': b.repoCommit ?? COMMIT,
+          'content-length': String(b.size ?? body.byteLength),
+        })
         const etag = b.etag === undefined ? `"${gitSha1(CONTENT)}"` : b.etag
         if (etag !== null) headers.set('etag', etag)
         return new Response(req.method === 'HEAD' ? null : (body as Uint8Array<ArrayBuffer>), { headers })
@@ -66,7 +72,12 @@ function serveHostileHub(b: Behaviour): Hostile {
 
 /** Every file under a folder, relative to it. */
 const filesUnder = (dir: string): string[] =>
-  existsSync(dir) ? readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => !e.isDirectory()).map((e) => relative(dir, join(e.parentPath, e.name))).sort() : []
+  existsSync(dir)
+    ? readdirSync(dir, { recursive: true, withFileTypes: true })
+        .filter((e) => !e.isDirectory())
+        .map((e) => relative(dir, join(e.parentPath, e.name)))
+        .sort()
+    : []
 
 /** A pull into a fresh cache beside a victim file that a path-like answer would aim at. */
 async function pullFrom(b: Behaviour, mode: 'cache' | 'dir' = 'cache') {
@@ -78,7 +89,13 @@ async function pullFrom(b: Behaviour, mode: 'cache' | 'dir' = 'cache') {
   mkdirSync(cacheDir)
   const hub = serveHostileHub(b)
   try {
-    const outcome = await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_secret' }, cacheDir, dir: mode === 'dir' ? dir : undefined, attempts: 2 }).then(
+    const outcome = await pullModel({
+      repo: REPO,
+      hub: { endpoint: hub.url, token: 'hf_secret' },
+      cacheDir,
+      dir: mode === 'dir' ? dir : undefined,
+      attempts: 2,
+    }).then(
       (r) => ({ ok: true as const, dir: r.dir }),
       (e) => ({ ok: false as const, code: e.code as string, message: String(e.message) }),
     )
@@ -94,16 +111,68 @@ const refusals: [string, Behaviour, 'cache' | 'dir', string, string][] = [
   ['a path-like ETag (cache)', { etag: TRAVERSAL }, 'cache', 'E_HUB_RESPONSE', 'the ETag "\\"../../../victim\\""'],
   ['a path-like ETag (--dir)', { etag: TRAVERSAL }, 'dir', 'E_HUB_RESPONSE', 'not a SHA-256 or git SHA-1'],
   ['an absolute-path ETag', { etag: '"/tmp/x"' }, 'cache', 'E_HUB_RESPONSE', 'not a SHA-256 or git SHA-1'],
-  ['an ETag in upper case', { etag: `"${gitSha1(CONTENT).toUpperCase()}"` }, 'cache', 'E_HUB_RESPONSE', 'lowercase hex'],
-  ['a hash with a path appended', { etag: `"${gitSha1(CONTENT)}/../../victim"` }, 'cache', 'E_HUB_RESPONSE', 'not a SHA-256 or git SHA-1'],
+  [
+    'an ETag in upper case',
+    { etag: `"${gitSha1(CONTENT).toUpperCase()}"` },
+    'cache',
+    'E_HUB_RESPONSE',
+    'lowercase hex',
+  ],
+  [
+    'a hash with a path appended',
+    { etag: `"${gitSha1(CONTENT)}/../../victim"` },
+    'cache',
+    'E_HUB_RESPONSE',
+    'not a SHA-256 or git SHA-1',
+  ],
   ['no ETag at all', { etag: null }, 'cache', 'E_HUB_RESPONSE', 'sent no ETag for config.json'],
-  ['a path-like X-Repo-Commit', { repoCommit: '../../../victim', apiSha: undefined }, 'cache', 'E_HUB_RESPONSE', 'reported commit "../../../victim"'],
-  ['a path-like commit in the file list', { apiSha: '../../victim' }, 'cache', 'E_HUB_RESPONSE', 'reported commit "../../victim"'],
-  ['a lying hash', { body: new TextEncoder().encode('{"model_type":"evil!"}\n') }, 'cache', 'E_HASH_MISMATCH', 'does not match the hash the hub reports'],
+  [
+    'a path-like X-Repo-Commit',
+    { repoCommit: '../../../victim', apiSha: undefined },
+    'cache',
+    'E_HUB_RESPONSE',
+    'reported commit "../../../victim"',
+  ],
+  [
+    'a path-like commit in the file list',
+    { apiSha: '../../victim' },
+    'cache',
+    'E_HUB_RESPONSE',
+    'reported commit "../../victim"',
+  ],
+  [
+    'a lying hash',
+    { body: new TextEncoder().encode('{"model_type":"evil!"}\n') },
+    'cache',
+    'E_HASH_MISMATCH',
+    'does not match the hash the hub reports',
+  ],
   ['a size larger than the body', { size: CONTENT.byteLength + 10 }, 'dir', 'E_HUB_CUT', 'stopped at byte'],
-  ['a redirect to another origin without X-Linked-Etag', { redirectTo: (o) => `${o}/elsewhere/config.json` }, 'cache', 'E_HUB_RESPONSE', 'sent no ETag for config.json'],
-  ['a redirect whose other origin serves other bytes', { redirectTo: (o) => `${o}/elsewhere/config.json`, linked: true, body: new TextEncoder().encode('{"model_type":"evil!"}\n') }, 'cache', 'E_HASH_MISMATCH', 'does not match the hash the hub reports'],
-  ['a body longer than its size', { size: 5, body: CONTENT }, 'dir', 'E_HUB_SIZE', 'longer than the 5 bytes the hub announced'],
+  [
+    'a redirect to another origin without X-Linked-Etag',
+    { redirectTo: (o) => `${o}/elsewhere/config.json` },
+    'cache',
+    'E_HUB_RESPONSE',
+    'sent no ETag for config.json',
+  ],
+  [
+    'a redirect whose other origin serves other bytes',
+    {
+      redirectTo: (o) => `${o}/elsewhere/config.json`,
+      linked: true,
+      body: new TextEncoder().encode('{"model_type":"evil!"}\n'),
+    },
+    'cache',
+    'E_HASH_MISMATCH',
+    'does not match the hash the hub reports',
+  ],
+  [
+    'a body longer than its size',
+    { size: 5, body: CONTENT },
+    'dir',
+    'E_HUB_SIZE',
+    'longer than the 5 bytes the hub announced',
+  ],
 ]
 
 for (const [what, behaviour, mode, code, words] of refusals) {
@@ -116,7 +185,8 @@ for (const [what, behaviour, mode, code, words] of refusals) {
     if (code === 'E_HUB_RESPONSE') expect(r.outcome.message).toContain(r.hub.url)
     expect(r.victim).toBe('precious')
     // nothing beside the victim and the (empty, or in-cache) folders the pull may make
-    for (const f of r.homeFiles) expect(f === 'victim' || f.startsWith('cache/models--org--tiny/') || f.startsWith('model/')).toBe(true)
+    for (const f of r.homeFiles)
+      expect(f === 'victim' || f.startsWith('cache/models--org--tiny/') || f.startsWith('model/')).toBe(true)
     // a refusal on what the hub said is made before any byte is written
     if (code === 'E_HUB_RESPONSE') expect(r.homeFiles).toEqual(['victim'])
   })
@@ -156,7 +226,9 @@ test('a hub that answers with huge headers is refused with an error naming it', 
   })
   try {
     const dir = mkdtempSync(join(scratch, 'huge-'))
-    const error = await pullModel({ repo: REPO, hub: { endpoint: `http://127.0.0.1:${server.port}` }, dir }).catch((e) => e)
+    const error = await pullModel({ repo: REPO, hub: { endpoint: `http://127.0.0.1:${server.port}` }, dir }).catch(
+      (e) => e,
+    )
     expect(error.code).toMatch(/^E_HUB_/)
     expect(error.message).toContain(`127.0.0.1:${server.port}`)
     expect(filesUnder(dir)).toEqual([])
@@ -167,7 +239,12 @@ test('a hub that answers with huge headers is refused with an error naming it', 
 
 test('revision names that are not plain relative paths are refused before any request', async () => {
   for (const revision of ['../../etc', '/abs', 'a/../b']) {
-    const error = await pullModel({ repo: REPO, revision, hub: { endpoint: 'http://127.0.0.1:1' }, dir: scratch }).catch((e) => e)
+    const error = await pullModel({
+      repo: REPO,
+      revision,
+      hub: { endpoint: 'http://127.0.0.1:1' },
+      dir: scratch,
+    }).catch((e) => e)
     expect(error.code).toBe('E_USAGE')
   }
 })

@@ -20,7 +20,8 @@ const hub = serveFakeHub(source, REPO)
 afterAll(() => hub.stop())
 const tmp = () => mkdtempSync(join(scratch, 'dbc-pull-'))
 const same = (dir: string) => {
-  for (const name of listModelFiles(source)) expect(Buffer.compare(readFileSync(join(dir, name)), readFileSync(join(source, name)))).toBe(0)
+  for (const name of listModelFiles(source))
+    expect(Buffer.compare(readFileSync(join(dir, name)), readFileSync(join(source, name)))).toBe(0)
 }
 const WEIGHT = 'model-00002-of-00002.safetensors'
 
@@ -29,7 +30,12 @@ test('a full pull lands in the hub cache layout (blobs, snapshot links, refs), w
   const cacheDir = tmp()
   hub.requests.length = 0
   const events: PullEvent[] = []
-  const result = await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_secret' }, cacheDir, onEvent: (e) => events.push(e) })
+  const result = await pullModel({
+    repo: REPO,
+    hub: { endpoint: hub.url, token: 'hf_secret' },
+    cacheDir,
+    onEvent: (e) => events.push(e),
+  })
   const repoDir = join(cacheDir, 'models--mlx-community--Tiny-Qwen3-4bit')
   expect(result.dir).toBe(join(repoDir, 'snapshots', hub.commit))
   expect(result.commit).toBe(hub.commit)
@@ -44,10 +50,15 @@ test('a full pull lands in the hub cache layout (blobs, snapshot links, refs), w
   expect(events.filter((e) => e.type === 'downloaded').length).toBe(listModelFiles(source).length)
   expect(result.downloadedBytes).toBe(listModelFiles(source).reduce((a, n) => a + statSync(join(source, n)).size, 0))
   // every request to the hub carried the token; none to the CDN it redirects LFS files to
-  const [toHub, toCdn] = [hub.requests.filter((r) => !r.path.startsWith('/cdn/')), hub.requests.filter((r) => r.path.startsWith('/cdn/'))]
+  const [toHub, toCdn] = [
+    hub.requests.filter((r) => !r.path.startsWith('/cdn/')),
+    hub.requests.filter((r) => r.path.startsWith('/cdn/')),
+  ]
   expect(toHub.length).toBeGreaterThan(listModelFiles(source).length)
   for (const r of toHub) expect(r.authorization).toBe('Bearer hf_secret')
-  expect(toCdn.map((r) => r.path.split('/').at(-1)).sort()).toEqual(listModelFiles(source).filter((n) => n.endsWith('.safetensors') || n === 'tokenizer.json'))
+  expect(toCdn.map((r) => r.path.split('/').at(-1)).sort()).toEqual(
+    listModelFiles(source).filter((n) => n.endsWith('.safetensors') || n === 'tokenizer.json'),
+  )
   for (const r of toCdn) expect([r.host.startsWith('localhost:'), r.authorization]).toEqual([true, null])
   // the manifest sidecar carries the verified hashes
   const manifest = readManifestSidecar(result.dir)!
@@ -71,7 +82,11 @@ test('a response cut midway is resumed with a Range request from where it stoppe
   same(dir)
   const gets = hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith(WEIGHT) && r.path.includes('/cdn/'))
   expect(gets.map((r) => r.range)).toEqual([null, 'bytes=700000-'])
-  expect(events).toContainEqual({ type: 'retry', file: WEIGHT, reason: `the download of ${WEIGHT} stopped at byte 700000 of ${size}` })
+  expect(events).toContainEqual({
+    type: 'retry',
+    file: WEIGHT,
+    reason: `the download of ${WEIGHT} stopped at byte 700000 of ${size}`,
+  })
   expect(events).toContainEqual({ type: 'downloaded', file: WEIGHT, bytes: size - 700_000, resumedFrom: 700_000 })
 })
 
@@ -85,9 +100,13 @@ test('an interrupted pull leaves a .part that the next run resumes', async () =>
   await pullModel({ repo: REPO, hub: { endpoint: hub.url }, dir })
   same(dir)
   expect(existsSync(join(dir, `${WEIGHT}.part`))).toBe(false)
-  expect(hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith(WEIGHT)).map((r) => r.range)).toEqual(['bytes=1000000-'])
+  expect(hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith(WEIGHT)).map((r) => r.range)).toEqual([
+    'bytes=1000000-',
+  ])
   // files finished before the interruption were not fetched again
-  expect(hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith('model-00001-of-00002.safetensors'))).toEqual([])
+  expect(hub.requests.filter((r) => r.method === 'GET' && r.path.endsWith('model-00001-of-00002.safetensors'))).toEqual(
+    [],
+  )
 })
 
 test('a corrupted file is caught by its hash, deleted and fetched once more; corrupted twice, the pull fails naming it', async () => {
@@ -97,7 +116,12 @@ test('a corrupted file is caught by its hash, deleted and fetched once more; cor
   const events: PullEvent[] = []
   await pullModel({ repo: REPO, hub: { endpoint: hub.url }, dir, onEvent: (e) => events.push(e) })
   same(dir)
-  expect(events.filter((e) => e.type === 'retry').map((e) => (e as { file: string }).file).sort()).toEqual(['config.json', WEIGHT])
+  expect(
+    events
+      .filter((e) => e.type === 'retry')
+      .map((e) => (e as { file: string }).file)
+      .sort(),
+  ).toEqual(['config.json', WEIGHT])
 
   const dir2 = tmp()
   hub.corruptNext.set(WEIGHT, 2)
@@ -109,10 +133,14 @@ test('a corrupted file is caught by its hash, deleted and fetched once more; cor
 })
 
 test('unknown repositories and bad names fail with a clear error', async () => {
-  const missing = await pullModel({ repo: 'mlx-community/nope', hub: { endpoint: hub.url }, dir: tmp() }).catch((e) => e)
+  const missing = await pullModel({ repo: 'mlx-community/nope', hub: { endpoint: hub.url }, dir: tmp() }).catch(
+    (e) => e,
+  )
   expect(missing.code).toBe('E_HUB_NOT_FOUND')
   expect(missing.message).toContain('mlx-community/nope at revision main: not found (404)')
-  expect((await pullModel({ repo: '../etc', hub: { endpoint: hub.url }, dir: tmp() }).catch((e) => e)).code).toBe('E_USAGE')
+  expect((await pullModel({ repo: '../etc', hub: { endpoint: hub.url }, dir: tmp() }).catch((e) => e)).code).toBe(
+    'E_USAGE',
+  )
   const down = await pullModel({ repo: REPO, hub: { endpoint: 'http://127.0.0.1:1' }, dir: tmp() }).catch((e) => e)
   expect(down.code).toBe('E_HUB_UNREACHABLE')
 })
@@ -122,7 +150,9 @@ test('a gated repository without HF_TOKEN (or with the wrong one) fails with wha
   try {
     const none = await pullModel({ repo: REPO, hub: { endpoint: hub.url }, dir: tmp() }).catch((e) => e)
     expect([none.code, none.hint]).toEqual(['E_HUB_AUTH', 'the repository is gated or private: set HF_TOKEN'])
-    const wrong = await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_wrong' }, dir: tmp() }).catch((e) => e)
+    const wrong = await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_wrong' }, dir: tmp() }).catch(
+      (e) => e,
+    )
     expect([wrong.code, wrong.hint]).toEqual(['E_HUB_AUTH', 'HF_TOKEN was sent but has no access to this repository'])
     const dir = tmp()
     await pullModel({ repo: REPO, hub: { endpoint: hub.url, token: 'hf_right' }, dir })
@@ -147,7 +177,11 @@ test('dbcluster model pull: HF_ENDPOINT and HF_TOKEN from the environment, progr
     stdout: 'pipe',
     stderr: 'pipe',
   })
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ])
   const text = out + err
   expect(code).toBe(0)
   same(dir)
@@ -156,5 +190,7 @@ test('dbcluster model pull: HF_ENDPOINT and HF_TOKEN from the environment, progr
   expect(text).toMatch(/\d+(\.\d+)? MiB \/ \d+(\.\d+)? MiB \(100%\)\s+\d+(\.\d+)? (K|M|G)iB\/s\s+ETA \d+s/)
   expect(text).toContain(`${WEIGHT}: `)
   expect(hub.requests.length).toBeGreaterThan(0)
-  expect(hub.requests.filter((r) => !r.path.startsWith('/cdn/')).every((r) => r.authorization === 'Bearer hf_cli')).toBe(true)
+  expect(
+    hub.requests.filter((r) => !r.path.startsWith('/cdn/')).every((r) => r.authorization === 'Bearer hf_cli'),
+  ).toBe(true)
 }, 60_000)

@@ -66,14 +66,21 @@ test('dbcluster model list: a table from the cache named by HF_HUB_CACHE, and --
   const cacheDir = mkdtempSync(join(scratch, 'dbc-list-'))
   await pullModel({ repo: 'mlx-community/Tiny-4bit', hub: { endpoint: hub.url }, cacheDir })
   const run = (...args: string[]) => {
-    const p = Bun.spawnSync([process.execPath, 'src/main.ts', 'model', 'list', ...args], { cwd: ROOT, env: { ...process.env, NODE_ENV: 'development', NO_COLOR: '1', HF_HUB_CACHE: cacheDir }, stdout: 'pipe', stderr: 'pipe' })
+    const p = Bun.spawnSync([process.execPath, 'src/main.ts', 'model', 'list', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, NODE_ENV: 'development', NO_COLOR: '1', HF_HUB_CACHE: cacheDir },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
     return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() }
   }
   const table = run()
   expect(table.code).toBe(0)
   expect(table.out).toMatch(/\| mlx-community\/Tiny-4bit \| main \| qwen3 \| 4-bit g32 \| \d+\.\d MiB \| complete \|/)
   const json = JSON.parse(run('--json', '--dir', '/nonexistent/model').out)
-  expect(json.map((m: { name: string; complete: boolean; problems: string[] }) => [m.name, m.complete, m.problems])).toEqual([
+  expect(
+    json.map((m: { name: string; complete: boolean; problems: string[] }) => [m.name, m.complete, m.problems]),
+  ).toEqual([
     ['mlx-community/Tiny-4bit', true, []],
     ['model', false, ['folder not found']],
   ])

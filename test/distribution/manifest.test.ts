@@ -18,7 +18,8 @@ import { testIdentity } from '../support/identities.ts'
 import { copyOfModel, synthModel } from '../support/synth-models.ts'
 
 // 3 layers in several files: 40 KB shards put the embedding alone in the first and a layer or so in each of the others
-const sharded = () => synthModel('llama', 'f32', { vocab: 151936, hidden: 64, shardBytes: 80_000, tieEmbeddings: false })
+const sharded = () =>
+  synthModel('llama', 'f32', { vocab: 151936, hidden: 64, shardBytes: 80_000, tieEmbeddings: false })
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex')
 
 test('every file has its size and SHA-256; weight files list their tensors and layers (from the index)', async () => {
@@ -36,12 +37,30 @@ test('every file has its size and SHA-256; weight files list their tensors and l
   }
   const weights = m.files.filter((f) => f.name.endsWith('.safetensors'))
   expect(weights.length).toBeGreaterThan(2)
-  const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')).weight_map as Record<string, string>
+  const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')).weight_map as Record<
+    string,
+    string
+  >
   for (const w of weights) {
-    expect(w.tensors).toEqual(Object.keys(index).filter((t) => index[t] === w.name).sort())
-    expect(w.layers).toEqual([...new Set(w.tensors!.flatMap((t) => (/layers\.(\d+)\./.exec(t) ? [Number(/layers\.(\d+)\./.exec(t)![1])] : [])))].sort())
+    expect(w.tensors).toEqual(
+      Object.keys(index)
+        .filter((t) => index[t] === w.name)
+        .sort(),
+    )
+    expect(w.layers).toEqual(
+      [
+        ...new Set(
+          w.tensors!.flatMap((t) => (/layers\.(\d+)\./.exec(t) ? [Number(/layers\.(\d+)\./.exec(t)![1])] : [])),
+        ),
+      ].sort(),
+    )
   }
-  expect(weights.flatMap((w) => w.layers!).filter((l, i, a) => a.indexOf(l) === i).sort()).toEqual([0, 1, 2])
+  expect(
+    weights
+      .flatMap((w) => w.layers!)
+      .filter((l, i, a) => a.indexOf(l) === i)
+      .sort(),
+  ).toEqual([0, 1, 2])
 })
 
 test('without an index, tensors come from the safetensors header', async () => {
@@ -79,7 +98,9 @@ test('a stage gets the files of its layers, embedding on the first, norm and lm_
   // the middle stage never gets the embedding's file, which holds nothing else
   const embedFile = holders((t) => t.startsWith('model.embed_tokens.'))[0]!
   expect(filesForStage(m, { lo: 1, hi: 2, first: false, last: false }).map((f) => f.name)).not.toContain(embedFile)
-  expect(() => filesForStage(m, { lo: 2, hi: 4, first: false, last: true })).toThrow("layer range [2, 4) is not inside the model's 3 layers")
+  expect(() => filesForStage(m, { lo: 2, hi: 4, first: false, last: true })).toThrow(
+    "layer range [2, 4) is not inside the model's 3 layers",
+  )
 })
 
 test('a tied lm_head puts the embedding on the last stage as well', async () => {
@@ -94,9 +115,13 @@ test('signed by the head: verifies with its key, refuses another key, a changed 
   const head = testIdentity(1)
   const bytes = encodeSignedManifest(await signManifest(m, head))
   expect(verifySignedManifest(bytes, head.publicKey)).toEqual(m)
-  expect(() => verifySignedManifest(bytes, testIdentity(2).publicKey)).toThrow(/signed by .* not by the head's pinned key/)
+  expect(() => verifySignedManifest(bytes, testIdentity(2).publicKey)).toThrow(
+    /signed by .* not by the head's pinned key/,
+  )
   const tampered = new TextDecoder().decode(bytes).replace(m.files[0]!.sha256, '0'.repeat(64))
-  expect(() => verifySignedManifest(new TextEncoder().encode(tampered), head.publicKey)).toThrow("the manifest's signature does not verify")
+  expect(() => verifySignedManifest(new TextEncoder().encode(tampered), head.publicKey)).toThrow(
+    "the manifest's signature does not verify",
+  )
   // a forged key field cannot help: the key must be the pinned one
   const other = encodeSignedManifest(await signManifest({ ...m, numLayers: 9 }, testIdentity(3)))
   expect(() => verifySignedManifest(other, head.publicKey)).toThrow(/not by the head's pinned key/)
@@ -116,7 +141,9 @@ test('manifestFor reuses the sidecar until a file changes, then hashes again', a
   utimesSync(join(dir, 'generation_config.json'), new Date(), new Date(Date.now() + 5000))
   const second = manifestFor(dir, (f) => hashed.push(f))
   expect(hashed.length).toBeGreaterThan(0)
-  expect(second.files.find((f) => f.name === 'generation_config.json')!.sha256).toBe(sha256(join(dir, 'generation_config.json')))
+  expect(second.files.find((f) => f.name === 'generation_config.json')!.sha256).toBe(
+    sha256(join(dir, 'generation_config.json')),
+  )
   expect(second.files.map((f) => f.name)).not.toContain(MANIFEST_SIDECAR)
   rmSync(dir, { recursive: true })
 })

@@ -21,9 +21,15 @@ consola.level = 1
 const model = await synthModel('qwen3', 'q4')
 const manifest = buildManifest(model)
 const authorize = pins({ head: testIdentity(1), stage: testIdentity(2) })
-const listener = listenLinks('127.0.0.1', 0, { identity: testIdentity(1), serial: 'head', clusterId: 'c', authorize }, (link) => serveShards(link, model, manifest, testIdentity(1)))
+const listener = listenLinks(
+  '127.0.0.1',
+  0,
+  { identity: testIdentity(1), serial: 'head', clusterId: 'c', authorize },
+  (link) => serveShards(link, model, manifest, testIdentity(1)),
+)
 afterAll(() => listener.stop(true))
-const connect = () => connectLink('127.0.0.1', listener.port, { identity: testIdentity(2), serial: 'stage', clusterId: 'c', authorize })
+const connect = () =>
+  connectLink('127.0.0.1', listener.port, { identity: testIdentity(2), serial: 'stage', clusterId: 'c', authorize })
 
 /** One raw chunk request (u64 offset | u32 length | name inside a fileChunk frame) and the head's answer. */
 async function ask(link: SealedLink, offset: number, length: number, name: string, requestId: bigint) {
@@ -43,7 +49,9 @@ test('the head serves listed files within their size and refuses anything else w
   const config = manifest.files.find((f) => f.name === 'config.json')!
   const ok = await ask(link, 2, 10, 'config.json', 1n)
   expect(ok.type).toBe('fileChunk')
-  expect(new TextDecoder().decode((ok as { bytes: Uint8Array }).bytes)).toBe((await Bun.file(join(model, 'config.json')).text()).slice(2, 12))
+  expect(new TextDecoder().decode((ok as { bytes: Uint8Array }).bytes)).toBe(
+    (await Bun.file(join(model, 'config.json')).text()).slice(2, 12),
+  )
   const refusals = await Promise.all([
     ask(link, 0, 10, '../../etc/passwd', 2n),
     ask(link, 0, 10, '.dbcluster-manifest.json', 3n),
@@ -51,7 +59,13 @@ test('the head serves listed files within their size and refuses anything else w
     ask(link, 0, 0, 'config.json', 5n),
     ask(link, 0, 64 * 1024 * 1024, 'config.json', 6n),
   ])
-  expect(refusals.map((m) => (m.type === 'error' ? m.error.code : m.type))).toEqual(['E_FILE_UNKNOWN', 'E_FILE_UNKNOWN', 'E_FILE_RANGE', 'E_FILE_RANGE', 'E_FILE_RANGE'])
+  expect(refusals.map((m) => (m.type === 'error' ? m.error.code : m.type))).toEqual([
+    'E_FILE_UNKNOWN',
+    'E_FILE_UNKNOWN',
+    'E_FILE_RANGE',
+    'E_FILE_RANGE',
+    'E_FILE_RANGE',
+  ])
   link.close()
 })
 

@@ -25,7 +25,12 @@ const procs: { kill(): void }[] = []
 afterEach(() => procs.splice(0).forEach((p) => p.kill()))
 
 async function startHead(env: Record<string, string> = {}) {
-  const proc = Bun.spawn([process.execPath, 'test/support/shard-head.ts'], { cwd: ROOT, env: { ...process.env, MODEL_DIR: model, ...env }, stdout: 'pipe', stderr: 'ignore' })
+  const proc = Bun.spawn([process.execPath, 'test/support/shard-head.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, MODEL_DIR: model, ...env },
+    stdout: 'pipe',
+    stderr: 'ignore',
+  })
   procs.push(proc)
   const reader = proc.stdout.getReader()
   let text = ''
@@ -48,12 +53,26 @@ async function startHead(env: Record<string, string> = {}) {
   return { port, verified }
 }
 
-type Line = { event?: { type: string; file: string; resumedFrom?: number; bytes?: number }; progress?: number; result?: { files: string[]; received: string[]; bytes: number }; error?: { code: string; message: string } }
+type Line = {
+  event?: { type: string; file: string; resumedFrom?: number; bytes?: number }
+  progress?: number
+  result?: { files: string[]; received: string[]; bytes: number }
+  error?: { code: string; message: string }
+}
 
 function startStage(port: number, dir: string, range: StageRange, env: Record<string, string> = {}) {
   const proc = Bun.spawn([process.execPath, 'test/support/shard-stage.ts'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), DIR: dir, LO: String(range.lo), HI: String(range.hi), FIRST: range.first ? '1' : '0', LAST: range.last ? '1' : '0', ...env },
+    env: {
+      ...process.env,
+      PORT: String(port),
+      DIR: dir,
+      LO: String(range.lo),
+      HI: String(range.hi),
+      FIRST: range.first ? '1' : '0',
+      LAST: range.last ? '1' : '0',
+      ...env,
+    },
     stdout: 'pipe',
     stderr: 'pipe',
   })
@@ -72,7 +91,12 @@ function startStage(port: number, dir: string, range: StageRange, env: Record<st
         onLine(line)
       }
     }
-    return { code: await proc.exited, lines, result: lines.find((l) => l.result)?.result, error: lines.find((l) => l.error)?.error }
+    return {
+      code: await proc.exited,
+      lines,
+      result: lines.find((l) => l.result)?.result,
+      error: lines.find((l) => l.error)?.error,
+    }
   })()
   return { proc, done, lines, watch: (f: (l: Line) => void) => (onLine = f) }
 }
@@ -93,7 +117,9 @@ test('each stage ends with exactly its files, every hash verified; a second run 
   for (const range of STAGES) {
     const dir = tmp()
     stageDirs.push(dir)
-    const expected = filesForStage(manifest, range).map((f) => f.name).sort()
+    const expected = filesForStage(manifest, range)
+      .map((f) => f.name)
+      .sort()
     const { code, result } = await startStage(port, dir, range).done
     expect(code).toBe(0)
     expect(result!.files.sort()).toEqual(expected)
@@ -108,24 +134,48 @@ test('each stage ends with exactly its files, every hash verified; a second run 
     expect(again.result!.bytes).toBe(0)
     expect(again.lines.filter((l) => l.event?.type === 'present').length).toBe(expected.length)
     // received files were recorded as verified: the second run did not hash them again
-    expect(again.lines.filter((l) => l.event?.type === 'present').every((l) => (l.event as { checked?: string }).checked === 'unchanged since verified')).toBe(true)
+    expect(
+      again.lines
+        .filter((l) => l.event?.type === 'present')
+        .every((l) => (l.event as { checked?: string }).checked === 'unchanged since verified'),
+    ).toBe(true)
   }
   // the head heard a matching hash back for every file it sent
   await Bun.sleep(100)
   expect(verified.length).toBe(STAGES.reduce((a, r) => a + filesForStage(manifest, r).length, 0))
-  for (const v of verified) expect(v).toEqual({ type: 'verified', peer: 'stage', file: v.file, sha256: manifest.files.find((f) => f.name === v.file)!.sha256 } as never)
+  for (const v of verified)
+    expect(v).toEqual({
+      type: 'verified',
+      peer: 'stage',
+      file: v.file,
+      sha256: manifest.files.find((f) => f.name === v.file)!.sha256,
+    } as never)
   // the three stages split the weights: every weight file went somewhere, and no stage got them all
-  expect([...weightFiles].sort()).toEqual(manifest.files.filter((f) => f.name.endsWith('.safetensors')).map((f) => f.name).sort())
-  for (const range of STAGES) expect(filesForStage(manifest, range).filter((f) => f.name.endsWith('.safetensors')).length).toBeLessThan(weightFiles.size)
+  expect([...weightFiles].sort()).toEqual(
+    manifest.files
+      .filter((f) => f.name.endsWith('.safetensors'))
+      .map((f) => f.name)
+      .sort(),
+  )
+  for (const range of STAGES)
+    expect(filesForStage(manifest, range).filter((f) => f.name.endsWith('.safetensors')).length).toBeLessThan(
+      weightFiles.size,
+    )
 }, 60_000)
 
 test('each stage loads from its own folder alone, and the three together compute what the whole model computes', async () => {
   expect(stageDirs.length).toBe(3)
   const backend = openCpuBackend()
   const prompt = [9707, 11, 1879, 0, 3555]
-  const step = { tokens: Int32Array.from(prompt), slots: new Int32Array(prompt.length), positions: Int32Array.from(prompt.keys()) }
+  const step = {
+    tokens: Int32Array.from(prompt),
+    slots: new Int32Array(prompt.length),
+    positions: Int32Array.from(prompt.keys()),
+  }
   const mono = ModelStage.load(model, backend, { slots: 1, maxLen: 16 })
-  const stages = STAGES.map((r, i) => ModelStage.load(stageDirs[i]!, backend, { lo: r.lo, hi: r.hi, slots: 1, maxLen: 16 }))
+  const stages = STAGES.map((r, i) =>
+    ModelStage.load(stageDirs[i]!, backend, { lo: r.lo, hi: r.hi, slots: 1, maxLen: 16 }),
+  )
   const want = await new LocalPipeline([mono]).step(step)
   const got = await new LocalPipeline(stages).step(step)
   expect(maxAbsDiff(got, want)).toBeLessThan(1e-5)
@@ -183,7 +233,9 @@ test('a file changed after it was verified is hashed again and fetched again; th
   const again = await startStage(port, dir, range).done
   expect(again.code).toBe(0)
   expect(again.result!.received).toEqual([victim.name])
-  const present = again.lines.filter((l) => l.event?.type === 'present').map((l) => (l.event as { checked?: string }).checked)
+  const present = again.lines
+    .filter((l) => l.event?.type === 'present')
+    .map((l) => (l.event as { checked?: string }).checked)
   expect(present.length).toBe(filesForStage(manifest, range).length - 1)
   expect(present.every((c) => c === 'unchanged since verified')).toBe(true)
   expect(sha256(join(dir, victim.name))).toBe(victim.sha256)

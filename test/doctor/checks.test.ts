@@ -3,14 +3,26 @@ import { expect, test } from 'bun:test'
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { checkCoordinator, checkIdentityKey, checkMemory, checkOsVersion, checkPins, checkRdmaEnabled, checkThunderbolt, checkTpSealing, defaultEnv, runDoctor } from '../../src/doctor/checks.ts'
+import {
+  checkCoordinator,
+  checkIdentityKey,
+  checkMemory,
+  checkOsVersion,
+  checkPins,
+  checkRdmaEnabled,
+  checkThunderbolt,
+  checkTpSealing,
+  defaultEnv,
+  runDoctor,
+} from '../../src/doctor/checks.ts'
 import { NativeTpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 import { probeMacosBridge } from '../../src/trust/macos-bridge.ts'
 import { compileStandIn } from '../support/macos-bridge-stand-in.ts'
 import { runWithTimeout } from '../../src/doctor/run-with-timeout.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'doctor-'))
-const env = (extra = {}) => defaultEnv({ keyFile: join(dir, 'identity.key'), pinFile: join(dir, 'pins.json'), ...extra })
+const env = (extra = {}) =>
+  defaultEnv({ keyFile: join(dir, 'identity.key'), pinFile: join(dir, 'pins.json'), ...extra })
 
 test('a hanging command is killed at the timeout; a missing one is reported', async () => {
   const t = performance.now()
@@ -41,9 +53,15 @@ test('identity key: missing fails with the fix, 0644 fails, 0600 passes', () => 
 })
 
 test('pinned keys: the store openLocalPinStore would use; a Keychain pin that is not a pin fails with the fix', () => {
-  const noBridge = () => ({ available: false as const, reason: 'the macOS bridge exists only on macOS (this is linux)' })
+  const noBridge = () => ({
+    available: false as const,
+    reason: 'the macOS bridge exists only on macOS (this is linux)',
+  })
   const pins = join(mkdtempSync(join(tmpdir(), 'doctor-pins-')), 'pins.json')
-  expect(checkPins(env({ pinFile: pins, macosBridge: noBridge, pinStoreRequest: 'auto' }))).toMatchObject({ status: 'SKIP', detail: expect.stringContaining('not created yet') })
+  expect(checkPins(env({ pinFile: pins, macosBridge: noBridge, pinStoreRequest: 'auto' }))).toMatchObject({
+    status: 'SKIP',
+    detail: expect.stringContaining('not created yet'),
+  })
   expect(checkPins(env({ pinFile: pins, macosBridge: noBridge, pinStoreRequest: 'keychain' }))).toMatchObject({
     status: 'FAIL',
     detail: expect.stringContaining('DBCLUSTER_PIN_STORE=keychain, but the Keychain cannot be used'),
@@ -69,11 +87,17 @@ test('free memory against a plan', () => {
 
 test('tensor-parallel sealing: PASS where libcrypto loads, SKIP with how to install it where it does not', () => {
   expect(checkTpSealing(env({ nativeTpSealing: () => true }))).toMatchObject({ status: 'PASS' })
-  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'darwin' })).detail).toContain("brew install openssl@3")
-  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'linux' })).detail).toContain('apt install libssl3')
+  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'darwin' })).detail).toContain(
+    'brew install openssl@3',
+  )
+  expect(checkTpSealing(env({ nativeTpSealing: () => false, platform: 'linux' })).detail).toContain(
+    'apt install libssl3',
+  )
   expect(checkTpSealing(env()).detail).toBe('not probed')
   // this machine, for real
-  expect(checkTpSealing(env({ nativeTpSealing: () => NativeTpChannel.available() })).status).toBe(NativeTpChannel.available() ? 'PASS' : 'SKIP')
+  expect(checkTpSealing(env({ nativeTpSealing: () => NativeTpChannel.available() })).status).toBe(
+    NativeTpChannel.available() ? 'PASS' : 'SKIP',
+  )
 })
 
 test('coordinator: reachable with small skew, skewed clock fails, unreachable fails', async () => {
@@ -82,7 +106,9 @@ test('coordinator: reachable with small skew, skewed clock fails, unreachable fa
     const [reach, skew] = await checkCoordinator(env({ coordinator: `127.0.0.1:${server.port}` }))
     expect(reach!.status).toBe('PASS')
     expect(skew!.status).toBe('PASS')
-    const [, skewed] = await checkCoordinator(env({ coordinator: `http://127.0.0.1:${server.port}`, now: () => Date.now() + 60_000 }))
+    const [, skewed] = await checkCoordinator(
+      env({ coordinator: `http://127.0.0.1:${server.port}`, now: () => Date.now() + 60_000 }),
+    )
     expect(skewed).toMatchObject({ status: 'FAIL', name: 'clock skew' })
   } finally {
     server.stop(true)
@@ -93,11 +119,14 @@ test('coordinator: reachable with small skew, skewed clock fails, unreachable fa
 
 test('macOS checks SKIP on Linux with the reason, and parse tool output on darwin', async () => {
   expect((await checkRdmaEnabled(env({ platform: 'linux' }))).detail).toContain('macOS only')
-  const mac = (out: string, ok = true) => env({ platform: 'darwin', run: async () => ({ ok, stdout: out, reason: ok ? undefined : 'rdma_ctl not found' }) })
+  const mac = (out: string, ok = true) =>
+    env({ platform: 'darwin', run: async () => ({ ok, stdout: out, reason: ok ? undefined : 'rdma_ctl not found' }) })
   expect((await checkRdmaEnabled(mac('disabled\n'))).status).toBe('FAIL')
   expect((await checkRdmaEnabled(mac('enabled\n'))).status).toBe('PASS')
   expect((await checkRdmaEnabled(mac('', false))).detail).toBe('rdma_ctl not found')
-  expect((await checkThunderbolt(mac('    Thunderbolt/USB4 Bus 0:\n          Speed: Up to 40 Gb/s x1\n'))).status).toBe('FAIL')
+  expect((await checkThunderbolt(mac('    Thunderbolt/USB4 Bus 0:\n          Speed: Up to 40 Gb/s x1\n'))).status).toBe(
+    'FAIL',
+  )
   expect((await checkOsVersion(mac('ProductVersion:\t26.1\n'))).status).toBe('FAIL')
   expect((await checkOsVersion(mac('ProductVersion:\t26.2\n'))).status).toBe('PASS')
 })
@@ -109,6 +138,6 @@ test('runDoctor on this machine returns every check', async () => {
   expect(names).toContain('OS versions across nodes')
   expect(names).toContain('Thunderbolt Bridge loop')
   expect(names).toContain('RDMA device → peer')
-  expect(names).toContain("tensor-parallel sealing")
+  expect(names).toContain('tensor-parallel sealing')
   expect(names.length).toBe(16)
 })

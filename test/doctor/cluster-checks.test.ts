@@ -13,7 +13,8 @@ const GiB = 2 ** 30
 let health: unknown = {}
 const server = Bun.serve({ port: 0, fetch: () => Response.json(health) })
 afterAll(() => server.stop(true))
-const env = (extra = {}) => defaultEnv({ keyFile: join(dir, 'k'), pinFile: join(dir, 'p'), cluster: `http://127.0.0.1:${server.port}`, ...extra })
+const env = (extra = {}) =>
+  defaultEnv({ keyFile: join(dir, 'k'), pinFile: join(dir, 'p'), cluster: `http://127.0.0.1:${server.port}`, ...extra })
 
 const member = (rank: number, extra = {}) => ({
   rank,
@@ -31,16 +32,25 @@ test('a healthy cluster passes all three; each problem fails with the node named
   health = { nodes: 2, members: [member(0), member(1)] }
   expect((await checkCluster(env())).map((r) => r.status)).toEqual(['PASS', 'PASS', 'PASS'])
 
-  health = { nodes: 3, members: [member(0), member(1, { os_version: 'macOS 26.1' }), member(2, { clock_skew_ms: -7300 })] }
+  health = {
+    nodes: 3,
+    members: [member(0), member(1, { os_version: 'macOS 26.1' }), member(2, { clock_skew_ms: -7300 })],
+  }
   const [os, clock, memory] = await checkCluster(env())
-  expect(os).toMatchObject({ status: 'FAIL', detail: 'macOS 26.2: rank 0 node-0, rank 2 node-2; macOS 26.1: rank 1 node-1' })
+  expect(os).toMatchObject({
+    status: 'FAIL',
+    detail: 'macOS 26.2: rank 0 node-0, rank 2 node-2; macOS 26.1: rank 1 node-1',
+  })
   expect(os!.fix).toContain('same macOS release')
   expect(clock).toMatchObject({ status: 'FAIL', detail: 'rank 2 node-2 -7.3 s' })
   expect(memory!.status).toBe('PASS')
 
   health = { nodes: 2, members: [member(0), member(1, { free_bytes: 8 * GiB })] }
   const short = (await checkCluster(env()))[2]!
-  expect(short).toMatchObject({ status: 'FAIL', detail: 'rank 1 node-1 had 8.0 GiB free for 12.0 GiB of weights and KV' })
+  expect(short).toMatchObject({
+    status: 'FAIL',
+    detail: 'rank 1 node-1 had 8.0 GiB free for 12.0 GiB of weights and KV',
+  })
 })
 
 test('without --cluster the checks skip; an unreachable head fails; a head serving alone skips', async () => {
@@ -65,7 +75,11 @@ const BRIDGE = `bridge0: flags=8863<UP,BROADCAST,SMART,RUNNING,SIMPLEX,MULTICAST
 
 test('Thunderbolt Bridge loop: two member ports in a ring of 3 fail; one passes; fewer nodes or Linux skip', async () => {
   expect(parseBridgeMembers(BRIDGE)).toEqual(['en2', 'en3'])
-  const mac = (stdout: string, ok = true) => env({ platform: 'darwin', run: async () => (ok ? { ok: true, stdout } : { ok: false, stdout: '', reason: 'exit 1' }) })
+  const mac = (stdout: string, ok = true) =>
+    env({
+      platform: 'darwin',
+      run: async () => (ok ? { ok: true, stdout } : { ok: false, stdout: '', reason: 'exit 1' }),
+    })
   const loop = await checkBridgeLoop(mac(BRIDGE), 3)
   expect(loop.status).toBe('FAIL')
   expect(loop.detail).toContain('en2, en3')
@@ -97,7 +111,11 @@ test('RDMA device → peer: each active rdma_enN names the link-local neighbour 
     en6: '? (169.254.20.3) at 36:e3:0a:4b:12:06 on en6 [ethernet]\n? (10.0.0.1) at 11:22:33:44:55:66 on en6 [ethernet]\n',
   }
   const mac = (table: Record<string, string>) =>
-    env({ platform: 'darwin', run: async (cmd: string[]) => (cmd[0] === 'ibv_devinfo' ? { ok: true, stdout: IBV } : { ok: true, stdout: table[cmd.at(-1)!] ?? '' }) })
+    env({
+      platform: 'darwin',
+      run: async (cmd: string[]) =>
+        cmd[0] === 'ibv_devinfo' ? { ok: true, stdout: IBV } : { ok: true, stdout: table[cmd.at(-1)!] ?? '' },
+    })
   const ok = await checkRdmaPeers(mac(arp))
   expect(ok.status).toBe('PASS')
   expect(ok.detail).toContain('rdma_en5 → en5 → 169.254.10.2; rdma_en6 → en6 → 169.254.20.3')

@@ -1,6 +1,13 @@
 /** Parsers over SAMPLE outputs written from the tools' documented formats (not captured from a real Mac). */
 import { expect, test } from 'bun:test'
-import { isThunderbolt5, parseIbvDevices, parseIbvDevinfo, parseRdmaCtlStatus, parseSwVers, parseThunderboltPorts } from '../../src/doctor/macos-parsers.ts'
+import {
+  isThunderbolt5,
+  parseIbvDevices,
+  parseIbvDevinfo,
+  parseRdmaCtlStatus,
+  parseSwVers,
+  parseThunderboltPorts,
+} from '../../src/doctor/macos-parsers.ts'
 
 test('rdma_ctl status: enabled, disabled, unknown', () => {
   expect(parseRdmaCtlStatus('enabled\n')).toBe('enabled')
@@ -31,7 +38,11 @@ test('ibv_devinfo: one entry per device port with its state', () => {
 })
 
 test('ibv_devices: device names under the header', () => {
-  expect(parseIbvDevices('    device          \t   node GUID\n    ------          \t----------------\n    rdma_en2        \t0000000000000000\n    rdma_en3        \t0000000000000001\n')).toEqual(['rdma_en2', 'rdma_en3'])
+  expect(
+    parseIbvDevices(
+      '    device          \t   node GUID\n    ------          \t----------------\n    rdma_en2        \t0000000000000000\n    rdma_en3        \t0000000000000001\n',
+    ),
+  ).toEqual(['rdma_en2', 'rdma_en3'])
 })
 
 const TB_SAMPLE = `Thunderbolt/USB4:

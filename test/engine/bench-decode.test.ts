@@ -10,7 +10,23 @@ describe('bench decode', () => {
     const dir = await synthModel('qwen3', 'q4')
     const { NODE_ENV: _, TEST: __, ...env } = process.env // consola would otherwise be silent: prove stdout stays JSON
     const r = Bun.spawnSync(
-      [process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--backend', 'cpu', '--batch', '1,3', '--prompt-tokens', '8', '--steps', '4', '--json'],
+      [
+        process.execPath,
+        'src/main.ts',
+        'bench',
+        'decode',
+        '--model',
+        dir,
+        '--backend',
+        'cpu',
+        '--batch',
+        '1,3',
+        '--prompt-tokens',
+        '8',
+        '--steps',
+        '4',
+        '--json',
+      ],
       { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' },
     )
     expect(r.exitCode, r.stderr.toString()).toBe(0)
@@ -27,13 +43,40 @@ describe('bench decode', () => {
       expect(row.roofline_ratio).toBeCloseTo((result.weight_bytes_per_step * steps) / 1e9 / result.memory_read_gbps, 1)
       expect(row.step_ms_p50).toBeCloseTo(1000 / steps, 0)
     }
-    const bad = Bun.spawnSync([process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--batch', '1,x'], { cwd: ROOT, stderr: 'pipe' })
+    const bad = Bun.spawnSync([process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--batch', '1,x'], {
+      cwd: ROOT,
+      stderr: 'pipe',
+    })
     expect(bad.exitCode).toBe(2)
     expect(bad.stderr.toString()).toContain("bad --batch '1,x'")
-    const f32 = Bun.spawnSync([process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--backend', 'cpu', '--batch', '2', '--prompt-tokens', '8', '--steps', '2', '--kv-dtype', 'f32', '--json'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' })
+    const f32 = Bun.spawnSync(
+      [
+        process.execPath,
+        'src/main.ts',
+        'bench',
+        'decode',
+        '--model',
+        dir,
+        '--backend',
+        'cpu',
+        '--batch',
+        '2',
+        '--prompt-tokens',
+        '8',
+        '--steps',
+        '2',
+        '--kv-dtype',
+        'f32',
+        '--json',
+      ],
+      { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' },
+    )
     expect(f32.exitCode, f32.stderr.toString()).toBe(0)
     expect(JSON.parse(f32.stdout.toString()).kv_dtype).toBe('f32')
-    const badKv = Bun.spawnSync([process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--kv-dtype', 'int8'], { cwd: ROOT, stderr: 'pipe' })
+    const badKv = Bun.spawnSync(
+      [process.execPath, 'src/main.ts', 'bench', 'decode', '--model', dir, '--kv-dtype', 'int8'],
+      { cwd: ROOT, stderr: 'pipe' },
+    )
     expect(badKv.exitCode).toBe(2)
     expect(badKv.stderr.toString()).toContain("unknown --kv-dtype 'int8'")
   }, 60_000)

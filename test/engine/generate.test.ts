@@ -49,10 +49,18 @@ class ScriptedPipeline implements Pipeline {
 
 async function run(pipeline: Pipeline, request: Partial<GenerationRequest>) {
   const events: GenerationEvent[] = []
-  for await (const e of generate(pipeline, { promptIds: PROMPT, maxTokens: 10, sampling: GREEDY, eosTokenIds: [7], ...request }, decode)) events.push(e)
+  for await (const e of generate(
+    pipeline,
+    { promptIds: PROMPT, maxTokens: 10, sampling: GREEDY, eosTokenIds: [7], ...request },
+    decode,
+  ))
+    events.push(e)
   const done = events.at(-1)!
   if (done.type !== 'done') throw new Error('no done event')
-  const streamed = events.filter((e) => e.type !== 'done').map((e) => ('text' in e ? e.text : '')).join('')
+  const streamed = events
+    .filter((e) => e.type !== 'done')
+    .map((e) => ('text' in e ? e.text : ''))
+    .join('')
   return { events, done, streamed }
 }
 
@@ -65,7 +73,10 @@ describe('generate', () => {
     expect(p.steps.every((s) => s.slots.every((x) => x === 3))).toBe(true)
     expect(Array.from(p.steps[2]!.logitRows!)).toEqual([0])
     // decode: one row per step at the next position, fed the sampled token
-    expect(p.steps.slice(3).map((s) => [s.tokens![0], s.positions[0]])).toEqual([[1, 5], [2, 6]])
+    expect(p.steps.slice(3).map((s) => [s.tokens![0], s.positions[0]])).toEqual([
+      [1, 5],
+      [2, 6],
+    ])
     expect(done).toMatchObject({ finishReason: 'stop', tokens: [1, 2], text: 'bc', promptTokens: 5 })
     expect(p.open.size).toBe(0)
   })
@@ -112,7 +123,12 @@ describe('dbcluster generate on a synthetic model', () => {
   const cli = (...args: string[]) => {
     // consola is silent under NODE_ENV=test; the command's own info lines are part of what is checked
     const { NODE_ENV: _, TEST: __, ...env } = process.env
-    const r = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', ...args, '--backend', 'cpu'], { cwd: ROOT, env, stdout: 'pipe', stderr: 'pipe' })
+    const r = Bun.spawnSync([process.execPath, 'src/main.ts', 'generate', ...args, '--backend', 'cpu'], {
+      cwd: ROOT,
+      env,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
     return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() }
   }
 
@@ -126,7 +142,9 @@ describe('dbcluster generate on a synthetic model', () => {
     const viaMessages = JSON.parse(a.out)
     expect(viaMessages.tokens).toEqual(viaChat.tokens)
     // the template adds <|im_start|> user \n … <|im_end|> \n <|im_start|> assistant \n <think> \n\n </think> \n\n: 12 tokens
-    expect(viaMessages.prompt_tokens).toBe(JSON.parse(cli('--model', dir, '--prompt', 'Hello there', '--max-tokens', '1', '--json').out).prompt_tokens + 12)
+    expect(viaMessages.prompt_tokens).toBe(
+      JSON.parse(cli('--model', dir, '--prompt', 'Hello there', '--max-tokens', '1', '--json').out).prompt_tokens + 12,
+    )
     writeFileSync(file, '{"role": "user"}')
     const bad = cli('--model', dir, '--messages', file)
     expect(bad.code).toBe(2)

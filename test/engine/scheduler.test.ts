@@ -55,13 +55,18 @@ function collect(scheduler: Scheduler, promptIds: number[], maxTokens: number, t
 
 describe('scheduler', async () => {
   const dir = await synthModel('qwen3', 'f32')
-  const make = (slots = 4) => new RecordingPipeline(new LocalPipeline([ModelStage.load(dir, backend, { slots, maxLen: 1024 })]))
+  const make = (slots = 4) =>
+    new RecordingPipeline(new LocalPipeline([ModelStage.load(dir, backend, { slots, maxLen: 1024 })]))
 
   test('a long prompt is prefilled in chunks interleaved with another request’s decoding', async () => {
     const pipeline = make()
     const scheduler = new Scheduler(pipeline, () => '', { prefillChunk: 64 })
     const short = collect(scheduler, [1, 2, 3], 20)
-    const long = collect(scheduler, Array.from({ length: 300 }, (_, i) => 100 + i), 4)
+    const long = collect(
+      scheduler,
+      Array.from({ length: 300 }, (_, i) => 100 + i),
+      4,
+    )
     const [a, b] = await Promise.all([short, long])
     expect(a.at(-1)).toMatchObject({ type: 'done', finishReason: 'length' })
     expect(b.at(-1)).toMatchObject({ type: 'done', finishReason: 'length' })
@@ -73,9 +78,14 @@ describe('scheduler', async () => {
   })
 
   test('batched greedy equals the same requests one at a time', async () => {
-    const prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    const prompts = [
+      [5, 6, 7],
+      [8, 9],
+      [10, 11, 12, 13],
+    ]
     const alone: number[][] = []
-    for (const p of prompts) alone.push(((await collect(new Scheduler(make(), () => ''), p, 6)).at(-1) as { tokens: number[] }).tokens)
+    for (const p of prompts)
+      alone.push(((await collect(new Scheduler(make(), () => ''), p, 6)).at(-1) as { tokens: number[] }).tokens)
     const scheduler = new Scheduler(make(), () => '')
     const together = await Promise.all(prompts.map((p) => collect(scheduler, p, 6)))
     expect(together.map((e) => (e.at(-1) as { tokens: number[] }).tokens)).toEqual(alone)
@@ -96,16 +106,29 @@ describe('scheduler', async () => {
     pipeline.failOnStep = 3
     const scheduler = new Scheduler(pipeline, () => '')
     const results = await Promise.all([collect(scheduler, [1, 2], 10), collect(scheduler, [3, 4], 10)])
-    for (const events of results) expect((events.at(-1) as { type: string; error?: Error }).error?.message).toContain('stage 1 went away')
+    for (const events of results)
+      expect((events.at(-1) as { type: string; error?: Error }).error?.message).toContain('stage 1 went away')
     expect((await collect(scheduler, [5], 2)).at(-1)).toMatchObject({ type: 'done' })
   })
 
   test('while degraded, submit refuses at once and the API answers 503 with Retry-After', async () => {
     const scheduler = new Scheduler(make(), () => '')
     scheduler.setDegraded('stage 1 (node-b) unreachable')
-    expect(() => scheduler.submit({ promptIds: [1], maxTokens: 1, sampling: GREEDY, eosTokenIds: [] }, () => {})).toThrow(DegradedError)
-    const app = createApp({ scheduler, tokenizer: new ModelTokenizer(dir), modelId: 'm', metrics: new ServingMetrics(), health: () => ({}) })
-    const res = await app.request('/v1/completions', { method: 'POST', body: JSON.stringify({ prompt: 'x' }), headers: { 'content-type': 'application/json' } })
+    expect(() =>
+      scheduler.submit({ promptIds: [1], maxTokens: 1, sampling: GREEDY, eosTokenIds: [] }, () => {}),
+    ).toThrow(DegradedError)
+    const app = createApp({
+      scheduler,
+      tokenizer: new ModelTokenizer(dir),
+      modelId: 'm',
+      metrics: new ServingMetrics(),
+      health: () => ({}),
+    })
+    const res = await app.request('/v1/completions', {
+      method: 'POST',
+      body: JSON.stringify({ prompt: 'x' }),
+      headers: { 'content-type': 'application/json' },
+    })
     expect(res.status).toBe(503)
     expect(res.headers.get('retry-after')).toBe('5')
     expect((await res.json()).error.message).toContain('cluster degraded: stage 1 (node-b) unreachable')
@@ -118,7 +141,9 @@ describe('scheduler', async () => {
     const running = collect(scheduler, [1, 2, 3], 30) // holds the only slot
     const left = new AbortController()
     const events: RequestEvent[] = []
-    scheduler.submit({ promptIds: [4, 5], maxTokens: 4, sampling: GREEDY, eosTokenIds: [], signal: left.signal }, (e) => events.push(e))
+    scheduler.submit({ promptIds: [4, 5], maxTokens: 4, sampling: GREEDY, eosTokenIds: [], signal: left.signal }, (e) =>
+      events.push(e),
+    )
     expect(scheduler.queueDepth).toBe(1)
     left.abort()
     expect(scheduler.queueDepth).toBe(0)
@@ -130,7 +155,14 @@ describe('scheduler', async () => {
 
   test('--api-key: requests without the bearer token get 401', async () => {
     const scheduler = new Scheduler(make(), () => '')
-    const app = createApp({ scheduler, tokenizer: new ModelTokenizer(dir), modelId: 'm', metrics: new ServingMetrics(), health: () => ({}), apiKey: 'sekret' })
+    const app = createApp({
+      scheduler,
+      tokenizer: new ModelTokenizer(dir),
+      modelId: 'm',
+      metrics: new ServingMetrics(),
+      health: () => ({}),
+      apiKey: 'sekret',
+    })
     expect((await app.request('/v1/models')).status).toBe(401)
     expect((await app.request('/v1/models', { headers: { authorization: 'Bearer sekret' } })).status).toBe(200)
   })

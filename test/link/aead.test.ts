@@ -15,7 +15,10 @@ describe('known answers', () => {
   for (const [cipher, list] of Object.entries(vectors) as [CipherName, (typeof vectors)['aes-256-gcm']][])
     for (const v of list)
       test(`${cipher}: ${v.source}`, () => {
-        const pt = 'plaintext_utf8' in v ? new TextEncoder().encode((v as { plaintext_utf8: string }).plaintext_utf8) : hexToBytes(v.plaintext)
+        const pt =
+          'plaintext_utf8' in v
+            ? new TextEncoder().encode((v as { plaintext_utf8: string }).plaintext_utf8)
+            : hexToBytes(v.plaintext)
         const expected = v.ciphertext + v.tag
         const [key, nonce, aad] = [hexToBytes(v.key), hexToBytes(v.nonce), hexToBytes(v.aad)]
         expect(bytesToHex(seal(cipher, key, nonce, aad, pt))).toBe(expected)
@@ -102,14 +105,20 @@ describe('channel', () => {
   test('both sides rekey at the same boundary; a receiver that did not would fail', () => {
     const { tx, rx } = setup('chacha20-poly1305', 4n)
     for (let i = 0; i < 13; i++) {
-      expect(new TextDecoder().decode(rx.open(FrameType.data, tx.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg(`m${i}`))).plaintext)).toBe(`m${i}`)
+      expect(
+        new TextDecoder().decode(
+          rx.open(FrameType.data, tx.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg(`m${i}`))).plaintext,
+        ),
+      ).toBe(`m${i}`)
     }
     const key = randomBytes(32)
     const tx2 = new AeadSender({ cipher: 'aes-256-gcm', key, direction: 1, clusterId: 'c1', rekeyInterval: 2n })
     const rx2 = new AeadReceiver({ cipher: 'aes-256-gcm', key, direction: 1, clusterId: 'c1' })
     rx2.open(FrameType.data, tx2.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg('0')))
     rx2.open(FrameType.data, tx2.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg('1')))
-    expect(() => rx2.open(FrameType.data, tx2.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg('2')))).toThrow(/failed authentication/)
+    expect(() =>
+      rx2.open(FrameType.data, tx2.seal({ type: FrameType.data, stage: 0, requestId: 0n }, msg('2'))),
+    ).toThrow(/failed authentication/)
   })
 })
 
@@ -123,10 +132,22 @@ describe('wire layout (docs/protocol.md §Sealed frames), rebuilt by hand', () =
       const frame = tx.sealFrame({ type: FrameType.activation, stage: 3, requestId: 0x0102030405n }, plaintext)
       // u64 LE length | u8 type | u64 LE seq | u32 LE stage | u64 LE request id | ciphertext ‖ tag
       expect(frame.length).toBe(9 + 20 + plaintext.length + 16)
-      expect(bytesToHex(frame.subarray(0, 29))).toBe(bytesToHex(le64(1 + 20 + plaintext.length + 16)) + hexOf([FrameType.activation]) + '0100000000000000' + '03000000' + '0504030201000000')
+      expect(bytesToHex(frame.subarray(0, 29))).toBe(
+        bytesToHex(le64(1 + 20 + plaintext.length + 16)) +
+          hexOf([FrameType.activation]) +
+          '0100000000000000' +
+          '03000000' +
+          '0504030201000000',
+      )
       // nonce = u32 BE direction ‖ u64 BE counter; AAD = u8 type | u64 LE seq | u32 LE stage | u64 LE request id | cluster id
       const nonce = hexToBytes('00000002' + '0000000000000001')
-      const aad = hexToBytes(hexOf([FrameType.activation]) + '0100000000000000' + '03000000' + '0504030201000000' + bytesToHex(msgBytes('cl-1')))
+      const aad = hexToBytes(
+        hexOf([FrameType.activation]) +
+          '0100000000000000' +
+          '03000000' +
+          '0504030201000000' +
+          bytesToHex(msgBytes('cl-1')),
+      )
       expect(bytesToHex(frame.subarray(29))).toBe(bytesToHex(noble(cipher, key, nonce, aad).encrypt(plaintext.slice())))
     })
 })

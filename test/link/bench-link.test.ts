@@ -4,11 +4,36 @@ import { expect, test } from 'bun:test'
 const ROOT = new URL('../..', import.meta.url).pathname
 
 test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s per cipher', async () => {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K,64K', '--rounds', '5', '--aead-sizes', '4K', '--file-size', '0'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn(
+    [
+      process.execPath,
+      'src/main.ts',
+      'bench',
+      'link',
+      '--json',
+      '--sizes',
+      '4K,64K',
+      '--rounds',
+      '5',
+      '--aead-sizes',
+      '4K',
+      '--file-size',
+      '0',
+    ],
+    { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
+  )
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
   const result = JSON.parse(out) as {
-    sizes: { bytes: number; rounds: number; sealed_rtt_us_p50: number; plain_rtt_us_p50: number; sealed_gbps: number; plain_gbps: number; ratio: number }[]
+    sizes: {
+      bytes: number
+      rounds: number
+      sealed_rtt_us_p50: number
+      plain_rtt_us_p50: number
+      sealed_gbps: number
+      plain_gbps: number
+      ratio: number
+    }[]
     aead: { cipher: string; bytes: number; gbps: number }[]
   }
   expect(result.sizes.map((s) => [s.bytes, s.rounds])).toEqual([
@@ -30,7 +55,11 @@ test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s 
 }, 30_000)
 
 test('bench link refuses a bad --rounds as a usage error', async () => {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--rounds', '0'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--rounds', '0'], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
   const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
   expect(code).toBe(2)
   expect(err).toContain('--rounds must be a positive integer')

@@ -1,6 +1,15 @@
 /** Payload layouts: every message round-trips through its documented bytes; payloads that do not fit are refused. */
 import { describe, expect, test } from 'bun:test'
-import { decodeError, decodeMessage, decodeTensor, encodeError, encodeMessage, encodeTensor, FrameType, type LinkMessage } from '../../src/link/frames.ts'
+import {
+  decodeError,
+  decodeMessage,
+  decodeTensor,
+  encodeError,
+  encodeMessage,
+  encodeTensor,
+  FrameType,
+  type LinkMessage,
+} from '../../src/link/frames.ts'
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
 
@@ -33,7 +42,10 @@ describe('frame payloads', () => {
     const back = decodeTensor(payload)
     expect(back.shape).toEqual([2, 3])
     expect(Array.from(new Float32Array(back.data.slice().buffer))).toEqual([1, -2, 0.5, 3, 4, 5])
-    expect(decodeMessage(FrameType.activation, payload)).toMatchObject({ type: 'activation', tensor: { dtype: 'f32', shape: [2, 3] } })
+    expect(decodeMessage(FrameType.activation, payload)).toMatchObject({
+      type: 'activation',
+      tensor: { dtype: 'f32', shape: [2, 3] },
+    })
   })
 
   test('payloads that do not fit their layout are refused', () => {

@@ -47,7 +47,12 @@ describe('Heartbeat', () => {
   test('a timer that fires over an interval late (this event loop was blocked) pings instead of declaring the peer dead', async () => {
     let clock = 0
     const events: string[] = []
-    const hb = new Heartbeat({ intervalMs: 20, missedPings: 3 }, () => events.push(`ping@${clock}`), (ms) => events.push(`dead after ${ms}`), () => clock)
+    const hb = new Heartbeat(
+      { intervalMs: 20, missedPings: 3 },
+      () => events.push(`ping@${clock}`),
+      (ms) => events.push(`dead after ${ms}`),
+      () => clock,
+    )
     // the process blocks for 1 s before the first timer can run
     clock = 1000
     await Bun.sleep(40)

@@ -11,7 +11,11 @@ test('control characters are escaped and long text is cut with a count', () => {
 test('a key logs once per window; the lines held back are counted on the next one', () => {
   let now = 0
   const lines: string[] = []
-  const log = new RateLimitedLog((l) => lines.push(l), 10_000, () => now)
+  const log = new RateLimitedLog(
+    (l) => lines.push(l),
+    10_000,
+    () => now,
+  )
   expect(log.line('a', 'refused a')).toBe(true)
   expect(log.line('a', 'refused a')).toBe(false)
   expect(log.line('b', 'refused b')).toBe(true)

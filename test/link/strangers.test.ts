@@ -21,17 +21,37 @@ beforeAll(async () => {
   const model = await synthModel('qwen3', 'bf16')
   const nodes = prepareLocalNodes(2)
   port = nodes.ports[0]!
-  head = Bun.spawn([process.execPath, 'src/main.ts', 'serve', '--model', model, '--peers', nodes.peers, '--rank', '0', '--node-name', 'node-0', '--backend', 'cpu', '--port', '0'], {
-    cwd: ROOT,
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: nodes.homes[0]! },
-  })
-  for (const stream of [head.stdout, head.stderr] as ReadableStream<Uint8Array>[]) void (async () => {
-    const reader = stream.getReader()
-    for (let r = await reader.read(); !r.done; r = await reader.read()) output += new TextDecoder().decode(r.value)
-  })()
+  head = Bun.spawn(
+    [
+      process.execPath,
+      'src/main.ts',
+      'serve',
+      '--model',
+      model,
+      '--peers',
+      nodes.peers,
+      '--rank',
+      '0',
+      '--node-name',
+      'node-0',
+      '--backend',
+      'cpu',
+      '--port',
+      '0',
+    ],
+    {
+      cwd: ROOT,
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: nodes.homes[0]! },
+    },
+  )
+  for (const stream of [head.stdout, head.stderr] as ReadableStream<Uint8Array>[])
+    void (async () => {
+      const reader = stream.getReader()
+      for (let r = await reader.read(); !r.done; r = await reader.read()) output += new TextDecoder().decode(r.value)
+    })()
   // the head listens on its link port while it waits for the stage
   const deadline = Date.now() + 60_000
   for (;;) {
@@ -81,7 +101,9 @@ test('frames declared up to the link limit before the handshake are refused at o
   }
   await Promise.all(conns.map((c) => c.closed))
   expect(rssOf(head.pid) - before).toBeLessThan(64 * 1024 * 1024)
-  expect(output).toContain(`E_FRAME_TOO_LARGE: a frame declared ${200 * 1024 * 1024} bytes; the limit is ${HANDSHAKE_FRAME_BYTES}`)
+  expect(output).toContain(
+    `E_FRAME_TOO_LARGE: a frame declared ${200 * 1024 * 1024} bytes; the limit is ${HANDSHAKE_FRAME_BYTES}`,
+  )
 }, 30_000)
 
 test('connections that never handshake are capped; one more is closed on arrival, and that is logged once', async () => {
@@ -91,7 +113,9 @@ test('connections that never handshake are capped; one more is closed on arrival
   await Promise.all(extra.map((c) => c.closed)) // closed by the head, not by the handshake timeout
   const lines = output.split('\n').filter((l) => l.includes(`handshakes are already pending on 127.0.0.1:${port}`))
   expect(lines.length).toBe(1)
-  expect(lines[0]).toContain(`refused a connection from 127.0.0.1: ${MAX_PENDING_HANDSHAKES} handshakes are already pending`)
+  expect(lines[0]).toContain(
+    `refused a connection from 127.0.0.1: ${MAX_PENDING_HANDSHAKES} handshakes are already pending`,
+  )
   for (const c of idle) c.socket.destroy()
   await Promise.all(idle.map((c) => c.closed))
   await Bun.sleep(200)

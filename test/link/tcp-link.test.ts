@@ -18,11 +18,17 @@ afterEach(() => {
 
 function server(options: Partial<LinkOptions> = {}) {
   const accepted: SealedLink[] = []
-  const listener = listenLinks('127.0.0.1', 0, { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, ...options }, (l) => accepted.push(l))
+  const listener = listenLinks(
+    '127.0.0.1',
+    0,
+    { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, ...options },
+    (l) => accepted.push(l),
+  )
   cleanup.push(() => listener.stop(true))
   return { port: listener.port, accepted }
 }
-const client = (port: number, options: Partial<LinkOptions> = {}) => connectLink('127.0.0.1', port, { identity: alice, serial: 'alice', clusterId: 'c', authorize: both, ...options })
+const client = (port: number, options: Partial<LinkOptions> = {}) =>
+  connectLink('127.0.0.1', port, { identity: alice, serial: 'alice', clusterId: 'c', authorize: both, ...options })
 
 describe('sealed TCP link', () => {
   for (const cipher of ['aes-256-gcm', 'chacha20-poly1305'] as const)
@@ -69,8 +75,20 @@ describe('sealed TCP link', () => {
       for (let k = 0; k < 20; k++) await Promise.resolve()
       await Bun.sleep(5)
     }
-    const responder = new SealedLink('responder', { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, pingIntervalMs: 600_000 })
-    const initiator = new SealedLink('initiator', { identity: alice, serial: 'alice', clusterId: 'c', authorize: both, pingIntervalMs: 600_000 })
+    const responder = new SealedLink('responder', {
+      identity: bob,
+      serial: 'bob',
+      clusterId: 'c',
+      authorize: both,
+      pingIntervalMs: 600_000,
+    })
+    const initiator = new SealedLink('initiator', {
+      identity: alice,
+      serial: 'alice',
+      clusterId: 'c',
+      authorize: both,
+      pingIntervalMs: 600_000,
+    })
     responder.attach(toI.socket)
     initiator.attach(toR.socket)
     responder.data(toR.writes.shift()!) // HELLO
@@ -87,7 +105,9 @@ describe('sealed TCP link', () => {
     const sent = [new Uint8Array(300 * 1024).fill(1), new Uint8Array(200 * 1024).fill(2), new Uint8Array([3])]
     for (const payload of sent) initiator.send(FrameType.activation, payload)
     const got: Uint8Array[] = []
-    const all = new Promise<void>((resolve) => responder.onFrame((f) => (got.push(f.payload), got.length === sent.length && resolve())))
+    const all = new Promise<void>((resolve) =>
+      responder.onFrame((f) => (got.push(f.payload), got.length === sent.length && resolve())),
+    )
     // FINISH and everything after it in one chunk: the decoder stops after FINISH (its check is async)
     const chunk = Buffer.concat([finish, ...toR.writes.splice(0)])
     responder.data(new Uint8Array(chunk))
@@ -102,7 +122,10 @@ describe('sealed TCP link', () => {
     initiator.send(FrameType.activation, new Uint8Array(EARLY_BYTES + 1024))
     responder.data(new Uint8Array(Buffer.concat([finish, ...toR.writes.splice(0)])))
     expect(responder.closed).toBe(true)
-    expect(responder.stats.closeReason).toMatchObject({ code: 'E_FRAME_TOO_LARGE', message: `more than ${EARLY_BYTES} bytes arrived before the handshake finished` })
+    expect(responder.stats.closeReason).toMatchObject({
+      code: 'E_FRAME_TOO_LARGE',
+      message: `more than ${EARLY_BYTES} bytes arrived before the handshake finished`,
+    })
   })
 
   test('an unpinned client is refused; both sides learn why', async () => {
@@ -135,7 +158,9 @@ describe('sealed TCP link', () => {
     const far = accepted[0]!
     ;(far as unknown as { data: (c: Uint8Array) => void }).data = () => {}
     const t0 = Date.now()
-    const reason = await new Promise<{ code?: string }>((resolve) => link.onClose((r) => resolve(r as { code?: string })))
+    const reason = await new Promise<{ code?: string }>((resolve) =>
+      link.onClose((r) => resolve(r as { code?: string })),
+    )
     expect(reason.code).toBe('E_PEER_UNAVAILABLE')
     const elapsed = Date.now() - t0
     expect(elapsed).toBeGreaterThanOrEqual(3 * 100 - 40) // not before 3 silent intervals…
@@ -151,7 +176,13 @@ describe('sealed TCP link', () => {
       port: 0,
       socket: {
         open(socket) {
-          const link = new SealedLink('responder', { identity: bob, serial: 'bob', clusterId: 'c', authorize: both, handshakeTimeoutMs: 300 })
+          const link = new SealedLink('responder', {
+            identity: bob,
+            serial: 'bob',
+            clusterId: 'c',
+            authorize: both,
+            handshakeTimeoutMs: 300,
+          })
           socket.data = { link }
           link.onClose((r) => closed.push(r as { code?: string }))
           link.attach(socket)
@@ -161,14 +192,23 @@ describe('sealed TCP link', () => {
       },
     })
     cleanup.push(() => listener.stop(true))
-    const half = new InitiatorHandshake({ identity: alice, serial: 'alice', clusterId: 'c', authorize: both, randomBytes: (n) => crypto.getRandomValues(new Uint8Array(n)) })
+    const half = new InitiatorHandshake({
+      identity: alice,
+      serial: 'alice',
+      clusterId: 'c',
+      authorize: both,
+      randomBytes: (n) => crypto.getRandomValues(new Uint8Array(n)),
+    })
     const decoder = new FrameDecoder(1 << 16)
     const acks: number[] = []
     let ended = false
     const socket = await Bun.connect({
       hostname: '127.0.0.1',
       port: listener.port,
-      socket: { data: (_s, chunk) => decoder.push(new Uint8Array(chunk)).forEach((f) => acks.push(f.type)), close: () => void (ended = true) },
+      socket: {
+        data: (_s, chunk) => decoder.push(new Uint8Array(chunk)).forEach((f) => acks.push(f.type)),
+        close: () => void (ended = true),
+      },
     })
     cleanup.push(() => socket.end())
     const t0 = Date.now()
@@ -245,8 +285,14 @@ describe('fragments (large messages as several sealed records)', () => {
     const opts = { clusterId: 'c', authorize: both, pingIntervalMs: 60_000, ...extra }
     const wire: Uint8Array[] = []
     let b: SealedLink | null = null
-    const a = SealedLink.withKeys('initiator', { identity: alice, serial: 'alice', ...opts }, result, { write: (x: Uint8Array) => (wire.push(x.slice()), b?.data(x.slice()), x.byteLength), end: () => {} } as never)
-    b = SealedLink.withKeys('responder', { identity: bob, serial: 'bob', ...opts }, theirs, { write: (x: Uint8Array) => x.byteLength, end: () => {} } as never)
+    const a = SealedLink.withKeys('initiator', { identity: alice, serial: 'alice', ...opts }, result, {
+      write: (x: Uint8Array) => (wire.push(x.slice()), b?.data(x.slice()), x.byteLength),
+      end: () => {},
+    } as never)
+    b = SealedLink.withKeys('responder', { identity: bob, serial: 'bob', ...opts }, theirs, {
+      write: (x: Uint8Array) => x.byteLength,
+      end: () => {},
+    } as never)
     cleanup.push(() => (a.close(), b!.close()))
     return { a, b, wire, key: result.initiatorKey }
   }
@@ -276,14 +322,33 @@ describe('fragments (large messages as several sealed records)', () => {
       const tx = new AeadSender({ cipher: 'aes-256-gcm', key, direction: 1, clusterId: 'c' })
       const got: number[] = []
       b.onFrame((f) => got.push(f.payload.length))
-      for (const r of records) b.data(tx.sealFrame({ type: r.type, stage: r.stage, requestId: 0n }, new Uint8Array(r.size)))
+      for (const r of records)
+        b.data(tx.sealFrame({ type: r.type, stage: r.stage, requestId: 0n }, new Uint8Array(r.size)))
       return { got, code: b.stats.closeReason?.code, closed: b.closed }
     }
-    const ok = await forged([{ type: FrameType.fragment, stage: 1, size: 60 }, { type: FrameType.data, stage: 1, size: 30 }], 100)
+    const ok = await forged(
+      [
+        { type: FrameType.fragment, stage: 1, size: 60 },
+        { type: FrameType.data, stage: 1, size: 30 },
+      ],
+      100,
+    )
     expect(ok).toEqual({ got: [90], code: undefined, closed: false })
-    const switched = await forged([{ type: FrameType.fragment, stage: 1, size: 10 }, { type: FrameType.data, stage: 2, size: 10 }], 100)
+    const switched = await forged(
+      [
+        { type: FrameType.fragment, stage: 1, size: 10 },
+        { type: FrameType.data, stage: 2, size: 10 },
+      ],
+      100,
+    )
     expect(switched).toEqual({ got: [], code: 'E_FRAGMENT', closed: true })
-    const tooBig = await forged([{ type: FrameType.fragment, stage: 1, size: 60 }, { type: FrameType.fragment, stage: 1, size: 60 }], 100)
+    const tooBig = await forged(
+      [
+        { type: FrameType.fragment, stage: 1, size: 60 },
+        { type: FrameType.fragment, stage: 1, size: 60 },
+      ],
+      100,
+    )
     expect(tooBig).toEqual({ got: [], code: 'E_FRAME_TOO_LARGE', closed: true })
   })
 })

@@ -11,7 +11,11 @@ const ROOT = new URL('../..', import.meta.url).pathname
 const PING_MS = 200
 
 async function startPeer(port = 0) {
-  const proc = Bun.spawn([process.execPath, 'test/support/link-peer.ts'], { cwd: ROOT, env: { ...process.env, PORT: String(port), PING_MS: String(PING_MS) }, stdout: 'pipe' })
+  const proc = Bun.spawn([process.execPath, 'test/support/link-peer.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), PING_MS: String(PING_MS) },
+    stdout: 'pipe',
+  })
   const reader = proc.stdout.getReader()
   let text = ''
   while (!/listening (\d+)/.test(text)) {
@@ -38,7 +42,8 @@ test('kill the peer: unavailable within 3 ping intervals, errors not hangs, reco
     states.push(s)
     waiter?.(s)
   })
-  const next = (want: LinkState['state']) => new Promise<LinkState>((resolve) => (waiter = (s) => s.state === want && resolve(s)))
+  const next = (want: LinkState['state']) =>
+    new Promise<LinkState>((resolve) => (waiter = (s) => s.state === want && resolve(s)))
   const echo = () =>
     new Promise<string>((resolve) => {
       link.onFrame((f) => resolve(new TextDecoder().decode(f.payload)))

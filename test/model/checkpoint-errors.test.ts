@@ -37,7 +37,9 @@ describe('bad checkpoints', () => {
     try {
       ModelStage.load(dir, backend)
     } catch (error) {
-      expect((error as { hint?: string }).hint).toBe('supported: gemma3, gemma3_text, gemma4, gemma4_text, gpt_oss, llama, mistral, qwen2, qwen3, qwen3_5, qwen3_5_moe')
+      expect((error as { hint?: string }).hint).toBe(
+        'supported: gemma3, gemma3_text, gemma4, gemma4_text, gpt_oss, llama, mistral, qwen2, qwen3, qwen3_5, qwen3_5_moe',
+      )
     }
   })
 
@@ -72,8 +74,12 @@ describe('bad checkpoints', () => {
 
   test('an unsupported dtype and an unclaimed leftover tensor are refused', async () => {
     const dir = await copyOf()
-    await writeSafetensors(join(dir, 'extra.safetensors'), [{ name: 'model.layers.0.mystery.weight', dtype: 'f32', shape: [2], data: new Uint8Array(8) }])
-    expect(() => ModelStage.load(dir, backend)).toThrow(/match no parameter of qwen3: model\.layers\.0\.mystery\.weight/)
+    await writeSafetensors(join(dir, 'extra.safetensors'), [
+      { name: 'model.layers.0.mystery.weight', dtype: 'f32', shape: [2], data: new Uint8Array(8) },
+    ])
+    expect(() => ModelStage.load(dir, backend)).toThrow(
+      /match no parameter of qwen3: model\.layers\.0\.mystery\.weight/,
+    )
     rewriteHeader(join(dir, 'extra.safetensors'), (h) => {
       h['model.layers.0.mystery.weight'].dtype = 'F64'
     })
@@ -86,15 +92,22 @@ describe('bad checkpoints', () => {
       h['model.layers.0.mlp.up_proj.scalez'] = h['model.layers.0.mlp.up_proj.scales']
       delete h['model.layers.0.mlp.up_proj.scales']
     })
-    expect(() => ModelStage.load(dir, backend)).toThrow(/tensor model\.layers\.0\.mlp\.up_proj\.weight is u32, expected f32 or f16 or bf16/)
+    expect(() => ModelStage.load(dir, backend)).toThrow(
+      /tensor model\.layers\.0\.mlp\.up_proj\.weight is u32, expected f32 or f16 or bf16/,
+    )
   })
 
   test('quantization bits in config.json that do not match the packed weights are a shape error', async () => {
     const dir = copyOfModel(await synthModel('qwen3', 'q4'))
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization: { group_size: 32, bits: 8 } }))
-    expect(() => ModelStage.load(dir, backend)).toThrow(/model\.embed_tokens\.weight has shape \[151936, 8\], expected \[151936, 16\]/)
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } }))
+    expect(() => ModelStage.load(dir, backend)).toThrow(
+      /model\.embed_tokens\.weight has shape \[151936, 8\], expected \[151936, 16\]/,
+    )
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } }),
+    )
     expect(() => ModelStage.load(dir, backend)).toThrow(/quantization mode 'nvfp4'/)
   })
 
@@ -110,7 +123,9 @@ describe('bad checkpoints', () => {
 
   test('a layer range outside the model is refused', async () => {
     const dir = await synthModel('qwen3', 'bf16')
-    expect(() => ModelStage.load(dir, backend, { lo: 2, hi: 5 })).toThrow(/layer range \[2, 5\) is not inside the model's 3 layers/)
+    expect(() => ModelStage.load(dir, backend, { lo: 2, hi: 5 })).toThrow(
+      /layer range \[2, 5\) is not inside the model's 3 layers/,
+    )
     expect(() => ModelStage.load(dir, backend, { lo: 1, hi: 1 })).toThrow(/layer range \[1, 1\)/)
   })
 

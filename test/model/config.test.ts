@@ -5,39 +5,86 @@ import * as qwen2 from '../../src/model/arch/qwen2.ts'
 import { ARCHITECTURES, architectureFor } from '../../src/model/registry.ts'
 import { ropeOptions } from '../../src/model/rope.ts'
 
-const BASE = { model_type: 'llama', hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 128, vocab_size: 1000 }
+const BASE = {
+  model_type: 'llama',
+  hidden_size: 64,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  intermediate_size: 128,
+  vocab_size: 1000,
+}
 
 describe('decoder config', () => {
   test('defaults: kv heads = heads, head_dim = hidden / heads, tied, no bias, rope 10000, no quantization', () => {
     const c = llama.parseConfig(BASE)
-    expect(c).toMatchObject({ numKvHeads: 4, headDim: 16, tieWordEmbeddings: true, attentionBias: false, ropeTheta: 10000, rmsNormEps: 1e-6, eosTokenIds: [] })
+    expect(c).toMatchObject({
+      numKvHeads: 4,
+      headDim: 16,
+      tieWordEmbeddings: true,
+      attentionBias: false,
+      ropeTheta: 10000,
+      rmsNormEps: 1e-6,
+      eosTokenIds: [],
+    })
     expect(c.ropeScaling.type).toBe('default')
     expect(c.quantization.forModule('lm_head', true)).toBeNull()
   })
 
   test('explicit values win; eos may be a number or a list; unknown keys are ignored', () => {
-    const c = qwen2.parseConfig({ ...BASE, num_key_value_heads: 2, head_dim: 32, tie_word_embeddings: false, eos_token_id: [1, 2], future_key: { x: 1 } })
-    expect(c).toMatchObject({ numKvHeads: 2, headDim: 32, tieWordEmbeddings: false, attentionBias: true, eosTokenIds: [1, 2] })
+    const c = qwen2.parseConfig({
+      ...BASE,
+      num_key_value_heads: 2,
+      head_dim: 32,
+      tie_word_embeddings: false,
+      eos_token_id: [1, 2],
+      future_key: { x: 1 },
+    })
+    expect(c).toMatchObject({
+      numKvHeads: 2,
+      headDim: 32,
+      tieWordEmbeddings: false,
+      attentionBias: true,
+      eosTokenIds: [1, 2],
+    })
     expect(llama.parseConfig({ ...BASE, eos_token_id: 7 }).eosTokenIds).toEqual([7])
   })
 
   test('a missing or bad key is named', () => {
     const { hidden_size: _, ...noHidden } = BASE
     expect(() => llama.parseConfig(noHidden)).toThrow(/'hidden_size' must be a positive integer, got undefined/)
-    expect(() => llama.parseConfig({ ...BASE, num_key_value_heads: 3 })).toThrow(/not a multiple of num_key_value_heads 3/)
-    expect(() => llama.parseConfig({ ...BASE, num_attention_heads: 5 })).toThrow(/head_dim 12.8 must be an even integer/)
+    expect(() => llama.parseConfig({ ...BASE, num_key_value_heads: 3 })).toThrow(
+      /not a multiple of num_key_value_heads 3/,
+    )
+    expect(() => llama.parseConfig({ ...BASE, num_attention_heads: 5 })).toThrow(
+      /head_dim 12.8 must be an even integer/,
+    )
     expect(() => llama.parseConfig({ ...BASE, rope_theta: 'big' })).toThrow(/'rope_theta' must be a positive number/)
-    expect(() => llama.parseConfig({ ...BASE, rope_scaling: { rope_type: 'yarn', factor: 4 } })).toThrow(/rope_scaling type 'yarn' is not supported/)
+    expect(() => llama.parseConfig({ ...BASE, rope_scaling: { rope_type: 'yarn', factor: 4 } })).toThrow(
+      /rope_scaling type 'yarn' is not supported/,
+    )
   })
 
   test('the registry is one record with the mistral alias, and an unknown type lists the supported ones', () => {
-    expect([...ARCHITECTURES.keys()].sort()).toEqual(['gemma3', 'gemma3_text', 'gemma4', 'gemma4_text', 'gpt_oss', 'llama', 'mistral', 'qwen2', 'qwen3', 'qwen3_5', 'qwen3_5_moe'])
+    expect([...ARCHITECTURES.keys()].sort()).toEqual([
+      'gemma3',
+      'gemma3_text',
+      'gemma4',
+      'gemma4_text',
+      'gpt_oss',
+      'llama',
+      'mistral',
+      'qwen2',
+      'qwen3',
+      'qwen3_5',
+      'qwen3_5_moe',
+    ])
     expect(architectureFor('gemma3')).toBe(architectureFor('gemma3_text'))
     expect(architectureFor('mistral')).toBe(architectureFor('llama'))
     expect(() => architectureFor('gpt2')).toThrow(/model_type 'gpt2' is not supported/)
     expect(() => architectureFor(undefined)).toThrow(/model_type 'undefined'/)
     // names an object's prototype has are not architectures
-    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) expect(() => architectureFor(name)).toThrow(`model_type '${name}' is not supported`)
+    for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty'])
+      expect(() => architectureFor(name)).toThrow(`model_type '${name}' is not supported`)
   })
 })
 
@@ -53,7 +100,13 @@ describe('rope variants', () => {
       hidden_size: 4096,
       num_attention_heads: 32,
       rope_theta: 500000,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 8192,
+      },
     })
     const { freqs, dims } = ropeOptions(c)
     expect(dims).toBe(128)

@@ -36,7 +36,14 @@ const isQuantized = (dtype: SynthDtype) => dtype === 'q4' || dtype === 'q8' || d
 
 /** Prefill (logits of every row) and decode steps against the float64 reference; returns the worst relative error. Float
  * weights are held to 1e-4 with an f32 cache (the model's arithmetic), to F16_KV_TOLERANCE with an f16 one. */
-export function checkAgainstReference(dir: string, quantized: boolean, quantTolerance = 0.1, on: Backend = backend, topThree = true, kvDtype: 'f32' | 'f16' = 'f32'): number {
+export function checkAgainstReference(
+  dir: string,
+  quantized: boolean,
+  quantTolerance = 0.1,
+  on: Backend = backend,
+  topThree = true,
+  kvDtype: 'f32' | 'f16' = 'f32',
+): number {
   const stage = ModelStage.load(dir, on, { slots: 1, maxLen: 64, kvDtype })
   const reference = new ReferenceDecoder(dir)
   const vocab = stage.config.vocabSize
@@ -44,7 +51,8 @@ export function checkAgainstReference(dir: string, quantized: boolean, quantTole
   const check = (got: Float32Array, want: Float64Array) => {
     const diff = maxAbsDiff(got, want)
     worst = Math.max(worst, diff / maxAbs(want))
-    if (!quantized) expect(kvDtype === 'f32' ? diff : diff / maxAbs(want)).toBeLessThan(kvDtype === 'f32' ? 1e-4 : F16_KV_TOLERANCE)
+    if (!quantized)
+      expect(kvDtype === 'f32' ? diff : diff / maxAbs(want)).toBeLessThan(kvDtype === 'f32' ? 1e-4 : F16_KV_TOLERANCE)
     else {
       expect(diff / maxAbs(want)).toBeLessThan(quantTolerance)
       if (topThree) expect(topK(got, 3)).toContain(topK(want, 1)[0]!)
@@ -64,7 +72,11 @@ export function checkAgainstReference(dir: string, quantized: boolean, quantTole
     for (const next of DECODE) {
       const position = tokens.length
       tokens.push(next)
-      const logits = stage.forward({ tokens: Int32Array.of(next), slots: Int32Array.of(0), positions: Int32Array.of(position) }).logits!
+      const logits = stage.forward({
+        tokens: Int32Array.of(next),
+        slots: Int32Array.of(0),
+        positions: Int32Array.of(position),
+      }).logits!
       check(logits, reference.logits(tokens).at(-1)!)
     }
   } finally {
@@ -73,9 +85,18 @@ export function checkAgainstReference(dir: string, quantized: boolean, quantTole
   return worst
 }
 
-export async function greedyTokens(pipeline: LocalPipeline, prompt: number[], n: number, prefillChunk = 512): Promise<number[]> {
+export async function greedyTokens(
+  pipeline: LocalPipeline,
+  prompt: number[],
+  n: number,
+  prefillChunk = 512,
+): Promise<number[]> {
   let tokens: number[] = []
-  for await (const e of generate(pipeline, { promptIds: prompt, maxTokens: n, sampling: GREEDY, eosTokenIds: [], prefillChunk }, () => '')) {
+  for await (const e of generate(
+    pipeline,
+    { promptIds: prompt, maxTokens: n, sampling: GREEDY, eosTokenIds: [], prefillChunk },
+    () => '',
+  )) {
     if (e.type === 'done') tokens = e.tokens
   }
   return tokens
@@ -85,11 +106,25 @@ export async function greedyTokens(pipeline: LocalPipeline, prompt: number[], n:
 export function checkCachedDecode(dir: string, tolerance: number): void {
   const cached = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
   const tokens = [...PROMPT, ...DECODE]
-  cached.forward({ tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) })
+  cached.forward({
+    tokens: Int32Array.from(PROMPT),
+    slots: new Int32Array(PROMPT.length),
+    positions: Int32Array.from(PROMPT.keys()),
+  })
   let last!: Float32Array
-  for (let t = PROMPT.length; t < tokens.length; t++) last = cached.forward({ tokens: Int32Array.of(tokens[t]!), slots: Int32Array.of(0), positions: Int32Array.of(t) }).logits!
+  for (let t = PROMPT.length; t < tokens.length; t++)
+    last = cached.forward({
+      tokens: Int32Array.of(tokens[t]!),
+      slots: Int32Array.of(0),
+      positions: Int32Array.of(t),
+    }).logits!
   const full = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
-  const recomputed = full.forward({ tokens: Int32Array.from(tokens), slots: new Int32Array(tokens.length), positions: Int32Array.from(tokens.keys()), logitRows: Int32Array.of(tokens.length - 1) }).logits!
+  const recomputed = full.forward({
+    tokens: Int32Array.from(tokens),
+    slots: new Int32Array(tokens.length),
+    positions: Int32Array.from(tokens.keys()),
+    logitRows: Int32Array.of(tokens.length - 1),
+  }).logits!
   expect(maxAbsDiff(last, recomputed)).toBeLessThan(tolerance)
   cached.close()
   full.close()
@@ -98,11 +133,19 @@ export function checkCachedDecode(dir: string, tolerance: number): void {
 /** Stages [0,2)+[2,3) and [0,1)+[1,2)+[2,3) chained equal the monolithic model, and give the same greedy tokens. */
 export async function checkShardComposition(dir: string, tolerance: number): Promise<void> {
   const mono = ModelStage.load(dir, backend, { slots: 2, maxLen: 64 })
-  const two = [ModelStage.load(dir, backend, { hi: 2, slots: 2, maxLen: 64 }), ModelStage.load(dir, backend, { lo: 2, slots: 2, maxLen: 64 })]
+  const two = [
+    ModelStage.load(dir, backend, { hi: 2, slots: 2, maxLen: 64 }),
+    ModelStage.load(dir, backend, { lo: 2, slots: 2, maxLen: 64 }),
+  ]
   const three = [0, 1, 2].map((i) => ModelStage.load(dir, backend, { lo: i, hi: i + 1, slots: 2, maxLen: 64 }))
-  const step = { tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }
+  const step = {
+    tokens: Int32Array.from(PROMPT),
+    slots: new Int32Array(PROMPT.length),
+    positions: Int32Array.from(PROMPT.keys()),
+  }
   const want = await new LocalPipeline([mono]).step(step)
-  for (const stages of [two, three]) expect(maxAbsDiff(await new LocalPipeline(stages).step(step), want)).toBeLessThan(tolerance)
+  for (const stages of [two, three])
+    expect(maxAbsDiff(await new LocalPipeline(stages).step(step), want)).toBeLessThan(tolerance)
   const greedy = await greedyTokens(new LocalPipeline([mono]), PROMPT, 8)
   expect(await greedyTokens(new LocalPipeline(three), PROMPT, 8)).toEqual(greedy)
   for (const s of [mono, ...two, ...three]) s.close()
@@ -112,14 +155,28 @@ export async function checkShardComposition(dir: string, tolerance: number): Pro
 export function checkBatching(dir: string, tolerance: number): void {
   const stage = ModelStage.load(dir, backend, { slots: 3, maxLen: 64 })
   const prompts = [PROMPT.slice(0, 3), PROMPT.slice(1, 9), PROMPT.slice(2, 7)]
-  prompts.forEach((p, slot) => stage.forward({ tokens: Int32Array.from(p), slots: new Int32Array(p.length).fill(slot), positions: Int32Array.from(p.keys()) }))
+  prompts.forEach((p, slot) =>
+    stage.forward({
+      tokens: Int32Array.from(p),
+      slots: new Int32Array(p.length).fill(slot),
+      positions: Int32Array.from(p.keys()),
+    }),
+  )
   const next = [101, 202, 303]
-  const batched = stage.forward({ tokens: Int32Array.from(next), slots: Int32Array.of(0, 1, 2), positions: Int32Array.from(prompts.map((p) => p.length)) }).logits!
+  const batched = stage.forward({
+    tokens: Int32Array.from(next),
+    slots: Int32Array.of(0, 1, 2),
+    positions: Int32Array.from(prompts.map((p) => p.length)),
+  }).logits!
   const vocab = stage.config.vocabSize
   const alone = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
   prompts.forEach((p, i) => {
     alone.forward({ tokens: Int32Array.from(p), slots: new Int32Array(p.length), positions: Int32Array.from(p.keys()) })
-    const single = alone.forward({ tokens: Int32Array.of(next[i]!), slots: Int32Array.of(0), positions: Int32Array.of(p.length) }).logits!
+    const single = alone.forward({
+      tokens: Int32Array.of(next[i]!),
+      slots: Int32Array.of(0),
+      positions: Int32Array.of(p.length),
+    }).logits!
     expect(maxAbsDiff(batched.subarray(i * vocab, (i + 1) * vocab), single)).toBeLessThan(tolerance)
   })
   stage.close()
@@ -130,7 +187,12 @@ export function checkBatching(dir: string, tolerance: number): void {
 export function runConformance(
   arch: SynthArch,
   extra: Partial<SynthSpec>,
-  options: { dtypes?: readonly SynthDtype[]; quantTolerance?: number; quantTopThree?: boolean; quantReference?: boolean } = {},
+  options: {
+    dtypes?: readonly SynthDtype[]
+    quantTolerance?: number
+    quantTopThree?: boolean
+    quantReference?: boolean
+  } = {},
 ): void {
   const dtypes = options.dtypes ?? ['f32', 'bf16', 'q4']
   describe(`${arch} conformance`, () => {
@@ -139,7 +201,13 @@ export function runConformance(
       // a family may check its quantized experts against the reference on its own (see its test file)
       if (!(isQuantized(dtype) && options.quantReference === false))
         test(`${dtype}: prefill and decode steps match the float64 reference`, async () => {
-          checkAgainstReference(await synthModel(arch, dtype, extra), isQuantized(dtype), options.quantTolerance, backend, options.quantTopThree)
+          checkAgainstReference(
+            await synthModel(arch, dtype, extra),
+            isQuantized(dtype),
+            options.quantTolerance,
+            backend,
+            options.quantTopThree,
+          )
         }, 60_000)
       if (dtype === 'f32')
         test('f32 with the f16 KV cache the cpu backend serves with: within f16 rounding of the float64 reference', async () => {

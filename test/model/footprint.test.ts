@@ -34,6 +34,10 @@ describe('checkpoint footprint', () => {
     last.close()
     const perToken = 2 * 2 * 16 * 4
     expect(f.kvBytesPerTokenLayer).toBe(perToken)
-    expect([f.layerKvBytes(0, 1000), f.layerKvBytes(2, 1000), f.layerKvBytes(0, 3)]).toEqual([8 * perToken, 1000 * perToken, 3 * perToken])
+    expect([f.layerKvBytes(0, 1000), f.layerKvBytes(2, 1000), f.layerKvBytes(0, 3)]).toEqual([
+      8 * perToken,
+      1000 * perToken,
+      3 * perToken,
+    ])
   })
 })

@@ -24,14 +24,45 @@ describe('with the MoE block and keys as values', () => runConformance('gemma4',
 
 describe('gemma4 specifics', () => {
   test('config: layer kinds and head dims per type, MoE, soft-cap; KV sharing and per-layer inputs are refused', () => {
-    const base = { model_type: 'gemma4_text', hidden_size: 64, num_hidden_layers: 5, intermediate_size: 128, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, global_head_dim: 32, num_kv_shared_layers: 0, hidden_size_per_layer_input: 0 }
-    const c = parseConfig({ ...base, attention_k_eq_v: true, num_global_key_value_heads: 1, enable_moe_block: true, num_experts: 8, top_k_experts: 2, moe_intermediate_size: 32 })
+    const base = {
+      model_type: 'gemma4_text',
+      hidden_size: 64,
+      num_hidden_layers: 5,
+      intermediate_size: 128,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      head_dim: 16,
+      global_head_dim: 32,
+      num_kv_shared_layers: 0,
+      hidden_size_per_layer_input: 0,
+    }
+    const c = parseConfig({
+      ...base,
+      attention_k_eq_v: true,
+      num_global_key_value_heads: 1,
+      enable_moe_block: true,
+      num_experts: 8,
+      top_k_experts: 2,
+      moe_intermediate_size: 32,
+    })
     expect(c.slidingLayers).toEqual([true, true, true, true, false])
-    expect(c.layerCaches).toEqual([...Array(4).fill({ kind: 'window', kvHeads: 2, headDim: 16, window: 512 }), { kind: 'full', kvHeads: 1, headDim: 32 }])
-    expect([c.moe, c.finalLogitSoftcap, c.tieWordEmbeddings, c.rope.full.proportional]).toEqual([{ experts: 8, topK: 2, intermediate: 32 }, 30, true, true])
+    expect(c.layerCaches).toEqual([
+      ...Array(4).fill({ kind: 'window', kvHeads: 2, headDim: 16, window: 512 }),
+      { kind: 'full', kvHeads: 1, headDim: 32 },
+    ])
+    expect([c.moe, c.finalLogitSoftcap, c.tieWordEmbeddings, c.rope.full.proportional]).toEqual([
+      { experts: 8, topK: 2, intermediate: 32 },
+      30,
+      true,
+      true,
+    ])
     expect(() => parseConfig({ ...base, num_kv_shared_layers: 2 })).toThrow(/KV-shared layers or per-layer inputs/)
-    expect(() => parseConfig({ model_type: 'gemma4_text', hidden_size: 64, num_hidden_layers: 2, intermediate_size: 8 })).toThrow(/not supported yet/)
-    expect(() => parseConfig({ ...base, enable_moe_block: true, num_experts: 2, top_k_experts: 3, moe_intermediate_size: 8 })).toThrow(/top_k_experts 3 exceeds num_experts 2/)
+    expect(() =>
+      parseConfig({ model_type: 'gemma4_text', hidden_size: 64, num_hidden_layers: 2, intermediate_size: 8 }),
+    ).toThrow(/not supported yet/)
+    expect(() =>
+      parseConfig({ ...base, enable_moe_block: true, num_experts: 2, top_k_experts: 3, moe_intermediate_size: 8 }),
+    ).toThrow(/top_k_experts 3 exceeds num_experts 2/)
     expect(() => parseConfig({ model_type: 'gemma4' })).toThrow(/needs a 'text_config' object/)
   })
 
@@ -40,7 +71,12 @@ describe('gemma4 specifics', () => {
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
     const { vocab_size, ...text } = config
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'gemma4', vocab_size, text_config: text }))
-    const entries = readSafetensorsHeader(join(dir, 'model.safetensors')).entries.map((e) => ({ name: `language_model.${e.name}`, dtype: e.dtype, shape: e.shape, data: tensorBytes(e).slice() }))
+    const entries = readSafetensorsHeader(join(dir, 'model.safetensors')).entries.map((e) => ({
+      name: `language_model.${e.name}`,
+      dtype: e.dtype,
+      shape: e.shape,
+      data: tensorBytes(e).slice(),
+    }))
     entries.push({ name: 'audio_tower.proj.weight', dtype: 'f32', shape: [2, 2], data: new Uint8Array(16) })
     rmSync(join(dir, 'model.safetensors'))
     await writeSafetensors(join(dir, 'model-00001-of-00001.safetensors'), entries)
@@ -54,8 +90,14 @@ describe('gemma4 specifics', () => {
   })
 
   const mlx = probe()
-  test.skipIf(!mlx.available)(`on the mlx backend every dtype matches the reference to 1e-3${mlx.available ? '' : ` (skipped: ${mlx.reason})`}`, async () => {
-    const on = openMlxBackend()
-    for (const dtype of ['f32', 'bf16', 'q4'] as const) for (const spec of [DENSE, MOE]) expect(checkAgainstReference(await synthModel('gemma4', dtype, spec), true, 1, on)).toBeLessThan(1e-3)
-  }, 60_000)
+  test.skipIf(!mlx.available)(
+    `on the mlx backend every dtype matches the reference to 1e-3${mlx.available ? '' : ` (skipped: ${mlx.reason})`}`,
+    async () => {
+      const on = openMlxBackend()
+      for (const dtype of ['f32', 'bf16', 'q4'] as const)
+        for (const spec of [DENSE, MOE])
+          expect(checkAgainstReference(await synthModel('gemma4', dtype, spec), true, 1, on)).toBeLessThan(1e-3)
+    },
+    60_000,
+  )
 })

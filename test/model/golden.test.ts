@@ -39,7 +39,8 @@ function checkAgainstReference(dir: string, quantized: boolean, kvDtype: 'f32' |
   const check = (got: Float32Array, want: Float64Array) => {
     const diff = maxAbsDiff(got, want)
     worst = Math.max(worst, diff / maxAbs(want))
-    if (!quantized) expect(kvDtype === 'f32' ? diff : diff / maxAbs(want)).toBeLessThan(kvDtype === 'f32' ? 1e-4 : F16_KV_TOLERANCE)
+    if (!quantized)
+      expect(kvDtype === 'f32' ? diff : diff / maxAbs(want)).toBeLessThan(kvDtype === 'f32' ? 1e-4 : F16_KV_TOLERANCE)
     else {
       // int8 activations: every logit is off by up to `relative` of the largest; the token we rank first must then be
       // one the reference cannot tell from its own first at that precision (within twice the error)
@@ -63,7 +64,11 @@ function checkAgainstReference(dir: string, quantized: boolean, kvDtype: 'f32' |
     for (const next of DECODE) {
       const position = tokens.length
       tokens.push(next)
-      const logits = stage.forward({ tokens: Int32Array.of(next), slots: Int32Array.of(0), positions: Int32Array.of(position) }).logits!
+      const logits = stage.forward({
+        tokens: Int32Array.of(next),
+        slots: Int32Array.of(0),
+        positions: Int32Array.of(position),
+      }).logits!
       check(logits, reference.logits(tokens).at(-1)!)
     }
   } finally {
@@ -101,7 +106,10 @@ describe('loader variants against the reference', () => {
   test('mistral (the llama alias) with linear rope scaling', async () => {
     const dir = copyOfModel(await synthModel('llama', 'f32'))
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'mistral', rope_scaling: { type: 'linear', factor: 4 } }))
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({ ...config, model_type: 'mistral', rope_scaling: { type: 'linear', factor: 4 } }),
+    )
     checkAgainstReference(dir, false)
     // the scaling is really applied: at position 5 the logits differ from the unscaled model's
     const plain = new ReferenceDecoder(await synthModel('llama', 'f32')).logits(PROMPT).at(-1)!
@@ -117,7 +125,11 @@ describe('loader variants against the reference', () => {
     checkAgainstReference(sharded, false)
     const run = (dir: string) => {
       const stage = ModelStage.load(dir, backend, { slots: 1, maxLen: 16 })
-      const logits = stage.forward({ tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }).logits!
+      const logits = stage.forward({
+        tokens: Int32Array.from(PROMPT),
+        slots: new Int32Array(PROMPT.length),
+        positions: Int32Array.from(PROMPT.keys()),
+      }).logits!
       stage.close()
       return logits
     }

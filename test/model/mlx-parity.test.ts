@@ -11,21 +11,25 @@ import { synthModel } from '../support/synth-models.ts'
 import type { SynthArch, SynthDtype } from '../../src/model/synth.ts'
 
 const availability = probe()
-describe.skipIf(!availability.available)(`mlx vs cpu on whole models${availability.available ? '' : ` (skipped: ${availability.reason})`}`, () => {
-  const cpu = openCpuBackend()
-  const mlx = availability.available ? openMlxBackend() : cpu
-  // the later families in bf16, and quantized where the cpu's int8 activations stay within the bound below (GPT-OSS
-  // mxfp4 and Qwen3.5 q4 move further — expert routing and the recurrent state amplify the rounding — see docs/backends.md)
-  const cases: [string, string][] = [
-    ...(['llama', 'qwen2', 'qwen3'] as const).flatMap((a) => (['f32', 'bf16', 'q4', 'q8'] as const).map((d): [string, string] => [a, d])),
-    ['gemma3', 'bf16'],
-    ['gemma3', 'q4'],
-    ['gemma4', 'bf16'],
-    ['gemma4', 'q4'],
-    ['gpt_oss', 'bf16'],
-    ['qwen3_5', 'bf16'],
-  ]
-  for (const [arch, dtype] of cases)
+describe.skipIf(!availability.available)(
+  `mlx vs cpu on whole models${availability.available ? '' : ` (skipped: ${availability.reason})`}`,
+  () => {
+    const cpu = openCpuBackend()
+    const mlx = availability.available ? openMlxBackend() : cpu
+    // the later families in bf16, and quantized where the cpu's int8 activations stay within the bound below (GPT-OSS
+    // mxfp4 and Qwen3.5 q4 move further — expert routing and the recurrent state amplify the rounding — see docs/backends.md)
+    const cases: [string, string][] = [
+      ...(['llama', 'qwen2', 'qwen3'] as const).flatMap((a) =>
+        (['f32', 'bf16', 'q4', 'q8'] as const).map((d): [string, string] => [a, d]),
+      ),
+      ['gemma3', 'bf16'],
+      ['gemma3', 'q4'],
+      ['gemma4', 'bf16'],
+      ['gemma4', 'q4'],
+      ['gpt_oss', 'bf16'],
+      ['qwen3_5', 'bf16'],
+    ]
+    for (const [arch, dtype] of cases)
       test(`${arch} ${dtype}`, async () => {
         const dir = await synthModel(arch as SynthArch, dtype as SynthDtype)
         // the cpu backend's f32 KV cache, as mlx's: its default f16 cache moves GPT-OSS's logits by 4e-3 of max |logit|
@@ -41,11 +45,18 @@ describe.skipIf(!availability.available)(`mlx vs cpu on whole models${availabili
         }
       }, 60_000)
 
-  test('shard composition on mlx: 3 stages == 1', async () => {
-    const dir = await synthModel('qwen3', 'f32')
-    const step = { tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }
-    const mono = await new LocalPipeline([ModelStage.load(dir, mlx, { slots: 1, maxLen: 32 })]).step(step)
-    const three = await new LocalPipeline([0, 1, 2].map((i) => ModelStage.load(dir, mlx, { lo: i, hi: i + 1, slots: 1, maxLen: 32 }))).step(step)
-    expect(maxAbsDiff(mono, three)).toBeLessThan(1e-4)
-  })
-})
+    test('shard composition on mlx: 3 stages == 1', async () => {
+      const dir = await synthModel('qwen3', 'f32')
+      const step = {
+        tokens: Int32Array.from(PROMPT),
+        slots: new Int32Array(PROMPT.length),
+        positions: Int32Array.from(PROMPT.keys()),
+      }
+      const mono = await new LocalPipeline([ModelStage.load(dir, mlx, { slots: 1, maxLen: 32 })]).step(step)
+      const three = await new LocalPipeline(
+        [0, 1, 2].map((i) => ModelStage.load(dir, mlx, { lo: i, hi: i + 1, slots: 1, maxLen: 32 })),
+      ).step(step)
+      expect(maxAbsDiff(mono, three)).toBeLessThan(1e-4)
+    })
+  },
+)

@@ -17,7 +17,11 @@ describe('quantization config', () => {
   })
 
   test('a module is quantized when its .scales exist (global params) or its path is listed (its own params)', () => {
-    expect(config.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({ groupSize: 64, bits: 4, mode: 'affine' })
+    expect(config.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({
+      groupSize: 64,
+      bits: 4,
+      mode: 'affine',
+    })
     expect(config.forModule('model.layers.0.self_attn.q_proj', false)).toBeNull()
     expect(config.forModule('lm_head', true)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
     expect(config.forModule('model.layers.3.mlp.down_proj', false)).toEqual({ groupSize: 32, bits: 6, mode: 'affine' })
@@ -25,14 +29,34 @@ describe('quantization config', () => {
 
   test('mxfp4: globally, per module (a per-module dict without mode is affine, as MLX reads it), and the legacy quant_method', () => {
     const mixed = parseQuantization({
-      quantization: { group_size: 64, bits: 8, mode: 'affine', 'model.layers.0.mlp.experts.up_proj': { group_size: 32, bits: 4, mode: 'mxfp4' } },
+      quantization: {
+        group_size: 64,
+        bits: 8,
+        mode: 'affine',
+        'model.layers.0.mlp.experts.up_proj': { group_size: 32, bits: 4, mode: 'mxfp4' },
+      },
     })
-    expect(mixed.forModule('model.layers.0.mlp.experts.up_proj', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
+    expect(mixed.forModule('model.layers.0.mlp.experts.up_proj', true)).toEqual({
+      groupSize: 32,
+      bits: 4,
+      mode: 'mxfp4',
+    })
     expect(mixed.forModule('model.layers.0.self_attn.q_proj', true)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
-    const global = parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'mxfp4', 'model.layers.0.mlp.router': { group_size: 64, bits: 8 } } })
+    const global = parseQuantization({
+      quantization: {
+        group_size: 32,
+        bits: 4,
+        mode: 'mxfp4',
+        'model.layers.0.mlp.router': { group_size: 64, bits: 8 },
+      },
+    })
     expect(global.forModule('a', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
     expect(global.forModule('model.layers.0.mlp.router', false)).toEqual({ groupSize: 64, bits: 8, mode: 'affine' })
-    expect(parseQuantization({ quantization_config: { quant_method: 'mxfp4' } }).forModule('a', true)).toEqual({ groupSize: 32, bits: 4, mode: 'mxfp4' })
+    expect(parseQuantization({ quantization_config: { quant_method: 'mxfp4' } }).forModule('a', true)).toEqual({
+      groupSize: 32,
+      bits: 4,
+      mode: 'mxfp4',
+    })
   })
 
   test('`false` keeps a module in float even if .scales exist', () => {
@@ -42,15 +66,25 @@ describe('quantization config', () => {
   test('no quantization, `quantization_config` as the only key, and a missing mode (= affine)', () => {
     expect(parseQuantization({}).forModule('x', true)).toBeNull()
     expect(parseQuantization({ quantization: false }).forModule('x', true)).toBeNull()
-    expect(parseQuantization({ quantization_config: { group_size: 32, bits: 8 } }).forModule('x', true)).toEqual({ groupSize: 32, bits: 8, mode: 'affine' })
+    expect(parseQuantization({ quantization_config: { group_size: 32, bits: 8 } }).forModule('x', true)).toEqual({
+      groupSize: 32,
+      bits: 8,
+      mode: 'affine',
+    })
   })
 
   test('unsupported modes, bits and group sizes fail when config.json is read, naming the module', () => {
-    expect(() => parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } })).toThrow(/mode 'nvfp4'/)
-    expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, mode: 'mxfp4' } })).toThrow(/mxfp4 with group_size 64, bits 4/)
+    expect(() => parseQuantization({ quantization: { group_size: 32, bits: 4, mode: 'nvfp4' } })).toThrow(
+      /mode 'nvfp4'/,
+    )
+    expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, mode: 'mxfp4' } })).toThrow(
+      /mxfp4 with group_size 64, bits 4/,
+    )
     expect(() => parseQuantization({ quantization: { group_size: 64, bits: 7 } })).toThrow(/bits 7/)
     expect(() => parseQuantization({ quantization: { group_size: 48, bits: 4 } })).toThrow(/group_size 48/)
-    expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, lm_head: { bits: 1 } } })).toThrow(/quantization\['lm_head'\] has bits 1/)
+    expect(() => parseQuantization({ quantization: { group_size: 64, bits: 4, lm_head: { bits: 1 } } })).toThrow(
+      /quantization\['lm_head'\] has bits 1/,
+    )
     expect(() => parseQuantization({ quantization: 4 })).toThrow(/must be an object/)
   })
 })
@@ -81,14 +115,23 @@ describe('quantizeAffine writes MLX affine layout', () => {
 
   test('an edge that rounds to q0 = 0 gets bias 0 (mlx affine_quantize)', () => {
     // a constant group: scale falls to the -1e-7 floor, edge/scale = -0.01 rounds to level 0, so the bias is 0, not the edge
-    const q = quantizeAffine(Float32Array.from({ length: 32 }, () => 1e-9), 1, 32, 32, 4)
+    const q = quantizeAffine(
+      Float32Array.from({ length: 32 }, () => 1e-9),
+      1,
+      32,
+      32,
+      4,
+    )
     expect(q.biases[0]).toBe(0)
     expect(q.scales[0]).toBeCloseTo(-1e-7, 12)
   })
 
   for (const bits of [2, 3, 4, 5, 6, 8])
     test(`${bits}-bit rows pack exactly as the reference LSB-first packer (values may straddle words)`, () => {
-      const rows = 3, cols = 128, groupSize = 32, top = 2 ** bits - 1
+      const rows = 3,
+        cols = 128,
+        groupSize = 32,
+        top = 2 ** bits - 1
       const w = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 5)))
       const q = quantizeAffine(w, rows, cols, groupSize, bits)
       expect(q.words.length).toBe((rows * cols * bits) / 32)
@@ -100,7 +143,8 @@ describe('quantizeAffine writes MLX affine layout', () => {
       expect(Array.from(q.words)).toEqual(Array.from(packBits(levels, rows, cols, bits)))
       // the edge with the larger magnitude is exact; every value lands within a step of where it was
       const back = dequantize(q.words, q.scales, q.biases, rows, cols, groupSize, bits)
-      for (let i = 0; i < w.length; i++) expect(Math.abs(back[i]! - w[i]!)).toBeLessThanOrEqual(Math.abs(q.scales[Math.floor(i / groupSize)]!) * 1.5)
+      for (let i = 0; i < w.length; i++)
+        expect(Math.abs(back[i]! - w[i]!)).toBeLessThanOrEqual(Math.abs(q.scales[Math.floor(i / groupSize)]!) * 1.5)
       expect(q.scales.some((s) => s < 0)).toBe(true)
       expect(q.scales.some((s) => s > 0)).toBe(true)
     })

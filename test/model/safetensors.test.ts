@@ -42,16 +42,27 @@ describe('safetensors', () => {
   })
 
   test('the writer refuses dtypes a checkpoint may not hold', async () => {
-    await expect(writeSafetensors(join(dir, 'w.safetensors'), [{ name: 'i', dtype: 'i32', shape: [1], data: new Uint8Array(4) }])).rejects.toThrow(/cannot write tensor i as i32/)
+    await expect(
+      writeSafetensors(join(dir, 'w.safetensors'), [{ name: 'i', dtype: 'i32', shape: [1], data: new Uint8Array(4) }]),
+    ).rejects.toThrow(/cannot write tensor i as i32/)
   })
 
   test('an empty shape is a scalar; a zero dimension holds no bytes', () => {
-    const file = rawFile('s.safetensors', { s: { dtype: 'F32', shape: [], data_offsets: [0, 4] }, z: { dtype: 'F16', shape: [0, 3], data_offsets: [4, 4] } }, 4)
+    const file = rawFile(
+      's.safetensors',
+      {
+        s: { dtype: 'F32', shape: [], data_offsets: [0, 4] },
+        z: { dtype: 'F16', shape: [0, 3], data_offsets: [4, 4] },
+      },
+      4,
+    )
     expect(readSafetensorsHeader(file).entries.map((e) => e.end - e.begin)).toEqual([4, 0])
   })
 
   test('malformed headers are refused with the reason', () => {
-    expect(() => readSafetensorsHeader(rawFile('d.safetensors', { t: { dtype: 'F64', shape: [1], data_offsets: [0, 8] } }, 8))).toThrow(/tensor t has unsupported dtype F64/)
+    expect(() =>
+      readSafetensorsHeader(rawFile('d.safetensors', { t: { dtype: 'F64', shape: [1], data_offsets: [0, 8] } }, 8)),
+    ).toThrow(/tensor t has unsupported dtype F64/)
     try {
       readSafetensorsHeader(rawFile('i8.safetensors', { t: { dtype: 'I8', shape: [1], data_offsets: [0, 1] } }, 1))
       throw new Error('I8 was accepted')
@@ -60,11 +71,20 @@ describe('safetensors', () => {
       expect(error).toMatchObject({ code: 'E_CKPT_DTYPE', hint: 'supported: F32, F16, BF16, U32, U8' })
     }
     // U8 (mxfp4's E8M0 scales) is read; a parameter still refuses it unless it is such a scale
-    expect(readSafetensorsHeader(rawFile('u8.safetensors', { t: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 1)).entries[0]!.dtype).toBe('u8')
-    expect(() => readSafetensorsHeader(rawFile('o.safetensors', { t: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 8))).toThrow(/spans \[0, 4\) but f32\[2\] needs 8 bytes/)
-    expect(() => readSafetensorsHeader(rawFile('n.safetensors', { t: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 8))).toThrow(/malformed shape/)
+    expect(
+      readSafetensorsHeader(rawFile('u8.safetensors', { t: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 1))
+        .entries[0]!.dtype,
+    ).toBe('u8')
+    expect(() =>
+      readSafetensorsHeader(rawFile('o.safetensors', { t: { dtype: 'F32', shape: [2], data_offsets: [0, 4] } }, 8)),
+    ).toThrow(/spans \[0, 4\) but f32\[2\] needs 8 bytes/)
+    expect(() =>
+      readSafetensorsHeader(rawFile('n.safetensors', { t: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 8)),
+    ).toThrow(/malformed shape/)
     expect(() => readSafetensorsHeader(rawFile('a.safetensors', [1, 2]))).toThrow(/header is not an object/)
-    expect(() => readSafetensorsHeader(rawFile('t.safetensors', { t: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8))).toThrow(/truncated: tensor t ends at byte/)
+    expect(() =>
+      readSafetensorsHeader(rawFile('t.safetensors', { t: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8)),
+    ).toThrow(/truncated: tensor t ends at byte/)
     const short = join(dir, 'short.safetensors')
     writeFileSync(short, Buffer.from([1, 2, 3]))
     expect(() => readSafetensorsHeader(short)).toThrow(/too short to be safetensors/)

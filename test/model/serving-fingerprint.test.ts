@@ -29,7 +29,10 @@ test('another model, quantization, config, settings, or one changed weight byte 
   expect(hex(servingFingerprint(config, SETTINGS))).not.toBe(base)
   // a fine-tune of the same shape: the headers agree, a sampled weight byte does not
   const tuned = copyOfModel(dir)
-  const file = join(tuned, readdirSync(tuned).find((f) => f.endsWith('.safetensors'))!)
+  const file = join(
+    tuned,
+    readdirSync(tuned).find((f) => f.endsWith('.safetensors'))!,
+  )
   const fd = openSync(file, 'r+')
   const head = Buffer.alloc(8)
   readSync(fd, head, 0, 8, 0)

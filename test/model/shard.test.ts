@@ -16,7 +16,11 @@ const PROMPT = [9707, 11, 1879, 0, 3555, 525, 1207, 30]
 
 async function greedyTokens(pipeline: LocalPipeline, prompt: number[], n: number, prefillChunk = 512) {
   let tokens: number[] = []
-  for await (const e of generate(pipeline, { promptIds: prompt, maxTokens: n, sampling: GREEDY, eosTokenIds: [], prefillChunk }, () => '')) {
+  for await (const e of generate(
+    pipeline,
+    { promptIds: prompt, maxTokens: n, sampling: GREEDY, eosTokenIds: [], prefillChunk },
+    () => '',
+  )) {
     if (e.type === 'done') tokens = e.tokens
   }
   return tokens
@@ -33,10 +37,17 @@ describe('shard composition', () => {
     test(`${arch} ${dtype}: 2 and 3 stages chained equal the monolithic model`, async () => {
       const dir = await synthModel(arch, dtype)
       const mono = ModelStage.load(dir, backend, { slots: 2, maxLen: 64 })
-      const two = [ModelStage.load(dir, backend, { hi: 2, slots: 2, maxLen: 64 }), ModelStage.load(dir, backend, { lo: 2, slots: 2, maxLen: 64 })]
+      const two = [
+        ModelStage.load(dir, backend, { hi: 2, slots: 2, maxLen: 64 }),
+        ModelStage.load(dir, backend, { lo: 2, slots: 2, maxLen: 64 }),
+      ]
       const three = [0, 1, 2].map((i) => ModelStage.load(dir, backend, { lo: i, hi: i + 1, slots: 2, maxLen: 64 }))
       expect(two[0]!.range).toEqual({ lo: 0, hi: 2, first: true, last: false })
-      const step = { tokens: Int32Array.from(PROMPT), slots: new Int32Array(PROMPT.length), positions: Int32Array.from(PROMPT.keys()) }
+      const step = {
+        tokens: Int32Array.from(PROMPT),
+        slots: new Int32Array(PROMPT.length),
+        positions: Int32Array.from(PROMPT.keys()),
+      }
       const want = await new LocalPipeline([mono]).step(step)
       for (const stages of [two, three]) {
         const got = await new LocalPipeline(stages).step(step)
@@ -61,8 +72,14 @@ describe('shard composition', () => {
 
   test('a middle stage opens only the files that hold its layers: it loads with every other file deleted', async () => {
     const dir = copyOfModel(await synthModel('qwen3', 'bf16', { shardBytes: 64 * 1024 }))
-    const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> }
-    const needed = new Set(Object.entries(index.weight_map).filter(([name]) => name.startsWith('model.layers.1.')).map(([, f]) => f))
+    const index = JSON.parse(readFileSync(join(dir, 'model.safetensors.index.json'), 'utf8')) as {
+      weight_map: Record<string, string>
+    }
+    const needed = new Set(
+      Object.entries(index.weight_map)
+        .filter(([name]) => name.startsWith('model.layers.1.'))
+        .map(([, f]) => f),
+    )
     const all = new Set(Object.values(index.weight_map))
     expect(needed.size).toBeLessThan(all.size)
     for (const f of all) if (!needed.has(f)) rmSync(join(dir, f))
@@ -73,7 +90,9 @@ describe('shard composition', () => {
     expect(out.logits).toBeUndefined()
     expect(out.hidden!.length).toBe(2 * 64)
     expect(maxAbsDiff(out.hidden!, hidden)).toBeGreaterThan(1e-3) // the layer changed the residual stream
-    expect(() => middle.forward({ tokens: Int32Array.of(1), slots: Int32Array.of(0), positions: Int32Array.of(2) })).toThrow(/needs hidden states \[1, 64\]/)
+    expect(() =>
+      middle.forward({ tokens: Int32Array.of(1), slots: Int32Array.of(0), positions: Int32Array.of(2) }),
+    ).toThrow(/needs hidden states \[1, 64\]/)
     middle.close()
     expect(() => ModelStage.load(dir, backend, { slots: 1, maxLen: 16 })).toThrow(/listed in the index but missing/)
   })
@@ -85,15 +104,31 @@ describe('batching and prefill', () => {
     const stage = ModelStage.load(dir, backend, { slots: 3, maxLen: 64 })
     const prompts = [PROMPT.slice(0, 3), PROMPT.slice(2, 8), PROMPT.slice(1, 5)]
     prompts.forEach((p, slot) =>
-      stage.forward({ tokens: Int32Array.from(p), slots: new Int32Array(p.length).fill(slot), positions: Int32Array.from(p.keys()) }),
+      stage.forward({
+        tokens: Int32Array.from(p),
+        slots: new Int32Array(p.length).fill(slot),
+        positions: Int32Array.from(p.keys()),
+      }),
     )
     const next = [101, 202, 303]
-    const batched = stage.forward({ tokens: Int32Array.from(next), slots: Int32Array.of(0, 1, 2), positions: Int32Array.from(prompts.map((p) => p.length)) }).logits!
+    const batched = stage.forward({
+      tokens: Int32Array.from(next),
+      slots: Int32Array.of(0, 1, 2),
+      positions: Int32Array.from(prompts.map((p) => p.length)),
+    }).logits!
     const vocab = stage.config.vocabSize
     const alone = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
     prompts.forEach((p, i) => {
-      alone.forward({ tokens: Int32Array.from(p), slots: new Int32Array(p.length), positions: Int32Array.from(p.keys()) })
-      const single = alone.forward({ tokens: Int32Array.of(next[i]!), slots: Int32Array.of(0), positions: Int32Array.of(p.length) }).logits!
+      alone.forward({
+        tokens: Int32Array.from(p),
+        slots: new Int32Array(p.length),
+        positions: Int32Array.from(p.keys()),
+      })
+      const single = alone.forward({
+        tokens: Int32Array.of(next[i]!),
+        slots: Int32Array.of(0),
+        positions: Int32Array.of(p.length),
+      }).logits!
       expect(maxAbsDiff(batched.subarray(i * vocab, (i + 1) * vocab), single)).toBeLessThan(1e-4)
     })
     stage.close()
@@ -105,14 +140,24 @@ describe('batching and prefill', () => {
     const fresh = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
     const reusing = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
     const step = (stage: ModelStage, tokens: number[], at: number, reuseLogits: boolean) =>
-      stage.forward({ tokens: Int32Array.from(tokens), slots: new Int32Array(tokens.length), positions: Int32Array.from(tokens, (_, i) => at + i), reuseLogits }).logits!
+      stage.forward({
+        tokens: Int32Array.from(tokens),
+        slots: new Int32Array(tokens.length),
+        positions: Int32Array.from(tokens, (_, i) => at + i),
+        reuseLogits,
+      }).logits!
     const prefill = [Array.from(step(fresh, PROMPT, 0, false)), step(reusing, PROMPT, 0, true)] as const
     expect(Array.from(prefill[1])).toEqual(prefill[0])
     const buffer = prefill[1].buffer
-    const decode = [Array.from(step(fresh, [42], PROMPT.length, false)), step(reusing, [42], PROMPT.length, true)] as const
+    const decode = [
+      Array.from(step(fresh, [42], PROMPT.length, false)),
+      step(reusing, [42], PROMPT.length, true),
+    ] as const
     expect(Array.from(decode[1])).toEqual(decode[0])
     expect(decode[1].buffer).toBe(buffer) // the same memory, overwritten
-    expect(step(fresh, [7], PROMPT.length + 1, false).buffer).not.toBe(step(fresh, [8], PROMPT.length + 2, false).buffer)
+    expect(step(fresh, [7], PROMPT.length + 1, false).buffer).not.toBe(
+      step(fresh, [8], PROMPT.length + 2, false).buffer,
+    )
     fresh.close()
     reusing.close()
   })
@@ -121,7 +166,9 @@ describe('batching and prefill', () => {
     const dir = await synthModel('qwen2', 'f32')
     const one = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
     const chunked = ModelStage.load(dir, backend, { slots: 1, maxLen: 64 })
-    expect(await greedyTokens(new LocalPipeline([chunked]), PROMPT, 6, 3)).toEqual(await greedyTokens(new LocalPipeline([one]), PROMPT, 6))
+    expect(await greedyTokens(new LocalPipeline([chunked]), PROMPT, 6, 3)).toEqual(
+      await greedyTokens(new LocalPipeline([one]), PROMPT, 6),
+    )
     one.close()
     chunked.close()
   })
@@ -138,9 +185,15 @@ describe('batching and prefill', () => {
 
   test('token ids outside the vocabulary and positions past the context are refused before any compute', async () => {
     const stage = ModelStage.load(await synthModel('qwen3', 'f32'), backend, { slots: 1, maxLen: 8 })
-    expect(() => stage.forward({ tokens: Int32Array.of(151936), slots: Int32Array.of(0), positions: Int32Array.of(0) })).toThrow(/token id 151936 is outside the model's vocabulary of 151936/)
-    expect(() => stage.forward({ tokens: Int32Array.of(-1), slots: Int32Array.of(0), positions: Int32Array.of(0) })).toThrow(/token id -1/)
-    expect(() => stage.forward({ tokens: Int32Array.of(5), slots: Int32Array.of(0), positions: Int32Array.of(8) })).toThrow(/position 8 exceeds the context of 8 tokens/)
+    expect(() =>
+      stage.forward({ tokens: Int32Array.of(151936), slots: Int32Array.of(0), positions: Int32Array.of(0) }),
+    ).toThrow(/token id 151936 is outside the model's vocabulary of 151936/)
+    expect(() =>
+      stage.forward({ tokens: Int32Array.of(-1), slots: Int32Array.of(0), positions: Int32Array.of(0) }),
+    ).toThrow(/token id -1/)
+    expect(() =>
+      stage.forward({ tokens: Int32Array.of(5), slots: Int32Array.of(0), positions: Int32Array.of(8) }),
+    ).toThrow(/position 8 exceeds the context of 8 tokens/)
     stage.close()
   })
 

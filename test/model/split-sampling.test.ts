@@ -16,7 +16,9 @@ function sliceOf(logits: Float32Array, rows: number, ranks: number, r: number): 
 /** Every rank's summary (copied: summarizeSlice reuses its buffer), merged as rank 0 merges them. */
 function splitSample(logits: Float32Array, rows: RowSampling[], ranks: number) {
   const width = VOCAB / ranks
-  const summaries = Array.from({ length: ranks }, (_, r) => summarizeSlice(sliceOf(logits, rows.length, ranks, r), r * width, width, rows).slice())
+  const summaries = Array.from({ length: ranks }, (_, r) =>
+    summarizeSlice(sliceOf(logits, rows.length, ranks, r), r * width, width, rows).slice(),
+  )
   return { tokens: mergeSlices(summaries, width, rows), summaries }
 }
 
@@ -26,17 +28,61 @@ function randomLogits(rows: number, seed: number, scale: number): Float32Array {
 }
 
 const uniform = seededRandom(99)
-const row = (params: Parameters<typeof samplingParams>[0], history: number[] = [], logprobs = -1) => rowSampling(samplingParams(params), history, uniform(), logprobs)
+const row = (params: Parameters<typeof samplingParams>[0], history: number[] = [], logprobs = -1) =>
+  rowSampling(samplingParams(params), history, uniform(), logprobs)
 
 describe('split sampling: summaries of vocabulary slices merged on rank 0 = sampling the joined logits', () => {
   const cases: [string, () => RowSampling[], number][] = [
     ['greedy', () => [row({}), row({}), row({})], 8],
-    ['greedy with a repetition penalty on ids in every slice', () => [row({ repetitionPenalty: 1.8 }, [5, 400, 401, 799, 1100, 1199]), row({ repetitionPenalty: 0.5 }, [3, 700])], 8],
-    ['temperature, every token a candidate (dense slices)', () => [row({ temperature: 0.7 }), row({ temperature: 1.3, repetitionPenalty: 1.2 }, [10, 900]), row({ temperature: 2 })], 8],
-    ['temperature with top-k, top-p and min-p', () => [row({ temperature: 1, topK: 20, topP: 0.9 }), row({ temperature: 0.8, minP: 0.05 }), row({ temperature: 1, topP: 0.5, topK: 3 })], 8],
-    ['a low temperature over spread logits: few candidates per slice', () => [row({ temperature: 0.1 }), row({ temperature: 0.05, topP: 0.95 }), row({ temperature: 0.2, repetitionPenalty: 1.5 }, [1, 2, 3, 601])], 400],
-    ['log-probabilities (whole slices)', () => [row({}, [], 0), row({ temperature: 0.9 }, [], 5), row({ temperature: 1, repetitionPenalty: 1.3 }, [7, 1000], 3)], 8],
-    ['a mix in one step', () => [row({}), row({ temperature: 0.1 }), row({}, [], 2), row({ temperature: 1, topK: 5 })], 400],
+    [
+      'greedy with a repetition penalty on ids in every slice',
+      () => [
+        row({ repetitionPenalty: 1.8 }, [5, 400, 401, 799, 1100, 1199]),
+        row({ repetitionPenalty: 0.5 }, [3, 700]),
+      ],
+      8,
+    ],
+    [
+      'temperature, every token a candidate (dense slices)',
+      () => [
+        row({ temperature: 0.7 }),
+        row({ temperature: 1.3, repetitionPenalty: 1.2 }, [10, 900]),
+        row({ temperature: 2 }),
+      ],
+      8,
+    ],
+    [
+      'temperature with top-k, top-p and min-p',
+      () => [
+        row({ temperature: 1, topK: 20, topP: 0.9 }),
+        row({ temperature: 0.8, minP: 0.05 }),
+        row({ temperature: 1, topP: 0.5, topK: 3 }),
+      ],
+      8,
+    ],
+    [
+      'a low temperature over spread logits: few candidates per slice',
+      () => [
+        row({ temperature: 0.1 }),
+        row({ temperature: 0.05, topP: 0.95 }),
+        row({ temperature: 0.2, repetitionPenalty: 1.5 }, [1, 2, 3, 601]),
+      ],
+      400,
+    ],
+    [
+      'log-probabilities (whole slices)',
+      () => [
+        row({}, [], 0),
+        row({ temperature: 0.9 }, [], 5),
+        row({ temperature: 1, repetitionPenalty: 1.3 }, [7, 1000], 3),
+      ],
+      8,
+    ],
+    [
+      'a mix in one step',
+      () => [row({}), row({ temperature: 0.1 }), row({}, [], 2), row({ temperature: 1, topK: 5 })],
+      400,
+    ],
   ]
   for (const [name, rows, scale] of cases) {
     for (const ranks of [2, 3, 4]) {

@@ -15,7 +15,14 @@ const sha = (file: string) => new Bun.CryptoHasher('sha256').update(readFileSync
 describe('model synth', () => {
   test('writes config, weights, tokenizer, chat template and generation config in the MLX-community layout', async () => {
     const dir = await synthModel('qwen3', 'q4')
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) expect(existsSync(join(dir, f))).toBe(true)
+    for (const f of [
+      'config.json',
+      'model.safetensors',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'generation_config.json',
+    ])
+      expect(existsSync(join(dir, f))).toBe(true)
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))
     expect(config).toMatchObject({
       model_type: 'qwen3',
@@ -49,11 +56,15 @@ describe('model synth', () => {
   })
 
   test('llama is untied with llama3 rope scaling; qwen2 has q/k/v biases and no o bias', async () => {
-    const llama = readSafetensorsHeader(join(await synthModel('llama', 'f32'), 'model.safetensors')).entries.map((e) => e.name)
+    const llama = readSafetensorsHeader(join(await synthModel('llama', 'f32'), 'model.safetensors')).entries.map(
+      (e) => e.name,
+    )
     expect(llama).toContain('lm_head.weight')
     const config = JSON.parse(readFileSync(join(await synthModel('llama', 'f32'), 'config.json'), 'utf8'))
     expect(config.rope_scaling.rope_type).toBe('llama3')
-    const qwen2 = readSafetensorsHeader(join(await synthModel('qwen2', 'bf16'), 'model.safetensors')).entries.map((e) => e.name)
+    const qwen2 = readSafetensorsHeader(join(await synthModel('qwen2', 'bf16'), 'model.safetensors')).entries.map(
+      (e) => e.name,
+    )
     expect(qwen2.filter((n) => n.startsWith('model.layers.0.') && n.endsWith('.bias')).sort()).toEqual([
       'model.layers.0.self_attn.k_proj.bias',
       'model.layers.0.self_attn.q_proj.bias',
@@ -90,19 +101,53 @@ describe('model synth', () => {
   })
 
   test('bad specs are refused: a vocab smaller than the tokenizer, GQA that does not divide, groups that do not fit', async () => {
-    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'f32', ...TINY, vocab: 1000 })).rejects.toThrow(/--vocab 1000 is smaller than the tokenizer's 151669 tokens/)
-    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'f32', ...TINY, kvHeads: 3 })).rejects.toThrow(/multiple of --kv-heads 3/)
-    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'q4', ...TINY, groupSize: 128 })).rejects.toThrow(/multiples of the group size 128/)
+    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'f32', ...TINY, vocab: 1000 })).rejects.toThrow(
+      /--vocab 1000 is smaller than the tokenizer's 151669 tokens/,
+    )
+    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'f32', ...TINY, kvHeads: 3 })).rejects.toThrow(
+      /multiple of --kv-heads 3/,
+    )
+    await expect(synthesizeModel(fresh(), { arch: 'qwen3', dtype: 'q4', ...TINY, groupSize: 128 })).rejects.toThrow(
+      /multiples of the group size 128/,
+    )
   })
 
   test('the CLI writes a model that the flags describe', async () => {
     const out = fresh()
-    const flags = ['--arch', 'llama', '--layers', '2', '--hidden', '64', '--heads', '4', '--kv-heads', '1', '--head-dim', '16', '--intermediate', '96']
-    await runCommand(modelCommand, { rawArgs: ['synth', out, ...flags, '--dtype', 'q8', '--group-size', '32', '--seed', '9', '--vocab', '151700'] })
+    const flags = [
+      '--arch',
+      'llama',
+      '--layers',
+      '2',
+      '--hidden',
+      '64',
+      '--heads',
+      '4',
+      '--kv-heads',
+      '1',
+      '--head-dim',
+      '16',
+      '--intermediate',
+      '96',
+    ]
+    await runCommand(modelCommand, {
+      rawArgs: ['synth', out, ...flags, '--dtype', 'q8', '--group-size', '32', '--seed', '9', '--vocab', '151700'],
+    })
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))
-    expect(config).toMatchObject({ model_type: 'llama', num_hidden_layers: 2, num_key_value_heads: 1, intermediate_size: 96, vocab_size: 151700, quantization: { bits: 8, group_size: 32 } })
+    expect(config).toMatchObject({
+      model_type: 'llama',
+      num_hidden_layers: 2,
+      num_key_value_heads: 1,
+      intermediate_size: 96,
+      vocab_size: 151700,
+      quantization: { bits: 8, group_size: 32 },
+    })
     expect(config.dbcluster_synthetic).toEqual({ seed: 9, dtype: 'q8' })
-    await expect(runCommand(modelCommand, { rawArgs: ['synth', fresh(), '--dtype', 'q3'] })).rejects.toThrow(/unknown --dtype 'q3'/)
-    await expect(runCommand(modelCommand, { rawArgs: ['synth', fresh(), '--layers', '0'] })).rejects.toThrow(/--layers must be a positive integer/)
+    await expect(runCommand(modelCommand, { rawArgs: ['synth', fresh(), '--dtype', 'q3'] })).rejects.toThrow(
+      /unknown --dtype 'q3'/,
+    )
+    await expect(runCommand(modelCommand, { rawArgs: ['synth', fresh(), '--layers', '0'] })).rejects.toThrow(
+      /--layers must be a positive integer/,
+    )
   })
 })

@@ -32,7 +32,8 @@ function rowsOf(t: Tensor): Uint8Array[] {
   const per = bytes.length / rows
   return Array.from({ length: rows }, (_, i) => bytes.subarray(i * per, (i + 1) * per))
 }
-const parts = (w: LinearWeight): Tensor[] => (w.kind === 'dense' ? [w.weight] : [w.matrix.weight, w.matrix.scales, w.matrix.biases!])
+const parts = (w: LinearWeight): Tensor[] =>
+  w.kind === 'dense' ? [w.weight] : [w.matrix.weight, w.matrix.scales, w.matrix.biases!]
 const joinRows = (a: Uint8Array[], b: Uint8Array[]) => [...a, ...b].map((r) => Array.from(r))
 const joinColumns = (a: Uint8Array[], b: Uint8Array[]) => a.map((r, i) => [...r, ...b[i]!])
 
@@ -46,14 +47,28 @@ for (const dtype of ['bf16', 'q4'] as const)
     const q = c.numHeads * c.headDim
     // out: rows (and the bias)
     const full = whole.linear(`${layer}.self_attn.q_proj`, q, c.hiddenSize, { bias: true, shard: 'out' })
-    const halves = [r0, r1].map((w) => w!.linear(`${layer}.self_attn.q_proj`, q / 2, c.hiddenSize, { bias: true, shard: 'out' }))
-    parts(full).forEach((t, i) => expect(joinRows(rowsOf(parts(halves[0]!)[i]!), rowsOf(parts(halves[1]!)[i]!))).toEqual(rowsOf(t).map((r) => Array.from(r))))
-    expect([...cpu.toFloat32(halves[0]!.bias!), ...cpu.toFloat32(halves[1]!.bias!)]).toEqual([...cpu.toFloat32(full.bias!)])
+    const halves = [r0, r1].map((w) =>
+      w!.linear(`${layer}.self_attn.q_proj`, q / 2, c.hiddenSize, { bias: true, shard: 'out' }),
+    )
+    parts(full).forEach((t, i) =>
+      expect(joinRows(rowsOf(parts(halves[0]!)[i]!), rowsOf(parts(halves[1]!)[i]!))).toEqual(
+        rowsOf(t).map((r) => Array.from(r)),
+      ),
+    )
+    expect([...cpu.toFloat32(halves[0]!.bias!), ...cpu.toFloat32(halves[1]!.bias!)]).toEqual([
+      ...cpu.toFloat32(full.bias!),
+    ])
     expect(halves[0]!.allSum).toBeUndefined()
     // in: columns; the summing function comes with it
     const down = whole.linear(`${layer}.mlp.down_proj`, c.hiddenSize, c.intermediateSize, { shard: 'in' })
-    const cols = [r0, r1].map((w) => w!.linear(`${layer}.mlp.down_proj`, c.hiddenSize, c.intermediateSize / 2, { shard: 'in' }))
-    parts(down).forEach((t, i) => expect(joinColumns(rowsOf(parts(cols[0]!)[i]!), rowsOf(parts(cols[1]!)[i]!))).toEqual(rowsOf(t).map((r) => Array.from(r))))
+    const cols = [r0, r1].map((w) =>
+      w!.linear(`${layer}.mlp.down_proj`, c.hiddenSize, c.intermediateSize / 2, { shard: 'in' }),
+    )
+    parts(down).forEach((t, i) =>
+      expect(joinColumns(rowsOf(parts(cols[0]!)[i]!), rowsOf(parts(cols[1]!)[i]!))).toEqual(
+        rowsOf(t).map((r) => Array.from(r)),
+      ),
+    )
     expect(typeof cols[0]!.allSum).toBe('function')
   })
 
@@ -61,11 +76,24 @@ for (const dtype of ['bf16', 'q4'] as const)
   test(`${dtype}: a fused projection split block by block — each rank holds its rows of q, of k and of v`, async () => {
     // Qwen3.5's in_proj_qkv is q | k | v; a plain split would give rank 0 all of q and half of k
     const dir = await synthModel('qwen3_5', dtype, { fullAttentionInterval: 2 })
-    const c = readModelConfig(dir) as DecoderConfig & { linearKeyHeads: number; linearKeyDim: number; linearValueHeads: number; linearValueDim: number }
+    const c = readModelConfig(dir) as DecoderConfig & {
+      linearKeyHeads: number
+      linearKeyDim: number
+      linearValueHeads: number
+      linearValueDim: number
+    }
     const name = 'language_model.model.layers.0.linear_attn.in_proj_qkv'
-    const kd = c.linearKeyHeads * c.linearKeyDim, vd = c.linearValueHeads * c.linearValueDim
+    const kd = c.linearKeyHeads * c.linearKeyDim,
+      vd = c.linearValueHeads * c.linearValueDim
     const whole = parts(weightsOf(dir).linear(name, 2 * kd + vd, c.hiddenSize)).map(rowsOf)
-    const halves = [0, 1].map((r) => parts(weightsOf(dir, loneRank(r, 2)).linear(name, kd + vd / 2, c.hiddenSize, { shard: 'out', segments: [kd / 2, kd / 2, vd / 2] })).map(rowsOf))
+    const halves = [0, 1].map((r) =>
+      parts(
+        weightsOf(dir, loneRank(r, 2)).linear(name, kd + vd / 2, c.hiddenSize, {
+          shard: 'out',
+          segments: [kd / 2, kd / 2, vd / 2],
+        }),
+      ).map(rowsOf),
+    )
     whole.forEach((rows, i) => {
       // per rank: q/2, k/2, v/2 rows, in that order; every row of the whole once
       const blocks = (r: number) => {
@@ -101,10 +129,14 @@ test('a sharded-to-all linear sums its partial outputs first and adds the bias o
 
 test('a split that does not divide the heads, or an architecture without tensor parallel, is refused', async () => {
   const llama = await synthModel('llama', 'f32')
-  expect(() => ModelStage.load(llama, cpu, { slots: 1, maxLen: 8, tp: loneRank(0, 3) })).toThrow('attention heads (4) do not split into 3 equal parts')
+  expect(() => ModelStage.load(llama, cpu, { slots: 1, maxLen: 8, tp: loneRank(0, 3) })).toThrow(
+    'attention heads (4) do not split into 3 equal parts',
+  )
   // every family here splits; one that does not mark its linears is refused by name
   const config = readModelConfig(llama)
-  expect(() => shardConfig(config, loneRank(0, 2), 'future_family', {})).toThrow("tensor parallel is not built for model_type 'future_family'")
+  expect(() => shardConfig(config, loneRank(0, 2), 'future_family', {})).toThrow(
+    "tensor parallel is not built for model_type 'future_family'",
+  )
 })
 
 const mlx = probe()
@@ -120,41 +152,65 @@ async function twoRanks(dir: string, steps: number, mode: 'same' | 'lead' = 'sam
   const hostfile = join(dir, `hostfile-${ports[0]}.json`)
   await Bun.write(hostfile, JSON.stringify(ports.map((p) => [`127.0.0.1:${p}`])))
   const script = new URL('../support/tp-rank.ts', import.meta.url).pathname
-  const procs = [0, 1].map((r) => Bun.spawn([process.execPath, script, dir, String(r), hostfile, String(steps), mode], { stdout: 'pipe', stderr: 'pipe' }))
+  const procs = [0, 1].map((r) =>
+    Bun.spawn([process.execPath, script, dir, String(r), hostfile, String(steps), mode], {
+      stdout: 'pipe',
+      stderr: 'pipe',
+    }),
+  )
   return Promise.all(
     procs.map(async (p) => {
       const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()])
       expect({ rc: await p.exited, err }).toMatchObject({ rc: 0 })
       const r = JSON.parse(out.trim().split('\n').at(-1)!)
-      return { ...r, first: Float32Array.from(r.first ?? []) } as { rank: number; size: number; first: Float32Array; out: number[]; again?: number[]; followed?: number }
+      return { ...r, first: Float32Array.from(r.first ?? []) } as {
+        rank: number
+        size: number
+        first: Float32Array
+        out: number[]
+        again?: number[]
+        followed?: number
+      }
     }),
   )
 }
 
-describe.skipIf(!mlx.available)(`2 ranks over MLX ring == 1 process${mlx.available ? '' : ` (skipped: ${mlx.reason})`}`, () => {
-  for (const [arch, dtype] of [['llama', 'f32'], ['qwen2', 'bf16'], ['qwen3', 'q4']] as const)
-    test(`${arch} ${dtype}`, async () => {
-      const { openMlxBackend } = await import('../../src/tensor/mlx.ts')
-      const dir = await synthModel(arch, dtype)
-      const single = await greedy(ModelStage.load(dir, openMlxBackend(), { slots: 1, maxLen: 32 }), 6)
-      const ranks = await twoRanks(dir, 6)
-      expect(ranks.map((r) => [r.rank, r.size])).toEqual([[0, 2], [1, 2]])
-      // the ring's sum reaches both ranks bit for bit
-      expect(Array.from(ranks[1]!.first)).toEqual(Array.from(ranks[0]!.first))
-      // splitting the inner products changes only the order of the additions
-      expect(maxAbsDiff(ranks[0]!.first, single.first) / maxAbs(single.first)).toBeLessThan(dtype === 'f32' ? 1e-5 : 2e-2)
-      expect(ranks[0]!.out).toEqual(single.out)
-    }, 120_000)
+describe.skipIf(!mlx.available)(
+  `2 ranks over MLX ring == 1 process${mlx.available ? '' : ` (skipped: ${mlx.reason})`}`,
+  () => {
+    for (const [arch, dtype] of [
+      ['llama', 'f32'],
+      ['qwen2', 'bf16'],
+      ['qwen3', 'q4'],
+    ] as const)
+      test(`${arch} ${dtype}`, async () => {
+        const { openMlxBackend } = await import('../../src/tensor/mlx.ts')
+        const dir = await synthModel(arch, dtype)
+        const single = await greedy(ModelStage.load(dir, openMlxBackend(), { slots: 1, maxLen: 32 }), 6)
+        const ranks = await twoRanks(dir, 6)
+        expect(ranks.map((r) => [r.rank, r.size])).toEqual([
+          [0, 2],
+          [1, 2],
+        ])
+        // the ring's sum reaches both ranks bit for bit
+        expect(Array.from(ranks[1]!.first)).toEqual(Array.from(ranks[0]!.first))
+        // splitting the inner products changes only the order of the additions
+        expect(maxAbsDiff(ranks[0]!.first, single.first) / maxAbs(single.first)).toBeLessThan(
+          dtype === 'f32' ? 1e-5 : 2e-2,
+        )
+        expect(ranks[0]!.out).toEqual(single.out)
+      }, 120_000)
 
-  test('rank 0 drives the engine through TensorParallelPipeline and rank 1 follows its opens, steps and closes', async () => {
-    const { openMlxBackend } = await import('../../src/tensor/mlx.ts')
-    const dir = await synthModel('qwen3', 'bf16')
-    const single = await greedy(ModelStage.load(dir, openMlxBackend(), { slots: 1, maxLen: 32 }), 5)
-    const [lead, follower] = await twoRanks(dir, 5, 'lead')
-    expect(lead!.out).toEqual(single.out)
-    expect(lead!.again).toEqual(single.out)
-    expect(maxAbsDiff(lead!.first, single.first) / maxAbs(single.first)).toBeLessThan(2e-2)
-    // two sequences of a prefill and 5 decode steps each
-    expect(follower!.followed).toBe(12)
-  }, 120_000)
-})
+    test('rank 0 drives the engine through TensorParallelPipeline and rank 1 follows its opens, steps and closes', async () => {
+      const { openMlxBackend } = await import('../../src/tensor/mlx.ts')
+      const dir = await synthModel('qwen3', 'bf16')
+      const single = await greedy(ModelStage.load(dir, openMlxBackend(), { slots: 1, maxLen: 32 }), 5)
+      const [lead, follower] = await twoRanks(dir, 5, 'lead')
+      expect(lead!.out).toEqual(single.out)
+      expect(lead!.again).toEqual(single.out)
+      expect(maxAbsDiff(lead!.first, single.first) / maxAbs(single.first)).toBeLessThan(2e-2)
+      // two sequences of a prefill and 5 decode steps each
+      expect(follower!.followed).toBe(12)
+    }, 120_000)
+  },
+)

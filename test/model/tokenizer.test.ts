@@ -7,7 +7,13 @@ describe('tokenizer and chat template (real Qwen3 files)', async () => {
   const tokenizer = new ModelTokenizer(await synthModel('qwen3', 'bf16'), [151645])
 
   test('round trips ASCII, accents, CJK and emoji', () => {
-    for (const text of ['Hello, world!', 'naïve café — déjà vu', '你好，世界', 'emoji 🙂👍🏽 and \u{1F9EA}', '  leading spaces\nand lines\t']) {
+    for (const text of [
+      'Hello, world!',
+      'naïve café — déjà vu',
+      '你好，世界',
+      'emoji 🙂👍🏽 and \u{1F9EA}',
+      '  leading spaces\nand lines\t',
+    ]) {
       expect(tokenizer.decode(tokenizer.encode(text))).toBe(text)
     }
     expect(tokenizer.encode('Hello, world')).toEqual([9707, 11, 1879])
@@ -18,7 +24,12 @@ describe('tokenizer and chat template (real Qwen3 files)', async () => {
   })
 
   test('the chat template renders the Qwen3 prompt', () => {
-    expect(tokenizer.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }])).toBe(
+    expect(
+      tokenizer.applyChatTemplate([
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hi' },
+      ]),
+    ).toBe(
       '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n',
     )
   })

@@ -10,10 +10,22 @@ import { probeMlxTransport } from '../../src/tensor-parallel/mlx-group.ts'
 const BUN = process.execPath
 const MAIN = new URL('../../src/main.ts', import.meta.url).pathname
 const home = () => mkdtempSync(join(tmpdir(), 'rdma-ping-'))
-const spawn = (args: string[]) => Bun.spawn([BUN, MAIN, 'rdma-ping', ...args], { env: { ...process.env, NODE_ENV: 'production', DBCLUSTER_HOME: home() } /* consola hides info lines under NODE_ENV=test */, stdout: 'pipe', stderr: 'pipe' })
+const spawn = (args: string[]) =>
+  Bun.spawn([BUN, MAIN, 'rdma-ping', ...args], {
+    env: {
+      ...process.env,
+      NODE_ENV: 'production',
+      DBCLUSTER_HOME: home(),
+    } /* consola hides info lines under NODE_ENV=test */,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
 
 /** consola's info lines and the JSON report share stdout: returns the port and a reader for the rest. */
-async function listeningPort(proc: ReturnType<typeof spawn>, host = '127\\.0\\.0\\.1'): Promise<{ port: number; rest: () => Promise<string> }> {
+async function listeningPort(
+  proc: ReturnType<typeof spawn>,
+  host = '127\\.0\\.0\\.1',
+): Promise<{ port: number; rest: () => Promise<string> }> {
   const reader = proc.stdout.getReader()
   let text = ''
   for (;;) {
@@ -36,14 +48,43 @@ async function listeningPort(proc: ReturnType<typeof spawn>, host = '127\\.0\\.0
 
 /** Both ranks on loopback over `transport`; returns each rank's JSON report after checking the shape of its tables. */
 async function twoRanks(transport: string) {
-  const r0 = spawn(['--rank', '0', '--listen', '127.0.0.1:0', '--transport', transport, '--rounds', '4', '--sizes', '4K,256K', '--json'])
+  const r0 = spawn([
+    '--rank',
+    '0',
+    '--listen',
+    '127.0.0.1:0',
+    '--transport',
+    transport,
+    '--rounds',
+    '4',
+    '--sizes',
+    '4K,256K',
+    '--json',
+  ])
   const { port, rest } = await listeningPort(r0)
-  const r1 = spawn(['--rank', '1', '--peer', `127.0.0.1:${port}`, '--transport', transport, '--rounds', '4', '--sizes', '4K,256K', '--json'])
-  const [out0, out1] = (await Promise.all([rest(), new Response(r1.stdout).text()])).map((t) => t.trim().split('\n').at(-1)!)
+  const r1 = spawn([
+    '--rank',
+    '1',
+    '--peer',
+    `127.0.0.1:${port}`,
+    '--transport',
+    transport,
+    '--rounds',
+    '4',
+    '--sizes',
+    '4K,256K',
+    '--json',
+  ])
+  const [out0, out1] = (await Promise.all([rest(), new Response(r1.stdout).text()])).map((t) =>
+    t.trim().split('\n').at(-1)!,
+  )
   const [err0, err1] = await Promise.all([new Response(r0.stderr).text(), new Response(r1.stderr).text()])
   expect({ rc: await r0.exited, err: err0 }).toMatchObject({ rc: 0 })
   expect({ rc: await r1.exited, err: err1 }).toMatchObject({ rc: 0 })
-  for (const [rank, out] of [[0, out0], [1, out1]] as const) {
+  for (const [rank, out] of [
+    [0, out0],
+    [1, out1],
+  ] as const) {
     const report = JSON.parse(out!)
     expect(report).toMatchObject({ rank, world_size: 2, transport })
     expect(report.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 262144])
@@ -60,7 +101,11 @@ async function twoRanks(transport: string) {
 test('two ranks over link: exact sums, latency and bandwidth per size, on both ranks', () => twoRanks('link'), 60_000)
 
 const ring = probeMlxTransport('ring')
-test.skipIf(!ring.available)(`two ranks over MLX ring, meeting by --peer alone: exact sums, latency and bandwidth per size${ring.available ? '' : ` (skipped: ${ring.reason})`}`, () => twoRanks('ring'), 120_000)
+test.skipIf(!ring.available)(
+  `two ranks over MLX ring, meeting by --peer alone: exact sums, latency and bandwidth per size${ring.available ? '' : ` (skipped: ${ring.reason})`}`,
+  () => twoRanks('ring'),
+  120_000,
+)
 
 test('--coordinator HOST:PORT on every rank: rank 0 listens on its port, the other dials it', async () => {
   const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
@@ -93,7 +138,9 @@ test('unavailable transports say why and which one works', async () => {
     const err = await new Response(p.stderr).text()
     expect(await p.exited).toBe(1)
     expect(err).toContain(`jaccl needs macOS 26.2+ with RDMA over Thunderbolt 5; this machine is ${process.platform}`)
-    expect(err).toContain(ring.available ? 'use --transport ring (MLX over TCP) or --transport link' : 'use --transport link')
+    expect(err).toContain(
+      ring.available ? 'use --transport ring (MLX over TCP) or --transport link' : 'use --transport link',
+    )
   }
   if (!ring.available) {
     const p = spawn(['--rank', '0', '--transport', 'ring'])
@@ -128,5 +175,7 @@ test('a wrong sum from the transport fails the round with the element and values
   const { pingRounds } = await import('../../src/rdma-ping/ping-rounds.ts')
   // A transport that returns only this rank's data: the sum over 2 ranks is wrong.
   const broken = async (data: Float32Array) => data.slice()
-  await expect(pingRounds(broken, { rank: 0, worldSize: 2, sizes: [64], rounds: 2 })).rejects.toThrow('all_sum of 64 bytes, round 0: element 0')
+  await expect(pingRounds(broken, { rank: 0, worldSize: 2, sizes: [64], rounds: 2 })).rejects.toThrow(
+    'all_sum of 64 bytes, round 0: element 0',
+  )
 })

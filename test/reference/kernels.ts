@@ -25,7 +25,15 @@ export function matmul(a: F, b: F, M: number, K: number, N: number): Float64Arra
 }
 
 /** MLX affine dequantization: element k of row n is bits [k·b, k·b+b) of the row's LSB-first bitstream. */
-export function dequantize(words: Uint32Array, scales: F, biases: F, N: number, K: number, groupSize: number, bits: number): Float64Array {
+export function dequantize(
+  words: Uint32Array,
+  scales: F,
+  biases: F,
+  N: number,
+  K: number,
+  groupSize: number,
+  bits: number,
+): Float64Array {
   const out = new Float64Array(N * K)
   const wordsPerRow = (K * bits) / 32
   for (let n = 0; n < N; n++)
@@ -45,7 +53,8 @@ export function dequantize(words: Uint32Array, scales: F, biases: F, N: number, 
 /** The 16 FP4 E2M1 values by code: sign bit 3, then 2 exponent bits and 1 mantissa bit (OCP MX spec). */
 export function fp4e2m1(code: number): number {
   const sign = code & 8 ? -1 : 1
-  const e = (code >> 1) & 3, m = code & 1
+  const e = (code >> 1) & 3,
+    m = code & 1
   return sign * (e === 0 ? m * 0.5 : 2 ** (e - 1) * (1 + m / 2))
 }
 
@@ -86,8 +95,17 @@ export function causalConv(x: number[][], w: ArrayLike<number>, K: number): numb
  * per value head h with key head h / (Hv/Hk): S ← g·S; S ← S + k ⊗ (v − S·k)·β; y = S·q, where
  * g = exp(−exp(aLog)·softplus(a + dtBias)) and β = sigmoid(b). q, k: [T][Hk·Dk]; v: [T][Hv·Dv]; a, b: [T][Hv]. */
 export function gatedDelta(
-  q: number[][], k: number[][], v: number[][], a: number[][], b: number[][], aLog: ArrayLike<number>, dtBias: ArrayLike<number>,
-  Hk: number, Hv: number, Dk: number, Dv: number,
+  q: number[][],
+  k: number[][],
+  v: number[][],
+  a: number[][],
+  b: number[][],
+  aLog: ArrayLike<number>,
+  dtBias: ArrayLike<number>,
+  Hk: number,
+  Hv: number,
+  Dk: number,
+  Dv: number,
 ): number[][] {
   const S = Array.from({ length: Hv }, () => Array.from({ length: Dv }, () => new Float64Array(Dk)))
   return q.map((_, t) => {
@@ -97,7 +115,8 @@ export function gatedDelta(
       const x = a[t]![h]! + Number(dtBias[h])
       const g = Math.exp(-Math.exp(Number(aLog[h])) * Math.log1p(Math.exp(x)))
       const beta = 1 / (1 + Math.exp(-b[t]![h]!))
-      const kk = k[t]!.slice(hk * Dk, (hk + 1) * Dk), qq = q[t]!.slice(hk * Dk, (hk + 1) * Dk)
+      const kk = k[t]!.slice(hk * Dk, (hk + 1) * Dk),
+        qq = q[t]!.slice(hk * Dk, (hk + 1) * Dk)
       for (let dv = 0; dv < Dv; dv++) {
         const row = S[h]![dv]!
         for (let d = 0; d < Dk; d++) row[d]! *= g
@@ -120,7 +139,7 @@ export function packBits(q: number[] | Uint8Array, N: number, K: number, bits: n
       for (let i = 0; i < bits; i++) {
         if ((q[n * K + k]! >> i) & 1) {
           const bit = k * bits + i
-          out[n * wordsPerRow + Math.floor(bit / 32)]! |= 1 << bit % 32
+          out[n * wordsPerRow + Math.floor(bit / 32)]! |= 1 << (bit % 32)
           out[n * wordsPerRow + Math.floor(bit / 32)] = out[n * wordsPerRow + Math.floor(bit / 32)]! >>> 0
         }
       }
@@ -159,7 +178,8 @@ export function rope(
         const theta = positions[r]! * scale * invFreq[i]!
         const a = traditional ? 2 * i : i
         const b = traditional ? 2 * i + 1 : i + half
-        const x1 = Number(x[base + a]), x2 = Number(x[base + b])
+        const x1 = Number(x[base + a]),
+          x2 = Number(x[base + b])
         out[base + a] = x1 * Math.cos(theta) - x2 * Math.sin(theta)
         out[base + b] = x1 * Math.sin(theta) + x2 * Math.cos(theta)
       }
@@ -212,7 +232,8 @@ export function attention(c: AttentionCase): Float64Array {
       for (const e of p) denom += e
       for (let d = 0; d < c.D; d++) {
         let acc = 0
-        for (let j = start; j < end; j++) acc += p[j - start]! * Number(c.v[((c.slots[r]! * c.KH + kvh) * c.L + j) * c.D + d])
+        for (let j = start; j < end; j++)
+          acc += p[j - start]! * Number(c.v[((c.slots[r]! * c.KH + kvh) * c.L + j) * c.D + d])
         out[(r * c.H + h) * c.D + d] = acc / denom
       }
     }
@@ -220,7 +241,8 @@ export function attention(c: AttentionCase): Float64Array {
 }
 
 export const silu = (x: number): number => x / (1 + Math.exp(-x))
-export const geluTanh = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)))
+export const geluTanh = (x: number): number =>
+  0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)))
 /** Exact GELU with erf from Abramowitz–Stegun 7.1.26 refined by one Newton step is overkill; use a series good to 1e-12. */
 export function gelu(x: number): number {
   return 0.5 * x * (1 + erf(x / Math.SQRT2))
@@ -290,7 +312,8 @@ export function rng(seed: number): () => number {
 export function randn(count: number, random: () => number, scale = 1): Float32Array {
   const out = new Float32Array(count)
   for (let i = 0; i < count; i++) {
-    const u = Math.max(random(), 1e-12), v = random()
+    const u = Math.max(random(), 1e-12),
+      v = random()
     out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v)
   }
   return out

@@ -16,6 +16,8 @@ export function cDeclarations(text: string): { name: string; arity: number }[] {
 }
 
 /** A bun:ffi symbol table as the same list. */
-export function tableDeclarations(table: Record<string, { args: readonly unknown[] }>): { name: string; arity: number }[] {
+export function tableDeclarations(
+  table: Record<string, { args: readonly unknown[] }>,
+): { name: string; arity: number }[] {
   return Object.entries(table).map(([name, def]) => ({ name, arity: def.args.length }))
 }

@@ -38,7 +38,16 @@ const sha = (algo: string, ...parts: (string | Uint8Array)[]) => {
 export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd(40, '0')): FakeHub {
   const files = new Map(listModelFiles(dir).map((name) => [name, new Uint8Array(readFileSync(join(dir, name)))]))
   const isLfs = (name: string) => name.endsWith('.safetensors') || name === 'tokenizer.json'
-  const hub: FakeHub = { url: '', cdnUrl: '', commit, requests: [], cutNext: new Map(), corruptNext: new Map(), requireToken: null, stop: () => server.stop(true) }
+  const hub: FakeHub = {
+    url: '',
+    cdnUrl: '',
+    commit,
+    requests: [],
+    cutNext: new Map(),
+    corruptNext: new Map(),
+    requireToken: null,
+    stop: () => server.stop(true),
+  }
 
   const body = (name: string, req: Request, headers: Record<string, string>): Response => {
     let bytes = files.get(name)!
@@ -47,12 +56,14 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
     const h = new Headers({ ...headers, 'accept-ranges': 'bytes' })
     if (range) {
       const from = Number(/^bytes=(\d+)-$/.exec(range)?.[1] ?? NaN)
-      if (!(from < bytes.byteLength)) return new Response(null, { status: 416, headers: { 'content-range': `bytes */${bytes.byteLength}` } })
+      if (!(from < bytes.byteLength))
+        return new Response(null, { status: 416, headers: { 'content-range': `bytes */${bytes.byteLength}` } })
       h.set('content-range', `bytes ${from}-${bytes.byteLength - 1}/${bytes.byteLength}`)
       bytes = bytes.subarray(from)
       status = 206
     }
-    if (req.method === 'HEAD') return h.set('content-length', String(bytes.byteLength)), new Response(null, { status, headers: h })
+    if (req.method === 'HEAD')
+      return (h.set('content-length', String(bytes.byteLength)), new Response(null, { status, headers: h }))
     const corrupt = hub.corruptNext.get(name) ?? 0
     if (corrupt > 0) {
       hub.corruptNext.set(name, corrupt - 1)
@@ -73,8 +84,19 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
     fetch(req) {
       const url = new URL(req.url)
       const path = decodeURIComponent(url.pathname)
-      hub.requests.push({ method: req.method, host: url.host, path, range: req.headers.get('range'), authorization: req.headers.get('authorization') })
-      if (hub.requireToken && !path.startsWith('/cdn/') && req.headers.get('authorization') !== `Bearer ${hub.requireToken}`) return new Response('Access to model is restricted', { status: 401 })
+      hub.requests.push({
+        method: req.method,
+        host: url.host,
+        path,
+        range: req.headers.get('range'),
+        authorization: req.headers.get('authorization'),
+      })
+      if (
+        hub.requireToken &&
+        !path.startsWith('/cdn/') &&
+        req.headers.get('authorization') !== `Bearer ${hub.requireToken}`
+      )
+        return new Response('Access to model is restricted', { status: 401 })
       if (path === `/api/models/${repo}/revision/main` || path === `/api/models/${repo}/revision/${commit}`) {
         return Response.json({ id: repo, sha: commit, siblings: [...files.keys()].map((rfilename) => ({ rfilename })) })
       }
@@ -86,9 +108,20 @@ export function serveFakeHub(dir: string, repo: string, commit = 'c0ffee'.padEnd
         if (isLfs(name)) {
           const oid = sha('sha256', bytes)
           // the real hub redirects LFS files to a CDN on another origin: here the same server under another host name
-          return new Response(null, { status: 302, headers: { location: `${hub.cdnUrl}/cdn/${oid}/${name}`, 'x-linked-etag': `"${oid}"`, 'x-linked-size': String(bytes.byteLength), 'x-repo-commit': commit } })
+          return new Response(null, {
+            status: 302,
+            headers: {
+              location: `${hub.cdnUrl}/cdn/${oid}/${name}`,
+              'x-linked-etag': `"${oid}"`,
+              'x-linked-size': String(bytes.byteLength),
+              'x-repo-commit': commit,
+            },
+          })
         }
-        return body(name, req, { etag: `"${sha('sha1', `blob ${bytes.byteLength}\0`, bytes)}"`, 'x-repo-commit': commit })
+        return body(name, req, {
+          etag: `"${sha('sha1', `blob ${bytes.byteLength}\0`, bytes)}"`,
+          'x-repo-commit': commit,
+        })
       }
       const cdn = /^\/cdn\/[0-9a-f]{64}\/(.+)$/.exec(path)
       if (cdn && files.has(cdn[1]!)) return body(cdn[1]!, req, { etag: `"${sha('sha256', files.get(cdn[1]!)!)}"` })

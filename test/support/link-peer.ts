@@ -7,7 +7,17 @@ const port = Number(process.env.PORT ?? 0)
 const listener = listenLinks(
   '127.0.0.1',
   port,
-  { identity: testIdentity(2), serial: 'bob', clusterId: 'c', authorize: pins({ alice: testIdentity(1), bob: testIdentity(2) }), pingIntervalMs: Number(process.env.PING_MS ?? 5000) },
-  (link) => link.onFrame((f) => f.type === FrameType.data && link.send(FrameType.data, f.payload, { stage: f.stage, requestId: f.requestId })),
+  {
+    identity: testIdentity(2),
+    serial: 'bob',
+    clusterId: 'c',
+    authorize: pins({ alice: testIdentity(1), bob: testIdentity(2) }),
+    pingIntervalMs: Number(process.env.PING_MS ?? 5000),
+  },
+  (link) =>
+    link.onFrame(
+      (f) =>
+        f.type === FrameType.data && link.send(FrameType.data, f.payload, { stage: f.stage, requestId: f.requestId }),
+    ),
 )
 console.log(`listening ${listener.port}`)

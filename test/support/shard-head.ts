@@ -25,7 +25,15 @@ if (process.env.TAMPER) {
 }
 if (process.env.HUGE) manifest.files.push({ name: 'huge.json', size: 2 ** 50, sha256: '0'.repeat(64) })
 const signer = testIdentity(Number(process.env.SIGN_SEED ?? 1))
-const listener = listenLinks('127.0.0.1', 0, { identity: testIdentity(1), serial: 'head', clusterId: 'c', authorize: pins({ head: testIdentity(1), stage: testIdentity(2) }) }, (link) =>
-  serveShards(link, dir, manifest, signer, (e) => console.log(JSON.stringify(e))),
+const listener = listenLinks(
+  '127.0.0.1',
+  0,
+  {
+    identity: testIdentity(1),
+    serial: 'head',
+    clusterId: 'c',
+    authorize: pins({ head: testIdentity(1), stage: testIdentity(2) }),
+  },
+  (link) => serveShards(link, dir, manifest, signer, (e) => console.log(JSON.stringify(e))),
 )
 console.log(`listening ${listener.port}`)

@@ -5,7 +5,12 @@ import { connectLink } from '../../src/link/tcp-link.ts'
 import { pins, testIdentity } from './identities.ts'
 
 const env = process.env
-const link = await connectLink('127.0.0.1', Number(env.PORT), { identity: testIdentity(2), serial: 'stage', clusterId: 'c', authorize: pins({ head: testIdentity(1), stage: testIdentity(2) }) })
+const link = await connectLink('127.0.0.1', Number(env.PORT), {
+  identity: testIdentity(2),
+  serial: 'stage',
+  clusterId: 'c',
+  authorize: pins({ head: testIdentity(1), stage: testIdentity(2) }),
+})
 const print = (o: object) => console.log(JSON.stringify(o))
 try {
   const result = await receiveShards(link, {

@@ -11,15 +11,20 @@ const [port, rank, size, kind, key] = process.argv.slice(2)
 const socket = BlockingSocket.connect('127.0.0.1', Number(port), 5000)
 socket.send(new Uint8Array(new Uint32Array([Number(rank)]).buffer), 5000)
 const keyBytes = Uint8Array.from(Buffer.from(key!, 'hex'))
-const channel = kind === 'native' ? new NativeTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0) : new ScriptTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0)
+const channel =
+  kind === 'native'
+    ? new NativeTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0)
+    : new ScriptTpChannel(socket, keyBytes, 'tp-group', Number(rank), 0)
 const group = new SealedTpGroup(Number(rank), Number(size), [channel], 10_000)
 for (;;) {
   const step = group.broadcast()
   const n = new DataView(step.buffer, step.byteOffset).getUint32(0, true)
   if (n === 0) break
   const sum = group.allSum(partialFor(Number(rank), n))
-  if (group.gatherLast(partialFor(Number(rank) + 10, 2 * n), 2) !== null) throw new Error('a gather returned values on a rank > 0')
-  if (group.gatherBytes(messageFor(Number(rank), n), 0) !== null) throw new Error('a byte gather returned messages on a rank > 0')
+  if (group.gatherLast(partialFor(Number(rank) + 10, 2 * n), 2) !== null)
+    throw new Error('a gather returned values on a rank > 0')
+  if (group.gatherBytes(messageFor(Number(rank), n), 0) !== null)
+    throw new Error('a byte gather returned messages on a rank > 0')
   // after the gather: rank 0 reads this output only at the end, and a full pipe would block the print
   console.log(Buffer.from(sum.buffer, sum.byteOffset, sum.byteLength).toString('hex'))
 }

@@ -15,11 +15,20 @@ import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 const [home, port, mode, model] = process.argv.slice(2)
 const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer)
 const identity = loadSoftwareIdentity(join(home!, 'identity.key')).identity
-const link = await dialRankZero('127.0.0.1', Number(port), 10_000, { identity, serial: 'node-1', authorize: authorizeByPins(new FilePinStore(join(home!, 'pins.json'))), clusterId: 'dbcluster' })
+const link = await dialRankZero('127.0.0.1', Number(port), 10_000, {
+  identity,
+  serial: 'node-1',
+  authorize: authorizeByPins(new FilePinStore(join(home!, 'pins.json'))),
+  clusterId: 'dbcluster',
+})
 const fingerprint = servingFingerprint(model!, { maxBatch: 8, maxLen: mode === 'other-settings' ? 512 : 256, tp: 2 })
 link.send(FrameType.data, Uint8Array.from([...u32(1), ...fingerprint]), { requestId: MEET.rank })
 const offer = (await link.nextFrame((f) => f.type === FrameType.data && f.requestId === MEET.offer, 10_000)).payload
-const socket = BlockingSocket.connect('127.0.0.1', new DataView(offer.buffer, offer.byteOffset).getUint32(0, true), 5000)
+const socket = BlockingSocket.connect(
+  '127.0.0.1',
+  new DataView(offer.buffer, offer.byteOffset).getUint32(0, true),
+  5000,
+)
 socket.send(u32(mode === 'stranger-rank' ? 5 : 1), 5000)
 const key = mode === 'wrong-key' ? new Uint8Array(32).fill(1) : offer.slice(4)
 openTpChannel(socket, key, 'dbcluster', 1, 0).send(FrameType.tpHello, u32(mode === 'other-rank' ? 2 : 1), 5000)

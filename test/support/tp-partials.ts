@@ -2,7 +2,7 @@
  * the additions shows in the bits. */
 export function partialFor(rank: number, n: number): Float32Array {
   const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) out[i] = Math.sin(i * 0.37 + rank * 1.9) * 10 ** ((i + rank) % 7 - 3)
+  for (let i = 0; i < n; i++) out[i] = Math.sin(i * 0.37 + rank * 1.9) * 10 ** (((i + rank) % 7) - 3)
   return out
 }
 

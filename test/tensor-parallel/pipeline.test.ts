@@ -33,13 +33,18 @@ test('while a rank is lost: opens and closes stay local, a step is a lost stage;
   const pipeline = new TensorParallelPipeline(stage, group)
   const a = pipeline.openSequence()
   const b = pipeline.openSequence()
-  expect(group.sent).toEqual([[1, a], [1, b]])
+  expect(group.sent).toEqual([
+    [1, a],
+    [1, b],
+  ])
   group.failure = new Error('rank 1 went away')
   const c = pipeline.openSequence()
   pipeline.closeSequence(a)
   expect(group.sent).toHaveLength(2)
   const step = { tokens: Int32Array.of(1), slots: Int32Array.of(b), positions: Int32Array.of(0) }
-  const lost = await pipeline.sample(step, [{ params: GREEDY, u: 0, history: new Int32Array(0), logprobs: -1 }]).catch((e) => e)
+  const lost = await pipeline
+    .sample(step, [{ params: GREEDY, u: 0, history: new Int32Array(0), logprobs: -1 }])
+    .catch((e) => e)
   expect(lost).toBeInstanceOf(DbcError)
   expect(lost.code).toBe('E_STAGE_LOST')
   expect(lost.message).toContain('rank 1 went away')
@@ -47,7 +52,10 @@ test('while a rank is lost: opens and closes stay local, a step is a lost stage;
   expect(lostStep.code).toBe('E_STAGE_LOST')
   group.failure = undefined
   pipeline.resync()
-  expect(group.sent.slice(2)).toEqual([[1, b], [1, c]])
+  expect(group.sent.slice(2)).toEqual([
+    [1, b],
+    [1, c],
+  ])
   // whole again: a step goes out, and an error of the step itself is not taken for a lost rank
   await pipeline.sample(step, [{ params: GREEDY, u: 0, history: new Int32Array(0), logprobs: -1 }])
   expect(group.sent.at(-1)).toEqual([3])
@@ -66,7 +74,9 @@ test('a follower refuses a sampling step that is cut short, or one over a group 
   stages.push(stage)
   // op 5 (a sampling step) saying 3 tokens, and then nothing
   const cut = new Uint8Array(Int32Array.of(5, 3).buffer)
-  expect(() => followTensorParallel(stage, scripted([cut], true))).toThrow('tensor-parallel sampling step has a bad array length')
+  expect(() => followTensorParallel(stage, scripted([cut], true))).toThrow(
+    'tensor-parallel sampling step has a bad array length',
+  )
   let refused: unknown
   try {
     followTensorParallel(stage, scripted([cut], false))

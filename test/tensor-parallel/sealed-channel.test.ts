@@ -8,12 +8,18 @@ import { AeadSender } from '../../src/link/aead-channel.ts'
 import { BlockingListener, BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
 import { LinkError } from '../../src/link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../../src/link/frames.ts'
-import { NativeTpChannel, ScriptTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor-parallel/sealed-group.ts'
+import {
+  NativeTpChannel,
+  ScriptTpChannel,
+  SealedTpGroup,
+  type TpChannel,
+} from '../../src/tensor-parallel/sealed-group.ts'
 
 const KEY = new Uint8Array(randomBytes(32))
 const CLUSTER = 'tp-test'
 const NATIVE = NativeTpChannel.available()
-if (!NATIVE) console.warn('sealed-tp-channel: the C channel is skipped: libcrypto (OpenSSL 3) could not be loaded on this machine')
+if (!NATIVE)
+  console.warn('sealed-tp-channel: the C channel is skipped: libcrypto (OpenSSL 3) could not be loaded on this machine')
 
 const open: { close(): void }[] = []
 afterEach(() => {
@@ -31,36 +37,58 @@ function socketPair(): [BlockingSocket, BlockingSocket] {
 }
 
 type Kind = 'native' | 'script'
-function channel(kind: Kind, socket: BlockingSocket, own: number, peer: number, options: { key?: Uint8Array; rekey?: number } = {}): TpChannel {
+function channel(
+  kind: Kind,
+  socket: BlockingSocket,
+  own: number,
+  peer: number,
+  options: { key?: Uint8Array; rekey?: number } = {},
+): TpChannel {
   const key = options.key ?? KEY
-  const c = kind === 'native' ? new NativeTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0) : new ScriptTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
+  const c =
+    kind === 'native'
+      ? new NativeTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
+      : new ScriptTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
   open.push(c)
   return c
 }
 
 /** What rank `own` would put on the wire, sealed by the link's TypeScript sender. */
 function referenceSender(own: number, rekey = 0) {
-  const sender = new AeadSender({ cipher: 'aes-256-gcm', key: KEY, direction: own === 0 ? 1 : 2, clusterId: CLUSTER, rekeyInterval: rekey ? BigInt(rekey) : undefined })
+  const sender = new AeadSender({
+    cipher: 'aes-256-gcm',
+    key: KEY,
+    direction: own === 0 ? 1 : 2,
+    clusterId: CLUSTER,
+    rekeyInterval: rekey ? BigInt(rekey) : undefined,
+  })
   return (type: number, payload: Uint8Array) => sender.sealFrame({ type, stage: own, requestId: 0n }, payload).slice()
 }
 
 const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n + TAG_BYTES
 const payloads = [0, 1, 17, 4096, 70_000].map((n) => new Uint8Array(randomBytes(n)))
 
-test.skipIf(!NATIVE)('the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys', () => {
-  for (const own of [0, 1]) {
-    const [a, b] = socketPair()
-    const c = channel('native', a, own, 1 - own, { rekey: 2 })
-    const reference = referenceSender(own, 2)
-    for (const p of [...payloads, ...payloads]) {
-      c.send(FrameType.tpStep, p, 2000)
-      const expected = reference(FrameType.tpStep, p)
-      expect(b.receive(frameBytes(p.byteLength), 2000)).toEqual(expected)
+test.skipIf(!NATIVE)(
+  'the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys',
+  () => {
+    for (const own of [0, 1]) {
+      const [a, b] = socketPair()
+      const c = channel('native', a, own, 1 - own, { rekey: 2 })
+      const reference = referenceSender(own, 2)
+      for (const p of [...payloads, ...payloads]) {
+        c.send(FrameType.tpStep, p, 2000)
+        const expected = reference(FrameType.tpStep, p)
+        expect(b.receive(frameBytes(p.byteLength), 2000)).toEqual(expected)
+      }
     }
-  }
-})
+  },
+)
 
-describe.each(NATIVE ? [['native', 'script'] as const, ['script', 'native'] as const, ['script', 'script'] as const] : [['script', 'script'] as const])('%s sender, %s receiver', (sends, receives) => {
+describe.each(
+  NATIVE
+    ? [['native', 'script'] as const, ['script', 'native'] as const, ['script', 'script'] as const]
+    : [['script', 'script'] as const],
+)('%s sender, %s receiver', (sends, receives) => {
   test('every frame opens to what was sent, both ways, across rekeys', () => {
     const [a, b] = socketPair()
     const zero = channel(sends, a, 0, 1, { rekey: 3 })
@@ -122,7 +150,9 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
     b.send(frame, 2000)
     expect(c.receive(FrameType.tpPartial, 64, 2000)).toEqual(new Uint8Array(8).fill(3))
     b.send(frame, 2000)
-    expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), /E_TP_PROTOCOL|E_FRAME_REPLAY/).message).toContain('replayed')
+    expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), /E_TP_PROTOCOL|E_FRAME_REPLAY/).message).toContain(
+      'replayed',
+    )
   })
 
   test('a frame that claims another sender', () => {
@@ -207,5 +237,7 @@ test('a failed group is restored over new connections: exchanges work again and 
   d.close()
   expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
   expect(heard).toHaveLength(2)
-  expect(() => new SealedTpGroup(1, 2, [channel(kind, socketPair()[0], 1, 0)], 2000).restore([])).toThrow('the group has not failed')
+  expect(() => new SealedTpGroup(1, 2, [channel(kind, socketPair()[0], 1, 0)], 2000).restore([])).toThrow(
+    'the group has not failed',
+  )
 })

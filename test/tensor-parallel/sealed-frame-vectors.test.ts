@@ -59,7 +59,8 @@ describe.each(vectors.streams)('$name', (stream) => {
     for (const f of stream.frames) {
       const seq = BigInt(f.seq)
       // rekey: before the frame whose counter is a non-zero multiple of the interval
-      if (seq > 0n && seq % BigInt(stream.rekeyInterval) === 0n) key = hkdf(sha256, key, undefined, new TextEncoder().encode('dbcluster/v1 rekey'), 32)
+      if (seq > 0n && seq % BigInt(stream.rekeyInterval) === 0n)
+        key = hkdf(sha256, key, undefined, new TextEncoder().encode('dbcluster/v1 rekey'), 32)
       expect(bytesToHex(key)).toBe(f.key)
       // nonce = u32 BE direction ‖ u64 BE counter (the counter is the frame's sequence number)
       const nonce = new Uint8Array(12)
@@ -86,7 +87,10 @@ describe.each(vectors.streams)('$name', (stream) => {
 
   test('AeadSender seals exactly these bytes, frame after frame', () => {
     const sender = new AeadSender(options(stream))
-    for (const f of stream.frames) expect(bytesToHex(sender.sealFrame({ type: f.type, stage: f.stage, requestId: BigInt(f.requestId) }, plaintext(f)))).toBe(f.frame)
+    for (const f of stream.frames)
+      expect(
+        bytesToHex(sender.sealFrame({ type: f.type, stage: f.stage, requestId: BigInt(f.requestId) }, plaintext(f))),
+      ).toBe(f.frame)
   })
 
   test('AeadReceiver opens them in order, and refuses the last one with a flipped tag bit', () => {
@@ -116,7 +120,8 @@ function whyCannotSeal(s: Stream): string {
   const rank = s.frames[0]!.stage
   if (s.cipher !== 'aes-256-gcm') return 'the C channel is AES-256-GCM only'
   if (s.frames.some((f) => f.requestId !== '0')) return 'the C channel seals request id 0 only'
-  if (stages.size !== 1 || (rank === 0) !== (s.direction === 1)) return 'the C channel seals stage = its rank, direction 1 for rank 0 and 2 for the others'
+  if (stages.size !== 1 || (rank === 0) !== (s.direction === 1))
+    return 'the C channel seals stage = its rank, direction 1 for rank 0 and 2 for the others'
   return ''
 }
 /** Why it cannot open them: AES-256-GCM only, and a channel takes frames from one peer, whose rank must be the stage. */
@@ -153,38 +158,47 @@ function nativeReceiver(socket: BlockingSocket, s: Stream): NativeTpChannel {
 }
 
 test('the C channel seals two of the streams and opens three', () => {
-  expect(vectors.streams.filter((s) => !whyCannotSeal(s)).map((s) => s.name)).toEqual(['tp rank 0 to a rank', 'tp rank 2 to rank 0'])
+  expect(vectors.streams.filter((s) => !whyCannotSeal(s)).map((s) => s.name)).toEqual([
+    'tp rank 0 to a rank',
+    'tp rank 2 to rank 0',
+  ])
   expect(vectors.streams.filter((s) => !whyCannotOpen(s))).toHaveLength(3)
 })
 
 describe.each(vectors.streams)('the C channel, $name', (stream) => {
   const cannotSeal = whyCannotSeal(stream)
-  test.skipIf(!NATIVE || cannotSeal !== '')(`seals exactly these bytes, frame after frame${NO_NATIVE}${cannotSeal && ` (skipped: ${cannotSeal})`}`, () => {
-    const [a, b] = socketPair()
-    const rank = stream.frames[0]!.stage
-    const c = nativeChannel(a, stream, rank, rank === 0 ? 1 : 0)
-    for (const f of stream.frames) {
-      c.send(f.type, plaintext(f), 2000)
-      expect(bytesToHex(b.receive(frameBytes(f).byteLength, 2000))).toBe(f.frame)
-    }
-  })
+  test.skipIf(!NATIVE || cannotSeal !== '')(
+    `seals exactly these bytes, frame after frame${NO_NATIVE}${cannotSeal && ` (skipped: ${cannotSeal})`}`,
+    () => {
+      const [a, b] = socketPair()
+      const rank = stream.frames[0]!.stage
+      const c = nativeChannel(a, stream, rank, rank === 0 ? 1 : 0)
+      for (const f of stream.frames) {
+        c.send(f.type, plaintext(f), 2000)
+        expect(bytesToHex(b.receive(frameBytes(f).byteLength, 2000))).toBe(f.frame)
+      }
+    },
+  )
 
   const cannotOpen = whyCannotOpen(stream)
-  test.skipIf(!NATIVE || cannotOpen !== '')(`opens them in order, and refuses the last one with a flipped tag bit${NO_NATIVE}${cannotOpen && ` (skipped: ${cannotOpen})`}`, () => {
-    const [a, b] = socketPair()
-    const c = nativeReceiver(a, stream)
-    for (const f of stream.frames) {
-      b.send(frameBytes(f), 2000)
-      expect(bytesToHex(c.receive(f.type, plaintext(f).byteLength, 2000))).toBe(f.plaintext)
-    }
-    const [x, y] = socketPair()
-    const d = nativeReceiver(x, stream)
-    for (const f of stream.frames.slice(0, -1)) {
-      y.send(frameBytes(f), 2000)
-      d.receive(f.type, plaintext(f).byteLength, 2000)
-    }
-    const last = stream.frames.at(-1)!
-    y.send(tampered(last), 2000)
-    expect(refusal(() => d.receive(last.type, plaintext(last).byteLength, 2000))).toBe('E_FRAME_AUTH')
-  })
+  test.skipIf(!NATIVE || cannotOpen !== '')(
+    `opens them in order, and refuses the last one with a flipped tag bit${NO_NATIVE}${cannotOpen && ` (skipped: ${cannotOpen})`}`,
+    () => {
+      const [a, b] = socketPair()
+      const c = nativeReceiver(a, stream)
+      for (const f of stream.frames) {
+        b.send(frameBytes(f), 2000)
+        expect(bytesToHex(c.receive(f.type, plaintext(f).byteLength, 2000))).toBe(f.plaintext)
+      }
+      const [x, y] = socketPair()
+      const d = nativeReceiver(x, stream)
+      for (const f of stream.frames.slice(0, -1)) {
+        y.send(frameBytes(f), 2000)
+        d.receive(f.type, plaintext(f).byteLength, 2000)
+      }
+      const last = stream.frames.at(-1)!
+      y.send(tampered(last), 2000)
+      expect(refusal(() => d.receive(last.type, plaintext(last).byteLength, 2000))).toBe('E_FRAME_AUTH')
+    },
+  )
 })

@@ -5,7 +5,12 @@
 import { expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { BlockingListener } from '../../src/tensor-parallel/blocking-socket.ts'
-import { NativeTpChannel, openTpChannel, SealedTpGroup, type TpChannel } from '../../src/tensor-parallel/sealed-group.ts'
+import {
+  NativeTpChannel,
+  openTpChannel,
+  SealedTpGroup,
+  type TpChannel,
+} from '../../src/tensor-parallel/sealed-group.ts'
 import { messageFor, partialFor } from '../support/tp-partials.ts'
 
 const RANK = new URL('../support/tp-group-rank.ts', import.meta.url).pathname
@@ -28,7 +33,18 @@ for (const size of [2, 3]) {
     const key = new Uint8Array(randomBytes(32))
     const listener = BlockingListener.listen('127.0.0.1', 0)
     const ranks = Array.from({ length: size - 1 }, (_, i) =>
-      Bun.spawn([process.execPath, RANK, String(listener.port), String(i + 1), String(size), kinds[(i + 1) % kinds.length]!, Buffer.from(key).toString('hex')], { stdout: 'pipe', stderr: 'pipe' }),
+      Bun.spawn(
+        [
+          process.execPath,
+          RANK,
+          String(listener.port),
+          String(i + 1),
+          String(size),
+          kinds[(i + 1) % kinds.length]!,
+          Buffer.from(key).toString('hex'),
+        ],
+        { stdout: 'pipe', stderr: 'pipe' },
+      ),
     )
     const channels: TpChannel[] = new Array(size - 1)
     try {
@@ -55,12 +71,18 @@ for (const size of [2, 3]) {
       }
       expect(joined).toEqual(expected)
       const messages = group.gatherBytes(messageFor(0, n), 5000)!
-      expect(messages.map((m) => Buffer.from(m).toString('hex'))).toEqual(Array.from({ length: size }, (_, r) => Buffer.from(messageFor(r, n)).toString('hex')))
+      expect(messages.map((m) => Buffer.from(m).toString('hex'))).toEqual(
+        Array.from({ length: size }, (_, r) => Buffer.from(messageFor(r, n)).toString('hex')),
+      )
     }
     group.broadcast(new Uint8Array(4))
     group.close()
     for (const proc of ranks) {
-      const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+      const [out, err, code] = await Promise.all([
+        new Response(proc.stdout).text(),
+        new Response(proc.stderr).text(),
+        proc.exited,
+      ])
       expect(err).toBe('')
       expect(code).toBe(0)
       expect(out.trim().split('\n')).toEqual(mine)

@@ -28,7 +28,11 @@ export function randomQuantized(
   const scales = new Float32Array(groups).map(() => (random() - 0.4) * 0.1)
   const biases = new Float32Array(groups).map(() => (random() - 0.5) * 0.2)
   const asDtype = (v: Float32Array) =>
-    scaleDtype === 'bf16' ? Float32Array.from(v, ref.roundBf16) : scaleDtype === 'f16' ? Float32Array.from(new Float16Array(v)) : v
+    scaleDtype === 'bf16'
+      ? Float32Array.from(v, ref.roundBf16)
+      : scaleDtype === 'f16'
+        ? Float32Array.from(new Float16Array(v))
+        : v
   const refScales = asDtype(scales)
   const refBiases = asDtype(biases)
   const toTensor = (v: Float32Array) =>
@@ -96,22 +100,40 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         it(`dequantize and quantized matmul match the reference at ${bits} bits, group ${groupSize}`, () => {
           // rows not a multiple of 16 (the cpu kernels' row blocks: zero rows pad the last) nor of 32 (blocks go in
           // pairs), few and many groups, each scale dtype, with and without a bias
-          for (const [N, K, scaleDtype, withBias] of [[40, 256, groupSize === 64 ? 'bf16' : 'f32', false], [42, 1152, 'f16', true], [100, 128, 'bf16', true]] as const)
+          for (const [N, K, scaleDtype, withBias] of [
+            [40, 256, groupSize === 64 ? 'bf16' : 'f32', false],
+            [42, 1152, 'f16', true],
+            [100, 128, 'bf16', true],
+          ] as const)
             b.scope(() => {
-              const { matrix, dense } = randomQuantized(b, N, K, groupSize, bits, bits * 1000 + groupSize + K, scaleDtype)
+              const { matrix, dense } = randomQuantized(
+                b,
+                N,
+                K,
+                groupSize,
+                bits,
+                bits * 1000 + groupSize + K,
+                scaleDtype,
+              )
               expect(ref.maxAbsDiff(b.toFloat32(b.dequantize(matrix)), dense)).toBeLessThan(1e-6)
               b.prepareQuantized(matrix)
               const bias = withBias ? ref.randn(N, ref.rng(N)) : undefined
               for (const M of [1, 3, 8, 11, 20]) {
                 const x = ref.randn(M * K, ref.rng(M + bits), 1)
                 const want = ref.linear(x, dense, M, N, K, bias)
-                const got = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N])))
+                const got = b.toFloat32(
+                  b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N])),
+                )
                 // Kernels for 4/8 bits may quantize x to int8 per group (at any batch size where the CPU has AVX-512
                 // VNNI): error ≤ ~1% of the output scale.
                 const tol = bits === 4 || bits === 8 ? 1.5e-2 : 1e-5
                 expect(ref.maxAbsDiff(got, want) / ref.maxAbs(want)).toBeLessThan(tol)
                 // precise keeps x in float: as exact as the other paths
-                const precise = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N]), { precise: true }))
+                const precise = b.toFloat32(
+                  b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix, bias && b.fromFloat32(bias, [N]), {
+                    precise: true,
+                  }),
+                )
                 expect(ref.maxAbsDiff(precise, want) / ref.maxAbs(want)).toBeLessThan(1e-5)
               }
             })
@@ -120,14 +142,20 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
 
     it('mxfp4 (E2M1 codes, u8 E8M0 scales, no biases): dequantize, matmul and embedding match the reference', () => {
       b.scope(() => {
-        const N = 24, K = 128
+        const N = 24,
+          K = 128
         const random = ref.rng(77)
         const codes = new Uint8Array(N * K).map(() => Math.floor(random() * 16))
         const words = ref.packBits(codes, N, K, 4)
         // scales 2^-6 … 2^2, and one group at the 2^-127 edge MLX reads as a bf16 denormal
         const scales = new Uint8Array((N * K) / 32).map(() => 121 + Math.floor(random() * 9))
         scales[5] = 0
-        const matrix: QuantizedMatrix = { weight: b.fromBytes(new Uint8Array(words.buffer), [N, K / 8], 'u32'), scales: b.fromBytes(scales, [N, K / 32], 'u8'), groupSize: 32, bits: 4 }
+        const matrix: QuantizedMatrix = {
+          weight: b.fromBytes(new Uint8Array(words.buffer), [N, K / 8], 'u32'),
+          scales: b.fromBytes(scales, [N, K / 32], 'u8'),
+          groupSize: 32,
+          bits: 4,
+        }
         const dense = ref.dequantizeMxfp4(words, scales, N, K)
         expect(ref.fp4e2m1(7)).toBe(6)
         expect(ref.fp4e2m1(9)).toBe(-0.5)
@@ -141,14 +169,25 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         }
         const rows = b.toFloat32(b.quantizedEmbedding(matrix, b.fromInt32(Int32Array.of(3, 0), [2])))
         expect(ref.maxAbsDiff(rows, [...dense.slice(3 * K, 4 * K), ...dense.slice(0, K)])).toBe(0)
-        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, groupSize: 64 })).toThrow(/mxfp4 \(no biases\) needs bits 4 and group size 32/)
-        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, scales: b.fromFloat32(new Float32Array(N * 4), [N, 4]) })).toThrow(/mxfp4 scales must be u8/)
+        expect(() =>
+          b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), { ...matrix, groupSize: 64 }),
+        ).toThrow(/mxfp4 \(no biases\) needs bits 4 and group size 32/)
+        expect(() =>
+          b.quantizedLinear(b.fromFloat32(new Float32Array(K), [1, K]), {
+            ...matrix,
+            scales: b.fromFloat32(new Float32Array(N * 4), [N, 4]),
+          }),
+        ).toThrow(/mxfp4 scales must be u8/)
       })
     })
 
     it('gatherLinear runs each row through the experts it picked (dense, affine and mxfp4 experts, with bias) and weightedSum combines them', () => {
       b.scope(() => {
-        const E = 5, N = 16, K = 64, R = 3, k = 2
+        const E = 5,
+          N = 16,
+          K = 64,
+          R = 3,
+          k = 2
         const random = ref.rng(31)
         const indices = Int32Array.of(4, 1, 1, 1, 0, 3) // row 1 picks expert 1 twice; expert 2 unused
         const bias = ref.randn(E * N, random)
@@ -171,7 +210,16 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           ['bf16', b.fromBytes(ref.bf16Bytes(denseW), [E, N, K], 'bf16'), Float32Array.from(denseW, ref.roundBf16)],
           ['affine', reshape3(affine.matrix), affine.dense],
           ['affine 8-bit', reshape3(affine8.matrix), affine8.dense],
-          ['mxfp4', { weight: b.fromBytes(new Uint8Array(mxWords.buffer), [E, N, K / 8], 'u32'), scales: b.fromBytes(mxScales, [E, N, K / 32], 'u8'), groupSize: 32, bits: 4 }, ref.dequantizeMxfp4(mxWords, mxScales, E * N, K)],
+          [
+            'mxfp4',
+            {
+              weight: b.fromBytes(new Uint8Array(mxWords.buffer), [E, N, K / 8], 'u32'),
+              scales: b.fromBytes(mxScales, [E, N, K / 32], 'u8'),
+              groupSize: 32,
+              bits: 4,
+            },
+            ref.dequantizeMxfp4(mxWords, mxScales, E * N, K),
+          ],
         ]
         for (const [label, w, dense] of cases) {
           for (const perPair of [false, true]) {
@@ -181,10 +229,22 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
               for (let j = 0; j < k; j++) {
                 const e = indices[r * k + j]!
                 const xr = Array.from(x.slice((perPair ? r * k + j : r) * K, (perPair ? r * k + j + 1 : r + 1) * K))
-                const y = ref.linear(xr, Array.from(dense).slice(e * N * K, (e + 1) * N * K), 1, N, K, bias.slice(e * N, (e + 1) * N))
+                const y = ref.linear(
+                  xr,
+                  Array.from(dense).slice(e * N * K, (e + 1) * N * K),
+                  1,
+                  N,
+                  K,
+                  bias.slice(e * N, (e + 1) * N),
+                )
                 want.set(y, (r * k + j) * N)
               }
-            const got = b.gatherLinear(b.fromFloat32(x, perPair ? [R, k, K] : [R, K]), w, b.fromInt32(indices, [R, k]), b.fromFloat32(bias, [E, N]))
+            const got = b.gatherLinear(
+              b.fromFloat32(x, perPair ? [R, k, K] : [R, K]),
+              w,
+              b.fromInt32(indices, [R, k]),
+              b.fromFloat32(bias, [E, N]),
+            )
             expect(got.shape).toEqual([R, k, N])
             expect([label, ref.maxAbsDiff(b.toFloat32(got), want) / ref.maxAbs(want) < 1e-5]).toEqual([label, true])
           }
@@ -193,39 +253,120 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         const weights = Float32Array.of(0.7, 0.3, 0.5, 0.5, 0.1, 0.9)
         const summed = b.toFloat32(b.weightedSum(b.fromFloat32(ys, [R, k, N]), b.fromFloat32(weights, [R, k])))
         const want = Array.from({ length: R * N }, (_, i) => {
-          const r = Math.floor(i / N), n = i % N
+          const r = Math.floor(i / N),
+            n = i % N
           return weights[r * k]! * ys[r * k * N + n]! + weights[r * k + 1]! * ys[(r * k + 1) * N + n]!
         })
         expect(ref.maxAbsDiff(summed, want)).toBeLessThan(1e-6)
-        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(Int32Array.of(0, 1, 2, 3, 4, 5), [R, k]))).toThrow(/expert 5 outside 0\.\.4/)
-        expect(() => b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(indices, [k, R]))).toThrow(/x must be \[2, 64\]/)
+        expect(() =>
+          b.gatherLinear(
+            b.fromFloat32(x2, [R, K]),
+            b.fromFloat32(denseW, [E, N, K]),
+            b.fromInt32(Int32Array.of(0, 1, 2, 3, 4, 5), [R, k]),
+          ),
+        ).toThrow(/expert 5 outside 0\.\.4/)
+        expect(() =>
+          b.gatherLinear(b.fromFloat32(x2, [R, K]), b.fromFloat32(denseW, [E, N, K]), b.fromInt32(indices, [k, R])),
+        ).toThrow(/x must be \[2, 64\]/)
       })
     })
 
     it('causalConv and gatedDelta carry per-slot state across calls, interleaved slots, and restart a slot at position 0', () => {
       b.scope(() => {
-        const C = 12, K = 4, Hk = 2, Hv = 4, Dk = 8, Dv = 6, T = 7
+        const C = 12,
+          K = 4,
+          Hk = 2,
+          Hv = 4,
+          Dk = 8,
+          Dv = 6,
+          T = 7
         const random = ref.rng(55)
-        const seq = (width: number, scale = 1) => Array.from({ length: T }, () => Array.from(ref.randn(width, random, scale)))
+        const seq = (width: number, scale = 1) =>
+          Array.from({ length: T }, () => Array.from(ref.randn(width, random, scale)))
         const w = ref.randn(C * K, random, 0.5)
-        const aLog = ref.randn(Hv, random, 0.5), dtBias = ref.randn(Hv, random, 0.5)
+        const aLog = ref.randn(Hv, random, 0.5),
+          dtBias = ref.randn(Hv, random, 0.5)
         // two sequences (slots 1 and 0), fed as: 3 rows of slot 1; then rows 3..4 of slot 1 interleaved with rows 0..1 of
         // slot 0; then the rest one row at a time
-        const data = [0, 1].map(() => ({ x: seq(C), q: seq(Hk * Dk, 0.3), k: seq(Hk * Dk, 0.3), v: seq(Hv * Dv), a: seq(Hv), bb: seq(Hv) }))
-        const calls: [number, number][][] = [[[1, 0], [1, 1], [1, 2]], [[1, 3], [0, 0], [1, 4], [0, 1]], ...Array.from({ length: 5 }, (_, i) => [[0, i + 2]] as [number, number][]), [[1, 5]], [[1, 6]]]
-        const convState = b.zeros([2, K - 1, C], 'f32'), deltaState = b.zeros([2, Hv, Dv, Dk], 'f32')
+        const data = [0, 1].map(() => ({
+          x: seq(C),
+          q: seq(Hk * Dk, 0.3),
+          k: seq(Hk * Dk, 0.3),
+          v: seq(Hv * Dv),
+          a: seq(Hv),
+          bb: seq(Hv),
+        }))
+        const calls: [number, number][][] = [
+          [
+            [1, 0],
+            [1, 1],
+            [1, 2],
+          ],
+          [
+            [1, 3],
+            [0, 0],
+            [1, 4],
+            [0, 1],
+          ],
+          ...Array.from({ length: 5 }, (_, i) => [[0, i + 2]] as [number, number][]),
+          [[1, 5]],
+          [[1, 6]],
+        ]
+        const convState = b.zeros([2, K - 1, C], 'f32'),
+          deltaState = b.zeros([2, Hv, Dv, Dk], 'f32')
         const got = [0, 1].map(() => ({ conv: [] as number[][], y: [] as number[][] }))
         const run = (calls: [number, number][][]) => {
           for (const rows of calls) {
-            const pick = (f: (d: (typeof data)[0]) => number[][]) => Float32Array.from(rows.flatMap(([s, t]) => f(data[s]!)[t]!))
+            const pick = (f: (d: (typeof data)[0]) => number[][]) =>
+              Float32Array.from(rows.flatMap(([s, t]) => f(data[s]!)[t]!))
             const n = rows.length
-            const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [n]), positions = b.fromInt32(Int32Array.from(rows, ([, t]) => t), [n])
-            const conv = b.toFloat32(b.causalConv(b.fromFloat32(pick((d) => d.x), [n, C]), b.fromFloat32(w, [C, K]), convState, slots, positions))
+            const slots = b.fromInt32(
+                Int32Array.from(rows, ([s]) => s),
+                [n],
+              ),
+              positions = b.fromInt32(
+                Int32Array.from(rows, ([, t]) => t),
+                [n],
+              )
+            const conv = b.toFloat32(
+              b.causalConv(
+                b.fromFloat32(
+                  pick((d) => d.x),
+                  [n, C],
+                ),
+                b.fromFloat32(w, [C, K]),
+                convState,
+                slots,
+                positions,
+              ),
+            )
             const y = b.toFloat32(
               b.gatedDelta(
-                b.fromFloat32(pick((d) => d.q), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.k), [n, Hk, Dk]), b.fromFloat32(pick((d) => d.v), [n, Hv, Dv]),
-                b.fromFloat32(pick((d) => d.a), [n, Hv]), b.fromFloat32(pick((d) => d.bb), [n, Hv]), b.fromFloat32(aLog, [Hv]), b.fromFloat32(dtBias, [Hv]),
-                deltaState, slots, positions,
+                b.fromFloat32(
+                  pick((d) => d.q),
+                  [n, Hk, Dk],
+                ),
+                b.fromFloat32(
+                  pick((d) => d.k),
+                  [n, Hk, Dk],
+                ),
+                b.fromFloat32(
+                  pick((d) => d.v),
+                  [n, Hv, Dv],
+                ),
+                b.fromFloat32(
+                  pick((d) => d.a),
+                  [n, Hv],
+                ),
+                b.fromFloat32(
+                  pick((d) => d.bb),
+                  [n, Hv],
+                ),
+                b.fromFloat32(aLog, [Hv]),
+                b.fromFloat32(dtBias, [Hv]),
+                deltaState,
+                slots,
+                positions,
               ),
             )
             rows.forEach(([s, t], i) => {
@@ -238,7 +379,12 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           for (const s of [0, 1]) {
             const d = data[s]!
             expect(ref.maxAbsDiff(got[s]!.conv.flat(), ref.causalConv(d.x, w, K).flat())).toBeLessThan(1e-5)
-            expect(ref.maxAbsDiff(got[s]!.y.flat(), ref.gatedDelta(d.q, d.k, d.v, d.a, d.bb, aLog, dtBias, Hk, Hv, Dk, Dv).flat())).toBeLessThan(1e-5)
+            expect(
+              ref.maxAbsDiff(
+                got[s]!.y.flat(),
+                ref.gatedDelta(d.q, d.k, d.v, d.a, d.bb, aLog, dtBias, Hk, Hv, Dk, Dv).flat(),
+              ),
+            ).toBeLessThan(1e-5)
           }
         }
         run(calls)
@@ -246,8 +392,24 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         // the slots now hold state; position 0 starts over, so a second pass gives the same outputs
         run(calls)
         check()
-        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w, [C, K]), convState, b.fromInt32(Int32Array.of(2), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/slot 2 outside 0\.\.1/)
-        expect(() => b.causalConv(b.fromFloat32(new Float32Array(C), [1, C]), b.fromFloat32(w.slice(0, C * (K - 1)), [C, K - 1]), convState, b.fromInt32(Int32Array.of(0), [1]), b.fromInt32(Int32Array.of(0), [1]))).toThrow(/state must be f32 \[slots, 2, 12\]/)
+        expect(() =>
+          b.causalConv(
+            b.fromFloat32(new Float32Array(C), [1, C]),
+            b.fromFloat32(w, [C, K]),
+            convState,
+            b.fromInt32(Int32Array.of(2), [1]),
+            b.fromInt32(Int32Array.of(0), [1]),
+          ),
+        ).toThrow(/slot 2 outside 0\.\.1/)
+        expect(() =>
+          b.causalConv(
+            b.fromFloat32(new Float32Array(C), [1, C]),
+            b.fromFloat32(w.slice(0, C * (K - 1)), [C, K - 1]),
+            convState,
+            b.fromInt32(Int32Array.of(0), [1]),
+            b.fromInt32(Int32Array.of(0), [1]),
+          ),
+        ).toThrow(/state must be f32 \[slots, 2, 12\]/)
       })
     })
 
@@ -269,9 +431,16 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           const N = 48,
             K = 72
           const w = ref.randn(N * K, ref.rng(11), 0.2)
-          const rounded = dtype === 'bf16' ? Float32Array.from(w, ref.roundBf16) : dtype === 'f16' ? Float32Array.from(new Float16Array(w)) : w
+          const rounded =
+            dtype === 'bf16'
+              ? Float32Array.from(w, ref.roundBf16)
+              : dtype === 'f16'
+                ? Float32Array.from(new Float16Array(w))
+                : w
           const wt =
-            dtype === 'f32' ? b.fromFloat32(w, [N, K]) : b.fromBytes(dtype === 'bf16' ? ref.bf16Bytes(w) : ref.f16Bytes(w), [N, K], dtype)
+            dtype === 'f32'
+              ? b.fromFloat32(w, [N, K])
+              : b.fromBytes(dtype === 'bf16' ? ref.bf16Bytes(w) : ref.f16Bytes(w), [N, K], dtype)
           const bias = ref.randn(N, ref.rng(12))
           for (const M of [1, 5, 8, 9, 17, 40]) {
             const x = ref.randn(M * K, ref.rng(M))
@@ -394,7 +563,9 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
             causal: c.causal,
             kvLength: c.kvLength,
             window: c.window,
-            mask: c.mask ? b.fromFloat32(Float32Array.from(c.mask as ArrayLike<number>), [rows, c.maskWidth!]) : undefined,
+            mask: c.mask
+              ? b.fromFloat32(Float32Array.from(c.mask as ArrayLike<number>), [rows, c.maskWidth!])
+              : undefined,
             sinks: c.sinks ? b.fromFloat32(Float32Array.from(c.sinks as ArrayLike<number>), [c.H]) : undefined,
           },
         ),
@@ -428,11 +599,32 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           const toF16 = (x: ArrayLike<number>) => Array.from(x, (v) => Math.f16round(v))
           const wide = (H: number, KH: number) => {
             const random = ref.rng(7 + H)
-            const L = 48, D = 128, slots = 2
-            return { q: ref.randn(3 * H * D, random), k: ref.randn(slots * KH * L * D, random), v: ref.randn(slots * KH * L * D, random), slots: [1, 0, 1], positions: [39, 17, 40], H, KH, L, D, scale: 1 / Math.sqrt(D), causal: true } satisfies ref.AttentionCase
+            const L = 48,
+              D = 128,
+              slots = 2
+            return {
+              q: ref.randn(3 * H * D, random),
+              k: ref.randn(slots * KH * L * D, random),
+              v: ref.randn(slots * KH * L * D, random),
+              slots: [1, 0, 1],
+              positions: [39, 17, 40],
+              H,
+              KH,
+              L,
+              D,
+              scale: 1 / Math.sqrt(D),
+              causal: true,
+            } satisfies ref.AttentionCase
           }
           const mask = Array.from({ length: 4 * 12 }, (_, i) => (i % 5 === 1 ? -Infinity : (i % 3) * 0.1))
-          for (const c of [attentionCase(), attentionCase({ mask, maskWidth: 12, window: 3 }), attentionCase({ sinks: [0.5, -1, 2, 0] }), wide(4, 2), wide(4, 4), { ...wide(4, 2), window: 20 }]) {
+          for (const c of [
+            attentionCase(),
+            attentionCase({ mask, maskWidth: 12, window: 3 }),
+            attentionCase({ sinks: [0.5, -1, 2, 0] }),
+            wide(4, 2),
+            wide(4, 4),
+            { ...wide(4, 2), window: 20 },
+          ]) {
             const rounded = { ...c, k: toF16(c.k as ArrayLike<number>), v: toF16(c.v as ArrayLike<number>) }
             const got = runAttention(c, 'f16')
             expect(ref.maxAbsDiff(got, ref.attention(rounded))).toBeLessThan(1e-5)
@@ -441,8 +633,11 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
           }
           // keys and values of different dtypes are refused with the reason
           const one = b.zeros([1, 1, 4, 8], 'f32')
-          const q = b.fromFloat32(new Float32Array(8), [1, 1, 8]), at = b.fromInt32(Int32Array.of(0), [1])
-          expect(() => b.attention(q, b.astype(one, 'f16'), one, at, at, { scale: 1, causal: true })).toThrow(/both f32 or both f16/)
+          const q = b.fromFloat32(new Float32Array(8), [1, 1, 8]),
+            at = b.fromInt32(Int32Array.of(0), [1])
+          expect(() => b.attention(q, b.astype(one, 'f16'), one, at, at, { scale: 1, causal: true })).toThrow(
+            /both f32 or both f16/,
+          )
         })
       })
     if (b.kvDtype === 'f16')
@@ -450,24 +645,43 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         b.scope(() => {
           const cache = b.zeros([2, 2, 4, 3], 'f16')
           const x = Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => (i + 1) / 3 + 1000 * (i % 2))
-          b.kvWrite(cache, b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))
+          b.kvWrite(
+            cache,
+            b.fromFloat32(x, [2, 2, 3]),
+            b.fromInt32(new Int32Array([1, 0]), [2]),
+            b.fromInt32(new Int32Array([2, 3]), [2]),
+          )
           const c = b.toFloat32(cache)
-          const at = (s: number, h: number, p: number) => Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
+          const at = (s: number, h: number, p: number) =>
+            Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
           const want = Array.from(x, (v) => Math.f16round(v))
           expect([at(1, 0, 2), at(1, 1, 2), at(0, 0, 3), at(0, 1, 3)].flat()).toEqual(want)
           expect(want).not.toEqual(Array.from(x))
           expect(c.filter((v) => v !== 0)).toHaveLength(12)
           // a cache of another dtype is refused with the reason
-          expect(() => b.kvWrite(b.zeros([2, 2, 4, 3], 'bf16'), b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))).toThrow(/f32 or f16/)
+          expect(() =>
+            b.kvWrite(
+              b.zeros([2, 2, 4, 3], 'bf16'),
+              b.fromFloat32(x, [2, 2, 3]),
+              b.fromInt32(new Int32Array([1, 0]), [2]),
+              b.fromInt32(new Int32Array([2, 3]), [2]),
+            ),
+          ).toThrow(/f32 or f16/)
         })
       })
     it('kvWrite places rows at (slot, position)', () => {
       b.scope(() => {
         const cache = b.zeros([2, 2, 4, 3], 'f32')
         const x = Float32Array.from({ length: 2 * 2 * 3 }, (_, i) => i + 1)
-        b.kvWrite(cache, b.fromFloat32(x, [2, 2, 3]), b.fromInt32(new Int32Array([1, 0]), [2]), b.fromInt32(new Int32Array([2, 3]), [2]))
+        b.kvWrite(
+          cache,
+          b.fromFloat32(x, [2, 2, 3]),
+          b.fromInt32(new Int32Array([1, 0]), [2]),
+          b.fromInt32(new Int32Array([2, 3]), [2]),
+        )
         const c = b.toFloat32(cache)
-        const at = (s: number, h: number, p: number) => Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
+        const at = (s: number, h: number, p: number) =>
+          Array.from(c.subarray(((s * 2 + h) * 4 + p) * 3, ((s * 2 + h) * 4 + p) * 3 + 3))
         expect(at(1, 0, 2)).toEqual([1, 2, 3])
         expect(at(1, 1, 2)).toEqual([4, 5, 6])
         expect(at(0, 0, 3)).toEqual([7, 8, 9])
@@ -478,39 +692,84 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
 
     it('a ring cache with windowed attention equals a full-length cache with the same window', () => {
       // 2 slots, 23 positions written in steps of up to 3 rows per slot, ring of 6 with window 4 (rows span ≤ 6 − 4)
-      const KH = 2, H = 4, D = 8, W = 4, RING = 6, T = 23
+      const KH = 2,
+        H = 4,
+        D = 8,
+        W = 4,
+        RING = 6,
+        T = 23
       const random = ref.rng(91)
-      const kv = [0, 1].map(() => ({ k: ref.randn(T * KH * D, random), v: ref.randn(T * KH * D, random), q: ref.randn(T * H * D, random) }))
+      const kv = [0, 1].map(() => ({
+        k: ref.randn(T * KH * D, random),
+        v: ref.randn(T * KH * D, random),
+        q: ref.randn(T * H * D, random),
+      }))
       b.scope(() => {
-        const caches = { full: [b.zeros([2, KH, T, D], 'f32'), b.zeros([2, KH, T, D], 'f32')], ring: [b.zeros([2, KH, RING, D], 'f32'), b.zeros([2, KH, RING, D], 'f32')] }
+        const caches = {
+          full: [b.zeros([2, KH, T, D], 'f32'), b.zeros([2, KH, T, D], 'f32')],
+          ring: [b.zeros([2, KH, RING, D], 'f32'), b.zeros([2, KH, RING, D], 'f32')],
+        }
         for (let start = 0; start < T; start += 3) {
           const rows: [number, number][] = []
           for (const slot of [0, 1]) for (let p = start; p < Math.min(T, start + 3); p++) rows.push([slot, p])
-          const pick = (src: (s: number) => ArrayLike<number> & { slice(a: number, b: number): ArrayLike<number> }, width: number) =>
-            Float32Array.from(rows.flatMap(([s, p]) => Array.from(src(s).slice(p * width, (p + 1) * width))))
+          const pick = (
+            src: (s: number) => ArrayLike<number> & { slice(a: number, b: number): ArrayLike<number> },
+            width: number,
+          ) => Float32Array.from(rows.flatMap(([s, p]) => Array.from(src(s).slice(p * width, (p + 1) * width))))
           const shape = (heads: number) => [rows.length, heads, D]
-          const k = b.fromFloat32(pick((s) => kv[s]!.k, KH * D), shape(KH))
-          const v = b.fromFloat32(pick((s) => kv[s]!.v, KH * D), shape(KH))
-          const q = b.fromFloat32(pick((s) => kv[s]!.q, H * D), shape(H))
-          const slots = b.fromInt32(Int32Array.from(rows, ([s]) => s), [rows.length])
-          const positions = b.fromInt32(Int32Array.from(rows, ([, p]) => p), [rows.length])
+          const k = b.fromFloat32(
+            pick((s) => kv[s]!.k, KH * D),
+            shape(KH),
+          )
+          const v = b.fromFloat32(
+            pick((s) => kv[s]!.v, KH * D),
+            shape(KH),
+          )
+          const q = b.fromFloat32(
+            pick((s) => kv[s]!.q, H * D),
+            shape(H),
+          )
+          const slots = b.fromInt32(
+            Int32Array.from(rows, ([s]) => s),
+            [rows.length],
+          )
+          const positions = b.fromInt32(
+            Int32Array.from(rows, ([, p]) => p),
+            [rows.length],
+          )
           const out = (kind: 'full' | 'ring') => {
             const ring = kind === 'ring'
             b.kvWrite(caches[kind][0]!, k, slots, positions, { ring })
             b.kvWrite(caches[kind][1]!, v, slots, positions, { ring })
-            return b.toFloat32(b.attention(q, caches[kind][0]!, caches[kind][1]!, slots, positions, { scale: 0.3, causal: true, window: W, ring }))
+            return b.toFloat32(
+              b.attention(q, caches[kind][0]!, caches[kind][1]!, slots, positions, {
+                scale: 0.3,
+                causal: true,
+                window: W,
+                ring,
+              }),
+            )
           }
           expect(ref.maxAbsDiff(out('ring'), out('full'))).toBeLessThan(1e-6)
         }
         // rows of one slot spanning more than ring − window positions would read keys the same call overwrote
         const q = b.fromFloat32(new Float32Array(4 * H * D), [4, H, D])
         const spread = b.fromInt32(Int32Array.of(30, 31, 32, 33), [4])
-        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, window: W, ring: true })).toThrow(
-          /span positions 30\.\.33, more than the ring of 6 holds with window 4/,
-        )
-        expect(() => b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, { scale: 1, causal: true, ring: true })).toThrow(
-          /a ring cache needs causal rows, no mask and a window in 1\.\.6/,
-        )
+        expect(() =>
+          b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, {
+            scale: 1,
+            causal: true,
+            window: W,
+            ring: true,
+          }),
+        ).toThrow(/span positions 30\.\.33, more than the ring of 6 holds with window 4/)
+        expect(() =>
+          b.attention(q, caches.ring[0]!, caches.ring[1]!, b.fromInt32(new Int32Array(4), [4]), spread, {
+            scale: 1,
+            causal: true,
+            ring: true,
+          }),
+        ).toThrow(/a ring cache needs causal rows, no mask and a window in 1\.\.6/)
       })
     })
 
@@ -522,29 +781,87 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         const xt = b.fromFloat32(x, [6, 10]),
           yt = b.fromFloat32(y, [6, 10])
         const each = (f: (v: number, i: number) => number) => Array.from(x, f)
-        expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, yt)), each((v, i) => v + y[i]!))).toBeLessThan(1e-6)
-        expect(ref.maxAbsDiff(b.toFloat32(b.mul(xt, yt)), each((v, i) => v * y[i]!))).toBeLessThan(1e-6)
-        expect(ref.maxAbsDiff(b.toFloat32(b.add(xt, b.fromFloat32(row, [10]))), each((v, i) => v + row[i % 10]!))).toBeLessThan(1e-6)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.add(xt, yt)),
+            each((v, i) => v + y[i]!),
+          ),
+        ).toBeLessThan(1e-6)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.mul(xt, yt)),
+            each((v, i) => v * y[i]!),
+          ),
+        ).toBeLessThan(1e-6)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.add(xt, b.fromFloat32(row, [10]))),
+            each((v, i) => v + row[i % 10]!),
+          ),
+        ).toBeLessThan(1e-6)
         // a broadcast row whose repeats straddle the ranges the work is split into (37 divides no chunk size)
         const big = ref.randn(3000 * 37, ref.rng(54)),
           row37 = ref.randn(37, ref.rng(55))
         const bigT = b.fromFloat32(big, [3000, 37]),
           row37T = b.fromFloat32(row37, [37])
-        expect(ref.maxAbsDiff(b.toFloat32(b.add(bigT, row37T)), Float32Array.from(big, (v, i) => v + row37[i % 37]!))).toBe(0)
-        expect(ref.maxAbsDiff(b.toFloat32(b.mul(bigT, row37T)), Float32Array.from(big, (v, i) => Math.fround(v * row37[i % 37]!)))).toBe(0)
-        expect(ref.maxAbsDiff(b.toFloat32(b.scale(xt, -0.5)), each((v) => v * -0.5))).toBeLessThan(1e-6)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.add(bigT, row37T)),
+            Float32Array.from(big, (v, i) => v + row37[i % 37]!),
+          ),
+        ).toBe(0)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.mul(bigT, row37T)),
+            Float32Array.from(big, (v, i) => Math.fround(v * row37[i % 37]!)),
+          ),
+        ).toBe(0)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.scale(xt, -0.5)),
+            each((v) => v * -0.5),
+          ),
+        ).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.silu(xt)), each(ref.silu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt)), each(ref.gelu))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.gelu(xt, true)), each(ref.geluTanh))).toBeLessThan(1e-5)
         expect(ref.maxAbsDiff(b.toFloat32(b.tanh(xt)), each(Math.tanh))).toBeLessThan(1e-6)
-        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'silu')), each((v, i) => ref.silu(v) * y[i]!))).toBeLessThan(1e-5)
-        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu')), each((v, i) => ref.gelu(v) * y[i]!))).toBeLessThan(1e-5)
-        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'gelu_approx')), each((v, i) => ref.geluTanh(v) * y[i]!))).toBeLessThan(1e-5)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.glu(xt, yt, 'silu')),
+            each((v, i) => ref.silu(v) * y[i]!),
+          ),
+        ).toBeLessThan(1e-5)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.glu(xt, yt, 'gelu')),
+            each((v, i) => ref.gelu(v) * y[i]!),
+          ),
+        ).toBeLessThan(1e-5)
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.glu(xt, yt, 'gelu_approx')),
+            each((v, i) => ref.geluTanh(v) * y[i]!),
+          ),
+        ).toBeLessThan(1e-5)
         // x spans ±~9 (scale 3): both clips of the GPT-OSS SwiGLU are hit
-        const wide = b.fromFloat32(Float32Array.from(y, (v) => v * 9), [6, 10])
-        expect(ref.maxAbsDiff(b.toFloat32(b.glu(xt, yt, 'sigmoid')), each((v, i) => y[i]! / (1 + Math.exp(-v))))).toBeLessThan(1e-6)
+        const wide = b.fromFloat32(
+          Float32Array.from(y, (v) => v * 9),
+          [6, 10],
+        )
+        expect(
+          ref.maxAbsDiff(
+            b.toFloat32(b.glu(xt, yt, 'sigmoid')),
+            each((v, i) => y[i]! / (1 + Math.exp(-v))),
+          ),
+        ).toBeLessThan(1e-6)
         const clipped = b.toFloat32(b.glu(xt, wide, 'swiglu_clipped'))
-        expect(ref.maxAbsDiff(clipped, each((v, i) => ref.swigluClipped(v, y[i]! * 9))) / ref.maxAbs(clipped)).toBeLessThan(1e-6)
+        expect(
+          ref.maxAbsDiff(
+            clipped,
+            each((v, i) => ref.swigluClipped(v, y[i]! * 9)),
+          ) / ref.maxAbs(clipped),
+        ).toBeLessThan(1e-6)
         expect(ref.maxAbsDiff(b.toFloat32(b.softmax(xt)), ref.softmax(x, 6, 10))).toBeLessThan(1e-6)
       })
     })
@@ -570,7 +887,10 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
 
     it('reshape, transpose, slice and concat', () => {
       b.scope(() => {
-        const x = b.fromFloat32(Float32Array.from({ length: 24 }, (_, i) => i), [2, 3, 4])
+        const x = b.fromFloat32(
+          Float32Array.from({ length: 24 }, (_, i) => i),
+          [2, 3, 4],
+        )
         expect(b.reshape(x, [6, 4]).shape).toEqual([6, 4])
         const t = b.transpose(x, [2, 0, 1])
         expect(t.shape).toEqual([4, 2, 3])
@@ -595,13 +915,17 @@ export function runBackendSuite(name: string, open: () => Backend, options: Suit
         expect(() => b.embedding(w, b.fromInt32(new Int32Array([2]), [1]))).toThrow(/outside vocab/)
         const { matrix } = randomQuantized(b, 4, 64, 32, 4, 1)
         expect(() => b.quantizedLinear(x, matrix)).toThrow(/shape mismatch/)
-        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, bits: 7 })).toThrow(/unsupported bits 7/)
-        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, groupSize: 48 })).toThrow(/group size 48/)
+        expect(() => b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, bits: 7 })).toThrow(
+          /unsupported bits 7/,
+        )
+        expect(() =>
+          b.quantizedLinear(b.fromFloat32(new Float32Array(64), [1, 64]), { ...matrix, groupSize: 48 }),
+        ).toThrow(/group size 48/)
         const cache = b.zeros([1, 1, 4, 3], 'f32')
         const pos = b.fromInt32(new Int32Array([9]), [1])
-        expect(() => b.kvWrite(cache, b.fromFloat32(new Float32Array(3), [1, 1, 3]), b.fromInt32(new Int32Array([0]), [1]), pos)).toThrow(
-          /outside the cache length/,
-        )
+        expect(() =>
+          b.kvWrite(cache, b.fromFloat32(new Float32Array(3), [1, 1, 3]), b.fromInt32(new Int32Array([0]), [1]), pos),
+        ).toThrow(/outside the cache length/)
         const freed = b.fromFloat32(new Float32Array(6), [2, 3])
         b.free(freed)
         expect(() => b.add(freed, x)).toThrow(/used after it was freed/)

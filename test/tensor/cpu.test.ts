@@ -14,27 +14,33 @@ describe('cpu quantized linear', () => {
       test(`rows of a batch equal the rows computed alone, bit for bit (${bits} bits, group ${groupSize})`, () => {
         const b = openCpuBackend()
         // N = 100: decode rows go through tiles of 2 row blocks and a lone block, batches through tiles of 2 blocks × 4 rows
-        for (const [N, K] of [[36, 1152], [100, 1024]] as const)
-        b.scope(() => {
-          const { matrix } = randomQuantized(b, N, K, groupSize, bits, 7 + bits + groupSize, 'bf16')
-          for (const M of [2, 5, 8, 12]) {
-            const x = ref.randn(M * K, ref.rng(M), 1)
-            const batched = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix))
-            for (let r = 0; r < M; r++) {
-              const alone = b.toFloat32(b.quantizedLinear(b.fromFloat32(x.slice(r * K, (r + 1) * K), [1, K]), matrix))
-              expect(Array.from(batched.subarray(r * N, (r + 1) * N))).toEqual(Array.from(alone))
+        for (const [N, K] of [
+          [36, 1152],
+          [100, 1024],
+        ] as const)
+          b.scope(() => {
+            const { matrix } = randomQuantized(b, N, K, groupSize, bits, 7 + bits + groupSize, 'bf16')
+            for (const M of [2, 5, 8, 12]) {
+              const x = ref.randn(M * K, ref.rng(M), 1)
+              const batched = b.toFloat32(b.quantizedLinear(b.fromFloat32(x, [M, K]), matrix))
+              for (let r = 0; r < M; r++) {
+                const alone = b.toFloat32(b.quantizedLinear(b.fromFloat32(x.slice(r * K, (r + 1) * K), [1, K]), matrix))
+                expect(Array.from(batched.subarray(r * N, (r + 1) * N))).toEqual(Array.from(alone))
+              }
             }
-          }
-        })
+          })
       })
 })
 
 describe('cpu kernel layout of 4-bit weights', () => {
   // AVX-512 VNNI machines repack 4-bit weights once (16 rows to a vector) and keep the copy with the weight
-  const vnni = /\bavx512_vnni\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) && !['1', 'true'].includes(process.env.DBC_NO_AVX512 ?? '')
+  const vnni =
+    /\bavx512_vnni\b/.test(readFileSync('/proc/cpuinfo', 'utf8')) &&
+    !['1', 'true'].includes(process.env.DBC_NO_AVX512 ?? '')
   test(`is made once, counted in live bytes and freed with the weight (${vnni ? 'AVX-512 VNNI: repacked' : 'no AVX-512 VNNI: none'})`, () => {
     const b = openCpuBackend()
-    const N = 40, K = 256
+    const N = 40,
+      K = 256
     const before = b.liveBytes()
     const { matrix } = randomQuantized(b, N, K, 64, 4, 11, 'bf16')
     const loaded = b.liveBytes()
@@ -81,7 +87,10 @@ describe('cpu zeroed tensors', () => {
   test('reading into a buffer too short for the tensor is refused', () => {
     const b = openCpuBackend()
     b.scope(() => {
-      const t = b.fromFloat32(Float32Array.from({ length: 16 }, (_, i) => i), [4, 4])
+      const t = b.fromFloat32(
+        Float32Array.from({ length: 16 }, (_, i) => i),
+        [4, 4],
+      )
       expect(() => b.toFloat32(t, new Float32Array(15))).toThrow(/buffer of 15 values for a tensor of 16/)
       const into = new Float32Array(20).fill(-1)
       expect(Array.from(b.toFloat32(t, into))).toEqual(Array.from({ length: 16 }, (_, i) => i))
@@ -95,7 +104,9 @@ describe('cpu prepareQuantized', () => {
     const b = openCpuBackend()
     b.scope(() => {
       const { matrix } = randomQuantized(b, 32, 256, 64, 4, 3, 'bf16')
-      expect(() => b.prepareQuantized({ ...matrix, groupSize: 128 })).toThrow(/quantized_prepare: scales\/biases must be \[32, 2\]/)
+      expect(() => b.prepareQuantized({ ...matrix, groupSize: 128 })).toThrow(
+        /quantized_prepare: scales\/biases must be \[32, 2\]/,
+      )
       expect(() => b.prepareQuantized({ ...matrix, bits: 7 })).toThrow(/quantized_prepare: unsupported bits 7/)
     })
   })

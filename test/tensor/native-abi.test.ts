@@ -16,9 +16,30 @@ const LAST_ERROR = { name: 'dbc_last_error', arity: 0 }
  * (a floor, so a parser that finds nothing cannot pass). */
 const SEAMS = [
   { header: 'dbc.h', table: 'SYMBOLS', file: 'src/tensor/native.ts', symbols: SYMBOLS, after: [], atLeast: 30 },
-  { header: 'tp_socket.h', table: 'TP_SOCKET_SYMBOLS', file: 'src/tensor-parallel/native-socket.ts', symbols: TP_SOCKET_SYMBOLS, after: [LAST_ERROR], atLeast: 14 },
-  { header: 'mlx_distributed.h', table: 'MLX_DISTRIBUTED_SYMBOLS', file: 'src/tensor/native.ts', symbols: MLX_DISTRIBUTED_SYMBOLS, after: [LAST_ERROR], atLeast: 10 },
-  { header: 'macos/dbc_macos.h', table: 'MACOS_SYMBOLS', file: 'src/trust/macos-bridge.ts', symbols: MACOS_SYMBOLS, after: [], atLeast: 10 },
+  {
+    header: 'tp_socket.h',
+    table: 'TP_SOCKET_SYMBOLS',
+    file: 'src/tensor-parallel/native-socket.ts',
+    symbols: TP_SOCKET_SYMBOLS,
+    after: [LAST_ERROR],
+    atLeast: 14,
+  },
+  {
+    header: 'mlx_distributed.h',
+    table: 'MLX_DISTRIBUTED_SYMBOLS',
+    file: 'src/tensor/native.ts',
+    symbols: MLX_DISTRIBUTED_SYMBOLS,
+    after: [LAST_ERROR],
+    atLeast: 10,
+  },
+  {
+    header: 'macos/dbc_macos.h',
+    table: 'MACOS_SYMBOLS',
+    file: 'src/trust/macos-bridge.ts',
+    symbols: MACOS_SYMBOLS,
+    after: [],
+    atLeast: 10,
+  },
 ] as const
 
 const opening = (header: string) => /^\/\*[\s\S]*?\*\//.exec(read(header))?.[0].replace(/\s*\n\s*\*\s*/g, ' ') ?? ''
@@ -38,7 +59,9 @@ describe.each(SEAMS)('ffi/$header', ({ header, table, file, symbols, after, atLe
 
 test('every other header under ffi/ says it is not part of the ABI', () => {
   const headers = (dir: string): string[] =>
-    readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? headers(join(dir, e.name)) : e.name.endsWith('.h') ? [relative(FFI, join(dir, e.name))] : []))
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? headers(join(dir, e.name)) : e.name.endsWith('.h') ? [relative(FFI, join(dir, e.name))] : [],
+    )
   const seams = new Set<string>(SEAMS.map((s) => s.header))
   const unaccounted = headers(FFI).filter((h) => !seams.has(h) && !opening(h).includes('Not part of the ABI'))
   // a new ABI header goes into SEAMS with its table; an internal one says "Not part of the ABI" in its opening comment

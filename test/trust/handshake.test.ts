@@ -4,7 +4,13 @@ import { describe, expect, test } from 'bun:test'
 import { x25519 } from '@noble/curves/ed25519.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
 import { randomBytes } from '@noble/hashes/utils.js'
-import { decodeFields, encodeFields, InitiatorHandshake, ResponderHandshake, type HandshakeOptions } from '../../src/trust/handshake.ts'
+import {
+  decodeFields,
+  encodeFields,
+  InitiatorHandshake,
+  ResponderHandshake,
+  type HandshakeOptions,
+} from '../../src/trust/handshake.ts'
 import { counterRandom, pins, testIdentity } from '../support/identities.ts'
 
 const alice = testIdentity(1)
@@ -13,10 +19,20 @@ const mallory = testIdentity(3)
 const base = { clusterId: 'c1', randomBytes }
 const both = pins({ alice, bob })
 
-const initiator = (o: Partial<HandshakeOptions> = {}) => new InitiatorHandshake({ ...base, identity: alice, serial: 'alice', authorize: both, ...o })
-const responder = (o: Partial<HandshakeOptions> = {}) => new ResponderHandshake({ ...base, identity: bob, serial: 'bob', authorize: both, ...o })
+const initiator = (o: Partial<HandshakeOptions> = {}) =>
+  new InitiatorHandshake({ ...base, identity: alice, serial: 'alice', authorize: both, ...o })
+const responder = (o: Partial<HandshakeOptions> = {}) =>
+  new ResponderHandshake({ ...base, identity: bob, serial: 'bob', authorize: both, ...o })
 
-async function run(i = initiator(), r = responder(), tamper: { hello?: (b: Uint8Array) => Uint8Array; ack?: (b: Uint8Array) => Uint8Array; finish?: (b: Uint8Array) => Uint8Array } = {}) {
+async function run(
+  i = initiator(),
+  r = responder(),
+  tamper: {
+    hello?: (b: Uint8Array) => Uint8Array
+    ack?: (b: Uint8Array) => Uint8Array
+    finish?: (b: Uint8Array) => Uint8Array
+  } = {},
+) {
   const hello = (tamper.hello ?? ((b) => b))(i.hello())
   const ack = (tamper.ack ?? ((b) => b))(await r.receiveHello(hello))
   const { finish, result } = await i.receiveAck(ack)
@@ -64,7 +80,9 @@ describe('handshake', () => {
     expect(await codeOf(run(undefined, undefined, { finish: flip(() => 10) }))).toBe('E_BAD_SIGNATURE')
     expect(await codeOf(run(undefined, undefined, { finish: flip((b) => b.length - 1) }))).toBe('E_KEY_CONFIRMATION')
     // garbage
-    expect(await codeOf(run(undefined, undefined, { hello: () => new Uint8Array([6, 1, 2]) }))).toBe('E_HANDSHAKE_MALFORMED')
+    expect(await codeOf(run(undefined, undefined, { hello: () => new Uint8Array([6, 1, 2]) }))).toBe(
+      'E_HANDSHAKE_MALFORMED',
+    )
   })
 
   test('a HELLO replayed from an earlier session cannot finish', async () => {

@@ -9,8 +9,17 @@ import { fingerprint } from '../../src/trust/identity.ts'
 const ROOT = new URL('../..', import.meta.url).pathname
 
 async function cli(args: string[], home: string) {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], { cwd: ROOT, env: { ...process.env, DBCLUSTER_HOME: home }, stdout: 'pipe', stderr: 'pipe' })
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited])
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, DBCLUSTER_HOME: home },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ])
   return { stdout, stderr, code }
 }
 
@@ -25,18 +34,27 @@ describe('identity CLI', () => {
     expect(shown.key_kind).toBe('software')
     expect(shown.fingerprint).toBe(fingerprint(new Uint8Array(Buffer.from(shown.public_key, 'base64'))))
     const verdict = verifyAttestation(shown.attestation, { maxAgeMs: 60_000 })
-    expect(verdict).toMatchObject({ ok: true, body: { publicKey: shown.public_key, keyKind: 'software', rdmaEnabled: false } })
+    expect(verdict).toMatchObject({
+      ok: true,
+      body: { publicKey: shown.public_key, keyKind: 'software', rdmaEnabled: false },
+    })
     // the same key next time
     const again = JSON.parse((await cli(['identity', 'show', '--json'], home)).stdout)
     expect(again.public_key).toBe(shown.public_key)
   })
 
   test('show --rdma on a machine without RDMA says why on stderr and attests rdmaEnabled=false', async () => {
-    if (process.platform !== 'linux' || (existsSync('/sys/class/infiniband') && readdirSync('/sys/class/infiniband').length > 0)) {
+    if (
+      process.platform !== 'linux' ||
+      (existsSync('/sys/class/infiniband') && readdirSync('/sys/class/infiniband').length > 0)
+    ) {
       return console.log('skipped: needs a Linux machine without RDMA devices')
     }
     const home = mkdtempSync(join(tmpdir(), 'dbc-home-'))
-    const { stdout, stderr, code } = await cli(['identity', 'show', '--json', '--rdma', '--key-file', join(home, 'k.key')], home)
+    const { stdout, stderr, code } = await cli(
+      ['identity', 'show', '--json', '--rdma', '--key-file', join(home, 'k.key')],
+      home,
+    )
     expect(code).toBe(0)
     expect(stderr).toContain('RDMA requested but not available: no RDMA device under /sys/class/infiniband')
     expect(JSON.parse(stdout).attestation.body.rdmaEnabled).toBe(false)

@@ -9,7 +9,13 @@ import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { open as openEnclave, probe as enclaveProbe } from '../../src/trust/identity-enclave.ts'
 import { fingerprint, verifySignature } from '../../src/trust/identity.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
-import { decideRdma, hasThunderbolt5, parseAppleChip, parseRdmaCtlStatus, type RdmaProbes } from '../../src/trust/rdma-gate.ts'
+import {
+  decideRdma,
+  hasThunderbolt5,
+  parseAppleChip,
+  parseRdmaCtlStatus,
+  type RdmaProbes,
+} from '../../src/trust/rdma-gate.ts'
 import { testIdentity } from '../support/identities.ts'
 
 const dir = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
@@ -17,7 +23,10 @@ const dir = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
 describe('software identity', () => {
   test('a key file whose secret is not 64 hex characters, or not a P-256 secret, is refused saying so', () => {
     const cases: [string, string][] = [
-      ['zz'.repeat(32), 'its secretKey must be 64 hexadecimal characters (32 bytes), found 64 characters with non-hex ones'],
+      [
+        'zz'.repeat(32),
+        'its secretKey must be 64 hexadecimal characters (32 bytes), found 64 characters with non-hex ones',
+      ],
       ['ab'.repeat(10), 'found 20 characters'],
       ['00'.repeat(32), 'is not a valid P-256 secret'],
       ['ff'.repeat(32), 'is not a valid P-256 secret'],
@@ -25,7 +34,13 @@ describe('software identity', () => {
     for (const [secretKey, words] of cases) {
       const path = join(dir(), 'identity.key')
       writeFileSync(path, JSON.stringify({ version: 1, kind: 'software', secretKey }), { mode: 0o600 })
-      expect(() => loadSoftwareIdentity(path)).toThrow(expect.objectContaining({ code: 'E_KEY_FILE', message: expect.stringContaining(words), hint: expect.stringContaining('identity init') }))
+      expect(() => loadSoftwareIdentity(path)).toThrow(
+        expect.objectContaining({
+          code: 'E_KEY_FILE',
+          message: expect.stringContaining(words),
+          hint: expect.stringContaining('identity init'),
+        }),
+      )
     }
   })
 
@@ -34,7 +49,13 @@ describe('software identity', () => {
     const path = join(folder, 'identity.key')
     loadSoftwareIdentity(path)
     chmodSync(folder, 0o777)
-    expect(() => loadSoftwareIdentity(path)).toThrow(expect.objectContaining({ code: 'E_KEY_PERMISSIONS', message: expect.stringContaining('is writable by group or others (mode 777)'), hint: `run 'chmod 700 ${folder}'` }))
+    expect(() => loadSoftwareIdentity(path)).toThrow(
+      expect.objectContaining({
+        code: 'E_KEY_PERMISSIONS',
+        message: expect.stringContaining('is writable by group or others (mode 777)'),
+        hint: `run 'chmod 700 ${folder}'`,
+      }),
+    )
     chmodSync(folder, 0o755)
     expect(loadSoftwareIdentity(path).created).toBe(false)
   })
@@ -67,8 +88,15 @@ describe('software identity', () => {
   test('a missing key with create=false says how to make one; the enclave reports why it is unavailable here', () => {
     expect(() => loadSoftwareIdentity(join(dir(), 'none.key'), { create: false })).toThrow(/no identity key/)
     const p = enclaveProbe({ platform: 'linux', arch: 'x64' })
-    expect(p).toEqual({ available: false, reason: 'Secure Enclave identity unavailable: the Secure Enclave exists only on Apple Silicon Macs (this is linux x64)' })
-    if (process.platform !== 'darwin') expect(() => openEnclave(join(dir(), 'identity.enclave'))).toThrow(expect.objectContaining({ code: 'E_ENCLAVE_UNAVAILABLE' }))
+    expect(p).toEqual({
+      available: false,
+      reason:
+        'Secure Enclave identity unavailable: the Secure Enclave exists only on Apple Silicon Macs (this is linux x64)',
+    })
+    if (process.platform !== 'darwin')
+      expect(() => openEnclave(join(dir(), 'identity.enclave'))).toThrow(
+        expect.objectContaining({ code: 'E_ENCLAVE_UNAVAILABLE' }),
+      )
   })
 })
 
@@ -77,7 +105,12 @@ describe('pin store', () => {
     const path = join(dir(), 'pins.json')
     const store = new FilePinStore(path)
     const bob = testIdentity(2)
-    store.set('bob', { publicKey: Buffer.from(bob.publicKey).toString('base64'), keyKind: 'software', source: 'coordinator', pinnedAt: 1 })
+    store.set('bob', {
+      publicKey: Buffer.from(bob.publicKey).toString('base64'),
+      keyKind: 'software',
+      source: 'coordinator',
+      pinnedAt: 1,
+    })
     expect(statSync(path).mode & 0o777).toBe(0o600)
     const reloaded = new FilePinStore(path)
     const authorize = authorizeByPins(reloaded)
@@ -89,18 +122,44 @@ describe('pin store', () => {
 })
 
 describe('RDMA capability gate', () => {
-  const mac = (chip: string, status: string | null): RdmaProbes => ({ platform: 'darwin', chip, rdmaCtlStatus: () => status, infinibandDevices: () => [] })
+  const mac = (chip: string, status: string | null): RdmaProbes => ({
+    platform: 'darwin',
+    chip,
+    rdmaCtlStatus: () => status,
+    infinibandDevices: () => [],
+  })
   test('macOS: a Thunderbolt 5 chip family with rdma_ctl enabled', () => {
-    expect(decideRdma(true, mac('Apple M5 Max', 'enabled\n'))).toEqual({ enabled: true, detail: 'Apple M5 Max, rdma_ctl: enabled' })
+    expect(decideRdma(true, mac('Apple M5 Max', 'enabled\n'))).toEqual({
+      enabled: true,
+      detail: 'Apple M5 Max, rdma_ctl: enabled',
+    })
     // TN3205's own example is an M4 Pro Mac mini; the Mac Studio's M3 Ultra has Thunderbolt 5 too
     expect(decideRdma(true, mac('Apple M4 Pro', 'enabled'))).toMatchObject({ enabled: true })
     expect(decideRdma(true, mac('Apple M3 Ultra', 'enabled'))).toMatchObject({ enabled: true })
-    expect(decideRdma(true, mac('Apple M4', 'enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('no Thunderbolt 5') })
-    expect(decideRdma(true, mac('Apple M3 Max', 'enabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('no Thunderbolt 5') })
-    expect(decideRdma(true, mac('Apple M5 Pro', 'disabled'))).toMatchObject({ enabled: false, reason: expect.stringContaining('rdma_ctl enable') })
-    expect(decideRdma(true, mac('Apple M5 Pro', null))).toMatchObject({ enabled: false, reason: expect.stringContaining('did not answer') })
-    expect(decideRdma(true, mac('Apple M5 Pro', 'usage: rdma_ctl [enable|disable|status]'))).toMatchObject({ enabled: false, reason: expect.stringContaining('not enabled') })
-    expect(decideRdma(true, mac('Intel Core i9', 'enabled'))).toMatchObject({ enabled: false, reason: "chip 'Intel Core i9' is not Apple Silicon" })
+    expect(decideRdma(true, mac('Apple M4', 'enabled'))).toMatchObject({
+      enabled: false,
+      reason: expect.stringContaining('no Thunderbolt 5'),
+    })
+    expect(decideRdma(true, mac('Apple M3 Max', 'enabled'))).toMatchObject({
+      enabled: false,
+      reason: expect.stringContaining('no Thunderbolt 5'),
+    })
+    expect(decideRdma(true, mac('Apple M5 Pro', 'disabled'))).toMatchObject({
+      enabled: false,
+      reason: expect.stringContaining('rdma_ctl enable'),
+    })
+    expect(decideRdma(true, mac('Apple M5 Pro', null))).toMatchObject({
+      enabled: false,
+      reason: expect.stringContaining('did not answer'),
+    })
+    expect(decideRdma(true, mac('Apple M5 Pro', 'usage: rdma_ctl [enable|disable|status]'))).toMatchObject({
+      enabled: false,
+      reason: expect.stringContaining('not enabled'),
+    })
+    expect(decideRdma(true, mac('Intel Core i9', 'enabled'))).toMatchObject({
+      enabled: false,
+      reason: "chip 'Intel Core i9' is not Apple Silicon",
+    })
     // a family newer than the table is left to rdma_ctl
     expect(decideRdma(true, mac('Apple M7', 'enabled'))).toMatchObject({ enabled: true })
   })
@@ -118,7 +177,12 @@ describe('RDMA capability gate', () => {
     expect(parseRdmaCtlStatus('')).toBe('unknown')
   })
   test('Linux: a device under /sys/class/infiniband; not requested means off', () => {
-    const linux = (devices: string[]): RdmaProbes => ({ platform: 'linux', chip: 'x', rdmaCtlStatus: () => null, infinibandDevices: () => devices })
+    const linux = (devices: string[]): RdmaProbes => ({
+      platform: 'linux',
+      chip: 'x',
+      rdmaCtlStatus: () => null,
+      infinibandDevices: () => devices,
+    })
     expect(decideRdma(true, linux(['mlx5_0']))).toEqual({ enabled: true, detail: 'RDMA devices: mlx5_0' })
     expect(decideRdma(true, linux([]))).toMatchObject({ enabled: false, reason: expect.stringContaining('infiniband') })
     expect(decideRdma(false, linux(['mlx5_0']))).toMatchObject({ enabled: false })
@@ -126,16 +190,35 @@ describe('RDMA capability gate', () => {
 })
 
 describe('attestation', () => {
-  const facts = { serial: 's1', hostname: 'h', chip: 'Apple M5', memoryBytes: 1024, osVersion: 'macOS 26.2', binaryHash: 'ab', rdmaEnabled: true }
+  const facts = {
+    serial: 's1',
+    hostname: 'h',
+    chip: 'Apple M5',
+    memoryBytes: 1024,
+    osVersion: 'macOS 26.2',
+    binaryHash: 'ab',
+    rdmaEnabled: true,
+  }
   test('canonical JSON sorts keys and drops whitespace', () => {
-    expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1, y: 2 } })).toBe('{"a":[true,null,"x"],"b":1,"c":{"y":2,"z":1}}')
+    expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 1, y: 2 } })).toBe(
+      '{"a":[true,null,"x"],"b":1,"c":{"y":2,"z":1}}',
+    )
   })
   test('a signed attestation verifies; any edit, a stale one or a bad shape does not', async () => {
     const att = await signAttestation(testIdentity(5), { ...facts, timestamp: 1_000_000 })
     expect(verifyAttestation(att, { now: 1_000_500, maxAgeMs: 60_000 })).toMatchObject({ ok: true })
-    expect(verifyAttestation({ ...att, body: { ...att.body, rdmaEnabled: false } }, { now: 1_000_500 })).toMatchObject({ ok: false, reason: expect.stringContaining('signature') })
-    expect(verifyAttestation(att, { now: 1_000_000 + 120_000, maxAgeMs: 60_000 })).toMatchObject({ ok: false, reason: expect.stringContaining('stale') })
-    expect(verifyAttestation({ body: { ...att.body, memoryBytes: '1' }, signature: att.signature })).toMatchObject({ ok: false, reason: "field 'memoryBytes' must be a number" })
+    expect(verifyAttestation({ ...att, body: { ...att.body, rdmaEnabled: false } }, { now: 1_000_500 })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('signature'),
+    })
+    expect(verifyAttestation(att, { now: 1_000_000 + 120_000, maxAgeMs: 60_000 })).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining('stale'),
+    })
+    expect(verifyAttestation({ body: { ...att.body, memoryBytes: '1' }, signature: att.signature })).toMatchObject({
+      ok: false,
+      reason: "field 'memoryBytes' must be a number",
+    })
     expect(verifyAttestation(null)).toMatchObject({ ok: false })
   })
 })
@@ -147,7 +230,8 @@ describe('machine facts', () => {
     const { existsSync } = await import('node:fs')
     const { totalmem, hostname } = await import('node:os')
     const facts = machineFacts()
-    if (process.platform === 'linux' && existsSync('/etc/machine-id')) expect(facts.serial).toBe(readFileSync('/etc/machine-id', 'utf8').trim())
+    if (process.platform === 'linux' && existsSync('/etc/machine-id'))
+      expect(facts.serial).toBe(readFileSync('/etc/machine-id', 'utf8').trim())
     expect(facts.memoryBytes).toBe(totalmem())
     expect(facts.hostname).toBe(hostname())
     expect(facts.chip.length).toBeGreaterThan(0)

@@ -17,9 +17,11 @@ runPinStoreSuite(
       return new KeychainPinStore(bridge!, service)
     },
     reopen: (store) => new KeychainPinStore(bridge!, (store as KeychainPinStore).service),
-    corrupt: (store, serial) => bridge!.keychainSet((store as KeychainPinStore).service, serial, new TextEncoder().encode('{"publicKey": 7}')),
+    corrupt: (store, serial) =>
+      bridge!.keychainSet((store as KeychainPinStore).service, serial, new TextEncoder().encode('{"publicKey": 7}')),
     cleanup: () => {
-      for (const service of services) for (const account of bridge?.keychainList(service) ?? []) bridge!.keychainDelete(service, account)
+      for (const service of services)
+        for (const account of bridge?.keychainList(service) ?? []) bridge!.keychainDelete(service, account)
     },
   },
   probe.available ? undefined : probe.reason,

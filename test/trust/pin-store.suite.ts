@@ -14,10 +14,16 @@ export interface PinStoreHarness {
 }
 
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
-const pinOf = (seed: number, source = 'coordinator'): Pin => ({ publicKey: b64(testIdentity(seed).publicKey), keyKind: 'secure-enclave', source, pinnedAt: 1_700_000_000_000 + seed })
+const pinOf = (seed: number, source = 'coordinator'): Pin => ({
+  publicKey: b64(testIdentity(seed).publicKey),
+  keyKind: 'secure-enclave',
+  source,
+  pinnedAt: 1_700_000_000_000 + seed,
+})
 
 export function runPinStoreSuite(name: string, harness: PinStoreHarness, skipReason?: string): void {
-  const t = (title: string, fn: () => void) => (skipReason ? test.skip(`${title} (skipped: ${skipReason})`, fn) : test(title, fn))
+  const t = (title: string, fn: () => void) =>
+    skipReason ? test.skip(`${title} (skipped: ${skipReason})`, fn) : test(title, fn)
   describe(`PinStore conformance: ${name}`, () => {
     if (harness.cleanup) afterAll(() => harness.cleanup!())
 

@@ -3,7 +3,13 @@ import { describe, expect, test } from 'bun:test'
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { authorizeByCallback, authorizeByPins, authorizeByRoster, FilePinStore, firstKnown } from '../../src/trust/pinned-keys.ts'
+import {
+  authorizeByCallback,
+  authorizeByPins,
+  authorizeByRoster,
+  FilePinStore,
+  firstKnown,
+} from '../../src/trust/pinned-keys.ts'
 import { testIdentity } from '../support/identities.ts'
 import { runPinStoreSuite } from './pin-store.suite.ts'
 
@@ -14,9 +20,16 @@ const dir = () => mkdtempSync(join(tmpdir(), 'dbc-pins-'))
 describe('pin file', () => {
   test('a pin file readable by others, or malformed, is refused with a code that says which', () => {
     const path = join(dir(), 'pins.json')
-    new FilePinStore(path).set('bob', { publicKey: b64(bob.publicKey), keyKind: 'software', source: 'manual', pinnedAt: 1 })
+    new FilePinStore(path).set('bob', {
+      publicKey: b64(bob.publicKey),
+      keyKind: 'software',
+      source: 'manual',
+      pinnedAt: 1,
+    })
     chmodSync(path, 0o644)
-    expect(() => new FilePinStore(path)).toThrow(expect.objectContaining({ code: 'E_KEY_PERMISSIONS', hint: `run 'chmod 600 ${path}'` }))
+    expect(() => new FilePinStore(path)).toThrow(
+      expect.objectContaining({ code: 'E_KEY_PERMISSIONS', hint: `run 'chmod 600 ${path}'` }),
+    )
     writeFileSync(path, '{"bob": {"publicKey": 3}}', { mode: 0o600 })
     chmodSync(path, 0o600)
     expect(() => new FilePinStore(path)).toThrow(expect.objectContaining({ code: 'E_PIN_FILE' }))

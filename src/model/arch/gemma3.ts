@@ -37,7 +37,6 @@ const TEXT_DEFAULTS = {
   rms_norm_eps: 1e-6,
 }
 
-
 export const isSlidingLayer = (layer: number, pattern: number): boolean => (layer + 1) % pattern !== 0
 
 export function parseConfig(raw: Record<string, unknown>): Gemma3Config {
@@ -47,7 +46,11 @@ export function parseConfig(raw: Record<string, unknown>): Gemma3Config {
     // multimodal wrapper (mlx-lm gemma3.py): the text config is nested, the vocabulary size lives at the top
     const nested = raw.text_config
     if (!nested || typeof nested !== 'object' || Array.isArray(nested)) {
-      throw new CheckpointError('E_CONFIG', "config.json: model_type 'gemma3' needs a 'text_config' object", "a text-only checkpoint says model_type 'gemma3_text'")
+      throw new CheckpointError(
+        'E_CONFIG',
+        "config.json: model_type 'gemma3' needs a 'text_config' object",
+        "a text-only checkpoint says model_type 'gemma3_text'",
+      )
     }
     text = {
       num_attention_heads: 8,
@@ -69,22 +72,43 @@ export function parseConfig(raw: Record<string, unknown>): Gemma3Config {
   const queryPreAttnScalar = Number(merged.query_pre_attn_scalar)
   const ropeLocalBase = Number(merged.rope_local_base_freq)
   if (!(queryPreAttnScalar > 0) || !(ropeLocalBase > 0)) {
-    throw new CheckpointError('E_CONFIG', 'config.json: query_pre_attn_scalar and rope_local_base_freq must be positive numbers')
+    throw new CheckpointError(
+      'E_CONFIG',
+      'config.json: query_pre_attn_scalar and rope_local_base_freq must be positive numbers',
+    )
   }
   const layerCaches: LayerCacheSpec[] = Array.from({ length: base.numLayers }, (_, i) =>
     isSlidingLayer(i, slidingWindowPattern)
       ? { kind: 'window', kvHeads: base.numKvHeads, headDim: base.headDim, window: slidingWindow }
       : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
-  return { ...base, modelType: String(raw.model_type), slidingWindow, slidingWindowPattern, ropeLocalBase, queryPreAttnScalar, layerCaches, weightPrefix }
+  return {
+    ...base,
+    modelType: String(raw.model_type),
+    slidingWindow,
+    slidingWindowPattern,
+    ropeLocalBase,
+    queryPreAttnScalar,
+    layerCaches,
+    weightPrefix,
+  }
 }
 
 /** Gemma's RMSNorm: x · rsqrt(mean(x²) + eps) · (1 + weight), with 1 + weight rounded to the weight's dtype (MLX adds in it). */
 export class GemmaRmsNorm {
   readonly weight: Tensor
-  constructor(w: Weights, name: string, size: number, private readonly eps: number, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    name: string,
+    size: number,
+    private readonly eps: number,
+    private readonly b: Backend,
+  ) {
     const stored = w.tensor(`${name}.weight`, [size])
-    const shifted = b.fromFloat32(b.toFloat32(stored).map((v) => v + 1), [size])
+    const shifted = b.fromFloat32(
+      b.toFloat32(stored).map((v) => v + 1),
+      [size],
+    )
     this.weight = stored.dtype === 'f32' ? shifted : b.astype(shifted, stored.dtype)
     if (this.weight !== shifted) b.free(shifted)
     w.loaded.push(this.weight)
@@ -99,10 +123,25 @@ class Attention {
   readonly o: Linear
   readonly qNorm: GemmaRmsNorm
   readonly kNorm: GemmaRmsNorm
-  constructor(w: Weights, private readonly c: Gemma3Config, private readonly rope: RopeOptions, private readonly b: Backend) {
-    const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim
+  constructor(
+    w: Weights,
+    private readonly c: Gemma3Config,
+    private readonly rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
+    const q = c.numHeads * c.headDim,
+      kv = c.numKvHeads * c.headDim
     // tensor parallel: q/k/v keep this rank's heads, o_proj their columns (c holds this rank's head counts)
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { shard: 'out' })], [q, kv, kv], w, b)
+    this.qkv = new FusedLinear(
+      [
+        w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }),
+        w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' }),
+        w.linear('v_proj', kv, c.hiddenSize, { shard: 'out' }),
+      ],
+      [q, kv, kv],
+      w,
+      b,
+    )
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { shard: 'in' }), b)
     this.qNorm = new GemmaRmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new GemmaRmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
@@ -123,9 +162,18 @@ class Attention {
 class GeluMlp {
   readonly gateUp: FusedLinear
   readonly down: Linear
-  constructor(w: Weights, c: DecoderConfig, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    c: DecoderConfig,
+    private readonly b: Backend,
+  ) {
     const { intermediateSize: inter, hiddenSize: hidden } = c
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+    this.gateUp = new FusedLinear(
+      [w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })],
+      [inter, inter],
+      w,
+      b,
+    )
     this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
@@ -138,7 +186,12 @@ class Block {
   readonly attention: Attention
   readonly mlp: GeluMlp
   readonly norms: Record<'input' | 'postAttention' | 'preFeedforward' | 'postFeedforward', GemmaRmsNorm>
-  constructor(w: Weights, c: Gemma3Config, rope: RopeOptions, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    c: Gemma3Config,
+    rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
     this.attention = new Attention(w.scope('self_attn'), c, rope, b)
     this.mlp = new GeluMlp(w.scope('mlp'), c, b)
     const norm = (name: string) => new GemmaRmsNorm(w, name, c.hiddenSize, c.rmsNormEps, b)
@@ -179,7 +232,15 @@ class Gemma3Model extends LayerStack {
       this.layers.push(new Block(model.scope(`layers.${i}`), config, rope, b))
     }
     // under tensor parallel the head is split by vocabulary as the Llama family's is (layers.ts OutputHead)
-    if (range.last) this.output = new OutputHead(w, model, config, b, () => this.sharedEmbedding(), new GemmaRmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b))
+    if (range.last)
+      this.output = new OutputHead(
+        w,
+        model,
+        config,
+        b,
+        () => this.sharedEmbedding(),
+        new GemmaRmsNorm(model, 'norm', config.hiddenSize, config.rmsNormEps, b),
+      )
     const table = this.loadedEmbedding?.table
     this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype
   }
@@ -197,8 +258,12 @@ class Gemma3Model extends LayerStack {
   }
 }
 
-export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new Gemma3Model(config as Gemma3Config, weights, range, backend)
+export const createModel = (
+  config: DecoderConfig,
+  weights: Weights,
+  range: LayerRange,
+  backend: Backend,
+): Architecture => new Gemma3Model(config as Gemma3Config, weights, range, backend)
 
 /** Tensor parallel: q/k/v keep this rank's heads (with their q/k norms, which work per head), o_proj their columns; the
  * GELU MLP splits as SwiGLU does. The norms around them see whole sums; lm_head splits by vocabulary (OutputHead). */

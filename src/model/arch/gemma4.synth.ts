@@ -30,7 +30,8 @@ export const gemma4: SynthFamily = {
     const experts = spec.experts ?? 0
     const topK = spec.expertsPerToken ?? 2
     const moeIntermediate = spec.moeIntermediate ?? Math.max(1, Math.floor(spec.intermediate / 2))
-    if (experts && (topK < 1 || topK > experts)) throw new DbcError('E_SYNTH', `--experts-per-token ${topK} must be between 1 and --experts ${experts}`)
+    if (experts && (topK < 1 || topK > experts))
+      throw new DbcError('E_SYNTH', `--experts-per-token ${topK} must be between 1 and --experts ${experts}`)
     const isFull = (l: number) => (l + 1) % pattern === 0
     return {
       layer(t, p, l) {
@@ -51,7 +52,8 @@ export const gemma4: SynthFamily = {
         t.float(`${p}.self_attn.k_norm.weight`, [d], 0.1 * qk, qk)
         mlp(t, `${p}.mlp`, hidden, spec.intermediate)
         if (!experts) return
-        for (const n of ['post_feedforward_layernorm_1', 'post_feedforward_layernorm_2', 'pre_feedforward_layernorm_2']) t.float(`${p}.${n}.weight`, [hidden], 0.1, 1)
+        for (const n of ['post_feedforward_layernorm_1', 'post_feedforward_layernorm_2', 'pre_feedforward_layernorm_2'])
+          t.float(`${p}.${n}.weight`, [hidden], 0.1, 1)
         // a wide router spread makes the top-k choice clear-cut, so quantized and float models pick the same experts
         t.matrix(`${p}.router.proj`, experts, hidden, 4)
         t.float(`${p}.router.scale`, [hidden], 0.1, 1)
@@ -64,7 +66,9 @@ export const gemma4: SynthFamily = {
         num_global_key_value_heads: kvHeads,
         sliding_window: spec.slidingWindow ?? 512,
         sliding_window_pattern: pattern,
-        layer_types: Array.from({ length: spec.layers }, (_, l) => (isFull(l) ? 'full_attention' : 'sliding_attention')),
+        layer_types: Array.from({ length: spec.layers }, (_, l) =>
+          isFull(l) ? 'full_attention' : 'sliding_attention',
+        ),
         num_kv_shared_layers: 0,
         hidden_size_per_layer_input: 0,
         final_logit_softcapping: 30.0,

@@ -59,13 +59,22 @@ const TEXT_DEFAULTS = {
   tie_word_embeddings: true,
 }
 
-
 function ropeParams(raw: unknown, fallback: RopeParams): RopeParams {
   if (!raw || typeof raw !== 'object') return fallback
   const r = raw as Record<string, unknown>
   const type = String(r.rope_type ?? r.type ?? 'default')
-  if (type !== 'default' && type !== 'proportional') throw new CheckpointError('E_CONFIG', `rope_parameters type '${type}' is not supported`, 'supported: default, proportional')
-  return { theta: Number(r.rope_theta ?? 10000), partial: Number(r.partial_rotary_factor ?? 1), proportional: type === 'proportional', factor: Number(r.factor ?? 1) }
+  if (type !== 'default' && type !== 'proportional')
+    throw new CheckpointError(
+      'E_CONFIG',
+      `rope_parameters type '${type}' is not supported`,
+      'supported: default, proportional',
+    )
+  return {
+    theta: Number(r.rope_theta ?? 10000),
+    partial: Number(r.partial_rotary_factor ?? 1),
+    proportional: type === 'proportional',
+    factor: Number(r.factor ?? 1),
+  }
 }
 
 export function parseConfig(raw: Record<string, unknown>): Gemma4Config {
@@ -74,10 +83,20 @@ export function parseConfig(raw: Record<string, unknown>): Gemma4Config {
   if (raw.model_type === 'gemma4') {
     const nested = raw.text_config
     if (!nested || typeof nested !== 'object' || Array.isArray(nested)) {
-      throw new CheckpointError('E_CONFIG', "config.json: model_type 'gemma4' needs a 'text_config' object", "a text-only checkpoint says model_type 'gemma4_text'")
+      throw new CheckpointError(
+        'E_CONFIG',
+        "config.json: model_type 'gemma4' needs a 'text_config' object",
+        "a text-only checkpoint says model_type 'gemma4_text'",
+      )
     }
-    text = { num_attention_heads: 8, num_key_value_heads: 1, ...(nested as Record<string, unknown>), vocab_size: raw.vocab_size ?? 262144 }
-    for (const key of ['quantization', 'quantization_config', 'eos_token_id'] as const) if (raw[key] !== undefined) text[key] ??= raw[key]
+    text = {
+      num_attention_heads: 8,
+      num_key_value_heads: 1,
+      ...(nested as Record<string, unknown>),
+      vocab_size: raw.vocab_size ?? 262144,
+    }
+    for (const key of ['quantization', 'quantization_config', 'eos_token_id'] as const)
+      if (raw[key] !== undefined) text[key] ??= raw[key]
     weightPrefix = 'language_model.'
   }
   const merged: Record<string, unknown> = { ...TEXT_DEFAULTS }
@@ -93,18 +112,34 @@ export function parseConfig(raw: Record<string, unknown>): Gemma4Config {
   const slidingWindow = positiveInt(merged, 'sliding_window')
   const pattern = positiveInt(merged, 'sliding_window_pattern')
   const types =
-    merged.layer_types ?? Array.from({ length: base.numLayers }, (_, i) => ((i + 1) % pattern === 0 ? 'full_attention' : 'sliding_attention'))
-  if (!Array.isArray(types) || types.length !== base.numLayers || types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
-    throw new CheckpointError('E_CONFIG', `config.json: 'layer_types' must list sliding_attention or full_attention for each of the ${base.numLayers} layers`)
+    merged.layer_types ??
+    Array.from({ length: base.numLayers }, (_, i) => ((i + 1) % pattern === 0 ? 'full_attention' : 'sliding_attention'))
+  if (
+    !Array.isArray(types) ||
+    types.length !== base.numLayers ||
+    types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')
+  ) {
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: 'layer_types' must list sliding_attention or full_attention for each of the ${base.numLayers} layers`,
+    )
   }
   const slidingLayers = types.map((t) => t === 'sliding_attention')
   const globalHeadDim = Number(merged.global_head_dim) > 0 ? positiveInt(merged, 'global_head_dim') : base.headDim
   const kEqV = Boolean(merged.attention_k_eq_v ?? false)
-  const globalKvHeads = kEqV && merged.num_global_key_value_heads != null ? positiveInt(merged, 'num_global_key_value_heads') : base.numKvHeads
+  const globalKvHeads =
+    kEqV && merged.num_global_key_value_heads != null
+      ? positiveInt(merged, 'num_global_key_value_heads')
+      : base.numKvHeads
   const moe = merged.enable_moe_block
-    ? { experts: positiveInt(merged, 'num_experts'), topK: positiveInt(merged, 'top_k_experts'), intermediate: positiveInt(merged, 'moe_intermediate_size') }
+    ? {
+        experts: positiveInt(merged, 'num_experts'),
+        topK: positiveInt(merged, 'top_k_experts'),
+        intermediate: positiveInt(merged, 'moe_intermediate_size'),
+      }
     : null
-  if (moe && moe.topK > moe.experts) throw new CheckpointError('E_CONFIG', `config.json: top_k_experts ${moe.topK} exceeds num_experts ${moe.experts}`)
+  if (moe && moe.topK > moe.experts)
+    throw new CheckpointError('E_CONFIG', `config.json: top_k_experts ${moe.topK} exceeds num_experts ${moe.experts}`)
   const rp = (merged.rope_parameters ?? {}) as Record<string, unknown>
   const rope = {
     sliding: ropeParams(rp.sliding_attention, { theta: 10000, partial: 1, proportional: false, factor: 1 }),
@@ -159,13 +194,23 @@ class Attention {
   readonly kNorm: RmsNorm
   readonly #valueScale: Tensor
   readonly #kEqV: boolean
-  constructor(w: Weights, private readonly c: Gemma4Config, private readonly sliding: boolean, private readonly rope: RopeOptions, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    private readonly c: Gemma4Config,
+    private readonly sliding: boolean,
+    private readonly rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
     this.headDim = sliding ? c.headDim : c.globalHeadDim
     this.kvHeads = sliding ? c.numKvHeads : c.globalKvHeads
     this.#kEqV = c.kEqV && !sliding
-    const q = c.numHeads * this.headDim, kv = this.kvHeads * this.headDim
+    const q = c.numHeads * this.headDim,
+      kv = this.kvHeads * this.headDim
     // tensor parallel: q/k/v keep this rank's heads, o_proj their columns (c holds this rank's head counts)
-    const parts = [w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' })]
+    const parts = [
+      w.linear('q_proj', q, c.hiddenSize, { shard: 'out' }),
+      w.linear('k_proj', kv, c.hiddenSize, { shard: 'out' }),
+    ]
     if (!this.#kEqV) parts.push(w.linear('v_proj', kv, c.hiddenSize, { shard: 'out' }))
     this.qkv = new FusedLinear(parts, this.#kEqV ? [q, kv] : [q, kv, kv], w, b)
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { shard: 'in' }), b)
@@ -175,7 +220,8 @@ class Attention {
   }
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
-    const n = x.shape[0]!, D = this.headDim
+    const n = x.shape[0]!,
+      D = this.headDim
     const [qx, kx, vx] = this.qkv.apply(x)
     const q = b.rope(this.qNorm.apply(b.reshape(qx!, [n, c.numHeads, D])), rows.positions, this.rope)
     const rawK = b.reshape(kx!, [n, this.kvHeads, D])
@@ -191,8 +237,18 @@ class Attention {
 class GeGluMlp {
   readonly gateUp: FusedLinear
   readonly down: Linear
-  constructor(w: Weights, hidden: number, inter: number, private readonly b: Backend) {
-    this.gateUp = new FusedLinear([w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })], [inter, inter], w, b)
+  constructor(
+    w: Weights,
+    hidden: number,
+    inter: number,
+    private readonly b: Backend,
+  ) {
+    this.gateUp = new FusedLinear(
+      [w.linear('gate_proj', inter, hidden, { shard: 'out' }), w.linear('up_proj', inter, hidden, { shard: 'out' })],
+      [inter, inter],
+      w,
+      b,
+    )
     this.down = new Linear(w.linear('down_proj', hidden, inter, { shard: 'in' }), b)
   }
   forward(x: Tensor): Tensor {
@@ -209,14 +265,21 @@ class MoeBlock {
   readonly gate: ExpertsWeight
   readonly up: ExpertsWeight
   readonly down: ExpertsWeight
-  constructor(w: Weights, private readonly c: Gemma4Config, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    private readonly c: Gemma4Config,
+    private readonly b: Backend,
+  ) {
     const { experts: E, intermediate: inter } = c.moe!
     const hidden = c.hiddenSize
     const router = w.scope('router')
     this.proj = new Linear(router.linear('proj', E, hidden), b)
     // the router's norm weight is scale · hidden^-½, multiplied in the scale's dtype as MLX does
     const scale = router.tensor('scale', [hidden])
-    const product = b.fromFloat32(b.toFloat32(scale).map((v) => v * hidden ** -0.5), [hidden])
+    const product = b.fromFloat32(
+      b.toFloat32(scale).map((v) => v * hidden ** -0.5),
+      [hidden],
+    )
     this.routerNorm = scale.dtype === 'f32' ? product : b.astype(product, scale.dtype)
     if (this.routerNorm !== product) b.free(product)
     w.loaded.push(this.routerNorm)
@@ -235,7 +298,8 @@ class MoeBlock {
   /** Routes on `residual`, runs the experts on `x` (its pre-norm). */
   forward(residual: Tensor, x: Tensor): Tensor {
     const b = this.b
-    const n = x.shape[0]!, k = this.c.moe!.topK
+    const n = x.shape[0]!,
+      k = this.c.moe!.topK
     const scores = this.proj.apply(b.rmsNorm(residual, this.routerNorm, this.c.rmsNormEps))
     const { values, indices } = b.topk(scores, k)
     const weights = b.mul(b.softmax(values), b.reshape(b.embedding(this.perExpertScale, indices), [n, k]))
@@ -252,10 +316,21 @@ class Block {
   readonly norms: Record<string, RmsNorm> = {}
   /** layer_scalar, read once: it multiplies every output row */
   readonly scalar: number
-  constructor(w: Weights, c: Gemma4Config, sliding: boolean, rope: RopeOptions, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    c: Gemma4Config,
+    sliding: boolean,
+    rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
     this.attention = new Attention(w.scope('self_attn'), c, sliding, rope, b)
     this.mlp = new GeGluMlp(w.scope('mlp'), c.hiddenSize, c.intermediateSize, b)
-    const names = ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm']
+    const names = [
+      'input_layernorm',
+      'post_attention_layernorm',
+      'pre_feedforward_layernorm',
+      'post_feedforward_layernorm',
+    ]
     if (c.moe) {
       this.moe = new MoeBlock(w, c, b)
       names.push('post_feedforward_layernorm_1', 'post_feedforward_layernorm_2', 'pre_feedforward_layernorm_2')
@@ -266,7 +341,10 @@ class Block {
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b } = this
     const norm = (name: string, t: Tensor) => this.norms[name]!.apply(t)
-    const h = b.add(x, norm('post_attention_layernorm', this.attention.forward(norm('input_layernorm', x), rows, layer)))
+    const h = b.add(
+      x,
+      norm('post_attention_layernorm', this.attention.forward(norm('input_layernorm', x), rows, layer)),
+    )
     let f = this.mlp.forward(norm('pre_feedforward_layernorm', h))
     if (this.moe) {
       const experts = this.moe.forward(h, norm('pre_feedforward_layernorm_2', h))
@@ -295,10 +373,17 @@ class Gemma4Model extends LayerStack {
     // under tensor parallel the head is split by vocabulary (layers.ts OutputHead); the soft cap works value by value
     if (range.last) this.output = new OutputHead(w, model, config, b, () => this.sharedEmbedding())
     const table = this.loadedEmbedding?.table
-    const dtype = (this.#embedDtype = !table ? 'f32' : table.kind === 'dense' ? table.weight.dtype : table.matrix.scales.dtype)
+    const dtype = (this.#embedDtype = !table
+      ? 'f32'
+      : table.kind === 'dense'
+        ? table.weight.dtype
+        : table.matrix.scales.dtype)
     // h · √hidden with MLX's weak python scalar: the scale and the product both in the embedding's dtype
     const sqrt = Math.sqrt(config.hiddenSize)
-    this.#embedScale = dtype === 'f32' ? Math.fround(sqrt) : b.scope(() => b.toFloat32(b.astype(b.fromFloat32(Float32Array.of(sqrt), [1]), dtype))[0]!)
+    this.#embedScale =
+      dtype === 'f32'
+        ? Math.fround(sqrt)
+        : b.scope(() => b.toFloat32(b.astype(b.fromFloat32(Float32Array.of(sqrt), [1]), dtype))[0]!)
   }
   embed(tokens: Tensor): Tensor {
     const b = this.b
@@ -316,8 +401,12 @@ class Gemma4Model extends LayerStack {
   }
 }
 
-export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new Gemma4Model(config as Gemma4Config, weights, range, backend)
+export const createModel = (
+  config: DecoderConfig,
+  weights: Weights,
+  range: LayerRange,
+  backend: Backend,
+): Architecture => new Gemma4Model(config as Gemma4Config, weights, range, backend)
 
 /** Tensor parallel: attention split by heads as for Llama (full layers' KV heads too), the dense GeGLU MLP and every
  * expert of the MoE block split by width, one all_sum after each (before the norms that follow them); lm_head split by
@@ -329,5 +418,12 @@ export function shardExtra(config: DecoderConfig, size: number): { parts: [strin
   const c = config as Gemma4Config
   const parts: [string, number][] = [['KV heads of the full-attention layers', c.globalKvHeads]]
   if (c.moe) parts.push(['expert width (moe_intermediate_size)', c.moe.intermediate])
-  return { parts, config: { ...c, globalKvHeads: c.globalKvHeads / size, moe: c.moe && { ...c.moe, intermediate: c.moe.intermediate / size } } as Gemma4Config }
+  return {
+    parts,
+    config: {
+      ...c,
+      globalKvHeads: c.globalKvHeads / size,
+      moe: c.moe && { ...c.moe, intermediate: c.moe.intermediate / size },
+    } as Gemma4Config,
+  }
 }

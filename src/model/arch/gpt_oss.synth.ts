@@ -36,13 +36,19 @@ export const gptOss: SynthFamily = {
         t.matrix(`${p}.mlp.router`, experts, hidden, 4 / Math.sqrt(hidden))
         t.float(`${p}.mlp.router.bias`, [experts], 0.5)
         mlp(t, `${p}.mlp.experts`, hidden, intermediate, [experts], spec.dtype === 'mxfp4')
-        for (const part of ['gate_proj', 'up_proj']) t.float(`${p}.mlp.experts.${part}.bias`, [experts, intermediate], 0.1)
+        for (const part of ['gate_proj', 'up_proj'])
+          t.float(`${p}.mlp.experts.${part}.bias`, [experts, intermediate], 0.1)
         t.float(`${p}.mlp.experts.down_proj.bias`, [experts, hidden], 0.1)
       },
       // mlx-lm's GPT-OSS recipe keeps the router at 8 bits, group 64
       overrides:
         spec.dtype === 'q4' && hidden % 64 === 0
-          ? Object.fromEntries(Array.from({ length: spec.layers }, (_, l) => [`model.layers.${l}.mlp.router`, { bits: 8, groupSize: 64 }]))
+          ? Object.fromEntries(
+              Array.from({ length: spec.layers }, (_, l) => [
+                `model.layers.${l}.mlp.router`,
+                { bits: 8, groupSize: 64 },
+              ]),
+            )
           : undefined,
       config: {
         rms_norm_eps: 1e-5,
@@ -54,7 +60,14 @@ export const gptOss: SynthFamily = {
         layer_types: Array.from({ length: spec.layers }, (_, l) => (l % 2 ? 'full_attention' : 'sliding_attention')),
         attention_bias: true,
         swiglu_limit: 7.0,
-        rope_scaling: { rope_type: 'yarn', factor: 32.0, beta_fast: 32.0, beta_slow: 1.0, truncate: false, original_max_position_embeddings: 4096 },
+        rope_scaling: {
+          rope_type: 'yarn',
+          factor: 32.0,
+          beta_fast: 32.0,
+          beta_slow: 1.0,
+          truncate: false,
+          original_max_position_embeddings: 4096,
+        },
       },
     }
   },

@@ -42,37 +42,80 @@ const DEFAULTS = {
   rope_theta: 150000,
 }
 
-
 export function parseConfig(raw: Record<string, unknown>): GptOssConfig {
   const merged: Record<string, unknown> = { ...DEFAULTS }
   for (const [k, v] of Object.entries(raw)) if (v !== undefined && v !== null) merged[k] = v
   const base = parseDecoderConfig(merged, { tieWordEmbeddings: false, attentionBias: true, allowYarn: true })
   const numExperts = positiveInt(merged, 'num_local_experts')
   const expertsPerToken = positiveInt(merged, 'num_experts_per_tok')
-  if (expertsPerToken > numExperts) throw new CheckpointError('E_CONFIG', `config.json: num_experts_per_tok ${expertsPerToken} exceeds num_local_experts ${numExperts}`)
+  if (expertsPerToken > numExperts)
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: num_experts_per_tok ${expertsPerToken} exceeds num_local_experts ${numExperts}`,
+    )
   const slidingWindow = positiveInt(merged, 'sliding_window')
-  const types = merged.layer_types ?? Array.from({ length: base.numLayers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention'))
-  if (!Array.isArray(types) || types.length !== base.numLayers || types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')) {
-    throw new CheckpointError('E_CONFIG', `config.json: 'layer_types' must list sliding_attention or full_attention for each of the ${base.numLayers} layers`)
+  const types =
+    merged.layer_types ??
+    Array.from({ length: base.numLayers }, (_, i) => (i % 2 ? 'full_attention' : 'sliding_attention'))
+  if (
+    !Array.isArray(types) ||
+    types.length !== base.numLayers ||
+    types.some((t) => t !== 'sliding_attention' && t !== 'full_attention')
+  ) {
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: 'layer_types' must list sliding_attention or full_attention for each of the ${base.numLayers} layers`,
+    )
   }
   const slidingLayers = types.map((t) => t === 'sliding_attention')
   const layerCaches: LayerCacheSpec[] = slidingLayers.map((sliding) =>
-    sliding ? { kind: 'window', kvHeads: base.numKvHeads, headDim: base.headDim, window: slidingWindow } : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
+    sliding
+      ? { kind: 'window', kvHeads: base.numKvHeads, headDim: base.headDim, window: slidingWindow }
+      : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
-  return { ...base, numExperts, expertsPerToken, slidingWindow, slidingLayers, layerCaches, experts: { path: '.mlp.experts.', share: expertsPerToken / numExperts } }
+  return {
+    ...base,
+    numExperts,
+    expertsPerToken,
+    slidingWindow,
+    slidingLayers,
+    layerCaches,
+    experts: { path: '.mlp.experts.', share: expertsPerToken / numExperts },
+  }
 }
 
 class Attention {
   readonly qkv: FusedLinear
   readonly o: Linear
   readonly sinks: Tensor
-  constructor(w: Weights, private readonly c: GptOssConfig, private readonly rope: RopeOptions, private readonly magnitude: number, private readonly b: Backend) {
-    const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim
+  constructor(
+    w: Weights,
+    private readonly c: GptOssConfig,
+    private readonly rope: RopeOptions,
+    private readonly magnitude: number,
+    private readonly b: Backend,
+  ) {
+    const q = c.numHeads * c.headDim,
+      kv = c.numKvHeads * c.headDim
     const bias = c.attentionBias
     // tensor parallel: q/k/v keep this rank's heads (and their sinks), o_proj their columns (c holds this rank's counts)
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' })], [q, kv, kv], w, b)
+    this.qkv = new FusedLinear(
+      [
+        w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }),
+        w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }),
+        w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' }),
+      ],
+      [q, kv, kv],
+      w,
+      b,
+    )
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, q, { bias, shard: 'in' }), b)
-    const stored = w.tensor('sinks', [c.numHeads], 'float', w.tp.size > 1 ? { axis: 0, rank: w.tp.rank, size: w.tp.size } : undefined)
+    const stored = w.tensor(
+      'sinks',
+      [c.numHeads],
+      'float',
+      w.tp.size > 1 ? { axis: 0, rank: w.tp.rank, size: w.tp.size } : undefined,
+    )
     this.sinks = stored.dtype === 'f32' ? stored : b.astype(stored, 'f32')
     if (this.sinks !== stored) w.loaded.push(this.sinks)
   }
@@ -84,7 +127,10 @@ class Attention {
     const q = b.rope(scaled(b.reshape(qx!, [n, c.numHeads, c.headDim])), rows.positions, this.rope)
     const k = b.rope(scaled(b.reshape(kx!, [n, c.numKvHeads, c.headDim])), rows.positions, this.rope)
     const v = b.reshape(vx!, [n, c.numKvHeads, c.headDim])
-    const out = rows.cache.attend(layer, q, k, v, rows.slots, rows.positions, { scale: c.headDim ** -0.5, sinks: this.sinks })
+    const out = rows.cache.attend(layer, q, k, v, rows.slots, rows.positions, {
+      scale: c.headDim ** -0.5,
+      sinks: this.sinks,
+    })
     return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
   }
 }
@@ -95,7 +141,11 @@ class MoeBlock {
   readonly gate: ExpertsWeight
   readonly up: ExpertsWeight
   readonly down: ExpertsWeight
-  constructor(w: Weights, private readonly c: GptOssConfig, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    private readonly c: GptOssConfig,
+    private readonly b: Backend,
+  ) {
     const { numExperts: E, hiddenSize: hidden, intermediateSize: inter } = c
     // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
     // so the cpu kernels' int8 rounding cannot flip a pick that MLX, in float, would not make
@@ -124,7 +174,13 @@ class Block {
   readonly mlp: MoeBlock
   readonly inputNorm: RmsNorm
   readonly postAttentionNorm: RmsNorm
-  constructor(w: Weights, c: GptOssConfig, rope: RopeOptions, magnitude: number, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    c: GptOssConfig,
+    rope: RopeOptions,
+    magnitude: number,
+    private readonly b: Backend,
+  ) {
     this.attention = new Attention(w.scope('self_attn'), c, rope, magnitude, b)
     this.mlp = new MoeBlock(w.scope('mlp'), c, b)
     this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
@@ -142,7 +198,8 @@ class GptOssModel extends LayerStack {
     super(config, range, b, w.scope('model'))
     const rope = ropeOptions(config)
     const magnitude = ropeMagnitude(config)
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, magnitude, b))
+    for (let i = range.lo; i < range.hi; i++)
+      this.layers.push(new Block(this.model.scope(`layers.${i}`), config, rope, magnitude, b))
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor, slice = false): Tensor {
@@ -153,8 +210,12 @@ class GptOssModel extends LayerStack {
   }
 }
 
-export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new GptOssModel(config as GptOssConfig, weights, range, backend)
+export const createModel = (
+  config: DecoderConfig,
+  weights: Weights,
+  range: LayerRange,
+  backend: Backend,
+): Architecture => new GptOssModel(config as GptOssConfig, weights, range, backend)
 
 /** Tensor parallel: attention split by heads (with their sinks) as for Llama; every expert of the mixture split by its
  * width, one all_sum after the weighted sum of the experts; lm_head split by vocabulary. */

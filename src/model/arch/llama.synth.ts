@@ -17,7 +17,14 @@ export function attention(t: SynthTensors, p: string, { hidden, heads, kvHeads, 
 }
 
 /** A SwiGLU MLP (gate, up, down) under `m`, or `lead` stacked ones (experts), mxfp4 if asked. */
-export function mlp(t: SynthTensors, m: string, hidden: number, intermediate: number, lead: number[] = [], mxfp4 = false): void {
+export function mlp(
+  t: SynthTensors,
+  m: string,
+  hidden: number,
+  intermediate: number,
+  lead: number[] = [],
+  mxfp4 = false,
+): void {
   t.matrix(`${m}.gate_proj`, intermediate, hidden, 1 / Math.sqrt(hidden), lead, mxfp4)
   t.matrix(`${m}.up_proj`, intermediate, hidden, 1 / Math.sqrt(hidden), lead, mxfp4)
   t.matrix(`${m}.down_proj`, hidden, intermediate, 1 / Math.sqrt(intermediate), lead, mxfp4)
@@ -36,7 +43,13 @@ export const llama: SynthFamily = {
     config: {
       rope_theta: 500000,
       attention_bias: false,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+      rope_scaling: {
+        rope_type: 'llama3',
+        factor: 8,
+        low_freq_factor: 1,
+        high_freq_factor: 4,
+        original_max_position_embeddings: 8192,
+      },
     },
   }),
 }

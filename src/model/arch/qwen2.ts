@@ -20,7 +20,11 @@ class Attention implements AttentionLayer {
     private readonly b: Backend,
   ) {
     this.qkv = new FusedLinear(
-      [w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }), w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }), w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' })],
+      [
+        w.linear('q_proj', c.numHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }),
+        w.linear('k_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }),
+        w.linear('v_proj', c.numKvHeads * c.headDim, c.hiddenSize, { bias: true, shard: 'out' }),
+      ],
       [c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numKvHeads * c.headDim],
       w,
       b,
@@ -35,13 +39,20 @@ class Attention implements AttentionLayer {
     const k = b.rope(b.reshape(kx!, [n, c.numKvHeads, c.headDim]), rows.positions, this.rope)
     b.kvWrite(rows.cache.keys[layer]!, k, rows.slots, rows.positions)
     b.kvWrite(rows.cache.values[layer]!, b.reshape(vx!, [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
-    const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, { scale: c.headDim ** -0.5, causal: true })
+    const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, {
+      scale: c.headDim ** -0.5,
+      causal: true,
+    })
     return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
   }
 }
 
-export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new DecoderModel(config, weights, range, backend, (w, c, rope, b) => new Attention(w, c, rope, b))
+export const createModel = (
+  config: DecoderConfig,
+  weights: Weights,
+  range: LayerRange,
+  backend: Backend,
+): Architecture => new DecoderModel(config, weights, range, backend, (w, c, rope, b) => new Attention(w, c, rope, b))
 
 /** Tensor parallel: q/k/v keep this rank's heads, o_proj their columns; the MLP splits as in layers.ts SwiGluMlp. */
 export const tensorParallel = true

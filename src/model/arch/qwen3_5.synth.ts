@@ -37,11 +37,25 @@ export const qwen35: SynthFamily = {
       valueDim: spec.linearValueDim ?? headDim,
       kernel: spec.convKernel ?? 4,
     }
-    for (const [k, v] of Object.entries(linear)) if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `qwen3_5: ${k} must be a positive integer`)
-    if (linear.valueHeads % linear.keyHeads) throw new DbcError('E_SYNTH', `qwen3_5: linear value heads ${linear.valueHeads} must be a multiple of key heads ${linear.keyHeads}`)
-    const moe = spec.experts ? { experts: spec.experts, topK: spec.expertsPerToken ?? 2, intermediate: spec.moeIntermediate ?? Math.max(1, Math.floor(intermediate / 2)) } : null
-    if (moe && (moe.topK < 1 || moe.topK > moe.experts)) throw new DbcError('E_SYNTH', `--experts-per-token ${moe.topK} must be between 1 and --experts ${moe.experts}`)
-    const keyDim = linear.keyHeads * linear.keyDim, valueDim = linear.valueHeads * linear.valueDim, convDim = 2 * keyDim + valueDim
+    for (const [k, v] of Object.entries(linear))
+      if (!Number.isInteger(v) || v < 1) throw new DbcError('E_SYNTH', `qwen3_5: ${k} must be a positive integer`)
+    if (linear.valueHeads % linear.keyHeads)
+      throw new DbcError(
+        'E_SYNTH',
+        `qwen3_5: linear value heads ${linear.valueHeads} must be a multiple of key heads ${linear.keyHeads}`,
+      )
+    const moe = spec.experts
+      ? {
+          experts: spec.experts,
+          topK: spec.expertsPerToken ?? 2,
+          intermediate: spec.moeIntermediate ?? Math.max(1, Math.floor(intermediate / 2)),
+        }
+      : null
+    if (moe && (moe.topK < 1 || moe.topK > moe.experts))
+      throw new DbcError('E_SYNTH', `--experts-per-token ${moe.topK} must be between 1 and --experts ${moe.experts}`)
+    const keyDim = linear.keyHeads * linear.keyDim,
+      valueDim = linear.valueHeads * linear.valueDim,
+      convDim = 2 * keyDim + valueDim
     return {
       layer(t, p, l) {
         layerNorms(t, p, hidden)
@@ -80,9 +94,20 @@ export const qwen35: SynthFamily = {
         linear_key_head_dim: linear.keyDim,
         linear_value_head_dim: linear.valueDim,
         linear_conv_kernel_dim: linear.kernel,
-        rope_parameters: { rope_type: 'default', rope_theta: 10000000, partial_rotary_factor: 0.25, mrope_section: [11, 11, 10] },
+        rope_parameters: {
+          rope_type: 'default',
+          rope_theta: 10000000,
+          partial_rotary_factor: 0.25,
+          mrope_section: [11, 11, 10],
+        },
         ...(moe
-          ? { num_experts: moe.experts, num_experts_per_tok: moe.topK, moe_intermediate_size: moe.intermediate, shared_expert_intermediate_size: intermediate, norm_topk_prob: true }
+          ? {
+              num_experts: moe.experts,
+              num_experts_per_tok: moe.topK,
+              moe_intermediate_size: moe.intermediate,
+              shared_expert_intermediate_size: intermediate,
+              norm_topk_prob: true,
+            }
           : {}),
       },
       // Qwen3.5 checkpoints are multimodal: the text config nests under text_config, quantization and EOS stay at the top

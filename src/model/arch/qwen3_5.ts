@@ -46,7 +46,6 @@ const DEFAULTS = {
   attention_bias: false,
 }
 
-
 export const isLinearLayer = (layer: number, interval: number): boolean => (layer + 1) % interval !== 0
 
 export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
@@ -58,7 +57,8 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
   const merged: Record<string, unknown> = { ...DEFAULTS }
   for (const [k, v] of Object.entries(text)) if (v !== undefined && v !== null) merged[k] = v
   // quantization and EOS live at the top of a multimodal config
-  for (const key of ['quantization', 'quantization_config', 'eos_token_id'] as const) if (raw[key] !== undefined && merged[key] === undefined) merged[key] = raw[key]
+  for (const key of ['quantization', 'quantization_config', 'eos_token_id'] as const)
+    if (raw[key] !== undefined && merged[key] === undefined) merged[key] = raw[key]
   const moe =
     Number(merged.num_experts ?? 0) > 0
       ? {
@@ -69,14 +69,22 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
           normTopk: Boolean(merged.norm_topk_prob ?? true),
         }
       : null
-  if (moe && moe.topK > moe.experts) throw new CheckpointError('E_CONFIG', `config.json: num_experts_per_tok ${moe.topK} exceeds num_experts ${moe.experts}`)
+  if (moe && moe.topK > moe.experts)
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: num_experts_per_tok ${moe.topK} exceeds num_experts ${moe.experts}`,
+    )
   // rope_theta and partial_rotary_factor sit in rope_parameters (mlx-lm __post_init__), else at the top
   const rope = (merged.rope_parameters ?? {}) as Record<string, unknown>
   merged.rope_theta ??= rope.rope_theta ?? 100000
   const partial = Number(merged.partial_rotary_factor ?? rope.partial_rotary_factor ?? 0.25)
   const ropeType = String(rope.type ?? rope.rope_type ?? 'default')
   if (ropeType !== 'default' && ropeType !== 'mrope') {
-    throw new CheckpointError('E_CONFIG', `rope_parameters type '${ropeType}' is not supported`, 'supported: default (mrope sections rotate text alike)')
+    throw new CheckpointError(
+      'E_CONFIG',
+      `rope_parameters type '${ropeType}' is not supported`,
+      'supported: default (mrope sections rotate text alike)',
+    )
   }
   const base = parseDecoderConfig(merged, { tieWordEmbeddings: false, attentionBias: false })
   const c = {
@@ -88,16 +96,30 @@ export function parseConfig(raw: Record<string, unknown>): Qwen35Config {
     convKernel: positiveInt(merged, 'linear_conv_kernel_dim'),
   }
   if (c.linearValueHeads % c.linearKeyHeads) {
-    throw new CheckpointError('E_CONFIG', `config.json: linear_num_value_heads ${c.linearValueHeads} is not a multiple of linear_num_key_heads ${c.linearKeyHeads}`)
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: linear_num_value_heads ${c.linearValueHeads} is not a multiple of linear_num_key_heads ${c.linearKeyHeads}`,
+    )
   }
   const ropeDims = Math.trunc(base.headDim * partial)
   if (!(ropeDims >= 2 && ropeDims % 2 === 0 && ropeDims <= base.headDim)) {
-    throw new CheckpointError('E_CONFIG', `config.json: partial_rotary_factor ${partial} gives ${ropeDims} rotated dims of head_dim ${base.headDim}`, 'it must give an even number ≥ 2')
+    throw new CheckpointError(
+      'E_CONFIG',
+      `config.json: partial_rotary_factor ${partial} gives ${ropeDims} rotated dims of head_dim ${base.headDim}`,
+      'it must give an even number ≥ 2',
+    )
   }
   const convChannels = 2 * c.linearKeyHeads * c.linearKeyDim + c.linearValueHeads * c.linearValueDim
   const layerCaches: LayerCacheSpec[] = Array.from({ length: base.numLayers }, (_, i) =>
     isLinearLayer(i, c.fullAttentionInterval)
-      ? { kind: 'recurrent', convChannels, convKernel: c.convKernel, heads: c.linearValueHeads, keyDim: c.linearKeyDim, valueDim: c.linearValueDim }
+      ? {
+          kind: 'recurrent',
+          convChannels,
+          convKernel: c.convKernel,
+          heads: c.linearValueHeads,
+          keyDim: c.linearKeyDim,
+          valueDim: c.linearValueDim,
+        }
       : { kind: 'full', kvHeads: base.numKvHeads, headDim: base.headDim },
   )
   return {
@@ -122,24 +144,43 @@ class GatedAttention implements Mixer {
   readonly o: Linear
   readonly qNorm: RmsNorm
   readonly kNorm: RmsNorm
-  constructor(w: Weights, private readonly c: Qwen35Config, private readonly rope: RopeOptions, private readonly b: Backend) {
-    const q = 2 * c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, bias = c.attentionBias
+  constructor(
+    w: Weights,
+    private readonly c: Qwen35Config,
+    private readonly rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
+    const q = 2 * c.numHeads * c.headDim,
+      kv = c.numKvHeads * c.headDim,
+      bias = c.attentionBias
     // tensor parallel: q_proj's rows are per head (query, then gate), so this rank's heads are one contiguous block
-    this.qkv = new FusedLinear([w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }), w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }), w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' })], [q, kv, kv], w, b)
+    this.qkv = new FusedLinear(
+      [
+        w.linear('q_proj', q, c.hiddenSize, { bias, shard: 'out' }),
+        w.linear('k_proj', kv, c.hiddenSize, { bias, shard: 'out' }),
+        w.linear('v_proj', kv, c.hiddenSize, { bias, shard: 'out' }),
+      ],
+      [q, kv, kv],
+      w,
+      b,
+    )
     this.o = new Linear(w.linear('o_proj', c.hiddenSize, c.numHeads * c.headDim, { bias, shard: 'in' }), b)
     this.qNorm = new RmsNorm(w, 'q_norm', c.headDim, c.rmsNormEps, b)
     this.kNorm = new RmsNorm(w, 'k_norm', c.headDim, c.rmsNormEps, b)
   }
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
-    const n = x.shape[0]!, D = c.headDim
+    const n = x.shape[0]!,
+      D = c.headDim
     const [qx, kx, vx] = this.qkv.apply(x)
     // per head: D query values, then D gate values
     const qg = b.reshape(qx!, [n, c.numHeads, 2 * D])
     const q = b.rope(this.qNorm.apply(b.slice(qg, 2, 0, D)), rows.positions, this.rope)
     const gate = b.reshape(b.slice(qg, 2, D, 2 * D), [n, c.numHeads * D])
     const k = b.rope(this.kNorm.apply(b.reshape(kx!, [n, c.numKvHeads, D])), rows.positions, this.rope)
-    const out = rows.cache.attend(layer, q, k, b.reshape(vx!, [n, c.numKvHeads, D]), rows.slots, rows.positions, { scale: D ** -0.5 })
+    const out = rows.cache.attend(layer, q, k, b.reshape(vx!, [n, c.numKvHeads, D]), rows.slots, rows.positions, {
+      scale: D ** -0.5,
+    })
     return this.o.apply(b.glu(gate, b.reshape(out, [n, c.numHeads * D]), 'sigmoid'))
   }
 }
@@ -155,7 +196,11 @@ class GatedDeltaNet implements Mixer {
   readonly #ones: Tensor
   readonly #keyDim: number
   readonly #valueDim: number
-  constructor(w: Weights, private readonly c: Qwen35Config, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    private readonly c: Qwen35Config,
+    private readonly b: Backend,
+  ) {
     const { hiddenSize: hidden, linearKeyHeads: Hk, linearValueHeads: Hv, linearKeyDim: Dk, linearValueDim: Dv } = c
     this.#keyDim = Hk * Dk
     this.#valueDim = Hv * Dv
@@ -164,7 +209,12 @@ class GatedDeltaNet implements Mixer {
     // blocks, each split on its own; z, b, a, dt_bias and A_log follow the value heads, out_proj their columns
     const blocks = [this.#keyDim, this.#keyDim, this.#valueDim]
     this.inProj = new FusedLinear(
-      [w.linear('in_proj_qkv', convDim, hidden, { shard: 'out', segments: blocks }), w.linear('in_proj_z', this.#valueDim, hidden, { shard: 'out' }), w.linear('in_proj_b', Hv, hidden, { shard: 'out' }), w.linear('in_proj_a', Hv, hidden, { shard: 'out' })],
+      [
+        w.linear('in_proj_qkv', convDim, hidden, { shard: 'out', segments: blocks }),
+        w.linear('in_proj_z', this.#valueDim, hidden, { shard: 'out' }),
+        w.linear('in_proj_b', Hv, hidden, { shard: 'out' }),
+        w.linear('in_proj_a', Hv, hidden, { shard: 'out' }),
+      ],
       [convDim, this.#valueDim, Hv, Hv],
       w,
       b,
@@ -174,8 +224,12 @@ class GatedDeltaNet implements Mixer {
     )
     // MLX Conv1d weight [out, kernel, in/groups = 1]
     const { rank, size } = w.tp
-    const split = (segments?: number[]) => (size > 1 ? { axis: 0, rank, size, segments: segments?.map((n) => n * size) } : undefined)
-    this.conv = b.reshape(w.tensor('conv1d.weight', [convDim, c.convKernel, 1], 'float', split(blocks)), [convDim, c.convKernel])
+    const split = (segments?: number[]) =>
+      size > 1 ? { axis: 0, rank, size, segments: segments?.map((n) => n * size) } : undefined
+    this.conv = b.reshape(w.tensor('conv1d.weight', [convDim, c.convKernel, 1], 'float', split(blocks)), [
+      convDim,
+      c.convKernel,
+    ])
     w.loaded.push(this.conv)
     this.dtBias = w.tensor('dt_bias', [Hv], 'float', split())
     this.aLog = w.tensor('A_log', [Hv], 'float', split())
@@ -186,14 +240,19 @@ class GatedDeltaNet implements Mixer {
   }
   forward(x: Tensor, rows: StepRows, layer: number): Tensor {
     const { b, c } = this
-    const n = x.shape[0]!, Dk = c.linearKeyDim, kd = this.#keyDim
+    const n = x.shape[0]!,
+      Dk = c.linearKeyDim,
+      kd = this.#keyDim
     const state = rows.cache.recurrent(layer)
     const [qkv, z, beta, a] = this.inProj.apply(x)
     const mixed = b.silu(b.causalConv(qkv!, this.conv, state.conv, rows.slots, rows.positions))
     const heads = (t: Tensor, h: number, d: number) => b.reshape(t, [n, h, d])
     // q, k: RMS-normalised without a weight; q also scaled by 1/Dk (mlx-lm: inv_scale² · rms_norm(q), inv_scale · rms_norm(k))
     const q = b.scale(b.rmsNorm(heads(b.slice(mixed, 1, 0, kd), c.linearKeyHeads, Dk), this.#ones, 1e-6), 1 / Dk)
-    const k = b.scale(b.rmsNorm(heads(b.slice(mixed, 1, kd, 2 * kd), c.linearKeyHeads, Dk), this.#ones, 1e-6), Dk ** -0.5)
+    const k = b.scale(
+      b.rmsNorm(heads(b.slice(mixed, 1, kd, 2 * kd), c.linearKeyHeads, Dk), this.#ones, 1e-6),
+      Dk ** -0.5,
+    )
     const v = heads(b.slice(mixed, 1, 2 * kd, 2 * kd + this.#valueDim), c.linearValueHeads, c.linearValueDim)
     const y = b.gatedDelta(q, k, v, a!, beta!, this.aLog, this.dtBias, state.state, rows.slots, rows.positions)
     const gated = b.glu(heads(z!, c.linearValueHeads, c.linearValueDim), this.norm.apply(y), 'silu')
@@ -209,7 +268,11 @@ class SparseMoe {
   readonly down: ExpertsWeight
   readonly shared: SwiGluMlp
   readonly sharedGate: Linear
-  constructor(w: Weights, private readonly c: Qwen35Config, private readonly b: Backend) {
+  constructor(
+    w: Weights,
+    private readonly c: Qwen35Config,
+    private readonly b: Backend,
+  ) {
     const { experts: E, intermediate: inter, sharedIntermediate } = c.moe!
     const hidden = c.hiddenSize
     // the router's logits pick experts, a discrete choice: keep its activations in float (see Backend.quantizedLinear)
@@ -227,7 +290,8 @@ class SparseMoe {
   readonly tp: TensorParallel
   forward(x: Tensor): Tensor {
     const b = this.b
-    const n = x.shape[0]!, { topK, normTopk } = this.c.moe!
+    const n = x.shape[0]!,
+      { topK, normTopk } = this.c.moe!
     const logits = this.router.apply(x)
     // the top-k of the softmax are the top-k logits; renormalised, their weights are the softmax of those k logits
     const { values, indices } = b.topk(logits, topK)
@@ -247,8 +311,16 @@ class Block {
   readonly mlp: SwiGluMlp | SparseMoe
   readonly inputNorm: RmsNorm
   readonly postAttentionNorm: RmsNorm
-  constructor(w: Weights, c: Qwen35Config, linear: boolean, rope: RopeOptions, private readonly b: Backend) {
-    this.mixer = linear ? new GatedDeltaNet(w.scope('linear_attn'), c, b) : new GatedAttention(w.scope('self_attn'), c, rope, b)
+  constructor(
+    w: Weights,
+    c: Qwen35Config,
+    linear: boolean,
+    rope: RopeOptions,
+    private readonly b: Backend,
+  ) {
+    this.mixer = linear
+      ? new GatedDeltaNet(w.scope('linear_attn'), c, b)
+      : new GatedAttention(w.scope('self_attn'), c, rope, b)
     this.mlp = c.moe ? new SparseMoe(w.scope('mlp'), c, b) : new SwiGluMlp(w.scope('mlp'), c, b)
     this.inputNorm = new RmsNorm(w, 'input_layernorm', c.hiddenSize, c.rmsNormEps, b)
     this.postAttentionNorm = new RmsNorm(w, 'post_attention_layernorm', c.hiddenSize, c.rmsNormEps, b)
@@ -265,7 +337,10 @@ class Qwen35Model extends LayerStack {
     const w = root.scope('language_model')
     super(config, range, b, w.scope('model'))
     const rope: RopeOptions = { dims: config.ropeDims, traditional: false, base: config.ropeTheta, scale: 1 }
-    for (let i = range.lo; i < range.hi; i++) this.layers.push(new Block(this.model.scope(`layers.${i}`), config, isLinearLayer(i, config.fullAttentionInterval), rope, b))
+    for (let i = range.lo; i < range.hi; i++)
+      this.layers.push(
+        new Block(this.model.scope(`layers.${i}`), config, isLinearLayer(i, config.fullAttentionInterval), rope, b),
+      )
     if (range.last) this.output = new OutputHead(w, this.model, config, b, () => this.sharedEmbedding())
   }
   head(hidden: Tensor, slice = false): Tensor {
@@ -276,8 +351,12 @@ class Qwen35Model extends LayerStack {
   }
 }
 
-export const createModel = (config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture =>
-  new Qwen35Model(config as Qwen35Config, weights, range, backend)
+export const createModel = (
+  config: DecoderConfig,
+  weights: Weights,
+  range: LayerRange,
+  backend: Backend,
+): Architecture => new Qwen35Model(config as Qwen35Config, weights, range, backend)
 
 /** Tensor parallel: gated full attention split by heads; Gated DeltaNet split by key and value heads (its q|k|v blocks
  * each on their own, with the conv channels and the recurrent state of this rank's heads); the MLP, or every expert
@@ -291,7 +370,23 @@ export function shardExtra(config: DecoderConfig, size: number): { parts: [strin
     ['linear-attention key heads', c.linearKeyHeads],
     ['linear-attention value heads', c.linearValueHeads],
   ]
-  if (c.moe) parts.push(['expert width (moe_intermediate_size)', c.moe.intermediate], ['shared expert width', c.moe.sharedIntermediate])
-  const moe = c.moe && { ...c.moe, intermediate: c.moe.intermediate / size, sharedIntermediate: c.moe.sharedIntermediate / size }
-  return { parts, config: { ...c, linearKeyHeads: c.linearKeyHeads / size, linearValueHeads: c.linearValueHeads / size, moe } as Qwen35Config }
+  if (c.moe)
+    parts.push(
+      ['expert width (moe_intermediate_size)', c.moe.intermediate],
+      ['shared expert width', c.moe.sharedIntermediate],
+    )
+  const moe = c.moe && {
+    ...c.moe,
+    intermediate: c.moe.intermediate / size,
+    sharedIntermediate: c.moe.sharedIntermediate / size,
+  }
+  return {
+    parts,
+    config: {
+      ...c,
+      linearKeyHeads: c.linearKeyHeads / size,
+      linearValueHeads: c.linearValueHeads / size,
+      moe,
+    } as Qwen35Config,
+  }
 }
