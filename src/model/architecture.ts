@@ -30,12 +30,14 @@ export interface Architecture {
   readonly headSplit?: boolean
 }
 
-export interface ArchitectureModule {
-  parseConfig(raw: Record<string, unknown>): DecoderConfig
-  createModel(config: DecoderConfig, weights: Weights, range: LayerRange, backend: Backend): Architecture
+/** One family: `C` is its parsed config, so the family's own code reads its fields without casts (the registry holds
+ * every family as ArchitectureModule of the shared DecoderConfig). */
+export interface ArchitectureModule<C extends DecoderConfig = DecoderConfig> {
+  parseConfig(raw: Record<string, unknown>): C
+  createModel(config: C, weights: Weights, range: LayerRange, backend: Backend): Architecture
   /** The model marks its linears for tensor parallel (Weights.linear `shard`) and runs on a per-rank config. */
   readonly tensorParallel?: boolean
   /** The family's own sizes a rank holds 1/size of (beyond heads, KV heads and the MLP width): [what, count] each, and
    * the per-rank config with them divided. */
-  shardExtra?(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig }
+  shardExtra?(config: C, size: number): { parts: [string, number][]; config: C }
 }

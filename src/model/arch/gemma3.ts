@@ -259,11 +259,11 @@ class Gemma3Model extends LayerStack {
 }
 
 export const createModel = (
-  config: DecoderConfig,
+  config: Gemma3Config,
   weights: Weights,
   range: LayerRange,
   backend: Backend,
-): Architecture => new Gemma3Model(config as Gemma3Config, weights, range, backend)
+): Architecture => new Gemma3Model(config, weights, range, backend)
 
 /** Tensor parallel: q/k/v keep this rank's heads (with their q/k norms, which work per head), o_proj their columns; the
  * GELU MLP splits as SwiGLU does. The norms around them see whole sums; lm_head splits by vocabulary (OutputHead). */

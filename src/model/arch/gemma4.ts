@@ -402,11 +402,11 @@ class Gemma4Model extends LayerStack {
 }
 
 export const createModel = (
-  config: DecoderConfig,
+  config: Gemma4Config,
   weights: Weights,
   range: LayerRange,
   backend: Backend,
-): Architecture => new Gemma4Model(config as Gemma4Config, weights, range, backend)
+): Architecture => new Gemma4Model(config, weights, range, backend)
 
 /** Tensor parallel: attention split by heads as for Llama (full layers' KV heads too), the dense GeGLU MLP and every
  * expert of the MoE block split by width, one all_sum after each (before the norms that follow them); lm_head split by
@@ -414,8 +414,7 @@ export const createModel = (
 export const tensorParallel = true
 
 /** Beyond heads, KV heads and intermediate_size: the full layers' KV heads and the experts' width. */
-export function shardExtra(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig } {
-  const c = config as Gemma4Config
+export function shardExtra(c: Gemma4Config, size: number): { parts: [string, number][]; config: Gemma4Config } {
   const parts: [string, number][] = [['KV heads of the full-attention layers', c.globalKvHeads]]
   if (c.moe) parts.push(['expert width (moe_intermediate_size)', c.moe.intermediate])
   return {
@@ -424,6 +423,6 @@ export function shardExtra(config: DecoderConfig, size: number): { parts: [strin
       ...c,
       globalKvHeads: c.globalKvHeads / size,
       moe: c.moe && { ...c.moe, intermediate: c.moe.intermediate / size },
-    } as Gemma4Config,
+    },
   }
 }

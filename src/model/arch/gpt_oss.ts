@@ -211,11 +211,11 @@ class GptOssModel extends LayerStack {
 }
 
 export const createModel = (
-  config: DecoderConfig,
+  config: GptOssConfig,
   weights: Weights,
   range: LayerRange,
   backend: Backend,
-): Architecture => new GptOssModel(config as GptOssConfig, weights, range, backend)
+): Architecture => new GptOssModel(config, weights, range, backend)
 
 /** Tensor parallel: attention split by heads (with their sinks) as for Llama; every expert of the mixture split by its
  * width, one all_sum after the weighted sum of the experts; lm_head split by vocabulary. */

@@ -352,11 +352,11 @@ class Qwen35Model extends LayerStack {
 }
 
 export const createModel = (
-  config: DecoderConfig,
+  config: Qwen35Config,
   weights: Weights,
   range: LayerRange,
   backend: Backend,
-): Architecture => new Qwen35Model(config as Qwen35Config, weights, range, backend)
+): Architecture => new Qwen35Model(config, weights, range, backend)
 
 /** Tensor parallel: gated full attention split by heads; Gated DeltaNet split by key and value heads (its q|k|v blocks
  * each on their own, with the conv channels and the recurrent state of this rank's heads); the MLP, or every expert
@@ -364,8 +364,7 @@ export const createModel = (
 export const tensorParallel = true
 
 /** Beyond heads, KV heads and intermediate_size: the linear-attention heads and the experts' widths. */
-export function shardExtra(config: DecoderConfig, size: number): { parts: [string, number][]; config: DecoderConfig } {
-  const c = config as Qwen35Config
+export function shardExtra(c: Qwen35Config, size: number): { parts: [string, number][]; config: Qwen35Config } {
   const parts: [string, number][] = [
     ['linear-attention key heads', c.linearKeyHeads],
     ['linear-attention value heads', c.linearValueHeads],
@@ -387,6 +386,6 @@ export function shardExtra(config: DecoderConfig, size: number): { parts: [strin
       linearKeyHeads: c.linearKeyHeads / size,
       linearValueHeads: c.linearValueHeads / size,
       moe,
-    } as Qwen35Config,
+    },
   }
 }
