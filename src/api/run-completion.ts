@@ -2,8 +2,7 @@
  * only in their `Shape` (how a chunk, a final answer and log-probabilities look). */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import type { FinishReason } from '../engine/generate.ts'
-import type { RequestEvent, ScheduledRequest, Scheduler, TokenLogprob } from '../engine/scheduler.ts'
+import type { FinishReason, RequestEvent, ScheduledRequest, Scheduler, TokenLogprob } from '../engine/scheduler.ts'
 import { errorBody, errorResponse, toApiError } from './errors.ts'
 
 export interface TokenInfo {

@@ -2,15 +2,14 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { readFileSync } from 'node:fs'
-import { UsageError } from '../errors.ts'
-import { generate } from '../engine/generate.ts'
-import { LocalPipeline } from '../engine/pipeline.ts'
-import { followTensorParallel, TensorParallelPipeline } from '../tensor-parallel/pipeline.ts'
+import { DbcError, UsageError } from '../errors.ts'
+import { ServingMetrics } from '../engine/metrics.ts'
+import { Scheduler, type RequestEvent } from '../engine/scheduler.ts'
 import { samplingParams } from '../model/sampler.ts'
-import { ModelStage } from '../model/shard.ts'
 import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
 import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
-import { startTensorParallel } from '../tensor-parallel/start-mlx.ts'
+import { startNode } from '../node/start-node.ts'
+import { machineSerial } from '../trust/machine-info.ts'
 
 export default defineCommand({
   meta: { name: 'generate', description: 'Generate text from a model folder (MLX-community layout) on this machine' },
@@ -105,43 +104,50 @@ export default defineCommand({
         '--tp runs over MLX distributed and needs the mlx backend',
         'use --backend mlx (or auto), or pipeline parallel with serve',
       )
+    const transport = args.transport
+    if (transport !== 'auto' && transport !== 'jaccl' && transport !== 'ring')
+      throw new UsageError(`unknown --transport '${transport}'`, 'tensor parallel runs over auto, jaccl or ring')
     const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, {
       threads: args.threads ? num(args.threads, 'threads') : undefined,
     })
     // --json: stdout carries the one JSON object only
     const log = (line: string) => (args.json ? console.error(line) : consola.info(line))
     log(reason)
-    const { group, tp } =
-      tpSize > 1
-        ? await startTensorParallel(
-            {
+    const maxLen = num(args['max-context'], 'max-context')
+    const started = await startNode({
+      modelDir: args.model,
+      modelSpec: args.model,
+      serial: machineSerial(),
+      backend,
+      maxBatch: 1,
+      maxLen,
+      usableBytes: 0, // no plan: the model loads as it is
+      plan: false,
+      membership: null,
+      tensorParallel:
+        tpSize > 1
+          ? {
               size: tpSize,
               rank,
-              transport: args.transport,
+              transport,
               listen: args.listen,
               peer: args.peer,
               rdmaDevice: args['rdma-device'],
               timeoutMs: num(args['timeout-s'], 'timeout-s') * 1000,
               log,
-            },
-            backend,
-          )
-        : { group: undefined, tp: undefined }
-    const stage = ModelStage.load(args.model, backend, {
-      slots: 1,
-      maxLen: num(args['max-context'], 'max-context'),
-      tp,
+            }
+          : null,
+      metrics: new ServingMetrics(),
+      signal: new AbortController().signal,
     })
-    if (follower) {
-      const steps = followTensorParallel(stage, group!)
-      if (args.json) console.log(JSON.stringify({ rank, followed_steps: steps }))
-      else log(`rank ${rank}: replayed ${steps} steps of rank 0; rank 0 printed the text`)
-      group!.close()
+    if (started.role === 'finished') {
+      if (args.json) console.log(JSON.stringify({ rank, followed_steps: started.followedSteps }))
+      else log(`rank ${rank}: replayed ${started.followedSteps} steps of rank 0; rank 0 printed the text`)
       return
     }
-    const pipeline = group ? new TensorParallelPipeline(stage, group) : new LocalPipeline([stage])
+    const { node } = started
     try {
-      const tokenizer = new ModelTokenizer(args.model, stage.config.eosTokenIds)
+      const tokenizer = new ModelTokenizer(args.model, node.stage.config.eosTokenIds)
       let text: string
       if (args.prompt !== undefined) text = args.prompt
       else {
@@ -162,49 +168,63 @@ export default defineCommand({
       } catch (error) {
         throw new UsageError((error as Error).message)
       }
-      const stops = args.stop === undefined ? [] : Array.isArray(args.stop) ? (args.stop as string[]) : [args.stop]
-      const events = generate(
-        pipeline,
-        {
-          promptIds: tokenizer.encode(text),
-          maxTokens: num(args['max-tokens'], 'max-tokens'),
-          sampling,
-          stop: stops,
-          eosTokenIds: tokenizer.eosTokenIds,
-        },
-        (ids) => tokenizer.decode(ids),
-      )
-      for await (const event of events) {
-        if (event.type !== 'done') {
-          if (!args.json) process.stdout.write(event.text)
-          continue
+      const stop = args.stop === undefined ? [] : Array.isArray(args.stop) ? (args.stop as string[]) : [args.stop]
+      const promptIds = tokenizer.encode(text)
+      if (promptIds.length === 0) throw new DbcError('E_PROMPT', 'the prompt is empty')
+      if (promptIds.length + 1 > maxLen)
+        throw new DbcError(
+          'E_CONTEXT',
+          `the prompt has ${promptIds.length} tokens; the context holds ${maxLen}`,
+          'shorten the prompt or raise --max-context',
+        )
+      // the context ends the text as the token limit would (finish_reason length)
+      const maxTokens = Math.min(num(args['max-tokens'], 'max-tokens'), maxLen - promptIds.length)
+      // one request through the same scheduler serve uses, with no deadline: a long text on a big model takes its time
+      const scheduler = new Scheduler(node.pipeline, (ids) => tokenizer.decode(ids), {
+        maxBatch: 1,
+        maxQueue: 1,
+        prefillChunk: 512,
+        requestTimeoutMs: Infinity,
+      })
+      const t0 = performance.now()
+      let t1: number | null = null
+      const done = await new Promise<Extract<RequestEvent, { type: 'done' }>>((resolve, reject) => {
+        scheduler.submit({ promptIds, maxTokens, sampling, stop, eosTokenIds: tokenizer.eosTokenIds }, (event) => {
+          if (event.type === 'token' || event.type === 'text') {
+            if (event.type === 'token') t1 ??= performance.now()
+            if (!args.json) process.stdout.write(event.text)
+          } else if (event.type === 'error') reject(event.error)
+          else resolve(event)
+        })
+      })
+      const end = performance.now()
+      const prefillTps = done.promptTokens / (((t1 ?? end) - t0) / 1000)
+      const decodeTps = done.tokens.length / Math.max((end - (t1 ?? end)) / 1000, 1e-9)
+      if (args.json) {
+        const result = {
+          text: done.text,
+          tokens: done.tokens,
+          prompt_tokens: done.promptTokens,
+          completion_tokens: done.tokens.length,
         }
-        const prefillTps = event.promptTokens / event.prefillSeconds
-        const decodeTps = event.tokens.length / Math.max(event.decodeSeconds, 1e-9)
-        if (args.json) {
-          console.log(
-            JSON.stringify({
-              text: event.text,
-              tokens: event.tokens,
-              prompt_tokens: event.promptTokens,
-              completion_tokens: event.tokens.length,
-              finish_reason: event.finishReason,
-              prefill_tps: round(prefillTps),
-              decode_tps: round(decodeTps),
-            }),
-          )
-        } else {
-          process.stdout.write('\n')
-          consola.info(
-            `prompt ${event.promptTokens} tokens at ${round(prefillTps)} tok/s; ${event.tokens.length} tokens at ${round(decodeTps)} tok/s (${event.finishReason})`,
-          )
-        }
+        console.log(
+          JSON.stringify({
+            ...result,
+            finish_reason: done.finishReason,
+            prefill_tps: round(prefillTps),
+            decode_tps: round(decodeTps),
+          }),
+        )
+      } else {
+        process.stdout.write('\n')
+        consola.info(
+          `prompt ${done.promptTokens} tokens at ${round(prefillTps)} tok/s; ${done.tokens.length} tokens at ${round(decodeTps)} tok/s (${done.finishReason})`,
+        )
       }
     } finally {
-      // the followers return (also when this rank failed, so they do not wait forever)
-      if (pipeline instanceof TensorParallelPipeline) pipeline.stop()
+      // tensor parallel: the followers return (also when this rank failed, so they do not wait forever)
+      node.close()
     }
-    group?.close()
   },
 })
 

@@ -6,7 +6,6 @@
  * prompt plus the tokens already sent, and the stream continues where it stopped. */
 import { DbcError } from '../errors.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
-import type { FinishReason } from './generate.ts'
 import type { ServingMetrics } from './metrics.ts'
 import type { Pipeline } from './pipeline.ts'
 import {
@@ -48,6 +47,8 @@ export interface ScheduledRequest {
   signal?: AbortSignal
   timeoutMs?: number
 }
+
+export type FinishReason = 'stop' | 'length'
 
 export type RequestEvent =
   | { type: 'token'; id: number; text: string; logprob?: number; topLogprobs?: TokenLogprob[] }

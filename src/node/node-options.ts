@@ -38,16 +38,19 @@ export interface NodeOptions {
 export interface TensorParallelRole {
   size: number
   rank: number
-  /** sealed: AES-256-GCM sockets between pinned nodes; jaccl / ring: MLX distributed, not encrypted. */
-  transport: 'sealed' | 'jaccl' | 'ring'
+  /** sealed: AES-256-GCM sockets between pinned nodes; jaccl / ring: MLX distributed, not encrypted (auto: jaccl where
+   * the RDMA gate passes, else ring). */
+  transport: 'sealed' | 'auto' | 'jaccl' | 'ring'
   listen: string
   peer?: string
   rdmaDevice?: string
   timeoutMs: number
   /** For the sealed transport: this machine's key, who may be a rank, and the cluster id bound into its frames. */
-  identity: Identity
-  authorize: Authorizer
-  clusterId: string
+  identity?: Identity
+  authorize?: Authorizer
+  clusterId?: string
+  /** Where the MLX transports' lines go (generate --json keeps stdout for its one object). */
+  log?: (line: string) => void
 }
 
 /** A node that serves the API: the head of a pipeline, rank 0 of a tensor-parallel group, or a node alone. */
@@ -66,4 +69,4 @@ export interface ServingNode {
 }
 
 /** What startNode gives back: a node to serve from, or nothing more to do (a stage or rank that finished, a plan). */
-export type StartedNode = { role: 'serving'; node: ServingNode } | { role: 'finished' }
+export type StartedNode = { role: 'serving'; node: ServingNode } | { role: 'finished'; followedSteps?: number }

@@ -22,10 +22,10 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
           listen: r.listen,
           peer: r.peer,
           timeoutMs: r.timeoutMs,
-          identity: r.identity,
+          identity: r.identity!,
           serial: o.serial,
-          authorize: r.authorize,
-          clusterId: r.clusterId,
+          authorize: r.authorize!,
+          clusterId: r.clusterId!,
           fingerprint: servingFingerprint(dir, { maxBatch: o.maxBatch, maxLen: o.maxLen, tp: r.size }),
           log: (l) => consola.info(l),
         },
@@ -40,6 +40,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
           peer: r.peer,
           rdmaDevice: r.rdmaDevice,
           timeoutMs: r.timeoutMs,
+          log: r.log,
         },
         o.backend,
       )
@@ -51,10 +52,10 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
     const steps =
       group instanceof SealedTpGroup && rejoin
         ? await followRankZero(stage, group, rejoin, r.peer!)
-        : followOnce(stage, group)
-    consola.info(`tensor-parallel rank ${r.rank}: rank 0 stopped after ${steps} steps`)
+        : followOnce(stage, group, r.log ? 2 : 1)
+    ;(r.log ?? ((l: string) => consola.info(l)))(`tensor-parallel rank ${r.rank}: rank 0 stopped after ${steps} steps`)
     group.close()
-    return { role: 'finished' }
+    return { role: 'finished', followedSteps: steps }
   }
   const pipeline = new TensorParallelPipeline(stage, group, (seconds) => o.metrics.tpExchangeTime.observe(seconds))
   // each rank summarizes its vocabulary slice ('split'), or rank 0 gathers the logits
@@ -78,14 +79,19 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
       connect(scheduler) {
         if (group instanceof SealedTpGroup && rejoin) keepTensorParallelWhole(group, pipeline, rejoin, scheduler)
       },
-      close: () => pipeline.stop(),
+      close() {
+        // the followers return, then the group lets go of its sockets
+        pipeline.stop()
+        group.close()
+      },
     },
   }
 }
 
 /** An MLX group's rank > 0: follows rank 0 until it stops (a lost rank ends the process: see start-mlx.ts). The line is
- * written synchronously: from here on this thread blocks in the group's receive. */
-function followOnce(stage: ModelStage, group: StepBroadcast): number {
-  writeSync(1, `tensor-parallel rank ${group.rank} ready: following rank 0\n`)
+ * written synchronously: from here on this thread blocks in the group's receive. It goes to stdout (`serve`), or to
+ * stderr where the command routes its lines itself (`generate --json` keeps stdout for its one object). */
+function followOnce(stage: ModelStage, group: StepBroadcast, fd: 1 | 2): number {
+  writeSync(fd, `tensor-parallel rank ${group.rank} ready: following rank 0\n`)
   return followTensorParallel(stage, group)
 }

@@ -1,10 +1,10 @@
-/** The generation loop over the Pipeline seam, with a scripted pipeline: chunked prefill positions, EOS, stop strings,
+/** The reference generation loop (test/support/generate.ts) over the Pipeline seam, with a scripted pipeline: chunked prefill positions, EOS, stop strings,
  * the token limit, the context limit, and the slot freed however generation ends. */
 import { describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generate, type GenerationEvent, type GenerationRequest } from '../../src/engine/generate.ts'
+import { generate, type GenerationEvent, type GenerationRequest } from '../support/generate.ts'
 import type { Pipeline } from '../../src/engine/pipeline.ts'
 import { GREEDY, sampleRows, type RowSampling } from '../../src/model/sampler.ts'
 import type { StageInput } from '../../src/model/shard.ts'

@@ -5,7 +5,7 @@
  * backend's default f16 cache, within F16_KV_TOLERANCE of max |logit|; quantized ones within 10% of max |logit| with the
  * reference's top token in our top 3 (the cpu kernels quantize activations to int8 blocks). */
 import { describe, expect, test } from 'bun:test'
-import { generate } from '../../src/engine/generate.ts'
+import { generate } from '../support/generate.ts'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
 import { GREEDY } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'

@@ -3,7 +3,7 @@
 import { describe, expect, test } from 'bun:test'
 import { readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { generate } from '../../src/engine/generate.ts'
+import { generate } from '../support/generate.ts'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
 import { GREEDY, argmax } from '../../src/model/sampler.ts'
 import { ModelStage } from '../../src/model/shard.ts'

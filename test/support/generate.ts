@@ -1,10 +1,12 @@
-/** Single-sequence generation over a Pipeline: chunked prefill, then one token per step until EOS, a stop string, the
- * token limit or the context limit. A generator of events, so callers stream. */
-import { DbcError } from '../errors.ts'
-import { IncrementalDetokenizer } from './detokenizer.ts'
-import type { Pipeline } from './pipeline.ts'
-import { rowSampling, seededRandom, type SamplingParams } from '../model/sampler.ts'
-import { StopMatcher } from './stop.ts'
+/** A reference loop for tests: one sequence over a Pipeline, written plainly and apart from the scheduler (chunked
+ * prefill, then one token per step until EOS, a stop string, the token limit or the context limit), so models and
+ * pipelines are checked by a driver that does not share the scheduler's code. Commands go through the scheduler. */
+import { DbcError } from '../../src/errors.ts'
+import { IncrementalDetokenizer } from '../../src/engine/detokenizer.ts'
+import type { Pipeline } from '../../src/engine/pipeline.ts'
+import type { FinishReason } from '../../src/engine/scheduler.ts'
+import { rowSampling, seededRandom, type SamplingParams } from '../../src/model/sampler.ts'
+import { StopMatcher } from '../../src/engine/stop.ts'
 
 export interface GenerationRequest {
   promptIds: readonly number[]
@@ -14,8 +16,6 @@ export interface GenerationRequest {
   eosTokenIds: readonly number[]
   prefillChunk?: number
 }
-
-export type FinishReason = 'stop' | 'length'
 
 export type GenerationEvent =
   | { type: 'token'; id: number; text: string }
