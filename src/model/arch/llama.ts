@@ -38,12 +38,8 @@ class Attention implements AttentionLayer {
     const [qx, kx, vx] = this.qkv.apply(x)
     const q = b.rope(b.reshape(qx!, [n, c.numHeads, c.headDim]), rows.positions, this.rope)
     const k = b.rope(b.reshape(kx!, [n, c.numKvHeads, c.headDim]), rows.positions, this.rope)
-    b.kvWrite(rows.cache.keys[layer]!, k, rows.slots, rows.positions)
-    b.kvWrite(rows.cache.values[layer]!, b.reshape(vx!, [n, c.numKvHeads, c.headDim]), rows.slots, rows.positions)
-    const out = b.attention(q, rows.cache.keys[layer]!, rows.cache.values[layer]!, rows.slots, rows.positions, {
-      scale: c.headDim ** -0.5,
-      causal: true,
-    })
+    const v = b.reshape(vx!, [n, c.numKvHeads, c.headDim])
+    const out = rows.cache.attend(layer, q, k, v, rows.slots, rows.positions, { scale: c.headDim ** -0.5 })
     return this.o.apply(b.reshape(out, [n, c.numHeads * c.headDim]))
   }
 }
