@@ -120,7 +120,7 @@ export class StageNode {
         slots: step.slots,
         positions: step.positions,
         logitRows,
-        reuseLogits: Boolean(step.sampling),
+        output: step.sampling ? 'reused-logits' : 'logits',
       })
       if (stage.range.last) {
         const vocab = stage.config.vocabSize

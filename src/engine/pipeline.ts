@@ -46,7 +46,7 @@ export class LocalPipeline implements Pipeline {
               positions: input.positions,
               hidden: out.hidden,
               logitRows: input.logitRows,
-              reuseLogits: input.reuseLogits,
+              output: input.output,
             },
       )
     }
@@ -55,7 +55,8 @@ export class LocalPipeline implements Pipeline {
 
   async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
     // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0) return (await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), [])
-    return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
+    if (rows.length === 0)
+      return (await this.step({ ...input, logitRows: Int32Array.of(0), output: 'reused-logits' }), [])
+    return sampleRows(await this.step({ ...input, output: 'reused-logits' }), this.vocabSize, rows)
   }
 }

@@ -34,17 +34,20 @@ export interface StageInput {
   positions: Int32Array
   /** On the last stage: which rows get logits (default: all). */
   logitRows?: Int32Array
-  /** The logits go into a buffer the stage keeps for the next step too, valid only until its next forward: for a
-   * caller that samples from them at once (a step's logits are megabytes, and a new buffer each step is that much
-   * memory faulted in anew). */
-  reuseLogits?: boolean
-  /** No logits out: a tensor-parallel follower (rank 0 samples; the followers' layers must run for their all_sums to
-   * meet). It skips the head too, unless the head is split by vocabulary and rank 0 needs its part. */
-  noLogits?: boolean
-  /** Where lm_head is split by vocabulary: the logits are this rank's slice [logitRows, vocab / ranks], not gathered
-   * (model/split-sampling.ts), and with noLogits no rank runs the head. */
-  vocabSlice?: boolean
+  /** What the last stage gives back (default 'logits'):
+   * - 'logits': a new array of logits [logitRows, vocab];
+   * - 'reused-logits': the same, in a buffer the stage keeps for the next step too, valid only until its next forward
+   *   (for a caller that samples at once: a step's logits are megabytes, and a new buffer each step is that much memory
+   *   faulted in anew);
+   * - 'vocab-slice': where lm_head is split by vocabulary, this rank's slice [logitRows, vocab / ranks] in the kept
+   *   buffer, not gathered (model/split-sampling.ts);
+   * - 'none': no logits, and no rank runs the head (a prefill chunk that samples nothing);
+   * - 'follower': no logits on a tensor-parallel follower (rank 0 samples); it still runs the head where lm_head is
+   *   split by vocabulary, for rank 0's gather. Either way the layers run inside the step, for their all_sums to meet. */
+  output?: StageOutputKind
 }
+
+export type StageOutputKind = 'logits' | 'reused-logits' | 'vocab-slice' | 'none' | 'follower'
 
 export interface StageOutput {
   /** [rows, hidden] from a stage that is not last. */
@@ -61,7 +64,7 @@ export function readModelConfig(dir: string): DecoderConfig {
 
 export class ModelStage {
   readonly cache: KvCache
-  /** Where reuseLogits steps put their logits. */
+  /** Where 'reused-logits' and 'vocab-slice' steps put their logits. */
   #logits = new Float32Array(0)
 
   private constructor(
@@ -96,7 +99,7 @@ export class ModelStage {
     const range: LayerRange = { lo, hi, first: lo === 0, last: hi === config.numLayers }
     const owned = (name: string) => stagePrefixes(range, config).some((p) => name === p || name.startsWith(`${p}.`))
     const checkpoint = openCheckpoint(dir, owned)
-    const weights = new Weights(checkpoint, backend, config.quantization, '', new Set(), [], tp)
+    const weights = new Weights({ checkpoint, backend, quantization: config.quantization, tp })
     const model = arch.createModel(config, weights, range, backend)
     const leftover = weights.unclaimed(stagePrefixes(range, config))
     if (leftover.length) {
@@ -171,13 +174,15 @@ export class ModelStage {
       this.cache.admitRows(input.slots, input.positions)
       h = this.#forwardLayers(h, input)
       if (!this.range.last) return { hidden: b.toFloat32(h) }
+      const output = input.output ?? 'logits'
       // a follower whose rank holds part of a split lm_head computes it for rank 0, and nothing else; the layers are
       // read here all the same, as a lazy backend (mlx) would otherwise run their all_sums later, out of step with rank 0
-      if (input.noLogits && (!this.model.headSplit || input.vocabSlice)) return (b.toFloat32(b.slice(h, 0, 0, 1)), {})
+      if (output === 'none' || (output === 'follower' && !this.model.headSplit))
+        return (b.toFloat32(b.slice(h, 0, 0, 1)), {})
       if (input.logitRows) h = b.embedding(h, b.fromInt32(input.logitRows, [input.logitRows.length]))
-      const logits = this.model.head(h, input.vocabSlice)
-      if (input.noLogits) return {}
-      if (!input.reuseLogits) return { logits: b.toFloat32(logits) }
+      const logits = this.model.head(h, output === 'vocab-slice')
+      if (output === 'follower') return {}
+      if (output === 'logits') return { logits: b.toFloat32(logits) }
       const n = logits.shape.reduce((a, d) => a * d, 1)
       if (this.#logits.length < n) this.#logits = new Float32Array(n)
       return { logits: b.toFloat32(logits, this.#logits) }

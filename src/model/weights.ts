@@ -37,31 +37,48 @@ export interface TensorShard {
 export type ExpertsWeight =
   { kind: 'dense'; weight: Tensor; bias?: Tensor } | { kind: 'quantized'; matrix: QuantizedMatrix; bias?: Tensor }
 
+/** Where a model's weights come from. */
+export interface WeightsSource {
+  checkpoint: Checkpoint
+  backend: Backend
+  quantization: QuantizationConfig
+  /** The tensor-parallel group whose shard this process loads (linears marked with `shard`). */
+  tp?: TensorParallel
+}
+
+/** What every scope of one load shares: the tensors claimed and loaded, and the claimed tensors of which this rank holds
+ * only a part (name → the number of parts). */
+interface LoadState {
+  claimed: Set<string>
+  loaded: Tensor[]
+  parts: Map<string, number>
+}
+
 export class Weights {
+  readonly checkpoint: Checkpoint
+  readonly backend: Backend
+  readonly quantization: QuantizationConfig
+  readonly tp: TensorParallel
+  readonly claimed: Set<string>
+  readonly loaded: Tensor[]
+  readonly parts: Map<string, number>
+
   constructor(
-    readonly checkpoint: Checkpoint,
-    readonly backend: Backend,
-    readonly quantization: QuantizationConfig,
+    source: WeightsSource,
     readonly prefix = '',
-    readonly claimed = new Set<string>(),
-    readonly loaded: Tensor[] = [],
-    /** The tensor-parallel group whose shard this process loads (linears marked with `shard`). */
-    readonly tp: TensorParallel = NO_TENSOR_PARALLEL,
-    /** Claimed tensors of which this rank holds only a part: name → the number of parts. */
-    readonly parts = new Map<string, number>(),
-  ) {}
+    state: LoadState = { claimed: new Set(), loaded: [], parts: new Map() },
+  ) {
+    this.checkpoint = source.checkpoint
+    this.backend = source.backend
+    this.quantization = source.quantization
+    this.tp = source.tp ?? NO_TENSOR_PARALLEL
+    this.claimed = state.claimed
+    this.loaded = state.loaded
+    this.parts = state.parts
+  }
 
   scope(name: string): Weights {
-    return new Weights(
-      this.checkpoint,
-      this.backend,
-      this.quantization,
-      this.#path(name),
-      this.claimed,
-      this.loaded,
-      this.tp,
-      this.parts,
-    )
+    return new Weights(this, this.#path(name), this)
   }
 
   #path(name: string): string {

@@ -183,8 +183,9 @@ export class TensorParallelPipeline implements Pipeline {
     try {
       if (this.splitSampling) return this.#lostRank(() => this.#sampleSplit(input, rows))
       // a middle prefill chunk samples nothing, but the head still needs a row to compute
-      if (rows.length === 0) return (await this.step({ ...input, logitRows: Int32Array.of(0), reuseLogits: true }), [])
-      return sampleRows(await this.step({ ...input, reuseLogits: true }), this.vocabSize, rows)
+      if (rows.length === 0)
+        return (await this.step({ ...input, logitRows: Int32Array.of(0), output: 'reused-logits' }), [])
+      return sampleRows(await this.step({ ...input, output: 'reused-logits' }), this.vocabSize, rows)
     } finally {
       if (before !== undefined && this.onExchange && !this.group.failure)
         this.onExchange((this.group.exchangeMs! - before) / 1000)
@@ -197,9 +198,7 @@ export class TensorParallelPipeline implements Pipeline {
     // a middle prefill chunk samples nothing: no rank runs the head
     const { logits } = this.stage.forward({
       ...input,
-      vocabSlice: true,
-      noLogits: rows.length === 0,
-      reuseLogits: true,
+      output: rows.length === 0 ? 'none' : 'vocab-slice',
     })
     if (rows.length === 0) return []
     const width = logits!.length / rows.length
@@ -231,7 +230,7 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
         stage.cache.release(m[1]!)
         break
       case OP.step:
-        stage.forward({ ...decodeStep(m), noLogits: true })
+        stage.forward({ ...decodeStep(m), output: 'follower' })
         steps++
         break
       case OP.sample: {
@@ -242,7 +241,7 @@ export function followTensorParallel(stage: ModelStage, group: StepBroadcast): n
             'run the same dbcluster release on every rank',
           )
         const { input, rows } = decodeSampleStep(bytes)
-        const { logits } = stage.forward({ ...input, vocabSlice: true, noLogits: rows.length === 0, reuseLogits: true })
+        const { logits } = stage.forward({ ...input, output: rows.length === 0 ? 'none' : 'vocab-slice' })
         if (rows.length) group.gatherBytes(summarize(group.rank, logits!, rows), 0)
         steps++
         break

@@ -144,7 +144,7 @@ describe('batching and prefill', () => {
         tokens: Int32Array.from(tokens),
         slots: new Int32Array(tokens.length),
         positions: Int32Array.from(tokens, (_, i) => at + i),
-        reuseLogits,
+        output: reuseLogits ? 'reused-logits' : 'logits',
       }).logits!
     const prefill = [Array.from(step(fresh, PROMPT, 0, false)), step(reusing, PROMPT, 0, true)] as const
     expect(Array.from(prefill[1])).toEqual(prefill[0])

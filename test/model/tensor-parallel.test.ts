@@ -22,7 +22,7 @@ const loneRank = (rank: number, size: number): TensorParallel => ({ rank, size, 
 
 function weightsOf(dir: string, tp?: TensorParallel): Weights {
   const raw = readJson(join(dir, 'config.json'), 'config.json')
-  return new Weights(openCheckpoint(dir), cpu, parseQuantization(raw), '', new Set(), [], tp)
+  return new Weights({ checkpoint: openCheckpoint(dir), backend: cpu, quantization: parseQuantization(raw), tp })
 }
 
 /** The tensors of a linear as bytes, reshaped to [rows, bytes per row]. */
