@@ -4,6 +4,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
+import { positiveInt } from './number-list.ts'
 import { chooseTransport, type PingTransport } from '../tensor-parallel/choose-transport.ts'
 import { acceptRanks, dialRankZero } from '../tensor-parallel/rank-meeting.ts'
 import { hubAllSum, spokeAllSum, type AllSum } from '../rdma-ping/link-all-sum.ts'
@@ -17,7 +18,8 @@ import {
   type JoinOptions,
 } from '../tensor-parallel/start-mlx.ts'
 
-function positiveInt(name: string, text: string): number {
+/** A rank: 0 or more (the others are positive: number-list's positiveInt). */
+function nonNegativeInt(name: string, text: string): number {
   const n = Number(text)
   if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${name} must be a non-negative integer, got '${text}'`)
   return n
@@ -83,10 +85,10 @@ export default defineCommand({
     json: { type: 'boolean', description: 'Print {rank, world_size, transport, sizes:[…]} as JSON', default: false },
   },
   async run({ args }) {
-    const rank = positiveInt('rank', args.rank)
-    const worldSize = positiveInt('world-size', args['world-size'])
-    const rounds = positiveInt('rounds', args.rounds)
-    const timeoutMs = positiveInt('timeout-s', args['timeout-s']) * 1000
+    const rank = nonNegativeInt('rank', args.rank)
+    const worldSize = positiveInt(args['world-size'], 'world-size')
+    const rounds = positiveInt(args.rounds, 'rounds')
+    const timeoutMs = positiveInt(args['timeout-s'], 'timeout-s') * 1000
     if (worldSize < 2) throw new UsageError('--world-size must be at least 2')
     if (rank >= worldSize) throw new UsageError(`--rank ${rank} is not below --world-size ${worldSize}`)
     if (rounds < 1) throw new UsageError('--rounds must be at least 1')
