@@ -114,6 +114,11 @@ export const SERVE_ARGS = {
       "Coordinator URL (cluster nodes): this node registers there with a signed attestation, and a peer it has no pin for is pinned from the coordinator's attested key",
     valueHint: 'URL',
   },
+  rdma: {
+    type: 'boolean',
+    description:
+      'With --coordinator: register this node as RDMA-capable (off by default; only when the capability gate passes — Apple Silicon with Thunderbolt 5 and rdma_ctl enabled — else the reason is printed)',
+  },
   'coordinator-token': {
     type: 'string',
     description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)',

@@ -38,6 +38,8 @@ export default defineCommand({
       throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     const tpSize = positiveInt(args.tp, 'tp')
     const clustered = Boolean(args.peers || args.discover || tpSize > 1)
+    if (args.rdma && !args.coordinator)
+      throw new UsageError('--rdma registers this node with the coordinator: give --coordinator too')
     if (args.coordinator && !clustered)
       throw new UsageError('--coordinator is for cluster nodes (with --peers, --discover or --tp)')
     const serial = args['node-name'] ?? machineSerial()
@@ -58,6 +60,7 @@ export default defineCommand({
           identity!,
           serial,
           pins,
+          args.rdma === true,
         )
       : undefined
     const discover = args.discover

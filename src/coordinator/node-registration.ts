@@ -28,10 +28,14 @@ export function registerNode(
   serial: string,
   options: { heartbeatMs?: number; requestRdma?: boolean } = {},
 ): NodeRegistration {
+  let said = ''
   const connection = client.connectProvider({
     heartbeatMs: options.heartbeatMs ?? 10_000,
     registration: async () => {
-      const rdma = decideRdma(options.requestRdma ?? true, rdmaProbes())
+      // RDMA is opt-in (serve --rdma), and registered only when this machine's capability gate passes
+      const rdma = decideRdma(options.requestRdma ?? false, rdmaProbes())
+      if (options.requestRdma && !rdma.enabled && rdma.reason !== said)
+        log.warn(`--rdma: not registering this node as RDMA-capable: ${(said = rdma.reason)}`)
       return {
         type: 'register',
         rdma_enabled: rdma.enabled,

@@ -61,6 +61,7 @@ export async function coordinatorSession(
   identity: Identity,
   serial: string,
   pins: PinStore,
+  requestRdma = false,
 ): Promise<CoordinatorClient> {
   if (!token)
     throw new UsageError(
@@ -68,6 +69,6 @@ export async function coordinatorSession(
       "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs",
     )
   const client = new CoordinatorClient({ url, token, pins })
-  await registerNode(client, identity, serial).registered
+  await registerNode(client, identity, serial, { requestRdma }).registered
   return client
 }
