@@ -1,40 +1,19 @@
 /** Two accounts on one coordinator: a stage registered under another account's token cannot join a head's cluster —
  * the head finds no such provider in its own account, refuses the handshake and says why; a stage of the head's account
  * then joins at the same address and serves. Real processes: a coordinator and two `serve` nodes on loopback. */
-import type { Subprocess } from 'bun'
 import { afterAll, expect, test } from 'bun:test'
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { prepareLocalNodes, waitUntilServing } from '../../src/cluster/local-cluster.ts'
 import { createToken, startCoordinator, tempDir, type CoordinatorProcess } from '../coordinator/support.ts'
 import { synthModel } from '../support/synth-models.ts'
+import { spawnServeNode, stopNodes } from '../support/serve-node.ts'
 
-const ROOT = new URL('../..', import.meta.url).pathname
-const procs: Subprocess[] = []
 let coordinator: CoordinatorProcess | undefined
 afterAll(async () => {
-  for (const p of procs) p.kill('SIGKILL')
-  await Promise.all(procs.map((p) => p.exited))
+  await stopNodes()
   await coordinator?.stop()
 })
-
-/** A serve node whose stdout and stderr are gathered into one text. */
-function node(home: string, args: string[]): { proc: Subprocess; output: () => string } {
-  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, 'serve', ...args], {
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: home },
-  })
-  procs.push(proc)
-  let text = ''
-  for (const stream of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[])
-    void (async () => {
-      const reader = stream.getReader()
-      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
-    })()
-  return { proc, output: () => text }
-}
 
 async function until(what: string, check: () => boolean, detail?: () => string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -70,7 +49,7 @@ test("a stage of another account is refused at the handshake, named in the log; 
     '--coordinator',
     coordinator.url,
   ]
-  const head = node(homes[0]!, [
+  const head = spawnServeNode(homes[0]!, [
     ...common,
     '--rank',
     '0',
@@ -85,7 +64,7 @@ test("a stage of another account is refused at the handshake, named in the log; 
     '--coordinator-token',
     alice,
   ])
-  let stage = node(homes[1]!, [...common, '--rank', '1', '--node-name', 'node-1', '--coordinator-token', bob])
+  let stage = spawnServeNode(homes[1]!, [...common, '--rank', '1', '--node-name', 'node-1', '--coordinator-token', bob])
 
   await until('the head to refuse node-1', () =>
     /refused node-1: no provider with serial node-1 in account alice/.test(head.output()),
@@ -99,7 +78,7 @@ test("a stage of another account is refused at the handshake, named in the log; 
   stage.proc.kill('SIGKILL')
   await stage.proc.exited
   // node-1's serial now belongs to bob (its key was proven under his account); a machine of alice's joins in its place
-  stage = node(homes[2]!, [...common, '--rank', '1', '--node-name', 'alice-1', '--coordinator-token', alice])
+  stage = spawnServeNode(homes[2]!, [...common, '--rank', '1', '--node-name', 'alice-1', '--coordinator-token', alice])
   await until(
     'the head to serve',
     () => /listening on http/.test(head.output()),

@@ -1,27 +1,24 @@
 /** `serve --rdma` is opt-in: without it a node registers with the coordinator as not RDMA-capable and says nothing of
  * RDMA; with it, the node registers what this machine's capability gate decides, and prints the gate's reason when it
  * refuses (as on a machine without an RDMA device). The gate's own cases are decideRdma's test (test/trust/identity.test.ts). */
-import type { Subprocess } from 'bun'
 import { afterAll, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { prepareLocalNodes } from '../../src/cluster/local-cluster.ts'
 import { rdmaProbes } from '../../src/trust/machine-info.ts'
 import { decideRdma } from '../../src/trust/rdma-gate.ts'
 import { createToken, startCoordinator, tempDir, type CoordinatorProcess } from './support.ts'
+import { spawnServeNode, stopNodes } from '../support/serve-node.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
-const procs: Subprocess[] = []
 let coord: CoordinatorProcess | undefined
 afterAll(async () => {
-  for (const p of procs) p.kill('SIGKILL')
-  await Promise.all(procs.map((p) => p.exited))
+  await stopNodes()
   await coord?.stop()
 })
 
 /** A stage (its head never comes) that registers with the coordinator; its output so far. */
 function stage(home: string, peers: string, name: string, token: string, extra: string[]) {
   const args = [
-    'serve',
     '--peers',
     peers,
     '--rank',
@@ -36,20 +33,7 @@ function stage(home: string, peers: string, name: string, token: string, extra: 
     token,
     ...extra,
   ]
-  const proc = Bun.spawn([process.execPath, `${ROOT}src/main.ts`, ...args], {
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    env: { ...process.env, NO_COLOR: '1', DBCLUSTER_HOME: home },
-  })
-  procs.push(proc)
-  let text = ''
-  for (const s of [proc.stdout, proc.stderr] as ReadableStream<Uint8Array>[])
-    void (async () => {
-      const reader = s.getReader()
-      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value)
-    })()
-  return () => text
+  return spawnServeNode(home, args).output
 }
 
 test("without --rdma a node registers as not RDMA-capable; with it, the gate's refusal is printed with its reason", async () => {

@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
 import { AeadSender } from '../../src/link/aead-channel.ts'
-import { BlockingListener, BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import type { BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import { socketPair } from '../support/socket-pair.ts'
 import { LinkError } from '../../src/link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../../src/link/frames.ts'
 import {
@@ -25,16 +26,6 @@ const open: { close(): void }[] = []
 afterEach(() => {
   for (const o of open.splice(0)) o.close()
 })
-
-/** A connected pair of blocking sockets on loopback. */
-function socketPair(): [BlockingSocket, BlockingSocket] {
-  const listener = BlockingListener.listen('127.0.0.1', 0)
-  const a = BlockingSocket.connect('127.0.0.1', listener.port, 2000)
-  const b = listener.accept(2000)
-  listener.close()
-  open.push(a, b)
-  return [a, b]
-}
 
 type Kind = 'native' | 'script'
 function channel(
@@ -72,7 +63,7 @@ test.skipIf(!NATIVE)(
   'the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys',
   () => {
     for (const own of [0, 1]) {
-      const [a, b] = socketPair()
+      const [a, b] = socketPair(open)
       const c = channel('native', a, own, 1 - own, { rekey: 2 })
       const reference = referenceSender(own, 2)
       for (const p of [...payloads, ...payloads]) {
@@ -90,7 +81,7 @@ describe.each(
     : [['script', 'script'] as const],
 )('%s sender, %s receiver', (sends, receives) => {
   test('every frame opens to what was sent, both ways, across rekeys', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const zero = channel(sends, a, 0, 1, { rekey: 3 })
     const one = channel(receives, b, 1, 0, { rekey: 3 })
     for (const p of [...payloads, ...payloads]) {
@@ -116,7 +107,7 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
   }
 
   test('an altered frame', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 1)
     const frame = referenceSender(1)(FrameType.tpPartial, new Uint8Array(64).fill(1))
     frame[frame.byteLength - TAG_BYTES - 3]! ^= 0x40
@@ -125,26 +116,26 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
   })
 
   test('a frame sealed with another key', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 1)
     channel('script', b, 1, 0, { key: new Uint8Array(32).fill(9) }).send(FrameType.tpPartial, new Uint8Array(8), 2000)
     refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_FRAME_AUTH')
   })
 
   test('a frame of another type, or larger than allowed', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 1)
     const seal = referenceSender(1)
     b.send(seal(FrameType.tpSum, new Uint8Array(8)), 2000)
     expect(refused(() => c.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PROTOCOL').message).toContain('type 22')
-    const [x, y] = socketPair()
+    const [x, y] = socketPair(open)
     const d = channel(kind, x, 0, 1)
     y.send(referenceSender(1)(FrameType.tpPartial, new Uint8Array(128)), 2000)
     refused(() => d.receive(FrameType.tpPartial, 64, 2000), 'E_TP_PROTOCOL')
   })
 
   test('a replayed frame', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 1)
     const frame = referenceSender(1)(FrameType.tpPartial, new Uint8Array(8).fill(3))
     b.send(frame, 2000)
@@ -156,7 +147,7 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
   })
 
   test('a frame that claims another sender', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 2)
     // sealed correctly by "rank 1" for direction 2: it opens, but this connection belongs to rank 2
     b.send(referenceSender(1)(FrameType.tpPartial, new Uint8Array(8)), 2000)
@@ -164,7 +155,7 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
   })
 
   test('a peer that closed, and one that stays silent', () => {
-    const [a, b] = socketPair()
+    const [a, b] = socketPair(open)
     const c = channel(kind, a, 0, 1)
     const started = performance.now()
     refused(() => c.receive(FrameType.tpPartial, 64, 150), 'E_TP_TIMEOUT')
@@ -175,7 +166,7 @@ describe.each(NATIVE ? (['native', 'script'] as const) : (['script'] as const))(
 })
 
 test('a failed exchange leaves the group failed: later calls throw the first error at once, listeners hear it once', () => {
-  const [a, b] = socketPair()
+  const [a, b] = socketPair(open)
   const group = new SealedTpGroup(0, 2, [channel(NATIVE ? 'native' : 'script', a, 0, 1)], 2000)
   const heard: Error[] = []
   group.onFailure((e) => heard.push(e))
@@ -188,8 +179,8 @@ test('a failed exchange leaves the group failed: later calls throw the first err
 })
 
 test("rank 0's watch fails the group when a rank's connection closes between steps; a quiet live rank is left alone", async () => {
-  const [a, b] = socketPair()
-  const [x, y] = socketPair()
+  const [a, b] = socketPair(open)
+  const [x, y] = socketPair(open)
   const kind = NATIVE ? 'native' : 'script'
   const group = new SealedTpGroup(0, 3, [channel(kind, a, 0, 1), channel(kind, x, 0, 2)], 2000)
   const heard: Error[] = []
@@ -209,7 +200,7 @@ test("rank 0's watch fails the group when a rank's connection closes between ste
 })
 
 test("rank 0 refuses a gather whose size is not its own part's, and the group stays failed", () => {
-  const [a, b] = socketPair()
+  const [a, b] = socketPair(open)
   const group = new SealedTpGroup(0, 2, [channel(NATIVE ? 'native' : 'script', a, 0, 1)], 2000)
   // rank 1's part: one value short
   channel('script', b, 1, 0).send(FrameType.tpGather, new Uint8Array(4 * 5), 2000)
@@ -219,7 +210,7 @@ test("rank 0 refuses a gather whose size is not its own part's, and the group st
 
 test('a failed group is restored over new connections: exchanges work again and listeners hear the next failure', () => {
   const kind = NATIVE ? 'native' : 'script'
-  const [a, b] = socketPair()
+  const [a, b] = socketPair(open)
   const group = new SealedTpGroup(0, 2, [channel(kind, a, 0, 1)], 2000)
   const heard: Error[] = []
   group.onFailure((e) => heard.push(e))
@@ -228,7 +219,7 @@ test('a failed group is restored over new connections: exchanges work again and 
   expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
   expect(() => group.restore([])).toThrow('takes 0 connections back')
   // the rank, started again, connects anew (a fresh key in real life: the meeting hands one out)
-  const [c, d] = socketPair()
+  const [c, d] = socketPair(open)
   group.restore([channel(kind, c, 0, 1)])
   expect(group.failure).toBeUndefined()
   const rank1 = channel('script', d, 1, 0)
@@ -237,7 +228,7 @@ test('a failed group is restored over new connections: exchanges work again and 
   d.close()
   expect(() => group.allSum(new Float32Array(4))).toThrow(LinkError)
   expect(heard).toHaveLength(2)
-  expect(() => new SealedTpGroup(1, 2, [channel(kind, socketPair()[0], 1, 0)], 2000).restore([])).toThrow(
+  expect(() => new SealedTpGroup(1, 2, [channel(kind, socketPair(open)[0], 1, 0)], 2000).restore([])).toThrow(
     'the group has not failed',
   )
 })

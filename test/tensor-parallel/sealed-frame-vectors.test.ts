@@ -11,7 +11,8 @@ import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js'
 import vectors from '../vectors/sealed-frames.json' with { type: 'json' }
 import { AeadReceiver, AeadSender, type AeadOptions, type CipherName } from '../../src/link/aead-channel.ts'
 import { LinkError } from '../../src/link/errors.ts'
-import { BlockingListener, BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import type { BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
+import { socketPair } from '../support/socket-pair.ts'
 import { NativeTpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 
 type Stream = (typeof vectors.streams)[number]
@@ -136,15 +137,6 @@ afterEach(() => {
   for (const o of open.splice(0)) o.close()
 })
 
-function socketPair(): [BlockingSocket, BlockingSocket] {
-  const listener = BlockingListener.listen('127.0.0.1', 0)
-  const a = BlockingSocket.connect('127.0.0.1', listener.port, 2000)
-  const b = listener.accept(2000)
-  listener.close()
-  open.push(a, b)
-  return [a, b]
-}
-
 function nativeChannel(socket: BlockingSocket, s: Stream, ownRank: number, peerRank: number): NativeTpChannel {
   const c = new NativeTpChannel(socket, hexToBytes(s.key), s.clusterId, ownRank, peerRank, Number(s.rekeyInterval))
   open.push(c)
@@ -170,7 +162,7 @@ describe.each(vectors.streams)('the C channel, $name', (stream) => {
   test.skipIf(!NATIVE || cannotSeal !== '')(
     `seals exactly these bytes, frame after frame${NO_NATIVE}${cannotSeal && ` (skipped: ${cannotSeal})`}`,
     () => {
-      const [a, b] = socketPair()
+      const [a, b] = socketPair(open)
       const rank = stream.frames[0]!.stage
       const c = nativeChannel(a, stream, rank, rank === 0 ? 1 : 0)
       for (const f of stream.frames) {
@@ -184,13 +176,13 @@ describe.each(vectors.streams)('the C channel, $name', (stream) => {
   test.skipIf(!NATIVE || cannotOpen !== '')(
     `opens them in order, and refuses the last one with a flipped tag bit${NO_NATIVE}${cannotOpen && ` (skipped: ${cannotOpen})`}`,
     () => {
-      const [a, b] = socketPair()
+      const [a, b] = socketPair(open)
       const c = nativeReceiver(a, stream)
       for (const f of stream.frames) {
         b.send(frameBytes(f), 2000)
         expect(bytesToHex(c.receive(f.type, plaintext(f).byteLength, 2000))).toBe(f.plaintext)
       }
-      const [x, y] = socketPair()
+      const [x, y] = socketPair(open)
       const d = nativeReceiver(x, stream)
       for (const f of stream.frames.slice(0, -1)) {
         y.send(frameBytes(f), 2000)
