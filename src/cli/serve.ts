@@ -36,6 +36,30 @@ export default defineCommand({
     const port = Number(args.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
+    // the API's flags are checked before anything loads
+    const idleTimeoutSeconds = positiveInt(args['idle-timeout'], 'idle-timeout')
+    if (idleTimeoutSeconds > 255)
+      throw new UsageError(`--idle-timeout must be 1..255 seconds, got '${args['idle-timeout']}'`)
+    const resumeS =
+      args['resume-window'] !== undefined
+        ? nonNegative(args['resume-window'], 'resume-window')
+        : 3 * Number(args['ping-interval'])
+    const api = {
+      host: args.host,
+      port,
+      modelId: args['model-id'],
+      apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
+      publicHealth: args['public-health'] === true,
+      idleTimeoutSeconds,
+      maxPerClient: positiveInt(args['max-requests-per-client'], 'max-requests-per-client'),
+      scheduling: {
+        maxBatch: positiveInt(args['max-batch'], 'max-batch'),
+        maxQueue: positiveInt(args['max-queue'], 'max-queue'),
+        prefillChunk: positiveInt(args['prefill-chunk'], 'prefill-chunk'),
+        requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
+        resumeWindowMs: 1000 * resumeS,
+      },
+    }
     const tpSize = positiveInt(args.tp, 'tp')
     const clustered = Boolean(args.peers || args.discover || tpSize > 1)
     if (args.rdma && !args.coordinator)
@@ -112,7 +136,7 @@ export default defineCommand({
       modelSpec: args.model,
       serial,
       backend,
-      maxBatch: positiveInt(args['max-batch'], 'max-batch'),
+      maxBatch: api.scheduling.maxBatch,
       maxLen: positiveInt(args['max-context'], 'max-context'),
       usableBytes: usableMemoryBytes(args.memory),
       plan: args.plan === true,
@@ -148,31 +172,7 @@ export default defineCommand({
       signal: stop.signal,
     })
     if (started.role === 'finished') return
-    const idleTimeoutSeconds = positiveInt(args['idle-timeout'], 'idle-timeout')
-    if (idleTimeoutSeconds > 255)
-      throw new UsageError(`--idle-timeout must be 1..255 seconds, got '${args['idle-timeout']}'`)
-    const resumeS =
-      args['resume-window'] !== undefined
-        ? nonNegative(args['resume-window'], 'resume-window')
-        : 3 * Number(args['ping-interval'])
-    await serveApi(started.node, {
-      host: args.host,
-      port,
-      modelId: args['model-id'],
-      apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
-      publicHealth: args['public-health'] === true,
-      idleTimeoutSeconds,
-      maxPerClient: positiveInt(args['max-requests-per-client'], 'max-requests-per-client'),
-      scheduling: {
-        maxBatch: positiveInt(args['max-batch'], 'max-batch'),
-        maxQueue: positiveInt(args['max-queue'], 'max-queue'),
-        prefillChunk: positiveInt(args['prefill-chunk'], 'prefill-chunk'),
-        requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
-        resumeWindowMs: 1000 * resumeS,
-      },
-      metrics,
-      backendName: backend.name,
-    })
+    await serveApi(started.node, { ...api, metrics, backendName: backend.name })
   },
 })
 

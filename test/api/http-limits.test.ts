@@ -106,3 +106,20 @@ test('a connection that never sends a byte is closed by the server', async () =>
   expect(await silent.closed).toBeLessThan(30_000)
   expect(silent.reply()).toBe('')
 }, 40_000)
+
+test('limits out of range are refused, naming the flag', () => {
+  for (const [flag, value, words] of [
+    ['--idle-timeout', '300', '--idle-timeout must be 1..255 seconds'],
+    ['--idle-timeout', '0', '--idle-timeout must be a positive integer'],
+    ['--max-requests-per-client', '0', '--max-requests-per-client must be a positive integer'],
+  ] as const) {
+    const r = Bun.spawnSync([process.execPath, 'src/main.ts', 'serve', '--port', '0', flag, value], {
+      cwd: ROOT,
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { ...process.env, NO_COLOR: '1' },
+    })
+    expect([flag, value, r.exitCode]).toEqual([flag, value, 2])
+    expect(r.stderr.toString()).toContain(words)
+  }
+}, 60_000)
