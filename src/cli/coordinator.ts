@@ -1,6 +1,8 @@
 /** `dbcluster coordinator`: run the embedded coordinator; `dbcluster coordinator token create` issues an API token. */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
+import type { X509Certificate } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { UsageError } from '../errors.ts'
@@ -8,6 +10,7 @@ import { startCoordinator } from '../coordinator/run-coordinator.ts'
 import { CoordinatorStore } from '../coordinator/store.ts'
 import { generateToken, hashToken } from '../coordinator/tokens.ts'
 import { fingerprint } from '../trust/identity.ts'
+import { mdaRoots } from '../trust/mda.ts'
 
 const defaultDb = () => join(process.env.DBCLUSTER_HOME ?? join(homedir(), '.dbcluster'), 'coordinator.db')
 
@@ -162,6 +165,12 @@ export default defineCommand({
       description: 'Seconds an attestation stays fresh (older ones are refused)',
       default: '300',
     },
+    'mda-root': {
+      type: 'string',
+      description:
+        "PEM file of the root(s) Apple managed device attestation chains must end at (default: Apple's Enterprise Attestation Root CA, built in)",
+      valueHint: 'FILE',
+    },
   },
   subCommands: { token, provider },
   async run({ rawArgs, args }) {
@@ -178,6 +187,7 @@ export default defineCommand({
       port,
       offlineAfterMs: seconds(args['offline-after'], 'offline-after') * 1000,
       attestationMaxAgeMs: seconds(args['attestation-max-age'], 'attestation-max-age') * 1000,
+      mdaRoots: args['mda-root'] ? readMdaRoots(args['mda-root']) : undefined,
       log,
     })
     consola.info(
@@ -200,3 +210,18 @@ export default defineCommand({
     })
   },
 })
+
+/** --mda-root: every certificate in the file becomes a trust anchor; an unreadable file or one without a certificate is refused. */
+function readMdaRoots(path: string): X509Certificate[] {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new UsageError(`--mda-root: cannot read ${path}: ${(error as Error).message}`)
+  }
+  try {
+    return mdaRoots(text)
+  } catch (error) {
+    throw new UsageError(`--mda-root: ${path}: ${(error as Error).message}`, 'give a PEM file of CA certificates')
+  }
+}

@@ -41,15 +41,21 @@ const BunWebSocket = WebSocket as unknown as new (
   options: { headers: Record<string, string> },
 ) => WebSocket
 
-function registerOne(url: string, token: string, attestation: SignedAttestation): Promise<WebSocket> {
+/** One provider's registration as a real one runs it: the coordinator's challenge first, then an attestation signing it. */
+function registerOne(
+  url: string,
+  token: string,
+  attest: (challenge: string) => Promise<SignedAttestation>,
+): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new BunWebSocket(`${url.replace(/^http/, 'ws')}/v1/provider/ws`, {
       headers: { authorization: `Bearer ${token}` },
     })
-    ws.onopen = () => ws.send(JSON.stringify({ type: 'register', rdma_enabled: true, attestation }))
-    ws.onmessage = (m) => {
+    ws.onmessage = async (m) => {
       const event = JSON.parse(String(m.data)) as CoordinatorEvent
-      if (event.type === 'registered' && event.attested) resolve(ws)
+      if (event.type === 'challenge')
+        ws.send(JSON.stringify({ type: 'register', rdma_enabled: true, attestation: await attest(event.nonce) }))
+      else if (event.type === 'registered' && event.attested) resolve(ws)
       else reject(new Error(`registration failed: ${String(m.data)}`))
     }
     ws.onerror = () => reject(new Error('socket error'))
@@ -89,15 +95,15 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     })
     o.onProgress?.(`signing ${o.providers} attestations`)
     const t0 = Bun.nanoseconds()
-    const attestations = await Promise.all(
-      Array.from({ length: o.providers }, (_, i) => {
-        const secret = p256.utils.randomSecretKey()
-        const id: Identity = {
-          kind: i % 2 ? 'software' : 'secure-enclave',
-          publicKey: p256.getPublicKey(secret, true),
-          sign: async (m) => p256.sign(m, secret),
-        }
-        return signAttestation(id, {
+    const attesters = Array.from({ length: o.providers }, (_, i) => {
+      const secret = p256.utils.randomSecretKey()
+      const id: Identity = {
+        kind: i % 2 ? 'software' : 'secure-enclave',
+        publicKey: p256.getPublicKey(secret, true),
+        sign: async (m) => p256.sign(m, secret),
+      }
+      return (challenge?: string) =>
+        signAttestation(id, {
           serial: `BENCH-${String(i).padStart(5, '0')}`,
           hostname: `node-${i}`,
           chip: 'Apple M5',
@@ -105,9 +111,10 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
           osVersion: '26.1',
           binaryHash: 'cd'.repeat(32),
           rdmaEnabled: true,
+          challenge,
         })
-      }),
-    )
+    })
+    const attestations = await Promise.all(attesters.map((attest) => attest()))
     const signingSeconds = (Bun.nanoseconds() - t0) / 1e9
     const tv = Bun.nanoseconds()
     const verifyCount = Math.min(200, o.providers)
@@ -121,7 +128,7 @@ export async function runCoordinatorBench(o: CoordinatorBenchOptions): Promise<C
     await Promise.all(
       Array.from({ length: o.concurrency }, async () => {
         for (let i = next++; i < o.providers; i = next++)
-          sockets.push(await registerOne(running.url, tokens[Math.floor(i / o.providersPerAccount)]!, attestations[i]!))
+          sockets.push(await registerOne(running.url, tokens[Math.floor(i / o.providersPerAccount)]!, attesters[i]!))
       }),
     )
     const registrationSeconds = (Bun.nanoseconds() - t1) / 1e9

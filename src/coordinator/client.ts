@@ -20,6 +20,8 @@ export interface PeerKey {
   trust_level: TrustLevel
   /** Why the level is lower than the key's claim (a Secure Enclave claim without verified evidence), or null. */
   trust_reason?: string | null
+  /** An Apple managed device attestation chain was verified for this serial and key. */
+  mda_verified?: boolean
   attested: boolean
   kind: ProviderKind
   status: ProviderStatus

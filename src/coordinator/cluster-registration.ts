@@ -58,7 +58,13 @@ export function decideClusterRegistration(input: ClusterRegistrationInput): Clus
     return {
       serial: m.serial,
       attested: true,
-      trust_level: trustLevelOf({ attested: true, status: 'online', keyKind: v.body.keyKind }),
+      // hardware only where this coordinator verified the member's MDA chain for this very key
+      trust_level: trustLevelOf({
+        attested: true,
+        status: 'online',
+        keyKind: v.body.keyKind,
+        mdaVerified: stored?.mdaVerified === true && stored.publicKey === v.body.publicKey,
+      }),
       reason: null,
     }
   })
@@ -77,6 +83,8 @@ export function decideClusterRegistration(input: ClusterRegistrationInput): Clus
     keyKind: headMember.key_kind,
     keyVerified: attested,
     attested,
+    // every member's chain verified: the cluster's own level is not what caps it
+    mdaVerified: attested && trust === 'hardware',
     status: attested ? 'online' : 'untrusted',
     statusReason: reason,
     rdmaEnabled: false,

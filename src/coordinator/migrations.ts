@@ -69,6 +69,12 @@ export const MIGRATIONS: readonly Migration[] = [
       'ALTER TABLE providers ADD COLUMN cluster_trust TEXT',
     ],
   },
+  {
+    version: 3,
+    name: 'managed device attestation',
+    // Earlier rows never had their Secure Enclave claim verified: they start unverified (software trust at most).
+    statements: ['ALTER TABLE providers ADD COLUMN mda_verified INTEGER NOT NULL DEFAULT 0'],
+  },
 ]
 
 /** Which migrations a database at `current` still needs; refuses a database written by a newer binary. */

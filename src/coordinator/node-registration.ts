@@ -26,12 +26,12 @@ export function registerNode(
   client: CoordinatorClient,
   identity: Identity,
   serial: string,
-  options: { heartbeatMs?: number; requestRdma?: boolean } = {},
+  options: { heartbeatMs?: number; requestRdma?: boolean; mdaChain?: string[] } = {},
 ): NodeRegistration {
   let said = ''
   const connection = client.connectProvider({
     heartbeatMs: options.heartbeatMs ?? 10_000,
-    registration: async () => {
+    registration: async (challenge) => {
       // RDMA is opt-in (serve --rdma), and registered only when this machine's capability gate passes
       const rdma = decideRdma(options.requestRdma ?? false, rdmaProbes())
       if (options.requestRdma && !rdma.enabled && rdma.reason !== said)
@@ -39,7 +39,13 @@ export function registerNode(
       return {
         type: 'register',
         rdma_enabled: rdma.enabled,
-        attestation: await signAttestation(identity, { ...machineFacts(), serial, rdmaEnabled: rdma.enabled }),
+        attestation: await signAttestation(identity, {
+          ...machineFacts(),
+          serial,
+          rdmaEnabled: rdma.enabled,
+          challenge,
+        }),
+        ...(options.mdaChain ? { mda_chain: options.mdaChain } : {}),
       }
     },
     onEvent: (e) => {
@@ -50,7 +56,9 @@ export function registerNode(
   })
   const registered = connection.registered.then(
     (r) => {
-      log.info(`registered with ${client.url} as ${serial} (${r.status}, trust ${r.trust_level})`)
+      log.info(
+        `registered with ${client.url} as ${serial} (${r.status}, trust ${r.trust_level}${r.reason ? `: ${r.reason}` : ''})`,
+      )
       return true
     },
     (error) => {

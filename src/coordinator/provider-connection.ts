@@ -19,8 +19,9 @@ export type ConnectionEvent =
 export interface ProviderConnectionOptions {
   url: string
   token: string
-  /** Builds the registration for each (re)connection, so every one carries a fresh attestation. */
-  registration: () => Promise<Register | RegisterCluster>
+  /** Builds the registration for each (re)connection from the challenge the coordinator sent on it, so every one
+   * carries a fresh attestation bound to that connection. */
+  registration: (challenge: string) => Promise<Register | RegisterCluster>
   heartbeatMs: number
   /** Initial connection: `attempts` tries before `registered` rejects (reconnecting goes on in the background). */
   retry?: RetryPolicy
@@ -114,16 +115,8 @@ export class ProviderConnection {
       let opened = false
       let heartbeat: ReturnType<typeof setInterval> | undefined
       let registeredOnce = false
-      ws.onopen = async () => {
-        opened = true
-        try {
-          ws.send(JSON.stringify(await this.#o.registration()))
-        } catch (error) {
-          ws.close(1011, 'could not build the registration')
-          reject(error)
-        }
-      }
-      ws.onmessage = (m) => {
+      ws.onopen = () => (opened = true)
+      ws.onmessage = async (m) => {
         let event: CoordinatorEvent
         try {
           event = JSON.parse(String(m.data)) as CoordinatorEvent
@@ -131,6 +124,14 @@ export class ProviderConnection {
           return ws.close(1002, 'coordinator sent a message that is not JSON')
         }
         switch (event.type) {
+          case 'challenge':
+            try {
+              ws.send(JSON.stringify(await this.#o.registration(event.nonce)))
+            } catch (error) {
+              ws.close(1011, 'could not build the registration')
+              reject(error)
+            }
+            return
           case 'registered':
             this.last = event
             this.state = 'registered'

@@ -10,6 +10,8 @@ export interface Register {
   /** What the operator asked for; the signed attestation's rdmaEnabled wins when they differ. */
   rdma_enabled: boolean
   attestation?: unknown
+  /** Apple managed device attestation for this serial and key (base64 DER, leaf first): the evidence for `hardware`. */
+  mda_chain?: string[]
   serial?: string
   public_key?: string
   key_kind?: KeyKind
@@ -46,12 +48,20 @@ export interface Registered {
   attested: boolean
   trust_level: TrustLevel
   rdma_enabled: boolean
-  /** Why the provider is not attested or is untrusted; null when all is well. */
+  /** Why the provider is not attested or is untrusted, or why its level is lower than it claims; null when all is well. */
   reason: string | null
+  /** An Apple managed device attestation chain verified for this serial and key. */
+  mda_verified?: boolean
   /** Present when the claimed rdma_enabled contradicted the signed one (the signed one was kept). */
   rdma_mismatch?: { claimed: boolean; attested: boolean }
   /** For a cluster: each member's verdict. */
   members?: MemberVerdict[]
+}
+
+/** Sent first on every provider socket: the registration's attestation must sign this nonce (replay protection). */
+export interface Challenge {
+  type: 'challenge'
+  nonce: string
 }
 
 export interface HeartbeatAcknowledged {
@@ -65,4 +75,4 @@ export interface ProtocolError {
   message: string
 }
 
-export type CoordinatorEvent = Registered | HeartbeatAcknowledged | ProtocolError
+export type CoordinatorEvent = Challenge | Registered | HeartbeatAcknowledged | ProtocolError

@@ -18,6 +18,8 @@ export interface ProviderRecord {
   attested: boolean
   status: ProviderStatus
   statusReason: string | null
+  /** An Apple managed device attestation chain verified for this serial and key (the evidence `hardware` needs). */
+  mdaVerified: boolean
   /** The signed value when attested (the claim never overrides it). */
   rdmaEnabled: boolean
   hostname: string | null

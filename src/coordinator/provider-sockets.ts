@@ -1,5 +1,6 @@
 /** The provider WebSocket endpoint's sessions: registration, heartbeats, and offline marking when a socket closes or goes silent. */
 import type { ServerWebSocket, WebSocketHandler } from 'bun'
+import { randomBytes, type X509Certificate } from 'node:crypto'
 import { assertNever } from '../errors.ts'
 import type { Identity } from '../trust/identity.ts'
 import { decideClusterRegistration } from './cluster-registration.ts'
@@ -12,6 +13,8 @@ import type { CoordinatorStore } from './store.ts'
 export interface SocketData {
   accountId: number
   accountName: string
+  /** The nonce sent when the socket opened; this connection's attestation must sign it. */
+  challenge?: string
   /** Set once this socket has registered a provider. */
   serial?: string
 }
@@ -27,6 +30,8 @@ export interface ProviderSocketsDeps {
   now: () => number
   log: Log
   attestationMaxAgeMs: number
+  /** Trust anchors for managed device attestation (Apple's root unless the operator names others). */
+  mdaRoots: readonly X509Certificate[]
 }
 
 type Socket = ServerWebSocket<SocketData>
@@ -45,6 +50,10 @@ export class ProviderSockets {
     // Heartbeats decide liveness; Bun's own idle timeout only reaps sockets silent for far longer.
     idleTimeout: 960,
     sendPings: true,
+    open: (ws) => {
+      ws.data.challenge = randomBytes(32).toString('base64')
+      this.#send(ws, { type: 'challenge', nonce: ws.data.challenge })
+    },
     message: (ws, message) => this.#onMessage(ws, typeof message === 'string' ? message : message.toString('utf8')),
     close: (ws) => this.#onClose(ws),
   }
@@ -84,7 +93,7 @@ export class ProviderSockets {
     const common = { accountId: ws.data.accountId, lookup, now: now(), maxAgeMs: this.deps.attestationMaxAgeMs }
     const decision =
       command.type === 'register'
-        ? decideRegistration({ ...common, command })
+        ? decideRegistration({ ...common, command, challenge: ws.data.challenge, mdaRoots: this.deps.mdaRoots })
         : decideClusterRegistration({ ...common, command, coordinatorKey: this.deps.signer.publicKey })
     if (!decision.accepted) {
       log.warn(`registration from account ${ws.data.accountName} refused: ${decision.message}`)

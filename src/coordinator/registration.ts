@@ -1,10 +1,14 @@
-/** Provider registration as a pure decision: verify the attestation, reconcile the rdma claim (the signed value wins), never re-pin a proven key silently. */
+/** Provider registration as a pure decision: verify the attestation (signature, freshness, this socket's challenge) and
+ * any Apple managed device attestation, reconcile the rdma claim (the signed value wins), never re-pin a proven key
+ * silently, and let a serial move between accounts only on Apple's word. */
+import type { X509Certificate } from 'node:crypto'
 import { verifyAttestation, type AttestationBody } from '../trust/attestation.ts'
+import { verifyMdaChain } from '../trust/mda.ts'
 import { compressPublicKey, type KeyKind } from '../trust/identity.ts'
 import type { Register, Registered } from './provider-messages.ts'
 import type { ProviderRecord } from './provider-record.ts'
 import { isSerial } from './schemas.ts'
-import { trustLevelOf } from './trust-level.ts'
+import { trustLevelOf, trustReason } from './trust-level.ts'
 
 export interface RegistrationInput {
   command: Register
@@ -14,6 +18,10 @@ export interface RegistrationInput {
   now: number
   /** Freshness window for the attestation's timestamp. */
   maxAgeMs: number
+  /** The nonce sent on this socket; an attestation must sign it to count (undefined: none was sent, nothing verifies). */
+  challenge: string | undefined
+  /** Trust anchors for managed device attestation chains (Apple's root in production). */
+  mdaRoots: readonly X509Certificate[]
 }
 
 export type RegistrationDecision =
@@ -60,6 +68,7 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
   const warnings: string[] = []
   let claim: Claim | undefined
   let attested = false
+  let mdaVerified = false
   let reason: string | null = null
   let rdmaMismatch: Registered['rdma_mismatch']
 
@@ -69,7 +78,10 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
     claim = claimOf(verdict.ok ? verdict.body : body, command.rdma_enabled)
     if (!claim)
       return { accepted: false, code: 'E_INVALID', message: 'attestation names no valid serial and P-256 public key' }
-    if (verdict.ok) {
+    if (verdict.ok && (input.challenge === undefined || verdict.body.challenge !== input.challenge)) {
+      reason =
+        "attestation rejected: it does not sign this connection's challenge (a blob captured elsewhere, or a dbcluster older than the coordinator)"
+    } else if (verdict.ok) {
       attested = true
       if (command.rdma_enabled !== verdict.body.rdmaEnabled) {
         rdmaMismatch = { claimed: command.rdma_enabled, attested: verdict.body.rdmaEnabled }
@@ -79,6 +91,18 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
       }
     } else {
       reason = `attestation rejected: ${verdict.reason}`
+    }
+    if (attested && command.mda_chain) {
+      const mda = verifyMdaChain(
+        command.mda_chain,
+        { serial: claim.serial, publicKey: new Uint8Array(Buffer.from(claim.publicKey, 'base64')) },
+        { roots: input.mdaRoots, now },
+      )
+      if (mda.ok) mdaVerified = true
+      else {
+        reason = `managed device attestation rejected: ${mda.reason}`
+        warnings.push(`provider ${claim.serial}: ${reason}`)
+      }
     }
   } else {
     const publicKey = normalizeKey(command.public_key)
@@ -97,19 +121,28 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
   }
 
   const existing = input.lookup(claim.serial)
-  // A key once proven binds the serial to its account; an unproven record may be claimed by anyone who proves a key.
-  if (existing && existing.accountId !== accountId && (existing.keyVerified || !attested)) {
+  // A proven key binds the serial to its account, and only Apple's word (a verified MDA chain for this serial) moves a
+  // serial that another account claimed without it: a serial is a name anyone can type, a verified chain is not.
+  const takeover = existing !== undefined && existing.accountId !== accountId && mdaVerified && !existing.mdaVerified
+  if (existing && existing.accountId !== accountId && !takeover && (existing.keyVerified || !attested)) {
     return {
       accepted: false,
       code: 'E_SERIAL_TAKEN',
-      message: `serial ${claim.serial} is registered to another account`,
+      message: existing.mdaVerified
+        ? `serial ${claim.serial} is registered to another account with a verified Apple device attestation; its coordinator's operator can free it with 'dbcluster coordinator provider forget ${claim.serial}'`
+        : `serial ${claim.serial} is registered to another account; this machine can prove the serial is its own with an Apple managed device attestation (serve --mda-chain), or the coordinator's operator can free it with 'dbcluster coordinator provider forget ${claim.serial}'`,
     }
   }
+  if (takeover)
+    warnings.push(
+      `serial ${claim.serial} moved to this account: its machine proved it with a verified Apple device attestation; the earlier claim (another account, no such proof) is dropped`,
+    )
   if (existing?.kind === 'cluster')
     return { accepted: false, code: 'E_SERIAL_TAKEN', message: `serial ${claim.serial} names a cluster` }
 
-  const keyChanged = existing !== undefined && existing.keyVerified && existing.publicKey !== claim.publicKey
-  const keep = keyChanged || (existing?.keyVerified === true && !attested)
+  const sameOwner = existing !== undefined && !takeover
+  const keyChanged = sameOwner && existing.keyVerified && existing.publicKey !== claim.publicKey
+  const keep = keyChanged || (sameOwner && existing.keyVerified && !attested)
   let status: ProviderRecord['status'] = 'online'
   if (keyChanged) {
     status = 'untrusted'
@@ -129,6 +162,7 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
     keyKind: keep ? existing!.keyKind : claim.keyKind,
     keyVerified: keep ? true : attested,
     attested,
+    mdaVerified: keep ? existing!.mdaVerified : mdaVerified,
     status,
     statusReason: reason,
     rdmaEnabled: claim.rdmaEnabled,
@@ -137,7 +171,7 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
     memoryBytes: claim.memoryBytes,
     attestation: command.attestation === undefined ? null : JSON.stringify(command.attestation),
     clusterTrust: null,
-    registeredAt: existing?.registeredAt ?? now,
+    registeredAt: sameOwner ? existing.registeredAt : now,
     lastSeen: now,
   }
   const reply: Registered = {
@@ -148,7 +182,8 @@ export function decideRegistration(input: RegistrationInput): RegistrationDecisi
     attested: record.attested,
     trust_level: trustLevelOf(record),
     rdma_enabled: record.rdmaEnabled,
-    reason: record.statusReason,
+    reason: record.statusReason ?? trustReason(record),
+    mda_verified: record.mdaVerified,
     ...(rdmaMismatch ? { rdma_mismatch: rdmaMismatch } : {}),
   }
   return { accepted: true, record, reply, warnings }

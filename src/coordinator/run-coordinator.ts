@@ -1,6 +1,8 @@
 /** Runs the coordinator: opens the store and signing key, serves the app and provider sockets on Bun, sweeps silent providers, and stops without losing a write. */
 import { bytesToHex } from '@noble/hashes/utils.js'
+import type { X509Certificate } from 'node:crypto'
 import type { Identity } from '../trust/identity.ts'
+import { mdaRoots } from '../trust/mda.ts'
 import { ProviderSockets, type Log, type SocketData } from './provider-sockets.ts'
 import { createCoordinatorApp } from './server.ts'
 import { loadOrCreateSigningKey } from './signing-key.ts'
@@ -20,6 +22,8 @@ export interface CoordinatorOptions {
   attestationMaxAgeMs: number
   log: Log
   now?: () => number
+  /** Trust anchors for Apple managed device attestation chains (default: Apple's Enterprise Attestation Root CA). */
+  mdaRoots?: readonly X509Certificate[]
 }
 
 export interface RunningCoordinator {
@@ -43,14 +47,17 @@ export function startCoordinator(options: CoordinatorOptions): RunningCoordinato
   const store = new CoordinatorStore(options.dbPath)
   // No socket survives a restart: whoever was online reconnects and registers again.
   store.markAllOffline('coordinator restarted')
+  const roots = options.mdaRoots ?? mdaRoots()
   const sockets = new ProviderSockets({
     store,
     signer,
     now,
     log: options.log,
     attestationMaxAgeMs: options.attestationMaxAgeMs,
+    mdaRoots: roots,
   })
   const app = createCoordinatorApp({
+    mdaRoots: roots,
     store,
     signer,
     now,

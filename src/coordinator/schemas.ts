@@ -1,5 +1,6 @@
 /** Request validation at the edge: size limits and hand-written parsers from unknown JSON to typed requests (400 malformed, 422 invalid). */
 import type { KeyKind } from '../trust/identity.ts'
+import { MDA_MAX_CHAIN } from '../trust/mda.ts'
 import { CoordinatorError } from './errors.ts'
 import type { ProviderCommand } from './provider-messages.ts'
 
@@ -80,15 +81,30 @@ export function parseProviderCommand(text: string): ProviderCommand {
       onlyKeys(o, ['type'], 'heartbeat')
       return { type: 'heartbeat' }
     case 'register': {
-      onlyKeys(o, ['type', 'rdma_enabled', 'attestation', 'serial', 'public_key', 'key_kind'], 'register')
+      onlyKeys(o, ['type', 'rdma_enabled', 'attestation', 'mda_chain', 'serial', 'public_key', 'key_kind'], 'register')
       if (typeof o.rdma_enabled !== 'boolean') throw invalid("register needs a boolean 'rdma_enabled'")
       if (o.attestation !== undefined) {
         if (o.serial !== undefined || o.public_key !== undefined || o.key_kind !== undefined) {
           throw invalid('register carries either an attestation or a bare serial/public_key/key_kind, not both')
         }
         object(o.attestation, 'attestation')
-        return { type: 'register', rdma_enabled: o.rdma_enabled, attestation: o.attestation }
+        const chain = o.mda_chain
+        if (
+          chain !== undefined &&
+          (!Array.isArray(chain) ||
+            chain.length === 0 ||
+            chain.length > MDA_MAX_CHAIN ||
+            !chain.every((c) => typeof c === 'string'))
+        )
+          throw invalid(`'mda_chain' must be an array of 1 to ${MDA_MAX_CHAIN} base64 DER certificates, leaf first`)
+        return {
+          type: 'register',
+          rdma_enabled: o.rdma_enabled,
+          attestation: o.attestation,
+          ...(chain ? { mda_chain: chain as string[] } : {}),
+        }
       }
+      if (o.mda_chain !== undefined) throw invalid("'mda_chain' needs an attestation (it vouches for the attested key)")
       if (!isSerial(o.serial)) throw invalid("register without an attestation needs a 'serial'")
       if (typeof o.public_key !== 'string' || !BASE64.test(o.public_key))
         throw invalid("register without an attestation needs a base64 'public_key'")

@@ -103,6 +103,7 @@ export function createCoordinatorApp(deps: CoordinatorAppDeps): Hono<Env> {
       trust_level: trustLevelOf(p),
       trust_reason: trustReason(p),
       attested: p.attested,
+      mda_verified: p.mdaVerified,
       kind: p.kind,
       status: p.status,
     })

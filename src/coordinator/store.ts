@@ -22,6 +22,7 @@ interface ProviderRow {
   memory_bytes: number | null
   attestation: string | null
   cluster_trust: TrustLevel | null
+  mda_verified: number
   registered_at: number
   last_seen: number
 }
@@ -42,6 +43,7 @@ const toRecord = (r: ProviderRow): ProviderRecord => ({
   memoryBytes: r.memory_bytes,
   attestation: r.attestation,
   clusterTrust: r.cluster_trust,
+  mdaVerified: r.mda_verified === 1,
   registeredAt: r.registered_at,
   lastSeen: r.last_seen,
 })
@@ -120,13 +122,13 @@ export class CoordinatorStore {
       getProvider: q('SELECT * FROM providers WHERE serial = $serial'),
       upsertProvider:
         q(`INSERT INTO providers (serial, account_id, kind, public_key, key_kind, key_verified, attested, status, status_reason,
-          rdma_enabled, hostname, chip, memory_bytes, attestation, cluster_trust, registered_at, last_seen)
+          rdma_enabled, hostname, chip, memory_bytes, attestation, cluster_trust, mda_verified, registered_at, last_seen)
         VALUES ($serial, $account, $kind, $publicKey, $keyKind, $keyVerified, $attested, $status, $statusReason,
-          $rdma, $hostname, $chip, $memoryBytes, $attestation, $clusterTrust, $registeredAt, $lastSeen)
+          $rdma, $hostname, $chip, $memoryBytes, $attestation, $clusterTrust, $mdaVerified, $registeredAt, $lastSeen)
         ON CONFLICT (serial) DO UPDATE SET account_id = excluded.account_id, kind = excluded.kind, public_key = excluded.public_key,
           key_kind = excluded.key_kind, key_verified = excluded.key_verified, attested = excluded.attested, status = excluded.status,
           status_reason = excluded.status_reason, rdma_enabled = excluded.rdma_enabled, hostname = excluded.hostname, chip = excluded.chip,
-          memory_bytes = excluded.memory_bytes, attestation = excluded.attestation, cluster_trust = excluded.cluster_trust, last_seen = excluded.last_seen`),
+          memory_bytes = excluded.memory_bytes, attestation = excluded.attestation, cluster_trust = excluded.cluster_trust, mda_verified = excluded.mda_verified, last_seen = excluded.last_seen`),
       touch:
         q(`UPDATE providers SET last_seen = $now, status = CASE WHEN status = 'offline' THEN 'online' ELSE status END,
           status_reason = CASE WHEN status = 'offline' THEN NULL ELSE status_reason END
@@ -205,6 +207,7 @@ export class CoordinatorStore {
       memoryBytes: p.memoryBytes,
       attestation: p.attestation,
       clusterTrust: p.clusterTrust,
+      mdaVerified: p.mdaVerified ? 1 : 0,
       registeredAt: p.registeredAt,
       lastSeen: p.lastSeen,
     })

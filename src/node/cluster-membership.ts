@@ -61,7 +61,7 @@ export async function coordinatorSession(
   identity: Identity,
   serial: string,
   pins: PinStore,
-  requestRdma = false,
+  options: { requestRdma?: boolean; mdaChain?: string[] } = {},
 ): Promise<CoordinatorClient> {
   if (!token)
     throw new UsageError(
@@ -69,6 +69,6 @@ export async function coordinatorSession(
       "create one with 'dbcluster coordinator token create --account NAME' where the coordinator runs",
     )
   const client = new CoordinatorClient({ url, token, pins })
-  await registerNode(client, identity, serial, { requestRdma }).registered
+  await registerNode(client, identity, serial, options).registered
   return client
 }

@@ -29,6 +29,9 @@ export interface AttestationBody {
   rdmaEnabled: boolean
   /** Milliseconds since the Unix epoch. */
   timestamp: number
+  /** The nonce the coordinator sent on this provider socket: binds the blob to one connection of one account, so a
+   * captured blob cannot be replayed on another (absent for attestations printed by `identity show`). */
+  challenge?: string
 }
 
 export interface SignedAttestation {
@@ -54,7 +57,9 @@ export async function signAttestation(
   return { body, signature: base64.encode(signature) }
 }
 
-const FIELDS: Record<keyof AttestationBody, 'string' | 'number' | 'boolean'> = {
+const MAX_CHALLENGE = 128
+
+const FIELDS: Record<Exclude<keyof AttestationBody, 'challenge'>, 'string' | 'number' | 'boolean'> = {
   version: 'number',
   serial: 'string',
   hostname: 'string',
@@ -82,6 +87,9 @@ export function verifyAttestation(
       return { ok: false, reason: `field '${key}' must be a ${type}` }
   }
   const typed = body as AttestationBody
+  const challenge = (body as Record<string, unknown>).challenge
+  if (challenge !== undefined && (typeof challenge !== 'string' || challenge.length > MAX_CHALLENGE))
+    return { ok: false, reason: `field 'challenge' must be a string of at most ${MAX_CHALLENGE} characters` }
   if (typed.version !== ATTESTATION_VERSION)
     return { ok: false, reason: `unsupported attestation version ${typed.version}` }
   if (typed.keyKind !== 'software' && typed.keyKind !== 'secure-enclave')

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import {
   attest,
+  attester,
   createToken,
   identity,
   openSocket,
@@ -32,7 +33,7 @@ beforeAll(async () => {
   for (const [account, serial, seed] of machines) {
     const { socket, reply } = await register(coord.url, tokens[account]!, {
       rdma_enabled: true,
-      attestation: await attest(identity(seed), serial, true),
+      attestation: attester(identity(seed), serial, true),
     })
     expect(reply).toMatchObject({ serial, attested: true, status: 'online' })
     sockets.push(socket)

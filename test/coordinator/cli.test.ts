@@ -2,7 +2,7 @@
 import { describe, expect, test } from 'bun:test'
 import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { attest, createToken, identity, register, startCoordinator, tempDir } from './support.ts'
+import { attest, attester, createToken, identity, register, startCoordinator, tempDir } from './support.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const run = (args: string[]) => {
@@ -72,13 +72,13 @@ describe('dbcluster coordinator', () => {
       // a machine whose key really changed: untrusted until the operator forgets it, then it registers afresh
       const first = await register(coord.url, other, {
         rdma_enabled: false,
-        attestation: await attest(identity(41), 'MAC-1', false),
+        attestation: attester(identity(41), 'MAC-1', false),
       })
       expect(first.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
       first.socket.ws.close()
       const changed = await register(coord.url, other, {
         rdma_enabled: false,
-        attestation: await attest(identity(42), 'MAC-1', false),
+        attestation: attester(identity(42), 'MAC-1', false),
       })
       expect(changed.reply).toMatchObject({ serial: 'MAC-1', status: 'untrusted' })
       changed.socket.ws.close()
@@ -87,7 +87,7 @@ describe('dbcluster coordinator', () => {
       expect((await get(other, '/v1/cluster/peer-key?serial=MAC-1')).status).toBe(404)
       const again = await register(coord.url, other, {
         rdma_enabled: false,
-        attestation: await attest(identity(42), 'MAC-1', false),
+        attestation: attester(identity(42), 'MAC-1', false),
       })
       expect(again.reply).toMatchObject({ serial: 'MAC-1', attested: true, status: 'online' })
       again.socket.ws.close()

@@ -8,6 +8,7 @@ import { verifySignature, type Identity } from '../../src/trust/identity.ts'
 import { canonicalJson } from '../../src/trust/canonical-json.ts'
 import {
   attest,
+  attester,
   createToken,
   eventually,
   forge,
@@ -56,10 +57,10 @@ const postRoster = (token: string, body: string | ReadableStream, headers: Recor
 /** Registers with the real client (heartbeats every 200 ms) and returns the coordinator's answer. */
 async function provide(account: string, id: Identity, serial: string, rdma: boolean, claimed = rdma) {
   const c = client(account).connectProvider({
-    registration: async () => ({
+    registration: async (challenge) => ({
       type: 'register',
       rdma_enabled: claimed,
-      attestation: await attest(id, serial, rdma),
+      attestation: await attest(id, serial, rdma, undefined, challenge),
     }),
     heartbeatMs: 200,
   })
@@ -165,7 +166,8 @@ describe('registration over the provider socket', () => {
       attested: true,
       trust_level: 'software',
       rdma_enabled: true,
-      reason: null,
+      reason: 'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust',
+      mda_verified: false,
     })
     expect(reply.rdma_mismatch).toBeUndefined()
     // a Secure Enclave claim in a self-signed attestation is software trust, and the answer says why
@@ -177,6 +179,7 @@ describe('registration over the provider socket', () => {
       attested: true,
       kind: 'machine',
       status: 'online',
+      mda_verified: false,
       trust_reason:
         'claims a Secure Enclave key, but no Apple managed device attestation (MDA) was verified: software trust',
     })
@@ -204,7 +207,7 @@ describe('registration over the provider socket', () => {
   })
 
   test('a stale timestamp: the signature is good but the blob is too old, so the provider is untrusted', async () => {
-    const old = await attest(ids.stale, 'STALE', true, Date.now() - 10 * 60_000)
+    const old = attester(ids.stale, 'STALE', true, Date.now() - 10 * 60_000)
     const { reply, socket } = await register(coord.url, tokens.other!, { rdma_enabled: true, attestation: old })
     expect(reply).toMatchObject({ serial: 'STALE', status: 'untrusted', attested: false, trust_level: 'none' })
     expect(String(reply.reason)).toContain('stale (600 s old)')
@@ -236,12 +239,12 @@ describe('registration over the provider socket', () => {
   test('another account cannot take over a proven serial, even with a valid attestation', async () => {
     const { reply, socket } = await register(coord.url, tokens.other!, {
       rdma_enabled: true,
-      attestation: await attest(ids.squatter, 'PEER-OK', true),
+      attestation: attester(ids.squatter, 'PEER-OK', true),
     })
     expect(reply).toEqual({
       type: 'error',
       code: 'E_SERIAL_TAKEN',
-      message: 'serial PEER-OK is registered to another account',
+      message: expect.stringContaining('serial PEER-OK is registered to another account; this machine can prove'),
     })
     expect((await peerKey('peers', 'PEER-OK')).public_key).toBe(keyB64(ids.peerOk))
     socket.ws.close()
@@ -324,7 +327,7 @@ describe('the RDMA peer-list gate', () => {
     silentSocket = (
       await register(coord.url, tokens.silent!, {
         rdma_enabled: true,
-        attestation: await attest(ids.silent, 'C-SILENT', true),
+        attestation: attester(ids.silent, 'C-SILENT', true),
       })
     ).socket
     await provide('allowed', ids.allowedA, 'C-ALLOWED-A', true)
@@ -602,7 +605,7 @@ describe('restart', () => {
     // A raw socket does not reconnect: its provider shows what a restart does to whoever was online.
     const raw = await register(coord.url, tokens.offline!, {
       rdma_enabled: true,
-      attestation: await attest(ids.peerOffline, 'C-RAW', true),
+      attestation: attester(ids.peerOffline, 'C-RAW', true),
     })
     expect(raw.reply).toMatchObject({ serial: 'C-RAW', status: 'online', attested: true })
     expect((await rdmaPeers('offline')).status).toBe(200)

@@ -23,6 +23,7 @@ function provider(serial: string, accountId: number, changes: Partial<ProviderRe
     memoryBytes: null,
     attestation: null,
     clusterTrust: null,
+    mdaVerified: false,
     registeredAt: 0,
     lastSeen: 0,
     ...changes,

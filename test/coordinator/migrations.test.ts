@@ -9,13 +9,13 @@ import { tempDir } from './support.ts'
 
 describe('pendingMigrations', () => {
   test('from 0 all, from the latest none, in between the rest', () => {
-    expect(pendingMigrations(0).map((m) => m.version)).toEqual([1, 2])
-    expect(pendingMigrations(1).map((m) => m.version)).toEqual([2])
+    expect(pendingMigrations(0).map((m) => m.version)).toEqual([1, 2, 3])
+    expect(pendingMigrations(1).map((m) => m.version)).toEqual([2, 3])
     expect(pendingMigrations(MIGRATIONS.length)).toEqual([])
   })
   test('a database from a newer binary is refused', () => {
-    expect(() => pendingMigrations(3)).toThrow(
-      'the coordinator database is at schema version 3; this binary knows up to 2',
+    expect(() => pendingMigrations(4)).toThrow(
+      'the coordinator database is at schema version 4; this binary knows up to 3',
     )
   })
   test('versions must be 1..n in order', () => {
@@ -32,11 +32,12 @@ describe('migrate', () => {
     const db = new Database(':memory:')
     expect(migrate(db, MIGRATIONS.slice(0, 1))).toEqual([1])
     db.run("INSERT INTO accounts (name, created_at) VALUES ('old', 1)")
-    expect(migrate(db)).toEqual([2])
-    expect((db.query('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(2)
+    expect(migrate(db)).toEqual([2, 3])
+    expect((db.query('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(3)
     expect(db.query('SELECT name FROM accounts').all()).toEqual([{ name: 'old' }])
     const cols = (db.query('PRAGMA table_info(providers)').all() as { name: string }[]).map((c) => c.name)
     expect(cols).toContain('cluster_trust')
+    expect(cols).toContain('mda_verified')
     expect(migrate(db)).toEqual([])
   })
 
@@ -51,7 +52,7 @@ describe('migrate', () => {
   test('the store opens in WAL mode and survives reopen', () => {
     const path = join(tempDir(), 'c.db')
     const a = new CoordinatorStore(path)
-    expect(a.migrationsApplied).toEqual([1, 2])
+    expect(a.migrationsApplied).toEqual([1, 2, 3])
     expect((a.db.query('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal')
     a.ensureAccount('alice', 1)
     // tokens' hashes and every machine's key: the file and its WAL are this user's alone

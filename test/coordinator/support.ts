@@ -89,8 +89,10 @@ export function attest(
   serial: string,
   rdmaEnabled: boolean,
   timestamp?: number,
+  challenge?: string,
 ): Promise<SignedAttestation> {
   return signAttestation(id, {
+    challenge,
     serial,
     hostname: `host-${serial}`,
     chip: 'Apple M5 Max',
@@ -102,6 +104,14 @@ export function attest(
   })
 }
 
+/** An attestation signed for the socket it is sent on: register() calls it with that socket's challenge. */
+export type Attester = (challenge: string) => Promise<SignedAttestation>
+
+export const attester =
+  (id: Identity, serial: string, rdmaEnabled: boolean, timestamp?: number): Attester =>
+  (challenge) =>
+    attest(id, serial, rdmaEnabled, timestamp, challenge)
+
 /** A signed attestation whose body was changed afterwards: the signature no longer covers it. */
 export async function forge(id: Identity, serial: string, rdmaEnabled: boolean): Promise<SignedAttestation> {
   const real = await attest(id, serial, !rdmaEnabled)
@@ -110,6 +120,8 @@ export async function forge(id: Identity, serial: string, rdmaEnabled: boolean):
 
 export interface RawSocket {
   ws: WebSocket
+  /** The nonce the coordinator sent first on this socket. */
+  challenge: string
   /** The next JSON message from the coordinator. */
   next(): Promise<Record<string, unknown>>
   closed: Promise<{ code: number; reason: string }>
@@ -140,18 +152,23 @@ export async function openSocket(url: string, token: string): Promise<RawSocket>
     ws.onopen = () => resolve()
     ws.onerror = () => reject(new Error('socket failed to open'))
   })
+  const next = (): Promise<Record<string, unknown>> => {
+    const m = queue.shift()
+    if (m) return Promise.resolve(m)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no message within 5 s')), 5000)
+      waiters.push((msg) => (clearTimeout(timer), resolve(msg)))
+    })
+  }
+  const first = await next()
+  if (first.type !== 'challenge' || typeof first.nonce !== 'string')
+    throw new Error(`expected the coordinator's challenge first, got ${JSON.stringify(first)}`)
   return {
     ws,
+    challenge: first.nonce,
     closed,
     send: (value) => ws.send(typeof value === 'string' ? value : JSON.stringify(value)),
-    next: () => {
-      const m = queue.shift()
-      if (m) return Promise.resolve(m)
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('no message within 5 s')), 5000)
-        waiters.push((msg) => (clearTimeout(timer), resolve(msg)))
-      })
-    },
+    next,
   }
 }
 
@@ -162,7 +179,12 @@ export async function register(
   message: Record<string, unknown>,
 ): Promise<{ socket: RawSocket; reply: Record<string, unknown> }> {
   const socket = await openSocket(url, token)
-  socket.send({ type: 'register', ...message })
+  const attestation = message.attestation
+  socket.send({
+    type: 'register',
+    ...message,
+    ...(typeof attestation === 'function' ? { attestation: await (attestation as Attester)(socket.challenge) } : {}),
+  })
   return { socket, reply: await socket.next() }
 }
 
