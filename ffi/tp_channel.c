@@ -1,68 +1,20 @@
 /* tp_channel.c — the sealed tensor-parallel channel (see tp_socket.h): the link's frame format and AEAD, in C, so that an
- * all_sum costs one call (seal, exchange, open, add) and no allocation. AES-256-GCM is the system libcrypto's, loaded at
- * run time: no build-time dependency, and where it is missing (macOS without Homebrew's OpenSSL) the TypeScript side
- * seals with the runtime's crypto instead. Frames are byte-for-byte those of src/link/aead-channel.ts (tested both ways). */
+ * all_sum costs one call (seal, exchange, open, add) and no allocation. AES-256-GCM or ChaCha20-Poly1305 comes from the
+ * system libcrypto, loaded at run time (libcrypto.c): no build-time dependency, and where it is missing (macOS without
+ * Homebrew's OpenSSL) the TypeScript side seals instead. Frames are byte-for-byte those of src/link/aead-channel.ts
+ * (tested both ways). */
 #define _DEFAULT_SOURCE
-#include <dlfcn.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "aead.h"
+#include "libcrypto.h"
 #include "tp_socket.h"
 
 int dbc_fail(int code, const char* fmt, ...);
 
-/* the libcrypto calls used, declared here with opaque types; the constants are OpenSSL's (evp.h), stable since 1.1 */
-typedef struct evp_cipher_ctx_st CIPHER_CTX;
-typedef struct evp_cipher_st CIPHER;
-typedef struct evp_md_st MD;
-#define CTRL_GCM_GET_TAG 0x10
-#define CTRL_GCM_SET_TAG 0x11
-typedef int (*crypt_init_fn)(CIPHER_CTX*, const CIPHER*, void*, const unsigned char*, const unsigned char*);
-typedef int (*crypt_update_fn)(CIPHER_CTX*, unsigned char*, int*, const unsigned char*, int);
-typedef int (*crypt_final_fn)(CIPHER_CTX*, unsigned char*, int*);
-static struct {
-  CIPHER_CTX* (*ctx_new)(void);
-  void (*ctx_free)(CIPHER_CTX*);
-  const CIPHER* (*aes_256_gcm)(void);
-  crypt_init_fn enc_init, dec_init;
-  crypt_update_fn enc_update, dec_update;
-  crypt_final_fn enc_final, dec_final;
-  int (*ctrl)(CIPHER_CTX*, int, int, void*);
-  const MD* (*sha256)(void);
-  unsigned char* (*hmac)(const MD*, const void*, int, const unsigned char*, size_t, unsigned char*, unsigned int*);
-} lc;
-static int lc_loaded;
-static pthread_once_t lc_once = PTHREAD_ONCE_INIT;
-
-static void load_libcrypto(void) {
-  const char* names[] = {"libcrypto.so.3", "libcrypto.so", "/opt/homebrew/opt/openssl@3/lib/libcrypto.3.dylib", "/usr/local/opt/openssl@3/lib/libcrypto.3.dylib"};
-  void* h = NULL;
-  for (size_t i = 0; i < sizeof names / sizeof *names && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-  if (!h) return;
-#define SYM(field, name) *(void**)&lc.field = dlsym(h, name)
-  SYM(ctx_new, "EVP_CIPHER_CTX_new");
-  SYM(ctx_free, "EVP_CIPHER_CTX_free");
-  SYM(aes_256_gcm, "EVP_aes_256_gcm");
-  SYM(enc_init, "EVP_EncryptInit_ex");
-  SYM(dec_init, "EVP_DecryptInit_ex");
-  SYM(enc_update, "EVP_EncryptUpdate");
-  SYM(dec_update, "EVP_DecryptUpdate");
-  SYM(enc_final, "EVP_EncryptFinal_ex");
-  SYM(dec_final, "EVP_DecryptFinal_ex");
-  SYM(ctrl, "EVP_CIPHER_CTX_ctrl");
-  SYM(sha256, "EVP_sha256");
-  SYM(hmac, "HMAC");
-#undef SYM
-  lc_loaded = lc.ctx_new && lc.ctx_free && lc.aes_256_gcm && lc.enc_init && lc.dec_init && lc.enc_update && lc.dec_update &&
-              lc.enc_final && lc.dec_final && lc.ctrl && lc.sha256 && lc.hmac;
-}
-
-int dbc_tpc_available(void) {
-  pthread_once(&lc_once, load_libcrypto);
-  return lc_loaded;
-}
+int dbc_tpc_available(int cipher) { return dbc_aead_available(cipher); }
 
 #define HEADER 9 /* u64 length, u8 type */
 #define SEALED 20 /* u64 sequence, u32 stage, u64 request id */
@@ -79,6 +31,9 @@ typedef struct {
 } direction;
 
 typedef struct {
+  const dbc_libcrypto* lc;
+  const CIPHER* cipher;
+  int cipher_id;
   int fd, own_rank, peer_rank, cluster_id_len;
   uint64_t rekey_interval;
   uint8_t cluster_id[MAX_CLUSTER_ID];
@@ -94,28 +49,29 @@ static void put32(uint8_t* p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (
 static uint64_t get64(const uint8_t* p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
 static uint32_t get32(const uint8_t* p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
 
-static int set_key(direction* d) {
-  crypt_init_fn init = d->decrypt ? lc.dec_init : lc.enc_init;
-  return init(d->ctx, lc.aes_256_gcm(), NULL, d->key, NULL) == 1 ? 0 : dbc_fail(DBC_SOCK_ERROR, "libcrypto refused the AES-256-GCM key");
+static int set_key(const channel* c, direction* d) {
+  lc_init_fn init = d->decrypt ? c->lc->dec_init : c->lc->enc_init;
+  return init(d->ctx, c->cipher, NULL, d->key, NULL) == 1 ? 0 : dbc_fail(DBC_SOCK_ERROR, "libcrypto refused the %s key", dbc_aead_name(c->cipher_id));
 }
 
 /* key' = HKDF-SHA256(key, salt = none, info = "dbcluster/v1 rekey"), as @noble/hashes' hkdf with an undefined salt */
-static int rekey(direction* d) {
+static int rekey(const channel* c, direction* d) {
   static const char info[] = "dbcluster/v1 rekey";
   uint8_t zeros[32] = {0}, prk[32], block[sizeof info], okm[32];
   unsigned len = 0;
-  if (!lc.hmac(lc.sha256(), zeros, 32, d->key, 32, prk, &len)) return dbc_fail(DBC_SOCK_ERROR, "HKDF extract failed");
+  const dbc_libcrypto* lc = c->lc;
+  if (!lc->hmac(lc->sha256(), zeros, 32, d->key, 32, prk, &len)) return dbc_fail(DBC_SOCK_ERROR, "HKDF extract failed");
   memcpy(block, info, sizeof info - 1);
   block[sizeof info - 1] = 1;
-  if (!lc.hmac(lc.sha256(), prk, 32, block, sizeof info, okm, &len)) return dbc_fail(DBC_SOCK_ERROR, "HKDF expand failed");
+  if (!lc->hmac(lc->sha256(), prk, 32, block, sizeof info, okm, &len)) return dbc_fail(DBC_SOCK_ERROR, "HKDF expand failed");
   memcpy(d->key, okm, 32);
-  return set_key(d);
+  return set_key(c, d);
 }
 
 /* The next sequence number of a direction, rekeying at the interval like aead-channel.ts's Direction.next(). */
 static int next_seq(channel* c, direction* d, uint64_t* seq) {
   if (d->counter > 0 && d->counter % c->rekey_interval == 0) {
-    int rc = rekey(d);
+    int rc = rekey(c, d);
     if (rc) return rc;
   }
   if (d->counter == UINT64_MAX) return dbc_fail(DBC_TPC_PROTOCOL, "the nonce counter is exhausted: restart every rank for fresh keys");
@@ -160,12 +116,10 @@ static int seal(channel* c, int type, const void* payload, int64_t n, uint8_t* f
   put64(frame + HEADER + 12, 0);
   uint8_t nonce[12], aad[21 + MAX_CLUSTER_ID];
   nonce_for(c->tx.direction, seq, nonce);
-  int aad_len = aad_for(c, type, seq, (uint32_t)c->own_rank, aad), len = 0;
+  int aad_len = aad_for(c, type, seq, (uint32_t)c->own_rank, aad);
   uint8_t* out = frame + HEADER + SEALED;
-  if (lc.enc_init(c->tx.ctx, NULL, NULL, NULL, nonce) != 1 || lc.enc_update(c->tx.ctx, NULL, &len, aad, aad_len) != 1 ||
-      lc.enc_update(c->tx.ctx, out, &len, payload, (int)n) != 1 || lc.enc_final(c->tx.ctx, out + len, &len) != 1 ||
-      lc.ctrl(c->tx.ctx, CTRL_GCM_GET_TAG, TAG, out + n) != 1)
-    return dbc_fail(DBC_SOCK_ERROR, "libcrypto failed to seal a frame");
+  if (!dbc_lc_seal(c->lc, c->tx.ctx, nonce, aad, aad_len, payload, (int)n, out, out + n))
+    return dbc_fail(DBC_SOCK_ERROR, "libcrypto failed to seal a frame with %s", dbc_aead_name(c->cipher_id));
   return 0;
 }
 
@@ -181,23 +135,25 @@ static int open_frame(channel* c, int type, uint8_t* frame, int64_t total, void*
   if (rc) return rc;
   uint8_t nonce[12], aad[21 + MAX_CLUSTER_ID];
   nonce_for(c->rx.direction, seq, nonce);
-  int aad_len = aad_for(c, type, seq, stage, aad), len = 0;
+  int aad_len = aad_for(c, type, seq, stage, aad);
   /* the request id is part of the AAD as the sender wrote it */
   put64(aad + 13, get64(frame + HEADER + 12));
   uint8_t* in = frame + HEADER + SEALED;
-  if (lc.dec_init(c->rx.ctx, NULL, NULL, NULL, nonce) != 1 || lc.dec_update(c->rx.ctx, NULL, &len, aad, aad_len) != 1 ||
-      lc.dec_update(c->rx.ctx, out, &len, in, (int)n) != 1 || lc.ctrl(c->rx.ctx, CTRL_GCM_SET_TAG, TAG, in + n) != 1 ||
-      lc.dec_final(c->rx.ctx, (uint8_t*)out + len, &len) != 1)
+  if (!dbc_lc_open(c->lc, c->rx.ctx, nonce, aad, aad_len, in, (int)n, in + n, (uint8_t*)out))
     return dbc_fail(DBC_TPC_AUTH, "frame %llu from rank %d failed authentication", (unsigned long long)seq, c->peer_rank);
   if (stage != (uint32_t)c->peer_rank) return dbc_fail(DBC_TPC_PROTOCOL, "a frame from rank %u arrived on the connection to rank %d", stage, c->peer_rank);
   return 0;
 }
 
-int dbc_tpc_new(int fd, const uint8_t* key, const uint8_t* cluster_id, int cluster_id_len, int own_rank, int peer_rank, int64_t rekey_interval, void** out) {
-  if (!dbc_tpc_available()) return dbc_fail(DBC_TPC_UNAVAILABLE, "libcrypto (OpenSSL 3) is not available");
+int dbc_tpc_new(int fd, int cipher, const uint8_t* key, const uint8_t* cluster_id, int cluster_id_len, int own_rank, int peer_rank, int64_t rekey_interval, void** out) {
+  if (cipher != DBC_AEAD_AES_256_GCM && cipher != DBC_AEAD_CHACHA20_POLY1305) return dbc_fail(DBC_TPC_PROTOCOL, "unknown cipher id %d", cipher);
+  if (!dbc_tpc_available(cipher)) return dbc_fail(DBC_TPC_UNAVAILABLE, "libcrypto (OpenSSL) with %s is not available", dbc_aead_name(cipher));
   if (cluster_id_len < 0 || cluster_id_len > MAX_CLUSTER_ID) return dbc_fail(DBC_TPC_PROTOCOL, "a cluster id of %d bytes is longer than %d", cluster_id_len, MAX_CLUSTER_ID);
   channel* c = calloc(1, sizeof *c);
   if (!c) return dbc_fail(DBC_SOCK_ERROR, "out of memory");
+  c->lc = dbc_libcrypto_load();
+  c->cipher = dbc_libcrypto_cipher(c->lc, cipher);
+  c->cipher_id = cipher;
   c->fd = fd;
   c->pending_type = -1;
   c->own_rank = own_rank;
@@ -210,10 +166,10 @@ int dbc_tpc_new(int fd, const uint8_t* key, const uint8_t* cluster_id, int clust
   c->tx.direction = own_rank == 0 ? 1 : 2;
   c->rx.direction = own_rank == 0 ? 2 : 1;
   c->rx.decrypt = 1;
-  c->tx.ctx = lc.ctx_new();
-  c->rx.ctx = lc.ctx_new();
-  if (!c->tx.ctx || !c->rx.ctx || set_key(&c->tx) || set_key(&c->rx)) {
-    int rc = dbc_fail(DBC_SOCK_ERROR, "libcrypto could not set up AES-256-GCM");
+  c->tx.ctx = c->lc->ctx_new();
+  c->rx.ctx = c->lc->ctx_new();
+  if (!c->tx.ctx || !c->rx.ctx || set_key(c, &c->tx) || set_key(c, &c->rx)) {
+    int rc = dbc_fail(DBC_SOCK_ERROR, "libcrypto could not set up %s", dbc_aead_name(cipher));
     dbc_tpc_free(c);
     return rc;
   }
@@ -276,8 +232,8 @@ int dbc_tpc_peer_gone(void* ch) { return dbc_sock_peer_gone(((channel*)ch)->fd);
 int dbc_tpc_free(void* ch) {
   channel* c = ch;
   if (!c) return 0;
-  if (c->tx.ctx) lc.ctx_free(c->tx.ctx);
-  if (c->rx.ctx) lc.ctx_free(c->rx.ctx);
+  if (c->tx.ctx) c->lc->ctx_free(c->tx.ctx);
+  if (c->rx.ctx) c->lc->ctx_free(c->rx.ctx);
   if (c->fd >= 0) close(c->fd);
   memset(c->tx.key, 0, 32);
   memset(c->rx.key, 0, 32);

@@ -14,7 +14,7 @@
 #define DBC_SOCK_CLOSED -3  /* the peer closed the connection or reset it */
 #define DBC_TPC_AUTH -4     /* a frame failed authentication (altered, or sealed with another key) */
 #define DBC_TPC_PROTOCOL -5 /* a frame of the wrong type, size, sequence number or sender */
-#define DBC_TPC_UNAVAILABLE -6 /* libcrypto (AES-256-GCM) could not be loaded: the caller seals in TypeScript instead */
+#define DBC_TPC_UNAVAILABLE -6 /* libcrypto (or the cipher in it) could not be loaded: the caller seals in TypeScript instead */
 
 /* A listening socket on host:port (port 0: any free one); *bound_port receives the port. Returns the fd. */
 int dbc_sock_listen(const char* host, int port, int* bound_port);
@@ -32,12 +32,13 @@ int dbc_sock_peer_gone(int fd);
 
 /* A sealed channel over a connected socket, in the link's frame format (docs/protocol.md §Sealed frames, vectors in
  * test/vectors/sealed-frames.json: u64 length, u8 type, u64 sequence, u32 stage = the sender's rank, u64 request id = 0,
- * AES-256-GCM ciphertext and tag; nonce = u32 direction big-endian ‖ u64 sequence big-endian; rank 0 seals as
- * direction 1, the others as 2; AAD = type, sequence, stage, request id, cluster id; both directions rekey every 2^32
- * frames with HKDF-SHA256(key, "dbcluster/v1 rekey")). AES-GCM comes from the system's libcrypto, loaded at run time.
+ * ciphertext and tag; nonce = u32 direction big-endian ‖ u64 sequence big-endian; rank 0 seals as direction 1, the
+ * others as 2; AAD = type, sequence, stage, request id, cluster id; both directions rekey every 2^32 frames with
+ * HKDF-SHA256(key, "dbcluster/v1 rekey")). cipher: DBC_AEAD_AES_256_GCM (0) or DBC_AEAD_CHACHA20_POLY1305 (1) of aead.h,
+ * from the system's libcrypto, loaded at run time; dbc_tpc_available(cipher) says whether it loads here.
  * The channel owns fd from here on. rekey_interval: frames per key (0: 2^32; tests use small ones). */
-int dbc_tpc_available(void);
-int dbc_tpc_new(int fd, const uint8_t* key, const uint8_t* cluster_id, int cluster_id_len, int own_rank, int peer_rank, int64_t rekey_interval, void** out);
+int dbc_tpc_available(int cipher);
+int dbc_tpc_new(int fd, int cipher, const uint8_t* key, const uint8_t* cluster_id, int cluster_id_len, int own_rank, int peer_rank, int64_t rekey_interval, void** out);
 /* Seals payload[0..n) as one frame of `type` and sends it. */
 int dbc_tpc_send(void* ch, int type, const void* payload, int64_t n, int timeout_ms);
 /* Receives the next frame in two calls, so the caller can size its buffer: the header first (the frame must be of

@@ -1,4 +1,6 @@
 /** The flags of `dbcluster serve`, each with the description `--help` prints. */
+import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
+
 export const SERVE_ARGS = {
   model: {
     type: 'string',
@@ -83,6 +85,14 @@ export const SERVE_ARGS = {
     description: 'Cluster id bound into every handshake and frame',
     default: 'dbcluster',
   },
+  cipher: {
+    type: 'enum',
+    options: [...CIPHERS] as CipherName[],
+    description:
+      'AEAD of every sealed hop (pipeline links, sealed tensor parallel); every node must name the same one, the handshake refuses a peer that does not',
+    default: 'aes-256-gcm',
+    valueHint: CIPHERS.join('|'),
+  },
   'ping-interval': {
     type: 'string',
     description: 'Seconds between link pings; 3 missed = peer unavailable',
@@ -151,7 +161,7 @@ export const SERVE_ARGS = {
   'tp-transport': {
     type: 'string',
     description:
-      'With --tp: sealed (AES-256-GCM sockets between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (= sealed: the MLX transports are opt-in)',
+      'With --tp: sealed (sockets sealed with --cipher between pinned nodes, any backend), jaccl (MLX over Thunderbolt RDMA, macOS, NOT encrypted), ring (MLX over TCP, NOT encrypted), or auto (= sealed: the MLX transports are opt-in)',
     default: 'auto',
     valueHint: 'auto|sealed|jaccl|ring',
   },
@@ -173,3 +183,10 @@ export const SERVE_ARGS = {
     valueHint: 'S',
   },
 } as const
+
+/** What every sealed hop of a serving node binds (its links' and sealed tensor parallel's options): the cluster id and
+ * the cipher (citty has already refused a --cipher not in CIPHERS, by name). */
+export const hopSealing = (args: { 'cluster-id': string; cipher: (typeof CIPHERS)[number] }) => ({
+  clusterId: args['cluster-id'],
+  cipher: args.cipher,
+})

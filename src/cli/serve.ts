@@ -18,7 +18,7 @@ import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { machineSerial } from '../trust/machine-info.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { progressPrinter } from './model-pull.ts'
-import { SERVE_ARGS } from './serve-args.ts'
+import { hopSealing, SERVE_ARGS } from './serve-args.ts'
 
 const nonNegative = (value: string, name: string): number => {
   const n = Number(value)
@@ -147,7 +147,7 @@ export default defineCommand({
           ? {
               identity,
               serial,
-              clusterId: args['cluster-id'],
+              ...hopSealing(args),
               authorize,
               pingIntervalMs,
               backoffMs: Math.max(500, pingIntervalMs),
@@ -165,7 +165,7 @@ export default defineCommand({
               timeoutMs: positiveInt(args['tp-timeout'], 'tp-timeout') * 1000,
               identity: identity!,
               authorize,
-              clusterId: args['cluster-id'],
+              ...hopSealing(args),
             }
           : null,
       metrics,

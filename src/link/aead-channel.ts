@@ -1,15 +1,30 @@
 /** Sealed frames (docs/protocol.md §Sealed frames): AES-256-GCM by default through the runtime's native crypto, ChaCha20-Poly1305
- * selectable (through @noble/ciphers: Bun's crypto lacks it). Nonce = u32 direction ‖ u64 counter, never reused; AAD binds
+ * selectable, native through the C shim's libcrypto (link/native-aead.ts: Bun's crypto lacks it), else @noble/ciphers. Nonce = u32 direction ‖ u64 counter, never reused; AAD binds
  * cluster id, request id, stage, sequence number and frame type; frames must arrive in order, exactly once. Both sides
  * rekey at the same counter boundary (key' = HKDF-SHA256(key, zero salt, "dbcluster/v1 rekey")), so no extra messages cross the wire. */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { hkdf } from '@noble/hashes/hkdf.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { createCipheriv, createDecipheriv } from 'node:crypto'
+import { UsageError } from '../errors.ts'
 import { LinkError } from './errors.ts'
 import { FRAME_HEADER_BYTES, SEALED_HEADER_BYTES, TAG_BYTES } from './frames.ts'
+import { nativeAead } from './native-aead.ts'
 
-export type CipherName = 'aes-256-gcm' | 'chacha20-poly1305'
+export const CIPHERS = ['aes-256-gcm', 'chacha20-poly1305'] as const
+export type CipherName = (typeof CIPHERS)[number]
+
+/** A --cipher value, or a usage error naming the flag and the ciphers there are. */
+export function parseCipher(value: string, flag = '--cipher'): CipherName {
+  if ((CIPHERS as readonly string[]).includes(value)) return value as CipherName
+  throw new UsageError(`unknown ${flag} '${value}'`, `use ${CIPHERS.join(' or ')} (the same on every node)`)
+}
+
+/** What seals with this cipher here, for logs: ChaCha20-Poly1305 is native only where the shim's libcrypto has it. */
+export function aeadImplementation(cipher: CipherName): string {
+  if (cipher === 'aes-256-gcm') return 'native, node:crypto'
+  return nativeAead()?.has(cipher) ? 'native, libcrypto through the shim' : 'JavaScript, @noble/ciphers'
+}
 
 export interface SealedHeader {
   type: number
@@ -59,7 +74,9 @@ export function seal(
 ): Uint8Array {
   const out = into ?? new Uint8Array(plaintext.byteLength + TAG_BYTES)
   if (cipher === 'chacha20-poly1305') {
-    out.set(chacha20poly1305(key, nonce, aad).encrypt(plaintext), at)
+    const native = nativeAead()
+    if (native?.has(cipher)) native.seal(cipher, key, nonce, aad, plaintext, out, at)
+    else out.set(chacha20poly1305(key, nonce, aad).encrypt(plaintext), at)
     return out
   }
   const c = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES })
@@ -80,7 +97,12 @@ export function open(
   sealed: Uint8Array,
 ): Uint8Array {
   if (sealed.byteLength < TAG_BYTES) throw new Error('sealed payload shorter than its tag')
-  if (cipher === 'chacha20-poly1305') return chacha20poly1305(key, nonce, aad).decrypt(sealed)
+  if (cipher === 'chacha20-poly1305') {
+    const native = nativeAead()
+    return native?.has(cipher)
+      ? native.open(cipher, key, nonce, aad, sealed)
+      : chacha20poly1305(key, nonce, aad).decrypt(sealed)
+  }
   const d = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES })
   d.setAAD(aad)
   d.setAuthTag(sealed.subarray(sealed.byteLength - TAG_BYTES))

@@ -12,7 +12,7 @@ import {
   type HandshakeResult,
 } from '../trust/handshake.ts'
 import type { Identity } from '../trust/identity.ts'
-import { AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
+import { aeadImplementation, AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
 import {
   decodeError,
@@ -38,6 +38,7 @@ export interface LinkOptions {
   clusterId: string
   /** Whether the peer's identity key may speak for its serial: a pin store, a coordinator-signed roster, or both. */
   authorize: (serial: string, publicKey: Uint8Array) => Authorization | Promise<Authorization>
+  /** The AEAD of every frame (default AES-256-GCM); named in the handshake, and a peer that names another is refused. */
   cipher?: CipherName
   /** Largest payload accepted or sent; a longer declared frame closes the link before anything is allocated. */
   maxFrameBytes?: number
@@ -139,6 +140,7 @@ export class SealedLink {
       authorize: options.authorize,
       randomBytes: this.#o.randomBytes,
       timeoutMs: this.#o.handshakeTimeoutMs,
+      cipher: this.#o.cipher,
     }
     if (role === 'initiator') this.#initiator = new InitiatorHandshake(hs)
     else this.#responder = new ResponderHandshake(hs)
@@ -548,7 +550,7 @@ export class SealedLink {
           ),
         ),
     )
-    log.debug(`link to ${this.peerSerial} established (${this.#o.cipher})`)
+    log.debug(`link to ${this.peerSerial} established (${this.#o.cipher}, ${aeadImplementation(this.#o.cipher)})`)
     this.#established.resolve(this)
   }
 

@@ -4,6 +4,7 @@ import type { RingAddress } from '../cluster/ring.ts'
 import type { ServingMetrics } from '../engine/metrics.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import type { Scheduler } from '../engine/scheduler.ts'
+import type { CipherName } from '../link/aead-channel.ts'
 import type { LinkOptions } from '../link/tcp-link.ts'
 import type { ModelStage } from '../model/shard.ts'
 import type { Backend } from '../tensor/backend.ts'
@@ -38,8 +39,8 @@ export interface NodeOptions {
 export interface TensorParallelRole {
   size: number
   rank: number
-  /** sealed: AES-256-GCM sockets between pinned nodes; jaccl / ring: MLX distributed, not encrypted (auto: jaccl where
-   * the RDMA gate passes, else ring). */
+  /** sealed: sockets sealed with `cipher` between pinned nodes; jaccl / ring: MLX distributed, not encrypted (auto:
+   * jaccl where the RDMA gate passes, else ring). */
   transport: 'sealed' | 'auto' | 'jaccl' | 'ring'
   listen: string
   peer?: string
@@ -49,6 +50,8 @@ export interface TensorParallelRole {
   identity?: Identity
   authorize?: Authorizer
   clusterId?: string
+  /** For the sealed transport: the AEAD of its meeting links and sockets (default AES-256-GCM), the same on every rank. */
+  cipher?: CipherName
   /** Where the MLX transports' lines go (generate --json keeps stdout for its one object). */
   log?: (line: string) => void
 }

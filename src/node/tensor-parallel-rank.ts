@@ -26,6 +26,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
           serial: o.serial,
           authorize: r.authorize!,
           clusterId: r.clusterId!,
+          cipher: r.cipher,
           fingerprint: servingFingerprint(dir, { maxBatch: o.maxBatch, maxLen: o.maxLen, tp: r.size }),
           log: (l) => consola.info(l),
         },

@@ -3,6 +3,7 @@
  * is accepted with its fingerprint printed, because only generated test data or addresses cross; a group that carries
  * activations (sealed tensor parallel) passes `authorize` and trusts pinned keys only. */
 import { DbcError } from '../errors.ts'
+import type { CipherName } from '../link/aead-channel.ts'
 import { connectLink, listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
 import { fingerprint, type Identity } from '../trust/identity.ts'
 import type { Authorizer, PinStore } from '../trust/pinned-keys.ts'
@@ -18,6 +19,8 @@ export interface RankLinkOptions {
   clusterId?: string
   /** The flag the other ranks take rank 0's address with, for the hint when they do not come (default --peer). */
   peerFlag?: string
+  /** The meeting link's AEAD (default AES-256-GCM); a rank that names another is refused in the handshake. */
+  cipher?: CipherName
 }
 
 function linkOptions(o: RankLinkOptions): LinkOptions {
@@ -25,6 +28,7 @@ function linkOptions(o: RankLinkOptions): LinkOptions {
     identity: o.identity,
     serial: o.serial,
     clusterId: o.clusterId ?? 'rdma-ping',
+    cipher: o.cipher,
     maxFrameBytes: 256 * 1024 * 1024 + 64,
     authorize:
       o.authorize ??

@@ -1,5 +1,5 @@
 /** A tensor-parallel group over sealed blocking sockets: rank 0 holds one connection to every other rank, each with its
- * own AES-256-GCM key (handed over the pinned, handshaken link when the ranks met: start-sealed.ts) and
+ * own key for the group's cipher (AES-256-GCM or ChaCha20-Poly1305, as --cipher names it; handed over the pinned, handshaken link when the ranks met: start-sealed.ts) and
  * the link's frame format, counters and AAD (link/aead-channel.ts), so a frame that is altered, replayed, reordered or
  * sealed with another key fails to open. The bytes move through ffi/tp_socket.c because an all_sum happens in the middle
  * of a synchronous forward, where no event loop runs.
@@ -8,7 +8,7 @@
  * both); with more, rank 0 gathers every partial, adds them in rank order and sends the sum back. gatherLast: every rank
  * sends its part of the logits (lm_head split by vocabulary) to rank 0, which joins them. gatherBytes: every rank sends
  * rank 0 a message of its own (its sampling summary: model/split-sampling.ts). */
-import { AeadReceiver, AeadSender } from '../link/aead-channel.ts'
+import { aeadImplementation, AeadReceiver, AeadSender, type CipherName } from '../link/aead-channel.ts'
 import { BlockingSocket, failSocketCall } from './blocking-socket.ts'
 import { LinkError } from '../link/errors.ts'
 import { FRAME_HEADER_BYTES, FrameType, SEALED_HEADER_BYTES, TAG_BYTES } from '../link/frames.ts'
@@ -16,6 +16,7 @@ import type { StepBroadcast } from './pipeline.ts'
 import type { Backend, Tensor } from '../tensor/backend.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import { ptr, type Pointer } from '../tensor/native.ts'
+import { NATIVE_CIPHER_IDS } from '../link/native-aead.ts'
 import { tpSocketLibrary } from './native-socket.ts'
 
 /** A frame's size on the wire for a payload of n bytes. */
@@ -36,7 +37,7 @@ export interface TpChannel {
   close(): void
 }
 
-/** The channel in C (ffi/tp_channel.c): one call per all_sum, AES-256-GCM from the system's libcrypto. */
+/** The channel in C (ffi/tp_channel.c): one call per all_sum, the cipher from the system's libcrypto. */
 export class NativeTpChannel implements TpChannel {
   #handle: Pointer | null
   readonly #len = new BigInt64Array(1)
@@ -49,12 +50,14 @@ export class NativeTpChannel implements TpChannel {
     ownRank: number,
     readonly peerRank: number,
     rekeyInterval = 0,
+    readonly cipher: CipherName = 'aes-256-gcm',
   ) {
     const id = new TextEncoder().encode(clusterId)
     const out = new BigUint64Array(1)
     const fd = socket.detach()
     const rc = tpSocketLibrary().dbc_tpc_new(
       fd,
+      NATIVE_CIPHER_IDS[cipher],
       ptr(key),
       ptr(id.byteLength ? id : new Uint8Array(1)),
       id.byteLength,
@@ -70,9 +73,9 @@ export class NativeTpChannel implements TpChannel {
     this.#handle = Number(out[0]) as unknown as Pointer
   }
 
-  /** Whether the system's libcrypto could be loaded (else ScriptTpChannel seals). */
-  static available(): boolean {
-    return tpSocketLibrary().dbc_tpc_available() === 1
+  /** Whether the system's libcrypto, with this cipher, could be loaded (else ScriptTpChannel seals). */
+  static available(cipher: CipherName = 'aes-256-gcm'): boolean {
+    return tpSocketLibrary().dbc_tpc_available(NATIVE_CIPHER_IDS[cipher]) === 1
   }
 
   #h(): Pointer {
@@ -134,7 +137,7 @@ export class NativeTpChannel implements TpChannel {
 const EMPTY = new Uint8Array(1)
 const EMPTY_F32 = new Float32Array(1)
 
-/** The channel in TypeScript (link/aead-channel.ts over the runtime's AES-256-GCM), where libcrypto is missing. */
+/** The channel in TypeScript (link/aead-channel.ts), where libcrypto is missing. */
 export class ScriptTpChannel implements TpChannel {
   readonly #sender: AeadSender
   readonly #receiver: AeadReceiver
@@ -149,17 +152,18 @@ export class ScriptTpChannel implements TpChannel {
     readonly ownRank: number,
     readonly peerRank: number,
     rekeyInterval = 0,
+    readonly cipher: CipherName = 'aes-256-gcm',
   ) {
     const frames = rekeyInterval > 0 ? BigInt(rekeyInterval) : undefined
     this.#sender = new AeadSender({
-      cipher: 'aes-256-gcm',
+      cipher,
       key,
       direction: ownRank === 0 ? 1 : 2,
       clusterId,
       rekeyInterval: frames,
     })
     this.#receiver = new AeadReceiver({
-      cipher: 'aes-256-gcm',
+      cipher,
       key,
       direction: ownRank === 0 ? 2 : 1,
       clusterId,
@@ -237,17 +241,23 @@ export class ScriptTpChannel implements TpChannel {
   }
 }
 
-/** The C channel where the system's libcrypto loads, else the TypeScript one (same frames, same keys). */
+/** The C channel where the system's libcrypto loads with this cipher, else the TypeScript one (same frames, same keys). */
 export function openTpChannel(
   socket: BlockingSocket,
   key: Uint8Array,
   clusterId: string,
   ownRank: number,
   peerRank: number,
+  cipher: CipherName = 'aes-256-gcm',
 ): TpChannel {
-  return NativeTpChannel.available()
-    ? new NativeTpChannel(socket, key, clusterId, ownRank, peerRank)
-    : new ScriptTpChannel(socket, key, clusterId, ownRank, peerRank)
+  return NativeTpChannel.available(cipher)
+    ? new NativeTpChannel(socket, key, clusterId, ownRank, peerRank, 0, cipher)
+    : new ScriptTpChannel(socket, key, clusterId, ownRank, peerRank, 0, cipher)
+}
+
+/** Which channel seals with this cipher here, for the log line when the group forms. */
+export function tpSealing(cipher: CipherName): string {
+  return NativeTpChannel.available(cipher) ? 'in C, libcrypto' : `in TypeScript, ${aeadImplementation(cipher)}`
 }
 
 const floats = (b: Uint8Array) => new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4)

@@ -6,11 +6,12 @@
 import { randomBytes } from 'node:crypto'
 import { DbcError, UsageError } from '../errors.ts'
 import { BlockingListener, BlockingSocket } from './blocking-socket.ts'
+import type { CipherName } from '../link/aead-channel.ts'
 import { FrameType } from '../link/frames.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
 import { acceptRanks, dialRankZero } from './rank-meeting.ts'
 import type { Backend } from '../tensor/backend.ts'
-import { openTpChannel, SealedTpGroup, type TpChannel } from './sealed-group.ts'
+import { openTpChannel, SealedTpGroup, tpSealing, type TpChannel } from './sealed-group.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
 import type { Identity } from '../trust/identity.ts'
 import type { Authorizer } from '../trust/pinned-keys.ts'
@@ -30,6 +31,8 @@ export interface SealedTensorParallelOptions {
   clusterId: string
   /** What this rank serves (model/serving-fingerprint.ts): every rank's must equal rank 0's. */
   fingerprint: Uint8Array
+  /** The AEAD of the meeting links and the group's sockets (--cipher; default AES-256-GCM): the same on every rank. */
+  cipher?: CipherName
   log: (line: string) => void
 }
 
@@ -85,10 +88,14 @@ export async function startSealedTensorParallel(
     authorize: o.authorize,
     clusterId: o.clusterId,
     peerFlag: '--tp-peer',
+    cipher: o.cipher,
   }
   const channels = o.rank === 0 ? await meetRanks(o, links) : [await meetRankZero(o, links)]
   const group = new SealedTpGroup(o.rank, o.size, channels, STEP_EXCHANGE_TIMEOUT_MS)
-  o.log(`tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (AES-256-GCM, one key per rank)`)
+  const cipher = o.cipher ?? 'aes-256-gcm'
+  o.log(
+    `tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (${cipher} ${tpSealing(cipher)}, one key per rank)`,
+  )
   const rejoin = (announce: boolean) =>
     o.rank === 0 ? meetRanks(o, links, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c])
   return { group, tp: group.tensorParallel(backend), rejoin }
@@ -149,7 +156,7 @@ async function meetRanks(
           'only the ranks that met over the link may connect; check what else reaches this port',
         )
       }
-      const channel = openTpChannel(socket, mine.key, o.clusterId, 0, rank)
+      const channel = openTpChannel(socket, mine.key, o.clusterId, 0, rank, o.cipher)
       channels[rank - 1] = channel
       if (readU32(channel.receive(FrameType.tpHello, 4, o.timeoutMs)) !== rank)
         throw new DbcError('E_TP_HELLO', `rank ${rank}'s hello names another rank`, 'restart every rank')
@@ -199,7 +206,7 @@ async function meetRankZero(
       socket.close()
       throw error
     }
-    channel = openTpChannel(socket, offer.slice(4), o.clusterId, o.rank, 0)
+    channel = openTpChannel(socket, offer.slice(4), o.clusterId, o.rank, 0, o.cipher)
     channel.send(FrameType.tpHello, u32(o.rank), o.timeoutMs)
     link.send(FrameType.data, new Uint8Array(0), { requestId: MEET.connected })
     await data(link, MEET.done, o.timeoutMs)

@@ -1,9 +1,9 @@
 /** Opens the C shim (embedded in the binary) and declares ffi/dbc.h's symbols in header order; the tensor-parallel socket calls of the same library are declared in src/tensor-parallel/native-socket.ts. */
 import { dlopen, FFIType, ptr, type Pointer } from 'bun:ffi'
-import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import shimPath from '../../build/libdbc.so' with { type: 'file' }
 import { DbcError } from '../errors.ts'
+import { shimLocation } from '../shim-location.ts'
+
+export { shimLocation }
 
 const { ptr: P, i32, i64, f32 } = FFIType
 
@@ -96,20 +96,6 @@ export class NativeError extends DbcError {
   ) {
     super('E_NATIVE', message)
   }
-}
-
-/** The shim's path: DBCLUSTER_SHIM, else the copy embedded in the binary (or the source tree's build/), else libdbc.so
- * beside the executable, for a release cross-compiled where its platform's shim could not be built (docs/release.md). */
-export function shimLocation(): string {
-  if (process.env.DBCLUSTER_SHIM) return process.env.DBCLUSTER_SHIM
-  if (shimPath) return shimPath
-  const beside = join(dirname(process.execPath), 'libdbc.so')
-  if (existsSync(beside)) return beside
-  throw new DbcError(
-    'E_SHIM_MISSING',
-    `this binary was built without its compute shim (cross-compiled), and there is no ${beside}`,
-    'use the release built on this platform (docs/release.md), put the libdbc.so built there beside this binary, or set DBCLUSTER_SHIM',
-  )
 }
 
 export type ShimSymbols = ReturnType<typeof dlopen<typeof SYMBOLS>>['symbols']

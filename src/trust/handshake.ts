@@ -1,12 +1,13 @@
 /** The link handshake (docs/protocol.md §Handshake), SIGMA-style, as a pure state machine: randomness and authorization
  * are injected, bytes go in and out, nothing touches a socket.
  *
- *   HELLO  i→r: version, cluster id, serial_i, identity_i, ephemeral_i (X25519), nonce_i
- *   ACK    r→i: version, serial_r, identity_r, ephemeral_r, nonce_r, sig_r(th1), mac_r(th1 ‖ sig_r)
+ *   HELLO  i→r: version, cluster id, serial_i, identity_i, ephemeral_i (X25519), nonce_i, cipher_i
+ *   ACK    r→i: version, serial_r, identity_r, ephemeral_r, nonce_r, cipher_r, sig_r(th1), mac_r(th1 ‖ sig_r)
  *   FINISH i→r: sig_i(th2), mac_i(th2 ‖ sig_i)
  *
  * th1 = SHA-256(HELLO ‖ ACK core), th2 = SHA-256(th1 ‖ sig_r ‖ mac_r). Both identities sign the transcript, which holds
- * both ephemeral keys and nonces, so a swapped key or a replayed HELLO breaks a signature. MAC keys and the two traffic
+ * both ephemeral keys and nonces, so a swapped key or a replayed HELLO breaks a signature; it holds both sides' frame
+ * cipher too, so each refuses a peer that seals with another one and no one in between can change either. MAC keys and the two traffic
  * keys come from HKDF-SHA256 over the X25519 secret, salted with both nonces, labelled with the protocol version and
  * bound to the final transcript hash. A peer's identity key must be authorized (pinned, or in a signed roster). */
 import { x25519 } from '@noble/curves/ed25519.js'
@@ -18,7 +19,10 @@ import { concatBytes } from '@noble/hashes/utils.js'
 import { TrustError } from './errors.ts'
 import { verifySignature, type Identity } from './identity.ts'
 
-export const PROTOCOL_VERSION = 1
+/** v2: HELLO and ACK carry the cipher each side seals its frames with. */
+export const PROTOCOL_VERSION = 2
+/** The frame cipher a side names when its options do not (link/aead-channel.ts's default). */
+export const DEFAULT_CIPHER = 'aes-256-gcm'
 const LABEL = new TextEncoder().encode(`dbcluster/v${PROTOCOL_VERSION}`)
 
 export type Authorization = 'authorized' | 'not-pinned' | 'key-mismatch'
@@ -35,6 +39,8 @@ export interface HandshakeOptions {
   /** A message that arrives later than this after the machine was created fails with E_HANDSHAKE_TIMEOUT (default 5000). */
   timeoutMs?: number
   version?: number
+  /** The AEAD this side seals frames with (link/aead-channel.ts CipherName); the peer's must be the same. */
+  cipher?: string
 }
 
 export const HANDSHAKE_TIMEOUT_MS = 5000
@@ -83,6 +89,8 @@ export function decodeFields(bytes: Uint8Array, count: number, what: string): Ui
 
 /** Exact sizes of the fixed-length fields: anything else is malformed, before any crypto runs. */
 const SIZES = { identity: 33, ephemeral: 32, nonce: 32, signature: 64, mac: 32 } as const
+/** Longest cipher name a peer may send (the names are ASCII, e.g. chacha20-poly1305). */
+const MAX_CIPHER_BYTES = 64
 
 function requireSize(field: Uint8Array, kind: keyof typeof SIZES, what: string): Uint8Array {
   if (field.byteLength !== SIZES[kind]) {
@@ -149,6 +157,28 @@ async function checkPeer(options: HandshakeOptions, serial: string, key: Uint8Ar
   }
 }
 
+/** The version in a message's first field, before its field count is checked: a peer of another release gets told so,
+ * not that its message is malformed. Null when the message does not start with a 2-byte field. */
+function peekVersion(bytes: Uint8Array): number | null {
+  if (bytes.byteLength < 7 || bytes[1] !== 2 || bytes[2] !== 0 || bytes[3] !== 0 || bytes[4] !== 0) return null
+  return bytes[5]! | (bytes[6]! << 8)
+}
+
+/** Both sides seal with one cipher. The transcript binds both names: one altered in transit breaks a signature. */
+function checkCipher(options: HandshakeOptions, peerSerial: string, theirs: Uint8Array) {
+  if (theirs.byteLength === 0 || theirs.byteLength > MAX_CIPHER_BYTES)
+    throw new TrustError('E_HANDSHAKE_MALFORMED', `the cipher field is ${theirs.byteLength} bytes`)
+  const peer = decodeText(theirs)
+  const mine = options.cipher ?? DEFAULT_CIPHER
+  if (peer !== mine) {
+    throw new TrustError(
+      'E_CIPHER_MISMATCH',
+      `peer ${peerSerial} seals with ${peer}, this node (${options.serial}) with ${mine}: start both with the same --cipher`,
+      'every node of a cluster (and every tensor-parallel rank) must name the same --cipher',
+    )
+  }
+}
+
 function checkVersion(version: number) {
   if (version !== PROTOCOL_VERSION) {
     throw new TrustError(
@@ -182,6 +212,7 @@ export class InitiatorHandshake {
       o.identity.publicKey,
       x25519.getPublicKey(this.#ephemeral),
       this.#nonce,
+      text(o.cipher ?? DEFAULT_CIPHER),
     ])
     return this.#hello
   }
@@ -192,7 +223,9 @@ export class InitiatorHandshake {
     this.#done = true
     checkDeadline(this.options, this.#startedAt, 'ACK')
     ack = ack.slice() // fields are read across an await; the caller's buffer may be reused
-    const [version, serialBytes, identityR, ephemeralR, nonceR, sigR, macR] = decodeFields(ack, 7, 'ACK')
+    const peeked = peekVersion(ack)
+    if (peeked !== null) checkVersion(peeked)
+    const [version, serialBytes, identityR, ephemeralR, nonceR, cipherR, sigR, macR] = decodeFields(ack, 8, 'ACK')
     checkVersion(readU16(version!))
     requireSize(identityR!, 'identity', 'ACK')
     requireSize(ephemeralR!, 'ephemeral', 'ACK')
@@ -200,7 +233,7 @@ export class InitiatorHandshake {
     requireSize(sigR!, 'signature', 'ACK')
     requireSize(macR!, 'mac', 'ACK')
     const serial = decodeText(serialBytes!)
-    const core = encodeFields([version!, serialBytes!, identityR!, ephemeralR!, nonceR!])
+    const core = encodeFields([version!, serialBytes!, identityR!, ephemeralR!, nonceR!, cipherR!])
     const th1 = sha256(concatBytes(this.#hello, core))
     if (!verifySignature(identityR!, signed('responder', th1), sigR!)) {
       throw new TrustError(
@@ -224,6 +257,7 @@ export class InitiatorHandshake {
       )
     }
     await checkPeer(this.options, serial, identityR!)
+    checkCipher(this.options, serial, cipherR!)
     const th2 = sha256(concatBytes(th1, sigR!, macR!))
     const sigI = await this.options.identity.sign(signed('initiator', th2))
     const macIValue = hmac(sha256, macI, concatBytes(th2, sigI))
@@ -266,7 +300,9 @@ export class ResponderHandshake {
     this.#phase = 'awaiting-finish'
     checkDeadline(this.options, this.#startedAt, 'HELLO')
     hello = hello.slice() // kept in the transcript; the caller's buffer may be reused
-    const [version, clusterId, serialBytes, identityI, ephemeralI, nonceI] = decodeFields(hello, 6, 'HELLO')
+    const peeked = peekVersion(hello)
+    if (peeked !== null) checkVersion(peeked)
+    const [version, clusterId, serialBytes, identityI, ephemeralI, nonceI, cipherI] = decodeFields(hello, 7, 'HELLO')
     checkVersion(readU16(version!))
     requireSize(identityI!, 'identity', 'HELLO')
     requireSize(ephemeralI!, 'ephemeral', 'HELLO')
@@ -278,6 +314,7 @@ export class ResponderHandshake {
       )
     }
     const serial = decodeText(serialBytes!)
+    checkCipher(this.options, serial, cipherI!)
     await checkPeer(this.options, serial, identityI!)
     let shared: Uint8Array
     try {
@@ -292,6 +329,7 @@ export class ResponderHandshake {
       o.identity.publicKey,
       x25519.getPublicKey(this.#ephemeral),
       this.#nonce,
+      text(o.cipher ?? DEFAULT_CIPHER),
     ])
     const th1 = sha256(concatBytes(hello, core))
     const sigR = await o.identity.sign(signed('responder', th1))
@@ -305,8 +343,8 @@ export class ResponderHandshake {
       serial,
       identityI: identityI!.slice(),
     }
-    const [v, s, id, e, n] = decodeFields(core, 5, 'ACK core')
-    return encodeFields([v!, s!, id!, e!, n!, sigR, macRValue])
+    const [v, s, id, e, n, c] = decodeFields(core, 6, 'ACK core')
+    return encodeFields([v!, s!, id!, e!, n!, c!, sigR, macRValue])
   }
 
   receiveFinish(finish: Uint8Array): HandshakeResult {

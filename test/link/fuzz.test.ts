@@ -135,7 +135,7 @@ describe('frame fuzzing', () => {
       } else if (link.closed) counts.close++
       else {
         // a mutated HELLO that is still a valid HELLO from a pinned key: the only acceptable answer is an ACK
-        const fields = decodeFields(bytes.subarray(9, 8 + o.len!), 6, 'HELLO')
+        const fields = decodeFields(bytes.subarray(9, 8 + o.len!), 7, 'HELLO')
         expect(Buffer.from(fields[3]!).equals(Buffer.from(alice.publicKey))).toBe(true)
         expect(writes.map((w) => w[8])).toEqual([FrameType.ack])
         counts.acked++

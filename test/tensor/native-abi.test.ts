@@ -5,6 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import { ABI_VERSION, MLX_DISTRIBUTED_SYMBOLS, SYMBOLS } from '../../src/tensor/native.ts'
 import { TP_SOCKET_SYMBOLS } from '../../src/tensor-parallel/native-socket.ts'
+import { AEAD_SYMBOLS } from '../../src/link/native-aead.ts'
 import { MACOS_SYMBOLS } from '../../src/trust/macos-bridge.ts'
 import { cDeclarations, tableDeclarations } from '../support/c-declarations.ts'
 
@@ -23,6 +24,14 @@ const SEAMS = [
     symbols: TP_SOCKET_SYMBOLS,
     after: [LAST_ERROR],
     atLeast: 14,
+  },
+  {
+    header: 'aead.h',
+    table: 'AEAD_SYMBOLS',
+    file: 'src/link/native-aead.ts',
+    symbols: AEAD_SYMBOLS,
+    after: [LAST_ERROR],
+    atLeast: 3,
   },
   {
     header: 'mlx_distributed.h',

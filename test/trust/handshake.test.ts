@@ -1,5 +1,5 @@
 /** The handshake matrix: success, wrong / unpinned identity, tampered messages, a replayed HELLO, a MITM swapping
- * ephemeral keys, version mismatch — each refused with its own code. */
+ * ephemeral keys, version or cipher mismatch — each refused with its own code. */
 import { describe, expect, test } from 'bun:test'
 import { x25519 } from '@noble/curves/ed25519.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
@@ -8,6 +8,7 @@ import {
   decodeFields,
   encodeFields,
   InitiatorHandshake,
+  PROTOCOL_VERSION,
   ResponderHandshake,
   type HandshakeOptions,
 } from '../../src/trust/handshake.ts'
@@ -70,8 +71,9 @@ describe('handshake', () => {
   })
 
   test('tampered HELLO, ACK or FINISH is refused', async () => {
-    // a bit flipped in the initiator's nonce (last field of HELLO): the responder signs the altered transcript → initiator rejects
-    expect(await codeOf(run(undefined, undefined, { hello: flip((b) => b.length - 1) }))).toBe('E_BAD_SIGNATURE')
+    // a bit flipped in the initiator's nonce (the field before the cipher, 4 + 11 bytes of 'aes-256-gcm', at HELLO's end):
+    // the responder signs the altered transcript → initiator rejects
+    expect(await codeOf(run(undefined, undefined, { hello: flip((b) => b.length - 16) }))).toBe('E_BAD_SIGNATURE')
     // the responder's identity key in ACK altered in transit
     expect(await codeOf(run(undefined, undefined, { ack: flip((b) => b.length - 200) }))).toBe('E_BAD_SIGNATURE')
     // ACK's MAC (last byte) altered
@@ -105,12 +107,34 @@ describe('handshake', () => {
       fields[fieldIndex] = x25519.getPublicKey(new Uint8Array(32).fill(9))
       return encodeFields(fields)
     }
-    expect(await codeOf(run(undefined, undefined, { hello: swap(4, 6) }))).toBe('E_BAD_SIGNATURE')
-    expect(await codeOf(run(undefined, undefined, { ack: swap(3, 7) }))).toBe('E_BAD_SIGNATURE')
+    expect(await codeOf(run(undefined, undefined, { hello: swap(4, 7) }))).toBe('E_BAD_SIGNATURE')
+    expect(await codeOf(run(undefined, undefined, { ack: swap(3, 8) }))).toBe('E_BAD_SIGNATURE')
   })
 
   test('a version mismatch is named', async () => {
-    expect(await codeOf(run(initiator({ version: 2 })))).toBe('E_VERSION_MISMATCH')
+    expect(await codeOf(run(initiator({ version: PROTOCOL_VERSION + 1 })))).toBe('E_VERSION_MISMATCH')
+    // a v1 HELLO (six fields, no cipher) is told it speaks another version, not that it is malformed
+    const v1 = encodeFields(decodeFields(initiator().hello(), 7, 'HELLO').slice(0, 6))
+    v1[5] = 1
+    expect(await codeOf(responder().receiveHello(v1))).toBe('E_VERSION_MISMATCH')
+  })
+
+  test('both sides bind their cipher: a mismatch is refused naming both, and the name cannot be changed in transit', async () => {
+    const chacha = { cipher: 'chacha20-poly1305' }
+    const { initiator: a } = await run(initiator(chacha), responder(chacha))
+    expect(a.peerSerial).toBe('bob')
+    const refused = (await run(initiator(chacha), responder()).catch((e) => e)) as Error & { code: string }
+    expect(refused.code).toBe('E_CIPHER_MISMATCH')
+    expect(refused.message).toBe(
+      'peer alice seals with chacha20-poly1305, this node (bob) with aes-256-gcm: start both with the same --cipher',
+    )
+    // a HELLO whose cipher is rewritten in transit to the responder's: bob answers, but his ACK signs the HELLO he saw,
+    // not alice's, so alice refuses it
+    const i = initiator()
+    const rewritten = decodeFields(i.hello(), 7, 'x').map((f) => f.slice())
+    rewritten[6] = new TextEncoder().encode('chacha20-poly1305')
+    const ack = await responder(chacha).receiveHello(encodeFields(rewritten))
+    expect(await codeOf(i.receiveAck(ack))).toBe('E_BAD_SIGNATURE')
   })
 
   test('a different cluster id is refused', async () => {
