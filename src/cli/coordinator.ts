@@ -27,8 +27,6 @@ const dbArg = {
   valueHint: 'FILE',
 } as const
 
-const VALUE_FLAGS = ['--host', '--port', '--db', '--key', '--offline-after', '--attestation-max-age']
-
 /** Whether argv names a subcommand (a word that is not a flag's value), the way citty finds one. */
 function hasSubcommand(rawArgs: string[]): boolean {
   for (let i = 0; i < rawArgs.length; i++) {
@@ -140,38 +138,45 @@ const provider = defineCommand({
   subCommands: { forget: providerForget },
 })
 
+const COORDINATOR_ARGS = {
+  host: { type: 'string', description: 'Address to listen on', default: '127.0.0.1' },
+  port: { type: 'string', description: 'TCP port (0 picks a free one)', default: '7470' },
+  db: dbArg,
+  key: {
+    type: 'string',
+    description: "The coordinator's signing key file, created 0600 on first start (default: <db>.key)",
+    valueHint: 'FILE',
+  },
+  'offline-after': {
+    type: 'string',
+    description: 'Seconds without a heartbeat before a provider is marked offline',
+    default: '90',
+  },
+  'attestation-max-age': {
+    type: 'string',
+    description: 'Seconds an attestation stays fresh (older ones are refused)',
+    default: '300',
+  },
+  'mda-root': {
+    type: 'string',
+    description:
+      "PEM file of the root(s) Apple managed device attestation chains must end at (default: Apple's Enterprise Attestation Root CA, built in)",
+    valueHint: 'FILE',
+  },
+} as const
+
+/** Flags that take a value, from the definition above (so a new flag cannot be mistaken for a subcommand). */
+const VALUE_FLAGS = Object.entries(COORDINATOR_ARGS)
+  .filter(([, a]) => a.type === 'string')
+  .map(([name]) => `--${name}`)
+
 export default defineCommand({
   meta: {
     name: 'coordinator',
     description:
       'Run the coordinator that vouches for machines: registrations, peer keys, RDMA peer lists, signed cluster rosters',
   },
-  args: {
-    host: { type: 'string', description: 'Address to listen on', default: '127.0.0.1' },
-    port: { type: 'string', description: 'TCP port (0 picks a free one)', default: '7470' },
-    db: dbArg,
-    key: {
-      type: 'string',
-      description: "The coordinator's signing key file, created 0600 on first start (default: <db>.key)",
-      valueHint: 'FILE',
-    },
-    'offline-after': {
-      type: 'string',
-      description: 'Seconds without a heartbeat before a provider is marked offline',
-      default: '90',
-    },
-    'attestation-max-age': {
-      type: 'string',
-      description: 'Seconds an attestation stays fresh (older ones are refused)',
-      default: '300',
-    },
-    'mda-root': {
-      type: 'string',
-      description:
-        "PEM file of the root(s) Apple managed device attestation chains must end at (default: Apple's Enterprise Attestation Root CA, built in)",
-      valueHint: 'FILE',
-    },
-  },
+  args: COORDINATOR_ARGS,
   subCommands: { token, provider },
   async run({ rawArgs, args }) {
     // citty runs a parent's run() after its subcommand: a positional word means a subcommand already ran.
@@ -180,6 +185,7 @@ export default defineCommand({
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new UsageError(`--port must be 0..65535, got '${args.port}'`)
     const log = consola.withTag('coordinator')
+    const roots = args['mda-root'] ? readMdaRoots(args['mda-root']) : mdaRoots()
     const running = startCoordinator({
       dbPath: args.db ?? defaultDb(),
       keyPath: args.key,
@@ -187,11 +193,14 @@ export default defineCommand({
       port,
       offlineAfterMs: seconds(args['offline-after'], 'offline-after') * 1000,
       attestationMaxAgeMs: seconds(args['attestation-max-age'], 'attestation-max-age') * 1000,
-      mdaRoots: args['mda-root'] ? readMdaRoots(args['mda-root']) : undefined,
+      mdaRoots: roots,
       log,
     })
     consola.info(
       `signing key ${running.keyCreated ? 'created' : 'loaded'}: ${running.keyPath} (fingerprint ${fingerprint(running.signer.publicKey)})`,
+    )
+    consola.info(
+      `hardware trust needs an Apple managed device attestation chain ending at: ${roots.map((r) => `${r.subject.replace(/\n/g, ', ')} (SHA-256 ${r.fingerprint256.slice(0, 23)}…)`).join('; ')}`,
     )
     if (running.store.migrationsApplied.length)
       consola.info(`database migrated to version ${running.store.migrationsApplied.at(-1)}`)

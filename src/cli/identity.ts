@@ -2,6 +2,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { fingerprint } from '../trust/identity.ts'
+import { mdaFreshnessCode } from '../trust/mda.ts'
 import { attestLocalMachine, defaultKeyFile, loadLocalIdentity } from '../trust/local-identity.ts'
 
 const keyFileArg = {
@@ -22,7 +23,7 @@ const show = defineCommand({
     },
     json: {
       type: 'boolean',
-      description: 'Print {public_key, fingerprint, key_kind, key_file, attestation} as JSON',
+      description: 'Print {public_key, fingerprint, key_kind, key_file, mda_nonce, attestation} as JSON',
       default: false,
     },
   },
@@ -33,6 +34,8 @@ const show = defineCommand({
     if (args.rdma && !rdma.enabled)
       consola.warn(`RDMA requested but not available: ${rdma.reason}; attesting rdmaEnabled=false`)
     const publicKey = Buffer.from(identity.publicKey).toString('base64')
+    // what an MDM must request the device attestation with, so Apple's chain vouches for this key (docs/trust.md)
+    const mdaNonce = Buffer.from(mdaFreshnessCode(identity.publicKey)).toString('base64')
     if (args.json) {
       console.log(
         JSON.stringify({
@@ -40,6 +43,7 @@ const show = defineCommand({
           fingerprint: fingerprint(identity.publicKey),
           key_kind: identity.kind,
           key_file: keyFile,
+          mda_nonce: mdaNonce,
           attestation,
         }),
       )
@@ -48,6 +52,7 @@ const show = defineCommand({
     console.log(`public key   ${publicKey}`)
     console.log(`fingerprint  ${fingerprint(identity.publicKey)}`)
     console.log(`kind         ${identity.kind} (${keyFile})`)
+    console.log(`MDA nonce    ${mdaNonce} (DeviceAttestationNonce for serve --mda-chain)`)
     console.log(`attestation  ${JSON.stringify(attestation, null, 2)}`)
   },
 })

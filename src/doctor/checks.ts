@@ -135,6 +135,26 @@ export function checkIdentityKey(env: DoctorEnv): CheckResult {
   return privateFileCheck('identity key', env.keyFile, "run 'dbcluster identity show' to create one")
 }
 
+const MDA_STEPS =
+  "have your MDM send DeviceInformation (DevicePropertiesAttestation) with DeviceAttestationNonce set to the 'MDA nonce' that 'dbcluster identity show' prints, save the returned chain as PEM, and start serve with --mda-chain FILE (docs/trust.md §Hardware trust)"
+
+/** What a coordinator can vouch for with this machine's key, and how to reach `hardware` (never a failure: software trust works). */
+export function checkHardwareTrust(env: DoctorEnv): CheckResult {
+  const name = 'hardware trust'
+  if (existsSync(enclaveKeyFileFor(env.keyFile)))
+    return {
+      ...skip(
+        name,
+        'Secure Enclave key: a coordinator gives it hardware trust only with a verified Apple managed device attestation',
+      ),
+      fix: MDA_STEPS,
+    }
+  return {
+    ...skip(name, 'software key file: software trust at most'),
+    fix: `on an Apple Silicon Mac, move ${env.keyFile} away and run 'dbcluster identity init' for a Secure Enclave key (then re-pin it), then ${MDA_STEPS}`,
+  }
+}
+
 export function checkPins(env: DoctorEnv): CheckResult {
   const name = 'pinned keys'
   // The same choice `openLocalPinStore` makes: the Keychain on macOS with the bridge, else the pin file (docs/trust.md).
@@ -237,6 +257,7 @@ export async function runDoctor(env: DoctorEnv): Promise<CheckResult[]> {
     await checkThunderbolt(env),
     checkLinkLocal(),
     checkIdentityKey(env),
+    checkHardwareTrust(env),
     checkPins(env),
     checkMemory(env),
     checkTpSealing(env),

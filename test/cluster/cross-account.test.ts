@@ -2,12 +2,15 @@
  * the head finds no such provider in its own account, refuses the handshake and says why; a stage of the head's account
  * then joins at the same address and serves. Real processes: a coordinator and two `serve` nodes on loopback. */
 import { afterAll, expect, test } from 'bun:test'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { prepareLocalNodes, waitUntilServing } from '../../src/cluster/local-cluster.ts'
 import { createToken, startCoordinator, tempDir, type CoordinatorProcess } from '../coordinator/support.ts'
 import { synthModel } from '../support/synth-models.ts'
 import { spawnServeNode, stopNodes } from '../support/serve-node.ts'
+import { mintCa, mintDeviceLeaf, toPem } from '../support/test-certificates.ts'
+import { loadLocalIdentity } from '../../src/trust/local-identity.ts'
+import { mdaFreshnessCode } from '../../src/trust/mda.ts'
 
 let coordinator: CoordinatorProcess | undefined
 afterAll(async () => {
@@ -24,8 +27,13 @@ async function until(what: string, check: () => boolean, detail?: () => string, 
 }
 
 test("a stage of another account is refused at the handshake, named in the log; a stage of the head's account joins", async () => {
-  const db = join(tempDir(), 'coordinator.db')
-  coordinator = await startCoordinator(db)
+  const dir = tempDir()
+  const db = join(dir, 'coordinator.db')
+  // a test root stands in for Apple's; the head proves its serial and key with a chain minted under it
+  const root = mintCa('Test Enterprise Attestation Root CA')
+  const sub = mintCa('Test Enterprise Attestation Sub CA 1', root)
+  writeFileSync(join(dir, 'root.pem'), root.pem)
+  coordinator = await startCoordinator(db, ['--mda-root', join(dir, 'root.pem')])
   const alice = await createToken(db, 'alice')
   const bob = await createToken(db, 'bob')
   const model = await synthModel('qwen3', 'bf16')
@@ -49,7 +57,15 @@ test("a stage of another account is refused at the handshake, named in the log; 
     '--coordinator',
     coordinator.url,
   ]
+  const headKey = loadLocalIdentity(join(homes[0]!, 'identity.key')).identity.publicKey
+  const chain = join(dir, 'node-0-mda.pem')
+  writeFileSync(
+    chain,
+    toPem(mintDeviceLeaf(sub, { serial: 'node-0', freshnessCode: mdaFreshnessCode(headKey) })) + sub.pem,
+  )
   const head = spawnServeNode(homes[0]!, [
+    '--mda-chain',
+    chain,
     ...common,
     '--rank',
     '0',
@@ -94,4 +110,9 @@ test("a stage of another account is refused at the handshake, named in the log; 
   })
   expect(r.status).toBe(200)
   expect(JSON.parse(readFileSync(pins, 'utf8'))['alice-1'].source).toBe('coordinator')
+  // the head's chain verified: its serial and key are Apple-vouched (a software key stays software trust, and says so)
+  const key = await fetch(`${coordinator.url}/v1/cluster/peer-key?serial=node-0`, {
+    headers: { authorization: `Bearer ${alice}` },
+  }).then((r) => r.json())
+  expect(key).toMatchObject({ serial: 'node-0', mda_verified: true, key_kind: 'software', trust_level: 'software' })
 }, 180_000)

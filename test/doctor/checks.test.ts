@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import {
   checkCoordinator,
+  checkHardwareTrust,
   checkIdentityKey,
   checkMemory,
   checkOsVersion,
@@ -49,6 +50,19 @@ test('identity key: missing fails with the fix, 0644 fails, 0600 passes', () => 
   expect(checkIdentityKey(env())).toMatchObject({ status: 'FAIL', fix: `run 'chmod 600 ${blob}'` })
   chmodSync(blob, 0o600)
   expect(checkIdentityKey(env())).toMatchObject({ status: 'PASS', detail: `${blob} (mode 600)` })
+  rmSync(blob)
+})
+
+test('hardware trust: a software key is software at most; an enclave key needs Apple MDA, and both say how to get it', () => {
+  const soft = checkHardwareTrust(env())
+  expect(soft).toMatchObject({ status: 'SKIP', detail: 'software key file: software trust at most' })
+  expect(soft.fix).toContain("'dbcluster identity init'")
+  expect(soft.fix).toContain('--mda-chain')
+  const blob = join(dir, 'identity.enclave')
+  writeFileSync(blob, '{}')
+  const enclave = checkHardwareTrust(env())
+  expect(enclave.detail).toContain('only with a verified Apple managed device attestation')
+  expect(enclave.fix).toContain("DeviceAttestationNonce set to the 'MDA nonce' that 'dbcluster identity show' prints")
   rmSync(blob)
 })
 
@@ -139,5 +153,6 @@ test('runDoctor on this machine returns every check', async () => {
   expect(names).toContain('Thunderbolt Bridge loop')
   expect(names).toContain('RDMA device → peer')
   expect(names).toContain('tensor-parallel sealing')
-  expect(names.length).toBe(16)
+  expect(names).toContain('hardware trust')
+  expect(names.length).toBe(17)
 })

@@ -33,6 +33,10 @@ describe('identity CLI', () => {
     expect(statSync(shown.key_file).mode & 0o777).toBe(0o600)
     expect(shown.key_kind).toBe('software')
     expect(shown.fingerprint).toBe(fingerprint(new Uint8Array(Buffer.from(shown.public_key, 'base64'))))
+    // the nonce an MDM requests the device attestation with: SHA-256 of the compressed key (docs/trust.md)
+    expect(shown.mda_nonce).toBe(
+      new Bun.CryptoHasher('sha256').update(Buffer.from(shown.public_key, 'base64')).digest('base64'),
+    )
     const verdict = verifyAttestation(shown.attestation, { maxAgeMs: 60_000 })
     expect(verdict).toMatchObject({
       ok: true,
