@@ -4,7 +4,7 @@
  * own LinkError — after which the group stays failed and says why; rank 0's watch notices a rank gone between steps. */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { randomBytes } from 'node:crypto'
-import { AeadSender } from '../../src/link/aead-channel.ts'
+import { AeadSender, CIPHERS, type CipherName } from '../../src/link/aead-channel.ts'
 import type { BlockingSocket } from '../../src/tensor-parallel/blocking-socket.ts'
 import { socketPair } from '../support/socket-pair.ts'
 import { LinkError } from '../../src/link/errors.ts'
@@ -18,9 +18,9 @@ import {
 
 const KEY = new Uint8Array(randomBytes(32))
 const CLUSTER = 'tp-test'
-const NATIVE = NativeTpChannel.available()
+const NATIVE = CIPHERS.every((c) => NativeTpChannel.available(c))
 if (!NATIVE)
-  console.warn('sealed-tp-channel: the C channel is skipped: libcrypto (OpenSSL 3) could not be loaded on this machine')
+  console.warn('sealed-tp-channel: the C channel is skipped: libcrypto with both ciphers could not be loaded here')
 
 const open: { close(): void }[] = []
 afterEach(() => {
@@ -33,21 +33,21 @@ function channel(
   socket: BlockingSocket,
   own: number,
   peer: number,
-  options: { key?: Uint8Array; rekey?: number } = {},
+  options: { key?: Uint8Array; rekey?: number; cipher?: CipherName } = {},
 ): TpChannel {
   const key = options.key ?? KEY
   const c =
     kind === 'native'
-      ? new NativeTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
-      : new ScriptTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0)
+      ? new NativeTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0, options.cipher)
+      : new ScriptTpChannel(socket, key, CLUSTER, own, peer, options.rekey ?? 0, options.cipher)
   open.push(c)
   return c
 }
 
 /** What rank `own` would put on the wire, sealed by the link's TypeScript sender. */
-function referenceSender(own: number, rekey = 0) {
+function referenceSender(own: number, rekey = 0, cipher: CipherName = 'aes-256-gcm') {
   const sender = new AeadSender({
-    cipher: 'aes-256-gcm',
+    cipher,
     key: KEY,
     direction: own === 0 ? 1 : 2,
     clusterId: CLUSTER,
@@ -59,13 +59,13 @@ function referenceSender(own: number, rekey = 0) {
 const frameBytes = (n: number) => FRAME_HEADER_BYTES + SEALED_HEADER_BYTES + n + TAG_BYTES
 const payloads = [0, 1, 17, 4096, 70_000].map((n) => new Uint8Array(randomBytes(n)))
 
-test.skipIf(!NATIVE)(
-  'the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys',
-  () => {
+test.skipIf(!NATIVE).each(CIPHERS)(
+  'the C channel writes the bytes the TypeScript sealing writes, frame for frame across rekeys (%s)',
+  (cipher) => {
     for (const own of [0, 1]) {
       const [a, b] = socketPair(open)
-      const c = channel('native', a, own, 1 - own, { rekey: 2 })
-      const reference = referenceSender(own, 2)
+      const c = channel('native', a, own, 1 - own, { rekey: 2, cipher })
+      const reference = referenceSender(own, 2, cipher)
       for (const p of [...payloads, ...payloads]) {
         c.send(FrameType.tpStep, p, 2000)
         const expected = reference(FrameType.tpStep, p)
@@ -80,10 +80,10 @@ describe.each(
     ? [['native', 'script'] as const, ['script', 'native'] as const, ['script', 'script'] as const]
     : [['script', 'script'] as const],
 )('%s sender, %s receiver', (sends, receives) => {
-  test('every frame opens to what was sent, both ways, across rekeys', () => {
+  test.each(CIPHERS)('every frame opens to what was sent, both ways, across rekeys (%s)', (cipher) => {
     const [a, b] = socketPair(open)
-    const zero = channel(sends, a, 0, 1, { rekey: 3 })
-    const one = channel(receives, b, 1, 0, { rekey: 3 })
+    const zero = channel(sends, a, 0, 1, { rekey: 3, cipher })
+    const one = channel(receives, b, 1, 0, { rekey: 3, cipher })
     for (const p of [...payloads, ...payloads]) {
       zero.send(FrameType.tpStep, p, 2000)
       expect(one.receive(FrameType.tpStep, 1 << 20, 2000)).toEqual(p)

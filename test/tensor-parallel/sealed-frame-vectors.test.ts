@@ -111,23 +111,21 @@ describe.each(vectors.streams)('$name', (stream) => {
 
 // ---- the C channel (ffi/tp_channel.c), driven as src/tensor-parallel/sealed-group.ts drives it: over a socket ----
 
-const NATIVE = NativeTpChannel.available()
-const NO_NATIVE = NATIVE ? '' : ' (skipped: libcrypto (OpenSSL 3) could not be loaded on this machine)'
+const NATIVE = NativeTpChannel.available('aes-256-gcm') && NativeTpChannel.available('chacha20-poly1305')
+const NO_NATIVE = NATIVE ? '' : ' (skipped: libcrypto with both ciphers could not be loaded on this machine)'
 
 /** Why the C channel cannot seal a stream's frames: it seals as a rank, so stage = its own rank, request id 0, direction 1
- * for rank 0 and 2 for the others, AES-256-GCM only. '' when it can. */
+ * for rank 0 and 2 for the others. '' when it can. */
 function whyCannotSeal(s: Stream): string {
   const stages = new Set(s.frames.map((f) => f.stage))
   const rank = s.frames[0]!.stage
-  if (s.cipher !== 'aes-256-gcm') return 'the C channel is AES-256-GCM only'
   if (s.frames.some((f) => f.requestId !== '0')) return 'the C channel seals request id 0 only'
   if (stages.size !== 1 || (rank === 0) !== (s.direction === 1))
     return 'the C channel seals stage = its rank, direction 1 for rank 0 and 2 for the others'
   return ''
 }
-/** Why it cannot open them: AES-256-GCM only, and a channel takes frames from one peer, whose rank must be the stage. */
+/** Why it cannot open them: a channel takes frames from one peer, whose rank must be the stage. */
 function whyCannotOpen(s: Stream): string {
-  if (s.cipher !== 'aes-256-gcm') return 'the C channel is AES-256-GCM only'
   if (new Set(s.frames.map((f) => f.stage)).size !== 1) return 'a C channel takes frames from one rank (one stage)'
   return ''
 }
@@ -138,7 +136,15 @@ afterEach(() => {
 })
 
 function nativeChannel(socket: BlockingSocket, s: Stream, ownRank: number, peerRank: number): NativeTpChannel {
-  const c = new NativeTpChannel(socket, hexToBytes(s.key), s.clusterId, ownRank, peerRank, Number(s.rekeyInterval))
+  const c = new NativeTpChannel(
+    socket,
+    hexToBytes(s.key),
+    s.clusterId,
+    ownRank,
+    peerRank,
+    Number(s.rekeyInterval),
+    s.cipher as CipherName,
+  )
   open.push(c)
   return c
 }
@@ -149,12 +155,12 @@ function nativeReceiver(socket: BlockingSocket, s: Stream): NativeTpChannel {
   return nativeChannel(socket, s, s.direction === 2 ? 0 : stage === 0 ? 1 : stage, stage)
 }
 
-test('the C channel seals two of the streams and opens three', () => {
+test('the C channel seals two of the streams and opens all four, the ChaCha20-Poly1305 one included', () => {
   expect(vectors.streams.filter((s) => !whyCannotSeal(s)).map((s) => s.name)).toEqual([
     'tp rank 0 to a rank',
     'tp rank 2 to rank 0',
   ])
-  expect(vectors.streams.filter((s) => !whyCannotOpen(s))).toHaveLength(3)
+  expect(vectors.streams.filter((s) => !whyCannotOpen(s))).toHaveLength(4)
 })
 
 describe.each(vectors.streams)('the C channel, $name', (stream) => {
