@@ -51,6 +51,11 @@ export function probe(): BackendProbe {
   }
 }
 
+/** Where MLX runs here once initialised: its GPU stream (Metal, or CUDA) or, without one, the CPU (from the glue's name). */
+export function mlxDevice(): 'gpu' | 'cpu' {
+  return String(openGlue().dbc_backend_name()).endsWith('(gpu)') ? 'gpu' : 'cpu'
+}
+
 export function openMlxBackend(): Backend {
   return new ShimBackend('mlx', openGlue(), 0)
 }

@@ -1,8 +1,9 @@
-/** `--backend cpu|mlx|auto`: auto takes mlx where it is available and says why when it is not. */
+/** `--backend cpu|mlx|auto`: auto takes mlx where it runs on a GPU (Metal or CUDA) and the cpu backend otherwise — an
+ * MLX on the CPU alone (Linux without a GPU) is far slower than our kernels — and says why either way. */
 import { UsageError } from '../errors.ts'
 import type { Backend } from './backend.ts'
 import { openCpuBackend } from './cpu.ts'
-import { openMlxBackend, probe as probeMlx } from './mlx.ts'
+import { mlxDevice, openMlxBackend, probe as probeMlx } from './mlx.ts'
 
 export type BackendChoice = 'cpu' | 'mlx' | 'auto'
 
@@ -26,6 +27,20 @@ export function selectBackend(choice: BackendChoice, options: { threads?: number
       throw new UsageError(mlx.reason, "install mlx-c and run 'bash scripts/build-mlx-shim.sh', or use --backend cpu")
     return { backend: openMlxBackend(), reason: 'mlx backend (chosen)' }
   }
-  if (mlx.available) return { backend: openMlxBackend(), reason: 'mlx backend (auto: mlx-c found)' }
-  return { backend: openCpuBackend(options), reason: `cpu backend (auto: ${mlx.reason})` }
+  const pick = autoBackend(mlx, mlx.available ? mlxDevice() : undefined)
+  return { backend: pick.backend === 'mlx' ? openMlxBackend() : openCpuBackend(options), reason: pick.reason }
+}
+
+/** auto's rule as a pure function of what the probe found: mlx only where it has a GPU. */
+export function autoBackend(
+  mlx: { available: true } | { available: false; reason: string },
+  device: 'gpu' | 'cpu' | undefined,
+): { backend: 'cpu' | 'mlx'; reason: string } {
+  if (!mlx.available) return { backend: 'cpu', reason: `cpu backend (auto: ${mlx.reason})` }
+  if (device === 'gpu') return { backend: 'mlx', reason: 'mlx backend (auto: mlx-c found, running on its GPU)' }
+  return {
+    backend: 'cpu',
+    reason:
+      'cpu backend (auto: mlx-c found, but MLX has no GPU here (no Metal or CUDA) and runs far slower on the CPU than this backend; --backend mlx forces it)',
+  }
 }
