@@ -4,7 +4,14 @@ import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
 import type { MemberStatus } from '../cluster/cluster-planner.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
+import { peersList, rememberedPeersFile, rememberPeer } from '../cluster/remembered-peers.ts'
+import { ipv4ToNumber } from '../discovery/link-local.ts'
+import { localAddressToward } from '../discovery/local-address.ts'
 import { selfCommand } from '../self-command.ts'
+import { fingerprint } from '../trust/identity.ts'
+import { loadLocalIdentity } from '../trust/local-identity.ts'
+import { machineSerial } from '../trust/machine-info.ts'
+import { parseHostPort, pinPeer } from './pin-peer.ts'
 
 const local = defineCommand({
   meta: {
@@ -88,7 +95,106 @@ const status = defineCommand({
   },
 })
 
+const DEFAULT_LINK_PORT = '47391'
+
+const ipv4 = (value: string, flag: string): string => {
+  try {
+    ipv4ToNumber(value)
+    return value
+  } catch {
+    throw new UsageError(`${flag} must be an IPv4 address, got '${value}'`)
+  }
+}
+
+const setup = defineCommand({
+  meta: {
+    name: 'setup',
+    description:
+      'Two seeds in one step: pin the peer (as trust pin) and remember its link address, so that serve --peers (no list) or plain serve joins it',
+  },
+  args: {
+    'peer-serial': {
+      type: 'string',
+      description: "The peer's serial (its --node-name, or its machine serial)",
+      required: true,
+      valueHint: 'SERIAL',
+    },
+    'peer-ip': {
+      type: 'string',
+      description: "The peer's IPv4 address on the link (e.g. its Thunderbolt bridge address)",
+      required: true,
+      valueHint: 'IP',
+    },
+    'peer-port': { type: 'string', description: "The peer's link port", default: DEFAULT_LINK_PORT },
+    key: {
+      type: 'string',
+      description: "The peer's public key, base64 ('dbcluster identity show' on the peer prints it)",
+      valueHint: 'BASE64',
+    },
+    'from-peer': {
+      type: 'boolean',
+      description: "Read the key from the peer's link port instead (it must be serving and already trust this machine)",
+    },
+    'self-ip': {
+      type: 'string',
+      description: "This node's IPv4 address on the link (default: the address this machine reaches --peer-ip from)",
+      valueHint: 'IP',
+    },
+    'link-port': { type: 'string', description: "This node's link port", default: DEFAULT_LINK_PORT },
+    'node-name': {
+      type: 'string',
+      description: 'This node’s serial, as serve --node-name (default: the machine serial)',
+    },
+    'cluster-id': {
+      type: 'string',
+      description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
+      default: 'dbcluster',
+    },
+    yes: { type: 'boolean', description: 'Pin without asking (needed without a terminal)', default: false },
+    replace: {
+      type: 'boolean',
+      description: 'Allow replacing a different key already pinned for the peer',
+      default: false,
+    },
+  },
+  async run({ args }) {
+    const peerIp = ipv4(args['peer-ip'], '--peer-ip')
+    const peerPort = parseHostPort(`${peerIp}:${args['peer-port']}`, '--peer-port').port
+    const linkPort = parseHostPort(`127.0.0.1:${args['link-port']}`, '--link-port').port
+    const selfIp = args['self-ip'] !== undefined ? ipv4(args['self-ip'], '--self-ip') : await localAddressToward(peerIp)
+    const serial = args['node-name'] ?? machineSerial()
+    if (args['peer-serial'] === serial)
+      throw new UsageError(`--peer-serial '${serial}' is this node's own serial`, 'give the other machine’s serial')
+    const pinned = await pinPeer({
+      serial: args['peer-serial'],
+      key: args.key,
+      fromPeer: args['from-peer'] ? { host: peerIp, port: peerPort } : undefined,
+      replace: args.replace === true,
+      yes: args.yes === true,
+      clusterId: args['cluster-id'],
+      nodeName: serial,
+      flags: { serial: '--peer-serial', key: '--key', fromPeer: '--from-peer' },
+    })
+    const path = rememberedPeersFile()
+    const cluster = rememberPeer(
+      path,
+      { serial, host: selfIp, port: linkPort },
+      { serial: pinned.serial, host: peerIp, port: peerPort },
+    )
+    consola.success(
+      `remembered in ${path}: ${cluster.nodes.map((n, r) => `rank ${r} ${n.serial} ${n.host}:${n.port}`).join(', ')}`,
+    )
+    const { identity } = loadLocalIdentity()
+    const me = Buffer.from(identity.publicKey).toString('base64')
+    console.log(`start this node:  dbcluster serve --peers   (= --peers ${peersList(cluster)} --rank ${cluster.rank})`)
+    console.log(
+      `on ${pinned.serial}, if not done: dbcluster cluster setup --peer-serial ${serial} --peer-ip ${selfIp} --peer-port ${linkPort} --key ${me}`,
+    )
+    console.log(`and compare there this machine's fingerprint ${fingerprint(identity.publicKey)}`)
+  },
+})
+
 export default defineCommand({
-  meta: { name: 'cluster', description: 'Pipeline clusters: run one locally, show a running one' },
-  subCommands: { local, status },
+  meta: { name: 'cluster', description: 'Pipeline clusters: set one up, run one locally, show a running one' },
+  subCommands: { setup, local, status },
 })

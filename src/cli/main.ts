@@ -18,6 +18,7 @@ export const rootCommand = defineCommand({
     generate: () => import('./generate.ts').then((m) => m.default),
     model: () => import('./model.ts').then((m) => m.default),
     identity: () => import('./identity.ts').then((m) => m.default),
+    trust: () => import('./trust.ts').then((m) => m.default),
     cluster: () => import('./cluster.ts').then((m) => m.default),
     bench: () => import('./bench.ts').then((m) => m.default),
     coordinator: () => import('./coordinator.ts').then((m) => m.default),

@@ -1,5 +1,7 @@
 /** The flags of `dbcluster serve`, each with the description `--help` prints. */
 import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
+// serve's --peers, resolved against what `cluster setup` remembered (kept beside the flag, so serve.ts stays thin)
+export { peersFromSetup } from './serve-peers.ts'
 
 export const SERVE_ARGS = {
   model: {
@@ -52,7 +54,8 @@ export const SERVE_ARGS = {
   threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
   peers: {
     type: 'string',
-    description: 'Form a pipeline cluster: every node’s link address in rank order (host:port,host:port,…)',
+    description:
+      'Form a pipeline cluster: every node’s link address in rank order (host:port,host:port,…). With no list (--peers=), or left out (without --discover or --tp), the cluster `dbcluster cluster setup` remembered in $DBCLUSTER_HOME/peers.json, with this node’s rank',
     valueHint: 'LIST',
   },
   rank: {

@@ -18,7 +18,7 @@ import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { machineSerial } from '../trust/machine-info.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { progressPrinter } from './model-pull.ts'
-import { hopSealing, SERVE_ARGS } from './serve-args.ts'
+import { hopSealing, peersFromSetup, SERVE_ARGS } from './serve-args.ts'
 
 const nonNegative = (value: string, name: string): number => {
   const n = Number(value)
@@ -32,7 +32,8 @@ export default defineCommand({
     description: 'Serve a model with an OpenAI-compatible API (chat and text completions, streaming, metrics)',
   },
   args: SERVE_ARGS,
-  async run({ args }) {
+  async run({ args, rawArgs }) {
+    Object.assign(args, peersFromSetup(args, rawArgs)) // --peers without a list, or left out: `cluster setup`'s cluster
     const port = Number(args.port)
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new UsageError(`--port must be 0..65535, got '${args.port}'`)

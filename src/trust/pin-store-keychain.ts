@@ -3,7 +3,7 @@
  * data-protection one, which an unsigned CLI cannot use (design/mlx-c.md §8). Same interface as FilePinStore. */
 import { TrustError } from './errors.ts'
 import type { MacosBridge } from './macos-bridge.ts'
-import { parsePin, type Pin, type PinStore } from './pinned-keys.ts'
+import { parsePin, pinRecord, type Pin, type PinStore } from './pinned-keys.ts'
 
 /** A serial becomes a Keychain account name and a line of the bridge's list: no control characters, not empty. */
 export function checkSerialForKeychain(serial: string): void {
@@ -36,8 +36,7 @@ export class KeychainPinStore implements PinStore {
 
   set(serial: string, pin: Pin): void {
     checkSerialForKeychain(serial)
-    const record: Pin = { publicKey: pin.publicKey, keyKind: pin.keyKind, source: pin.source, pinnedAt: pin.pinnedAt }
-    this.bridge.keychainSet(this.service, serial, new TextEncoder().encode(JSON.stringify(record)))
+    this.bridge.keychainSet(this.service, serial, new TextEncoder().encode(JSON.stringify(pinRecord(pin))))
   }
 
   delete(serial: string): boolean {

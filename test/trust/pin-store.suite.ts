@@ -1,6 +1,6 @@
 /** One suite for every PinStore (the 0600 file, the macOS Keychain): same answers, same persistence, same refusals. */
 import { afterAll, describe, expect, test } from 'bun:test'
-import { authorizeByPins, type Pin, type PinStore } from '../../src/trust/pinned-keys.ts'
+import { authorizeByPins, LAST_SEEN_INTERVAL_MS, type Pin, type PinStore } from '../../src/trust/pinned-keys.ts'
 import { testIdentity } from '../support/identities.ts'
 
 export interface PinStoreHarness {
@@ -71,6 +71,33 @@ export function runPinStoreSuite(name: string, harness: PinStoreHarness, skipRea
       expect(authorize('bob', testIdentity(2).publicKey)).toBe('authorized')
       expect(authorize('bob', testIdentity(3).publicKey)).toBe('key-mismatch')
       expect(authorize('carol', testIdentity(2).publicKey)).toBe('not-pinned')
+    })
+
+    t('lastSeenAt round-trips, and a pin without it (written before it existed) loads without one', () => {
+      const store = harness.create()
+      store.set('old', pinOf(1))
+      store.set('seen', { ...pinOf(2), lastSeenAt: 1_700_000_060_000 })
+      const other = harness.reopen(store)
+      expect(Object.keys(other.get('old')!)).not.toContain('lastSeenAt')
+      expect(other.get('seen')).toEqual({ ...pinOf(2), lastSeenAt: 1_700_000_060_000 })
+    })
+
+    t('the authorizer stamps lastSeenAt when it accepts a key, at most once a minute per serial', () => {
+      const store = harness.create()
+      store.set('bob', pinOf(2))
+      let now = 1_800_000_000_000
+      const authorize = authorizeByPins(harness.reopen(store), { now: () => now })
+      expect(authorize('bob', testIdentity(3).publicKey)).toBe('key-mismatch')
+      expect(harness.reopen(store).get('bob')!.lastSeenAt).toBeUndefined()
+      expect(authorize('bob', testIdentity(2).publicKey)).toBe('authorized')
+      expect(harness.reopen(store).get('bob')).toEqual({ ...pinOf(2), lastSeenAt: now })
+      const first = now
+      now += LAST_SEEN_INTERVAL_MS - 1
+      expect(authorize('bob', testIdentity(2).publicKey)).toBe('authorized')
+      expect(harness.reopen(store).get('bob')!.lastSeenAt).toBe(first)
+      now += 1
+      expect(authorize('bob', testIdentity(2).publicKey)).toBe('authorized')
+      expect(harness.reopen(store).get('bob')!.lastSeenAt).toBe(now)
     })
 
     t('a stored pin that is not a pin is refused with E_PIN_FILE, not trusted', () => {

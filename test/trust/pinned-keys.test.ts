@@ -48,6 +48,54 @@ describe('pin file', () => {
   })
 })
 
+describe('pin file shared by processes', () => {
+  test('a handle sees pins another handle (another process) wrote or removed, and never writes a removed one back', () => {
+    const path = join(dir(), 'pins.json')
+    const node = new FilePinStore(path) // a running node's handle
+    const cli = new FilePinStore(path) // `dbcluster trust pin|forget`
+    const pin = (key: Uint8Array) => ({
+      publicKey: b64(key),
+      keyKind: 'software' as const,
+      source: 'manual',
+      pinnedAt: 1,
+    })
+    cli.set('bob', pin(bob.publicKey))
+    expect(authorizeByPins(node)('bob', bob.publicKey)).toBe('authorized')
+    cli.set('alice', pin(alice.publicKey))
+    expect(cli.delete('bob')).toBe(true)
+    expect(authorizeByPins(node)('bob', bob.publicKey)).toBe('not-pinned')
+    node.set('carol', pin(mallory.publicKey))
+    expect(Object.keys(new FilePinStore(path).list()).sort()).toEqual(['alice', 'carol'])
+  })
+
+  test('a last-seen stamp does not write back a key replaced meanwhile', () => {
+    const path = join(dir(), 'pins.json')
+    const store = new FilePinStore(path)
+    store.set('bob', { publicKey: b64(bob.publicKey), keyKind: 'software', source: 'manual', pinnedAt: 1 })
+    // the stamp re-reads the pin just before writing: a pin replaced in between is left alone
+    const racing = {
+      get: (serial: string) => store.get(serial),
+      set: (serial: string, p: Parameters<FilePinStore['set']>[1]) => store.set(serial, p),
+      delete: (serial: string) => store.delete(serial),
+      list: () => store.list(),
+    }
+    let calls = 0
+    racing.get = (serial) => {
+      const got = store.get(serial)
+      if (++calls === 1)
+        store.set('bob', { publicKey: b64(mallory.publicKey), keyKind: 'software', source: 'manual', pinnedAt: 2 })
+      return got
+    }
+    expect(authorizeByPins(racing)('bob', bob.publicKey)).toBe('authorized')
+    expect(new FilePinStore(path).get('bob')).toEqual({
+      publicKey: b64(mallory.publicKey),
+      keyKind: 'software',
+      source: 'manual',
+      pinnedAt: 2,
+    })
+  })
+})
+
 describe('authorizers', () => {
   test('a verified roster acts as pins for its members', () => {
     const roster = authorizeByRoster([{ serial: 'alice', public_key: b64(alice.publicKey) }])
