@@ -64,3 +64,32 @@ test('bench link refuses a bad --rounds as a usage error', async () => {
   expect(code).toBe(2)
   expect(err).toContain('--rounds must be a positive integer')
 })
+
+test('bench link --cipher chacha20-poly1305: the round trips seal with it, natively where the shim loads', async () => {
+  const proc = Bun.spawn(
+    [
+      ...[process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--cipher', 'chacha20-poly1305'],
+      ...['--sizes', '4K', '--rounds', '3', '--aead-sizes', '4K', '--file-size', '0'],
+    ],
+    { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
+  )
+  const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+  expect(code).toBe(0)
+  const result = JSON.parse(out) as { cipher: string; aead: { cipher: string; implementation: string }[] }
+  expect(result.cipher).toBe('chacha20-poly1305')
+  const { nativeAead } = await import('../../src/link/native-aead.ts')
+  expect(result.aead.find((a) => a.cipher === 'chacha20-poly1305')!.implementation).toBe(
+    nativeAead()?.has('chacha20-poly1305') ? 'native, libcrypto through the shim' : 'JavaScript, @noble/ciphers',
+  )
+}, 30_000)
+
+test('bench link refuses an unknown --cipher by name', async () => {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--cipher', 'rot13'], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+  expect(code).toBe(2)
+  expect(err).toContain("unknown --cipher 'rot13'")
+})
