@@ -132,6 +132,12 @@ export const SERVE_ARGS = {
     description:
       'With --coordinator: register this node as RDMA-capable (off by default; only when the capability gate passes — Apple Silicon with Thunderbolt 5 and rdma_ctl enabled — else the reason is printed)',
   },
+  'mda-chain': {
+    type: 'string',
+    description:
+      "With --coordinator: PEM file of this Mac's Apple managed device attestation (leaf first), requested by your MDM with the nonce 'dbcluster identity show' prints; a chain the coordinator verifies gives hardware trust",
+    valueHint: 'FILE',
+  },
   'coordinator-token': {
     type: 'string',
     description: 'API token for --coordinator (or set DBCLUSTER_COORDINATOR_TOKEN)',

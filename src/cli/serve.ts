@@ -16,6 +16,7 @@ import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { machineSerial } from '../trust/machine-info.ts'
+import { readMdaChain } from '../trust/mda.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { progressPrinter } from './model-pull.ts'
 import { hopSealing, peersFromSetup, SERVE_ARGS } from './serve-args.ts'
@@ -65,6 +66,8 @@ export default defineCommand({
     const clustered = Boolean(args.peers || args.discover || tpSize > 1)
     if (args.rdma && !args.coordinator)
       throw new UsageError('--rdma registers this node with the coordinator: give --coordinator too')
+    if (args['mda-chain'] && !args.coordinator)
+      throw new UsageError('--mda-chain is evidence for the coordinator: give --coordinator too')
     if (args.coordinator && !clustered)
       throw new UsageError('--coordinator is for cluster nodes (with --peers, --discover or --tp)')
     const serial = args['node-name'] ?? machineSerial()
@@ -85,7 +88,10 @@ export default defineCommand({
           identity!,
           serial,
           pins,
-          args.rdma === true,
+          {
+            requestRdma: args.rdma === true,
+            mdaChain: args['mda-chain'] ? readMdaChain(args['mda-chain']) : undefined,
+          },
         )
       : undefined
     const discover = args.discover
