@@ -12,6 +12,7 @@ import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
 import type { Identity } from '../trust/identity.ts'
+import { expectSender, FrameMismatch, HEAD_RANK } from './frame-header.ts'
 import { decodeJoin, encodePlan, type JoinMessage, type PlanMessage } from './join-messages.ts'
 import { planLayers, type LayerPlan, type ModelFootprint } from './plan-layers.ts'
 import type { RoleListener } from './role-listener.ts'
@@ -172,7 +173,7 @@ export class ClusterPlanner {
         model: this.options.model,
       }
     } else return
-    j.link.send(FrameType.plan, encodePlan(message))
+    j.link.send(FrameType.plan, encodePlan(message), { stage: HEAD_RANK })
     if (message.ok && this.#files) {
       log.info(`rank ${rank} (${j.serial}): layers [${message.lo}, ${message.hi}); its files are offered over the link`)
       serveShards(j.link, this.#files.dir, this.#files.manifest, this.#files.identity, (e) =>
@@ -188,6 +189,7 @@ export class ClusterPlanner {
     link
       .nextFrame((f) => f.type === FrameType.join, JOIN_TIMEOUT_MS)
       .then((f) => {
+        expectSender(f, rank, 'the rank its role announced')
         const join = decodeJoin(f.payload)
         if (join.rank !== rank) throw new PlanRefusal(`the join says rank ${join.rank}, the role said ${rank}`)
         const before = this.#joined.get(rank)
@@ -204,7 +206,11 @@ export class ClusterPlanner {
       })
       .catch((error) => {
         log.warn(`control link from ${link.peerSerial}: ${(error as Error).message}`)
-        link.close(error instanceof PlanRefusal ? error : new PlanRefusal((error as Error).message))
+        link.close(
+          error instanceof PlanRefusal || error instanceof FrameMismatch
+            ? error
+            : new PlanRefusal((error as Error).message),
+        )
       })
     link.onClose(() => {
       if (this.#joined.get(rank)?.link === link && !this.#complete) this.#joined.delete(rank)

@@ -11,7 +11,8 @@ import type { ModelStage, StageInput } from '../model/shard.ts'
 import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { ReconnectingLink } from '../link/reconnecting-link.ts'
-import type { LinkOptions, SealedLink } from '../link/tcp-link.ts'
+import type { LinkFrame, LinkOptions, SealedLink } from '../link/tcp-link.ts'
+import { expectSender, expectStep, FrameMismatch } from './frame-header.ts'
 import { announceRole, RoleListener } from './role-listener.ts'
 import {
   decodeResult,
@@ -53,13 +54,15 @@ class RingNode {
   readonly successor: ReconnectingLink
   readonly listener: RoleListener
   inbound: SealedLink | null = null
+  /** The rank whose frames arrive on the inbound link: the stage every frame there must carry. */
+  readonly predecessor: number
   readonly #inboundListeners: ((link: SealedLink) => void)[] = []
 
   constructor(readonly options: RingOptions) {
     const { rank, peers } = options
     const me = peers[rank]!
     const next = peers[(rank + 1) % peers.length]!
-    const predecessor = (rank + peers.length - 1) % peers.length
+    const predecessor = (this.predecessor = (rank + peers.length - 1) % peers.length)
     this.listener = options.listener ?? new RoleListener(me.host, me.port, options.link)
     this.listener.handle('ring', (link, from) => {
       if (from !== predecessor)
@@ -97,14 +100,27 @@ export class StageNode {
   constructor(readonly options: RingOptions) {
     if (options.rank === 0) throw new DbcError('E_RING', 'rank 0 is the head; run it with HeadPipeline')
     this.#node = new RingNode(options)
-    this.#node.onInbound((link) => link.onFrame((f) => f.type === FrameType.step && this.#run(f.payload, link)))
+    this.#node.onInbound((link) => link.onFrame((f) => f.type === FrameType.step && this.#run(f, link)))
+    // a step lost past this stage would leave the head waiting: a dropped successor drops the predecessor too, and so
+    // on back to the head, whose pending steps then fail with the first hop's reason
+    let successorUp = false
+    this.#node.successor.onState((s) => {
+      if (s.state === 'connected') return void (successorUp = true)
+      if (!successorUp) return // still forming: nothing was in flight
+      successorUp = false
+      this.#node.inbound?.close(
+        new LinkError('E_SUCCESSOR_LOST', `rank ${options.rank}'s successor is unreachable: ${s.reason}`),
+      )
+    })
   }
 
-  #run(payload: Uint8Array, from: SealedLink): void {
-    const { stage } = this.options
+  #run(f: LinkFrame, from: SealedLink): void {
+    const { stage, rank } = this.options
     let step: StepMessage
     try {
-      step = decodeStep(payload)
+      expectSender(f, this.#node.predecessor, 'predecessor')
+      step = decodeStep(f.payload)
+      expectStep(f, step.stepId)
       for (const slot of step.closeSlots) (releaseQuietly(stage, slot), this.#held.delete(slot))
       for (const slot of step.openSlots) (claimQuietly(stage, slot), this.#held.add(slot))
       for (const slot of step.slots) {
@@ -133,15 +149,20 @@ export class StageNode {
         const result: StepResult = tokens
           ? { stepId: step.stepId, stageMicros, tokens }
           : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab }
-        this.#node.successor.send(FrameType.activation, encodeResult(result))
+        this.#node.successor.send(FrameType.activation, encodeResult(result), header(rank, step.stepId))
       } else {
         const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
         this.#node.successor.send(
           FrameType.step,
           encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }),
+          header(rank, step.stepId),
         )
       }
     } catch (error) {
+      if (error instanceof FrameMismatch) {
+        log.error(`rank ${rank}: refused a frame: ${error.message}`)
+        return from.close(error)
+      }
       // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
       log.error(`rank ${this.options.rank}: step failed: ${(error as Error).message}`)
       from.close(
@@ -162,6 +183,8 @@ export class HeadPipeline implements Pipeline {
     number,
     { resolve: (r: StepResult) => void; reject: (e: Error) => void; startedAt: number; decode: boolean }
   >()
+  /** Steps failed while the last stage's link stayed up: their results may still come back, and are dropped. */
+  readonly #abandoned = new Set<number>()
   #nextStep = 1
   /** Every slot the head holds, and those to open / close on the stages with the next step. */
   readonly #open = new Set<number>()
@@ -182,8 +205,10 @@ export class HeadPipeline implements Pipeline {
     this.#watchdog = setInterval(() => this.#checkOverdue(), Math.max(50, Math.min(1000, this.#pingMs / 4)))
     this.#watchdog.unref?.()
     this.#node.onInbound((link) => {
-      link.onFrame((f) => f.type === FrameType.activation && this.#result(f.payload))
-      link.onClose((reason) => this.#down(`the last stage's link closed: ${reason?.message ?? 'closed'}`))
+      link.onFrame((f) => f.type === FrameType.activation && this.#result(f, link))
+      link.onClose((reason) =>
+        this.#down(`the last stage's link closed: ${reason ? `${reason.code}: ${reason.message}` : 'closed'}`),
+      )
       this.#check()
     })
     this.#node.successor.onState((s) =>
@@ -263,7 +288,7 @@ export class HeadPipeline implements Pipeline {
   async #send(input: StageInput, sampling?: readonly RowSampling[]): Promise<StepResult> {
     if (this.#degraded)
       throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
-    const { stage } = this.options
+    const { stage, rank } = this.options
     const t0 = performance.now()
     const local = stage.forward({ ...input, logitRows: undefined })
     const headMicros = Math.round((performance.now() - t0) * 1000)
@@ -285,7 +310,7 @@ export class HeadPipeline implements Pipeline {
       this.#pending.set(stepId, { resolve, reject, startedAt: t0, decode }),
     )
     try {
-      this.#node.successor.send(FrameType.step, message) // throws at once when the link is down
+      this.#node.successor.send(FrameType.step, message, header(rank, stepId)) // throws at once when the link is down
     } catch (error) {
       this.#pending.delete(stepId)
       throw error
@@ -313,10 +338,25 @@ export class HeadPipeline implements Pipeline {
     this.#node.stop()
   }
 
-  #result(payload: Uint8Array): void {
-    const r = decodeResult(payload)
-    const waiter = this.#pending.get(r.stepId)
-    if (!waiter) return log.warn(`result for unknown step ${r.stepId}`)
+  #result(f: LinkFrame, from: SealedLink): void {
+    let r: StepResult
+    try {
+      expectSender(f, this.#node.predecessor, 'the last stage')
+      r = decodeResult(f.payload)
+      expectStep(f, r.stepId)
+      if (!this.#pending.has(r.stepId)) {
+        if (this.#abandoned.delete(r.stepId)) return log.debug(`dropped the late result of failed step ${r.stepId}`)
+        throw new FrameMismatch(`result for step ${r.stepId}, which is not pending`)
+      }
+    } catch (error) {
+      // closing the link fails every pending step at once (#down), with this reason
+      return from.close(
+        error instanceof LinkError
+          ? error
+          : new LinkError('E_STEP', `the last stage's result is unreadable: ${(error as Error).message}`),
+      )
+    }
+    const waiter = this.#pending.get(r.stepId)!
     this.#pending.delete(r.stepId)
     const wallMs = performance.now() - waiter.startedAt
     // an overdue step says nothing of what steps take: only ordinary ones feed the average
@@ -340,8 +380,13 @@ export class HeadPipeline implements Pipeline {
       `a stage is unreachable: ${reason}`,
       'the request failed; the cluster reports degraded until the stage returns',
     )
-    for (const [, p] of this.#pending) p.reject(failure)
+    for (const [stepId, p] of this.#pending) (p.reject(failure), this.#abandoned.add(stepId))
     this.#pending.clear()
+    // bounded: only results still in the ring can come back, a few per stage
+    for (const stepId of this.#abandoned) {
+      if (this.#abandoned.size <= ABANDONED_KEPT) break
+      this.#abandoned.delete(stepId)
+    }
     if (this.#degraded === reason) return
     this.#degraded = reason
     log.warn(`cluster degraded: ${reason}`)
@@ -359,6 +404,12 @@ export class HeadPipeline implements Pipeline {
     this.#degradedListeners.forEach((l) => l(null))
   }
 }
+
+/** Late results of failed steps remembered (far more than a ring holds in flight). */
+const ABANDONED_KEPT = 1024
+
+/** docs/protocol.md §Sealed frames: a ring frame's header carries its sender's rank and the step it belongs to. */
+const header = (rank: number, stepId: number) => ({ stage: rank, requestId: BigInt(stepId) })
 
 function releaseQuietly(stage: ModelStage, slot: number) {
   try {

@@ -5,6 +5,7 @@ import { consola } from 'consola'
 import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { listenLinks, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
+import { senderMismatch } from './frame-header.ts'
 import { decodeRole, encodeRole, type LinkRoleName } from './join-messages.ts'
 
 const log = consola.withTag('cluster')
@@ -53,6 +54,8 @@ export class RoleListener {
           new LinkError('E_ROLE', `${link.peerSerial} sent a bad role message: ${(error as Error).message}`),
         )
       }
+      const mismatch = senderMismatch(f, role.rank, 'the rank it announces')
+      if (mismatch) return link.close(mismatch)
       const handler = this.#handlers.get(role.role)
       if (!handler) {
         log.warn(`refused a ${role.role} link from ${link.peerSerial} (rank ${role.rank}): this node takes none`)
@@ -69,7 +72,7 @@ export class RoleListener {
   }
 }
 
-/** What a dialer sends first on a new link. */
+/** What a dialer sends first on a new link; the header's stage is its rank too (the listener checks they agree). */
 export function announceRole(link: Pick<SealedLink, 'send'>, role: LinkRoleName, rank: number): void {
-  link.send(FrameType.role, encodeRole({ role, rank }))
+  link.send(FrameType.role, encodeRole({ role, rank }), { stage: rank })
 }

@@ -6,6 +6,7 @@ import { freemem } from 'node:os'
 import { DbcError } from '../errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { connectLink, type LinkOptions, type SealedLink } from '../link/tcp-link.ts'
+import { expectSender, FrameMismatch, HEAD_RANK } from './frame-header.ts'
 import { decodePlan, encodeJoin, type JoinMessage, type PlanMessage } from './join-messages.ts'
 import { announceRole } from './role-listener.ts'
 import type { RingAddress } from './ring.ts'
@@ -39,8 +40,11 @@ export async function joinHead(o: StageJoinOptions): Promise<{ link: SealedLink;
     try {
       link = await connectLink(o.head.host, o.head.port, o.link)
       announceRole(link, 'control', o.join.rank)
-      link.send(FrameType.join, encodeJoin({ ...o.join, clockMs: Date.now(), freeBytes: freemem() }))
+      link.send(FrameType.join, encodeJoin({ ...o.join, clockMs: Date.now(), freeBytes: freemem() }), {
+        stage: o.join.rank,
+      })
       const f = await link.nextFrame((f) => f.type === FrameType.plan)
+      expectSender(f, HEAD_RANK, 'the head')
       const plan = decodePlan(f.payload)
       if (plan.ok) return { link, plan }
       link.close()
@@ -53,7 +57,8 @@ export async function joinHead(o: StageJoinOptions): Promise<{ link: SealedLink;
       log.info(`the head printed the plan and stopped (--plan); waiting for it to start for real`)
     } catch (error) {
       if (error instanceof JoinRefused) throw error
-      link?.close()
+      // a frame this side refused: the head is told why (a closed link or a failed dial has nothing to tell)
+      link?.close(error instanceof FrameMismatch ? error : null)
       const reason = (error as Error).message
       if (reason !== lastReason) log.info(`waiting for the head at ${o.head.host}:${o.head.port}: ${reason}`)
       lastReason = reason

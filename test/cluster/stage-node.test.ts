@@ -85,14 +85,14 @@ test('a step for a slot never opened on the stage drops the link and tells the h
   const closed = new Promise<{ code?: string; message?: string }>((resolve) =>
     first.onClose((r) => resolve(r as { code?: string; message?: string })),
   )
-  first.send(FrameType.step, step(1, []))
+  first.send(FrameType.step, step(1, []), { stage: 0, requestId: 1n })
   const reason = await closed
   expect(`${reason.code} ${reason.message}`).toMatch(/E_STEP.*slot 0 was never opened on this stage/)
   expect(results).toHaveLength(0)
 
   // a new link whose step opens the slot: the stage runs it and the last stage's result reaches the head
   const second = await dial()
-  second.send(FrameType.step, step(2, [0]))
+  second.send(FrameType.step, step(2, [0]), { stage: 0, requestId: 2n })
   for (let i = 0; i < 100 && results.length === 0; i++) await Bun.sleep(20)
   expect(results).toHaveLength(1)
   second.close()
