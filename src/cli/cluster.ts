@@ -2,6 +2,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
+import type { ClusterTrust } from '../cluster/cluster-roster.ts'
 import type { MemberStatus } from '../cluster/cluster-planner.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
 import { peersList, rememberedPeersFile, rememberPeer } from '../cluster/remembered-peers.ts'
@@ -79,6 +80,12 @@ const status = defineCommand({
     consola.info(
       `status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); ${health.backend} backend on the head`,
     )
+    const trust = health.cluster_trust as ClusterTrust | null | undefined
+    if (trust)
+      consola.info(
+        `trust ${trust.trust_level}, the weakest member's (coordinator roster ${trust.cluster_id}: ${trust.members.map((m) => `${m.serial} ${m.trust_level}`).join(', ')})`,
+      )
+    else if (health.members) consola.info('trust: no coordinator vouches for this cluster (pinned keys only)')
     const members = health.members as MemberStatus[] | undefined
     if (!members) return console.log(`one node: layers [${(health.head_layers as number[]).join(', ')})`)
     const gib = (b: number | null) => (b === null ? '?' : `${(b / 1024 ** 3).toFixed(2)} GiB`)

@@ -18,3 +18,10 @@ export function positiveIntList(value: string, name: string): number[] {
     )
   return [...new Set(items.map(Number))]
 }
+
+/** A TCP port flag: 1..65535. */
+export function portNumber(value: string, name: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--${name} must be 1..65535, got '${value}'`)
+  return n
+}

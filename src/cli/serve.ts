@@ -8,7 +8,7 @@ import { usableMemoryBytes } from '../cluster/usable-memory.ts'
 import { authorizeByPinsOrCoordinator } from '../coordinator/node-registration.ts'
 import { ServingMetrics } from '../engine/metrics.ts'
 import { UsageError } from '../errors.ts'
-import { positiveInt } from './number-list.ts'
+import { portNumber, positiveInt } from './number-list.ts'
 import { clusterMembership, coordinatorSession } from '../node/cluster-membership.ts'
 import { modelFolder } from '../node/model-folder.ts'
 import { startNode } from '../node/start-node.ts'
@@ -148,6 +148,7 @@ export default defineCommand({
       usableBytes: usableMemoryBytes(args.memory),
       plan: args.plan === true,
       membership,
+      coordinator,
       split: args.split,
       link:
         identity && membership
@@ -191,10 +192,4 @@ async function pulledModel(spec: string): Promise<string> {
   } finally {
     printer.clear()
   }
-}
-
-function portNumber(value: string, name: string): number {
-  const n = Number(value)
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new UsageError(`--${name} must be 1..65535, got '${value}'`)
-  return n
 }

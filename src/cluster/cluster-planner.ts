@@ -71,6 +71,8 @@ export class ClusterPlanner {
   #plan: LayerPlan | null = null
   #files: { dir: string; manifest: Manifest; identity: Identity } | null = null
   #refusal: { code: string; message: string } | null = null
+  /** The coordinator-signed roster (JSON) every plan carries, or '' without a coordinator. */
+  #roster = ''
   /** Read once: on a Mac they come from subprocesses, and /health (the dashboard polls it) lists them every time. */
   readonly #headFacts = { osVersion: osVersion(), chip: chipName() }
   /** Every stage has joined: the roster is fixed (a stage that drops now and joins again keeps its place). */
@@ -106,10 +108,12 @@ export class ClusterPlanner {
     )
   }
 
-  /** Sends every stage its range, then serves it the files it lacks from `dir`, signed by `identity`. */
-  commit(plan: LayerPlan, files: { dir: string; manifest: Manifest; identity: Identity }): void {
+  /** Sends every stage its range (and the roster, with a coordinator), then serves it the files it lacks from `dir`,
+   * signed by `identity`. */
+  commit(plan: LayerPlan, files: { dir: string; manifest: Manifest; identity: Identity }, roster = ''): void {
     this.#plan = plan
     this.#files = files
+    this.#roster = roster
     for (const [rank, j] of this.#joined) this.#answer(rank, j)
   }
 
@@ -171,6 +175,7 @@ export class ClusterPlanner {
         slots: this.options.slots,
         maxLen: this.options.maxLen,
         model: this.options.model,
+        roster: this.#roster,
       }
     } else return
     j.link.send(FrameType.plan, encodePlan(message), { stage: HEAD_RANK })

@@ -25,6 +25,9 @@ export interface JoinMessage {
   chip: string
   clockMs: number
   freeBytes: number
+  /** This node's fresh signed attestation as JSON (the head relays it when it registers the cluster with a
+   * coordinator), or '' when it has none to give. */
+  attestation: string
 }
 
 export type PlanMessage =
@@ -39,6 +42,9 @@ export type PlanMessage =
       maxLen: number
       /** The model's name on the head (the folder name a stage stores received files under). */
       model: string
+      /** The coordinator-signed roster over the members, as JSON, when the head has a coordinator; else ''. A stage
+       * with a coordinator checks it before loading anything (cluster-roster.ts). */
+      roster: string
     }
   | { ok: false; code: string; message: string }
 
@@ -71,6 +77,7 @@ export function encodeJoin(m: JoinMessage): Uint8Array {
   w.utf8(m.chip)
   w.f64(m.clockMs)
   w.f64(m.freeBytes)
+  w.utf8(m.attestation)
   return w.join()
 }
 
@@ -86,13 +93,24 @@ export function decodeJoin(bytes: Uint8Array): JoinMessage {
   const chip = r.utf8()
   const clockMs = r.f64()
   const freeBytes = r.f64()
+  const attestation = r.utf8()
   r.end()
   if (!(usableBytes > 0) || !Number.isFinite(usableBytes))
     throw new RangeError(`join message reports ${usableBytes} usable bytes`)
   if (hasLoaded > 1 || (hasLoaded && hi <= lo)) throw new RangeError('join message has a bad loaded range')
   if (!Number.isFinite(clockMs) || !(freeBytes >= 0))
     throw new RangeError('join message has a bad clock or free memory')
-  return { rank, usableBytes, loaded: hasLoaded ? { lo, hi } : null, backend, osVersion, chip, clockMs, freeBytes }
+  return {
+    rank,
+    usableBytes,
+    loaded: hasLoaded ? { lo, hi } : null,
+    backend,
+    osVersion,
+    chip,
+    clockMs,
+    freeBytes,
+    attestation,
+  }
 }
 
 export function encodePlan(m: PlanMessage): Uint8Array {
@@ -101,6 +119,7 @@ export function encodePlan(m: PlanMessage): Uint8Array {
   if (m.ok) {
     for (const v of [m.lo, m.hi, m.numLayers, m.nodes, m.slots, m.maxLen]) w.u32(v)
     w.utf8(m.model)
+    w.utf8(m.roster)
   } else {
     w.utf8(m.code)
     w.utf8(m.message)
@@ -126,8 +145,9 @@ export function decodePlan(bytes: Uint8Array): PlanMessage {
     number,
   ]
   const model = r.utf8()
+  const roster = r.utf8()
   r.end()
   if (hi <= lo || hi > numLayers || nodes < 2 || slots < 1 || maxLen < 1)
     throw new RangeError(`plan message is inconsistent: layers [${lo}, ${hi}) of ${numLayers}`)
-  return { ok: true, lo, hi, numLayers, nodes, slots, maxLen, model }
+  return { ok: true, lo, hi, numLayers, nodes, slots, maxLen, model, roster }
 }

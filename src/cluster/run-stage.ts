@@ -9,8 +9,11 @@ import { receiveShards } from '../distribution/shard-transfer.ts'
 import type { SealedLink } from '../link/tcp-link.ts'
 import { ModelStage } from '../model/shard.ts'
 import { stateDir } from '../state-dir.ts'
-import { chipName, osVersion } from '../trust/machine-info.ts'
+import { signAttestation } from '../trust/attestation.ts'
+import { chipName, machineFacts, osVersion } from '../trust/machine-info.ts'
 import type { Backend } from '../tensor/backend.ts'
+import type { CoordinatorClient } from '../coordinator/client.ts'
+import { checkRoster, type RosterRefused } from './cluster-roster.ts'
 import { StageNode, type RingAddress, type RingOptions } from './ring.ts'
 import { joinHead, type StagePlan } from './stage-join.ts'
 
@@ -29,6 +32,8 @@ export interface RunStageOptions {
   signal: AbortSignal
   /** Told once per load: the line tests and `cluster local` wait for. */
   onReady?: (plan: StagePlan) => void
+  /** With --coordinator: the head's roster must verify and name this node before anything loads (cluster-roster.ts). */
+  coordinator?: CoordinatorClient
 }
 
 /** Where a stage without --model keeps what the head sends it. */
@@ -53,11 +58,17 @@ export async function runStage(o: RunStageOptions): Promise<void> {
           link: o.link,
           retryMs: o.retryMs,
           signal: o.signal,
+          // the head relays it when it registers the cluster with its coordinator
+          attest: async () =>
+            JSON.stringify(
+              await signAttestation(o.link.identity, { ...machineFacts(), serial: o.link.serial, rdmaEnabled: false }),
+            ),
         }),
         stopped.then(() => null),
       ])
       if (!joined) break
       const { link, plan } = joined
+      await checkHeadRoster(o, link, plan)
       if (!current || !samePlan(current.plan, plan)) {
         if (current) log.info(`the head's plan moved this node to layers [${plan.lo}, ${plan.hi}): reloading`)
         current?.node.stop()
@@ -74,6 +85,29 @@ export async function runStage(o: RunStageOptions): Promise<void> {
   } finally {
     current?.node.stop()
     current?.stage.close()
+  }
+}
+
+/** A refused roster ends this stage with its reason, before a byte of the plan is applied (the head is told why). */
+async function checkHeadRoster(o: RunStageOptions, link: SealedLink, plan: StagePlan): Promise<void> {
+  if (!o.coordinator) {
+    if (plan.roster) log.info('the head sent a coordinator-signed roster; this stage has no --coordinator to check it')
+    return
+  }
+  try {
+    const body = await checkRoster(
+      o.coordinator,
+      plan.roster,
+      { serial: o.link.serial, publicKey: o.link.identity.publicKey },
+      { serial: link.peerSerial, publicKey: link.peerPublicKey },
+    )
+    log.info(
+      `roster ${body.cluster_id}: the coordinator vouches for ${body.members.map((m) => m.serial).join(', ')} (trust ${body.trust_level})`,
+    )
+  } catch (error) {
+    log.error((error as Error).message)
+    link.close(error as RosterRefused)
+    throw error
   }
 }
 

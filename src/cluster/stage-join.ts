@@ -21,7 +21,9 @@ export type StagePlan = Extract<PlanMessage, { ok: true }>
 export interface StageJoinOptions {
   head: RingAddress
   /** What to say; the clock and free memory are read at each attempt. */
-  join: Omit<JoinMessage, 'clockMs' | 'freeBytes'>
+  join: Omit<JoinMessage, 'clockMs' | 'freeBytes' | 'attestation'>
+  /** Signs this node's attestation (JSON) afresh for each attempt, for the head to relay to its coordinator. */
+  attest?: () => Promise<string>
   link: LinkOptions
   /** Longest wait between attempts while the head is away, in ms (the first ones come sooner). */
   retryMs: number
@@ -40,7 +42,8 @@ export async function joinHead(o: StageJoinOptions): Promise<{ link: SealedLink;
     try {
       link = await connectLink(o.head.host, o.head.port, o.link)
       announceRole(link, 'control', o.join.rank)
-      link.send(FrameType.join, encodeJoin({ ...o.join, clockMs: Date.now(), freeBytes: freemem() }), {
+      const attestation = o.attest ? await o.attest() : ''
+      link.send(FrameType.join, encodeJoin({ ...o.join, clockMs: Date.now(), freeBytes: freemem(), attestation }), {
         stage: o.join.rank,
       })
       const f = await link.nextFrame((f) => f.type === FrameType.plan)

@@ -5,6 +5,7 @@ import type { ServingMetrics } from '../engine/metrics.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import type { Scheduler } from '../engine/scheduler.ts'
 import type { CipherName } from '../link/aead-channel.ts'
+import type { CoordinatorClient } from '../coordinator/client.ts'
 import type { LinkOptions } from '../link/tcp-link.ts'
 import type { ModelStage } from '../model/shard.ts'
 import type { Backend } from '../tensor/backend.ts'
@@ -30,6 +31,8 @@ export interface NodeOptions {
   split?: string
   /** The sealed link's settings for a pipeline cluster (identity, who may join). */
   link?: LinkOptions & { backoffMs: number }
+  /** With --coordinator: the head has the cluster vouched for by a signed roster, stages check it (cluster-roster.ts). */
+  coordinator?: CoordinatorClient
   tensorParallel: TensorParallelRole | null
   metrics: ServingMetrics
   /** Ends a pipeline stage (SIGINT / SIGTERM). */

@@ -5,6 +5,7 @@ import { ClusterPlanner } from '../cluster/cluster-planner.ts'
 import { layerRanges } from '../cluster/membership.ts'
 import { describePlan, formatGiB, PlanError } from '../cluster/plan-layers.ts'
 import { HeadPipeline } from '../cluster/ring.ts'
+import { vouchForCluster } from '../cluster/cluster-roster.ts'
 import { RoleListener } from '../cluster/role-listener.ts'
 import { PLAN_ONLY } from '../cluster/stage-join.ts'
 import { manifestFor } from '../distribution/manifest.ts'
@@ -54,12 +55,13 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
       'add a node or memory (--memory), lower --max-batch or --max-context, or give a --split',
     )
   }
+  const vouched = o.coordinator ? await vouch(o, planner, listener) : null
   let hashing = ''
   const manifest = manifestFor(
     dir,
     (file) => file !== hashing && consola.start(`hashing ${(hashing = file)} for the manifest`),
   )
-  planner.commit(plan, { dir, manifest, identity: link.identity })
+  planner.commit(plan, { dir, manifest, identity: link.identity }, vouched ? JSON.stringify(vouched.roster) : '')
   const mine = plan.stages[0]!
   const stage = ModelStage.load(dir, o.backend, { lo: mine.lo, hi: mine.hi, slots: o.maxBatch, maxLen: o.maxLen })
   consola.info(
@@ -97,6 +99,8 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
         kv_slots_free: stage.cache.freeSlots,
         ring: ring.status(),
         members: planner.members(o.backend.name),
+        // the coordinator's verdict on every member: the cluster is as trusted as its weakest (null: no coordinator)
+        cluster_trust: vouched?.trust ?? null,
       }),
       connect(scheduler) {
         ring.onStalled((reason) => scheduler.setStalled(reason))
@@ -108,7 +112,33 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
           else if (formed) metrics.linkErrors.inc({ reason: reason.split(':')[0] ?? 'link' })
         })
       },
-      close: () => ring.stop(),
+      close: () => {
+        ring.stop()
+        void vouched?.registration.close()
+      },
     },
+  }
+}
+
+/** With --coordinator: the roster and the cluster's registration, or every stage is told why not and serve ends. */
+async function vouch(o: NodeOptions, planner: ClusterPlanner, listener: RoleListener) {
+  const stages = [...planner.joined.values()].map((j) => ({
+    rank: j.rank,
+    serial: j.serial,
+    publicKey: j.link.peerPublicKey,
+    attestation: j.attestation,
+  }))
+  try {
+    const vouched = await vouchForCluster(o.coordinator!, { serial: o.serial, identity: o.link!.identity }, stages)
+    const t = vouched.trust
+    consola.success(
+      `the coordinator vouches for cluster ${t.cluster_id}: trust ${t.trust_level} (${t.members.map((m) => `${m.serial} ${m.trust_level}`).join(', ')})`,
+    )
+    return vouched
+  } catch (error) {
+    planner.refuse('E_ROSTER', (error as Error).message)
+    await Bun.sleep(200) // let the refusals leave before the links close
+    listener.stop()
+    throw error
   }
 }

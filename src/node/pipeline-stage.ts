@@ -23,6 +23,7 @@ export async function runPipelineStage(o: NodeOptions): Promise<StartedNode> {
     modelDir: o.modelDir,
     retryMs: o.link!.backoffMs,
     signal: o.signal,
+    coordinator: o.coordinator,
     onReady: () => console.log(`stage ${rank} ready`),
   })
   return { role: 'finished' }

@@ -115,4 +115,14 @@ test("a stage of another account is refused at the handshake, named in the log; 
     headers: { authorization: `Bearer ${alice}` },
   }).then((r) => r.json())
   expect(key).toMatchObject({ serial: 'node-0', mda_verified: true, key_kind: 'software', trust_level: 'software' })
+  // the formed cluster is vouched for as one: a roster over both, registered with each member's verdict
+  const health = (await fetch(`${url}/health`).then((r) => r.json())) as {
+    cluster_trust: { cluster_id: string; trust_level: string; members: { serial: string; attested: boolean }[] }
+  }
+  expect(health.cluster_trust.trust_level).toBe('software')
+  expect(health.cluster_trust.members.map((m) => [m.serial, m.attested])).toEqual([
+    ['node-0', true],
+    ['alice-1', true],
+  ])
+  // (the stage, started with --coordinator, loads only after checking that roster: cluster-roster.test.ts)
 }, 180_000)

@@ -40,6 +40,7 @@ describe('join messages', () => {
       chip: 'Apple M4 Max',
       clockMs: 1.795e12,
       freeBytes: 40 * 1024 ** 3,
+      attestation: '{"body":{},"signature":""}',
     }
     expect(decodeJoin(encodeJoin(join))).toEqual(join)
     expect(decodeJoin(encodeJoin({ ...join, loaded: null })).loaded).toBeNull()
@@ -52,6 +53,7 @@ describe('join messages', () => {
       slots: 8,
       maxLen: 4096,
       model: 'Qwen3-8B-4bit',
+      roster: '{"body":{},"signature":""}',
     }
     expect(decodePlan(encodePlan(plan))).toEqual(plan)
     expect(decodePlan(encodePlan({ ok: false, code: 'E_PLAN_FIT', message: 'node-1 is short by 2.00 GiB' }))).toEqual({
@@ -66,7 +68,7 @@ describe('join messages', () => {
     expect(() => decodeRole(role.subarray(0, 6))).toThrow(/role message truncated/)
     expect(() => decodeRole(Uint8Array.from([...role, 0]))).toThrow(/1 trailing bytes/)
     expect(() => decodeRole(Uint8Array.of(9, 0, 0, 0, 1, 0, 0, 0))).toThrow(/unknown role 9/)
-    const facts = { osVersion: 'Debian 12', chip: 'x86', clockMs: 1, freeBytes: 1 }
+    const facts = { osVersion: 'Debian 12', chip: 'x86', clockMs: 1, freeBytes: 1, attestation: '' }
     const join = encodeJoin({ rank: 1, usableBytes: 1024, loaded: null, backend: 'cpu', ...facts })
     expect(() => decodeJoin(join.subarray(0, join.byteLength - 1))).toThrow(/join message truncated/)
     expect(() => decodeJoin(encodeJoin({ rank: 1, usableBytes: 0, loaded: null, backend: 'cpu', ...facts }))).toThrow(
@@ -78,10 +80,22 @@ describe('join messages', () => {
     expect(() =>
       decodeJoin(encodeJoin({ rank: 1, usableBytes: 1, loaded: null, backend: 'cpu', ...facts, freeBytes: -1 })),
     ).toThrow(/bad clock or free memory/)
-    const plan = encodePlan({ ok: true, lo: 0, hi: 4, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' })
+    const plan = encodePlan({
+      ok: true,
+      lo: 0,
+      hi: 4,
+      numLayers: 8,
+      nodes: 2,
+      slots: 1,
+      maxLen: 64,
+      model: 'm',
+      roster: '',
+    })
     expect(() => decodePlan(plan.subarray(0, 10))).toThrow(/plan message truncated/)
     expect(() =>
-      decodePlan(encodePlan({ ok: true, lo: 4, hi: 9, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm' })),
+      decodePlan(
+        encodePlan({ ok: true, lo: 4, hi: 9, numLayers: 8, nodes: 2, slots: 1, maxLen: 64, model: 'm', roster: '' }),
+      ),
     ).toThrow(/inconsistent: layers \[4, 9\) of 8/)
     const badStatus = encodePlan({ ok: false, code: 'E', message: 'm' })
     badStatus[0] = 7

@@ -2,7 +2,9 @@
 import { describe, expect, test } from 'bun:test'
 import { signRoster, verifyRoster, type RosterMember, type SignedRoster } from '../../src/coordinator/roster.ts'
 import { minTrust, trustLevelOf } from '../../src/coordinator/trust-level.ts'
-import { identity, keyB64 } from './support.ts'
+import { decideClusterRegistration } from '../../src/coordinator/cluster-registration.ts'
+import type { ProviderRecord } from '../../src/coordinator/provider-record.ts'
+import { attest, identity, keyB64 } from './support.ts'
 
 const coordinator = identity(90)
 const NOW = 1_750_000_000_000
@@ -118,5 +120,75 @@ describe('signed rosters', () => {
       ok: false,
       reason: 'roster trust is not its lowest member trust',
     })
+  })
+})
+
+describe('a cluster registered as one provider', () => {
+  test('hardware only when every member is a Secure Enclave key whose MDA chain this coordinator verified; one software member lowers it', async () => {
+    const now = Date.now()
+    const ids = { head: identity(11, 'secure-enclave'), b: identity(12, 'secure-enclave'), c: identity(13) }
+    const records = new Map<string, ProviderRecord>()
+    const record = (serial: string, id: ReturnType<typeof identity>, mdaVerified: boolean): ProviderRecord => ({
+      serial,
+      accountId: 1,
+      kind: 'machine',
+      publicKey: keyB64(id),
+      keyKind: id.kind,
+      keyVerified: true,
+      attested: true,
+      mdaVerified,
+      status: 'online',
+      statusReason: null,
+      rdmaEnabled: false,
+      hostname: null,
+      chip: null,
+      memoryBytes: null,
+      attestation: null,
+      clusterTrust: null,
+      registeredAt: now,
+      lastSeen: now,
+    })
+    records.set('head', record('head', ids.head, true))
+    records.set('b', record('b', ids.b, true))
+    records.set('c', record('c', ids.c, false))
+    const decide = async (serials: (keyof typeof ids)[]) => {
+      const roster = await signRoster(coordinator, {
+        clusterId: `c-${serials.join('')}`,
+        members: serials.map((s) => ({
+          serial: s,
+          public_key: keyB64(ids[s]),
+          key_kind: ids[s].kind,
+          trust_level: trustLevelOf(records.get(s)!),
+          attested: true,
+        })),
+        issuedAt: now,
+        ttlMs: 3600_000,
+      })
+      return decideClusterRegistration({
+        command: {
+          type: 'register_cluster',
+          roster,
+          attestations: await Promise.all(serials.map((s) => attest(ids[s], s, false, now))),
+        },
+        accountId: 1,
+        coordinatorKey: coordinator.publicKey,
+        lookup: (s) => records.get(s),
+        now,
+        maxAgeMs: 300_000,
+      })
+    }
+    const hardware = await decide(['head', 'b'])
+    expect(hardware).toMatchObject({ accepted: true, reply: { trust_level: 'hardware', attested: true } })
+    const mixed = await decide(['head', 'b', 'c'])
+    expect(mixed).toMatchObject({ accepted: true, reply: { trust_level: 'software' } })
+    expect((mixed as { reply: { members: unknown[] } }).reply.members).toContainEqual({
+      serial: 'c',
+      attested: true,
+      trust_level: 'software',
+      reason: null,
+    })
+    // a member whose stored record was verified for another key does not lend its verification
+    records.set('b', { ...record('b', ids.c, true) })
+    expect(await decide(['head', 'b'])).toMatchObject({ reply: { trust_level: 'software' } })
   })
 })
