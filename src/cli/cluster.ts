@@ -2,6 +2,7 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
+import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 import type { ClusterTrust } from '../cluster/cluster-roster.ts'
 import type { MemberStatus } from '../cluster/cluster-planner.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
@@ -157,6 +158,13 @@ const setup = defineCommand({
       description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
       default: 'dbcluster',
     },
+    cipher: {
+      type: 'enum',
+      options: [...CIPHERS] as CipherName[],
+      description: "With --from-peer: the peer's --cipher (its handshake refuses another)",
+      default: 'aes-256-gcm',
+      valueHint: CIPHERS.join('|'),
+    },
     yes: { type: 'boolean', description: 'Pin without asking (needed without a terminal)', default: false },
     replace: {
       type: 'boolean',
@@ -179,6 +187,7 @@ const setup = defineCommand({
       replace: args.replace === true,
       yes: args.yes === true,
       clusterId: args['cluster-id'],
+      cipher: args.cipher,
       nodeName: serial,
       flags: { serial: '--peer-serial', key: '--key', fromPeer: '--from-peer' },
     })

@@ -2,6 +2,7 @@
  * peer's handshake, its serial and fingerprint printed to compare out of band, a confirmation, then the pin. */
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
+import type { CipherName } from '../link/aead-channel.ts'
 import { readPeerIdentity } from '../link/peer-identity.ts'
 import { TrustError } from '../trust/errors.ts'
 import { fingerprint } from '../trust/identity.ts'
@@ -20,6 +21,8 @@ export interface PinPeerRequest {
   replace: boolean
   yes: boolean
   clusterId: string
+  /** With fromPeer: the peer's --cipher. */
+  cipher?: CipherName
   /** The serial this machine presents to the peer (serve's --node-name; default the machine serial). */
   nodeName?: string
   /** Flag names for messages (cluster setup calls them --peer-serial and --from-peer). */
@@ -62,6 +65,7 @@ export async function pinPeer(r: PinPeerRequest): Promise<PinnedPeer> {
       identity,
       serial: r.nodeName ?? machineSerial(),
       clusterId: r.clusterId,
+      cipher: r.cipher,
     })
     if (serial !== undefined && presented.serial !== serial)
       throw new TrustError(

@@ -1,6 +1,7 @@
 /** `dbcluster trust`: the peers this machine trusts — list the pins, pin a peer's key by hand, forget one. */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
+import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 import { TrustError } from '../trust/errors.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { defaultPinFile } from '../trust/local-identity.ts'
@@ -82,6 +83,13 @@ const pin = defineCommand({
       description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
       default: 'dbcluster',
     },
+    cipher: {
+      type: 'enum',
+      options: [...CIPHERS] as CipherName[],
+      description: "With --from-peer: the peer's --cipher (its handshake refuses another)",
+      default: 'aes-256-gcm',
+      valueHint: CIPHERS.join('|'),
+    },
     'node-name': {
       type: 'string',
       description:
@@ -96,6 +104,7 @@ const pin = defineCommand({
       replace: args.replace === true,
       yes: args.yes === true,
       clusterId: args['cluster-id'],
+      cipher: args.cipher,
       nodeName: args['node-name'],
       flags: { serial: '--serial', key: '--key', fromPeer: '--from-peer' },
     })

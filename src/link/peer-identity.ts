@@ -6,6 +6,7 @@ import type { Socket } from 'bun'
 import { TrustError } from '../trust/errors.ts'
 import { InitiatorHandshake, HANDSHAKE_TIMEOUT_MS } from '../trust/handshake.ts'
 import type { Identity } from '../trust/identity.ts'
+import type { CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
 import { decodeError, encodeError, FrameType, frameTypeName } from './frames.ts'
 import { encodeFrame, FrameDecoder } from './framing.ts'
@@ -19,6 +20,8 @@ export interface PeerIdentityRequest {
   identity: Identity
   serial: string
   clusterId: string
+  /** The cipher the peer seals with (its serve --cipher): the handshake refuses a HELLO that names another. */
+  cipher?: CipherName
   timeoutMs?: number
 }
 
@@ -39,6 +42,7 @@ export function readPeerIdentity(r: PeerIdentityRequest): Promise<PresentedIdent
     identity: r.identity,
     serial: r.serial,
     clusterId: r.clusterId,
+    cipher: r.cipher,
     authorize: () => 'authorized',
     randomBytes: (n) => crypto.getRandomValues(new Uint8Array(n)),
     timeoutMs,

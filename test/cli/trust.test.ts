@@ -181,11 +181,15 @@ describe('trust pin, list, forget on the pin file', () => {
 
 describe('trust pin --from-peer', () => {
   /** A listening node (serial `node-p`) that accepts `accepts`; `sign` lets a test make it sign with another key. */
-  function peerNode(identity: Identity, accepts: Record<string, Identity>): number {
+  function peerNode(
+    identity: Identity,
+    accepts: Record<string, Identity>,
+    cipher: 'aes-256-gcm' | 'chacha20-poly1305' = 'aes-256-gcm',
+  ): number {
     const listener = listenLinks(
       '127.0.0.1',
       0,
-      { identity, serial: 'node-p', clusterId: 'dbcluster', authorize: pins(accepts) },
+      { identity, serial: 'node-p', clusterId: 'dbcluster', authorize: pins(accepts), cipher },
       (l) => links.push(l),
     )
     listeners.push(listener)
@@ -217,6 +221,21 @@ describe('trust pin --from-peer', () => {
     )
     expect(wrong.code).toBe(1)
     expect(wrong.stderr).toContain(`127.0.0.1:${port} presents serial 'node-p', not 'node-q'`)
+  })
+
+  test('a peer sealing with ChaCha20-Poly1305 is read with its --cipher, and refused naming both without it', async () => {
+    const me = machine()
+    const port = peerNode(bob, { 'node-me': me.identity }, 'chacha20-poly1305')
+    const base = ['trust', 'pin', '--from-peer', `127.0.0.1:${port}`, '--node-name', 'node-me', '--yes']
+    const without = await cli(base, me.home)
+    expect(without.code).toBe(1)
+    expect(without.stderr).toContain('chacha20-poly1305')
+    expect(without.stderr).toContain('aes-256-gcm')
+    const r = await cli([...base, '--cipher', 'chacha20-poly1305'], me.home)
+    expect(r.code, r.all).toBe(0)
+    expect(await listed(me.home)).toEqual([
+      expect.objectContaining({ serial: 'node-p', public_key: b64(bob.publicKey) }),
+    ])
   })
 
   test('a peer that does not trust this machine refuses, and the error says what to do on each side', async () => {
