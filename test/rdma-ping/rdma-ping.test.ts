@@ -1,4 +1,5 @@
-/** rdma-ping over the sealed link with two real processes on loopback, its failure paths, and its exact-data helpers. */
+/** rdma-ping over the sealed link (and MLX ring where it is built) with two real processes on loopback: the JSON report,
+ * the table, presets on the command line, its failure paths, and its exact-data helpers. */
 import { expect, test } from 'bun:test'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -21,12 +22,12 @@ const spawn = (args: string[]) =>
     stderr: 'pipe',
   })
 
-/** consola's info lines and the JSON report share stdout: returns the port and a reader for the rest. */
+/** Logs go to stderr: reads it until rank 0 says where it listens; returns the port and a reader for the rest. */
 async function listeningPort(
   proc: ReturnType<typeof spawn>,
   host = '127\\.0\\.0\\.1',
 ): Promise<{ port: number; rest: () => Promise<string> }> {
-  const reader = proc.stdout.getReader()
+  const reader = proc.stderr.getReader()
   let text = ''
   for (;;) {
     const { value, done } = await reader.read()
@@ -46,64 +47,96 @@ async function listeningPort(
   }
 }
 
-/** Both ranks on loopback over `transport`; returns each rank's JSON report after checking the shape of its tables. */
-async function twoRanks(transport: string) {
-  const r0 = spawn([
-    '--rank',
-    '0',
-    '--listen',
-    '127.0.0.1:0',
-    '--transport',
-    transport,
-    '--rounds',
-    '4',
-    '--sizes',
-    '4K,256K',
-    '--json',
-  ])
+const MiB = 1024 * 1024
+
+/** Both ranks on loopback over `transport` with `--json` and `args`; checks that stdout is one JSON document on each
+ * rank, that every figure in it agrees with its own round times, and returns the two reports. */
+async function twoRanks(transport: string, args: string[]) {
+  const common = ['--transport', transport, ...args, '--json']
+  const r0 = spawn(['--rank', '0', '--listen', '127.0.0.1:0', ...common])
   const { port, rest } = await listeningPort(r0)
-  const r1 = spawn([
-    '--rank',
-    '1',
-    '--peer',
-    `127.0.0.1:${port}`,
-    '--transport',
-    transport,
-    '--rounds',
-    '4',
-    '--sizes',
-    '4K,256K',
-    '--json',
+  const r1 = spawn(['--rank', '1', '--peer', `127.0.0.1:${port}`, ...common])
+  const [out0, out1, err0, err1] = await Promise.all([
+    new Response(r0.stdout).text(),
+    new Response(r1.stdout).text(),
+    rest(),
+    new Response(r1.stderr).text(),
   ])
-  const [out0, out1] = (await Promise.all([rest(), new Response(r1.stdout).text()])).map((t) =>
-    t.trim().split('\n').at(-1)!,
-  )
-  const [err0, err1] = await Promise.all([new Response(r0.stderr).text(), new Response(r1.stderr).text()])
   expect({ rc: await r0.exited, err: err0 }).toMatchObject({ rc: 0 })
   expect({ rc: await r1.exited, err: err1 }).toMatchObject({ rc: 0 })
-  for (const [rank, out] of [
-    [0, out0],
-    [1, out1],
-  ] as const) {
-    const report = JSON.parse(out!)
-    expect(report).toMatchObject({ rank, world_size: 2, transport })
-    expect(report.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 262144])
+  expect(err0).toContain(`transport: ${transport}`)
+  const reports = [out0, out1].map((out, rank) => {
+    // nothing but the document on stdout: one line, and it parses whole
+    expect(out.endsWith('\n') && out.indexOf('\n') === out.length - 1).toBe(true)
+    const report = JSON.parse(out)
+    expect(report).toMatchObject({ rank, world_size: 2, transport, warmup_rounds: 1 })
+    expect(Object.keys(report).sort()).toEqual(
+      ['preset', 'rank', 'rounds', 'sizes', 'transport', 'verdict', 'warmup_rounds', 'world_size'].sort(),
+    )
     for (const s of report.sizes) {
-      expect(s.rounds).toBe(4)
-      expect(s.latency_us.min).toBeGreaterThan(0)
+      expect(s.rounds).toBe(report.rounds)
+      expect(s.round_us).toHaveLength(report.rounds)
+      const sorted = [...s.round_us].sort((a: number, b: number) => a - b)
+      const mean = s.round_us.reduce((a: number, b: number) => a + b, 0) / s.rounds
+      expect(sorted[0]).toBeGreaterThan(0)
+      expect(s.latency_us.min).toBe(sorted[0])
+      expect(s.latency_us.max).toBe(sorted.at(-1))
+      expect(s.latency_us.avg).toBeCloseTo(mean, 6)
       expect(s.latency_us.min).toBeLessThanOrEqual(s.latency_us.median)
       expect(s.latency_us.median).toBeLessThanOrEqual(s.latency_us.p99)
-      expect(s.gbps).toBeGreaterThan(0)
+      expect(s.latency_us.p99).toBeLessThanOrEqual(s.latency_us.max)
+      // algorithm bandwidth: vector bytes / round time (bytes per ns = GB/s)
+      expect(s.bandwidth_gbps.avg).toBeCloseTo(s.bytes / (mean * 1e3), 9)
+      expect(s.bandwidth_gbps.peak).toBeCloseTo(s.bytes / (sorted[0] * 1e3), 9)
+      expect(s.bandwidth_gbps.median).toBeCloseTo(s.bytes / (s.latency_us.median * 1e3), 9)
+      expect(s.bandwidth_gbps.peak).toBeGreaterThanOrEqual(s.bandwidth_gbps.avg)
     }
-  }
+    const at64 = report.sizes.find((s: { bytes: number }) => s.bytes === 64 * MiB)
+    expect(report.verdict).toMatchObject({
+      transport,
+      judged_bytes: 64 * MiB,
+      threshold_gbps: transport === 'jaccl' ? 5 : 0.5,
+    })
+    if (at64) {
+      expect(report.verdict.avg_gbps).toBe(at64.bandwidth_gbps.avg)
+      expect(report.verdict.status).toBe(at64.bandwidth_gbps.avg > 0.5 ? 'healthy' : 'low')
+    } else {
+      expect(report.verdict).toMatchObject({ status: 'cannot-judge', avg_gbps: null })
+      expect(report.verdict.line).toContain('add 64M to --sizes')
+    }
+    return report
+  })
+  return { reports, err0, err1 }
 }
 
-test('two ranks over link: exact sums, latency and bandwidth per size, on both ranks', () => twoRanks('link'), 60_000)
+test('two ranks over link, --preset quick with --rounds and --sizes overriding it: every figure in one JSON document per rank, a judged 64 MiB', async () => {
+  const { reports, err1 } = await twoRanks('link', ['--preset', 'quick', '--rounds', '2', '--sizes', '4K,64M'])
+  for (const r of reports) {
+    expect(r).toMatchObject({ preset: 'quick', rounds: 2 })
+    expect(r.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 64 * MiB])
+    expect(['healthy', 'low']).toContain(r.verdict.status)
+    expect(r.verdict.line).toContain(`verdict (link): ${r.verdict.status === 'low' ? 'LOW' : 'healthy'}`)
+  }
+  // progress went to stderr: a size summary per size
+  expect(err1).toContain('64 MiB: 2 rounds, avg')
+}, 120_000)
+
+test('two ranks over link, --preset verbose --sizes 4K,256K: every round on stderr, no verdict without 64 MiB', async () => {
+  const { reports, err0 } = await twoRanks('link', ['--preset', 'verbose', '--rounds', '3', '--sizes', '4K,256K'])
+  expect(reports.map((r) => r.preset)).toEqual(['verbose', 'verbose'])
+  for (const n of [1, 2, 3]) expect(err0).toContain(`256 KiB round ${n}/3: `)
+}, 60_000)
 
 const ring = probeMlxTransport('ring')
 test.skipIf(!ring.available)(
-  `two ranks over MLX ring, meeting by --peer alone: exact sums, latency and bandwidth per size${ring.available ? '' : ` (skipped: ${ring.reason})`}`,
-  () => twoRanks('ring'),
+  `two ranks over MLX ring, meeting by --peer alone, --preset quick: the same JSON figures${ring.available ? '' : ` (skipped: ${ring.reason})`}`,
+  async () => {
+    const { reports } = await twoRanks('ring', ['--preset', 'quick'])
+    for (const r of reports) {
+      expect(r).toMatchObject({ preset: 'quick', rounds: 5 })
+      expect(r.sizes.map((s: { bytes: number }) => s.bytes)).toEqual([4096, 262144])
+    }
+  },
   120_000,
 )
 
@@ -111,14 +144,31 @@ test('--coordinator HOST:PORT on every rank: rank 0 listens on its port, the oth
   const l = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
   const port = l.port
   l.stop(true)
-  const args = ['--coordinator', `127.0.0.1:${port}`, '--transport', 'link', '--rounds', '2', '--sizes', '4K', '--json']
+  const args = ['--coordinator', `127.0.0.1:${port}`, '--transport', 'link', '--rounds', '2', '--sizes', '4K']
   const r0 = spawn(['--rank', '0', ...args])
-  const { port: listening, rest } = await listeningPort(r0, '0\\.0\\.0\\.0')
+  const { port: listening } = await listeningPort(r0, '0\\.0\\.0\\.0')
   expect(listening).toBe(port)
-  const r1 = spawn(['--rank', '1', ...args])
-  const outs = await Promise.all([rest(), new Response(r1.stdout).text()])
+  const r1 = spawn(['--rank', '1', ...args, '--json'])
+  const [table, json] = await Promise.all([new Response(r0.stdout).text(), new Response(r1.stdout).text()])
   expect([await r0.exited, await r1.exited]).toEqual([0, 0])
-  expect(outs.map((t) => JSON.parse(t.trim().split('\n').at(-1)!).sizes[0].bytes)).toEqual([4096, 4096])
+  expect(JSON.parse(json).sizes[0].bytes).toBe(4096)
+  // without --json: the table alone on stdout (the logs are on stderr), then the verdict
+  const lines = table.trimEnd().split('\n')
+  expect(lines[0]).toBe('rank 0/2 over link: 2 rounds per size after 1 warm-up, every sum exact')
+  expect(lines[2]!.trim().split(/\s{2,}/)).toEqual([
+    'size',
+    'avg',
+    'min',
+    'median',
+    'p99',
+    'max',
+    'GB/s avg',
+    'GB/s peak',
+  ])
+  expect(lines[3]).toMatch(/^ *4 KiB( +[\d.]+ (µs|ms)){5}( +[\d.]+){2}$/)
+  expect(lines[4]).toStartWith('verdict (link): cannot judge — 64 MiB was not measured')
+  expect(lines[5]).toContain('--sizes 4K,256K,4M,64M')
+  expect(table).not.toContain('listening on')
 }, 60_000)
 
 test('a peer that never comes fails with a clear line and a non-zero exit', async () => {
@@ -154,10 +204,25 @@ test('unavailable transports say why and which one works', async () => {
   expect(await bad.exited).toBe(2)
 }, 30_000)
 
+test('an unknown preset, a bad size and a vector larger than a link frame are refused by name (exit 2)', async () => {
+  for (const [args, message] of [
+    [['--preset', 'fast'], "unknown --preset 'fast'"],
+    [['--sizes', '4K,4X'], "--sizes: bad size '4X'"],
+    [['--transport', 'link', '--sizes', '4K,512M'], '--sizes 536870912 is larger than the sealed link carries'],
+    [['--rounds', '0'], "--rounds must be a positive integer, got '0'"],
+  ] as const) {
+    const p = spawn(['--rank', '0', '--listen', '127.0.0.1:0', ...args])
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()])
+    expect({ rc: await p.exited, err }).toMatchObject({ rc: 2 })
+    expect(err).toContain(message)
+    expect(out).toBe('')
+  }
+}, 30_000)
+
 test('sizes parse with K/M/G suffixes; bad ones are refused', () => {
   expect(parseSizes('4K,256K,4M,64M')).toEqual([4096, 262144, 4 << 20, 64 << 20])
   expect(parseSizes('100')).toEqual([100])
-  expect(() => parseSizes('4X')).toThrow("bad size '4X'")
+  expect(() => parseSizes('4X')).toThrow("--sizes: bad size '4X'")
   expect(() => parseSizes('2')).toThrow('below 4 bytes')
 })
 
