@@ -89,9 +89,12 @@ export function createApp(deps: AppDeps): Hono {
 
   app.post('/v1/chat/completions', async (c) => chatCompletions(c, { ...deps, body: await json(c) }))
   app.post('/v1/completions', async (c) => completions(c, { ...deps, body: await json(c) }))
-  app.get('/v1/models', (c) =>
-    c.json({ object: 'list', data: [{ id: deps.modelId, object: 'model', created, owned_by: 'dbcluster' }] }),
-  )
+  // the serving context (--max-context, bounded by every stage's KV slots) under both names clients look for
+  app.get('/v1/models', (c) => {
+    const context = deps.scheduler.pipeline.maxLen
+    const model = { id: deps.modelId, object: 'model', created, owned_by: 'dbcluster' }
+    return c.json({ object: 'list', data: [{ ...model, context_length: context, max_model_len: context }] })
+  })
   app.get('/health', (c) => {
     const degraded = deps.scheduler.degraded
     return c.json(

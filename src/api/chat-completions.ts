@@ -3,6 +3,7 @@ import type { Context } from 'hono'
 import type { Scheduler } from '../engine/scheduler.ts'
 import type { ChatMessage, ModelTokenizer } from '../model/tokenizer.ts'
 import { invalid } from './errors.ts'
+import { CHAT_FIELDS, refuseUnsupported, unsupported } from './request-fields.ts'
 import { checkModel, parseCommon } from './request-params.ts'
 import { runCompletion, type Shape, type TokenInfo } from './run-completion.ts'
 
@@ -13,6 +14,9 @@ function parseMessages(raw: unknown): ChatMessage[] {
   return raw.map((m, i) => {
     if (!m || typeof m !== 'object' || !ROLES.has((m as { role?: string }).role ?? ''))
       throw invalid(`messages[${i}].role must be one of ${[...ROLES].join(', ')}`, 'messages')
+    // a message's other fields (name, tool_calls, tool_call_id, …) are not honoured: refused rather than dropped
+    for (const [key, value] of Object.entries(m))
+      if (key !== 'role' && key !== 'content' && value !== null) throw unsupported(`messages[${i}].${key}`)
     const content = (m as { content?: unknown }).content
     let text: string
     if (typeof content === 'string') text = content
@@ -30,14 +34,15 @@ export async function chatCompletions(
 ) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
+  refuseUnsupported(body, CHAT_FIELDS)
   const messages = parseMessages(body.messages)
-  const common = parseCommon(body, { maxTokens: 512 })
-  if (body.logprobs !== undefined && typeof body.logprobs !== 'boolean')
+  const common = parseCommon(body, { maxTokens: 512, vocab: deps.scheduler.pipeline.vocabSize })
+  if (body.logprobs !== undefined && body.logprobs !== null && typeof body.logprobs !== 'boolean')
     throw invalid(`'logprobs' must be a boolean`, 'logprobs')
   const top = body.top_logprobs
-  if (top !== undefined && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20))
+  if (top !== undefined && top !== null && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20))
     throw invalid(`'top_logprobs' must be an integer in 0..20`, 'top_logprobs')
-  if (top !== undefined && body.logprobs !== true)
+  if (top !== undefined && top !== null && body.logprobs !== true)
     throw invalid(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs')
   const promptIds = tokenizer.encode(tokenizer.applyChatTemplate(messages))
   const id = `chatcmpl-${crypto.randomUUID().replaceAll('-', '')}`
@@ -60,35 +65,29 @@ export async function chatCompletions(
       : null
   const base = { id, created, model: modelId }
   const shape: Shape = {
-    start: () => ({
+    start: (index) => ({
       ...base,
       object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
+      choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }],
     }),
-    chunk: (text, tokens) => ({
+    chunk: (index, text, tokens) => ({
       ...base,
       object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta: { content: text }, logprobs: logprobs(tokens), finish_reason: null }],
+      choices: [{ index, delta: { content: text }, logprobs: logprobs(tokens), finish_reason: null }],
     }),
-    finishChunk: (reason) => ({
+    finishChunk: (index, reason) => ({
       ...base,
       object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: reason }],
+      choices: [{ index, delta: {}, logprobs: null, finish_reason: reason }],
     }),
     usageChunk: (usage) => ({ ...base, object: 'chat.completion.chunk', choices: [], usage }),
-    final: (text, tokens, reason, usage) => ({
-      ...base,
-      object: 'chat.completion',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: text, refusal: null },
-          logprobs: logprobs(tokens),
-          finish_reason: reason,
-        },
-      ],
-      usage,
+    choice: (index, text, tokens, reason) => ({
+      index,
+      message: { role: 'assistant', content: text, refusal: null },
+      logprobs: logprobs(tokens),
+      finish_reason: reason,
     }),
+    final: (choices, usage) => ({ ...base, object: 'chat.completion', choices, usage }),
   }
   return runCompletion(
     c,
@@ -97,6 +96,7 @@ export async function chatCompletions(
       promptIds,
       maxTokens: common.maxTokens,
       sampling: common.sampling,
+      adjustments: common.adjustments,
       stop: common.stop,
       eosTokenIds: tokenizer.eosTokenIds,
       logprobs: body.logprobs === true ? ((top as number | undefined) ?? 0) : undefined,

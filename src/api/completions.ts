@@ -3,6 +3,7 @@ import type { Context } from 'hono'
 import type { Scheduler } from '../engine/scheduler.ts'
 import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { invalid } from './errors.ts'
+import { COMPLETION_FIELDS, refuseUnsupported } from './request-fields.ts'
 import { checkModel, parseCommon } from './request-params.ts'
 import { runCompletion, type Shape, type TokenInfo } from './run-completion.ts'
 
@@ -22,8 +23,10 @@ export async function completions(
 ) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
-  const ids = promptIds(body.prompt, tokenizer, deps.scheduler.pipeline.vocabSize)
-  const common = parseCommon(body, { maxTokens: 16 })
+  refuseUnsupported(body, COMPLETION_FIELDS)
+  const vocab = deps.scheduler.pipeline.vocabSize
+  const ids = promptIds(body.prompt, tokenizer, vocab)
+  const common = parseCommon(body, { maxTokens: 16, vocab })
   const lp = body.logprobs
   if (lp !== undefined && lp !== null && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5))
     throw invalid(`'logprobs' must be an integer in 0..5`, 'logprobs')
@@ -48,17 +51,17 @@ export async function completions(
   const base = { id, created, model: modelId, object: 'text_completion' }
   const shape: Shape = {
     start: () => null,
-    chunk: (text, tokens) => ({
+    chunk: (index, text, tokens) => ({
       ...base,
-      choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: null }],
+      choices: [{ index, text, logprobs: logprobs(tokens), finish_reason: null }],
     }),
-    finishChunk: (reason) => ({ ...base, choices: [{ index: 0, text: '', logprobs: null, finish_reason: reason }] }),
+    finishChunk: (index, reason) => ({
+      ...base,
+      choices: [{ index, text: '', logprobs: null, finish_reason: reason }],
+    }),
     usageChunk: (usage) => ({ ...base, choices: [], usage }),
-    final: (text, tokens, reason, usage) => ({
-      ...base,
-      choices: [{ index: 0, text, logprobs: logprobs(tokens), finish_reason: reason }],
-      usage,
-    }),
+    choice: (index, text, tokens, reason) => ({ index, text, logprobs: logprobs(tokens), finish_reason: reason }),
+    final: (choices, usage) => ({ ...base, choices, usage }),
   }
   return runCompletion(
     c,
@@ -67,6 +70,7 @@ export async function completions(
       promptIds: ids,
       maxTokens: common.maxTokens,
       sampling: common.sampling,
+      adjustments: common.adjustments,
       stop: common.stop,
       eosTokenIds: tokenizer.eosTokenIds,
       logprobs: wantLogprobs ? (lp as number) : undefined,

@@ -1,14 +1,22 @@
 /** Validation of the parameters chat and text completions share, turned into the engine's sampling and stop types. */
-import { samplingParams, type SamplingParams } from '../model/sampler.ts'
+import { samplingParams, type LogitAdjustments, type SamplingParams } from '../model/sampler.ts'
 import { ApiError, invalid } from './errors.ts'
+import { unsupported } from './request-fields.ts'
 
 export interface CommonParams {
   maxTokens: number
   sampling: SamplingParams
+  adjustments?: LogitAdjustments
   stop: string[]
   stream: boolean
   includeUsage: boolean
+  /** How many choices (OpenAI's `n`). */
+  n: number
 }
+
+/** OpenAI's limits: `n` here up to 8 (each choice is a sequence of its own); `logit_bias` up to 1024 token ids. */
+export const MAX_CHOICES = 8
+export const MAX_LOGIT_BIAS = 1024
 
 const num = (
   body: Record<string, unknown>,
@@ -34,9 +42,48 @@ export function checkModel(body: Record<string, unknown>, modelId: string): void
   }
 }
 
-export function parseCommon(body: Record<string, unknown>, defaults: { maxTokens: number }): CommonParams {
-  const n = num(body, 'n', (v) => Number.isInteger(v), 'an integer')
-  if (n !== undefined && n !== 1) throw invalid(`'n' must be 1: this server returns one choice per request`, 'n')
+/** `logit_bias`: {"token id": value in [−100, 100]}, ids of this model's vocabulary. */
+function parseLogitBias(raw: unknown, vocab: number): Map<number, number> {
+  const bias = new Map<number, number>()
+  if (raw === undefined || raw === null) return bias
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw invalid(`'logit_bias' must be an object mapping token ids to numbers`, 'logit_bias')
+  const entries = Object.entries(raw)
+  if (entries.length > MAX_LOGIT_BIAS)
+    throw invalid(`'logit_bias' has ${entries.length} token ids, more than ${MAX_LOGIT_BIAS}`, 'logit_bias')
+  for (const [key, value] of entries) {
+    const id = Number(key)
+    if (!/^(0|[1-9]\d*)$/.test(key) || id >= vocab)
+      throw invalid(`'logit_bias' key '${key}' is not a token id in 0..${vocab - 1}`, 'logit_bias')
+    if (typeof value !== 'number' || !(value >= -100 && value <= 100))
+      throw invalid(`'logit_bias' value for token ${key} must be a number in [-100, 100]`, 'logit_bias')
+    bias.set(id, value)
+  }
+  return bias
+}
+
+function parseStreamOptions(raw: unknown): boolean {
+  if (raw === undefined || raw === null) return false
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw invalid(`'stream_options' must be an object`, 'stream_options')
+  for (const [key, value] of Object.entries(raw)) {
+    const param = `stream_options.${key}`
+    if (value === null) continue
+    if (key === 'include_usage' || key === 'include_obfuscation') {
+      if (typeof value !== 'boolean') throw invalid(`'${param}' must be a boolean`, param)
+      if (key === 'include_obfuscation' && value)
+        throw unsupported(param, 'chunks carry no obfuscation padding; only false is honoured')
+    } else throw unsupported(param)
+  }
+  return (raw as { include_usage?: unknown }).include_usage === true
+}
+
+export function parseCommon(
+  body: Record<string, unknown>,
+  defaults: { maxTokens: number; vocab: number },
+): CommonParams {
+  const n =
+    num(body, 'n', (v) => Number.isInteger(v) && v >= 1 && v <= MAX_CHOICES, `an integer in 1..${MAX_CHOICES}`) ?? 1
   const maxTokens =
     num(body, 'max_completion_tokens', (v) => Number.isInteger(v) && v >= 1, 'a positive integer') ??
     num(body, 'max_tokens', (v) => Number.isInteger(v) && v >= 1, 'a positive integer') ??
@@ -51,7 +98,13 @@ export function parseCommon(body: Record<string, unknown>, defaults: { maxTokens
     throw invalid(`'stop' must be a string or an array of strings`, 'stop')
   if (body.stream !== undefined && typeof body.stream !== 'boolean')
     throw invalid(`'stream' must be a boolean`, 'stream')
-  const streamOptions = body.stream_options as { include_usage?: unknown } | undefined | null
+  const includeUsage = parseStreamOptions(body.stream_options)
+  const logitBias = parseLogitBias(body.logit_bias, defaults.vocab)
+  const penalty = (key: string) => num(body, key, (v) => v >= -2 && v <= 2, 'a number in [-2, 2]') ?? 0
+  const presencePenalty = penalty('presence_penalty')
+  const frequencyPenalty = penalty('frequency_penalty')
+  const adjustments =
+    logitBias.size || presencePenalty || frequencyPenalty ? { logitBias, presencePenalty, frequencyPenalty } : undefined
   let sampling: SamplingParams
   try {
     sampling = samplingParams({
@@ -69,8 +122,10 @@ export function parseCommon(body: Record<string, unknown>, defaults: { maxTokens
   return {
     maxTokens,
     sampling,
+    ...(adjustments ? { adjustments } : {}),
     stop,
     stream: body.stream === true,
-    includeUsage: streamOptions?.include_usage === true,
+    includeUsage,
+    n,
   }
 }

@@ -1,5 +1,5 @@
-/** Runs one request through the scheduler and answers as JSON or as Server-Sent Events; chat and text completions differ
- * only in their `Shape` (how a chunk, a final answer and log-probabilities look). */
+/** Runs one request's choices through the scheduler and answers as JSON or as Server-Sent Events; chat and text
+ * completions differ only in their `Shape` (how a chunk, a choice and log-probabilities look). */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { FinishReason, RequestEvent, ScheduledRequest, Scheduler, TokenLogprob } from '../engine/scheduler.ts'
@@ -19,89 +19,102 @@ export interface Usage {
 }
 
 export interface Shape {
-  /** First chunk of a stream (chat sends the role). */
-  start(): Record<string, unknown> | null
-  chunk(text: string, tokens: TokenInfo[]): Record<string, unknown>
-  finishChunk(reason: FinishReason): Record<string, unknown>
+  /** First chunk of a choice's stream (chat sends the role). */
+  start(index: number): Record<string, unknown> | null
+  chunk(index: number, text: string, tokens: TokenInfo[]): Record<string, unknown>
+  finishChunk(index: number, reason: FinishReason): Record<string, unknown>
   usageChunk(usage: Usage): Record<string, unknown>
-  final(text: string, tokens: TokenInfo[], reason: FinishReason, usage: Usage): Record<string, unknown>
+  /** One choice of a non-streamed answer. */
+  choice(index: number, text: string, tokens: TokenInfo[], reason: FinishReason): Record<string, unknown>
+  final(choices: Record<string, unknown>[], usage: Usage): Record<string, unknown>
 }
+
+type Done = Extract<RequestEvent, { type: 'done' }>
+
+/** The prompt counts once however many choices share it; every choice's tokens count. */
+function usageOf(done: readonly Done[]): Usage {
+  const prompt = done[0]!.promptTokens
+  const completion = done.reduce((n, d) => n + d.tokens.length, 0)
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+}
+
+const info = (event: Extract<RequestEvent, { type: 'token' }>): TokenInfo => ({
+  id: event.id,
+  text: event.text,
+  logprob: event.logprob,
+  topLogprobs: event.topLogprobs,
+})
 
 export async function runCompletion(
   c: Context,
   scheduler: Scheduler,
   request: ScheduledRequest,
   shape: Shape,
-  options: { stream: boolean; includeUsage: boolean },
+  options: { stream: boolean; includeUsage: boolean; n: number },
 ): Promise<Response> {
+  // one signal for every choice: a client that leaves cancels them all
   const abort = new AbortController()
   c.req.raw.signal?.addEventListener('abort', () => abort.abort())
-  const events: RequestEvent[] = []
+  const events: { index: number; event: RequestEvent }[] = []
   let wake: (() => void) | null = null
-  const push = (event: RequestEvent) => {
-    events.push(event)
+  const push = (index: number, event: RequestEvent) => {
+    events.push({ index, event })
     wake?.()
   }
   try {
-    scheduler.submit({ ...request, signal: abort.signal }, push)
+    scheduler.submitChoices({ ...request, signal: abort.signal }, options.n, push)
   } catch (error) {
     return errorResponse(c, error)
   }
-  const next = async (): Promise<RequestEvent> => {
+  const next = async () => {
     while (events.length === 0) await new Promise<void>((resolve) => (wake = resolve))
     wake = null
     return events.shift()!
   }
+  const done: Done[] = []
+  let finished = 0
 
   if (!options.stream) {
-    const tokens: TokenInfo[] = []
-    for (;;) {
-      const event = await next()
-      if (event.type === 'token')
-        tokens.push({ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs })
-      else if (event.type === 'error') return errorResponse(c, event.error)
-      else if (event.type === 'done') {
-        const usage = {
-          prompt_tokens: event.promptTokens,
-          completion_tokens: event.tokens.length,
-          total_tokens: event.promptTokens + event.tokens.length,
-        }
-        return c.json(shape.final(event.text, tokens, event.finishReason, usage))
+    const tokens: TokenInfo[][] = Array.from({ length: options.n }, () => [])
+    while (finished < options.n) {
+      const { index, event } = await next()
+      if (event.type === 'token') tokens[index]!.push(info(event))
+      else if (event.type === 'error') {
+        abort.abort()
+        return errorResponse(c, event.error)
+      } else if (event.type === 'done') {
+        done[index] = event
+        finished++
       }
     }
+    const choices = done.map((d, i) => shape.choice(i, d.text, tokens[i]!, d.finishReason))
+    return c.json(shape.final(choices, usageOf(done)))
   }
 
   return streamSSE(c, async (sse) => {
     sse.onAbort(() => abort.abort())
     const send = (data: unknown) => sse.writeSSE({ data: JSON.stringify(data) })
-    const start = shape.start()
-    if (start) await send(start)
-    for (;;) {
-      const event = await next()
+    for (let i = 0; i < options.n; i++) {
+      const start = shape.start(i)
+      if (start) await send(start)
+    }
+    while (finished < options.n) {
+      const { index, event } = await next()
       if (event.type === 'token' || event.type === 'text') {
-        const info =
-          event.type === 'token'
-            ? [{ id: event.id, text: event.text, logprob: event.logprob, topLogprobs: event.topLogprobs }]
-            : []
-        if (event.text || info.length) await send(shape.chunk(event.text, info))
+        const tokens = event.type === 'token' ? [info(event)] : []
+        if (event.text || tokens.length) await send(shape.chunk(index, event.text, tokens))
       } else if (event.type === 'error') {
-        // a clear error event, then the end of the stream: never a hung connection
+        // a clear error event, then the end of the stream: never a hung connection; the other choices stop
+        abort.abort()
         await send(errorBody(toApiError(event.error)))
         break
       } else {
-        await send(shape.finishChunk(event.finishReason))
-        if (options.includeUsage) {
-          await send(
-            shape.usageChunk({
-              prompt_tokens: event.promptTokens,
-              completion_tokens: event.tokens.length,
-              total_tokens: event.promptTokens + event.tokens.length,
-            }),
-          )
-        }
-        break
+        done[index] = event
+        finished++
+        await send(shape.finishChunk(index, event.finishReason))
       }
     }
+    if (finished === options.n && options.includeUsage) await send(shape.usageChunk(usageOf(done)))
     await sse.writeSSE({ data: '[DONE]' })
   })
 }

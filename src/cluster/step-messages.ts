@@ -103,7 +103,7 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
 }
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
-// repetition context | i32 logprobs | ints history
+// repetition context | i32 logprobs | ints history | ints bias ids (ascending) | f64 bias value per id
 export function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): void {
   w.u32(rows ? rows.length + 1 : 0)
   for (const r of rows ?? []) {
@@ -113,6 +113,8 @@ export function writeSampling(w: Writer, rows: readonly RowSampling[] | undefine
     w.u32(p.repetitionContext)
     w.u32(r.logprobs >>> 0)
     w.ints(r.history)
+    w.ints(r.bias?.ids ?? new Int32Array(0))
+    for (const v of r.bias?.values ?? []) w.f64(v)
   }
 }
 
@@ -134,6 +136,13 @@ export function readSampling(r: Reader): RowSampling[] | undefined {
     const repetitionContext = r.u32()
     const logprobs = r.i32()
     const history = r.ints()
+    const biasIds = r.ints()
+    const biasValues = Float64Array.from(biasIds, () => r.f64())
+    if (
+      biasIds.some((id, k) => id < 0 || (k > 0 && id <= biasIds[k - 1]!)) ||
+      !biasValues.every((v) => Number.isFinite(v))
+    )
+      throw new RangeError('step message: logit bias ids out of order or values not finite')
     if (
       !(temperature >= 0) ||
       !(topP > 0 && topP <= 1) ||
@@ -145,7 +154,14 @@ export function readSampling(r: Reader): RowSampling[] | undefined {
     ) {
       throw new RangeError('step message: sampling parameters out of range')
     }
-    rows.push({ params: { temperature, topP, topK, minP, repetitionPenalty, repetitionContext }, u, history, logprobs })
+    const bias = biasIds.length ? { bias: { ids: biasIds, values: biasValues } } : {}
+    rows.push({
+      params: { temperature, topP, topK, minP, repetitionPenalty, repetitionContext },
+      u,
+      history,
+      ...bias,
+      logprobs,
+    })
   }
   return rows
 }

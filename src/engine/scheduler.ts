@@ -9,8 +9,10 @@ import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { ServingMetrics } from './metrics.ts'
 import type { Pipeline } from './pipeline.ts'
 import {
+  logitBiasFor,
   rowSampling,
   seededRandom,
+  type LogitAdjustments,
   type SampledToken,
   type SamplingParams,
   type TokenLogprob,
@@ -40,6 +42,8 @@ export interface ScheduledRequest {
   promptIds: readonly number[]
   maxTokens: number
   sampling: SamplingParams
+  /** logit bias, presence and frequency penalties (absent: none) */
+  adjustments?: LogitAdjustments
   stop?: readonly string[]
   eosTokenIds: readonly number[]
   /** Report log-probabilities: 0 = of the chosen token only, k = also the k most likely. */
@@ -98,6 +102,8 @@ interface Running {
   cached: number
   /** Completion tokens sent to the client. */
   tokens: number[]
+  /** How often each completion token occurred (what presence and frequency penalties look at). */
+  counts: Map<number, number>
   /** Prompt, then every completion token: what the KV cache must hold. */
   history: number[]
   random: () => number
@@ -193,6 +199,14 @@ export class Scheduler {
 
   /** Queues a request; events arrive through `emit`. Throws at once when it can never run or the queue is full. */
   submit(request: ScheduledRequest, emit: (event: RequestEvent) => void): number {
+    return this.submitChoices(request, 1, (_, event) => emit(event))[0]!
+  }
+
+  /** Queues `n` independent completions of one prompt (OpenAI's `n`), all or none: choice i samples from its own stream,
+   * seeded `seed + i` when the request has a seed. Each one prefills the prompt itself. Events arrive with the choice's
+   * index; the request's signal cancels every choice. */
+  submitChoices(request: ScheduledRequest, n: number, emit: (index: number, event: RequestEvent) => void): number[] {
+    if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`a request has 1 or more choices, not ${n}`)
     if (this.#closed) throw new DbcError('E_CLOSED', 'the server is shutting down')
     if (this.degraded) throw new DegradedError(this.degraded)
     const need = request.promptIds.length + request.maxTokens
@@ -204,28 +218,44 @@ export class Scheduler {
         'shorten the prompt or lower max_tokens',
       )
     }
-    if (this.#queue.length >= this.options.maxQueue) {
+    // the choices that free slots take at once need no place in the queue
+    const free = Math.max(0, this.options.maxBatch - this.running - this.#queue.length)
+    if (this.#queue.length + n - free > this.options.maxQueue) {
       this.metrics?.requests.inc({ outcome: 'rejected' })
       throw new QueueFullError(this.options.maxQueue)
     }
-    const id = this.#nextId++
-    const queued = { id, request, emit, arrived: performance.now() }
-    this.#queue.push(queued)
+    const ids: number[] = []
+    for (let index = 0; index < n; index++) {
+      const seed = request.sampling.seed
+      const choice =
+        index === 0 || seed === undefined
+          ? request
+          : { ...request, sampling: { ...request.sampling, seed: seed + index } }
+      const id = this.#nextId++
+      const queued = {
+        id,
+        request: choice,
+        emit: (event: RequestEvent) => emit(index, event),
+        arrived: performance.now(),
+      }
+      this.#queue.push(queued)
+      ids.push(id)
+      // a client that leaves while its request waits is dropped from the queue at once, not when a slot frees
+      request.signal?.addEventListener(
+        'abort',
+        () => {
+          const at = this.#queue.indexOf(queued)
+          if (at < 0) return // admitted already: the running request is cancelled by the step loop
+          this.#queue.splice(at, 1)
+          this.metrics?.requests.inc({ outcome: 'cancelled' })
+          this.metrics?.queueDepth.set(this.#queue.length)
+        },
+        { once: true },
+      )
+    }
     this.metrics?.queueDepth.set(this.#queue.length)
-    // a client that leaves while its request waits is dropped from the queue at once, not when a slot frees
-    request.signal?.addEventListener(
-      'abort',
-      () => {
-        const at = this.#queue.indexOf(queued)
-        if (at < 0) return // admitted already: the running request is cancelled by the step loop
-        this.#queue.splice(at, 1)
-        this.metrics?.requests.inc({ outcome: 'cancelled' })
-        this.metrics?.queueDepth.set(this.#queue.length)
-      },
-      { once: true },
-    )
     void this.#drive()
-    return id
+    return ids
   }
 
   close(): void {
@@ -258,6 +288,7 @@ export class Scheduler {
         slot,
         cached: 0,
         tokens: [],
+        counts: new Map(),
         history: [...q.request.promptIds],
         random: seededRandom(q.request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32)),
         pendingU: null,
@@ -388,7 +419,8 @@ export class Scheduler {
     }
     const sampling = owners.map((r) => {
       r.pendingU ??= r.request.sampling.temperature > 0 ? r.random() : 0
-      return rowSampling(r.request.sampling, r.history, r.pendingU, r.request.logprobs ?? -1)
+      const bias = logitBiasFor(r.request.adjustments, r.counts)
+      return rowSampling(r.request.sampling, r.history, r.pendingU, r.request.logprobs ?? -1, bias)
     })
     const t0 = performance.now()
     const epoch = this.#epoch
@@ -469,6 +501,7 @@ export class Scheduler {
     else this.metrics?.interToken.observe((now - r.lastTokenAt) / 1000)
     r.lastTokenAt = now
     r.tokens.push(id)
+    r.counts.set(id, (r.counts.get(id) ?? 0) + 1)
     r.history.push(id)
     this.metrics?.generatedTokens.inc()
     const piece = r.stops.push(r.detok.push(id))

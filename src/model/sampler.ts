@@ -1,5 +1,6 @@
-/** Sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, with a seeded PRNG (same seed → same output).
- * makeSampler(params) returns a plain function from logits to a token id (mlx-lm sample_utils style). */
+/** Sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, and OpenAI's logit bias and presence and
+ * frequency penalties, with a seeded PRNG (same seed → same output). makeSampler(params) returns a plain function from
+ * logits to a token id (mlx-lm sample_utils style). */
 export interface SamplingParams {
   /** 0 = greedy. */
   temperature: number
@@ -10,6 +11,40 @@ export interface SamplingParams {
   /** How many recent tokens the repetition penalty looks at. */
   repetitionContext: number
   seed?: number
+}
+
+/** OpenAI's additive logit adjustments for one request (mlx-lm groups them apart as LogitsProcessorArguments). */
+export interface LogitAdjustments {
+  /** token id → value added to its logit, in [−100, 100] */
+  logitBias: ReadonlyMap<number, number>
+  /** [−2, 2]: subtracted once from every token generated so far */
+  presencePenalty: number
+  /** [−2, 2]: subtracted per occurrence of a token generated so far */
+  frequencyPenalty: number
+}
+
+/** Values added to some logits, ids ascending: one row's adjustments resolved where the generated tokens are known (the
+ * head), so the stage holding the logits needs no counts. */
+export interface LogitBias {
+  ids: Int32Array
+  values: Float64Array
+}
+
+/** OpenAI's formula for one row: logit[t] += logit_bias[t] − (frequency_penalty·count(t) + presence_penalty·[count(t) > 0]),
+ * counts over the tokens this choice generated so far (not the prompt). Undefined when nothing changes. */
+export function logitBiasFor(
+  adjustments: LogitAdjustments | undefined,
+  counts: ReadonlyMap<number, number>,
+): LogitBias | undefined {
+  if (!adjustments) return undefined
+  const terms = new Map(adjustments.logitBias)
+  const { frequencyPenalty, presencePenalty } = adjustments
+  if (frequencyPenalty !== 0 || presencePenalty !== 0)
+    for (const [id, count] of counts)
+      if (count > 0) terms.set(id, (terms.get(id) ?? 0) - (frequencyPenalty * count + presencePenalty))
+  if (terms.size === 0) return undefined
+  const ids = Int32Array.from(terms.keys()).sort()
+  return { ids, values: Float64Array.from(ids, (id) => terms.get(id)!) }
 }
 
 export const GREEDY: SamplingParams = {
@@ -77,29 +112,41 @@ export function sampleToken(
   params: SamplingParams,
   history: ArrayLike<number>,
   u: number,
+  bias?: LogitBias,
 ): number {
-  const logits = penalized(input, 0, params, history)
+  const logits = penalized(input, 0, params, history, bias)
   if (params.temperature === 0) return argmax(logits)
   const max = logits[argmax(logits)]!
   reserveCandidates(logits.length)
   return drawCandidate(collectCandidates(logits, 0, max - CUTOFF * params.temperature, 0), max, params, u)
 }
 
-/** The repetition penalty applied to a row of logits holding ids [first, first + row.length): a copy when a recent token
- * falls in it, else the row itself. Stored back as float32, as the logits are, so a split vocabulary gets the same bits. */
+/** The repetition penalty, then the additive bias, applied to a row of logits holding ids [first, first + row.length): a
+ * copy when a token they touch falls in it, else the row itself. Stored back as float32, as the logits are, so a split
+ * vocabulary gets the same bits. */
 export function penalized(
   row: Float32Array,
   first: number,
   params: SamplingParams,
   history: ArrayLike<number>,
+  bias?: LogitBias,
 ): Float32Array {
-  if (params.repetitionPenalty === 1 || !history.length) return row
   let out = row
-  for (const id of recentTokens(history, params.repetitionContext)) {
-    if (id < first || id >= first + row.length) continue
-    if (out === row) out = Float32Array.from(row)
-    const v = out[id - first]!
-    out[id - first] = v > 0 ? v / params.repetitionPenalty : v * params.repetitionPenalty
+  if (params.repetitionPenalty !== 1 && history.length) {
+    for (const id of recentTokens(history, params.repetitionContext)) {
+      if (id < first || id >= first + row.length) continue
+      if (out === row) out = Float32Array.from(row)
+      const v = out[id - first]!
+      out[id - first] = v > 0 ? v / params.repetitionPenalty : v * params.repetitionPenalty
+    }
+  }
+  if (bias) {
+    for (let k = 0; k < bias.ids.length; k++) {
+      const id = bias.ids[k]!
+      if (id < first || id >= first + row.length) continue
+      if (out === row) out = Float32Array.from(row)
+      out[id - first] = out[id - first]! + bias.values[k]!
+    }
   }
   return out
 }
@@ -225,12 +272,14 @@ export function logprobsOf(
 }
 
 /** How one logit row is to be sampled where the logits are: the request's parameters, its pre-drawn uniform, the recent
- * tokens the repetition penalty needs (empty when there is no penalty) and how many log-probabilities to report. */
+ * tokens the repetition penalty needs (empty when there is no penalty), its logit bias and penalties resolved to values
+ * (absent: none) and how many log-probabilities to report. */
 export interface RowSampling {
   params: SamplingParams
   u: number
   history: Int32Array
-  /** -1: none; 0: the chosen token's; k: also the k most likely. */
+  bias?: LogitBias
+  /** -1: none; 0: the chosen token's; k: also the k most likely (of the model's logits, before penalties and bias). */
   logprobs: number
 }
 
@@ -246,13 +295,19 @@ export function sampleRows(logits: Float32Array, vocab: number, rows: readonly R
     throw new RangeError(`${logits.length / vocab} logit rows for ${rows.length} sampling rows`)
   return rows.map((row, i) => {
     const l = logits.subarray(i * vocab, (i + 1) * vocab)
-    const id = sampleToken(l, row.params, row.history, row.u)
+    const id = sampleToken(l, row.params, row.history, row.u, row.bias)
     return row.logprobs >= 0 ? { id, ...logprobsOf(l, id, row.logprobs) } : { id }
   })
 }
 
-/** What the head sends for a row: the history window only when a penalty needs it. */
-export function rowSampling(params: SamplingParams, history: readonly number[], u: number, logprobs = -1): RowSampling {
+/** What the head sends for a row: the history window only when a penalty needs it, the bias only when there is one. */
+export function rowSampling(
+  params: SamplingParams,
+  history: readonly number[],
+  u: number,
+  logprobs = -1,
+  bias?: LogitBias,
+): RowSampling {
   const window = params.repetitionPenalty === 1 ? [] : history.slice(-params.repetitionContext)
-  return { params, u, history: Int32Array.from(window), logprobs }
+  return { params, u, history: Int32Array.from(window), ...(bias ? { bias } : {}), logprobs }
 }

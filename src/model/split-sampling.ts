@@ -20,13 +20,13 @@ import {
 
 /** What a rank sends for one row: u32 kind | u32 count n | the kind's words (f32 values, i32 ids; little-endian). */
 const KIND = {
-  /** greedy: [id, value] of the slice's first best (after the repetition penalty) */
+  /** greedy: [id, value] of the slice's first best (after the repetition penalty and the bias) */
   best: 1,
-  /** temperature: ids[n] then values[n], the penalized values at or above the slice's own best − CUTOFF·T */
+  /** temperature: ids[n] then values[n], the penalized (and biased) values at or above the slice's own best − CUTOFF·T */
   candidates: 2,
   /** temperature, when candidates would be no smaller: every penalized value of the slice */
   dense: 3,
-  /** log-probabilities: every value of the slice, as the head computed it (no penalty) */
+  /** log-probabilities: every value of the slice, as the head computed it (no penalty, no bias) */
   raw: 4,
 } as const
 
@@ -61,7 +61,7 @@ export function summarizeSlice(
       at += 2 + width
       return
     }
-    const values = penalized(slice, first, row.params, row.history)
+    const values = penalized(slice, first, row.params, row.history, row.bias)
     const best = argmax(values)
     if (row.params.temperature === 0) {
       out[at] = KIND.best
@@ -171,7 +171,7 @@ export function mergeSlices(
       if (joined.length < vocab) joined = new Float32Array(vocab)
       const logits = joined.subarray(0, vocab)
       parts.forEach((p, rank) => logits.set(p.values, rank * width))
-      const id = sampleToken(logits, row.params, row.history, row.u)
+      const id = sampleToken(logits, row.params, row.history, row.u, row.bias)
       return { id, ...logprobsOf(logits, id, row.logprobs) }
     }
     if (row.params.temperature === 0) {

@@ -219,8 +219,8 @@ for (const { name, nodes, parallel } of TARGETS) {
         expect(e).toBeInstanceOf(OpenAI.NotFoundError)
         expect(e.message).toContain("'nope' does not exist")
       })
-      test('n > 1, bad temperature, too long → BadRequestError (400)', async () => {
-        for (const extra of [{ n: 2 }, { temperature: 7 }, { max_tokens: 100000 }]) {
+      test('n > 8, bad temperature, too long → BadRequestError (400)', async () => {
+        for (const extra of [{ n: 9 }, { temperature: 7 }, { max_tokens: 100000 }]) {
           const e = await client.chat.completions
             .create({ model: 'tiny', messages: [{ role: 'user', content: 'x' }], ...extra })
             .catch((x) => x)
