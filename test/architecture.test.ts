@@ -10,7 +10,7 @@ const ALLOWED: Record<string, string[]> = {
   cli: ['*'],
   doctor: ['discovery', 'trust'],
   'rdma-ping': ['tensor-parallel', 'doctor', 'link', 'trust', 'discovery'],
-  'tensor-parallel': ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'doctor'],
+  'tensor-parallel': ['engine', 'cluster', 'model', 'tensor', 'link', 'trust', 'doctor', 'coordinator'],
   node: [
     'tensor-parallel',
     'engine',

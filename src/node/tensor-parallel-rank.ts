@@ -27,6 +27,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
           authorize: r.authorize!,
           clusterId: r.clusterId!,
           cipher: r.cipher,
+          coordinator: o.coordinator,
           fingerprint: servingFingerprint(dir, { maxBatch: o.maxBatch, maxLen: o.maxLen, tp: r.size }),
           log: (l) => consola.info(l),
         },
@@ -47,6 +48,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
       )
   const { group, tp } = started
   const rejoin = 'rejoin' in started ? started.rejoin : undefined
+  const vouched = 'vouched' in started ? started.vouched : null
   const stage = ModelStage.load(dir, o.backend, { slots: o.maxBatch, maxLen: o.maxLen, tp })
   if (r.rank > 0) {
     // the other ranks replay rank 0's steps on their slice until rank 0 stops; rank 0 serves the API
@@ -76,6 +78,8 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
+        // the coordinator's verdict on every rank (null without --coordinator): the weakest rank's trust
+        cluster_trust: vouched?.trust ?? null,
       }),
       connect(scheduler) {
         if (group instanceof SealedTpGroup && rejoin) keepTensorParallelWhole(group, pipeline, rejoin, scheduler)
@@ -84,6 +88,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
         // the followers return, then the group lets go of its sockets
         pipeline.stop()
         group.close()
+        void vouched?.registration.close()
       },
     },
   }

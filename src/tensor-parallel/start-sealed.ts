@@ -4,7 +4,11 @@
  * the blocking sockets carry the group's frames (sealed-group.ts). Any backend; on the cpu backend it is the
  * only tensor parallel there is. */
 import { randomBytes } from 'node:crypto'
+import { checkRoster, vouchForCluster, type RosterRefused } from '../cluster/cluster-roster.ts'
+import type { CoordinatorClient } from '../coordinator/client.ts'
 import { DbcError, UsageError } from '../errors.ts'
+import { signAttestation } from '../trust/attestation.ts'
+import { machineFacts } from '../trust/machine-info.ts'
 import { BlockingListener, BlockingSocket } from './blocking-socket.ts'
 import type { CipherName } from '../link/aead-channel.ts'
 import { FrameType } from '../link/frames.ts'
@@ -33,12 +37,16 @@ export interface SealedTensorParallelOptions {
   fingerprint: Uint8Array
   /** The AEAD of the meeting links and the group's sockets (--cipher; default AES-256-GCM): the same on every rank. */
   cipher?: CipherName
+  /** With --coordinator: rank 0 has the group vouched for by a signed roster, the other ranks check it before they
+   * connect their sockets (cluster/cluster-roster.ts, as a pipeline's head and stages do). */
+  coordinator?: CoordinatorClient
   log: (line: string) => void
 }
 
-/** What the meeting link carries, as `data` frames told apart by request id: rank → 0 its rank and what it serves;
- * 0 → rank the socket's port and key; rank → 0 connected; 0 → rank done. */
-export const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n } as const
+/** What the meeting link carries, as `data` frames told apart by request id: rank → 0 its rank and what it serves,
+ * then its fresh attestation (JSON); 0 → rank the coordinator's roster (JSON, empty without a coordinator), then the
+ * socket's port and key; rank → 0 connected; 0 → rank done. */
+export const MEET = { rank: 1n, offer: 2n, connected: 3n, done: 4n, attestation: 5n, roster: 6n } as const
 
 /** Every exchange inside a step must finish within this; a rank that stops answering fails the step, not hangs it. */
 export const STEP_EXCHANGE_TIMEOUT_MS = 30_000
@@ -69,9 +77,13 @@ function data(link: SealedLink, id: bigint, timeoutMs: number): Promise<Uint8Arr
   return link.nextFrame((f) => f.type === FrameType.data && f.requestId === id, timeoutMs).then((f) => f.payload)
 }
 
+type Vouched = Awaited<ReturnType<typeof vouchForCluster>>
+
 export interface SealedTensorParallel {
   group: SealedTpGroup
   tp: TensorParallel
+  /** Rank 0 with a coordinator: the roster's verdict on every rank and the group's registration (close it on stop). */
+  vouched: Vouched | null
   /** After the group failed, a new meeting as at the start (fresh keys), returning the connections for
    * SealedTpGroup.restore: rank 0 waits for every other rank, the others dial rank 0; either fails when the meeting
    * does not happen within the timeout. */
@@ -90,21 +102,23 @@ export async function startSealedTensorParallel(
     peerFlag: '--tp-peer',
     cipher: o.cipher,
   }
-  const channels = o.rank === 0 ? await meetRanks(o, links) : [await meetRankZero(o, links)]
+  const roster: { vouched: Vouched | null } = { vouched: null }
+  const channels = o.rank === 0 ? await meetRanks(o, links, roster) : [await meetRankZero(o, links)]
   const group = new SealedTpGroup(o.rank, o.size, channels, STEP_EXCHANGE_TIMEOUT_MS)
   const cipher = o.cipher ?? 'aes-256-gcm'
   o.log(
     `tensor parallel rank ${o.rank} of ${o.size}: sealed sockets up (${cipher} ${tpSealing(cipher)}, one key per rank)`,
   )
   const rejoin = (announce: boolean) =>
-    o.rank === 0 ? meetRanks(o, links, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c])
-  return { group, tp: group.tensorParallel(backend), rejoin }
+    o.rank === 0 ? meetRanks(o, links, roster, announce ? 'rejoin' : 'quiet') : meetRankZero(o, links).then((c) => [c])
+  return { group, tp: group.tensorParallel(backend), rejoin, vouched: roster.vouched }
 }
 
 /** Rank 0: every other rank meets it over the link and connects its sealed socket; the connections in rank order. */
 async function meetRanks(
   o: SealedTensorParallelOptions,
   links: Parameters<typeof acceptRanks>[4],
+  roster: { vouched: Vouched | null },
   mode: 'start' | 'rejoin' | 'quiet' = 'start',
 ): Promise<TpChannel[]> {
   const at = hostPort(o.listen, 'tp-listen')
@@ -127,6 +141,21 @@ async function meetRanks(
     const ranks = await Promise.all(
       met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint))),
     )
+    const attestations = await Promise.all(met.links.map((l) => data(l, MEET.attestation, o.timeoutMs)))
+    // the group is vouched for once; a rejoin hands the ranks the same roster to check again
+    if (o.coordinator && !roster.vouched) {
+      const members = met.links.map((l, i) => ({
+        rank: ranks[i]!,
+        serial: l.peerSerial,
+        publicKey: l.peerPublicKey,
+        attestation: new TextDecoder().decode(attestations[i]!),
+      }))
+      roster.vouched = await vouchForCluster(o.coordinator, { serial: o.serial, identity: o.identity }, members)
+      const t = roster.vouched.trust
+      o.log(`the coordinator vouches for tensor-parallel group ${t.cluster_id}: trust ${t.trust_level}`)
+    }
+    const rosterBytes = new TextEncoder().encode(roster.vouched ? JSON.stringify(roster.vouched.roster) : '')
+    for (const l of met.links) l.send(FrameType.data, rosterBytes, { requestId: MEET.roster })
     ranks.forEach((r, i) => {
       if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r))
         throw new DbcError(
@@ -192,6 +221,21 @@ async function meetRankZero(
     hello.set(u32(o.rank))
     hello.set(o.fingerprint, 4)
     link.send(FrameType.data, hello, { requestId: MEET.rank })
+    const attestation = await signAttestation(o.identity, { ...machineFacts(), serial: o.serial, rdmaEnabled: false })
+    link.send(FrameType.data, new TextEncoder().encode(JSON.stringify(attestation)), { requestId: MEET.attestation })
+    const roster = new TextDecoder().decode(await data(link, MEET.roster, o.timeoutMs))
+    if (o.coordinator) {
+      const body = await checkRoster(
+        o.coordinator,
+        roster,
+        { serial: o.serial, publicKey: o.identity.publicKey },
+        { serial: link.peerSerial, publicKey: link.peerPublicKey },
+      ).catch((error: RosterRefused) => {
+        link.close(error) // rank 0 hears why
+        throw error
+      })
+      o.log(`roster ${body.cluster_id}: the coordinator vouches for this group (trust ${body.trust_level})`)
+    } else if (roster) o.log('rank 0 sent a coordinator-signed roster; this rank has no --coordinator to check it')
     const offer = await data(link, MEET.offer, o.timeoutMs)
     if (offer.byteLength !== 36)
       throw new DbcError(
