@@ -81,6 +81,7 @@ const statusOf = async (account: string, serial: string) => {
 // Identities: the peer pool (account "peers") and one caller account per gate scenario.
 const ids = {
   peerOk: identity(1, 'secure-enclave'),
+  replayed: identity(97),
   peerNoRdma: identity(2),
   peerUnattested: identity(3),
   peerForged: identity(4),
@@ -211,6 +212,17 @@ describe('registration over the provider socket', () => {
     const { reply, socket } = await register(coord.url, tokens.other!, { rdma_enabled: true, attestation: old })
     expect(reply).toMatchObject({ serial: 'STALE', status: 'untrusted', attested: false, trust_level: 'none' })
     expect(String(reply.reason)).toContain('stale (600 s old)')
+    socket.ws.close()
+  })
+
+  test("a replayed attestation (signed for another connection's challenge) is refused: untrusted, trust none", async () => {
+    // a blob captured from one socket: valid signature, fresh, but its challenge is that socket's
+    const first = await openSocket(coord.url, tokens.other!)
+    const captured = await attest(ids.replayed, 'REPLAYED', true, undefined, first.challenge)
+    first.ws.close()
+    const { reply, socket } = await register(coord.url, tokens.other!, { rdma_enabled: true, attestation: captured })
+    expect(reply).toMatchObject({ serial: 'REPLAYED', status: 'untrusted', attested: false, trust_level: 'none' })
+    expect(String(reply.reason)).toContain("does not sign this connection's challenge")
     socket.ws.close()
   })
 
