@@ -2,7 +2,6 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
-import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 import type { ClusterTrust } from '../cluster/cluster-roster.ts'
 import type { MemberStatus } from '../cluster/cluster-planner.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
@@ -13,7 +12,7 @@ import { selfCommand } from '../self-command.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { loadLocalIdentity } from '../trust/local-identity.ts'
 import { machineSerial } from '../trust/machine-info.ts'
-import { parseHostPort, pinPeer } from './pin-peer.ts'
+import { parseHostPort, PEER_HANDSHAKE_ARGS, pinPeer } from './pin-peer.ts'
 
 const local = defineCommand({
   meta: {
@@ -153,18 +152,7 @@ const setup = defineCommand({
       type: 'string',
       description: 'This node’s serial, as serve --node-name (default: the machine serial)',
     },
-    'cluster-id': {
-      type: 'string',
-      description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
-      default: 'dbcluster',
-    },
-    cipher: {
-      type: 'enum',
-      options: [...CIPHERS] as CipherName[],
-      description: "With --from-peer: the peer's --cipher (its handshake refuses another)",
-      default: 'aes-256-gcm',
-      valueHint: CIPHERS.join('|'),
-    },
+    ...PEER_HANDSHAKE_ARGS,
     yes: { type: 'boolean', description: 'Pin without asking (needed without a terminal)', default: false },
     replace: {
       type: 'boolean',

@@ -2,7 +2,7 @@
  * peer's handshake, its serial and fingerprint printed to compare out of band, a confirmation, then the pin. */
 import { consola } from 'consola'
 import { UsageError } from '../errors.ts'
-import type { CipherName } from '../link/aead-channel.ts'
+import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 import { readPeerIdentity } from '../link/peer-identity.ts'
 import { TrustError } from '../trust/errors.ts'
 import { fingerprint } from '../trust/identity.ts'
@@ -101,3 +101,19 @@ export async function pinPeer(r: PinPeerRequest): Promise<PinnedPeer> {
   consola.success(`${plan.action === 'replace' ? 're-pinned' : 'pinned'} ${serial} (${print}) in ${location}`)
   return { serial: serial!, publicKey: publicKey!, action: plan.action, location }
 }
+
+/** What --from-peer's handshake must name as the peer does (`trust pin` and `cluster setup` share them). */
+export const PEER_HANDSHAKE_ARGS = {
+  'cluster-id': {
+    type: 'string',
+    description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
+    default: 'dbcluster',
+  },
+  cipher: {
+    type: 'enum',
+    options: [...CIPHERS] as CipherName[],
+    description: "With --from-peer: the peer's --cipher (its handshake refuses another)",
+    default: 'aes-256-gcm',
+    valueHint: CIPHERS.join('|'),
+  },
+} as const

@@ -1,12 +1,11 @@
 /** `dbcluster trust`: the peers this machine trusts — list the pins, pin a peer's key by hand, forget one. */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
-import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 import { TrustError } from '../trust/errors.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { defaultPinFile } from '../trust/local-identity.ts'
 import { openLocalPinStore } from '../trust/local-pin-store.ts'
-import { parseHostPort, pinPeer } from './pin-peer.ts'
+import { parseHostPort, PEER_HANDSHAKE_ARGS, pinPeer } from './pin-peer.ts'
 
 const keyOf = (b64: string) => new Uint8Array(Buffer.from(b64, 'base64'))
 const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString())
@@ -78,18 +77,7 @@ const pin = defineCommand({
       description: 'Allow replacing a different key already pinned for the serial (a re-keyed machine)',
       default: false,
     },
-    'cluster-id': {
-      type: 'string',
-      description: "With --from-peer: the peer's --cluster-id (bound into the handshake)",
-      default: 'dbcluster',
-    },
-    cipher: {
-      type: 'enum',
-      options: [...CIPHERS] as CipherName[],
-      description: "With --from-peer: the peer's --cipher (its handshake refuses another)",
-      default: 'aes-256-gcm',
-      valueHint: CIPHERS.join('|'),
-    },
+    ...PEER_HANDSHAKE_ARGS,
     'node-name': {
       type: 'string',
       description:
