@@ -10,6 +10,7 @@ import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { testIdentity } from '../support/identities.ts'
 import type { Subprocess } from 'bun'
 import { synthModel } from '../support/synth-models.ts'
+import { runCli } from '../support/run-cli.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
@@ -19,22 +20,7 @@ afterAll(async () => {
   await Promise.all(nodes.map((p) => p.exited))
 })
 
-async function cli(args: string[], home: string) {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], {
-    cwd: ROOT,
-    stdin: 'ignore',
-    // NODE_ENV=test (set by bun test) would quiet consola's info lines, which a user sees
-    env: { ...process.env, NODE_ENV: 'production', DBCLUSTER_HOME: home, DBCLUSTER_PIN_STORE: 'file', NO_COLOR: '1' },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ])
-  return { stdout, stderr, code, all: stdout + stderr }
-}
+const cli = (args: string[], home: string) => runCli(args, home)
 
 const machine = () => {
   const home = mkdtempSync(join(tmpdir(), 'dbc-setup-'))

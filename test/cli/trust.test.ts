@@ -10,6 +10,7 @@ import { fingerprint, type Identity } from '../../src/trust/identity.ts'
 import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 import { pins, testIdentity } from '../support/identities.ts'
+import { runCli } from '../support/run-cli.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
@@ -23,22 +24,7 @@ afterAll(() => {
 
 const newHome = () => mkdtempSync(join(tmpdir(), 'dbc-trust-'))
 
-async function cli(args: string[], home: string) {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], {
-    cwd: ROOT,
-    stdin: 'ignore',
-    // NODE_ENV=test (set by bun test) would quiet consola's info lines, which a user sees
-    env: { ...process.env, NODE_ENV: 'production', DBCLUSTER_HOME: home, DBCLUSTER_PIN_STORE: 'file', NO_COLOR: '1' },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ])
-  return { stdout, stderr, code, all: stdout + stderr }
-}
+const cli = (args: string[], home: string) => runCli(args, home)
 
 const listed = async (home: string) => JSON.parse((await cli(['trust', 'list', '--json'], home)).stdout)
 

@@ -5,23 +5,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { verifyAttestation } from '../../src/trust/attestation.ts'
 import { fingerprint } from '../../src/trust/identity.ts'
+import { runCli } from '../support/run-cli.ts'
 
-const ROOT = new URL('../..', import.meta.url).pathname
-
-async function cli(args: string[], home: string) {
-  const proc = Bun.spawn([process.execPath, 'src/main.ts', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, DBCLUSTER_HOME: home },
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ])
-  return { stdout, stderr, code }
-}
+// consola's info lines stay quiet here (NODE_ENV=test, as bun test sets it): stdout must be the JSON alone
+const cli = (args: string[], home: string) => runCli(args, home, { NODE_ENV: 'test' })
 
 describe('identity CLI', () => {
   test('show --json creates the key (0600) under DBCLUSTER_HOME and prints a verifiable attestation', async () => {
