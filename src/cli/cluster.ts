@@ -200,5 +200,5 @@ const setup = defineCommand({
 
 export default defineCommand({
   meta: { name: 'cluster', description: 'Pipeline clusters: set one up, run one locally, show a running one' },
-  subCommands: { setup, local, status },
+  subCommands: { setup, local, status, devices: () => import('./cluster-devices.ts').then((m) => m.default) },
 })
