@@ -161,6 +161,22 @@ export class ServingMetrics {
     'counter',
   )
   readonly openFds = new Family('process_open_fds', 'Open file descriptors of this process', 'gauge')
+  /** The prefix cache (engine/prefix-cache.ts): prompt tokens looked up and served from cached blocks, blocks kept now,
+   * blocks evicted. */
+  readonly prefixCache = {
+    hitTokens: new Family(
+      'dbcluster_prefix_cache_hit_tokens_total',
+      'Prompt tokens whose KV came from the prefix cache',
+      'counter',
+    ),
+    queryTokens: new Family(
+      'dbcluster_prefix_cache_query_tokens_total',
+      'Prompt tokens looked up in the prefix cache',
+      'counter',
+    ),
+    blocks: new Family('dbcluster_prefix_cache_blocks', 'Blocks the prefix cache holds', 'gauge'),
+    evictions: new Family('dbcluster_prefix_cache_evictions_total', 'Blocks evicted from the prefix cache', 'counter'),
+  }
   /** Called before each render, to read gauges that are sampled rather than updated as they change. */
   sample: () => void = () => {}
 
@@ -185,6 +201,7 @@ export class ServingMetrics {
       this.decodeStageStepTime,
       this.decodeHopTime,
       this.tpExchangeTime,
+      ...Object.values(this.prefixCache),
     ]
     return parts.flatMap((p) => p.render()).join('\n') + '\n'
   }
