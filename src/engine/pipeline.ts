@@ -1,13 +1,19 @@
 /** LocalPipeline: the Pipeline (model/pipeline.ts) over in-process stages chained in order; monolithic = one stage. */
 import { DbcError } from '../errors.ts'
-import type { Pipeline } from '../model/pipeline.ts'
+import type { Pipeline, PrefixReuse } from '../model/pipeline.ts'
 import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
 import type { ModelStage, StageInput, StageOutput } from '../model/shard.ts'
 
 export type { Pipeline }
 
 export class LocalPipeline implements Pipeline {
-  constructor(readonly stages: readonly ModelStage[]) {
+  readonly prefix?: PrefixReuse
+
+  constructor(
+    readonly stages: readonly ModelStage[],
+    options: { prefix?: PrefixReuse } = {},
+  ) {
+    this.prefix = options.prefix
     if (!stages.length) throw new DbcError('E_PIPELINE', 'a pipeline needs at least one stage')
     for (let i = 1; i < stages.length; i++) {
       if (stages[i]!.range.lo !== stages[i - 1]!.range.hi)

@@ -25,6 +25,24 @@ export type LayerCache =
     }
   | { kind: 'recurrent'; conv: Tensor; state: Tensor }
 
+/** One layer's copy of a block: keys and values of positions [from, block end) as [n, kvHeads, headDim] in the cache
+ * dtype (the row layout kvWrite takes, so a restore needs no transpose). */
+export interface KvBlockLayer {
+  keys: Tensor
+  values: Tensor
+  from: number
+}
+
+/** The keys and values of positions [start, end) of one sequence, for every attention layer of a stage. A layer is null
+ * where its ring no longer held any of them when the block was saved (a sliding-window layer keeps only its last 2·window
+ * positions), and starts after `start` where it held only the last ones. */
+export interface KvBlock {
+  start: number
+  end: number
+  layers: (KvBlockLayer | null)[]
+  bytes: number
+}
+
 export const fullLayers = (layers: number, kvHeads: number, headDim: number): LayerCacheSpec[] =>
   Array.from({ length: layers }, () => ({ kind: 'full', kvHeads, headDim }))
 
@@ -147,6 +165,99 @@ export class KvCache {
       after[slot] = position + 1
     }
     next.set(after)
+  }
+
+  /** Why blocks of this cache cannot be saved and restored (null: they can). A recurrent layer keeps one state per
+   * sequence, not one entry per position: its state at a block boundary exists only where a step ended there. */
+  get blockReuseRefusal(): string | null {
+    return this.specs.some((s) => s.kind === 'recurrent')
+      ? 'linear-attention (recurrent) layers keep one state per sequence, not keys per position'
+      : null
+  }
+
+  /** Copies the keys and values of positions [start, end) of `slot`, whose first `filled` positions are written. */
+  saveBlock(slot: number, start: number, end: number, filled: number): KvBlock {
+    const b = this.backend
+    if (this.blockReuseRefusal) throw new DbcError('E_KV_KIND', this.blockReuseRefusal)
+    if (!(0 <= start && start < end && end <= filled && filled <= this.maxLen))
+      throw new DbcError('E_KV_BLOCK', `block [${start}, ${end}) is not inside the ${filled} positions written`)
+    let bytes = 0
+    const layers = this.layerCaches.map((c) => {
+      if (c.kind !== 'attention') return null
+      const length = c.keys.shape[2]!
+      // a ring holds positions [filled − length, filled)
+      const from = c.ring ? Math.max(start, filled - length) : start
+      if (from >= end) return null
+      const copy = (cache: Tensor) =>
+        b.scope(() => {
+          const [slots, heads, , dim] = cache.shape as [number, number, number, number]
+          const at = c.ring ? from % length : from
+          const n = end - from
+          const rows = (lo: number, hi: number) =>
+            b.slice(
+              b.slice(b.reshape(cache, [slots * heads, length, dim]), 0, slot * heads, (slot + 1) * heads),
+              1,
+              lo,
+              hi,
+            )
+          // a ring's run may wrap past its end
+          const run = at + n <= length ? rows(at, at + n) : b.concat(rows(at, length), rows(0, at + n - length), 1)
+          return b.keep(b.transpose(run, [1, 0, 2]))
+        })
+      const keys = copy(c.keys)
+      const values = copy(c.values)
+      bytes += 2 * numel(keys.shape) * DTYPE_BYTES[keys.dtype]
+      return { keys, values, from }
+    })
+    return { start, end, layers, bytes }
+  }
+
+  /** Of `blocks` (consecutive, from position 0), how many can be restored together: those up to the last block end at
+   * which every sliding-window layer still has the keys its next row attends. */
+  restorableBlocks(blocks: readonly KvBlock[]): number {
+    for (let n = blocks.length; n > 0; n--) {
+      const end = blocks[n - 1]!.end
+      const ok = this.layerCaches.every((c, i) => {
+        if (c.kind !== 'attention' || !c.ring) return true
+        // the row at position `end` attends keys (end − window, end]: each block must hold its part of them
+        const need = Math.max(0, end - c.window + 1)
+        return blocks.slice(0, n).every((k) => {
+          const lo = Math.max(k.start, need)
+          return lo >= k.end || (k.layers[i] != null && k.layers[i]!.from <= lo)
+        })
+      })
+      if (ok) return n
+    }
+    return 0
+  }
+
+  /** Writes `blocks` (consecutive, from position 0) into `slot`, which then holds their positions as if computed. */
+  restoreBlocks(slot: number, blocks: readonly KvBlock[]): void {
+    const b = this.backend
+    if (this.blockReuseRefusal) throw new DbcError('E_KV_KIND', this.blockReuseRefusal)
+    if (slot < 0 || slot >= this.slots) throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
+    for (const block of blocks) {
+      b.scope(() => {
+        for (const [i, c] of this.layerCaches.entries()) {
+          const part = block.layers[i]
+          if (c.kind !== 'attention' || !part) continue
+          const n = block.end - part.from
+          const slots = b.fromInt32(new Int32Array(n).fill(slot), [n])
+          const positions = b.fromInt32(
+            Int32Array.from({ length: n }, (_, r) => part.from + r),
+            [n],
+          )
+          // f16 → f32 → f16 is exact: the slot gets the very bits it was saved with
+          b.kvWrite(c.keys, b.astype(part.keys, 'f32'), slots, positions, { ring: c.ring })
+          b.kvWrite(c.values, b.astype(part.values, 'f32'), slots, positions, { ring: c.ring })
+        }
+      })
+    }
+  }
+
+  /** Frees a saved block's tensors. */
+  freeBlock(block: KvBlock): void {
+    for (const part of block.layers) if (part) (this.backend.free(part.keys), this.backend.free(part.values))
   }
 
   allocate(): number {

@@ -3,6 +3,18 @@
 import type { RowSampling, SampledToken } from './sampler.ts'
 import type { StageInput } from './shard.ts'
 
+/** Prompt KV reuse by prefix (engine/prefix-cache.ts): the scheduler asks it before a prompt's prefill and tells it what
+ * the prefill computed. `tenant` keeps the blocks of separate API keys apart. */
+export interface PrefixReuse {
+  /** Loads the longest cached prefix of `ids` into `slot` (a sequence just opened) and returns how many tokens it now
+   * holds: whole blocks, fewer than ids.length (the last token is always computed, for its logits). */
+  restore(slot: number, ids: readonly number[], tenant: string): number
+  /** `slot` holds the keys and values of ids[0, upTo), from completed steps: keeps its whole blocks for later prompts. */
+  store(slot: number, ids: readonly number[], upTo: number, tenant: string): void
+  /** The sequence in `slot` ended: the blocks it held on to may be evicted again. */
+  finish(slot: number): void
+}
+
 export interface Pipeline {
   readonly vocabSize: number
   readonly maxLen: number
@@ -13,4 +25,6 @@ export interface Pipeline {
   step(input: StageInput): Promise<Float32Array>
   /** The same step, sampled where the logits are (the last stage): one token per entry of `logitRows`. */
   sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]>
+  /** Where this pipeline keeps a prefix cache (absent: every prompt is prefilled whole). */
+  readonly prefix?: PrefixReuse
 }
