@@ -4,7 +4,7 @@
  * `activation` frame carrying the step id and either the sampled tokens (when the step carries per-row sampling: the
  * usual case, a few bytes per row) or the logits of the requested rows (parity checks). Binary, little-endian, never JSON. */
 import { decodeTensor, encodeTensor } from '../link/frames.ts'
-import type { RowSampling, SampledToken } from '../model/sampler.ts'
+import type { AllowedMask, RowSampling, SampledToken } from '../model/sampler.ts'
 import { Reader, Writer } from './binary-codec.ts'
 
 export interface StepMessage {
@@ -103,7 +103,8 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
 }
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
-// repetition context | i32 logprobs | ints history | ints bias ids (ascending) | f64 bias value per id
+// repetition context | i32 logprobs | ints history | ints bias ids (ascending) | f64 bias value per id | the grammar's
+// allowed tokens: u32 0 (unconstrained), or 1 + ints bitmask words, or 2 + ints allowed ids (ascending; when shorter)
 export function writeSampling(w: Writer, rows: readonly RowSampling[] | undefined): void {
   w.u32(rows ? rows.length + 1 : 0)
   for (const r of rows ?? []) {
@@ -115,7 +116,51 @@ export function writeSampling(w: Writer, rows: readonly RowSampling[] | undefine
     w.ints(r.history)
     w.ints(r.bias?.ids ?? new Int32Array(0))
     for (const v of r.bias?.values ?? []) w.f64(v)
+    writeAllowed(w, r.allowed)
   }
+}
+
+const MASK = { none: 0, bits: 1, ids: 2 } as const
+/** The most words a mask may have: ids up to 2^24, past any vocabulary. */
+const MAX_MASK_WORDS = 1 << 19
+
+function writeAllowed(w: Writer, allowed: AllowedMask | undefined): void {
+  if (!allowed) return w.u32(MASK.none)
+  let n = 0
+  for (const word of allowed) {
+    let v = word
+    while (v) ((v &= v - 1), n++)
+    if (n >= allowed.length) break
+  }
+  if (n >= allowed.length) {
+    w.u32(MASK.bits)
+    w.ints(new Int32Array(allowed.buffer, allowed.byteOffset, allowed.length))
+    return
+  }
+  // a grammar often allows a handful of tokens (a quote, a digit, a stop token): their ids are far fewer words
+  const ids = new Int32Array(n)
+  let k = 0
+  allowed.forEach((word, i) => {
+    for (let b = 0; b < 32; b++) if ((word >>> b) & 1) ids[k++] = i * 32 + b
+  })
+  w.u32(MASK.ids)
+  w.ints(ids)
+}
+
+function readAllowed(r: Reader): AllowedMask | undefined {
+  const kind = r.u32()
+  if (kind === MASK.none) return undefined
+  const values = r.ints()
+  if (kind === MASK.bits) {
+    if (values.length > MAX_MASK_WORDS) throw new RangeError('step message: token mask too large')
+    return new Uint32Array(values.buffer, values.byteOffset, values.length)
+  }
+  if (kind !== MASK.ids) throw new RangeError(`step message: unknown token mask kind ${kind}`)
+  if (values.some((id, k) => id < 0 || id >= MAX_MASK_WORDS * 32 || (k > 0 && id <= values[k - 1]!)))
+    throw new RangeError('step message: allowed token ids out of order or out of range')
+  const mask = new Uint32Array(values.length ? (values[values.length - 1]! >> 5) + 1 : 0)
+  for (const id of values) mask[id >> 5] = mask[id >> 5]! | (1 << (id & 31))
+  return mask
 }
 
 export function readSampling(r: Reader): RowSampling[] | undefined {
@@ -138,6 +183,7 @@ export function readSampling(r: Reader): RowSampling[] | undefined {
     const history = r.ints()
     const biasIds = r.ints()
     const biasValues = Float64Array.from(biasIds, () => r.f64())
+    const allowed = readAllowed(r)
     if (
       biasIds.some((id, k) => id < 0 || (k > 0 && id <= biasIds[k - 1]!)) ||
       !biasValues.every((v) => Number.isFinite(v))
@@ -160,6 +206,7 @@ export function readSampling(r: Reader): RowSampling[] | undefined {
       u,
       history,
       ...bias,
+      ...(allowed ? { allowed } : {}),
       logprobs,
     })
   }

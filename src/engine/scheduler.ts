@@ -3,8 +3,11 @@
  * micro-batches that step independently, so a pipeline of N stages can keep N steps in flight. Tokens are sampled where
  * the logits are (the last stage); the head keeps each request's random stream and sends one uniform draw per row.
  * A request whose step is lost with a stage is suspended, not failed: when the ring is rebuilt the head re-prefills its
- * prompt plus the tokens already sent, and the stream continues where it stopped. */
+ * prompt plus the tokens already sent, and the stream continues where it stopped. A request with a constraint (a JSON
+ * Schema, a grammar) has a matcher per choice here at the head: each step sends the tokens it allows with the row's
+ * sampling, the matcher accepts the sampled token, and the choice ends ('stop') when its grammar terminates. */
 import { DbcError } from '../errors.ts'
+import type { Constraint, ConstraintCompiler, ConstraintMatcher } from './constraint.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { ServingMetrics } from './metrics.ts'
 import type { Pipeline } from './pipeline.ts'
@@ -48,6 +51,8 @@ export interface ScheduledRequest {
   eosTokenIds: readonly number[]
   /** Report log-probabilities: 0 = of the chosen token only, k = also the k most likely. */
   logprobs?: number
+  /** Only tokens this compiled grammar allows are sampled (engine/constraint.ts); absent: unconstrained. */
+  constraint?: Constraint
   signal?: AbortSignal
   timeoutMs?: number
 }
@@ -104,6 +109,8 @@ interface Running {
   tokens: number[]
   /** How often each completion token occurred (what presence and frequency penalties look at). */
   counts: Map<number, number>
+  /** The choice's state in its constraint's grammar (made at its first step; null: none yet or unconstrained). */
+  matcher: ConstraintMatcher | null
   /** Prompt, then every completion token: what the KV cache must hold. */
   history: number[]
   random: () => number
@@ -132,6 +139,8 @@ export class Scheduler {
   /** Bumped when the ring goes down: a step begun in an older epoch has no effect when it returns. */
   #epoch = 0
   #closed = false
+  /** Compiles requests' constraints against this model's tokenizer (null: constrained decoding is not offered). */
+  constraints: ConstraintCompiler | null = null
 
   constructor(
     readonly pipeline: Pipeline,
@@ -289,6 +298,7 @@ export class Scheduler {
         cached: 0,
         tokens: [],
         counts: new Map(),
+        matcher: null,
         history: [...q.request.promptIds],
         random: seededRandom(q.request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32)),
         pendingU: null,
@@ -376,6 +386,8 @@ export class Scheduler {
 
   #remove(group: Running[], r: Running): void {
     group.splice(group.indexOf(r), 1)
+    r.matcher?.dispose()
+    r.matcher = null
     try {
       this.pipeline.closeSequence(r.slot)
     } catch {
@@ -417,15 +429,18 @@ export class Scheduler {
         owners.push(filling)
       }
     }
-    const sampling = owners.map((r) => {
-      r.pendingU ??= r.request.sampling.temperature > 0 ? r.random() : 0
-      const bias = logitBiasFor(r.request.adjustments, r.counts)
-      return rowSampling(r.request.sampling, r.history, r.pendingU, r.request.logprobs ?? -1, bias)
-    })
-    const t0 = performance.now()
     const epoch = this.#epoch
     let sampled: SampledToken[] | null = null
+    let t0 = performance.now()
     try {
+      // the grammar's allowed tokens for each constrained row, from the tokens its matcher accepted so far
+      const masks = await Promise.all(owners.map((r) => this.#allowed(group, r)))
+      const sampling = owners.map((r, i) => {
+        r.pendingU ??= r.request.sampling.temperature > 0 ? r.random() : 0
+        const bias = logitBiasFor(r.request.adjustments, r.counts)
+        return rowSampling(r.request.sampling, r.history, r.pendingU, r.request.logprobs ?? -1, bias, masks[i])
+      })
+      t0 = performance.now()
       const input = {
         tokens: Int32Array.from(tokens),
         slots: Int32Array.from(slots),
@@ -450,6 +465,15 @@ export class Scheduler {
       if (r.cancelled || !group.includes(r)) return
       this.#accept(group, r, sampled![i]!, now)
     })
+  }
+
+  /** The tokens a constrained row may take next (undefined: unconstrained). */
+  async #allowed(group: Running[], r: Running): Promise<Uint32Array | undefined> {
+    if (!r.request.constraint) return undefined
+    const matcher = (r.matcher ??= await r.request.constraint.matcher())
+    // removed meanwhile (cancelled): its matcher is gone and its token will be dropped
+    if (!group.includes(r)) return (matcher.dispose(), new Uint32Array(0))
+    return matcher.nextMask()
   }
 
   /** A step failed. Ring failures suspend the group's requests until the ring is rebuilt (their caches start over);
@@ -480,6 +504,12 @@ export class Scheduler {
   /** Samples one token for a request and emits it; finishes the request on EOS, a stop string or a limit. */
   #accept(group: Running[], r: Running, sampled: SampledToken, now: number): void {
     const id = sampled.id
+    if (r.matcher && !r.matcher.accept(id))
+      return this.#fail(
+        group,
+        r,
+        new DbcError('E_CONSTRAINT', `token ${id} was sampled outside the grammar's mask`, 'report this as a bug'),
+      )
     const finish = (reason: FinishReason) => {
       const tail = r.stops.stopped ? '' : r.stops.push(r.detok.flush()) + r.stops.flush()
       if (tail) {
@@ -514,6 +544,8 @@ export class Scheduler {
       })
     r.emit(event)
     if (r.stops.stopped) return finish('stop')
+    // a grammar that accepted its stop token ends the choice; its other stop tokens are EOS ids, handled above
+    if (r.matcher?.terminated) return finish('stop')
     if (r.tokens.length >= r.request.maxTokens) return finish('length')
   }
 }

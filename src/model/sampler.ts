@@ -1,6 +1,6 @@
-/** Sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, and OpenAI's logit bias and presence and
- * frequency penalties, with a seeded PRNG (same seed → same output). makeSampler(params) returns a plain function from
- * logits to a token id (mlx-lm sample_utils style). */
+/** Sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, OpenAI's logit bias and presence and
+ * frequency penalties, and a grammar's mask of allowed tokens, with a seeded PRNG (same seed → same output).
+ * makeSampler(params) returns a plain function from logits to a token id (mlx-lm sample_utils style). */
 export interface SamplingParams {
   /** 0 = greedy. */
   temperature: number
@@ -90,7 +90,13 @@ export function seededRandom(seed: number): () => number {
   }
 }
 
-export type Sampler = (logits: Float32Array, history: readonly number[]) => number
+/** `allowed`: a grammar's mask (allowedMask below); the other tokens cannot be drawn. */
+export type Sampler = (logits: Float32Array, history: readonly number[], allowed?: Uint32Array) => number
+
+/** A bitmask of allowed token ids: bit (id & 31) of word (id >> 5) set = allowed; ids past its end are not allowed. A
+ * grammar's matcher computes it at the head for the next token (engine/constraint.ts); every other token's logit
+ * becomes −∞ wherever the row is sampled, so it can never be drawn, whatever the weights. */
+export type AllowedMask = Uint32Array
 
 export function argmax(values: ArrayLike<number>): number {
   let best = 0
@@ -113,23 +119,25 @@ export function sampleToken(
   history: ArrayLike<number>,
   u: number,
   bias?: LogitBias,
+  allowed?: AllowedMask,
 ): number {
-  const logits = penalized(input, 0, params, history, bias)
+  const logits = penalized(input, 0, params, history, bias, allowed)
   if (params.temperature === 0) return argmax(logits)
   const max = logits[argmax(logits)]!
   reserveCandidates(logits.length)
   return drawCandidate(collectCandidates(logits, 0, max - CUTOFF * params.temperature, 0), max, params, u)
 }
 
-/** The repetition penalty, then the additive bias, applied to a row of logits holding ids [first, first + row.length): a
- * copy when a token they touch falls in it, else the row itself. Stored back as float32, as the logits are, so a split
- * vocabulary gets the same bits. */
+/** The repetition penalty, then the additive bias, then the grammar's mask (−∞ for every token it does not allow),
+ * applied to a row of logits holding ids [first, first + row.length): a copy when a token they touch falls in it, else
+ * the row itself. Stored back as float32, as the logits are, so a split vocabulary gets the same bits. */
 export function penalized(
   row: Float32Array,
   first: number,
   params: SamplingParams,
   history: ArrayLike<number>,
   bias?: LogitBias,
+  allowed?: AllowedMask,
 ): Float32Array {
   let out = row
   if (params.repetitionPenalty !== 1 && history.length) {
@@ -148,7 +156,26 @@ export function penalized(
       out[id - first] = out[id - first]! + bias.values[k]!
     }
   }
+  if (allowed) {
+    if (out === row) out = Float32Array.from(row)
+    maskRow(out, first, allowed)
+  }
   return out
+}
+
+/** Sets to −∞ every logit of `out` (ids from `first`) whose token `allowed` does not allow, a 32-token word at a time. */
+function maskRow(out: Float32Array, first: number, allowed: AllowedMask): void {
+  const end = first + out.length
+  for (let id = first; id < end;) {
+    const w = id >> 5
+    const stop = Math.min(end, (w + 1) << 5)
+    const bits = w < allowed.length ? allowed[w]! : 0
+    if (bits === 0xffffffff) id = stop
+    else if (bits === 0) {
+      out.fill(-Infinity, id - first, stop - first)
+      id = stop
+    } else for (; id < stop; id++) if (!((bits >>> (id & 31)) & 1)) out[id - first] = -Infinity
+  }
 }
 
 /** Room for `n` candidates in the sampler's scratch. */
@@ -236,7 +263,8 @@ export function recentTokens(history: ArrayLike<number>, n: number): Set<number>
 /** A request's sampler with its own seeded random stream: one draw per non-greedy token. */
 export function makeSampler(params: SamplingParams): Sampler {
   const random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32))
-  return (logits, history) => sampleToken(logits, params, history, params.temperature === 0 ? 0 : random())
+  return (logits, history, allowed) =>
+    sampleToken(logits, params, history, params.temperature === 0 ? 0 : random(), undefined, allowed)
 }
 
 export interface TokenLogprob {
@@ -273,12 +301,13 @@ export function logprobsOf(
 
 /** How one logit row is to be sampled where the logits are: the request's parameters, its pre-drawn uniform, the recent
  * tokens the repetition penalty needs (empty when there is no penalty), its logit bias and penalties resolved to values
- * (absent: none) and how many log-probabilities to report. */
+ * (absent: none), its grammar's allowed tokens (absent: unconstrained) and how many log-probabilities to report. */
 export interface RowSampling {
   params: SamplingParams
   u: number
   history: Int32Array
   bias?: LogitBias
+  allowed?: AllowedMask
   /** -1: none; 0: the chosen token's; k: also the k most likely (of the model's logits, before penalties and bias). */
   logprobs: number
 }
@@ -295,19 +324,28 @@ export function sampleRows(logits: Float32Array, vocab: number, rows: readonly R
     throw new RangeError(`${logits.length / vocab} logit rows for ${rows.length} sampling rows`)
   return rows.map((row, i) => {
     const l = logits.subarray(i * vocab, (i + 1) * vocab)
-    const id = sampleToken(l, row.params, row.history, row.u, row.bias)
+    const id = sampleToken(l, row.params, row.history, row.u, row.bias, row.allowed)
     return row.logprobs >= 0 ? { id, ...logprobsOf(l, id, row.logprobs) } : { id }
   })
 }
 
-/** What the head sends for a row: the history window only when a penalty needs it, the bias only when there is one. */
+/** What the head sends for a row: the history window only when a penalty needs it, the bias and the mask only when
+ * there is one. */
 export function rowSampling(
   params: SamplingParams,
   history: readonly number[],
   u: number,
   logprobs = -1,
   bias?: LogitBias,
+  allowed?: AllowedMask,
 ): RowSampling {
   const window = params.repetitionPenalty === 1 ? [] : history.slice(-params.repetitionContext)
-  return { params, u, history: Int32Array.from(window), ...(bias ? { bias } : {}), logprobs }
+  return {
+    params,
+    u,
+    history: Int32Array.from(window),
+    ...(bias ? { bias } : {}),
+    ...(allowed ? { allowed } : {}),
+    logprobs,
+  }
 }

@@ -20,7 +20,8 @@ import {
 
 /** What a rank sends for one row: u32 kind | u32 count n | the kind's words (f32 values, i32 ids; little-endian). */
 const KIND = {
-  /** greedy: [id, value] of the slice's first best (after the repetition penalty and the bias) */
+  /** greedy: [id, value] of the slice's first best (after the repetition penalty, the bias and the grammar's mask; −∞
+   * when the mask allows none of the slice) */
   best: 1,
   /** temperature: ids[n] then values[n], the penalized (and biased) values at or above the slice's own best − CUTOFF·T */
   candidates: 2,
@@ -61,7 +62,7 @@ export function summarizeSlice(
       at += 2 + width
       return
     }
-    const values = penalized(slice, first, row.params, row.history, row.bias)
+    const values = penalized(slice, first, row.params, row.history, row.bias, row.allowed)
     const best = argmax(values)
     if (row.params.temperature === 0) {
       out[at] = KIND.best
@@ -171,7 +172,7 @@ export function mergeSlices(
       if (joined.length < vocab) joined = new Float32Array(vocab)
       const logits = joined.subarray(0, vocab)
       parts.forEach((p, rank) => logits.set(p.values, rank * width))
-      const id = sampleToken(logits, row.params, row.history, row.u, row.bias)
+      const id = sampleToken(logits, row.params, row.history, row.u, row.bias, row.allowed)
       return { id, ...logprobsOf(logits, id, row.logprobs) }
     }
     if (row.params.temperature === 0) {
