@@ -1,6 +1,7 @@
 /** The request fields each endpoint honours (docs/api.md §Request fields). Any other field is refused by name with 400
  * `unsupported_parameter`, never accepted and ignored. A few OpenAI fields are honoured only in the form that changes
- * nothing here (`response_format: {type: 'text'}`, `tool_choice: 'none'`, `store: false`); a null value asks for the
+ * nothing here (`tool_choice: 'none'`, `store: false`); `response_format` is honoured as text, `json_object` or
+ * `json_schema` (request-params.ts turns it into a grammar constraint); a null value asks for the
  * field's default, as if it were absent. */
 import { ApiError, invalid } from './errors.ts'
 
@@ -67,7 +68,9 @@ const CONDITIONS: Record<string, (value: unknown, body: Record<string, unknown>)
     const type = (v as { type?: unknown } | null)?.type
     if (!v || typeof v !== 'object' || typeof type !== 'string')
       return invalid(`'response_format' must be an object with a 'type'`, 'response_format')
-    return type === 'text' ? null : unsupported('response_format', `type '${type}' is not; only {type: 'text'} is`)
+    return type === 'text' || type === 'json_object' || type === 'json_schema'
+      ? null
+      : unsupported('response_format', `type '${type}' is not; text, json_object and json_schema are`)
   },
   tool_choice: (v) =>
     v === 'none'

@@ -1,4 +1,5 @@
 /** Validation of the parameters chat and text completions share, turned into the engine's sampling and stop types. */
+import type { ConstraintSpec } from '../engine/constraint.ts'
 import { samplingParams, type LogitAdjustments, type SamplingParams } from '../model/sampler.ts'
 import { ApiError, invalid } from './errors.ts'
 import { unsupported } from './request-fields.ts'
@@ -12,6 +13,8 @@ export interface CommonParams {
   includeUsage: boolean
   /** How many choices (OpenAI's `n`). */
   n: number
+  /** `response_format` json_object or json_schema: the grammar every choice is decoded under (absent: free text). */
+  constraint?: ConstraintSpec
 }
 
 /** OpenAI's limits: `n` here up to 8 (each choice is a sequence of its own); `logit_bias` up to 1024 token ids. */
@@ -78,6 +81,41 @@ function parseStreamOptions(raw: unknown): boolean {
   return (raw as { include_usage?: unknown }).include_usage === true
 }
 
+/** `response_format`: {type: 'text'} (free text), {type: 'json_object'} (any JSON object) or {type: 'json_schema',
+ * json_schema: {name, schema, strict?, description?}} (a value the schema accepts; enforced whether or not `strict`).
+ * The schema's keywords are checked when it is compiled (engine/schema-keywords.ts). */
+export function parseResponseFormat(raw: unknown): ConstraintSpec | undefined {
+  if (raw === undefined || raw === null) return undefined
+  const format = raw as Record<string, unknown>
+  for (const [key, value] of Object.entries(format))
+    if (value !== null && key !== 'type' && !(key === 'json_schema' && format.type === 'json_schema'))
+      throw unsupported(`response_format.${key}`)
+  if (format.type === 'text') return undefined
+  if (format.type === 'json_object') return { kind: 'json_object' }
+  if (format.type !== 'json_schema')
+    throw unsupported('response_format', `type '${String(format.type)}' is not; text, json_object and json_schema are`)
+  const spec = format.json_schema as Record<string, unknown> | undefined
+  const param = 'response_format.json_schema'
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec))
+    throw invalid(`'${param}' must be an object with 'name' and 'schema'`, param)
+  for (const [key, value] of Object.entries(spec)) {
+    if (value === null) continue
+    if (key === 'name') {
+      if (typeof value !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(value))
+        throw invalid(`'${param}.name' must be 1-64 letters, digits, '_' or '-'`, `${param}.name`)
+    } else if (key === 'description') {
+      if (typeof value !== 'string') throw invalid(`'${param}.description' must be a string`, `${param}.description`)
+    } else if (key === 'strict') {
+      if (typeof value !== 'boolean') throw invalid(`'${param}.strict' must be a boolean`, `${param}.strict`)
+    } else if (key !== 'schema') throw unsupported(`${param}.${key}`)
+  }
+  if (typeof spec.name !== 'string') throw invalid(`'${param}.name' is required`, `${param}.name`)
+  const schema = spec.schema
+  if (typeof schema !== 'boolean' && (!schema || typeof schema !== 'object' || Array.isArray(schema)))
+    throw invalid(`'${param}.schema' must be a JSON Schema object`, `${param}.schema`)
+  return { kind: 'json_schema', schema: schema as Record<string, unknown> | boolean }
+}
+
 export function parseCommon(
   body: Record<string, unknown>,
   defaults: { maxTokens: number; vocab: number },
@@ -119,10 +157,12 @@ export function parseCommon(
     if (error instanceof ApiError) throw error
     throw invalid((error as Error).message)
   }
+  const constraint = parseResponseFormat(body.response_format)
   return {
     maxTokens,
     sampling,
     ...(adjustments ? { adjustments } : {}),
+    ...(constraint ? { constraint } : {}),
     stop,
     stream: body.stream === true,
     includeUsage,

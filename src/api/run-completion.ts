@@ -2,8 +2,10 @@
  * completions differ only in their `Shape` (how a chunk, a choice and log-probabilities look). */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
+import { ConstraintError, type Constraint, type ConstraintSpec } from '../engine/constraint.ts'
 import type { FinishReason, RequestEvent, ScheduledRequest, Scheduler, TokenLogprob } from '../engine/scheduler.ts'
-import { errorBody, errorResponse, toApiError } from './errors.ts'
+import { ApiError, errorBody, errorResponse, toApiError } from './errors.ts'
+import { unsupported } from './request-fields.ts'
 
 export interface TokenInfo {
   id: number
@@ -45,13 +47,27 @@ const info = (event: Extract<RequestEvent, { type: 'token' }>): TokenInfo => ({
   topLogprobs: event.topLogprobs,
 })
 
+/** `response_format`'s grammar, compiled (or cached) by the scheduler's compiler; what cannot be enforced is a 400. */
+async function compileFormat(scheduler: Scheduler, spec: ConstraintSpec): Promise<Constraint> {
+  const param = spec.kind === 'json_schema' ? 'response_format.json_schema.schema' : 'response_format'
+  if (!scheduler.constraints) throw unsupported('response_format', 'this node has no grammar compiler')
+  try {
+    return await scheduler.constraints.compile(spec)
+  } catch (error) {
+    if (!(error instanceof ConstraintError)) throw error
+    if (error.keyword && error.message.includes('is not supported')) throw unsupported(param, error.message)
+    throw new ApiError(400, `'${param}' is invalid: ${error.message}`, 'invalid_request_error', 'invalid_value', param)
+  }
+}
+
 export async function runCompletion(
   c: Context,
   scheduler: Scheduler,
   request: ScheduledRequest,
   shape: Shape,
-  options: { stream: boolean; includeUsage: boolean; n: number },
+  options: { stream: boolean; includeUsage: boolean; n: number; constraint?: ConstraintSpec },
 ): Promise<Response> {
+  if (options.constraint) request = { ...request, constraint: await compileFormat(scheduler, options.constraint) }
   // one signal for every choice: a client that leaves cancels them all
   const abort = new AbortController()
   c.req.raw.signal?.addEventListener('abort', () => abort.abort())

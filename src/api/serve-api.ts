@@ -2,6 +2,7 @@
  * OpenAI routes, the HTTP server and its limits, and a clean finish on SIGINT / SIGTERM (no new requests, then exit). */
 import { consola } from 'consola'
 import { basename, resolve } from 'node:path'
+import { ConstraintCompiler, grammarVocabulary } from '../engine/constraint.ts'
 import type { ServingMetrics } from '../engine/metrics.ts'
 import { Scheduler, type SchedulerOptions } from '../engine/scheduler.ts'
 import type { Pipeline } from '../model/pipeline.ts'
@@ -44,6 +45,9 @@ export async function serveApi(node: ServedNode, o: ApiOptions): Promise<void> {
     metrics,
   )
   node.connect(scheduler)
+  scheduler.constraints = new ConstraintCompiler(() =>
+    grammarVocabulary(node.modelDir, node.pipeline.vocabSize, tokenizer.eosTokenIds),
+  )
   const modelId = o.modelId ?? basename(resolve(node.modelDir))
   const app = createApp({
     scheduler,

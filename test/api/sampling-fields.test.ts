@@ -264,7 +264,7 @@ describe('fields the server does not honour are refused by name', () => {
     const tools = [{ type: 'function' as const, function: { name: 'f', parameters: {} } }]
     for (const [extra, param] of [
       [{ tools }, 'tools'],
-      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ response_format: { type: 'regex' } }, 'response_format'],
       [{ tool_choice: 'auto' }, 'tool_choice'],
       [{ parallel_tool_calls: false }, 'parallel_tool_calls'],
       [{ metadata: { a: 'b' } }, 'metadata'],

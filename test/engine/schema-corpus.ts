@@ -47,7 +47,7 @@ export const SCHEMAS: Record<string, Record<string, unknown>> = {
   optional: {
     type: 'object',
     properties: {
-      id: { type: 'integer' },
+      id: { type: 'integer', enum: [7, -7, 70] },
       note: { type: ['string', 'null'], maxLength: 6 },
       flag: { type: 'boolean' },
     },
