@@ -18,6 +18,7 @@
 #include "quant_avx512.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h> /* internal.h includes it only for AVX2 builds; a generic (-mno-avx2) build still dispatches here */
 #define Z512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma")))
 #define INLINE static inline __attribute__((always_inline))
 

@@ -13,5 +13,6 @@ export default defineCommand({
     link: () => import('./bench-link.ts').then((m) => m.default),
     serve: () => import('./bench-serve.ts').then((m) => m.default),
     sweep: () => import('./bench-sweep.ts').then((m) => m.default),
+    accuracy: () => import('./bench-accuracy.ts').then((m) => m.default),
   },
 })
