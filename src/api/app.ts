@@ -7,6 +7,7 @@ import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { chatCompletions } from './chat-completions.ts'
 import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
+import { addStopRoute } from './admin-stop.ts'
 import { apiKeyCheck } from './api-key.ts'
 import { ApiError, errorResponse } from './errors.ts'
 import type { HttpBindings } from './http-server.ts'
@@ -111,5 +112,6 @@ export function createApp(deps: AppDeps): Hono {
   })
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
   addDashboardRoutes(app, deps)
+  addStopRoute(app, deps)
   return app
 }

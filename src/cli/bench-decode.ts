@@ -1,10 +1,11 @@
 /** `dbcluster bench decode`: prefill/decode tok/s and the decode roofline ratio of a model on this machine. */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { runClusterDecodeBench } from '../bench/cluster-decode.ts'
+import { runConstrainedDecodeBench } from '../bench/constrained-decode.ts'
 import { runDecodeBench } from '../bench/decode.ts'
 import { UsageError } from '../errors.ts'
 import { QWEN3_0_6B_SHAPE, synthesizeModel, type SynthDtype } from '../model/synth.ts'
@@ -46,6 +47,12 @@ export default defineCommand({
       default: '3',
     },
     'max-tokens': { type: 'string', description: 'With --nodes: tokens decoded per run', default: '64' },
+    constrained: {
+      type: 'string',
+      description:
+        "Decode under this JSON Schema's grammar mask and without it in the same run: tok/s of both, their ratio, and the mask's cost per token",
+      valueHint: 'SCHEMA.json',
+    },
     json: {
       type: 'boolean',
       description: 'Print one JSON object with decode_tps, prefill_tps and roofline_ratio per batch size',
@@ -110,6 +117,30 @@ export default defineCommand({
       threads: args.threads ? Number(args.threads) : undefined,
     })
     if (!args.json) consola.info(reason)
+    if (args.constrained) {
+      let schema: Record<string, unknown>
+      try {
+        schema = JSON.parse(readFileSync(args.constrained, 'utf8'))
+      } catch (error) {
+        throw new UsageError(`cannot read the schema ${args.constrained}: ${(error as Error).message}`)
+      }
+      const r = await runConstrainedDecodeBench(dir!, backend, reason, {
+        batches,
+        schema,
+        promptTokens: Number(args['prompt-tokens']),
+        decodeSteps: Number(args.steps),
+        onProgress: (line) => !args.json && consola.start(line),
+      })
+      if (args.json) return console.log(JSON.stringify(r))
+      console.log(
+        '| batch | decode tok/s | constrained tok/s | ratio | mask ms/token | compile ms |\n| --- | --- | --- | --- | --- | --- |',
+      )
+      for (const row of r.results)
+        console.log(
+          `| ${row.batch} | ${row.plain_tps} | ${row.constrained_tps} | ${row.ratio} | ${row.mask_ms_p50} | ${row.compile_ms} |`,
+        )
+      return
+    }
     const result = runDecodeBench(dir!, backend, reason, {
       batches,
       kvDtype,

@@ -1,9 +1,7 @@
-/** `dbcluster cluster`: run a local N-node cluster, and read a running head's cluster status. */
+/** `dbcluster cluster`: set one up, run a local N-node cluster, read a running head's status, and stop a cluster. */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
-import { UsageError } from '../errors.ts'
-import type { ClusterTrust } from '../cluster/cluster-roster.ts'
-import type { MemberStatus } from '../cluster/cluster-planner.ts'
+import { DbcError, UsageError } from '../errors.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
 import { peersList, rememberedPeersFile, rememberPeer } from '../cluster/remembered-peers.ts'
 import { ipv4ToNumber } from '../discovery/link-local.ts'
@@ -42,63 +40,18 @@ const local = defineCommand({
     })
     consola.success(`cluster of ${nodes} nodes serving on ${cluster.url}/v1 (link ports ${cluster.ports.join(', ')})`)
     console.log(`listening on ${cluster.url}`)
-    await new Promise<void>((done) => {
-      process.once('SIGINT', () => done())
-      process.once('SIGTERM', () => done())
-    })
+    // until interrupted, or until the head exits (`cluster stop`, a crash): the others go with it
+    const headCode = await Promise.race([
+      new Promise<null>((done) => {
+        process.once('SIGINT', () => done(null))
+        process.once('SIGTERM', () => done(null))
+      }),
+      cluster.exited(0),
+    ])
+    if (headCode !== null) consola.info(`the head exited (code ${headCode}); stopping the other nodes`)
     await cluster.stop()
-  },
-})
-
-const status = defineCommand({
-  meta: { name: 'status', description: 'Members, layer ranges and link health of a running head' },
-  args: {
-    url: { type: 'string', description: 'The head’s API URL', default: 'http://127.0.0.1:8080' },
-    json: {
-      type: 'boolean',
-      description: 'Print the head’s /health JSON (members, ranks, layer ranges, memory, link health)',
-      default: false,
-    },
-    'api-key': { type: 'string', description: 'The head’s --api-key, when it has one (or set DBCLUSTER_API_KEY)' },
-  },
-  async run({ args }) {
-    let health: Record<string, unknown>
-    const key = args['api-key'] ?? process.env.DBCLUSTER_API_KEY
-    let res: Response
-    try {
-      res = await fetch(`${args.url}/health`, { headers: key ? { authorization: `Bearer ${key}` } : {} })
-      health = (await res.json()) as Record<string, unknown>
-    } catch (error) {
-      throw new UsageError(
-        `cannot reach ${args.url}: ${(error as Error).message}`,
-        'is `dbcluster serve` running there?',
-      )
-    }
-    if (res.status === 401)
-      throw new UsageError(`${args.url} needs its API key for /health`, 'pass --api-key KEY (or set DBCLUSTER_API_KEY)')
-    if (args.json) return console.log(JSON.stringify(health))
-    consola.info(
-      `status ${health.status}${health.reason ? ` (${health.reason})` : ''}; ${health.nodes} node(s); ${health.backend} backend on the head`,
-    )
-    const trust = health.cluster_trust as ClusterTrust | null | undefined
-    if (trust)
-      consola.info(
-        `trust ${trust.trust_level}, the weakest member's (coordinator roster ${trust.cluster_id}: ${trust.members.map((m) => `${m.serial} ${m.trust_level}`).join(', ')})`,
-      )
-    else if (health.members) consola.info('trust: no coordinator vouches for this cluster (pinned keys only)')
-    const members = health.members as MemberStatus[] | undefined
-    if (!members) return console.log(`one node: layers [${(health.head_layers as number[]).join(', ')})`)
-    const gib = (b: number | null) => (b === null ? '?' : `${(b / 1024 ** 3).toFixed(2)} GiB`)
-    console.log('| rank | node | layers | usable | weights | KV | headroom | link | last heard | ping |')
-    console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-    for (const m of members) {
-      const link = m.link === null ? 'head' : m.link.up ? 'up' : 'DOWN'
-      const heard = m.link?.last_heard_ms_ago == null ? '-' : `${m.link.last_heard_ms_ago} ms ago`
-      const ping = m.link?.rtt_ms == null ? '-' : `${m.link.rtt_ms} ms`
-      console.log(
-        `| ${m.rank} | ${m.serial ?? '?'} | ${m.layers ? `[${m.layers[0]}, ${m.layers[1]})` : '?'} | ${gib(m.usable_bytes)} | ${gib(m.weight_bytes)} | ${gib(m.kv_bytes)} | ${gib(m.headroom_bytes)} | ${link} | ${heard} | ${ping} |`,
-      )
-    }
+    if (headCode)
+      throw new DbcError('E_HEAD_EXITED', `the head exited with code ${headCode}`, 'see its [node 0] lines above')
   },
 })
 
@@ -200,5 +153,11 @@ const setup = defineCommand({
 
 export default defineCommand({
   meta: { name: 'cluster', description: 'Pipeline clusters: set one up, run one locally, show a running one' },
-  subCommands: { setup, local, status, devices: () => import('./cluster-devices.ts').then((m) => m.default) },
+  subCommands: {
+    setup,
+    local,
+    status: () => import('./cluster-status.ts').then((m) => m.default),
+    stop: () => import('./cluster-stop.ts').then((m) => m.default),
+    devices: () => import('./cluster-devices.ts').then((m) => m.default),
+  },
 })

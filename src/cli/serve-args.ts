@@ -185,6 +185,13 @@ export const SERVE_ARGS = {
     default: '60',
     valueHint: 'S',
   },
+  'orphan-timeout': {
+    type: 'string',
+    description:
+      'On a stage (rank ≥ 1): seconds its head may be gone (control link closed, no new plan) before the stage exits, saying why; 0 waits for ever',
+    default: '600',
+    valueHint: 'S',
+  },
   'resume-window': {
     type: 'string',
     description:

@@ -159,6 +159,7 @@ export default defineCommand({
               authorize,
               pingIntervalMs,
               backoffMs: Math.max(500, pingIntervalMs),
+              orphanTimeoutMs: 1000 * nonNegative(args['orphan-timeout'], 'orphan-timeout'),
             }
           : undefined,
       tensorParallel:

@@ -14,8 +14,11 @@ import type { SealedLink } from '../link/tcp-link.ts'
 import type { Identity } from '../trust/identity.ts'
 import { expectSender, FrameMismatch, HEAD_RANK } from './frame-header.ts'
 import { decodeJoin, encodePlan, type JoinMessage, type PlanMessage } from './join-messages.ts'
+import { decodeNodeHealth, type NodeHealth } from './node-health.ts'
+import type { PressureLevel } from './memory-pressure.ts'
 import { planLayers, type LayerPlan, type ModelFootprint } from './plan-layers.ts'
 import type { RoleListener } from './role-listener.ts'
+import { encodeStop, type StopMessage } from './stop-message.ts'
 
 const log = consola.withTag('cluster')
 
@@ -42,8 +45,15 @@ export interface MemberStatus {
   chip: string | null
   /** This node's clock minus the head's, in ms, when it joined (0 for the head). */
   clock_skew_ms: number | null
-  /** Free memory the node reported when it joined (the head: now). */
+  /** Free memory now: as of the node's last pong (node-health.ts), or its join before one came (the head: now). */
   free_bytes: number | null
+  /** Free memory the node reported when it joined (the head: now). */
+  free_bytes_at_join: number | null
+  /** As of the last pong: the node's memory pressure, and whether it holds its layers (null before a pong). */
+  memory_pressure: PressureLevel | null
+  model_loaded: boolean | null
+  /** How old free_bytes, memory_pressure and model_loaded are, in ms (0: the head's own; null: no pong yet). */
+  health_ms_ago: number | null
   /** The identity key's fingerprint (the key the link's handshake checked against this node's pin). */
   fingerprint: string | null
   /** How the key is trusted: the head's own, or pinned for the node's serial. */
@@ -63,6 +73,8 @@ export interface PlannerOptions {
   maxLen: number
   model: string
   onProgress?: (line: string) => void
+  /** The head's own live health (its member entry); default: free memory only. */
+  health?: () => NodeHealth
 }
 
 export class ClusterPlanner {
@@ -77,6 +89,8 @@ export class ClusterPlanner {
   readonly #headFacts = { osVersion: osVersion(), chip: chipName() }
   /** Every stage has joined: the roster is fixed (a stage that drops now and joins again keeps its place). */
   #complete = false
+  /** The cluster is stopping: a stage that joins now is told to stop at once. */
+  #stopping: StopMessage | null = null
 
   constructor(readonly options: PlannerOptions) {
     let resolve!: () => void
@@ -121,9 +135,12 @@ export class ClusterPlanner {
    * plan's weights, KV and headroom, and the health of its control link (the head's own entry has none). */
   members(headBackend: string): MemberStatus[] {
     const plan = this.#plan
+    const now = Date.now()
+    const headHealth = this.options.health?.() ?? null
     return Array.from({ length: this.options.nodes }, (_, rank) => {
       const j = rank === 0 ? null : this.#joined.get(rank)
       const s = plan?.stages[rank]
+      const live = rank === 0 ? (headHealth ? { health: headHealth, at: now } : null) : j ? peerHealth(j.link) : null
       return {
         rank,
         serial: rank === 0 ? this.options.head.serial : (j?.serial ?? null),
@@ -138,7 +155,11 @@ export class ClusterPlanner {
         os_version: rank === 0 ? this.#headFacts.osVersion : (j?.osVersion ?? null),
         chip: rank === 0 ? this.#headFacts.chip : (j?.chip ?? null),
         clock_skew_ms: rank === 0 ? 0 : (j?.skewMs ?? null),
-        free_bytes: rank === 0 ? freemem() : (j?.freeBytes ?? null),
+        free_bytes: live?.health.freeBytes ?? (rank === 0 ? freemem() : (j?.freeBytes ?? null)),
+        free_bytes_at_join: rank === 0 ? freemem() : (j?.freeBytes ?? null),
+        memory_pressure: live?.health.memoryPressure ?? null,
+        model_loaded: live?.health.modelLoaded ?? null,
+        health_ms_ago: live ? now - live.at : null,
         link:
           rank === 0
             ? null
@@ -150,6 +171,29 @@ export class ClusterPlanner {
                 }
               : { up: false, last_heard_ms_ago: null, rtt_ms: null },
       }
+    })
+  }
+
+  /** Tells every stage to stop (a `stop` frame on its control link, stop-message.ts) and waits until each has closed
+   * that link, for at most `timeoutMs`; a stage that joins after this is told to stop at once. Resolves with the ranks
+   * that had not stopped in time. */
+  async stopStages(message: StopMessage, timeoutMs: number): Promise<number[]> {
+    this.#stopping = message
+    const late = [...this.#joined].map(([rank, j]) => this.#tellStop(rank, j.link, timeoutMs))
+    return (await Promise.all(late)).filter((rank): rank is number => rank !== null)
+  }
+
+  /** Null once the stage closed its link (it stopped), or its rank after `timeoutMs`. */
+  #tellStop(rank: number, link: SealedLink, timeoutMs: number): Promise<number | null> {
+    if (link.closed) return Promise.resolve(null)
+    try {
+      link.send(FrameType.stop, encodeStop(this.#stopping!), { stage: HEAD_RANK })
+    } catch {
+      return Promise.resolve(null) // closed meanwhile
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(rank), timeoutMs)
+      link.onClose(() => (clearTimeout(timer), resolve(null)))
     })
   }
 
@@ -203,7 +247,8 @@ export class ClusterPlanner {
         log.info(
           `rank ${rank} joined: ${link.peerSerial}, ${(join.usableBytes / 1024 ** 3).toFixed(1)} GiB usable, ${join.backend} backend`,
         )
-        if (this.#plan || this.#refusal) this.#answer(rank, this.#joined.get(rank)!)
+        if (this.#stopping) void this.#tellStop(rank, link, 0)
+        else if (this.#plan || this.#refusal) this.#answer(rank, this.#joined.get(rank)!)
         else if (this.#joined.size === nodes - 1) {
           this.#complete = true
           this.#all.resolve()
@@ -220,6 +265,17 @@ export class ClusterPlanner {
     link.onClose(() => {
       if (this.#joined.get(rank)?.link === link && !this.#complete) this.#joined.delete(rank)
     })
+  }
+}
+
+/** A stage's health from its last pong, or null before one (or when its bytes are not a node health). */
+function peerHealth(link: SealedLink): { health: NodeHealth; at: number } | null {
+  const pong = link.stats.peerPong
+  if (!pong) return null
+  try {
+    return { health: decodeNodeHealth(pong.payload), at: pong.at }
+  } catch {
+    return null
   }
 }
 

@@ -42,6 +42,8 @@ export interface LocalCluster {
   signal(rank: number, signal: NodeJS.Signals): void
   /** Starts a stopped node again with the same identity and address. */
   restart(rank: number): Promise<void>
+  /** The node's exit code once its process (the one running now) has exited; null for a node not running. */
+  exited(rank: number): Promise<number | null>
   stop(): Promise<void>
 }
 
@@ -233,6 +235,7 @@ export async function startLocalCluster(options: LocalClusterOptions): Promise<L
       await spawn(rank)
       if (rank === 0) await waitUntilServing(head[1]!)
     },
+    exited: async (rank) => (await procs[rank]?.exited) ?? null,
     async stop() {
       for (const p of procs) p?.kill('SIGTERM')
       await Promise.all(procs.map((p) => p?.exited))

@@ -194,6 +194,8 @@ export class HeadPipeline implements Pipeline {
   #degraded: string | null = 'ring not formed yet'
   #stalledListeners: ((reason: string | null) => void)[] = []
   #stalled: string | null = null
+  /** Set by halt (the cluster is stopping): every step fails with it, and a lost link no longer degrades the ring. */
+  #halted: DbcError | null = null
   /** A running average of step wall times (ms): a step is overdue past a ping interval plus four of these. */
   #typicalStepMs = 0
   readonly #watchdog: ReturnType<typeof setInterval>
@@ -286,6 +288,7 @@ export class HeadPipeline implements Pipeline {
   }
 
   async #send(input: StageInput, sampling?: readonly RowSampling[]): Promise<StepResult> {
+    if (this.#halted) throw this.#halted
     if (this.#degraded)
       throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
     const { stage, rank } = this.options
@@ -338,6 +341,14 @@ export class HeadPipeline implements Pipeline {
     this.#node.stop()
   }
 
+  /** The cluster is stopping (cluster-stop.ts): the steps in flight and every later one fail with `error` — not a
+   * resumable loss, so the scheduler ends their requests with it instead of waiting for the ring to return. */
+  halt(error: DbcError): void {
+    this.#halted = error
+    for (const [stepId, p] of this.#pending) (p.reject(error), this.#abandoned.add(stepId))
+    this.#pending.clear()
+  }
+
   #result(f: LinkFrame, from: SealedLink): void {
     let r: StepResult
     try {
@@ -375,6 +386,7 @@ export class HeadPipeline implements Pipeline {
   }
 
   #down(reason: string): void {
+    if (this.#halted) return // stopping: the stages are meant to go
     const failure = new DbcError(
       'E_STAGE_LOST',
       `a stage is unreachable: ${reason}`,

@@ -1,12 +1,14 @@
 /** What `dbcluster serve --peers … --rank N` (N ≥ 1) runs: join the head, receive the files of the layers the plan
  * gives this node (those already here and verified are kept), load only those layers, and serve them in the ring. When
- * the head goes away the stage keeps its layers and joins again; a new plan with another range reloads. */
+ * the head goes away the stage keeps its layers and joins again; a new plan with another range reloads. A `stop` from
+ * the head ends it (`cluster stop`), and so does a head gone for longer than the orphan timeout. */
 import { consola } from 'consola'
 import { join } from 'node:path'
 import { DbcError } from '../errors.ts'
 import { isSafeName } from '../distribution/manifest.ts'
 import { receiveShards } from '../distribution/shard-transfer.ts'
-import type { SealedLink } from '../link/tcp-link.ts'
+import { FrameType } from '../link/frames.ts'
+import type { LinkFrame, SealedLink } from '../link/tcp-link.ts'
 import { ModelStage } from '../model/shard.ts'
 import { stateDir } from '../state-dir.ts'
 import { signAttestation } from '../trust/attestation.ts'
@@ -14,6 +16,9 @@ import { chipName, machineFacts, osVersion } from '../trust/machine-info.ts'
 import type { Backend } from '../tensor/backend.ts'
 import type { CoordinatorClient } from '../coordinator/client.ts'
 import { checkRoster, type RosterRefused } from './cluster-roster.ts'
+import { FrameMismatch, HEAD_RANK, senderMismatch } from './frame-header.ts'
+import { encodeNodeHealth, NodeHealthSampler } from './node-health.ts'
+import { decodeStop } from './stop-message.ts'
 import { StageNode, type RingAddress, type RingOptions } from './ring.ts'
 import { joinHead, type StagePlan } from './stage-join.ts'
 
@@ -34,16 +39,35 @@ export interface RunStageOptions {
   onReady?: (plan: StagePlan) => void
   /** With --coordinator: the head's roster must verify and name this node before anything loads (cluster-roster.ts). */
   coordinator?: CoordinatorClient
+  /** How long the head may be gone (its control link closed, no new one) before this stage exits, in ms; 0: for ever. */
+  orphanTimeoutMs?: number
 }
+
+/** The head has been gone longer than the orphan timeout: the stage ends with this (exit 1, one line saying why). */
+export class OrphanedStage extends DbcError {}
 
 /** Where a stage without --model keeps what the head sends it. */
 export const receivedModelDir = (model: string) => join(stateDir(), 'models', 'received', model)
 
-export async function runStage(o: RunStageOptions): Promise<void> {
+export async function runStage(options: RunStageOptions): Promise<void> {
   let current: { plan: StagePlan; stage: ModelStage; node: StageNode } | null = null
-  const stopped = new Promise<void>((done) => o.signal.addEventListener('abort', () => done(), { once: true }))
+  // ends on SIGINT / SIGTERM (options.signal) or on the head's stop frame
+  const ending = new AbortController()
+  if (options.signal.aborted) ending.abort()
+  options.signal.addEventListener('abort', () => ending.abort(), { once: true })
+  const sampler = new NodeHealthSampler()
+  // every pong this stage sends carries its health (docs/protocol.md §Health), on the control link and the ring's
+  const o: RunStageOptions = {
+    ...options,
+    signal: ending.signal,
+    link: { ...options.link, pongPayload: () => encodeNodeHealth(sampler.sample(current !== null)) },
+  }
+  const stopped = new Promise<void>((done) => ending.signal.addEventListener('abort', () => done(), { once: true }))
+  /** When the control link to the head closed (null: this stage has it, or never had one). */
+  let headLostAt: number | null = null
   try {
     while (!o.signal.aborted) {
+      const giveUp = new AbortController()
       const joined = await Promise.race([
         joinHead({
           head: o.peers[0]!,
@@ -65,9 +89,12 @@ export async function runStage(o: RunStageOptions): Promise<void> {
             ),
         }),
         stopped.then(() => null),
-      ])
+        orphaned(o, headLostAt, giveUp.signal),
+      ]).finally(() => giveUp.abort())
       if (!joined) break
       const { link, plan } = joined
+      headLostAt = null
+      link.onFrame((f) => f.type === FrameType.stop && onStop(f, link, ending))
       await checkHeadRoster(o, link, plan)
       if (!current || !samePlan(current.plan, plan)) {
         if (current) log.info(`the head's plan moved this node to layers [${plan.lo}, ${plan.hi}): reloading`)
@@ -79,14 +106,62 @@ export async function runStage(o: RunStageOptions): Promise<void> {
       }
       // the stage serves until the head goes away; then it joins again (the head restarted) and keeps its layers
       await Promise.race([new Promise<void>((done) => link.onClose(() => done())), stopped])
+      if (o.signal.aborted) {
+        // stop the ring before the control link closes: the head takes that close as this stage's answer
+        current?.node.stop()
+        current?.stage.close()
+        current = null
+      }
       link.close()
-      if (!o.signal.aborted) log.warn('the head closed the control link; joining again when it returns')
+      if (!o.signal.aborted) {
+        headLostAt = Date.now()
+        const limit = o.orphanTimeoutMs ? ` (for at most ${seconds(o.orphanTimeoutMs)}, --orphan-timeout)` : ''
+        log.warn(`the head closed the control link; joining again when it returns${limit}`)
+      }
     }
   } finally {
+    ending.abort() // a join still trying (this stage was orphaned) gives up too
     current?.node.stop()
     current?.stage.close()
   }
 }
+
+/** The head's `stop`: this stage finishes (the step it runs completes first: frames are handled one at a time). */
+function onStop(f: LinkFrame, link: SealedLink, ending: AbortController): void {
+  const mismatch = senderMismatch(f, HEAD_RANK, 'the head')
+  if (mismatch) return link.close(mismatch)
+  let reason: string
+  try {
+    const stop = decodeStop(f.payload)
+    reason = `${stop.reason}${stop.now ? ', at once' : ''}`
+  } catch (error) {
+    return link.close(new FrameMismatch(`stop frame: ${(error as Error).message}`))
+  }
+  log.info(`the head asked this stage to stop (${reason}): stopping`)
+  ending.abort()
+}
+
+/** Never settles while the head is here or the timeout is off; rejects once it has been gone for the timeout. */
+function orphaned(o: RunStageOptions, lostAt: number | null, done: AbortSignal): Promise<never> {
+  const limit = o.orphanTimeoutMs ?? 0
+  if (lostAt === null || limit <= 0) return new Promise<never>(() => {})
+  return new Promise<never>((_, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(
+          new OrphanedStage(
+            'E_ORPHANED',
+            `the head at ${o.peers[0]!.host}:${o.peers[0]!.port} has been gone for ${seconds(limit)} (--orphan-timeout): this stage stops`,
+            'start the head again, then this stage; or give the stage --orphan-timeout 0 to wait for it for ever',
+          ),
+        ),
+      Math.max(0, lostAt + limit - Date.now()),
+    )
+    done.addEventListener('abort', () => clearTimeout(timer), { once: true })
+  })
+}
+
+const seconds = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000} s` : `${(ms / 1000).toFixed(1)} s`)
 
 /** A refused roster ends this stage with its reason, before a byte of the plan is applied (the head is told why). */
 async function checkHeadRoster(o: RunStageOptions, link: SealedLink, plan: StagePlan): Promise<void> {

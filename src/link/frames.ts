@@ -11,6 +11,7 @@ export const FrameType = {
   finish: 3,
   /** u64 sender clock (ms); the pong echoes it */
   ping: 4,
+  /** the ping's u64, echoed, then optional bytes of the sender's own (the cluster's node health: cluster/node-health) */
   pong: 5,
   /** a step's composition (rows, positions, sampling, admissions, evictions): bytes owned by cluster/step-messages */
   step: 6,
@@ -51,6 +52,8 @@ export const FrameType = {
   tpGather: 23,
   /** tensor parallel, the others → rank 0: this rank's sampling summary of its vocabulary slice (model/split-sampling) */
   tpSample: 24,
+  /** head → stage on a control link: finish and exit (cluster/stop-message) */
+  stop: 25,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -147,8 +150,9 @@ export function decodeError(payload: Uint8Array): ErrorPayload | null {
 
 export type LinkMessage =
   | { type: 'ping'; sentAtMs: bigint }
-  | { type: 'pong'; sentAtMs: bigint }
-  | { type: 'step' | 'role' | 'join' | 'plan'; bytes: Uint8Array }
+  /** extra: the bytes after the echo (absent when there are none); the link hands them on unread */
+  | { type: 'pong'; sentAtMs: bigint; extra?: Uint8Array }
+  | { type: 'step' | 'role' | 'join' | 'plan' | 'stop'; bytes: Uint8Array }
   | { type: 'activation'; tensor: TensorPayload }
   | { type: 'tokens'; ids: Uint32Array }
   | { type: 'sessionEnd'; slot: number }
@@ -163,14 +167,17 @@ export function encodeMessage(m: LinkMessage): { type: FrameTypeCode; payload: U
   switch (m.type) {
     case 'ping':
     case 'pong': {
-      const out = new Uint8Array(8)
+      const extra = m.type === 'pong' ? (m.extra ?? new Uint8Array()) : new Uint8Array()
+      const out = new Uint8Array(8 + extra.byteLength)
       view(out).setBigUint64(0, m.sentAtMs, true)
+      out.set(extra, 8)
       return { type: FrameType[m.type], payload: out }
     }
     case 'step':
     case 'role':
     case 'join':
     case 'plan':
+    case 'stop':
     case 'data':
       return { type: FrameType[m.type], payload: m.bytes }
     case 'activation':
@@ -234,13 +241,18 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
     case 'tpSample':
       throw new PayloadError(`frame type ${type} belongs to tensor-parallel sockets, not to a link`)
     case 'ping':
-    case 'pong':
       need(8)
       return { type: name, sentAtMs: view(payload).getBigUint64(0, true) }
-    case 'step': // the cluster's own messages: cluster/step-messages.ts, cluster/join-messages.ts
+    case 'pong': {
+      need(8, false)
+      const sentAtMs = view(payload).getBigUint64(0, true)
+      return payload.byteLength > 8 ? { type: name, sentAtMs, extra: payload.subarray(8) } : { type: name, sentAtMs }
+    }
+    case 'step': // the cluster's own messages: cluster/step-messages.ts, join-messages.ts, stop-message.ts
     case 'role':
     case 'join':
     case 'plan':
+    case 'stop':
     case 'data':
       return { type: name, bytes: payload }
     case 'activation':

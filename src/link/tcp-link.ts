@@ -52,6 +52,9 @@ export interface LinkOptions {
    * the transfer overlap (default 64 KiB). */
   fragmentBytes?: number
   randomBytes?: (n: number) => Uint8Array
+  /** Bytes this side appends to every pong after the ping's echo (a cluster node's live health, cluster/node-health);
+   * the link neither reads nor checks them. The peer finds them in `stats.peerPong`. */
+  pongPayload?: () => Uint8Array
 }
 
 export interface LinkFrame {
@@ -79,6 +82,7 @@ export const EARLY_BYTES = 1024 * 1024
 export const MAX_PENDING_HANDSHAKES = 16
 
 const DEFAULTS = {
+  pongPayload: () => new Uint8Array(),
   cipher: 'aes-256-gcm' as CipherName,
   maxFrameBytes: 256 * 1024 * 1024,
   handshakeTimeoutMs: 5000,
@@ -120,6 +124,9 @@ export class SealedLink {
     closeReason: null as CloseReason,
     lastHeardAt: 0,
     rttMs: null as number | null,
+    /** The bytes the peer appended to its last pong (LinkOptions.pongPayload) and when it arrived (ms since the
+     * epoch), or null before a pong carried any. */
+    peerPong: null as { payload: Uint8Array; at: number } | null,
   }
 
   constructor(
@@ -468,12 +475,14 @@ export class SealedLink {
   #pieces: { stage: number; requestId: bigint; parts: Uint8Array[]; bytes: number } | null = null
 
   #deliver(type: number, header: { stage: number; requestId: bigint }, plaintext: Uint8Array): void {
-    if (type === FrameType.ping) return this.send(FrameType.pong, plaintext)
+    if (type === FrameType.ping) return this.#pong(plaintext)
     if (type === FrameType.pong) {
       // liveness is any traffic (data() told the heartbeat); the echo of our clock gives the round trip
-      if (plaintext.byteLength === 8)
+      if (plaintext.byteLength >= 8)
         this.stats.rttMs =
           Date.now() - Number(new DataView(plaintext.buffer, plaintext.byteOffset, 8).getBigUint64(0, true))
+      // docs/protocol.md §Health: what follows the echo is the peer's own (a copy: the plaintext may be a reused buffer)
+      if (plaintext.byteLength > 8) this.stats.peerPong = { payload: plaintext.slice(8), at: Date.now() }
       return
     }
     if (type === FrameType.error && header.requestId === LINK_REQUEST_ID) {
@@ -552,6 +561,16 @@ export class SealedLink {
     )
     log.debug(`link to ${this.peerSerial} established (${this.#o.cipher}, ${aeadImplementation(this.#o.cipher)})`)
     this.#established.resolve(this)
+  }
+
+  /** The ping's payload echoed, then this side's pong payload, if it has one. */
+  #pong(ping: Uint8Array): void {
+    const extra = this.#o.pongPayload()
+    if (extra.byteLength === 0) return this.send(FrameType.pong, ping)
+    const out = new Uint8Array(ping.byteLength + extra.byteLength)
+    out.set(ping)
+    out.set(extra, ping.byteLength)
+    this.send(FrameType.pong, out)
   }
 
   #ping(): void {

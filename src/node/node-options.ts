@@ -29,8 +29,9 @@ export interface NodeOptions {
   membership: { peers: RingAddress[]; rank: number } | null
   /** --split: layers per node, decided by the head. */
   split?: string
-  /** The sealed link's settings for a pipeline cluster (identity, who may join). */
-  link?: LinkOptions & { backoffMs: number }
+  /** The sealed link's settings for a pipeline cluster (identity, who may join); on a stage, how long its head may be
+   * gone before it exits (--orphan-timeout, ms; 0: for ever). */
+  link?: LinkOptions & { backoffMs: number; orphanTimeoutMs?: number }
   /** With --coordinator: the head has the cluster vouched for by a signed roster, stages check it (cluster-roster.ts). */
   coordinator?: CoordinatorClient
   tensorParallel: TensorParallelRole | null

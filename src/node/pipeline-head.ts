@@ -1,7 +1,10 @@
 /** The head of a pipeline cluster (rank 0): gathers the stages, plans the layers by their memory, ships each stage its
- * layers' files, loads its own layers and drives the ring; it serves the API. */
+ * layers' files, loads its own layers and drives the ring; it serves the API, and on `cluster stop` stops its stages. */
 import { consola } from 'consola'
 import { ClusterPlanner } from '../cluster/cluster-planner.ts'
+import { nodeStop } from '../cluster/cluster-stop.ts'
+import { encodeNodeHealth, NodeHealthSampler } from '../cluster/node-health.ts'
+import { DbcError } from '../errors.ts'
 import { layerRanges } from '../cluster/membership.ts'
 import { describePlan, formatGiB, PlanError } from '../cluster/plan-layers.ts'
 import { HeadPipeline } from '../cluster/ring.ts'
@@ -16,9 +19,15 @@ import { fingerprint } from '../trust/identity.ts'
 import { modelName } from './model-folder.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 
+/** How long the head waits for its stages to stop after telling them to. */
+const STAGES_STOP_MS = 10_000
+
 export async function startPipelineHead(o: NodeOptions, dir: string): Promise<StartedNode> {
   const { peers, rank } = o.membership!
-  const link = o.link!
+  const sampler = new NodeHealthSampler()
+  let loaded = false
+  // every pong the head sends carries its health too (docs/protocol.md §Health)
+  const link = { ...o.link!, pongPayload: () => encodeNodeHealth(sampler.sample(loaded)) }
   const config = readModelConfig(dir)
   const split = o.split ? layerRanges(config.numLayers, peers.length, o.split).map(([lo, hi]) => hi - lo) : undefined
   const listener = new RoleListener(peers[0]!.host, peers[0]!.port, link)
@@ -32,6 +41,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
     maxLen: o.maxLen,
     model: modelName(o.modelSpec ?? dir),
     onProgress: (line) => consola.start(line),
+    health: () => sampler.sample(loaded),
   })
   const plan = await planner.gather()
   const lines = describePlan(plan)
@@ -64,6 +74,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
   planner.commit(plan, { dir, manifest, identity: link.identity }, vouched ? JSON.stringify(vouched.roster) : '')
   const mine = plan.stages[0]!
   const stage = ModelStage.load(dir, o.backend, { lo: mine.lo, hi: mine.hi, slots: o.maxBatch, maxLen: o.maxLen })
+  loaded = true
   consola.info(
     `rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`,
   )
@@ -101,8 +112,24 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
         members: planner.members(o.backend.name),
         // the coordinator's verdict on every member: the cluster is as trusted as its weakest (null: no coordinator)
         cluster_trust: vouched?.trust ?? null,
+        // a `cluster stop` under way (null: none)
+        stopping: nodeStop.status,
       }),
       connect(scheduler) {
+        // cluster stop (cluster-stop.ts): the ring fails what still runs; every stage is told, then the links close
+        nodeStop.register({
+          halt: (error) => ring.halt(error),
+          stopMembers: async ({ now }) => {
+            ring.halt(new DbcError('E_CLUSTER_STOPPED', 'the cluster is stopping (dbcluster cluster stop)'))
+            const late = await planner.stopStages({ now, reason: 'dbcluster cluster stop' }, STAGES_STOP_MS)
+            if (late.length)
+              consola.warn(`stage(s) ${late.join(', ')} did not stop within ${STAGES_STOP_MS / 1000} s; the head stops`)
+            else consola.info(`every stage (${peers.length - 1}) has stopped`)
+            ring.stop()
+            listener.stop()
+            void vouched?.registration.close()
+          },
+        })
         ring.onStalled((reason) => scheduler.setStalled(reason))
         scheduler.setDegraded(ring.degraded)
         let formed = false // the hops not yet up while the ring first forms are not link errors

@@ -24,6 +24,7 @@ export async function runPipelineStage(o: NodeOptions): Promise<StartedNode> {
     retryMs: o.link!.backoffMs,
     signal: o.signal,
     coordinator: o.coordinator,
+    orphanTimeoutMs: o.link!.orphanTimeoutMs,
     onReady: () => console.log(`stage ${rank} ready`),
   })
   return { role: 'finished' }
