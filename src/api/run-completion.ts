@@ -18,6 +18,8 @@ export interface Usage {
   prompt_tokens: number
   completion_tokens: number
   total_tokens: number
+  /** As OpenAI reports it: prompt tokens served from the prefix cache (where the node keeps one). */
+  prompt_tokens_details?: { cached_tokens: number }
 }
 
 export interface Shape {
@@ -37,7 +39,13 @@ type Done = Extract<RequestEvent, { type: 'done' }>
 function usageOf(done: readonly Done[]): Usage {
   const prompt = done[0]!.promptTokens
   const completion = done.reduce((n, d) => n + d.tokens.length, 0)
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+  const cached = done[0]!.cachedTokens
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    ...(cached !== undefined && { prompt_tokens_details: { cached_tokens: cached } }),
+  }
 }
 
 const info = (event: Extract<RequestEvent, { type: 'token' }>): TokenInfo => ({

@@ -1,4 +1,5 @@
 /** The flags of `dbcluster serve`, each with the description `--help` prints. */
+import { parseSize, usableMemoryBytes } from '../cluster/usable-memory.ts'
 import { CIPHERS, type CipherName } from '../link/aead-channel.ts'
 // serve's --peers, resolved against what `cluster setup` remembered (kept beside the flag, so serve.ts stays thin)
 export { peersFromSetup } from './serve-peers.ts'
@@ -72,6 +73,13 @@ export const SERVE_ARGS = {
   memory: {
     type: 'string',
     description: 'Memory this node offers the model (weights + KV), e.g. 12G (default: 75% of RAM)',
+    valueHint: 'SIZE',
+  },
+  'prefix-cache': {
+    type: 'string',
+    description:
+      'Memory for the KV of earlier prompts, reused by any prompt that starts with the same tokens (64-token blocks, least recently used evicted), e.g. 2G; 0 disables (default: half the memory left after weights and KV slots)',
+    default: 'auto',
     valueHint: 'SIZE',
   },
   plan: {
@@ -199,6 +207,17 @@ export const SERVE_ARGS = {
     valueHint: 'S',
   },
 } as const
+
+/** --memory and --prefix-cache as a node takes them. */
+export const nodeMemory = (args: { memory?: string; 'prefix-cache': string }) => ({
+  usableBytes: usableMemoryBytes(args.memory),
+  prefixCache:
+    args['prefix-cache'] === 'auto'
+      ? ('auto' as const)
+      : /^\s*0+\s*$/.test(args['prefix-cache'])
+        ? 0
+        : parseSize(args['prefix-cache'], 'prefix-cache'),
+})
 
 /** What every sealed hop of a serving node binds (its links' and sealed tensor parallel's options): the cluster id and
  * the cipher (citty has already refused a --cipher not in CIPHERS, by name). */

@@ -4,7 +4,6 @@
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { serveApi } from '../api/serve-api.ts'
-import { usableMemoryBytes } from '../cluster/usable-memory.ts'
 import { authorizeByPinsOrCoordinator } from '../coordinator/node-registration.ts'
 import { ServingMetrics } from '../engine/metrics.ts'
 import { UsageError } from '../errors.ts'
@@ -19,7 +18,7 @@ import { machineSerial } from '../trust/machine-info.ts'
 import { readMdaChain } from '../trust/mda.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { progressPrinter } from './model-pull.ts'
-import { hopSealing, peersFromSetup, SERVE_ARGS } from './serve-args.ts'
+import { hopSealing, nodeMemory, peersFromSetup, SERVE_ARGS } from './serve-args.ts'
 
 const nonNegative = (value: string, name: string): number => {
   const n = Number(value)
@@ -145,7 +144,7 @@ export default defineCommand({
       backend,
       maxBatch: api.scheduling.maxBatch,
       maxLen: positiveInt(args['max-context'], 'max-context'),
-      usableBytes: usableMemoryBytes(args.memory),
+      ...nodeMemory(args),
       plan: args.plan === true,
       membership,
       coordinator,

@@ -55,6 +55,8 @@ export interface ScheduledRequest {
   constraint?: Constraint
   signal?: AbortSignal
   timeoutMs?: number
+  /** Whose prefix-cache blocks this prompt may reuse (absent: the one shared namespace). */
+  cacheTenant?: string
 }
 
 export type FinishReason = 'stop' | 'length'
@@ -62,7 +64,15 @@ export type FinishReason = 'stop' | 'length'
 export type RequestEvent =
   | { type: 'token'; id: number; text: string; logprob?: number; topLogprobs?: TokenLogprob[] }
   | { type: 'text'; text: string }
-  | { type: 'done'; finishReason: FinishReason; text: string; tokens: number[]; promptTokens: number }
+  | {
+      type: 'done'
+      finishReason: FinishReason
+      text: string
+      tokens: number[]
+      promptTokens: number
+      /** Prompt tokens whose KV came from the prefix cache (absent: the pipeline keeps none). */
+      cachedTokens?: number
+    }
   | { type: 'error'; error: DbcError }
 
 export interface SchedulerOptions {
@@ -105,6 +115,8 @@ interface Running {
   slot: number
   /** Tokens of `history` already in the KV cache on every stage (0 again after a resume). */
   cached: number
+  /** Prompt tokens the prefix cache gave its first prefill. */
+  prefixHit?: number
   /** Completion tokens sent to the client. */
   tokens: number[]
   /** How often each completion token occurred (what presence and frequency penalties look at). */
@@ -388,12 +400,36 @@ export class Scheduler {
     group.splice(group.indexOf(r), 1)
     r.matcher?.dispose()
     r.matcher = null
+    this.pipeline.prefix?.finish(r.slot)
     try {
       this.pipeline.closeSequence(r.slot)
     } catch {
       // the stage that held it is gone; its slot died with it
     }
     this.metrics?.batchSize.set(this.running)
+  }
+
+  /** A prefill that starts from nothing first loads the longest cached prefix of what its slot must hold (model/pipeline.ts
+   * PrefixReuse); a failed restore only means a full prefill, which overwrites whatever it wrote. */
+  #restorePrefix(r: Running): void {
+    const prefix = this.pipeline.prefix
+    if (!prefix) return
+    try {
+      r.cached = prefix.restore(r.slot, r.history, r.request.cacheTenant ?? '')
+    } catch {
+      r.cached = 0
+    }
+    if (r.resumes === 0) r.prefixHit = r.cached
+  }
+
+  /** After a step of its prefill, the slot's whole blocks are kept for later prompts (a failed save costs only reuse). */
+  #storePrefix(r: Running): void {
+    if (r.cancelled) return // its slot may already be freed
+    try {
+      this.pipeline.prefix?.store(r.slot, r.history, r.cached, r.request.cacheTenant ?? '')
+    } catch {
+      // the blocks are not kept; this request is unaffected
+    }
   }
 
   async #step(group: Running[]): Promise<void> {
@@ -413,6 +449,7 @@ export class Scheduler {
     }
     // one prefill chunk per step, after the decode rows (a new prompt, or a resumed request's prompt + completion)
     const filling = group.find((r) => r.history.length - r.cached > 1)
+    if (filling && filling.cached === 0) this.#restorePrefix(filling)
     let prefillTokens = 0
     let fillEnd = 0
     if (filling) {
@@ -457,6 +494,7 @@ export class Scheduler {
     if (filling) filling.suspendedAt = null
     for (const r of owners) if (r !== filling) r.cached++
     if (filling) filling.cached = fillEnd
+    if (filling) this.#storePrefix(filling)
     const now = performance.now()
     this.metrics?.stepTime.observe((now - t0) / 1000)
     this.metrics?.promptTokens.inc({}, prefillTokens)
@@ -524,6 +562,7 @@ export class Scheduler {
         text: r.text,
         tokens: r.tokens,
         promptTokens: r.request.promptIds.length,
+        ...(this.pipeline.prefix ? { cachedTokens: r.prefixHit ?? 0 } : {}),
       })
     }
     if (r.request.eosTokenIds.includes(id)) return finish('stop')

@@ -23,6 +23,9 @@ export interface NodeOptions {
   maxLen: number
   /** Memory this node offers the model (weights + KV). */
   usableBytes: number
+  /** Bytes for the prefix cache's blocks (engine/prefix-cache.ts): 'auto' for half of what is left of usableBytes after
+   * weights and KV slots; 0 or absent: none. Only a node alone keeps one so far. */
+  prefixCache?: number | 'auto'
   /** Print the plan and stop. */
   plan: boolean
   /** A pipeline cluster: every node's link address in rank order, and this node's rank. */

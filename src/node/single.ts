@@ -5,6 +5,7 @@ import { checkpointFootprint } from '../model/footprint.ts'
 import { ModelStage } from '../model/shard.ts'
 import { DTYPE_BYTES } from '../tensor/backend.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
+import { openPrefixCache } from './prefix-cache.ts'
 
 export function startSingle(o: NodeOptions, dir: string): StartedNode {
   if (o.plan) {
@@ -18,11 +19,12 @@ export function startSingle(o: NodeOptions, dir: string): StartedNode {
     return { role: 'finished' }
   }
   const stage = ModelStage.load(dir, o.backend, { slots: o.maxBatch, maxLen: o.maxLen })
+  const prefix = openPrefixCache([stage], o, dir)
   return {
     role: 'serving',
     node: {
       modelDir: dir,
-      pipeline: new LocalPipeline([stage]),
+      pipeline: new LocalPipeline([stage], { prefix }),
       stage,
       microBatches: 1,
       health: () => ({
@@ -31,9 +33,10 @@ export function startSingle(o: NodeOptions, dir: string): StartedNode {
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
+        ...(prefix && { prefix_cache: { blocks: prefix.pool.blocks, bytes: prefix.pool.bytes } }),
       }),
       connect: () => {},
-      close: () => {},
+      close: () => prefix?.close(),
     },
   }
 }
