@@ -6,12 +6,21 @@ import { PREFIX_BLOCK_TOKENS } from '../../src/engine/prefix-cache.ts'
 import type { KvBlock } from '../../src/model/kv-cache.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { argmax } from '../../src/model/sampler.ts'
+import type { Backend } from '../../src/tensor/backend.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
+import { openMlxBackend, probe } from '../../src/tensor/mlx.ts'
 import type { SynthArch, SynthDtype, SynthSpec } from '../../src/model/synth.ts'
 import { maxAbsDiff } from '../reference/kernels.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const backend = openCpuBackend()
+const mlx = probe()
+// the same save/restore through the mlx glue (f32 caches), where mlx-c is installed
+const BACKENDS: [string, () => Backend][] = [
+  ['cpu', () => backend],
+  ...(mlx.available ? [['mlx', openMlxBackend] as [string, () => Backend]] : []),
+]
+if (!mlx.available) console.log(`prefix blocks on mlx skipped: ${mlx.reason}`)
 const B = PREFIX_BLOCK_TOKENS
 const tokens = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => 100 + ((i * 7919 + seed * 104729) % 5000))
@@ -56,24 +65,25 @@ const FAMILIES: [SynthArch, SynthDtype, Partial<SynthSpec>][] = [
 ]
 
 describe('prefix blocks restored into a fresh slot', () => {
-  for (const [arch, dtype, extra] of FAMILIES)
-    test(`${arch} ${dtype}: restore + the rest == a cold prefill of the whole prompt`, async () => {
-      const stage = ModelStage.load(await synthModel(arch, dtype, extra), backend, { slots: 3, maxLen: 512 })
-      const cold = run(stage, 0, AB, 0, 8)
-      // prompt A alone in slot 1, its whole blocks saved as soon as it is prefilled
-      run(stage, 1, A, 0, 0)
-      const blocks: KvBlock[] = []
-      for (let b = 0; b < Math.floor(A.length / B); b++)
-        blocks.push(stage.cache.saveBlock(1, b * B, (b + 1) * B, A.length))
-      const n = stage.cache.restorableBlocks(blocks)
-      expect(n).toBe(blocks.length)
-      stage.cache.restoreBlocks(2, blocks.slice(0, n))
-      const warm = run(stage, 2, AB, n * B, 8)
-      expect(warm.tokens).toEqual(cold.tokens)
-      expect(maxAbsDiff(warm.logits, cold.logits)).toBeLessThan(dtype === 'q4' ? 1e-3 : 1e-4)
-      for (const block of blocks) stage.cache.freeBlock(block)
-      stage.close()
-    }, 120_000)
+  for (const [name, open] of BACKENDS)
+    for (const [arch, dtype, extra] of FAMILIES)
+      test(`${name}: ${arch} ${dtype}: restore + the rest == a cold prefill of the whole prompt`, async () => {
+        const stage = ModelStage.load(await synthModel(arch, dtype, extra), open(), { slots: 3, maxLen: 512 })
+        const cold = run(stage, 0, AB, 0, 8)
+        // prompt A alone in slot 1, its whole blocks saved as soon as it is prefilled
+        run(stage, 1, A, 0, 0)
+        const blocks: KvBlock[] = []
+        for (let b = 0; b < Math.floor(A.length / B); b++)
+          blocks.push(stage.cache.saveBlock(1, b * B, (b + 1) * B, A.length))
+        const n = stage.cache.restorableBlocks(blocks)
+        expect(n).toBe(blocks.length)
+        stage.cache.restoreBlocks(2, blocks.slice(0, n))
+        const warm = run(stage, 2, AB, n * B, 8)
+        expect(warm.tokens).toEqual(cold.tokens)
+        expect(maxAbsDiff(warm.logits, cold.logits)).toBeLessThan(dtype === 'q4' ? 1e-3 : 1e-4)
+        for (const block of blocks) stage.cache.freeBlock(block)
+        stage.close()
+      }, 120_000)
 
   test('a ring that no longer holds a block restores only up to where it still does', async () => {
     // window 20: a ring of 40 positions, which after a 150-token prefill holds positions 110..149
