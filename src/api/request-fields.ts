@@ -1,6 +1,6 @@
 /** The request fields each endpoint honours (docs/api.md §Request fields). Any other field is refused by name with 400
  * `unsupported_parameter`, never accepted and ignored. A few OpenAI fields are honoured only in the form that changes
- * nothing here (`tool_choice: 'none'`, `store: false`); `response_format` is honoured as text, `json_object` or
+ * nothing here (`store: false`); `response_format` is honoured as text, `json_object` or
  * `json_schema` (request-params.ts turns it into a grammar constraint); a null value asks for the
  * field's default, as if it were absent. */
 import { ApiError, invalid } from './errors.ts'
@@ -45,7 +45,10 @@ export const CHAT_FIELDS: ReadonlySet<string> = new Set([
   'prompt_cache_key',
   'store',
   'response_format',
+  // tools, tool_choice and parallel_tool_calls are checked in tool-calls/tool-request.ts
+  'tools',
   'tool_choice',
+  'parallel_tool_calls',
   'modalities',
 ])
 
@@ -72,10 +75,6 @@ const CONDITIONS: Record<string, (value: unknown, body: Record<string, unknown>)
       ? null
       : unsupported('response_format', `type '${type}' is not; text, json_object and json_schema are`)
   },
-  tool_choice: (v) =>
-    v === 'none'
-      ? null
-      : unsupported('tool_choice', `tools are not; only 'none' is honoured (the default without tools)`),
   modalities: (v) =>
     Array.isArray(v) && v.length === 1 && v[0] === 'text'
       ? null

@@ -22,11 +22,14 @@ export interface Usage {
   prompt_tokens_details?: { cached_tokens: number }
 }
 
+type Chunks = Record<string, unknown> | Record<string, unknown>[]
+
 export interface Shape {
   /** First chunk of a choice's stream (chat sends the role). */
   start(index: number): Record<string, unknown> | null
-  chunk(index: number, text: string, tokens: TokenInfo[]): Record<string, unknown>
-  finishChunk(index: number, reason: FinishReason): Record<string, unknown>
+  /** The chunks for new text (several, or none while chat holds back text that may be a tool call). */
+  chunk(index: number, text: string, tokens: TokenInfo[]): Chunks
+  finishChunk(index: number, reason: FinishReason): Chunks
   usageChunk(usage: Usage): Record<string, unknown>
   /** One choice of a non-streamed answer. */
   choice(index: number, text: string, tokens: TokenInfo[], reason: FinishReason): Record<string, unknown>
@@ -126,7 +129,8 @@ export async function runCompletion(
       const { index, event } = await next()
       if (event.type === 'token' || event.type === 'text') {
         const tokens = event.type === 'token' ? [info(event)] : []
-        if (event.text || tokens.length) await send(shape.chunk(index, event.text, tokens))
+        if (event.text || tokens.length)
+          for (const chunk of [shape.chunk(index, event.text, tokens)].flat()) await send(chunk)
       } else if (event.type === 'error') {
         // a clear error event, then the end of the stream: never a hung connection; the other choices stop
         abort.abort()
@@ -135,7 +139,7 @@ export async function runCompletion(
       } else {
         done[index] = event
         finished++
-        await send(shape.finishChunk(index, event.finishReason))
+        for (const chunk of [shape.finishChunk(index, event.finishReason)].flat()) await send(chunk)
       }
     }
     if (finished === options.n && options.includeUsage) await send(shape.usageChunk(usageOf(done)))

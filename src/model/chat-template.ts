@@ -1,11 +1,32 @@
 /** The model's chat template (tokenizer_config.json `chat_template`, a Jinja string) rendered through @huggingface/jinja,
- * with the variables Hugging Face passes: messages, add_generation_prompt, bos/eos tokens, and Qwen3's enable_thinking. */
+ * with the variables Hugging Face passes: messages (with `tool_calls` and `tool_call_id` as transformers passes them),
+ * `tools` (OpenAI function definitions, only when given), add_generation_prompt, bos/eos tokens, and Qwen3's
+ * enable_thinking. */
 import { Template } from '@huggingface/jinja'
 import { CheckpointError } from './errors.ts'
+
+/** An assistant's earlier call as templates read it: `arguments` an object (transformers' convention; templates apply
+ * `tojson` or iterate its items), never the JSON text OpenAI clients send. */
+export interface ChatToolCall {
+  id: string
+  type: 'function'
+  function: { name: string; arguments: Record<string, unknown> }
+}
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant' | 'tool'
   content: string
+  /** assistant: the calls it made (absent when none: some templates test `'tool_calls' in message`) */
+  tool_calls?: ChatToolCall[]
+  /** tool: the call this result answers, and that call's function name */
+  tool_call_id?: string
+  name?: string
+}
+
+/** An OpenAI function tool, `{type: 'function', function: {name, description?, parameters?}}`, as templates expect. */
+export interface ChatTool {
+  type: 'function'
+  function: { name: string; description?: string; parameters?: Record<string, unknown> }
 }
 
 export interface ChatTemplateOptions {
@@ -13,13 +34,16 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean
   /** Qwen3: false renders an empty think block, so the model answers directly (default false). */
   enableThinking?: boolean
+  /** Function tools offered to the model (passed as `tools` only when present). */
+  tools?: readonly ChatTool[]
 }
 
 export class ChatTemplate {
   readonly #template: Template
 
   constructor(
-    source: string,
+    /** The Jinja text, read to tell which tool-call format the model was trained on (src/api/tool-calls/). */
+    readonly source: string,
     private readonly specialTokens: { bos: string | null; eos: string | null } = { bos: null, eos: null },
   ) {
     try {
@@ -56,6 +80,7 @@ export class ChatTemplate {
     }
     return this.#template.render({
       messages,
+      ...(options.tools ? { tools: options.tools } : {}),
       add_generation_prompt: options.addGenerationPrompt ?? true,
       enable_thinking: options.enableThinking ?? false,
       bos_token: this.specialTokens.bos ?? '',

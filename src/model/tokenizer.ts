@@ -69,6 +69,11 @@ export class ModelTokenizer {
     return this.#template !== null
   }
 
+  /** The chat template's Jinja text (null without one): what tells the model's tool-call format. */
+  get chatTemplateSource(): string | null {
+    return this.#template?.source ?? null
+  }
+
   /** Renders messages with the model's chat template, ending with the assistant prompt. */
   applyChatTemplate(messages: readonly ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.#template)

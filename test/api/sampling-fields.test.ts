@@ -261,12 +261,10 @@ describe('fields the server does not honour are refused by name', () => {
     })
 
   test('the SDK sees a BadRequestError whose param and message name the field', async () => {
-    const tools = [{ type: 'function' as const, function: { name: 'f', parameters: {} } }]
     for (const [extra, param] of [
-      [{ tools }, 'tools'],
+      [{ tools: [{ type: 'custom', custom: { name: 'f' } }] }, 'tools[0].type'],
       [{ response_format: { type: 'regex' } }, 'response_format'],
-      [{ tool_choice: 'auto' }, 'tool_choice'],
-      [{ parallel_tool_calls: false }, 'parallel_tool_calls'],
+      [{ function_call: 'auto' }, 'function_call'],
       [{ metadata: { a: 'b' } }, 'metadata'],
       [{ store: true }, 'store'],
       [{ audio: { voice: 'alloy', format: 'mp3' } }, 'audio'],
