@@ -471,7 +471,9 @@ export class Scheduler {
     let t0 = performance.now()
     try {
       // the grammar's allowed tokens for each constrained row, from the tokens its matcher accepted so far
-      const masks = await Promise.all(owners.map((r) => this.#allowed(group, r)))
+      const masks = owners.some((r) => r.request.constraint)
+        ? await Promise.all(owners.map((r) => this.#allowed(group, r)))
+        : []
       const sampling = owners.map((r, i) => {
         r.pendingU ??= r.request.sampling.temperature > 0 ? r.random() : 0
         const bias = logitBiasFor(r.request.adjustments, r.counts)
