@@ -13,6 +13,8 @@ interface Member {
   os_version: string | null
   clock_skew_ms: number | null
   free_bytes: number | null
+  /** What the node had free when it joined, before its layers loaded (the plan was made against this). */
+  free_bytes_at_join?: number | null
   weight_bytes: number | null
   kv_bytes: number | null
   usable_bytes: number | null
@@ -70,25 +72,21 @@ export async function checkCluster(env: DoctorEnv): Promise<CheckResult[]> {
         ),
   )
 
-  const short = members.filter(
-    (m) =>
-      m.free_bytes !== null &&
-      m.weight_bytes !== null &&
-      m.kv_bytes !== null &&
-      m.free_bytes < m.weight_bytes + m.kv_bytes,
-  )
+  // judged against the memory the plan saw (free at join): free memory now already has the layers loaded
+  const planned = (m: (typeof members)[number]) => m.free_bytes_at_join ?? m.free_bytes
+  const short = members.filter((m) => {
+    const free = planned(m)
+    return free !== null && m.weight_bytes !== null && m.kv_bytes !== null && free < m.weight_bytes + m.kv_bytes
+  })
   results.push(
     short.length === 0
-      ? pass(
-          names[2],
-          members.map((m) => `${label(m)} ${m.free_bytes === null ? '?' : gib(m.free_bytes)} free`).join(', '),
-        )
+      ? pass(names[2], members.map((m) => `${label(m)} ${planned(m) == null ? '?' : gib(planned(m)!)} free`).join(', '))
       : fail(
           names[2],
           short
             .map(
               (m) =>
-                `${label(m)} had ${gib(m.free_bytes!)} free for ${gib(m.weight_bytes! + m.kv_bytes!)} of weights and KV`,
+                `${label(m)} had ${gib(planned(m)!)} free for ${gib(m.weight_bytes! + m.kv_bytes!)} of weights and KV`,
             )
             .join('; '),
           'close other programs on that node, give it a smaller --memory, or add a node',
