@@ -138,17 +138,32 @@ async function meetRanks(
   const channels: (TpChannel | undefined)[] = new Array(o.size - 1)
   const keys = new Map<number, { key: Uint8Array; link: SealedLink }>()
   try {
-    const ranks = await Promise.all(
-      met.links.map((l) => data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint))),
+    // a link delivers a frame only to a listener already waiting: wait for a rank's two hello frames at once
+    const hellos = await Promise.all(
+      met.links.map((l) => {
+        const attestation = data(l, MEET.attestation, o.timeoutMs)
+        attestation.catch(() => {}) // when the rank frame fails first, this one's rejection is not news
+        return Promise.all([data(l, MEET.rank, o.timeoutMs).then((b) => rankOf(b, o.fingerprint)), attestation])
+      }),
     )
-    const attestations = await Promise.all(met.links.map((l) => data(l, MEET.attestation, o.timeoutMs)))
+    const ranks = hellos.map(([rank]) => rank)
+    const seen = new Set<number>()
+    for (const r of ranks) {
+      if (!Number.isInteger(r) || r < 1 || r >= o.size || seen.has(r))
+        throw new DbcError(
+          'E_TP_RANKS',
+          `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`,
+          'give every rank a different --tp-rank and the same --tp',
+        )
+      seen.add(r)
+    }
     // the group is vouched for once; a rejoin hands the ranks the same roster to check again
     if (o.coordinator && !roster.vouched) {
       const members = met.links.map((l, i) => ({
         rank: ranks[i]!,
         serial: l.peerSerial,
         publicKey: l.peerPublicKey,
-        attestation: new TextDecoder().decode(attestations[i]!),
+        attestation: new TextDecoder().decode(hellos[i]![1]),
       }))
       roster.vouched = await vouchForCluster(o.coordinator, { serial: o.serial, identity: o.identity }, members)
       const t = roster.vouched.trust
@@ -157,12 +172,6 @@ async function meetRanks(
     const rosterBytes = new TextEncoder().encode(roster.vouched ? JSON.stringify(roster.vouched.roster) : '')
     for (const l of met.links) l.send(FrameType.data, rosterBytes, { requestId: MEET.roster })
     ranks.forEach((r, i) => {
-      if (!Number.isInteger(r) || r < 1 || r >= o.size || keys.has(r))
-        throw new DbcError(
-          'E_TP_RANKS',
-          `two ranks, or a rank outside 1..${o.size - 1}, joined (got rank ${r})`,
-          'give every rank a different --tp-rank and the same --tp',
-        )
       const key = new Uint8Array(randomBytes(32))
       keys.set(r, { key, link: met.links[i]! })
       const offer = new Uint8Array(36)
@@ -220,10 +229,15 @@ async function meetRankZero(
     const hello = new Uint8Array(4 + o.fingerprint.byteLength)
     hello.set(u32(o.rank))
     hello.set(o.fingerprint, 4)
+    // rank 0 answers with the roster and then the offer: both listeners wait before anything is sent
+    const rosterFrame = data(link, MEET.roster, o.timeoutMs)
+    const offerFrame = data(link, MEET.offer, o.timeoutMs)
+    offerFrame.catch(() => {}) // a refused roster ends the meeting before the offer is read
+    rosterFrame.catch(() => {})
     link.send(FrameType.data, hello, { requestId: MEET.rank })
     const attestation = await signAttestation(o.identity, { ...machineFacts(), serial: o.serial, rdmaEnabled: false })
     link.send(FrameType.data, new TextEncoder().encode(JSON.stringify(attestation)), { requestId: MEET.attestation })
-    const roster = new TextDecoder().decode(await data(link, MEET.roster, o.timeoutMs))
+    const roster = new TextDecoder().decode(await rosterFrame)
     if (o.coordinator) {
       const body = await checkRoster(
         o.coordinator,
@@ -236,7 +250,7 @@ async function meetRankZero(
       })
       o.log(`roster ${body.cluster_id}: the coordinator vouches for this group (trust ${body.trust_level})`)
     } else if (roster) o.log('rank 0 sent a coordinator-signed roster; this rank has no --coordinator to check it')
-    const offer = await data(link, MEET.offer, o.timeoutMs)
+    const offer = await offerFrame
     if (offer.byteLength !== 36)
       throw new DbcError(
         'E_TP_HELLO',

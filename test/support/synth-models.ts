@@ -1,7 +1,7 @@
 /** Small synthetic models for tests, written once per test process into a temp folder and reused. */
 import { cpSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { removeAfterRun } from './cleanup.ts'
 import { synthesizeModel, type SynthArch, type SynthDtype, type SynthSpec } from '../../src/model/synth.ts'
 
@@ -27,6 +27,7 @@ export function synthModel(arch: SynthArch, dtype: SynthDtype, extra: Partial<Sy
 /** A private copy of a model folder, for tests that edit or damage it. */
 export function copyOfModel(dir: string): string {
   const copy = mkdtempSync(join(root, 'copy-'))
-  cpSync(dir, copy, { recursive: true })
+  // the model's files only: a manifest sidecar another test's head recorded there does not belong to a fresh copy
+  cpSync(dir, copy, { recursive: true, filter: (src) => !basename(src).startsWith('.dbcluster-manifest') })
   return copy
 }

@@ -9,7 +9,9 @@ import { openTpChannel } from '../../src/tensor-parallel/sealed-group.ts'
 import { FrameType } from '../../src/link/frames.ts'
 import { servingFingerprint } from '../../src/model/serving-fingerprint.ts'
 import { dialRankZero } from '../../src/tensor-parallel/rank-meeting.ts'
+import { signAttestation } from '../../src/trust/attestation.ts'
 import { loadSoftwareIdentity } from '../../src/trust/identity-software.ts'
+import { machineFacts } from '../../src/trust/machine-info.ts'
 import { authorizeByPins, FilePinStore } from '../../src/trust/pinned-keys.ts'
 
 const [home, port, mode, model] = process.argv.slice(2)
@@ -22,8 +24,12 @@ const link = await dialRankZero('127.0.0.1', Number(port), 10_000, {
   clusterId: 'dbcluster',
 })
 const fingerprint = servingFingerprint(model!, { maxBatch: 8, maxLen: mode === 'other-settings' ? 512 : 256, tp: 2 })
+const offerFrame = link.nextFrame((f) => f.type === FrameType.data && f.requestId === MEET.offer, 10_000)
 link.send(FrameType.data, Uint8Array.from([...u32(1), ...fingerprint]), { requestId: MEET.rank })
-const offer = (await link.nextFrame((f) => f.type === FrameType.data && f.requestId === MEET.offer, 10_000)).payload
+// an honest rank's attestation (rank 0 relays it only with a coordinator), so the misbehaviour comes after the meeting
+const attestation = await signAttestation(identity, { ...machineFacts(), serial: 'node-1', rdmaEnabled: false })
+link.send(FrameType.data, new TextEncoder().encode(JSON.stringify(attestation)), { requestId: MEET.attestation })
+const offer = (await offerFrame).payload
 const socket = BlockingSocket.connect(
   '127.0.0.1',
   new DataView(offer.buffer, offer.byteOffset).getUint32(0, true),
