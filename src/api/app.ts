@@ -110,6 +110,14 @@ export function createApp(deps: AppDeps): Hono {
       degraded ? 503 : 200,
     )
   })
+  // where each request stands (no prompt text), behind --api-key like every route
+  app.get('/queue', (c) =>
+    c.json({
+      running: deps.scheduler.running,
+      waiting: deps.scheduler.queueDepth,
+      requests: deps.scheduler.requests(),
+    }),
+  )
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
   addDashboardRoutes(app, deps)
   addStopRoute(app, deps)

@@ -59,6 +59,15 @@ export interface ScheduledRequest {
   cacheTenant?: string
 }
 
+/** One request as GET /queue shows it: no prompt or completion text, only where it stands. */
+export interface QueueEntry {
+  id: number
+  state: 'waiting' | 'prefill' | 'decode' | 'suspended'
+  age_ms: number
+  prompt_tokens: number
+  generated_tokens: number
+}
+
 export type FinishReason = 'stop' | 'length'
 
 export type RequestEvent =
@@ -167,6 +176,30 @@ export class Scheduler {
 
   get queueDepth(): number {
     return this.#queue.length
+  }
+
+  /** Every request waiting or running now, oldest first, without its text (GET /queue). */
+  requests(now = performance.now()): QueueEntry[] {
+    const waiting = this.#queue.map((q) => ({
+      id: q.id,
+      state: 'waiting' as const,
+      age_ms: Math.round(now - q.arrived),
+      prompt_tokens: q.request.promptIds.length,
+      generated_tokens: 0,
+    }))
+    const running = this.#groups.flat().map((r) => ({
+      id: r.id,
+      state:
+        r.suspendedAt !== null
+          ? ('suspended' as const)
+          : r.cached < r.request.promptIds.length
+            ? ('prefill' as const)
+            : ('decode' as const),
+      age_ms: Math.round(now - r.arrived),
+      prompt_tokens: r.request.promptIds.length,
+      generated_tokens: r.tokens.length,
+    }))
+    return [...running, ...waiting].sort((a, b) => b.age_ms - a.age_ms || a.id - b.id)
   }
   get running(): number {
     return this.#groups.reduce((n, g) => n + g.length, 0)
