@@ -3,9 +3,8 @@
  * answers, streams, errors and endpoints each way. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { startLocalCluster } from '../../src/cluster/local-cluster.ts'
 import { synthModel } from '../support/synth-models.ts'
-import { startServe } from '../support/serve-process.ts'
+import { API_TARGETS, startApiTarget } from '../support/api-targets.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 /** The seeded sample each target gave, to compare the clusters' with one node's. */
@@ -15,31 +14,15 @@ const seeded: Record<string, string> = {}
 const filtered: Record<string, string[]> = {}
 const SERVE_ARGS = ['--model-id', 'tiny', '--max-batch', '4', '--max-queue', '6', '--max-context', '256']
 
-const TARGETS = [
-  { name: 'one node', nodes: 1, parallel: 'pipeline' },
-  { name: '2-node cluster', nodes: 2, parallel: 'pipeline' },
-  { name: '2-node tensor-parallel cluster', nodes: 2, parallel: 'tensor' },
-] as const
-
-for (const { name, nodes, parallel } of TARGETS) {
-  describe(name, () => {
+for (const where of API_TARGETS) {
+  describe(where.name, () => {
     let target: { url: string; stop(): Promise<void> | void }
     let client: OpenAI
     let modelDir: string
 
     beforeAll(async () => {
       modelDir = await synthModel('qwen3', 'bf16')
-      target =
-        nodes === 1
-          ? await startServe(['--model', modelDir, ...SERVE_ARGS])
-          : await startLocalCluster({
-              nodes,
-              parallel,
-              model: modelDir,
-              apiPort: 0,
-              self: [process.execPath, `${ROOT}src/main.ts`],
-              extraArgs: ['--backend', 'cpu', '--threads', '1', ...SERVE_ARGS],
-            })
+      target = await startApiTarget(where, modelDir, SERVE_ARGS)
       client = new OpenAI({ baseURL: `${target.url}/v1`, apiKey: 'unused', maxRetries: 0 })
     }, 90_000)
     afterAll(() => target?.stop())
@@ -131,8 +114,8 @@ for (const { name, nodes, parallel } of TARGETS) {
         const b = await client.chat.completions.create(body)
         expect(a.choices[0]!.message.content).toBe(b.choices[0]!.message.content)
         // sampled on the last stage from the head's seeded stream: the same tokens as on one node
-        seeded[name] = a.choices[0]!.message.content!
-        if (nodes > 1) expect(seeded[name]).toBe(seeded['one node']!)
+        seeded[where.name] = a.choices[0]!.message.content!
+        if (where.nodes > 1) expect(seeded[where.name]).toBe(seeded['one node']!)
         const lp = a.choices[0]!.logprobs!.content!
         expect(lp).toHaveLength(8)
         for (const t of lp) {
@@ -170,8 +153,8 @@ for (const { name, nodes, parallel } of TARGETS) {
         }
         // three seeds and temperatures: three different samples, not one degenerate answer
         expect(new Set(texts).size).toBe(3)
-        filtered[name] = texts
-        if (nodes > 1) expect(filtered[name]).toEqual(filtered['one node']!)
+        filtered[where.name] = texts
+        if (where.nodes > 1) expect(filtered[where.name]).toEqual(filtered['one node']!)
       })
 
       test('a stop string ends the answer before it', async () => {

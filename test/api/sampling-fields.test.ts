@@ -5,16 +5,15 @@
  * request asked once per seed; anything the server does not honour is a 400 naming it. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { startLocalCluster } from '../../src/cluster/local-cluster.ts'
 import { LocalPipeline } from '../../src/engine/pipeline.ts'
 import { ModelStage } from '../../src/model/shard.ts'
 import { ModelTokenizer } from '../../src/model/tokenizer.ts'
 import { openCpuBackend } from '../../src/tensor/cpu.ts'
 import { PROMPT } from '../support/greedy.ts'
+import { API_TARGETS, startApiTarget } from '../support/api-targets.ts'
 import { startServe } from '../support/serve-process.ts'
 import { synthModel } from '../support/synth-models.ts'
 
-const ROOT = new URL('../..', import.meta.url).pathname
 const SERVE_ARGS = ['--model-id', 'tiny', '--max-batch', '4', '--max-queue', '8', '--max-context', '256']
 /** " world": never the model's own greedy choice after PROMPT, so a bias is what puts it there. */
 const WORLD = 1879
@@ -70,29 +69,13 @@ beforeAll(async () => {
   reference = new LocalPipeline([ModelStage.load(modelDir, openCpuBackend(), { slots: 1, maxLen: 256 })])
 }, 60_000)
 
-const TARGETS = [
-  { name: 'one node', nodes: 1, parallel: 'pipeline' },
-  { name: '2-node pipeline', nodes: 2, parallel: 'pipeline' },
-  { name: '2-node tensor-parallel cluster', nodes: 2, parallel: 'tensor' },
-] as const
-
-for (const { name, nodes, parallel } of TARGETS) {
-  describe(name, () => {
+for (const where of API_TARGETS) {
+  describe(where.name, () => {
     let target: { url: string; stop(): Promise<void> | void }
     let client: OpenAI
 
     beforeAll(async () => {
-      target =
-        nodes === 1
-          ? await startServe(['--model', modelDir, ...SERVE_ARGS])
-          : await startLocalCluster({
-              nodes,
-              parallel,
-              model: modelDir,
-              apiPort: 0,
-              self: [process.execPath, `${ROOT}src/main.ts`],
-              extraArgs: ['--backend', 'cpu', '--threads', '1', ...SERVE_ARGS],
-            })
+      target = await startApiTarget(where, modelDir, SERVE_ARGS)
       client = new OpenAI({ baseURL: `${target.url}/v1`, apiKey: 'unused', maxRetries: 0 })
     }, 90_000)
     afterAll(() => target?.stop())
@@ -237,7 +220,7 @@ for (const { name, nodes, parallel } of TARGETS) {
       const models = await (await fetch(`${target.url}/v1/models`)).json()
       expect(models.data[0]).toMatchObject({ id: 'tiny', context_length: 256, max_model_len: 256 })
       // the tensor-parallel cluster above sampled from its ranks' vocabulary slices, the bias applied on each
-      if (parallel === 'tensor')
+      if (where.parallel === 'tensor')
         expect((await (await fetch(`${target.url}/health`)).json()).tensor_parallel.sampling).toBe('split')
     })
   })

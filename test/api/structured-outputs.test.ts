@@ -6,12 +6,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import Ajv2020 from 'ajv/dist/2020'
 import OpenAI from 'openai'
-import { startLocalCluster } from '../../src/cluster/local-cluster.ts'
+import { API_TARGETS, startApiTarget } from '../support/api-targets.ts'
 import { startServe } from '../support/serve-process.ts'
 import { synthModel } from '../support/synth-models.ts'
 import { SCHEMAS } from '../engine/schema-corpus.ts'
 
-const ROOT = new URL('../..', import.meta.url).pathname
 const SERVE_ARGS = ['--model-id', 'tiny', '--max-batch', '4', '--max-queue', '16', '--max-context', '512']
 const ajv = new Ajv2020({ strict: false })
 const MAX_TOKENS = 200
@@ -34,29 +33,13 @@ const request = (name: string, extra: Record<string, unknown> = {}) =>
     ...extra,
   }) as OpenAI.ChatCompletionCreateParamsNonStreaming
 
-const TARGETS = [
-  { name: 'one node', nodes: 1, parallel: 'pipeline' },
-  { name: '2-node pipeline', nodes: 2, parallel: 'pipeline' },
-  { name: '2-node tensor-parallel cluster', nodes: 2, parallel: 'tensor' },
-] as const
-
-for (const { name, nodes, parallel } of TARGETS) {
-  describe(name, () => {
+for (const where of API_TARGETS) {
+  describe(where.name, () => {
     let target: { url: string; stop(): Promise<void> | void }
     let client: OpenAI
 
     beforeAll(async () => {
-      target =
-        nodes === 1
-          ? await startServe(['--model', modelDir, ...SERVE_ARGS])
-          : await startLocalCluster({
-              nodes,
-              parallel,
-              model: modelDir,
-              apiPort: 0,
-              self: [process.execPath, `${ROOT}src/main.ts`],
-              extraArgs: ['--backend', 'cpu', '--threads', '1', ...SERVE_ARGS],
-            })
+      target = await startApiTarget(where, modelDir, SERVE_ARGS)
       client = new OpenAI({ baseURL: `${target.url}/v1`, apiKey: 'unused', maxRetries: 0 })
     }, 90_000)
     afterAll(() => target?.stop())
@@ -70,7 +53,7 @@ for (const { name, nodes, parallel } of TARGETS) {
         const text = choice.message.content!
         const validate = ajv.compile(SCHEMAS[schema]!)
         if (!validate(JSON.parse(text))) throw new Error(`${schema}: ${text}: ${JSON.stringify(validate.errors)}`)
-        if (nodes === 1) reference.set(schema, text)
+        if (where.nodes === 1) reference.set(schema, text)
         // the clusters mask where they sample and reach the same tokens as one process
         else expect(text).toBe(reference.get(schema)!)
       }
