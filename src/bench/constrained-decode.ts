@@ -16,6 +16,10 @@ export interface ConstrainedDecodeRow {
   ratio: number
   /** median milliseconds per token: the next-token mask and accepting the sampled token */
   mask_ms_p50: number
+  /** A finished answer's grammar started over (a new matcher: what a request's first step pays, kept out of the
+   * decode steps' time): how often in the run and its median cost. */
+  restarts: number
+  restart_ms_p50: number
   compile_ms: number
 }
 
@@ -69,6 +73,7 @@ export async function runConstrainedDecodeBench(
         if (constrained) for (let i = 0; i < batch; i++) matchers.push(await constraint.matcher())
         const steps: number[] = []
         const maskMs: number[] = []
+        const restarts: number[] = []
         for (let s = 0; s < decodeSteps; s++) {
           const start = performance.now()
           const masks = constrained ? await Promise.all(matchers.map((m) => m.nextMask())) : []
@@ -80,9 +85,15 @@ export async function runConstrainedDecodeBench(
             [...rows].map((i) => rowSampling(samplingParams(), [], 0, -1, undefined, masks[i])),
           )
           const accepting = performance.now()
+          let restartMs = 0
           for (const [i, m] of matchers.entries()) {
             m.accept(sampled[i]!.id)
-            if (m.terminated) (m.dispose(), (matchers[i] = await constraint.matcher()))
+            if (!m.terminated) continue
+            // a finished answer's next one: a request's first step in serving, not a decode step's cost
+            const r0 = performance.now()
+            m.dispose()
+            matchers[i] = await constraint.matcher()
+            restartMs += performance.now() - r0
           }
           if (constrained) maskMs.push((masked - start + performance.now() - accepting) / batch)
           logits = stage.forward({
@@ -91,11 +102,17 @@ export async function runConstrainedDecodeBench(
             positions: new Int32Array(batch).fill(promptTokens + s),
             logitRows: Int32Array.from(rows),
           }).logits!
-          steps.push((performance.now() - start) / 1000)
+          steps.push((performance.now() - start - restartMs) / 1000)
+          if (restartMs) restarts.push(restartMs)
         }
         for (const m of matchers) m.dispose()
         const step = median(steps.slice(Math.min(2, steps.length - 1)))
-        return { tps: batch / step, maskMs: maskMs.length ? median(maskMs) : 0 }
+        return {
+          tps: batch / step,
+          maskMs: maskMs.length ? median(maskMs) : 0,
+          restartMs: restarts.length ? median(restarts) : 0,
+          restarts: restarts.length,
+        }
       }
       const plain = await run(false)
       const constrained = await run(true)
@@ -105,6 +122,8 @@ export async function runConstrainedDecodeBench(
         constrained_tps: round(constrained.tps),
         ratio: round(constrained.tps / plain.tps, 3),
         mask_ms_p50: round(constrained.maskMs, 3),
+        restarts: constrained.restarts,
+        restart_ms_p50: round(constrained.restartMs, 3),
         compile_ms: round(compileMs),
       })
     }
