@@ -71,35 +71,14 @@ export function decodeStep(bytes: Uint8Array): StepMessage {
   const tensor = decodeTensor(r.bytesField())
   if (positions.length !== slots.length) throw new RangeError('step message: slots and positions differ in length')
   const copy = tensor.data.slice()
+  const common = { stepId, slots, positions, logitRows, sampling, closeSlots, openSlots, stageMicros, hiddenSize }
   if (tensor.dtype === 'i32') {
     if (tensor.shape[0] !== slots.length) throw new RangeError('step message: token count differs from rows')
-    return {
-      stepId,
-      slots,
-      positions,
-      logitRows,
-      sampling,
-      closeSlots,
-      openSlots,
-      stageMicros,
-      hiddenSize,
-      tokens: new Int32Array(copy.buffer),
-    }
+    return { ...common, tokens: new Int32Array(copy.buffer) }
   }
   if (tensor.dtype !== 'f32' || tensor.shape[0] !== slots.length || tensor.shape[1] !== hiddenSize)
     throw new RangeError('step message: hidden states have the wrong shape')
-  return {
-    stepId,
-    slots,
-    positions,
-    logitRows,
-    sampling,
-    closeSlots,
-    openSlots,
-    stageMicros,
-    hiddenSize,
-    hidden: new Float32Array(copy.buffer),
-  }
+  return { ...common, hidden: new Float32Array(copy.buffer) }
 }
 
 // sampling block: u32 count + 1 (0 = no sampling: return logits; 1 = sample, but no row needs a token) | per row: f64 temperature, top_p, min_p, repetition penalty, u | u32 top_k,
