@@ -1,6 +1,9 @@
 /** Sampling: greedy, temperature, top-k, top-p, min-p, repetition penalty, OpenAI's logit bias and presence and
  * frequency penalties, and a grammar's mask of allowed tokens, with a seeded PRNG (same seed → same output).
  * makeSampler(params) returns a plain function from logits to a token id (mlx-lm sample_utils style). */
+import { DbcError } from '../errors.ts'
+import { maskedRows } from './masked-rows.ts'
+
 export interface SamplingParams {
   /** 0 = greedy. */
   temperature: number
@@ -121,11 +124,31 @@ export function sampleToken(
   bias?: LogitBias,
   allowed?: AllowedMask,
 ): number {
-  const logits = penalized(input, 0, params, history, bias, allowed)
+  const logits = penalized(input, 0, params, history, bias)
+  if (allowed) return sampleMasked(logits, params, u, allowed)
   if (params.temperature === 0) return argmax(logits)
   const max = logits[argmax(logits)]!
   reserveCandidates(logits.length)
   return drawCandidate(collectCandidates(logits, 0, max - CUTOFF * params.temperature, 0), max, params, u)
+}
+
+/** sampleToken under a grammar's mask: the row read through the packed mask (masked-rows.ts, one pass in the shim)
+ * rather than copied with −∞ written over every token the mask does not allow. The same tokens: the best allowed
+ * logit, then the allowed candidates at or above its floor, in id order. */
+function sampleMasked(logits: Float32Array, params: SamplingParams, u: number, allowed: AllowedMask): number {
+  const rows = maskedRows()
+  const best = rows.argmax(logits, allowed)
+  if (best < 0)
+    throw new DbcError(
+      'E_CONSTRAINT',
+      `the grammar's mask allows none of the ${logits.length} tokens (${allowed.length} mask words)`,
+      'a matcher that is terminated or disposed has no next token: end the sequence instead of sampling it',
+    )
+  const max = logits[best]!
+  // every allowed logit −∞ (or NaN): nothing to weigh, the first of them
+  if (params.temperature === 0 || !(max > -Infinity)) return best
+  reserveCandidates(logits.length)
+  return drawCandidate(rows.candidates(logits, allowed, max - CUTOFF * params.temperature, keys), max, params, u)
 }
 
 /** The repetition penalty, then the additive bias, then the grammar's mask (−∞ for every token it does not allow),

@@ -79,6 +79,29 @@ export const MLX_DISTRIBUTED_SYMBOLS = {
 
 export type MlxDistributedSymbols = ReturnType<typeof dlopen<typeof MLX_DISTRIBUTED_SYMBOLS>>['symbols']
 
+/** ffi/sample.h, in order: a grammar's mask applied where a logit row is sampled, in libdbc.so only (sampling runs on the
+ * host whatever the backend; test/tensor/native-abi.test.ts checks it). */
+export const SAMPLE_SYMBOLS = {
+  dbc_masked_argmax: { args: [P, i64, P, i64], returns: i32 },
+  dbc_masked_candidates: { args: [P, i64, P, i64, FFIType.f64, P], returns: i32 },
+  dbc_last_error: { args: [], returns: FFIType.cstring },
+} as const
+
+export type SampleSymbols = ReturnType<typeof dlopen<typeof SAMPLE_SYMBOLS>>['symbols']
+
+/** Opens the masked-sampling calls of a cpu shim (a second handle on the same library, so one last-error string). */
+export function openSampleLibrary(path: string = shimLocation()): SampleSymbols {
+  try {
+    return dlopen(path, SAMPLE_SYMBOLS).symbols
+  } catch (error) {
+    throw new DbcError(
+      'E_SHIM_MISSING',
+      `cannot load the masked-sampling calls from ${path}: ${(error as Error).message}`,
+      "rebuild the compute shim with 'bash scripts/build-shim.sh' (or 'bash scripts/setup.sh')",
+    )
+  }
+}
+
 /** Opens the distributed half of the mlx glue (a second handle on the same library, so one last-error string). */
 export function openMlxDistributedLibrary(path: string, hint: string): MlxDistributedSymbols {
   try {

@@ -3,7 +3,7 @@
 import { describe, expect, test } from 'bun:test'
 import { readdirSync, readFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { ABI_VERSION, MLX_DISTRIBUTED_SYMBOLS, SYMBOLS } from '../../src/tensor/native.ts'
+import { ABI_VERSION, MLX_DISTRIBUTED_SYMBOLS, SAMPLE_SYMBOLS, SYMBOLS } from '../../src/tensor/native.ts'
 import { TP_SOCKET_SYMBOLS } from '../../src/tensor-parallel/native-socket.ts'
 import { AEAD_SYMBOLS } from '../../src/link/native-aead.ts'
 import { MACOS_SYMBOLS } from '../../src/trust/macos-bridge.ts'
@@ -32,6 +32,14 @@ const SEAMS = [
     symbols: AEAD_SYMBOLS,
     after: [LAST_ERROR],
     atLeast: 3,
+  },
+  {
+    header: 'sample.h',
+    table: 'SAMPLE_SYMBOLS',
+    file: 'src/tensor/native.ts',
+    symbols: SAMPLE_SYMBOLS,
+    after: [LAST_ERROR],
+    atLeast: 2,
   },
   {
     header: 'mlx_distributed.h',
