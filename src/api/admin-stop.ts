@@ -7,10 +7,29 @@ import type { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
 import { nodeStop, type DrainingScheduler, type NodeStop } from '../cluster/cluster-stop.ts'
 import { ApiError, invalid } from './errors.ts'
+import { requestBody } from './request-schema.ts'
 
 /** Seconds running requests get to finish when the request names no drain timeout. */
 export const DEFAULT_DRAIN_S = 60
-const FIELDS = new Set(['now', 'drain_timeout_s'])
+
+/** The body, published by openapi.ts; a field it does not name is refused whatever its value. */
+export const STOP_REQUEST = requestBody(
+  'StopRequest',
+  'POST /admin/stop: how the head stops its cluster (optional: an empty body drains for the default time)',
+  {
+    now: { type: 'boolean', default: false, description: 'end running requests at once instead of draining them' },
+    drain_timeout_s: {
+      type: 'number',
+      minimum: 0,
+      default: DEFAULT_DRAIN_S,
+      description: 'seconds running requests get to finish before the stages are stopped',
+    },
+  },
+  [],
+  'none',
+  true,
+)
+const FIELDS = new Set(Object.keys(STOP_REQUEST.fields))
 
 export function addStopRoute(app: Hono, deps: { scheduler: DrainingScheduler }, stop: NodeStop = nodeStop): void {
   const tooLarge = () => {

@@ -7,8 +7,9 @@ import { DbcError } from '../errors.ts'
 import type { ChatToolCall } from '../model/chat-template.ts'
 import type { ChatMessage, ModelTokenizer } from '../model/tokenizer.ts'
 import { invalid } from './errors.ts'
-import { CHAT_FIELDS, refuseUnsupported, unsupported } from './request-fields.ts'
+import { checkFields, unsupported } from './request-fields.ts'
 import { checkModel, parseCommon } from './request-params.ts'
+import { CHAT_REQUEST } from './request-schema.ts'
 import { runCompletion, type Shape, type TokenInfo } from './run-completion.ts'
 import { toolCallFormat } from './tool-calls/detect.ts'
 import type { ToolCallFormat } from './tool-calls/format.ts'
@@ -119,15 +120,11 @@ export async function chatCompletions(
 ) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
-  refuseUnsupported(body, CHAT_FIELDS)
+  checkFields(body, CHAT_REQUEST)
   const messages = parseMessages(body.messages)
   const tools = parseToolRequest(body)
   const common = parseCommon(body, { maxTokens: 512, vocab: deps.scheduler.pipeline.vocabSize })
-  if (body.logprobs !== undefined && body.logprobs !== null && typeof body.logprobs !== 'boolean')
-    throw invalid(`'logprobs' must be a boolean`, 'logprobs')
   const top = body.top_logprobs
-  if (top !== undefined && top !== null && (typeof top !== 'number' || !Number.isInteger(top) || top < 0 || top > 20))
-    throw invalid(`'top_logprobs' must be an integer in 0..20`, 'top_logprobs')
   if (top !== undefined && top !== null && body.logprobs !== true)
     throw invalid(`'top_logprobs' needs 'logprobs': true`, 'top_logprobs')
   const format = formatFor(tokenizer, modelId, tools, messages)

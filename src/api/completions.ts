@@ -3,8 +3,9 @@ import type { Context } from 'hono'
 import type { Scheduler } from '../engine/scheduler.ts'
 import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { invalid } from './errors.ts'
-import { COMPLETION_FIELDS, refuseUnsupported } from './request-fields.ts'
+import { checkFields } from './request-fields.ts'
 import { checkModel, parseCommon } from './request-params.ts'
+import { COMPLETION_REQUEST } from './request-schema.ts'
 import { runCompletion, type Shape, type TokenInfo } from './run-completion.ts'
 
 function promptIds(raw: unknown, tokenizer: ModelTokenizer, vocab: number): number[] {
@@ -23,13 +24,11 @@ export async function completions(
 ) {
   const { body, tokenizer, modelId } = deps
   checkModel(body, modelId)
-  refuseUnsupported(body, COMPLETION_FIELDS)
+  checkFields(body, COMPLETION_REQUEST)
   const vocab = deps.scheduler.pipeline.vocabSize
   const ids = promptIds(body.prompt, tokenizer, vocab)
   const common = parseCommon(body, { maxTokens: 16, vocab })
   const lp = body.logprobs
-  if (lp !== undefined && lp !== null && (typeof lp !== 'number' || !Number.isInteger(lp) || lp < 0 || lp > 5))
-    throw invalid(`'logprobs' must be an integer in 0..5`, 'logprobs')
   const wantLogprobs = typeof lp === 'number'
   const id = `cmpl-${crypto.randomUUID().replaceAll('-', '')}`
   const created = Math.floor(Date.now() / 1000)

@@ -1,9 +1,11 @@
-/** The request fields each endpoint honours (docs/api.md §Request fields). Any other field is refused by name with 400
- * `unsupported_parameter`, never accepted and ignored. A few OpenAI fields are honoured only in the form that changes
- * nothing here (`store: false`); `response_format` is honoured as text, `json_object` or
- * `json_schema` (request-params.ts turns it into a grammar constraint); a null value asks for the
- * field's default, as if it were absent. */
+/** Checks a request body against its endpoint's schema (request-schema.ts; docs/api.md §Request fields). Any field the
+ * schema does not name is refused by name with 400 `unsupported_parameter`, never accepted and ignored. A field of one
+ * scalar type is checked here from its schema alone (type and bounds: `invalid_value`; a `const` other than the one
+ * value honoured, such as `store: true`: `unsupported_parameter`, quoting the field's description); the other fields are
+ * checked by their parsers (request-params.ts, chat-completions.ts, tool-calls/tool-request.ts). A null value asks for
+ * the field's default, as if it were absent. */
 import { ApiError, invalid } from './errors.ts'
+import { isScalar, type JsonSchema, type RequestBody } from './request-schema.ts'
 
 export const unsupported = (param: string, detail?: string) =>
   new ApiError(
@@ -14,59 +16,49 @@ export const unsupported = (param: string, detail?: string) =>
     param,
   )
 
-/** Both endpoints: sampling, stopping, streaming, choices, log-probabilities, and `user` (an end-user id OpenAI keeps
- * for abuse monitoring: nothing here changes with it). */
-const COMMON = [
-  'model',
-  'max_tokens',
-  'max_completion_tokens',
-  'temperature',
-  'top_p',
-  'top_k',
-  'min_p',
-  'repetition_penalty',
-  'seed',
-  'stop',
-  'n',
-  'stream',
-  'stream_options',
-  'logprobs',
-  'logit_bias',
-  'presence_penalty',
-  'frequency_penalty',
-  'user',
-]
+const bound = (schema: JsonSchema, key: string) => (typeof schema[key] === 'number' ? (schema[key] as number) : null)
 
-export const CHAT_FIELDS: ReadonlySet<string> = new Set([
-  ...COMMON,
-  'messages',
-  'top_logprobs',
-  'safety_identifier',
-  'prompt_cache_key',
-  'store',
-  'response_format',
-  // tools, tool_choice and parallel_tool_calls are checked in tool-calls/tool-request.ts
-  'tools',
-  'tool_choice',
-  'parallel_tool_calls',
-  'modalities',
-])
+/** What a number field must be, in words: "an integer in [1, 8]", "a number in (0, 1]", "an integer >= 1". */
+function numberText(schema: JsonSchema): string {
+  const what = schema.type === 'integer' ? 'an integer' : 'a number'
+  const low = bound(schema, 'minimum') ?? bound(schema, 'exclusiveMinimum')
+  const high = bound(schema, 'maximum') ?? bound(schema, 'exclusiveMaximum')
+  const open = bound(schema, 'exclusiveMinimum') !== null ? '(' : '['
+  const close = bound(schema, 'exclusiveMaximum') !== null ? ')' : ']'
+  if (low !== null && high !== null) return `${what} in ${open}${low}, ${high}${close}`
+  if (low !== null) return `${what} ${open === '(' ? '>' : '>='} ${low}`
+  if (high !== null) return `${what} ${close === ')' ? '<' : '<='} ${high}`
+  return what
+}
 
-export const COMPLETION_FIELDS: ReadonlySet<string> = new Set([...COMMON, 'prompt', 'echo', 'best_of', 'suffix'])
+/** The error of a scalar field's value against its schema, or null when the value is honoured. */
+export function scalarError(key: string, value: unknown, schema: JsonSchema): ApiError | null {
+  switch (schema.type) {
+    case 'string':
+      if (typeof value !== 'string') return invalid(`'${key}' must be a string`, key)
+      break
+    case 'boolean':
+      if (typeof value !== 'boolean') return invalid(`'${key}' must be a boolean`, key)
+      break
+    default: {
+      const n = value as number
+      const fits =
+        typeof value === 'number' &&
+        Number.isFinite(n) &&
+        (schema.type !== 'integer' || Number.isInteger(n)) &&
+        !(n < (bound(schema, 'minimum') ?? -Infinity)) &&
+        !(n > (bound(schema, 'maximum') ?? Infinity)) &&
+        !(n <= (bound(schema, 'exclusiveMinimum') ?? -Infinity)) &&
+        !(n >= (bound(schema, 'exclusiveMaximum') ?? Infinity))
+      if (!fits) return invalid(`'${key}' must be ${numberText(schema)}`, key)
+    }
+  }
+  if ('const' in schema && value !== schema.const) return unsupported(key, schema.description as string)
+  return null
+}
 
-const text = (key: string) => (v: unknown) => (typeof v === 'string' ? null : invalid(`'${key}' must be a string`, key))
-
-/** Checks of fields honoured only in some forms: null when the value is honoured, else the error naming the field. */
+/** The forms of non-scalar fields that are refused before their parsers run, and rules between fields. */
 const CONDITIONS: Record<string, (value: unknown, body: Record<string, unknown>) => ApiError | null> = {
-  user: text('user'),
-  safety_identifier: text('safety_identifier'),
-  prompt_cache_key: text('prompt_cache_key'),
-  store: (v) =>
-    typeof v !== 'boolean'
-      ? invalid(`'store' must be a boolean`, 'store')
-      : v
-        ? unsupported('store', 'completions are not stored, so only false is honoured')
-        : null,
   response_format: (v) => {
     const type = (v as { type?: unknown } | null)?.type
     if (!v || typeof v !== 'object' || typeof type !== 'string')
@@ -79,30 +71,19 @@ const CONDITIONS: Record<string, (value: unknown, body: Record<string, unknown>)
     Array.isArray(v) && v.length === 1 && v[0] === 'text'
       ? null
       : unsupported('modalities', `only ['text'] is honoured: the answer is text`),
-  echo: (v) =>
-    typeof v !== 'boolean'
-      ? invalid(`'echo' must be a boolean`, 'echo')
-      : v
-        ? unsupported('echo', 'the prompt is not echoed back; only false is honoured')
-        : null,
-  best_of: (v, body) => {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
-      return invalid(`'best_of' must be a positive integer`, 'best_of')
-    if (v !== 1) return unsupported('best_of', 'completions are not ranked; only 1 is honoured (use n for several)')
-    return body.n === undefined || body.n === null || body.n === 1
+  best_of: (_, body) =>
+    body.n === undefined || body.n === null || body.n === 1
       ? null
-      : invalid(`'best_of' must be at least 'n'`, 'best_of')
-  },
-  suffix: (v) =>
-    v === '' ? null : unsupported('suffix', 'text is not inserted before a suffix; only an empty one is honoured'),
+      : invalid(`'best_of' must be at least 'n'`, 'best_of'),
 }
 
 /** Refuses every field the endpoint does not honour, and honoured fields in a form it cannot honour, naming the first. */
-export function refuseUnsupported(body: Record<string, unknown>, fields: ReadonlySet<string>): void {
+export function checkFields(body: Record<string, unknown>, request: RequestBody): void {
   for (const [key, value] of Object.entries(body)) {
     if (value === null) continue
-    if (!fields.has(key)) throw unsupported(key)
-    const error = CONDITIONS[key]?.(value, body)
+    const schema = request.fields[key]
+    if (!schema) throw unsupported(key)
+    const error = (isScalar(schema) ? scalarError(key, value, schema) : null) ?? CONDITIONS[key]?.(value, body) ?? null
     if (error) throw error
   }
 }

@@ -3,6 +3,7 @@ import type { ConstraintSpec } from '../engine/constraint.ts'
 import { samplingParams, type LogitAdjustments, type SamplingParams } from '../model/sampler.ts'
 import { ApiError, invalid } from './errors.ts'
 import { unsupported } from './request-fields.ts'
+import { MAX_LOGIT_BIAS } from './request-schema.ts'
 
 export interface CommonParams {
   maxTokens: number
@@ -17,24 +18,12 @@ export interface CommonParams {
   constraint?: ConstraintSpec
 }
 
-/** OpenAI's limits: `n` here up to 8 (each choice is a sequence of its own); `logit_bias` up to 1024 token ids. */
-export const MAX_CHOICES = 8
-export const MAX_LOGIT_BIAS = 1024
-
-const num = (
-  body: Record<string, unknown>,
-  key: string,
-  check: (v: number) => boolean,
-  what: string,
-): number | undefined => {
-  const v = body[key]
-  if (v === undefined || v === null) return undefined
-  if (typeof v !== 'number' || !check(v)) throw invalid(`'${key}' must be ${what}`, key)
-  return v
-}
+/** A number field as checkFields left it: absent, null (the default) or a value its schema accepts. */
+const num = (body: Record<string, unknown>, key: string): number | undefined =>
+  typeof body[key] === 'number' ? body[key] : undefined
 
 export function checkModel(body: Record<string, unknown>, modelId: string): void {
-  if (body.model !== undefined && body.model !== modelId) {
+  if (body.model !== undefined && body.model !== null && body.model !== modelId) {
     throw new ApiError(
       404,
       `The model '${String(body.model)}' does not exist; this server serves '${modelId}'`,
@@ -116,16 +105,13 @@ export function parseResponseFormat(raw: unknown): ConstraintSpec | undefined {
   return { kind: 'json_schema', schema: schema as Record<string, unknown> | boolean }
 }
 
+/** The shared parameters of a body that checkFields (request-fields.ts) has checked against its endpoint's schema. */
 export function parseCommon(
   body: Record<string, unknown>,
   defaults: { maxTokens: number; vocab: number },
 ): CommonParams {
-  const n =
-    num(body, 'n', (v) => Number.isInteger(v) && v >= 1 && v <= MAX_CHOICES, `an integer in 1..${MAX_CHOICES}`) ?? 1
-  const maxTokens =
-    num(body, 'max_completion_tokens', (v) => Number.isInteger(v) && v >= 1, 'a positive integer') ??
-    num(body, 'max_tokens', (v) => Number.isInteger(v) && v >= 1, 'a positive integer') ??
-    defaults.maxTokens
+  const n = num(body, 'n') ?? 1
+  const maxTokens = num(body, 'max_completion_tokens') ?? num(body, 'max_tokens') ?? defaults.maxTokens
   let stop: string[] = []
   if (typeof body.stop === 'string') stop = [body.stop]
   else if (Array.isArray(body.stop)) {
@@ -134,24 +120,21 @@ export function parseCommon(
     stop = body.stop as string[]
   } else if (body.stop !== undefined && body.stop !== null)
     throw invalid(`'stop' must be a string or an array of strings`, 'stop')
-  if (body.stream !== undefined && typeof body.stream !== 'boolean')
-    throw invalid(`'stream' must be a boolean`, 'stream')
   const includeUsage = parseStreamOptions(body.stream_options)
   const logitBias = parseLogitBias(body.logit_bias, defaults.vocab)
-  const penalty = (key: string) => num(body, key, (v) => v >= -2 && v <= 2, 'a number in [-2, 2]') ?? 0
-  const presencePenalty = penalty('presence_penalty')
-  const frequencyPenalty = penalty('frequency_penalty')
+  const presencePenalty = num(body, 'presence_penalty') ?? 0
+  const frequencyPenalty = num(body, 'frequency_penalty') ?? 0
   const adjustments =
     logitBias.size || presencePenalty || frequencyPenalty ? { logitBias, presencePenalty, frequencyPenalty } : undefined
   let sampling: SamplingParams
   try {
     sampling = samplingParams({
-      temperature: num(body, 'temperature', (v) => v >= 0 && v <= 2, 'between 0 and 2') ?? 1,
-      topP: num(body, 'top_p', (v) => v > 0 && v <= 1, 'in (0, 1]') ?? 1,
-      topK: num(body, 'top_k', (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer') ?? 0,
-      minP: num(body, 'min_p', (v) => v >= 0 && v < 1, 'in [0, 1)') ?? 0,
-      repetitionPenalty: num(body, 'repetition_penalty', (v) => v > 0, 'positive') ?? 1,
-      seed: num(body, 'seed', (v) => Number.isInteger(v), 'an integer'),
+      temperature: num(body, 'temperature') ?? 1,
+      topP: num(body, 'top_p') ?? 1,
+      topK: num(body, 'top_k') ?? 0,
+      minP: num(body, 'min_p') ?? 0,
+      repetitionPenalty: num(body, 'repetition_penalty') ?? 1,
+      seed: num(body, 'seed'),
     })
   } catch (error) {
     if (error instanceof ApiError) throw error
