@@ -9,6 +9,7 @@ import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
 import { addStopRoute } from './admin-stop.ts'
 import { apiKeyCheck } from './api-key.ts'
+import { addOpenApiRoutes } from './openapi.ts'
 import { ApiError, errorResponse } from './errors.ts'
 import type { HttpBindings } from './http-server.ts'
 
@@ -54,8 +55,8 @@ export function createApp(deps: AppDeps): Hono {
       'invalid_api_key',
     )
     const response = errorResponse(c, error)
-    // a browser opening the dashboard gets its own password prompt (the key as the password)
-    if (c.req.path.startsWith('/dashboard'))
+    // a browser opening the dashboard or the docs gets its own password prompt (the key as the password)
+    if (c.req.path.startsWith('/dashboard') || c.req.path === '/docs')
       response.headers.set('www-authenticate', 'Basic realm="dbcluster", charset="UTF-8"')
     return response
   })
@@ -121,5 +122,7 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
   addDashboardRoutes(app, deps)
   addStopRoute(app, deps)
+  // last: the document lists every route registered above (and refuses to build if one has no entry)
+  addOpenApiRoutes(app, { apiKey: Boolean(deps.apiKey), publicHealth: Boolean(deps.apiKey && deps.publicHealth) })
   return app
 }
