@@ -12,6 +12,7 @@ import { apiKeyCheck } from './api-key.ts'
 import { addOpenApiRoutes } from './openapi.ts'
 import { ApiError, errorResponse } from './errors.ts'
 import type { HttpBindings } from './http-server.ts'
+import { ThroughputHistory } from './throughput-history.ts'
 
 export interface AppDeps {
   scheduler: Scheduler
@@ -25,11 +26,14 @@ export interface AppDeps {
   /** With apiKey: GET /health stays open to anyone, answering only {status} (for load balancers). */
   publicHealth?: boolean
   maxBodyBytes?: number
+  /** The dashboard's tokens/s history (serve-api.ts samples it on a timer); default: sampled by snapshots alone. */
+  throughput?: ThroughputHistory
 }
 
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono()
-  const created = Math.floor(Date.now() / 1000)
+  const startedAt = Date.now()
+  const created = Math.floor(startedAt / 1000)
 
   app.onError((error, c) => errorResponse(c, error))
   app.notFound((c) =>
@@ -120,7 +124,7 @@ export function createApp(deps: AppDeps): Hono {
     }),
   )
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
-  addDashboardRoutes(app, deps)
+  addDashboardRoutes(app, { ...deps, throughput: deps.throughput ?? new ThroughputHistory(), startedAt })
   addStopRoute(app, deps)
   // last: the document lists every route registered above (and refuses to build if one has no entry)
   addOpenApiRoutes(app, { apiKey: Boolean(deps.apiKey), publicHealth: Boolean(deps.apiKey && deps.publicHealth) })

@@ -8,7 +8,9 @@ import { Scheduler, type SchedulerOptions } from '../engine/scheduler.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
 import { createApp } from './app.ts'
+import { generatedTokens } from './dashboard-snapshot.ts'
 import { openFileDescriptors, serveHttp } from './http-server.ts'
+import { ThroughputHistory } from './throughput-history.ts'
 
 /** What the API needs of a node (src/node's ServingNode is one). */
 export interface ServedNode {
@@ -49,6 +51,9 @@ export async function serveApi(node: ServedNode, o: ApiOptions): Promise<void> {
     grammarVocabulary(node.modelDir, node.pipeline.vocabSize, tokenizer.eosTokenIds),
   )
   const modelId = o.modelId ?? basename(resolve(node.modelDir))
+  // the dashboard's throughput chart: sampled whether or not a dashboard is open
+  const throughput = new ThroughputHistory()
+  const sampler = setInterval(() => throughput.observe(Date.now(), generatedTokens(metrics)), throughput.intervalMs)
   const app = createApp({
     scheduler,
     tokenizer,
@@ -57,6 +62,7 @@ export async function serveApi(node: ServedNode, o: ApiOptions): Promise<void> {
     health: () => node.health(),
     apiKey: o.apiKey,
     publicHealth: o.publicHealth,
+    throughput,
   })
   const http = serveHttp(app, {
     hostname: o.host,
@@ -80,6 +86,7 @@ export async function serveApi(node: ServedNode, o: ApiOptions): Promise<void> {
     const finish = (signal: string) => {
       consola.info(`${signal}: finishing — no new requests`)
       scheduler.close()
+      clearInterval(sampler)
       void server.stop(false).then(() => done())
     }
     process.once('SIGINT', () => finish('SIGINT'))

@@ -1,12 +1,18 @@
 /** The dashboard in a real browser: headless Chromium (Debian's `chromium`, installed by scripts/setup.sh) driven by
  * playwright-core, against a real 2-node cluster on loopback. The page loads with no console errors, shows both nodes
- * with their link state, its throughput figure moves while requests run, and the chat box streams an answer.
- * A screenshot is saved as test-output/dashboard.png. Skipped, with the reason printed, where Chromium cannot start. */
+ * with their link state, uptime, transport and trust, its throughput figure and chart move while requests run, and the
+ * chat box streams an answer. A second page is a head that reports tensor parallel over jaccl with hardware trust (the
+ * report is given; what is tested is how the page shows it): the RDMA banner. Screenshots are saved as
+ * test-output/dashboard.png and dashboard-rdma.png. Skipped, with the reason printed, where Chromium cannot start. */
 import { afterAll, expect, test } from 'bun:test'
 import { existsSync, mkdirSync } from 'node:fs'
 import { chromium, type Browser } from 'playwright-core'
+import { createApp } from '../../src/api/app.ts'
 import { runLoad } from '../../src/bench/load.ts'
 import { startLocalCluster, type LocalCluster } from '../../src/cluster/local-cluster.ts'
+import { ServingMetrics } from '../../src/engine/metrics.ts'
+import type { Scheduler } from '../../src/engine/scheduler.ts'
+import type { ModelTokenizer } from '../../src/model/tokenizer.ts'
 import { synthModel } from '../support/synth-models.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
@@ -83,6 +89,12 @@ test.skipIf(skipReason !== null)(
       ['1', 'node-1', 'stage', '[2, 3)', 'up'],
     ])
     expect(await page.textContent('#topology-note')).toStartWith('2 nodes, 3 layers, cpu backend on the head')
+    // the node: its uptime, sealed links between the stages, no coordinator's verdict, no RDMA banner
+    expect(await page.textContent('#uptime')).toMatch(/^\d+ (s|min \d+ s)$/)
+    expect(await page.textContent('#transport-kind')).toBe('sealed TCP')
+    expect(await page.textContent('#transport-note')).toBe('(encrypted)')
+    expect(await page.textContent('#trust')).toBe('not vouched')
+    expect(await page.isVisible('#rdma-banner')).toBe(false)
 
     // idle: a throughput figure of 0 once two snapshots arrived; then it rises while requests run
     await page.waitForFunction(() => document.getElementById('tps')!.textContent === '0.0', undefined, {
@@ -100,6 +112,18 @@ test.skipIf(skipReason !== null)(
       timeout: 20_000,
     })
     const busy = Number(await page.textContent('#tps'))
+    // the head's throughput history (5 s intervals) draws a point above the chart's baseline (y = 120)
+    await page.waitForFunction(
+      () =>
+        document
+          .getElementById('throughput-line')!
+          .getAttribute('points')!
+          .split(' ')
+          .some((p) => p && Number(p.split(',')[1]) < 120),
+      undefined,
+      { timeout: 20_000 },
+    )
+    expect(await page.isVisible('#throughput-empty')).toBe(false)
     const result = await load
     expect(result.errors).toEqual([])
     expect(busy).toBeGreaterThan(0)
@@ -144,4 +168,59 @@ test.skipIf(skipReason !== null)(
     expect(consoleErrors).toEqual([])
   },
   90_000,
+)
+
+test.skipIf(skipReason !== null)(
+  'a head reporting tensor parallel over jaccl with hardware trust: the RDMA banner, the transport and the trust',
+  async () => {
+    const app = createApp({
+      scheduler: {
+        pipeline: { vocabSize: 10, maxLen: 64 },
+        degraded: null,
+        queueDepth: 0,
+        running: 0,
+      } as unknown as Scheduler,
+      tokenizer: {} as ModelTokenizer,
+      modelId: 'tp-model',
+      metrics: new ServingMetrics(),
+      health: () => ({
+        backend: 'mlx',
+        nodes: 2,
+        tensor_parallel: { ranks: 2, transport: 'jaccl', sampling: 'split' },
+        layers: 4,
+        head_layers: [0, 4],
+        cluster_trust: 'hardware',
+      }),
+    })
+    const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: app.fetch })
+    try {
+      const page = await browser!.newPage({ viewport: { width: 1100, height: 700 } })
+      const errors: string[] = []
+      page.on('pageerror', (e) => errors.push(`page error: ${e.message}`))
+      page.on('console', (m) => m.type() === 'error' && errors.push(`console: ${m.text()}`))
+      await page.goto(`http://127.0.0.1:${server.port}/dashboard`)
+      await page.waitForFunction(() => document.getElementById('model')!.textContent === 'tp-model')
+      await page.waitForSelector('#rdma-banner', { state: 'visible' })
+      expect(await page.textContent('#rdma-banner')).toContain('Thunderbolt RDMA')
+      expect(await page.textContent('#transport-kind')).toBe('jaccl')
+      expect(await page.textContent('#transport-note')).toBe('(NOT encrypted)')
+      expect(await page.textContent('#trust')).toBe('hardware')
+      // both ranks, each with a slice of every layer
+      const ranks = await page.$$eval('#nodes tr', (trs) =>
+        trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent).slice(0, 4)),
+      )
+      expect(ranks).toEqual([
+        ['0', 'this node', 'rank 0 (serves the API)', '[0, 4)'],
+        ['1', '–', 'rank', '[0, 4)'],
+      ])
+      expect(await page.isVisible('#throughput-empty')).toBe(true) // nothing sampled yet
+      mkdirSync(OUTPUT, { recursive: true })
+      await page.screenshot({ path: `${OUTPUT}/dashboard-rdma.png` })
+      expect(errors).toEqual([])
+      await page.close()
+    } finally {
+      await server.stop(true)
+    }
+  },
+  30_000,
 )

@@ -1,5 +1,5 @@
 /** The dashboard against a real serve process over HTTP: the page is served self-contained, and the SSE stream's
- * snapshots reflect real metrics after a completion. The page itself runs in a browser in dashboard-browser.test.ts. */
+ * snapshots reflect real metrics after a completion (uptime, transport, trust and the throughput history with them). The page itself runs in a browser in dashboard-browser.test.ts. */
 import { afterAll, expect, test } from 'bun:test'
 import { synthModel } from '../support/synth-models.ts'
 import { startServe, type ServeProcess } from '../support/serve-process.ts'
@@ -64,5 +64,18 @@ test('page is served without external resources; events reflect a completion', a
   expect(after.at).toBeGreaterThan(before.at)
   expect(after.stage_step_mean_s).toEqual({}) // one process: no stages reported separately
   expect(after.hop_mean_s).toBeNull()
+
+  // the node: uptime since serving began, one node (no transport, no coordinator's verdict)
+  expect(after.uptime_s).toBeGreaterThan(before.uptime_s)
+  expect(after.started_at).toBe(before.started_at)
+  expect(after.transport).toMatchObject({ kind: 'none', encrypted: true, rdma: false })
+  expect(after.cluster_trust).toBeNull()
+  // the throughput history, sampled every 5 s on the head: its points add up to the 5 tokens generated
+  expect(after.throughput).toMatchObject({ interval_s: 5, window_s: 600 })
+  let sampled = after
+  const tokens = (s: Record<string, any>) => s.throughput.points.reduce((a: number, p: any) => a + p.tokens, 0)
+  while (tokens(sampled) < 5) sampled = await nextSnapshot(reader, state)
+  expect(tokens(sampled)).toBe(5)
+  expect(sampled.throughput.points.some((p: any) => p.tokens_per_s > 0)).toBe(true)
   await reader.cancel()
 }, 120_000)
