@@ -1,21 +1,31 @@
-/** `bench decode --constrained SCHEMA.json`: decode tok/s with and without a JSON Schema's grammar mask in the same run
- * (each step: the head's masks from every row's matcher, the forward, sampling, the matchers accepting the tokens),
- * and what the mask costs per token. A row whose grammar terminates starts over, so every step is constrained. */
+/** `bench decode --constrained SCHEMA.json`: decode tok/s with and without a JSON Schema's grammar mask in the same run,
+ * and what the mask costs per token. Each step runs in the scheduler's order (the head's masks from every row's matcher,
+ * the forward, sampling, the matchers accepting the tokens). Plain and constrained steps alternate, each batch in its
+ * own KV slots, so both see the same machine (a shared machine's load moves between halves of a run run one after the
+ * other). A row whose grammar terminates starts over, so every step is constrained. */
 import { ConstraintCompiler, grammarVocabulary, type ConstraintMatcher } from '../engine/constraint.ts'
 import { ModelStage } from '../model/shard.ts'
-import { rowSampling, sampleRows, samplingParams } from '../model/sampler.ts'
+import { GREEDY, rowSampling, sampleRows, type SampledToken } from '../model/sampler.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
 import type { Backend } from '../tensor/backend.ts'
-import { median } from './stats.ts'
+import { median, percentile } from './stats.ts'
 
 export interface ConstrainedDecodeRow {
   batch: number
   plain_tps: number
   constrained_tps: number
-  /** constrained ÷ plain, both medians of this run */
+  /** constrained ÷ plain, both medians of this run's alternating steps */
   ratio: number
-  /** median milliseconds per token: the next-token mask and accepting the sampled token */
+  /** milliseconds per token: the next-token mask and accepting the sampled token (median, 90th percentile) */
   mask_ms_p50: number
+  mask_ms_p90: number
+  /** milliseconds per token sampling a row, with and without the mask (medians) */
+  sample_ms_p50: number
+  plain_sample_ms_p50: number
+  /** milliseconds per step in the forward pass, constrained and plain steps (medians): whether the matcher's work
+   * slows the forward that follows it */
+  forward_ms_p50: number
+  plain_forward_ms_p50: number
   /** A finished answer's grammar started over (a new matcher: what a request's first step pays, kept out of the
    * decode steps' time): how often in the run and its median cost. */
   restarts: number
@@ -29,6 +39,14 @@ export interface ConstrainedDecodeResult {
   threads: number
   decode_steps: number
   results: ConstrainedDecodeRow[]
+}
+
+interface StepTimes {
+  step: number[]
+  forward: number[]
+  mask: number[]
+  sample: number[]
+  restart: number[]
 }
 
 export async function runConstrainedDecodeBench(
@@ -45,7 +63,8 @@ export async function runConstrainedDecodeBench(
 ): Promise<ConstrainedDecodeResult> {
   const { batches, promptTokens, decodeSteps, schema, onProgress = () => {} } = options
   const maxBatch = Math.max(...batches)
-  const stage = ModelStage.load(dir, backend, { slots: maxBatch, maxLen: promptTokens + decodeSteps + 8 })
+  // plain rows in slots [0, batch), constrained rows in [maxBatch, maxBatch + batch)
+  const stage = ModelStage.load(dir, backend, { slots: 2 * maxBatch, maxLen: promptTokens + decodeSteps + 8 })
   const vocab = stage.config.vocabSize
   const tokenizer = new ModelTokenizer(dir, stage.config.eosTokenIds)
   const compiler = new ConstraintCompiler(grammarVocabulary(dir, vocab, tokenizer.eosTokenIds))
@@ -56,33 +75,51 @@ export async function runConstrainedDecodeBench(
       const t0 = performance.now()
       const constraint = await compiler.compile({ kind: 'json_schema', schema })
       const compileMs = performance.now() - t0
-      const slots = Int32Array.from({ length: batch }, (_, i) => i)
-      const run = async (constrained: boolean) => {
-        onProgress(`batch ${batch}: ${decodeSteps} decode steps${constrained ? ' under the schema' : ''}`)
-        let logits: Float32Array = new Float32Array(0)
-        for (let slot = 0; slot < batch; slot++) {
+      onProgress(`batch ${batch}: ${decodeSteps} decode steps, plain and under the schema in turn`)
+      const rows = Int32Array.from({ length: batch }, (_, i) => i)
+
+      /** One batch of rows decoding from the prompt in its own slots: its masks (when constrained), then the step. */
+      const decoder = async (firstSlot: number, constrained: boolean) => {
+        const slots = Int32Array.from(rows, (i) => firstSlot + i)
+        const prefill = new Float32Array(batch * vocab)
+        for (const [i, slot] of slots.entries()) {
           const out = stage.forward({
             tokens: prompt,
             slots: new Int32Array(promptTokens).fill(slot),
             positions: Int32Array.from(prompt.keys()),
             logitRows: Int32Array.of(promptTokens - 1),
           })
-          logits = Float32Array.from([...logits, ...out.logits!])
+          prefill.set(out.logits!, i * vocab)
         }
         const matchers: ConstraintMatcher[] = []
         if (constrained) for (let i = 0; i < batch; i++) matchers.push(await constraint.matcher())
-        const steps: number[] = []
-        const maskMs: number[] = []
-        const restarts: number[] = []
-        for (let s = 0; s < decodeSteps; s++) {
+        // the first token is the prefill's, sampled as a request's first one is (under its first mask)
+        const firstMasks = await Promise.all(matchers.map((m) => m.nextMask()))
+        const first = sampleRows(
+          prefill,
+          vocab,
+          Array.from(rows, (i) => rowSampling(GREEDY, [], 0, -1, undefined, firstMasks[i])),
+        )
+        let tokens = Int32Array.from(first, (t) => t.id)
+        for (const [i, m] of matchers.entries()) m.accept(tokens[i]!)
+        const times: StepTimes = { step: [], forward: [], mask: [], sample: [], restart: [] }
+        let position = promptTokens
+        const step = async () => {
           const start = performance.now()
           const masks = constrained ? await Promise.all(matchers.map((m) => m.nextMask())) : []
           const masked = performance.now()
-          const rows = slots.map((_, i) => i)
-          const sampled = sampleRows(
+          const logits = stage.forward({
+            tokens,
+            slots,
+            positions: new Int32Array(batch).fill(position++),
+            logitRows: rows,
+            output: 'reused-logits',
+          }).logits!
+          const sampling = performance.now()
+          const sampled: SampledToken[] = sampleRows(
             logits,
             vocab,
-            [...rows].map((i) => rowSampling(samplingParams(), [], 0, -1, undefined, masks[i])),
+            Array.from(rows, (i) => rowSampling(GREEDY, [], 0, -1, undefined, masks[i])),
           )
           const accepting = performance.now()
           let restartMs = 0
@@ -95,35 +132,45 @@ export async function runConstrainedDecodeBench(
             matchers[i] = await constraint.matcher()
             restartMs += performance.now() - r0
           }
-          if (constrained) maskMs.push((masked - start + performance.now() - accepting) / batch)
-          logits = stage.forward({
-            tokens: Int32Array.from(sampled, (t) => t.id),
-            slots,
-            positions: new Int32Array(batch).fill(promptTokens + s),
-            logitRows: Int32Array.from(rows),
-          }).logits!
-          steps.push((performance.now() - start - restartMs) / 1000)
-          if (restartMs) restarts.push(restartMs)
+          const end = performance.now()
+          tokens = Int32Array.from(sampled, (t) => t.id)
+          times.step.push((end - start - restartMs) / 1000)
+          times.sample.push((accepting - sampling) / batch)
+          times.forward.push(sampling - masked)
+          if (constrained) times.mask.push((masked - start + end - accepting - restartMs) / batch)
+          if (restartMs) times.restart.push(restartMs)
         }
-        for (const m of matchers) m.dispose()
-        const step = median(steps.slice(Math.min(2, steps.length - 1)))
-        return {
-          tps: batch / step,
-          maskMs: maskMs.length ? median(maskMs) : 0,
-          restartMs: restarts.length ? median(restarts) : 0,
-          restarts: restarts.length,
-        }
+        const dispose = () => matchers.forEach((m) => m.dispose())
+        return { step, times, dispose }
       }
-      const plain = await run(false)
-      const constrained = await run(true)
+
+      const plain = await decoder(0, false)
+      const constrained = await decoder(maxBatch, true)
+      for (let s = 0; s < decodeSteps; s++) {
+        // alternate which goes first, so neither always follows the other
+        const [a, b] = s % 2 ? [constrained, plain] : [plain, constrained]
+        await a.step()
+        await b.step()
+      }
+      constrained.dispose()
+      // the first 2 steps of each warm up
+      const p = trim(plain.times)
+      const c = trim(constrained.times)
+      const plainTps = batch / median(p.step)
+      const constrainedTps = batch / median(c.step)
       results.push({
         batch,
-        plain_tps: round(plain.tps),
-        constrained_tps: round(constrained.tps),
-        ratio: round(constrained.tps / plain.tps, 3),
-        mask_ms_p50: round(constrained.maskMs, 3),
-        restarts: constrained.restarts,
-        restart_ms_p50: round(constrained.restartMs, 3),
+        plain_tps: round(plainTps),
+        constrained_tps: round(constrainedTps),
+        ratio: round(constrainedTps / plainTps, 3),
+        mask_ms_p50: round(median(c.mask), 3),
+        mask_ms_p90: round(percentile(c.mask, 90), 3),
+        sample_ms_p50: round(median(c.sample), 3),
+        plain_sample_ms_p50: round(median(p.sample), 3),
+        forward_ms_p50: round(median(c.forward), 3),
+        plain_forward_ms_p50: round(median(p.forward), 3),
+        restarts: constrained.times.restart.length,
+        restart_ms_p50: constrained.times.restart.length ? round(median(constrained.times.restart), 3) : 0,
         compile_ms: round(compileMs),
       })
     }
@@ -131,6 +178,17 @@ export async function runConstrainedDecodeBench(
     stage.close()
   }
   return { model: dir, backend: description, threads: backend.threads, decode_steps: decodeSteps, results }
+}
+
+const trim = (t: StepTimes): StepTimes => {
+  const drop = Math.min(2, t.step.length - 1)
+  return {
+    step: t.step.slice(drop),
+    forward: t.forward.slice(drop),
+    mask: t.mask.slice(drop),
+    sample: t.sample.slice(drop),
+    restart: t.restart,
+  }
 }
 
 const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits

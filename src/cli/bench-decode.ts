@@ -50,7 +50,7 @@ export default defineCommand({
     constrained: {
       type: 'string',
       description:
-        "Decode under this JSON Schema's grammar mask and without it in the same run: tok/s of both, their ratio, and the mask's cost per token",
+        "Decode under this JSON Schema's grammar mask and without it in the same run (steps alternating): tok/s of both, their ratio, and the mask's and sampling's cost per token",
       valueHint: 'SCHEMA.json',
     },
     json: {
@@ -133,11 +133,11 @@ export default defineCommand({
       })
       if (args.json) return console.log(JSON.stringify(r))
       console.log(
-        '| batch | decode tok/s | constrained tok/s | ratio | mask ms/token | compile ms |\n| --- | --- | --- | --- | --- | --- |',
+        '| batch | decode tok/s | constrained tok/s | ratio | mask ms/token (p50, p90) | sample ms/token (plain, masked) | forward ms (plain, constrained) | compile ms |\n| --- | --- | --- | --- | --- | --- | --- | --- |',
       )
       for (const row of r.results)
         console.log(
-          `| ${row.batch} | ${row.plain_tps} | ${row.constrained_tps} | ${row.ratio} | ${row.mask_ms_p50} | ${row.compile_ms} |`,
+          `| ${row.batch} | ${row.plain_tps} | ${row.constrained_tps} | ${row.ratio} | ${row.mask_ms_p50}, ${row.mask_ms_p90} | ${row.plain_sample_ms_p50}, ${row.sample_ms_p50} | ${row.plain_forward_ms_p50}, ${row.forward_ms_p50} | ${row.compile_ms} |`,
         )
       return
     }
