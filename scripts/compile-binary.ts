@@ -28,7 +28,8 @@ const targetShim: BunPlugin = {
 }
 
 const result = await Bun.build({
-  entrypoints: [resolve(import.meta.dir, '../src/main.ts')],
+  // the compute thread's entry (src/compute/stage-thread.ts starts it as a Worker) is bundled beside the CLI's
+  entrypoints: [resolve(import.meta.dir, '../src/main.ts'), resolve(import.meta.dir, '../src/compute/stage-worker.ts')],
   compile: values.target ? { target: values.target as Bun.Build.CompileTarget, outfile } : { outfile },
   minify: { syntax: true },
   plugins: [targetShim],

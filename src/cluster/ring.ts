@@ -6,8 +6,9 @@
 import { consola } from 'consola'
 import { DbcError } from '../errors.ts'
 import type { Pipeline } from '../model/pipeline.ts'
-import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
-import type { ModelStage, StageInput } from '../model/shard.ts'
+import type { RowSampling, SampledToken } from '../model/sampler.ts'
+import type { StageInput } from '../model/shard.ts'
+import type { StageRunner } from '../model/stage-runner.ts'
 import { LinkError } from '../link/errors.ts'
 import { FrameType } from '../link/frames.ts'
 import { ReconnectingLink } from '../link/reconnecting-link.ts'
@@ -33,7 +34,9 @@ export interface RingAddress {
 export interface RingOptions {
   rank: number
   peers: readonly RingAddress[]
-  stage: ModelStage
+  /** This node's layers: on a compute thread when serving (compute/stage-thread.ts), so hops and heartbeats keep moving
+   * while a step computes; steps reach it, and come back, in the order they were sent. */
+  stage: StageRunner
   link: LinkOptions & { backoffMs?: number }
   /** The node's listening port when it already exists (the head opens it to plan before it loads); else one is opened. */
   listener?: RoleListener
@@ -114,6 +117,8 @@ export class StageNode {
     })
   }
 
+  /** Checks a step frame and books its slots now, in arrival order; the step itself runs on the stage (in order with
+   * the steps before it) and its result goes on when it is done. */
   #run(f: LinkFrame, from: SealedLink): void {
     const { stage, rank } = this.options
     let step: StepMessage
@@ -127,48 +132,51 @@ export class StageNode {
         if (!this.#held.has(slot))
           throw new DbcError('E_KV_SLOT', `slot ${slot} was never opened on this stage (it restarted?)`)
       }
-      const t0 = performance.now()
-      const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
-      // sampled here at once: the logits may go into the stage's reused buffer
-      const out = stage.forward({
-        hidden: step.hidden,
-        tokens: step.tokens,
-        slots: step.slots,
-        positions: step.positions,
-        logitRows,
-        output: step.sampling ? 'reused-logits' : 'logits',
-      })
-      if (stage.range.last) {
-        const vocab = stage.config.vocabSize
-        const tokens = step.sampling
-          ? step.logitRows.length
-            ? sampleRows(out.logits!, vocab, step.sampling)
-            : []
-          : undefined
-        const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
-        const result: StepResult = tokens
-          ? { stepId: step.stepId, stageMicros, tokens }
-          : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab }
-        this.#node.successor.send(FrameType.activation, encodeResult(result), header(rank, step.stepId))
-      } else {
-        const stageMicros = Int32Array.from([...step.stageMicros, Math.round((performance.now() - t0) * 1000)])
-        this.#node.successor.send(
-          FrameType.step,
-          encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }),
-          header(rank, step.stepId),
-        )
-      }
     } catch (error) {
-      if (error instanceof FrameMismatch) {
-        log.error(`rank ${rank}: refused a frame: ${error.message}`)
-        return from.close(error)
-      }
-      // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
-      log.error(`rank ${this.options.rank}: step failed: ${(error as Error).message}`)
-      from.close(
-        new LinkError('E_STEP', `stage ${this.options.rank} could not run a step: ${(error as Error).message}`),
+      return this.#refuse(error, from)
+    }
+    void this.#compute(step).catch((error) => this.#refuse(error, from))
+  }
+
+  async #compute(step: StepMessage): Promise<void> {
+    const { stage, rank } = this.options
+    const logitRows = step.logitRows.length ? step.logitRows : Int32Array.of(0)
+    const input = { hidden: step.hidden, tokens: step.tokens, slots: step.slots, positions: step.positions }
+    if (stage.range.last) {
+      // sampled where the logits are, unless the head asked for the logits themselves
+      const sampling = step.sampling ? (step.logitRows.length ? step.sampling : []) : undefined
+      const out = await stage.run({ ...input, logitRows, output: 'logits' }, sampling)
+      const stageMicros = Int32Array.from([...step.stageMicros, out.micros])
+      const result: StepResult = out.tokens
+        ? { stepId: step.stepId, stageMicros, tokens: out.tokens }
+        : { stepId: step.stepId, stageMicros, logits: out.logits!, vocab: stage.config.vocabSize }
+      this.#node.successor.send(FrameType.activation, encodeResult(result), header(rank, step.stepId))
+    } else {
+      const out = await stage.run({ ...input, logitRows })
+      const stageMicros = Int32Array.from([...step.stageMicros, out.micros])
+      this.#node.successor.send(
+        FrameType.step,
+        encodeStep({ ...step, tokens: undefined, hidden: out.hidden, stageMicros }),
+        header(rank, step.stepId),
       )
     }
+  }
+
+  #refuse(error: unknown, from: SealedLink): void {
+    const { rank } = this.options
+    if (error instanceof FrameMismatch) {
+      log.error(`rank ${rank}: refused a frame: ${error.message}`)
+      return from.close(error)
+    }
+    // a step this stage cannot run poisons the ring: drop the link so the head fails the step at once
+    log.error(`rank ${rank}: step failed: ${(error as Error).message}`)
+    const hung = error instanceof DbcError && error.code === 'E_COMPUTE_HUNG'
+    from.close(
+      new LinkError(
+        hung ? 'E_COMPUTE_HUNG' : 'E_STEP',
+        `stage ${rank} could not run a step: ${(error as Error).message}`,
+      ),
+    )
   }
 
   stop(): void {
@@ -293,8 +301,8 @@ export class HeadPipeline implements Pipeline {
       throw new DbcError('E_DEGRADED', `cluster degraded: ${this.#degraded}`, 'retry after the cluster recovers')
     const { stage, rank } = this.options
     const t0 = performance.now()
-    const local = stage.forward({ ...input, logitRows: undefined })
-    const headMicros = Math.round((performance.now() - t0) * 1000)
+    const local = await stage.run({ ...input, logitRows: undefined })
+    const headMicros = local.micros
     const stepId = this.#nextStep++
     const message = encodeStep({
       stepId,
@@ -423,14 +431,14 @@ const ABANDONED_KEPT = 1024
 /** docs/protocol.md §Sealed frames: a ring frame's header carries its sender's rank and the step it belongs to. */
 const header = (rank: number, stepId: number) => ({ stage: rank, requestId: BigInt(stepId) })
 
-function releaseQuietly(stage: ModelStage, slot: number) {
+function releaseQuietly(stage: StageRunner, slot: number) {
   try {
     stage.cache.release(slot)
   } catch {
     // already free: this stage restarted since the slot was opened
   }
 }
-function claimQuietly(stage: ModelStage, slot: number) {
+function claimQuietly(stage: StageRunner, slot: number) {
   try {
     stage.cache.claim(slot)
   } catch {

@@ -9,7 +9,7 @@ import { isSafeName } from '../distribution/manifest.ts'
 import { receiveShards } from '../distribution/shard-transfer.ts'
 import { FrameType } from '../link/frames.ts'
 import type { LinkFrame, SealedLink } from '../link/tcp-link.ts'
-import { ModelStage } from '../model/shard.ts'
+import { StageThread } from '../compute/stage-thread.ts'
 import { stateDir } from '../state-dir.ts'
 import { signAttestation } from '../trust/attestation.ts'
 import { chipName, machineFacts, osVersion } from '../trust/machine-info.ts'
@@ -50,7 +50,7 @@ export class OrphanedStage extends DbcError {}
 export const receivedModelDir = (model: string) => join(stateDir(), 'models', 'received', model)
 
 export async function runStage(options: RunStageOptions): Promise<void> {
-  let current: { plan: StagePlan; stage: ModelStage; node: StageNode } | null = null
+  let current: { plan: StagePlan; stage: StageThread; node: StageNode } | null = null
   // ends on SIGINT / SIGTERM (options.signal) or on the head's stop frame
   const ending = new AbortController()
   if (options.signal.aborted) ending.abort()
@@ -198,7 +198,7 @@ async function load(
   o: RunStageOptions,
   link: SealedLink,
   plan: StagePlan,
-): Promise<{ plan: StagePlan; stage: ModelStage; node: StageNode }> {
+): Promise<{ plan: StagePlan; stage: StageThread; node: StageNode }> {
   if (!isSafeName(plan.model) || plan.model.includes('/'))
     throw new DbcError('E_PLAN', `the head named its model ${JSON.stringify(plan.model)}, which is not a folder name`)
   const dir = o.modelDir ?? receivedModelDir(plan.model)
@@ -227,7 +227,15 @@ async function load(
       ? `received ${got.received.length} file(s), ${(got.bytes / 1024 ** 2).toFixed(1)} MiB, each verified by its hash`
       : `every file was here already, verified by its hash`,
   )
-  const stage = ModelStage.load(dir, o.backend, { lo: plan.lo, hi: plan.hi, slots: plan.slots, maxLen: plan.maxLen })
+  // on a compute thread: the ring's hops and heartbeats keep moving while a step computes
+  const stage = await StageThread.start({
+    dir,
+    backend: { name: o.backend.name, threads: o.backend.threads },
+    lo: plan.lo,
+    hi: plan.hi,
+    slots: plan.slots,
+    maxLen: plan.maxLen,
+  })
   if (stage.config.numLayers !== plan.numLayers) {
     stage.close()
     throw new DbcError(

@@ -1,8 +1,10 @@
-/** LocalPipeline: the Pipeline (model/pipeline.ts) over in-process stages chained in order; monolithic = one stage. */
+/** LocalPipeline: the Pipeline (model/pipeline.ts) over this node's stages chained in order — each in this thread or on
+ * a compute thread of its own (model/stage-runner.ts); monolithic = one stage. */
 import { DbcError } from '../errors.ts'
 import type { Pipeline, PrefixReuse } from '../model/pipeline.ts'
-import { sampleRows, type RowSampling, type SampledToken } from '../model/sampler.ts'
-import type { ModelStage, StageInput, StageOutput } from '../model/shard.ts'
+import type { RowSampling, SampledToken } from '../model/sampler.ts'
+import type { StageInput, StageOutput } from '../model/shard.ts'
+import type { StageRunner } from '../model/stage-runner.ts'
 
 export type { Pipeline }
 
@@ -10,7 +12,7 @@ export class LocalPipeline implements Pipeline {
   readonly prefix?: PrefixReuse
 
   constructor(
-    readonly stages: readonly ModelStage[],
+    readonly stages: readonly StageRunner[],
     options: { prefix?: PrefixReuse } = {},
   ) {
     this.prefix = options.prefix
@@ -42,9 +44,18 @@ export class LocalPipeline implements Pipeline {
   }
 
   async step(input: StageInput): Promise<Float32Array> {
-    let out: StageOutput = {}
+    return (await this.#chain(input)).logits!
+  }
+
+  async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
+    return (await this.#chain({ ...input, output: 'reused-logits' }, rows)).tokens!
+  }
+
+  /** Every stage in order; the last samples `rows` where its logits are, when given. */
+  async #chain(input: StageInput, rows?: readonly RowSampling[]): Promise<StageOutput & { tokens?: SampledToken[] }> {
+    let out: StageOutput & { tokens?: SampledToken[] } = {}
     for (const [i, stage] of this.stages.entries()) {
-      out = stage.forward(
+      const hop =
         i === 0
           ? input
           : {
@@ -53,16 +64,9 @@ export class LocalPipeline implements Pipeline {
               hidden: out.hidden,
               logitRows: input.logitRows,
               output: input.output,
-            },
-      )
+            }
+      out = await stage.run(hop, rows)
     }
-    return out.logits!
-  }
-
-  async sample(input: StageInput, rows: readonly RowSampling[]): Promise<SampledToken[]> {
-    // a middle prefill chunk samples nothing, but the head still needs a row to compute
-    if (rows.length === 0)
-      return (await this.step({ ...input, logitRows: Int32Array.of(0), output: 'reused-logits' }), [])
-    return sampleRows(await this.step({ ...input, output: 'reused-logits' }), this.vocabSize, rows)
+    return out
   }
 }

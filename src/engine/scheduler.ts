@@ -444,11 +444,11 @@ export class Scheduler {
 
   /** A prefill that starts from nothing first loads the longest cached prefix of what its slot must hold (model/pipeline.ts
    * PrefixReuse); a failed restore only means a full prefill, which overwrites whatever it wrote. */
-  #restorePrefix(r: Running): void {
+  async #restorePrefix(r: Running): Promise<void> {
     const prefix = this.pipeline.prefix
     if (!prefix) return
     try {
-      r.cached = prefix.restore(r.slot, r.history, r.request.cacheTenant ?? '')
+      r.cached = await prefix.restore(r.slot, r.history, r.request.cacheTenant ?? '')
     } catch {
       r.cached = 0
     }
@@ -456,10 +456,10 @@ export class Scheduler {
   }
 
   /** After a step of its prefill, the slot's whole blocks are kept for later prompts (a failed save costs only reuse). */
-  #storePrefix(r: Running): void {
+  async #storePrefix(r: Running): Promise<void> {
     if (r.cancelled) return // its slot may already be freed
     try {
-      this.pipeline.prefix?.store(r.slot, r.history, r.cached, r.request.cacheTenant ?? '')
+      await this.pipeline.prefix?.store(r.slot, r.history, r.cached, r.request.cacheTenant ?? '')
     } catch {
       // the blocks are not kept; this request is unaffected
     }
@@ -482,7 +482,7 @@ export class Scheduler {
     }
     // one prefill chunk per step, after the decode rows (a new prompt, or a resumed request's prompt + completion)
     const filling = group.find((r) => r.history.length - r.cached > 1)
-    if (filling && filling.cached === 0) this.#restorePrefix(filling)
+    if (filling && filling.cached === 0) await this.#restorePrefix(filling)
     let prefillTokens = 0
     let fillEnd = 0
     if (filling) {
@@ -529,7 +529,8 @@ export class Scheduler {
     if (filling) filling.suspendedAt = null
     for (const r of owners) if (r !== filling) r.cached++
     if (filling) filling.cached = fillEnd
-    if (filling) this.#storePrefix(filling)
+    // not waited for: a compute thread queues the save before the next step, and the tokens go out now
+    if (filling) void this.#storePrefix(filling)
     const now = performance.now()
     this.metrics?.stepTime.observe((now - t0) / 1000)
     this.metrics?.promptTokens.inc({}, prefillTokens)

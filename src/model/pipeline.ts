@@ -7,10 +7,11 @@ import type { StageInput } from './shard.ts'
  * the prefill computed. `tenant` keeps the blocks of separate API keys apart. */
 export interface PrefixReuse {
   /** Loads the longest cached prefix of `ids` into `slot` (a sequence just opened) and returns how many tokens it now
-   * holds: whole blocks, fewer than ids.length (the last token is always computed, for its logits). */
-  restore(slot: number, ids: readonly number[], tenant: string): number
+   * holds: whole blocks, fewer than ids.length (the last token is always computed, for its logits). A cache on a compute
+   * thread answers later, queued before the prefill that reads the slot. */
+  restore(slot: number, ids: readonly number[], tenant: string): number | Promise<number>
   /** `slot` holds the keys and values of ids[0, upTo), from completed steps: keeps its whole blocks for later prompts. */
-  store(slot: number, ids: readonly number[], upTo: number, tenant: string): void
+  store(slot: number, ids: readonly number[], upTo: number, tenant: string): void | Promise<void>
   /** The sequence in `slot` ended: the blocks it held on to may be evicted again. */
   finish(slot: number): void
 }

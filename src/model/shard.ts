@@ -8,6 +8,8 @@ import type { DecoderConfig } from './config.ts'
 import { CheckpointError } from './errors.ts'
 import { fullLayers, KvCache } from './kv-cache.ts'
 import { architectureFor } from './registry.ts'
+import type { RowSampling } from './sampler.ts'
+import { runStageNow, type StageRun, type StageRunner } from './stage-runner.ts'
 import { shardConfig } from './tensor-parallel.ts'
 import { Weights } from './weights.ts'
 import type { TensorParallel } from '../tensor/tensor-parallel.ts'
@@ -62,7 +64,7 @@ export function readModelConfig(dir: string): DecoderConfig {
   return architectureFor(raw.model_type).parseConfig(raw)
 }
 
-export class ModelStage {
+export class ModelStage implements StageRunner {
   readonly cache: KvCache
   /** Where 'reused-logits' and 'vocab-slice' steps put their logits. */
   #logits = new Float32Array(0)
@@ -187,6 +189,11 @@ export class ModelStage {
       if (this.#logits.length < n) this.#logits = new Float32Array(n)
       return { logits: b.toFloat32(logits, this.#logits) }
     })
+  }
+
+  /** StageRunner's step, in this thread (it blocks the event loop for as long as the step computes). */
+  async run(input: StageInput, sampling?: readonly RowSampling[]): Promise<StageRun> {
+    return runStageNow(this, input, sampling)
   }
 
   /** The layers over all rows, in consecutive chunks when the step carries more rows than a ring cache holds keys for

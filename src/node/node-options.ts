@@ -7,7 +7,7 @@ import type { Scheduler } from '../engine/scheduler.ts'
 import type { CipherName } from '../link/aead-channel.ts'
 import type { CoordinatorClient } from '../coordinator/client.ts'
 import type { LinkOptions } from '../link/tcp-link.ts'
-import type { ModelStage } from '../model/shard.ts'
+import type { StageRunner } from '../model/stage-runner.ts'
 import type { Backend } from '../tensor/backend.ts'
 import type { Identity } from '../trust/identity.ts'
 import type { Authorizer } from '../trust/pinned-keys.ts'
@@ -68,7 +68,8 @@ export interface ServingNode {
   /** The model folder it serves (its tokenizer and chat template). */
   modelDir: string
   pipeline: Pipeline
-  stage: ModelStage
+  /** Its own layers (on a compute thread, or in this thread under tensor parallelism). */
+  stage: StageRunner
   /** Micro-batches in flight that keep every stage busy (the pipeline's depth). */
   microBatches: number
   /** This node's fields of /health. */

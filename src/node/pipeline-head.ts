@@ -13,9 +13,10 @@ import { RoleListener } from '../cluster/role-listener.ts'
 import { PLAN_ONLY } from '../cluster/stage-join.ts'
 import { manifestFor } from '../distribution/manifest.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
-import { ModelStage, readModelConfig } from '../model/shard.ts'
+import { readModelConfig } from '../model/shard.ts'
 import { DTYPE_BYTES } from '../tensor/backend.ts'
 import { fingerprint } from '../trust/identity.ts'
+import { computeHealth, degradeWhileHung, startComputeStage } from './compute-stage.ts'
 import { modelName } from './model-folder.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 
@@ -73,7 +74,12 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
   )
   planner.commit(plan, { dir, manifest, identity: link.identity }, vouched ? JSON.stringify(vouched.roster) : '')
   const mine = plan.stages[0]!
-  const stage = ModelStage.load(dir, o.backend, { lo: mine.lo, hi: mine.hi, slots: o.maxBatch, maxLen: o.maxLen })
+  const stage = await startComputeStage(o.backend, dir, {
+    lo: mine.lo,
+    hi: mine.hi,
+    slots: o.maxBatch,
+    maxLen: o.maxLen,
+  })
   loaded = true
   consola.info(
     `rank 0 of ${peers.length}: layers [${mine.lo}, ${mine.hi}) of ${config.numLayers}; link ${peers[0]!.host}:${peers[0]!.port}`,
@@ -108,6 +114,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
+        compute: computeHealth(stage),
         ring: ring.status(),
         members: planner.members(o.backend.name),
         // the coordinator's verdict on every member: the cluster is as trusted as its weakest (null: no coordinator)
@@ -132,6 +139,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
         })
         ring.onStalled((reason) => scheduler.setStalled(reason))
         scheduler.setDegraded(ring.degraded)
+        degradeWhileHung(stage, scheduler, () => ring.degraded)
         let formed = false // the hops not yet up while the ring first forms are not link errors
         ring.onDegraded((reason) => {
           scheduler.setDegraded(reason)
@@ -141,6 +149,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
       },
       close: () => {
         ring.stop()
+        stage.close()
         void vouched?.registration.close()
       },
     },

@@ -1,13 +1,13 @@
-/** A node alone: the whole model in one process, or only its plan against this machine's memory. */
+/** A node alone: the whole model on its compute thread, or only its plan against this machine's memory. */
 import { describePlan, planLayers } from '../cluster/plan-layers.ts'
 import { LocalPipeline } from '../engine/pipeline.ts'
 import { checkpointFootprint } from '../model/footprint.ts'
-import { ModelStage } from '../model/shard.ts'
 import { DTYPE_BYTES } from '../tensor/backend.ts'
+import { computeHealth, degradeWhileHung, startComputeStage } from './compute-stage.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 import { openPrefixCache } from './prefix-cache.ts'
 
-export function startSingle(o: NodeOptions, dir: string): StartedNode {
+export async function startSingle(o: NodeOptions, dir: string): Promise<StartedNode> {
   if (o.plan) {
     const plan = planLayers(
       [{ id: o.serial, usableBytes: o.usableBytes }],
@@ -18,8 +18,8 @@ export function startSingle(o: NodeOptions, dir: string): StartedNode {
     if (!plan.fits) process.exitCode = 1
     return { role: 'finished' }
   }
-  const stage = ModelStage.load(dir, o.backend, { slots: o.maxBatch, maxLen: o.maxLen })
-  const prefix = openPrefixCache([stage], o, dir)
+  const stage = await startComputeStage(o.backend, dir, { slots: o.maxBatch, maxLen: o.maxLen })
+  const prefix = await openPrefixCache(stage, o, dir).catch((error) => (stage.close(), Promise.reject(error)))
   return {
     role: 'serving',
     node: {
@@ -33,10 +33,11 @@ export function startSingle(o: NodeOptions, dir: string): StartedNode {
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,
-        ...(prefix && { prefix_cache: { blocks: prefix.pool.blocks, bytes: prefix.pool.bytes } }),
+        compute: computeHealth(stage),
+        ...(prefix && { prefix_cache: { blocks: prefix.blocks, bytes: prefix.bytes } }),
       }),
-      connect: () => {},
-      close: () => prefix?.close(),
+      connect: (scheduler) => degradeWhileHung(stage, scheduler),
+      close: () => stage.close(),
     },
   }
 }
