@@ -35,8 +35,14 @@ export const SERVE_ARGS = {
   },
   'prefill-chunk': {
     type: 'string',
-    description: 'Prompt tokens per step, interleaved with decoding',
+    description: 'Most prompt tokens one request prefills per step, interleaved with decoding',
     default: '256',
+  },
+  'max-step-tokens': {
+    type: 'string',
+    description:
+      'Most rows one step computes, decoding rows and prompt chunks together (several prompts may share a step); lower it to bound running streams’ inter-token latency while long prompts arrive (default: --max-batch + --prefill-chunk; at least --max-batch)',
+    valueHint: 'N',
   },
   'request-timeout': { type: 'string', description: 'Seconds before an unfinished request fails', default: '300' },
   'idle-timeout': {

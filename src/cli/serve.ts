@@ -6,6 +6,7 @@ import { consola } from 'consola'
 import { serveApi } from '../api/serve-api.ts'
 import { authorizeByPinsOrCoordinator } from '../coordinator/node-registration.ts'
 import { ServingMetrics } from '../engine/metrics.ts'
+import { stepBudget } from '../engine/scheduler.ts'
 import { UsageError } from '../errors.ts'
 import { portNumber, positiveInt } from './number-list.ts'
 import { clusterMembership, coordinatorSession } from '../node/cluster-membership.ts'
@@ -57,10 +58,12 @@ export default defineCommand({
         maxBatch: positiveInt(args['max-batch'], 'max-batch'),
         maxQueue: positiveInt(args['max-queue'], 'max-queue'),
         prefillChunk: positiveInt(args['prefill-chunk'], 'prefill-chunk'),
+        maxStepTokens: args['max-step-tokens'] ? positiveInt(args['max-step-tokens'], 'max-step-tokens') : undefined,
         requestTimeoutMs: positiveInt(args['request-timeout'], 'request-timeout') * 1000,
         resumeWindowMs: 1000 * resumeS,
       },
     }
+    stepBudget(api.scheduling) // refused before any model loads
     const tpSize = positiveInt(args.tp, 'tp')
     const clustered = Boolean(args.peers || args.discover || tpSize > 1)
     if (args.rdma && !args.coordinator)

@@ -6,6 +6,7 @@
 import { consola } from 'consola'
 import { DbcError } from '../errors.ts'
 import type { ServingMetrics } from '../engine/metrics.ts'
+import { PREFIX_BLOCK_TOKENS } from '../engine/prefix-cache.ts'
 import type { LayerRange } from '../model/architecture.ts'
 import type { DecoderConfig } from '../model/config.ts'
 import type { PrefixReuse } from '../model/pipeline.ts'
@@ -264,6 +265,8 @@ export class ThreadSlots implements SlotLedger {
 /** The prefix cache kept on the compute thread, as the scheduler drives it (model/pipeline.ts PrefixReuse): each call
  * is queued with the steps, so a restore lands in the slot before the prefill that reads it. */
 export class ThreadPrefix implements PrefixReuse {
+  /** The worker's cache keeps the default block size. */
+  readonly blockTokens = PREFIX_BLOCK_TOKENS
   #blocks = 0
   #bytes = 0
 

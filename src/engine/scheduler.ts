@@ -1,12 +1,13 @@
 /** Continuous batching at the head: requests join and leave the running batch at any step; each step carries every
- * decoding row plus at most one prefill chunk, so a long prompt never stalls the others. The running batch is split into
+ * decoding row, then prompt chunks while the step's token budget lasts (several prompts may share a step), so a long
+ * prompt never stalls the others for longer than a budget's worth of rows. The running batch is split into
  * micro-batches that step independently, so a pipeline of N stages can keep N steps in flight. Tokens are sampled where
  * the logits are (the last stage); the head keeps each request's random stream and sends one uniform draw per row.
  * A request whose step is lost with a stage is suspended, not failed: when the ring is rebuilt the head re-prefills its
  * prompt plus the tokens already sent, and the stream continues where it stopped. A request with a constraint (a JSON
  * Schema, a grammar) has a matcher per choice here at the head: each step sends the tokens it allows with the row's
  * sampling, the matcher accepts the sampled token, and the choice ends ('stop') when its grammar terminates. */
-import { DbcError } from '../errors.ts'
+import { DbcError, UsageError } from '../errors.ts'
 import type { Constraint, ConstraintCompiler, ConstraintMatcher } from './constraint.ts'
 import { IncrementalDetokenizer } from './detokenizer.ts'
 import type { ServingMetrics } from './metrics.ts'
@@ -87,7 +88,12 @@ export type RequestEvent =
 export interface SchedulerOptions {
   maxBatch: number
   maxQueue: number
+  /** The most prompt tokens one request prefills in a step. */
   prefillChunk: number
+  /** The most rows one step computes, decoding rows and prompt chunks together (--max-step-tokens); absent:
+   * maxBatch + prefillChunk, room for every decoding row beside one whole chunk. Never below maxBatch, so every running
+   * request decodes in every step. */
+  maxStepTokens?: number
   microBatches: number
   requestTimeoutMs: number
   /** How long a request whose stage was lost waits for the ring to be rebuilt before it fails. */
@@ -149,8 +155,20 @@ interface Running {
   cancelled: 'client' | 'timeout' | null
 }
 
+/** The step's token budget these options give, refused when it cannot hold a decoding row per running request. */
+export function stepBudget(o: Pick<SchedulerOptions, 'maxBatch' | 'prefillChunk' | 'maxStepTokens'>): number {
+  const budget = o.maxStepTokens ?? o.maxBatch + o.prefillChunk
+  if (budget < o.maxBatch)
+    throw new UsageError(
+      `--max-step-tokens ${budget} is below --max-batch ${o.maxBatch}`,
+      'a step must hold a decoding row for every running request: raise --max-step-tokens or lower --max-batch',
+    )
+  return budget
+}
+
 export class Scheduler {
   readonly options: SchedulerOptions
+  readonly maxStepTokens: number
   readonly #queue: { id: number; request: ScheduledRequest; emit: (e: RequestEvent) => void; arrived: number }[] = []
   readonly #groups: Running[][]
   readonly #inFlight: (Promise<void> | null)[]
@@ -170,6 +188,7 @@ export class Scheduler {
     private readonly metrics?: ServingMetrics,
   ) {
     this.options = { ...DEFAULT_SCHEDULER, ...options }
+    this.maxStepTokens = stepBudget(this.options)
     this.#groups = Array.from({ length: this.options.microBatches }, () => [])
     this.#inFlight = this.#groups.map(() => null)
   }
@@ -455,6 +474,20 @@ export class Scheduler {
     if (r.resumes === 0) r.prefixHit = r.cached
   }
 
+  /** A prompt not yet started whose first block another prompt is prefilling now waits for that one's blocks (it would
+   * otherwise compute the shared prefix a second time beside it). */
+  #awaitsSharedPrefix(group: Running[], r: Running, fills: readonly { r: Running }[]): boolean {
+    const size = this.pipeline.prefix?.blockTokens
+    if (!size || r.history.length <= size) return false
+    return group.some(
+      (o) =>
+        o !== r &&
+        (fills.some((f) => f.r === o) || (o.cached > 0 && o.history.length - o.cached > 1)) &&
+        o.history.length > size &&
+        o.history.slice(0, size).every((id, i) => id === r.history[i]),
+    )
+  }
+
   /** After a step of its prefill, the slot's whole blocks are kept for later prompts (a failed save costs only reuse). */
   async #storePrefix(r: Running): Promise<void> {
     if (r.cancelled) return // its slot may already be freed
@@ -480,24 +513,31 @@ export class Scheduler {
       slots.push(r.slot)
       positions.push(r.cached)
     }
-    // one prefill chunk per step, after the decode rows (a new prompt, or a resumed request's prompt + completion)
-    const filling = group.find((r) => r.history.length - r.cached > 1)
-    if (filling && filling.cached === 0) await this.#restorePrefix(filling)
+    // then prompt chunks in admission order while the step's token budget lasts (a new prompt, or a resumed request's
+    // prompt + completion): a burst of short prompts shares one step, and a long one never makes a step longer than the
+    // budget, whatever else is running
+    let budget = this.maxStepTokens - tokens.length
+    const fills: { r: Running; end: number }[] = []
     let prefillTokens = 0
-    let fillEnd = 0
-    if (filling) {
-      const start = filling.cached
-      fillEnd = Math.min(filling.history.length, start + this.options.prefillChunk)
-      for (let p = start; p < fillEnd; p++) {
-        tokens.push(filling.history[p]!)
-        slots.push(filling.slot)
+    for (const r of group) {
+      if (budget <= 0) break
+      if (r.history.length - r.cached <= 1) continue
+      if (r.cached === 0 && this.#awaitsSharedPrefix(group, r, fills)) continue
+      if (r.cached === 0) await this.#restorePrefix(r)
+      const start = r.cached
+      const end = Math.min(r.history.length, start + this.options.prefillChunk, start + budget)
+      for (let p = start; p < end; p++) {
+        tokens.push(r.history[p]!)
+        slots.push(r.slot)
         positions.push(p)
       }
-      if (filling.resumes === 0) prefillTokens = fillEnd - start
-      if (fillEnd === filling.history.length) {
+      budget -= end - start
+      if (r.resumes === 0) prefillTokens += end - start
+      if (end === r.history.length) {
         logitRows.push(tokens.length - 1)
-        owners.push(filling)
+        owners.push(r)
       }
+      fills.push({ r, end })
     }
     const epoch = this.#epoch
     let sampled: SampledToken[] | null = null
@@ -526,11 +566,14 @@ export class Scheduler {
     }
     if (epoch !== this.#epoch) return // the ring went down meanwhile: these requests were suspended and start over
     for (const r of owners) r.suspendedAt = null
-    if (filling) filling.suspendedAt = null
-    for (const r of owners) if (r !== filling) r.cached++
-    if (filling) filling.cached = fillEnd
-    // not waited for: a compute thread queues the save before the next step, and the tokens go out now
-    if (filling) void this.#storePrefix(filling)
+    const filled = new Set(fills.map((f) => f.r))
+    for (const r of owners) if (!filled.has(r)) r.cached++
+    for (const { r, end } of fills) {
+      r.suspendedAt = null
+      r.cached = end
+      // not waited for: a compute thread queues the save before the next step, and the tokens go out now
+      void this.#storePrefix(r)
+    }
     const now = performance.now()
     this.metrics?.stepTime.observe((now - t0) / 1000)
     this.metrics?.promptTokens.inc({}, prefillTokens)

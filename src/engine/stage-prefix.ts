@@ -36,6 +36,10 @@ export class StagePrefixCache implements PrefixReuse {
   }
 
   /** Why these stages cannot reuse prefixes (null: they can). */
+  get blockTokens(): number {
+    return this.pool.blockTokens
+  }
+
   static refusal(stages: readonly ModelStage[]): string | null {
     for (const s of stages) if (s.cache.blockReuseRefusal) return s.cache.blockReuseRefusal
     return null

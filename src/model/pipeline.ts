@@ -6,6 +6,8 @@ import type { StageInput } from './shard.ts'
 /** Prompt KV reuse by prefix (engine/prefix-cache.ts): the scheduler asks it before a prompt's prefill and tells it what
  * the prefill computed. `tenant` keeps the blocks of separate API keys apart. */
 export interface PrefixReuse {
+  /** Tokens per block: a prompt reuses whole blocks only. */
+  readonly blockTokens: number
   /** Loads the longest cached prefix of `ids` into `slot` (a sequence just opened) and returns how many tokens it now
    * holds: whole blocks, fewer than ids.length (the last token is always computed, for its logits). A cache on a compute
    * thread answers later, queued before the prefill that reads the slot. */

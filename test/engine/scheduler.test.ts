@@ -70,8 +70,8 @@ describe('scheduler', async () => {
     const [a, b] = await Promise.all([short, long])
     expect(a.at(-1)).toMatchObject({ type: 'done', finishReason: 'length' })
     expect(b.at(-1)).toMatchObject({ type: 'done', finishReason: 'length' })
-    // no step ever carries more than one chunk plus the decode rows
-    expect(Math.max(...pipeline.steps.map((s) => s.rows))).toBeLessThanOrEqual(64 + 1)
+    // no step ever carries more than the default budget: a decoding row per slot of the batch beside one chunk
+    expect(Math.max(...pipeline.steps.map((s) => s.rows))).toBeLessThanOrEqual(8 + 64)
     // the 300-token prompt took 5 chunks, during which the short request kept decoding (1 logit row per step)
     const mixed = pipeline.steps.filter((s) => s.rows > 2 && s.logitRows >= 1)
     expect(mixed.length).toBeGreaterThanOrEqual(4)
@@ -89,6 +89,41 @@ describe('scheduler', async () => {
     const scheduler = new Scheduler(make(), () => '')
     const together = await Promise.all(prompts.map((p) => collect(scheduler, p, 6)))
     expect(together.map((e) => (e.at(-1) as { tokens: number[] }).tokens)).toEqual(alone)
+  })
+
+  test('a burst of 8 short prompts is prefilled in two steps, not eight: prompts share a step while its budget lasts', async () => {
+    const pipeline = make(8)
+    const scheduler = new Scheduler(pipeline, () => '', { prefillChunk: 64, maxBatch: 8 })
+    const prompts = Array.from({ length: 8 }, (_, k) => Array.from({ length: 10 }, (_, i) => 50 + 10 * k + i))
+    const together = await Promise.all(prompts.map((p) => collect(scheduler, p, 3)))
+    // the first prompt starts a step alone (the others arrive while it runs); the next step takes the other seven
+    // whole (70 rows) beside the first one's decoding row, within the budget of 8 + 64 = 72
+    expect(pipeline.steps[0]).toEqual({ rows: 10, logitRows: 1 })
+    expect(pipeline.steps[1]).toEqual({ rows: 1 + 70, logitRows: 8 })
+    const alone: number[][] = []
+    for (const p of prompts.slice(0, 3))
+      alone.push(((await collect(new Scheduler(make(), () => ''), p, 3)).at(-1) as { tokens: number[] }).tokens)
+    expect(together.slice(0, 3).map((e) => (e.at(-1) as { tokens: number[] }).tokens)).toEqual(alone)
+  })
+
+  test('--max-step-tokens bounds every step while a long prompt arrives; the text is the same as unbounded', async () => {
+    const long = Array.from({ length: 200 }, (_, i) => 100 + i)
+    const run = async (maxStepTokens?: number) => {
+      const pipeline = make()
+      const scheduler = new Scheduler(pipeline, () => '', { prefillChunk: 64, maxStepTokens })
+      const short = collect(scheduler, [1, 2, 3], 30)
+      while (pipeline.steps.length < 2) await Bun.sleep(1)
+      const events = await Promise.all([short, collect(scheduler, long, 4)])
+      return { pipeline, tokens: events.map((e) => (e.at(-1) as { tokens: number[] }).tokens) }
+    }
+    const bounded = await run(16)
+    expect(Math.max(...bounded.pipeline.steps.map((s) => s.rows))).toBe(16)
+    // the short stream decoded in every step the long prompt was prefilled in (15 prompt rows beside its 1)
+    expect(bounded.pipeline.steps.filter((s) => s.rows === 16).length).toBeGreaterThanOrEqual(12)
+    expect(bounded.tokens).toEqual((await run()).tokens)
+    expect(() => new Scheduler(make(), () => '', { maxBatch: 8, maxStepTokens: 4 })).toThrow(
+      /--max-step-tokens 4 is below --max-batch 8/,
+    )
   })
 
   test('a request past its timeout ends with an error and frees its slot', async () => {
