@@ -21,6 +21,8 @@ export interface LoadOptions {
 
 export interface RequestSample {
   ttft: number
+  /** When each streamed token arrived (performance.now(), ms). */
+  arrivals: number[]
   /** Seconds between consecutive streamed tokens. */
   gaps: number[]
   tokens: number
@@ -92,7 +94,13 @@ export async function streamOne(
   }
   if (times.length === 0) throw new Error('the stream ended without a token')
   const gaps = times.slice(1).map((t, i) => (t - times[i]!) / 1000)
-  return { ttft: (times[0]! - t0) / 1000, gaps, tokens: tokens || times.length, seconds: (times.at(-1)! - t0) / 1000 }
+  return {
+    ttft: (times[0]! - t0) / 1000,
+    arrivals: times,
+    gaps,
+    tokens: tokens || times.length,
+    seconds: (times.at(-1)! - t0) / 1000,
+  }
 }
 
 export function randomPrompt(length: number, seed: number, [lo, hi]: [number, number] = [1000, 30000]): number[] {

@@ -2,8 +2,9 @@
  * server (--url) or one this command starts and stops (--model, one process or an N-node cluster on this machine). */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
+import { measureBackgroundPrompt, type BackgroundPromptLevel } from '../bench/background-prompt.ts'
 import { pinningUnavailable } from '../bench/pin-cores.ts'
-import { runServeSweep, type ServeSweepResult } from '../bench/serve-sweep.ts'
+import { runServeSweep, servedModel, type ServeSweepResult } from '../bench/serve-sweep.ts'
 import { startServeTarget, type ServeTarget } from '../bench/serve-target.ts'
 import { levelsTable } from '../bench/sweep-report.ts'
 import { benchTargetArgs } from '../bench/sweep.ts'
@@ -47,6 +48,13 @@ export const loadArgs = {
   },
 } as const
 
+/** The step budget for the servers this command starts (null: theirs by default). */
+function withStepBudget<T extends { extraArgs: string[] }>(target: T, stepTokens: number | null): T {
+  return stepTokens === null
+    ? target
+    : { ...target, extraArgs: [...target.extraArgs, '--max-step-tokens', String(stepTokens)] }
+}
+
 export function parseParallel(value: string): 'pipeline' | 'tensor' {
   if (value !== 'pipeline' && value !== 'tensor')
     throw new UsageError(`--parallel must be pipeline or tensor, got '${value}'`)
@@ -86,11 +94,22 @@ export default defineCommand({
     },
     'prompt-tokens': { type: 'string', description: 'Prompt length in tokens (random token ids)', default: '128' },
     ...loadArgs,
+    'background-prompt': {
+      type: 'string',
+      description:
+        'Instead of the throughput sweep: at each concurrency level, the inter-token latency p99 of the running streams while one prompt of this many tokens arrives, against their p99 without it (goal ≤ 2×)',
+      valueHint: 'N',
+    },
+    'max-step-tokens': {
+      type: 'string',
+      description: 'With --model: the servers’ step budget (serve --max-step-tokens), decoding rows and prompt chunks',
+      valueHint: 'N',
+    },
     'api-key': { type: 'string', description: 'With --url: bearer key of the server (or set DBCLUSTER_API_KEY)' },
     json: {
       type: 'boolean',
       description:
-        'Print one JSON object {url, model, prompt_tokens, max_tokens, target, partial, levels: [{concurrency, tok_s, ttft_p50_ms, ttft_p95_ms, itl_p50_ms, itl_p95_ms, ok, failed, …}]}',
+        'Print one JSON object {url, model, prompt_tokens, max_tokens, target, partial, levels: [{concurrency, tok_s, ttft_p50_ms, ttft_p95_ms, itl_p50_ms, itl_p95_ms, ok, failed, …}]}; with --background-prompt, levels: [{concurrency, itl_p99_quiet_ms, itl_p99_background_ms, itl_p99_ratio, background_gaps, background_ttft_ms}]',
       default: false,
     },
   },
@@ -110,6 +129,10 @@ export default defineCommand({
     const nodes = positiveInt(args.nodes, 'nodes')
     const threads = positiveInt(args.threads, 'threads')
     const parallel = parseParallel(args.parallel)
+    const background = args['background-prompt'] ? positiveInt(args['background-prompt'], 'background-prompt') : null
+    const stepTokens = args['max-step-tokens'] ? positiveInt(args['max-step-tokens'], 'max-step-tokens') : null
+    if (args.url && stepTokens !== null)
+      throw new UsageError('--max-step-tokens applies to --model only', 'a running server keeps its own budget')
     if (args.url && nodes !== 1)
       throw new UsageError('--nodes applies to --model only', 'with --url the running server is measured as it is')
 
@@ -129,11 +152,39 @@ export default defineCommand({
           pinCores,
           backend: args.backend,
           parallel,
-          ...benchTargetArgs(Math.max(...concurrency), promptTokens, maxTokens),
+          ...withStepBudget(
+            // the long prompt needs a slot of its own beside the streams
+            benchTargetArgs(
+              Math.max(...concurrency) + (background === null ? 0 : 1),
+              Math.max(promptTokens, background ?? 0),
+              maxTokens,
+            ),
+            stepTokens,
+          ),
         })
         if (!args.json) consola.info(`serving on ${target.url} (${target.label})`)
       }
       const url = (args.url ?? target!.url).replace(/\/+$/, '')
+      if (background !== null) {
+        const apiKey = args['api-key'] ?? process.env.DBCLUSTER_API_KEY
+        const model = await servedModel(url, apiKey)
+        const levels: BackgroundPromptLevel[] = []
+        for (const c of concurrency) {
+          if (interrupt.signal.aborted) break
+          line.update(`concurrency ${c}: ${c} streams alone, then beside a ${background}-token prompt`)
+          const o = { url, model, concurrency: c, promptTokens, maxTokens, backgroundTokens: background }
+          const level = await measureBackgroundPrompt({ ...o, apiKey, signal: interrupt.signal })
+          line.done()
+          if (!args.json)
+            consola.success(
+              `concurrency ${c}: ITL p99 ${level.itl_p99_quiet_ms} ms alone, ${level.itl_p99_background_ms} ms beside the prompt (×${level.itl_p99_ratio}); its TTFT ${level.background_ttft_ms} ms`,
+            )
+          levels.push(level)
+        }
+        const out = { url, model, background_prompt_tokens: background, max_step_tokens: stepTokens, levels }
+        if (args.json) console.log(JSON.stringify({ ...out, target: target?.label ?? null }))
+        return
+      }
       result = await runServeSweep({
         url,
         concurrency,

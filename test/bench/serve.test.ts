@@ -101,6 +101,38 @@ for (const parallel of ['pipeline', 'tensor']) {
   }, 60_000)
 }
 
+test('--background-prompt: the streams’ inter-token p99 alone and beside a long prompt, on a server it starts with a step budget', async () => {
+  const r = await benchServe([
+    '--model',
+    await synthModel('qwen3', 'bf16'),
+    '--concurrency',
+    '2',
+    '--prompt-tokens',
+    '8',
+    '--max-tokens',
+    '80',
+    '--background-prompt',
+    '200',
+    '--max-step-tokens',
+    '8',
+    '--json',
+  ])
+  expect(r.code, r.stderr).toBe(0)
+  const result = JSON.parse(r.stdout)
+  expect(result).toMatchObject({
+    background_prompt_tokens: 200,
+    max_step_tokens: 8,
+    target: expect.stringMatching(/^1 process, 1 thread/),
+  })
+  const [level] = result.levels
+  expect(level.concurrency).toBe(2)
+  // 200 prompt tokens at most 6 a step beside 2 decoding rows: dozens of gaps overlap the prefill
+  expect(level.background_gaps).toBeGreaterThan(10)
+  expect(level.itl_p99_quiet_ms).toBeGreaterThan(0)
+  expect(level.itl_p99_ratio).toBeCloseTo(level.itl_p99_background_ms / level.itl_p99_quiet_ms, 2)
+  expect(level.background_ttft_ms).toBeGreaterThan(0)
+}, 120_000)
+
 test('bad input and an unreachable server fail with one clear line', async () => {
   const both = await benchServe(['--url', 'http://127.0.0.1:1', '--model', '/nowhere'])
   expect(both.code).toBe(2)
@@ -114,6 +146,9 @@ test('bad input and an unreachable server fail with one clear line', async () =>
   const split = await benchServe(['--model', '/nowhere/model', '--nodes', '2', '--parallel', 'data'])
   expect(split.code).toBe(2)
   expect(split.stderr).toContain("--parallel must be pipeline or tensor, got 'data'")
+  const budget = await benchServe(['--url', 'http://127.0.0.1:1', '--max-step-tokens', '8'])
+  expect(budget.code).toBe(2)
+  expect(budget.stderr).toContain('--max-step-tokens applies to --model only')
   const missing = await benchServe(['--model', '/nowhere/model', '--concurrency', '1'])
   expect(missing.code).toBe(1)
   expect(missing.stderr).toContain('dbcluster serve exited before listening')
