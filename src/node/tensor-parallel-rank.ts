@@ -6,6 +6,7 @@ import { ModelStage } from '../model/shard.ts'
 import { servingFingerprint } from '../model/serving-fingerprint.ts'
 import { followTensorParallel, TensorParallelPipeline, type StepBroadcast } from '../tensor-parallel/pipeline.ts'
 import { followRankZero, keepTensorParallelWhole } from '../tensor-parallel/recovery.ts'
+import { MlxGroup } from '../tensor-parallel/mlx-group.ts'
 import { SealedTpGroup } from '../tensor-parallel/sealed-group.ts'
 import { startTensorParallel } from '../tensor-parallel/start-mlx.ts'
 import { startSealedTensorParallel } from '../tensor-parallel/start-sealed.ts'
@@ -63,6 +64,8 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
   const pipeline = new TensorParallelPipeline(stage, group, (seconds) => o.metrics.tpExchangeTime.observe(seconds))
   // each rank summarizes its vocabulary slice ('split'), or rank 0 gathers the logits
   const sampling = pipeline.splitSampling ? 'split' : 'gathered'
+  // the dashboard's transport line and RDMA banner read which MLX backend the group joined
+  const transport = sealed ? 'sealed' : group instanceof MlxGroup && group.transport !== 'any' ? group.transport : 'mlx'
   process.once('exit', () => pipeline.stop())
   return {
     role: 'serving',
@@ -74,7 +77,7 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
       health: () => ({
         backend: o.backend.name,
         nodes: r.size,
-        tensor_parallel: { ranks: r.size, transport: sealed ? 'sealed' : 'mlx', sampling },
+        tensor_parallel: { ranks: r.size, transport, sampling },
         layers: stage.config.numLayers,
         head_layers: [stage.range.lo, stage.range.hi],
         kv_slots_free: stage.cache.freeSlots,

@@ -87,6 +87,9 @@ describe('serve --tp', async () => {
         })
         expect(r.status).toBe(200)
         expect((await r.json()).choices[0].text).toBe(want)
+        // the group's MLX backend, which the dashboard's transport line and RDMA banner read
+        const health = await (await fetch(`${url}/health`)).json()
+        expect(health.tensor_parallel.transport).toBe('ring')
         r0.kill('SIGTERM')
         expect(await r0.exited).toBe(0)
         expect(await r1.exited).toBe(0)
