@@ -54,6 +54,10 @@ export const FrameType = {
   tpSample: 24,
   /** head → stage on a control link: finish and exit (cluster/stop-message) */
   stop: 25,
+  /** head → stage on a control link: send your log lines after a sequence number (cluster/log-messages) */
+  logsRequest: 26,
+  /** stage → head on a control link, answering logsRequest under its request id (cluster/log-messages) */
+  logs: 27,
 } as const
 
 export type FrameTypeName = keyof typeof FrameType
@@ -152,7 +156,7 @@ export type LinkMessage =
   | { type: 'ping'; sentAtMs: bigint }
   /** extra: the bytes after the echo (absent when there are none); the link hands them on unread */
   | { type: 'pong'; sentAtMs: bigint; extra?: Uint8Array }
-  | { type: 'step' | 'role' | 'join' | 'plan' | 'stop'; bytes: Uint8Array }
+  | { type: 'step' | 'role' | 'join' | 'plan' | 'stop' | 'logsRequest' | 'logs'; bytes: Uint8Array }
   | { type: 'activation'; tensor: TensorPayload }
   | { type: 'tokens'; ids: Uint32Array }
   | { type: 'sessionEnd'; slot: number }
@@ -178,6 +182,8 @@ export function encodeMessage(m: LinkMessage): { type: FrameTypeCode; payload: U
     case 'join':
     case 'plan':
     case 'stop':
+    case 'logsRequest':
+    case 'logs':
     case 'data':
       return { type: FrameType[m.type], payload: m.bytes }
     case 'activation':
@@ -248,11 +254,13 @@ export function decodeMessage(type: number, payload: Uint8Array): LinkMessage {
       const sentAtMs = view(payload).getBigUint64(0, true)
       return payload.byteLength > 8 ? { type: name, sentAtMs, extra: payload.subarray(8) } : { type: name, sentAtMs }
     }
-    case 'step': // the cluster's own messages: cluster/step-messages.ts, join-messages.ts, stop-message.ts
+    case 'step': // the cluster's own messages: cluster/step-messages.ts, join-messages.ts, stop-message.ts, log-messages.ts
     case 'role':
     case 'join':
     case 'plan':
     case 'stop':
+    case 'logsRequest':
+    case 'logs':
     case 'data':
       return { type: name, bytes: payload }
     case 'activation':
