@@ -1,12 +1,14 @@
 /** The OpenAI-compatible HTTP API of the head: a Hono app built from its dependencies (no port bound here). */
 import { Hono } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import { ownLogs } from '../cluster/log-messages.ts'
 import type { ServingMetrics } from '../engine/metrics.ts'
 import type { Scheduler } from '../engine/scheduler.ts'
 import type { ModelTokenizer } from '../model/tokenizer.ts'
 import { chatCompletions } from './chat-completions.ts'
 import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
+import { addLogsRoute, type LogsSource } from './admin-logs.ts'
 import { addStopRoute } from './admin-stop.ts'
 import { apiKeyCheck } from './api-key.ts'
 import { addOpenApiRoutes } from './openapi.ts'
@@ -26,6 +28,8 @@ export interface AppDeps {
   /** With apiKey: GET /health stays open to anyone, answering only {status} (for load balancers). */
   publicHealth?: boolean
   maxBodyBytes?: number
+  /** Recent log lines of this node and the members it reaches (GET /admin/logs); default: this process's own. */
+  logs?: LogsSource
   /** The dashboard's tokens/s history (serve-api.ts samples it on a timer); default: sampled by snapshots alone. */
   throughput?: ThroughputHistory
 }
@@ -126,6 +130,7 @@ export function createApp(deps: AppDeps): Hono {
   app.get('/metrics', (c) => c.text(deps.metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
   addDashboardRoutes(app, { ...deps, throughput: deps.throughput ?? new ThroughputHistory(), startedAt })
   addStopRoute(app, deps)
+  addLogsRoute(app, deps.logs ?? (async (after, limit) => [ownLogs(0, deps.modelId, after, limit)]))
   // last: the document lists every route registered above (and refuses to build if one has no entry)
   addOpenApiRoutes(app, { apiKey: Boolean(deps.apiKey), publicHealth: Boolean(deps.apiKey && deps.publicHealth) })
   return app

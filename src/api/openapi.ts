@@ -23,6 +23,8 @@ interface Operation {
   description: string
   tag: 'OpenAI' | 'Operations' | 'Documentation'
   body?: RequestBody
+  /** Query parameters (OpenAPI parameter objects). */
+  parameters?: JsonSchema[]
   responses: Responses
 }
 
@@ -176,6 +178,61 @@ const OPERATIONS: Record<string, Operation> = {
       },
     },
   },
+  'GET /admin/logs': {
+    summary: 'Recent log lines of every node',
+    description:
+      'each node’s last lines (the head’s own, a pipeline stage’s asked over its control link; a stage that does not ' +
+      'answer gets an entry with error); what `dbcluster cluster logs` calls, and polls with after= to follow',
+    tag: 'Operations',
+    parameters: [
+      {
+        name: 'after',
+        in: 'query',
+        description: 'RANK:SEQ pairs, comma-separated: only lines numbered after SEQ on that rank',
+        schema: { type: 'string', pattern: '^\\d{1,4}:\\d{1,15}(,\\d{1,4}:\\d{1,15})*$' },
+      },
+      {
+        name: 'limit',
+        in: 'query',
+        description: 'the most lines per node (the newest)',
+        schema: { type: 'integer', minimum: 1, maximum: 2000, default: 200 },
+      },
+    ],
+    responses: {
+      '200': json('each node’s lines', {
+        type: 'object',
+        required: ['nodes'],
+        properties: {
+          nodes: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['rank', 'node', 'lines', 'next'],
+              properties: {
+                rank: { type: 'integer' },
+                node: { type: 'string' },
+                next: { type: 'integer', description: 'the node’s last line number: pass it as after= next time' },
+                error: { type: 'string', description: 'why this node’s lines could not be read' },
+                lines: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    properties: {
+                      seq: { type: 'integer' },
+                      at: { type: 'number', description: 'ms since the epoch' },
+                      stream: { enum: ['out', 'err'] },
+                      text: { type: 'string' },
+                    },
+                  },
+                },
+              },
+            },
+          },
+        },
+      }),
+      '400': error('after or limit malformed (invalid_value)'),
+    },
+  },
   'POST /admin/stop': {
     summary: 'Stop the cluster',
     description:
@@ -264,6 +321,7 @@ export function openApiDocument(
       summary: op.summary,
       description: open ? `${op.description}. Without the key: {status} alone` : op.description,
       tags: [op.tag],
+      ...(op.parameters && { parameters: op.parameters }),
       ...(op.body && {
         requestBody: {
           required: !op.body.optional,

@@ -7,6 +7,7 @@ import type { ServingMetrics } from '../engine/metrics.ts'
 import { Scheduler, type SchedulerOptions } from '../engine/scheduler.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import { ModelTokenizer } from '../model/tokenizer.ts'
+import type { LogsSource } from './admin-logs.ts'
 import { createApp } from './app.ts'
 import { generatedTokens } from './dashboard-snapshot.ts'
 import { openFileDescriptors, serveHttp } from './http-server.ts'
@@ -19,6 +20,7 @@ export interface ServedNode {
   stage: { config: { eosTokenIds: number[] } }
   microBatches: number
   health(): Record<string, unknown>
+  logs: LogsSource
   connect(scheduler: Scheduler): void
 }
 
@@ -60,6 +62,7 @@ export async function serveApi(node: ServedNode, o: ApiOptions): Promise<void> {
     modelId,
     metrics,
     health: () => node.health(),
+    logs: node.logs,
     apiKey: o.apiKey,
     publicHealth: o.publicHealth,
     throughput,

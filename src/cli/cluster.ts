@@ -158,6 +158,7 @@ export default defineCommand({
     local,
     status: () => import('./cluster-status.ts').then((m) => m.default),
     stop: () => import('./cluster-stop.ts').then((m) => m.default),
+    logs: () => import('./cluster-logs.ts').then((m) => m.default),
     devices: () => import('./cluster-devices.ts').then((m) => m.default),
   },
 })

@@ -35,6 +35,11 @@ export function decodeLogsRequest(bytes: Uint8Array): LogsRequest {
   return m
 }
 
+/** This process's own lines as one node's entry. */
+export function ownLogs(rank: number, node: string, after: ReadonlyMap<number, number>, limit: number): NodeLogs {
+  return { rank, node, ...processLog.since(after.get(rank) ?? 0, limit) }
+}
+
 /** A stage's answer to the head's logsRequest frame, from this process's ring. */
 export function answerLogs(f: LinkFrame, link: SealedLink): void {
   const { after, limit } = decodeLogsRequest(f.payload)

@@ -18,6 +18,7 @@ import type { CoordinatorClient } from '../coordinator/client.ts'
 import { checkRoster, type RosterRefused } from './cluster-roster.ts'
 import { FrameMismatch, HEAD_RANK, senderMismatch } from './frame-header.ts'
 import { encodeNodeHealth, NodeHealthSampler } from './node-health.ts'
+import { answerLogs } from './log-messages.ts'
 import { decodeStop } from './stop-message.ts'
 import { StageNode, type RingAddress, type RingOptions } from './ring.ts'
 import { joinHead, type StagePlan } from './stage-join.ts'
@@ -95,6 +96,7 @@ export async function runStage(options: RunStageOptions): Promise<void> {
       const { link, plan } = joined
       headLostAt = null
       link.onFrame((f) => f.type === FrameType.stop && onStop(f, link, ending))
+      link.onFrame((f) => f.type === FrameType.logsRequest && answerLogsQuietly(f, link))
       await checkHeadRoster(o, link, plan)
       if (!current || !samePlan(current.plan, plan)) {
         if (current) log.info(`the head's plan moved this node to layers [${plan.lo}, ${plan.hi}): reloading`)
@@ -123,6 +125,15 @@ export async function runStage(options: RunStageOptions): Promise<void> {
     ending.abort() // a join still trying (this stage was orphaned) gives up too
     current?.node.stop()
     current?.stage.close()
+  }
+}
+
+/** `dbcluster cluster logs` through the head: this stage's lines (a malformed request is logged, not fatal). */
+function answerLogsQuietly(f: LinkFrame, link: SealedLink): void {
+  try {
+    answerLogs(f, link)
+  } catch (error) {
+    log.warn(`the head's logs request could not be answered: ${(error as Error).message}`)
   }
 }
 

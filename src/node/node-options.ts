@@ -1,6 +1,7 @@
 /** What a node is asked to be, already parsed and checked (the command turns its flags into this), and what a started
  * node gives the server: its pipeline, its part of /health, and how its failures reach the scheduler. */
 import type { RingAddress } from '../cluster/ring.ts'
+import type { NodeLogs } from '../cluster/log-messages.ts'
 import type { ServingMetrics } from '../engine/metrics.ts'
 import type { Pipeline } from '../model/pipeline.ts'
 import type { Scheduler } from '../engine/scheduler.ts'
@@ -74,6 +75,9 @@ export interface ServingNode {
   microBatches: number
   /** This node's fields of /health. */
   health(): Record<string, unknown>
+  /** Recent log lines of this node and of the members it reaches (`dbcluster cluster logs`): per rank, the lines after
+   * `after.get(rank)` (0: all it keeps), at most `limit` of each. */
+  logs(after: ReadonlyMap<number, number>, limit: number): Promise<NodeLogs[]>
   /** Reports the node's lost members and overdue steps to the scheduler, and heals what can heal. */
   connect(scheduler: Scheduler): void
   close(): void

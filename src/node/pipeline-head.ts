@@ -18,6 +18,7 @@ import { DTYPE_BYTES } from '../tensor/backend.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { computeHealth, degradeWhileHung, startComputeStage } from './compute-stage.ts'
 import { modelName } from './model-folder.ts'
+import { clusterLogs } from './node-logs.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 
 /** How long the head waits for its stages to stop after telling them to. */
@@ -122,6 +123,7 @@ export async function startPipelineHead(o: NodeOptions, dir: string): Promise<St
         // a `cluster stop` under way (null: none)
         stopping: nodeStop.status,
       }),
+      logs: (after, limit) => clusterLogs(planner, o.serial, after, limit),
       connect(scheduler) {
         // cluster stop (cluster-stop.ts): the ring fails what still runs; every stage is told, then the links close
         nodeStop.register({

@@ -5,6 +5,7 @@ import { checkpointFootprint } from '../model/footprint.ts'
 import { DTYPE_BYTES } from '../tensor/backend.ts'
 import { computeHealth, degradeWhileHung, startComputeStage } from './compute-stage.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
+import { ownLogs } from './node-logs.ts'
 import { openPrefixCache } from './prefix-cache.ts'
 
 export async function startSingle(o: NodeOptions, dir: string): Promise<StartedNode> {
@@ -36,6 +37,7 @@ export async function startSingle(o: NodeOptions, dir: string): Promise<StartedN
         compute: computeHealth(stage),
         ...(prefix && { prefix_cache: { blocks: prefix.blocks, bytes: prefix.bytes } }),
       }),
+      logs: async (after, limit) => [ownLogs(0, o.serial, after, limit)],
       connect: (scheduler) => degradeWhileHung(stage, scheduler),
       close: () => stage.close(),
     },

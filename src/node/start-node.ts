@@ -2,6 +2,7 @@
  * rank of a tensor-parallel group — so that commands only parse flags and serve. */
 import { ensureDemoModel } from '../model/demo-model.ts'
 import { consola } from 'consola'
+import { captureLog } from '../log-ring.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 import { startPipelineHead } from './pipeline-head.ts'
 import { runPipelineStage } from './pipeline-stage.ts'
@@ -11,6 +12,7 @@ import { startTensorParallelRank } from './tensor-parallel-rank.ts'
 export type { NodeOptions, ServingNode, StartedNode, TensorParallelRole } from './node-options.ts'
 
 export async function startNode(o: NodeOptions): Promise<StartedNode> {
+  captureLog() // every node keeps its recent lines for `dbcluster cluster logs`
   // a stage (rank ≥ 1) without a model folder gets its files from the head
   if (o.membership && o.membership.rank > 0) return runPipelineStage(o)
   const dir = o.modelDir ?? (await demoModel())

@@ -10,6 +10,7 @@ import { MlxGroup } from '../tensor-parallel/mlx-group.ts'
 import { SealedTpGroup } from '../tensor-parallel/sealed-group.ts'
 import { startTensorParallel } from '../tensor-parallel/start-mlx.ts'
 import { startSealedTensorParallel } from '../tensor-parallel/start-sealed.ts'
+import { ownLogs } from './node-logs.ts'
 import type { NodeOptions, StartedNode } from './node-options.ts'
 
 export async function startTensorParallelRank(o: NodeOptions, dir: string): Promise<StartedNode> {
@@ -84,6 +85,8 @@ export async function startTensorParallelRank(o: NodeOptions, dir: string): Prom
         // the coordinator's verdict on every rank (null without --coordinator): the weakest rank's trust
         cluster_trust: vouched?.trust ?? null,
       }),
+      // the other ranks' lines stay on their machines: their sockets carry only the group's exchanges
+      logs: async (after, limit) => [ownLogs(0, o.serial, after, limit)],
       connect(scheduler) {
         if (group instanceof SealedTpGroup && rejoin) keepTensorParallelWhole(group, pipeline, rejoin, scheduler)
       },
