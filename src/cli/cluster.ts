@@ -3,13 +3,14 @@ import { defineCommand } from 'citty'
 import { consola } from 'consola'
 import { DbcError, UsageError } from '../errors.ts'
 import { startLocalCluster } from '../cluster/local-cluster.ts'
-import { peersList, rememberedPeersFile, rememberPeer } from '../cluster/remembered-peers.ts'
+import { loadRememberedPeers, peersList, rememberedPeersFile, rememberPeer } from '../cluster/remembered-peers.ts'
 import { ipv4ToNumber } from '../discovery/link-local.ts'
 import { localAddressToward } from '../discovery/local-address.ts'
 import { selfCommand } from '../self-command.ts'
 import { fingerprint } from '../trust/identity.ts'
 import { loadLocalIdentity } from '../trust/local-identity.ts'
 import { machineSerial } from '../trust/machine-info.ts'
+import { writeMlxFiles } from './mlx-files.ts'
 import { parseHostPort, PEER_HANDSHAKE_ARGS, pinPeer } from './pin-peer.ts'
 
 const local = defineCommand({
@@ -70,19 +71,19 @@ const setup = defineCommand({
   meta: {
     name: 'setup',
     description:
-      'Two seeds in one step: pin the peer (as trust pin) and remember its link address, so that serve --peers (no list) or plain serve joins it',
+      'Two seeds in one step: pin the peer (as trust pin) and remember its link address, so that serve --peers (no list) or plain serve joins it; --hostfile writes MLX distributed’s files for the members remembered',
   },
   args: {
     'peer-serial': {
       type: 'string',
-      description: "The peer's serial (its --node-name, or its machine serial)",
-      required: true,
+      description:
+        "The peer's serial (its --node-name, or its machine serial); required unless only --hostfile is asked",
       valueHint: 'SERIAL',
     },
     'peer-ip': {
       type: 'string',
-      description: "The peer's IPv4 address on the link (e.g. its Thunderbolt bridge address)",
-      required: true,
+      description:
+        "The peer's IPv4 address on the link (e.g. its Thunderbolt bridge address); required with --peer-serial",
       valueHint: 'IP',
     },
     'peer-port': { type: 'string', description: "The peer's link port", default: DEFAULT_LINK_PORT },
@@ -106,6 +107,27 @@ const setup = defineCommand({
       description: 'This node’s serial, as serve --node-name (default: the machine serial)',
     },
     ...PEER_HANDSHAKE_ARGS,
+    hostfile: {
+      type: 'string',
+      description:
+        'Write MLX ring’s hostfile (JSON, rank order, "ip:port" on each member’s link address) for the members remembered, and keep it: for MLX tools run beside dbcluster',
+      valueHint: 'FILE',
+    },
+    'mlx-port': {
+      type: 'string',
+      description: 'With --hostfile: the port MLX listens on, on every member',
+      default: '47100',
+    },
+    'devices-file': {
+      type: 'string',
+      description: 'With --hostfile: also write jaccl’s RDMA devices matrix here (needs --rdma-devices)',
+      valueHint: 'FILE',
+    },
+    'rdma-devices': {
+      type: 'string',
+      description: 'With --devices-file: each member’s RDMA device on the cable, comma-separated in rank order',
+      valueHint: 'LIST',
+    },
     yes: { type: 'boolean', description: 'Pin without asking (needed without a terminal)', default: false },
     replace: {
       type: 'boolean',
@@ -114,6 +136,31 @@ const setup = defineCommand({
     },
   },
   async run({ args }) {
+    const mlxFiles = () => {
+      if (!args.hostfile) {
+        if (args['devices-file']) throw new UsageError('--devices-file goes with --hostfile')
+        return
+      }
+      const cluster = loadRememberedPeers(rememberedPeersFile())
+      if (!cluster)
+        throw new UsageError(
+          `no cluster is remembered in ${rememberedPeersFile()}`,
+          'run dbcluster cluster setup --peer-serial … --peer-ip … first (or with --hostfile in the same call)',
+        )
+      const port = parseHostPort(`127.0.0.1:${args['mlx-port']}`, '--mlx-port').port
+      const o = { hostfile: args.hostfile, devicesFile: args['devices-file'], rdmaDevices: args['rdma-devices'], port }
+      const env = writeMlxFiles(cluster, o)
+      consola.success(
+        `MLX distributed's files for ${cluster.nodes.length} members (rank ${cluster.rank} is this node):`,
+      )
+      for (const line of env) console.log(`export ${line}`)
+    }
+    if (args['peer-serial'] === undefined && args.hostfile) return mlxFiles()
+    if (args['peer-serial'] === undefined || args['peer-ip'] === undefined)
+      throw new UsageError(
+        'give --peer-serial and --peer-ip (the peer to pin and remember), or --hostfile alone',
+        'e.g. dbcluster cluster setup --peer-serial mac-b --peer-ip 169.254.10.2 --key BASE64',
+      )
     const peerIp = ipv4(args['peer-ip'], '--peer-ip')
     const peerPort = parseHostPort(`${peerIp}:${args['peer-port']}`, '--peer-port').port
     const linkPort = parseHostPort(`127.0.0.1:${args['link-port']}`, '--link-port').port
@@ -148,6 +195,7 @@ const setup = defineCommand({
       `on ${pinned.serial}, if not done: dbcluster cluster setup --peer-serial ${serial} --peer-ip ${selfIp} --peer-port ${linkPort} --key ${me}`,
     )
     console.log(`and compare there this machine's fingerprint ${fingerprint(identity.publicKey)}`)
+    mlxFiles()
   },
 })
 

@@ -102,6 +102,53 @@ describe('cluster setup', () => {
     expect(() => statSync(join(home, 'peers.json'))).toThrow()
   })
 
+  test('--hostfile: MLX ring’s hostfile and jaccl’s devices for the members remembered, kept where asked', async () => {
+    const { home } = machine()
+    const none = await cli(['cluster', 'setup', '--hostfile', join(home, 'hosts.json')], home)
+    expect(none.code).toBe(2)
+    expect(none.stderr).toContain('no cluster is remembered')
+    const key = b64(testIdentity(2).publicKey)
+    const common = ['--node-name', 'me', '--self-ip', '10.0.0.2', '--yes']
+    const hostfile = join(home, 'hosts.json')
+    // in the same call as the pin, and alone afterwards with jaccl's devices too
+    const first = await cli(
+      [
+        'cluster',
+        'setup',
+        '--peer-serial',
+        'bob',
+        '--peer-ip',
+        '10.0.0.1',
+        '--key',
+        key,
+        ...common,
+        '--hostfile',
+        hostfile,
+      ],
+      home,
+    )
+    expect(first.code, first.all).toBe(0)
+    expect(first.stdout).toContain(`export MLX_HOSTFILE=${hostfile}`)
+    expect(JSON.parse(readFileSync(hostfile, 'utf8'))).toEqual([['10.0.0.1:47100'], ['10.0.0.2:47100']])
+    const devices = join(home, 'devices.json')
+    const flags = ['--hostfile', hostfile, '--mlx-port', '5100', '--devices-file', devices]
+    const short = await cli(['cluster', 'setup', ...flags, '--rdma-devices', 'rdma_en5'], home)
+    expect(short.code).toBe(2)
+    expect(short.stderr).toContain('one name per node (2, in rank order: bob, me)')
+    const both = await cli(['cluster', 'setup', ...flags, '--rdma-devices', 'rdma_en5,rdma_en3'], home)
+    expect(both.code, both.all).toBe(0)
+    expect(JSON.parse(readFileSync(hostfile, 'utf8'))).toEqual([['10.0.0.1:5100'], ['10.0.0.2:5100']])
+    expect(JSON.parse(readFileSync(devices, 'utf8'))).toEqual([
+      [null, 'rdma_en5'],
+      ['rdma_en3', null],
+    ])
+    expect(both.stdout).toContain(`export MLX_IBV_DEVICES=${devices}`)
+    expect(both.stdout).toContain('export MLX_JACCL_COORDINATOR=10.0.0.1:5100')
+    const neither = await cli(['cluster', 'setup', '--peer-serial', 'bob'], home)
+    expect(neither.code).toBe(2)
+    expect(neither.stderr).toContain('give --peer-serial and --peer-ip')
+  })
+
   test('serve --peers without a list and nothing remembered is refused, saying how', async () => {
     const { home } = machine()
     const r = await cli(['serve', '--peers='], home)

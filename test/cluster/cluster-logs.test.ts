@@ -68,7 +68,12 @@ test('cluster logs: every node’s lines through the head; --node; --follow unti
   let out = ''
   const reading = (async () => {
     const decoder = new TextDecoder()
-    for await (const chunk of follow.stdout) out += decoder.decode(chunk)
+    const reader = follow.stdout.getReader()
+    for (;;) {
+      const { value, done } = await reader.read()
+      if (done) break
+      out += decoder.decode(value)
+    }
   })()
   await Bun.sleep(1000)
   const before = out.length
