@@ -112,7 +112,8 @@ export const SERVE_ARGS = {
   },
   'ping-interval': {
     type: 'string',
-    description: 'Seconds between link pings; 3 missed = peer unavailable',
+    description:
+      'Seconds between link pings; 3 missed = peer unavailable; a lost link is retried at 0.1, 0.3 and 0.9 s, then every 2 intervals (10 s by default), each time with a fresh handshake',
     default: '5',
   },
   discover: {
@@ -227,6 +228,10 @@ export const nodeMemory = (args: { memory?: string; 'prefix-cache': string }) =>
 
 /** What every sealed hop of a serving node binds (its links' and sealed tensor parallel's options): the cluster id and
  * the cipher (citty has already refused a --cipher not in CIPHERS, by name). */
+/** Between reconnect attempts once the quick retries failed: 2 ping intervals (the seeds' 10 s at the default 5 s), at
+ * least 0.5 s. */
+export const reconnectBackoffMs = (pingIntervalMs: number): number => Math.max(500, 2 * pingIntervalMs)
+
 export const hopSealing = (args: { 'cluster-id': string; cipher: (typeof CIPHERS)[number] }) => ({
   clusterId: args['cluster-id'],
   cipher: args.cipher,

@@ -19,7 +19,7 @@ import { machineSerial } from '../trust/machine-info.ts'
 import { readMdaChain } from '../trust/mda.ts'
 import { authorizeByPins } from '../trust/pinned-keys.ts'
 import { progressPrinter } from './model-pull.ts'
-import { hopSealing, nodeMemory, peersFromSetup, SERVE_ARGS } from './serve-args.ts'
+import { hopSealing, nodeMemory, peersFromSetup, reconnectBackoffMs, SERVE_ARGS } from './serve-args.ts'
 
 const nonNegative = (value: string, name: string): number => {
   const n = Number(value)
@@ -160,7 +160,7 @@ export default defineCommand({
               ...hopSealing(args),
               authorize,
               pingIntervalMs,
-              backoffMs: Math.max(500, pingIntervalMs),
+              backoffMs: reconnectBackoffMs(pingIntervalMs),
               orphanTimeoutMs: 1000 * nonNegative(args['orphan-timeout'], 'orphan-timeout'),
             }
           : undefined,
