@@ -10,7 +10,7 @@ import { completions } from './completions.ts'
 import { addDashboardRoutes } from './dashboard.ts'
 import { addLogsRoute, type LogsSource } from './admin-logs.ts'
 import { addStopRoute } from './admin-stop.ts'
-import { apiKeyCheck } from './api-key.ts'
+import { apiKeyCheck, setTenant } from './api-key.ts'
 import { addOpenApiRoutes } from './openapi.ts'
 import { ApiError, errorResponse } from './errors.ts'
 import type { HttpBindings } from './http-server.ts'
@@ -45,9 +45,10 @@ export function createApp(deps: AppDeps): Hono {
   )
 
   // with a key, every route needs it: /health names members, fingerprints and memory; /metrics and the dashboard too
-  const authorized = deps.apiKey ? apiKeyCheck(deps.apiKey) : () => true
+  const authorized = deps.apiKey ? apiKeyCheck(deps.apiKey) : () => ''
   app.use('*', async (c, next) => {
-    if (authorized(c.req.header('authorization'))) return next()
+    const tenant = authorized(c.req.header('authorization'))
+    if (tenant !== null) return (setTenant(c.req.raw, tenant), next())
     if (deps.publicHealth && c.req.method === 'GET' && c.req.path === '/health') {
       const degraded = deps.scheduler.degraded
       return c.json(

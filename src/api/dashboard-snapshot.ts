@@ -47,6 +47,20 @@ export function transportOf(health: Record<string, unknown>): Transport {
   return { kind: 'none', label: 'one node: nothing crosses a link', encrypted: true, rdma: false }
 }
 
+/** The prefix cache's hit rate since start: prompt tokens served from cached blocks over those looked up (null: none
+ * looked up yet); absent when the node keeps no cache (its /health has no prefix_cache). */
+export function prefixCacheOf(m: ServingMetrics, health: Record<string, unknown>) {
+  if (!health.prefix_cache) return null
+  const hit = sum(m.prefixCache.hitTokens.values)
+  const query = sum(m.prefixCache.queryTokens.values)
+  return {
+    hit_tokens: hit,
+    query_tokens: query,
+    hit_rate: query ? hit / query : null,
+    blocks: sum(m.prefixCache.blocks.values),
+  }
+}
+
 export function dashboardSnapshot(deps: {
   metrics: ServingMetrics
   scheduler: Scheduler
@@ -88,6 +102,7 @@ export function dashboardSnapshot(deps: {
     hop_mean_s: mean(m.hopTime),
     link_errors: Object.fromEntries(m.linkErrors.values),
     transport: transportOf(health),
+    prefix_cache: prefixCacheOf(m, health),
     /** The coordinator's verdict on the cluster, its weakest member's (none, software, hardware); null: not vouched. */
     cluster_trust: (health.cluster_trust as string | null | undefined) ?? null,
     health,

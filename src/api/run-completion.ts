@@ -4,6 +4,7 @@ import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import { ConstraintError, type Constraint, type ConstraintSpec } from '../engine/constraint.ts'
 import type { FinishReason, RequestEvent, ScheduledRequest, Scheduler, TokenLogprob } from '../engine/scheduler.ts'
+import { tenantOf } from './api-key.ts'
 import { ApiError, errorBody, errorResponse, toApiError } from './errors.ts'
 import { unsupported } from './request-fields.ts'
 
@@ -79,6 +80,8 @@ export async function runCompletion(
   options: { stream: boolean; includeUsage: boolean; n: number; constraint?: ConstraintSpec },
 ): Promise<Response> {
   if (options.constraint) request = { ...request, constraint: await compileFormat(scheduler, options.constraint) }
+  // whose cached prompt blocks this request may reuse: its API key's (one key, or none: everyone's)
+  request = { ...request, cacheTenant: tenantOf(c.req.raw) }
   // one signal for every choice: a client that leaves cancels them all
   const abort = new AbortController()
   c.req.raw.signal?.addEventListener('abort', () => abort.abort())

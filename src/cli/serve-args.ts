@@ -16,7 +16,7 @@ export const SERVE_ARGS = {
   'api-key': {
     type: 'string',
     description:
-      "Require the key on every route: Authorization: Bearer KEY, or a browser's Basic prompt with KEY as the password for /dashboard (or set DBCLUSTER_API_KEY)",
+      "Require the key on every route: Authorization: Bearer KEY, or a browser's Basic prompt with KEY as the password for /dashboard (or set DBCLUSTER_API_KEY); several keys, comma-separated, are tenants whose cached prompt blocks never serve another key's requests",
   },
   'public-health': {
     type: 'boolean',

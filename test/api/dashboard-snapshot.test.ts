@@ -1,7 +1,7 @@
 /** The dashboard snapshot's node fields from what a head reports: the transport told from /health (a node alone, a
  * sealed pipeline, each tensor-parallel transport), the cluster's trust, uptime and the throughput history. */
 import { expect, test } from 'bun:test'
-import { dashboardSnapshot, transportOf } from '../../src/api/dashboard-snapshot.ts'
+import { dashboardSnapshot, prefixCacheOf, transportOf } from '../../src/api/dashboard-snapshot.ts'
 import { ThroughputHistory } from '../../src/api/throughput-history.ts'
 import { ServingMetrics } from '../../src/engine/metrics.ts'
 import type { Scheduler } from '../../src/engine/scheduler.ts'
@@ -47,4 +47,15 @@ test('uptime, trust and throughput in the snapshot, on a clock passed in', () =>
   expect(second.uptime_s).toBe(8)
   expect(second.cluster_trust).toBeNull()
   expect(second.throughput.points).toEqual([{ at: 12_000, tokens: 30, tokens_per_s: 15 }])
+})
+
+test('the prefix cache’s hit rate from its counters; null before any prompt, absent on a node without a cache', () => {
+  const metrics = new ServingMetrics()
+  expect(prefixCacheOf(metrics, { nodes: 1 })).toBeNull()
+  const withCache = { nodes: 1, prefix_cache: { blocks: 0, bytes: 0 } }
+  expect(prefixCacheOf(metrics, withCache)).toEqual({ hit_tokens: 0, query_tokens: 0, hit_rate: null, blocks: 0 })
+  metrics.prefixCache.queryTokens.inc({}, 400)
+  metrics.prefixCache.hitTokens.inc({}, 128)
+  metrics.prefixCache.blocks.set(5)
+  expect(prefixCacheOf(metrics, withCache)).toEqual({ hit_tokens: 128, query_tokens: 400, hit_rate: 0.32, blocks: 5 })
 })

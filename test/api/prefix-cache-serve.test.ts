@@ -1,6 +1,6 @@
 /** Prompt KV reuse through a real `serve` process: a multi-turn chat, each turn re-sending the last, answers with the same
  * greedy text as a server started with --prefix-cache 0, reports the reused tokens as usage.prompt_tokens_details
- * .cached_tokens, and counts them in /metrics. */
+ * .cached_tokens, and counts them in /metrics. With several API keys, one key's cached prompts never serve another's. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { startServe, type ServeProcess } from '../support/serve-process.ts'
 import { synthModel } from '../support/synth-models.ts'
@@ -68,5 +68,36 @@ describe('serve --prefix-cache', () => {
     expect(value('dbcluster_prefix_cache_query_tokens_total')).toBe(warm.reduce((n, a) => n + a.usage.prompt_tokens, 0))
     expect(value('dbcluster_prefix_cache_blocks')).toBeGreaterThan(0)
     expect(value('dbcluster_prefix_cache_evictions_total')).toBe(0)
+  }, 120_000)
+
+  test('--api-key with several keys: each key is a tenant; a prompt cached for one is no hit for another', async () => {
+    const server = await startServe([
+      '--model',
+      await synthModel('qwen3', 'q4'),
+      ...ARGS,
+      '--prefix-cache',
+      '256M',
+      '--api-key',
+      'key-alice,key-bob',
+    ])
+    try {
+      const ask = async (key: string) => {
+        const r = await fetch(`${server.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: FILLER }], max_tokens: 2 }),
+        })
+        expect(r.status).toBe(200)
+        return ((await r.json()) as Answer).usage.prompt_tokens_details!.cached_tokens
+      }
+      expect(await ask('key-alice')).toBe(0)
+      expect(await ask('key-bob')).toBe(0) // the same prompt, another tenant: computed again
+      expect(await ask('key-alice')).toBeGreaterThan(0)
+      expect(await ask('key-bob')).toBeGreaterThan(0)
+      const wrong = await fetch(`${server.url}/health`, { headers: { authorization: 'Bearer key-carol' } })
+      expect(wrong.status).toBe(401)
+    } finally {
+      await server.stop()
+    }
   }, 120_000)
 })
