@@ -226,12 +226,12 @@ export const nodeMemory = (args: { memory?: string; 'prefix-cache': string }) =>
         : parseSize(args['prefix-cache'], 'prefix-cache'),
 })
 
-/** What every sealed hop of a serving node binds (its links' and sealed tensor parallel's options): the cluster id and
- * the cipher (citty has already refused a --cipher not in CIPHERS, by name). */
 /** Between reconnect attempts once the quick retries failed: 2 ping intervals (the seeds' 10 s at the default 5 s), at
  * least 0.5 s. */
 export const reconnectBackoffMs = (pingIntervalMs: number): number => Math.max(500, 2 * pingIntervalMs)
 
+/** What every sealed hop of a serving node binds (its links' and sealed tensor parallel's options): the cluster id and
+ * the cipher (citty has already refused a --cipher not in CIPHERS, by name). */
 export const hopSealing = (args: { 'cluster-id': string; cipher: (typeof CIPHERS)[number] }) => ({
   clusterId: args['cluster-id'],
   cipher: args.cipher,
