@@ -23,6 +23,8 @@ export interface RequestSample {
   ttft: number
   /** When each streamed token arrived (performance.now(), ms). */
   arrivals: number[]
+  /** Prompt tokens the server's prefix cache served (usage.prompt_tokens_details.cached_tokens; absent: none kept). */
+  cachedTokens?: number
   /** Seconds between consecutive streamed tokens. */
   gaps: number[]
   tokens: number
@@ -73,6 +75,7 @@ export async function streamOne(
     throw new Error(`HTTP ${response.status}: ${(await response.text()).slice(0, 200)}`)
   const times: number[] = []
   let tokens = 0
+  let cachedTokens: number | undefined
   let buffer = ''
   const decoder = new TextDecoder()
   const reader = response.body.getReader()
@@ -89,7 +92,10 @@ export async function streamOne(
       if (data.error) throw new Error(data.error.message)
       // one chunk per token; the finish chunk and the usage chunk are not tokens
       if (data.choices?.length && data.choices[0].finish_reason === null) times.push(performance.now())
-      if (data.usage) tokens = data.usage.completion_tokens
+      if (data.usage) {
+        tokens = data.usage.completion_tokens
+        cachedTokens = data.usage.prompt_tokens_details?.cached_tokens
+      }
     }
   }
   if (times.length === 0) throw new Error('the stream ended without a token')
@@ -97,6 +103,7 @@ export async function streamOne(
   return {
     ttft: (times[0]! - t0) / 1000,
     arrivals: times,
+    ...(cachedTokens !== undefined && { cachedTokens }),
     gaps,
     tokens: tokens || times.length,
     seconds: (times.at(-1)! - t0) / 1000,

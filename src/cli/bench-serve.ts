@@ -2,6 +2,7 @@
  * server (--url) or one this command starts and stops (--model, one process or an N-node cluster on this machine). */
 import { defineCommand } from 'citty'
 import { consola } from 'consola'
+import { runSharedPrefix } from './bench-shared-prefix.ts'
 import { measureBackgroundPrompt, type BackgroundPromptLevel } from '../bench/background-prompt.ts'
 import { pinningUnavailable } from '../bench/pin-cores.ts'
 import { runServeSweep, servedModel, type ServeSweepResult } from '../bench/serve-sweep.ts'
@@ -100,6 +101,19 @@ export default defineCommand({
         'Instead of the throughput sweep: at each concurrency level, the inter-token latency p99 of the running streams while one prompt of this many tokens arrives, against their p99 without it (goal ≤ 2×)',
       valueHint: 'N',
     },
+    'shared-prefix': {
+      type: 'string',
+      description:
+        'Instead of the throughput sweep: multi-turn conversations whose first prompt has this many tokens, each turn extending the last; TTFT per turn with and without the prefix cache (--model starts a server of each), goal turn 2 ≤ 0.15× turn 1',
+      valueHint: 'N',
+    },
+    turns: { type: 'string', description: 'With --shared-prefix: turns per conversation', default: '4' },
+    'turn-tokens': { type: 'string', description: 'With --shared-prefix: tokens each later turn adds', default: '32' },
+    conversations: {
+      type: 'string',
+      description: 'With --shared-prefix: conversations replayed (TTFTs are their medians)',
+      default: '3',
+    },
     'max-step-tokens': {
       type: 'string',
       description: 'With --model: the servers’ step budget (serve --max-step-tokens), decoding rows and prompt chunks',
@@ -137,6 +151,34 @@ export default defineCommand({
       throw new UsageError('--nodes applies to --model only', 'with --url the running server is measured as it is')
 
     const interrupt = interruptOnSignals()
+    if (args['shared-prefix']) {
+      try {
+        return await runSharedPrefix({
+          url: args.url?.replace(/\/+$/, ''),
+          target: args.model
+            ? {
+                model: args.model,
+                nodes,
+                threads,
+                pinCores: decidePinning(args.pin, nodes, threads, args.json),
+                backend: args.backend,
+                parallel,
+                extraArgs: stepTokens === null ? [] : ['--max-step-tokens', String(stepTokens)],
+              }
+            : undefined,
+          prefixTokens: positiveInt(args['shared-prefix'], 'shared-prefix'),
+          turns: positiveInt(args.turns, 'turns'),
+          turnTokens: positiveInt(args['turn-tokens'], 'turn-tokens'),
+          conversations: positiveInt(args.conversations, 'conversations'),
+          maxTokens,
+          apiKey: args['api-key'] ?? process.env.DBCLUSTER_API_KEY,
+          signal: interrupt.signal,
+          json: args.json,
+        })
+      } finally {
+        interrupt.dispose()
+      }
+    }
     const line = progressLine({ enabled: !args.json })
     let target: ServeTarget | null = null
     let result: ServeSweepResult

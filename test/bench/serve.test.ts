@@ -133,6 +133,41 @@ test('--background-prompt: the streams’ inter-token p99 alone and beside a lon
   expect(level.background_ttft_ms).toBeGreaterThan(0)
 }, 120_000)
 
+test('--shared-prefix: TTFT per turn of conversations that extend their last turn, and what the cache served', async () => {
+  const own = await startServe(['--model', await synthModel('qwen3', 'q4'), '--max-context', '512'])
+  try {
+    const r = await benchServe([
+      '--url',
+      own.url,
+      '--shared-prefix',
+      '200',
+      '--turns',
+      '3',
+      '--turn-tokens',
+      '70',
+      '--conversations',
+      '2',
+      '--max-tokens',
+      '2',
+      '--json',
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    const result = JSON.parse(r.stdout)
+    expect(result).toMatchObject({ prefix_tokens: 200, turns: 3, turn_tokens: 70, conversations: 2 })
+    const [run] = result.runs
+    expect(run.turns.map((t: any) => [t.turn, t.prompt_tokens, t.cached_tokens])).toEqual([
+      [1, 200, 0],
+      // turn 2 holds turn 1's 3 whole 64-token blocks; turn 3 also turn 2's fourth
+      [2, 270, 192],
+      [3, 340, 256],
+    ])
+    expect(run.turns[0].ttft_ratio).toBe(1)
+    for (const t of run.turns) expect(t.ttft_ms).toBeGreaterThan(0)
+  } finally {
+    await own.stop()
+  }
+}, 120_000)
+
 test('bad input and an unreachable server fail with one clear line', async () => {
   const both = await benchServe(['--url', 'http://127.0.0.1:1', '--model', '/nowhere'])
   expect(both.code).toBe(2)
