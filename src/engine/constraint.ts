@@ -5,6 +5,7 @@
  * the sampled token; the sequence ends when the grammar terminates. The JSON Schema keywords enforced are an allow-list
  * (schema-keywords.ts): anything else is refused by name rather than silently not enforced. */
 import {
+  Grammar,
   GrammarCompiler,
   GrammarMatcher,
   TokenizerInfo,
@@ -136,8 +137,13 @@ export class ConstraintCompiler {
       switch (spec.kind) {
         case 'json_object':
           return await compiler.compileJSONSchema('{"type":"object"}', false, -1, SEPARATORS, true)
-        case 'json_schema':
-          return await compiler.compileJSONSchema(JSON.stringify(spec.schema), false, -1, SEPARATORS, true)
+        case 'json_schema': {
+          // XGrammar's own grammar for the schema, its bounded repetitions folded (foldOptionalChains), compiled
+          const grammar = await Grammar.fromJSONSchema(JSON.stringify(spec.schema), false, -1, SEPARATORS, true)
+          const text = foldOptionalChains(grammar.toString())
+          grammar.dispose()
+          return await compiler.compileGrammar(text, 'root')
+        }
         case 'ebnf':
           return await compiler.compileGrammar(spec.grammar, spec.root ?? 'root')
         case 'structural_tag':
@@ -210,3 +216,125 @@ export function compileConstraint(spec: ConstraintSpec, compiler: ConstraintComp
 /** Whether token `id` is allowed by a mask (ids past its end are not). */
 export const allows = (mask: Uint32Array, id: number): boolean =>
   id >> 5 < mask.length && ((mask[id >> 5]! >>> (id & 31)) & 1) === 1
+
+/** A grammar as XGrammar prints it (one rule a line, `name ::= (choice | choice) (= lookahead)?`) with every optional
+ * chain folded into what follows it. XGrammar writes a bounded repetition — a string's maxLength, an array's maxItems —
+ * as a chain `c_i ::= ("" | (x c_i+1))` used as `... c_1 T`; its matcher keeps every "stop here" branch of the chain
+ * open, so the mask of a token inside a long chain costs milliseconds (8–47 ms for a 24-character string measured; see
+ * docs/benchmarks.md). Folded, `c_i ::= (T | (x c_i+1))` and the use is `... c_1`: the same language, decided by the
+ * token that ends the repetition (about 0.1 ms). A chain is folded only where each of its rules is used once, as the
+ * last element of the previous one, and has no lookahead; anything else is left as it was. */
+export function foldOptionalChains(text: string): string {
+  const lines = text.split('\n')
+  const rules = new Map<string, { line: number; body: Rule }>()
+  lines.forEach((line, i) => {
+    const m = /^([A-Za-z0-9_]+) ::= (.*)$/.exec(line)
+    const body = m ? parseRule(m[2]!) : null
+    if (m && body) rules.set(m[1]!, { line: i, body })
+  })
+  // every reference, from every line (one this parser does not read included)
+  const uses = new Map<string, number>()
+  for (const line of lines) {
+    const rhs = line.slice(line.indexOf(' ::= ') + 5)
+    for (const word of splitTop(rhs.replace(/[()|*+?]/g, ' '), ' ') ?? [rhs])
+      if (rules.has(word)) uses.set(word, (uses.get(word) ?? 0) + 1)
+  }
+  /** The chain from `head`: rules `("" | (... next))`, each used once, ending in `("" | (...))`; null if not one. */
+  const chainFrom = (head: string): string[] | null => {
+    const chain: string[] = []
+    for (let name: string | undefined = head; name !== undefined;) {
+      const rule = rules.get(name)
+      if (!rule || uses.get(name) !== 1 || rule.body.lookahead || chain.includes(name)) return null
+      const [empty, seq, ...rest] = rule.body.choices
+      if (!empty || empty.length !== 0 || !seq?.length || rest.length) return null
+      chain.push(name)
+      const last = seq.at(-1)!
+      name =
+        rules.has(last) && uses.get(last) === 1 && rules.get(last)!.body.choices[0]?.length === 0 ? last : undefined
+    }
+    return chain
+  }
+  const changed = new Set<string>()
+  for (const [name, { body }] of rules) {
+    if (changed.has(name)) continue
+    for (const seq of body.choices) {
+      for (let i = 0; i < seq.length - 1; i++) {
+        const chain = rules.has(seq[i]!) ? chainFrom(seq[i]!) : null
+        if (!chain || chain.some((c) => changed.has(c) || c === name)) continue
+        const tail = seq.splice(i + 1)
+        chain.forEach((c, k) => {
+          const [, next] = rules.get(c)!.body.choices
+          // the empty branch becomes what followed the chain; the last rule's item is followed by it too
+          rules.get(c)!.body.choices = [tail, k === chain.length - 1 ? [...next!, ...tail] : next!]
+          changed.add(c)
+        })
+        changed.add(name)
+        break
+      }
+    }
+  }
+  for (const name of changed) {
+    const { line, body } = rules.get(name)!
+    lines[line] = `${name} ::= ${printRule(body)}`
+  }
+  return lines.join('\n')
+}
+
+interface Rule {
+  /** each choice a sequence of elements as printed (an empty one is "") */
+  choices: string[][]
+  lookahead?: string
+}
+
+/** Splits `s` at top-level occurrences of `separator` (outside quotes, character classes and parentheses). */
+function splitTop(s: string, separator: string): string[] | null {
+  const parts: string[] = []
+  let depth = 0
+  let start = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!
+    if (c === '"' || c === '[') {
+      const close = c === '"' ? '"' : ']'
+      for (i++; i < s.length && s[i] !== close; i++) if (s[i] === '\\') i++
+      if (i >= s.length) return null
+    } else if (c === '(') depth++
+    else if (c === ')') depth--
+    else if (depth === 0 && s.startsWith(separator, i)) {
+      parts.push(s.slice(start, i))
+      start = i + separator.length
+      i += separator.length - 1
+    }
+    if (depth < 0) return null
+  }
+  if (depth !== 0) return null
+  parts.push(s.slice(start))
+  return parts
+}
+
+/** `(choice | choice) (= lookahead)?` as printed; null for any other shape (the rule is then left alone). */
+function parseRule(text: string): Rule | null {
+  const top = splitTop(text.trim(), ' ')
+  if (!top || top.length > 2) return null
+  const [group, lookahead] = top
+  if (lookahead !== undefined && !lookahead.startsWith('(=')) return null
+  if (!group!.startsWith('(') || !group!.endsWith(')') || splitTop(group!, ' ')!.length !== 1) return null
+  const choices = splitTop(group!.slice(1, -1), ' | ')
+  if (!choices) return null
+  const sequences: string[][] = []
+  for (const raw of choices) {
+    const choice = raw.trim()
+    if (choice === '""') {
+      sequences.push([])
+      continue
+    }
+    const inner = choice.startsWith('(') && choice.endsWith(')') && splitTop(choice, ' ')!.length === 1
+    const elements = splitTop(inner ? choice.slice(1, -1) : choice, ' ')
+    if (!elements || elements.some((e) => !e || e === '|')) return null
+    sequences.push(elements)
+  }
+  return lookahead ? { choices: sequences, lookahead } : { choices: sequences }
+}
+
+const printRule = (rule: Rule): string =>
+  `(${rule.choices.map((seq) => (seq.length ? `(${seq.join(' ')})` : '""')).join(' | ')})` +
+  (rule.lookahead ? ` ${rule.lookahead}` : '')

@@ -58,9 +58,15 @@ export interface KvWriteOptions {
 /** swiglu_clipped: GPT-OSS's min(g, 7)·σ(1.702·min(g, 7))·(clip(u, ±7) + 1); sigmoid: σ(g)·u (gated attention). */
 export type GluActivation = 'silu' | 'gelu' | 'gelu_approx' | 'swiglu_clipped' | 'sigmoid'
 
+/** How the cpu backend multiplies 4- and 8-bit weights: 'fast' rounds the activations to int8 per group for integer
+ * dot products (llama.cpp's Q8 activations; the default), 'exact' keeps them in float (--precision exact: slower, and as
+ * faithful to the float64 reference as the weights allow). mlx computes in float either way. */
+export type Precision = 'fast' | 'exact'
+
 export interface Backend {
   readonly name: 'cpu' | 'mlx'
   readonly threads: number
+  readonly precision: Precision
   /** The dtype of the KV caches kvWrite and attention work on here: f16 on the cpu backend (half the bytes attention
    * streams per step and a cache holds; its kernels widen to f32 as they load), f32 on mlx (its glue takes f32 caches). */
   readonly kvDtype: 'f32' | 'f16'

@@ -8,6 +8,7 @@ import {
   type DType,
   type GluActivation,
   type KvWriteOptions,
+  type Precision,
   type QuantizedMatrix,
   type RopeOptions,
   type Tensor,
@@ -65,6 +66,7 @@ export class ShimBackend implements Backend {
     readonly name: 'cpu' | 'mlx',
     lib: ShimSymbols,
     threads: number,
+    readonly precision: Precision = 'fast',
   ) {
     this.#lib = lib
     this.#check(lib.dbc_init(threads))
@@ -251,13 +253,14 @@ export class ShimBackend implements Backend {
         this.#h(bias),
         w.groupSize,
         w.bits,
-        options.precise ? 1 : 0,
+        options.precise || this.precision === 'exact' ? 1 : 0,
         this.#outPtr,
       ),
     )
   }
 
   prepareQuantized(w: QuantizedMatrix): boolean {
+    if (this.precision === 'exact') return false // the repacked layout is the int8 kernels'
     const rc = this.#lib.dbc_quantized_prepare(
       this.#t(w.weight).handle,
       this.#t(w.scales).handle,
