@@ -18,7 +18,8 @@ export const ACCURACY_PROMPTS: readonly (readonly number[])[] = [
   [16, 11, 220, 17, 11, 220, 18, 11, 220, 20, 11, 220, 23, 11, 220],
 ]
 
-export const KERNEL_PATHS = ['avx512', 'avx2', 'generic', 'mlx'] as const
+/** The `-exact` paths are the same kernels with `--precision exact`: activations kept in float for 4- and 8-bit weights. */
+export const KERNEL_PATHS = ['avx512', 'avx2', 'avx512-exact', 'avx2-exact', 'generic', 'mlx'] as const
 export type KernelPath = (typeof KERNEL_PATHS)[number]
 
 /** One prompt decoded greedily by one path: prompt + chosen tokens, and the path's logits [steps, vocab] at the positions
@@ -198,10 +199,12 @@ export function pathEnvironment(
   const has = (...flags: string[]) => flags.every((f) => options.cpuFlags.has(f))
   switch (path) {
     case 'avx512':
+    case 'avx512-exact':
       if (!x86 || !has('avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_vnni'))
         return { unavailable: 'this CPU has no AVX-512 VNNI' }
       return { env: {}, backend: 'cpu' }
     case 'avx2':
+    case 'avx2-exact':
       if (!x86 || !has('avx2', 'fma')) return { unavailable: 'this CPU has no AVX2/FMA' }
       return { env: { DBC_NO_AVX512: '1' }, backend: 'cpu' }
     case 'generic':

@@ -99,7 +99,10 @@ export default defineCommand({
     }
     if (args.path) {
       if (!args.emit) throw new UsageError('--path needs --emit FILE')
-      const backend = args.path === 'mlx' ? openMlxBackend() : openCpuBackend()
+      const backend =
+        args.path === 'mlx'
+          ? openMlxBackend()
+          : openCpuBackend({ precision: args.path.endsWith('-exact') ? 'exact' : 'fast' })
       const forced = args.force ? (JSON.parse(readFileSync(args.force, 'utf8')) as number[][]) : undefined
       writeRuns(args.emit, decodeGreedy(dir!, backend, ACCURACY_PROMPTS, steps, forced))
       return

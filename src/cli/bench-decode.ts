@@ -9,7 +9,7 @@ import { runConstrainedDecodeBench } from '../bench/constrained-decode.ts'
 import { runDecodeBench } from '../bench/decode.ts'
 import { UsageError } from '../errors.ts'
 import { QWEN3_0_6B_SHAPE, synthesizeModel, type SynthDtype } from '../model/synth.ts'
-import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+import { parseBackendChoice, parsePrecision, selectBackend } from '../tensor/select-backend.ts'
 
 export default defineCommand({
   meta: {
@@ -34,6 +34,13 @@ export default defineCommand({
       valueHint: 'f16|f32',
     },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
+    precision: {
+      type: 'string',
+      description:
+        'cpu backend, 4- and 8-bit weights: fast rounds activations to int8 per group (the default), exact keeps them in float',
+      default: 'fast',
+      valueHint: 'fast|exact',
+    },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     nodes: {
       type: 'string',
@@ -115,6 +122,7 @@ export default defineCommand({
       throw new UsageError(`unknown --kv-dtype '${kvDtype}'`, 'use f16 or f32')
     const { backend, reason } = selectBackend(parseBackendChoice(args.backend), {
       threads: args.threads ? Number(args.threads) : undefined,
+      precision: parsePrecision(args.precision),
     })
     if (!args.json) consola.info(reason)
     if (args.constrained) {

@@ -7,7 +7,7 @@ import { ServingMetrics } from '../engine/metrics.ts'
 import { Scheduler, type RequestEvent } from '../engine/scheduler.ts'
 import { samplingParams } from '../model/sampler.ts'
 import { ModelTokenizer, type ChatMessage } from '../model/tokenizer.ts'
-import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+import { parseBackendChoice, parsePrecision, selectBackend } from '../tensor/select-backend.ts'
 import { startNode } from '../node/start-node.ts'
 import { machineSerial } from '../trust/machine-info.ts'
 
@@ -32,6 +32,13 @@ export default defineCommand({
     stop: { type: 'string', description: 'Stop string (repeat the flag for more)' },
     'max-context': { type: 'string', description: 'Tokens of KV cache for the sequence', default: '4096' },
     backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
+    precision: {
+      type: 'string',
+      description:
+        'cpu backend, 4- and 8-bit weights: fast rounds activations to int8 per group (integer dot products, the default), exact keeps them in float (slower; as faithful as the weights allow; docs/backends.md §Precision)',
+      default: 'fast',
+      valueHint: 'fast|exact',
+    },
     threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
     json: {
       type: 'boolean',
@@ -109,6 +116,7 @@ export default defineCommand({
       throw new UsageError(`unknown --transport '${transport}'`, 'tensor parallel runs over auto, jaccl or ring')
     const { backend, reason } = selectBackend(tpSize > 1 ? 'mlx' : choice, {
       threads: args.threads ? num(args.threads, 'threads') : undefined,
+      precision: parsePrecision(args.precision),
     })
     // --json: stdout carries the one JSON object only
     const log = (line: string) => (args.json ? console.error(line) : consola.info(line))

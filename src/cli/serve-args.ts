@@ -59,6 +59,13 @@ export const SERVE_ARGS = {
   'model-id': { type: 'string', description: 'Model name reported by /v1/models (default: the folder name)' },
   backend: { type: 'string', description: 'Compute backend: cpu, mlx or auto', default: 'auto' },
   threads: { type: 'string', description: 'CPU threads (default: all cores)', valueHint: 'N' },
+  precision: {
+    type: 'string',
+    description:
+      'cpu backend, 4- and 8-bit weights: fast rounds activations to int8 per group (integer dot products, the default), exact keeps them in float (slower; as faithful as the weights allow; docs/backends.md §Precision)',
+    default: 'fast',
+    valueHint: 'fast|exact',
+  },
   peers: {
     type: 'string',
     description:

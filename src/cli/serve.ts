@@ -12,7 +12,7 @@ import { portNumber, positiveInt } from './number-list.ts'
 import { clusterMembership, coordinatorSession } from '../node/cluster-membership.ts'
 import { modelFolder } from '../node/model-folder.ts'
 import { startNode } from '../node/start-node.ts'
-import { parseBackendChoice, selectBackend } from '../tensor/select-backend.ts'
+import { parseBackendChoice, parsePrecision, selectBackend } from '../tensor/select-backend.ts'
 import { defaultPinFile, loadLocalIdentity } from '../trust/local-identity.ts'
 import { openLocalPinStore } from '../trust/local-pin-store.ts'
 import { machineSerial } from '../trust/machine-info.ts'
@@ -129,6 +129,7 @@ export default defineCommand({
     const modelDir = args.model && !isStage ? await pulledModel(args.model) : args.model
     const { backend, reason } = selectBackend(overMlx ? 'mlx' : choice, {
       threads: args.threads ? positiveInt(args.threads, 'threads') : undefined,
+      precision: parsePrecision(args.precision),
     })
     consola.info(reason)
     const metrics = new ServingMetrics()

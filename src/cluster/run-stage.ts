@@ -241,7 +241,7 @@ async function load(
   // on a compute thread: the ring's hops and heartbeats keep moving while a step computes
   const stage = await StageThread.start({
     dir,
-    backend: { name: o.backend.name, threads: o.backend.threads },
+    backend: { name: o.backend.name, threads: o.backend.threads, precision: o.backend.precision },
     lo: plan.lo,
     hi: plan.hi,
     slots: plan.slots,

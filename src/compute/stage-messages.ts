@@ -4,10 +4,11 @@ import { DbcError } from '../errors.ts'
 import type { RowSampling } from '../model/sampler.ts'
 import type { StageInput } from '../model/shard.ts'
 import type { StageRun } from '../model/stage-runner.ts'
+import type { Precision } from '../tensor/backend.ts'
 
 export interface StageLoad {
   dir: string
-  backend: { name: 'cpu' | 'mlx'; threads?: number }
+  backend: { name: 'cpu' | 'mlx'; threads?: number; precision?: Precision }
   lo?: number
   hi?: number
   slots: number

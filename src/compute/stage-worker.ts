@@ -25,7 +25,8 @@ const tally: PrefixTally = { hitTokens: 0, queryTokens: 0, evictions: 0, blocks:
 const reply = (message: FromCompute, transfer: ArrayBuffer[] = []) => self.postMessage(message, transfer)
 
 function load(l: StageLoad): ModelStage {
-  const backend = l.backend.name === 'mlx' ? openMlxBackend() : openCpuBackend({ threads: l.backend.threads })
+  const { name, threads, precision } = l.backend
+  const backend = name === 'mlx' ? openMlxBackend(precision) : openCpuBackend({ threads, precision })
   return ModelStage.load(l.dir, backend, { lo: l.lo, hi: l.hi, slots: l.slots, maxLen: l.maxLen })
 }
 

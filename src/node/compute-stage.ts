@@ -9,7 +9,8 @@ export function startComputeStage(
   dir: string,
   stage: { lo?: number; hi?: number; slots: number; maxLen: number },
 ): Promise<StageThread> {
-  return StageThread.start({ dir, backend: { name: backend.name, threads: backend.threads }, ...stage })
+  const { name, threads, precision } = backend
+  return StageThread.start({ dir, backend: { name, threads, precision }, ...stage })
 }
 
 /** /health's field for the compute thread. */

@@ -1,5 +1,5 @@
 /** The `cpu` Backend: eager ops over the C shim (ffi/), multithreaded. Always built; the parity reference for `mlx`. */
-import type { Backend, BackendProbe } from './backend.ts'
+import type { Backend, BackendProbe, Precision } from './backend.ts'
 import { shim } from './native.ts'
 import { ShimBackend } from './shim-backend.ts'
 
@@ -12,6 +12,6 @@ export function probe(): BackendProbe {
   }
 }
 
-export function openCpuBackend(options: { threads?: number } = {}): Backend {
-  return new ShimBackend('cpu', shim(), options.threads ?? 0)
+export function openCpuBackend(options: { threads?: number; precision?: Precision } = {}): Backend {
+  return new ShimBackend('cpu', shim(), options.threads ?? 0, options.precision)
 }

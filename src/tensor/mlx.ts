@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { DbcError } from '../errors.ts'
-import type { Backend, BackendProbe } from './backend.ts'
+import type { Backend, BackendProbe, Precision } from './backend.ts'
 import { openShimLibrary, type ShimSymbols } from './native.ts'
 import { ShimBackend } from './shim-backend.ts'
 
@@ -56,6 +56,7 @@ export function mlxDevice(): 'gpu' | 'cpu' {
   return String(openGlue().dbc_backend_name()).endsWith('(gpu)') ? 'gpu' : 'cpu'
 }
 
-export function openMlxBackend(): Backend {
-  return new ShimBackend('mlx', openGlue(), 0)
+/** `precision` is only recorded: MLX multiplies quantized weights in float whatever it says. */
+export function openMlxBackend(precision: Precision = 'fast'): Backend {
+  return new ShimBackend('mlx', openGlue(), 0, precision)
 }

@@ -1,7 +1,7 @@
 /** `--backend cpu|mlx|auto`: auto takes mlx where it runs on a GPU (Metal or CUDA) and the cpu backend otherwise — an
  * MLX on the CPU alone (Linux without a GPU) is far slower than our kernels — and says why either way. */
 import { UsageError } from '../errors.ts'
-import type { Backend } from './backend.ts'
+import type { Backend, Precision } from './backend.ts'
 import { openCpuBackend } from './cpu.ts'
 import { mlxDevice, openMlxBackend, probe as probeMlx } from './mlx.ts'
 
@@ -19,16 +19,28 @@ export function parseBackendChoice(value: string | undefined): BackendChoice {
   throw new UsageError(`unknown backend '${value}'`, 'use cpu, mlx or auto')
 }
 
-export function selectBackend(choice: BackendChoice, options: { threads?: number } = {}): SelectedBackend {
+export function parsePrecision(value: string | undefined): Precision {
+  const v = (value ?? 'fast').toLowerCase()
+  if (v === 'fast' || v === 'exact') return v
+  throw new UsageError(`unknown precision '${value}'`, 'use fast (int8 activations, the default) or exact (float)')
+}
+
+export function selectBackend(
+  choice: BackendChoice,
+  options: { threads?: number; precision?: Precision } = {},
+): SelectedBackend {
   if (choice === 'cpu') return { backend: openCpuBackend(options), reason: 'cpu backend (chosen)' }
   const mlx = probeMlx()
   if (choice === 'mlx') {
     if (!mlx.available)
       throw new UsageError(mlx.reason, "install mlx-c and run 'bash scripts/build-mlx-shim.sh', or use --backend cpu")
-    return { backend: openMlxBackend(), reason: 'mlx backend (chosen)' }
+    return { backend: openMlxBackend(options.precision), reason: 'mlx backend (chosen)' }
   }
   const pick = autoBackend(mlx, mlx.available ? mlxDevice() : undefined)
-  return { backend: pick.backend === 'mlx' ? openMlxBackend() : openCpuBackend(options), reason: pick.reason }
+  return {
+    backend: pick.backend === 'mlx' ? openMlxBackend(options.precision) : openCpuBackend(options),
+    reason: pick.reason,
+  }
 }
 
 /** auto's rule as a pure function of what the probe found: mlx only where it has a GPU. */

@@ -137,3 +137,27 @@ test('a stuck step is a hung compute thread: callers fail with E_COMPUTE_HUNG; w
   expect(seen.at(-1)).toBeNull()
   expect((await thread.run({ ...prompt(2), logitRows: Int32Array.of(1) })).logits!.length).toBe(thread.config.vocabSize)
 }, 60_000)
+
+test('--precision exact reaches the compute thread: its logits are the in-thread exact stage’s, not the fast one’s', async () => {
+  const dir = await synthModel('qwen3', 'q8', { groupSize: 64 })
+  const step = { ...prompt(6), logitRows: Int32Array.of(5) }
+  const inThread = (precision: 'fast' | 'exact') => {
+    const stage = ModelStage.load(dir, openCpuBackend({ threads: 1, precision }), { slots: 1, maxLen: 64 })
+    stage.cache.allocate()
+    const logits = stage.forward(step).logits!
+    stage.close()
+    return logits
+  }
+  const thread = await StageThread.start({
+    dir,
+    backend: { name: 'cpu', threads: 1, precision: 'exact' },
+    slots: 1,
+    maxLen: 64,
+  })
+  threads.push(thread)
+  thread.cache.allocate()
+  const got = (await thread.run(step)).logits!
+  const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer).equals(Buffer.from(b.buffer))
+  expect(same(got, inThread('exact'))).toBe(true)
+  expect(same(got, inThread('fast'))).toBe(false)
+}, 60_000)
