@@ -104,4 +104,10 @@ int dbc_topk(void* x, int k, void** values, void** indices);
 /* measurement */
 int dbc_memory_read_bench(int64_t bytes, int iterations, int threads, double* seconds);
 
+/* prefix-cache blocks: positions [start, end) of `slot` of a cache [slots, kv_heads, length, head_dim] copied as they
+ * are (the cache's dtype, no conversion) into a new block [kv_heads, end - start, head_dim], and a block written back
+ * at [start, start + n). ring != 0: position p at index p % length, so a run may wrap (at most length positions). */
+int dbc_kv_block_read(void* cache, int slot, int64_t start, int64_t end, int ring, void** out);
+int dbc_kv_block_write(void* cache, void* block, int slot, int64_t start, int ring);
+
 #endif

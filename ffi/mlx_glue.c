@@ -1195,6 +1195,85 @@ int dbc_gated_delta(void* qh, void* kh, void* vh, void* ah, void* bh, void* alh,
   return rc;
 }
 
+/* ---------- prefix-cache blocks (dbc.h; the cpu shim's ffi/kv_block.c) ---------- */
+
+/* The run [start, start + n) of `slot` in cache [slots, H, L, D], split where a ring wraps: `first` at index `at`, the rest at 0. */
+static int block_run(const tensor* cache, int slot, int64_t start, int64_t n, int ring, const char* name, int* at, int* first) {
+  if (ndim(cache) != 4) return fail(DBC_E_ARG, "%s: cache must be [slots, kv_heads, length, head_dim]", name);
+  const int64_t L = dim(cache, 2);
+  if (slot < 0 || slot >= dim(cache, 0)) return fail(DBC_E_ARG, "%s: slot %d outside 0..%d", name, slot, dim(cache, 0) - 1);
+  if (start < 0 || n < 0 || n > L || (!ring && start + n > L))
+    return fail(DBC_E_ARG, "%s: positions [%lld, %lld) do not fit a cache of length %lld%s", name, (long long)start, (long long)(start + n),
+                (long long)L, ring ? " (ring)" : "");
+  *at = (int)(ring && L ? start % L : start);
+  *first = (int)(n < L - *at ? n : L - *at);
+  return DBC_OK;
+}
+
+/* The block gets bytes of its own: a lazy slice would keep the whole cache array (every slot) alive while the block is
+ * kept, so the next kv_write could no longer update the cache in place. */
+int dbc_kv_block_read(void* ch, int slot, int64_t start, int64_t end, int ring, void** out) {
+  tensor* cache;
+  int rc, at = 0, first = 0;
+  if ((rc = get(ch, "kv_block_read cache", &cache)) || (rc = block_run(cache, slot, start, end - start, ring, "kv_block_read", &at, &first)))
+    return rc;
+  const int H = dim(cache, 1), L = dim(cache, 2), D = dim(cache, 3), n = (int)(end - start);
+  /* the cache itself where it is row-contiguous (a kv_write made it so), else a contiguous copy; evaluated either way */
+  mlx_array c = empty();
+  bool row_contiguous = false;
+  if (eval_host(cache->a) || _mlx_array_is_row_contiguous(&row_contiguous, cache->a)) return DBC_E_ARG;
+  if (!row_contiguous) {
+    MLX(mlx_contiguous(&c, cache->a, false, stream));
+    if (eval_host(c)) return mlx_array_free(c), DBC_E_ARG;
+  }
+  const mlx_array src = row_contiguous ? cache->a : c;
+  const int dt = cache->dtype;
+  const char* p = dt == DBC_F32 ? (const char*)mlx_array_data_float32(src)
+                  : dt == DBC_I32 ? (const char*)mlx_array_data_int32(src)
+                  : dt == DBC_U32 ? (const char*)mlx_array_data_uint32(src)
+                  : dt == DBC_U8 ? (const char*)mlx_array_data_uint8(src)
+                                 : (const char*)mlx_array_data_uint16(src); /* f16/bf16 bits */
+  const size_t row = (size_t)D * dtype_size(dt);
+  char* buf = malloc((size_t)H * (size_t)n * row + 1);
+  if (!p || !buf) return free(buf), mlx_array_free(c), fail(p ? DBC_E_NOMEM : DBC_E_STATE, "kv_block_read: no data from mlx");
+  for (int h = 0; h < H; h++) {
+    const char* head = p + ((size_t)slot * H + h) * (size_t)L * row;
+    char* dst = buf + (size_t)h * (size_t)n * row;
+    memcpy(dst, head + (size_t)at * row, (size_t)first * row);
+    memcpy(dst + (size_t)first * row, head, (size_t)(n - first) * row);
+  }
+  int shape[3] = {H, n, D};
+  mlx_array b = mlx_array_new_data(buf, shape, 3, to_mlx(dt)); /* copies */
+  free(buf), mlx_array_free(c);
+  return wrap(b, out);
+}
+
+int dbc_kv_block_write(void* ch, void* bh, int slot, int64_t start, int ring) {
+  tensor *cache, *block;
+  int rc, at = 0, first = 0;
+  if ((rc = get(ch, "kv_block_write cache", &cache)) || (rc = get(bh, "kv_block_write block", &block))) return rc;
+  if (ndim(block) != 3 || block->dtype != cache->dtype || (ndim(cache) == 4 && (dim(block, 0) != dim(cache, 1) || dim(block, 2) != dim(cache, 3))))
+    return fail(DBC_E_ARG, "kv_block_write: block must be %s [kv_heads, n, head_dim] of the cache's heads and head_dim", dtype_name(cache->dtype));
+  if ((rc = block_run(cache, slot, start, dim(block, 1), ring, "kv_block_write", &at, &first))) return rc;
+  const int H = dim(cache, 1), D = dim(cache, 3), n = dim(block, 1);
+  int bshape[3] = {H, n, D};
+  /* one slice_update per piece: the run at `at`, then what wrapped to index 0 */
+  const int pieces[2][3] = {{0, first, at}, {first, n, 0}};
+  for (int i = 0; i < 2; i++) {
+    const int lo = pieces[i][0], hi = pieces[i][1], pos = pieces[i][2];
+    if (hi <= lo) continue;
+    mlx_array part, upd = empty(), next = empty();
+    int ushape[4] = {1, H, hi - lo, D}, s0[4] = {slot, 0, pos, 0}, s1[4] = {slot + 1, H, pos + hi - lo, D}, st[4] = {1, 1, 1, 1};
+    if (slice_axis(block->a, 3, bshape, 1, lo, hi, &part)) return DBC_E_ARG;
+    rc = mlx_reshape(&upd, part, ushape, 4, stream) || mlx_slice_update(&next, cache->a, upd, s0, 4, s1, 4, st, 4, stream);
+    mlx_array_free(part), mlx_array_free(upd);
+    if (rc) return mlx_array_free(next), DBC_E_ARG;
+    mlx_array_free(cache->a); /* as in kv_write: the update holds the only reference, so MLX can donate the buffer */
+    cache->a = next;
+  }
+  return DBC_OK;
+}
+
 /* ---------- for mlx_distributed.c (mlx_internal.h) ---------- */
 
 int mlx_glue_get(void* h, const char* what, tensor** out) { return get(h, what, out); }

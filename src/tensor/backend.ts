@@ -119,6 +119,13 @@ export interface Backend {
   /** Writes x [rows, kvHeads, headDim] (f32) into cache [slots, kvHeads, maxLen, headDim] (kvDtype, rounded to it) at
    * (slots[r], positions[r]). In place. */
   kvWrite(cache: Tensor, x: Tensor, slots: Tensor, positions: Tensor, options?: KvWriteOptions): void
+  /** A prefix-cache block (docs/prefix-cache.md): positions [start, end) of `slot` of cache [slots, kvHeads, length,
+   * headDim] copied as they are, no conversion, into a new [kvHeads, end − start, headDim] of the cache's dtype. With
+   * ring, position p is at index p mod length (at most length positions). */
+  kvReadBlock(cache: Tensor, slot: number, start: number, end: number, options?: KvWriteOptions): Tensor
+  /** Writes a block [kvHeads, n, headDim] (the cache's dtype) back at positions [start, start + n) of `slot`, byte for
+   * byte. In place. */
+  kvWriteBlock(cache: Tensor, block: Tensor, slot: number, start: number, options?: KvWriteOptions): void
   /** q [rows, heads, headDim] over the cached keys/values of each row's slot (GQA when heads > kvHeads) → [rows, heads, headDim]. */
   attention(
     q: Tensor,

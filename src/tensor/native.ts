@@ -58,6 +58,9 @@ export const SYMBOLS = {
   dbc_topk: { args: [P, i32, P, P], returns: i32 },
 
   dbc_memory_read_bench: { args: [i64, i32, i32, P], returns: i32 },
+
+  dbc_kv_block_read: { args: [P, i32, i64, i64, i32, P], returns: i32 },
+  dbc_kv_block_write: { args: [P, P, i32, i64, i32], returns: i32 },
 } as const
 
 export const ABI_VERSION = 2

@@ -419,6 +419,18 @@ export class ShimBackend implements Backend {
     )
   }
 
+  kvReadBlock(cache: Tensor, slot: number, start: number, end: number, options: KvWriteOptions = {}): Tensor {
+    return this.#call(
+      this.#lib.dbc_kv_block_read(this.#t(cache).handle, slot, start, end, options.ring ? 1 : 0, this.#outPtr),
+    )
+  }
+
+  kvWriteBlock(cache: Tensor, block: Tensor, slot: number, start: number, options: KvWriteOptions = {}): void {
+    this.#check(
+      this.#lib.dbc_kv_block_write(this.#t(cache).handle, this.#t(block).handle, slot, start, options.ring ? 1 : 0),
+    )
+  }
+
   attention(
     q: Tensor,
     kCache: Tensor,
