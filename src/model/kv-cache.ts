@@ -25,8 +25,9 @@ export type LayerCache =
     }
   | { kind: 'recurrent'; conv: Tensor; state: Tensor }
 
-/** One layer's copy of a block: keys and values of positions [from, block end) as [n, kvHeads, headDim] in the cache
- * dtype (the row layout kvWrite takes, so a restore needs no transpose). */
+/** One layer's copy of a block: keys and values of positions [from, block end) as [kvHeads, n, headDim] in the cache
+ * dtype, the bytes the cache held (Backend.kvReadBlock: each head's positions are consecutive in the cache too, so both
+ * directions copy one run per head). */
 export interface KvBlockLayer {
   keys: Tensor
   values: Tensor
@@ -179,37 +180,24 @@ export class KvCache {
   saveBlock(slot: number, start: number, end: number, filled: number): KvBlock {
     const b = this.backend
     if (this.blockReuseRefusal) throw new DbcError('E_KV_KIND', this.blockReuseRefusal)
+    if (slot < 0 || slot >= this.slots) throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
     if (!(0 <= start && start < end && end <= filled && filled <= this.maxLen))
       throw new DbcError('E_KV_BLOCK', `block [${start}, ${end}) is not inside the ${filled} positions written`)
-    let bytes = 0
-    const layers = this.layerCaches.map((c) => {
-      if (c.kind !== 'attention') return null
-      const length = c.keys.shape[2]!
-      // a ring holds positions [filled − length, filled)
-      const from = c.ring ? Math.max(start, filled - length) : start
-      if (from >= end) return null
-      const copy = (cache: Tensor) =>
-        b.scope(() => {
-          const [slots, heads, , dim] = cache.shape as [number, number, number, number]
-          const at = c.ring ? from % length : from
-          const n = end - from
-          const rows = (lo: number, hi: number) =>
-            b.slice(
-              b.slice(b.reshape(cache, [slots * heads, length, dim]), 0, slot * heads, (slot + 1) * heads),
-              1,
-              lo,
-              hi,
-            )
-          // a ring's run may wrap past its end
-          const run = at + n <= length ? rows(at, at + n) : b.concat(rows(at, length), rows(0, at + n - length), 1)
-          return b.keep(b.transpose(run, [1, 0, 2]))
-        })
-      const keys = copy(c.keys)
-      const values = copy(c.values)
-      bytes += 2 * numel(keys.shape) * DTYPE_BYTES[keys.dtype]
-      return { keys, values, from }
+    // in a scope: a copy that fails frees the layers copied before it
+    return b.scope(() => {
+      let bytes = 0
+      const layers = this.layerCaches.map((c) => {
+        if (c.kind !== 'attention') return null
+        // a ring holds positions [filled − length, filled)
+        const from = c.ring ? Math.max(start, filled - c.keys.shape[2]!) : start
+        if (from >= end) return null
+        const keys = b.kvReadBlock(c.keys, slot, from, end, { ring: c.ring })
+        const values = b.kvReadBlock(c.values, slot, from, end, { ring: c.ring })
+        bytes += 2 * numel(keys.shape) * DTYPE_BYTES[keys.dtype]
+        return { keys, values, from }
+      })
+      return { start, end, layers, bytes }
     })
-    return { start, end, layers, bytes }
   }
 
   /** Of `blocks` (consecutive, from position 0), how many can be restored together: those up to the last block end at
@@ -231,28 +219,19 @@ export class KvCache {
     return 0
   }
 
-  /** Writes `blocks` (consecutive, from position 0) into `slot`, which then holds their positions as if computed. */
+  /** Writes `blocks` (consecutive, from position 0) into `slot`, which then holds their positions as if computed: the
+   * very bits they were saved with. */
   restoreBlocks(slot: number, blocks: readonly KvBlock[]): void {
     const b = this.backend
     if (this.blockReuseRefusal) throw new DbcError('E_KV_KIND', this.blockReuseRefusal)
     if (slot < 0 || slot >= this.slots) throw new DbcError('E_KV_SLOT', `slot ${slot} is outside 0..${this.slots - 1}`)
-    for (const block of blocks) {
-      b.scope(() => {
-        for (const [i, c] of this.layerCaches.entries()) {
-          const part = block.layers[i]
-          if (c.kind !== 'attention' || !part) continue
-          const n = block.end - part.from
-          const slots = b.fromInt32(new Int32Array(n).fill(slot), [n])
-          const positions = b.fromInt32(
-            Int32Array.from({ length: n }, (_, r) => part.from + r),
-            [n],
-          )
-          // f16 → f32 → f16 is exact: the slot gets the very bits it was saved with
-          b.kvWrite(c.keys, b.astype(part.keys, 'f32'), slots, positions, { ring: c.ring })
-          b.kvWrite(c.values, b.astype(part.values, 'f32'), slots, positions, { ring: c.ring })
-        }
-      })
-    }
+    for (const block of blocks)
+      for (const [i, c] of this.layerCaches.entries()) {
+        const part = block.layers[i]
+        if (c.kind !== 'attention' || !part) continue
+        b.kvWriteBlock(c.keys, part.keys, slot, part.from, { ring: c.ring })
+        b.kvWriteBlock(c.values, part.values, slot, part.from, { ring: c.ring })
+      }
   }
 
   /** Frees a saved block's tensors. */
