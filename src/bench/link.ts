@@ -1,6 +1,7 @@
-/** `bench link`: round trips between two processes on loopback over the sealed link and over the same framing without
- * sealing, in the same run, plus in-process seal/open GB/s per cipher, plus a shard transfer (the distribution
- * protocol over the sealed link against the same bytes over raw TCP, both written to disk and hashed). */
+/** `bench link`: round trips between two processes on loopback over the sealed link, over the same framing without
+ * sealing and over a bare socket, in the same run, plus in-process seal/open GB/s per cipher (one-shot, and the link's
+ * frame channel), plus a shard transfer (the distribution protocol over the sealed link against the same bytes over raw
+ * TCP, both written to disk and hashed). */
 import { p256 } from '@noble/curves/nist.js'
 import { equalBytes } from '@noble/ciphers/utils.js'
 import type { Socket } from 'bun'
@@ -20,8 +21,8 @@ import { join } from 'node:path'
 import { buildManifest } from '../distribution/manifest.ts'
 import { receiveShards, serveShards } from '../distribution/shard-transfer.ts'
 import { aeadImplementation, CIPHERS, open, seal, type CipherName } from '../link/aead-channel.ts'
-import { FrameType } from '../link/frames.ts'
-import { encodeFrame, FrameDecoder } from '../link/framing.ts'
+import { FRAME_HEADER_BYTES, FrameType } from '../link/frames.ts'
+import { FrameDecoder } from '../link/framing.ts'
 import { connectLink, listenLinks } from '../link/tcp-link.ts'
 import { softwareIdentityFromSecret } from '../trust/identity-software.ts'
 import { median, percentile } from './stats.ts'
@@ -35,20 +36,30 @@ export interface LinkBenchResult {
     sealed_rtt_us_p99: number
     plain_rtt_us_p50: number
     plain_rtt_us_p99: number
+    /** The floor: the payload echoed over a bare Bun socket (no framing, no sealing), in the same rounds. */
+    raw_rtt_us_p50: number
+    raw_rtt_us_p99: number
     sealed_gbps: number
     plain_gbps: number
     ratio: number
+    /** sealed and plain round trips over the raw one (medians). */
+    sealed_vs_raw: number
+    plain_vs_raw: number
   }[]
   /** implementation: what sealed the row (native, or @noble's JavaScript where the shim's libcrypto is missing). */
   aead: { cipher: CipherName; implementation: string; bytes: number; gbps: number }[]
   /** Present when a file size was given: one shard file moved peer → bench, sealed (shard transfer) and raw TCP. */
   file_transfer?: {
     bytes: number
+    /** Medians over the runs (--file-repeat), sealed and raw alternating. */
     sealed_seconds: number
     plain_seconds: number
     sealed_gbps: number
     plain_gbps: number
+    /** raw GB/s over sealed GB/s: how many times longer the sealed transfer took. */
     ratio: number
+    sealed_runs: number[]
+    plain_runs: number[]
   }
 }
 
@@ -82,7 +93,8 @@ export function writeBenchShard(dir: string, bytes: number): void {
   }
 }
 
-/** The peer process: a sealed echo listener (which also serves shard files from fileDir) and a plain echo listener;
+/** The peer process: a sealed echo listener (which also serves shard files from fileDir), a plain echo listener and a raw
+ * echo listener (bytes back as they come, no framing);
  * with fileDir, a raw TCP listener that streams the shard file to whoever connects. Prints its ports and key. */
 export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, fileDir?: string): Promise<void> {
   const secret = p256.utils.randomSecretKey()
@@ -113,8 +125,16 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, f
     socket: {
       open: (s) => void (s.data = { decoder: new FrameDecoder(MAX_FRAME) }),
       data: (s, chunk) => {
-        for (const f of s.data.decoder.push(new Uint8Array(chunk))) writeAll(s, encodeFrame(f.type, f.body))
+        for (const f of s.data.decoder.push(chunk)) writeAll(s, frameOnce(f.type, f.body))
       },
+      drain: (s) => flush(s),
+    },
+  })
+  const rawEcho = Bun.listen({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      data: (s, chunk) => writeAll(s, chunk),
       drain: (s) => flush(s),
     },
   })
@@ -122,6 +142,7 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, f
     JSON.stringify({
       sealedPort: sealed.port,
       plainPort: plain.port,
+      rawPort: rawEcho.port,
       filePort: raw?.port ?? 0,
       key: Buffer.from(identity.publicKey).toString('base64'),
     }),
@@ -158,12 +179,30 @@ function rawFileServer(path: string) {
   })
 }
 
+const framed = new Map<number, Uint8Array>()
+/** The plain rows' framing, as the sealed link frames: header and body written in one pass into a buffer kept per size
+ * (writeAll copies what the socket does not take at once, so the buffer is free again when it returns). */
+function frameOnce(type: number, body: Uint8Array): Uint8Array {
+  let frame = framed.get(body.byteLength)
+  if (!frame) framed.set(body.byteLength, (frame = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength)))
+  const length = body.byteLength + 1
+  for (let i = 0, v = length; i < 8; i++, v = Math.floor(v / 256)) frame[i] = v % 256
+  frame[8] = type
+  frame.set(body, FRAME_HEADER_BYTES)
+  return frame
+}
+
 const pending = new WeakMap<object, Uint8Array[]>()
+/** Writes now what the socket takes; the rest waits for drain, copied (`bytes` may be a socket's read buffer, and a
+ * Buffer's slice() is a view). */
 function writeAll(s: Socket<unknown>, bytes: Uint8Array) {
-  const q = pending.get(s) ?? []
-  pending.set(s, q)
-  q.push(bytes)
-  flush(s)
+  const q = pending.get(s)
+  if (q?.length) return void q.push(new Uint8Array(bytes))
+  const n = s.write(bytes)
+  if (n >= bytes.byteLength) return
+  const rest = new Uint8Array(bytes.subarray(Math.max(n, 0)))
+  if (q) q.push(rest)
+  else pending.set(s, [rest])
 }
 function flush(s: Socket<unknown>) {
   const q = pending.get(s)
@@ -181,10 +220,15 @@ function roundsFor(bytes: number) {
   return bytes <= 65536 ? 300 : bytes <= 4 * 1024 * 1024 ? 40 : 6
 }
 
+/** Untimed round trips first, as many as timed ones up to 4 MiB (the JIT and the allocator settle over the first few
+ * hundred small ones), 2 above. */
+const warmupFor = (bytes: number, rounds: number) => (bytes <= 4 * 1024 * 1024 ? Math.max(2, rounds) : 2)
+
 export interface LinkBenchOptions {
   /** Payload sizes for the round trips. */
   sizes: number[]
-  /** Round trips per size (after 2 warm-up rounds); default by size (300 up to 64 KB, 40 up to 4 MB, 6 above). */
+  /** Round trips per size (after as many untimed ones up to 4 MiB, 2 above); default by size (300 up to 64 KB, 40 up
+   * to 4 MB, 6 above). */
   rounds?: number
   /** Buffer sizes for the in-process seal+open measurement. */
   aeadSizes?: number[]
@@ -193,6 +237,8 @@ export interface LinkBenchOptions {
   peerCommand: string[]
   /** Size of the shard file for the file-transfer row (0 or absent: no such row). */
   fileBytes?: number
+  /** Transfers of the shard each way, alternating sealed and raw (default 1); the row gives medians. */
+  fileRepeat?: number
   onProgress?: (l: string) => void
 }
 
@@ -228,6 +274,7 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
     const info = JSON.parse(text.split('\n')[0]!) as {
       sealedPort: number
       plainPort: number
+      rawPort: number
       filePort: number
       key: string
     }
@@ -249,21 +296,32 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         link.send(FrameType.data, payload)
       })
     const plain = await plainClient(info.plainPort)
+    const raw = await rawClient(info.rawPort)
     const sizes: LinkBenchResult['sizes'] = []
     for (const bytes of options.sizes) {
       const payload = new Uint8Array(bytes).map((_, i) => i * 31)
       const rounds = options.rounds ?? roundsFor(bytes)
-      progress(`${bytes} bytes × ${rounds} round trips, sealed and plain`)
+      progress(`${bytes} bytes × ${rounds} round trips, sealed, plain and raw`)
       const sealedTimes: number[] = []
       const plainTimes: number[] = []
-      for (let r = 0; r < rounds + 2; r++) {
-        // alternate so both see the same machine state
-        const s = await sealedRoundTrip(payload)
-        const p = await plain.roundTrip(payload)
-        if (r >= 2) (sealedTimes.push(s), plainTimes.push(p))
+      const rawTimes: number[] = []
+      const kinds = [
+        { time: () => sealedRoundTrip(payload), times: sealedTimes },
+        { time: () => plain.roundTrip(payload), times: plainTimes },
+        { time: () => raw.roundTrip(payload), times: rawTimes },
+      ]
+      const warmup = warmupFor(bytes, rounds)
+      for (let r = 0; r < rounds + warmup; r++) {
+        // interleaved, each round in another order, so all three see the same machine state and none always goes first
+        for (let k = 0; k < kinds.length; k++) {
+          const kind = kinds[(r + k) % kinds.length]!
+          const seconds = await kind.time()
+          if (r >= warmup) kind.times.push(seconds)
+        }
       }
       const s50 = median(sealedTimes)
       const p50 = median(plainTimes)
+      const w50 = median(rawTimes)
       sizes.push({
         bytes,
         rounds,
@@ -271,41 +329,65 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         sealed_rtt_us_p99: round(percentile(sealedTimes, 99) * 1e6, 1),
         plain_rtt_us_p50: round(p50 * 1e6, 1),
         plain_rtt_us_p99: round(percentile(plainTimes, 99) * 1e6, 1),
+        raw_rtt_us_p50: round(w50 * 1e6, 1),
+        raw_rtt_us_p99: round(percentile(rawTimes, 99) * 1e6, 1),
         sealed_gbps: round((2 * bytes) / s50 / 1e9, 3),
         plain_gbps: round((2 * bytes) / p50 / 1e9, 3),
         ratio: round(s50 / p50, 2),
+        sealed_vs_raw: round(s50 / w50, 2),
+        plain_vs_raw: round(p50 / w50, 2),
       })
     }
     let fileTransfer: LinkBenchResult['file_transfer']
     if (workDir) {
-      progress(`shard transfer of ${options.fileBytes} bytes: sealed link, then raw TCP`)
-      const t0 = Bun.nanoseconds()
-      const received = await receiveShards(link, {
-        dir: join(workDir, 'sealed'),
-        lo: 0,
-        hi: 1,
-        first: true,
-        last: true,
-        headKey: peerKey,
-      })
-      const sealedSeconds = (Bun.nanoseconds() - t0) / 1e9
-      rmSync(join(workDir, 'sealed'), { recursive: true, force: true })
-      const t1 = Bun.nanoseconds()
-      const rawBytes = await receiveRaw(info.filePort, join(workDir, 'raw'))
-      const plainSeconds = (Bun.nanoseconds() - t1) / 1e9
-      const sealedGbps = received.bytes / sealedSeconds / 1e9
+      const repeat = Math.max(1, options.fileRepeat ?? 1)
+      const sealedRuns: number[] = []
+      const plainRuns: number[] = []
+      let sealedBytes = 0
+      let rawBytes = 0
+      for (let run = 0; run < repeat; run++) {
+        // alternating, each pair in the other order, so neither always finds the page cache warmer
+        for (const kind of run % 2 ? (['raw', 'sealed'] as const) : (['sealed', 'raw'] as const)) {
+          progress(
+            `shard transfer of ${options.fileBytes} bytes over ${kind === 'sealed' ? 'the sealed link' : 'raw TCP'}`,
+          )
+          const t0 = Bun.nanoseconds()
+          if (kind === 'sealed') {
+            const received = await receiveShards(link, {
+              dir: join(workDir, 'sealed'),
+              lo: 0,
+              hi: 1,
+              first: true,
+              last: true,
+              headKey: peerKey,
+            })
+            sealedRuns.push((Bun.nanoseconds() - t0) / 1e9)
+            sealedBytes = received.bytes
+            rmSync(join(workDir, 'sealed'), { recursive: true, force: true })
+          } else {
+            rawBytes = await receiveRaw(info.filePort, join(workDir, 'raw'))
+            plainRuns.push((Bun.nanoseconds() - t0) / 1e9)
+          }
+        }
+      }
+      const sealedSeconds = median(sealedRuns)
+      const plainSeconds = median(plainRuns)
+      const sealedGbps = sealedBytes / sealedSeconds / 1e9
       const plainGbps = rawBytes / plainSeconds / 1e9
       fileTransfer = {
-        bytes: received.bytes,
+        bytes: sealedBytes,
         sealed_seconds: round(sealedSeconds, 3),
         plain_seconds: round(plainSeconds, 3),
         sealed_gbps: round(sealedGbps, 3),
         plain_gbps: round(plainGbps, 3),
         ratio: round(plainGbps / sealedGbps, 2),
+        sealed_runs: sealedRuns.map((x) => round(x, 3)),
+        plain_runs: plainRuns.map((x) => round(x, 3)),
       }
     }
     link.close()
     plain.close()
+    raw.close()
     const aead: LinkBenchResult['aead'] = []
     for (const cipher of CIPHERS) {
       const implementation = aeadImplementation(cipher)
@@ -359,7 +441,7 @@ async function plainClient(port: number) {
     port,
     socket: {
       data: (_s, chunk) => {
-        if (decoder.push(new Uint8Array(chunk)).length) waiter?.()
+        if (decoder.push(chunk).length) waiter?.()
       },
       drain: (s) => flush(s),
     },
@@ -369,7 +451,33 @@ async function plainClient(port: number) {
       return new Promise((resolve) => {
         const t0 = Bun.nanoseconds()
         waiter = () => resolve((Bun.nanoseconds() - t0) / 1e9)
-        writeAll(socket, encodeFrame(FrameType.data, payload))
+        writeAll(socket, frameOnce(FrameType.data, payload))
+      })
+    },
+    close: () => socket.end(),
+  }
+}
+
+/** The floor under both: the payload written to a bare Bun socket and echoed back as it arrives. */
+async function rawClient(port: number) {
+  let waiter: ((bytes: number) => void) | null = null
+  const socket = await Bun.connect({
+    hostname: '127.0.0.1',
+    port,
+    socket: {
+      data: (_s, chunk) => waiter?.(chunk.byteLength),
+      drain: (s) => flush(s),
+    },
+  })
+  return {
+    roundTrip(payload: Uint8Array): Promise<number> {
+      return new Promise((resolve) => {
+        let left = payload.byteLength
+        const t0 = Bun.nanoseconds()
+        waiter = (bytes) => {
+          if ((left -= bytes) <= 0) resolve((Bun.nanoseconds() - t0) / 1e9)
+        }
+        writeAll(socket, payload)
       })
     },
     close: () => socket.end(),

@@ -16,7 +16,7 @@ export default defineCommand({
   meta: {
     name: 'link',
     description:
-      'Round-trip latency and throughput of the sealed link against plaintext framing (two processes on loopback), AEAD GB/s, and a shard transfer over the sealed link against raw TCP',
+      'Round-trip latency and throughput of the sealed link against plaintext framing and a bare socket echo (two processes on loopback), AEAD GB/s, and a shard transfer over the sealed link against raw TCP',
   },
   args: {
     sizes: {
@@ -26,7 +26,8 @@ export default defineCommand({
     },
     rounds: {
       type: 'string',
-      description: 'Round trips per size (default: 300 up to 64K, 40 up to 4M, 6 above)',
+      description:
+        'Round trips per size, after as many untimed ones up to 4M (2 above) (default: 300 up to 64K, 40 up to 4M, 6 above)',
       valueHint: 'N',
     },
     'aead-sizes': {
@@ -43,13 +44,19 @@ export default defineCommand({
     json: {
       type: 'boolean',
       description:
-        'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, sealed_gbps, plain_gbps}], aead: [{cipher, implementation, bytes, gbps}], file_transfer: {bytes, sealed_gbps, plain_gbps, ratio}}',
+        'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, raw_rtt_us_p50, sealed_vs_raw, plain_vs_raw, sealed_gbps, plain_gbps}], aead: [{cipher, implementation, bytes, gbps}], file_transfer: {bytes, sealed_seconds, plain_seconds, sealed_gbps, plain_gbps, ratio}}',
       default: false,
     },
     'file-size': {
       type: 'string',
       description: 'Shard size for the file-transfer row (sealed shard transfer vs raw TCP, both to disk); 0 skips it',
       default: '1G',
+    },
+    'file-repeat': {
+      type: 'string',
+      description: 'Shard transfers each way, sealed and raw alternating; the row gives the medians',
+      default: '1',
+      valueHint: 'N',
     },
     'peer-key': { type: 'string', description: 'Internal: run as the benchmark peer, pinning this initiator key' },
     'file-dir': { type: 'string', description: 'Internal: the benchmark peer serves the shard in this folder' },
@@ -60,22 +67,26 @@ export default defineCommand({
     const rounds = args.rounds === undefined ? undefined : Number(args.rounds)
     if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1))
       throw new UsageError(`--rounds must be a positive integer, not '${args.rounds}'`)
+    const fileRepeat = Number(args['file-repeat'])
+    if (!Number.isInteger(fileRepeat) || fileRepeat < 1)
+      throw new UsageError(`--file-repeat must be a positive integer, not '${args['file-repeat']}'`)
     const result = await runLinkBench({
       sizes: args.sizes.split(',').map(parseSize),
       aeadSizes: args['aead-sizes'].split(',').map(parseSize),
       rounds,
       cipher,
       fileBytes: args['file-size'] === '0' ? 0 : parseSize(args['file-size']),
+      fileRepeat,
       peerCommand: [...selfCommand(), 'bench', 'link'],
       onProgress: (l) => !args.json && consola.start(l),
     })
     if (args.json) return console.log(JSON.stringify(result))
     console.log(
-      `| bytes | sealed RTT p50 µs | plain RTT p50 µs | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- |`,
+      `| bytes | sealed RTT p50 µs | plain RTT p50 µs | raw RTT p50 µs | sealed/raw | plain/raw | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
     )
     for (const s of result.sizes)
       console.log(
-        `| ${s.bytes} | ${s.sealed_rtt_us_p50} | ${s.plain_rtt_us_p50} | ${s.ratio} | ${s.sealed_gbps} | ${s.plain_gbps} |`,
+        `| ${s.bytes} | ${s.sealed_rtt_us_p50} | ${s.plain_rtt_us_p50} | ${s.raw_rtt_us_p50} | ${s.sealed_vs_raw} | ${s.plain_vs_raw} | ${s.ratio} | ${s.sealed_gbps} | ${s.plain_gbps} |`,
       )
     console.log(`\n| cipher | implementation | bytes | seal+open GB/s |\n| --- | --- | --- | --- |`)
     for (const a of result.aead) console.log(`| ${a.cipher} | ${a.implementation} | ${a.bytes} | ${a.gbps} |`)

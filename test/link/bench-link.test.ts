@@ -3,7 +3,7 @@ import { expect, test } from 'bun:test'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 
-test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s per cipher', async () => {
+test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD GB/s per cipher', async () => {
   const proc = Bun.spawn(
     [
       process.execPath,
@@ -30,9 +30,12 @@ test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s 
       rounds: number
       sealed_rtt_us_p50: number
       plain_rtt_us_p50: number
+      raw_rtt_us_p50: number
       sealed_gbps: number
       plain_gbps: number
       ratio: number
+      sealed_vs_raw: number
+      plain_vs_raw: number
     }[]
     aead: { cipher: string; bytes: number; gbps: number }[]
   }
@@ -46,6 +49,10 @@ test('bench link --json: sizes with sealed and plain round trips, and AEAD GB/s 
     // throughput is the payload there and back over the median round trip
     expect(s.sealed_gbps).toBeCloseTo((2 * s.bytes) / (s.sealed_rtt_us_p50 * 1e3), 1)
     expect(s.ratio).toBeCloseTo(s.sealed_rtt_us_p50 / s.plain_rtt_us_p50, 1)
+    // the bare socket echo of the same payload, in the same rounds
+    expect(s.raw_rtt_us_p50).toBeGreaterThan(1)
+    expect(s.sealed_vs_raw).toBeCloseTo(s.sealed_rtt_us_p50 / s.raw_rtt_us_p50, 1)
+    expect(s.plain_vs_raw).toBeCloseTo(s.plain_rtt_us_p50 / s.raw_rtt_us_p50, 1)
   }
   expect(result.aead.map((a) => [a.cipher, a.bytes])).toEqual([
     ['aes-256-gcm', 4096],
@@ -75,7 +82,10 @@ test('bench link --cipher chacha20-poly1305: the round trips seal with it, nativ
   )
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
-  const result = JSON.parse(out) as { cipher: string; aead: { cipher: string; implementation: string }[] }
+  const result = JSON.parse(out) as {
+    cipher: string
+    aead: { cipher: string; implementation: string }[]
+  }
   expect(result.cipher).toBe('chacha20-poly1305')
   const { nativeAead } = await import('../../src/link/native-aead.ts')
   expect(result.aead.find((a) => a.cipher === 'chacha20-poly1305')!.implementation).toBe(
@@ -93,3 +103,28 @@ test('bench link refuses an unknown --cipher by name', async () => {
   expect(code).toBe(2)
   expect(err).toContain("unknown --cipher 'rot13'")
 })
+
+test('bench link --file-repeat: sealed and raw transfers alternate; the row gives every run and their medians', async () => {
+  const proc = Bun.spawn(
+    [
+      ...[process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K'],
+      ...['--rounds', '3', '--aead-sizes', '4K', '--file-size', '2M', '--file-repeat', '2'],
+    ],
+    { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
+  )
+  const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+  expect(code).toBe(0)
+  const f = (
+    JSON.parse(out) as {
+      file_transfer: {
+        sealed_runs: number[]
+        plain_runs: number[]
+        sealed_seconds: number
+        plain_seconds: number
+      }
+    }
+  ).file_transfer
+  expect([f.sealed_runs.length, f.plain_runs.length]).toEqual([2, 2])
+  expect(f.sealed_seconds).toBeCloseTo((f.sealed_runs[0]! + f.sealed_runs[1]!) / 2, 2)
+  expect(f.plain_seconds).toBeCloseTo((f.plain_runs[0]! + f.plain_runs[1]!) / 2, 2)
+}, 60_000)
