@@ -13,6 +13,8 @@ export interface GemvResult {
   gbps: number
   roofline_ratio: number
   median_us: number
+  /** 2 · batch · rows · cols per second: what counts once a batch (a prompt's rows) makes the product compute-bound */
+  gflops: number
 }
 
 export interface KernelBenchResult {
@@ -146,6 +148,7 @@ export function runKernelBench(backend: Backend, options: KernelBenchOptions = {
           gbps: round(gbps),
           roofline_ratio: round(gbps / memory, 3),
           median_us: round(seconds * 1e6, 1),
+          gflops: round((2 * batch * rows * cols) / seconds / 1e9, 1),
         })
       }
       for (const w of weights) for (const t of w.tensors) backend.free(t)

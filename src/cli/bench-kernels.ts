@@ -11,7 +11,7 @@ export default defineCommand({
   meta: {
     name: 'kernels',
     description:
-      'Memory read bandwidth and matrix-vector GB/s (f32, bf16, q4, q8; batch 1 and 8) against that roofline',
+      'Memory read bandwidth and matrix-vector GB/s (f32, bf16, q4, q8; batch 1 and 8) against that roofline, and GFLOP/s (for prompt-sized batches: --batches 128)',
   },
   args: {
     json: {
@@ -51,10 +51,12 @@ export default defineCommand({
     consola.info(
       `memory read: ${result.memory_read_gbps} GB/s (${result.threads} threads), ${result.memory_read_gbps_one_thread} GB/s (1 thread)`,
     )
-    console.log('| dtype | shape | batch | GB/s | roofline | µs/call |\n| --- | --- | --- | --- | --- | --- |')
+    console.log(
+      '| dtype | shape | batch | GB/s | roofline | µs/call | GFLOP/s |\n| --- | --- | --- | --- | --- | --- | --- |',
+    )
     for (const g of result.gemv)
       console.log(
-        `| ${g.dtype} | ${g.rows}×${g.cols} | ${g.batch} | ${g.gbps} | ${g.roofline_ratio} | ${g.median_us} |`,
+        `| ${g.dtype} | ${g.rows}×${g.cols} | ${g.batch} | ${g.gbps} | ${g.roofline_ratio} | ${g.median_us} | ${g.gflops} |`,
       )
   },
 })
