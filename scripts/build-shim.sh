@@ -30,7 +30,7 @@ case "$(uname -s)" in
     done
     FLAGS+=(-DDBC_OPENBLAS); LIBS+=(-lopenblas -ldl) ;;
 esac
-SOURCES=(ffi/tensor.c ffi/threads.c ffi/cpu_ops.c ffi/matmul.c ffi/quant.c ffi/quant_avx512.c ffi/moe.c ffi/recurrent.c ffi/attention.c ffi/bench.c ffi/tp_socket.c ffi/libcrypto.c ffi/aead.c ffi/tp_channel.c ffi/sample.c ffi/kv_block.c)
+SOURCES=(ffi/tensor.c ffi/threads.c ffi/cpu_ops.c ffi/matmul.c ffi/quant.c ffi/quant_avx512.c ffi/moe.c ffi/recurrent.c ffi/attention.c ffi/bench.c ffi/tp_socket.c ffi/libcrypto.c ffi/aead.c ffi/tp_channel.c ffi/link_channel.c ffi/sample.c ffi/kv_block.c)
 STAMP="$OUT.stamp"
 SIG="$MODE $CC ${FLAGS[*]} $(cat ffi/*.h ffi/*.c | cksum)"
 if [ -f "$OUT" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SIG" ]; then

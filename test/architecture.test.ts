@@ -65,13 +65,14 @@ test('imports under src/ only point down the dependency order', () => {
   expect(violations).toEqual([])
 })
 
-// The compute shim's tables (its tensor calls, and the tensor-parallel socket calls and the link's AEAD calls beside the
+// The compute shim's tables (its tensor calls, and the tensor-parallel socket calls and the link's AEAD and frame calls beside the
 // code that uses them), and
 // the macOS bridge's (trust sits below tensor, and the bridge is its own macOS-only library).
 test('only the shim and bridge binding files import bun:ffi', () => {
   const importers = files(SRC).filter((f) => /from ['"]bun:ffi['"]/.test(readFileSync(f, 'utf8')))
   expect(importers.map((f) => relative(SRC, f)).sort()).toEqual([
     'link/native-aead.ts',
+    'link/native-channel.ts',
     'tensor-parallel/native-socket.ts',
     'tensor/native.ts',
     'trust/macos-bridge.ts',

@@ -6,6 +6,7 @@ import { join, relative } from 'node:path'
 import { ABI_VERSION, MLX_DISTRIBUTED_SYMBOLS, SAMPLE_SYMBOLS, SYMBOLS } from '../../src/tensor/native.ts'
 import { TP_SOCKET_SYMBOLS } from '../../src/tensor-parallel/native-socket.ts'
 import { AEAD_SYMBOLS } from '../../src/link/native-aead.ts'
+import { LINK_CHANNEL_SYMBOLS } from '../../src/link/native-channel.ts'
 import { MACOS_SYMBOLS } from '../../src/trust/macos-bridge.ts'
 import { cDeclarations, tableDeclarations } from '../support/c-declarations.ts'
 
@@ -32,6 +33,14 @@ const SEAMS = [
     symbols: AEAD_SYMBOLS,
     after: [LAST_ERROR],
     atLeast: 3,
+  },
+  {
+    header: 'link_channel.h',
+    table: 'LINK_CHANNEL_SYMBOLS',
+    file: 'src/link/native-channel.ts',
+    symbols: LINK_CHANNEL_SYMBOLS,
+    after: [LAST_ERROR],
+    atLeast: 6,
   },
   {
     header: 'sample.h',
