@@ -43,8 +43,11 @@ export const DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 export const MAX_CHUNK_BYTES = 16 * 1024 * 1024
 const ZERO_HASH = new Uint8Array(32)
 
-/** What the transfer needs of a link: sealed frames both ways (a SealedLink, or a ReconnectingLink's current one). */
-export type FileLink = Pick<SealedLink, 'send' | 'onFrame' | 'onClose' | 'closed' | 'peerSerial'>
+/** What the transfer needs of a link: sealed frames both ways (a SealedLink, or a ReconnectingLink's current one);
+ * `send` seals before it returns, so a buffer sent may be filled again at once, and `recycle` takes back a chunk's memory
+ * once it is written and hashed. */
+export type FileLink = Pick<SealedLink, 'send' | 'onFrame' | 'onClose' | 'closed' | 'peerSerial'> &
+  Partial<Pick<SealedLink, 'recycle'>>
 
 // ---- messages (docs/protocol.md §Distribution): each request has a fresh request id, each answer carries it ----
 
@@ -102,12 +105,15 @@ export function serveShards(
   const refuse = (requestId: bigint, code: string, message: string) =>
     send(link, requestId, { type: 'error', error: { code, message } })
 
-  /** The answer's payload, `u64 offset | bytes`, read from disk straight into place (no copy of multi-MiB chunks). */
+  /** The answer's payload, `u64 offset | bytes`, read from disk straight into place (no copy of multi-MiB chunks), in
+   * one buffer for every answer: the link seals it before send returns, and fresh memory per chunk costs page faults. */
+  let answer = new Uint8Array(0)
   const readChunk = (name: string, offset: number, length: number): Uint8Array => {
     let fd = fds.get(name)
     if (fd === undefined) fds.set(name, (fd = openSync(join(modelDir, name), 'r')))
-    const out = new Uint8Array(8 + length)
-    new DataView(out.buffer).setBigUint64(0, BigInt(offset), true)
+    if (answer.byteLength < 8 + length) answer = new Uint8Array(8 + length)
+    const out = answer.subarray(0, 8 + length)
+    new DataView(out.buffer, out.byteOffset).setBigUint64(0, BigInt(offset), true)
     for (let at = 0; at < length;) {
       const n = readSync(fd, out, 8 + at, length - at, offset + at)
       if (n <= 0) throw new DistributionError('E_FILE_READ', `${name} ends before byte ${offset + length} on the head`)
@@ -295,7 +301,13 @@ async function pullInto(
   name: string,
   size: number,
   part: string,
-  o: { chunk: number; window: number; pace: (n: number) => Promise<void>; onBytes: (n: number) => void },
+  o: {
+    chunk: number
+    window: number
+    pace: (n: number) => Promise<void>
+    onBytes: (n: number) => void
+    recycle: (bytes: Uint8Array) => void
+  },
 ) {
   let at = existsSync(part) ? statSync(part).size : 0
   if (at > size) truncateSync(part, (at = 0))
@@ -330,10 +342,12 @@ async function pullInto(
           `asked for ${length} bytes of ${name} at ${offset}, got something else`,
         )
       }
-      // the disk write runs on a worker thread while this one opens the next chunks' frames and hashes
+      // the disk write runs on a worker thread while this one opens the next chunks' frames and hashes; once written,
+      // the chunk's memory goes back to the link for a later chunk
       await writing
-      writing = file.write(m.bytes)
-      hasher.update(m.bytes)
+      const bytes = m.bytes
+      writing = file.write(bytes).then(() => o.recycle(bytes))
+      hasher.update(bytes)
       at += length
       o.onBytes(length)
     }
@@ -415,6 +429,7 @@ export async function receiveShards(link: FileLink, options: ReceiveOptions): Pr
           window: options.window ?? 4,
           pace,
           onBytes: (n) => meter.add(f.name, n),
+          recycle: (bytes) => link.recycle?.(bytes),
         })
         if (sha256 === f.sha256) {
           renameSync(part, path)

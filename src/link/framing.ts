@@ -10,7 +10,8 @@ export interface RawFrame {
 
 export function encodeFrame(type: number, body: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_HEADER_BYTES + body.byteLength)
-  new DataView(out.buffer).setBigUint64(0, BigInt(body.byteLength + 1), true)
+  const length = body.byteLength + 1
+  for (let i = 0, v = length; i < 8; i++, v = Math.floor(v / 256)) out[i] = v % 256
   out[8] = type
   out.set(body, FRAME_HEADER_BYTES)
   return out
@@ -18,11 +19,16 @@ export function encodeFrame(type: number, body: Uint8Array): Uint8Array {
 
 /** Incremental decoder: feed chunks as they arrive, get whole frames; throws LinkError on the first bad frame.
  * A frame wholly inside one chunk is returned as a view of that chunk (valid until push returns: sockets reuse their read
- * buffer); a frame split across chunks is copied once into a buffer allocated only after its length passed the limit. */
+ * buffer); a frame split across chunks is copied once into a buffer of the decoder's own (valid until the next push),
+ * allocated only after the frame's length passed the limit and then reused. */
 export class FrameDecoder {
   readonly #prefix = new Uint8Array(8)
   #prefixFilled = 0
   #frame: Uint8Array | null = null // the body of a frame in progress (type byte first)
+  readonly #scratch = [new Uint8Array(0), new Uint8Array(0)]
+  /** Which scratch buffer the frame in progress fills, and which one holds a frame returned by this push (-1: none). */
+  #filling = 0
+  #returned = -1
   #filled = 0
   /** Largest buffer this decoder ever allocated: never more than maxFrameBytes + 1. */
   largestAllocation = 0
@@ -53,6 +59,7 @@ export class FrameDecoder {
     if (this.#error) throw this.#error
     const frames: RawFrame[] = []
     let rest: Uint8Array | null = null
+    this.#returned = -1 // the frames of the last push are read by now
     try {
       rest = this.#decode(chunk, frames, stop)
     } catch (error) {
@@ -74,6 +81,7 @@ export class FrameDecoder {
         at += part
         if (this.#filled === this.#frame.byteLength) {
           frames.push({ type: this.#frame[0]!, body: this.#frame.subarray(1) })
+          this.#returned = this.#filling
           this.#frame = null
           this.#filled = 0
           const rest = stopped(at)
@@ -82,9 +90,9 @@ export class FrameDecoder {
         continue
       }
       // the length prefix, possibly split across chunks
-      let len: bigint
+      let len: number
       if (this.#prefixFilled === 0 && chunk.byteLength - at >= 8) {
-        len = new DataView(chunk.buffer, chunk.byteOffset + at, 8).getBigUint64(0, true)
+        len = lengthAt(chunk, at)
         at += 8
       } else {
         const part = Math.min(8 - this.#prefixFilled, chunk.byteLength - at)
@@ -93,22 +101,22 @@ export class FrameDecoder {
         at += part
         if (this.#prefixFilled < 8) break
         this.#prefixFilled = 0
-        len = new DataView(this.#prefix.buffer).getBigUint64(0, true)
+        len = lengthAt(this.#prefix, 0)
       }
-      if (len < 1n)
+      if (len < 1)
         throw new LinkError(
           'E_FRAME_EMPTY',
           'a frame declared zero length',
           'the peer is not speaking the dbcluster link protocol',
         )
-      if (len > BigInt(this.maxFrameBytes + 1)) {
+      if (len > this.maxFrameBytes + 1) {
         throw new LinkError(
           'E_FRAME_TOO_LARGE',
-          `a frame declared ${len} bytes; the limit is ${this.maxFrameBytes}`,
+          `a frame declared ${len < 2 ** 53 ? len : 'over 2^53'} bytes; the limit is ${this.maxFrameBytes}`,
           'the peer is broken or hostile; the link was closed',
         )
       }
-      const need = Number(len)
+      const need = len
       if (at < chunk.byteLength) checkType(chunk[at]!) // refuse an unknown type before buffering its body
       if (chunk.byteLength - at >= need) {
         frames.push({ type: chunk[at]!, body: chunk.subarray(at + 1, at + need) })
@@ -117,11 +125,28 @@ export class FrameDecoder {
         if (rest) return rest
         continue
       }
-      this.#frame = new Uint8Array(need) // safe: need <= maxFrameBytes + 1, checked above
-      if (need > this.largestAllocation) this.largestAllocation = need
+      // safe: need <= maxFrameBytes + 1, checked above; one buffer serves every split frame (fresh memory per frame
+      // costs a page fault per 4 KiB), grown to the largest one so far
+      // two of them: a frame completed from one at this chunk's start is still unread while the next split frame starts
+      const which = this.#returned === 0 ? 1 : 0
+      if (this.#scratch[which]!.byteLength < need) {
+        this.#scratch[which] = new Uint8Array(need)
+        if (need > this.largestAllocation) this.largestAllocation = need
+      }
+      this.#frame = this.#scratch[which]!.subarray(0, need)
+      this.#filling = which
     }
     return null
   }
+}
+
+/** The u64 LE length prefix at b[at] as a number: exact below 2^53, and anything larger is refused by the limit check
+ * anyway (a length of 2^53 or more reads as at least 2^53). No DataView: a fresh socket buffer would have to be
+ * materialized for one. */
+function lengthAt(b: Uint8Array, at: number): number {
+  const lo = (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0
+  const hi = (b[at + 4]! | (b[at + 5]! << 8) | (b[at + 6]! << 16) | (b[at + 7]! << 24)) >>> 0
+  return hi * 2 ** 32 + lo
 }
 
 function checkType(type: number): void {

@@ -68,9 +68,10 @@ export class Heartbeat {
     this.#schedule(this.#state.tick(now()))
   }
 
-  /** Call on every chunk received from the peer: any traffic proves it is alive. */
-  heard(): void {
-    this.#state.heard(this.now())
+  /** Call on every chunk received from the peer: any traffic proves it is alive (`now`: the caller's reading of this
+   * heartbeat's clock, when it has just taken one). */
+  heard(now = this.now()): void {
+    this.#state.heard(now)
   }
 
   stop(): void {

@@ -12,7 +12,7 @@ import {
   type HandshakeResult,
 } from '../trust/handshake.ts'
 import type { Identity } from '../trust/identity.ts'
-import { aeadImplementation, AeadReceiver, AeadSender, type CipherName } from './aead-channel.ts'
+import { AeadReceiver, AeadSender, frameImplementation, type AeadOptions, type CipherName } from './aead-channel.ts'
 import { LinkError } from './errors.ts'
 import {
   decodeError,
@@ -48,6 +48,9 @@ export interface LinkOptions {
   missedPings?: number
   /** Frames per key before both sides step the key with HKDF (default 2^32). */
   rekeyInterval?: bigint
+  /** Who seals and opens the frames: the shim's C link channel where it loads (default), or the TypeScript channel
+   * (tests and benchmarks compare the two; the bytes on the wire are the same). */
+  frames?: AeadOptions['implementation']
   /** Payloads larger than this are sent as several sealed records (fragment frames), so the two ends' AEAD work and
    * the transfer overlap (default 64 KiB). */
   fragmentBytes?: number
@@ -91,6 +94,16 @@ const DEFAULTS = {
   fragmentBytes: 64 * 1024,
 }
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n))
+/** Framing header, sealed header and tag around a sealed frame's plaintext. */
+const SEALED_OVERHEAD = 9 + SEALED_HEADER_BYTES + TAG_BYTES
+/** Written frames kept for reuse: bytes in all (a shard transfer keeps about this much in flight), and how many sizes. */
+const SPARE_BYTES = 16 * 1024 * 1024
+const SPARE_SIZES = 4
+/** A large message's records are sealed into one buffer of up to this many bytes and written at once. */
+const WRITE_BATCH_BYTES = 1024 * 1024
+/** Message buffers handed back (recycle) kept for later messages, and the smallest worth keeping. */
+const RECYCLED_BUFFERS = 8
+const RECYCLE_MIN_BYTES = 256 * 1024
 
 type SocketData = { link: SealedLink }
 type CloseReason = DbcError | null
@@ -101,10 +114,16 @@ export class SealedLink {
   peerPublicKey: Uint8Array = new Uint8Array()
   /** The peer's address as the socket reports it (for logs), or '' before attach. */
   remote = ''
-  readonly #o: Required<Omit<LinkOptions, 'rekeyInterval'>> & Pick<LinkOptions, 'rekeyInterval'>
+  readonly #o: Required<Omit<LinkOptions, 'rekeyInterval' | 'frames'>> & Pick<LinkOptions, 'rekeyInterval' | 'frames'>
   readonly #decoder: FrameDecoder
   #socket: Pick<Socket<SocketData>, 'write' | 'end'> | null = null
-  #queue: Uint8Array[] = []
+  /** Bytes waiting for the socket, in order; `frame` is set where they are a sealed frame that may be sealed into again
+   * once it is written (fresh memory for every frame costs a page fault per 4 KiB when the socket first touches it). */
+  #queue: { bytes: Uint8Array; frame: Uint8Array | null }[] = []
+  #queuedBytes = 0
+  /** Written frames kept for reuse, by size (a link sends frames of a few sizes again and again). */
+  readonly #spare = new Map<number, Uint8Array[]>()
+  #spareBytes = 0
   #sender: AeadSender | null = null
   #receiver: AeadReceiver | null = null
   #initiator: InitiatorHandshake | null = null
@@ -183,7 +202,7 @@ export class SealedLink {
 
   /** Bytes waiting for the socket to drain (backpressure). */
   get queuedBytes(): number {
-    return this.#queue.reduce((a, b) => a + b.byteLength, 0)
+    return this.#queuedBytes
   }
 
   onFrame(listener: (f: LinkFrame) => void): () => void {
@@ -254,18 +273,51 @@ export class SealedLink {
       )
     const stage = header.stage ?? 0
     const requestId = header.requestId ?? 0n
-    // docs/protocol.md §Fragments: each record goes to the socket as soon as it is sealed, so the peer opens record k
-    // while this side seals record k+1
+    // docs/protocol.md §Fragments: records go to the socket a batch at a time, as soon as the batch is sealed, so the
+    // peer opens batch k while this side seals batch k+1, and a large message costs one write per batch, not per record
     const piece = Math.max(1, this.#o.fragmentBytes)
-    let at = 0
-    for (; payload.byteLength - at > piece; at += piece) {
-      this.stats.sent++
-      this.#write(
-        this.#sender.sealFrame({ type: FrameType.fragment, stage, requestId }, payload.subarray(at, at + piece)),
-      )
+    const records = Math.max(1, Math.ceil(payload.byteLength / piece))
+    for (let first = 0; first < records;) {
+      let last = first
+      let bytes = SEALED_OVERHEAD + Math.min(piece, payload.byteLength - first * piece)
+      while (last + 1 < records && bytes + SEALED_OVERHEAD + piece <= WRITE_BATCH_BYTES)
+        bytes += SEALED_OVERHEAD + Math.min(piece, payload.byteLength - ++last * piece)
+      const batch = this.#takeSpare(bytes) ?? new Uint8Array(bytes)
+      for (let r = first, at = 0; r <= last; r++) {
+        const plaintext =
+          records === 1 ? payload : payload.subarray(r * piece, Math.min(payload.byteLength, (r + 1) * piece))
+        const size = SEALED_OVERHEAD + plaintext.byteLength
+        const frameType = r === records - 1 ? type : FrameType.fragment
+        this.#sender.sealFrame({ type: frameType, stage, requestId }, plaintext, batch.subarray(at, at + size))
+        this.stats.sent++
+        at += size
+      }
+      this.#write(batch, true)
+      first = last + 1
     }
-    this.stats.sent++
-    this.#write(this.#sender.sealFrame({ type, stage, requestId }, at === 0 ? payload : payload.subarray(at)))
+  }
+
+  /** Keeps a written frame to seal into again, up to SPARE_BYTES in all, of a few sizes (the most recent ones). */
+  #keep(frame: Uint8Array): void {
+    const size = frame.byteLength
+    if (this.#spareBytes + size > SPARE_BYTES) return
+    let list = this.#spare.get(size)
+    if (!list) {
+      if (this.#spare.size >= SPARE_SIZES) {
+        const [oldest, frames] = this.#spare.entries().next().value!
+        this.#spareBytes -= oldest * frames.length
+        this.#spare.delete(oldest)
+      }
+      this.#spare.set(size, (list = []))
+    }
+    list.push(frame)
+    this.#spareBytes += size
+  }
+
+  #takeSpare(size: number): Uint8Array | undefined {
+    const frame = this.#spare.get(size)?.pop()
+    if (frame) this.#spareBytes -= size
+    return frame
   }
 
   close(reason: CloseReason = null): void {
@@ -293,6 +345,12 @@ export class SealedLink {
     if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer)
     this.#socket?.end()
     this.#queue = []
+    this.#queuedBytes = 0
+    this.#spare.clear()
+    this.#spareBytes = 0
+    this.#recycled.length = 0
+    this.#sender?.free()
+    this.#receiver?.free()
     this.#established.reject(reason ?? new LinkError('E_LINK_CLOSED', 'the link closed during the handshake'))
     for (const l of this.#closeListeners.splice(0)) l(reason)
   }
@@ -324,8 +382,9 @@ export class SealedLink {
 
   data(chunk: Uint8Array): void {
     if (this.#closed) return
-    this.#heartbeat?.heard()
-    this.stats.lastHeardAt = Date.now()
+    const now = Date.now()
+    this.#heartbeat?.heard(now)
+    this.stats.lastHeardAt = now
     if (this.#early !== null) {
       // the handshake's last frame is being checked: what follows waits, undecoded and bounded, for the keys
       this.#earlyBytes += chunk.byteLength
@@ -441,38 +500,75 @@ export class SealedLink {
     // the initiator holds keys before the responder has checked FINISH: a refusal of FINISH arrives as a plaintext error
     if (f.type === FrameType.error && this.stats.received === 0 && this.role === 'initiator' && isPlainError(f.body))
       throw refusal(f.body)
-    const { header, plaintext } = this.#receiver!.open(f.type, f.body)
-    this.stats.received++
     const pieces = this.#pieces
-    if (f.type === FrameType.fragment || pieces) {
-      if (pieces && (header.stage !== pieces.stage || header.requestId !== pieces.requestId)) {
-        throw new LinkError(
-          'E_FRAGMENT',
-          `a fragment of stage ${pieces.stage} / request ${pieces.requestId} was followed by stage ${header.stage} / request ${header.requestId}`,
-        )
-      }
-      const bytes = (pieces?.bytes ?? 0) + plaintext.byteLength
-      if (bytes > this.#o.maxFrameBytes)
-        throw new LinkError(
-          'E_FRAME_TOO_LARGE',
-          `a fragmented message passed ${this.#o.maxFrameBytes} bytes`,
-          'the peer is broken or hostile; the link was closed',
-        )
-      if (f.type === FrameType.fragment) {
-        if (pieces) (pieces.parts.push(plaintext), (pieces.bytes = bytes))
-        else this.#pieces = { stage: header.stage, requestId: header.requestId, parts: [plaintext], bytes }
-        return
-      }
-      this.#pieces = null
-      const whole = new Uint8Array(bytes)
-      let at = 0
-      for (const part of [...pieces!.parts, plaintext]) (whole.set(part, at), (at += part.byteLength))
-      return this.#deliver(f.type, header, whole)
+    if (f.type !== FrameType.fragment && !pieces) {
+      const { header, plaintext } = this.#receiver!.open(f.type, f.body)
+      this.stats.received++
+      return this.#deliver(f.type, header, plaintext)
     }
-    this.#deliver(f.type, header, plaintext)
+    // docs/protocol.md §Fragments: each record is opened straight into the message's buffer
+    const at = pieces?.bytes ?? 0
+    const bytes = at + Math.max(0, f.body.byteLength - SEALED_HEADER_BYTES - TAG_BYTES)
+    if (bytes > this.#o.maxFrameBytes) {
+      this.#receiver!.open(f.type, f.body) // authenticated first, as every record: a forged one is E_FRAME_AUTH
+      throw new LinkError(
+        'E_FRAME_TOO_LARGE',
+        `a fragmented message passed ${this.#o.maxFrameBytes} bytes`,
+        'the peer is broken or hostile; the link was closed',
+      )
+    }
+    const buffer = this.#messageBuffer(pieces?.buffer ?? null, at, bytes)
+    const { header } = this.#receiver!.openInto(f.type, f.body, buffer, at)
+    this.stats.received++
+    if (pieces && (header.stage !== pieces.stage || header.requestId !== pieces.requestId)) {
+      throw new LinkError(
+        'E_FRAGMENT',
+        `a fragment of stage ${pieces.stage} / request ${pieces.requestId} was followed by stage ${header.stage} / request ${header.requestId}`,
+      )
+    }
+    if (f.type === FrameType.fragment) {
+      this.#pieces = { stage: header.stage, requestId: header.requestId, buffer, bytes }
+      return
+    }
+    this.#pieces = null
+    this.#lastMessageBytes = bytes
+    this.#deliver(f.type, header, bytes === buffer.byteLength ? buffer : buffer.subarray(0, bytes))
   }
 
-  #pieces: { stage: number; requestId: bigint; parts: Uint8Array[]; bytes: number } | null = null
+  /** A message's buffer with room for `bytes`: the one so far (its first `kept` bytes), grown when it must be; a new
+   * message's is sized like the last message (messages on a link tend to repeat their size), within the limit, and is
+   * one its owner handed back (recycle) where one fits. */
+  #messageBuffer(buffer: Uint8Array | null, kept: number, bytes: number): Uint8Array {
+    if (buffer && buffer.byteLength >= bytes) return buffer
+    const size = Math.min(
+      this.#o.maxFrameBytes,
+      Math.max(bytes, buffer ? 2 * buffer.byteLength : this.#lastMessageBytes),
+    )
+    const grown = (!buffer && this.#takeRecycled(size)) || new Uint8Array(size)
+    if (buffer && kept) grown.set(buffer.subarray(0, kept))
+    return grown
+  }
+
+  /** A payload this link delivered, which its owner no longer reads (a shard transfer's chunk once it is written and
+   * hashed): a later message may be opened into its memory instead of fresh memory (each fresh page costs a fault).
+   * The owner must not touch it, or any view of its memory, afterwards. */
+  recycle(payload: Uint8Array): void {
+    if (this.#closed || payload.byteLength < RECYCLE_MIN_BYTES) return
+    const whole = new Uint8Array(payload.buffer, 0, payload.buffer.byteLength)
+    if (this.#recycled.length >= RECYCLED_BUFFERS || this.#recycled.some((b) => b.buffer === whole.buffer)) return
+    this.#recycled.push(whole)
+  }
+
+  /** A handed-back buffer of at least `size` bytes (and at most twice that: a small message keeps no large buffer). */
+  #takeRecycled(size: number): Uint8Array | undefined {
+    const at = this.#recycled.findIndex((b) => b.byteLength >= size && b.byteLength <= 2 * size)
+    return at < 0 ? undefined : this.#recycled.splice(at, 1)[0]!
+  }
+
+  readonly #recycled: Uint8Array[] = []
+
+  #pieces: { stage: number; requestId: bigint; buffer: Uint8Array; bytes: number } | null = null
+  #lastMessageBytes = 0
 
   #deliver(type: number, header: { stage: number; requestId: bigint }, plaintext: Uint8Array): void {
     if (type === FrameType.ping) return this.#pong(plaintext)
@@ -514,7 +610,9 @@ export class SealedLink {
 
   #dispatch(frame: LinkFrame): void {
     const type = frame.type
-    for (const l of [...this.#frameListeners]) {
+    const listeners = this.#frameListeners
+    // a listener may remove itself (nextFrame) or add one while it runs: walk a copy, unless there is only one
+    for (const l of listeners.length === 1 ? [listeners[0]!] : [...listeners]) {
       try {
         l(frame)
       } catch (error) {
@@ -530,7 +628,12 @@ export class SealedLink {
     this.peerPublicKey = result.peerPublicKey
     const mine = this.role === 'initiator' ? 1 : 2
     const theirs = this.role === 'initiator' ? 2 : 1
-    const common = { cipher: this.#o.cipher, clusterId: this.#o.clusterId, rekeyInterval: this.#o.rekeyInterval }
+    const common = {
+      cipher: this.#o.cipher,
+      clusterId: this.#o.clusterId,
+      rekeyInterval: this.#o.rekeyInterval,
+      implementation: this.#o.frames,
+    }
     this.#sender = new AeadSender({
       ...common,
       direction: mine,
@@ -559,7 +662,9 @@ export class SealedLink {
           ),
         ),
     )
-    log.debug(`link to ${this.peerSerial} established (${this.#o.cipher}, ${aeadImplementation(this.#o.cipher)})`)
+    log.debug(
+      `link to ${this.peerSerial} established (${this.#o.cipher}, ${frameImplementation(this.#o.cipher, this.#o.frames)})`,
+    )
     this.#established.resolve(this)
   }
 
@@ -583,10 +688,20 @@ export class SealedLink {
     }
   }
 
-  #write(bytes: Uint8Array): void {
+  /** Queues bytes for the socket; a sealed frame (`reusable`) is kept to seal into again once it is written. */
+  #write(bytes: Uint8Array, reusable = false): void {
     if (this.#closed) return
-    this.#queue.push(bytes)
-    if (this.#queue.length === 1) this.#flush()
+    if (this.#queue.length === 0 && this.#socket) {
+      // nothing waits: straight to the socket, queued only for what it did not take
+      const written = this.#socket.write(bytes)
+      if (written < 0) return this.close(new LinkError('E_SOCKET', 'the socket refused a write'))
+      if (written === bytes.byteLength) return void (reusable && this.#keep(bytes))
+      this.#queue.push({ bytes: bytes.subarray(written), frame: reusable ? bytes : null })
+      this.#queuedBytes += bytes.byteLength - written
+      return
+    }
+    this.#queue.push({ bytes, frame: reusable ? bytes : null })
+    this.#queuedBytes += bytes.byteLength
   }
 
   #flush(): void {
@@ -594,13 +709,15 @@ export class SealedLink {
     if (!socket) return
     while (this.#queue.length) {
       const head = this.#queue[0]!
-      const written = socket.write(head)
+      const written = socket.write(head.bytes)
       if (written < 0) return this.close(new LinkError('E_SOCKET', 'the socket refused a write'))
-      if (written < head.byteLength) {
-        this.#queue[0] = head.subarray(written)
+      this.#queuedBytes -= Math.max(0, written)
+      if (written < head.bytes.byteLength) {
+        head.bytes = head.bytes.subarray(written)
         return // wait for drain
       }
       this.#queue.shift()
+      if (head.frame) this.#keep(head.frame)
     }
   }
 }
@@ -626,6 +743,7 @@ const handlers = {
     socket.data.link.attach(socket)
   },
   data(socket: Socket<SocketData>, chunk: Buffer) {
+    // a plain Uint8Array view: a Buffer's slice() is a view too, and the link copies what it keeps with slice()
     socket.data.link.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
   },
   drain(socket: Socket<SocketData>) {

@@ -1,8 +1,8 @@
 /** The link's two implementations of docs/protocol.md §Sealed frames — the TypeScript channel and the shim's C link
  * channel (ffi/link_channel.c) — write the same bytes: both seal every frame of the vector files exactly and open
  * them, each opens what the other sealed (random sizes, odd-offset views, rekeying, both ciphers), and both refuse a
- * replayed, reordered, altered or short frame with the same code. */
-import { describe, expect, test } from 'bun:test'
+ * replayed, reordered, altered or short frame with the same code. Two links, one end on each implementation, talk. */
+import { afterEach, describe, expect, test } from 'bun:test'
 import { bytesToHex, hexToBytes } from '@noble/hashes/utils.js'
 import { randomBytes } from 'node:crypto'
 import linkVectors from '../vectors/link-frames.json' with { type: 'json' }
@@ -10,6 +10,8 @@ import sealedVectors from '../vectors/sealed-frames.json' with { type: 'json' }
 import { AeadReceiver, AeadSender, CIPHERS, type AeadOptions, type CipherName } from '../../src/link/aead-channel.ts'
 import { FrameType } from '../../src/link/frames.ts'
 import { nativeChannel } from '../../src/link/native-channel.ts'
+import { connectLink, listenLinks, type LinkOptions, type SealedLink } from '../../src/link/tcp-link.ts'
+import { pins, testIdentity } from '../support/identities.ts'
 
 const native = nativeChannel()
 const NATIVE = native !== null && CIPHERS.every((c) => native.has.has(c))
@@ -136,4 +138,61 @@ describe('refusals are the same on both', () => {
     })
     if (NATIVE) expect(refusals('native')).toEqual(script)
   })
+})
+
+// ---- two real links, one end sealing in C and the other in TypeScript ----
+
+const alice = testIdentity(1)
+const bob = testIdentity(2)
+const authorize = pins({ alice, bob })
+const cleanup: (() => void)[] = []
+afterEach(() => cleanup.splice(0).forEach((f) => f()))
+
+describe.skipIf(!NATIVE)('a link with one end on each implementation', () => {
+  for (const cipher of CIPHERS)
+    test(`${cipher}: messages (a fragmented one too) cross both ways in order`, async () => {
+      const common: Partial<LinkOptions> = {
+        clusterId: 'mixed',
+        authorize,
+        cipher,
+        fragmentBytes: 1000,
+        rekeyInterval: 3n,
+      }
+      const accepted: SealedLink[] = []
+      const listener = listenLinks(
+        '127.0.0.1',
+        0,
+        { ...common, identity: bob, serial: 'bob', frames: 'script' } as LinkOptions,
+        (l) => accepted.push(l),
+      )
+      cleanup.push(() => listener.stop(true))
+      const link = await connectLink('127.0.0.1', listener.port, {
+        ...common,
+        identity: alice,
+        serial: 'alice',
+        frames: 'native',
+      } as LinkOptions)
+      cleanup.push(() => link.close())
+      while (!accepted.length) await Bun.sleep(5)
+      const far = accepted[0]!
+      far.onFrame((f) => far.send(f.type, f.payload.slice().reverse(), { stage: f.stage + 1, requestId: f.requestId }))
+      const sent = [new Uint8Array(0), new Uint8Array(999).fill(3), randomBytes(10_001), new Uint8Array([1, 2, 3])]
+      const got: { stage: number; requestId: bigint; payload: string }[] = []
+      const done = new Promise<void>((resolve) =>
+        link.onFrame((f) => {
+          got.push({ stage: f.stage, requestId: f.requestId, payload: bytesToHex(f.payload) })
+          if (got.length === sent.length) resolve()
+        }),
+      )
+      sent.forEach((p, i) => link.send(FrameType.data, new Uint8Array(p), { stage: i, requestId: BigInt(i) << 33n }))
+      await done
+      expect(got).toEqual(
+        sent.map((p, i) => ({
+          stage: i + 1,
+          requestId: BigInt(i) << 33n,
+          payload: bytesToHex(new Uint8Array(p).reverse()),
+        })),
+      )
+      expect(link.closed || far.closed).toBe(false)
+    })
 })
