@@ -20,7 +20,18 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildManifest } from '../distribution/manifest.ts'
 import { receiveShards, serveShards } from '../distribution/shard-transfer.ts'
-import { aeadImplementation, CIPHERS, open, seal, type CipherName } from '../link/aead-channel.ts'
+import {
+  AeadReceiver,
+  AeadSender,
+  aeadImplementation,
+  CIPHERS,
+  frameImplementation,
+  open,
+  seal,
+  type AeadOptions,
+  type CipherName,
+} from '../link/aead-channel.ts'
+import { nativeChannel } from '../link/native-channel.ts'
 import { FRAME_HEADER_BYTES, FrameType } from '../link/frames.ts'
 import { FrameDecoder } from '../link/framing.ts'
 import { connectLink, listenLinks } from '../link/tcp-link.ts'
@@ -46,8 +57,13 @@ export interface LinkBenchResult {
     sealed_vs_raw: number
     plain_vs_raw: number
   }[]
+  /** Who sealed the link's frames in the round trips (the shim's C link channel, or the TypeScript channel). */
+  frames: string
   /** implementation: what sealed the row (native, or @noble's JavaScript where the shim's libcrypto is missing). */
   aead: { cipher: CipherName; implementation: string; bytes: number; gbps: number }[]
+  /** The link's frame channel in one process: a whole frame sealed (AeadSender.sealFrame) and opened
+   * (AeadReceiver.openInto) per rep, by the C link channel and by the TypeScript channel. */
+  channel: { cipher: CipherName; implementation: string; bytes: number; gbps: number }[]
   /** Present when a file size was given: one shard file moved peer → bench, sealed (shard transfer) and raw TCP. */
   file_transfer?: {
     bytes: number
@@ -96,7 +112,12 @@ export function writeBenchShard(dir: string, bytes: number): void {
 /** The peer process: a sealed echo listener (which also serves shard files from fileDir), a plain echo listener and a raw
  * echo listener (bytes back as they come, no framing);
  * with fileDir, a raw TCP listener that streams the shard file to whoever connects. Prints its ports and key. */
-export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, fileDir?: string): Promise<void> {
+export async function runLinkPeer(
+  initiatorKeyB64: string,
+  cipher: CipherName,
+  fileDir?: string,
+  frames?: AeadOptions['implementation'],
+): Promise<void> {
   const secret = p256.utils.randomSecretKey()
   const identity = softwareIdentityFromSecret(secret)
   const initiatorKey = new Uint8Array(Buffer.from(initiatorKeyB64, 'base64'))
@@ -109,6 +130,7 @@ export async function runLinkPeer(initiatorKeyB64: string, cipher: CipherName, f
       serial: 'bench-peer',
       clusterId: 'bench',
       cipher,
+      frames,
       maxFrameBytes: MAX_FRAME,
       authorize: (serial, key) =>
         serial === 'bench-head' && equalBytes(key, initiatorKey) ? 'authorized' : 'not-pinned',
@@ -239,6 +261,8 @@ export interface LinkBenchOptions {
   fileBytes?: number
   /** Transfers of the shard each way, alternating sealed and raw (default 1); the row gives medians. */
   fileRepeat?: number
+  /** Who seals the link's frames, on both ends (default: the shim's C link channel where it loads). */
+  frames?: AeadOptions['implementation']
   onProgress?: (l: string) => void
 }
 
@@ -259,6 +283,8 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
       Buffer.from(identity.publicKey).toString('base64'),
       '--cipher',
       options.cipher,
+      '--frames',
+      options.frames ?? 'auto',
       ...fileArgs,
     ],
     { stdout: 'pipe', stderr: 'inherit' },
@@ -284,6 +310,7 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
       serial: 'bench-head',
       clusterId: 'bench',
       cipher: options.cipher,
+      frames: options.frames,
       maxFrameBytes: MAX_FRAME,
       authorize: (serial, key) => (serial === 'bench-peer' && equalBytes(key, peerKey) ? 'authorized' : 'not-pinned'),
     })
@@ -398,7 +425,31 @@ export async function runLinkBench(options: LinkBenchOptions): Promise<LinkBench
         aead.push({ cipher, implementation, bytes, gbps: round(aeadGbps(cipher, bytes), 3) })
       }
     }
-    return { cipher: options.cipher, sizes, aead, ...(fileTransfer ? { file_transfer: fileTransfer } : {}) }
+    const channel: LinkBenchResult['channel'] = []
+    for (const cipher of CIPHERS) {
+      for (const implementation of ['native', 'script'] as const) {
+        if (implementation === 'native' && !nativeChannel()?.has.has(cipher)) continue
+        const name = frameImplementation(cipher, implementation)
+        for (const bytes of options.aeadSizes ?? [4096, 262144, 4 * 1024 * 1024, 32 * 1024 * 1024]) {
+          if (name.includes('@noble') && bytes > 4 * 1024 * 1024) continue
+          progress(`frame seal+open ${cipher} (${name}) ${bytes} bytes`)
+          channel.push({
+            cipher,
+            implementation: name,
+            bytes,
+            gbps: round(channelGbps(cipher, implementation, bytes), 3),
+          })
+        }
+      }
+    }
+    return {
+      cipher: options.cipher,
+      frames: frameImplementation(options.cipher, options.frames),
+      sizes,
+      aead,
+      channel,
+      ...(fileTransfer ? { file_transfer: fileTransfer } : {}),
+    }
   } finally {
     peer.kill()
     if (workDir) rmSync(workDir, { recursive: true, force: true })
@@ -482,6 +533,29 @@ async function rawClient(port: number) {
     },
     close: () => socket.end(),
   }
+}
+
+/** A whole frame sealed and opened per rep by the link's channel, into buffers kept across reps (as a link keeps its). */
+function channelGbps(cipher: CipherName, implementation: 'native' | 'script', bytes: number): number {
+  const options = { cipher, key: crypto.getRandomValues(new Uint8Array(32)), direction: 1 as const, clusterId: 'bench' }
+  const tx = new AeadSender({ ...options, implementation })
+  const rx = new AeadReceiver({ ...options, implementation })
+  const data = new Uint8Array(bytes)
+  const frame = new Uint8Array(bytes + 45)
+  const out = new Uint8Array(bytes)
+  const header = { type: FrameType.data, stage: 0, requestId: 0n }
+  const once = () => rx.openInto(FrameType.data, tx.sealFrame(header, data, frame).subarray(9), out, 0)
+  const reps = Math.max(3, Math.min(2000, Math.floor((64 * 1024 * 1024) / bytes)))
+  for (let i = 0; i < Math.max(2, Math.min(2000, (256 * 1024 * 1024) / bytes)); i++) once()
+  const times: number[] = []
+  for (let i = 0; i < reps; i++) {
+    const t0 = Bun.nanoseconds()
+    once()
+    times.push((Bun.nanoseconds() - t0) / 1e9)
+  }
+  tx.free()
+  rx.free()
+  return (2 * bytes) / median(times) / 1e9
 }
 
 function aeadGbps(cipher: CipherName, bytes: number): number {

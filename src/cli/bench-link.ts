@@ -16,7 +16,7 @@ export default defineCommand({
   meta: {
     name: 'link',
     description:
-      'Round-trip latency and throughput of the sealed link against plaintext framing and a bare socket echo (two processes on loopback), AEAD GB/s, and a shard transfer over the sealed link against raw TCP',
+      'Round-trip latency and throughput of the sealed link against plaintext framing and a bare socket echo (two processes on loopback), AEAD and frame-channel GB/s, and a shard transfer over the sealed link against raw TCP',
   },
   args: {
     sizes: {
@@ -41,10 +41,16 @@ export default defineCommand({
         'Cipher of the sealed round trips: aes-256-gcm (default) or chacha20-poly1305 (native through the shim where libcrypto loads); the seal+open rows measure both',
       default: 'aes-256-gcm',
     },
+    frames: {
+      type: 'string',
+      description:
+        "Who seals the link's frames on both ends: auto (the shim's C link channel where it loads), native, or script (the TypeScript channel)",
+      default: 'auto',
+    },
     json: {
       type: 'boolean',
       description:
-        'Print {sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, raw_rtt_us_p50, sealed_vs_raw, plain_vs_raw, sealed_gbps, plain_gbps}], aead: [{cipher, implementation, bytes, gbps}], file_transfer: {bytes, sealed_seconds, plain_seconds, sealed_gbps, plain_gbps, ratio}}',
+        'Print {frames, sizes: [{bytes, sealed_rtt_us_p50, plain_rtt_us_p50, raw_rtt_us_p50, sealed_vs_raw, plain_vs_raw, sealed_gbps, plain_gbps}], aead: [{cipher, implementation, bytes, gbps}], channel: [{cipher, implementation, bytes, gbps}], file_transfer: {bytes, sealed_seconds, plain_seconds, sealed_gbps, plain_gbps, ratio}}',
       default: false,
     },
     'file-size': {
@@ -63,7 +69,10 @@ export default defineCommand({
   },
   async run({ args }) {
     const cipher = parseCipher(args.cipher)
-    if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher, args['file-dir'])
+    const frames = args.frames
+    if (frames !== 'auto' && frames !== 'native' && frames !== 'script')
+      throw new UsageError(`unknown --frames '${frames}'`, 'use auto, native or script')
+    if (args['peer-key']) return runLinkPeer(args['peer-key'], cipher, args['file-dir'], frames)
     const rounds = args.rounds === undefined ? undefined : Number(args.rounds)
     if (rounds !== undefined && (!Number.isInteger(rounds) || rounds < 1))
       throw new UsageError(`--rounds must be a positive integer, not '${args.rounds}'`)
@@ -77,10 +86,12 @@ export default defineCommand({
       cipher,
       fileBytes: args['file-size'] === '0' ? 0 : parseSize(args['file-size']),
       fileRepeat,
+      frames,
       peerCommand: [...selfCommand(), 'bench', 'link'],
       onProgress: (l) => !args.json && consola.start(l),
     })
     if (args.json) return console.log(JSON.stringify(result))
+    console.log(`frames sealed by: ${result.frames}\n`)
     console.log(
       `| bytes | sealed RTT p50 µs | plain RTT p50 µs | raw RTT p50 µs | sealed/raw | plain/raw | sealed/plain | sealed GB/s | plain GB/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |`,
     )
@@ -90,6 +101,8 @@ export default defineCommand({
       )
     console.log(`\n| cipher | implementation | bytes | seal+open GB/s |\n| --- | --- | --- | --- |`)
     for (const a of result.aead) console.log(`| ${a.cipher} | ${a.implementation} | ${a.bytes} | ${a.gbps} |`)
+    console.log(`\n| cipher | frame channel | bytes | frame seal+open GB/s |\n| --- | --- | --- | --- |`)
+    for (const a of result.channel) console.log(`| ${a.cipher} | ${a.implementation} | ${a.bytes} | ${a.gbps} |`)
     const f = result.file_transfer
     if (f)
       console.log(

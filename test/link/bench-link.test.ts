@@ -3,7 +3,7 @@ import { expect, test } from 'bun:test'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 
-test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD GB/s per cipher', async () => {
+test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD and frame-channel GB/s per cipher', async () => {
   const proc = Bun.spawn(
     [
       process.execPath,
@@ -25,6 +25,7 @@ test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD 
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
   const result = JSON.parse(out) as {
+    frames: string
     sizes: {
       bytes: number
       rounds: number
@@ -38,6 +39,7 @@ test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD 
       plain_vs_raw: number
     }[]
     aead: { cipher: string; bytes: number; gbps: number }[]
+    channel: { cipher: string; implementation: string; bytes: number; gbps: number }[]
   }
   expect(result.sizes.map((s) => [s.bytes, s.rounds])).toEqual([
     [4096, 5],
@@ -54,6 +56,21 @@ test('bench link --json: sizes with sealed, plain and raw round trips, and AEAD 
     expect(s.sealed_vs_raw).toBeCloseTo(s.sealed_rtt_us_p50 / s.raw_rtt_us_p50, 1)
     expect(s.plain_vs_raw).toBeCloseTo(s.plain_rtt_us_p50 / s.raw_rtt_us_p50, 1)
   }
+  const { nativeChannel } = await import('../../src/link/native-channel.ts')
+  const native = nativeChannel()
+  expect(result.frames).toBe(
+    native?.has.has('aes-256-gcm')
+      ? 'native, libcrypto through the shim (link channel)'
+      : 'TypeScript channel, native, node:crypto',
+  )
+  // the frame channel: C where the shim loads, and the TypeScript one, per cipher
+  expect(result.channel.map((c) => [c.cipher, c.implementation.split(',')[0]])).toEqual(
+    ['aes-256-gcm', 'chacha20-poly1305'].flatMap((cipher) => [
+      ...(native?.has.has(cipher as 'aes-256-gcm') ? [[cipher, 'native']] : []),
+      [cipher, 'TypeScript channel'],
+    ]),
+  )
+  for (const c of result.channel) expect(c.gbps).toBeGreaterThan(0.001)
   expect(result.aead.map((a) => [a.cipher, a.bytes])).toEqual([
     ['aes-256-gcm', 4096],
     ['chacha20-poly1305', 4096],
@@ -82,10 +99,7 @@ test('bench link --cipher chacha20-poly1305: the round trips seal with it, nativ
   )
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
-  const result = JSON.parse(out) as {
-    cipher: string
-    aead: { cipher: string; implementation: string }[]
-  }
+  const result = JSON.parse(out) as { cipher: string; aead: { cipher: string; implementation: string }[] }
   expect(result.cipher).toBe('chacha20-poly1305')
   const { nativeAead } = await import('../../src/link/native-aead.ts')
   expect(result.aead.find((a) => a.cipher === 'chacha20-poly1305')!.implementation).toBe(
@@ -104,27 +118,33 @@ test('bench link refuses an unknown --cipher by name', async () => {
   expect(err).toContain("unknown --cipher 'rot13'")
 })
 
-test('bench link --file-repeat: sealed and raw transfers alternate; the row gives every run and their medians', async () => {
+test('bench link --frames script: the TypeScript channel seals the round trips; --file-repeat gives every run', async () => {
   const proc = Bun.spawn(
     [
-      ...[process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--sizes', '4K'],
+      ...[process.execPath, 'src/main.ts', 'bench', 'link', '--json', '--frames', 'script', '--sizes', '4K'],
       ...['--rounds', '3', '--aead-sizes', '4K', '--file-size', '2M', '--file-repeat', '2'],
     ],
     { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' },
   )
   const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
   expect(code).toBe(0)
-  const f = (
-    JSON.parse(out) as {
-      file_transfer: {
-        sealed_runs: number[]
-        plain_runs: number[]
-        sealed_seconds: number
-        plain_seconds: number
-      }
-    }
-  ).file_transfer
+  const result = JSON.parse(out) as {
+    frames: string
+    file_transfer: { sealed_runs: number[]; plain_runs: number[]; sealed_seconds: number; plain_seconds: number }
+  }
+  expect(result.frames).toStartWith('TypeScript channel')
+  const f = result.file_transfer
   expect([f.sealed_runs.length, f.plain_runs.length]).toEqual([2, 2])
   expect(f.sealed_seconds).toBeCloseTo((f.sealed_runs[0]! + f.sealed_runs[1]!) / 2, 2)
-  expect(f.plain_seconds).toBeCloseTo((f.plain_runs[0]! + f.plain_runs[1]!) / 2, 2)
 }, 60_000)
+
+test('bench link refuses an unknown --frames', async () => {
+  const proc = Bun.spawn([process.execPath, 'src/main.ts', 'bench', 'link', '--frames', 'fast'], {
+    cwd: ROOT,
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+  expect(code).toBe(2)
+  expect(err).toContain("unknown --frames 'fast'")
+})
