@@ -127,6 +127,7 @@ void dbc_gemm_f32_block(const float* x, const float* wblock, int64_t M, int64_t 
  * on M. Measured (Zen 5, one thread, Qwen3-0.6B's projections at 128 rows): 3.5× OpenBLAS sgemm on converted weights
  * with one term, 1.8× with two; and the work runs on our pool, where OpenBLAS's threads fought our spinning workers. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h> /* internal.h includes it only for AVX2 builds; the portable build dispatches here at run time */
 #define ZBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 #ifndef BF16_X_TERMS
@@ -137,11 +138,13 @@ void dbc_gemm_f32_block(const float* x, const float* wblock, int64_t M, int64_t 
 #define BF_KB 1024  /* values of K per block: a tile's w (8 × 2 KiB) stays in L1 while every row of x passes */
 #define BF_MB 128   /* rows of x per block: their bf16 terms of one K block (512 KiB) stay in L2 */
 
+/* AVX-512 as quant_avx512.c finds it (DBC_NO_AVX512 turns both off) and AVX512_BF16: CPUID leaf 7, subleaf 1, EAX bit 5
+ * (asked directly: older compilers' __builtin_cpu_supports has no name for it). */
 static int bf16_gemm_available(void) {
   static int state = -1;
   if (state < 0) {
-    __builtin_cpu_init();
-    state = dbc_q_avx512_available() && __builtin_cpu_supports("avx512bf16"); /* DBC_NO_AVX512 turns it off too */
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    state = dbc_q_avx512_available() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
   }
   return state;
 }
