@@ -12,8 +12,8 @@ import {
   rmSync,
   statSync,
   truncateSync,
+  writeSync,
 } from 'node:fs'
-import { open } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { consola } from 'consola'
 import { decodeMessage, encodeMessage, FrameType } from '../link/frames.ts'
@@ -314,8 +314,7 @@ async function pullInto(
   const resumedFrom = at
   const hasher = new Bun.CryptoHasher('sha256')
   if (at) readFileInChunks(part, (b) => hasher.update(b)) // the part's bytes count toward the hash too
-  const file = await open(part, at ? 'a' : 'w')
-  let writing: Promise<unknown> = Promise.resolve()
+  const fd = openSync(part, at ? 'a' : 'w')
   try {
     const inFlight: { offset: number; length: number; answer: Promise<ReturnType<typeof decodeMessage>> }[] = []
     let next = at
@@ -342,21 +341,22 @@ async function pullInto(
           `asked for ${length} bytes of ${name} at ${offset}, got something else`,
         )
       }
-      // the disk write runs on a worker thread while this one opens the next chunks' frames and hashes; once written,
-      // the chunk's memory goes back to the link for a later chunk
-      await writing
       const bytes = m.bytes
-      writing = file.write(bytes).then(() => o.recycle(bytes))
+      writeAllSync(fd, bytes)
       hasher.update(bytes)
+      o.recycle(bytes)
       at += length
       o.onBytes(length)
     }
-    await writing
   } finally {
-    await writing.catch(() => {})
-    await file.close()
+    closeSync(fd)
   }
   return { resumedFrom, sha256: hasher.digest('hex') }
+}
+
+/** All of bytes to fd, at its current position (a short write continues). */
+function writeAllSync(fd: number, bytes: Uint8Array): void {
+  for (let at = 0; at < bytes.byteLength;) at += writeSync(fd, bytes, at, bytes.byteLength - at)
 }
 
 /** Fetches the head's signed manifest and checks it against the head's pinned key. */
