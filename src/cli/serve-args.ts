@@ -41,7 +41,7 @@ export const SERVE_ARGS = {
   'max-step-tokens': {
     type: 'string',
     description:
-      'Most rows one step computes, decoding rows and prompt chunks together (several prompts may share a step); lower it to bound running streams’ inter-token latency while long prompts arrive (default: --max-batch + --prefill-chunk; at least --max-batch)',
+      'Most rows one step computes, decoding rows and prompt chunks together, several prompts sharing a step while it lasts; lower it to bound running streams’ inter-token latency while long prompts arrive (default: --max-batch + --prefill-chunk with one prompt a step, which keeps a seeded request’s tokens independent of the prompts beside it; at least --max-batch)',
     valueHint: 'N',
   },
   'request-timeout': { type: 'string', description: 'Seconds before an unfinished request fails', default: '300' },

@@ -90,9 +90,9 @@ export interface SchedulerOptions {
   maxQueue: number
   /** The most prompt tokens one request prefills in a step. */
   prefillChunk: number
-  /** The most rows one step computes, decoding rows and prompt chunks together (--max-step-tokens); absent:
-   * maxBatch + prefillChunk, room for every decoding row beside one whole chunk. Never below maxBatch, so every running
-   * request decodes in every step. */
+  /** The most rows one step computes, decoding rows and prompt chunks together (--max-step-tokens); given, several
+   * prompts share a step while it lasts. Absent: maxBatch + prefillChunk, room for every decoding row beside one whole
+   * chunk, and one prompt a step. Never below maxBatch, so every running request decodes in every step. */
   maxStepTokens?: number
   microBatches: number
   requestTimeoutMs: number
@@ -538,6 +538,9 @@ export class Scheduler {
         owners.push(r)
       }
       fills.push({ r, end })
+      // without an explicit budget, one prompt a step: on bf16 and f32 weights a step's row count picks the kernel
+      // (GEMV or GEMM), whose roundings differ, so a seeded prompt's tokens would depend on the prompts beside it
+      if (this.options.maxStepTokens === undefined) break
     }
     const epoch = this.#epoch
     let sampled: SampledToken[] | null = null

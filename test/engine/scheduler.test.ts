@@ -93,11 +93,11 @@ describe('scheduler', async () => {
 
   test('a burst of 8 short prompts is prefilled in two steps, not eight: prompts share a step while its budget lasts', async () => {
     const pipeline = make(8)
-    const scheduler = new Scheduler(pipeline, () => '', { prefillChunk: 64, maxBatch: 8 })
+    const scheduler = new Scheduler(pipeline, () => '', { prefillChunk: 64, maxBatch: 8, maxStepTokens: 72 })
     const prompts = Array.from({ length: 8 }, (_, k) => Array.from({ length: 10 }, (_, i) => 50 + 10 * k + i))
     const together = await Promise.all(prompts.map((p) => collect(scheduler, p, 3)))
     // the first prompt starts a step alone (the others arrive while it runs); the next step takes the other seven
-    // whole (70 rows) beside the first one's decoding row, within the budget of 8 + 64 = 72
+    // whole (70 rows) beside the first one's decoding row, within the budget of 72
     expect(pipeline.steps[0]).toEqual({ rows: 10, logitRows: 1 })
     expect(pipeline.steps[1]).toEqual({ rows: 1 + 70, logitRows: 8 })
     const alone: number[][] = []
